@@ -1,0 +1,87 @@
+//! What the user types: a slash command or a message to the current room.
+
+/// One line of input, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `/join ROOM`
+    Join(String),
+    /// `/leave [ROOM]` (default: the current room)
+    Leave(Option<String>),
+    /// `/switch ROOM`
+    Switch(String),
+    /// `/who [ROOM]`
+    Who(Option<String>),
+    /// `/rooms`
+    Rooms,
+    /// `/help`
+    Help,
+    /// `/quit`
+    Quit,
+    /// Any line not starting with `/` (a leading `//` sends a literal `/`).
+    Say(String),
+    /// Nothing to do (an empty line).
+    Nothing,
+    /// A malformed command, with what is wrong.
+    Invalid(String),
+}
+
+/// The help text shown by `/help`.
+pub const HELP: &str = "commands: /join ROOM, /leave [ROOM], /switch ROOM, /who [ROOM], /rooms, /help, /quit; \
+anything else is sent to the current room (start with // to send a leading /)";
+
+/// Parses one input line.
+pub fn parse(line: &str) -> Command {
+    let line = line.trim_end_matches(['\r', '\n']);
+    if line.trim().is_empty() {
+        return Command::Nothing;
+    }
+    if let Some(rest) = line.strip_prefix("//") {
+        return Command::Say(format!("/{rest}"));
+    }
+    let Some(rest) = line.strip_prefix('/') else {
+        return Command::Say(line.to_string());
+    };
+    let mut words = rest.split_whitespace();
+    let name = words.next().unwrap_or("");
+    let arg = words.next().map(str::to_string);
+    if words.next().is_some() {
+        return Command::Invalid(format!("/{name} takes at most one argument"));
+    }
+    match (name, arg) {
+        ("join" | "j", Some(room)) => Command::Join(room),
+        ("leave" | "part", room) => Command::Leave(room),
+        ("switch" | "s", Some(room)) => Command::Switch(room),
+        ("who", room) => Command::Who(room),
+        ("rooms", None) => Command::Rooms,
+        ("help" | "h" | "?", None) => Command::Help,
+        ("quit" | "q" | "exit", None) => Command::Quit,
+        ("join" | "j" | "switch" | "s", None) => Command::Invalid(format!("/{name} needs a room")),
+        _ => Command::Invalid(format!("unknown command /{name}; try /help")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_commands_and_messages() {
+        assert_eq!(parse("/join lobby"), Command::Join("lobby".into()));
+        assert_eq!(parse("/leave"), Command::Leave(None));
+        assert_eq!(parse("/leave dev"), Command::Leave(Some("dev".into())));
+        assert_eq!(parse("/switch dev"), Command::Switch("dev".into()));
+        assert_eq!(parse("/who"), Command::Who(None));
+        assert_eq!(parse("/rooms"), Command::Rooms);
+        assert_eq!(parse("/help"), Command::Help);
+        assert_eq!(parse("/quit\n"), Command::Quit);
+        assert_eq!(parse("hello there"), Command::Say("hello there".into()));
+        assert_eq!(
+            parse("//not a command"),
+            Command::Say("/not a command".into())
+        );
+        assert_eq!(parse("   "), Command::Nothing);
+        assert!(matches!(parse("/join"), Command::Invalid(_)));
+        assert!(matches!(parse("/frobnicate"), Command::Invalid(_)));
+        assert!(matches!(parse("/join a b"), Command::Invalid(_)));
+    }
+}

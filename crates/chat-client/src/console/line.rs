@@ -1,0 +1,210 @@
+//! Line mode, for scripts and pipes: each input line is a command or a
+//! message; each event is printed as one line in a stable format
+//! (documented in README.md, "Line mode").
+
+use super::command::{self, Command};
+use chat_client::{Client, ClientError, Event, Events};
+use chat_proto::v1::{DisconnectReason, Member};
+use std::collections::VecDeque;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// Runs line mode until `/quit` or the end of stdin.
+pub async fn run(client: Client, mut events: Events, initial_rooms: Vec<String>) {
+    let mut current: Option<String> = initial_rooms.first().cloned();
+    // Input waits until the first session has joined the initial rooms.
+    let mut awaiting: usize = initial_rooms.len();
+    let mut ready = false;
+    let mut queued: VecDeque<String> = VecDeque::new();
+    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    let mut stdin_open = true;
+
+    loop {
+        if ready {
+            while let Some(line) = queued.pop_front() {
+                if !execute(&client, &mut current, command::parse(&line)).await {
+                    client.close();
+                    return;
+                }
+            }
+            if !stdin_open {
+                client.close();
+                return;
+            }
+        }
+        tokio::select! {
+            event = events.next() => match event {
+                Some(event) => {
+                    if let Event::Rejoined { .. } = &event {
+                        awaiting = awaiting.saturating_sub(1);
+                    }
+                    print_event(&event);
+                    if awaiting == 0 && matches!(event, Event::Connected(_) | Event::Rejoined { .. }) {
+                        ready = true;
+                    }
+                }
+                None => return,
+            },
+            line = stdin.next_line(), if stdin_open => match line {
+                Ok(Some(line)) => queued.push_back(line),
+                Ok(None) | Err(_) => stdin_open = false,
+            },
+        }
+    }
+}
+
+/// Runs one command; returns false to quit.
+async fn execute(client: &Client, current: &mut Option<String>, command: Command) -> bool {
+    match command {
+        Command::Nothing => {}
+        Command::Quit => return false,
+        Command::Help => println!("help {}", command::HELP),
+        Command::Invalid(why) => println!("error INVALID_COMMAND: {why}"),
+        Command::Join(room) => match client.join(&room).await {
+            Ok(r) => {
+                println!(
+                    "joined {} members={} latest={}",
+                    r.room,
+                    r.members.len(),
+                    r.latest_sequence
+                );
+                *current = Some(r.room);
+            }
+            Err(e) => print_error(&e),
+        },
+        Command::Leave(room) => {
+            let Some(room) = room.or_else(|| current.clone()) else {
+                println!("error INVALID_COMMAND: no current room");
+                return true;
+            };
+            match client.leave(&room).await {
+                Ok(r) => {
+                    println!("left {}", r.room);
+                    if current.as_deref() == Some(r.room.as_str()) {
+                        *current = client.rooms().into_iter().next();
+                    }
+                }
+                Err(e) => print_error(&e),
+            }
+        }
+        Command::Switch(room) => {
+            if client.rooms().contains(&room) {
+                println!("switched {room}");
+                *current = Some(room);
+            } else {
+                println!("error NOT_A_MEMBER: not in room {room}; /join it first");
+            }
+        }
+        Command::Who(room) => {
+            let Some(room) = room.or_else(|| current.clone()) else {
+                println!("error INVALID_COMMAND: no current room");
+                return true;
+            };
+            match client.list_members(&room).await {
+                Ok(members) => println!("members {room}: {}", names(&members)),
+                Err(e) => print_error(&e),
+            }
+        }
+        Command::Rooms => match client.list_rooms().await {
+            Ok(rooms) => println!("rooms: {}", rooms.join(", ")),
+            Err(e) => print_error(&e),
+        },
+        Command::Say(text) => {
+            let Some(room) = current.clone() else {
+                println!("error INVALID_COMMAND: join a room first (/join ROOM)");
+                return true;
+            };
+            match client.send(&room, &text).await {
+                Ok(ack) => println!("sent {} {}", ack.room, ack.sequence),
+                Err(e) => print_error(&e),
+            }
+        }
+    }
+    true
+}
+
+fn names(members: &[Member]) -> String {
+    members
+        .iter()
+        .map(|m| m.display_name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn print_error(e: &ClientError) {
+    match e {
+        ClientError::Server { .. } => println!("error {e}"),
+        other => println!("error CLIENT: {other}"),
+    }
+}
+
+/// Keeps one event on one line.
+fn one_line(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r")
+}
+
+/// The stable one-line form of an event.
+pub fn format_event(event: &Event) -> String {
+    let display = |m: &Option<Member>| {
+        m.as_ref()
+            .map(|m| m.display_name.clone())
+            .unwrap_or_default()
+    };
+    match event {
+        Event::Connected(w) => format!("connected server={} as={}", w.server_id, display(&w.you)),
+        Event::Rejoined {
+            room,
+            result: Ok(r),
+        } => format!(
+            "joined {room} members={} latest={}",
+            r.members.len(),
+            r.latest_sequence
+        ),
+        Event::Rejoined {
+            room,
+            result: Err(e),
+        } => format!("error rejoin {room}: {e}"),
+        Event::Message(m) => format!(
+            "message {} {} {}: {}",
+            m.room,
+            m.sequence,
+            one_line(&display(&m.sender)),
+            one_line(&m.text)
+        ),
+        Event::MemberJoined(m) => {
+            format!("member-joined {} {}", m.room, one_line(&display(&m.member)))
+        }
+        Event::MemberLeft(m) => format!("member-left {} {}", m.room, one_line(&display(&m.member))),
+        Event::Notification(n) => format!("notification {}", one_line(&n.text)),
+        Event::Disconnected {
+            notice: Some(n), ..
+        } => {
+            let reason = DisconnectReason::try_from(n.reason)
+                .unwrap_or(DisconnectReason::Unspecified)
+                .as_str_name()
+                .trim_start_matches("DISCONNECT_REASON_")
+                .to_string();
+            format!("disconnected {reason}: {}", one_line(&n.message))
+        }
+        Event::Disconnected {
+            notice: None,
+            reason,
+        } => {
+            format!("disconnected CONNECTION_LOST: {}", one_line(reason))
+        }
+        Event::Reconnecting {
+            attempt,
+            delay,
+            error,
+        } => format!(
+            "reconnecting attempt={attempt} in={}ms: {}",
+            delay.as_millis(),
+            one_line(error)
+        ),
+    }
+}
+
+fn print_event(event: &Event) {
+    println!("{}", format_event(event));
+}

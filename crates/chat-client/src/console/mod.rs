@@ -1,0 +1,6 @@
+//! The `chat` console: a full-screen terminal UI when stdin is a terminal,
+//! a plain line mode otherwise. Both speak the same commands.
+
+pub mod command;
+pub mod line;
+pub mod tui;

@@ -1,0 +1,61 @@
+//! What a client observes: server events and its own connection changes.
+
+use crate::error::ClientError;
+use chat_proto::v1::{
+    DisconnectNotice, JoinRoomResult, MemberJoined, MemberLeft, MessageEvent, Notification, Welcome,
+};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// One thing that happened, in the order it happened.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A session is open (the first time, or again after a reconnect).
+    /// Rooms are rejoined right after; each gives a [`Event::Rejoined`].
+    Connected(Welcome),
+    /// A room the client was in was joined again on a new session.
+    Rejoined {
+        /// The room.
+        room: String,
+        /// The join's outcome.
+        result: Result<JoinRoomResult, ClientError>,
+    },
+    /// A message in one of the client's rooms.
+    Message(MessageEvent),
+    /// Someone joined one of the client's rooms.
+    MemberJoined(MemberJoined),
+    /// Someone left one of the client's rooms.
+    MemberLeft(MemberLeft),
+    /// A server notification.
+    Notification(Notification),
+    /// The session ended.
+    Disconnected {
+        /// The server's notice, if it sent one before closing.
+        notice: Option<DisconnectNotice>,
+        /// What ended it, in words.
+        reason: String,
+    },
+    /// A connection attempt failed or a session ended; the next attempt
+    /// follows after `delay`.
+    Reconnecting {
+        /// Attempt number since the last successful session, from 1.
+        attempt: u32,
+        /// Wait before the attempt.
+        delay: Duration,
+        /// Why the previous attempt or session ended.
+        error: String,
+    },
+}
+
+/// The client's events, in order. Ends when the client is closed.
+#[derive(Debug)]
+pub struct Events {
+    pub(crate) rx: mpsc::Receiver<Event>,
+}
+
+impl Events {
+    /// The next event; `None` once the client is closed.
+    pub async fn next(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+}

@@ -1,0 +1,40 @@
+//! `chat`, the console client: a full-screen terminal UI when stdin is a
+//! terminal, a plain line mode when it is not (or with `--plain`).
+
+mod console;
+
+use chat_client::{Client, ClientConfig};
+use clap::Parser;
+use std::io::IsTerminal;
+
+/// Console chat client.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Server URL.
+    #[arg(long, env = "CHAT_SERVER", default_value = "http://127.0.0.1:5000")]
+    server: String,
+    /// Your display name (1-32 printable characters).
+    #[arg(long, env = "CHAT_NAME")]
+    name: String,
+    /// Room to join at start; repeat for several. The first is current.
+    #[arg(long = "room", default_value = "lobby")]
+    rooms: Vec<String>,
+    /// Line mode even on a terminal.
+    #[arg(long)]
+    plain: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut config = ClientConfig::new(args.server.clone(), args.name.clone());
+    config.rooms = args.rooms.clone();
+    let (client, events) = Client::connect(config);
+    if args.plain || !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
+        console::line::run(client, events, args.rooms).await;
+        Ok(())
+    } else {
+        console::tui::run(client, events, args.server, args.rooms).await
+    }
+}

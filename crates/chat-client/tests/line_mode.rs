@@ -1,0 +1,216 @@
+//! The `chat` binary in line mode against a real server: the stable output
+//! format, commands, and a clean exit on `/quit`.
+
+use chat_client::{Client, ClientConfig, Event};
+use chat_server::Config;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{ChildStdout, Command};
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn test_config() -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    }
+}
+
+/// Reads stdout lines until one starts with `prefix`; returns it.
+async fn line_starting(lines: &mut Lines<BufReader<ChildStdout>>, prefix: &str) -> String {
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(WAIT, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.starts_with(prefix) {
+                return Some(line);
+            }
+            seen.push(line);
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(line)) => line,
+        _ => panic!("no line starting with {prefix:?}; saw {seen:#?}"),
+    }
+}
+
+async fn next_event(
+    events: &mut chat_client::Events,
+    mut pred: impl FnMut(&Event) -> bool,
+) -> Event {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let e = events.next().await.expect("events open");
+            if pred(&e) {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("event within the wait")
+}
+
+#[tokio::test]
+async fn line_mode_chats_with_a_library_client() {
+    let mut config = test_config();
+    config.notifications.interval = Duration::from_millis(300);
+    config.notifications.text = "hello everyone".into();
+    let shutdown = CancellationToken::new();
+    let server = chat_server::start(config, shutdown.clone()).await.unwrap();
+    let url = format!("http://{}", server.addr());
+
+    let mut alice_config = ClientConfig::new(url.clone(), "alice");
+    alice_config.rooms = vec!["lobby".into()];
+    let (alice, mut alice_ev) = Client::connect(alice_config);
+    next_event(&mut alice_ev, |e| matches!(e, Event::Rejoined { .. })).await;
+
+    let mut chat = Command::new(env!("CARGO_BIN_EXE_chat"))
+        .args(["--server", &url, "--name", "carol", "--room", "lobby"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = chat.stdin.take().unwrap();
+    let mut out = BufReader::new(chat.stdout.take().unwrap()).lines();
+
+    let connected = line_starting(&mut out, "connected ").await;
+    assert!(connected.ends_with("as=carol"), "{connected}");
+    assert_eq!(
+        line_starting(&mut out, "joined ").await,
+        "joined lobby members=2 latest=0"
+    );
+    next_event(&mut alice_ev, |e| matches!(e, Event::MemberJoined(j) if j.member.as_ref().unwrap().display_name == "carol")).await;
+
+    // carol types a message; alice receives it.
+    stdin.write_all(b"hello from carol\n").await.unwrap();
+    assert_eq!(line_starting(&mut out, "sent ").await, "sent lobby 1");
+    match next_event(&mut alice_ev, |e| matches!(e, Event::Message(_))).await {
+        Event::Message(m) => assert_eq!(m.text, "hello from carol"),
+        _ => unreachable!(),
+    }
+    // alice answers (with a newline, which line mode escapes); carol prints it.
+    alice.send("lobby", "hi carol\nsecond line").await.unwrap();
+    assert_eq!(
+        line_starting(&mut out, "message lobby 2 ").await,
+        "message lobby 2 alice: hi carol\\nsecond line"
+    );
+    assert_eq!(
+        line_starting(&mut out, "notification ").await,
+        "notification hello everyone"
+    );
+
+    stdin
+        .write_all(b"/who\n/join dev\n/rooms\n/switch lobby\n/join bad!room\n/nonsense\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        line_starting(&mut out, "members ").await,
+        "members lobby: alice, carol"
+    );
+    assert_eq!(
+        line_starting(&mut out, "joined ").await,
+        "joined dev members=1 latest=0"
+    );
+    assert_eq!(
+        line_starting(&mut out, "rooms: ").await,
+        "rooms: dev, lobby"
+    );
+    assert_eq!(line_starting(&mut out, "switched ").await, "switched lobby");
+    let err = line_starting(&mut out, "error ").await;
+    assert!(
+        err.starts_with("error INVALID_ARGUMENT: room name"),
+        "{err}"
+    );
+    let err = line_starting(&mut out, "error ").await;
+    assert!(
+        err.starts_with("error INVALID_COMMAND: unknown command /nonsense"),
+        "{err}"
+    );
+
+    // Presence lines.
+    let (bob, _bob_ev) = Client::connect(ClientConfig::new(url.clone(), "bob"));
+    bob.wait_connected(WAIT).await.unwrap();
+    bob.join("lobby").await.unwrap();
+    assert_eq!(
+        line_starting(&mut out, "member-joined ").await,
+        "member-joined lobby bob"
+    );
+    bob.close();
+    assert_eq!(
+        line_starting(&mut out, "member-left ").await,
+        "member-left lobby bob"
+    );
+
+    stdin.write_all(b"/quit\n").await.unwrap();
+    let status = tokio::time::timeout(WAIT, chat.wait())
+        .await
+        .expect("exits")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    next_event(
+        &mut alice_ev,
+        |e| matches!(e, Event::MemberLeft(l) if l.member.as_ref().unwrap().display_name == "carol"),
+    )
+    .await;
+
+    shutdown.cancel();
+    server.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn line_mode_reports_shutdown_and_reconnects() {
+    let mut config = test_config();
+    config.notifications.enabled = false;
+    let shutdown = CancellationToken::new();
+    let server = chat_server::start(config.clone(), shutdown.clone())
+        .await
+        .unwrap();
+    let addr = server.addr();
+    let url = format!("http://{addr}");
+
+    let mut chat = Command::new(env!("CARGO_BIN_EXE_chat"))
+        .args([
+            "--server", &url, "--name", "dave", "--room", "lobby", "--room", "dev",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = chat.stdin.take().unwrap();
+    let mut out = BufReader::new(chat.stdout.take().unwrap()).lines();
+    line_starting(&mut out, "joined dev").await;
+    line_starting(&mut out, "joined lobby").await;
+
+    shutdown.cancel();
+    server.wait().await.unwrap();
+    let notice = line_starting(&mut out, "disconnected ").await;
+    assert!(
+        notice.starts_with("disconnected SHUTTING_DOWN: "),
+        "{notice}"
+    );
+    line_starting(&mut out, "reconnecting attempt=1 ").await;
+
+    config.listen = addr;
+    let shutdown = CancellationToken::new();
+    let server = chat_server::start(config, shutdown.clone()).await.unwrap();
+    line_starting(&mut out, "connected ").await;
+    line_starting(&mut out, "joined dev").await;
+    line_starting(&mut out, "joined lobby").await;
+
+    // End of input quits, like /quit.
+    stdin.shutdown().await.unwrap();
+    drop(stdin);
+    let status = tokio::time::timeout(WAIT, chat.wait())
+        .await
+        .expect("exits")
+        .unwrap();
+    assert!(status.success());
+    shutdown.cancel();
+    server.wait().await.unwrap();
+}

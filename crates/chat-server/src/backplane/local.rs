@@ -1,0 +1,44 @@
+//! The in-process backplane: a single instance, so publishing is delivering
+//! to the local sink. Nothing to install, nothing that can fail.
+
+use super::{Backplane, BackplaneError, FrameSink, RoomFrame};
+use crate::validate::RoomName;
+use futures::future::{BoxFuture, FutureExt, ready};
+use std::sync::Arc;
+
+/// Delivers every published frame straight to this instance's rooms.
+pub struct LocalBackplane {
+    sink: Arc<dyn FrameSink>,
+}
+
+impl LocalBackplane {
+    /// A backplane that delivers to `sink`.
+    pub fn new(sink: Arc<dyn FrameSink>) -> Self {
+        LocalBackplane { sink }
+    }
+}
+
+impl Backplane for LocalBackplane {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    // With one instance, every room is implicitly subscribed: the sink
+    // delivers to whichever rooms have local members.
+    fn subscribe<'a>(&'a self, _room: &'a RoomName) -> BoxFuture<'a, Result<(), BackplaneError>> {
+        ready(Ok(())).boxed()
+    }
+
+    fn unsubscribe<'a>(&'a self, _room: &'a RoomName) -> BoxFuture<'a, Result<(), BackplaneError>> {
+        ready(Ok(())).boxed()
+    }
+
+    fn publish(&self, frame: RoomFrame) -> BoxFuture<'_, Result<(), BackplaneError>> {
+        self.sink.deliver(&frame);
+        ready(Ok(())).boxed()
+    }
+
+    fn is_healthy(&self) -> bool {
+        true
+    }
+}

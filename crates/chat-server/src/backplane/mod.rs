@@ -1,0 +1,60 @@
+//! The backplane carries room traffic between server instances: an instance
+//! publishes each room event once, and every instance with local members in
+//! that room delivers it to them.
+//!
+//! The in-process backplane ships now (one instance); Redis and NATS plug in
+//! behind the same trait.
+
+mod local;
+
+pub use local::LocalBackplane;
+
+use crate::validate::RoomName;
+use chat_proto::EncodedFrame;
+use futures::future::BoxFuture;
+
+/// One event for a room, already encoded as the `ServerFrame` its members
+/// receive, so the delivering instance never re-encodes it.
+#[derive(Clone, Debug)]
+pub struct RoomFrame {
+    /// The room.
+    pub room: RoomName,
+    /// For messages, the room sequence number; `None` for presence events.
+    pub sequence: Option<u64>,
+    /// The encoded `ServerFrame`.
+    pub frame: EncodedFrame,
+}
+
+/// Receives the room frames a backplane brings in, for local delivery.
+pub trait FrameSink: Send + Sync + 'static {
+    /// Hands `frame` to this instance's members of its room.
+    fn deliver(&self, frame: &RoomFrame);
+}
+
+/// A backplane operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackplaneError {
+    /// The backplane cannot be reached.
+    #[error("backplane unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Carries room frames between instances.
+pub trait Backplane: Send + Sync + 'static {
+    /// Short name for logs and the readiness report.
+    fn name(&self) -> &'static str;
+
+    /// Starts receiving `room`'s frames; called when the room gets its first
+    /// local member. Returns once frames published afterwards will arrive.
+    fn subscribe<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<(), BackplaneError>>;
+
+    /// Stops receiving `room`'s frames; called when its last local member left.
+    fn unsubscribe<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<(), BackplaneError>>;
+
+    /// Sends `frame` to every instance subscribed to its room, this one
+    /// included. One call per event, never one per recipient.
+    fn publish(&self, frame: RoomFrame) -> BoxFuture<'_, Result<(), BackplaneError>>;
+
+    /// Whether the backplane is connected, for readiness.
+    fn is_healthy(&self) -> bool;
+}

@@ -1,0 +1,378 @@
+//! Server configuration: defaults, then a TOML file, then `CHAT_*` environment
+//! variables (`__` separates nested keys), then command-line flags.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// The whole configuration of one server instance. Every key is documented
+/// in README.md ("Configuration").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address of the one listener that serves gRPC and the HTTP endpoints.
+    pub listen: SocketAddr,
+    /// Name of this instance in logs and in `Welcome`; empty means a random id.
+    pub server_id: String,
+    /// Which backplane connects instances.
+    pub backplane: BackplaneKind,
+    /// Logging.
+    pub log: LogConfig,
+    /// Bounds on what one client may use.
+    pub limits: Limits,
+    /// Liveness of client sessions.
+    pub session: SessionConfig,
+    /// The periodic notification to every client.
+    pub notifications: NotificationConfig,
+    /// Graceful shutdown.
+    pub shutdown: ShutdownConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
+            server_id: String::new(),
+            backplane: BackplaneKind::Local,
+            log: LogConfig::default(),
+            limits: Limits::default(),
+            session: SessionConfig::default(),
+            notifications: NotificationConfig::default(),
+            shutdown: ShutdownConfig::default(),
+        }
+    }
+}
+
+/// The backplane that carries room traffic between instances.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackplaneKind {
+    /// In-process: one instance, nothing to install.
+    Local,
+}
+
+/// Log output.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `chat_server=debug,info`;
+    /// `RUST_LOG`, when set, wins.
+    pub level: String,
+    /// `text` (human-readable) or `json` (one object per line).
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// JSON lines.
+    Json,
+}
+
+/// Per-client bounds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest message text, in bytes of UTF-8.
+    pub max_text_bytes: usize,
+    /// Rooms one connection may be a member of at once.
+    pub max_rooms_per_connection: usize,
+    /// Frames queued for one connection before it counts as a slow consumer.
+    pub outbound_queue: usize,
+    /// Largest frame a client may send, in bytes; larger ones end the session.
+    pub max_frame_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_text_bytes: 4096,
+            max_rooms_per_connection: 100,
+            outbound_queue: 1024,
+            max_frame_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Session liveness.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// A session that sends nothing (not even a ping) for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Interval of HTTP/2 keepalive pings to each connection.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// A connection that does not answer a keepalive ping in this time is closed.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            idle_timeout: Duration::from_secs(90),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The periodic server notification.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotificationConfig {
+    /// Whether to send it.
+    pub enabled: bool,
+    /// How often.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Its text.
+    pub text: String,
+}
+
+impl Default for NotificationConfig {
+    fn default() -> Self {
+        NotificationConfig {
+            enabled: true,
+            interval: Duration::from_secs(30),
+            text: "Periodic notification from the chat server".into(),
+        }
+    }
+}
+
+/// Graceful shutdown.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long to wait for sessions to end before exiting anyway.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Values given as command-line flags; they override every other source.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct FlagOverrides {
+    /// `--listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// `--log-format` and `--log-level`.
+    #[serde(skip_serializing_if = "LogOverrides::is_empty")]
+    pub log: LogOverrides,
+}
+
+/// Log flags.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LogOverrides {
+    /// `--log-level`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    /// `--log-format`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<LogFormat>,
+}
+
+impl LogOverrides {
+    fn is_empty(&self) -> bool {
+        self.level.is_none() && self.format.is_none()
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A source holds an unknown key or a value of the wrong shape.
+    #[error("invalid configuration: {0}")]
+    Invalid(Box<figment::Error>),
+    /// The values parse but do not make sense together.
+    #[error("invalid configuration: {0}")]
+    Inconsistent(String),
+    /// `--config` names a file that does not exist.
+    #[error("configuration file {0} does not exist")]
+    MissingFile(String),
+}
+
+impl Config {
+    /// Loads the configuration from every source, in order of precedence:
+    /// defaults < `file` < `CHAT_*` environment < `flags`.
+    pub fn load(file: Option<&Path>, flags: &FlagOverrides) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::MissingFile(path.display().to_string()));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let config: Config = figment
+            .merge(
+                Env::prefixed("CHAT_")
+                    .split("__")
+                    .ignore(&["token", "config"]),
+            )
+            .merge(Serialized::defaults(flags))
+            .extract()
+            .map_err(|e| ConfigError::Invalid(Box::new(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: ranges and relations between values.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |what: &str| Err(ConfigError::Inconsistent(what.to_string()));
+        let l = &self.limits;
+        if l.max_text_bytes == 0 {
+            return bad("limits.max_text_bytes must be at least 1");
+        }
+        if l.max_frame_bytes < l.max_text_bytes + 512 {
+            return bad("limits.max_frame_bytes must exceed limits.max_text_bytes by at least 512");
+        }
+        if l.max_rooms_per_connection == 0 || l.outbound_queue == 0 {
+            return bad(
+                "limits.max_rooms_per_connection and limits.outbound_queue must be at least 1",
+            );
+        }
+        if self.notifications.enabled && self.notifications.interval.is_zero() {
+            return bad("notifications.interval must be above zero");
+        }
+        if self.session.idle_timeout.is_zero() || self.session.keepalive_interval.is_zero() {
+            return bad("session.idle_timeout and session.keepalive_interval must be above zero");
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML, as `--print-config` shows it.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+// `figment::Jail` closures return figment's large error type by design.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_when_nothing_is_given() {
+        figment::Jail::expect_with(|_jail| {
+            let config = Config::load(None, &FlagOverrides::default()).expect("load");
+            assert_eq!(config, Config::default());
+            assert_eq!(config.listen, "127.0.0.1:5000".parse().unwrap());
+            assert_eq!(config.notifications.interval, Duration::from_secs(30));
+            assert_eq!(config.shutdown.drain_timeout, Duration::from_secs(10));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "chat.toml",
+                r#"
+                listen = "127.0.0.1:6001"
+                [limits]
+                max_text_bytes = 100
+                max_rooms_per_connection = 7
+                [notifications]
+                interval = "5s"
+                [log]
+                format = "json"
+                "#,
+            )?;
+            let path = Path::new("chat.toml");
+            // File alone.
+            let c = Config::load(Some(path), &FlagOverrides::default()).expect("load");
+            assert_eq!(c.listen, "127.0.0.1:6001".parse().unwrap());
+            assert_eq!(c.limits.max_text_bytes, 100);
+            assert_eq!(c.notifications.interval, Duration::from_secs(5));
+            assert_eq!(c.log.format, LogFormat::Json);
+
+            // Environment beats the file, nested keys with `__`.
+            jail.set_env("CHAT_LISTEN", "127.0.0.1:6002");
+            jail.set_env("CHAT_LIMITS__MAX_ROOMS_PER_CONNECTION", "9");
+            jail.set_env("CHAT_TOKEN", "not-a-server-key");
+            let c = Config::load(Some(path), &FlagOverrides::default()).expect("load");
+            assert_eq!(c.listen, "127.0.0.1:6002".parse().unwrap());
+            assert_eq!(c.limits.max_rooms_per_connection, 9);
+            assert_eq!(c.limits.max_text_bytes, 100, "file value kept");
+
+            // Flags beat the environment.
+            let flags = FlagOverrides {
+                listen: Some("127.0.0.1:6003".parse().unwrap()),
+                log: LogOverrides {
+                    level: Some("debug".into()),
+                    format: Some(LogFormat::Text),
+                },
+            };
+            let c = Config::load(Some(path), &flags).expect("load");
+            assert_eq!(c.listen, "127.0.0.1:6003".parse().unwrap());
+            assert_eq!(c.log.format, LogFormat::Text);
+            assert_eq!(c.log.level, "debug");
+            assert_eq!(c.limits.max_rooms_per_connection, 9, "env value kept");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("typo.toml", "[limits]\nmax_txt_bytes = 5\n")?;
+            let err = Config::load(Some(Path::new("typo.toml")), &FlagOverrides::default())
+                .expect_err("unknown key");
+            assert!(err.to_string().contains("max_txt_bytes"), "{err}");
+
+            jail.create_file("zero.toml", "[limits]\nmax_text_bytes = 0\n")?;
+            let err = Config::load(Some(Path::new("zero.toml")), &FlagOverrides::default())
+                .expect_err("zero limit");
+            assert!(err.to_string().contains("max_text_bytes"), "{err}");
+
+            let err = Config::load(Some(Path::new("absent.toml")), &FlagOverrides::default())
+                .expect_err("missing file");
+            assert!(matches!(err, ConfigError::MissingFile(_)));
+
+            jail.set_env("CHAT_BACKPLANE", "carrier-pigeon");
+            let err = Config::load(None, &FlagOverrides::default()).expect_err("bad backplane");
+            assert!(err.to_string().contains("carrier-pigeon"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn printed_config_loads_back_to_the_same() {
+        figment::Jail::expect_with(|jail| {
+            let mut config = Config::default();
+            config.limits.max_text_bytes = 1234;
+            config.notifications.interval = Duration::from_millis(1500);
+            jail.create_file("printed.toml", &config.to_toml())?;
+            let back = Config::load(Some(Path::new("printed.toml")), &FlagOverrides::default())
+                .expect("load");
+            assert_eq!(back, config);
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,83 @@
+//! Errors: what a client's request can fail with (each with a stable code
+//! from the contract), and what can stop the server.
+
+use chat_proto::v1::Error as WireError;
+pub use chat_proto::v1::ErrorCode;
+
+/// A request failed; it changed nothing. Each variant maps to one stable
+/// [`ErrorCode`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// A malformed field.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// Message text above the limit.
+    #[error("message text is {size} bytes; the limit is {limit}")]
+    MessageTooLarge {
+        /// The text's size in bytes.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// Not a member of the room.
+    #[error("not a member of room {0}")]
+    NotAMember(String),
+    /// Already a member of the room.
+    #[error("already a member of room {0}")]
+    AlreadyAMember(String),
+    /// The rooms-per-connection limit is reached.
+    #[error("a connection may be in at most {0} rooms")]
+    TooManyRooms(usize),
+    /// The server cannot serve the request now.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A fault inside the server; details are in its log.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl RequestError {
+    /// The stable code clients see.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            RequestError::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            RequestError::MessageTooLarge { .. } => ErrorCode::MessageTooLarge,
+            RequestError::NotAMember(_) => ErrorCode::NotAMember,
+            RequestError::AlreadyAMember(_) => ErrorCode::AlreadyAMember,
+            RequestError::TooManyRooms(_) => ErrorCode::TooManyRooms,
+            RequestError::Unavailable(_) => ErrorCode::Unavailable,
+            RequestError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// The error as it goes on the wire.
+    pub fn to_wire(&self) -> WireError {
+        WireError {
+            code: self.code() as i32,
+            message: self.to_string(),
+            retry_after_ms: 0,
+        }
+    }
+}
+
+/// Why the server could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The transport failed while serving.
+    #[error("server transport failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The server task panicked or was aborted.
+    #[error("server task failed: {0}")]
+    Task(String),
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}

@@ -1,0 +1,145 @@
+//! The gRPC face of the hub: accepts Session streams and hands each to a
+//! [`Session`] task. Thin on purpose; the logic lives in the hub.
+
+use crate::hub::{Hub, OutboxStream, outbox};
+use crate::session::Session;
+use crate::store::Sender;
+use crate::validate;
+use chat_proto::v1::ClientFrame;
+use chat_proto::v1::chat_service_server::ChatService;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Metadata key naming the client (ASCII names).
+pub const NAME_HEADER: &str = "chat-name";
+/// Metadata key naming the client (any UTF-8, binary header).
+pub const NAME_BIN_HEADER: &str = "chat-name-bin";
+
+/// The `chat.v1.ChatService` implementation.
+pub struct ChatGrpc {
+    hub: Arc<Hub>,
+    idle_timeout: Duration,
+    shutdown: CancellationToken,
+    sessions: TaskTracker,
+}
+
+impl ChatGrpc {
+    /// A service over `hub`; session tasks are tracked by `sessions` and end
+    /// when `shutdown` fires.
+    pub fn new(
+        hub: Arc<Hub>,
+        idle_timeout: Duration,
+        shutdown: CancellationToken,
+        sessions: TaskTracker,
+    ) -> Self {
+        ChatGrpc {
+            hub,
+            idle_timeout,
+            shutdown,
+            sessions,
+        }
+    }
+}
+
+/// A refusal of the Session call, carrying the stable code in metadata too.
+fn refuse(code: tonic::Code, chat_code: &'static str, message: String) -> Status {
+    let mut metadata = MetadataMap::new();
+    metadata.insert(
+        "chat-error-code",
+        tonic::metadata::MetadataValue::from_static(chat_code),
+    );
+    Status::with_metadata(code, message, metadata)
+}
+
+/// Reads and validates the client's display name from the call metadata.
+fn display_name(metadata: &MetadataMap) -> Result<String, Status> {
+    let invalid = |m: String| refuse(tonic::Code::InvalidArgument, "INVALID_ARGUMENT", m);
+    let name = if let Some(v) = metadata.get_bin(NAME_BIN_HEADER) {
+        let bytes = v
+            .to_bytes()
+            .map_err(|_| invalid(format!("{NAME_BIN_HEADER} is not valid base64")))?;
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| invalid(format!("{NAME_BIN_HEADER} is not UTF-8")))?
+    } else if let Some(v) = metadata.get(NAME_HEADER) {
+        v.to_str()
+            .map_err(|_| {
+                invalid(format!(
+                    "{NAME_HEADER} must be ASCII; use {NAME_BIN_HEADER}"
+                ))
+            })?
+            .to_string()
+    } else {
+        return Err(invalid(format!(
+            "missing {NAME_HEADER} metadata: say who you are"
+        )));
+    };
+    validate::display_name(&name).map_err(|e| invalid(e.to_string()))?;
+    Ok(name)
+}
+
+#[tonic::async_trait]
+impl ChatService for ChatGrpc {
+    type SessionStream = OutboxStream;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<ClientFrame>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        if self.shutdown.is_cancelled() {
+            return Err(refuse(
+                tonic::Code::Unavailable,
+                "UNAVAILABLE",
+                "the server is shutting down".into(),
+            ));
+        }
+        let name = display_name(request.metadata())?;
+        // Without authentication, the name is the identity.
+        let name: Arc<str> = Arc::from(name);
+        let user = Sender {
+            user_id: name.clone(),
+            display_name: name,
+        };
+        let (outbox, stream) = outbox(self.hub.limits().outbound_queue);
+        let session = Session::open(self.hub.clone(), user, outbox, self.idle_timeout);
+        let inbound = request.into_inner();
+        self.sessions
+            .spawn(session.run(inbound, self.shutdown.clone()));
+        Ok(Response::new(stream))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_from_metadata() {
+        let mut m = MetadataMap::new();
+        assert_eq!(
+            display_name(&m).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        m.insert(NAME_HEADER, "alice".parse().unwrap());
+        assert_eq!(display_name(&m).unwrap(), "alice");
+        m.insert_bin(
+            NAME_BIN_HEADER,
+            tonic::metadata::MetadataValue::from_bytes("Zoë".as_bytes()),
+        );
+        assert_eq!(display_name(&m).unwrap(), "Zoë", "the binary header wins");
+        let mut bad = MetadataMap::new();
+        bad.insert_bin(
+            NAME_BIN_HEADER,
+            tonic::metadata::MetadataValue::from_bytes(b"a\nb"),
+        );
+        let status = display_name(&bad).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            status.metadata().get("chat-error-code").unwrap(),
+            "INVALID_ARGUMENT"
+        );
+    }
+}

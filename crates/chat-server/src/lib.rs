@@ -1,0 +1,20 @@
+//! `chat-server`: a horizontally scalable real-time chat server speaking
+//! gRPC. Start one with [`server::start`]; see `docs/ARCHITECTURE.md` for the
+//! map of modules.
+
+pub mod backplane;
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod health;
+pub mod hub;
+pub mod notifier;
+pub mod server;
+pub mod session;
+pub mod store;
+pub mod telemetry;
+pub mod time;
+pub mod validate;
+
+pub use config::Config;
+pub use server::{RunningServer, start};

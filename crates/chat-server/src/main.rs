@@ -1,0 +1,98 @@
+//! The `chat-server` binary: configuration from file, environment and
+//! flags; logs; runs until SIGINT or SIGTERM, then drains and exits 0.
+
+use anyhow::Context;
+use chat_server::config::{Config, FlagOverrides, LogFormat, LogOverrides};
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tokio_util::sync::CancellationToken;
+
+/// Real-time chat server (gRPC and HTTP health on one port).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// TOML configuration file.
+    #[arg(long, env = "CHAT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on (gRPC and HTTP), e.g. 0.0.0.0:5000.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Log format.
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `chat_server=debug`.
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("chat-server: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` prints the whole cause chain on one line, no backtrace.
+            eprintln!("chat-server: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let flags = FlagOverrides {
+        listen: args.listen,
+        log: LogOverrides {
+            level: args.log_level,
+            format: args.log_format,
+        },
+    };
+    let config = Config::load(args.config.as_deref(), &flags)?;
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
+    chat_server::telemetry::init(&config.log).map_err(anyhow::Error::msg)?;
+
+    let shutdown = CancellationToken::new();
+    let server = chat_server::start(config, shutdown.clone())
+        .await
+        .context("cannot start chat-server")?;
+    tokio::spawn(async move {
+        match stop_signal().await {
+            Ok(name) => tracing::info!(signal = name, "stop signal received"),
+            Err(e) => tracing::error!(error = %e, "cannot listen for stop signals; stopping"),
+        }
+        shutdown.cancel();
+    });
+    server.wait().await?;
+    Ok(())
+}
+
+/// Waits for SIGINT (Ctrl-C) or SIGTERM.
+async fn stop_signal() -> std::io::Result<&'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => Ok("SIGTERM"),
+            _ = int.recv() => Ok("SIGINT"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await?;
+        Ok("Ctrl-C")
+    }
+}

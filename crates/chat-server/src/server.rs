@@ -1,0 +1,179 @@
+//! Starting and stopping one server instance: binds the listener, wires the
+//! hub, backplane and store, serves gRPC and HTTP on the one port, and
+//! drains gracefully when told to stop.
+
+use crate::backplane::{Backplane, LocalBackplane};
+use crate::config::{BackplaneKind, Config};
+use crate::error::ServerError;
+use crate::grpc::ChatGrpc;
+use crate::health::{self, Readiness};
+use crate::hub::{Hub, Rooms};
+use crate::notifier;
+use crate::store::{MemoryStore, MessageStore};
+use chat_proto::v1::chat_service_server::ChatServiceServer;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
+
+/// A server that is running. Cancel the shutdown token given to [`start`]
+/// to stop it, then [`RunningServer::wait`] for it to finish draining.
+pub struct RunningServer {
+    addr: SocketAddr,
+    server_id: String,
+    hub: Arc<Hub>,
+    task: JoinHandle<Result<(), ServerError>>,
+}
+
+impl RunningServer {
+    /// The address the listener is bound to (port 0 resolved).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// This instance's id.
+    pub fn server_id(&self) -> &str {
+        &self.server_id
+    }
+
+    /// The instance's hub (for inspection in tests and tools).
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Waits until the server has stopped: after shutdown and the drain, or
+    /// on a transport failure.
+    pub async fn wait(self) -> Result<(), ServerError> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(ServerError::Task(e.to_string())),
+        }
+    }
+}
+
+/// Starts a server on `config`; it runs until `shutdown` is cancelled.
+pub async fn start(
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<RunningServer, ServerError> {
+    config.validate()?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let server_id = if config.server_id.is_empty() {
+        uuid::Uuid::new_v4().simple().to_string()[..8].to_string()
+    } else {
+        config.server_id.clone()
+    };
+
+    let rooms = Arc::new(Rooms::default());
+    let store: Arc<dyn MessageStore> = Arc::new(MemoryStore::new());
+    let backplane: Arc<dyn Backplane> = match config.backplane {
+        BackplaneKind::Local => Arc::new(LocalBackplane::new(rooms.clone())),
+    };
+    let hub = Arc::new(Hub::new(
+        server_id.clone(),
+        config.limits.clone(),
+        rooms,
+        store,
+        backplane,
+    ));
+
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let readiness = Arc::new(Readiness::new(hub.clone(), reporter));
+    readiness.serving().await;
+
+    let sessions = TaskTracker::new();
+    let chat = ChatGrpc::new(
+        hub.clone(),
+        config.session.idle_timeout,
+        shutdown.clone(),
+        sessions.clone(),
+    );
+    let chat =
+        ChatServiceServer::new(chat).max_decoding_message_size(config.limits.max_frame_bytes);
+    let routes = Routes::from(health::routes(readiness.clone()))
+        .add_service(health_service)
+        .add_service(chat);
+
+    if config.notifications.enabled {
+        sessions.spawn(notifier::run(
+            hub.clone(),
+            config.notifications.interval,
+            config.notifications.text.clone(),
+            shutdown.clone(),
+        ));
+    }
+
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let graceful = shutdown.clone();
+    let serve = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .http2_keepalive_interval(Some(config.session.keepalive_interval))
+        .http2_keepalive_timeout(Some(config.session.keepalive_timeout))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, async move { graceful.cancelled().await });
+
+    let drain_timeout = config.shutdown.drain_timeout;
+    let task_hub = hub.clone();
+    let task = tokio::spawn(async move {
+        tokio::pin!(serve);
+        tokio::select! {
+            result = &mut serve => result.map_err(ServerError::from),
+            _ = shutdown.cancelled() => {
+                readiness.drain().await;
+                tracing::info!(drain_timeout = ?drain_timeout, "shutting down: draining sessions");
+                drain(serve, sessions, drain_timeout, &task_hub).await
+            }
+        }
+    });
+    tracing::info!(%addr, server_id, "chat-server listening (gRPC and HTTP)");
+    Ok(RunningServer {
+        addr,
+        server_id,
+        hub,
+        task,
+    })
+}
+
+/// Lets sessions say goodbye and connections close, for at most `timeout`.
+async fn drain<F>(
+    serve: std::pin::Pin<&mut F>,
+    sessions: TaskTracker,
+    timeout: Duration,
+    hub: &Hub,
+) -> Result<(), ServerError>
+where
+    F: std::future::Future<Output = Result<(), tonic::transport::Error>>,
+{
+    sessions.close();
+    let all_done = async {
+        let served = serve.await;
+        sessions.wait().await;
+        served
+    };
+    match tokio::time::timeout(timeout, all_done).await {
+        Ok(result) => {
+            tracing::info!("drained; stopped");
+            result.map_err(ServerError::from)
+        }
+        Err(_) => {
+            tracing::warn!(
+                sessions = hub.session_count(),
+                "drain timeout reached; closing the remaining connections"
+            );
+            Ok(())
+        }
+    }
+}

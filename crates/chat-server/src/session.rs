@@ -1,0 +1,242 @@
+//! One client session: reads the client's requests in order, answers each
+//! with exactly one reply, and ends with a disconnect notice.
+
+use crate::error::RequestError;
+use crate::hub::{ConnId, Hub, Outbox, disconnect_frame, member};
+use crate::store::{NewMessage, Sender};
+use crate::time::now_unix_ms;
+use crate::validate::{self, RoomName};
+use chat_proto::EncodedFrame;
+use chat_proto::v1::{
+    ClientFrame, DisconnectReason, JoinRoomResult, LeaveRoomResult, ListMembersResult,
+    ListRoomsResult, PongResult, Reply, SendMessageResult, Welcome, client_frame::Request, reply,
+    server_frame::Frame,
+};
+use futures::{Stream, StreamExt};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// A session's state; owned by its task, so it needs no lock.
+pub struct Session {
+    hub: Arc<Hub>,
+    conn: ConnId,
+    user: Sender,
+    outbox: Outbox,
+    rooms: BTreeSet<RoomName>,
+    idle_timeout: Duration,
+}
+
+impl Session {
+    /// Registers a new session for `user`, queueing its `Welcome`.
+    pub fn open(hub: Arc<Hub>, user: Sender, outbox: Outbox, idle_timeout: Duration) -> Session {
+        let conn = hub.register(outbox.clone());
+        let limits = hub.limits();
+        let welcome = Frame::Welcome(Welcome {
+            connection_id: format!("{}-{conn}", hub.server_id()),
+            you: Some(member(&user)),
+            server_time_unix_ms: now_unix_ms(),
+            max_text_bytes: limits.max_text_bytes as u32,
+            max_rooms_per_connection: limits.max_rooms_per_connection as u32,
+            idle_timeout_ms: idle_timeout.as_millis().min(u32::MAX as u128) as u32,
+            server_id: hub.server_id().to_string(),
+        });
+        outbox.push(EncodedFrame::from(welcome));
+        Session {
+            hub,
+            conn,
+            user,
+            outbox,
+            rooms: BTreeSet::new(),
+            idle_timeout,
+        }
+    }
+
+    /// Runs the session until the client hangs up, breaks the protocol, goes
+    /// idle or is kicked, or `shutdown` fires; then leaves every room.
+    pub async fn run<S>(mut self, inbound: S, shutdown: CancellationToken)
+    where
+        S: Stream<Item = Result<ClientFrame, tonic::Status>> + Unpin,
+    {
+        let span = tracing::info_span!("session", conn = self.conn, user = %self.user.user_id);
+        async move {
+            tracing::info!("session opened");
+            let why = self.serve(inbound, shutdown).await;
+            for room in std::mem::take(&mut self.rooms) {
+                self.hub.leave(&room, self.conn, &self.user).await;
+            }
+            self.hub.unregister(self.conn);
+            tracing::info!(reason = why, "session closed");
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn serve<S>(&mut self, mut inbound: S, shutdown: CancellationToken) -> &'static str
+    where
+        S: Stream<Item = Result<ClientFrame, tonic::Status>> + Unpin,
+    {
+        let ended = self.outbox.ended().clone();
+        let idle_timeout = self.idle_timeout;
+        let idle = tokio::time::sleep(idle_timeout);
+        tokio::pin!(idle);
+        loop {
+            tokio::select! {
+                biased;
+                _ = ended.cancelled() => return "kicked",
+                _ = shutdown.cancelled() => {
+                    self.outbox.finish(disconnect_frame(
+                        DisconnectReason::ShuttingDown,
+                        "the server is shutting down; reconnect shortly",
+                    ));
+                    return "server shutting down";
+                }
+                _ = &mut idle => {
+                    self.outbox.finish(disconnect_frame(
+                        DisconnectReason::IdleTimeout,
+                        "nothing received within the idle timeout",
+                    ));
+                    return "idle timeout";
+                }
+                next = inbound.next() => match next {
+                    Some(Ok(frame)) => {
+                        idle.as_mut().reset(Instant::now() + idle_timeout);
+                        // The request runs to completion even if shutdown
+                        // fires meanwhile: in-flight requests finish.
+                        self.handle(frame).await;
+                    }
+                    Some(Err(status)) => {
+                        tracing::info!(error = %status.message(), "protocol violation");
+                        self.outbox.kick(disconnect_frame(
+                            DisconnectReason::ProtocolViolation,
+                            &format!("malformed frame: {}", status.message()),
+                        ));
+                        return "protocol violation";
+                    }
+                    None => return "client hung up",
+                },
+            }
+        }
+    }
+
+    async fn handle(&mut self, frame: ClientFrame) {
+        let request_id = frame.request_id;
+        let mut announce = None;
+        let result = match frame.request {
+            Some(Request::JoinRoom(r)) => self.join(&r.room, &mut announce).await,
+            Some(Request::LeaveRoom(r)) => self.leave(&r.room).await,
+            Some(Request::SendMessage(r)) => self.send(&r.room, r.client_message_id, r.text).await,
+            Some(Request::ListMembers(r)) => self.list_members(&r.room),
+            Some(Request::ListRooms(_)) => Ok(reply::Result::ListRooms(ListRoomsResult {
+                rooms: self.rooms.iter().map(|r| r.to_string()).collect(),
+            })),
+            Some(Request::Ping(p)) => Ok(reply::Result::Pong(PongResult {
+                client_time_unix_ms: p.client_time_unix_ms,
+                server_time_unix_ms: now_unix_ms(),
+            })),
+            None => Err(RequestError::InvalidArgument(
+                "frame carries no request (unknown request kind?)".into(),
+            )),
+        };
+        let result = result.unwrap_or_else(|e| {
+            tracing::debug!(request_id, code = ?e.code(), error = %e, "request refused");
+            reply::Result::Error(e.to_wire())
+        });
+        let reply = Frame::Reply(Reply {
+            request_id,
+            result: Some(result),
+        });
+        self.outbox.push(EncodedFrame::from(reply));
+        // Members hear of a join after the joiner has its reply.
+        if let Some(room) = announce {
+            self.hub.announce_joined(&room, &self.user).await;
+        }
+    }
+
+    fn member_room(&self, room: &str) -> Result<RoomName, RequestError> {
+        let room = RoomName::parse(room)?;
+        if !self.rooms.contains(&room) {
+            return Err(RequestError::NotAMember(room.to_string()));
+        }
+        Ok(room)
+    }
+
+    async fn join(
+        &mut self,
+        room: &str,
+        announce: &mut Option<RoomName>,
+    ) -> Result<reply::Result, RequestError> {
+        let room = RoomName::parse(room)?;
+        if self.rooms.contains(&room) {
+            return Err(RequestError::AlreadyAMember(room.to_string()));
+        }
+        let max = self.hub.limits().max_rooms_per_connection;
+        if self.rooms.len() >= max {
+            return Err(RequestError::TooManyRooms(max));
+        }
+        let (members, latest_sequence, first_for_user) = self
+            .hub
+            .join(&room, self.conn, &self.user, self.outbox.clone())
+            .await?;
+        tracing::info!(%room, "joined");
+        self.rooms.insert(room.clone());
+        if first_for_user {
+            *announce = Some(room.clone());
+        }
+        Ok(reply::Result::JoinRoom(JoinRoomResult {
+            room: room.to_string(),
+            members: members.iter().map(member).collect(),
+            latest_sequence,
+        }))
+    }
+
+    async fn leave(&mut self, room: &str) -> Result<reply::Result, RequestError> {
+        let room = self.member_room(room)?;
+        self.rooms.remove(&room);
+        self.hub.leave(&room, self.conn, &self.user).await;
+        tracing::info!(%room, "left");
+        Ok(reply::Result::LeaveRoom(LeaveRoomResult {
+            room: room.to_string(),
+        }))
+    }
+
+    async fn send(
+        &mut self,
+        room: &str,
+        client_message_id: String,
+        text: String,
+    ) -> Result<reply::Result, RequestError> {
+        let room = self.member_room(room)?;
+        validate::client_message_id(&client_message_id)?;
+        validate::message_text(&text, self.hub.limits().max_text_bytes)?;
+        let stored = self
+            .hub
+            .send(NewMessage {
+                room,
+                sender: self.user.clone(),
+                client_message_id,
+                text,
+            })
+            .await?;
+        tracing::debug!(room = %stored.message.room, sequence = stored.sequence, "message sent");
+        Ok(reply::Result::SendMessage(SendMessageResult {
+            message_id: stored.id,
+            room: stored.message.room.to_string(),
+            sequence: stored.sequence,
+            server_time_unix_ms: stored.time_unix_ms,
+            client_message_id: stored.message.client_message_id,
+        }))
+    }
+
+    fn list_members(&self, room: &str) -> Result<reply::Result, RequestError> {
+        let room = self.member_room(room)?;
+        let members = self.hub.rooms().members(&room);
+        Ok(reply::Result::ListMembers(ListMembersResult {
+            room: room.to_string(),
+            members: members.iter().map(member).collect(),
+        }))
+    }
+}

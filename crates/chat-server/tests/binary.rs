@@ -1,0 +1,162 @@
+//! The `chat-server` binary as an operator runs it: configuration sources,
+//! `--print-config`, and SIGTERM ending in exit code 0 within the drain
+//! timeout even when a client never hangs up.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_chat-server");
+
+#[test]
+fn print_config_shows_file_env_and_flag_values_in_precedence() {
+    let dir = std::env::temp_dir().join(format!("chat-print-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("chat.toml");
+    std::fs::write(&file, "listen = \"127.0.0.1:7001\"\n[limits]\nmax_text_bytes = 100\nmax_rooms_per_connection = 5\n").unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "--config",
+            file.to_str().unwrap(),
+            "--print-config",
+            "--listen",
+            "127.0.0.1:7003",
+        ])
+        .env("CHAT_LIMITS__MAX_ROOMS_PER_CONNECTION", "9")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        printed.contains("listen = \"127.0.0.1:7003\""),
+        "flag wins:\n{printed}"
+    );
+    assert!(
+        printed.contains("max_rooms_per_connection = 9"),
+        "env beats file:\n{printed}"
+    );
+    assert!(
+        printed.contains("max_text_bytes = 100"),
+        "file beats default:\n{printed}"
+    );
+    assert!(
+        printed.contains("drain_timeout = \"10s\""),
+        "defaults shown:\n{printed}"
+    );
+
+    let bad = Command::new(BIN)
+        .args(["--print-config"])
+        .env("CHAT_LIMITS__MAX_TEXT_BYTES", "lots")
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr).to_lowercase();
+    assert!(
+        stderr.contains("max_text_bytes") && stderr.contains("lots"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_zero_within_the_drain_timeout() {
+    let mut child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .env("CHAT_SHUTDOWN__DRAIN_TIMEOUT", "2s")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The JSON log's "listening" line names the bound address.
+    let stderr = child.stderr.take().unwrap();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let log_reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && let Some(addr) = v["addr"].as_str()
+            {
+                let _ = addr_tx.send(addr.to_string());
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    let addr = addr_rx
+        .recv_timeout(WAIT)
+        .expect("the server logs its address");
+    let url = format!("http://{addr}");
+
+    // A client that never hangs up, in a room.
+    let mut stubborn = RawSession::open(&url, "stubborn").await.unwrap();
+    stubborn
+        .send(
+            1,
+            chat_client::proto::client_frame::Request::JoinRoom(
+                chat_client::proto::JoinRoomRequest {
+                    room: "lobby".into(),
+                },
+            ),
+        )
+        .await;
+    assert!(matches!(
+        stubborn.next().await,
+        Some(chat_client::proto::server_frame::Frame::Welcome(_))
+    ));
+    assert!(matches!(
+        stubborn.next().await,
+        Some(chat_client::proto::server_frame::Frame::Reply(_))
+    ));
+
+    let started = Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let took = started.elapsed();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        took < Duration::from_millis(3500),
+        "took {took:?} with a 2 s drain timeout"
+    );
+
+    let frames = stubborn.drain().await;
+    assert!(
+        frames.iter().any(|f| matches!(
+            f,
+            chat_client::proto::server_frame::Frame::Disconnect(n)
+                if n.reason == chat_client::proto::DisconnectReason::ShuttingDown as i32
+        )),
+        "{frames:?}"
+    );
+
+    let logs = log_reader.join().unwrap();
+    let all = logs.join("\n");
+    assert!(all.contains("SIGTERM"), "{all}");
+    // Lines about a session carry its connection id and user.
+    let session_line = logs
+        .iter()
+        .find(|l| l.contains("\"joined\""))
+        .unwrap_or_else(|| panic!("a joined line in {all}"));
+    let v: serde_json::Value = serde_json::from_str(session_line).unwrap();
+    assert_eq!(v["room"], "lobby", "{session_line}");
+    assert_eq!(v["span"]["user"], "stubborn", "{session_line}");
+    assert!(v["span"]["conn"].is_number(), "{session_line}");
+}

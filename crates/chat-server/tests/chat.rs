@@ -1,0 +1,365 @@
+//! End-to-end behaviour of one server: rooms, messages, presence, errors,
+//! notifications.
+
+mod common;
+
+use chat_client::proto::ErrorCode;
+use chat_client::{ClientError, Event};
+use common::*;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// Whether `e` says that `name` joined (members also see their own join).
+fn joined(e: &Event, name: &str) -> bool {
+    matches!(e, Event::MemberJoined(j) if j.member.as_ref().is_some_and(|m| m.display_name == name))
+}
+
+fn names(members: &[chat_client::proto::Member]) -> BTreeSet<String> {
+    members.iter().map(|m| m.display_name.clone()).collect()
+}
+
+#[tokio::test]
+async fn three_clients_in_two_rooms_exchange_messages() {
+    let server = TestServer::start(config()).await;
+    let url = server.url();
+    let (alice, mut alice_ev) = connect(&url, "alice").await;
+    let (bob, mut bob_ev) = connect(&url, "bob").await;
+    let (carol, mut carol_ev) = connect(&url, "carol").await;
+
+    // alice: lobby + dev; bob: lobby; carol: dev.
+    let j = alice.join("lobby").await.unwrap();
+    assert_eq!(names(&j.members), BTreeSet::from(["alice".to_string()]));
+    assert_eq!(j.latest_sequence, 0);
+    alice.join("dev").await.unwrap();
+    let j = bob.join("lobby").await.unwrap();
+    assert_eq!(
+        names(&j.members),
+        BTreeSet::from(["alice".into(), "bob".into()])
+    );
+    carol.join("dev").await.unwrap();
+
+    let ack = alice.send("lobby", "hello lobby").await.unwrap();
+    assert_eq!((ack.room.as_str(), ack.sequence), ("lobby", 1));
+    assert!(!ack.message_id.is_empty());
+    let ack = alice.send("dev", "hello dev").await.unwrap();
+    assert_eq!(ack.sequence, 1, "sequences are per room");
+    bob.send("lobby", "hi alice").await.unwrap();
+    carol.send("dev", "hi from dev").await.unwrap();
+
+    // Each sees its rooms' messages, in sequence order, and nothing else.
+    assert_eq!(
+        expect_message(&mut bob_ev, "lobby").await,
+        ("alice".into(), "hello lobby".into(), 1)
+    );
+    assert_eq!(
+        expect_message(&mut bob_ev, "lobby").await,
+        ("bob".into(), "hi alice".into(), 2)
+    );
+    assert_eq!(
+        expect_message(&mut carol_ev, "dev").await,
+        ("alice".into(), "hello dev".into(), 1)
+    );
+    assert_eq!(
+        expect_message(&mut carol_ev, "dev").await,
+        ("carol".into(), "hi from dev".into(), 2)
+    );
+    let mut alice_lobby = Vec::new();
+    let mut alice_dev = Vec::new();
+    while alice_lobby.len() < 2 || alice_dev.len() < 2 {
+        match expect_event(&mut alice_ev, "message", |e| matches!(e, Event::Message(_))).await {
+            Event::Message(m) if m.room == "lobby" => alice_lobby.push(m.sequence),
+            Event::Message(m) => alice_dev.push(m.sequence),
+            _ => unreachable!(),
+        }
+    }
+    assert_eq!((alice_lobby, alice_dev), (vec![1, 2], vec![1, 2]));
+    expect_no_event(
+        &mut bob_ev,
+        Duration::from_millis(200),
+        |e| matches!(e, Event::Message(m) if m.room == "dev"),
+    )
+    .await;
+
+    assert_eq!(alice.list_rooms().await.unwrap(), vec!["dev", "lobby"]);
+    let members = alice.list_members("dev").await.unwrap();
+    assert_eq!(
+        names(&members),
+        BTreeSet::from(["alice".into(), "carol".into()])
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn members_see_joins_and_leaves_and_a_user_is_listed_once() {
+    let server = TestServer::start(config()).await;
+    let url = server.url();
+    let (alice, mut alice_ev) = connect(&url, "alice").await;
+    alice.join("lobby").await.unwrap();
+
+    let (bob1, _bob1_ev) = connect(&url, "bob").await;
+    bob1.join("lobby").await.unwrap();
+    let joined = expect_event(&mut alice_ev, "bob joined", |e| joined(e, "bob")).await;
+    let Event::MemberJoined(j) = joined else {
+        unreachable!()
+    };
+    assert_eq!(
+        (j.room.as_str(), j.member.unwrap().display_name.as_str()),
+        ("lobby", "bob")
+    );
+
+    // bob again, from a second place: still one member, no second "joined".
+    let (bob2, _bob2_ev) = connect(&url, "bob").await;
+    let j = bob2.join("lobby").await.unwrap();
+    assert_eq!(j.members.len(), 2);
+    assert_eq!(alice.list_members("lobby").await.unwrap().len(), 2);
+    expect_no_event(&mut alice_ev, Duration::from_millis(200), |e| {
+        matches!(e, Event::MemberJoined(_) | Event::MemberLeft(_))
+    })
+    .await;
+
+    // bob's first connection leaves: bob is still there.
+    bob1.leave("lobby").await.unwrap();
+    expect_no_event(&mut alice_ev, Duration::from_millis(200), |e| {
+        matches!(e, Event::MemberLeft(_))
+    })
+    .await;
+    assert_eq!(names(&alice.list_members("lobby").await.unwrap()).len(), 2);
+
+    // The second one disconnects abruptly: now bob has left.
+    bob2.close();
+    let left = expect_event(&mut alice_ev, "bob left", |e| {
+        matches!(e, Event::MemberLeft(_))
+    })
+    .await;
+    let Event::MemberLeft(l) = left else {
+        unreachable!()
+    };
+    assert_eq!(l.member.unwrap().display_name, "bob");
+    assert_eq!(
+        names(&alice.list_members("lobby").await.unwrap()),
+        BTreeSet::from(["alice".into()])
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_raw_session_dropped_mid_stream_leaves_its_rooms() {
+    let server = TestServer::start(config()).await;
+    let url = server.url();
+    let (alice, mut alice_ev) = connect(&url, "alice").await;
+    alice.join("lobby").await.unwrap();
+    let mut raw = RawSession::open(&url, "mallory").await.unwrap();
+    raw.send(
+        1,
+        chat_client::proto::client_frame::Request::JoinRoom(chat_client::proto::JoinRoomRequest {
+            room: "lobby".into(),
+        }),
+    )
+    .await;
+    expect_event(&mut alice_ev, "mallory joined", |e| joined(e, "mallory")).await;
+    assert!(matches!(
+        raw.next().await,
+        Some(chat_client::proto::server_frame::Frame::Welcome(_))
+    ));
+    assert!(matches!(
+        raw.next().await,
+        Some(chat_client::proto::server_frame::Frame::Reply(_))
+    ));
+    drop(raw); // the transport goes away without a goodbye
+    let left = expect_event(&mut alice_ev, "mallory left", |e| {
+        matches!(e, Event::MemberLeft(_))
+    })
+    .await;
+    let Event::MemberLeft(l) = left else {
+        unreachable!()
+    };
+    assert_eq!(l.member.unwrap().display_name, "mallory");
+    server.stop().await;
+}
+
+fn code_of<T: std::fmt::Debug>(r: Result<T, ClientError>) -> ErrorCode {
+    match r {
+        Err(ClientError::Server { code, .. }) => code,
+        other => panic!("expected a server error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn every_invalid_request_gets_its_error_and_changes_nothing() {
+    let mut config = config();
+    config.limits.max_rooms_per_connection = 2;
+    config.limits.max_text_bytes = 10;
+    let server = TestServer::start(config).await;
+    let url = server.url();
+    let (alice, mut alice_ev) = connect(&url, "alice").await;
+    let (bob, mut bob_ev) = connect(&url, "bob").await;
+    bob.join("lobby").await.unwrap();
+
+    // INVALID_ARGUMENT: bad room names.
+    for bad in ["", "has space", &"x".repeat(65), "ünïcode", "a/b"] {
+        assert_eq!(
+            code_of(alice.join(bad).await),
+            ErrorCode::InvalidArgument,
+            "{bad:?}"
+        );
+    }
+    // NOT_A_MEMBER: send, leave, list members of a room not joined.
+    assert_eq!(
+        code_of(alice.send("lobby", "hi").await),
+        ErrorCode::NotAMember
+    );
+    assert_eq!(code_of(alice.leave("lobby").await), ErrorCode::NotAMember);
+    assert_eq!(
+        code_of(alice.list_members("lobby").await),
+        ErrorCode::NotAMember
+    );
+    assert!(
+        alice.list_rooms().await.unwrap().is_empty(),
+        "nothing joined by failures"
+    );
+
+    alice.join("lobby").await.unwrap();
+    // ALREADY_A_MEMBER.
+    assert_eq!(
+        code_of(alice.join("lobby").await),
+        ErrorCode::AlreadyAMember
+    );
+    // TOO_MANY_ROOMS (limit 2).
+    alice.join("dev").await.unwrap();
+    assert_eq!(code_of(alice.join("third").await), ErrorCode::TooManyRooms);
+    assert_eq!(alice.list_rooms().await.unwrap(), vec!["dev", "lobby"]);
+    // MESSAGE_TOO_LARGE (limit 10 bytes) and INVALID_ARGUMENT for empty text / id.
+    assert_eq!(
+        code_of(alice.send("lobby", "12345678901").await),
+        ErrorCode::MessageTooLarge
+    );
+    assert_eq!(
+        code_of(alice.send("lobby", "ééééé!").await),
+        ErrorCode::MessageTooLarge
+    );
+    assert_eq!(
+        code_of(alice.send("lobby", "").await),
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(
+        code_of(alice.send_with_id("lobby", "", "hi").await),
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(
+        code_of(alice.send("bad room", "hi").await),
+        ErrorCode::InvalidArgument
+    );
+
+    // None of those reached bob or consumed a sequence number.
+    let ack = alice.send("lobby", "0123456789").await.unwrap();
+    assert_eq!(ack.sequence, 1);
+    let (_, text, seq) = expect_message(&mut bob_ev, "lobby").await;
+    assert_eq!((text.as_str(), seq), ("0123456789", 1));
+    expect_no_event(&mut alice_ev, Duration::from_millis(100), |e| {
+        matches!(e, Event::Disconnected { .. })
+    })
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_frame_without_a_request_and_a_bad_name_are_invalid_arguments() {
+    let server = TestServer::start(config()).await;
+    let url = server.url();
+    let mut raw = RawSession::open(&url, "alice").await.unwrap();
+    assert!(matches!(
+        raw.next().await,
+        Some(chat_client::proto::server_frame::Frame::Welcome(_))
+    ));
+    raw.tx
+        .send(chat_client::proto::ClientFrame {
+            request_id: 42,
+            request: None,
+        })
+        .await
+        .unwrap();
+    match raw.next().await {
+        Some(chat_client::proto::server_frame::Frame::Reply(r)) => {
+            assert_eq!(r.request_id, 42);
+            match r.result {
+                Some(chat_client::proto::reply::Result::Error(e)) => {
+                    assert_eq!(e.code, ErrorCode::InvalidArgument as i32)
+                }
+                other => panic!("expected an error, got {other:?}"),
+            }
+        }
+        other => panic!("expected a reply, got {other:?}"),
+    }
+
+    // A display name with a control character is refused at the door.
+    let mut client =
+        chat_client::proto::chat_service_client::ChatServiceClient::connect(url.clone())
+            .await
+            .unwrap();
+    let mut request = tonic::Request::new(tokio_stream::empty());
+    request.metadata_mut().insert_bin(
+        "chat-name-bin",
+        tonic::metadata::MetadataValue::from_bytes(b"bad\x07name"),
+    );
+    let status = client.session(request).await.expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        status.metadata().get("chat-error-code").unwrap(),
+        "INVALID_ARGUMENT"
+    );
+    // No name at all.
+    let status = client
+        .session(tokio_stream::empty())
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn every_client_receives_the_periodic_notification() {
+    let mut config = config();
+    config.notifications.enabled = true;
+    config.notifications.interval = Duration::from_millis(150);
+    config.notifications.text = "tick".into();
+    let server = TestServer::start(config).await;
+    let url = server.url();
+    let (_a, mut a_ev) = connect(&url, "alice").await;
+    let (_b, mut b_ev) = connect(&url, "bob").await;
+    for events in [&mut a_ev, &mut b_ev] {
+        for _ in 0..2 {
+            match expect_event(events, "notification", |e| {
+                matches!(e, Event::Notification(_))
+            })
+            .await
+            {
+                Event::Notification(n) => {
+                    assert_eq!(n.text, "tick");
+                    assert!(n.server_time_unix_ms > 0);
+                }
+                _ => unreachable!(),
+            }
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn notifications_can_be_turned_off() {
+    let server = TestServer::start(config()).await; // off in the test config
+    let (_a, mut a_ev) = connect(&server.url(), "alice").await;
+    expect_no_event(&mut a_ev, Duration::from_millis(400), |e| {
+        matches!(e, Event::Notification(_))
+    })
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ping_answers_with_the_server_clock() {
+    let server = TestServer::start(config()).await;
+    let (alice, _ev) = connect(&server.url(), "alice").await;
+    let pong = alice.ping().await.unwrap();
+    assert!(pong.client_time_unix_ms > 0 && pong.server_time_unix_ms > 0);
+    server.stop().await;
+}

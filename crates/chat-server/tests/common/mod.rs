@@ -1,0 +1,203 @@
+//! Test harness: real servers in-process on port 0, real clients over real
+//! sockets, and bounded waits (never a sleep that hopes).
+
+#![allow(dead_code)]
+
+use chat_client::proto::chat_service_client::ChatServiceClient;
+use chat_client::proto::{ClientFrame, ServerFrame, client_frame::Request, server_frame::Frame};
+use chat_client::{Backoff, Client, ClientConfig, Event, Events};
+use chat_server::{Config, RunningServer};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::Streaming;
+
+/// Upper bound on any single wait in a test.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A configuration for tests: port 0, notifications off.
+pub fn config() -> Config {
+    let mut c = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    };
+    c.notifications.enabled = false;
+    c.shutdown.drain_timeout = Duration::from_secs(3);
+    c
+}
+
+/// A server running in this process.
+pub struct TestServer {
+    pub server: RunningServer,
+    pub shutdown: CancellationToken,
+}
+
+impl TestServer {
+    pub async fn start(config: Config) -> TestServer {
+        let shutdown = CancellationToken::new();
+        let server = chat_server::start(config, shutdown.clone())
+            .await
+            .expect("server starts");
+        TestServer { server, shutdown }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.server.addr())
+    }
+
+    /// Shuts down and waits for the drain; returns how long it took.
+    pub async fn stop(self) -> Duration {
+        let started = tokio::time::Instant::now();
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.server.wait())
+            .await
+            .expect("server stops within 30 s")
+            .expect("server stops cleanly");
+        started.elapsed()
+    }
+}
+
+/// Client settings for tests: quick reconnects.
+pub fn client_config(url: &str, name: &str) -> ClientConfig {
+    let mut c = ClientConfig::new(url, name);
+    c.backoff = Backoff {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(500),
+    };
+    c.request_timeout = Duration::from_secs(5);
+    c
+}
+
+/// A connected client.
+pub async fn connect(url: &str, name: &str) -> (Client, Events) {
+    connect_with(client_config(url, name)).await
+}
+
+pub async fn connect_with(config: ClientConfig) -> (Client, Events) {
+    let (client, mut events) = Client::connect(config);
+    client.wait_connected(WAIT).await.expect("client connects");
+    // Consume the Connected event so tests see only what follows.
+    expect_event(&mut events, "connected", |e| {
+        matches!(e, Event::Connected(_))
+    })
+    .await;
+    (client, events)
+}
+
+/// Waits (bounded) for the first event matching `pred`, skipping others.
+pub async fn expect_event(
+    events: &mut Events,
+    what: &str,
+    mut pred: impl FnMut(&Event) -> bool,
+) -> Event {
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(WAIT, async {
+        while let Some(e) = events.next().await {
+            if pred(&e) {
+                return Some(e);
+            }
+            seen.push(format!("{e:?}"));
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(e)) => e,
+        Ok(None) => panic!("events ended before {what}; saw {seen:#?}"),
+        Err(_) => panic!("no {what} within {WAIT:?}; saw {seen:#?}"),
+    }
+}
+
+/// Waits for the next message event in `room` and returns (sender, text, sequence).
+pub async fn expect_message(events: &mut Events, room: &str) -> (String, String, u64) {
+    let what = format!("message in {room}");
+    match expect_event(
+        events,
+        &what,
+        |e| matches!(e, Event::Message(m) if m.room == room),
+    )
+    .await
+    {
+        Event::Message(m) => (
+            m.sender.unwrap_or_default().display_name,
+            m.text,
+            m.sequence,
+        ),
+        _ => unreachable!(),
+    }
+}
+
+/// Asserts that no event matching `pred` arrives within `quiet`.
+pub async fn expect_no_event(
+    events: &mut Events,
+    quiet: Duration,
+    mut pred: impl FnMut(&Event) -> bool,
+) {
+    let _ = tokio::time::timeout(quiet, async {
+        while let Some(e) = events.next().await {
+            assert!(!pred(&e), "unexpected event {e:?}");
+        }
+    })
+    .await;
+}
+
+/// A session driven by hand, below the client library: for clients that
+/// misbehave (never read, never hang up).
+pub struct RawSession {
+    pub tx: mpsc::Sender<ClientFrame>,
+    pub stream: Streaming<ServerFrame>,
+}
+
+impl RawSession {
+    pub async fn open(url: &str, name: &str) -> Result<RawSession, tonic::Status> {
+        let mut client = ChatServiceClient::connect(url.to_string())
+            .await
+            .expect("transport connects");
+        let (tx, rx) = mpsc::channel(64);
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        request
+            .metadata_mut()
+            .insert("chat-name", name.parse().expect("ascii name"));
+        let stream = client.session(request).await?.into_inner();
+        Ok(RawSession { tx, stream })
+    }
+
+    pub async fn send(&self, request_id: u64, request: Request) {
+        self.tx
+            .send(ClientFrame {
+                request_id,
+                request: Some(request),
+            })
+            .await
+            .expect("request stream open");
+    }
+
+    /// The next frame, bounded.
+    pub async fn next(&mut self) -> Option<Frame> {
+        tokio::time::timeout(WAIT, self.stream.message())
+            .await
+            .expect("a frame within the wait")
+            .ok()
+            .flatten()
+            .and_then(|f| f.frame)
+    }
+
+    /// Reads until the stream ends; returns every frame.
+    pub async fn drain(&mut self) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        tokio::time::timeout(WAIT, async {
+            while let Ok(Some(f)) = self.stream.message().await {
+                frames.extend(f.frame);
+            }
+        })
+        .await
+        .expect("the stream ends within the wait");
+        frames
+    }
+}

@@ -1,0 +1,443 @@
+//! Health, graceful shutdown, reconnect after restart, slow consumers,
+//! malformed frames and idle sessions.
+
+mod common;
+
+use bytes::BufMut;
+use chat_client::Event;
+use chat_client::proto::{
+    DisconnectReason, JoinRoomRequest, ServerFrame, client_frame::Request, server_frame::Frame,
+};
+use common::*;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::codec::{Codec, EncodeBuf, Encoder};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// A plain HTTP/1.1 GET on the server's one port; returns (status, body).
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
+        .await
+        .expect("HTTP response within the wait")
+        .unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+async fn health_client(url: &str) -> HealthClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    HealthClient::new(channel)
+}
+
+fn disconnect_reason(frame: &Frame) -> Option<DisconnectReason> {
+    match frame {
+        Frame::Disconnect(n) => DisconnectReason::try_from(n.reason).ok(),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn health_endpoints_share_the_port_with_grpc() {
+    let server = TestServer::start(config()).await;
+    let (status, body) = http_get(server.addr(), "/health/live").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("live"), "{body}");
+    let (status, body) = http_get(server.addr(), "/health/ready").await;
+    assert_eq!(status, 200, "{body}");
+    let report: serde_json::Value =
+        serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(report["status"], "ready");
+    for check in ["accepting", "store", "backplane"] {
+        assert_eq!(report["checks"][check], "up", "{report}");
+    }
+    let (status, _) = http_get(server.addr(), "/no/such/thing").await;
+    assert_eq!(status, 404);
+
+    let mut health = health_client(&server.url()).await;
+    for service in ["", "chat.v1.ChatService"] {
+        let r = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            r.status,
+            ServingStatus::Serving as i32,
+            "service {service:?}"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_notifies_everyone_and_ends_within_the_drain_timeout() {
+    let mut config = config();
+    config.shutdown.drain_timeout = Duration::from_secs(2);
+    let server = TestServer::start(config).await;
+    let url = server.url();
+
+    let mut no_reconnect = client_config(&url, "alice");
+    no_reconnect.reconnect = false;
+    let (alice, mut alice_ev) = connect_with(no_reconnect).await;
+    alice.join("lobby").await.unwrap();
+    // A client that never hangs up: it keeps its request stream open.
+    let mut stubborn = RawSession::open(&url, "stubborn").await.unwrap();
+    stubborn
+        .send(
+            1,
+            Request::JoinRoom(JoinRoomRequest {
+                room: "lobby".into(),
+            }),
+        )
+        .await;
+    // Someone watching health sees NOT_SERVING as soon as the drain starts.
+    let mut health = health_client(&url).await;
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+
+    let took = server.stop().await;
+    assert!(
+        took < Duration::from_secs(2) + Duration::from_millis(1500),
+        "drain took {took:?}"
+    );
+
+    let next = tokio::time::timeout(WAIT, watch.message())
+        .await
+        .expect("health update");
+    assert_eq!(
+        next.unwrap().unwrap().status,
+        ServingStatus::NotServing as i32
+    );
+
+    let frames = stubborn.drain().await;
+    let last = frames.last().expect("frames");
+    assert_eq!(
+        disconnect_reason(last),
+        Some(DisconnectReason::ShuttingDown),
+        "{frames:?}"
+    );
+    // Its join was answered before the notice: in-flight requests finish.
+    assert!(
+        frames
+            .iter()
+            .any(|f| matches!(f, Frame::Reply(r) if r.request_id == 1))
+    );
+
+    match expect_event(&mut alice_ev, "disconnect", |e| {
+        matches!(e, Event::Disconnected { .. })
+    })
+    .await
+    {
+        Event::Disconnected {
+            notice: Some(n), ..
+        } => {
+            assert_eq!(n.reason, DisconnectReason::ShuttingDown as i32)
+        }
+        other => panic!("expected a notice, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn clients_reconnect_and_rejoin_after_a_restart() {
+    let server = TestServer::start(config()).await;
+    let addr = server.addr();
+    let url = server.url();
+    let (alice, mut alice_ev) = connect(&url, "alice").await;
+    let (bob, mut bob_ev) = connect(&url, "bob").await;
+    alice.join("lobby").await.unwrap();
+    alice.join("dev").await.unwrap();
+    bob.join("lobby").await.unwrap();
+
+    server.stop().await;
+    for events in [&mut alice_ev, &mut bob_ev] {
+        match expect_event(events, "disconnect", |e| {
+            matches!(e, Event::Disconnected { .. })
+        })
+        .await
+        {
+            Event::Disconnected { notice, .. } => {
+                assert_eq!(
+                    notice.unwrap().reason,
+                    DisconnectReason::ShuttingDown as i32
+                )
+            }
+            _ => unreachable!(),
+        }
+        expect_event(events, "reconnecting", |e| {
+            matches!(e, Event::Reconnecting { .. })
+        })
+        .await;
+    }
+    // Failed attempts keep being reported while the server is away.
+    expect_event(
+        &mut alice_ev,
+        "another attempt",
+        |e| matches!(e, Event::Reconnecting { attempt, .. } if *attempt >= 2),
+    )
+    .await;
+
+    let mut again = config();
+    again.listen = addr;
+    let server = TestServer::start(again).await;
+    expect_event(&mut alice_ev, "reconnected", |e| {
+        matches!(e, Event::Connected(_))
+    })
+    .await;
+    let mut rejoined = Vec::new();
+    while rejoined.len() < 2 {
+        if let Event::Rejoined { room, result } = expect_event(&mut alice_ev, "rejoined", |e| {
+            matches!(e, Event::Rejoined { .. })
+        })
+        .await
+        {
+            result.expect("rejoin succeeds");
+            rejoined.push(room);
+        }
+    }
+    rejoined.sort();
+    assert_eq!(rejoined, vec!["dev", "lobby"]);
+    expect_event(&mut bob_ev, "bob rejoined", |e| {
+        matches!(e, Event::Rejoined { .. })
+    })
+    .await;
+
+    bob.send("lobby", "back again").await.unwrap();
+    assert_eq!(expect_message(&mut alice_ev, "lobby").await.1, "back again");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_is_disconnected_as_a_slow_consumer() {
+    let mut config = config();
+    config.limits.outbound_queue = 32;
+    let server = TestServer::start(config).await;
+    let url = server.url();
+
+    let mut slow = RawSession::open(&url, "slow").await.unwrap();
+    slow.send(
+        1,
+        Request::JoinRoom(JoinRoomRequest {
+            room: "lobby".into(),
+        }),
+    )
+    .await;
+    assert!(matches!(slow.next().await, Some(Frame::Welcome(_))));
+    assert!(matches!(slow.next().await, Some(Frame::Reply(_))));
+    // From here on `slow` reads nothing.
+
+    let (flooder, mut flooder_ev) = connect(&url, "flooder").await;
+    flooder.join("lobby").await.unwrap();
+    let (watcher, mut watcher_ev) = connect(&url, "watcher").await;
+    watcher.join("lobby").await.unwrap();
+    // The flooder and the watcher read everything, so only `slow` lags.
+    let slow_left = tokio::spawn(async move {
+        expect_event(&mut watcher_ev, "slow left", |e| {
+            matches!(e, Event::MemberLeft(l) if l.member.as_ref().unwrap().display_name == "slow")
+        })
+        .await;
+        let mut messages = 0;
+        while let Ok(Some(e)) =
+            tokio::time::timeout(Duration::from_millis(500), watcher_ev.next()).await
+        {
+            messages += usize::from(matches!(e, Event::Message(_)));
+        }
+        messages
+    });
+    tokio::spawn(async move { while flooder_ev.next().await.is_some() {} });
+
+    const SENT: usize = 3000;
+    let text = "x".repeat(4000);
+    for _ in 0..SENT {
+        flooder
+            .send("lobby", &text)
+            .await
+            .expect("the flooder is never slowed down");
+    }
+    tokio::time::timeout(WAIT, slow_left)
+        .await
+        .expect("slow is dropped")
+        .unwrap();
+
+    let frames = slow.drain().await;
+    let last = frames.last().expect("frames");
+    assert_eq!(
+        disconnect_reason(last),
+        Some(DisconnectReason::SlowConsumer)
+    );
+    let received = frames
+        .iter()
+        .filter(|f| matches!(f, Frame::Message(_)))
+        .count();
+    assert!(
+        received < SENT,
+        "slow got {received} of {SENT}: it was cut off, not buffered"
+    );
+    assert_eq!(
+        server.server.hub().session_count(),
+        2,
+        "slow's session is gone"
+    );
+    let members = flooder.list_members("lobby").await.unwrap();
+    assert_eq!(members.len(), 2);
+    server.stop().await;
+}
+
+/// Sends raw bytes as gRPC messages, to forge malformed frames.
+#[derive(Clone, Default)]
+struct RawCodec;
+
+struct RawEncoder;
+
+impl Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, buf: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        buf.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = ServerFrame;
+    type Encoder = RawEncoder;
+    type Decoder = tonic_prost::ProstDecoder<ServerFrame>;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstCodec::<ServerFrame, ServerFrame>::raw_decoder(Default::default())
+    }
+}
+
+/// Opens a session, sends `bytes` as one frame, returns every frame received.
+async fn send_raw_frame(url: &str, bytes: Vec<u8>) -> (Vec<Frame>, Option<tonic::Status>) {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(bytes).await.unwrap();
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    request
+        .metadata_mut()
+        .insert("chat-name", "mallory".parse().unwrap());
+    let path = http::uri::PathAndQuery::from_static("/chat.v1.ChatService/Session");
+    let mut stream = grpc
+        .streaming(request, path, RawCodec)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut frames = Vec::new();
+    let mut error = None;
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match stream.message().await {
+                Ok(Some(f)) => frames.extend(f.frame),
+                Ok(None) => break,
+                Err(status) => {
+                    error = Some(status);
+                    break;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the server ends the session within the wait");
+    drop(tx);
+    (frames, error)
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_frames_end_only_that_session() {
+    let server = TestServer::start(config()).await;
+    let url = server.url();
+    let (alice, mut alice_ev) = connect(&url, "alice").await;
+    alice.join("lobby").await.unwrap();
+    let (bob, mut bob_ev) = connect(&url, "bob").await;
+    bob.join("lobby").await.unwrap();
+
+    // Field 10 (join_room), length 3, containing field 1 (room) with invalid UTF-8.
+    let invalid_utf8 = vec![0x52, 0x04, 0x0a, 0x02, 0xc3, 0x28];
+    let garbage = vec![0xff; 32];
+    let oversized = {
+        // A well-formed ClientFrame far above the 64 KiB frame limit.
+        let mut v = vec![0x52, 0x80, 0x80, 0x05, 0x0a, 0xfc, 0xff, 0x04];
+        v.resize(8 + 0x13ffc, b'a');
+        v
+    };
+    for (what, bytes) in [
+        ("invalid utf-8", invalid_utf8),
+        ("garbage", garbage),
+        ("oversized", oversized),
+    ] {
+        let (frames, error) = send_raw_frame(&url, bytes).await;
+        let noticed = frames.last().and_then(disconnect_reason);
+        assert_eq!(
+            noticed,
+            Some(DisconnectReason::ProtocolViolation),
+            "{what}: frames {frames:?}, error {error:?}"
+        );
+        assert!(
+            !frames.iter().any(|f| matches!(f, Frame::Reply(_))),
+            "{what}: nothing was executed"
+        );
+    }
+    // Nobody else noticed: the room still works, mallory never got in.
+    alice.send("lobby", "still here").await.unwrap();
+    assert_eq!(expect_message(&mut bob_ev, "lobby").await.1, "still here");
+    assert_eq!(alice.list_members("lobby").await.unwrap().len(), 2);
+    expect_no_event(&mut alice_ev, Duration::from_millis(200), |e| {
+        matches!(e, Event::Disconnected { .. })
+            || matches!(e, Event::MemberJoined(j) if j.member.as_ref().unwrap().display_name == "mallory")
+    })
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_session_is_closed_after_the_idle_timeout() {
+    let mut config = config();
+    config.session.idle_timeout = Duration::from_millis(300);
+    let server = TestServer::start(config).await;
+    let url = server.url();
+    let mut silent = RawSession::open(&url, "silent").await.unwrap();
+    let frames = silent.drain().await;
+    assert!(matches!(frames.first(), Some(Frame::Welcome(w)) if w.idle_timeout_ms == 300));
+    assert_eq!(
+        frames.last().and_then(disconnect_reason),
+        Some(DisconnectReason::IdleTimeout)
+    );
+
+    // The library pings often enough to stay connected.
+    let (alice, mut alice_ev) = connect(&url, "alice").await;
+    expect_no_event(&mut alice_ev, Duration::from_millis(900), |e| {
+        matches!(e, Event::Disconnected { .. })
+    })
+    .await;
+    alice.ping().await.unwrap();
+    server.stop().await;
+}
