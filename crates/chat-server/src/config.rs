@@ -216,6 +216,27 @@ pub enum ConfigError {
     MissingFile(String),
 }
 
+/// The top-level keys of [`Config`]; other `CHAT_*` variables (the
+/// client's `CHAT_SERVER`, CI's `CHAT_TEST_*`, …) are not the server's.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "listen",
+    "server_id",
+    "backplane",
+    "log",
+    "limits",
+    "session",
+    "notifications",
+    "shutdown",
+];
+
+/// `CHAT_*` environment variables naming a server key; `__` nests.
+fn server_env() -> Env {
+    Env::prefixed("CHAT_").split("__").filter(|key| {
+        let top = key.as_str().split('.').next().unwrap_or_default();
+        TOP_LEVEL_KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
+    })
+}
+
 impl Config {
     /// Loads the configuration from every source, in order of precedence:
     /// defaults < `file` < `CHAT_*` environment < `flags`.
@@ -228,11 +249,7 @@ impl Config {
             figment = figment.merge(Toml::file(path));
         }
         let config: Config = figment
-            .merge(
-                Env::prefixed("CHAT_")
-                    .split("__")
-                    .ignore(&["token", "config"]),
-            )
+            .merge(server_env())
             .merge(Serialized::defaults(flags))
             .extract()
             .map_err(|e| ConfigError::Invalid(Box::new(e)))?;
@@ -315,7 +332,10 @@ mod tests {
             // Environment beats the file, nested keys with `__`.
             jail.set_env("CHAT_LISTEN", "127.0.0.1:6002");
             jail.set_env("CHAT_LIMITS__MAX_ROOMS_PER_CONNECTION", "9");
+            // Variables for other programs share the prefix; they are ignored.
             jail.set_env("CHAT_TOKEN", "not-a-server-key");
+            jail.set_env("CHAT_SERVER", "http://elsewhere:1");
+            jail.set_env("CHAT_TEST_REQUIRE_SERVICES", "1");
             let c = Config::load(Some(path), &FlagOverrides::default()).expect("load");
             assert_eq!(c.listen, "127.0.0.1:6002".parse().unwrap());
             assert_eq!(c.limits.max_rooms_per_connection, 9);
@@ -354,6 +374,15 @@ mod tests {
             let err = Config::load(Some(Path::new("absent.toml")), &FlagOverrides::default())
                 .expect_err("missing file");
             assert!(matches!(err, ConfigError::MissingFile(_)));
+
+            // A typo inside a known section is still an error.
+            jail.set_env("CHAT_LIMITS__MAX_TXT_BYTES", "5");
+            let err = Config::load(None, &FlagOverrides::default()).expect_err("typo in env");
+            assert!(
+                err.to_string().to_lowercase().contains("max_txt_bytes"),
+                "{err}"
+            );
+            jail.clear_env();
 
             jail.set_env("CHAT_BACKPLANE", "carrier-pigeon");
             let err = Config::load(None, &FlagOverrides::default()).expect_err("bad backplane");
