@@ -2,6 +2,7 @@
 //! filter comes from `RUST_LOG` when set, else from the configuration.
 
 use crate::config::{LogConfig, LogFormat};
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber. Call once, at the start of a binary.
@@ -11,8 +12,11 @@ pub fn init(config: &LogConfig) -> Result<(), String> {
         _ => EnvFilter::try_new(&config.level),
     }
     .map_err(|e| format!("invalid log filter: {e}"))?;
+    // Colours only when a person is looking: not in files, pipes or JSON.
+    let ansi = config.format == LogFormat::Text && std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let result = match config.format {
         LogFormat::Text => builder.try_init(),
