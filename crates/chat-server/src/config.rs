@@ -19,6 +19,8 @@ pub struct Config {
     pub server_id: String,
     /// Which backplane connects instances.
     pub backplane: BackplaneKind,
+    /// The Redis backplane (used when `backplane = "redis"`).
+    pub redis: RedisConfig,
     /// Logging.
     pub log: LogConfig,
     /// Bounds on what one client may use.
@@ -37,6 +39,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
             server_id: String::new(),
             backplane: BackplaneKind::Local,
+            redis: RedisConfig::default(),
             log: LogConfig::default(),
             limits: Limits::default(),
             session: SessionConfig::default(),
@@ -52,6 +55,35 @@ impl Default for Config {
 pub enum BackplaneKind {
     /// In-process: one instance, nothing to install.
     Local,
+    /// Redis pub/sub: many instances.
+    Redis,
+}
+
+/// The Redis backplane.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Server URL, e.g. `redis://127.0.0.1:6379` or `rediss://…` (TLS).
+    pub url: String,
+    /// Prefix of every channel name (rooms are `<prefix>room:<name>`).
+    pub channel_prefix: String,
+    /// Bound on connecting and on each command.
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    /// Longest wait between reconnect attempts.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max_delay: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: "redis://127.0.0.1:6379".into(),
+            channel_prefix: "chat:".into(),
+            command_timeout: Duration::from_secs(2),
+            reconnect_max_delay: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Log output.
@@ -222,6 +254,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "listen",
     "server_id",
     "backplane",
+    "redis",
     "log",
     "limits",
     "session",
@@ -274,6 +307,9 @@ impl Config {
         }
         if self.notifications.enabled && self.notifications.interval.is_zero() {
             return bad("notifications.interval must be above zero");
+        }
+        if self.redis.command_timeout.is_zero() {
+            return bad("redis.command_timeout must be above zero");
         }
         if self.session.idle_timeout.is_zero() || self.session.keepalive_interval.is_zero() {
             return bad("session.idle_timeout and session.keepalive_interval must be above zero");

@@ -74,6 +74,9 @@ pub enum ServerError {
     /// The transport failed while serving.
     #[error("server transport failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The backplane cannot be set up.
+    #[error("backplane: {0}")]
+    Backplane(String),
     /// The server task panicked or was aborted.
     #[error("server task failed: {0}")]
     Task(String),

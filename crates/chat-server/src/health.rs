@@ -10,8 +10,11 @@ use axum::routing::get;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
+
+/// `Readiness::serving` before the first check.
+const UNKNOWN: u8 = 2;
 
 /// How long one dependency check may take before it counts as down.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -20,6 +23,9 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Readiness {
     hub: Arc<Hub>,
     draining: AtomicBool,
+    /// What gRPC health last said (`UNKNOWN` before the first check), so
+    /// it is only updated on a change.
+    serving: AtomicU8,
     grpc: tonic_health::server::HealthReporter,
 }
 
@@ -38,31 +44,46 @@ impl Readiness {
         Readiness {
             hub,
             draining: AtomicBool::new(false),
+            serving: AtomicU8::new(UNKNOWN),
             grpc,
         }
     }
 
-    /// Marks the instance as serving (at start).
-    pub async fn serving(&self) {
+    /// Sets gRPC health for the server (`""`) and the chat service.
+    async fn set_grpc(&self, serving: bool) {
         use chat_proto::v1::chat_service_server::ChatServiceServer;
-        self.grpc
-            .set_serving::<ChatServiceServer<crate::grpc::ChatGrpc>>()
-            .await;
-        self.grpc
-            .set_service_status("", tonic_health::ServingStatus::Serving)
-            .await;
+        use tonic_health::ServingStatus;
+        if self.serving.swap(u8::from(serving), Ordering::SeqCst) == u8::from(serving) {
+            return;
+        }
+        let status = if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        self.grpc.set_service_status("", status).await;
+        if serving {
+            self.grpc
+                .set_serving::<ChatServiceServer<crate::grpc::ChatGrpc>>()
+                .await;
+        } else {
+            self.grpc
+                .set_not_serving::<ChatServiceServer<crate::grpc::ChatGrpc>>()
+                .await;
+        }
+    }
+
+    /// Brings gRPC health in line with the checks; returns the report.
+    pub async fn refresh(&self) -> ReadyReport {
+        let report = self.report().await;
+        self.set_grpc(report.status == "ready").await;
+        report
     }
 
     /// Marks the instance as draining: not ready, NOT_SERVING, from now on.
     pub async fn drain(&self) {
-        use chat_proto::v1::chat_service_server::ChatServiceServer;
         self.draining.store(true, Ordering::SeqCst);
-        self.grpc
-            .set_not_serving::<ChatServiceServer<crate::grpc::ChatGrpc>>()
-            .await;
-        self.grpc
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
+        self.set_grpc(false).await;
     }
 
     /// Runs every check.
@@ -94,6 +115,25 @@ impl Readiness {
     }
 }
 
+/// Re-runs the checks every `interval` until `shutdown`, so gRPC health
+/// follows dependencies (e.g. NOT_SERVING while the backplane is away).
+pub async fn watch(
+    readiness: Arc<Readiness>,
+    interval: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {
+                readiness.refresh().await;
+            }
+        }
+    }
+}
+
 /// The HTTP health routes.
 pub fn routes(readiness: Arc<Readiness>) -> Router {
     Router::new()
@@ -107,7 +147,7 @@ async fn live() -> Json<serde_json::Value> {
 }
 
 async fn ready(State(readiness): State<Arc<Readiness>>) -> (StatusCode, Json<ReadyReport>) {
-    let report = readiness.report().await;
+    let report = readiness.refresh().await;
     let code = if report.status == "ready" {
         StatusCode::OK
     } else {

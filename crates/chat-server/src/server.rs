@@ -2,7 +2,7 @@
 //! hub, backplane and store, serves gRPC and HTTP on the one port, and
 //! drains gracefully when told to stop.
 
-use crate::backplane::{Backplane, LocalBackplane};
+use crate::backplane::{Backplane, BackplaneStats, LocalBackplane, RedisBackplane};
 use crate::config::{BackplaneKind, Config};
 use crate::error::ServerError;
 use crate::grpc::ChatGrpc;
@@ -19,6 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
+
+/// How often gRPC health re-runs the readiness checks.
+const HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A server that is running. Cancel the shutdown token given to [`start`]
 /// to stop it, then [`RunningServer::wait`] for it to finish draining.
@@ -79,9 +82,27 @@ pub async fn start(
 
     let rooms = Arc::new(Rooms::default());
     let store: Arc<dyn MessageStore> = Arc::new(MemoryStore::new());
+    let stats = Arc::new(BackplaneStats::default());
     let backplane: Arc<dyn Backplane> = match config.backplane {
         BackplaneKind::Local => Arc::new(LocalBackplane::new(rooms.clone())),
+        BackplaneKind::Redis => Arc::new(
+            RedisBackplane::start(
+                config.redis.clone(),
+                Arc::from(server_id.as_str()),
+                rooms.clone(),
+                stats,
+                shutdown.clone(),
+            )
+            .map_err(|e| ServerError::Backplane(e.to_string()))?,
+        ),
     };
+    if config.backplane != BackplaneKind::Local {
+        tracing::warn!(
+            store = store.name(),
+            "the message store is per instance: each instance numbers a room's messages on its own, \
+             so sequence numbers are not comparable across instances until a shared store is configured"
+        );
+    }
     let hub = Arc::new(Hub::new(
         server_id.clone(),
         config.limits.clone(),
@@ -92,7 +113,7 @@ pub async fn start(
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let readiness = Arc::new(Readiness::new(hub.clone(), reporter));
-    readiness.serving().await;
+    readiness.refresh().await;
 
     let sessions = TaskTracker::new();
     let chat = ChatGrpc::new(
@@ -107,6 +128,11 @@ pub async fn start(
         .add_service(health_service)
         .add_service(chat);
 
+    sessions.spawn(health::watch(
+        readiness.clone(),
+        HEALTH_CHECK_INTERVAL,
+        shutdown.clone(),
+    ));
     if config.notifications.enabled {
         sessions.spawn(notifier::run(
             hub.clone(),

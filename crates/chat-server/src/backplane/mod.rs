@@ -5,13 +5,18 @@
 //! The in-process backplane ships now (one instance); Redis and NATS plug in
 //! behind the same trait.
 
+mod envelope;
 mod local;
+mod redis;
 
+pub use envelope::Envelope;
 pub use local::LocalBackplane;
+pub use redis::RedisBackplane;
 
 use crate::validate::RoomName;
 use chat_proto::EncodedFrame;
 use futures::future::BoxFuture;
+use std::sync::atomic::AtomicU64;
 
 /// One event for a room, already encoded as the `ServerFrame` its members
 /// receive, so the delivering instance never re-encodes it.
@@ -37,6 +42,27 @@ pub enum BackplaneError {
     /// The backplane cannot be reached.
     #[error("backplane unavailable: {0}")]
     Unavailable(String),
+    /// The backplane's configuration is unusable.
+    #[error("backplane configuration: {0}")]
+    Config(String),
+}
+
+/// What a backplane counted, for logs and (later) metrics. Nothing is
+/// buffered between the backplane and the rooms, so overflow shows up as
+/// failed publishes, not as a growing queue.
+#[derive(Debug, Default)]
+pub struct BackplaneStats {
+    /// Room events published.
+    pub published: AtomicU64,
+    /// Publishes that failed (backplane away or too slow); the event
+    /// reached local members only.
+    pub publish_failed: AtomicU64,
+    /// Room events received and delivered locally.
+    pub received: AtomicU64,
+    /// Received messages that could not be decoded, dropped.
+    pub malformed: AtomicU64,
+    /// Times the backplane connection was lost.
+    pub outages: AtomicU64,
 }
 
 /// Carries room frames between instances.

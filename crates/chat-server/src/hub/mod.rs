@@ -175,7 +175,7 @@ impl Hub {
             frame: EncodedFrame::from(frame),
         };
         if let Err(e) = self.backplane.publish(frame).await {
-            tracing::warn!(%room, error = %e, "presence event not published");
+            tracing::debug!(%room, error = %e, "presence event not published");
         }
     }
 
@@ -208,9 +208,11 @@ impl Hub {
             sequence: Some(stored.sequence),
             frame: EncodedFrame::from(event),
         };
-        // The message is stored; a failed publish loses only the live copy.
+        // The message is stored and local members have it; a failed publish
+        // loses only the copy to other instances. The backplane logs the
+        // outage once and counts the failures.
         if let Err(e) = self.backplane.publish(frame).await {
-            tracing::warn!(room = %m.room, sequence = stored.sequence, error = %e, "message not published");
+            tracing::debug!(room = %m.room, sequence = stored.sequence, error = %e, "message not published");
         }
         Ok(stored)
     }

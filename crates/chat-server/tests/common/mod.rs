@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod services;
+
 use chat_client::proto::chat_service_client::ChatServiceClient;
 use chat_client::proto::{ClientFrame, ServerFrame, client_frame::Request, server_frame::Frame};
 use chat_client::{Backoff, Client, ClientConfig, Event, Events};

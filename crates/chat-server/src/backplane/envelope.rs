@@ -1,0 +1,92 @@
+//! The wire form of a room event between instances: who published it, the
+//! room, its sequence number, and the already-encoded `ServerFrame`.
+
+use super::RoomFrame;
+use crate::validate::RoomName;
+use bytes::Bytes;
+use chat_proto::EncodedFrame;
+use prost::Message;
+
+/// A room event as it travels over Redis or NATS (protobuf, see the field
+/// tags below).
+#[derive(Clone, PartialEq, Message)]
+pub struct Envelope {
+    /// The publishing instance's id.
+    #[prost(string, tag = "1")]
+    pub origin: String,
+    /// The room.
+    #[prost(string, tag = "2")]
+    pub room: String,
+    /// The room sequence number of a message; 0 for presence events.
+    #[prost(uint64, tag = "3")]
+    pub sequence: u64,
+    /// The encoded `ServerFrame` members receive.
+    #[prost(bytes = "bytes", tag = "4")]
+    pub frame: Bytes,
+}
+
+/// A backplane message that is not a valid envelope.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    /// Not protobuf of the expected shape.
+    #[error("undecodable envelope: {0}")]
+    Decode(#[from] prost::DecodeError),
+    /// The room name is invalid.
+    #[error("envelope names an invalid room")]
+    Room,
+}
+
+impl Envelope {
+    /// Encodes `frame` as published by `origin`.
+    pub fn encode_frame(origin: &str, frame: &RoomFrame) -> Bytes {
+        Envelope {
+            origin: origin.to_string(),
+            room: frame.room.to_string(),
+            sequence: frame.sequence.unwrap_or(0),
+            frame: frame.frame.0.clone(),
+        }
+        .encode_to_vec()
+        .into()
+    }
+
+    /// Decodes a received payload into its origin and frame; the frame
+    /// bytes are shared, not copied.
+    pub fn decode_frame(payload: Bytes) -> Result<(String, RoomFrame), EnvelopeError> {
+        let envelope = Envelope::decode(payload)?;
+        let room = RoomName::parse(&envelope.room).map_err(|_| EnvelopeError::Room)?;
+        let frame = RoomFrame {
+            room,
+            sequence: (envelope.sequence > 0).then_some(envelope.sequence),
+            frame: EncodedFrame(envelope.frame),
+        };
+        Ok((envelope.origin, frame))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_garbage() {
+        let frame = RoomFrame {
+            room: RoomName::parse("lobby").unwrap(),
+            sequence: Some(7),
+            frame: EncodedFrame(Bytes::from_static(b"\x1a\x03abc")),
+        };
+        let (origin, back) =
+            Envelope::decode_frame(Envelope::encode_frame("node-1", &frame)).unwrap();
+        assert_eq!(origin, "node-1");
+        assert_eq!(back.room, frame.room);
+        assert_eq!(back.sequence, Some(7));
+        assert_eq!(back.frame, frame.frame);
+        assert!(Envelope::decode_frame(Bytes::from_static(b"\xff\xff\xff")).is_err());
+        let bad_room = Envelope {
+            origin: "x".into(),
+            room: "no spaces".into(),
+            sequence: 0,
+            frame: Bytes::new(),
+        };
+        assert!(Envelope::decode_frame(bad_room.encode_to_vec().into()).is_err());
+    }
+}

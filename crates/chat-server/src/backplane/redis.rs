@@ -1,0 +1,349 @@
+//! The Redis backplane: each room is a pub/sub channel; an instance
+//! subscribes to the rooms it has local members in and publishes each room
+//! event once.
+//!
+//! One RESP3 connection carries both directions. Its push messages are
+//! decoded and delivered on the spot (the fan-out only `try_send`s), so
+//! nothing queues between Redis and the members. A supervisor task owns the
+//! connection: when Redis goes away it marks the backplane unhealthy, logs
+//! the outage once, reconnects with backoff and resubscribes every room the
+//! instance still needs. An instance delivers its own events to its local
+//! members directly (and skips their echo from Redis), so while Redis is
+//! away local members are still served; the publish fails fast and is
+//! counted.
+
+use super::{Backplane, BackplaneError, BackplaneStats, Envelope, FrameSink};
+use crate::config::RedisConfig;
+use crate::validate::RoomName;
+use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, ProtocolVersion, PushInfo, PushKind, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Rooms over Redis pub/sub.
+pub struct RedisBackplane {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    client: redis::Client,
+    config: RedisConfig,
+    origin: Arc<str>,
+    sink: Arc<dyn FrameSink>,
+    /// Subscription count per room; a room is subscribed while above zero.
+    /// The async mutex orders subscribe/unsubscribe commands with the
+    /// counts they follow from.
+    rooms: tokio::sync::Mutex<HashMap<RoomName, i64>>,
+    /// The live connection, if any, with its generation.
+    connection: Mutex<Option<(u64, MultiplexedConnection)>>,
+    /// Incremented per connection, so news from an old one is ignored.
+    generation: AtomicU64,
+    /// Woken when the connection reports that it dropped.
+    lost: Notify,
+    healthy: AtomicBool,
+    stats: Arc<BackplaneStats>,
+}
+
+impl RedisBackplane {
+    /// Starts the backplane: a supervisor connects (and reconnects) in the
+    /// background until `shutdown`. Returns at once; until Redis answers the
+    /// backplane reports unhealthy.
+    pub fn start(
+        config: RedisConfig,
+        origin: Arc<str>,
+        sink: Arc<dyn FrameSink>,
+        stats: Arc<BackplaneStats>,
+        shutdown: CancellationToken,
+    ) -> Result<RedisBackplane, BackplaneError> {
+        let info = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())
+            .map_err(|e| BackplaneError::Config(format!("redis.url {:?}: {e}", config.url)))?;
+        // RESP3 lets one connection publish while subscribed, and pushes
+        // messages to a callback instead of a separate pub/sub connection.
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(settings))
+            .map_err(|e| BackplaneError::Config(format!("redis.url {:?}: {e}", config.url)))?;
+        let shared = Arc::new(Shared {
+            client,
+            config,
+            origin,
+            sink,
+            rooms: tokio::sync::Mutex::default(),
+            connection: Mutex::default(),
+            generation: AtomicU64::new(0),
+            lost: Notify::new(),
+            healthy: AtomicBool::new(false),
+            stats,
+        });
+        tokio::spawn(supervise(shared.clone(), shutdown));
+        Ok(RedisBackplane { shared })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    fn channel(&self, room: &RoomName) -> String {
+        format!("{}room:{}", self.config.channel_prefix, room)
+    }
+
+    fn current(&self) -> Option<(u64, MultiplexedConnection)> {
+        lock(&self.connection).clone()
+    }
+
+    /// Declares connection `generation` broken (if it is still the current
+    /// one): the supervisor replaces it and resubscribes.
+    fn connection_failed(&self, generation: u64) {
+        if self.generation.load(Ordering::SeqCst) == generation {
+            self.lost.notify_one();
+        }
+    }
+
+    /// SUBSCRIBE or UNSUBSCRIBE a room's channel.
+    async fn set_subscribed(
+        &self,
+        conn: &mut MultiplexedConnection,
+        room: &RoomName,
+        on: bool,
+    ) -> redis::RedisResult<()> {
+        let channel = self.channel(room);
+        let command = if on {
+            conn.subscribe(&channel).boxed()
+        } else {
+            conn.unsubscribe(&channel).boxed()
+        };
+        match tokio::time::timeout(self.config.command_timeout, command).await {
+            Ok(result) => result,
+            Err(_) => Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "subscription command timed out",
+            ))),
+        }
+    }
+
+    /// Handles one push from Redis: a room message is delivered at once.
+    fn on_push(&self, generation: u64, push: PushInfo) {
+        match push.kind {
+            PushKind::Message => {}
+            PushKind::Disconnection => {
+                self.connection_failed(generation);
+                return;
+            }
+            _ => return,
+        }
+        let payload = match push.data.into_iter().nth(1) {
+            Some(Value::BulkString(bytes)) => Bytes::from(bytes),
+            _ => {
+                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        match Envelope::decode_frame(payload) {
+            // This instance delivered its own events when it published them.
+            Ok((origin, _)) if *origin == *self.origin => {}
+            Ok((_, frame)) => {
+                self.stats.received.fetch_add(1, Ordering::Relaxed);
+                self.sink.deliver(&frame);
+            }
+            Err(e) => {
+                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "dropped a malformed backplane message");
+            }
+        }
+    }
+}
+
+/// Keeps a connection to Redis until `shutdown`.
+async fn supervise(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut attempt: u32 = 0;
+    let mut outage_since: Option<Instant> = None;
+    let mut ever_connected = false;
+    loop {
+        match connect(&shared).await {
+            Ok(rooms) => {
+                attempt = 0;
+                match outage_since.take() {
+                    Some(since) => tracing::warn!(
+                        outage = ?since.elapsed(),
+                        rooms,
+                        "redis backplane recovered; resubscribed every room"
+                    ),
+                    None => tracing::info!(url = %shared.config.url, "redis backplane connected"),
+                }
+                ever_connected = true;
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = shared.lost.notified() => {}
+                }
+                shared.healthy.store(false, Ordering::SeqCst);
+                *lock(&shared.connection) = None;
+                shared.stats.outages.fetch_add(1, Ordering::Relaxed);
+                outage_since = Some(Instant::now());
+                tracing::warn!(
+                    "redis backplane lost: serving local members only; messages to other instances are not delivered until it returns"
+                );
+            }
+            Err(e) => {
+                if outage_since.is_none() {
+                    outage_since = Some(Instant::now());
+                    let what = if ever_connected {
+                        "still unreachable"
+                    } else {
+                        "unreachable"
+                    };
+                    tracing::warn!(url = %shared.config.url, error = %e, "redis backplane {what}; retrying with backoff");
+                } else {
+                    tracing::debug!(error = %e, attempt, "redis reconnect attempt failed");
+                }
+            }
+        }
+        let delay = backoff(attempt, shared.config.reconnect_max_delay);
+        attempt = attempt.saturating_add(1);
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+    shared.healthy.store(false, Ordering::SeqCst);
+    *lock(&shared.connection) = None;
+}
+
+/// Connects and subscribes every wanted room; returns how many.
+async fn connect(shared: &Arc<Shared>) -> redis::RedisResult<usize> {
+    let generation = shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
+    let weak = Arc::downgrade(shared);
+    let push = move |info: PushInfo| -> Result<(), ()> {
+        match weak.upgrade() {
+            Some(shared) => {
+                shared.on_push(generation, info);
+                Ok(())
+            }
+            None => Err(()),
+        }
+    };
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(shared.config.command_timeout))
+        .set_response_timeout(Some(shared.config.command_timeout))
+        .set_push_sender(push);
+    let mut conn = shared
+        .client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    // Hold the room table while resubscribing so no join or leave slips
+    // between the snapshot and the connection becoming current.
+    let rooms = shared.rooms.lock().await;
+    for (room, count) in rooms.iter() {
+        if *count > 0 {
+            shared.set_subscribed(&mut conn, room, true).await?;
+        }
+    }
+    *lock(&shared.connection) = Some((generation, conn));
+    shared.healthy.store(true, Ordering::SeqCst);
+    Ok(rooms.values().filter(|c| **c > 0).count())
+}
+
+/// Reconnect delay: 100 ms doubling to `max`, with jitter.
+fn backoff(attempt: u32, max: Duration) -> Duration {
+    let base = Duration::from_millis(100)
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(max);
+    // Cheap jitter without a generator: the sub-second clock.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    base.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0)
+}
+
+impl Backplane for RedisBackplane {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn subscribe<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<(), BackplaneError>> {
+        self.change(room, 1).boxed()
+    }
+
+    fn unsubscribe<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<(), BackplaneError>> {
+        self.change(room, -1).boxed()
+    }
+
+    fn publish(&self, frame: super::RoomFrame) -> BoxFuture<'_, Result<(), BackplaneError>> {
+        async move {
+            let shared = &self.shared;
+            // Local members get the event straight away, Redis or not.
+            shared.sink.deliver(&frame);
+            let Some((generation, mut conn)) = shared.current() else {
+                shared.stats.publish_failed.fetch_add(1, Ordering::Relaxed);
+                return Err(BackplaneError::Unavailable("redis is unreachable".into()));
+            };
+            let payload = Envelope::encode_frame(&shared.origin, &frame);
+            let mut command = redis::cmd("PUBLISH");
+            command
+                .arg(shared.channel(&frame.room))
+                .arg(payload.as_ref());
+            let publish = command.query_async::<i64>(&mut conn);
+            match tokio::time::timeout(shared.config.command_timeout, publish).await {
+                Ok(Ok(_)) => {
+                    shared.stats.published.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                }
+                Ok(Err(e)) => {
+                    shared.stats.publish_failed.fetch_add(1, Ordering::Relaxed);
+                    Err(BackplaneError::Unavailable(e.to_string()))
+                }
+                Err(_) => {
+                    shared.stats.publish_failed.fetch_add(1, Ordering::Relaxed);
+                    shared.connection_failed(generation);
+                    Err(BackplaneError::Unavailable(
+                        "redis publish timed out".into(),
+                    ))
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.shared.healthy.load(Ordering::SeqCst)
+    }
+}
+
+impl RedisBackplane {
+    /// Adjusts a room's subscription count and (un)subscribes on the edge.
+    /// While Redis is away only the count changes; the supervisor
+    /// resubscribes from the counts when it reconnects.
+    async fn change(&self, room: &RoomName, delta: i64) -> Result<(), BackplaneError> {
+        let shared = &self.shared;
+        let mut rooms = shared.rooms.lock().await;
+        let count = rooms.entry(room.clone()).or_insert(0);
+        let before = *count > 0;
+        *count += delta;
+        let after = *count > 0;
+        if *count == 0 {
+            rooms.remove(room);
+        }
+        if before == after {
+            return Ok(());
+        }
+        let Some((generation, mut conn)) = shared.current() else {
+            return Ok(());
+        };
+        if let Err(e) = shared.set_subscribed(&mut conn, room, after).await {
+            // Replace the connection: the new one subscribes from the counts.
+            tracing::debug!(%room, error = %e, "redis (un)subscribe failed; reconnecting");
+            shared.connection_failed(generation);
+        }
+        Ok(())
+    }
+}

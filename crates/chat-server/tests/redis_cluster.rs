@@ -1,0 +1,237 @@
+//! Several instances behind a private Redis: cross-instance delivery, and
+//! an outage of Redis (local members still served, not ready, recovery).
+
+mod common;
+
+use chat_client::Event;
+use chat_server::config::BackplaneKind;
+use common::services::RedisServer;
+use common::*;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+fn redis_config(redis: &RedisServer, id: &str) -> chat_server::Config {
+    let mut c = config();
+    c.server_id = id.into();
+    c.backplane = BackplaneKind::Redis;
+    c.redis.url = redis.url();
+    c.redis.command_timeout = Duration::from_millis(500);
+    c.redis.reconnect_max_delay = Duration::from_millis(300);
+    c
+}
+
+/// Starts an instance and waits (bounded) until its backplane is up.
+async fn instance(redis: &RedisServer, id: &str) -> TestServer {
+    let server = TestServer::start(redis_config(redis, id)).await;
+    wait_ready(&server, true).await;
+    server
+}
+
+async fn ready_status(server: &TestServer) -> u16 {
+    let mut stream = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    stream
+        .write_all(b"GET /health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response[9..12].parse().unwrap()
+}
+
+/// Polls `/health/ready` (bounded) until it says `ready` (or not).
+async fn wait_ready(server: &TestServer, ready: bool) {
+    let want = if ready { 200 } else { 503 };
+    let deadline = Instant::now() + WAIT;
+    while ready_status(server).await != want {
+        assert!(Instant::now() < deadline, "readiness never became {want}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn grpc_health(server: &TestServer) -> i32 {
+    let channel = tonic::transport::Endpoint::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+}
+
+#[tokio::test]
+async fn clients_on_different_instances_chat_in_several_rooms() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let a = instance(&redis, "a").await;
+    let b = instance(&redis, "b").await;
+    let (alice, mut alice_ev) = connect(&a.url(), "alice").await;
+    let (bob, mut bob_ev) = connect(&b.url(), "bob").await;
+    let (carol, mut carol_ev) = connect(&b.url(), "carol").await;
+    assert_eq!(alice.wait_connected(WAIT).await.unwrap().server_id, "a");
+    assert_eq!(bob.wait_connected(WAIT).await.unwrap().server_id, "b");
+
+    alice.join("lobby").await.unwrap();
+    alice.join("dev").await.unwrap();
+    bob.join("lobby").await.unwrap();
+    carol.join("dev").await.unwrap();
+
+    alice.send("lobby", "from a to lobby").await.unwrap();
+    alice.send("dev", "from a to dev").await.unwrap();
+    bob.send("lobby", "from b to lobby").await.unwrap();
+    carol.send("dev", "from b to dev").await.unwrap();
+
+    assert_eq!(
+        expect_message(&mut bob_ev, "lobby").await.1,
+        "from a to lobby"
+    );
+    assert_eq!(
+        expect_message(&mut bob_ev, "lobby").await.1,
+        "from b to lobby"
+    );
+    assert_eq!(
+        expect_message(&mut carol_ev, "dev").await.1,
+        "from a to dev"
+    );
+    assert_eq!(
+        expect_message(&mut carol_ev, "dev").await.1,
+        "from b to dev"
+    );
+    let mut texts = Vec::new();
+    while texts.len() < 4 {
+        let Event::Message(m) =
+            expect_event(&mut alice_ev, "message", |e| matches!(e, Event::Message(_))).await
+        else {
+            unreachable!()
+        };
+        texts.push(format!("{}:{}", m.room, m.text));
+    }
+    texts.sort();
+    assert_eq!(
+        texts,
+        [
+            "dev:from a to dev",
+            "dev:from b to dev",
+            "lobby:from a to lobby",
+            "lobby:from b to lobby"
+        ]
+    );
+    // Each delivered exactly once: nothing more arrives.
+    expect_no_event(&mut bob_ev, Duration::from_millis(300), |e| {
+        matches!(e, Event::Message(_))
+    })
+    .await;
+    expect_no_event(&mut alice_ev, Duration::from_millis(100), |e| {
+        matches!(e, Event::Message(_))
+    })
+    .await;
+
+    // A room nobody on `b` is in is not sent to `b`'s clients.
+    let (dave, _dave_ev) = connect(&a.url(), "dave").await;
+    dave.join("quiet").await.unwrap();
+    dave.send("quiet", "only on a").await.unwrap();
+    expect_no_event(&mut carol_ev, Duration::from_millis(200), |e| {
+        matches!(e, Event::Message(_))
+    })
+    .await;
+
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_redis_outage_keeps_local_members_served_and_heals() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let a = instance(&redis, "a").await;
+    let b = instance(&redis, "b").await;
+    let (alice, _alice_ev) = connect(&a.url(), "alice").await;
+    let (carol, mut carol_ev) = connect(&a.url(), "carol").await;
+    let (bob, mut bob_ev) = connect(&b.url(), "bob").await;
+    for c in [&alice, &carol, &bob] {
+        c.join("lobby").await.unwrap();
+    }
+    alice.send("lobby", "before").await.unwrap();
+    assert_eq!(expect_message(&mut bob_ev, "lobby").await.1, "before");
+    assert_eq!(expect_message(&mut carol_ev, "lobby").await.1, "before");
+    assert_eq!(grpc_health(&a).await, ServingStatus::Serving as i32);
+
+    redis.kill();
+    wait_ready(&a, false).await;
+    wait_ready(&b, false).await;
+    let deadline = Instant::now() + WAIT;
+    while grpc_health(&a).await != ServingStatus::NotServing as i32 {
+        assert!(
+            Instant::now() < deadline,
+            "gRPC health never said NOT_SERVING"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The instance stays up for its own members.
+    alice
+        .send("lobby", "during")
+        .await
+        .expect("sends are still acknowledged");
+    assert_eq!(expect_message(&mut carol_ev, "lobby").await.1, "during");
+    // (Messages from the outage do not reach other instances; the durable
+    // history makes them recoverable.)
+
+    redis.restart();
+    wait_ready(&a, true).await;
+    wait_ready(&b, true).await;
+    assert_eq!(grpc_health(&a).await, ServingStatus::Serving as i32);
+    alice.send("lobby", "after").await.unwrap();
+    let (_, text, _) = expect_message(&mut bob_ev, "lobby").await;
+    // bob may or may not have seen "during" (it was sent while Redis was
+    // down), but "after" arrives.
+    let text = if text == "during" {
+        expect_message(&mut bob_ev, "lobby").await.1
+    } else {
+        text
+    };
+    assert_eq!(text, "after");
+    bob.send("lobby", "bob is back").await.unwrap();
+    assert_eq!(expect_message(&mut carol_ev, "lobby").await.1, "after");
+    assert_eq!(
+        expect_message(&mut carol_ev, "lobby").await.1,
+        "bob is back"
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn an_instance_started_while_redis_is_down_becomes_ready_when_it_appears() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    redis.kill();
+    let a = TestServer::start(redis_config(&redis, "a")).await;
+    wait_ready(&a, false).await;
+    // It serves its own clients meanwhile.
+    let (alice, mut alice_ev) = connect(&a.url(), "alice").await;
+    alice.join("lobby").await.unwrap();
+    alice.send("lobby", "alone").await.unwrap();
+    assert_eq!(expect_message(&mut alice_ev, "lobby").await.1, "alone");
+
+    redis.restart();
+    wait_ready(&a, true).await;
+    let b = instance(&redis, "b").await;
+    let (bob, mut bob_ev) = connect(&b.url(), "bob").await;
+    bob.join("lobby").await.unwrap();
+    alice.send("lobby", "hello b").await.unwrap();
+    assert_eq!(expect_message(&mut bob_ev, "lobby").await.1, "hello b");
+    a.stop().await;
+    b.stop().await;
+}
