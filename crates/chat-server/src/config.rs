@@ -21,6 +21,8 @@ pub struct Config {
     pub backplane: BackplaneKind,
     /// The Redis backplane (used when `backplane = "redis"`).
     pub redis: RedisConfig,
+    /// Cluster-wide presence.
+    pub presence: PresenceConfig,
     /// Logging.
     pub log: LogConfig,
     /// Bounds on what one client may use.
@@ -40,6 +42,7 @@ impl Default for Config {
             server_id: String::new(),
             backplane: BackplaneKind::Local,
             redis: RedisConfig::default(),
+            presence: PresenceConfig::default(),
             log: LogConfig::default(),
             limits: Limits::default(),
             session: SessionConfig::default(),
@@ -82,6 +85,28 @@ impl Default for RedisConfig {
             channel_prefix: "chat:".into(),
             command_timeout: Duration::from_secs(2),
             reconnect_max_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How instances keep each other's members in view.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// How often an instance tells the others it is alive.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// An instance not heard from for this long is considered dead: its
+    /// members leave every room.
+    #[serde(with = "humantime_serde")]
+    pub expiry: Duration,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        PresenceConfig {
+            heartbeat_interval: Duration::from_secs(2),
+            expiry: Duration::from_secs(10),
         }
     }
 }
@@ -255,6 +280,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "server_id",
     "backplane",
     "redis",
+    "presence",
     "log",
     "limits",
     "session",
@@ -307,6 +333,12 @@ impl Config {
         }
         if self.notifications.enabled && self.notifications.interval.is_zero() {
             return bad("notifications.interval must be above zero");
+        }
+        let p = &self.presence;
+        if p.heartbeat_interval.is_zero() || p.expiry < p.heartbeat_interval * 2 {
+            return bad(
+                "presence.expiry must be at least twice presence.heartbeat_interval (above zero)",
+            );
         }
         if self.redis.command_timeout.is_zero() {
             return bad("redis.command_timeout must be above zero");

@@ -2,11 +2,13 @@
 //! hub, backplane and store, serves gRPC and HTTP on the one port, and
 //! drains gracefully when told to stop.
 
+use crate::backplane::control::control_queue;
 use crate::backplane::{Backplane, BackplaneStats, LocalBackplane, RedisBackplane};
 use crate::config::{BackplaneKind, Config};
 use crate::error::ServerError;
 use crate::grpc::ChatGrpc;
 use crate::health::{self, Readiness};
+use crate::hub::cluster;
 use crate::hub::{Hub, Rooms};
 use crate::notifier;
 use crate::store::{MemoryStore, MessageStore};
@@ -83,6 +85,7 @@ pub async fn start(
     let rooms = Arc::new(Rooms::default());
     let store: Arc<dyn MessageStore> = Arc::new(MemoryStore::new());
     let stats = Arc::new(BackplaneStats::default());
+    let (control_tx, control_rx) = control_queue();
     let backplane: Arc<dyn Backplane> = match config.backplane {
         BackplaneKind::Local => Arc::new(LocalBackplane::new(rooms.clone())),
         BackplaneKind::Redis => Arc::new(
@@ -90,6 +93,7 @@ pub async fn start(
                 config.redis.clone(),
                 Arc::from(server_id.as_str()),
                 rooms.clone(),
+                control_tx,
                 stats,
                 shutdown.clone(),
             )
@@ -128,6 +132,13 @@ pub async fn start(
         .add_service(health_service)
         .add_service(chat);
 
+    sessions.spawn(cluster::run(
+        hub.clone(),
+        control_rx,
+        config.presence.heartbeat_interval,
+        config.presence.expiry,
+        shutdown.clone(),
+    ));
     sessions.spawn(health::watch(
         readiness.clone(),
         HEALTH_CHECK_INTERVAL,

@@ -124,9 +124,12 @@ impl Session {
 
     async fn handle(&mut self, frame: ClientFrame) {
         let request_id = frame.request_id;
-        let mut announce = None;
         let result = match frame.request {
-            Some(Request::JoinRoom(r)) => self.join(&r.room, &mut announce).await,
+            Some(Request::JoinRoom(r)) => match self.join(request_id, &r.room).await {
+                // The hub queued the reply, in order with presence events.
+                Ok(()) => return,
+                Err(e) => Err(e),
+            },
             Some(Request::LeaveRoom(r)) => self.leave(&r.room).await,
             Some(Request::SendMessage(r)) => self.send(&r.room, r.client_message_id, r.text).await,
             Some(Request::ListMembers(r)) => self.list_members(&r.room),
@@ -150,10 +153,6 @@ impl Session {
             result: Some(result),
         });
         self.outbox.push(EncodedFrame::from(reply));
-        // Members hear of a join after the joiner has its reply.
-        if let Some(room) = announce {
-            self.hub.announce_joined(&room, &self.user).await;
-        }
     }
 
     fn member_room(&self, room: &str) -> Result<RoomName, RequestError> {
@@ -164,11 +163,7 @@ impl Session {
         Ok(room)
     }
 
-    async fn join(
-        &mut self,
-        room: &str,
-        announce: &mut Option<RoomName>,
-    ) -> Result<reply::Result, RequestError> {
+    async fn join(&mut self, request_id: u64, room: &str) -> Result<(), RequestError> {
         let room = RoomName::parse(room)?;
         if self.rooms.contains(&room) {
             return Err(RequestError::AlreadyAMember(room.to_string()));
@@ -177,20 +172,22 @@ impl Session {
         if self.rooms.len() >= max {
             return Err(RequestError::TooManyRooms(max));
         }
-        let (members, latest_sequence, first_for_user) = self
-            .hub
-            .join(&room, self.conn, &self.user, self.outbox.clone())
+        let reply = |members: &[Sender], latest_sequence: u64| {
+            EncodedFrame::from(Frame::Reply(Reply {
+                request_id,
+                result: Some(reply::Result::JoinRoom(JoinRoomResult {
+                    room: room.to_string(),
+                    members: members.iter().map(member).collect(),
+                    latest_sequence,
+                })),
+            }))
+        };
+        self.hub
+            .join(&room, self.conn, &self.user, self.outbox.clone(), reply)
             .await?;
         tracing::info!(%room, "joined");
-        self.rooms.insert(room.clone());
-        if first_for_user {
-            *announce = Some(room.clone());
-        }
-        Ok(reply::Result::JoinRoom(JoinRoomResult {
-            room: room.to_string(),
-            members: members.iter().map(member).collect(),
-            latest_sequence,
-        }))
+        self.rooms.insert(room);
+        Ok(())
     }
 
     async fn leave(&mut self, room: &str) -> Result<reply::Result, RequestError> {
@@ -233,7 +230,7 @@ impl Session {
 
     fn list_members(&self, room: &str) -> Result<reply::Result, RequestError> {
         let room = self.member_room(room)?;
-        let members = self.hub.rooms().members(&room);
+        let members = self.hub.members(&room);
         Ok(reply::Result::ListMembers(ListMembersResult {
             room: room.to_string(),
             members: members.iter().map(member).collect(),

@@ -20,7 +20,42 @@ fn redis_config(redis: &RedisServer, id: &str) -> chat_server::Config {
     c.redis.url = redis.url();
     c.redis.command_timeout = Duration::from_millis(500);
     c.redis.reconnect_max_delay = Duration::from_millis(300);
+    c.presence.heartbeat_interval = Duration::from_millis(200);
+    c.presence.expiry = Duration::from_millis(1000);
     c
+}
+
+fn joined(e: &Event, name: &str) -> bool {
+    matches!(e, Event::MemberJoined(j) if j.member.as_ref().is_some_and(|m| m.display_name == name))
+}
+
+fn left(e: &Event, name: &str) -> bool {
+    matches!(e, Event::MemberLeft(l) if l.member.as_ref().is_some_and(|m| m.display_name == name))
+}
+
+/// Waits (bounded) until `server` lists exactly `names` in `room`.
+async fn wait_members(server: &TestServer, room: &str, names: &[&str]) {
+    let room = chat_server::validate::RoomName::parse(room).unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut now: Vec<String> = server
+            .server
+            .hub()
+            .members(&room)
+            .iter()
+            .map(|m| m.display_name.to_string())
+            .collect();
+        now.sort();
+        if now == names {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} lists {now:?}, not {names:?}",
+            server.server.server_id()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Starts an instance and waits (bounded) until its backplane is up.
@@ -234,4 +269,108 @@ async fn an_instance_started_while_redis_is_down_becomes_ready_when_it_appears()
     assert_eq!(expect_message(&mut bob_ev, "lobby").await.1, "hello b");
     a.stop().await;
     b.stop().await;
+}
+
+#[tokio::test]
+async fn presence_is_the_same_from_every_instance() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let a = instance(&redis, "a").await;
+    let b = instance(&redis, "b").await;
+    let (alice, mut alice_ev) = connect(&a.url(), "alice").await;
+    alice.join("lobby").await.unwrap();
+    wait_members(&b, "lobby", &["alice"]).await;
+
+    let (bob, _bob_ev) = connect(&b.url(), "bob").await;
+    let j = bob.join("lobby").await.unwrap();
+    let mut names: Vec<_> = j.members.iter().map(|m| m.display_name.clone()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["alice", "bob"],
+        "the join reply lists members of every instance"
+    );
+    expect_event(&mut alice_ev, "bob joined", |e| joined(e, "bob")).await;
+    assert_eq!(alice.list_members("lobby").await.unwrap().len(), 2);
+
+    // bob connects a second time, on a: still one member, no second event.
+    let (bob2, _bob2_ev) = connect(&a.url(), "bob").await;
+    bob2.join("lobby").await.unwrap();
+    bob.leave("lobby").await.unwrap();
+    expect_no_event(&mut alice_ev, Duration::from_millis(400), |e| {
+        left(e, "bob")
+    })
+    .await;
+    assert_eq!(alice.list_members("lobby").await.unwrap().len(), 2);
+    // Now his last connection leaves: everyone sees it.
+    bob2.close();
+    expect_event(&mut alice_ev, "bob left", |e| left(e, "bob")).await;
+    wait_members(&b, "lobby", &["alice"]).await;
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_late_instance_learns_who_is_already_there() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let a = instance(&redis, "a").await;
+    let (alice, mut alice_ev) = connect(&a.url(), "alice").await;
+    alice.join("lobby").await.unwrap();
+    alice.join("dev").await.unwrap();
+
+    let b = instance(&redis, "b").await;
+    wait_members(&b, "lobby", &["alice"]).await;
+    wait_members(&b, "dev", &["alice"]).await;
+    let (bob, _bob_ev) = connect(&b.url(), "bob").await;
+    assert_eq!(bob.join("dev").await.unwrap().members.len(), 2);
+    expect_event(&mut alice_ev, "bob joined", |e| joined(e, "bob")).await;
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn members_of_a_killed_instance_leave_within_the_expiry() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let a = instance(&redis, "a").await;
+    let (alice, mut alice_ev) = connect(&a.url(), "alice").await;
+    alice.join("lobby").await.unwrap();
+
+    // Instance c is a real process, so it can be killed without a goodbye.
+    let port = common::services::free_port();
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("CHAT_BACKPLANE", "redis")
+        .env("CHAT_REDIS__URL", redis.url())
+        .env("CHAT_SERVER_ID", "c")
+        .env("CHAT_PRESENCE__HEARTBEAT_INTERVAL", "200ms")
+        .env("CHAT_PRESENCE__EXPIRY", "1s")
+        .env("CHAT_NOTIFICATIONS__ENABLED", "false")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let c_url = format!("http://127.0.0.1:{port}");
+    let (carol, _carol_ev) = connect(&c_url, "carol").await;
+    carol.join("lobby").await.unwrap();
+    expect_event(&mut alice_ev, "carol joined", |e| joined(e, "carol")).await;
+    wait_members(&a, "lobby", &["alice", "carol"]).await;
+
+    c.kill().unwrap();
+    c.wait().unwrap();
+    let killed = Instant::now();
+    expect_event(&mut alice_ev, "carol left", |e| left(e, "carol")).await;
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_millis(1000 + 1500),
+        "left after {took:?} with a 1 s expiry"
+    );
+    assert_eq!(alice.list_members("lobby").await.unwrap().len(), 1);
+    // a carries on.
+    alice.send("lobby", "still here").await.unwrap();
+    a.stop().await;
 }

@@ -38,6 +38,11 @@ impl Backplane for LocalBackplane {
         ready(Ok(())).boxed()
     }
 
+    // There are no other instances to tell.
+    fn publish_control(&self, _control: bytes::Bytes) -> BoxFuture<'_, Result<(), BackplaneError>> {
+        ready(Ok(())).boxed()
+    }
+
     fn is_healthy(&self) -> bool {
         true
     }

@@ -5,6 +5,7 @@
 //! The in-process backplane ships now (one instance); Redis and NATS plug in
 //! behind the same trait.
 
+pub mod control;
 mod envelope;
 mod local;
 mod redis;
@@ -63,6 +64,9 @@ pub struct BackplaneStats {
     pub malformed: AtomicU64,
     /// Times the backplane connection was lost.
     pub outages: AtomicU64,
+    /// Control messages dropped because the cluster task lagged (each
+    /// triggers a presence resynchronisation).
+    pub control_dropped: AtomicU64,
 }
 
 /// Carries room frames between instances.
@@ -80,6 +84,9 @@ pub trait Backplane: Send + Sync + 'static {
     /// Sends `frame` to every instance subscribed to its room, this one
     /// included. One call per event, never one per recipient.
     fn publish(&self, frame: RoomFrame) -> BoxFuture<'_, Result<(), BackplaneError>>;
+
+    /// Sends an encoded [`control::Control`] to every other instance.
+    fn publish_control(&self, control: bytes::Bytes) -> BoxFuture<'_, Result<(), BackplaneError>>;
 
     /// Whether the backplane is connected, for readiness.
     fn is_healthy(&self) -> bool;

@@ -12,6 +12,7 @@
 //! away local members are still served; the publish fails fast and is
 //! counted.
 
+use super::control::{Control, ControlEvent, ControlSender};
 use super::{Backplane, BackplaneError, BackplaneStats, Envelope, FrameSink};
 use crate::config::RedisConfig;
 use crate::validate::RoomName;
@@ -36,6 +37,7 @@ struct Shared {
     config: RedisConfig,
     origin: Arc<str>,
     sink: Arc<dyn FrameSink>,
+    control: ControlSender,
     /// Subscription count per room; a room is subscribed while above zero.
     /// The async mutex orders subscribe/unsubscribe commands with the
     /// counts they follow from.
@@ -58,6 +60,7 @@ impl RedisBackplane {
         config: RedisConfig,
         origin: Arc<str>,
         sink: Arc<dyn FrameSink>,
+        control: ControlSender,
         stats: Arc<BackplaneStats>,
         shutdown: CancellationToken,
     ) -> Result<RedisBackplane, BackplaneError> {
@@ -76,6 +79,7 @@ impl RedisBackplane {
             config,
             origin,
             sink,
+            control,
             rooms: tokio::sync::Mutex::default(),
             connection: Mutex::default(),
             generation: AtomicU64::new(0),
@@ -95,6 +99,39 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Shared {
     fn channel(&self, room: &RoomName) -> String {
         format!("{}room:{}", self.config.channel_prefix, room)
+    }
+
+    /// The cluster-wide channel of heartbeats and presence.
+    fn control_channel(&self) -> String {
+        format!("{}control", self.config.channel_prefix)
+    }
+
+    /// PUBLISHes `payload` on `channel`, failing fast while Redis is away.
+    async fn publish(&self, channel: String, payload: &[u8]) -> Result<(), BackplaneError> {
+        let Some((generation, mut conn)) = self.current() else {
+            self.stats.publish_failed.fetch_add(1, Ordering::Relaxed);
+            return Err(BackplaneError::Unavailable("redis is unreachable".into()));
+        };
+        let mut command = redis::cmd("PUBLISH");
+        command.arg(channel).arg(payload);
+        let publish = command.query_async::<i64>(&mut conn);
+        match tokio::time::timeout(self.config.command_timeout, publish).await {
+            Ok(Ok(_)) => {
+                self.stats.published.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                self.stats.publish_failed.fetch_add(1, Ordering::Relaxed);
+                Err(BackplaneError::Unavailable(e.to_string()))
+            }
+            Err(_) => {
+                self.stats.publish_failed.fetch_add(1, Ordering::Relaxed);
+                self.connection_failed(generation);
+                Err(BackplaneError::Unavailable(
+                    "redis publish timed out".into(),
+                ))
+            }
+        }
     }
 
     fn current(&self) -> Option<(u64, MultiplexedConnection)> {
@@ -141,13 +178,26 @@ impl Shared {
             }
             _ => return,
         }
-        let payload = match push.data.into_iter().nth(1) {
-            Some(Value::BulkString(bytes)) => Bytes::from(bytes),
-            _ => {
-                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
+        let mut data = push.data.into_iter();
+        let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
+            (data.next(), data.next())
+        else {
+            self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            return;
         };
+        let payload = Bytes::from(payload);
+        if channel == self.control_channel().as_bytes() {
+            match <Control as prost::Message>::decode(payload) {
+                Ok(control) if *control.origin == *self.origin => {}
+                Ok(control) => self
+                    .control
+                    .send(ControlEvent::Message(control), &self.stats),
+                Err(_) => {
+                    self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            return;
+        }
         match Envelope::decode_frame(payload) {
             // This instance delivered its own events when it published them.
             Ok((origin, _)) if *origin == *self.origin => {}
@@ -242,6 +292,13 @@ async fn connect(shared: &Arc<Shared>) -> redis::RedisResult<usize> {
     // Hold the room table while resubscribing so no join or leave slips
     // between the snapshot and the connection becoming current.
     let rooms = shared.rooms.lock().await;
+    let control = tokio::time::timeout(
+        shared.config.command_timeout,
+        conn.subscribe(shared.control_channel()),
+    )
+    .await
+    .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "subscribe timed out")))?;
+    control?;
     for (room, count) in rooms.iter() {
         if *count > 0 {
             shared.set_subscribed(&mut conn, room, true).await?;
@@ -249,6 +306,7 @@ async fn connect(shared: &Arc<Shared>) -> redis::RedisResult<usize> {
     }
     *lock(&shared.connection) = Some((generation, conn));
     shared.healthy.store(true, Ordering::SeqCst);
+    shared.control.send(ControlEvent::Connected, &shared.stats);
     Ok(rooms.values().filter(|c| **c > 0).count())
 }
 
@@ -283,33 +341,16 @@ impl Backplane for RedisBackplane {
             let shared = &self.shared;
             // Local members get the event straight away, Redis or not.
             shared.sink.deliver(&frame);
-            let Some((generation, mut conn)) = shared.current() else {
-                shared.stats.publish_failed.fetch_add(1, Ordering::Relaxed);
-                return Err(BackplaneError::Unavailable("redis is unreachable".into()));
-            };
             let payload = Envelope::encode_frame(&shared.origin, &frame);
-            let mut command = redis::cmd("PUBLISH");
-            command
-                .arg(shared.channel(&frame.room))
-                .arg(payload.as_ref());
-            let publish = command.query_async::<i64>(&mut conn);
-            match tokio::time::timeout(shared.config.command_timeout, publish).await {
-                Ok(Ok(_)) => {
-                    shared.stats.published.fetch_add(1, Ordering::Relaxed);
-                    Ok(())
-                }
-                Ok(Err(e)) => {
-                    shared.stats.publish_failed.fetch_add(1, Ordering::Relaxed);
-                    Err(BackplaneError::Unavailable(e.to_string()))
-                }
-                Err(_) => {
-                    shared.stats.publish_failed.fetch_add(1, Ordering::Relaxed);
-                    shared.connection_failed(generation);
-                    Err(BackplaneError::Unavailable(
-                        "redis publish timed out".into(),
-                    ))
-                }
-            }
+            shared.publish(shared.channel(&frame.room), &payload).await
+        }
+        .boxed()
+    }
+
+    fn publish_control(&self, control: Bytes) -> BoxFuture<'_, Result<(), BackplaneError>> {
+        async move {
+            let shared = &self.shared;
+            shared.publish(shared.control_channel(), &control).await
         }
         .boxed()
     }

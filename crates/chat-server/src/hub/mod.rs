@@ -2,11 +2,17 @@
 //! takes — sequenced by the store, published once on the backplane, fanned
 //! out locally as one shared encoding.
 
+pub mod cluster;
 mod outbox;
+pub mod presence;
 mod rooms;
 
 pub use outbox::{Outbox, OutboxStream, disconnect_frame, outbox};
-pub use rooms::{ConnId, Joined, Left, Rooms};
+pub use rooms::{ConnId, Rooms};
+
+use crate::backplane::FrameSink;
+use crate::backplane::control::{Control, ControlKind, PresenceChange, PresenceEntry};
+use presence::{Presence, Transition};
 
 use crate::backplane::{Backplane, RoomFrame};
 use crate::config::Limits;
@@ -30,6 +36,10 @@ pub struct Hub {
     backplane: Arc<dyn Backplane>,
     next_conn: AtomicU64,
     sessions: Box<[Mutex<HashMap<ConnId, Outbox>>]>,
+    /// Cluster-wide membership. Held while a join reply or a presence
+    /// event is queued, so members see them in a consistent order; never
+    /// on the message path.
+    presence: Mutex<Presence>,
 }
 
 impl Hub {
@@ -49,6 +59,7 @@ impl Hub {
             backplane,
             next_conn: AtomicU64::new(1),
             sessions: (0..SESSION_SHARDS).map(|_| Mutex::default()).collect(),
+            presence: Mutex::default(),
         }
     }
 
@@ -110,72 +121,135 @@ impl Hub {
         sent
     }
 
-    /// Joins connection `conn` of `user` to `room`, subscribing the
-    /// backplane if the room is new here. Returns the room's members, its
-    /// latest sequence, and whether this is the user's first connection in
-    /// it (then the caller announces them with [`Hub::announce_joined`] once
-    /// it has replied).
+    /// Joins connection `conn` of `user` to `room`: subscribes the
+    /// backplane if the room is new here, queues the reply built by
+    /// `reply(members, latest_sequence)`, then announces the user if they
+    /// just became a member (they hear it too, after their reply), and tells
+    /// the other instances if this is their first connection here.
     pub async fn join(
         &self,
         room: &RoomName,
         conn: ConnId,
         user: &Sender,
         outbox: Outbox,
-    ) -> Result<(Vec<Sender>, u64, bool), RequestError> {
+        reply: impl FnOnce(&[Sender], u64) -> EncodedFrame,
+    ) -> Result<(), RequestError> {
         let latest = self.store.latest_sequence(room).await.map_err(|e| {
             tracing::warn!(%room, error = %e, "join failed: store");
             RequestError::Unavailable(e.to_string())
         })?;
-        let joined = self.rooms.join(room, conn, user, outbox);
-        if joined.created
-            && let Err(e) = self.backplane.subscribe(room).await
-        {
+        let created = self.rooms.join(room, conn, outbox.clone());
+        if created && let Err(e) = self.backplane.subscribe(room).await {
             tracing::warn!(%room, error = %e, "join failed: backplane subscribe");
-            self.rooms.leave(room, conn, &user.user_id);
+            self.rooms.leave(room, conn);
             return Err(RequestError::Unavailable(e.to_string()));
         }
-        Ok((joined.members, latest, joined.first_for_user))
-    }
-
-    /// Tells `room`'s members, the user included, that `user` joined.
-    pub async fn announce_joined(&self, room: &RoomName, user: &Sender) {
-        let frame = Frame::MemberJoined(MemberJoined {
-            room: room.to_string(),
-            member: Some(member(user)),
-        });
-        self.publish_presence(room, frame).await;
+        let change = {
+            let mut presence = lock(&self.presence);
+            let change = presence.local_join(room, user);
+            outbox.push(reply(&presence.members(room), latest));
+            if change.transition {
+                self.emit(&Transition::Joined(room.clone(), user.clone()));
+            }
+            change
+        };
+        if change.edge {
+            self.publish_presence(room, user, true).await;
+        }
+        Ok(())
     }
 
     /// Removes connection `conn` of `user` from `room`; announces the user's
-    /// departure if it was their last connection there. Returns false if the
-    /// connection was not in the room.
+    /// departure if they are no longer a member anywhere. Returns false if
+    /// the connection was not in the room.
     pub async fn leave(&self, room: &RoomName, conn: ConnId, user: &Sender) -> bool {
-        let Some(left) = self.rooms.leave(room, conn, &user.user_id) else {
+        let Some(removed) = self.rooms.leave(room, conn) else {
             return false;
         };
-        if left.last_for_user {
-            let frame = Frame::MemberLeft(MemberLeft {
-                room: room.to_string(),
-                member: Some(member(user)),
-            });
-            self.publish_presence(room, frame).await;
+        let change = {
+            let mut presence = lock(&self.presence);
+            let change = presence.local_leave(room, &user.user_id);
+            if change.transition {
+                self.emit(&Transition::Left(room.clone(), user.clone()));
+            }
+            change
+        };
+        if change.edge {
+            self.publish_presence(room, user, false).await;
         }
-        if left.removed
-            && let Err(e) = self.backplane.unsubscribe(room).await
-        {
+        if removed && let Err(e) = self.backplane.unsubscribe(room).await {
             tracing::warn!(%room, error = %e, "backplane unsubscribe failed");
         }
         true
     }
 
-    async fn publish_presence(&self, room: &RoomName, frame: Frame) {
-        let frame = RoomFrame {
+    /// The room's members across the cluster, each user once.
+    pub fn members(&self, room: &RoomName) -> Vec<Sender> {
+        lock(&self.presence).members(room)
+    }
+
+    /// Applies `change` to the presence table and tells local members about
+    /// every resulting transition, in order.
+    pub fn update_presence<T>(
+        &self,
+        change: impl FnOnce(&mut Presence) -> (T, Vec<Transition>),
+    ) -> T {
+        let mut presence = lock(&self.presence);
+        let (result, transitions) = change(&mut presence);
+        for t in &transitions {
+            self.emit(t);
+        }
+        result
+    }
+
+    /// Every (room, user) with a connection here, for snapshots.
+    pub fn local_presence(&self) -> Vec<(RoomName, Sender)> {
+        lock(&self.presence).local_entries()
+    }
+
+    /// Queues a presence event for this instance's members of its room.
+    fn emit(&self, transition: &Transition) {
+        let (room, frame) = match transition {
+            Transition::Joined(room, user) => (
+                room,
+                Frame::MemberJoined(MemberJoined {
+                    room: room.to_string(),
+                    member: Some(member(user)),
+                }),
+            ),
+            Transition::Left(room, user) => (
+                room,
+                Frame::MemberLeft(MemberLeft {
+                    room: room.to_string(),
+                    member: Some(member(user)),
+                }),
+            ),
+        };
+        self.rooms.deliver(&RoomFrame {
             room: room.clone(),
             sequence: None,
             frame: EncodedFrame::from(frame),
-        };
-        if let Err(e) = self.backplane.publish(frame).await {
-            tracing::debug!(%room, error = %e, "presence event not published");
+        });
+    }
+
+    /// Tells the other instances that `user` arrived in or left `room` here.
+    async fn publish_presence(&self, room: &RoomName, user: &Sender, present: bool) {
+        let change = ControlKind::Presence(PresenceChange {
+            entry: Some(PresenceEntry {
+                room: room.to_string(),
+                user_id: user.user_id.to_string(),
+                display_name: user.display_name.to_string(),
+            }),
+            present,
+        });
+        self.publish_control(change).await;
+    }
+
+    /// Sends a control message to the other instances.
+    pub async fn publish_control(&self, kind: ControlKind) {
+        let control = Control::new(&self.server_id, kind);
+        if let Err(e) = self.backplane.publish_control(control.to_bytes()).await {
+            tracing::debug!(error = %e, "control message not published");
         }
     }
 

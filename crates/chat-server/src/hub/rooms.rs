@@ -1,13 +1,12 @@
-//! This instance's rooms: who is in each, and local fan-out.
+//! This instance's rooms: which local connections are in each, and local
+//! fan-out. (Who the members are, cluster-wide, is `hub::presence`.)
 //!
 //! Rooms live in shards keyed by name, so joins, leaves and deliveries in
 //! different rooms never share a lock. A room exists while it has local
-//! members. A user connected several times is one member; they join with
-//! their first connection and leave with their last.
+//! connections.
 
 use super::outbox::Outbox;
 use crate::backplane::{FrameSink, RoomFrame};
-use crate::store::Sender;
 use crate::validate::RoomName;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -38,31 +37,6 @@ pub struct Room {
 struct RoomState {
     /// One entry per local connection: the fan-out list.
     recipients: Vec<(ConnId, Outbox)>,
-    /// One entry per user, in join order.
-    members: Vec<MemberEntry>,
-}
-
-struct MemberEntry {
-    user: Sender,
-    connections: usize,
-}
-
-/// What a join changed.
-pub struct Joined {
-    /// The members after the join, each user once.
-    pub members: Vec<Sender>,
-    /// Whether this was the user's first connection in the room.
-    pub first_for_user: bool,
-    /// Whether the room was created (it had no local members before).
-    pub created: bool,
-}
-
-/// What a leave changed.
-pub struct Left {
-    /// Whether this was the user's last connection in the room.
-    pub last_for_user: bool,
-    /// Whether the room is gone (it has no local members now).
-    pub removed: bool,
 }
 
 impl Default for Rooms {
@@ -89,8 +63,9 @@ impl Rooms {
         lock(self.shard(room)).get(room).cloned()
     }
 
-    /// Adds connection `conn` of `user` to `room`, creating the room if needed.
-    pub fn join(&self, room: &RoomName, conn: ConnId, user: &Sender, outbox: Outbox) -> Joined {
+    /// Adds connection `conn` to `room`, creating the room if needed;
+    /// returns whether it was created.
+    pub fn join(&self, room: &RoomName, conn: ConnId, outbox: Outbox) -> bool {
         let mut shard = lock(self.shard(room));
         let mut created = false;
         let entry = shard.entry(room.clone()).or_insert_with(|| {
@@ -100,73 +75,25 @@ impl Rooms {
                 send_lock: tokio::sync::Mutex::new(()),
             })
         });
-        let mut state = lock(&entry.state);
-        state.recipients.push((conn, outbox));
-        let first_for_user = match state
-            .members
-            .iter_mut()
-            .find(|m| m.user.user_id == user.user_id)
-        {
-            Some(member) => {
-                member.connections += 1;
-                false
-            }
-            None => {
-                state.members.push(MemberEntry {
-                    user: user.clone(),
-                    connections: 1,
-                });
-                true
-            }
-        };
-        Joined {
-            members: state.members.iter().map(|m| m.user.clone()).collect(),
-            first_for_user,
-            created,
-        }
+        lock(&entry.state).recipients.push((conn, outbox));
+        created
     }
 
-    /// Removes connection `conn` of user `user_id` from `room`; removes the
-    /// room when it is empty. Returns `None` if the connection was not in it.
-    pub fn leave(&self, room: &RoomName, conn: ConnId, user_id: &str) -> Option<Left> {
+    /// Removes connection `conn` from `room`, and the room when it is
+    /// empty. Returns `None` if the connection was not in it, else whether
+    /// the room was removed.
+    pub fn leave(&self, room: &RoomName, conn: ConnId) -> Option<bool> {
         let mut shard = lock(self.shard(room));
         let entry = shard.get(room)?;
         let mut state = lock(&entry.state);
         let at = state.recipients.iter().position(|(c, _)| *c == conn)?;
         state.recipients.swap_remove(at);
-        let mut last_for_user = false;
-        if let Some(i) = state
-            .members
-            .iter()
-            .position(|m| &*m.user.user_id == user_id)
-        {
-            state.members[i].connections -= 1;
-            if state.members[i].connections == 0 {
-                state.members.remove(i);
-                last_for_user = true;
-            }
-        }
         let removed = state.recipients.is_empty();
         drop(state);
         if removed {
             shard.remove(room);
         }
-        Some(Left {
-            last_for_user,
-            removed,
-        })
-    }
-
-    /// The room's members, each user once; empty if it has no local members.
-    pub fn members(&self, room: &RoomName) -> Vec<Sender> {
-        match self.get(room) {
-            Some(r) => lock(&r.state)
-                .members
-                .iter()
-                .map(|m| m.user.clone())
-                .collect(),
-            None => Vec::new(),
-        }
+        Some(removed)
     }
 
     /// How many rooms have local members.
@@ -198,39 +125,29 @@ impl FrameSink for Rooms {
 mod tests {
     use super::*;
     use crate::hub::outbox::outbox;
+    use bytes::Bytes;
+    use chat_proto::EncodedFrame;
+    use futures::StreamExt;
 
-    fn user(id: &str) -> Sender {
-        Sender {
-            user_id: Arc::from(id),
-            display_name: Arc::from(id),
-        }
-    }
-
-    #[test]
-    fn a_user_with_two_connections_is_one_member() {
+    #[tokio::test]
+    async fn rooms_live_while_they_have_connections_and_deliver_to_each() {
         let rooms = Rooms::default();
         let lobby = RoomName::parse("lobby").unwrap();
-        let (o1, _s1) = outbox(4);
-        let (o2, _s2) = outbox(4);
-        let (o3, _s3) = outbox(4);
-        let j = rooms.join(&lobby, 1, &user("alice"), o1);
-        assert!(j.created && j.first_for_user);
-        let j = rooms.join(&lobby, 2, &user("alice"), o2);
-        assert!(!j.created && !j.first_for_user);
-        assert_eq!(j.members.len(), 1);
-        let j = rooms.join(&lobby, 3, &user("bob"), o3);
-        assert!(j.first_for_user);
-        assert_eq!(j.members.len(), 2);
-
-        let l = rooms.leave(&lobby, 1, "alice").unwrap();
-        assert!(!l.last_for_user && !l.removed);
-        assert_eq!(rooms.members(&lobby).len(), 2);
-        let l = rooms.leave(&lobby, 2, "alice").unwrap();
-        assert!(l.last_for_user && !l.removed);
-        assert_eq!(rooms.members(&lobby).len(), 1);
-        assert!(rooms.leave(&lobby, 2, "alice").is_none(), "already left");
-        let l = rooms.leave(&lobby, 3, "bob").unwrap();
-        assert!(l.last_for_user && l.removed);
+        let (o1, mut s1) = outbox(4);
+        let (o2, mut s2) = outbox(4);
+        assert!(rooms.join(&lobby, 1, o1));
+        assert!(!rooms.join(&lobby, 2, o2));
+        let frame = EncodedFrame(Bytes::from_static(b"x"));
+        rooms.deliver(&RoomFrame {
+            room: lobby.clone(),
+            sequence: Some(1),
+            frame: frame.clone(),
+        });
+        assert_eq!(s1.next().await.unwrap().unwrap(), frame);
+        assert_eq!(s2.next().await.unwrap().unwrap(), frame);
+        assert_eq!(rooms.leave(&lobby, 1), Some(false));
+        assert_eq!(rooms.leave(&lobby, 1), None, "already left");
+        assert_eq!(rooms.leave(&lobby, 2), Some(true));
         assert!(rooms.is_empty());
     }
 }

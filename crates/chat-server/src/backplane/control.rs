@@ -1,0 +1,146 @@
+//! Messages between instances that are not room events: heartbeats and
+//! presence (who is in which room on which instance).
+
+use crate::validate::RoomName;
+use bytes::Bytes;
+use prost::Message;
+use tokio::sync::mpsc;
+
+/// A control message on the cluster-wide control channel (protobuf).
+#[derive(Clone, PartialEq, Message)]
+pub struct Control {
+    /// The sending instance's id.
+    #[prost(string, tag = "1")]
+    pub origin: String,
+    /// What it says.
+    #[prost(oneof = "ControlKind", tags = "2, 3, 4, 5")]
+    pub kind: Option<ControlKind>,
+}
+
+/// The kinds of control message.
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum ControlKind {
+    /// "I am alive."
+    #[prost(message, tag = "2")]
+    Heartbeat(Heartbeat),
+    /// A user's presence in a room on the origin changed.
+    #[prost(message, tag = "3")]
+    Presence(PresenceChange),
+    /// "Everyone, send me your snapshot."
+    #[prost(message, tag = "4")]
+    SyncRequest(SyncRequest),
+    /// Everything the origin has: replaces what others knew of it.
+    #[prost(message, tag = "5")]
+    Snapshot(PresenceSnapshot),
+}
+
+/// Liveness of an instance.
+#[derive(Clone, PartialEq, Message)]
+pub struct Heartbeat {}
+
+/// Asks every instance for its snapshot.
+#[derive(Clone, PartialEq, Message)]
+pub struct SyncRequest {}
+
+/// One user in one room.
+#[derive(Clone, PartialEq, Message)]
+pub struct PresenceEntry {
+    /// The room.
+    #[prost(string, tag = "1")]
+    pub room: String,
+    /// The user's id.
+    #[prost(string, tag = "2")]
+    pub user_id: String,
+    /// The user's display name.
+    #[prost(string, tag = "3")]
+    pub display_name: String,
+}
+
+/// A user arrived in or left a room on the origin.
+#[derive(Clone, PartialEq, Message)]
+pub struct PresenceChange {
+    /// Who and where.
+    #[prost(message, optional, tag = "1")]
+    pub entry: Option<PresenceEntry>,
+    /// Present now (true) or gone (false).
+    #[prost(bool, tag = "2")]
+    pub present: bool,
+}
+
+/// Every user in every room on the origin.
+#[derive(Clone, PartialEq, Message)]
+pub struct PresenceSnapshot {
+    /// The entries.
+    #[prost(message, repeated, tag = "1")]
+    pub entries: Vec<PresenceEntry>,
+}
+
+impl Control {
+    /// A message from `origin`.
+    pub fn new(origin: &str, kind: ControlKind) -> Control {
+        Control {
+            origin: origin.to_string(),
+            kind: Some(kind),
+        }
+    }
+
+    /// Encodes for the wire.
+    pub fn to_bytes(&self) -> Bytes {
+        self.encode_to_vec().into()
+    }
+}
+
+impl PresenceEntry {
+    /// The entry's room, if its name is valid.
+    pub fn room(&self) -> Option<RoomName> {
+        RoomName::parse(&self.room).ok()
+    }
+}
+
+/// What a backplane tells the instance besides room frames.
+#[derive(Debug)]
+pub enum ControlEvent {
+    /// A control message from another instance.
+    Message(Control),
+    /// The backplane (re)connected: exchange snapshots.
+    Connected,
+    /// Control messages were dropped (queue full): resynchronise.
+    Overflowed,
+}
+
+/// The bounded queue from a backplane to the instance's cluster task.
+#[derive(Clone, Debug)]
+pub struct ControlSender {
+    tx: mpsc::Sender<ControlEvent>,
+    overflowed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// How many control events may wait for the cluster task.
+pub const CONTROL_QUEUE: usize = 4096;
+
+/// Creates the control queue.
+pub fn control_queue() -> (ControlSender, mpsc::Receiver<ControlEvent>) {
+    let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
+    let sender = ControlSender {
+        tx,
+        overflowed: Default::default(),
+    };
+    (sender, rx)
+}
+
+impl ControlSender {
+    /// Queues `event` without waiting; on a full queue the event is dropped,
+    /// counted, and an `Overflowed` follows as soon as there is room.
+    pub fn send(&self, event: ControlEvent, stats: &super::BackplaneStats) {
+        use std::sync::atomic::Ordering;
+        if self.overflowed.load(Ordering::Relaxed)
+            && self.tx.try_send(ControlEvent::Overflowed).is_ok()
+        {
+            self.overflowed.store(false, Ordering::Relaxed);
+        }
+        if self.tx.try_send(event).is_err() {
+            stats.control_dropped.fetch_add(1, Ordering::Relaxed);
+            self.overflowed.store(true, Ordering::Relaxed);
+        }
+    }
+}
