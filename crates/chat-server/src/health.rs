@@ -155,3 +155,51 @@ async fn ready(State(readiness): State<Arc<Readiness>>) -> (StatusCode, Json<Rea
     };
     (code, Json(report))
 }
+
+/// Asks the server listening on `addr` for `/health/ready` over plain
+/// HTTP/1.1; returns the status code and body. An unspecified address
+/// (`0.0.0.0`, `::`) is asked on loopback.
+pub async fn probe(
+    addr: std::net::SocketAddr,
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut target = addr;
+    if target.ip().is_unspecified() {
+        target.set_ip(match target {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(target).await?;
+        stream
+            .write_all(
+                b"GET /health/ready HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            )
+            .await?;
+        let mut response = Vec::new();
+        // A readiness answer is small; refuse to buffer more than 64 KiB.
+        (&mut stream)
+            .take(64 * 1024)
+            .read_to_end(&mut response)
+            .await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&response).into_owned())
+    };
+    let response = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "health probe timed out")
+        })??;
+    let status = response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response")
+        })?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}

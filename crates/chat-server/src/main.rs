@@ -27,6 +27,16 @@ struct Args {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Asks the server at the configured listen address whether it is ready
+    /// (`GET /health/ready`); exits 0 if it is, 1 if not. For container
+    /// health checks, which have no curl.
+    Healthcheck,
 }
 
 fn main() -> std::process::ExitCode {
@@ -59,6 +69,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref(), &flags)?;
     if args.print_config {
         print!("{}", config.to_toml());
+        return Ok(());
+    }
+    if let Some(Command::Healthcheck) = args.command {
+        let (status, body) =
+            chat_server::health::probe(config.listen, std::time::Duration::from_secs(3))
+                .await
+                .with_context(|| format!("no answer from {}", config.listen))?;
+        println!("{}", body.trim());
+        anyhow::ensure!(status == 200, "not ready (HTTP {status})");
         return Ok(());
     }
     chat_server::telemetry::init(&config.log).map_err(anyhow::Error::msg)?;

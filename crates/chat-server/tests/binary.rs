@@ -117,6 +117,18 @@ async fn sigterm_drains_and_exits_zero_within_the_drain_timeout() {
         Some(chat_client::proto::server_frame::Frame::Reply(_))
     ));
 
+    // The container health check answers from the same configuration.
+    let probe = Command::new(BIN)
+        .args(["--listen", &addr, "healthcheck"])
+        .output()
+        .unwrap();
+    assert!(
+        probe.status.success(),
+        "{}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    assert!(String::from_utf8_lossy(&probe.stdout).contains("\"ready\""));
+
     let started = Instant::now();
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
