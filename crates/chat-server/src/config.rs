@@ -23,6 +23,8 @@ pub struct Config {
     pub redis: RedisConfig,
     /// Cluster-wide presence.
     pub presence: PresenceConfig,
+    /// Operator endpoints.
+    pub admin: AdminConfig,
     /// Logging.
     pub log: LogConfig,
     /// Bounds on what one client may use.
@@ -43,6 +45,7 @@ impl Default for Config {
             backplane: BackplaneKind::Local,
             redis: RedisConfig::default(),
             presence: PresenceConfig::default(),
+            admin: AdminConfig::default(),
             log: LogConfig::default(),
             limits: Limits::default(),
             session: SessionConfig::default(),
@@ -87,6 +90,14 @@ impl Default for RedisConfig {
             reconnect_max_delay: Duration::from_secs(5),
         }
     }
+}
+
+/// Operator endpoints (`POST /admin/broadcast`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Bearer token the admin endpoints require; empty disables them.
+    pub token: String,
 }
 
 /// How instances keep each other's members in view.
@@ -281,6 +292,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "backplane",
     "redis",
     "presence",
+    "admin",
     "log",
     "limits",
     "session",
@@ -349,9 +361,14 @@ impl Config {
         Ok(())
     }
 
-    /// The configuration as TOML, as `--print-config` shows it.
+    /// The configuration as TOML, as `--print-config` shows it; secrets
+    /// are shown as `<redacted>`.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+        let mut shown = self.clone();
+        if !shown.admin.token.is_empty() {
+            shown.admin.token = "<redacted>".into();
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 }
 

@@ -2,6 +2,7 @@
 //! gRPC. Start one with [`server::start`]; see `docs/ARCHITECTURE.md` for the
 //! map of modules.
 
+pub mod admin;
 pub mod backplane;
 pub mod config;
 pub mod error;

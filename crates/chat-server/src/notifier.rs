@@ -1,9 +1,6 @@
 //! The periodic server notification to every client of this instance.
 
 use crate::hub::Hub;
-use crate::time::now_unix_ms;
-use chat_proto::EncodedFrame;
-use chat_proto::v1::{Notification, server_frame::Frame};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -16,12 +13,9 @@ pub async fn run(hub: Arc<Hub>, interval: Duration, text: String, shutdown: Canc
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = ticks.tick() => {
-                // Encoded once; every session gets the same bytes.
-                let frame = EncodedFrame::from(Frame::Notification(Notification {
-                    text: text.clone(),
-                    server_time_unix_ms: now_unix_ms(),
-                }));
-                let sent = hub.broadcast(&frame);
+                // Each instance notifies only its own clients, so every
+                // client gets one per interval however many instances run.
+                let sent = hub.notify_local(&text);
                 tracing::debug!(sessions = sent, "notification sent");
             }
         }

@@ -2,6 +2,7 @@
 //! hub, backplane and store, serves gRPC and HTTP on the one port, and
 //! drains gracefully when told to stop.
 
+use crate::admin;
 use crate::backplane::control::control_queue;
 use crate::backplane::{Backplane, BackplaneStats, LocalBackplane, RedisBackplane};
 use crate::config::{BackplaneKind, Config};
@@ -128,7 +129,9 @@ pub async fn start(
     );
     let chat =
         ChatServiceServer::new(chat).max_decoding_message_size(config.limits.max_frame_bytes);
-    let routes = Routes::from(health::routes(readiness.clone()))
+    let http =
+        health::routes(readiness.clone()).merge(admin::routes(hub.clone(), &config.admin.token));
+    let routes = Routes::from(http)
         .add_service(health_service)
         .add_service(chat);
 

@@ -374,3 +374,122 @@ async fn members_of_a_killed_instance_leave_within_the_expiry() {
     alice.send("lobby", "still here").await.unwrap();
     a.stop().await;
 }
+
+/// POSTs `body` to `path` with an optional bearer token; returns the status.
+async fn post(server: &TestServer, path: &str, token: Option<&str>, body: &str) -> u16 {
+    let mut stream = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response[9..12].parse().unwrap()
+}
+
+fn notification(e: &Event, text: &str) -> bool {
+    matches!(e, Event::Notification(n) if n.text == text)
+}
+
+#[tokio::test]
+async fn an_operator_broadcast_reaches_every_client_once() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mut with_admin = redis_config(&redis, "a");
+    with_admin.admin.token = "t0ken".into();
+    let a = TestServer::start(with_admin).await;
+    wait_ready(&a, true).await;
+    let b = instance(&redis, "b").await; // no admin token: endpoint disabled
+    let (_alice, mut alice_ev) = connect(&a.url(), "alice").await;
+    let (_bob, mut bob_ev) = connect(&b.url(), "bob").await;
+    let (_carol, mut carol_ev) = connect(&b.url(), "carol").await;
+
+    assert_eq!(
+        post(&a, "/admin/broadcast", None, r#"{"text":"x"}"#).await,
+        401
+    );
+    assert_eq!(
+        post(&a, "/admin/broadcast", Some("wrong"), r#"{"text":"x"}"#).await,
+        401
+    );
+    assert_eq!(
+        post(&a, "/admin/broadcast", Some("t0ken"), r#"{"text":""}"#).await,
+        400
+    );
+    assert_eq!(
+        post(&a, "/admin/broadcast", Some("t0ken"), r#"{"txt":"x"}"#).await,
+        400
+    );
+    assert_eq!(
+        post(&b, "/admin/broadcast", Some("t0ken"), r#"{"text":"x"}"#).await,
+        404
+    );
+
+    assert_eq!(
+        post(
+            &a,
+            "/admin/broadcast",
+            Some("t0ken"),
+            r#"{"text":"maintenance at noon"}"#
+        )
+        .await,
+        202
+    );
+    for events in [&mut alice_ev, &mut bob_ev, &mut carol_ev] {
+        expect_event(events, "the broadcast", |e| {
+            notification(e, "maintenance at noon")
+        })
+        .await;
+    }
+    for events in [&mut alice_ev, &mut bob_ev, &mut carol_ev] {
+        expect_no_event(events, Duration::from_millis(300), |e| {
+            matches!(e, Event::Notification(_))
+        })
+        .await;
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn periodic_notifications_come_once_per_interval_in_a_cluster() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let interval = Duration::from_millis(300);
+    let mut servers = Vec::new();
+    for id in ["a", "b"] {
+        let mut c = redis_config(&redis, id);
+        c.notifications.enabled = true;
+        c.notifications.interval = interval;
+        c.notifications.text = "tick".into();
+        let s = TestServer::start(c).await;
+        wait_ready(&s, true).await;
+        servers.push(s);
+    }
+    for server in &servers {
+        let (_client, mut events) = connect(&server.url(), "watcher").await;
+        let mut times = Vec::new();
+        while times.len() < 3 {
+            if let Event::Notification(n) =
+                expect_event(&mut events, "tick", |e| notification(e, "tick")).await
+            {
+                times.push(n.server_time_unix_ms);
+            }
+        }
+        // Two instances sending to the same client would show up as ticks
+        // closer together than the interval.
+        for pair in times.windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(gap >= 200, "ticks {gap} ms apart: {times:?}");
+        }
+    }
+    for s in servers {
+        s.stop().await;
+    }
+}

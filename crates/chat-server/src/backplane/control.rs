@@ -13,7 +13,7 @@ pub struct Control {
     #[prost(string, tag = "1")]
     pub origin: String,
     /// What it says.
-    #[prost(oneof = "ControlKind", tags = "2, 3, 4, 5")]
+    #[prost(oneof = "ControlKind", tags = "2, 3, 4, 5, 6")]
     pub kind: Option<ControlKind>,
 }
 
@@ -32,6 +32,17 @@ pub enum ControlKind {
     /// Everything the origin has: replaces what others knew of it.
     #[prost(message, tag = "5")]
     Snapshot(PresenceSnapshot),
+    /// An operator's notice for every client of every instance.
+    #[prost(message, tag = "6")]
+    Broadcast(Broadcast),
+}
+
+/// An operator's broadcast.
+#[derive(Clone, PartialEq, Message)]
+pub struct Broadcast {
+    /// The notification text.
+    #[prost(string, tag = "1")]
+    pub text: String,
 }
 
 /// Liveness of an instance.

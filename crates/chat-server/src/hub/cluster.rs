@@ -71,6 +71,12 @@ pub async fn run(
                                 });
                             }
                             ControlKind::SyncRequest(_) => publish_snapshot(&hub).await,
+                            ControlKind::Broadcast(b) => {
+                                if validate::message_text(&b.text, hub.limits().max_text_bytes).is_ok() {
+                                    let sent = hub.notify_local(&b.text);
+                                    tracing::info!(instance = %origin, sessions = sent, "operator broadcast relayed");
+                                }
+                            }
                             ControlKind::Snapshot(snapshot) => {
                                 let entries = snapshot.entries.iter().filter_map(valid_entry).collect();
                                 hub.update_presence(|p| ((), p.replace_origin(&origin, entries, now)));

@@ -11,7 +11,8 @@ pub use outbox::{Outbox, OutboxStream, disconnect_frame, outbox};
 pub use rooms::{ConnId, Rooms};
 
 use crate::backplane::FrameSink;
-use crate::backplane::control::{Control, ControlKind, PresenceChange, PresenceEntry};
+use crate::backplane::control::{Broadcast, Control, ControlKind, PresenceChange, PresenceEntry};
+use crate::time::now_unix_ms;
 use presence::{Presence, Transition};
 
 use crate::backplane::{Backplane, RoomFrame};
@@ -20,7 +21,9 @@ use crate::error::RequestError;
 use crate::store::{MessageStore, NewMessage, Sender, StoredMessage};
 use crate::validate::RoomName;
 use chat_proto::EncodedFrame;
-use chat_proto::v1::{Member, MemberJoined, MemberLeft, MessageEvent, server_frame::Frame};
+use chat_proto::v1::{
+    Member, MemberJoined, MemberLeft, MessageEvent, Notification, server_frame::Frame,
+};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -118,6 +121,27 @@ impl Hub {
                 sent += usize::from(outbox.push(frame.clone()));
             }
         }
+        sent
+    }
+
+    /// Sends `text` as a notification to every client of this instance.
+    pub fn notify_local(&self, text: &str) -> usize {
+        // Encoded once; every session gets the same bytes.
+        let frame = EncodedFrame::from(Frame::Notification(Notification {
+            text: text.to_string(),
+            server_time_unix_ms: now_unix_ms(),
+        }));
+        self.broadcast(&frame)
+    }
+
+    /// An operator's broadcast: every client of every instance receives
+    /// `text` once. Returns how many clients of this instance got it.
+    pub async fn operator_broadcast(&self, text: &str) -> usize {
+        let sent = self.notify_local(text);
+        self.publish_control(ControlKind::Broadcast(Broadcast {
+            text: text.to_string(),
+        }))
+        .await;
         sent
     }
 

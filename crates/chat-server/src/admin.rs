@@ -1,0 +1,102 @@
+//! Operator endpoints on the HTTP side, disabled unless `admin.token` is
+//! set, and then only for requests carrying it as a bearer token.
+
+use crate::hub::Hub;
+use crate::validate;
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// Largest request body an admin endpoint reads.
+const MAX_BODY: usize = 64 * 1024;
+
+struct Admin {
+    hub: Arc<Hub>,
+    token: String,
+}
+
+/// Body of `POST /admin/broadcast`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BroadcastRequest {
+    text: String,
+}
+
+/// The admin routes; empty (everything 404) when `token` is empty.
+pub fn routes(hub: Arc<Hub>, token: &str) -> Router {
+    if token.is_empty() {
+        return Router::new();
+    }
+    let admin = Arc::new(Admin {
+        hub,
+        token: token.to_string(),
+    });
+    Router::new()
+        .route("/admin/broadcast", post(broadcast))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(admin)
+}
+
+/// Compares in time independent of where the strings differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
+}
+
+type Reply = (StatusCode, Json<serde_json::Value>);
+
+fn error(status: StatusCode, message: &str) -> Reply {
+    (status, Json(serde_json::json!({ "error": message })))
+}
+
+/// Sends a notification to every client of every instance, once each.
+async fn broadcast(
+    State(admin): State<Arc<Admin>>,
+    headers: HeaderMap,
+    body: Result<Json<BroadcastRequest>, axum::extract::rejection::JsonRejection>,
+) -> Reply {
+    if !authorized(&headers, &admin.token) {
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    }
+    let Json(request) = match body {
+        Ok(body) => body,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.body_text()),
+    };
+    if let Err(e) = validate::message_text(&request.text, admin.hub.limits().max_text_bytes) {
+        return error(StatusCode::BAD_REQUEST, &e.to_string());
+    }
+    let sent = admin.hub.operator_broadcast(&request.text).await;
+    tracing::info!(sessions = sent, "operator broadcast sent");
+    (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "delivered_locally": sent })),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_exactly() {
+        let mut h = HeaderMap::new();
+        assert!(!authorized(&h, "s3cret"));
+        h.insert("authorization", "Bearer s3cret".parse().unwrap());
+        assert!(authorized(&h, "s3cret"));
+        assert!(!authorized(&h, "s3cre"));
+        assert!(!authorized(&h, "s3cret!"));
+        h.insert("authorization", "Basic s3cret".parse().unwrap());
+        assert!(!authorized(&h, "s3cret"));
+    }
+}
