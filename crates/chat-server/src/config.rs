@@ -21,6 +21,8 @@ pub struct Config {
     pub backplane: BackplaneKind,
     /// The Redis backplane (used when `backplane = "redis"`).
     pub redis: RedisConfig,
+    /// The NATS backplane (used when `backplane = "nats"`).
+    pub nats: NatsConfig,
     /// Cluster-wide presence.
     pub presence: PresenceConfig,
     /// Operator endpoints.
@@ -44,6 +46,7 @@ impl Default for Config {
             server_id: String::new(),
             backplane: BackplaneKind::Local,
             redis: RedisConfig::default(),
+            nats: NatsConfig::default(),
             presence: PresenceConfig::default(),
             admin: AdminConfig::default(),
             log: LogConfig::default(),
@@ -63,14 +66,43 @@ pub enum BackplaneKind {
     Local,
     /// Redis pub/sub: many instances.
     Redis,
+    /// NATS core pub/sub: many instances.
+    Nats,
+}
+
+/// The NATS backplane.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsConfig {
+    /// Server URL(s), e.g. `nats://127.0.0.1:4222` (comma-separated for several).
+    pub url: String,
+    /// First token of every subject (rooms are `<prefix>.room.<name>`, with
+    /// `.` in room names written `~`).
+    pub subject_prefix: String,
+    /// Bound on connecting and on each publish.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            url: "nats://127.0.0.1:4222".into(),
+            subject_prefix: "chat".into(),
+            connect_timeout: Duration::from_secs(2),
+        }
+    }
 }
 
 /// The Redis backplane.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
-    /// Server URL, e.g. `redis://127.0.0.1:6379` or `rediss://…` (TLS).
+    /// Server URL, e.g. `redis://127.0.0.1:6379` or `rediss://…` (TLS); with
+    /// `cluster`, comma-separated seed node URLs.
     pub url: String,
+    /// Talk to a Redis Cluster, with sharded pub/sub (`SSUBSCRIBE`/`SPUBLISH`).
+    pub cluster: bool,
     /// Prefix of every channel name (rooms are `<prefix>room:<name>`).
     pub channel_prefix: String,
     /// Bound on connecting and on each command.
@@ -85,6 +117,7 @@ impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
             url: "redis://127.0.0.1:6379".into(),
+            cluster: false,
             channel_prefix: "chat:".into(),
             command_timeout: Duration::from_secs(2),
             reconnect_max_delay: Duration::from_secs(5),
@@ -291,6 +324,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "server_id",
     "backplane",
     "redis",
+    "nats",
     "presence",
     "admin",
     "log",
@@ -351,6 +385,17 @@ impl Config {
             return bad(
                 "presence.expiry must be at least twice presence.heartbeat_interval (above zero)",
             );
+        }
+        let prefix = &self.nats.subject_prefix;
+        if prefix.is_empty()
+            || prefix.contains(['*', '>', ' '])
+            || prefix.starts_with('.')
+            || prefix.ends_with('.')
+        {
+            return bad("nats.subject_prefix must be a valid subject without wildcards");
+        }
+        if self.nats.connect_timeout.is_zero() {
+            return bad("nats.connect_timeout must be above zero");
         }
         if self.redis.command_timeout.is_zero() {
             return bad("redis.command_timeout must be above zero");

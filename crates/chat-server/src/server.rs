@@ -4,7 +4,7 @@
 
 use crate::admin;
 use crate::backplane::control::control_queue;
-use crate::backplane::{Backplane, BackplaneStats, LocalBackplane, RedisBackplane};
+use crate::backplane::{Backplane, BackplaneStats, LocalBackplane, NatsBackplane, RedisBackplane};
 use crate::config::{BackplaneKind, Config};
 use crate::error::ServerError;
 use crate::grpc::ChatGrpc;
@@ -98,6 +98,18 @@ pub async fn start(
                 stats,
                 shutdown.clone(),
             )
+            .map_err(|e| ServerError::Backplane(e.to_string()))?,
+        ),
+        BackplaneKind::Nats => Arc::new(
+            NatsBackplane::start(
+                config.nats.clone(),
+                Arc::from(server_id.as_str()),
+                rooms.clone(),
+                control_tx,
+                stats,
+                shutdown.clone(),
+            )
+            .await
             .map_err(|e| ServerError::Backplane(e.to_string()))?,
         ),
     };

@@ -8,10 +8,12 @@
 pub mod control;
 mod envelope;
 mod local;
+mod nats;
 mod redis;
 
 pub use envelope::Envelope;
 pub use local::LocalBackplane;
+pub use nats::NatsBackplane;
 pub use redis::RedisBackplane;
 
 use crate::validate::RoomName;
@@ -62,6 +64,9 @@ pub struct BackplaneStats {
     pub received: AtomicU64,
     /// Received messages that could not be decoded, dropped.
     pub malformed: AtomicU64,
+    /// Times the backplane client dropped messages it could not buffer
+    /// (a NATS slow-consumer event).
+    pub dropped: AtomicU64,
     /// Times the backplane connection was lost.
     pub outages: AtomicU64,
     /// Control messages dropped because the cluster task lagged (each

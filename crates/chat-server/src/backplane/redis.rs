@@ -1,8 +1,11 @@
 //! The Redis backplane: each room is a pub/sub channel; an instance
 //! subscribes to the rooms it has local members in and publishes each room
-//! event once.
+//! event once. Against Redis Cluster (`redis.cluster`) the channels are
+//! sharded (`SSUBSCRIBE`/`SPUBLISH`), so each room lives on the shard that
+//! owns its slot.
 //!
-//! One RESP3 connection carries both directions. Its push messages are
+//! One RESP3 connection (a cluster connection in cluster mode) carries both
+//! directions. Its push messages are
 //! decoded and delivered on the spot (the fan-out only `try_send`s), so
 //! nothing queues between Redis and the members. A supervisor task owns the
 //! connection: when Redis goes away it marks the backplane unhealthy, logs
@@ -19,7 +22,11 @@ use crate::validate::RoomName;
 use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt};
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ProtocolVersion, PushInfo, PushKind, Value};
+use redis::cluster_async::ClusterConnection;
+use redis::{
+    AsyncConnectionConfig, ConnectionInfo, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind,
+    Value,
+};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,8 +39,51 @@ pub struct RedisBackplane {
     shared: Arc<Shared>,
 }
 
+/// How often the supervisor checks that Redis answers.
+const PING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A live connection: to one server, or to a cluster.
+#[derive(Clone)]
+enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    async fn set_subscribed(&mut self, channel: &str, on: bool) -> redis::RedisResult<()> {
+        match (self, on) {
+            (Conn::Single(c), true) => c.subscribe(channel).await,
+            (Conn::Single(c), false) => c.unsubscribe(channel).await,
+            (Conn::Cluster(c), true) => c.ssubscribe(channel).await,
+            (Conn::Cluster(c), false) => c.sunsubscribe(channel).await,
+        }
+    }
+
+    async fn publish(&mut self, channel: &str, payload: &[u8]) -> redis::RedisResult<i64> {
+        let command_name = match self {
+            Conn::Single(_) => "PUBLISH",
+            Conn::Cluster(_) => "SPUBLISH",
+        };
+        let mut command = redis::cmd(command_name);
+        command.arg(channel).arg(payload);
+        match self {
+            Conn::Single(c) => command.query_async(c).await,
+            Conn::Cluster(c) => command.query_async(c).await,
+        }
+    }
+
+    async fn ping(&mut self) -> redis::RedisResult<()> {
+        let command = redis::cmd("PING");
+        match self {
+            Conn::Single(c) => command.query_async(c).await,
+            Conn::Cluster(c) => command.query_async(c).await,
+        }
+    }
+}
+
 struct Shared {
-    client: redis::Client,
+    /// The server (or the cluster's seed nodes), RESP3.
+    nodes: Vec<ConnectionInfo>,
     config: RedisConfig,
     origin: Arc<str>,
     sink: Arc<dyn FrameSink>,
@@ -43,7 +93,7 @@ struct Shared {
     /// counts they follow from.
     rooms: tokio::sync::Mutex<HashMap<RoomName, i64>>,
     /// The live connection, if any, with its generation.
-    connection: Mutex<Option<(u64, MultiplexedConnection)>>,
+    connection: Mutex<Option<(u64, Conn)>>,
     /// Incremented per connection, so news from an old one is ignored.
     generation: AtomicU64,
     /// Woken when the connection reports that it dropped.
@@ -64,18 +114,31 @@ impl RedisBackplane {
         stats: Arc<BackplaneStats>,
         shutdown: CancellationToken,
     ) -> Result<RedisBackplane, BackplaneError> {
-        let info = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())
-            .map_err(|e| BackplaneError::Config(format!("redis.url {:?}: {e}", config.url)))?;
-        // RESP3 lets one connection publish while subscribed, and pushes
-        // messages to a callback instead of a separate pub/sub connection.
-        let settings = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        let client = redis::Client::open(info.set_redis_settings(settings))
-            .map_err(|e| BackplaneError::Config(format!("redis.url {:?}: {e}", config.url)))?;
+        let mut nodes = Vec::new();
+        for url in config
+            .url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+        {
+            let info = url
+                .into_connection_info()
+                .map_err(|e| BackplaneError::Config(format!("redis.url {url:?}: {e}")))?;
+            // RESP3 lets one connection publish while subscribed, and pushes
+            // messages to a callback instead of a separate pub/sub connection.
+            let settings = info
+                .redis_settings()
+                .clone()
+                .set_protocol(ProtocolVersion::RESP3);
+            nodes.push(info.set_redis_settings(settings));
+        }
+        if nodes.is_empty() || (!config.cluster && nodes.len() > 1) {
+            return Err(BackplaneError::Config(
+                "redis.url must name one server, or (with redis.cluster = true) one or more seed nodes".into(),
+            ));
+        }
         let shared = Arc::new(Shared {
-            client,
+            nodes,
             config,
             origin,
             sink,
@@ -112,9 +175,7 @@ impl Shared {
             self.stats.publish_failed.fetch_add(1, Ordering::Relaxed);
             return Err(BackplaneError::Unavailable("redis is unreachable".into()));
         };
-        let mut command = redis::cmd("PUBLISH");
-        command.arg(channel).arg(payload);
-        let publish = command.query_async::<i64>(&mut conn);
+        let publish = conn.publish(&channel, payload);
         match tokio::time::timeout(self.config.command_timeout, publish).await {
             Ok(Ok(_)) => {
                 self.stats.published.fetch_add(1, Ordering::Relaxed);
@@ -134,7 +195,7 @@ impl Shared {
         }
     }
 
-    fn current(&self) -> Option<(u64, MultiplexedConnection)> {
+    fn current(&self) -> Option<(u64, Conn)> {
         lock(&self.connection).clone()
     }
 
@@ -146,19 +207,14 @@ impl Shared {
         }
     }
 
-    /// SUBSCRIBE or UNSUBSCRIBE a room's channel.
+    /// (S)SUBSCRIBE or (S)UNSUBSCRIBE `channel`, bounded in time.
     async fn set_subscribed(
         &self,
-        conn: &mut MultiplexedConnection,
-        room: &RoomName,
+        conn: &mut Conn,
+        channel: &str,
         on: bool,
     ) -> redis::RedisResult<()> {
-        let channel = self.channel(room);
-        let command = if on {
-            conn.subscribe(&channel).boxed()
-        } else {
-            conn.unsubscribe(&channel).boxed()
-        };
+        let command = conn.set_subscribed(channel, on);
         match tokio::time::timeout(self.config.command_timeout, command).await {
             Ok(result) => result,
             Err(_) => Err(redis::RedisError::from((
@@ -171,7 +227,7 @@ impl Shared {
     /// Handles one push from Redis: a room message is delivered at once.
     fn on_push(&self, generation: u64, push: PushInfo) {
         match push.kind {
-            PushKind::Message => {}
+            PushKind::Message | PushKind::SMessage => {}
             PushKind::Disconnection => {
                 self.connection_failed(generation);
                 return;
@@ -213,35 +269,65 @@ impl Shared {
     }
 }
 
-/// Keeps a connection to Redis until `shutdown`.
+/// Keeps a connection to Redis until `shutdown`, pinging it every
+/// `PING_INTERVAL`. A single server's connection is replaced when it drops;
+/// a cluster connection heals itself, so it is only watched, and its
+/// subscriptions renewed when it answers again.
 async fn supervise(shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut attempt: u32 = 0;
     let mut outage_since: Option<Instant> = None;
     let mut ever_connected = false;
+    let lost = |outage_since: &mut Option<Instant>| {
+        shared.healthy.store(false, Ordering::SeqCst);
+        shared.stats.outages.fetch_add(1, Ordering::Relaxed);
+        *outage_since = Some(Instant::now());
+        tracing::warn!(
+            "redis backplane lost: serving local members only; messages to other instances are not delivered until it returns"
+        );
+    };
     loop {
         match connect(&shared).await {
-            Ok(rooms) => {
+            Ok((generation, rooms)) => {
                 attempt = 0;
-                match outage_since.take() {
-                    Some(since) => tracing::warn!(
-                        outage = ?since.elapsed(),
-                        rooms,
-                        "redis backplane recovered; resubscribed every room"
-                    ),
-                    None => tracing::info!(url = %shared.config.url, "redis backplane connected"),
-                }
+                recovered(&shared, &mut outage_since, rooms);
                 ever_connected = true;
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = shared.lost.notified() => {}
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = shared.lost.notified() => {}
+                        _ = tokio::time::sleep(PING_INTERVAL) => {}
+                    }
+                    let Some((_, mut conn)) = shared.current() else {
+                        break;
+                    };
+                    let answered = matches!(
+                        tokio::time::timeout(shared.config.command_timeout, conn.ping()).await,
+                        Ok(Ok(()))
+                    );
+                    let healthy = shared.healthy.load(Ordering::SeqCst);
+                    match (&conn, answered) {
+                        (Conn::Single(_), true) => {}
+                        (Conn::Single(_), false) => break,
+                        (Conn::Cluster(_), true) if !healthy => {
+                            match resubscribe(&shared, &mut conn).await {
+                                Ok(rooms) => recovered(&shared, &mut outage_since, rooms),
+                                Err(e) => tracing::debug!(error = %e, "cluster resubscribe failed"),
+                            }
+                        }
+                        (Conn::Cluster(_), false) if healthy => lost(&mut outage_since),
+                        (Conn::Cluster(_), _) => {}
+                    }
+                    if shared.generation.load(Ordering::SeqCst) != generation {
+                        break;
+                    }
                 }
-                shared.healthy.store(false, Ordering::SeqCst);
+                if shutdown.is_cancelled() {
+                    break;
+                }
                 *lock(&shared.connection) = None;
-                shared.stats.outages.fetch_add(1, Ordering::Relaxed);
-                outage_since = Some(Instant::now());
-                tracing::warn!(
-                    "redis backplane lost: serving local members only; messages to other instances are not delivered until it returns"
-                );
+                if shared.healthy.load(Ordering::SeqCst) {
+                    lost(&mut outage_since);
+                }
             }
             Err(e) => {
                 if outage_since.is_none() {
@@ -268,8 +354,44 @@ async fn supervise(shared: Arc<Shared>, shutdown: CancellationToken) {
     *lock(&shared.connection) = None;
 }
 
-/// Connects and subscribes every wanted room; returns how many.
-async fn connect(shared: &Arc<Shared>) -> redis::RedisResult<usize> {
+/// Marks the backplane healthy and says so, once per outage.
+fn recovered(shared: &Shared, outage_since: &mut Option<Instant>, rooms: usize) {
+    shared.healthy.store(true, Ordering::SeqCst);
+    match outage_since.take() {
+        Some(since) => tracing::warn!(
+            outage = ?since.elapsed(),
+            rooms,
+            "redis backplane recovered; resubscribed every room"
+        ),
+        None => tracing::info!(url = %shared.config.url, "redis backplane connected"),
+    }
+    // Presence is exchanged afresh after every (re)connection.
+    shared.control.send(ControlEvent::Connected, &shared.stats);
+}
+
+/// Subscribes the control channel and every counted room on `conn`;
+/// returns how many rooms. Holds the room table meanwhile, so no join or
+/// leave slips between.
+async fn resubscribe(shared: &Shared, conn: &mut Conn) -> redis::RedisResult<usize> {
+    let rooms = shared.rooms.lock().await;
+    shared
+        .set_subscribed(conn, &shared.control_channel(), true)
+        .await?;
+    let mut subscribed = 0;
+    for (room, count) in rooms.iter() {
+        if *count > 0 {
+            shared
+                .set_subscribed(conn, &shared.channel(room), true)
+                .await?;
+            subscribed += 1;
+        }
+    }
+    Ok(subscribed)
+}
+
+/// Connects and subscribes every wanted room; returns the connection's
+/// generation and how many rooms.
+async fn connect(shared: &Arc<Shared>) -> redis::RedisResult<(u64, usize)> {
     let generation = shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
     let weak = Arc::downgrade(shared);
     let push = move |info: PushInfo| -> Result<(), ()> {
@@ -281,33 +403,36 @@ async fn connect(shared: &Arc<Shared>) -> redis::RedisResult<usize> {
             None => Err(()),
         }
     };
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(shared.config.command_timeout))
-        .set_response_timeout(Some(shared.config.command_timeout))
-        .set_push_sender(push);
-    let mut conn = shared
-        .client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
-    // Hold the room table while resubscribing so no join or leave slips
-    // between the snapshot and the connection becoming current.
-    let rooms = shared.rooms.lock().await;
-    let control = tokio::time::timeout(
-        shared.config.command_timeout,
-        conn.subscribe(shared.control_channel()),
-    )
-    .await
-    .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "subscribe timed out")))?;
-    control?;
-    for (room, count) in rooms.iter() {
-        if *count > 0 {
-            shared.set_subscribed(&mut conn, room, true).await?;
-        }
-    }
+    let timeout = shared.config.command_timeout;
+    let mut conn = if shared.config.cluster {
+        let client = redis::cluster::ClusterClientBuilder::new(shared.nodes.clone())
+            .use_protocol(ProtocolVersion::RESP3)
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .push_sender(push)
+            .build()?;
+        let connect = client.get_async_connection();
+        let conn = tokio::time::timeout(timeout * 2, connect)
+            .await
+            .map_err(|_| {
+                redis::RedisError::from((redis::ErrorKind::Io, "cluster connect timed out"))
+            })??;
+        Conn::Cluster(conn)
+    } else {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_push_sender(push);
+        let client = redis::Client::open(shared.nodes[0].clone())?;
+        Conn::Single(
+            client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?,
+        )
+    };
+    let rooms = resubscribe(shared, &mut conn).await?;
     *lock(&shared.connection) = Some((generation, conn));
-    shared.healthy.store(true, Ordering::SeqCst);
-    shared.control.send(ControlEvent::Connected, &shared.stats);
-    Ok(rooms.values().filter(|c| **c > 0).count())
+    Ok((generation, rooms))
 }
 
 /// Reconnect delay: 100 ms doubling to `max`, with jitter.
@@ -380,7 +505,10 @@ impl RedisBackplane {
         let Some((generation, mut conn)) = shared.current() else {
             return Ok(());
         };
-        if let Err(e) = shared.set_subscribed(&mut conn, room, after).await {
+        if let Err(e) = shared
+            .set_subscribed(&mut conn, &shared.channel(room), after)
+            .await
+        {
             // Replace the connection: the new one subscribes from the counts.
             tracing::debug!(%room, error = %e, "redis (un)subscribe failed; reconnecting");
             shared.connection_failed(generation);

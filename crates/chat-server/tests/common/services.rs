@@ -1,5 +1,6 @@
-//! Private service instances for tests: a `redis-server` per test on a free
-//! port, spawned and reaped by the test, never the shared default one.
+//! Private service instances for tests: a `redis-server` or `nats-server`
+//! per test on a free port, spawned and reaped by the test, never the
+//! shared default ones.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -37,11 +38,86 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// A private `nats-server`, killed when dropped.
+pub struct NatsServer {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// Starts one, or returns `None` (skip) when `nats-server` is missing
+    /// outside CI.
+    pub fn start() -> Option<NatsServer> {
+        if !installed("nats-server") {
+            missing("nats-server")?;
+        }
+        let mut nats = NatsServer {
+            port: free_port(),
+            child: None,
+        };
+        nats.spawn();
+        Some(nats)
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn nats-server");
+        self.child = Some(child);
+        // Ready when it greets a connection with INFO.
+        use std::io::Read;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                let mut buf = [0u8; 4];
+                if s.read_exact(&mut buf).is_ok() && &buf == b"INFO" {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nats-server on {} did not start",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills it abruptly (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// A private `redis-server`, killed when dropped.
 pub struct RedisServer {
     port: u16,
     dir: std::path::PathBuf,
     child: Option<Child>,
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -51,7 +127,10 @@ impl RedisServer {
         if !installed("redis-server") {
             missing("redis-server")?;
         }
-        let port = free_port();
+        Some(RedisServer::spawn_on(free_port(), Vec::new()))
+    }
+
+    fn spawn_on(port: u16, extra: Vec<String>) -> RedisServer {
         let dir =
             std::env::temp_dir().join(format!("chat-test-redis-{port}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("redis work dir");
@@ -59,9 +138,10 @@ impl RedisServer {
             port,
             dir,
             child: None,
+            extra,
         };
         redis.spawn();
-        Some(redis)
+        redis
     }
 
     /// `redis://127.0.0.1:<port>`.
@@ -75,6 +155,7 @@ impl RedisServer {
             .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -125,5 +206,109 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A private three-node Redis Cluster (no replicas), killed when dropped.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+/// A free port whose cluster bus port (+10000) is free too.
+fn free_cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+impl RedisCluster {
+    /// Starts three nodes and joins them into a cluster, or returns `None`
+    /// (skip) when `redis-server`/`redis-cli` are missing outside CI.
+    pub fn start() -> Option<RedisCluster> {
+        for program in ["redis-server", "redis-cli"] {
+            if !installed(program) {
+                missing(program)?;
+            }
+        }
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                let extra = [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                ];
+                RedisServer::spawn_on(
+                    free_cluster_port(),
+                    extra.iter().map(|s| s.to_string()).collect(),
+                )
+            })
+            .collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run redis-cli --cluster create");
+        assert!(created.success(), "redis-cli --cluster create failed");
+        let cluster = RedisCluster { nodes };
+        cluster.wait_ok();
+        Some(cluster)
+    }
+
+    /// Waits (bounded) until every node reports `cluster_state:ok`.
+    fn wait_ok(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for node in &self.nodes {
+            loop {
+                let out = Command::new("redis-cli")
+                    .args(["-p", &node.port.to_string(), "cluster", "info"])
+                    .output()
+                    .expect("redis-cli cluster info");
+                if String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the cluster never became ok");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// Each node's active shard channels (`PUBSUB SHARDCHANNELS`).
+    pub fn shard_channels(&self) -> Vec<Vec<String>> {
+        self.nodes
+            .iter()
+            .map(|node| {
+                let out = Command::new("redis-cli")
+                    .args(["-p", &node.port.to_string(), "pubsub", "shardchannels"])
+                    .output()
+                    .expect("redis-cli pubsub shardchannels");
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The seed URLs, comma-separated.
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.url())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }

@@ -1,11 +1,12 @@
-//! Several instances behind a private Redis: cross-instance delivery, and
-//! an outage of Redis (local members still served, not ready, recovery).
+//! Several instances behind a backplane — one suite, run against a private
+//! Redis and a private NATS: cross-instance delivery, presence, a killed
+//! instance, an outage of the backplane, notifications and broadcasts.
 
 mod common;
 
 use chat_client::Event;
 use chat_server::config::BackplaneKind;
-use common::services::RedisServer;
+use common::services::{NatsServer, RedisCluster, RedisServer};
 use common::*;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -13,13 +14,66 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-fn redis_config(redis: &RedisServer, id: &str) -> chat_server::Config {
+/// The backplane service under test.
+enum Backplane {
+    Redis(RedisServer),
+    Nats(NatsServer),
+}
+
+impl Backplane {
+    fn redis() -> Option<Backplane> {
+        RedisServer::start().map(Backplane::Redis)
+    }
+
+    fn nats() -> Option<Backplane> {
+        NatsServer::start().map(Backplane::Nats)
+    }
+
+    fn kill(&mut self) {
+        match self {
+            Backplane::Redis(r) => r.kill(),
+            Backplane::Nats(n) => n.kill(),
+        }
+    }
+
+    fn restart(&mut self) {
+        match self {
+            Backplane::Redis(r) => r.restart(),
+            Backplane::Nats(n) => n.restart(),
+        }
+    }
+
+    /// The environment that points a `chat-server` process at it.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Backplane::Redis(r) => vec![
+                ("CHAT_BACKPLANE", "redis".into()),
+                ("CHAT_REDIS__URL", r.url()),
+            ],
+            Backplane::Nats(n) => vec![
+                ("CHAT_BACKPLANE", "nats".into()),
+                ("CHAT_NATS__URL", n.url()),
+            ],
+        }
+    }
+}
+
+fn cluster_config(backplane: &Backplane, id: &str) -> chat_server::Config {
     let mut c = config();
     c.server_id = id.into();
-    c.backplane = BackplaneKind::Redis;
-    c.redis.url = redis.url();
+    match backplane {
+        Backplane::Redis(redis) => {
+            c.backplane = BackplaneKind::Redis;
+            c.redis.url = redis.url();
+        }
+        Backplane::Nats(nats) => {
+            c.backplane = BackplaneKind::Nats;
+            c.nats.url = nats.url();
+        }
+    }
     c.redis.command_timeout = Duration::from_millis(500);
     c.redis.reconnect_max_delay = Duration::from_millis(300);
+    c.nats.connect_timeout = Duration::from_millis(500);
     c.presence.heartbeat_interval = Duration::from_millis(200);
     c.presence.expiry = Duration::from_millis(1000);
     c
@@ -59,8 +113,8 @@ async fn wait_members(server: &TestServer, room: &str, names: &[&str]) {
 }
 
 /// Starts an instance and waits (bounded) until its backplane is up.
-async fn instance(redis: &RedisServer, id: &str) -> TestServer {
-    let server = TestServer::start(redis_config(redis, id)).await;
+async fn instance(backplane: &Backplane, id: &str) -> TestServer {
+    let server = TestServer::start(cluster_config(backplane, id)).await;
     wait_ready(&server, true).await;
     server
 }
@@ -102,13 +156,9 @@ async fn grpc_health(server: &TestServer) -> i32 {
         .status
 }
 
-#[tokio::test]
-async fn clients_on_different_instances_chat_in_several_rooms() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
-    let a = instance(&redis, "a").await;
-    let b = instance(&redis, "b").await;
+async fn clients_on_different_instances_chat_in_several_rooms(backplane: Backplane) {
+    let a = instance(&backplane, "a").await;
+    let b = instance(&backplane, "b").await;
     let (alice, mut alice_ev) = connect(&a.url(), "alice").await;
     let (bob, mut bob_ev) = connect(&b.url(), "bob").await;
     let (carol, mut carol_ev) = connect(&b.url(), "carol").await;
@@ -125,22 +175,20 @@ async fn clients_on_different_instances_chat_in_several_rooms() {
     bob.send("lobby", "from b to lobby").await.unwrap();
     carol.send("dev", "from b to dev").await.unwrap();
 
-    assert_eq!(
-        expect_message(&mut bob_ev, "lobby").await.1,
-        "from a to lobby"
-    );
-    assert_eq!(
-        expect_message(&mut bob_ev, "lobby").await.1,
-        "from b to lobby"
-    );
-    assert_eq!(
-        expect_message(&mut carol_ev, "dev").await.1,
-        "from a to dev"
-    );
-    assert_eq!(
-        expect_message(&mut carol_ev, "dev").await.1,
-        "from b to dev"
-    );
+    // Sends from different instances are not ordered relative to each
+    // other (sequence numbers are per instance with the in-memory store);
+    // each member gets each message once.
+    for (events, room, expected) in [
+        (&mut bob_ev, "lobby", ["from a to lobby", "from b to lobby"]),
+        (&mut carol_ev, "dev", ["from a to dev", "from b to dev"]),
+    ] {
+        let mut got = vec![
+            expect_message(events, room).await.1,
+            expect_message(events, room).await.1,
+        ];
+        got.sort();
+        assert_eq!(got, expected);
+    }
     let mut texts = Vec::new();
     while texts.len() < 4 {
         let Event::Message(m) =
@@ -183,13 +231,9 @@ async fn clients_on_different_instances_chat_in_several_rooms() {
     b.stop().await;
 }
 
-#[tokio::test]
-async fn a_redis_outage_keeps_local_members_served_and_heals() {
-    let Some(mut redis) = RedisServer::start() else {
-        return;
-    };
-    let a = instance(&redis, "a").await;
-    let b = instance(&redis, "b").await;
+async fn a_backplane_outage_keeps_local_members_served_and_heals(mut backplane: Backplane) {
+    let a = instance(&backplane, "a").await;
+    let b = instance(&backplane, "b").await;
     let (alice, _alice_ev) = connect(&a.url(), "alice").await;
     let (carol, mut carol_ev) = connect(&a.url(), "carol").await;
     let (bob, mut bob_ev) = connect(&b.url(), "bob").await;
@@ -201,7 +245,7 @@ async fn a_redis_outage_keeps_local_members_served_and_heals() {
     assert_eq!(expect_message(&mut carol_ev, "lobby").await.1, "before");
     assert_eq!(grpc_health(&a).await, ServingStatus::Serving as i32);
 
-    redis.kill();
+    backplane.kill();
     wait_ready(&a, false).await;
     wait_ready(&b, false).await;
     let deadline = Instant::now() + WAIT;
@@ -222,7 +266,7 @@ async fn a_redis_outage_keeps_local_members_served_and_heals() {
     // (Messages from the outage do not reach other instances; the durable
     // history makes them recoverable.)
 
-    redis.restart();
+    backplane.restart();
     wait_ready(&a, true).await;
     wait_ready(&b, true).await;
     assert_eq!(grpc_health(&a).await, ServingStatus::Serving as i32);
@@ -246,13 +290,11 @@ async fn a_redis_outage_keeps_local_members_served_and_heals() {
     b.stop().await;
 }
 
-#[tokio::test]
-async fn an_instance_started_while_redis_is_down_becomes_ready_when_it_appears() {
-    let Some(mut redis) = RedisServer::start() else {
-        return;
-    };
-    redis.kill();
-    let a = TestServer::start(redis_config(&redis, "a")).await;
+async fn an_instance_started_while_the_backplane_is_down_becomes_ready_later(
+    mut backplane: Backplane,
+) {
+    backplane.kill();
+    let a = TestServer::start(cluster_config(&backplane, "a")).await;
     wait_ready(&a, false).await;
     // It serves its own clients meanwhile.
     let (alice, mut alice_ev) = connect(&a.url(), "alice").await;
@@ -260,9 +302,9 @@ async fn an_instance_started_while_redis_is_down_becomes_ready_when_it_appears()
     alice.send("lobby", "alone").await.unwrap();
     assert_eq!(expect_message(&mut alice_ev, "lobby").await.1, "alone");
 
-    redis.restart();
+    backplane.restart();
     wait_ready(&a, true).await;
-    let b = instance(&redis, "b").await;
+    let b = instance(&backplane, "b").await;
     let (bob, mut bob_ev) = connect(&b.url(), "bob").await;
     bob.join("lobby").await.unwrap();
     alice.send("lobby", "hello b").await.unwrap();
@@ -271,13 +313,9 @@ async fn an_instance_started_while_redis_is_down_becomes_ready_when_it_appears()
     b.stop().await;
 }
 
-#[tokio::test]
-async fn presence_is_the_same_from_every_instance() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
-    let a = instance(&redis, "a").await;
-    let b = instance(&redis, "b").await;
+async fn presence_is_the_same_from_every_instance(backplane: Backplane) {
+    let a = instance(&backplane, "a").await;
+    let b = instance(&backplane, "b").await;
     let (alice, mut alice_ev) = connect(&a.url(), "alice").await;
     alice.join("lobby").await.unwrap();
     wait_members(&b, "lobby", &["alice"]).await;
@@ -311,17 +349,13 @@ async fn presence_is_the_same_from_every_instance() {
     b.stop().await;
 }
 
-#[tokio::test]
-async fn a_late_instance_learns_who_is_already_there() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
-    let a = instance(&redis, "a").await;
+async fn a_late_instance_learns_who_is_already_there(backplane: Backplane) {
+    let a = instance(&backplane, "a").await;
     let (alice, mut alice_ev) = connect(&a.url(), "alice").await;
     alice.join("lobby").await.unwrap();
     alice.join("dev").await.unwrap();
 
-    let b = instance(&redis, "b").await;
+    let b = instance(&backplane, "b").await;
     wait_members(&b, "lobby", &["alice"]).await;
     wait_members(&b, "dev", &["alice"]).await;
     let (bob, _bob_ev) = connect(&b.url(), "bob").await;
@@ -331,12 +365,8 @@ async fn a_late_instance_learns_who_is_already_there() {
     b.stop().await;
 }
 
-#[tokio::test]
-async fn members_of_a_killed_instance_leave_within_the_expiry() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
-    let a = instance(&redis, "a").await;
+async fn members_of_a_killed_instance_leave_within_the_expiry(backplane: Backplane) {
+    let a = instance(&backplane, "a").await;
     let (alice, mut alice_ev) = connect(&a.url(), "alice").await;
     alice.join("lobby").await.unwrap();
 
@@ -344,8 +374,7 @@ async fn members_of_a_killed_instance_leave_within_the_expiry() {
     let port = common::services::free_port();
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
         .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("CHAT_BACKPLANE", "redis")
-        .env("CHAT_REDIS__URL", redis.url())
+        .envs(backplane.env())
         .env("CHAT_SERVER_ID", "c")
         .env("CHAT_PRESENCE__HEARTBEAT_INTERVAL", "200ms")
         .env("CHAT_PRESENCE__EXPIRY", "1s")
@@ -395,16 +424,12 @@ fn notification(e: &Event, text: &str) -> bool {
     matches!(e, Event::Notification(n) if n.text == text)
 }
 
-#[tokio::test]
-async fn an_operator_broadcast_reaches_every_client_once() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
-    let mut with_admin = redis_config(&redis, "a");
+async fn an_operator_broadcast_reaches_every_client_once(backplane: Backplane) {
+    let mut with_admin = cluster_config(&backplane, "a");
     with_admin.admin.token = "t0ken".into();
     let a = TestServer::start(with_admin).await;
     wait_ready(&a, true).await;
-    let b = instance(&redis, "b").await; // no admin token: endpoint disabled
+    let b = instance(&backplane, "b").await; // no admin token: endpoint disabled
     let (_alice, mut alice_ev) = connect(&a.url(), "alice").await;
     let (_bob, mut bob_ev) = connect(&b.url(), "bob").await;
     let (_carol, mut carol_ev) = connect(&b.url(), "carol").await;
@@ -456,15 +481,11 @@ async fn an_operator_broadcast_reaches_every_client_once() {
     b.stop().await;
 }
 
-#[tokio::test]
-async fn periodic_notifications_come_once_per_interval_in_a_cluster() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
+async fn periodic_notifications_come_once_per_interval_in_a_cluster(backplane: Backplane) {
     let interval = Duration::from_millis(300);
     let mut servers = Vec::new();
     for id in ["a", "b"] {
-        let mut c = redis_config(&redis, id);
+        let mut c = cluster_config(&backplane, id);
         c.notifications.enabled = true;
         c.notifications.interval = interval;
         c.notifications.text = "tick".into();
@@ -488,6 +509,90 @@ async fn periodic_notifications_come_once_per_interval_in_a_cluster() {
             let gap = pair[1] - pair[0];
             assert!(gap >= 200, "ticks {gap} ms apart: {times:?}");
         }
+    }
+    for s in servers {
+        s.stop().await;
+    }
+}
+
+/// Runs every scenario above against one backplane.
+macro_rules! suite {
+    ($backplane:ident: $($test:ident),* $(,)?) => {
+        mod $backplane {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let Some(backplane) = super::Backplane::$backplane() else { return };
+                    super::$test(backplane).await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(redis: clients_on_different_instances_chat_in_several_rooms, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster);
+suite!(nats: clients_on_different_instances_chat_in_several_rooms, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster);
+
+#[tokio::test]
+async fn redis_cluster_with_sharded_pub_sub() {
+    let Some(redis) = RedisCluster::start() else {
+        return;
+    };
+    let mut servers = Vec::new();
+    for id in ["a", "b"] {
+        let mut c = config();
+        c.server_id = id.into();
+        c.backplane = BackplaneKind::Redis;
+        c.redis.cluster = true;
+        c.redis.url = redis.urls();
+        c.presence.heartbeat_interval = Duration::from_millis(200);
+        c.presence.expiry = Duration::from_millis(1000);
+        let s = TestServer::start(c).await;
+        wait_ready(&s, true).await;
+        servers.push(s);
+    }
+    let (a, b) = (&servers[0], &servers[1]);
+    let (alice, mut alice_ev) = connect(&a.url(), "alice").await;
+    let (bob, mut bob_ev) = connect(&b.url(), "bob").await;
+    // Several rooms, so their channels land on different shards.
+    let rooms = ["lobby", "dev", "ops", "random", "team-1", "team-2"];
+    for room in rooms {
+        alice.join(room).await.unwrap();
+    }
+    wait_members(b, "team-2", &["alice"]).await;
+    for room in rooms {
+        bob.join(room).await.unwrap();
+    }
+    expect_event(&mut alice_ev, "bob joined", |e| joined(e, "bob")).await;
+    // The rooms are sharded channels spread over the nodes.
+    let per_node = redis.shard_channels();
+    let mut all: Vec<&String> = per_node.iter().flatten().collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(
+        all.len(),
+        rooms.len() + 1,
+        "every room and the control channel: {per_node:?}"
+    );
+    assert!(
+        per_node.iter().filter(|n| !n.is_empty()).count() >= 2,
+        "{per_node:?}"
+    );
+    for room in rooms {
+        alice.send(room, &format!("hello {room}")).await.unwrap();
+        assert_eq!(
+            expect_message(&mut bob_ev, room).await.1,
+            format!("hello {room}")
+        );
+        bob.send(room, &format!("back in {room}")).await.unwrap();
+        assert_eq!(
+            expect_message(&mut alice_ev, room).await.1,
+            format!("hello {room}")
+        );
+        assert_eq!(
+            expect_message(&mut alice_ev, room).await.1,
+            format!("back in {room}")
+        );
     }
     for s in servers {
         s.stop().await;
