@@ -4,7 +4,8 @@
 #
 #   docker build -t chat:local .
 #   docker run --rm -p 127.0.0.1:5000:5000 chat:local
-#   docker run --rm -it --entrypoint chat chat:local --server http://HOST:5000 --name alice
+#   docker run --rm -it --no-healthcheck --entrypoint chat chat:local \
+#     --server http://HOST:5000 --name alice
 #
 # Configuration is the server's usual `CHAT_*` environment (README.md,
 # "Configuration"); `compose.yaml` runs two instances behind Redis.

@@ -22,6 +22,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Whether this instance should receive new clients.
 pub struct Readiness {
     hub: Arc<Hub>,
+    stats: Arc<crate::backplane::BackplaneStats>,
     draining: AtomicBool,
     /// What gRPC health last said (`UNKNOWN` before the first check), so
     /// it is only updated on a change.
@@ -36,13 +37,20 @@ pub struct ReadyReport {
     pub status: &'static str,
     /// Each check by name: `up`, `down` or `draining`.
     pub checks: BTreeMap<&'static str, String>,
+    /// The backplane's counters (publishes, failures, drops, outages, …).
+    pub backplane: BTreeMap<&'static str, u64>,
 }
 
 impl Readiness {
     /// Readiness of `hub`, mirrored into the gRPC health `reporter`.
-    pub fn new(hub: Arc<Hub>, grpc: tonic_health::server::HealthReporter) -> Self {
+    pub fn new(
+        hub: Arc<Hub>,
+        stats: Arc<crate::backplane::BackplaneStats>,
+        grpc: tonic_health::server::HealthReporter,
+    ) -> Self {
         Readiness {
             hub,
+            stats,
             draining: AtomicBool::new(false),
             serving: AtomicU8::new(UNKNOWN),
             grpc,
@@ -111,6 +119,7 @@ impl Readiness {
         ReadyReport {
             status: if ready { "ready" } else { "not_ready" },
             checks,
+            backplane: self.stats.snapshot(),
         }
     }
 }

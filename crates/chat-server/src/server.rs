@@ -95,7 +95,7 @@ pub async fn start(
                 Arc::from(server_id.as_str()),
                 rooms.clone(),
                 control_tx,
-                stats,
+                stats.clone(),
                 shutdown.clone(),
             )
             .map_err(|e| ServerError::Backplane(e.to_string()))?,
@@ -106,7 +106,7 @@ pub async fn start(
                 Arc::from(server_id.as_str()),
                 rooms.clone(),
                 control_tx,
-                stats,
+                stats.clone(),
                 shutdown.clone(),
             )
             .await
@@ -129,7 +129,7 @@ pub async fn start(
     ));
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
-    let readiness = Arc::new(Readiness::new(hub.clone(), reporter));
+    let readiness = Arc::new(Readiness::new(hub.clone(), stats, reporter));
     readiness.refresh().await;
 
     let sessions = TaskTracker::new();

@@ -108,6 +108,13 @@ impl Session {
                         // fires meanwhile: in-flight requests finish.
                         self.handle(frame).await;
                     }
+                    // A transport failure (the client reset the stream or the
+                    // connection broke) carries its cause; a frame that would
+                    // not decode or was too large does not.
+                    Some(Err(status)) if std::error::Error::source(&status).is_some() => {
+                        tracing::debug!(error = %status.message(), "connection lost");
+                        return "connection lost";
+                    }
                     Some(Err(status)) => {
                         tracing::info!(error = %status.message(), "protocol violation");
                         self.outbox.kick(disconnect_frame(

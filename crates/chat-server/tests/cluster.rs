@@ -119,6 +119,14 @@ async fn instance(backplane: &Backplane, id: &str) -> TestServer {
     server
 }
 
+/// The `/health/ready` body.
+async fn ready_report(server: &TestServer) -> serde_json::Value {
+    let (_, body) = chat_server::health::probe(server.addr(), WAIT)
+        .await
+        .unwrap();
+    serde_json::from_str(body.trim()).unwrap()
+}
+
 async fn ready_status(server: &TestServer) -> u16 {
     let mut stream = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
     stream
@@ -265,6 +273,18 @@ async fn a_backplane_outage_keeps_local_members_served_and_heals(mut backplane: 
     assert_eq!(expect_message(&mut carol_ev, "lobby").await.1, "during");
     // (Messages from the outage do not reach other instances; the durable
     // history makes them recoverable.)
+
+    // The outage and the publish that could not reach the others are counted.
+    let report = ready_report(&a).await;
+    assert!(
+        report["backplane"]["outages"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    assert!(
+        report["backplane"]["publish_failed"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    assert_eq!(report["checks"]["backplane"], "down", "{report}");
 
     backplane.restart();
     wait_ready(&a, true).await;

@@ -50,6 +50,24 @@ pub enum BackplaneError {
     Config(String),
 }
 
+impl BackplaneStats {
+    /// The counts by name, as `/health/ready` shows them.
+    pub fn snapshot(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        [
+            ("published", self.published.load(Relaxed)),
+            ("publish_failed", self.publish_failed.load(Relaxed)),
+            ("received", self.received.load(Relaxed)),
+            ("malformed", self.malformed.load(Relaxed)),
+            ("dropped", self.dropped.load(Relaxed)),
+            ("outages", self.outages.load(Relaxed)),
+            ("control_dropped", self.control_dropped.load(Relaxed)),
+        ]
+        .into_iter()
+        .collect()
+    }
+}
+
 /// What a backplane counted, for logs and (later) metrics. Nothing is
 /// buffered between the backplane and the rooms, so overflow shows up as
 /// failed publishes, not as a growing queue.
