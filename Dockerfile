@@ -41,6 +41,11 @@ RUN groupadd --system --gid 10001 chat \
 
 COPY --from=build /out/chat-server /out/chat /usr/local/bin/
 
+# The default store is SQLite at ./data/chat.db: give the user a writable
+# working directory (mount a volume on /var/lib/chat/data to keep history).
+RUN mkdir -p /var/lib/chat/data && chown -R 10001:10001 /var/lib/chat
+WORKDIR /var/lib/chat
+
 USER 10001:10001
 
 # Listen on every interface inside the container (the default is loopback).

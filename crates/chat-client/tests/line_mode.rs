@@ -12,10 +12,12 @@ use tokio_util::sync::CancellationToken;
 const WAIT: Duration = Duration::from_secs(10);
 
 fn test_config() -> Config {
-    Config {
+    let mut c = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         ..Config::default()
-    }
+    };
+    c.store.url = "memory".into();
+    c
 }
 
 /// Reads stdout lines until one starts with `prefix`; returns it.

@@ -17,6 +17,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Name of this instance in logs and in `Welcome`; empty means a random id.
     pub server_id: String,
+    /// Where messages are kept.
+    pub store: StoreConfig,
     /// Which backplane connects instances.
     pub backplane: BackplaneKind,
     /// The Redis backplane (used when `backplane = "redis"`).
@@ -44,6 +46,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
             server_id: String::new(),
+            store: StoreConfig::default(),
             backplane: BackplaneKind::Local,
             redis: RedisConfig::default(),
             nats: NatsConfig::default(),
@@ -54,6 +57,23 @@ impl Default for Config {
             session: SessionConfig::default(),
             notifications: NotificationConfig::default(),
             shutdown: ShutdownConfig::default(),
+        }
+    }
+}
+
+/// The message store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite://PATH` (embedded, the default), `postgres://…` (shared by
+    /// several instances) or `memory` (nothing kept).
+    pub url: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: "sqlite://./data/chat.db".into(),
         }
     }
 }
@@ -322,6 +342,7 @@ pub enum ConfigError {
 const TOP_LEVEL_KEYS: &[&str] = &[
     "listen",
     "server_id",
+    "store",
     "backplane",
     "redis",
     "nats",

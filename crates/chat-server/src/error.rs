@@ -74,6 +74,9 @@ pub enum ServerError {
     /// The transport failed while serving.
     #[error("server transport failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The message store cannot be opened.
+    #[error("store: {0}")]
+    Store(String),
     /// The backplane cannot be set up.
     #[error("backplane: {0}")]
     Backplane(String),

@@ -12,7 +12,7 @@ use crate::health::{self, Readiness};
 use crate::hub::cluster;
 use crate::hub::{Hub, Rooms};
 use crate::notifier;
-use crate::store::{MemoryStore, MessageStore};
+use crate::store::{self, MessageStore};
 use chat_proto::v1::chat_service_server::ChatServiceServer;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -84,7 +84,9 @@ pub async fn start(
     };
 
     let rooms = Arc::new(Rooms::default());
-    let store: Arc<dyn MessageStore> = Arc::new(MemoryStore::new());
+    let store: Arc<dyn MessageStore> = store::open(&config.store.url)
+        .await
+        .map_err(|e| ServerError::Store(e.to_string()))?;
     let stats = Arc::new(BackplaneStats::default());
     let (control_tx, control_rx) = control_queue();
     let backplane: Arc<dyn Backplane> = match config.backplane {
@@ -113,11 +115,12 @@ pub async fn start(
             .map_err(|e| ServerError::Backplane(e.to_string()))?,
         ),
     };
-    if config.backplane != BackplaneKind::Local {
+    if config.backplane != BackplaneKind::Local && !store.is_shared() {
         tracing::warn!(
             store = store.name(),
             "the message store is per instance: each instance numbers a room's messages on its own, \
-             so sequence numbers are not comparable across instances until a shared store is configured"
+             so sequence numbers are not comparable across instances; use store.url = postgres://… \
+             for several instances"
         );
     }
     let hub = Arc::new(Hub::new(

@@ -71,6 +71,7 @@ async fn sigterm_drains_and_exits_zero_within_the_drain_timeout() {
     let mut child = Command::new(BIN)
         .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
         .env("CHAT_SHUTDOWN__DRAIN_TIMEOUT", "2s")
+        .env("CHAT_STORE__URL", "memory")
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

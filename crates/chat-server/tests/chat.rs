@@ -363,3 +363,46 @@ async fn ping_answers_with_the_server_clock() {
     assert!(pong.client_time_unix_ms > 0 && pong.server_time_unix_ms > 0);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_retried_send_is_delivered_once_and_gets_the_original_ack() {
+    let server = TestServer::start(config()).await;
+    let url = server.url();
+    let (alice, _alice_ev) = connect(&url, "alice").await;
+    let (bob, mut bob_ev) = connect(&url, "bob").await;
+    alice.join("lobby").await.unwrap();
+    bob.join("lobby").await.unwrap();
+    let first = alice
+        .send_with_id("lobby", "retry-me", "once")
+        .await
+        .unwrap();
+    // The same send again, as after a timeout, and once more from a new
+    // connection of the same user, as after a reconnect.
+    let again = alice
+        .send_with_id("lobby", "retry-me", "once")
+        .await
+        .unwrap();
+    assert_eq!(again, first, "the retry gets the original acknowledgement");
+    let (alice2, _ev2) = connect(&url, "alice").await;
+    alice2.join("lobby").await.unwrap();
+    assert_eq!(
+        alice2
+            .send_with_id("lobby", "retry-me", "once")
+            .await
+            .unwrap(),
+        first
+    );
+
+    assert_eq!(expect_message(&mut bob_ev, "lobby").await.1, "once");
+    expect_no_event(&mut bob_ev, Duration::from_millis(300), |e| {
+        matches!(e, Event::Message(_))
+    })
+    .await;
+    let next = alice.send("lobby", "next").await.unwrap();
+    assert_eq!(
+        next.sequence,
+        first.sequence + 1,
+        "retries took no sequence number"
+    );
+    server.stop().await;
+}

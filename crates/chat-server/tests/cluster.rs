@@ -399,6 +399,7 @@ async fn members_of_a_killed_instance_leave_within_the_expiry(backplane: Backpla
         .env("CHAT_PRESENCE__HEARTBEAT_INTERVAL", "200ms")
         .env("CHAT_PRESENCE__EXPIRY", "1s")
         .env("CHAT_NOTIFICATIONS__ENABLED", "false")
+        .env("CHAT_STORE__URL", "memory")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -551,7 +551,8 @@ fn the_dockerfile_health_check_tells_ready_from_absent() {
     );
 
     // A running instance: healthy once it is ready.
-    let mut child = server_command(&BTreeMap::new())
+    let memory = BTreeMap::from([("CHAT_STORE__URL".to_string(), "memory".to_string())]);
+    let mut child = server_command(&memory)
         .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

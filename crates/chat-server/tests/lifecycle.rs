@@ -441,3 +441,29 @@ async fn a_silent_session_is_closed_after_the_idle_timeout() {
     alice.ping().await.unwrap();
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_default_sqlite_store_keeps_sequences_across_a_restart() {
+    let dir = std::env::temp_dir().join(format!("chat-restart-{}", std::process::id()));
+    let mut config = config();
+    config.store.url = format!("sqlite://{}/data/chat.db", dir.display());
+    let server = TestServer::start(config.clone()).await;
+    let (alice, _ev) = connect(&server.url(), "alice").await;
+    alice.join("lobby").await.unwrap();
+    for text in ["one", "two", "three"] {
+        alice.send("lobby", text).await.unwrap();
+    }
+    let first_id = alice.send_with_id("lobby", "kept-id", "four").await.unwrap();
+    server.stop().await;
+
+    let server = TestServer::start(config).await;
+    let (bob, _ev) = connect(&server.url(), "bob").await;
+    assert_eq!(bob.join("lobby").await.unwrap().latest_sequence, 4);
+    assert_eq!(bob.send("lobby", "five").await.unwrap().sequence, 5);
+    // alice's retry after the restart is still recognised.
+    let (alice, _ev) = connect(&server.url(), "alice").await;
+    alice.join("lobby").await.unwrap();
+    assert_eq!(alice.send_with_id("lobby", "kept-id", "four").await.unwrap(), first_id);
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

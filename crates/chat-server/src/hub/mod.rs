@@ -287,10 +287,16 @@ impl Hub {
         // Sequencing and publishing under one per-room lock keeps the
         // room's publications in sequence order.
         let _ordered = room.send_lock.lock().await;
-        let stored = self.store.append(message).await.map_err(|e| {
+        let appended = self.store.append(message).await.map_err(|e| {
             tracing::warn!(error = %e, "send failed: store");
             RequestError::Unavailable(e.to_string())
         })?;
+        let stored = appended.message;
+        if appended.duplicate {
+            // A retried send: stored and delivered once already; the retry
+            // gets the original acknowledgement.
+            return Ok(stored);
+        }
         let m = &stored.message;
         let event = Frame::Message(MessageEvent {
             message_id: stored.id.clone(),

@@ -60,9 +60,10 @@ pub struct LocalChange {
 }
 
 impl Presence {
-    /// The room's members, each user once, in no particular order.
+    /// The room's members, each user once, sorted by display name.
     pub fn members(&self, room: &RoomName) -> Vec<Sender> {
-        self.rooms
+        let mut members: Vec<Sender> = self
+            .rooms
             .get(room)
             .map(|users| {
                 users
@@ -71,7 +72,9 @@ impl Presence {
                     .map(|u| u.user.clone())
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        members.sort_by(|a, b| (&a.display_name, &a.user_id).cmp(&(&b.display_name, &b.user_id)));
+        members
     }
 
     /// A connection of `user` on this instance joined `room`.

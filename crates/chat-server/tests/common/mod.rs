@@ -26,6 +26,7 @@ pub fn config() -> Config {
         ..Config::default()
     };
     c.notifications.enabled = false;
+    c.store.url = "memory".into();
     c.shutdown.drain_timeout = Duration::from_secs(3);
     c
 }

@@ -312,3 +312,70 @@ impl RedisCluster {
             .join(",")
     }
 }
+
+/// A fresh PostgreSQL database on the machine's server, dropped afterwards.
+/// The server is `CHAT_TEST_POSTGRES_URL` (default
+/// `postgres://postgres@127.0.0.1:5432/postgres`); only the new database is
+/// touched.
+pub struct PostgresDb {
+    admin_url: String,
+    name: String,
+}
+
+impl PostgresDb {
+    /// Creates one, or returns `None` (skip) when PostgreSQL cannot be
+    /// reached outside CI.
+    pub async fn create() -> Option<PostgresDb> {
+        use sqlx::Connection;
+        let admin_url = std::env::var("CHAT_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let connect = sqlx::PgConnection::connect(&admin_url);
+        let mut admin = match tokio::time::timeout(Duration::from_secs(5), connect).await {
+            Ok(Ok(c)) => c,
+            _ => {
+                missing("PostgreSQL (CHAT_TEST_POSTGRES_URL)")?;
+                unreachable!()
+            }
+        };
+        let name = format!("chat_test_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create a test database");
+        let _ = admin.close().await;
+        Some(PostgresDb { admin_url, name })
+    }
+
+    /// The database's URL.
+    pub fn url(&self) -> String {
+        match self.admin_url.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{}", self.name),
+            None => panic!("CHAT_TEST_POSTGRES_URL must end in /DATABASE"),
+        }
+    }
+}
+
+impl Drop for PostgresDb {
+    fn drop(&mut self) {
+        // Drop runs outside async; a short-lived runtime on its own thread
+        // removes the database.
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut admin)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}

@@ -1,0 +1,181 @@
+//! The PostgreSQL store, for several instances sharing one history: a
+//! room's sequence number lives in its `rooms` row, so concurrent appends
+//! to one room from any instance take turns on that row lock and get
+//! consecutive numbers; migrations run at start under sqlx's advisory lock,
+//! so instances starting together do not race.
+
+use super::{
+    Appended, Direction, MessageStore, NewMessage, Page, StoreError, StoredMessage, row_to_message,
+};
+use crate::time::now_unix_ms;
+use crate::validate::RoomName;
+use futures::future::{BoxFuture, FutureExt};
+use sqlx::Row;
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use std::time::Duration;
+
+/// Messages in PostgreSQL.
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+const SELECT_COLUMNS: &str =
+    "sequence, id, sender_id, sender_name, client_message_id, text, created_at_ms";
+
+fn from_row(room: &RoomName, row: &PgRow) -> Result<StoredMessage, sqlx::Error> {
+    Ok(row_to_message(
+        room,
+        row.try_get("sequence")?,
+        row.try_get("id")?,
+        row.try_get("sender_id")?,
+        row.try_get("sender_name")?,
+        row.try_get("client_message_id")?,
+        row.try_get("text")?,
+        row.try_get("created_at_ms")?,
+    ))
+}
+
+impl PostgresStore {
+    /// Connects to `url` and migrates the schema.
+    pub async fn open(url: &str) -> Result<PostgresStore, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(PostgresStore { pool })
+    }
+
+    async fn append_one(&self, message: &NewMessage) -> Result<Appended, StoreError> {
+        let room = message.room.as_str();
+        let mut tx = self.pool.begin().await?;
+        // Taking the room row first serialises appends to the room across
+        // instances; the duplicate check below then sees every committed one.
+        let sequence: i64 = sqlx::query_scalar(
+            "INSERT INTO rooms (room, last_sequence) VALUES ($1, 1) \
+             ON CONFLICT (room) DO UPDATE SET last_sequence = rooms.last_sequence + 1 \
+             RETURNING last_sequence",
+        )
+        .bind(room)
+        .fetch_one(&mut *tx)
+        .await?;
+        let existing = sqlx::query(&format!(
+            "SELECT {SELECT_COLUMNS} FROM messages \
+             WHERE room = $1 AND sender_id = $2 AND client_message_id = $3"
+        ))
+        .bind(room)
+        .bind(&*message.sender.user_id)
+        .bind(&message.client_message_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = existing {
+            // Undo the increment: the retry takes no number.
+            tx.rollback().await?;
+            return Ok(Appended {
+                message: from_row(&message.room, &row)?,
+                duplicate: true,
+            });
+        }
+        let stored = StoredMessage {
+            id: uuid::Uuid::now_v7().to_string(),
+            sequence: sequence as u64,
+            time_unix_ms: now_unix_ms(),
+            message: message.clone(),
+        };
+        sqlx::query(
+            "INSERT INTO messages (room, sequence, id, sender_id, sender_name, client_message_id, text, created_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(room)
+        .bind(sequence)
+        .bind(&stored.id)
+        .bind(&*message.sender.user_id)
+        .bind(&*message.sender.display_name)
+        .bind(&message.client_message_id)
+        .bind(&message.text)
+        .bind(stored.time_unix_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Appended {
+            message: stored,
+            duplicate: false,
+        })
+    }
+}
+
+impl MessageStore for PostgresStore {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn append(&self, message: NewMessage) -> BoxFuture<'_, Result<Appended, StoreError>> {
+        async move { self.append_one(&message).await }.boxed()
+    }
+
+    fn latest_sequence<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<u64, StoreError>> {
+        async move {
+            let last: Option<i64> =
+                sqlx::query_scalar("SELECT last_sequence FROM rooms WHERE room = $1")
+                    .bind(room.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?;
+            Ok(last.unwrap_or(0).max(0) as u64)
+        }
+        .boxed()
+    }
+
+    fn history<'a>(
+        &'a self,
+        room: &'a RoomName,
+        page: Page,
+    ) -> BoxFuture<'a, Result<Vec<StoredMessage>, StoreError>> {
+        async move {
+            let limit = page.limit.min(i64::MAX as usize) as i64;
+            let from = page.from.min(i64::MAX as u64) as i64;
+            let rows =
+                match page.direction {
+                    Direction::Forward => sqlx::query(&format!(
+                        "SELECT {SELECT_COLUMNS} FROM messages WHERE room = $1 AND sequence > $2 \
+                         ORDER BY sequence ASC LIMIT $3"
+                    ))
+                    .bind(room.as_str())
+                    .bind(from)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?,
+                    Direction::Backward => {
+                        let before = if from == 0 { i64::MAX } else { from };
+                        let mut rows = sqlx::query(&format!(
+                        "SELECT {SELECT_COLUMNS} FROM messages WHERE room = $1 AND sequence < $2 \
+                         ORDER BY sequence DESC LIMIT $3"
+                    ))
+                    .bind(room.as_str())
+                    .bind(before)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                        rows.reverse();
+                        rows
+                    }
+                };
+            rows.iter()
+                .map(|row| from_row(room, row).map_err(StoreError::from))
+                .collect()
+        }
+        .boxed()
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        async move {
+            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            Ok(())
+        }
+        .boxed()
+    }
+}

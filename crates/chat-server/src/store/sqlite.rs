@@ -1,0 +1,280 @@
+//! The SQLite store, the embedded default: one file (WAL journal), one
+//! writer connection that commits appends in groups, and a small pool of
+//! read-only connections for history and latest sequences.
+//!
+//! Group commit: the writer task takes every append waiting in its queue
+//! (up to `MAX_BATCH`) into one `BEGIN IMMEDIATE … COMMIT`, so under load
+//! many messages share one fsync; idle, each message commits on its own.
+//! The queue is bounded, so a slow disk pushes back on senders instead of
+//! buffering without limit.
+
+use super::{
+    Appended, Direction, MessageStore, NewMessage, Page, StoreError, StoredMessage, row_to_message,
+};
+use crate::time::now_unix_ms;
+use crate::validate::RoomName;
+use futures::future::{BoxFuture, FutureExt};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, Connection, Row};
+use std::str::FromStr;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Appends committed together at most.
+const MAX_BATCH: usize = 256;
+/// Appends waiting for the writer at most.
+const QUEUE: usize = 4096;
+
+type Reply = oneshot::Sender<Result<Appended, StoreError>>;
+
+/// Messages in a SQLite file.
+pub struct SqliteStore {
+    writer: mpsc::Sender<(NewMessage, Reply)>,
+    readers: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed, with its folder) the database `url`
+    /// (`sqlite://PATH`) and migrates it.
+    pub async fn open(url: &str) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Config(format!("store.url {url:?}: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a commit is on disk before the sender is acknowledged;
+            // group commit keeps that affordable.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5));
+        if let Some(folder) = options.get_filename().parent()
+            && !folder.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(folder).map_err(|e| {
+                StoreError::Config(format!("cannot create {}: {e}", folder.display()))
+            })?;
+        }
+        let mut writer = options.connect().await?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&mut writer)
+            .await?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(write_loop(writer, rx));
+        Ok(SqliteStore {
+            writer: tx,
+            readers,
+        })
+    }
+}
+
+/// The one writer: commits queued appends in groups until every sender of
+/// the queue is gone.
+async fn write_loop(mut conn: SqliteConnection, mut queue: mpsc::Receiver<(NewMessage, Reply)>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        match commit(&mut conn, batch.iter().map(|(m, _)| m)).await {
+            Ok(results) => {
+                for ((_, reply), result) in batch.drain(..).zip(results) {
+                    let _ = reply.send(Ok(result));
+                }
+            }
+            Err(e) => {
+                // One bad append must not fail the others: retry each alone.
+                tracing::warn!(error = %e, size = batch.len(), "sqlite batch failed; retrying one by one");
+                for (message, reply) in batch.drain(..) {
+                    let result = commit(&mut conn, std::iter::once(&message)).await;
+                    let _ = reply.send(result.map(|mut r| r.remove(0)));
+                }
+            }
+        }
+    }
+    let _ = conn.close().await;
+}
+
+/// Appends `messages` in one transaction; all or nothing.
+async fn commit<'m>(
+    conn: &mut SqliteConnection,
+    messages: impl Iterator<Item = &'m NewMessage>,
+) -> Result<Vec<Appended>, StoreError> {
+    let mut results = Vec::new();
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    for message in messages {
+        match append_one(conn, message).await {
+            Ok(r) => results.push(r),
+            Err(e) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                return Err(e);
+            }
+        }
+    }
+    if let Err(e) = sqlx::query("COMMIT").execute(&mut *conn).await {
+        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        return Err(e.into());
+    }
+    Ok(results)
+}
+
+const SELECT_COLUMNS: &str =
+    "sequence, id, sender_id, sender_name, client_message_id, text, created_at_ms";
+
+fn from_row(room: &RoomName, row: &sqlx::sqlite::SqliteRow) -> Result<StoredMessage, sqlx::Error> {
+    Ok(row_to_message(
+        room,
+        row.try_get("sequence")?,
+        row.try_get("id")?,
+        row.try_get("sender_id")?,
+        row.try_get("sender_name")?,
+        row.try_get("client_message_id")?,
+        row.try_get("text")?,
+        row.try_get("created_at_ms")?,
+    ))
+}
+
+/// Inside the writer's transaction: the original of a retry, or the next
+/// sequence number and the new row.
+async fn append_one(
+    conn: &mut SqliteConnection,
+    message: &NewMessage,
+) -> Result<Appended, StoreError> {
+    let room = message.room.as_str();
+    let existing = sqlx::query(&format!(
+        "SELECT {SELECT_COLUMNS} FROM messages WHERE room = ? AND sender_id = ? AND client_message_id = ?"
+    ))
+    .bind(room)
+    .bind(&*message.sender.user_id)
+    .bind(&message.client_message_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(row) = existing {
+        return Ok(Appended {
+            message: from_row(&message.room, &row)?,
+            duplicate: true,
+        });
+    }
+    let sequence: i64 = sqlx::query_scalar(
+        "INSERT INTO rooms (room, last_sequence) VALUES (?, 1) \
+         ON CONFLICT (room) DO UPDATE SET last_sequence = last_sequence + 1 \
+         RETURNING last_sequence",
+    )
+    .bind(room)
+    .fetch_one(&mut *conn)
+    .await?;
+    let stored = StoredMessage {
+        id: uuid::Uuid::now_v7().to_string(),
+        sequence: sequence as u64,
+        time_unix_ms: now_unix_ms(),
+        message: message.clone(),
+    };
+    sqlx::query(
+        "INSERT INTO messages (room, sequence, id, sender_id, sender_name, client_message_id, text, created_at_ms) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(room)
+    .bind(sequence)
+    .bind(&stored.id)
+    .bind(&*message.sender.user_id)
+    .bind(&*message.sender.display_name)
+    .bind(&message.client_message_id)
+    .bind(&message.text)
+    .bind(stored.time_unix_ms)
+    .execute(&mut *conn)
+    .await?;
+    Ok(Appended {
+        message: stored,
+        duplicate: false,
+    })
+}
+
+impl MessageStore for SqliteStore {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    fn append(&self, message: NewMessage) -> BoxFuture<'_, Result<Appended, StoreError>> {
+        async move {
+            let (reply, answer) = oneshot::channel();
+            self.writer
+                .send((message, reply))
+                .await
+                .map_err(|_| StoreError::Unavailable("the sqlite writer stopped".into()))?;
+            answer
+                .await
+                .map_err(|_| StoreError::Unavailable("the sqlite writer stopped".into()))?
+        }
+        .boxed()
+    }
+
+    fn latest_sequence<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<u64, StoreError>> {
+        async move {
+            let last: Option<i64> =
+                sqlx::query_scalar("SELECT last_sequence FROM rooms WHERE room = ?")
+                    .bind(room.as_str())
+                    .fetch_optional(&self.readers)
+                    .await?;
+            Ok(last.unwrap_or(0).max(0) as u64)
+        }
+        .boxed()
+    }
+
+    fn history<'a>(
+        &'a self,
+        room: &'a RoomName,
+        page: Page,
+    ) -> BoxFuture<'a, Result<Vec<StoredMessage>, StoreError>> {
+        async move {
+            let limit = page.limit.min(i64::MAX as usize) as i64;
+            let from = page.from.min(i64::MAX as u64) as i64;
+            let rows = match page.direction {
+                Direction::Forward => {
+                    sqlx::query(&format!(
+                        "SELECT {SELECT_COLUMNS} FROM messages WHERE room = ? AND sequence > ? \
+                         ORDER BY sequence ASC LIMIT ?"
+                    ))
+                    .bind(room.as_str())
+                    .bind(from)
+                    .bind(limit)
+                    .fetch_all(&self.readers)
+                    .await?
+                }
+                Direction::Backward => {
+                    let before = if from == 0 { i64::MAX } else { from };
+                    let mut rows = sqlx::query(&format!(
+                        "SELECT {SELECT_COLUMNS} FROM messages WHERE room = ? AND sequence < ? \
+                         ORDER BY sequence DESC LIMIT ?"
+                    ))
+                    .bind(room.as_str())
+                    .bind(before)
+                    .bind(limit)
+                    .fetch_all(&self.readers)
+                    .await?;
+                    rows.reverse();
+                    rows
+                }
+            };
+            rows.iter()
+                .map(|row| from_row(room, row).map_err(StoreError::from))
+                .collect()
+        }
+        .boxed()
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        async move {
+            sqlx::query("SELECT 1").execute(&self.readers).await?;
+            if self.writer.is_closed() {
+                return Err(StoreError::Unavailable("the sqlite writer stopped".into()));
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+}

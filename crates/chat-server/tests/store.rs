@@ -1,0 +1,317 @@
+//! One suite for every message store: memory, SQLite (a temporary file) and
+//! PostgreSQL (a fresh database per test).
+
+mod common;
+
+use chat_server::store::{self, Direction, MessageStore, NewMessage, Page, Sender};
+use chat_server::validate::RoomName;
+use common::services::PostgresDb;
+use std::sync::Arc;
+
+/// A store under test and what keeps its backing alive.
+struct Backend {
+    url: String,
+    _db: Option<PostgresDb>,
+    _dir: Option<TempDir>,
+}
+
+/// A folder removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Backend {
+    async fn memory() -> Option<Backend> {
+        Some(Backend {
+            url: "memory".into(),
+            _db: None,
+            _dir: None,
+        })
+    }
+
+    async fn sqlite() -> Option<Backend> {
+        let dir =
+            std::env::temp_dir().join(format!("chat-store-{}", uuid::Uuid::new_v4().simple()));
+        // The store creates the folder itself.
+        let url = format!("sqlite://{}/nested/chat.db", dir.display());
+        Some(Backend {
+            url,
+            _db: None,
+            _dir: Some(TempDir(dir)),
+        })
+    }
+
+    async fn postgres() -> Option<Backend> {
+        let db = PostgresDb::create().await?;
+        Some(Backend {
+            url: db.url(),
+            _db: Some(db),
+            _dir: None,
+        })
+    }
+
+    async fn open(&self) -> Arc<dyn MessageStore> {
+        store::open(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("open {}: {e}", self.url))
+    }
+
+    fn durable(&self) -> bool {
+        self.url != "memory"
+    }
+}
+
+fn room(name: &str) -> RoomName {
+    RoomName::parse(name).unwrap()
+}
+
+fn message(room_name: &str, user: &str, client_id: &str, text: &str) -> NewMessage {
+    NewMessage {
+        room: room(room_name),
+        sender: Sender {
+            user_id: Arc::from(user),
+            display_name: Arc::from(user.to_uppercase()),
+        },
+        client_message_id: client_id.into(),
+        text: text.into(),
+    }
+}
+
+async fn sequences_are_per_room_gap_free_and_concurrent(backend: Backend) {
+    let store = backend.open().await;
+    assert_eq!(store.latest_sequence(&room("a")).await.unwrap(), 0);
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..25 {
+                let a = store
+                    .append(message("a", "u", &format!("{t}-{i}"), "x"))
+                    .await
+                    .unwrap();
+                assert!(!a.duplicate);
+                seqs.push(a.message.sequence);
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=200).collect::<Vec<u64>>());
+    let b = store.append(message("b", "u", "1", "y")).await.unwrap();
+    assert_eq!(b.message.sequence, 1, "sequences are per room");
+    assert_eq!(store.latest_sequence(&room("a")).await.unwrap(), 200);
+}
+
+async fn a_retried_send_is_stored_once(backend: Backend) {
+    let store = backend.open().await;
+    let first = store
+        .append(message("r", "alice", "m-1", "hello"))
+        .await
+        .unwrap();
+    assert!(!first.duplicate);
+    let retry = store
+        .append(message("r", "alice", "m-1", "hello"))
+        .await
+        .unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.message, first.message, "the retry gets the original");
+    assert_eq!(
+        store.latest_sequence(&room("r")).await.unwrap(),
+        1,
+        "no number taken"
+    );
+    // Another sender may use the same id; another room is another message.
+    let other = store
+        .append(message("r", "bob", "m-1", "hi"))
+        .await
+        .unwrap();
+    assert!(!other.duplicate);
+    assert_eq!(other.message.sequence, 2);
+    let elsewhere = store
+        .append(message("s", "alice", "m-1", "hello"))
+        .await
+        .unwrap();
+    assert!(!elsewhere.duplicate);
+    let page = Page {
+        direction: Direction::Forward,
+        from: 0,
+        limit: 10,
+    };
+    assert_eq!(store.history(&room("r"), page).await.unwrap().len(), 2);
+}
+
+async fn history_pages_both_ways(backend: Backend) {
+    let store = backend.open().await;
+    let empty = store
+        .history(
+            &room("h"),
+            Page {
+                direction: Direction::Backward,
+                from: 0,
+                limit: 5,
+            },
+        )
+        .await;
+    assert!(empty.unwrap().is_empty());
+    for i in 1..=25 {
+        store
+            .append(message("h", "u", &i.to_string(), &format!("text {i}")))
+            .await
+            .unwrap();
+    }
+    let seqs =
+        |page: Vec<store::StoredMessage>| page.iter().map(|m| m.sequence).collect::<Vec<_>>();
+    let latest = store
+        .history(
+            &room("h"),
+            Page {
+                direction: Direction::Backward,
+                from: 0,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(seqs(latest.clone()), (16..=25).collect::<Vec<_>>());
+    assert_eq!(latest[0].message.text, "text 16");
+    assert_eq!(&*latest[0].message.sender.display_name, "U");
+    let older = store
+        .history(
+            &room("h"),
+            Page {
+                direction: Direction::Backward,
+                from: 16,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(seqs(older), (6..=15).collect::<Vec<_>>());
+    let oldest = store
+        .history(
+            &room("h"),
+            Page {
+                direction: Direction::Backward,
+                from: 6,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(seqs(oldest), (1..=5).collect::<Vec<_>>());
+    let newer = store
+        .history(
+            &room("h"),
+            Page {
+                direction: Direction::Forward,
+                from: 20,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(seqs(newer), (21..=25).collect::<Vec<_>>());
+    let first = store
+        .history(
+            &room("h"),
+            Page {
+                direction: Direction::Forward,
+                from: 0,
+                limit: 3,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(seqs(first), vec![1, 2, 3]);
+}
+
+async fn messages_survive_a_restart(backend: Backend) {
+    if !backend.durable() {
+        return;
+    }
+    {
+        let store = backend.open().await;
+        for i in 1..=3 {
+            store
+                .append(message("d", "u", &i.to_string(), "kept"))
+                .await
+                .unwrap();
+        }
+    }
+    let store = backend.open().await;
+    assert_eq!(store.latest_sequence(&room("d")).await.unwrap(), 3);
+    let again = store.append(message("d", "u", "2", "kept")).await.unwrap();
+    assert!(
+        again.duplicate && again.message.sequence == 2,
+        "idempotency survives"
+    );
+    assert_eq!(
+        store
+            .append(message("d", "u", "4", "new"))
+            .await
+            .unwrap()
+            .message
+            .sequence,
+        4
+    );
+    store.check().await.unwrap();
+}
+
+macro_rules! suite {
+    ($backend:ident: $($test:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let Some(backend) = super::Backend::$backend().await else { return };
+                    super::$test(backend).await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(memory: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, history_pages_both_ways, messages_survive_a_restart);
+suite!(sqlite: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, history_pages_both_ways, messages_survive_a_restart);
+suite!(postgres: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, history_pages_both_ways, messages_survive_a_restart);
+
+/// Two instances sharing PostgreSQL number one room's messages together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_postgres_stores_share_one_sequence() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let (one, two) = (backend.open().await, backend.open().await);
+    let mut tasks = Vec::new();
+    for (n, store) in [one, two].into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..50 {
+                seqs.push(
+                    store
+                        .append(message("shared", "u", &format!("{n}-{i}"), "x"))
+                        .await
+                        .unwrap()
+                        .message
+                        .sequence,
+                );
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=100).collect::<Vec<u64>>());
+}
