@@ -453,7 +453,10 @@ async fn the_default_sqlite_store_keeps_sequences_across_a_restart() {
     for text in ["one", "two", "three"] {
         alice.send("lobby", text).await.unwrap();
     }
-    let first_id = alice.send_with_id("lobby", "kept-id", "four").await.unwrap();
+    let first_id = alice
+        .send_with_id("lobby", "kept-id", "four")
+        .await
+        .unwrap();
     server.stop().await;
 
     let server = TestServer::start(config).await;
@@ -463,7 +466,13 @@ async fn the_default_sqlite_store_keeps_sequences_across_a_restart() {
     // alice's retry after the restart is still recognised.
     let (alice, _ev) = connect(&server.url(), "alice").await;
     alice.join("lobby").await.unwrap();
-    assert_eq!(alice.send_with_id("lobby", "kept-id", "four").await.unwrap(), first_id);
+    assert_eq!(
+        alice
+            .send_with_id("lobby", "kept-id", "four")
+            .await
+            .unwrap(),
+        first_id
+    );
     server.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
