@@ -1,7 +1,8 @@
 //! Generates the Rust types of `proto/chat/v1/chat.proto` without a system
 //! `protoc`: `protox` parses the file, `tonic-prost-build` emits the messages
-//! and the client, and `tonic-build`'s manual builder emits the server so it
-//! can use [`SessionCodec`](src/codec.rs), which sends pre-encoded frames.
+//! and the client, and `tonic-build`'s manual builder emits the server so
+//! its Session stream can use [`SessionCodec`](src/codec.rs), which sends
+//! pre-encoded frames (History, unary, uses the ordinary prost codec).
 
 use std::path::PathBuf;
 
@@ -25,11 +26,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .server_streaming()
         .comment("Opens the client's session stream; see `proto/chat/v1/chat.proto`.")
         .build();
+    let history = tonic_build::manual::Method::builder()
+        .name("history")
+        .route_name("History")
+        .input_type("crate::v1::HistoryRequest")
+        .output_type("crate::v1::HistoryResponse")
+        .codec_path("tonic_prost::ProstCodec")
+        .comment("Pages a room's stored history; see `proto/chat/v1/chat.proto`.")
+        .build();
     let service = tonic_build::manual::Service::builder()
         .name("ChatService")
         .package("chat.v1")
         .comment("The live chat service, server side, sending pre-encoded frames.")
         .method(session)
+        .method(history)
         .build();
     tonic_build::manual::Builder::new()
         .build_client(false)

@@ -6,10 +6,10 @@ use crate::error::ClientError;
 use crate::event::{Event, Events};
 use chat_proto::v1::chat_service_client::ChatServiceClient;
 use chat_proto::v1::{
-    ClientFrame, DisconnectNotice, ErrorCode, JoinRoomRequest, JoinRoomResult, LeaveRoomRequest,
-    LeaveRoomResult, ListMembersRequest, ListRoomsRequest, Member, PingRequest, PongResult,
-    SendMessageRequest, SendMessageResult, ServerFrame, Welcome, client_frame::Request, reply,
-    server_frame::Frame,
+    ClientFrame, DisconnectNotice, ErrorCode, HistoryDirection, HistoryRequest, HistoryResponse,
+    JoinRoomRequest, JoinRoomResult, LeaveRoomRequest, LeaveRoomResult, ListMembersRequest,
+    ListRoomsRequest, Member, PingRequest, PongResult, SendMessageRequest, SendMessageResult,
+    ServerFrame, Welcome, client_frame::Request, reply, server_frame::Frame,
 };
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -84,6 +84,8 @@ struct Inner {
     next_request: AtomicU64,
     pending: Mutex<HashMap<u64, oneshot::Sender<reply::Result>>>,
     outbound: Mutex<Option<mpsc::Sender<ClientFrame>>>,
+    /// The current session's transport, for unary calls.
+    channel: Mutex<Option<tonic::transport::Channel>>,
     rooms: Mutex<BTreeSet<String>>,
     state: watch::Sender<ConnectionState>,
     close: CancellationToken,
@@ -113,6 +115,7 @@ impl Client {
             next_request: AtomicU64::new(1),
             pending: Mutex::default(),
             outbound: Mutex::default(),
+            channel: Mutex::default(),
             state,
             close: CancellationToken::new(),
         });
@@ -230,6 +233,52 @@ impl Client {
         }
     }
 
+    /// A page of `room`'s stored history, oldest first: messages before
+    /// sequence `from` (`Backward`; 0 = the latest) or after it (`Forward`).
+    /// `limit` 0 means the server's default.
+    pub async fn history(
+        &self,
+        room: &str,
+        direction: HistoryDirection,
+        from: u64,
+        limit: u32,
+    ) -> Result<HistoryResponse, ClientError> {
+        let channel = lock(&self.inner.channel)
+            .clone()
+            .ok_or(ClientError::NotConnected)?;
+        let mut request = tonic::Request::new(HistoryRequest {
+            room: room.into(),
+            direction: direction as i32,
+            from_sequence: from,
+            limit,
+        });
+        set_name(request.metadata_mut(), &self.inner.config.name).map_err(|message| {
+            ClientError::Server {
+                code: ErrorCode::InvalidArgument,
+                message,
+                retry_after_ms: 0,
+            }
+        })?;
+        request.set_timeout(self.inner.config.request_timeout);
+        let mut grpc = ChatServiceClient::new(channel);
+        let call = grpc.history(request);
+        match tokio::time::timeout(self.inner.config.request_timeout, call).await {
+            Err(_) => Err(ClientError::Timeout(self.inner.config.request_timeout)),
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(ClientError::Server {
+                code: match status.code() {
+                    tonic::Code::InvalidArgument => ErrorCode::InvalidArgument,
+                    tonic::Code::Unavailable => ErrorCode::Unavailable,
+                    tonic::Code::Unauthenticated => ErrorCode::Unauthenticated,
+                    tonic::Code::PermissionDenied => ErrorCode::PermissionDenied,
+                    _ => ErrorCode::Internal,
+                },
+                message: status.message().to_string(),
+                retry_after_ms: 0,
+            }),
+        }
+    }
+
     /// Round trip to the server.
     pub async fn ping(&self) -> Result<PongResult, ClientError> {
         let request = Request::Ping(PingRequest {
@@ -294,6 +343,7 @@ async fn run(inner: Arc<Inner>, events: mpsc::Sender<Event>) {
         inner.state.send_replace(ConnectionState::Connecting);
         let end = session(&inner, &events).await;
         *lock(&inner.outbound) = None;
+        *lock(&inner.channel) = None;
         inner.fail_pending();
         if end.established {
             attempt = 0;
@@ -364,6 +414,7 @@ async fn session(inner: &Arc<Inner>, events: &mpsc::Sender<Event>) -> SessionEnd
     if let Err(e) = set_name(request.metadata_mut(), &config.name) {
         return ended(e);
     }
+    *lock(&inner.channel) = Some(channel.clone());
     let mut client = ChatServiceClient::new(channel).max_decoding_message_size(16 * 1024 * 1024);
     let opened = tokio::time::timeout(config.connect_timeout, client.session(request)).await;
     let mut stream = match opened {

@@ -105,6 +105,19 @@ async fn line_mode_chats_with_a_library_client() {
         line_starting(&mut out, "notification ").await,
         "notification hello everyone"
     );
+    stdin.write_all(b"/history\n").await.unwrap();
+    assert_eq!(
+        line_starting(&mut out, "history ").await,
+        "history lobby 1 carol: hello from carol"
+    );
+    assert_eq!(
+        line_starting(&mut out, "history ").await,
+        "history lobby 2 alice: hi carol\\nsecond line"
+    );
+    assert_eq!(
+        line_starting(&mut out, "history-end ").await,
+        "history-end lobby shown=2 latest=2"
+    );
 
     stdin
         .write_all(b"/who\n/join dev\n/rooms\n/switch lobby\n/join bad!room\n/nonsense\n")

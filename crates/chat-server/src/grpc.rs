@@ -1,12 +1,15 @@
 //! The gRPC face of the hub: accepts Session streams and hands each to a
 //! [`Session`] task. Thin on purpose; the logic lives in the hub.
 
+use crate::hub::message_event;
 use crate::hub::{Hub, OutboxStream, outbox};
 use crate::session::Session;
 use crate::store::Sender;
+use crate::store::{Direction, Page};
 use crate::validate;
-use chat_proto::v1::ClientFrame;
+use crate::validate::RoomName;
 use chat_proto::v1::chat_service_server::ChatService;
+use chat_proto::v1::{ClientFrame, HistoryDirection, HistoryRequest, HistoryResponse};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -81,8 +84,49 @@ fn display_name(metadata: &MetadataMap) -> Result<String, Status> {
     Ok(name)
 }
 
+/// History page size when the request names none.
+pub const HISTORY_DEFAULT_LIMIT: usize = 50;
+/// Largest history page.
+pub const HISTORY_MAX_LIMIT: usize = 500;
+
 #[tonic::async_trait]
 impl ChatService for ChatGrpc {
+    async fn history(
+        &self,
+        request: Request<HistoryRequest>,
+    ) -> Result<Response<HistoryResponse>, Status> {
+        let invalid = |m: String| refuse(tonic::Code::InvalidArgument, "INVALID_ARGUMENT", m);
+        display_name(request.metadata())?;
+        let request = request.into_inner();
+        let room = RoomName::parse(&request.room).map_err(|e| invalid(e.to_string()))?;
+        let direction = match HistoryDirection::try_from(request.direction) {
+            Ok(HistoryDirection::Backward) => Direction::Backward,
+            Ok(HistoryDirection::Forward) => Direction::Forward,
+            Err(_) => return Err(invalid(format!("unknown direction {}", request.direction))),
+        };
+        let limit = match request.limit as usize {
+            0 => HISTORY_DEFAULT_LIMIT,
+            n => n.min(HISTORY_MAX_LIMIT),
+        };
+        let unavailable = |e: crate::store::StoreError| {
+            tracing::warn!(%room, error = %e, "history failed: store");
+            refuse(tonic::Code::Unavailable, "UNAVAILABLE", e.to_string())
+        };
+        let store = self.hub.store();
+        let latest_sequence = store.latest_sequence(&room).await.map_err(unavailable)?;
+        let page = Page {
+            direction,
+            from: request.from_sequence,
+            limit,
+        };
+        let messages = store.history(&room, page).await.map_err(unavailable)?;
+        Ok(Response::new(HistoryResponse {
+            room: room.to_string(),
+            messages: messages.iter().map(message_event).collect(),
+            latest_sequence,
+        }))
+    }
+
     type SessionStream = OutboxStream;
 
     async fn session(

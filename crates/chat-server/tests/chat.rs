@@ -406,3 +406,58 @@ async fn a_retried_send_is_delivered_once_and_gets_the_original_ack() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn history_pages_a_room_backwards_and_forwards() {
+    use chat_client::proto::HistoryDirection::{Backward, Forward};
+    let server = TestServer::start(config()).await;
+    let (alice, _ev) = connect(&server.url(), "alice").await;
+    alice.join("lobby").await.unwrap();
+    for i in 1..=30 {
+        alice.send("lobby", &format!("m{i}")).await.unwrap();
+    }
+    let seqs = |page: &chat_client::proto::HistoryResponse| {
+        page.messages.iter().map(|m| m.sequence).collect::<Vec<_>>()
+    };
+    let latest = alice.history("lobby", Backward, 0, 10).await.unwrap();
+    assert_eq!(seqs(&latest), (21..=30).collect::<Vec<_>>());
+    assert_eq!(latest.latest_sequence, 30);
+    assert_eq!(latest.messages[0].text, "m21");
+    assert_eq!(
+        latest.messages[0].sender.as_ref().unwrap().display_name,
+        "alice"
+    );
+    let older = alice.history("lobby", Backward, 21, 10).await.unwrap();
+    assert_eq!(seqs(&older), (11..=20).collect::<Vec<_>>());
+    let newer = alice.history("lobby", Forward, 25, 0).await.unwrap();
+    assert_eq!(seqs(&newer), (26..=30).collect::<Vec<_>>());
+    let default = alice.history("lobby", Backward, 0, 0).await.unwrap();
+    assert_eq!(
+        default.messages.len(),
+        30,
+        "default page (50) holds them all"
+    );
+    // Anyone identified may read; nothing is joined by reading.
+    let (bob, _ev) = connect(&server.url(), "bob").await;
+    assert_eq!(
+        bob.history("lobby", Forward, 0, 5)
+            .await
+            .unwrap()
+            .messages
+            .len(),
+        5
+    );
+    assert!(bob.list_rooms().await.unwrap().is_empty());
+    assert!(
+        bob.history("empty", Backward, 0, 5)
+            .await
+            .unwrap()
+            .messages
+            .is_empty()
+    );
+    assert_eq!(
+        code_of(bob.history("bad room", Backward, 0, 5).await),
+        ErrorCode::InvalidArgument
+    );
+    server.stop().await;
+}

@@ -13,6 +13,8 @@ pub enum Command {
     Who(Option<String>),
     /// `/rooms`
     Rooms,
+    /// `/history [N]`: the current room's last N stored messages.
+    History(Option<u32>),
     /// `/help`
     Help,
     /// `/quit`
@@ -26,7 +28,7 @@ pub enum Command {
 }
 
 /// The help text shown by `/help`.
-pub const HELP: &str = "commands: /join ROOM, /leave [ROOM], /switch ROOM, /who [ROOM], /rooms, /help, /quit; \
+pub const HELP: &str = "commands: /join ROOM, /leave [ROOM], /switch ROOM, /who [ROOM], /rooms, /history [N], /help, /quit; \
 anything else is sent to the current room (start with // to send a leading /)";
 
 /// Parses one input line.
@@ -53,6 +55,11 @@ pub fn parse(line: &str) -> Command {
         ("switch" | "s", Some(room)) => Command::Switch(room),
         ("who", room) => Command::Who(room),
         ("rooms", None) => Command::Rooms,
+        ("history", None) => Command::History(None),
+        ("history", Some(n)) => match n.parse::<u32>() {
+            Ok(n) if n > 0 => Command::History(Some(n)),
+            _ => Command::Invalid(format!("/history takes a positive count, not {n:?}")),
+        },
         ("help" | "h" | "?", None) => Command::Help,
         ("quit" | "q" | "exit", None) => Command::Quit,
         ("join" | "j" | "switch" | "s", None) => Command::Invalid(format!("/{name} needs a room")),
@@ -72,6 +79,9 @@ mod tests {
         assert_eq!(parse("/switch dev"), Command::Switch("dev".into()));
         assert_eq!(parse("/who"), Command::Who(None));
         assert_eq!(parse("/rooms"), Command::Rooms);
+        assert_eq!(parse("/history"), Command::History(None));
+        assert_eq!(parse("/history 5"), Command::History(Some(5)));
+        assert!(matches!(parse("/history -1"), Command::Invalid(_)));
         assert_eq!(parse("/help"), Command::Help);
         assert_eq!(parse("/quit\n"), Command::Quit);
         assert_eq!(parse("hello there"), Command::Say("hello there".into()));

@@ -4,7 +4,7 @@
 
 use super::command::{self, Command};
 use chat_client::{Client, ClientError, Event, Events};
-use chat_proto::v1::{DisconnectReason, Member};
+use chat_proto::v1::{DisconnectReason, HistoryDirection, Member};
 use std::collections::VecDeque;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -34,10 +34,16 @@ pub async fn run(client: Client, mut events: Events, initial_rooms: Vec<String>)
         tokio::select! {
             event = events.next() => match event {
                 Some(event) => {
+                    print_event(&event);
+                    if let Event::Rejoined { room, result: Ok(_) } = &event
+                        && awaiting > 0
+                    {
+                        // The first joins of the initial rooms show what was said.
+                        print_history(&client, room, HISTORY_ON_JOIN).await;
+                    }
                     if let Event::Rejoined { .. } = &event {
                         awaiting = awaiting.saturating_sub(1);
                     }
-                    print_event(&event);
                     if awaiting == 0 && matches!(event, Event::Connected(_) | Event::Rejoined { .. }) {
                         ready = true;
                     }
@@ -49,6 +55,38 @@ pub async fn run(client: Client, mut events: Events, initial_rooms: Vec<String>)
                 Ok(None) | Err(_) => stdin_open = false,
             },
         }
+    }
+}
+
+/// Stored messages shown when a room is joined (and by a bare `/history`).
+const HISTORY_ON_JOIN: u32 = 10;
+
+/// Prints the room's last `n` stored messages as `history` lines, then
+/// `history-end`.
+async fn print_history(client: &Client, room: &str, n: u32) {
+    match client.history(room, HistoryDirection::Backward, 0, n).await {
+        Ok(page) => {
+            for m in &page.messages {
+                println!(
+                    "history {} {} {}: {}",
+                    m.room,
+                    m.sequence,
+                    one_line(
+                        &m.sender
+                            .as_ref()
+                            .map(|s| s.display_name.clone())
+                            .unwrap_or_default()
+                    ),
+                    one_line(&m.text)
+                );
+            }
+            println!(
+                "history-end {room} shown={} latest={}",
+                page.messages.len(),
+                page.latest_sequence
+            );
+        }
+        Err(e) => print_error(&e),
     }
 }
 
@@ -103,6 +141,13 @@ async fn execute(client: &Client, current: &mut Option<String>, command: Command
                 Ok(members) => println!("members {room}: {}", names(&members)),
                 Err(e) => print_error(&e),
             }
+        }
+        Command::History(n) => {
+            let Some(room) = current.clone() else {
+                println!("error INVALID_COMMAND: no current room");
+                return true;
+            };
+            print_history(client, &room, n.unwrap_or(HISTORY_ON_JOIN)).await;
         }
         Command::Rooms => match client.list_rooms().await {
             Ok(rooms) => println!("rooms: {}", rooms.join(", ")),

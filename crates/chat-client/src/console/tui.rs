@@ -2,8 +2,8 @@
 
 use super::command::{self, Command};
 use chat_client::proto::{
-    DisconnectNotice, DisconnectReason, ErrorCode, JoinRoomResult, LeaveRoomResult, Member,
-    SendMessageResult,
+    DisconnectNotice, DisconnectReason, ErrorCode, HistoryDirection, HistoryResponse,
+    JoinRoomResult, LeaveRoomResult, Member, MessageEvent, SendMessageResult,
 };
 use chat_client::{Client, ClientError, ConnectionState, Event, Events};
 use crossterm::event::{
@@ -30,6 +30,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 /// Lines kept per room; older ones are dropped.
 const HISTORY: usize = 1000;
+/// Stored messages shown when a room is joined (and by a bare `/history`).
+const HISTORY_ON_JOIN: u32 = 20;
 /// Redraw period while idle, so the reconnect countdown moves.
 const TICK: Duration = Duration::from_millis(250);
 /// Width of `HH:MM:SS `, the indent of a wrapped line's continuation rows.
@@ -345,6 +347,10 @@ enum Outcome {
         result: Result<Vec<Member>, ClientError>,
     },
     Rooms(Result<Vec<String>, ClientError>),
+    History {
+        room: String,
+        result: Result<HistoryResponse, ClientError>,
+    },
 }
 
 struct App {
@@ -681,6 +687,13 @@ impl App {
             Command::Rooms => {
                 self.spawn(|client| async move { Outcome::Rooms(client.list_rooms().await) })
             }
+            Command::History(n) => {
+                let Some(room) = self.current.clone() else {
+                    self.error("INVALID_COMMAND: no current room".into());
+                    return;
+                };
+                self.fetch_history(room, n.unwrap_or(HISTORY_ON_JOIN));
+            }
             Command::Say(text) => {
                 let Some(room) = self.current.clone() else {
                     self.error("INVALID_COMMAND: join a room first (/join ROOM)".into());
@@ -692,6 +705,34 @@ impl App {
                 });
             }
         }
+    }
+
+    /// How a message is shown, live or from history.
+    fn message_entry(&self, m: &MessageEvent) -> Entry {
+        let mine = self.is_me(m.sender.as_ref());
+        let (sender, color) = match &m.sender {
+            Some(s) => (s.display_name.clone(), color_for(&s.user_id)),
+            None => ("?".to_string(), Color::Gray),
+        };
+        Entry {
+            time_ms: m.server_time_unix_ms,
+            kind: Kind::Message {
+                sender,
+                mine,
+                color,
+                text: m.text.clone(),
+            },
+        }
+    }
+
+    /// Fetches the room's last `n` stored messages into its pane.
+    fn fetch_history(&mut self, room: String, n: u32) {
+        self.spawn(move |client| async move {
+            let result = client
+                .history(&room, HistoryDirection::Backward, 0, n)
+                .await;
+            Outcome::History { room, result }
+        });
     }
 
     /// Runs a request in its own task, so the UI never waits on the network.
@@ -732,6 +773,7 @@ impl App {
                     Ok(r) => {
                         self.switch_to(Some(room.clone()));
                         self.push_room(&room, Entry::now(Kind::Info(joined_text("joined", &r))));
+                        self.fetch_history(room.clone(), HISTORY_ON_JOIN);
                     }
                     Err(e)
                         if e.code() == Some(ErrorCode::AlreadyAMember)
@@ -764,6 +806,21 @@ impl App {
                     names(&members)
                 )),
                 Err(e) => self.error(format!("cannot list members of {room}: {e}")),
+            },
+            Outcome::History { room, result } => match result {
+                Ok(page) => {
+                    let text = format!(
+                        "last {} stored message(s) of {room} (latest #{}):",
+                        page.messages.len(),
+                        page.latest_sequence
+                    );
+                    self.push_room(&room, Entry::now(Kind::Info(text)));
+                    for m in page.messages {
+                        let entry = self.message_entry(&m);
+                        self.push_room(&room, entry);
+                    }
+                }
+                Err(e) => self.error(format!("cannot read the history of {room}: {e}")),
             },
             Outcome::Rooms(result) => match result {
                 Ok(rooms) if rooms.is_empty() => self.info("rooms: none".into()),
@@ -801,7 +858,12 @@ impl App {
                     "rejoined"
                 };
                 match result {
-                    Ok(r) => self.push_room(&room, Entry::now(Kind::Info(joined_text(verb, &r)))),
+                    Ok(r) => {
+                        self.push_room(&room, Entry::now(Kind::Info(joined_text(verb, &r))));
+                        if self.sessions <= 1 {
+                            self.fetch_history(room.clone(), HISTORY_ON_JOIN);
+                        }
+                    }
                     Err(e) => {
                         let retry = if self.rooms.contains(&room) {
                             " (retried on the next connection)"
@@ -817,20 +879,7 @@ impl App {
                 if !self.panes.contains_key(&m.room) {
                     return;
                 }
-                let mine = self.is_me(m.sender.as_ref());
-                let (sender, color) = match &m.sender {
-                    Some(s) => (s.display_name.clone(), color_for(&s.user_id)),
-                    None => ("?".to_string(), Color::Gray),
-                };
-                let entry = Entry {
-                    time_ms: m.server_time_unix_ms,
-                    kind: Kind::Message {
-                        sender,
-                        mine,
-                        color,
-                        text: m.text,
-                    },
-                };
+                let entry = self.message_entry(&m);
                 let is_current = self.current.as_deref() == Some(m.room.as_str());
                 let width = self.pane_width;
                 if let Some(pane) = self.panes.get_mut(&m.room) {

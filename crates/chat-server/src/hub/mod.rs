@@ -298,15 +298,7 @@ impl Hub {
             return Ok(stored);
         }
         let m = &stored.message;
-        let event = Frame::Message(MessageEvent {
-            message_id: stored.id.clone(),
-            room: m.room.to_string(),
-            sequence: stored.sequence,
-            sender: Some(member(&m.sender)),
-            text: m.text.clone(),
-            server_time_unix_ms: stored.time_unix_ms,
-            client_message_id: m.client_message_id.clone(),
-        });
+        let event = Frame::Message(message_event(&stored));
         let frame = RoomFrame {
             room: m.room.clone(),
             sequence: Some(stored.sequence),
@@ -319,6 +311,20 @@ impl Hub {
             tracing::debug!(room = %m.room, sequence = stored.sequence, error = %e, "message not published");
         }
         Ok(stored)
+    }
+}
+
+/// The wire form of a stored message.
+pub fn message_event(stored: &StoredMessage) -> MessageEvent {
+    let m = &stored.message;
+    MessageEvent {
+        message_id: stored.id.clone(),
+        room: m.room.to_string(),
+        sequence: stored.sequence,
+        sender: Some(member(&m.sender)),
+        text: m.text.clone(),
+        server_time_unix_ms: stored.time_unix_ms,
+        client_message_id: m.client_message_id.clone(),
     }
 }
 
