@@ -43,6 +43,9 @@ pub struct ClientConfig {
     pub backoff: Backoff,
     /// Whether to reconnect after a session ends.
     pub reconnect: bool,
+    /// How long a send keeps being retried (with its original client
+    /// message id, so it is stored once) across lost connections.
+    pub send_retry_window: Duration,
 }
 
 impl ClientConfig {
@@ -58,6 +61,7 @@ impl ClientConfig {
             heartbeat_timeout: Duration::from_secs(30),
             backoff: Backoff::default(),
             reconnect: true,
+            send_retry_window: Duration::from_secs(30),
         }
     }
 }
@@ -87,6 +91,11 @@ struct Inner {
     /// The current session's transport, for unary calls.
     channel: Mutex<Option<tonic::transport::Channel>>,
     rooms: Mutex<BTreeSet<String>>,
+    /// The last sequence seen per room: where a rejoin resumes.
+    last_seen: Mutex<HashMap<String, u64>>,
+    /// Request ids of rejoins in flight, by room: their replies become
+    /// `Event::Rejoined` in stream order, ahead of the backlog that follows.
+    rejoins: Mutex<HashMap<u64, String>>,
     state: watch::Sender<ConnectionState>,
     close: CancellationToken,
 }
@@ -116,6 +125,8 @@ impl Client {
             pending: Mutex::default(),
             outbound: Mutex::default(),
             channel: Mutex::default(),
+            last_seen: Mutex::default(),
+            rejoins: Mutex::default(),
             state,
             close: CancellationToken::new(),
         });
@@ -160,10 +171,14 @@ impl Client {
 
     /// Joins `room`; it is rejoined after every reconnect until left.
     pub async fn join(&self, room: &str) -> Result<JoinRoomResult, ClientError> {
-        let request = Request::JoinRoom(JoinRoomRequest { room: room.into() });
+        let request = Request::JoinRoom(JoinRoomRequest {
+            room: room.into(),
+            since_sequence: None,
+        });
         match self.inner.request(request).await? {
             reply::Result::JoinRoom(r) => {
                 lock(&self.inner.rooms).insert(room.to_string());
+                lock(&self.inner.last_seen).insert(room.to_string(), r.latest_sequence);
                 Ok(r)
             }
             _ => Err(ClientError::UnexpectedReply),
@@ -194,22 +209,58 @@ impl Client {
             .await
     }
 
-    /// Sends `text` to `room` under the caller's own message id.
+    /// Sends `text` to `room` under the caller's own message id. If the
+    /// connection is lost before the acknowledgement, the send is retried
+    /// with the same id after reconnecting (within `send_retry_window`);
+    /// the server stores and delivers it once.
     pub async fn send_with_id(
         &self,
         room: &str,
         client_message_id: &str,
         text: &str,
     ) -> Result<SendMessageResult, ClientError> {
-        let request = Request::SendMessage(SendMessageRequest {
-            room: room.into(),
-            client_message_id: client_message_id.into(),
-            text: text.into(),
-        });
-        match self.inner.request(request).await? {
-            reply::Result::SendMessage(r) => Ok(r),
-            _ => Err(ClientError::UnexpectedReply),
+        let deadline = tokio::time::Instant::now() + self.inner.config.send_retry_window;
+        let mut retrying = false;
+        loop {
+            let request = Request::SendMessage(SendMessageRequest {
+                room: room.into(),
+                client_message_id: client_message_id.into(),
+                text: text.into(),
+            });
+            match self.inner.request(request).await {
+                Ok(reply::Result::SendMessage(r)) => return Ok(r),
+                Ok(_) => return Err(ClientError::UnexpectedReply),
+                Err(
+                    e @ (ClientError::NotConnected
+                    | ClientError::Disconnected
+                    | ClientError::Timeout(_)),
+                ) => {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    if left.is_zero() || self.wait_connected(left).await.is_err() {
+                        return Err(e);
+                    }
+                    retrying = true;
+                }
+                // After a reconnect the room may not be rejoined yet.
+                Err(
+                    e @ ClientError::Server {
+                        code: ErrorCode::NotAMember,
+                        ..
+                    },
+                ) if retrying && lock(&self.inner.rooms).contains(room) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(e),
+            }
         }
+    }
+
+    /// The last sequence seen in `room` (where a rejoin resumes from).
+    pub fn last_seen(&self, room: &str) -> Option<u64> {
+        lock(&self.inner.last_seen).get(room).copied()
     }
 
     /// The members of `room`.
@@ -294,6 +345,15 @@ impl Client {
 impl Inner {
     /// Sends one request on the current session and waits for its reply.
     async fn request(&self, request: Request) -> Result<reply::Result, ClientError> {
+        self.request_as(request, None).await
+    }
+
+    /// [`Inner::request`], marking a rejoin of `rejoin_room`.
+    async fn request_as(
+        &self,
+        request: Request,
+        rejoin_room: Option<&str>,
+    ) -> Result<reply::Result, ClientError> {
         if self.close.is_cancelled() {
             return Err(ClientError::Closed);
         }
@@ -303,6 +363,9 @@ impl Inner {
         let request_id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(request_id, tx);
+        if let Some(room) = rejoin_room {
+            lock(&self.rejoins).insert(request_id, room.to_string());
+        }
         let frame = ClientFrame {
             request_id,
             request: Some(request),
@@ -317,15 +380,11 @@ impl Inner {
         })
         .await;
         lock(&self.pending).remove(&request_id);
+        lock(&self.rejoins).remove(&request_id);
         match outcome {
             Err(_) => Err(ClientError::Timeout(timeout)),
             Ok(Err(e)) => Err(e),
-            Ok(Ok(reply::Result::Error(e))) => Err(ClientError::Server {
-                code: ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Internal),
-                message: e.message,
-                retry_after_ms: e.retry_after_ms,
-            }),
-            Ok(Ok(result)) => Ok(result),
+            Ok(Ok(result)) => to_result(result),
         }
     }
 
@@ -342,6 +401,8 @@ async fn run(inner: Arc<Inner>, events: mpsc::Sender<Event>) {
     loop {
         inner.state.send_replace(ConnectionState::Connecting);
         let end = session(&inner, &events).await;
+        // Not connected from this moment: waiters must not see a dead session.
+        inner.state.send_replace(ConnectionState::Connecting);
         *lock(&inner.outbound) = None;
         *lock(&inner.channel) = None;
         inner.fail_pending();
@@ -496,20 +557,36 @@ async fn session(inner: &Arc<Inner>, events: &mpsc::Sender<Event>) -> SessionEnd
 async fn rejoin(inner: Arc<Inner>, events: mpsc::Sender<Event>) {
     let rooms: Vec<String> = lock(&inner.rooms).iter().cloned().collect();
     for room in rooms {
-        let request = Request::JoinRoom(JoinRoomRequest { room: room.clone() });
-        let result = match inner.request(request).await {
-            Ok(reply::Result::JoinRoom(r)) => Ok(r),
-            Ok(_) => Err(ClientError::UnexpectedReply),
-            Err(e) => Err(e),
-        };
-        if let Err(ClientError::Server { code, .. }) = &result {
-            // The server will never accept this room (e.g. an invalid name):
-            // stop trying. Other failures are retried on the next session.
-            if *code != ErrorCode::Unavailable && *code != ErrorCode::RateLimited {
-                lock(&inner.rooms).remove(&room);
+        let since = lock(&inner.last_seen).get(&room).copied();
+        let request = Request::JoinRoom(JoinRoomRequest {
+            room: room.clone(),
+            since_sequence: since,
+        });
+        match inner.request_as(request, Some(&room)).await {
+            // A reply was reported by `dispatch` when it arrived.
+            Ok(_) | Err(ClientError::Server { .. } | ClientError::UnexpectedReply) => {}
+            // No reply came: say so here.
+            Err(e) => {
+                let _ = events
+                    .send(Event::Rejoined {
+                        room,
+                        result: Err(e),
+                    })
+                    .await;
             }
         }
-        let _ = events.send(Event::Rejoined { room, result }).await;
+    }
+}
+
+/// A reply's result, with a server error as a [`ClientError`].
+fn to_result(result: reply::Result) -> Result<reply::Result, ClientError> {
+    match result {
+        reply::Result::Error(e) => Err(ClientError::Server {
+            code: ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Internal),
+            message: e.message,
+            retry_after_ms: e.retry_after_ms,
+        }),
+        result => Ok(result),
     }
 }
 
@@ -517,13 +594,39 @@ async fn rejoin(inner: Arc<Inner>, events: mpsc::Sender<Event>) {
 async fn dispatch(inner: &Inner, events: &mpsc::Sender<Event>, frame: ServerFrame) {
     let event = match frame.frame {
         Some(Frame::Reply(r)) => {
+            let rejoined = lock(&inner.rejoins).remove(&r.request_id);
+            if let (Some(room), Some(result)) = (rejoined, &r.result) {
+                // Reported here, in stream order: before the backlog.
+                let result = match to_result(result.clone()) {
+                    Ok(reply::Result::JoinRoom(j)) => Ok(j),
+                    Ok(_) => Err(ClientError::UnexpectedReply),
+                    Err(e) => Err(e),
+                };
+                if let Err(ClientError::Server { code, .. }) = &result
+                    && *code != ErrorCode::Unavailable
+                    && *code != ErrorCode::RateLimited
+                {
+                    // The server will never accept this room (e.g. an
+                    // invalid name): stop trying. Other failures are retried
+                    // on the next session.
+                    lock(&inner.rooms).remove(&room);
+                }
+                let _ = events.send(Event::Rejoined { room, result }).await;
+            }
             let waiter = lock(&inner.pending).remove(&r.request_id);
             if let (Some(waiter), Some(result)) = (waiter, r.result) {
                 let _ = waiter.send(result);
             }
             return;
         }
-        Some(Frame::Message(m)) => Event::Message(m),
+        Some(Frame::Message(m)) => {
+            let mut last_seen = lock(&inner.last_seen);
+            if let Some(seen) = last_seen.get_mut(&m.room) {
+                *seen = (*seen).max(m.sequence);
+            }
+            drop(last_seen);
+            Event::Message(m)
+        }
         Some(Frame::MemberJoined(m)) => Event::MemberJoined(m),
         Some(Frame::MemberLeft(m)) => Event::MemberLeft(m),
         Some(Frame::Notification(n)) => Event::Notification(n),

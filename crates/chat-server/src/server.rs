@@ -9,8 +9,8 @@ use crate::config::{BackplaneKind, Config};
 use crate::error::ServerError;
 use crate::grpc::ChatGrpc;
 use crate::health::{self, Readiness};
-use crate::hub::cluster;
 use crate::hub::{Hub, Rooms};
+use crate::hub::{cluster, repair};
 use crate::notifier;
 use crate::store::{self, MessageStore};
 use chat_proto::v1::chat_service_server::ChatServiceServer;
@@ -83,10 +83,14 @@ pub async fn start(
         config.server_id.clone()
     };
 
-    let rooms = Arc::new(Rooms::default());
     let store: Arc<dyn MessageStore> = store::open(&config.store.url)
         .await
         .map_err(|e| ServerError::Store(e.to_string()))?;
+    // Messages can be delivered in sequence order (with gaps repaired from
+    // the store) when one store numbers them for every instance.
+    let ordered = config.backplane == BackplaneKind::Local || store.is_shared();
+    let (repair_tx, repair_rx) = tokio::sync::mpsc::channel(repair::QUEUE);
+    let rooms = Arc::new(Rooms::new(ordered, Some(repair_tx)));
     let stats = Arc::new(BackplaneStats::default());
     let (control_tx, control_rx) = control_queue();
     let backplane: Arc<dyn Backplane> = match config.backplane {
@@ -123,6 +127,7 @@ pub async fn start(
              for several instances"
         );
     }
+    let rooms_for_repair = rooms.clone();
     let hub = Arc::new(Hub::new(
         server_id.clone(),
         config.limits.clone(),
@@ -150,6 +155,12 @@ pub async fn start(
         .add_service(health_service)
         .add_service(chat);
 
+    sessions.spawn(repair::run(
+        rooms_for_repair,
+        hub.store().clone(),
+        repair_rx,
+        shutdown.clone(),
+    ));
     sessions.spawn(cluster::run(
         hub.clone(),
         control_rx,

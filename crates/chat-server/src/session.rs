@@ -2,7 +2,7 @@
 //! with exactly one reply, and ends with a disconnect notice.
 
 use crate::error::RequestError;
-use crate::hub::{ConnId, Hub, Outbox, disconnect_frame, member};
+use crate::hub::{ConnId, Hub, JoinInfo, Outbox, disconnect_frame, member};
 use crate::store::{NewMessage, Sender};
 use crate::time::now_unix_ms;
 use crate::validate::{self, RoomName};
@@ -132,11 +132,13 @@ impl Session {
     async fn handle(&mut self, frame: ClientFrame) {
         let request_id = frame.request_id;
         let result = match frame.request {
-            Some(Request::JoinRoom(r)) => match self.join(request_id, &r.room).await {
-                // The hub queued the reply, in order with presence events.
-                Ok(()) => return,
-                Err(e) => Err(e),
-            },
+            Some(Request::JoinRoom(r)) => {
+                match self.join(request_id, &r.room, r.since_sequence).await {
+                    // The hub queued the reply, in order with presence events.
+                    Ok(()) => return,
+                    Err(e) => Err(e),
+                }
+            }
             Some(Request::LeaveRoom(r)) => self.leave(&r.room).await,
             Some(Request::SendMessage(r)) => self.send(&r.room, r.client_message_id, r.text).await,
             Some(Request::ListMembers(r)) => self.list_members(&r.room),
@@ -170,7 +172,12 @@ impl Session {
         Ok(room)
     }
 
-    async fn join(&mut self, request_id: u64, room: &str) -> Result<(), RequestError> {
+    async fn join(
+        &mut self,
+        request_id: u64,
+        room: &str,
+        since: Option<u64>,
+    ) -> Result<(), RequestError> {
         let room = RoomName::parse(room)?;
         if self.rooms.contains(&room) {
             return Err(RequestError::AlreadyAMember(room.to_string()));
@@ -179,18 +186,27 @@ impl Session {
         if self.rooms.len() >= max {
             return Err(RequestError::TooManyRooms(max));
         }
-        let reply = |members: &[Sender], latest_sequence: u64| {
+        let reply = |members: &[Sender], join: &JoinInfo| {
             EncodedFrame::from(Frame::Reply(Reply {
                 request_id,
                 result: Some(reply::Result::JoinRoom(JoinRoomResult {
                     room: room.to_string(),
                     members: members.iter().map(member).collect(),
-                    latest_sequence,
+                    latest_sequence: join.latest_sequence,
+                    backlog_after_sequence: join.backlog_after,
+                    backlog_incomplete: join.backlog_incomplete,
                 })),
             }))
         };
         self.hub
-            .join(&room, self.conn, &self.user, self.outbox.clone(), reply)
+            .join(
+                &room,
+                self.conn,
+                &self.user,
+                self.outbox.clone(),
+                since,
+                reply,
+            )
             .await?;
         tracing::info!(%room, "joined");
         self.rooms.insert(room);

@@ -105,6 +105,7 @@ async fn sigterm_drains_and_exits_zero_within_the_drain_timeout() {
             chat_client::proto::client_frame::Request::JoinRoom(
                 chat_client::proto::JoinRoomRequest {
                     room: "lobby".into(),
+                    since_sequence: None,
                 },
             ),
         )

@@ -153,6 +153,7 @@ async fn a_raw_session_dropped_mid_stream_leaves_its_rooms() {
         1,
         chat_client::proto::client_frame::Request::JoinRoom(chat_client::proto::JoinRoomRequest {
             room: "lobby".into(),
+            since_sequence: None,
         }),
     )
     .await;
@@ -458,6 +459,109 @@ async fn history_pages_a_room_backwards_and_forwards() {
     assert_eq!(
         code_of(bob.history("bad room", Backward, 0, 5).await),
         ErrorCode::InvalidArgument
+    );
+    server.stop().await;
+}
+
+/// Joins `room` on a raw session with `since`; returns the reply's result.
+async fn raw_join(
+    raw: &mut RawSession,
+    request_id: u64,
+    since: Option<u64>,
+) -> chat_client::proto::JoinRoomResult {
+    use chat_client::proto::{JoinRoomRequest, client_frame::Request, reply, server_frame::Frame};
+    raw.send(
+        request_id,
+        Request::JoinRoom(JoinRoomRequest {
+            room: "lobby".into(),
+            since_sequence: since,
+        }),
+    )
+    .await;
+    loop {
+        match raw.next().await {
+            Some(Frame::Reply(r)) if r.request_id == request_id => match r.result {
+                Some(reply::Result::JoinRoom(j)) => return j,
+                other => panic!("join failed: {other:?}"),
+            },
+            Some(Frame::Message(m)) => panic!("message {} before the join reply", m.sequence),
+            Some(_) => {}
+            None => panic!("stream ended"),
+        }
+    }
+}
+
+/// Reads message sequences from a raw session until `last` arrives.
+async fn raw_sequences_until(raw: &mut RawSession, last: u64) -> Vec<u64> {
+    use chat_client::proto::server_frame::Frame;
+    let mut seqs = Vec::new();
+    while seqs.last() != Some(&last) {
+        match raw.next().await {
+            Some(Frame::Message(m)) => seqs.push(m.sequence),
+            Some(_) => {}
+            None => panic!("stream ended after {seqs:?}"),
+        }
+    }
+    seqs
+}
+
+#[tokio::test]
+async fn resuming_while_messages_flow_has_no_gap_and_no_duplicate() {
+    let server = TestServer::start(config()).await;
+    let url = server.url();
+    let (alice, _ev) = connect(&url, "alice").await;
+    alice.join("lobby").await.unwrap();
+    for i in 1..=20 {
+        alice.send("lobby", &format!("m{i}")).await.unwrap();
+    }
+    // Keep sending while the resuming join happens.
+    const TOTAL: u64 = 300;
+    let sender = tokio::spawn(async move {
+        for i in 21..=TOTAL {
+            alice.send("lobby", &format!("m{i}")).await.unwrap();
+        }
+    });
+    let mut raw = RawSession::open(&url, "bob").await.unwrap();
+    let joined = raw_join(&mut raw, 1, Some(10)).await;
+    assert_eq!(joined.backlog_after_sequence, 10);
+    assert!(!joined.backlog_incomplete);
+    assert!(joined.latest_sequence >= 20);
+    let seqs = raw_sequences_until(&mut raw, TOTAL).await;
+    assert_eq!(
+        seqs,
+        (11..=TOTAL).collect::<Vec<_>>(),
+        "backlog then live, in order, once each"
+    );
+    sender.await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn resuming_from_too_far_back_says_what_was_lost() {
+    let server = TestServer::start(config()).await;
+    let url = server.url();
+    let (alice, mut alice_ev) = connect(&url, "alice").await;
+    // alice reads her own echoes, or her event queue would fill.
+    tokio::spawn(async move { while alice_ev.next().await.is_some() {} });
+    alice.join("lobby").await.unwrap();
+    for i in 1..=1100 {
+        alice.send("lobby", &format!("m{i}")).await.unwrap();
+    }
+    let mut raw = RawSession::open(&url, "bob").await.unwrap();
+    let joined = raw_join(&mut raw, 1, Some(0)).await;
+    assert_eq!(joined.latest_sequence, 1100);
+    assert!(joined.backlog_incomplete, "{joined:?}");
+    assert_eq!(joined.backlog_after_sequence, 100, "the latest 1000 follow");
+    assert_eq!(
+        raw_sequences_until(&mut raw, 1100).await,
+        (101..=1100).collect::<Vec<_>>()
+    );
+    // Resuming from the present: nothing to send, nothing lost.
+    let mut raw2 = RawSession::open(&url, "carol").await.unwrap();
+    let joined = raw_join(&mut raw2, 1, Some(1100)).await;
+    assert_eq!(
+        (joined.backlog_after_sequence, joined.backlog_incomplete),
+        (1100, false)
     );
     server.stop().await;
 }

@@ -6,7 +6,7 @@ mod common;
 
 use chat_client::Event;
 use chat_server::config::BackplaneKind;
-use common::services::{NatsServer, RedisCluster, RedisServer};
+use common::services::{NatsServer, PostgresDb, RedisCluster, RedisServer};
 use common::*;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -618,4 +618,123 @@ async fn redis_cluster_with_sharded_pub_sub() {
     for s in servers {
         s.stop().await;
     }
+}
+
+/// Two instances on one Redis and one PostgreSQL store.
+async fn shared_store_pair(redis: &Backplane, db: &PostgresDb) -> (TestServer, TestServer) {
+    let mut servers = Vec::new();
+    for id in ["a", "b"] {
+        let mut c = cluster_config(redis, id);
+        c.store.url = db.url();
+        let s = TestServer::start(c).await;
+        wait_ready(&s, true).await;
+        servers.push(s);
+    }
+    let b = servers.pop().unwrap();
+    (servers.pop().unwrap(), b)
+}
+
+#[tokio::test]
+async fn with_a_shared_store_messages_sent_during_an_outage_arrive_afterwards_in_order() {
+    let (Some(mut backplane), Some(db)) = (Backplane::redis(), PostgresDb::create().await) else {
+        return;
+    };
+    let (a, b) = shared_store_pair(&backplane, &db).await;
+    let (alice, _alice_ev) = connect(&a.url(), "alice").await;
+    let (bob, mut bob_ev) = connect(&b.url(), "bob").await;
+    alice.join("lobby").await.unwrap();
+    bob.join("lobby").await.unwrap();
+    assert_eq!(alice.send("lobby", "before").await.unwrap().sequence, 1);
+    assert_eq!(
+        expect_message(&mut bob_ev, "lobby").await,
+        ("alice".into(), "before".into(), 1)
+    );
+
+    backplane.kill();
+    wait_ready(&a, false).await;
+    for text in ["during 1", "during 2"] {
+        alice
+            .send("lobby", text)
+            .await
+            .expect("stored and acknowledged");
+    }
+    backplane.restart();
+    wait_ready(&a, true).await;
+    wait_ready(&b, true).await;
+    // b fills the gap from the store when the backplane returns...
+    assert_eq!(
+        expect_message(&mut bob_ev, "lobby").await,
+        ("alice".into(), "during 1".into(), 2)
+    );
+    assert_eq!(
+        expect_message(&mut bob_ev, "lobby").await,
+        ("alice".into(), "during 2".into(), 3)
+    );
+    // ...and live delivery continues after them, numbered by the one store.
+    let ack = bob.send("lobby", "after").await.unwrap();
+    assert_eq!(ack.sequence, 4);
+    assert_eq!(
+        expect_message(&mut bob_ev, "lobby").await,
+        ("bob".into(), "after".into(), 4)
+    );
+    expect_no_event(&mut bob_ev, Duration::from_millis(300), |e| {
+        matches!(e, Event::Message(_))
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_resumes_after_its_instance_restarts_without_gap_or_duplicate() {
+    let (Some(backplane), Some(db)) = (Backplane::redis(), PostgresDb::create().await) else {
+        return;
+    };
+    let (a, b) = shared_store_pair(&backplane, &db).await;
+    let b_addr = b.addr();
+    let (alice, _alice_ev) = connect(&a.url(), "alice").await;
+    let (bob, mut bob_ev) = connect(&b.url(), "bob").await;
+    alice.join("lobby").await.unwrap();
+    bob.join("lobby").await.unwrap();
+    alice.send("lobby", "one").await.unwrap();
+    assert_eq!(expect_message(&mut bob_ev, "lobby").await.2, 1);
+    assert_eq!(bob.last_seen("lobby"), Some(1));
+
+    b.stop().await;
+    expect_event(&mut bob_ev, "disconnected", |e| {
+        matches!(e, Event::Disconnected { .. })
+    })
+    .await;
+    for text in ["two", "three", "four"] {
+        alice.send("lobby", text).await.unwrap();
+    }
+    let mut again = cluster_config(&backplane, "b");
+    again.store.url = db.url();
+    again.listen = b_addr;
+    let b = TestServer::start(again).await;
+    match expect_event(&mut bob_ev, "rejoined", |e| {
+        matches!(e, Event::Rejoined { .. })
+    })
+    .await
+    {
+        Event::Rejoined { result: Ok(r), .. } => {
+            assert_eq!(r.backlog_after_sequence, 1);
+            assert!(!r.backlog_incomplete);
+        }
+        other => panic!("{other:?}"),
+    }
+    for (text, seq) in [("two", 2), ("three", 3), ("four", 4)] {
+        assert_eq!(
+            expect_message(&mut bob_ev, "lobby").await,
+            ("alice".into(), text.into(), seq)
+        );
+    }
+    alice.send("lobby", "five").await.unwrap();
+    assert_eq!(expect_message(&mut bob_ev, "lobby").await.2, 5);
+    expect_no_event(&mut bob_ev, Duration::from_millis(300), |e| {
+        matches!(e, Event::Message(_))
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
 }

@@ -100,6 +100,7 @@ async fn graceful_shutdown_notifies_everyone_and_ends_within_the_drain_timeout()
             1,
             Request::JoinRoom(JoinRoomRequest {
                 room: "lobby".into(),
+                since_sequence: None,
             }),
         )
         .await;
@@ -238,6 +239,7 @@ async fn a_client_that_does_not_read_is_disconnected_as_a_slow_consumer() {
         1,
         Request::JoinRoom(JoinRoomRequest {
             room: "lobby".into(),
+            since_sequence: None,
         }),
     )
     .await;
@@ -475,4 +477,42 @@ async fn the_default_sqlite_store_keeps_sequences_across_a_restart() {
     );
     server.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_send_made_while_disconnected_is_retried_and_delivered_once() {
+    let server = TestServer::start(config()).await;
+    let addr = server.addr();
+    let url = server.url();
+    let (alice, _alice_ev) = connect(&url, "alice").await;
+    let (bob, mut bob_ev) = connect(&url, "bob").await;
+    alice.join("lobby").await.unwrap();
+    bob.join("lobby").await.unwrap();
+    server.stop().await;
+
+    // The send waits for the reconnection, then goes out with its id.
+    let sending = tokio::spawn({
+        let alice = alice.clone();
+        async move {
+            alice
+                .send_with_id("lobby", "while-away", "sent while away")
+                .await
+        }
+    });
+    let mut again = config();
+    again.listen = addr;
+    let server = TestServer::start(again).await;
+    let ack = tokio::time::timeout(WAIT, sending)
+        .await
+        .expect("retried")
+        .unwrap()
+        .expect("acknowledged");
+    assert_eq!(ack.client_message_id, "while-away");
+    let (_, text, seq) = expect_message(&mut bob_ev, "lobby").await;
+    assert_eq!((text.as_str(), seq), ("sent while away", ack.sequence));
+    expect_no_event(&mut bob_ev, Duration::from_millis(300), |e| {
+        matches!(e, Event::Message(_))
+    })
+    .await;
+    server.stop().await;
 }

@@ -39,6 +39,11 @@ pub async fn run(
                 let Some(event) = event else { return };
                 match event {
                     ControlEvent::Connected | ControlEvent::Overflowed => {
+                        // Messages published while the backplane was away
+                        // are in the store: fill every room from it.
+                        for room in hub.rooms().names() {
+                            hub.rooms().request_repair(&room);
+                        }
                         // Tell the others what is here; ask for theirs.
                         publish_snapshot(&hub).await;
                         hub.publish_control(ControlKind::SyncRequest(SyncRequest {})).await;

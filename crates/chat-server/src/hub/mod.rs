@@ -5,6 +5,7 @@
 pub mod cluster;
 mod outbox;
 pub mod presence;
+pub mod repair;
 mod rooms;
 
 pub use outbox::{Outbox, OutboxStream, disconnect_frame, outbox};
@@ -18,7 +19,7 @@ use presence::{Presence, Transition};
 use crate::backplane::{Backplane, RoomFrame};
 use crate::config::Limits;
 use crate::error::RequestError;
-use crate::store::{MessageStore, NewMessage, Sender, StoredMessage};
+use crate::store::{Direction, MessageStore, NewMessage, Page, Sender, StoredMessage};
 use crate::validate::RoomName;
 use chat_proto::EncodedFrame;
 use chat_proto::v1::{
@@ -146,32 +147,59 @@ impl Hub {
     }
 
     /// Joins connection `conn` of `user` to `room`: subscribes the
-    /// backplane if the room is new here, queues the reply built by
-    /// `reply(members, latest_sequence)`, then announces the user if they
-    /// just became a member (they hear it too, after their reply), and tells
-    /// the other instances if this is their first connection here.
+    /// backplane if the room is new here; when resuming (`since`), reads
+    /// the messages after `since` from the store; then queues the reply
+    /// built by `reply(members, join)`, the backlog, and the live frames
+    /// that arrived meanwhile, in that order. Announces the user if they
+    /// just became a member (after their reply), and tells the other
+    /// instances if this is their first connection here.
     pub async fn join(
         &self,
         room: &RoomName,
         conn: ConnId,
         user: &Sender,
         outbox: Outbox,
-        reply: impl FnOnce(&[Sender], u64) -> EncodedFrame,
+        since: Option<u64>,
+        reply: impl FnOnce(&[Sender], &JoinInfo) -> EncodedFrame,
     ) -> Result<(), RequestError> {
-        let latest = self.store.latest_sequence(room).await.map_err(|e| {
-            tracing::warn!(%room, error = %e, "join failed: store");
-            RequestError::Unavailable(e.to_string())
-        })?;
-        let created = self.rooms.join(room, conn, outbox.clone());
-        if created && let Err(e) = self.backplane.subscribe(room).await {
-            tracing::warn!(%room, error = %e, "join failed: backplane subscribe");
-            self.rooms.leave(room, conn);
-            return Err(RequestError::Unavailable(e.to_string()));
-        }
+        let unavailable = |what: &str, e: String| {
+            tracing::warn!(%room, error = %e, "join failed: {what}");
+            RequestError::Unavailable(e)
+        };
+        let latest = self
+            .store
+            .latest_sequence(room)
+            .await
+            .map_err(|e| unavailable("store", e.to_string()))?;
+        let (created, delivered) = self.rooms.begin_join(room, conn, outbox.clone(), latest);
+        let prepared = async {
+            if created {
+                self.backplane
+                    .subscribe(room)
+                    .await
+                    .map_err(|e| unavailable("backplane subscribe", e.to_string()))?;
+                // A message published before the subscription took hold is
+                // in the store: the repair task fetches it.
+                self.rooms.request_repair(room);
+            }
+            self.backlog(room, since, delivered).await
+        };
+        let (info, backlog) = match prepared.await {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                if self.rooms.leave(room, conn) == Some(true) {
+                    let _ = self.backplane.unsubscribe(room).await;
+                }
+                return Err(e);
+            }
+        };
         let change = {
             let mut presence = lock(&self.presence);
             let change = presence.local_join(room, user);
-            outbox.push(reply(&presence.members(room), latest));
+            let mut first = Vec::with_capacity(backlog.len() + 1);
+            first.push(reply(&presence.members(room), &info));
+            first.extend(backlog);
+            self.rooms.finish_join(room, conn, first);
             if change.transition {
                 self.emit(&Transition::Joined(room.clone(), user.clone()));
             }
@@ -181,6 +209,54 @@ impl Hub {
             self.publish_presence(room, user, true).await;
         }
         Ok(())
+    }
+
+    /// The messages a resuming joiner missed: those after `since` up to
+    /// `delivered` (later ones reach it live), at most `RESUME_LIMIT` (the
+    /// latest ones).
+    async fn backlog(
+        &self,
+        room: &RoomName,
+        since: Option<u64>,
+        delivered: u64,
+    ) -> Result<(JoinInfo, Vec<EncodedFrame>), RequestError> {
+        let mut info = JoinInfo {
+            latest_sequence: delivered,
+            backlog_after: delivered,
+            backlog_incomplete: false,
+        };
+        let Some(since) = since else {
+            return Ok((info, Vec::new()));
+        };
+        let since = since.min(delivered);
+        let from = since.max(delivered.saturating_sub(RESUME_LIMIT));
+        let page = Page {
+            direction: Direction::Forward,
+            from,
+            limit: (delivered - from) as usize,
+        };
+        let messages = if page.limit == 0 {
+            Vec::new()
+        } else {
+            self.store.history(room, page).await.map_err(|e| {
+                tracing::warn!(%room, error = %e, "resume failed: store");
+                RequestError::Unavailable(e.to_string())
+            })?
+        };
+        let messages: Vec<&StoredMessage> = messages
+            .iter()
+            .filter(|m| m.sequence <= delivered)
+            .collect();
+        info.backlog_after = match messages.first() {
+            Some(first) => first.sequence - 1,
+            None => delivered,
+        };
+        info.backlog_incomplete = info.backlog_after > since;
+        let frames = messages
+            .into_iter()
+            .map(|m| EncodedFrame::from(Frame::Message(message_event(m))))
+            .collect();
+        Ok((info, frames))
     }
 
     /// Removes connection `conn` of `user` from `room`; announces the user's
@@ -312,6 +388,20 @@ impl Hub {
         }
         Ok(stored)
     }
+}
+
+/// Most messages a resuming joiner receives; beyond, the latest ones.
+pub const RESUME_LIMIT: u64 = 1000;
+
+/// What a join reply says about sequences.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JoinInfo {
+    /// Live messages after this one follow.
+    pub latest_sequence: u64,
+    /// The backlog holds the messages after this one (resume only).
+    pub backlog_after: u64,
+    /// Some messages after `since` are not in the backlog.
+    pub backlog_incomplete: bool,
 }
 
 /// The wire form of a stored message.

@@ -83,14 +83,20 @@ impl Outbox {
         match self.tx.try_send(Outgoing::Frame(frame)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.kick(disconnect_frame(
-                    DisconnectReason::SlowConsumer,
-                    "the client did not read its stream fast enough; reconnect to catch up",
-                ));
+                self.push_overflowed();
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+    }
+
+    /// Kicks the connection as a slow consumer: what is queued for it
+    /// exceeds its bound.
+    pub fn push_overflowed(&self) {
+        self.kick(disconnect_frame(
+            DisconnectReason::SlowConsumer,
+            "the client did not read its stream fast enough; reconnect to catch up",
+        ));
     }
 
     /// Ends the stream now: `notice` is sent before anything still queued,

@@ -4,11 +4,19 @@
 //! Rooms live in shards keyed by name, so joins, leaves and deliveries in
 //! different rooms never share a lock. A room exists while it has local
 //! connections.
+//!
+//! In ordered mode (one store numbers every room's messages) each room
+//! hands messages to its members strictly in sequence order: a duplicate is
+//! dropped, a message after a gap is held back and a repair is requested
+//! (the repair task fills the gap from the store). A joining connection
+//! first collects live frames while its backlog is read, then receives
+//! reply, backlog and collected frames in that order: no gap, no duplicate.
 
 use super::outbox::Outbox;
 use crate::backplane::{FrameSink, RoomFrame};
 use crate::validate::RoomName;
-use std::collections::HashMap;
+use chat_proto::EncodedFrame;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
 
@@ -19,10 +27,20 @@ pub type ConnId = u64;
 
 type Shard = Mutex<HashMap<RoomName, Arc<Room>>>;
 
+/// Messages held back behind a gap, per room, at most; beyond it the
+/// newest are dropped (the repair reads them from the store).
+const MAX_HELD: usize = 10_000;
+/// Frames a joining connection may collect while its backlog is read.
+const MAX_JOIN_PENDING: usize = 10_000;
+
 /// Every room with local members.
 pub struct Rooms {
     hasher: RandomState,
     shards: Box<[Shard]>,
+    /// Whether messages are delivered in sequence order (see the module).
+    ordered: bool,
+    /// Where rooms with a gap are reported.
+    repairs: Option<tokio::sync::mpsc::Sender<RoomName>>,
 }
 
 /// One room's local state.
@@ -37,14 +55,61 @@ pub struct Room {
 struct RoomState {
     /// One entry per local connection: the fan-out list.
     recipients: Vec<(ConnId, Outbox)>,
+    /// Connections whose join is being completed; live frames wait here.
+    joining: Vec<Joining>,
+    /// Highest sequence handed to local members (ordered mode).
+    delivered: u64,
+    /// Messages that arrived after a gap, by sequence (ordered mode).
+    held: BTreeMap<u64, EncodedFrame>,
+}
+
+struct Joining {
+    conn: ConnId,
+    outbox: Outbox,
+    pending: Vec<EncodedFrame>,
+}
+
+impl RoomState {
+    /// Queues `frame` for every member, and for joiners to receive later.
+    fn fan_out(&mut self, frame: &EncodedFrame) {
+        for (_, outbox) in &self.recipients {
+            outbox.push(frame.clone());
+        }
+        for joining in &mut self.joining {
+            if joining.pending.len() < MAX_JOIN_PENDING {
+                joining.pending.push(frame.clone());
+            } else {
+                // It cannot keep up even before it has joined.
+                joining.outbox.push_overflowed();
+            }
+        }
+    }
+
+    /// Offers message `sequence`; returns whether a gap remains.
+    fn offer(&mut self, sequence: u64, frame: &EncodedFrame) -> bool {
+        if sequence <= self.delivered {
+            return !self.held.is_empty();
+        }
+        if sequence == self.delivered + 1 {
+            self.fan_out(frame);
+            self.delivered = sequence;
+            while let Some(next) = self.held.remove(&(self.delivered + 1)) {
+                self.fan_out(&next);
+                self.delivered += 1;
+            }
+        } else {
+            self.held.insert(sequence, frame.clone());
+            if self.held.len() > MAX_HELD {
+                self.held.pop_last();
+            }
+        }
+        !self.held.is_empty()
+    }
 }
 
 impl Default for Rooms {
     fn default() -> Self {
-        Rooms {
-            hasher: RandomState::new(),
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-        }
+        Rooms::new(false, None)
     }
 }
 
@@ -54,6 +119,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Rooms {
+    /// Rooms delivering in sequence order (`ordered`), reporting gaps to
+    /// `repairs`; or passing messages through as they come.
+    pub fn new(ordered: bool, repairs: Option<tokio::sync::mpsc::Sender<RoomName>>) -> Rooms {
+        Rooms {
+            hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            ordered,
+            repairs,
+        }
+    }
+
+    /// Whether messages are delivered in sequence order.
+    pub fn is_ordered(&self) -> bool {
+        self.ordered
+    }
+
     fn shard(&self, room: &RoomName) -> &Shard {
         &self.shards[self.hasher.hash_one(room) as usize % self.shards.len()]
     }
@@ -63,20 +144,111 @@ impl Rooms {
         lock(self.shard(room)).get(room).cloned()
     }
 
-    /// Adds connection `conn` to `room`, creating the room if needed;
-    /// returns whether it was created.
-    pub fn join(&self, room: &RoomName, conn: ConnId, outbox: Outbox) -> bool {
+    /// Starts adding connection `conn` to `room`, creating the room if
+    /// needed (its delivery starts after `latest`). Live frames collect for
+    /// the connection until [`Rooms::finish_join`]. Returns whether the room
+    /// was created, and the last sequence already handed to members (the
+    /// connection receives later ones live).
+    pub fn begin_join(
+        &self,
+        room: &RoomName,
+        conn: ConnId,
+        outbox: Outbox,
+        latest: u64,
+    ) -> (bool, u64) {
         let mut shard = lock(self.shard(room));
         let mut created = false;
         let entry = shard.entry(room.clone()).or_insert_with(|| {
             created = true;
             Arc::new(Room {
-                state: Mutex::default(),
+                state: Mutex::new(RoomState {
+                    delivered: latest,
+                    ..RoomState::default()
+                }),
                 send_lock: tokio::sync::Mutex::new(()),
             })
         });
-        lock(&entry.state).recipients.push((conn, outbox));
-        created
+        let mut state = lock(&entry.state);
+        state.joining.push(Joining {
+            conn,
+            outbox,
+            pending: Vec::new(),
+        });
+        // Unordered, messages are not tracked: the store's latest is all
+        // there is to go by.
+        (
+            created,
+            if self.ordered {
+                state.delivered
+            } else {
+                latest
+            },
+        )
+    }
+
+    /// Completes a join: queues `first` (the reply and any backlog), then the
+    /// frames collected meanwhile, and makes the connection a member.
+    pub fn finish_join(&self, room: &RoomName, conn: ConnId, first: Vec<EncodedFrame>) {
+        let Some(entry) = self.get(room) else { return };
+        let mut state = lock(&entry.state);
+        let Some(at) = state.joining.iter().position(|j| j.conn == conn) else {
+            return;
+        };
+        let joining = state.joining.swap_remove(at);
+        for frame in first.into_iter().chain(joining.pending) {
+            joining.outbox.push(frame);
+        }
+        state.recipients.push((conn, joining.outbox));
+    }
+
+    /// Offers stored message `sequence` to the room (the repair task's way
+    /// in); returns whether a gap remains.
+    pub fn offer(&self, room: &RoomName, sequence: u64, frame: &EncodedFrame) -> bool {
+        match self.get(room) {
+            Some(entry) => lock(&entry.state).offer(sequence, frame),
+            None => false,
+        }
+    }
+
+    /// The last sequence handed to the room's members, if it has any here.
+    pub fn delivered(&self, room: &RoomName) -> Option<u64> {
+        self.get(room).map(|entry| lock(&entry.state).delivered)
+    }
+
+    /// Gives up on messages up to `sequence` (the store no longer has
+    /// them), delivering what was held after them.
+    pub fn skip_to(&self, room: &RoomName, sequence: u64) {
+        if let Some(entry) = self.get(room) {
+            let mut state = lock(&entry.state);
+            if sequence > state.delivered {
+                state.delivered = sequence;
+                let later: Vec<(u64, EncodedFrame)> =
+                    std::mem::take(&mut state.held).into_iter().collect();
+                for (seq, frame) in later {
+                    state.offer(seq, &frame);
+                }
+            }
+        }
+    }
+
+    /// The names of every room with local connections.
+    pub fn names(&self) -> Vec<RoomName> {
+        self.shards
+            .iter()
+            .flat_map(|s| lock(s).keys().cloned().collect::<Vec<_>>())
+            .collect()
+    }
+
+    /// Asks the repair task to fill `room` from the store.
+    pub fn request_repair(&self, room: &RoomName) {
+        // Unordered, sequence numbers are not comparable: nothing to repair.
+        if !self.ordered {
+            return;
+        }
+        if let Some(repairs) = &self.repairs {
+            // A full queue already holds requests that will cover it.
+            let _ = repairs.try_send(room.clone());
+        }
     }
 
     /// Removes connection `conn` from `room`, and the room when it is
@@ -86,9 +258,13 @@ impl Rooms {
         let mut shard = lock(self.shard(room));
         let entry = shard.get(room)?;
         let mut state = lock(&entry.state);
-        let at = state.recipients.iter().position(|(c, _)| *c == conn)?;
-        state.recipients.swap_remove(at);
-        let removed = state.recipients.is_empty();
+        if let Some(at) = state.recipients.iter().position(|(c, _)| *c == conn) {
+            state.recipients.swap_remove(at);
+        } else {
+            let at = state.joining.iter().position(|j| j.conn == conn)?;
+            state.joining.swap_remove(at);
+        }
+        let removed = state.recipients.is_empty() && state.joining.is_empty();
         drop(state);
         if removed {
             shard.remove(room);
@@ -108,21 +284,90 @@ impl Rooms {
 }
 
 impl FrameSink for Rooms {
-    /// Hands the same encoded bytes to every local connection in the room;
-    /// a connection whose queue is full is kicked, never waited for.
+    /// Hands the same encoded bytes to every local connection in the room
+    /// (in sequence order, in ordered mode); a connection whose queue is
+    /// full is kicked, never waited for.
     fn deliver(&self, frame: &RoomFrame) {
         let Some(room) = self.get(&frame.room) else {
             return;
         };
-        let state = lock(&room.state);
-        for (_, outbox) in &state.recipients {
-            outbox.push(frame.frame.clone());
+        let gap = {
+            let mut state = lock(&room.state);
+            match frame.sequence {
+                Some(sequence) if self.ordered => state.offer(sequence, &frame.frame),
+                _ => {
+                    state.fan_out(&frame.frame);
+                    false
+                }
+            }
+        };
+        if gap {
+            self.request_repair(&frame.room);
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    fn f(n: u8) -> EncodedFrame {
+        EncodedFrame(Bytes::from(vec![n]))
+    }
+
+    #[tokio::test]
+    async fn ordered_rooms_hold_back_after_a_gap_and_drop_duplicates() {
+        let (tx, mut repairs) = tokio::sync::mpsc::channel(8);
+        let rooms = Rooms::new(true, Some(tx));
+        let lobby = RoomName::parse("lobby").unwrap();
+        let (o, mut s) = outbox(64);
+        assert_eq!(rooms.begin_join(&lobby, 1, o, 10), (true, 10));
+        rooms.finish_join(&lobby, 1, vec![f(0)]);
+        let offer = |seq: u64| {
+            rooms.deliver(&RoomFrame {
+                room: lobby.clone(),
+                sequence: Some(seq),
+                frame: f(seq as u8),
+            })
+        };
+        offer(11);
+        offer(13); // gap at 12
+        assert_eq!(repairs.recv().await.unwrap(), lobby);
+        offer(11); // duplicate
+        offer(10); // old
+        offer(12); // fills the gap
+        offer(14);
+        let mut got = Vec::new();
+        for _ in 0..5 {
+            got.push(s.next().await.unwrap().unwrap().0[0]);
+        }
+        assert_eq!(got, vec![0, 11, 12, 13, 14]);
+        assert_eq!(rooms.delivered(&lobby), Some(14));
+    }
+
+    #[tokio::test]
+    async fn a_joiner_gets_reply_and_backlog_before_what_arrived_meanwhile() {
+        let rooms = Rooms::new(true, None);
+        let lobby = RoomName::parse("lobby").unwrap();
+        let (o, mut s) = outbox(64);
+        let (_, delivered) = rooms.begin_join(&lobby, 1, o, 5);
+        assert_eq!(delivered, 5);
+        rooms.deliver(&RoomFrame {
+            room: lobby.clone(),
+            sequence: Some(6),
+            frame: f(6),
+        });
+        rooms.finish_join(&lobby, 1, vec![f(100), f(4), f(5)]);
+        rooms.deliver(&RoomFrame {
+            room: lobby.clone(),
+            sequence: Some(7),
+            frame: f(7),
+        });
+        let mut got = Vec::new();
+        for _ in 0..5 {
+            got.push(s.next().await.unwrap().unwrap().0[0]);
+        }
+        assert_eq!(got, vec![100, 4, 5, 6, 7]);
+    }
+
     use super::*;
     use crate::hub::outbox::outbox;
     use bytes::Bytes;
@@ -135,8 +380,10 @@ mod tests {
         let lobby = RoomName::parse("lobby").unwrap();
         let (o1, mut s1) = outbox(4);
         let (o2, mut s2) = outbox(4);
-        assert!(rooms.join(&lobby, 1, o1));
-        assert!(!rooms.join(&lobby, 2, o2));
+        for (conn, outbox) in [(1, o1), (2, o2)] {
+            rooms.begin_join(&lobby, conn, outbox, 0);
+            rooms.finish_join(&lobby, conn, Vec::new());
+        }
         let frame = EncodedFrame(Bytes::from_static(b"x"));
         rooms.deliver(&RoomFrame {
             room: lobby.clone(),
