@@ -68,12 +68,34 @@ pub struct StoreConfig {
     /// `sqlite://PATH` (embedded, the default), `postgres://…` (shared by
     /// several instances) or `memory` (nothing kept).
     pub url: String,
+    /// Messages older than this are deleted; `0s` keeps them forever.
+    #[serde(with = "humantime_serde")]
+    pub retention_max_age: Duration,
+    /// Each room keeps at most its latest this many messages; 0: no limit.
+    pub retention_max_messages_per_room: u64,
+    /// How often retention runs.
+    #[serde(with = "humantime_serde")]
+    pub retention_interval: Duration,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             url: "sqlite://./data/chat.db".into(),
+            retention_max_age: Duration::ZERO,
+            retention_max_messages_per_room: 0,
+            retention_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The retention policy these values describe.
+    pub fn retention(&self) -> crate::store::Retention {
+        crate::store::Retention {
+            max_age: (!self.retention_max_age.is_zero()).then_some(self.retention_max_age),
+            max_messages_per_room: (self.retention_max_messages_per_room > 0)
+                .then_some(self.retention_max_messages_per_room),
         }
     }
 }
@@ -400,6 +422,9 @@ impl Config {
         }
         if self.notifications.enabled && self.notifications.interval.is_zero() {
             return bad("notifications.interval must be above zero");
+        }
+        if self.store.retention_interval.is_zero() {
+            return bad("store.retention_interval must be above zero");
         }
         let p = &self.presence;
         if p.heartbeat_interval.is_zero() || p.expiry < p.heartbeat_interval * 2 {

@@ -155,6 +155,12 @@ pub async fn start(
         .add_service(health_service)
         .add_service(chat);
 
+    sessions.spawn(store::retain(
+        hub.store().clone(),
+        config.store.retention(),
+        config.store.retention_interval,
+        shutdown.clone(),
+    ));
     sessions.spawn(repair::run(
         rooms_for_repair,
         hub.store().clone(),

@@ -266,6 +266,82 @@ async fn messages_survive_a_restart(backend: Backend) {
     store.check().await.unwrap();
 }
 
+async fn retention_deletes_by_count_and_by_age_but_never_reuses_numbers(backend: Backend) {
+    use chat_server::store::Retention;
+    use std::time::Duration;
+    let store = backend.open().await;
+    for i in 1..=10 {
+        store
+            .append(message("keep", "u", &i.to_string(), "x"))
+            .await
+            .unwrap();
+    }
+    for i in 1..=3 {
+        store
+            .append(message("small", "u", &i.to_string(), "x"))
+            .await
+            .unwrap();
+    }
+    let by_count = Retention {
+        max_age: None,
+        max_messages_per_room: Some(3),
+    };
+    assert_eq!(store.enforce_retention(by_count).await.unwrap(), 7);
+    let all = Page {
+        direction: Direction::Forward,
+        from: 0,
+        limit: 100,
+    };
+    let kept: Vec<u64> = store
+        .history(&room("keep"), all)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.sequence)
+        .collect();
+    assert_eq!(kept, vec![8, 9, 10]);
+    assert_eq!(
+        store.history(&room("small"), all).await.unwrap().len(),
+        3,
+        "a small room keeps all"
+    );
+    assert_eq!(store.latest_sequence(&room("keep")).await.unwrap(), 10);
+    assert_eq!(
+        store
+            .append(message("keep", "u", "11", "x"))
+            .await
+            .unwrap()
+            .message
+            .sequence,
+        11
+    );
+
+    // Everything is older than a millisecond once a few have passed.
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_millis(5) {
+        tokio::task::yield_now().await;
+    }
+    let by_age = Retention {
+        max_age: Some(Duration::from_millis(1)),
+        max_messages_per_room: None,
+    };
+    assert_eq!(store.enforce_retention(by_age).await.unwrap(), 7);
+    assert!(store.history(&room("keep"), all).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .append(message("keep", "u", "12", "x"))
+            .await
+            .unwrap()
+            .message
+            .sequence,
+        12
+    );
+    assert_eq!(
+        store.enforce_retention(Retention::default()).await.unwrap(),
+        0
+    );
+}
+
 macro_rules! suite {
     ($backend:ident: $($test:ident),* $(,)?) => {
         mod $backend {
@@ -280,9 +356,9 @@ macro_rules! suite {
     };
 }
 
-suite!(memory: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, history_pages_both_ways, messages_survive_a_restart);
-suite!(sqlite: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, history_pages_both_ways, messages_survive_a_restart);
-suite!(postgres: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, history_pages_both_ways, messages_survive_a_restart);
+suite!(memory: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers);
+suite!(sqlite: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers);
+suite!(postgres: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers);
 
 /// Two instances sharing PostgreSQL number one room's messages together.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,9 @@
 //! each room's latest messages (for history and retried sends). Nothing
 //! survives a restart; for tests and throwaway runs.
 
-use super::{Appended, Direction, MessageStore, NewMessage, Page, StoreError, StoredMessage};
+use super::{
+    Appended, Direction, MessageStore, NewMessage, Page, Retention, StoreError, StoredMessage,
+};
 use crate::time::now_unix_ms;
 use crate::validate::RoomName;
 use futures::future::{BoxFuture, FutureExt, ready};
@@ -142,5 +144,29 @@ impl MessageStore for MemoryStore {
 
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         ready(Ok(())).boxed()
+    }
+
+    fn enforce_retention(&self, retention: Retention) -> BoxFuture<'_, Result<u64, StoreError>> {
+        let cutoff = retention.cutoff_ms();
+        let keep = retention.max_messages_per_room.unwrap_or(u64::MAX);
+        let mut deleted = 0;
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            for log in shard.values_mut() {
+                while let Some(oldest) = log.recent.front() {
+                    let too_old = oldest.time_unix_ms < cutoff;
+                    let too_many = log.last.saturating_sub(oldest.sequence) >= keep;
+                    if !(too_old || too_many) {
+                        break;
+                    }
+                    if let Some(old) = log.recent.pop_front() {
+                        log.by_client_id
+                            .remove(&(old.message.sender.user_id, old.message.client_message_id));
+                        deleted += 1;
+                    }
+                }
+            }
+        }
+        ready(Ok(deleted)).boxed()
     }
 }

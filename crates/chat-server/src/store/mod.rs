@@ -135,6 +135,59 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// Whether the store answers, for readiness.
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Deletes what `retention` no longer keeps; returns how many messages
+    /// went. Room counters stay, so sequence numbers are never reused.
+    fn enforce_retention(&self, retention: Retention) -> BoxFuture<'_, Result<u64, StoreError>>;
+}
+
+/// How much history a store keeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Messages older than this go (`None`: no age limit).
+    pub max_age: Option<std::time::Duration>,
+    /// Each room keeps at most its latest this many (`None`: no limit).
+    pub max_messages_per_room: Option<u64>,
+}
+
+impl Retention {
+    /// The oldest creation time kept, in Unix milliseconds (or `i64::MIN`).
+    fn cutoff_ms(&self) -> i64 {
+        match self.max_age {
+            Some(age) => crate::time::now_unix_ms()
+                .saturating_sub(age.as_millis().min(i64::MAX as u128) as i64),
+            None => i64::MIN,
+        }
+    }
+
+    /// Whether it deletes anything at all.
+    pub fn is_unlimited(&self) -> bool {
+        self.max_age.is_none() && self.max_messages_per_room.is_none()
+    }
+}
+
+/// Enforces `retention` on `store` every `interval` until `shutdown`.
+pub async fn retain(
+    store: Arc<dyn MessageStore>,
+    retention: Retention,
+    interval: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    if retention.is_unlimited() {
+        return;
+    }
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => match store.enforce_retention(retention).await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(deleted, "retention: old messages deleted"),
+                Err(e) => tracing::warn!(error = %e, "retention failed; retrying at the next interval"),
+            },
+        }
+    }
 }
 
 /// Opens the store `url` names: `memory`, `sqlite://PATH` or

@@ -5,7 +5,8 @@
 //! so instances starting together do not race.
 
 use super::{
-    Appended, Direction, MessageStore, NewMessage, Page, StoreError, StoredMessage, row_to_message,
+    Appended, Direction, MessageStore, NewMessage, Page, Retention, StoreError, StoredMessage,
+    row_to_message,
 };
 use crate::time::now_unix_ms;
 use crate::validate::RoomName;
@@ -175,6 +176,31 @@ impl MessageStore for PostgresStore {
         async move {
             sqlx::query("SELECT 1").execute(&self.pool).await?;
             Ok(())
+        }
+        .boxed()
+    }
+
+    fn enforce_retention(&self, retention: Retention) -> BoxFuture<'_, Result<u64, StoreError>> {
+        async move {
+            let mut deleted = 0;
+            if retention.max_age.is_some() {
+                deleted += sqlx::query("DELETE FROM messages WHERE created_at_ms < $1")
+                    .bind(retention.cutoff_ms())
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+            }
+            if let Some(keep) = retention.max_messages_per_room {
+                deleted += sqlx::query(
+                    "DELETE FROM messages m USING rooms r \
+                     WHERE m.room = r.room AND m.sequence <= r.last_sequence - $1",
+                )
+                .bind(keep.min(i64::MAX as u64) as i64)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            }
+            Ok(deleted)
         }
         .boxed()
     }

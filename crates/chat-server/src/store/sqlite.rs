@@ -9,7 +9,8 @@
 //! buffering without limit.
 
 use super::{
-    Appended, Direction, MessageStore, NewMessage, Page, StoreError, StoredMessage, row_to_message,
+    Appended, Direction, MessageStore, NewMessage, Page, Retention, StoreError, StoredMessage,
+    row_to_message,
 };
 use crate::time::now_unix_ms;
 use crate::validate::RoomName;
@@ -30,9 +31,15 @@ const QUEUE: usize = 4096;
 
 type Reply = oneshot::Sender<Result<Appended, StoreError>>;
 
+/// What the writer task is asked to do.
+enum Write {
+    Append(NewMessage, Reply),
+    Retain(Retention, oneshot::Sender<Result<u64, StoreError>>),
+}
+
 /// Messages in a SQLite file.
 pub struct SqliteStore {
-    writer: mpsc::Sender<(NewMessage, Reply)>,
+    writer: mpsc::Sender<Write>,
     readers: SqlitePool,
 }
 
@@ -72,11 +79,23 @@ impl SqliteStore {
     }
 }
 
-/// The one writer: commits queued appends in groups until every sender of
-/// the queue is gone.
-async fn write_loop(mut conn: SqliteConnection, mut queue: mpsc::Receiver<(NewMessage, Reply)>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+/// The one writer: commits queued appends in groups, and deletes for
+/// retention, until every sender of the queue is gone.
+async fn write_loop(mut conn: SqliteConnection, mut queue: mpsc::Receiver<Write>) {
+    let mut requests = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut requests, MAX_BATCH).await > 0 {
+        let mut batch = Vec::with_capacity(requests.len());
+        for request in requests.drain(..) {
+            match request {
+                Write::Append(message, reply) => batch.push((message, reply)),
+                Write::Retain(retention, reply) => {
+                    let _ = reply.send(retain(&mut conn, retention).await);
+                }
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
         match commit(&mut conn, batch.iter().map(|(m, _)| m)).await {
             Ok(results) => {
                 for ((_, reply), result) in batch.drain(..).zip(results) {
@@ -94,6 +113,29 @@ async fn write_loop(mut conn: SqliteConnection, mut queue: mpsc::Receiver<(NewMe
         }
     }
     let _ = conn.close().await;
+}
+
+/// Deletes what `retention` no longer keeps.
+async fn retain(conn: &mut SqliteConnection, retention: Retention) -> Result<u64, StoreError> {
+    let mut deleted = 0;
+    if retention.max_age.is_some() {
+        deleted += sqlx::query("DELETE FROM messages WHERE created_at_ms < ?")
+            .bind(retention.cutoff_ms())
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+    }
+    if let Some(keep) = retention.max_messages_per_room {
+        deleted += sqlx::query(
+            "DELETE FROM messages WHERE sequence <= \
+             (SELECT last_sequence FROM rooms WHERE rooms.room = messages.room) - ?",
+        )
+        .bind(keep.min(i64::MAX as u64) as i64)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    }
+    Ok(deleted)
 }
 
 /// Appends `messages` in one transaction; all or nothing.
@@ -203,7 +245,7 @@ impl MessageStore for SqliteStore {
         async move {
             let (reply, answer) = oneshot::channel();
             self.writer
-                .send((message, reply))
+                .send(Write::Append(message, reply))
                 .await
                 .map_err(|_| StoreError::Unavailable("the sqlite writer stopped".into()))?;
             answer
@@ -263,6 +305,19 @@ impl MessageStore for SqliteStore {
             rows.iter()
                 .map(|row| from_row(room, row).map_err(StoreError::from))
                 .collect()
+        }
+        .boxed()
+    }
+
+    fn enforce_retention(&self, retention: Retention) -> BoxFuture<'_, Result<u64, StoreError>> {
+        async move {
+            let stopped = || StoreError::Unavailable("the sqlite writer stopped".into());
+            let (reply, answer) = oneshot::channel();
+            self.writer
+                .send(Write::Retain(retention, reply))
+                .await
+                .map_err(|_| stopped())?;
+            answer.await.map_err(|_| stopped())?
         }
         .boxed()
     }
