@@ -98,6 +98,8 @@ struct Inner {
     rejoins: Mutex<HashMap<u64, String>>,
     state: watch::Sender<ConnectionState>,
     close: CancellationToken,
+    /// Cancelled to end the current session and reconnect at once.
+    cut: Mutex<CancellationToken>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -129,6 +131,7 @@ impl Client {
             rejoins: Mutex::default(),
             state,
             close: CancellationToken::new(),
+            cut: Mutex::new(CancellationToken::new()),
         });
         tokio::spawn(run(inner.clone(), events_tx));
         (Client { inner }, Events { rx: events_rx })
@@ -162,6 +165,12 @@ impl Client {
     /// The rooms this client is in (and rejoins after a reconnect).
     pub fn rooms(&self) -> Vec<String> {
         lock(&self.inner.rooms).iter().cloned().collect()
+    }
+
+    /// Drops the current session and connects again at once (rejoining
+    /// and resuming as after any reconnect), e.g. after a network change.
+    pub fn reconnect(&self) {
+        lock(&self.inner.cut).cancel();
     }
 
     /// Stops the client: ends the session and stops reconnecting.
@@ -493,6 +502,11 @@ async fn session(inner: &Arc<Inner>, events: &mpsc::Sender<Event>) -> SessionEnd
         Err(_) => return ended("no welcome within the connect timeout"),
     };
 
+    let cut = {
+        let mut cut = lock(&inner.cut);
+        *cut = CancellationToken::new();
+        cut.clone()
+    };
     *lock(&inner.outbound) = Some(tx.clone());
     inner
         .state
@@ -513,6 +527,7 @@ async fn session(inner: &Arc<Inner>, events: &mpsc::Sender<Event>) -> SessionEnd
     let reason = loop {
         tokio::select! {
             _ = inner.close.cancelled() => break "closed by the client".to_string(),
+            _ = cut.cancelled() => break "reconnect requested".to_string(),
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > config.heartbeat_timeout {
                     break format!("nothing heard from the server for {:?}", config.heartbeat_timeout);

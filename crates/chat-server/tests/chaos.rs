@@ -1,0 +1,341 @@
+//! The chaos test: three instances (real processes) on one Redis and one
+//! PostgreSQL store, two dozen clients in four rooms sending messages with
+//! known ids, while instances and Redis are killed and restarted and client
+//! connections are cut. Then a checker verifies, for every client and every
+//! room it was in, that it saw the room's sequence with no gap and no
+//! duplicate, matching the store, and that every acknowledged send is
+//! stored exactly once.
+//!
+//! Sized for CI (about 20 s of faults); `CHAT_CHAOS_SECONDS` runs longer.
+
+mod common;
+
+use chat_client::{Client, Event};
+use chat_server::store::{self, Direction, Page};
+use chat_server::validate::RoomName;
+use common::services::{PostgresDb, RedisServer, free_port};
+use common::*;
+use std::collections::{BTreeMap, HashMap};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const ROOMS: [&str; 4] = ["r0", "r1", "r2", "r3"];
+const CLIENTS: usize = 24;
+
+/// One `chat-server` process that can be killed without a goodbye.
+struct Instance {
+    id: String,
+    port: u16,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+}
+
+impl Instance {
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn start(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .env("CHAT_SERVER_ID", &self.id)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chat-server");
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    async fn wait_ready(&self) {
+        let addr = format!("127.0.0.1:{}", self.port).parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok((200, _)) = chat_server::health::probe(addr, Duration::from_secs(1)).await {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "instance {} never became ready",
+                self.id
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A small deterministic generator, so a failing run can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// What one client saw and got acknowledged.
+#[derive(Default)]
+struct Log {
+    /// Per room: (sequence, message id) in arrival order.
+    seen: BTreeMap<String, Vec<(u64, String)>>,
+    /// Acknowledged sends: client message id → (room, sequence).
+    acked: HashMap<String, (String, u64)>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_keeps_every_acknowledged_message_gap_free_and_once() {
+    let (Some(mut redis), Some(db)) = (RedisServer::start(), PostgresDb::create().await) else {
+        return;
+    };
+    let seconds: u64 = std::env::var("CHAT_CHAOS_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(7);
+    println!("chaos: seed {seed}, {seconds} s of faults");
+    let mut rng = Rng(seed);
+
+    let env = vec![
+        ("CHAT_BACKPLANE".to_string(), "redis".to_string()),
+        ("CHAT_REDIS__URL".to_string(), redis.url()),
+        (
+            "CHAT_REDIS__RECONNECT_MAX_DELAY".to_string(),
+            "300ms".to_string(),
+        ),
+        ("CHAT_STORE__URL".to_string(), db.url()),
+        (
+            "CHAT_NOTIFICATIONS__ENABLED".to_string(),
+            "false".to_string(),
+        ),
+        (
+            "CHAT_PRESENCE__HEARTBEAT_INTERVAL".to_string(),
+            "500ms".to_string(),
+        ),
+        ("CHAT_PRESENCE__EXPIRY".to_string(), "3s".to_string()),
+    ];
+    let mut instances: Vec<Instance> = (0..3)
+        .map(|i| Instance {
+            id: format!("i{i}"),
+            port: free_port(),
+            env: env.clone(),
+            child: None,
+        })
+        .collect();
+    for instance in &mut instances {
+        instance.start();
+    }
+    for instance in &instances {
+        instance.wait_ready().await;
+    }
+
+    // Clients, each in two rooms, spread over the instances.
+    let mut clients = Vec::new();
+    let logs: Vec<Arc<Mutex<Log>>> = (0..CLIENTS).map(|_| Arc::default()).collect();
+    for i in 0..CLIENTS {
+        let url = instances[i % 3].url();
+        let (client, mut events) = connect(&url, &format!("c{i}")).await;
+        for room in [ROOMS[i % 4], ROOMS[(i + 1) % 4]] {
+            client.join(room).await.unwrap();
+        }
+        let log = logs[i].clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.next().await {
+                if let Event::Message(m) = event {
+                    let mut log = log.lock().unwrap();
+                    log.seen
+                        .entry(m.room.clone())
+                        .or_default()
+                        .push((m.sequence, m.message_id));
+                }
+            }
+        });
+        clients.push(client);
+    }
+
+    // Senders: every client keeps sending to its rooms until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for (i, client) in clients.iter().enumerate() {
+        let (client, log, stop) = (client.clone(), logs[i].clone(), stop.clone());
+        senders.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let room = ROOMS[(i + (n as usize % 2)) % 4];
+                let id = format!("c{i}-{n}");
+                match client
+                    .send_with_id(room, &id, &format!("message {id}"))
+                    .await
+                {
+                    Ok(ack) => {
+                        log.lock()
+                            .unwrap()
+                            .acked
+                            .insert(id, (room.to_string(), ack.sequence));
+                    }
+                    // Not acknowledged: it may or may not be stored; the
+                    // checker only counts acknowledged ones.
+                    Err(_) => {}
+                }
+                tokio::time::sleep(Duration::from_millis(100 + (n * 37 % 100))).await;
+            }
+        }));
+    }
+
+    // Faults.
+    let mut faults: BTreeMap<&str, usize> = BTreeMap::new();
+    let until = Instant::now() + Duration::from_secs(seconds);
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(1000 + rng.below(1000))).await;
+        match rng.below(3) {
+            0 => {
+                let k = rng.below(3) as usize;
+                instances[k].kill();
+                tokio::time::sleep(Duration::from_millis(200 + rng.below(500))).await;
+                instances[k].start();
+                *faults.entry("instance killed and restarted").or_default() += 1;
+            }
+            1 => {
+                redis.kill();
+                tokio::time::sleep(Duration::from_millis(200 + rng.below(800))).await;
+                redis.restart();
+                *faults.entry("redis killed and restarted").or_default() += 1;
+            }
+            _ => {
+                for _ in 0..4 {
+                    clients[rng.below(CLIENTS as u64) as usize].reconnect();
+                }
+                *faults.entry("client connections cut (x4)").or_default() += 1;
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for instance in &instances {
+        instance.wait_ready().await;
+    }
+    for sender in senders {
+        tokio::time::timeout(Duration::from_secs(60), sender)
+            .await
+            .expect("senders finish")
+            .unwrap();
+    }
+
+    // Let every client catch up with the store, bounded.
+    let store = store::open(&db.url()).await.unwrap();
+    let mut latest = BTreeMap::new();
+    for room in ROOMS {
+        let name = RoomName::parse(room).unwrap();
+        latest.insert(room, store.latest_sequence(&name).await.unwrap());
+    }
+    let caught_up = |i: usize, client: &Client| {
+        [ROOMS[i % 4], ROOMS[(i + 1) % 4]]
+            .iter()
+            .all(|room| client.last_seen(room) == Some(latest[room]))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !clients.iter().enumerate().all(|(i, c)| caught_up(i, c)) {
+        assert!(
+            Instant::now() < deadline,
+            "clients did not catch up with the store"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // The checker.
+    let mut stored: BTreeMap<&str, Vec<store::StoredMessage>> = BTreeMap::new();
+    for room in ROOMS {
+        let name = RoomName::parse(room).unwrap();
+        let mut all = Vec::new();
+        let mut from = 0;
+        loop {
+            let page = Page {
+                direction: Direction::Forward,
+                from,
+                limit: 500,
+            };
+            let batch = store.history(&name, page).await.unwrap();
+            let Some(last) = batch.last() else { break };
+            from = last.sequence;
+            all.extend(batch);
+        }
+        stored.insert(room, all);
+    }
+    let mut violations = Vec::new();
+    let (mut deliveries, mut acked_total) = (0usize, 0usize);
+    for (i, log) in logs.iter().enumerate() {
+        let log = log.lock().unwrap();
+        for room in [ROOMS[i % 4], ROOMS[(i + 1) % 4]] {
+            let seen = log.seen.get(room).cloned().unwrap_or_default();
+            deliveries += seen.len();
+            let seqs: Vec<u64> = seen.iter().map(|(s, _)| *s).collect();
+            let expected: Vec<u64> = (1..=latest[room]).collect();
+            if seqs != expected {
+                let first_bad = seqs.iter().zip(&expected).position(|(a, b)| a != b);
+                violations.push(format!(
+                    "c{i} in {room}: saw {} messages, expected {}; first difference at index {first_bad:?}",
+                    seqs.len(),
+                    expected.len()
+                ));
+                continue;
+            }
+            for (seq, id) in &seen {
+                if stored[room][(*seq - 1) as usize].id != *id {
+                    violations.push(format!(
+                        "c{i} in {room}: message {seq} differs from the store"
+                    ));
+                }
+            }
+        }
+        for (id, (room, seq)) in &log.acked {
+            acked_total += 1;
+            let copies: Vec<&store::StoredMessage> = stored[room.as_str()]
+                .iter()
+                .filter(|m| m.message.client_message_id == *id)
+                .collect();
+            if copies.len() != 1 || copies[0].sequence != *seq {
+                violations.push(format!(
+                    "{id}: stored {} times (acknowledged as {room} #{seq})",
+                    copies.len()
+                ));
+            }
+        }
+    }
+    let messages: u64 = latest.values().sum();
+    println!(
+        "chaos: {messages} messages stored, {acked_total} acknowledged sends, {deliveries} deliveries checked, faults {faults:?}, violations = {}",
+        violations.len()
+    );
+    assert!(
+        violations.is_empty(),
+        "violations:\n{}",
+        violations.join("\n")
+    );
+    assert!(
+        faults.values().sum::<usize>() >= 5,
+        "too few faults injected: {faults:?}"
+    );
+    assert!(acked_total > 100, "too little traffic: {acked_total}");
+}
