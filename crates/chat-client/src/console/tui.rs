@@ -860,6 +860,14 @@ impl App {
                 match result {
                     Ok(r) => {
                         self.push_room(&room, Entry::now(Kind::Info(joined_text(verb, &r))));
+                        if r.backlog_incomplete {
+                            // Say what was lost rather than pretend.
+                            let text = format!(
+                                "messages of {room} before #{} were missed and are no longer available",
+                                r.backlog_after_sequence + 1
+                            );
+                            self.push_room(&room, Entry::now(Kind::Error(text)));
+                        }
                         if self.sessions <= 1 {
                             self.fetch_history(room.clone(), HISTORY_ON_JOIN);
                         }
