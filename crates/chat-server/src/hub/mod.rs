@@ -199,7 +199,10 @@ impl Hub {
             let mut first = Vec::with_capacity(backlog.len() + 1);
             first.push(reply(&presence.members(room), &info));
             first.extend(backlog);
-            self.rooms.finish_join(room, conn, first);
+            // A client resuming from beyond what this instance delivered
+            // (it saw more elsewhere) must not get those messages again.
+            let seen = since.filter(|s| *s > delivered).unwrap_or(0);
+            self.rooms.finish_join(room, conn, first, seen);
             if change.transition {
                 self.emit(&Transition::Joined(room.clone(), user.clone()));
             }

@@ -54,7 +54,7 @@ pub struct Room {
 #[derive(Default)]
 struct RoomState {
     /// One entry per local connection: the fan-out list.
-    recipients: Vec<(ConnId, Outbox)>,
+    recipients: Vec<Recipient>,
     /// Connections whose join is being completed; live frames wait here.
     joining: Vec<Joining>,
     /// Highest sequence handed to local members (ordered mode).
@@ -63,21 +63,32 @@ struct RoomState {
     held: BTreeMap<u64, EncodedFrame>,
 }
 
+struct Recipient {
+    conn: ConnId,
+    outbox: Outbox,
+    /// Messages up to this sequence the connection already has (it resumed
+    /// from further on than this instance had delivered): skipped.
+    seen: u64,
+}
+
 struct Joining {
     conn: ConnId,
     outbox: Outbox,
-    pending: Vec<EncodedFrame>,
+    pending: Vec<(Option<u64>, EncodedFrame)>,
 }
 
 impl RoomState {
-    /// Queues `frame` for every member, and for joiners to receive later.
-    fn fan_out(&mut self, frame: &EncodedFrame) {
-        for (_, outbox) in &self.recipients {
-            outbox.push(frame.clone());
+    /// Queues `frame` (message `sequence`, if it is one) for every member
+    /// that does not have it, and for joiners to receive later.
+    fn fan_out(&mut self, sequence: Option<u64>, frame: &EncodedFrame) {
+        for r in &self.recipients {
+            if sequence.is_none_or(|s| s > r.seen) {
+                r.outbox.push(frame.clone());
+            }
         }
         for joining in &mut self.joining {
             if joining.pending.len() < MAX_JOIN_PENDING {
-                joining.pending.push(frame.clone());
+                joining.pending.push((sequence, frame.clone()));
             } else {
                 // It cannot keep up even before it has joined.
                 joining.outbox.push_overflowed();
@@ -91,10 +102,10 @@ impl RoomState {
             return !self.held.is_empty();
         }
         if sequence == self.delivered + 1 {
-            self.fan_out(frame);
+            self.fan_out(Some(sequence), frame);
             self.delivered = sequence;
             while let Some(next) = self.held.remove(&(self.delivered + 1)) {
-                self.fan_out(&next);
+                self.fan_out(Some(self.delivered + 1), &next);
                 self.delivered += 1;
             }
         } else {
@@ -187,18 +198,28 @@ impl Rooms {
     }
 
     /// Completes a join: queues `first` (the reply and any backlog), then the
-    /// frames collected meanwhile, and makes the connection a member.
-    pub fn finish_join(&self, room: &RoomName, conn: ConnId, first: Vec<EncodedFrame>) {
+    /// frames collected meanwhile except messages up to `seen` (which the
+    /// connection already has), and makes the connection a member.
+    pub fn finish_join(&self, room: &RoomName, conn: ConnId, first: Vec<EncodedFrame>, seen: u64) {
         let Some(entry) = self.get(room) else { return };
         let mut state = lock(&entry.state);
         let Some(at) = state.joining.iter().position(|j| j.conn == conn) else {
             return;
         };
         let joining = state.joining.swap_remove(at);
-        for frame in first.into_iter().chain(joining.pending) {
+        for frame in first {
             joining.outbox.push(frame);
         }
-        state.recipients.push((conn, joining.outbox));
+        for (sequence, frame) in joining.pending {
+            if sequence.is_none_or(|s| s > seen) {
+                joining.outbox.push(frame);
+            }
+        }
+        state.recipients.push(Recipient {
+            conn,
+            outbox: joining.outbox,
+            seen,
+        });
     }
 
     /// Offers stored message `sequence` to the room (the repair task's way
@@ -258,7 +279,7 @@ impl Rooms {
         let mut shard = lock(self.shard(room));
         let entry = shard.get(room)?;
         let mut state = lock(&entry.state);
-        if let Some(at) = state.recipients.iter().position(|(c, _)| *c == conn) {
+        if let Some(at) = state.recipients.iter().position(|r| r.conn == conn) {
             state.recipients.swap_remove(at);
         } else {
             let at = state.joining.iter().position(|j| j.conn == conn)?;
@@ -295,8 +316,8 @@ impl FrameSink for Rooms {
             let mut state = lock(&room.state);
             match frame.sequence {
                 Some(sequence) if self.ordered => state.offer(sequence, &frame.frame),
-                _ => {
-                    state.fan_out(&frame.frame);
+                sequence => {
+                    state.fan_out(sequence, &frame.frame);
                     false
                 }
             }
@@ -320,7 +341,7 @@ mod tests {
         let lobby = RoomName::parse("lobby").unwrap();
         let (o, mut s) = outbox(64);
         assert_eq!(rooms.begin_join(&lobby, 1, o, 10), (true, 10));
-        rooms.finish_join(&lobby, 1, vec![f(0)]);
+        rooms.finish_join(&lobby, 1, vec![f(0)], 0);
         let offer = |seq: u64| {
             rooms.deliver(&RoomFrame {
                 room: lobby.clone(),
@@ -355,7 +376,7 @@ mod tests {
             sequence: Some(6),
             frame: f(6),
         });
-        rooms.finish_join(&lobby, 1, vec![f(100), f(4), f(5)]);
+        rooms.finish_join(&lobby, 1, vec![f(100), f(4), f(5)], 0);
         rooms.deliver(&RoomFrame {
             room: lobby.clone(),
             sequence: Some(7),
@@ -382,7 +403,7 @@ mod tests {
         let (o2, mut s2) = outbox(4);
         for (conn, outbox) in [(1, o1), (2, o2)] {
             rooms.begin_join(&lobby, conn, outbox, 0);
-            rooms.finish_join(&lobby, conn, Vec::new());
+            rooms.finish_join(&lobby, conn, Vec::new(), 0);
         }
         let frame = EncodedFrame(Bytes::from_static(b"x"));
         rooms.deliver(&RoomFrame {
@@ -396,5 +417,30 @@ mod tests {
         assert_eq!(rooms.leave(&lobby, 1), None, "already left");
         assert_eq!(rooms.leave(&lobby, 2), Some(true));
         assert!(rooms.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_joiner_ahead_of_this_instance_gets_nothing_twice() {
+        // It saw up to 7 elsewhere; here only 5 were delivered so far.
+        let rooms = Rooms::new(true, None);
+        let lobby = RoomName::parse("lobby").unwrap();
+        let (o, mut s) = outbox(64);
+        assert_eq!(rooms.begin_join(&lobby, 1, o, 5), (true, 5));
+        let deliver = |seq: u64| {
+            rooms.deliver(&RoomFrame {
+                room: lobby.clone(),
+                sequence: Some(seq),
+                frame: f(seq as u8),
+            })
+        };
+        deliver(6);
+        rooms.finish_join(&lobby, 1, vec![f(100)], 7);
+        deliver(7);
+        deliver(8);
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            got.push(s.next().await.unwrap().unwrap().0[0]);
+        }
+        assert_eq!(got, vec![100, 8]);
     }
 }
