@@ -245,6 +245,7 @@ fn servers_share_the_redis_backplane_with_distinct_ids_and_health_gated_start() 
     );
 
     let mut ids = Vec::new();
+    let mut stores = Vec::new();
     let mut published = Vec::new();
     for name in SERVERS {
         let server = service(&doc, name);
@@ -266,6 +267,21 @@ fn servers_share_the_redis_backplane_with_distinct_ids_and_health_gated_start() 
         let id = env.get("CHAT_SERVER_ID").cloned().unwrap_or_default();
         assert!(!id.is_empty(), "{name} sets CHAT_SERVER_ID");
         ids.push(id);
+
+        // One store numbers every room's messages for both instances.
+        let store = env
+            .get("CHAT_STORE__URL")
+            .unwrap_or_else(|| panic!("{name} sets CHAT_STORE__URL"));
+        assert!(
+            store.starts_with("postgres://") && store.contains("@postgres:"),
+            "{name} uses the shared postgres service: {store}"
+        );
+        stores.push(store.clone());
+        assert_eq!(
+            server["depends_on"]["postgres"]["condition"].as_str(),
+            Some("service_healthy"),
+            "{name} starts once PostgreSQL is healthy"
+        );
 
         assert_eq!(
             server["depends_on"][REDIS]["condition"].as_str(),
@@ -289,6 +305,8 @@ fn servers_share_the_redis_backplane_with_distinct_ids_and_health_gated_start() 
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), SERVERS.len(), "server ids are distinct: {ids:?}");
+    stores.dedup();
+    assert_eq!(stores.len(), 1, "the servers share one store: {stores:?}");
     let mut unique = published.clone();
     unique.sort();
     unique.dedup();
