@@ -1,0 +1,116 @@
+//! A tiny scenario A against a real server started in this process (port
+//! 0, memory store, no notifications): every delivery arrives and the
+//! report has load.js's fields.
+
+use chat_bench::Cli;
+use chat_server::Config;
+use clap::Parser;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+fn config() -> Config {
+    let mut c = Config {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        ..Config::default()
+    };
+    c.notifications.enabled = false;
+    c.store.url = "memory".into();
+    c.shutdown.drain_timeout = Duration::from_secs(3);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_fan_out_delivers_everything() {
+    let shutdown = CancellationToken::new();
+    let server = chat_server::start(config(), shutdown.clone())
+        .await
+        .expect("server starts");
+    let url = format!("http://{}", server.addr());
+    let pid = std::process::id().to_string();
+    let cli = Cli::try_parse_from([
+        "chat-bench",
+        "--scenario",
+        "A",
+        "--label",
+        "tiny",
+        "--urls",
+        &url,
+        "--rooms",
+        "1",
+        "--clients-per-room",
+        "5",
+        "--senders-per-room",
+        "1",
+        "--rate",
+        "20",
+        "--duration",
+        "1",
+        "--settle",
+        "0.2",
+        "--drain",
+        "3",
+        "--server-pids",
+        &pid,
+    ])
+    .expect("flags parse");
+    let report = chat_bench::run(cli.resolve().expect("valid")).await;
+
+    assert_eq!(report.error, None);
+    assert_eq!(report.connections, 5);
+    assert_eq!(report.joined, 5);
+    assert_eq!(report.messages_sent, 20);
+    assert_eq!(report.acks_ok, 20);
+    assert_eq!(report.deliveries_expected, 100);
+    assert_eq!(report.deliveries_received, 100);
+    assert_eq!(report.delivery_ratio, Some(1.0));
+    assert_eq!(report.messages_incomplete, 0);
+    assert_eq!(report.duplicate_deliveries, 0);
+    assert_eq!(report.bad_messages, 0);
+    assert!(report.failures().is_empty(), "{:?}", report.failures());
+
+    let json: serde_json::Value =
+        serde_json::from_str(&serde_json::to_string(&report).expect("encodes")).expect("parses");
+    for key in [
+        "label",
+        "driver",
+        "time_utc",
+        "params",
+        "connections",
+        "connect_failed",
+        "connect_s",
+        "messages_planned",
+        "messages_sent",
+        "deliveries_received",
+        "deliveries_expected",
+        "delivery_ratio",
+        "offered_deliveries_per_s",
+        "deliveries_per_s",
+        "window_s",
+        "latency_ms",
+        "ack_rtt_ms",
+        "send_lag_ms",
+        "servers",
+        "server_cpu_s_run_total",
+        "server_rss_kb_per_connection",
+        "loadgen",
+        "run_wall_s",
+        "machine",
+        "total_wall_s",
+    ] {
+        assert!(json.get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(json["latency_ms"]["n"], 100);
+    for key in ["p50", "p90", "p99", "max"] {
+        assert!(
+            json["latency_ms"][key].as_f64().is_some(),
+            "latency_ms.{key}"
+        );
+    }
+    assert_eq!(json["params"]["clients_per_room"], 5);
+    assert_eq!(json["offered_deliveries_per_s"], 100.0);
+    assert!(json["server_cpu_s_run_total"].as_f64().is_some());
+    assert_eq!(json["servers"][0]["pid"], std::process::id());
+
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), server.wait()).await;
+}
