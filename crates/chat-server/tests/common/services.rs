@@ -2,6 +2,7 @@
 //! per test on a free port, spawned and reaped by the test, never the
 //! shared default ones.
 
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,6 +29,35 @@ fn missing(program: &str) -> Option<std::convert::Infallible> {
     );
     eprintln!("skipping: {program} is not installed");
     None
+}
+
+/// Kills and reaps a spawned service, if it runs.
+fn reap(child: &mut Option<Child>) {
+    if let Some(mut child) = child.take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// Waits (bounded) until a connection to `port` passes `greeting`.
+fn wait_until_answers(
+    program: &str,
+    port: u16,
+    greeting: impl Fn(&mut std::net::TcpStream) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port))
+            && greeting(&mut stream)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{program} on {port} did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A port nobody listens on right now.
@@ -73,30 +103,15 @@ impl NatsServer {
             .expect("spawn nats-server");
         self.child = Some(child);
         // Ready when it greets a connection with INFO.
-        use std::io::Read;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
-                let mut buf = [0u8; 4];
-                if s.read_exact(&mut buf).is_ok() && &buf == b"INFO" {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nats-server on {} did not start",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until_answers("nats-server", self.port, |s| {
+            let mut buf = [0u8; 4];
+            s.read_exact(&mut buf).is_ok() && &buf == b"INFO"
+        });
     }
 
     /// Kills it abruptly (SIGKILL) and reaps it.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        reap(&mut self.child);
     }
 
     /// Starts it again on the same port.
@@ -166,33 +181,17 @@ impl RedisServer {
 
     /// Waits (bounded) until it answers PING.
     fn wait_ready(&self) {
-        use std::io::{Read, Write};
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
-                let mut buf = [0u8; 7];
-                if s.write_all(b"PING\r\n").is_ok()
-                    && s.read_exact(&mut buf).is_ok()
-                    && &buf == b"+PONG\r\n"
-                {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on {} did not start",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until_answers("redis-server", self.port, |s| {
+            let mut buf = [0u8; 7];
+            s.write_all(b"PING\r\n").is_ok()
+                && s.read_exact(&mut buf).is_ok()
+                && &buf == b"+PONG\r\n"
+        });
     }
 
     /// Kills it abruptly (SIGKILL) and reaps it.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        reap(&mut self.child);
     }
 
     /// Starts it again on the same port (empty: it keeps nothing).
