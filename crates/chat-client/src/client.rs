@@ -572,25 +572,64 @@ async fn session(inner: &Arc<Inner>, events: &mpsc::Sender<Event>) -> SessionEnd
 async fn rejoin(inner: Arc<Inner>, events: mpsc::Sender<Event>) {
     let rooms: Vec<String> = lock(&inner.rooms).iter().cloned().collect();
     for room in rooms {
-        let since = lock(&inner.last_seen).get(&room).copied();
-        let request = Request::JoinRoom(JoinRoomRequest {
-            room: room.clone(),
-            since_sequence: since,
-        });
-        match inner.request_as(request, Some(&room)).await {
-            // A reply was reported by `dispatch` when it arrived.
-            Ok(_) | Err(ClientError::Server { .. } | ClientError::UnexpectedReply) => {}
-            // No reply came: say so here.
-            Err(e) => {
-                let _ = events
-                    .send(Event::Rejoined {
-                        room,
-                        result: Err(e),
-                    })
-                    .await;
+        // A join the server could not do now (its store or backplane is
+        // busy, or the reply was late) is tried again within the session,
+        // or the client would sit connected but outside the room.
+        let mut delay = Duration::from_millis(100);
+        loop {
+            if !lock(&inner.rooms).contains(&room) {
+                break;
             }
+            let since = lock(&inner.last_seen).get(&room).copied();
+            let request = Request::JoinRoom(JoinRoomRequest {
+                room: room.clone(),
+                since_sequence: since,
+            });
+            let retry = match inner.request_as(request, Some(&room)).await {
+                // A reply was reported by `dispatch` when it arrived.
+                Ok(_) => false,
+                // After a late reply the join may have happened after all.
+                Err(ClientError::Server {
+                    code: ErrorCode::AlreadyAMember,
+                    ..
+                }) => false,
+                Err(ClientError::Server { code, .. }) => retryable(code),
+                Err(ClientError::UnexpectedReply) => false,
+                Err(e @ ClientError::Timeout(_)) => {
+                    let _ = events
+                        .send(Event::Rejoined {
+                            room: room.clone(),
+                            result: Err(e),
+                        })
+                        .await;
+                    true
+                }
+                // The session is gone; the next one rejoins.
+                Err(e) => {
+                    let _ = events
+                        .send(Event::Rejoined {
+                            room: room.clone(),
+                            result: Err(e),
+                        })
+                        .await;
+                    break;
+                }
+            };
+            if !retry {
+                break;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
         }
     }
+}
+
+/// Whether a refused join may succeed if tried again later.
+fn retryable(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::Unavailable | ErrorCode::RateLimited | ErrorCode::Internal
+    )
 }
 
 /// A reply's result, with a server error as a [`ClientError`].
@@ -618,8 +657,8 @@ async fn dispatch(inner: &Inner, events: &mpsc::Sender<Event>, frame: ServerFram
                     Err(e) => Err(e),
                 };
                 if let Err(ClientError::Server { code, .. }) = &result
-                    && *code != ErrorCode::Unavailable
-                    && *code != ErrorCode::RateLimited
+                    && !retryable(*code)
+                    && *code != ErrorCode::AlreadyAMember
                 {
                     // The server will never accept this room (e.g. an
                     // invalid name): stop trying. Other failures are retried

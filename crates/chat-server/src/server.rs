@@ -165,6 +165,7 @@ pub async fn start(
         rooms_for_repair,
         hub.store().clone(),
         repair_rx,
+        repair::TAIL_CHECK,
         shutdown.clone(),
     ));
     sessions.spawn(cluster::run(

@@ -4,6 +4,7 @@
 //! a short hold — most gaps close by themselves when the late message
 //! lands — the task reads what is missing from the store, the source of
 //! truth, and offers it to the room, which delivers in sequence order.
+//! Every `TAIL_CHECK` it also compares every local room with the store.
 
 use super::{Rooms, message_event};
 use crate::store::{Direction, MessageStore, Page};
@@ -18,6 +19,10 @@ use tokio_util::sync::CancellationToken;
 
 /// How long a gap may stay open before the store is asked.
 pub const HOLD: Duration = Duration::from_millis(100);
+/// How often every room is compared with the store anyway: a message
+/// whose publish was lost while nothing followed it in its room leaves no
+/// gap to notice, and a repair that failed (the store was busy) is retried.
+pub const TAIL_CHECK: Duration = Duration::from_secs(5);
 /// Repair requests waiting at most.
 pub const QUEUE: usize = 4096;
 /// Messages read per store query.
@@ -25,26 +30,38 @@ const PAGE: usize = 500;
 /// Pages read per repair at most (the rest waits for the next request).
 const MAX_PAGES: usize = 20;
 
-/// Runs until `shutdown`.
+/// Runs until `shutdown`, comparing every room with the store every
+/// `tail_check` besides the requested repairs.
 pub async fn run(
     rooms: Arc<Rooms>,
     store: Arc<dyn MessageStore>,
     mut requests: mpsc::Receiver<RoomName>,
+    tail_check: Duration,
     shutdown: CancellationToken,
 ) {
+    let mut tail_check = tokio::time::interval(tail_check);
+    tail_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let first = tokio::select! {
+        let mut todo = HashSet::new();
+        tokio::select! {
             _ = shutdown.cancelled() => return,
+            _ = tail_check.tick() => {
+                if !rooms.is_ordered() {
+                    continue;
+                }
+                todo.extend(rooms.names());
+            }
             r = requests.recv() => match r {
-                Some(room) => room,
+                Some(room) => {
+                    todo.insert(room);
+                }
                 None => return,
             },
-        };
+        }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(HOLD) => {}
         }
-        let mut todo = HashSet::from([first]);
         while let Ok(room) = requests.try_recv() {
             todo.insert(room);
         }
@@ -95,5 +112,62 @@ async fn fill(rooms: &Rooms, store: &dyn MessageStore, room: &RoomName) {
             let frame = EncodedFrame::from(Frame::Message(message_event(m)));
             rooms.offer(room, m.sequence, &frame);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::outbox;
+    use crate::store::{MemoryStore, NewMessage, Sender};
+    use futures::StreamExt;
+
+    #[tokio::test]
+    async fn a_lost_last_message_is_fetched_from_the_store() {
+        let store = Arc::new(MemoryStore::new());
+        let lobby = RoomName::parse("lobby").unwrap();
+        for i in 1..=5 {
+            let message = NewMessage {
+                room: lobby.clone(),
+                sender: Sender {
+                    user_id: Arc::from("u"),
+                    display_name: Arc::from("u"),
+                },
+                client_message_id: i.to_string(),
+                text: format!("m{i}"),
+            };
+            store.append(message).await.unwrap();
+        }
+        // The room here delivered up to 3; 4 and 5 were published while it
+        // was not listening, and nothing came after them.
+        let rooms = Arc::new(Rooms::new(true, None));
+        let (o, mut stream) = outbox(16);
+        rooms.begin_join(&lobby, 1, o, 3);
+        rooms.finish_join(&lobby, 1, Vec::new(), 0);
+        let (_tx, rx) = mpsc::channel(4);
+        let shutdown = CancellationToken::new();
+        tokio::spawn(run(
+            rooms.clone(),
+            store,
+            rx,
+            Duration::from_millis(20),
+            shutdown.clone(),
+        ));
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let frame = tokio::time::timeout(Duration::from_secs(5), stream.next())
+                .await
+                .expect("repaired within the bound")
+                .unwrap()
+                .unwrap();
+            let decoded = <chat_proto::v1::ServerFrame as prost::Message>::decode(frame.0).unwrap();
+            match decoded.frame {
+                Some(Frame::Message(m)) => got.push(m.sequence),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(got, vec![4, 5]);
+        assert_eq!(rooms.delivered(&lobby), Some(5));
+        shutdown.cancel();
     }
 }
