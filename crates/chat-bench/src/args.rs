@@ -1,11 +1,15 @@
 //! Command line: load.js's options (same names, same environment variables,
 //! same defaults), plus `--scenario` to preset one row of the peer's
 //! scenario table (run.sh). Precedence: flag, then environment variable,
-//! then the scenario's value, then load.js's default.
+//! then the scenario's value, then load.js's default. The subcommands are
+//! run.sh's helpers that the peer keeps in report.js: the SLO check
+//! (`pass`), scenario C's stepping (`step`) and the Markdown tables
+//! (`report`).
 
 use crate::schedule::Plan;
 use anyhow::{Context, bail};
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
 
 /// A row of the peer's scenario table (run.sh).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -16,6 +20,9 @@ pub enum Scenario {
     /// Many rooms: 100 rooms × 10 clients, 2 senders per room at 5 msg/s, 20 s.
     #[value(name = "B")]
     B,
+    /// One saturation step: A's shape at `--rate` msg/s (required), 10 s.
+    #[value(name = "C")]
+    C,
     /// Idle memory: 500 rooms × 10 clients, nobody sends, settle 5 s.
     #[value(name = "D")]
     D,
@@ -24,12 +31,13 @@ pub enum Scenario {
     D2x,
 }
 
-/// Preset values of one scenario (`None`: load.js's default).
+/// Preset values of one scenario (`None`: load.js's default, or for C's
+/// rate, no default).
 struct Preset {
     rooms: u64,
     cpr: u64,
     spr: u64,
-    rate: f64,
+    rate: Option<f64>,
     duration: f64,
     settle: Option<f64>,
 }
@@ -45,22 +53,65 @@ impl Scenario {
             settle,
         };
         match self {
-            Scenario::A => p(1, 1000, 1, 50.0, 20.0, None),
-            Scenario::B => p(100, 10, 2, 5.0, 20.0, None),
-            Scenario::D => p(500, 10, 0, 0.0, 0.0, Some(5.0)),
-            Scenario::D2x => p(1000, 10, 0, 0.0, 0.0, Some(5.0)),
+            Scenario::A => p(1, 1000, 1, Some(50.0), 20.0, None),
+            Scenario::B => p(100, 10, 2, Some(5.0), 20.0, None),
+            Scenario::C => p(1, 1000, 1, None, 10.0, None),
+            Scenario::D => p(500, 10, 0, Some(0.0), 0.0, Some(5.0)),
+            Scenario::D2x => p(1000, 10, 0, Some(0.0), 0.0, Some(5.0)),
         }
     }
 
-    /// Its label (`A`, `B`, `D`, `D2x`).
-    pub fn label(self) -> &'static str {
+    /// Its label (`A`, `B`, `C-<rate>`, `D`, `D2x`), as the peer's run.sh
+    /// names its runs.
+    pub fn label(self, rate: f64) -> String {
         match self {
-            Scenario::A => "A",
-            Scenario::B => "B",
-            Scenario::D => "D",
-            Scenario::D2x => "D2x",
+            Scenario::A => "A".into(),
+            Scenario::B => "B".into(),
+            Scenario::C => format!("C-{rate}"),
+            Scenario::D => "D".into(),
+            Scenario::D2x => "D2x".into(),
         }
     }
+}
+
+/// run.sh's helpers (report.js in the peer's folder).
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Checks one run's JSON against scenario C's SLO (report.js's `pass`):
+    /// prints the run in one line and `pass` or `FAIL: <why>`; exits 0 when
+    /// it passes, 1 when it does not.
+    Pass {
+        /// The run's JSON object; `-` or nothing: read it from stdin.
+        json: Option<String>,
+    },
+    /// Scenario C's stepping: from the `<prefix>-<rate>` runs already in a
+    /// results file, prints the next rate to run, or nothing once stepping
+    /// is over (then the outcome goes to stderr).
+    Step {
+        /// Results file, one JSON object per line.
+        results: PathBuf,
+        /// Label prefix of the steps.
+        #[arg(long, default_value = "C")]
+        prefix: String,
+        /// Rates to step through, msg/s per sender, in order.
+        #[arg(long, value_delimiter = ',', default_value = crate::saturation::DEFAULT_RATES)]
+        rates: Vec<u64>,
+    },
+    /// Markdown tables (throughput and latency, connection memory,
+    /// saturation, diagnostics) from results files.
+    Report {
+        /// Our results file, one JSON object per line.
+        results: PathBuf,
+        /// The peer's results file (its run.sh's results.jsonl), shown beside ours.
+        #[arg(long)]
+        peer: Option<PathBuf>,
+        /// Name of the system in our rows.
+        #[arg(long, default_value = "chat-server")]
+        name: String,
+        /// Name of the system in the peer's rows.
+        #[arg(long = "peer-name", default_value = "socket.io")]
+        peer_name: String,
+    },
 }
 
 /// The flags, as given.
@@ -68,9 +119,13 @@ impl Scenario {
 #[command(
     name = "chat-bench",
     version,
-    about = "Load generator for the chat server (the peer benchmark's load.js workloads)"
+    about = "Load generator for the chat server (the peer benchmark's load.js workloads)",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
+    /// A helper instead of a run.
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Preset of the peer's scenario table; explicit flags override it.
     #[arg(long, env = "SCENARIO", ignore_case = true)]
     pub scenario: Option<Scenario>,
@@ -198,7 +253,13 @@ impl Cli {
             .senders_per_room
             .or(preset.as_ref().map(|p| p.spr))
             .unwrap_or(1);
-        let rate = self.rate.or(preset.as_ref().map(|p| p.rate)).unwrap_or(1.0);
+        if self.scenario == Some(Scenario::C) && self.rate.is_none() {
+            bail!("--scenario C needs --rate (msg/s per sender)");
+        }
+        let rate = self
+            .rate
+            .or(preset.as_ref().and_then(|p| p.rate))
+            .unwrap_or(1.0);
         let duration = self
             .duration
             .or(preset.as_ref().map(|p| p.duration))
@@ -235,7 +296,7 @@ impl Cli {
             label: self
                 .label
                 .clone()
-                .or(self.scenario.map(|s| s.label().to_string()))
+                .or(self.scenario.map(|s| s.label(rate)))
                 .unwrap_or_default(),
             driver: self.driver.clone(),
             plan: Plan::new(rooms, cpr, spr, rate, duration),
@@ -281,6 +342,10 @@ mod tests {
         let b = parse(&["--scenario=b", "--duration=3", "--label", "B-short"]).expect("valid");
         assert_eq!(b.plan, Plan::new(100, 10, 2, 5.0, 3.0));
         assert_eq!(b.label, "B-short");
+        let c = parse(&["--scenario", "C", "--rate", "400"]).expect("valid");
+        assert_eq!(c.plan, Plan::new(1, 1000, 1, 400.0, 10.0));
+        assert_eq!(c.label, "C-400");
+        assert!(parse(&["--scenario", "C"]).is_err(), "C needs a rate");
         let d = parse(&["--scenario", "D2x"]).expect("valid");
         assert_eq!(d.plan.clients(), 10_000);
         assert_eq!(d.plan.messages(), 0);

@@ -5,14 +5,21 @@
 //! [`args`] turns flags into [`args::Params`]; [`scenario::run`] connects,
 //! joins, sends on the open-loop [`schedule`], drains and measures;
 //! [`report::Report`] is the one JSON object printed per run.
+//!
+//! The helpers of `bench/run.sh` (report.js in the peer's folder):
+//! [`slo`] is scenario C's pass rule, [`saturation`] its stepping rule and
+//! [`summary`] the Markdown tables of a whole benchmark run.
 
 pub mod args;
 pub mod clock;
 pub mod metrics;
 pub mod procstat;
 pub mod report;
+pub mod saturation;
 pub mod scenario;
 pub mod schedule;
+pub mod slo;
+pub mod summary;
 
 pub use args::{Cli, Params};
 pub use report::Report;

@@ -1,13 +1,31 @@
 //! `chat-bench`: runs one workload and prints its JSON object on stdout
 //! (progress on stderr). Exit 0 when it passes, 1 when a delivery is
 //! missing or a client could not connect or join, 2 on an error.
+//!
+//! Its subcommands are `bench/run.sh`'s helpers: `pass` (scenario C's SLO,
+//! exit 0 or 1), `step` (the next rate of C's stepping) and `report` (the
+//! Markdown tables); they exit 2 when they cannot read their input.
 
-use chat_bench::{Cli, run};
+use anyhow::Context;
+use chat_bench::args::Command;
+use chat_bench::saturation::{self, Next};
+use chat_bench::summary::{self, Source};
+use chat_bench::{Cli, run, slo};
 use clap::Parser;
+use std::io::Read;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(command) = &cli.command {
+        return match helper(command) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("chat-bench: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let params = match cli.resolve() {
         Ok(p) => p,
         Err(e) => {
@@ -26,13 +44,15 @@ fn main() -> ExitCode {
         }
     };
     let report = runtime.block_on(run(params));
-    match serde_json::to_string(&report) {
-        Ok(json) => println!("{json}"),
+    let json = match serde_json::to_value(&report) {
+        Ok(json) => json,
         Err(e) => {
             eprintln!("chat-bench: cannot encode the report: {e}");
             return ExitCode::from(2);
         }
-    }
+    };
+    println!("{json}");
+    eprintln!("[chat-bench] result {}", summary::one_line(&json));
     let failures = report.failures();
     if report.error.is_some() {
         ExitCode::from(2)
@@ -41,5 +61,73 @@ fn main() -> ExitCode {
     } else {
         eprintln!("chat-bench: FAIL: {}", failures.join("; "));
         ExitCode::from(1)
+    }
+}
+
+fn helper(command: &Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Pass { json } => {
+            let text = match json.as_deref() {
+                None | Some("-") => {
+                    let mut s = String::new();
+                    std::io::stdin()
+                        .read_to_string(&mut s)
+                        .context("reading stdin")?;
+                    s
+                }
+                Some(s) => s.to_string(),
+            };
+            let r: serde_json::Value =
+                serde_json::from_str(text.trim()).context("the run's JSON does not parse")?;
+            let why = slo::failures(&r);
+            println!("{} -> {}", summary::one_line(&r), slo::verdict(&r));
+            Ok(if why.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Step {
+            results,
+            prefix,
+            rates,
+        } => {
+            // A results file that does not exist yet: no step ran.
+            let rows = if results.exists() {
+                summary::read_rows(results)?
+            } else {
+                Vec::new()
+            };
+            match saturation::next(rates, &saturation::steps(&rows, prefix)) {
+                Next::Run(rate) => println!("{rate}"),
+                Next::Done { best, first_fail } => eprintln!(
+                    "[chat-bench] {prefix}: highest passing rate {best} msg/s per sender; {}",
+                    first_fail.map_or("no step failed".to_string(), |f| format!(
+                        "first failing rate {f}"
+                    ))
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report {
+            results,
+            peer,
+            name,
+            peer_name,
+        } => {
+            let ours = Source {
+                name: name.clone(),
+                rows: summary::read_rows(results)?,
+            };
+            let peer = match peer {
+                Some(p) => Some(Source {
+                    name: peer_name.clone(),
+                    rows: summary::read_rows(p)?,
+                }),
+                None => None,
+            };
+            print!("{}", summary::render(&ours, peer.as_ref()));
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
