@@ -1,0 +1,356 @@
+#!/usr/bin/env bash
+# The benchmark, one command: chat-server under the peer benchmark's workloads
+# (../shared/peers/socketio: scenarios A, B, C, D, D2x), driven by chat-bench.
+#
+#   cluster  two chat-server instances, Redis backplane (a private redis-server on a
+#            free port) and one PostgreSQL store (a database created for each run and
+#            dropped after it): A, B, C (saturation stepping), D, D2x
+#   single   one instance on its embedded defaults (SQLite in a fresh temporary
+#            folder, in-process backplane): A, B, D, labelled single-A, single-B, single-D
+#
+# Every run gets fresh server processes; Redis stays up (as in the peer's run.sh).
+# Periodic notifications are off (notifications.enabled = false): they would add
+# deliveries nobody planned. Everything else is the servers' default configuration.
+# Every process started here is stopped by its PID at the end, also on Ctrl-C.
+# Results: bench/results/<UTC timestamp>/ (results.jsonl, summary.md, env.json, logs/),
+# and bench/results/latest.
+#
+# Knobs (environment):
+#   QUICK=1              smoke run: 3 s per scenario, C at 25 and 50 only, 1000/2000 idle connections
+#   ONLY="A C"           scenarios to run, of A B C D D2x (default: all)
+#   TOPOLOGIES="cluster" topologies to run, of cluster single (default: both)
+#   C_RATES=25,50,...    C's rate list in msg/s per sender (default: chat-bench's, 25 ... 2000)
+#   C_DURATION=10        seconds per C step
+#   PG_URL=postgres://postgres@127.0.0.1:5432   PostgreSQL server (no database) for the cluster runs
+#   PEER=1               also run the peer (a copy of ../shared/peers/socketio in a temporary
+#                        folder, its own run.sh; QUICK and SKIP_RAW are passed on) and put its
+#                        rows beside ours in summary.md
+#   PEER_DIR=...         where the peer's folder is (default: ../shared/peers/socketio)
+#   SERVER_LOG_LEVEL     the servers' log.level (default: info, their default)
+#   SKIP_BUILD=1         use the release binaries already built
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+QUICK=${QUICK:-0}
+ONLY=${ONLY:-A B C D D2x}
+TOPOLOGIES=${TOPOLOGIES:-cluster single}
+PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
+PG_URL=${PG_URL%/}
+PEER=${PEER:-0}
+PEER_DIR=${PEER_DIR:-$ROOT/../shared/peers/socketio}
+SERVER_LOG_LEVEL=${SERVER_LOG_LEVEL:-info}
+SKIP_BUILD=${SKIP_BUILD:-0}
+RUN_TIMEOUT=300 # seconds, per chat-bench run
+
+if [ "$QUICK" = 1 ]; then
+  D_AB=3; C_DURATION=${C_DURATION:-3}; C_RATES=${C_RATES:-25,50}; N_D=1000
+else
+  D_AB=20; C_DURATION=${C_DURATION:-10}; C_RATES=${C_RATES:-}; N_D=5000
+fi
+C_RATES=${C_RATES// /,}
+
+TS=$(date -u +%Y%m%dT%H%M%SZ)
+OUT="$ROOT/bench/results/$TS"
+mkdir -p "$OUT/logs"
+RES="$OUT/results.jsonl"
+: > "$RES"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/chat-bench-run.XXXXXX")
+
+log() { echo "[run.sh $(date -u +%H:%M:%S)] $*" >&2; }
+die() { log "$*"; exit 1; }
+wanted() { case " $ONLY " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+topology() { case " $TOPOLOGIES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+# The servers read CHAT_* and chat-bench reads load.js's variables (ROOMS, RATE, ...):
+# settings from the caller's shell must not change what is measured.
+for v in $(compgen -e); do
+  case $v in
+    CHAT_* | SCENARIO | ROOMS | CLIENTS_PER_ROOM | SENDERS_PER_ROOM | RATE | DURATION | URLS | \
+      SERVER_PIDS | REDIS_PID | TEXT_BYTES | DRAIN | SETTLE | WORKERS | CONNECT_CONCURRENCY | \
+      CONNECT_TIMEOUT | PHASE_TIMEOUT | DRIVER | LABEL)
+      log "ignoring $v from the environment"; unset "$v" ;;
+  esac
+done
+
+# ---------------------------------------------------------------- processes and cleanup
+REDIS_PID=""; BENCH_PID=""; PEER_PID=""; SRV_PIDS=(); DB=""
+
+stop_pid() { # stop_pid PID -> SIGTERM, wait up to 10 s, then SIGKILL
+  local pid=$1
+  [ -n "$pid" ] || return 0
+  kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 100); do
+    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+    sleep 0.1
+  done
+  log "pid $pid did not stop in 10 s; killing it"
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+psql_admin() { psql -X -q -v ON_ERROR_STOP=1 -d "$PG_URL/postgres" "$@"; }
+drop_db() {
+  [ -n "$DB" ] || return 0
+  psql_admin -c "DROP DATABASE IF EXISTS \"$DB\" WITH (FORCE)" >/dev/null 2>&1 ||
+    log "could not drop database $DB"
+  DB=""
+}
+stop_servers() {
+  local pid
+  for pid in "${SRV_PIDS[@]}"; do stop_pid "$pid"; done
+  SRV_PIDS=()
+  drop_db
+}
+cleanup() {
+  stop_pid "$BENCH_PID"; BENCH_PID=""
+  stop_pid "$PEER_PID"; PEER_PID=""
+  stop_servers
+  stop_pid "$REDIS_PID"; REDIS_PID=""
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM
+
+port_busy() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
+TAKEN=" "
+free_port() { # free_port FROM -> PORT: the first port >= FROM that is free and not taken here
+  PORT=$1
+  while port_busy "$PORT" || [[ $TAKEN == *" $PORT "* ]]; do PORT=$((PORT + 1)); done
+  TAKEN="$TAKEN$PORT "
+}
+
+# ---------------------------------------------------------------- preflight
+for program in cargo curl ss; do command -v "$program" >/dev/null || die "$program not found"; done
+if topology cluster; then
+  for program in redis-server redis-cli psql; do
+    command -v "$program" >/dev/null || die "$program not found (the cluster topology needs it)"
+  done
+  psql_admin -c 'select 1' >/dev/null || die "cannot reach PostgreSQL at $PG_URL (set PG_URL)"
+fi
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+[ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge 12000 ] ||
+  log "warning: ulimit -n is $(ulimit -n); D2x needs 10,000 connections (and their file descriptors)"
+
+if [ "$SKIP_BUILD" != 1 ]; then
+  log "building release binaries"
+  cargo build --release -p chat-server -p chat-bench >&2
+fi
+TARGET=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
+  grep -o '"target_directory":"[^"]*"' | head -n 1 | cut -d'"' -f4)
+SERVER="${TARGET:-$ROOT/target}/release/chat-server"
+BENCH="${TARGET:-$ROOT/target}/release/chat-bench"
+[ -x "$SERVER" ] && [ -x "$BENCH" ] || die "release binaries not found under ${TARGET:-$ROOT/target}/release"
+
+# Everything shares this machine: say so when something else is already using it.
+cpu_sample() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t, $5 + $6 }' /proc/stat; }
+read -r T1 I1 < <(cpu_sample); sleep 2; read -r T2 I2 < <(cpu_sample)
+BUSY_BEFORE=$(( T2 > T1 ? 100 * ((T2 - T1) - (I2 - I1)) / (T2 - T1) : 0 ))
+[ "$BUSY_BEFORE" -lt 10 ] ||
+  log "warning: the machine is already ${BUSY_BEFORE}% busy before the benchmark starts; figures will suffer"
+
+free_port 15101; P1=$PORT
+free_port $((P1 + 1)); P2=$PORT
+log "results -> $OUT"
+
+# ---------------------------------------------------------------- environment
+json_str() { local s=${1//\\/\\\\}; s=${s//\"/\\\"}; printf '"%s"' "${s//$'\n'/ }"; }
+{
+  echo "{"
+  echo "  \"git_commit\": $(json_str "$(git rev-parse HEAD 2>/dev/null || echo unknown)"),"
+  echo "  \"git_dirty\": $(if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then echo true; else echo false; fi),"
+  echo "  \"rustc\": $(json_str "$(rustc --version 2>/dev/null || echo unknown)"),"
+  echo "  \"chat_server\": $(json_str "$("$SERVER" --version 2>/dev/null || echo unknown)"),"
+  echo "  \"redis_server\": $(json_str "$(redis-server --version 2>/dev/null || echo none)"),"
+  echo "  \"postgres\": $(json_str "$(topology cluster && psql_admin -Atc 'show server_version' 2>/dev/null || echo none)"),"
+  echo "  \"kernel\": $(json_str "$(uname -r)"),"
+  echo "  \"cpu_model\": $(json_str "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"),"
+  echo "  \"cores\": $(nproc),"
+  echo "  \"mem_gb\": $(awk '/MemTotal/ {printf "%.1f", $2 / 1048576}' /proc/meminfo),"
+  echo "  \"clk_tck\": $(json_str "$(getconf CLK_TCK)"),"
+  echo "  \"ulimit_n\": $(json_str "$(ulimit -n)"),"
+  echo "  \"busy_pct_before\": $BUSY_BEFORE,"
+  echo "  \"quick\": $([ "$QUICK" = 1 ] && echo true || echo false),"
+  echo "  \"only\": $(json_str "$ONLY"),"
+  echo "  \"topologies\": $(json_str "$TOPOLOGIES")"
+  echo "}"
+} > "$OUT/env.json"
+
+# ---------------------------------------------------------------- redis (cluster only)
+if topology cluster; then
+  free_port 16390; REDIS_PORT=$PORT
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+    --dir "$WORK" --logfile "$OUT/logs/redis.log" &
+  REDIS_PID=$!
+  for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 || die "redis-server did not come up"
+  log "redis pid $REDIS_PID on 127.0.0.1:$REDIS_PORT (private)"
+fi
+
+# ---------------------------------------------------------------- servers
+RUN_N=0
+wait_ready() { # wait_ready PORT PID
+  for _ in $(seq 300); do
+    kill -0 "$2" 2>/dev/null || return 1
+    curl -sf "http://127.0.0.1:$1/health/ready" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  return 1
+}
+start_server() { # start_server LABEL PORT DIR [VAR=VALUE ...]: one instance, its pid in SRV_PIDS
+  local label=$1 port=$2 dir=$3; shift 3
+  (cd "$dir" && exec env CHAT_LISTEN="127.0.0.1:$port" CHAT_SERVER_ID="bench-$port" \
+    CHAT_NOTIFICATIONS__ENABLED=false CHAT_LOG__LEVEL="$SERVER_LOG_LEVEL" \
+    CHAT_SHUTDOWN__DRAIN_TIMEOUT=5s "$@" "$SERVER") >> "$OUT/logs/$label.server-$port.log" 2>&1 &
+  SRV_PIDS+=("$!")
+  wait_ready "$port" "$!" || { log "$label: server on port $port did not become ready"; return 1; }
+}
+start_cluster() { # start_cluster LABEL: a fresh database, then two instances on it
+  local label=$1
+  DB="chat_bench_$(date -u +%Y%m%d%H%M%S)_$RUN_N"
+  psql_admin -c "CREATE DATABASE \"$DB\"" >/dev/null || { DB=""; return 1; }
+  local shared=(CHAT_BACKPLANE=redis CHAT_REDIS__URL="redis://127.0.0.1:$REDIS_PORT"
+    CHAT_STORE__URL="$PG_URL/$DB")
+  # One after the other: the first one migrates the fresh database.
+  start_server "$label" "$P1" "$WORK" "${shared[@]}" &&
+    start_server "$label" "$P2" "$WORK" "${shared[@]}"
+}
+start_single() { # start_single LABEL: one instance, embedded defaults, in a fresh folder
+  local label=$1 dir="$WORK/single-$RUN_N"
+  mkdir -p "$dir"
+  start_server "$label" "$P1" "$dir"
+}
+
+LAST=""; LAST_OK=0; FAILED=()
+run_bench() { # run_bench cluster|single LABEL [chat-bench flags...]: one run, one line in $RES
+  local topo=$1 label=$2; shift 2
+  RUN_N=$((RUN_N + 1))
+  local urls pids broker=() rc=0
+  if ! "start_$topo" "$label"; then
+    LAST="{\"label\":\"$label\",\"error\":\"servers failed to start (see logs/$label.server-*.log)\"}"
+    echo "$LAST" >> "$RES"; stop_servers; LAST_OK=0; return 0
+  fi
+  if [ "$topo" = cluster ]; then
+    urls="http://127.0.0.1:$P1,http://127.0.0.1:$P2"; broker=(--redis-pid "$REDIS_PID")
+  else
+    urls="http://127.0.0.1:$P1"
+  fi
+  pids=$(IFS=,; echo "${SRV_PIDS[*]}")
+  timeout -k 10 "$RUN_TIMEOUT" "$BENCH" --label "$label" --urls "$urls" --server-pids "$pids" \
+    "${broker[@]}" "$@" > "$WORK/run.json" 2> "$OUT/logs/$label.bench.log" &
+  BENCH_PID=$!
+  wait "$BENCH_PID" || rc=$?
+  BENCH_PID=""
+  LAST=$(tail -n 1 "$WORK/run.json")
+  [ -n "$LAST" ] || LAST="{\"label\":\"$label\",\"error\":\"chat-bench produced no output (exit $rc)\"}"
+  echo "$LAST" >> "$RES"
+  stop_servers
+  local line
+  line=$(grep -a '^\[chat-bench\] result ' "$OUT/logs/$label.bench.log" | tail -n 1 || true)
+  log "${line:-$label: no result (exit $rc)}"
+  if [ "$rc" != 0 ]; then
+    LAST_OK=0
+    grep -a '^chat-bench: ' "$OUT/logs/$label.bench.log" | tail -n 2 >&2 || true
+  else
+    LAST_OK=1
+  fi
+}
+run_checked() { # run_checked ...: run_bench, and remember a failed run
+  run_bench "$@"
+  [ "$LAST_OK" = 1 ] || FAILED+=("$2")
+}
+
+# ---------------------------------------------------------------- cluster
+if topology cluster; then
+  log "cluster: 2 instances, Redis backplane (pid $REDIS_PID), PostgreSQL store (fresh database per run)"
+  if wanted A; then
+    log "A: 1 room x 1000 clients, 1 sender @ 50 msg/s, ${D_AB}s"
+    run_checked cluster A --scenario A --duration "$D_AB"
+  fi
+  if wanted B; then
+    log "B: 100 rooms x 10 clients, 2 senders/room @ 5 msg/s, ${D_AB}s"
+    run_checked cluster B --scenario B --duration "$D_AB"
+  fi
+  if wanted C; then
+    rates=()
+    [ -z "$C_RATES" ] || rates=(--rates "$C_RATES")
+    for step in $(seq 40); do
+      rate=$("$BENCH" step "$RES" --prefix C "${rates[@]}") || die "chat-bench step failed"
+      [ -n "$rate" ] || break
+      log "C step $step: rate $rate msg/s (offered $((rate * 1000)) deliveries/s), ${C_DURATION}s"
+      run_bench cluster "C-$rate" --scenario C --rate "$rate" --duration "$C_DURATION"
+      "$BENCH" pass "$LAST" | sed 's/^/[run.sh] SLO /' >&2 || true
+    done
+  fi
+  if wanted D; then
+    log "D: $N_D idle connections in $((N_D / 10)) rooms"
+    run_checked cluster D --scenario D --rooms $((N_D / 10))
+  fi
+  if wanted D2x; then
+    log "D2x: $((N_D * 2)) idle connections in $((N_D / 5)) rooms"
+    run_checked cluster D2x --scenario D2x --rooms $((N_D / 5))
+  fi
+  stop_pid "$REDIS_PID"; REDIS_PID=""
+fi
+
+# ---------------------------------------------------------------- single
+if topology single; then
+  log "single: 1 instance, embedded defaults (SQLite in a fresh folder, in-process backplane)"
+  if wanted A; then run_checked single single-A --scenario A --duration "$D_AB"; fi
+  if wanted B; then run_checked single single-B --scenario B --duration "$D_AB"; fi
+  if wanted D; then run_checked single single-D --scenario D --rooms $((N_D / 10)); fi
+fi
+
+# ---------------------------------------------------------------- the peer
+PEER_ARGS=()
+if [ "$PEER" = 1 ]; then
+  [ -f "$PEER_DIR/run.sh" ] || die "no peer benchmark at $PEER_DIR"
+  PEER_DIR=$(cd "$PEER_DIR" && pwd)
+  log "peer: running a copy of $PEER_DIR (its own run.sh, QUICK=$QUICK)"
+  mkdir -p "$WORK/peer"
+  cp -r "$PEER_DIR/." "$WORK/peer/"
+  rm -rf "$WORK/peer/results" "$WORK/peer/run"
+  (cd "$WORK/peer" && exec env QUICK="$QUICK" bash run.sh) > "$OUT/logs/peer.log" 2>&1 &
+  PEER_PID=$!
+  prc=0; wait "$PEER_PID" || prc=$?
+  PEER_PID=""
+  if [ -s "$WORK/peer/results/latest/results.jsonl" ]; then
+    cp "$WORK/peer/results/latest/results.jsonl" "$OUT/peer-results.jsonl"
+    cp "$WORK/peer/results/latest/summary.md" "$OUT/peer-summary.md" 2>/dev/null || true
+    PEER_ARGS=(--peer "$OUT/peer-results.jsonl")
+    log "peer: done (exit $prc), its results in $OUT/peer-results.jsonl"
+  else
+    log "peer: no results (exit $prc); see $OUT/logs/peer.log"
+    FAILED+=(peer)
+  fi
+fi
+
+# ---------------------------------------------------------------- summary
+{
+  echo "# chat-server benchmark ($TS)"
+  echo
+  if [ "$QUICK" = 1 ]; then echo "**QUICK=1 smoke run: short durations, not figures to quote.**"; echo; fi
+  echo "Workloads and metrics: the peer benchmark's (\`../shared/peers/socketio\`, README"
+  echo "\"Workload definition\"), driven by \`chat-bench\`; all processes share this machine."
+  echo
+  echo "- **chat-server ×2** (cluster): two instances, Redis backplane (private redis-server),"
+  echo "  PostgreSQL store (a fresh database per run); clients alternate between the instances."
+  echo "- **chat-server ×1** (runs \`single-*\`): one instance on its embedded defaults (SQLite"
+  echo "  store in a fresh folder, in-process backplane)."
+  echo "- Fresh server processes for every run; periodic notifications off"
+  echo "  (\`notifications.enabled = false\`); otherwise the default configuration."
+  [ "$PEER" != 1 ] || echo "- **socket.io ×2**: the peer, run by its own run.sh in the same session (its summary: peer-summary.md)."
+  echo
+  echo '```json'; cat "$OUT/env.json"; echo '```'
+  echo
+  "$BENCH" report "$RES" "${PEER_ARGS[@]}"
+} > "$OUT/summary.md"
+ln -sfn "$TS" "$ROOT/bench/results/latest"
+cleanup
+trap - EXIT
+if [ "${#FAILED[@]}" -gt 0 ]; then
+  log "done with failures (${FAILED[*]}): $OUT/summary.md"
+  exit 1
+fi
+log "done: $OUT/summary.md"
+echo "$OUT/summary.md"
