@@ -106,7 +106,7 @@ impl PostgresDb {
         let mut admin = sqlx::PgConnection::connect(&admin_url)
             .await
             .unwrap_or_else(|e| panic!("CHAT_BENCH_POSTGRES_URL {admin_url}: {e}"));
-        let name = format!("chat_bench_{}", uuid::Uuid::new_v4().simple());
+        let name = format!("chat_microbench_{}", uuid::Uuid::new_v4().simple());
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut admin)
             .await
@@ -150,7 +150,8 @@ fn benches(c: &mut Criterion) {
 
     bench_store(c, &rt, "memory", "memory");
 
-    let dir = std::env::temp_dir().join(format!("chat-bench-{}", uuid::Uuid::new_v4().simple()));
+    let dir =
+        std::env::temp_dir().join(format!("chat-microbench-{}", uuid::Uuid::new_v4().simple()));
     let url = format!("sqlite://{}/chat.db", dir.display());
     bench_store(c, &rt, "sqlite", &url);
     let _ = std::fs::remove_dir_all(&dir);
