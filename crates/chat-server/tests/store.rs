@@ -391,3 +391,43 @@ async fn two_postgres_stores_share_one_sequence() {
     all.sort_unstable();
     assert_eq!(all, (1..=100).collect::<Vec<u64>>());
 }
+
+/// Retries of one message racing on two instances (the client retried on
+/// another instance while the first attempt was in flight): one copy is
+/// stored, every attempt gets its sequence, no number is skipped.
+#[tokio::test]
+async fn racing_retries_on_two_postgres_stores_store_one_copy() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let (one, two) = (
+        Arc::new(backend.open().await),
+        Arc::new(backend.open().await),
+    );
+    for i in 0..20u64 {
+        let id = format!("retry-{i}");
+        let attempts: Vec<_> = [&one, &two, &one, &two]
+            .into_iter()
+            .map(|store| {
+                let store = store.clone();
+                let m = message("race", "u", &id, "x");
+                tokio::spawn(async move { store.append(m).await.unwrap() })
+            })
+            .collect();
+        let mut stored = Vec::new();
+        for a in attempts {
+            stored.push(a.await.unwrap());
+        }
+        let fresh = stored.iter().filter(|a| !a.duplicate).count();
+        assert_eq!(fresh, 1, "message {i}: exactly one attempt stores it");
+        assert!(
+            stored.iter().all(|a| a.message.sequence == i + 1),
+            "message {i}: every attempt answers with its sequence: {:?}",
+            stored
+                .iter()
+                .map(|a| a.message.sequence)
+                .collect::<Vec<_>>()
+        );
+    }
+    assert_eq!(one.latest_sequence(&room("race")).await.unwrap(), 20);
+}

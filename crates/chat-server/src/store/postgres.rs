@@ -50,58 +50,58 @@ impl PostgresStore {
 
     async fn append_one(&self, message: &NewMessage) -> Result<Appended, StoreError> {
         let room = message.room.as_str();
-        let mut tx = self.pool.begin().await?;
-        // Taking the room row first serialises appends to the room across
-        // instances; the duplicate check below then sees every committed one.
-        let sequence: i64 = sqlx::query_scalar(
-            "INSERT INTO rooms (room, last_sequence) VALUES ($1, 1) \
-             ON CONFLICT (room) DO UPDATE SET last_sequence = rooms.last_sequence + 1 \
-             RETURNING last_sequence",
-        )
-        .bind(room)
-        .fetch_one(&mut *tx)
-        .await?;
-        let existing = sqlx::query(&format!(
-            "SELECT {SELECT_COLUMNS} FROM messages \
-             WHERE room = $1 AND sender_id = $2 AND client_message_id = $3"
+        let id = uuid::Uuid::now_v7().to_string();
+        // One round trip, one implicit transaction. The upsert of the room
+        // row takes its lock, so appends to a room from every instance take
+        // turns and get consecutive numbers; it is skipped for a retry of a
+        // message already stored, which then takes no number.
+        let appended = sqlx::query(&format!(
+            "WITH existing AS ( \
+                 SELECT {SELECT_COLUMNS} FROM messages \
+                 WHERE room = $1 AND sender_id = $2 AND client_message_id = $3 \
+             ), next AS ( \
+                 INSERT INTO rooms (room, last_sequence) \
+                 SELECT $1, 1 WHERE NOT EXISTS (SELECT 1 FROM existing) \
+                 ON CONFLICT (room) DO UPDATE SET last_sequence = rooms.last_sequence + 1 \
+                 RETURNING last_sequence \
+             ), inserted AS ( \
+                 INSERT INTO messages ({SELECT_COLUMNS}, room) \
+                 SELECT last_sequence, $4, $2, $5, $3, $6, $7, $1 FROM next \
+                 RETURNING {SELECT_COLUMNS} \
+             ) \
+             SELECT {SELECT_COLUMNS}, false AS duplicate FROM inserted \
+             UNION ALL SELECT {SELECT_COLUMNS}, true FROM existing"
         ))
         .bind(room)
         .bind(&*message.sender.user_id)
         .bind(&message.client_message_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = existing {
-            // Undo the increment: the retry takes no number.
-            tx.rollback().await?;
-            return Ok(Appended {
-                message: from_row(&message.room, &row)?,
-                duplicate: true,
-            });
-        }
-        let stored = StoredMessage {
-            id: uuid::Uuid::now_v7().to_string(),
-            sequence: sequence as u64,
-            time_unix_ms: now_unix_ms(),
-            message: message.clone(),
-        };
-        sqlx::query(
-            "INSERT INTO messages (room, sequence, id, sender_id, sender_name, client_message_id, text, created_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(room)
-        .bind(sequence)
-        .bind(&stored.id)
-        .bind(&*message.sender.user_id)
+        .bind(&id)
         .bind(&*message.sender.display_name)
-        .bind(&message.client_message_id)
         .bind(&message.text)
-        .bind(stored.time_unix_ms)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        .bind(now_unix_ms())
+        .fetch_one(&self.pool)
+        .await;
+        let row = match appended {
+            Ok(row) => row,
+            // The same message committed by a concurrent retry after this
+            // statement took its snapshot: the idempotency index refused
+            // the second copy (and the statement took no number). Read it.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                sqlx::query(&format!(
+                    "SELECT {SELECT_COLUMNS}, true AS duplicate FROM messages \
+                     WHERE room = $1 AND sender_id = $2 AND client_message_id = $3"
+                ))
+                .bind(room)
+                .bind(&*message.sender.user_id)
+                .bind(&message.client_message_id)
+                .fetch_one(&self.pool)
+                .await?
+            }
+            Err(e) => return Err(e.into()),
+        };
         Ok(Appended {
-            message: stored,
-            duplicate: false,
+            message: from_row(&message.room, &row)?,
+            duplicate: row.try_get("duplicate")?,
         })
     }
 }

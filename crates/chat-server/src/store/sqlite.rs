@@ -139,11 +139,22 @@ async fn retain(conn: &mut SqliteConnection, retention: Retention) -> Result<u64
 }
 
 /// Appends `messages` in one transaction; all or nothing.
+///
+/// A lone message is its INSERT alone, in SQLite's implicit transaction:
+/// an explicit BEGIN and COMMIT would be two more hand-offs to sqlx's
+/// SQLite thread, which is most of an append's cost when the server is
+/// not busy enough to batch.
 async fn commit<'m>(
     conn: &mut SqliteConnection,
-    messages: impl Iterator<Item = &'m NewMessage>,
+    messages: impl ExactSizeIterator<Item = &'m NewMessage>,
 ) -> Result<Vec<Appended>, StoreError> {
-    let mut results = Vec::new();
+    let mut results = Vec::with_capacity(messages.len());
+    if messages.len() == 1 {
+        for message in messages {
+            results.push(append_one(conn, message).await?);
+        }
+        return Ok(results);
+    }
     sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
     for message in messages {
         match append_one(conn, message).await {
@@ -177,58 +188,58 @@ fn from_row(room: &RoomName, row: &sqlx::sqlite::SqliteRow) -> Result<StoredMess
     ))
 }
 
-/// Inside the writer's transaction: the original of a retry, or the next
-/// sequence number and the new row.
+/// Inside the writer's transaction: the next sequence number and the new
+/// row, or the original of a retry.
+///
+/// One statement in the common case: each statement is a hand-off to
+/// sqlx's SQLite thread and back, which costs far more than SQLite's own
+/// work, so the sequence is computed inside the INSERT and the room's
+/// counter is advanced by a trigger (migration 0002). A retry conflicts on
+/// the idempotency index, inserts nothing, and costs a second statement.
 async fn append_one(
     conn: &mut SqliteConnection,
     message: &NewMessage,
 ) -> Result<Appended, StoreError> {
     let room = message.room.as_str();
-    let existing = sqlx::query(&format!(
+    let id = uuid::Uuid::now_v7().to_string();
+    let time_unix_ms = now_unix_ms();
+    let sequence: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO messages (room, sequence, id, sender_id, sender_name, client_message_id, text, created_at_ms) \
+         VALUES (?1, COALESCE((SELECT last_sequence FROM rooms WHERE room = ?1), 0) + 1, ?2, ?3, ?4, ?5, ?6, ?7) \
+         ON CONFLICT (room, sender_id, client_message_id) DO NOTHING \
+         RETURNING sequence",
+    )
+    .bind(room)
+    .bind(&id)
+    .bind(&*message.sender.user_id)
+    .bind(&*message.sender.display_name)
+    .bind(&message.client_message_id)
+    .bind(&message.text)
+    .bind(time_unix_ms)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(sequence) = sequence {
+        return Ok(Appended {
+            message: StoredMessage {
+                id,
+                sequence: sequence as u64,
+                time_unix_ms,
+                message: message.clone(),
+            },
+            duplicate: false,
+        });
+    }
+    let row = sqlx::query(&format!(
         "SELECT {SELECT_COLUMNS} FROM messages WHERE room = ? AND sender_id = ? AND client_message_id = ?"
     ))
     .bind(room)
     .bind(&*message.sender.user_id)
     .bind(&message.client_message_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some(row) = existing {
-        return Ok(Appended {
-            message: from_row(&message.room, &row)?,
-            duplicate: true,
-        });
-    }
-    let sequence: i64 = sqlx::query_scalar(
-        "INSERT INTO rooms (room, last_sequence) VALUES (?, 1) \
-         ON CONFLICT (room) DO UPDATE SET last_sequence = last_sequence + 1 \
-         RETURNING last_sequence",
-    )
-    .bind(room)
     .fetch_one(&mut *conn)
     .await?;
-    let stored = StoredMessage {
-        id: uuid::Uuid::now_v7().to_string(),
-        sequence: sequence as u64,
-        time_unix_ms: now_unix_ms(),
-        message: message.clone(),
-    };
-    sqlx::query(
-        "INSERT INTO messages (room, sequence, id, sender_id, sender_name, client_message_id, text, created_at_ms) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(room)
-    .bind(sequence)
-    .bind(&stored.id)
-    .bind(&*message.sender.user_id)
-    .bind(&*message.sender.display_name)
-    .bind(&message.client_message_id)
-    .bind(&message.text)
-    .bind(stored.time_unix_ms)
-    .execute(&mut *conn)
-    .await?;
     Ok(Appended {
-        message: stored,
-        duplicate: false,
+        message: from_row(&message.room, &row)?,
+        duplicate: true,
     })
 }
 
