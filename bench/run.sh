@@ -28,6 +28,8 @@
 #   PEER_DIR=...         where the peer's folder is (default: ../shared/peers/socketio)
 #   SERVER_LOG_LEVEL     the servers' log.level (default: info, their default)
 #   SKIP_BUILD=1         use the release binaries already built
+#   SKIP_RAW=1           skip A-raw and C-raw: the same workloads with chat-bench's lean driver
+#                        (`--driver raw`: less load-generator CPU), as the peer's run.sh has them
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -41,6 +43,7 @@ PEER=${PEER:-0}
 PEER_DIR=${PEER_DIR:-$ROOT/../shared/peers/socketio}
 SERVER_LOG_LEVEL=${SERVER_LOG_LEVEL:-info}
 SKIP_BUILD=${SKIP_BUILD:-0}
+SKIP_RAW=${SKIP_RAW:-0}
 RUN_TIMEOUT=300 # seconds, per chat-bench run
 
 if [ "$QUICK" = 1 ]; then
@@ -260,27 +263,33 @@ run_checked() { # run_checked ...: run_bench, and remember a failed run
   [ "$LAST_OK" = 1 ] || FAILED+=("$2")
 }
 
+saturate() { # saturate PREFIX [chat-bench flags...]: C's stepping, labels PREFIX-RATE
+  local prefix=$1 step rate rates=(); shift
+  [ -z "$C_RATES" ] || rates=(--rates "$C_RATES")
+  for step in $(seq 40); do
+    rate=$("$BENCH" step "$RES" --prefix "$prefix" "${rates[@]}") || die "chat-bench step failed"
+    [ -n "$rate" ] || break
+    log "$prefix step $step: rate $rate msg/s (offered $((rate * 1000)) deliveries/s), ${C_DURATION}s"
+    run_bench cluster "$prefix-$rate" --scenario C --rate "$rate" --duration "$C_DURATION" "$@"
+    "$BENCH" pass "$LAST" | sed 's/^/[run.sh] SLO /' >&2 || true
+  done
+}
+
 # ---------------------------------------------------------------- cluster
 if topology cluster; then
   log "cluster: 2 instances, Redis backplane (pid $REDIS_PID), PostgreSQL store (fresh database per run)"
   if wanted A; then
     log "A: 1 room x 1000 clients, 1 sender @ 50 msg/s, ${D_AB}s"
     run_checked cluster A --scenario A --duration "$D_AB"
+    [ "$SKIP_RAW" = 1 ] || run_checked cluster A-raw --scenario A --duration "$D_AB" --driver raw
   fi
   if wanted B; then
     log "B: 100 rooms x 10 clients, 2 senders/room @ 5 msg/s, ${D_AB}s"
     run_checked cluster B --scenario B --duration "$D_AB"
   fi
   if wanted C; then
-    rates=()
-    [ -z "$C_RATES" ] || rates=(--rates "$C_RATES")
-    for step in $(seq 40); do
-      rate=$("$BENCH" step "$RES" --prefix C "${rates[@]}") || die "chat-bench step failed"
-      [ -n "$rate" ] || break
-      log "C step $step: rate $rate msg/s (offered $((rate * 1000)) deliveries/s), ${C_DURATION}s"
-      run_bench cluster "C-$rate" --scenario C --rate "$rate" --duration "$C_DURATION"
-      "$BENCH" pass "$LAST" | sed 's/^/[run.sh] SLO /' >&2 || true
-    done
+    saturate C
+    [ "$SKIP_RAW" = 1 ] || saturate C-raw --driver raw
   fi
   if wanted D; then
     log "D: $N_D idle connections in $((N_D / 10)) rooms"
@@ -310,7 +319,7 @@ if [ "$PEER" = 1 ]; then
   mkdir -p "$WORK/peer"
   cp -r "$PEER_DIR/." "$WORK/peer/"
   rm -rf "$WORK/peer/results" "$WORK/peer/run"
-  (cd "$WORK/peer" && exec env QUICK="$QUICK" bash run.sh) > "$OUT/logs/peer.log" 2>&1 &
+  (cd "$WORK/peer" && exec env QUICK="$QUICK" SKIP_RAW="$SKIP_RAW" bash run.sh) > "$OUT/logs/peer.log" 2>&1 &
   PEER_PID=$!
   prc=0; wait "$PEER_PID" || prc=$?
   PEER_PID=""

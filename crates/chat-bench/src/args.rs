@@ -182,7 +182,10 @@ pub struct Cli {
     /// Seconds for the whole connect or join phase.
     #[arg(long = "phase-timeout", env = "PHASE_TIMEOUT", default_value_t = 120.0)]
     pub phase_timeout: f64,
-    /// Transport driver; only the gRPC `chat-client` exists here.
+    /// Client driver: `chat-client` (the client library, as an application
+    /// would use it) or `raw` (the generated gRPC client and one reading task
+    /// per connection: less load-generator CPU, like the peer's
+    /// `socketio-raw`).
     #[arg(long, env = "DRIVER", default_value = "chat-client")]
     pub driver: String,
     /// Label of the run in the JSON [default: the scenario's name].
@@ -288,8 +291,8 @@ impl Cli {
         if self.workers != 1 {
             bail!("--workers: chat-bench is one process (multi-threaded); only 1 is supported");
         }
-        if self.driver != "chat-client" {
-            bail!("--driver: only chat-client is available");
+        if self.driver != "chat-client" && self.driver != "raw" {
+            bail!("--driver: chat-client or raw");
         }
         let redis = pids(&self.redis_pid, "redis-pid")?;
         Ok(Params {

@@ -14,6 +14,7 @@ pub mod args;
 pub mod clock;
 pub mod metrics;
 pub mod procstat;
+pub mod raw;
 pub mod report;
 pub mod saturation;
 pub mod scenario;

@@ -9,6 +9,7 @@ use crate::args::Params;
 use crate::clock::{self, ms_between, now_ns};
 use crate::metrics::{Hist, r3};
 use crate::procstat::{self, MachineCpu, ProcSnap};
+use crate::raw::{self, RawClient};
 use crate::report::{
     BrokerOut, DelayOut, LoadgenOut, MachineOut, ParamsOut, Report, ServerOut, mb, now_utc,
 };
@@ -125,10 +126,90 @@ async fn receive(shared: Arc<Shared>, i: usize, mut events: Events) {
     }
 }
 
+/// One connected client, through either driver.
+#[derive(Clone)]
+enum Driver {
+    Library(Client),
+    Raw(RawClient),
+}
+
+impl Driver {
+    async fn join(&self, room: &str) -> Result<(), String> {
+        match self {
+            Driver::Library(c) => c.join(room).await.map(drop).map_err(|e| e.to_string()),
+            Driver::Raw(c) => c.join(room).await,
+        }
+    }
+
+    async fn send_with_id(&self, room: &str, id: &str, text: &str) -> Result<(), String> {
+        match self {
+            Driver::Library(c) => c
+                .send_with_id(room, id, text)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Driver::Raw(c) => c.send_with_id(room, id, text).await,
+        }
+    }
+
+    fn close(&self) {
+        match self {
+            Driver::Library(c) => c.close(),
+            Driver::Raw(c) => c.close(),
+        }
+    }
+}
+
+/// Where the raw driver's reading task reports client `i`'s deliveries.
+struct RawSink {
+    shared: Arc<Shared>,
+    i: usize,
+}
+
+impl raw::Sink for RawSink {
+    fn message(&self, m: &MessageEvent) {
+        self.shared.on_message(self.i, m);
+    }
+
+    fn disconnected(&self) {
+        self.shared.disconnects.fetch_add(1, Relaxed);
+    }
+}
+
+/// Connects client `i` to `url` with the chosen driver.
+async fn connect_one(
+    driver: &str,
+    url: String,
+    i: usize,
+    timeout: Duration,
+    shared: Arc<Shared>,
+) -> Result<Driver, String> {
+    let name = format!("bench-{i}");
+    if driver == "raw" {
+        let sink = Arc::new(RawSink { shared, i });
+        return RawClient::connect(&url, &name, timeout, sink)
+            .await
+            .map(Driver::Raw);
+    }
+    let mut config = ClientConfig::new(url, name);
+    config.reconnect = false;
+    config.connect_timeout = timeout;
+    config.request_timeout = timeout;
+    let (client, events) = Client::connect(config);
+    tokio::spawn(receive(shared, i, events));
+    match client.wait_connected(timeout).await {
+        Ok(_) => Ok(Driver::Library(client)),
+        Err(e) => {
+            client.close();
+            Err(e.to_string())
+        }
+    }
+}
+
 /// Every client of the run; closed when dropped, whatever happened.
 #[derive(Default)]
 struct Fleet {
-    clients: Vec<Option<Client>>,
+    clients: Vec<Option<Driver>>,
 }
 
 impl Drop for Fleet {
@@ -230,23 +311,13 @@ async fn connect_phase(
         .map(|i| {
             let url = p.urls[i % p.urls.len()].clone();
             let shared = shared.clone();
+            let driver = p.driver.clone();
             async move {
-                let mut config = ClientConfig::new(url, format!("bench-{i}"));
-                config.reconnect = false;
-                config.connect_timeout = timeout;
-                config.request_timeout = timeout;
-                let (client, events) = Client::connect(config);
-                tokio::spawn(receive(shared.clone(), i, events));
-                match client.wait_connected(timeout).await {
-                    Ok(_) => {
-                        shared.connected.fetch_add(1, Relaxed);
-                        (i, Ok(client))
-                    }
-                    Err(e) => {
-                        client.close();
-                        (i, Err(e.to_string()))
-                    }
+                let r = connect_one(&driver, url, i, timeout, shared.clone()).await;
+                if r.is_ok() {
+                    shared.connected.fetch_add(1, Relaxed);
                 }
+                (i, r)
             }
         })
         .buffer_unordered(p.connect_concurrency)
@@ -306,7 +377,7 @@ async fn join_phase(
             if r.is_ok() {
                 shared.joined.fetch_add(1, Relaxed);
             }
-            (room, r.map_err(|e| e.to_string()))
+            (room, r)
         }
     })
     .buffer_unordered(p.connect_concurrency)
@@ -346,7 +417,7 @@ async fn send_phase(
     lag: &mut Hist,
 ) -> Vec<u64> {
     let plan = p.plan;
-    let senders: Vec<Option<(Client, Arc<str>)>> = (0..plan.senders())
+    let senders: Vec<Option<(Driver, Arc<str>)>> = (0..plan.senders())
         .map(|s| {
             let c = fleet
                 .clients

@@ -114,3 +114,55 @@ async fn tiny_fan_out_delivers_everything() {
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), server.wait()).await;
 }
+
+/// The same tiny fan-out through the lean driver (`--driver raw`): every
+/// delivery arrives, every send is acknowledged, no disconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_fan_out_through_the_raw_driver_delivers_everything() {
+    let shutdown = CancellationToken::new();
+    let server = chat_server::start(config(), shutdown.clone())
+        .await
+        .expect("server starts");
+    let url = format!("http://{}", server.addr());
+    let cli = Cli::try_parse_from([
+        "chat-bench",
+        "--scenario",
+        "A",
+        "--driver",
+        "raw",
+        "--urls",
+        &url,
+        "--rooms",
+        "2",
+        "--clients-per-room",
+        "4",
+        "--senders-per-room",
+        "2",
+        "--rate",
+        "10",
+        "--duration",
+        "1",
+        "--settle",
+        "0.2",
+        "--drain",
+        "3",
+    ])
+    .expect("flags parse");
+    let report = chat_bench::run(cli.resolve().expect("valid")).await;
+
+    assert_eq!(report.error, None);
+    assert_eq!(report.driver, "raw");
+    assert_eq!(report.disconnects_during_run, 0);
+    assert_eq!(report.connections, 8);
+    assert_eq!(report.joined, 8);
+    assert_eq!(report.messages_sent, 40);
+    assert_eq!(report.acks_ok, 40);
+    assert_eq!(report.deliveries_expected, 160);
+    assert_eq!(report.deliveries_received, 160);
+    assert_eq!(report.messages_incomplete, 0);
+    assert_eq!(report.duplicate_deliveries, 0);
+    assert!(report.failures().is_empty(), "{:?}", report.failures());
+
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), server.wait()).await;
+}
