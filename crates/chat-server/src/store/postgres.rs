@@ -13,6 +13,7 @@ use crate::validate::RoomName;
 use futures::future::{BoxFuture, FutureExt};
 use sqlx::Row;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 /// Messages in PostgreSQL.
@@ -22,6 +23,28 @@ pub struct PostgresStore {
 
 const SELECT_COLUMNS: &str =
     "sequence, id, sender_id, sender_name, client_message_id, text, created_at_ms";
+
+/// The append statement, built once: a CTE that checks for a stored copy,
+/// upserts the room row only if there is none, and inserts the message.
+static APPEND: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH existing AS ( \
+                 SELECT {SELECT_COLUMNS} FROM messages \
+                 WHERE room = $1 AND sender_id = $2 AND client_message_id = $3 \
+             ), next AS ( \
+                 INSERT INTO rooms (room, last_sequence) \
+                 SELECT $1, 1 WHERE NOT EXISTS (SELECT 1 FROM existing) \
+                 ON CONFLICT (room) DO UPDATE SET last_sequence = rooms.last_sequence + 1 \
+                 RETURNING last_sequence \
+             ), inserted AS ( \
+                 INSERT INTO messages ({SELECT_COLUMNS}, room) \
+                 SELECT last_sequence, $4, $2, $5, $3, $6, $7, $1 FROM next \
+                 RETURNING {SELECT_COLUMNS} \
+             ) \
+             SELECT {SELECT_COLUMNS}, false AS duplicate FROM inserted \
+             UNION ALL SELECT {SELECT_COLUMNS}, true FROM existing"
+    )
+});
 
 fn from_row(room: &RoomName, row: &PgRow) -> Result<StoredMessage, sqlx::Error> {
     Ok(row_to_message(
@@ -55,32 +78,16 @@ impl PostgresStore {
         // row takes its lock, so appends to a room from every instance take
         // turns and get consecutive numbers; it is skipped for a retry of a
         // message already stored, which then takes no number.
-        let appended = sqlx::query(&format!(
-            "WITH existing AS ( \
-                 SELECT {SELECT_COLUMNS} FROM messages \
-                 WHERE room = $1 AND sender_id = $2 AND client_message_id = $3 \
-             ), next AS ( \
-                 INSERT INTO rooms (room, last_sequence) \
-                 SELECT $1, 1 WHERE NOT EXISTS (SELECT 1 FROM existing) \
-                 ON CONFLICT (room) DO UPDATE SET last_sequence = rooms.last_sequence + 1 \
-                 RETURNING last_sequence \
-             ), inserted AS ( \
-                 INSERT INTO messages ({SELECT_COLUMNS}, room) \
-                 SELECT last_sequence, $4, $2, $5, $3, $6, $7, $1 FROM next \
-                 RETURNING {SELECT_COLUMNS} \
-             ) \
-             SELECT {SELECT_COLUMNS}, false AS duplicate FROM inserted \
-             UNION ALL SELECT {SELECT_COLUMNS}, true FROM existing"
-        ))
-        .bind(room)
-        .bind(&*message.sender.user_id)
-        .bind(&message.client_message_id)
-        .bind(&id)
-        .bind(&*message.sender.display_name)
-        .bind(&message.text)
-        .bind(now_unix_ms())
-        .fetch_one(&self.pool)
-        .await;
+        let appended = sqlx::query(&APPEND)
+            .bind(room)
+            .bind(&*message.sender.user_id)
+            .bind(&message.client_message_id)
+            .bind(&id)
+            .bind(&*message.sender.display_name)
+            .bind(&message.text)
+            .bind(now_unix_ms())
+            .fetch_one(&self.pool)
+            .await;
         let row = match appended {
             Ok(row) => row,
             // The same message committed by a concurrent retry after this
