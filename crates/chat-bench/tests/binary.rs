@@ -5,25 +5,15 @@
 //! meets the latency SLO depends on the machine, so the checks only ask
 //! that the helpers agree with each other, never that it passed.
 
-use chat_server::Config;
+mod common;
+
+use common::TestServer;
 use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
 use tokio::process::Command;
-use tokio_util::sync::CancellationToken;
 
 const BIN: &str = env!("CARGO_BIN_EXE_chat-bench");
-
-fn config() -> Config {
-    let mut c = Config {
-        listen: "127.0.0.1:0".parse().expect("address"),
-        ..Config::default()
-    };
-    c.notifications.enabled = false;
-    c.store.url = "memory".into();
-    c.shutdown.drain_timeout = Duration::from_secs(3);
-    c
-}
 
 /// Runs the binary with these arguments, killed if it takes over a minute.
 async fn bench(args: &[&str]) -> Output {
@@ -63,11 +53,8 @@ impl Drop for Scratch {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_runs_a_step_and_its_helpers_read_it() {
-    let shutdown = CancellationToken::new();
-    let server = chat_server::start(config(), shutdown.clone())
-        .await
-        .expect("server starts");
-    let url = format!("http://{}", server.addr());
+    let server = TestServer::start().await;
+    let url = server.url.clone();
     let pid = std::process::id().to_string();
 
     let out = bench(&[
@@ -156,6 +143,5 @@ async fn binary_runs_a_step_and_its_helpers_read_it() {
         "{md}"
     );
 
-    shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(10), server.wait()).await;
+    server.stop().await;
 }

@@ -2,30 +2,16 @@
 //! 0, memory store, no notifications): every delivery arrives and the
 //! report has load.js's fields.
 
-use chat_bench::Cli;
-use chat_server::Config;
-use clap::Parser;
-use std::time::Duration;
-use tokio_util::sync::CancellationToken;
+mod common;
 
-fn config() -> Config {
-    let mut c = Config {
-        listen: "127.0.0.1:0".parse().expect("address"),
-        ..Config::default()
-    };
-    c.notifications.enabled = false;
-    c.store.url = "memory".into();
-    c.shutdown.drain_timeout = Duration::from_secs(3);
-    c
-}
+use chat_bench::Cli;
+use clap::Parser;
+use common::TestServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tiny_fan_out_delivers_everything() {
-    let shutdown = CancellationToken::new();
-    let server = chat_server::start(config(), shutdown.clone())
-        .await
-        .expect("server starts");
-    let url = format!("http://{}", server.addr());
+    let server = TestServer::start().await;
+    let url = server.url.clone();
     let pid = std::process::id().to_string();
     let cli = Cli::try_parse_from([
         "chat-bench",
@@ -111,19 +97,15 @@ async fn tiny_fan_out_delivers_everything() {
     assert!(json["server_cpu_s_run_total"].as_f64().is_some());
     assert_eq!(json["servers"][0]["pid"], std::process::id());
 
-    shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(10), server.wait()).await;
+    server.stop().await;
 }
 
 /// The same tiny fan-out through the lean driver (`--driver raw`): every
 /// delivery arrives, every send is acknowledged, no disconnect.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tiny_fan_out_through_the_raw_driver_delivers_everything() {
-    let shutdown = CancellationToken::new();
-    let server = chat_server::start(config(), shutdown.clone())
-        .await
-        .expect("server starts");
-    let url = format!("http://{}", server.addr());
+    let server = TestServer::start().await;
+    let url = server.url.clone();
     let cli = Cli::try_parse_from([
         "chat-bench",
         "--scenario",
@@ -163,6 +145,5 @@ async fn tiny_fan_out_through_the_raw_driver_delivers_everything() {
     assert_eq!(report.duplicate_deliveries, 0);
     assert!(report.failures().is_empty(), "{:?}", report.failures());
 
-    shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(10), server.wait()).await;
+    server.stop().await;
 }
