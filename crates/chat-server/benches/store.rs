@@ -1,6 +1,7 @@
 //! Store appends: one at a time (each waits for the previous one) and 256
 //! at once (the SQLite writer takes everything queued, up to 256, into one
-//! transaction: group commit). Memory and SQLite (a file in a temporary
+//! transaction: group commit; PostgreSQL takes it into one batch
+//! statement). Memory and SQLite (a file in a temporary
 //! folder, WAL, `synchronous=FULL`, as the server opens it) always;
 //! PostgreSQL when `CHAT_BENCH_POSTGRES_URL` names a server's database
 //! (`postgres://USER@HOST:PORT/DB`): a fresh database is created on that

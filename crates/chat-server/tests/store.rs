@@ -431,3 +431,64 @@ async fn racing_retries_on_two_postgres_stores_store_one_copy() {
     }
     assert_eq!(one.latest_sequence(&room("race")).await.unwrap(), 20);
 }
+
+/// Many appends at once from two instances — every message twice, to ten
+/// rooms in opposite orders — go in batches that share rooms: each message
+/// is stored once, each attempt answers with its sequence, and every
+/// room's sequences are gap-free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_batches_on_two_postgres_stores_keep_rooms_gap_free() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    let stores = [backend.open().await, backend.open().await];
+    const ROOMS: usize = 10;
+    const PER_ROOM: usize = 30;
+    let mut attempts = Vec::new();
+    for i in 0..PER_ROOM {
+        for r in 0..ROOMS {
+            for (n, store) in stores.iter().enumerate() {
+                // The second instance walks the rooms backwards.
+                let r = if n == 0 { r } else { ROOMS - 1 - r };
+                let store = store.clone();
+                let m = message(&format!("batch-{r}"), "u", &format!("{r}-{i}"), "x");
+                attempts.push(tokio::spawn(async move {
+                    (r, i, store.append(m).await.unwrap())
+                }));
+            }
+        }
+    }
+    let mut by_message = std::collections::HashMap::new();
+    for attempt in attempts {
+        let (r, i, appended) = attempt.await.unwrap();
+        by_message
+            .entry((r, i))
+            .or_insert_with(Vec::new)
+            .push(appended);
+    }
+    assert_eq!(by_message.len(), ROOMS * PER_ROOM);
+    let mut sequences = vec![Vec::new(); ROOMS];
+    for ((r, i), answers) in &by_message {
+        assert_eq!(answers.len(), 2);
+        let fresh = answers.iter().filter(|a| !a.duplicate).count();
+        assert_eq!(fresh, 1, "message {r}-{i}: stored once: {answers:?}");
+        assert_eq!(answers[0].message, answers[1].message, "message {r}-{i}");
+        assert_eq!(
+            answers[0].message.message.client_message_id,
+            format!("{r}-{i}")
+        );
+        sequences[*r].push(answers[0].message.sequence);
+    }
+    for (r, mut seqs) in sequences.into_iter().enumerate() {
+        seqs.sort_unstable();
+        assert_eq!(
+            seqs,
+            (1..=PER_ROOM as u64).collect::<Vec<_>>(),
+            "room batch-{r}"
+        );
+        let latest = stores[0]
+            .latest_sequence(&room(&format!("batch-{r}")))
+            .await;
+        assert_eq!(latest.unwrap(), PER_ROOM as u64);
+    }
+}

@@ -3,6 +3,15 @@
 //! to one room from any instance take turns on that row lock and get
 //! consecutive numbers; migrations run at start under sqlx's advisory lock,
 //! so instances starting together do not race.
+//!
+//! Batched appends: appends wait in a bounded queue; a batching task takes
+//! everything queued (up to `MAX_BATCH`) into one statement — one round
+//! trip and one commit for the whole batch — with at most `IN_FLIGHT`
+//! batches running at once. Idle, a message is a batch of one and goes
+//! alone; under load, batches grow by themselves while earlier ones are in
+//! flight. A batch that fails (a racing retry on another instance, a
+//! deadlock) is retried one message at a time, so one message never fails
+//! the others.
 
 use super::{
     Appended, Direction, MessageStore, NewMessage, Page, Retention, StoreError, StoredMessage,
@@ -13,12 +22,24 @@ use crate::validate::RoomName;
 use futures::future::{BoxFuture, FutureExt};
 use sqlx::Row;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
-use std::sync::LazyLock;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+/// Appends in one statement at most.
+const MAX_BATCH: usize = 256;
+/// Batch statements running at once at most.
+const IN_FLIGHT: usize = 4;
+/// Appends waiting for a batch at most.
+const QUEUE: usize = 4096;
+
+type Reply = oneshot::Sender<Result<Appended, StoreError>>;
 
 /// Messages in PostgreSQL.
 pub struct PostgresStore {
     pool: PgPool,
+    appends: mpsc::Sender<(NewMessage, Reply)>,
 }
 
 const SELECT_COLUMNS: &str =
@@ -46,6 +67,52 @@ static APPEND: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// The batch append statement, built once. Its arrays hold one entry per
+/// message (no two with the same room, sender and client message id):
+/// rows already stored come back as they are, marked duplicate; the others
+/// advance their room's counter by their count, in room order (so batches
+/// on several instances lock rooms in one order and cannot deadlock), and
+/// are numbered in array order within their room.
+static APPEND_BATCH: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH input AS ( \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
+                                      $5::text[], $6::text[], $7::bigint[]) \
+                 WITH ORDINALITY AS t(room, sender_id, client_message_id, id, sender_name, \
+                                      text, created_at_ms, ord) \
+             ), existing AS ( \
+                 SELECT i.ord, m.sequence, m.id, m.sender_id, m.sender_name, \
+                        m.client_message_id, m.text, m.created_at_ms \
+                 FROM input i JOIN messages m ON m.room = i.room \
+                      AND m.sender_id = i.sender_id AND m.client_message_id = i.client_message_id \
+             ), fresh AS ( \
+                 SELECT i.*, count(*) OVER (PARTITION BY i.room) AS n, \
+                        row_number() OVER (PARTITION BY i.room ORDER BY i.ord) AS k \
+                 FROM input i WHERE i.ord NOT IN (SELECT ord FROM existing) \
+             ), next AS ( \
+                 INSERT INTO rooms (room, last_sequence) \
+                 SELECT room, count(*) FROM fresh GROUP BY room ORDER BY room \
+                 ON CONFLICT (room) DO UPDATE \
+                     SET last_sequence = rooms.last_sequence + EXCLUDED.last_sequence \
+                 RETURNING room, last_sequence \
+             ), inserted AS ( \
+                 INSERT INTO messages ({SELECT_COLUMNS}, room) \
+                 SELECT next.last_sequence - f.n + f.k, f.id, f.sender_id, f.sender_name, \
+                        f.client_message_id, f.text, f.created_at_ms, f.room \
+                 FROM fresh f JOIN next ON next.room = f.room \
+                 RETURNING {SELECT_COLUMNS} \
+             ) \
+             SELECT i.ord, ins.sequence, ins.id, ins.sender_id, ins.sender_name, \
+                    ins.client_message_id, ins.text, ins.created_at_ms, false AS duplicate \
+             FROM inserted ins JOIN input i ON i.id = ins.id \
+             UNION ALL SELECT {SELECT_COLUMNS_ORD}, true FROM existing"
+    )
+});
+
+/// [`SELECT_COLUMNS`] after the batch's `ord`.
+const SELECT_COLUMNS_ORD: &str =
+    "ord, sequence, id, sender_id, sender_name, client_message_id, text, created_at_ms";
+
 fn from_row(room: &RoomName, row: &PgRow) -> Result<StoredMessage, sqlx::Error> {
     Ok(row_to_message(
         room,
@@ -68,49 +135,201 @@ impl PostgresStore {
             .connect(url)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(PostgresStore { pool })
+        let (appends, queue) = mpsc::channel(QUEUE);
+        tokio::spawn(batch_loop(pool.clone(), queue));
+        Ok(PostgresStore { pool, appends })
     }
+}
 
-    async fn append_one(&self, message: &NewMessage) -> Result<Appended, StoreError> {
-        let room = message.room.as_str();
-        let id = uuid::Uuid::now_v7().to_string();
-        // One round trip, one implicit transaction. The upsert of the room
-        // row takes its lock, so appends to a room from every instance take
-        // turns and get consecutive numbers; it is skipped for a retry of a
-        // message already stored, which then takes no number.
-        let appended = sqlx::query(&APPEND)
+/// Takes queued appends into batches, at most [`IN_FLIGHT`] running at
+/// once, until every sender of the queue is gone.
+async fn batch_loop(pool: PgPool, mut queue: mpsc::Receiver<(NewMessage, Reply)>) {
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
+    loop {
+        // The permit first: while every batch slot is busy, appends keep
+        // queueing and the next batch takes them all.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        if queue.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
+        }
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            append_batch(&pool, batch).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Appends `batch` in one statement and answers each message.
+///
+/// A batch refused because another instance committed one of its messages
+/// (a racing retry) or because of a deadlock is run again: what the other
+/// transaction committed is then read as stored. If it still fails, each
+/// message is appended on its own, so one message cannot fail the others.
+async fn append_batch(pool: &PgPool, mut batch: Vec<(NewMessage, Reply)>) {
+    if batch.len() == 1 {
+        let (message, reply) = batch.remove(0);
+        let _ = reply.send(append_one(pool, &message).await);
+        return;
+    }
+    let mut attempts = 0;
+    let error = loop {
+        attempts += 1;
+        match append_many(pool, batch.iter().map(|(m, _)| m)).await {
+            Ok(results) => {
+                for ((_, reply), result) in batch.into_iter().zip(results) {
+                    let _ = reply.send(Ok(result));
+                }
+                return;
+            }
+            Err(e) if attempts < BATCH_ATTEMPTS && is_transient(&e) => continue,
+            Err(e) => break e,
+        }
+    };
+    tracing::debug!(error = %error, size = batch.len(), "postgres batch failed; appending one by one");
+    for (message, reply) in batch {
+        let _ = reply.send(append_one(pool, &message).await);
+    }
+}
+
+/// Times a batch is tried before its messages go one by one.
+const BATCH_ATTEMPTS: u32 = 3;
+
+/// Whether running the statement again may succeed: a unique violation
+/// (another instance stored one of the messages meanwhile), a deadlock or
+/// a serialization failure (SQLSTATE class 40).
+fn is_transient(e: &sqlx::Error) -> bool {
+    e.as_database_error().is_some_and(|e| {
+        e.is_unique_violation() || e.code().is_some_and(|code| code.starts_with("40"))
+    })
+}
+
+/// One statement for several messages; answers in their order.
+///
+/// Repeats of one message within the batch (same room, sender and client
+/// message id) go to the database once; the later ones answer with its
+/// stored copy, marked duplicate.
+async fn append_many<'m>(
+    pool: &PgPool,
+    messages: impl ExactSizeIterator<Item = &'m NewMessage>,
+) -> Result<Vec<Appended>, sqlx::Error> {
+    let time_unix_ms = now_unix_ms();
+    let mut first: HashMap<(&str, &str, &str), usize> = HashMap::with_capacity(messages.len());
+    // For each message, the index of its first occurrence among `unique`.
+    let mut slot = Vec::with_capacity(messages.len());
+    let mut unique: Vec<&NewMessage> = Vec::with_capacity(messages.len());
+    for message in messages {
+        let key = (
+            message.room.as_str(),
+            &*message.sender.user_id,
+            message.client_message_id.as_str(),
+        );
+        let next = unique.len();
+        let index = *first.entry(key).or_insert(next);
+        if index == next {
+            unique.push(message);
+        }
+        slot.push(index);
+    }
+    let ids: Vec<String> = unique
+        .iter()
+        .map(|_| uuid::Uuid::now_v7().to_string())
+        .collect();
+    let rows = sqlx::query(&APPEND_BATCH)
+        .bind(unique.iter().map(|m| m.room.as_str()).collect::<Vec<_>>())
+        .bind(
+            unique
+                .iter()
+                .map(|m| &*m.sender.user_id)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            unique
+                .iter()
+                .map(|m| m.client_message_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(&ids)
+        .bind(
+            unique
+                .iter()
+                .map(|m| &*m.sender.display_name)
+                .collect::<Vec<_>>(),
+        )
+        .bind(unique.iter().map(|m| m.text.as_str()).collect::<Vec<_>>())
+        .bind(vec![time_unix_ms; unique.len()])
+        .fetch_all(pool)
+        .await?;
+    let mut stored: Vec<Option<Appended>> = vec![None; unique.len()];
+    for row in &rows {
+        let ord: i64 = row.try_get("ord")?;
+        let index = usize::try_from(ord - 1)
+            .ok()
+            .filter(|&i| i < unique.len())
+            .ok_or_else(|| sqlx::Error::Protocol(format!("batch answered for entry {ord}")))?;
+        stored[index] = Some(Appended {
+            message: from_row(&unique[index].room, row)?,
+            duplicate: row.try_get("duplicate")?,
+        });
+    }
+    let stored: Vec<Appended> = stored
+        .into_iter()
+        .collect::<Option<_>>()
+        .ok_or_else(|| sqlx::Error::Protocol("batch left a message unanswered".into()))?;
+    let mut answered = vec![false; unique.len()];
+    Ok(slot
+        .into_iter()
+        .map(|index| {
+            let mut result = stored[index].clone();
+            result.duplicate |= std::mem::replace(&mut answered[index], true);
+            result
+        })
+        .collect())
+}
+
+/// One message, one statement.
+async fn append_one(pool: &PgPool, message: &NewMessage) -> Result<Appended, StoreError> {
+    let room = message.room.as_str();
+    let id = uuid::Uuid::now_v7().to_string();
+    // One round trip, one implicit transaction. The upsert of the room
+    // row takes its lock, so appends to a room from every instance take
+    // turns and get consecutive numbers; it is skipped for a retry of a
+    // message already stored, which then takes no number.
+    let appended = sqlx::query(&APPEND)
+        .bind(room)
+        .bind(&*message.sender.user_id)
+        .bind(&message.client_message_id)
+        .bind(&id)
+        .bind(&*message.sender.display_name)
+        .bind(&message.text)
+        .bind(now_unix_ms())
+        .fetch_one(pool)
+        .await;
+    let row = match appended {
+        Ok(row) => row,
+        // The same message committed by a concurrent retry after this
+        // statement took its snapshot: the idempotency index refused
+        // the second copy (and the statement took no number). Read it.
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            sqlx::query(&format!(
+                "SELECT {SELECT_COLUMNS}, true AS duplicate FROM messages \
+                 WHERE room = $1 AND sender_id = $2 AND client_message_id = $3"
+            ))
             .bind(room)
             .bind(&*message.sender.user_id)
             .bind(&message.client_message_id)
-            .bind(&id)
-            .bind(&*message.sender.display_name)
-            .bind(&message.text)
-            .bind(now_unix_ms())
-            .fetch_one(&self.pool)
-            .await;
-        let row = match appended {
-            Ok(row) => row,
-            // The same message committed by a concurrent retry after this
-            // statement took its snapshot: the idempotency index refused
-            // the second copy (and the statement took no number). Read it.
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                sqlx::query(&format!(
-                    "SELECT {SELECT_COLUMNS}, true AS duplicate FROM messages \
-                     WHERE room = $1 AND sender_id = $2 AND client_message_id = $3"
-                ))
-                .bind(room)
-                .bind(&*message.sender.user_id)
-                .bind(&message.client_message_id)
-                .fetch_one(&self.pool)
-                .await?
-            }
-            Err(e) => return Err(e.into()),
-        };
-        Ok(Appended {
-            message: from_row(&message.room, &row)?,
-            duplicate: row.try_get("duplicate")?,
-        })
-    }
+            .fetch_one(pool)
+            .await?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Appended {
+        message: from_row(&message.room, &row)?,
+        duplicate: row.try_get("duplicate")?,
+    })
 }
 
 impl MessageStore for PostgresStore {
@@ -123,7 +342,16 @@ impl MessageStore for PostgresStore {
     }
 
     fn append(&self, message: NewMessage) -> BoxFuture<'_, Result<Appended, StoreError>> {
-        async move { self.append_one(&message).await }.boxed()
+        async move {
+            let stopped = || StoreError::Unavailable("the postgres batching task stopped".into());
+            let (reply, answer) = oneshot::channel();
+            self.appends
+                .send((message, reply))
+                .await
+                .map_err(|_| stopped())?;
+            answer.await.map_err(|_| stopped())?
+        }
+        .boxed()
     }
 
     fn latest_sequence<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<u64, StoreError>> {
@@ -182,6 +410,11 @@ impl MessageStore for PostgresStore {
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         async move {
             sqlx::query("SELECT 1").execute(&self.pool).await?;
+            if self.appends.is_closed() {
+                return Err(StoreError::Unavailable(
+                    "the postgres batching task stopped".into(),
+                ));
+            }
             Ok(())
         }
         .boxed()
