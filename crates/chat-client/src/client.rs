@@ -4,6 +4,7 @@
 use crate::backoff::Backoff;
 use crate::error::ClientError;
 use crate::event::{Event, Events};
+use crate::token::{TokenProvider, set_bearer};
 use chat_proto::v1::chat_service_client::ChatServiceClient;
 use chat_proto::v1::{
     ClientFrame, DisconnectNotice, ErrorCode, HistoryDirection, HistoryRequest, HistoryResponse,
@@ -26,8 +27,12 @@ use tonic::transport::Endpoint;
 pub struct ClientConfig {
     /// Server URL, e.g. `http://127.0.0.1:5000`.
     pub server: String,
-    /// Display name (and, without authentication, identity).
+    /// Display name (and, without authentication, identity). With a token,
+    /// the server takes the name from the token instead.
     pub name: String,
+    /// The bearer token for servers that require one; asked before every
+    /// connection attempt.
+    pub token: Option<TokenProvider>,
     /// Rooms to join on every session, before any joined later.
     pub rooms: Vec<String>,
     /// How long a request waits for its reply.
@@ -54,6 +59,7 @@ impl ClientConfig {
         ClientConfig {
             server: server.into(),
             name: name.into(),
+            token: None,
             rooms: Vec::new(),
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
@@ -312,13 +318,23 @@ impl Client {
             from_sequence: from,
             limit,
         });
-        set_name(request.metadata_mut(), &self.inner.config.name).map_err(|message| {
-            ClientError::Server {
-                code: ErrorCode::InvalidArgument,
-                message,
-                retry_after_ms: 0,
-            }
-        })?;
+        let invalid = |message| ClientError::Server {
+            code: ErrorCode::InvalidArgument,
+            message,
+            retry_after_ms: 0,
+        };
+        set_name(request.metadata_mut(), &self.inner.config.name).map_err(invalid)?;
+        if let Some(provider) = &self.inner.config.token {
+            let token = provider
+                .token()
+                .await
+                .map_err(|message| ClientError::Server {
+                    code: ErrorCode::Unauthenticated,
+                    message: format!("no token: {message}"),
+                    retry_after_ms: 0,
+                })?;
+            set_bearer(request.metadata_mut(), &token).map_err(invalid)?;
+        }
         request.set_timeout(self.inner.config.request_timeout);
         let mut grpc = ChatServiceClient::new(channel);
         let call = grpc.history(request);
@@ -483,6 +499,16 @@ async fn session(inner: &Arc<Inner>, events: &mpsc::Sender<Event>) -> SessionEnd
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
     if let Err(e) = set_name(request.metadata_mut(), &config.name) {
         return ended(e);
+    }
+    if let Some(provider) = &config.token {
+        let token = tokio::select! {
+            _ = inner.close.cancelled() => return ended("closed"),
+            t = provider.token() => t,
+        };
+        match token.map(|t| set_bearer(request.metadata_mut(), &t)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) | Err(e) => return ended(format!("no token: {e}")),
+        }
     }
     *lock(&inner.channel) = Some(channel.clone());
     let mut client = ChatServiceClient::new(channel).max_decoding_message_size(16 * 1024 * 1024);

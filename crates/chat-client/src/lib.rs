@@ -7,11 +7,13 @@ mod backoff;
 mod client;
 mod error;
 mod event;
+mod token;
 
 pub use backoff::Backoff;
 pub use client::{Client, ClientConfig, ConnectionState};
 pub use error::ClientError;
 pub use event::{Event, Events};
+pub use token::TokenProvider;
 
 /// The wire types, for callers that want them.
 pub use chat_proto::v1 as proto;

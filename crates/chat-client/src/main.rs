@@ -3,7 +3,7 @@
 
 mod console;
 
-use chat_client::{Client, ClientConfig};
+use chat_client::{Client, ClientConfig, TokenProvider};
 use clap::Parser;
 use std::io::IsTerminal;
 
@@ -14,9 +14,14 @@ struct Args {
     /// Server URL.
     #[arg(long, env = "CHAT_SERVER", default_value = "http://127.0.0.1:5000")]
     server: String,
-    /// Your display name (1-32 printable characters).
-    #[arg(long, env = "CHAT_NAME")]
-    name: String,
+    /// Your display name (1-32 printable characters), for a server without
+    /// authentication. With a token, the name comes from the token.
+    #[arg(long, env = "CHAT_NAME", required_unless_present = "token")]
+    name: Option<String>,
+    /// Bearer token (a JWT) for a server with authentication; e.g. from
+    /// `chat-server token --sub alice --name Alice`.
+    #[arg(long, env = "CHAT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Room to join at start; repeat for several. The first is current.
     #[arg(long = "room", default_value = "lobby")]
     rooms: Vec<String>,
@@ -28,8 +33,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut config = ClientConfig::new(args.server.clone(), args.name.clone());
+    let mut config = ClientConfig::new(args.server.clone(), args.name.clone().unwrap_or_default());
     config.rooms = args.rooms.clone();
+    config.token = args.token.clone().map(TokenProvider::fixed);
     let (client, events) = Client::connect(config);
     if args.plain || !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
         console::line::run(client, events, args.rooms).await;

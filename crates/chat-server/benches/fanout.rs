@@ -183,7 +183,7 @@ fn session_send(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     let (sender_outbox, mut sender_stream) = outbox(hub.limits().outbound_queue);
     let session = Session::open(
         hub.clone(),
-        user(0),
+        chat_server::auth::Identity::open(user(0)),
         sender_outbox.clone(),
         Duration::from_secs(3600),
     );

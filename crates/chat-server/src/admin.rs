@@ -1,6 +1,9 @@
-//! Operator endpoints on the HTTP side, disabled unless `admin.token` is
-//! set, and then only for requests carrying it as a bearer token.
+//! Operator endpoints on the HTTP side. They answer requests that carry,
+//! as a bearer token, either `admin.token` or (with `auth.mode = "jwt"`) a
+//! valid JWT with the claim `admin: true`; with neither configured they
+//! do not exist (404).
 
+use crate::auth::Authenticator;
 use crate::hub::Hub;
 use crate::validate;
 use axum::Json;
@@ -17,6 +20,7 @@ const MAX_BODY: usize = 64 * 1024;
 struct Admin {
     hub: Arc<Hub>,
     token: String,
+    auth: Arc<Authenticator>,
 }
 
 /// Body of `POST /admin/broadcast`.
@@ -26,14 +30,16 @@ struct BroadcastRequest {
     text: String,
 }
 
-/// The admin routes; empty (everything 404) when `token` is empty.
-pub fn routes(hub: Arc<Hub>, token: &str) -> Router {
-    if token.is_empty() {
+/// The admin routes; empty (everything 404) when `token` is empty and
+/// authentication is off.
+pub fn routes(hub: Arc<Hub>, token: &str, auth: Arc<Authenticator>) -> Router {
+    if token.is_empty() && !auth.is_enabled() {
         return Router::new();
     }
     let admin = Arc::new(Admin {
         hub,
         token: token.to_string(),
+        auth,
     });
     Router::new()
         .route("/admin/broadcast", post(broadcast))
@@ -47,11 +53,42 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn authorized(headers: &HeaderMap, token: &str) -> bool {
-    headers
+    !token.is_empty()
+        && headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
+}
+
+/// `None` if the request may proceed, else the refusal.
+fn refusal(admin: &Admin, headers: &HeaderMap) -> Option<Reply> {
+    if authorized(headers, &admin.token) {
+        return None;
+    }
+    if !admin.auth.is_enabled() {
+        return Some(error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token",
+        ));
+    }
+    let header = headers
         .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
+        .map(|v| v.as_bytes());
+    match admin.auth.check_header(header) {
+        Ok(identity) if identity.admin => None,
+        Ok(identity) => {
+            tracing::info!(user = %identity.user.user_id, "admin endpoint refused: no admin claim");
+            Some(error(
+                StatusCode::FORBIDDEN,
+                "the token does not grant admin",
+            ))
+        }
+        Err(e) => {
+            tracing::info!(reason = e.reason(), error = %e, "admin authentication failed");
+            Some(error(StatusCode::UNAUTHORIZED, &e.to_string()))
+        }
+    }
 }
 
 type Reply = (StatusCode, Json<serde_json::Value>);
@@ -66,8 +103,8 @@ async fn broadcast(
     headers: HeaderMap,
     body: Result<Json<BroadcastRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Reply {
-    if !authorized(&headers, &admin.token) {
-        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    if let Some(refused) = refusal(&admin, &headers) {
+        return refused;
     }
     let Json(request) = match body {
         Ok(body) => body,
@@ -98,5 +135,7 @@ mod tests {
         assert!(!authorized(&h, "s3cret!"));
         h.insert("authorization", "Basic s3cret".parse().unwrap());
         assert!(!authorized(&h, "s3cret"));
+        h.insert("authorization", "Bearer ".parse().unwrap());
+        assert!(!authorized(&h, ""), "an empty token matches nothing");
     }
 }

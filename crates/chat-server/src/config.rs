@@ -29,6 +29,8 @@ pub struct Config {
     pub presence: PresenceConfig,
     /// Operator endpoints.
     pub admin: AdminConfig,
+    /// Who may connect, and to which rooms.
+    pub auth: AuthConfig,
     /// Logging.
     pub log: LogConfig,
     /// Bounds on what one client may use.
@@ -52,6 +54,7 @@ impl Default for Config {
             nats: NatsConfig::default(),
             presence: PresenceConfig::default(),
             admin: AdminConfig::default(),
+            auth: AuthConfig::default(),
             log: LogConfig::default(),
             limits: Limits::default(),
             session: SessionConfig::default(),
@@ -173,6 +176,142 @@ impl Default for RedisConfig {
 pub struct AdminConfig {
     /// Bearer token the admin endpoints require; empty disables them.
     pub token: String,
+}
+
+/// Authentication (JWT bearer tokens) and room permissions; see
+/// docs/SECURITY.md.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `off` (development: clients name themselves; loopback listeners
+    /// only) or `jwt`.
+    pub mode: AuthMode,
+    /// The one algorithm tokens must be signed with; the token's own `alg`
+    /// header is checked against it, never trusted.
+    pub algorithm: JwtAlgorithm,
+    /// HS256 shared secret (at least 32 bytes). Prefer `secret_file`.
+    pub secret: String,
+    /// File holding the HS256 secret; re-read when it changes.
+    pub secret_file: String,
+    /// PEM public key (RS256, ES256, EdDSA); re-read when it changes.
+    pub public_key_file: String,
+    /// JWKS file (RS256, ES256, EdDSA; a token's `kid` picks the key);
+    /// re-read when it changes.
+    pub jwks_file: String,
+    /// PEM private key, used only by `chat-server token` to mint tokens
+    /// for RS256, ES256 and EdDSA.
+    pub private_key_file: String,
+    /// The `iss` every token must carry.
+    pub issuer: String,
+    /// The `aud` every token must carry.
+    pub audience: String,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Rooms no rule of a token covers: `open` (anyone may join and send)
+    /// or `closed` (no one may).
+    pub default_room_access: DefaultRoomAccess,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            mode: AuthMode::Off,
+            algorithm: JwtAlgorithm::HS256,
+            secret: String::new(),
+            secret_file: String::new(),
+            public_key_file: String::new(),
+            jwks_file: String::new(),
+            private_key_file: String::new(),
+            issuer: "chat".into(),
+            audience: "chat".into(),
+            leeway: Duration::from_secs(30),
+            default_room_access: DefaultRoomAccess::Open,
+        }
+    }
+}
+
+impl AuthConfig {
+    fn validate(&self, listen: SocketAddr) -> Result<(), ConfigError> {
+        let bad = |what: String| Err(ConfigError::Inconsistent(what));
+        match self.mode {
+            AuthMode::Off if !listen.ip().is_loopback() => bad(format!(
+                "auth.mode is off, so anyone can claim any name, and the server would listen on \
+                 {listen}, which is not a loopback address. Configure authentication \
+                 (auth.mode = \"jwt\" with auth.secret_file, auth.public_key_file or \
+                 auth.jwks_file; see docs/SECURITY.md) or listen on 127.0.0.1"
+            )),
+            AuthMode::Off => Ok(()),
+            AuthMode::Jwt => {
+                if self.issuer.is_empty() || self.audience.is_empty() {
+                    return bad("auth.issuer and auth.audience must be set".into());
+                }
+                let symmetric = [&self.secret, &self.secret_file]
+                    .iter()
+                    .filter(|s| !s.is_empty())
+                    .count();
+                let public = [&self.public_key_file, &self.jwks_file]
+                    .iter()
+                    .filter(|s| !s.is_empty())
+                    .count();
+                match self.algorithm {
+                    JwtAlgorithm::HS256 if symmetric != 1 || public != 0 => bad(
+                        "auth.algorithm HS256 takes exactly one of auth.secret and auth.secret_file".into(),
+                    ),
+                    JwtAlgorithm::HS256 => {
+                        if !self.secret.is_empty() && self.secret.len() < MIN_SECRET_BYTES {
+                            return bad(format!(
+                                "auth.secret must be at least {MIN_SECRET_BYTES} bytes"
+                            ));
+                        }
+                        Ok(())
+                    }
+                    _ if public != 1 || symmetric != 0 => bad(format!(
+                        "auth.algorithm {:?} takes exactly one of auth.public_key_file and auth.jwks_file",
+                        self.algorithm
+                    )),
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// Shortest HS256 secret accepted (RFC 7518: a key as long as the hash).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Whether clients must present a token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// No tokens; clients name themselves. Loopback listeners only.
+    Off,
+    /// JWT bearer tokens.
+    Jwt,
+}
+
+/// The JWT signature algorithms the server verifies.
+#[allow(clippy::upper_case_acronyms)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum JwtAlgorithm {
+    /// HMAC with SHA-256 and a shared secret.
+    HS256,
+    /// RSA PKCS#1 v1.5 with SHA-256.
+    RS256,
+    /// ECDSA on P-256 with SHA-256.
+    ES256,
+    /// Ed25519.
+    EdDSA,
+}
+
+/// What a room no token rule covers allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultRoomAccess {
+    /// Anyone may join and send.
+    Open,
+    /// No one may.
+    Closed,
 }
 
 /// How instances keep each other's members in view.
@@ -370,6 +509,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "nats",
     "presence",
     "admin",
+    "auth",
     "log",
     "limits",
     "session",
@@ -449,7 +589,7 @@ impl Config {
         if self.session.idle_timeout.is_zero() || self.session.keepalive_interval.is_zero() {
             return bad("session.idle_timeout and session.keepalive_interval must be above zero");
         }
-        Ok(())
+        self.auth.validate(self.listen)
     }
 
     /// The configuration as TOML, as `--print-config` shows it; secrets
@@ -458,6 +598,9 @@ impl Config {
         let mut shown = self.clone();
         if !shown.admin.token.is_empty() {
             shown.admin.token = "<redacted>".into();
+        }
+        if !shown.auth.secret.is_empty() {
+            shown.auth.secret = "<redacted>".into();
         }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }

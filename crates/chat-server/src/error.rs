@@ -28,6 +28,9 @@ pub enum RequestError {
     /// The rooms-per-connection limit is reached.
     #[error("a connection may be in at most {0} rooms")]
     TooManyRooms(usize),
+    /// The user's token does not allow this in this room.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The server cannot serve the request now.
     #[error("{0}")]
     Unavailable(String),
@@ -45,6 +48,7 @@ impl RequestError {
             RequestError::NotAMember(_) => ErrorCode::NotAMember,
             RequestError::AlreadyAMember(_) => ErrorCode::AlreadyAMember,
             RequestError::TooManyRooms(_) => ErrorCode::TooManyRooms,
+            RequestError::PermissionDenied(_) => ErrorCode::PermissionDenied,
             RequestError::Unavailable(_) => ErrorCode::Unavailable,
             RequestError::Internal(_) => ErrorCode::Internal,
         }

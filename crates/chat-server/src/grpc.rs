@@ -1,10 +1,10 @@
 //! The gRPC face of the hub: accepts Session streams and hands each to a
 //! [`Session`] task. Thin on purpose; the logic lives in the hub.
 
+use crate::auth::{Access, Authenticator, Identity};
 use crate::hub::message_event;
 use crate::hub::{Hub, OutboxStream, outbox};
 use crate::session::Session;
-use crate::store::Sender;
 use crate::store::{Direction, Page};
 use crate::validate;
 use crate::validate::RoomName;
@@ -22,9 +22,13 @@ pub const NAME_HEADER: &str = "chat-name";
 /// Metadata key naming the client (any UTF-8, binary header).
 pub const NAME_BIN_HEADER: &str = "chat-name-bin";
 
+/// Metadata key carrying the bearer token.
+pub const AUTHORIZATION_HEADER: &str = "authorization";
+
 /// The `chat.v1.ChatService` implementation.
 pub struct ChatGrpc {
     hub: Arc<Hub>,
+    auth: Arc<Authenticator>,
     idle_timeout: Duration,
     shutdown: CancellationToken,
     sessions: TaskTracker,
@@ -35,12 +39,14 @@ impl ChatGrpc {
     /// when `shutdown` fires.
     pub fn new(
         hub: Arc<Hub>,
+        auth: Arc<Authenticator>,
         idle_timeout: Duration,
         shutdown: CancellationToken,
         sessions: TaskTracker,
     ) -> Self {
         ChatGrpc {
             hub,
+            auth,
             idle_timeout,
             shutdown,
             sessions,
@@ -84,6 +90,23 @@ fn display_name(metadata: &MetadataMap) -> Result<String, Status> {
     Ok(name)
 }
 
+/// Who is calling: the bearer token's identity (auth on), or the name the
+/// client gives (auth off).
+fn identify(auth: &Authenticator, metadata: &MetadataMap) -> Result<Identity, Status> {
+    if !auth.is_enabled() {
+        return Ok(auth.anonymous(display_name(metadata)?));
+    }
+    let header = metadata.get(AUTHORIZATION_HEADER).map(|v| v.as_bytes());
+    auth.check_header(header).map_err(|e| {
+        tracing::info!(reason = e.reason(), error = %e, "authentication failed");
+        refuse(
+            tonic::Code::Unauthenticated,
+            "UNAUTHENTICATED",
+            e.to_string(),
+        )
+    })
+}
+
 /// History page size when the request names none.
 pub const HISTORY_DEFAULT_LIMIT: usize = 50;
 /// Largest history page.
@@ -96,9 +119,16 @@ impl ChatService for ChatGrpc {
         request: Request<HistoryRequest>,
     ) -> Result<Response<HistoryResponse>, Status> {
         let invalid = |m: String| refuse(tonic::Code::InvalidArgument, "INVALID_ARGUMENT", m);
-        display_name(request.metadata())?;
+        let identity = identify(&self.auth, request.metadata())?;
         let request = request.into_inner();
         let room = RoomName::parse(&request.room).map_err(|e| invalid(e.to_string()))?;
+        if identity.rooms.access(room.as_str()) == Access::None {
+            return Err(refuse(
+                tonic::Code::PermissionDenied,
+                "PERMISSION_DENIED",
+                format!("you may not read room {room}"),
+            ));
+        }
         let direction = match HistoryDirection::try_from(request.direction) {
             Ok(HistoryDirection::Backward) => Direction::Backward,
             Ok(HistoryDirection::Forward) => Direction::Forward,
@@ -140,15 +170,9 @@ impl ChatService for ChatGrpc {
                 "the server is shutting down".into(),
             ));
         }
-        let name = display_name(request.metadata())?;
-        // Without authentication, the name is the identity.
-        let name: Arc<str> = Arc::from(name);
-        let user = Sender {
-            user_id: name.clone(),
-            display_name: name,
-        };
+        let identity = identify(&self.auth, request.metadata())?;
         let (outbox, stream) = outbox(self.hub.limits().outbound_queue);
-        let session = Session::open(self.hub.clone(), user, outbox, self.idle_timeout);
+        let session = Session::open(self.hub.clone(), identity, outbox, self.idle_timeout);
         let inbound = request.into_inner();
         self.sessions
             .spawn(session.run(inbound, self.shutdown.clone()));

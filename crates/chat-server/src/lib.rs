@@ -3,6 +3,7 @@
 //! map of modules.
 
 pub mod admin;
+pub mod auth;
 pub mod backplane;
 pub mod config;
 pub mod error;

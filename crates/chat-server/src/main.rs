@@ -37,6 +37,35 @@ enum Command {
     /// (`GET /health/ready`); exits 0 if it is, 1 if not. For container
     /// health checks, which have no curl.
     Healthcheck,
+    /// Mints a JWT with the configured key and prints it, for development
+    /// and scripts: HS256 signs with `auth.secret` or `auth.secret_file`,
+    /// the others with `auth.private_key_file`; `iss` and `aud` are
+    /// `auth.issuer` and `auth.audience`.
+    Token {
+        /// The user id (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// The display name (`name`); without it, clients show the user id.
+        #[arg(long)]
+        name: Option<String>,
+        /// How long the token is valid, e.g. `1h`, `30m`, `7d`.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        /// Rooms the user may join and send to: exact names and `prefix-*`
+        /// patterns, comma-separated (`rooms` claim).
+        #[arg(long, value_delimiter = ',')]
+        rooms: Vec<String>,
+        /// Rooms the user may join and read but not send to
+        /// (`read_only_rooms` claim).
+        #[arg(long, value_delimiter = ',')]
+        read_only_rooms: Vec<String>,
+        /// Grants the operator endpoints (`admin: true`).
+        #[arg(long)]
+        admin: bool,
+        /// Key id for the header, to pick a key of a JWKS.
+        #[arg(long)]
+        kid: Option<String>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -69,6 +98,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref(), &flags)?;
     if args.print_config {
         print!("{}", config.to_toml());
+        return Ok(());
+    }
+    if let Some(Command::Token {
+        sub,
+        name,
+        ttl,
+        rooms,
+        read_only_rooms,
+        admin,
+        kid,
+    }) = args.command
+    {
+        let request = chat_server::auth::TokenRequest {
+            sub,
+            name,
+            ttl,
+            rooms,
+            read_only_rooms,
+            admin,
+            kid,
+        };
+        let token = chat_server::auth::mint(&config.auth, &request).map_err(anyhow::Error::msg)?;
+        println!("{token}");
         return Ok(());
     }
     if let Some(Command::Healthcheck) = args.command {

@@ -140,17 +140,34 @@ pub async fn start(
     let readiness = Arc::new(Readiness::new(hub.clone(), stats, reporter));
     readiness.refresh().await;
 
+    let auth = Arc::new(crate::auth::Authenticator::new(&config.auth).map_err(|e| {
+        ServerError::Config(crate::config::ConfigError::Inconsistent(format!(
+            "auth: {e}"
+        )))
+    })?);
+    if auth.is_enabled() {
+        tracing::info!(algorithm = ?config.auth.algorithm, issuer = %config.auth.issuer, audience = %config.auth.audience, "authentication on: JWT bearer tokens required");
+    } else {
+        tracing::warn!(
+            "AUTHENTICATION IS OFF: any client can claim any name. This is for development \
+             on a loopback address only; configure auth.mode = \"jwt\" before exposing the server"
+        );
+    }
     let sessions = TaskTracker::new();
     let chat = ChatGrpc::new(
         hub.clone(),
+        auth.clone(),
         config.session.idle_timeout,
         shutdown.clone(),
         sessions.clone(),
     );
     let chat =
         ChatServiceServer::new(chat).max_decoding_message_size(config.limits.max_frame_bytes);
-    let http =
-        health::routes(readiness.clone()).merge(admin::routes(hub.clone(), &config.admin.token));
+    let http = health::routes(readiness.clone()).merge(admin::routes(
+        hub.clone(),
+        &config.admin.token,
+        auth.clone(),
+    ));
     let routes = Routes::from(http)
         .add_service(health_service)
         .add_service(chat);

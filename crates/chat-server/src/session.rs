@@ -1,6 +1,7 @@
 //! One client session: reads the client's requests in order, answers each
 //! with exactly one reply, and ends with a disconnect notice.
 
+use crate::auth::{Access, Identity};
 use crate::error::RequestError;
 use crate::hub::{ConnId, Hub, JoinInfo, Outbox, disconnect_frame, member};
 use crate::store::{NewMessage, Sender};
@@ -15,7 +16,7 @@ use chat_proto::v1::{
 use futures::{Stream, StreamExt};
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -25,14 +26,21 @@ pub struct Session {
     hub: Arc<Hub>,
     conn: ConnId,
     user: Sender,
+    identity: Identity,
     outbox: Outbox,
     rooms: BTreeSet<RoomName>,
     idle_timeout: Duration,
 }
 
 impl Session {
-    /// Registers a new session for `user`, queueing its `Welcome`.
-    pub fn open(hub: Arc<Hub>, user: Sender, outbox: Outbox, idle_timeout: Duration) -> Session {
+    /// Registers a new session for `identity`, queueing its `Welcome`.
+    pub fn open(
+        hub: Arc<Hub>,
+        identity: Identity,
+        outbox: Outbox,
+        idle_timeout: Duration,
+    ) -> Session {
+        let user = identity.user.clone();
         let conn = hub.register(outbox.clone());
         let limits = hub.limits();
         let welcome = Frame::Welcome(Welcome {
@@ -49,6 +57,7 @@ impl Session {
             hub,
             conn,
             user,
+            identity,
             outbox,
             rooms: BTreeSet::new(),
             idle_timeout,
@@ -83,6 +92,16 @@ impl Session {
         let idle_timeout = self.idle_timeout;
         let idle = tokio::time::sleep(idle_timeout);
         tokio::pin!(idle);
+        // The token's end, if it has one (a far future without tokens).
+        let left = self
+            .identity
+            .expires_at
+            .map_or(Duration::from_secs(100 * 365 * 86400), |t| {
+                t.duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO)
+            });
+        let expiry = tokio::time::sleep(left);
+        tokio::pin!(expiry);
         loop {
             tokio::select! {
                 biased;
@@ -93,6 +112,13 @@ impl Session {
                         "the server is shutting down; reconnect shortly",
                     ));
                     return "server shutting down";
+                }
+                _ = &mut expiry => {
+                    self.outbox.finish(disconnect_frame(
+                        DisconnectReason::AuthExpired,
+                        "the token expired; reconnect with a fresh one",
+                    ));
+                    return "token expired";
                 }
                 _ = &mut idle => {
                     self.outbox.finish(disconnect_frame(
@@ -182,6 +208,11 @@ impl Session {
         if self.rooms.contains(&room) {
             return Err(RequestError::AlreadyAMember(room.to_string()));
         }
+        if self.identity.rooms.access(room.as_str()) == Access::None {
+            return Err(RequestError::PermissionDenied(format!(
+                "you may not join room {room}"
+            )));
+        }
         let max = self.hub.limits().max_rooms_per_connection;
         if self.rooms.len() >= max {
             return Err(RequestError::TooManyRooms(max));
@@ -230,6 +261,11 @@ impl Session {
         text: String,
     ) -> Result<reply::Result, RequestError> {
         let room = self.member_room(room)?;
+        if self.identity.rooms.access(room.as_str()) != Access::Write {
+            return Err(RequestError::PermissionDenied(format!(
+                "room {room} is read-only for you"
+            )));
+        }
         validate::client_message_id(&client_message_id)?;
         validate::message_text(&text, self.hub.limits().max_text_bytes)?;
         let stored = self

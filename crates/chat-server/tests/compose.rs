@@ -389,12 +389,18 @@ fn client_runs_the_servers_image_and_is_not_started_by_up() {
         CONTAINER_PORT.to_string(),
         "{server} uses the container port"
     );
-    assert!(!flag("--name").is_empty());
+    // The servers require tokens: the client passes one.
+    let env = environment(client);
+    assert!(
+        env.contains_key("CHAT_TOKEN"),
+        "{CLIENT} passes CHAT_TOKEN: the servers require tokens"
+    );
 
     // The only CHAT_* variables the `chat` console reads.
-    for key in environment(client).keys() {
+    for key in env.keys() {
         assert!(
-            !key.starts_with("CHAT_") || ["CHAT_SERVER", "CHAT_NAME"].contains(&key.as_str()),
+            !key.starts_with("CHAT_")
+                || ["CHAT_SERVER", "CHAT_NAME", "CHAT_TOKEN"].contains(&key.as_str()),
             "{CLIENT} sets {key}, which `chat` does not read"
         );
     }
@@ -447,9 +453,19 @@ fn compose_variables_are_real_server_configuration() {
                      (the server ignores it):\n{printed}"
                 ),
             };
+            // Secrets are printed redacted.
+            if key == "CHAT_AUTH__SECRET" {
+                assert_eq!(shown, "<redacted>", "{name}: {key} in\n{printed}");
+                continue;
+            }
             assert_eq!(&shown, value, "{name}: {key} in\n{printed}");
         }
         assert_eq!(config["backplane"].as_str(), Some("redis"), "{name}");
+        assert_eq!(
+            config["auth"]["mode"].as_str(),
+            Some("jwt"),
+            "{name} listens beyond loopback, so it requires tokens"
+        );
         assert_eq!(
             config["listen"].as_str(),
             Some(format!("0.0.0.0:{CONTAINER_PORT}").as_str()),

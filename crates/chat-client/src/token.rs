@@ -1,0 +1,58 @@
+//! Where a client gets its bearer token. The provider is asked before every
+//! connection attempt, so after a token expires (the server ends the
+//! session with `AUTH_EXPIRED`) the client reconnects with a fresh one.
+
+use futures::future::BoxFuture;
+use std::future::Future;
+use std::sync::Arc;
+
+type Fetch = dyn Fn() -> BoxFuture<'static, Result<String, String>> + Send + Sync;
+
+/// A source of bearer tokens. Cheap to clone.
+#[derive(Clone)]
+pub struct TokenProvider(Arc<Fetch>);
+
+impl TokenProvider {
+    /// Always the same token.
+    pub fn fixed(token: impl Into<String>) -> TokenProvider {
+        let token: Arc<str> = Arc::from(token.into());
+        TokenProvider(Arc::new(move || {
+            let token = token.to_string();
+            Box::pin(async move { Ok(token) })
+        }))
+    }
+
+    /// A token from `fetch` for every connection attempt (from an identity
+    /// provider, a file that is rotated, …). An error ends the attempt; the
+    /// client retries after its backoff.
+    pub fn new<F, Fut>(fetch: F) -> TokenProvider
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<String, String>> + Send + 'static,
+    {
+        TokenProvider(Arc::new(move || Box::pin(fetch())))
+    }
+
+    /// The token to use now.
+    pub async fn token(&self) -> Result<String, String> {
+        (self.0)().await
+    }
+}
+
+impl std::fmt::Debug for TokenProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenProvider")
+    }
+}
+
+/// Puts `token` into `metadata` as `authorization: Bearer <token>`.
+pub(crate) fn set_bearer(
+    metadata: &mut tonic::metadata::MetadataMap,
+    token: &str,
+) -> Result<(), String> {
+    let value = format!("Bearer {}", token.trim())
+        .parse()
+        .map_err(|_| "the token cannot be sent as metadata (not ASCII?)".to_string())?;
+    metadata.insert("authorization", value);
+    Ok(())
+}

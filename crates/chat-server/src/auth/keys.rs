@@ -1,0 +1,194 @@
+//! The keys tokens are verified with: an HS256 secret (given inline or in
+//! a file), a PEM public key, or a JWKS file whose keys a token's `kid`
+//! picks. Files are re-read when they change (checked at most once per
+//! [`RECHECK`]), so keys rotate without a restart; a file that fails to
+//! load keeps the keys it had.
+
+use crate::config::{AuthConfig, JwtAlgorithm};
+use jsonwebtoken::DecodingKey;
+use jsonwebtoken::jwk::JwkSet;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Least time between two looks at a key file.
+pub const RECHECK: Duration = Duration::from_secs(1);
+/// Most keys a JWKS file may hold.
+const MAX_JWKS_KEYS: usize = 64;
+
+/// Where keys come from.
+#[derive(Debug)]
+enum Source {
+    Secret(Vec<u8>),
+    SecretFile(PathBuf),
+    PublicKeyFile(PathBuf),
+    JwksFile(PathBuf),
+}
+
+/// The keys loaded from a source.
+#[derive(Clone)]
+enum Keys {
+    One(DecodingKey),
+    ByKid(HashMap<String, DecodingKey>),
+}
+
+struct Loaded {
+    keys: Keys,
+    /// The file's modification time and length when it was read.
+    stamp: Option<(SystemTime, u64)>,
+    checked: Instant,
+}
+
+/// A reloading key set.
+pub struct KeySet {
+    source: Source,
+    algorithm: JwtAlgorithm,
+    loaded: Mutex<Loaded>,
+}
+
+/// No key for a token.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The token names a key the set does not hold (or names none where
+    /// the set holds several).
+    #[error("{0}")]
+    UnknownKey(String),
+}
+
+impl KeySet {
+    /// Loads the keys `config` names; fails if they cannot be read.
+    pub fn open(config: &AuthConfig) -> Result<KeySet, String> {
+        let source = if !config.secret.is_empty() {
+            Source::Secret(config.secret.as_bytes().to_vec())
+        } else if !config.secret_file.is_empty() {
+            Source::SecretFile(config.secret_file.clone().into())
+        } else if !config.public_key_file.is_empty() {
+            Source::PublicKeyFile(config.public_key_file.clone().into())
+        } else if !config.jwks_file.is_empty() {
+            Source::JwksFile(config.jwks_file.clone().into())
+        } else {
+            return Err("auth: no key configured".into());
+        };
+        let (keys, stamp) = load(&source, config.algorithm)?;
+        Ok(KeySet {
+            source,
+            algorithm: config.algorithm,
+            loaded: Mutex::new(Loaded {
+                keys,
+                stamp,
+                checked: Instant::now(),
+            }),
+        })
+    }
+
+    /// The key for a token whose header names `kid`.
+    pub fn key(&self, kid: Option<&str>) -> Result<DecodingKey, KeyError> {
+        let keys = self.current();
+        match (keys, kid) {
+            (Keys::One(key), _) => Ok(key),
+            (Keys::ByKid(keys), Some(kid)) => keys
+                .get(kid)
+                .cloned()
+                .ok_or_else(|| KeyError::UnknownKey(format!("no key with kid {kid:?}"))),
+            (Keys::ByKid(keys), None) if keys.len() == 1 => {
+                Ok(keys.into_values().next().expect("one key"))
+            }
+            (Keys::ByKid(_), None) => Err(KeyError::UnknownKey(
+                "the token names no kid and the key set holds several keys".into(),
+            )),
+        }
+    }
+
+    /// The keys, re-read first if their file changed.
+    fn current(&self) -> Keys {
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        let path = match &self.source {
+            Source::Secret(_) => return loaded.keys.clone(),
+            Source::SecretFile(p) | Source::PublicKeyFile(p) | Source::JwksFile(p) => p,
+        };
+        if loaded.checked.elapsed() >= RECHECK {
+            loaded.checked = Instant::now();
+            let stamp = stamp(path);
+            if stamp.is_some() && stamp != loaded.stamp {
+                match load(&self.source, self.algorithm) {
+                    Ok((keys, stamp)) => {
+                        tracing::info!(file = %path.display(), "auth keys reloaded");
+                        loaded.keys = keys;
+                        loaded.stamp = stamp;
+                    }
+                    Err(e) => {
+                        // Keep serving with the keys that worked; look again
+                        // after the next change.
+                        loaded.stamp = stamp;
+                        tracing::warn!(file = %path.display(), error = %e, "auth keys not reloaded; keeping the previous ones");
+                    }
+                }
+            }
+        }
+        loaded.keys.clone()
+    }
+}
+
+fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+fn read(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+fn load(
+    source: &Source,
+    algorithm: JwtAlgorithm,
+) -> Result<(Keys, Option<(SystemTime, u64)>), String> {
+    match source {
+        Source::Secret(secret) => Ok((Keys::One(DecodingKey::from_secret(secret)), None)),
+        Source::SecretFile(path) => {
+            let stamp = stamp(path);
+            let secret = read(path)?;
+            // A trailing newline from an editor or `echo` is not key material.
+            let secret = secret.trim_ascii_end();
+            if secret.len() < crate::config::MIN_SECRET_BYTES {
+                return Err(format!(
+                    "{}: the secret must be at least {} bytes",
+                    path.display(),
+                    crate::config::MIN_SECRET_BYTES
+                ));
+            }
+            Ok((Keys::One(DecodingKey::from_secret(secret)), stamp))
+        }
+        Source::PublicKeyFile(path) => {
+            let stamp = stamp(path);
+            let pem = read(path)?;
+            let key = match algorithm {
+                JwtAlgorithm::RS256 => DecodingKey::from_rsa_pem(&pem),
+                JwtAlgorithm::ES256 => DecodingKey::from_ec_pem(&pem),
+                JwtAlgorithm::EdDSA => DecodingKey::from_ed_pem(&pem),
+                JwtAlgorithm::HS256 => return Err("HS256 takes a secret, not a public key".into()),
+            }
+            .map_err(|e| format!("{}: not a {algorithm:?} public key: {e}", path.display()))?;
+            Ok((Keys::One(key), stamp))
+        }
+        Source::JwksFile(path) => {
+            let stamp = stamp(path);
+            let set: JwkSet = serde_json::from_slice(&read(path)?)
+                .map_err(|e| format!("{}: not a JWKS document: {e}", path.display()))?;
+            if set.keys.is_empty() || set.keys.len() > MAX_JWKS_KEYS {
+                return Err(format!(
+                    "{}: a JWKS must hold 1 to {MAX_JWKS_KEYS} keys",
+                    path.display()
+                ));
+            }
+            let mut keys = HashMap::new();
+            for (i, jwk) in set.keys.iter().enumerate() {
+                let kid = jwk.common.key_id.clone().unwrap_or_else(|| i.to_string());
+                let key = DecodingKey::from_jwk(jwk)
+                    .map_err(|e| format!("{}: key {kid:?}: {e}", path.display()))?;
+                keys.insert(kid, key);
+            }
+            Ok((Keys::ByKid(keys), stamp))
+        }
+    }
+}

@@ -1,0 +1,550 @@
+//! Authentication and room permissions end to end: JWT bearer tokens on the
+//! Session stream, History and the admin endpoint; forged, expired,
+//! wrong-audience, wrong-issuer, `alg: none` and oversized tokens; room
+//! rules from claims; expiry ending a stream; keys from PEM files and a
+//! JWKS file that is reloaded; and the refusal to run without auth beyond
+//! loopback.
+
+mod common;
+
+use chat_client::proto::chat_service_client::ChatServiceClient;
+use chat_client::proto::{
+    DisconnectReason, ErrorCode, HistoryDirection, HistoryRequest, ServerFrame, server_frame::Frame,
+};
+use chat_client::{ClientError, Event, TokenProvider};
+use chat_server::auth::{self, TokenRequest};
+use chat_server::config::{AuthConfig, AuthMode, DefaultRoomAccess, JwtAlgorithm};
+use common::*;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_stream::wrappers::ReceiverStream;
+
+const SECRET: &str = "test-secret-test-secret-test-secret!";
+
+fn hs256() -> AuthConfig {
+    AuthConfig {
+        mode: AuthMode::Jwt,
+        algorithm: JwtAlgorithm::HS256,
+        secret: SECRET.into(),
+        issuer: "chat-test".into(),
+        audience: "chat-test-aud".into(),
+        leeway: Duration::ZERO,
+        ..AuthConfig::default()
+    }
+}
+
+fn with_auth(auth: AuthConfig) -> chat_server::Config {
+    let mut c = config();
+    c.auth = auth;
+    c
+}
+
+fn token(auth: &AuthConfig, sub: &str, name: &str) -> String {
+    auth::mint(
+        auth,
+        &TokenRequest {
+            sub: sub.into(),
+            name: Some(name.into()),
+            ttl: Duration::from_secs(3600),
+            ..TokenRequest::default()
+        },
+    )
+    .expect("mint")
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A token with exactly these claims, signed with `key` as `alg`.
+fn signed(alg: Algorithm, key: &EncodingKey, claims: serde_json::Value) -> String {
+    jsonwebtoken::encode(&Header::new(alg), &claims, key).expect("sign")
+}
+
+fn claims(iss: &str, aud: &str, exp: u64) -> serde_json::Value {
+    serde_json::json!({ "sub": "u1", "name": "User One", "iss": iss, "aud": aud, "exp": exp })
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Opens a Session stream with raw metadata; the first frame, or the status.
+async fn open_raw(
+    url: &str,
+    token: Option<&str>,
+    name: Option<&str>,
+) -> Result<ServerFrame, tonic::Status> {
+    let mut client = ChatServiceClient::connect(url.to_string()).await.unwrap();
+    let (_tx, rx) = tokio::sync::mpsc::channel(1);
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    if let Some(t) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    if let Some(n) = name {
+        request
+            .metadata_mut()
+            .insert("chat-name", n.parse().unwrap());
+    }
+    let mut stream = client.session(request).await?.into_inner();
+    Ok(tokio::time::timeout(WAIT, stream.message())
+        .await
+        .expect("a frame")?
+        .expect("a frame"))
+}
+
+fn assert_unauthenticated(result: Result<ServerFrame, tonic::Status>, what: &str) -> String {
+    let status = result.expect_err(what);
+    assert_eq!(
+        status.code(),
+        tonic::Code::Unauthenticated,
+        "{what}: {status:?}"
+    );
+    assert_eq!(
+        status.metadata().get("chat-error-code").unwrap(),
+        "UNAUTHENTICATED",
+        "{what}"
+    );
+    status.message().to_string()
+}
+
+#[tokio::test]
+async fn the_token_decides_who_you_are_and_bad_tokens_are_refused() {
+    let auth = hs256();
+    let server = TestServer::start(with_auth(auth.clone())).await;
+    let url = server.url();
+
+    // The identity comes from the token; the name the client claims is ignored.
+    let good = token(&auth, "user-1", "Alice");
+    match open_raw(&url, Some(&good), Some("mallory"))
+        .await
+        .unwrap()
+        .frame
+    {
+        Some(Frame::Welcome(w)) => {
+            let you = w.you.unwrap();
+            assert_eq!(
+                (you.user_id.as_str(), you.display_name.as_str()),
+                ("user-1", "Alice")
+            );
+        }
+        other => panic!("expected a welcome, got {other:?}"),
+    }
+
+    let key = EncodingKey::from_secret(SECRET.as_bytes());
+    let (iss, aud) = (auth.issuer.as_str(), auth.audience.as_str());
+    let later = now() + 3600;
+    let forged = signed(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(b"another-secret-another-secret-another"),
+        claims(iss, aud, later),
+    );
+    let header_none = b64(br#"{"alg":"none","typ":"JWT"}"#);
+    let payload = b64(claims(iss, aud, later).to_string().as_bytes());
+    let alg_none = format!("{header_none}.{payload}.");
+    let no_sub = signed(
+        Algorithm::HS256,
+        &key,
+        serde_json::json!({ "iss": iss, "aud": aud, "exp": later }),
+    );
+    let cases: Vec<(&str, Option<String>, &str)> = vec![
+        ("no token", None, "missing bearer token"),
+        ("garbage", Some("not-a-jwt".into()), "malformed"),
+        ("oversized", Some("a".repeat(9000)), "malformed"),
+        ("forged signature", Some(forged), "signature"),
+        (
+            "expired",
+            Some(signed(Algorithm::HS256, &key, claims(iss, aud, now() - 60))),
+            "expired",
+        ),
+        (
+            "wrong audience",
+            Some(signed(
+                Algorithm::HS256,
+                &key,
+                claims(iss, "someone-else", later),
+            )),
+            "audience",
+        ),
+        (
+            "wrong issuer",
+            Some(signed(Algorithm::HS256, &key, claims("evil", aud, later))),
+            "issuer",
+        ),
+        ("alg none", Some(alg_none), "algorithm"),
+        (
+            "another algorithm, same secret",
+            Some(signed(Algorithm::HS512, &key, claims(iss, aud, later))),
+            "algorithm",
+        ),
+        ("no sub", Some(no_sub), "sub"),
+    ];
+    for (what, token, says) in cases {
+        let message =
+            assert_unauthenticated(open_raw(&url, token.as_deref(), Some("x")).await, what);
+        assert!(
+            message.contains(says),
+            "{what}: {message:?} should say {says:?}"
+        );
+    }
+
+    // History asks for the same token.
+    let mut grpc = ChatServiceClient::connect(url.clone()).await.unwrap();
+    let history = |token: Option<&str>| {
+        let mut request = tonic::Request::new(HistoryRequest {
+            room: "lobby".into(),
+            direction: HistoryDirection::Backward as i32,
+            from_sequence: 0,
+            limit: 10,
+        });
+        if let Some(t) = token {
+            request
+                .metadata_mut()
+                .insert("authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        request
+    };
+    let status = grpc.history(history(None)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    grpc.history(history(Some(&good)))
+        .await
+        .expect("history with a token");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn room_rules_from_the_token_allow_deny_and_make_read_only() {
+    let auth = AuthConfig {
+        default_room_access: DefaultRoomAccess::Closed,
+        ..hs256()
+    };
+    let server = TestServer::start(with_auth(auth.clone())).await;
+    let url = server.url();
+    let mint = |sub: &str, rooms: &[&str], read_only: &[&str]| {
+        auth::mint(
+            &auth,
+            &TokenRequest {
+                sub: sub.into(),
+                name: Some(sub.to_uppercase()),
+                ttl: Duration::from_secs(600),
+                rooms: rooms.iter().map(|s| s.to_string()).collect(),
+                read_only_rooms: read_only.iter().map(|s| s.to_string()).collect(),
+                ..TokenRequest::default()
+            },
+        )
+        .unwrap()
+    };
+    let mut reader = client_config(&url, "");
+    reader.token = Some(TokenProvider::fixed(mint("reader", &["team-*"], &["news"])));
+    let (reader, mut reader_ev) = connect_with(reader).await;
+    let mut editor = client_config(&url, "");
+    editor.token = Some(TokenProvider::fixed(mint("editor", &["news"], &[])));
+    let (editor, _editor_ev) = connect_with(editor).await;
+
+    let denied = |r: Result<_, ClientError>, what: &str| match r {
+        Err(ClientError::Server { code, .. }) => {
+            assert_eq!(code, ErrorCode::PermissionDenied, "{what}")
+        }
+        other => panic!("{what}: expected PERMISSION_DENIED, got {other:?}"),
+    };
+    reader.join("team-a").await.expect("team-* covers team-a");
+    reader
+        .send("team-a", "hi team")
+        .await
+        .expect("write access");
+    denied(reader.join("elsewhere").await.map(|_| ()), "closed default");
+    denied(reader.join("team").await.map(|_| ()), "team is not team-*");
+    assert_eq!(
+        reader.rooms(),
+        vec!["team-a".to_string()],
+        "no state change"
+    );
+
+    reader
+        .join("news")
+        .await
+        .expect("read-only rooms may be joined");
+    editor.join("news").await.unwrap();
+    denied(
+        reader.send("news", "let me write").await.map(|_| ()),
+        "read-only room",
+    );
+    editor.send("news", "headline").await.unwrap();
+    assert_eq!(
+        expect_message(&mut reader_ev, "news").await,
+        ("EDITOR".into(), "headline".into(), 1),
+        "the reader reads; its refused send took no number"
+    );
+
+    // History follows the same rules.
+    let history = reader
+        .history("news", HistoryDirection::Backward, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(history.messages.len(), 1);
+    denied(
+        reader
+            .history("elsewhere", HistoryDirection::Backward, 0, 10)
+            .await
+            .map(|_| ()),
+        "history of a closed room",
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_token_ends_the_stream_and_the_client_reconnects_with_a_fresh_one() {
+    let auth = hs256();
+    let server = TestServer::start(with_auth(auth.clone())).await;
+    let minted = Arc::new(AtomicUsize::new(0));
+    let provider = {
+        let (auth, minted) = (auth.clone(), minted.clone());
+        TokenProvider::new(move || {
+            let (auth, minted) = (auth.clone(), minted.clone());
+            async move {
+                minted.fetch_add(1, Ordering::SeqCst);
+                auth::mint(
+                    &auth,
+                    &TokenRequest {
+                        sub: "short".into(),
+                        ttl: Duration::from_secs(2),
+                        ..TokenRequest::default()
+                    },
+                )
+            }
+        })
+    };
+    let mut config = client_config(&server.url(), "");
+    config.token = Some(provider);
+    config.rooms = vec!["lobby".into()];
+    let (client, mut events) = connect_with(config).await;
+    match expect_event(&mut events, "disconnect", |e| {
+        matches!(e, Event::Disconnected { .. })
+    })
+    .await
+    {
+        Event::Disconnected { notice, .. } => {
+            let notice = notice.expect("a disconnect notice");
+            assert_eq!(
+                notice.reason,
+                DisconnectReason::AuthExpired as i32,
+                "{notice:?}"
+            );
+        }
+        _ => unreachable!(),
+    }
+    expect_event(&mut events, "reconnected", |e| {
+        matches!(e, Event::Connected(_))
+    })
+    .await;
+    assert!(
+        minted.load(Ordering::SeqCst) >= 2,
+        "a fresh token per connection"
+    );
+    client
+        .send("lobby", "still here")
+        .await
+        .expect("the rejoined room works");
+    client.close();
+    server.stop().await;
+}
+
+/// Ed25519 and P-256 keys, as PEM files and as a JWKS file that is
+/// replaced while the server runs.
+#[tokio::test]
+async fn public_keys_from_pem_and_a_reloaded_jwks() {
+    use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
+    let dir = std::env::temp_dir().join(format!("chat-auth-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |name: &str, contents: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, contents).unwrap();
+        path.display().to_string()
+    };
+    let ed = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+    let line = ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF;
+    let ed_private = ed.to_pkcs8_pem(line).unwrap();
+    let ed_public = ed.verifying_key().to_public_key_pem(line).unwrap();
+    let ec = p256::SecretKey::random(&mut rand_core::OsRng);
+    let ec_private = ec.to_pkcs8_pem(line).unwrap();
+    let ec_public = ec.public_key().to_public_key_pem(line).unwrap();
+
+    // PEM public keys, one algorithm each; tokens minted from the private keys.
+    for (algorithm, private, public) in [
+        (JwtAlgorithm::EdDSA, ed_private.as_str(), ed_public.as_str()),
+        (JwtAlgorithm::ES256, ec_private.as_str(), ec_public.as_str()),
+    ] {
+        let auth = AuthConfig {
+            algorithm,
+            secret: String::new(),
+            public_key_file: file(&format!("{algorithm:?}.pub.pem"), public),
+            private_key_file: file(&format!("{algorithm:?}.pem"), private),
+            ..hs256()
+        };
+        let server = TestServer::start(with_auth(auth.clone())).await;
+        let good = token(&auth, "pk-user", "PK");
+        assert!(
+            matches!(
+                open_raw(&server.url(), Some(&good), None)
+                    .await
+                    .unwrap()
+                    .frame,
+                Some(Frame::Welcome(_))
+            ),
+            "{algorithm:?}"
+        );
+        let hs = token(&hs256(), "pk-user", "PK");
+        let message = assert_unauthenticated(
+            open_raw(&server.url(), Some(&hs), None).await,
+            "HS256 token",
+        );
+        assert!(message.contains("algorithm"), "{message}");
+        server.stop().await;
+    }
+
+    // A JWKS with one Ed25519 key ("k1"), then rotated to another ("k2").
+    let jwk = |kid: &str, key: &ed25519_dalek::SigningKey| {
+        serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "kid": kid,
+                            "x": b64(key.verifying_key().as_bytes()) })
+    };
+    let ed2 = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+    let jwks = file(
+        "jwks.json",
+        &serde_json::json!({ "keys": [jwk("k1", &ed)] }).to_string(),
+    );
+    let auth = AuthConfig {
+        algorithm: JwtAlgorithm::EdDSA,
+        secret: String::new(),
+        jwks_file: jwks.clone(),
+        ..hs256()
+    };
+    let server = TestServer::start(with_auth(auth.clone())).await;
+    let mint_with = |private: &str, kid: &str| {
+        let auth = AuthConfig {
+            private_key_file: file(&format!("{kid}.pem"), private),
+            ..auth.clone()
+        };
+        auth::mint(
+            &auth,
+            &TokenRequest {
+                sub: "jwks-user".into(),
+                ttl: Duration::from_secs(600),
+                kid: Some(kid.into()),
+                ..TokenRequest::default()
+            },
+        )
+        .unwrap()
+    };
+    let k1 = mint_with(&ed_private, "k1");
+    let k2 = mint_with(&ed2.to_pkcs8_pem(line).unwrap(), "k2");
+    assert!(
+        open_raw(&server.url(), Some(&k1), None).await.is_ok(),
+        "k1 is served"
+    );
+    assert_unauthenticated(open_raw(&server.url(), Some(&k2), None).await, "k2 not yet");
+
+    std::fs::write(
+        &jwks,
+        serde_json::json!({ "keys": [jwk("k2", &ed2)] }).to_string(),
+    )
+    .unwrap();
+    // The file is looked at again at most once per KEY_RECHECK.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while open_raw(&server.url(), Some(&k2), None).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the JWKS was not reloaded"
+        );
+        tokio::time::sleep(auth::KEY_RECHECK / 4).await;
+    }
+    assert_unauthenticated(
+        open_raw(&server.url(), Some(&k1), None).await,
+        "k1 rotated out",
+    );
+
+    // A broken file keeps the keys that worked.
+    std::fs::write(&jwks, "{ not json").unwrap();
+    tokio::time::sleep(auth::KEY_RECHECK * 2).await;
+    assert!(
+        open_raw(&server.url(), Some(&k2), None).await.is_ok(),
+        "k2 still served"
+    );
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn admin_endpoint_takes_a_token_with_the_admin_claim() {
+    let auth = hs256();
+    let server = TestServer::start(with_auth(auth.clone())).await;
+    let user = token(&auth, "user", "User");
+    let admin = auth::mint(
+        &auth,
+        &TokenRequest {
+            sub: "op".into(),
+            ttl: Duration::from_secs(600),
+            admin: true,
+            ..TokenRequest::default()
+        },
+    )
+    .unwrap();
+    let post = |token: Option<String>| {
+        let addr = server.addr();
+        async move {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let auth = token
+                .map(|t| format!("Authorization: Bearer {t}\r\n"))
+                .unwrap_or_default();
+            let body = r#"{"text":"maintenance at noon"}"#;
+            let request = format!(
+                "POST /admin/broadcast HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut response = String::new();
+            stream.read_to_string(&mut response).await.unwrap();
+            response[9..12].parse::<u16>().unwrap()
+        }
+    };
+    assert_eq!(post(None).await, 401);
+    assert_eq!(post(Some("garbage".into())).await, 401);
+    assert_eq!(post(Some(user)).await, 403, "a valid token without admin");
+    assert_eq!(post(Some(admin)).await, 202);
+    server.stop().await;
+}
+
+#[test]
+fn without_auth_the_server_listens_on_loopback_only() {
+    let mut c = config();
+    c.listen = "0.0.0.0:5000".parse().unwrap();
+    let err = c.validate().expect_err("auth off beyond loopback");
+    let message = err.to_string();
+    assert!(
+        message.contains("auth.mode") && message.contains("SECURITY.md"),
+        "{message}"
+    );
+    c.listen = "[::]:5000".parse().unwrap();
+    assert!(c.validate().is_err());
+
+    c.auth = hs256();
+    c.validate().expect("with auth, any address");
+    c.auth.secret = "short".into();
+    assert!(c.validate().unwrap_err().to_string().contains("32 bytes"));
+    c.auth = AuthConfig {
+        algorithm: JwtAlgorithm::RS256,
+        ..hs256()
+    };
+    assert!(
+        c.validate().is_err(),
+        "RS256 with a secret and no public key"
+    );
+}
