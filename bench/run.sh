@@ -202,8 +202,14 @@ wait_ready() { # wait_ready PORT PID
 }
 start_server() { # start_server LABEL PORT DIR [VAR=VALUE ...]: one instance, its pid in SRV_PIDS
   local label=$1 port=$2 dir=$3; shift 3
+  # Rate and connection limits off: one load generator on one address
+  # sends faster than a person (A: 50 msg/s from one client) and opens
+  # 10,000 connections (D2x).
   (cd "$dir" && exec env CHAT_LISTEN="127.0.0.1:$port" CHAT_SERVER_ID="bench-$port" \
     CHAT_NOTIFICATIONS__ENABLED=false CHAT_LOG__LEVEL="$SERVER_LOG_LEVEL" \
+    CHAT_LIMITS__SEND_RATE=0 CHAT_LIMITS__USER_SEND_RATE=0 CHAT_LIMITS__JOIN_RATE=0 \
+    CHAT_LIMITS__USER_JOIN_RATE=0 CHAT_LIMITS__MAX_CONNECTIONS=0 \
+    CHAT_LIMITS__MAX_CONNECTIONS_PER_ADDRESS=0 CHAT_LIMITS__MAX_CONNECTIONS_PER_USER=0 \
     CHAT_SHUTDOWN__DRAIN_TIMEOUT=5s "$@" "$SERVER") >> "$OUT/logs/$label.server-$port.log" 2>&1 &
   SRV_PIDS+=("$!")
   wait_ready "$port" "$!" || { log "$label: server on port $port did not become ready"; return 1; }

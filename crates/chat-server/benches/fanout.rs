@@ -184,6 +184,14 @@ fn session_send(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     let session = Session::open(
         hub.clone(),
         chat_server::auth::Identity::open(user(0)),
+        // No rate limits: the bench sends as fast as it can.
+        chat_server::limiter::Admission::new(Limits {
+            send_rate: 0.0,
+            user_send_rate: 0.0,
+            ..Limits::default()
+        })
+        .admit(&user(0).user_id, None)
+        .expect("admitted"),
         sender_outbox.clone(),
         Duration::from_secs(3600),
     );

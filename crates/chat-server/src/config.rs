@@ -378,6 +378,31 @@ pub struct Limits {
     pub outbound_queue: usize,
     /// Largest frame a client may send, in bytes; larger ones end the session.
     pub max_frame_bytes: usize,
+    /// Messages per second one connection may send (token bucket); 0: no limit.
+    pub send_rate: f64,
+    /// Messages one connection may send at once after a quiet spell.
+    pub send_burst: u32,
+    /// Messages per second one user may send over all their connections to
+    /// this instance; 0: no limit.
+    pub user_send_rate: f64,
+    /// The user's burst.
+    pub user_send_burst: u32,
+    /// Joins per second per connection; 0: no limit.
+    pub join_rate: f64,
+    /// Joins one connection may make at once (a reconnecting client
+    /// rejoins all its rooms at once).
+    pub join_burst: u32,
+    /// Joins per second per user over their connections; 0: no limit.
+    pub user_join_rate: f64,
+    /// The user's join burst.
+    pub user_join_burst: u32,
+    /// Connections this instance holds at most; 0: no limit.
+    pub max_connections: usize,
+    /// Connections from one source address at most; 0: no limit.
+    pub max_connections_per_address: usize,
+    /// Connections of one user (token `sub`, or name without auth) at
+    /// most; 0: no limit.
+    pub max_connections_per_user: usize,
 }
 
 impl Default for Limits {
@@ -387,6 +412,17 @@ impl Default for Limits {
             max_rooms_per_connection: 100,
             outbound_queue: 1024,
             max_frame_bytes: 64 * 1024,
+            send_rate: 10.0,
+            send_burst: 20,
+            user_send_rate: 20.0,
+            user_send_burst: 40,
+            join_rate: 5.0,
+            join_burst: 100,
+            user_join_rate: 10.0,
+            user_join_burst: 200,
+            max_connections: 50_000,
+            max_connections_per_address: 1_000,
+            max_connections_per_user: 16,
         }
     }
 }
@@ -559,6 +595,19 @@ impl Config {
             return bad(
                 "limits.max_rooms_per_connection and limits.outbound_queue must be at least 1",
             );
+        }
+        for (name, rate, burst) in [
+            ("send", l.send_rate, l.send_burst),
+            ("user_send", l.user_send_rate, l.user_send_burst),
+            ("join", l.join_rate, l.join_burst),
+            ("user_join", l.user_join_rate, l.user_join_burst),
+        ] {
+            if !rate.is_finite() || rate < 0.0 {
+                return bad(&format!("limits.{name}_rate must be 0 (no limit) or above"));
+            }
+            if rate > 0.0 && burst == 0 {
+                return bad(&format!("limits.{name}_burst must be at least 1"));
+            }
         }
         if self.notifications.enabled && self.notifications.interval.is_zero() {
             return bad("notifications.interval must be above zero");

@@ -28,6 +28,14 @@ pub enum RequestError {
     /// The rooms-per-connection limit is reached.
     #[error("a connection may be in at most {0} rooms")]
     TooManyRooms(usize),
+    /// Over a rate limit; nothing was done.
+    #[error("too many {what}; retry in {} ms", retry_after.as_millis())]
+    RateLimited {
+        /// What was limited (`messages`, `joins`).
+        what: &'static str,
+        /// When a retry can succeed.
+        retry_after: std::time::Duration,
+    },
     /// The user's token does not allow this in this room.
     #[error("{0}")]
     PermissionDenied(String),
@@ -48,6 +56,7 @@ impl RequestError {
             RequestError::NotAMember(_) => ErrorCode::NotAMember,
             RequestError::AlreadyAMember(_) => ErrorCode::AlreadyAMember,
             RequestError::TooManyRooms(_) => ErrorCode::TooManyRooms,
+            RequestError::RateLimited { .. } => ErrorCode::RateLimited,
             RequestError::PermissionDenied(_) => ErrorCode::PermissionDenied,
             RequestError::Unavailable(_) => ErrorCode::Unavailable,
             RequestError::Internal(_) => ErrorCode::Internal,
@@ -59,7 +68,16 @@ impl RequestError {
         WireError {
             code: self.code() as i32,
             message: self.to_string(),
-            retry_after_ms: 0,
+            retry_after_ms: match self {
+                RequestError::RateLimited { retry_after, .. } => {
+                    // Rounded up: retrying at the time given succeeds.
+                    retry_after
+                        .as_millis()
+                        .saturating_add(1)
+                        .min(u32::MAX as u128) as u32
+                }
+                _ => 0,
+            },
         }
     }
 }

@@ -4,6 +4,7 @@
 use crate::auth::{Access, Authenticator, Identity};
 use crate::hub::message_event;
 use crate::hub::{Hub, OutboxStream, outbox};
+use crate::limiter::Admission;
 use crate::session::Session;
 use crate::store::{Direction, Page};
 use crate::validate;
@@ -29,6 +30,7 @@ pub const AUTHORIZATION_HEADER: &str = "authorization";
 pub struct ChatGrpc {
     hub: Arc<Hub>,
     auth: Arc<Authenticator>,
+    admission: Arc<Admission>,
     idle_timeout: Duration,
     shutdown: CancellationToken,
     sessions: TaskTracker,
@@ -40,6 +42,7 @@ impl ChatGrpc {
     pub fn new(
         hub: Arc<Hub>,
         auth: Arc<Authenticator>,
+        admission: Arc<Admission>,
         idle_timeout: Duration,
         shutdown: CancellationToken,
         sessions: TaskTracker,
@@ -47,6 +50,7 @@ impl ChatGrpc {
         ChatGrpc {
             hub,
             auth,
+            admission,
             idle_timeout,
             shutdown,
             sessions,
@@ -171,8 +175,26 @@ impl ChatService for ChatGrpc {
             ));
         }
         let identity = identify(&self.auth, request.metadata())?;
+        let address = request.remote_addr().map(|a| a.ip());
+        let permit = self
+            .admission
+            .admit(&identity.user.user_id, address)
+            .map_err(|refusal| {
+                tracing::info!(reason = refusal.reason(), user = %identity.user.user_id, ?address, "connection refused: {refusal}");
+                refuse(
+                    tonic::Code::ResourceExhausted,
+                    "RATE_LIMITED",
+                    refusal.to_string(),
+                )
+            })?;
         let (outbox, stream) = outbox(self.hub.limits().outbound_queue);
-        let session = Session::open(self.hub.clone(), identity, outbox, self.idle_timeout);
+        let session = Session::open(
+            self.hub.clone(),
+            identity,
+            permit,
+            outbox,
+            self.idle_timeout,
+        );
         let inbound = request.into_inner();
         self.sessions
             .spawn(session.run(inbound, self.shutdown.clone()));

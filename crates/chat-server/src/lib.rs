@@ -10,6 +10,7 @@ pub mod error;
 pub mod grpc;
 pub mod health;
 pub mod hub;
+pub mod limiter;
 pub mod notifier;
 pub mod server;
 pub mod session;

@@ -157,6 +157,7 @@ pub async fn start(
     let chat = ChatGrpc::new(
         hub.clone(),
         auth.clone(),
+        crate::limiter::Admission::new(config.limits.clone()),
         config.session.idle_timeout,
         shutdown.clone(),
         sessions.clone(),

@@ -4,6 +4,7 @@
 use crate::auth::{Access, Identity};
 use crate::error::RequestError;
 use crate::hub::{ConnId, Hub, JoinInfo, Outbox, disconnect_frame, member};
+use crate::limiter::{Action, Permit};
 use crate::store::{NewMessage, Sender};
 use crate::time::now_unix_ms;
 use crate::validate::{self, RoomName};
@@ -27,6 +28,8 @@ pub struct Session {
     conn: ConnId,
     user: Sender,
     identity: Identity,
+    /// The connection's admission and rate limits; dropped with the session.
+    permit: Permit,
     outbox: Outbox,
     rooms: BTreeSet<RoomName>,
     idle_timeout: Duration,
@@ -37,6 +40,7 @@ impl Session {
     pub fn open(
         hub: Arc<Hub>,
         identity: Identity,
+        permit: Permit,
         outbox: Outbox,
         idle_timeout: Duration,
     ) -> Session {
@@ -58,6 +62,7 @@ impl Session {
             conn,
             user,
             identity,
+            permit,
             outbox,
             rooms: BTreeSet::new(),
             idle_timeout,
@@ -157,6 +162,22 @@ impl Session {
 
     async fn handle(&mut self, frame: ClientFrame) {
         let request_id = frame.request_id;
+        let limited = match &frame.request {
+            Some(Request::JoinRoom(_)) => Some((Action::Join, "joins")),
+            Some(Request::SendMessage(_)) => Some((Action::Send, "messages")),
+            _ => None,
+        };
+        if let Some((action, what)) = limited
+            && let Err(retry_after) = self.permit.limits.check(action)
+        {
+            // Over a limit: nothing is stored, delivered or changed.
+            tracing::debug!(request_id, what, ?retry_after, "rate limited");
+            self.reply(
+                request_id,
+                Err(RequestError::RateLimited { what, retry_after }),
+            );
+            return;
+        }
         let result = match frame.request {
             Some(Request::JoinRoom(r)) => {
                 match self.join(request_id, &r.room, r.since_sequence).await {
@@ -179,6 +200,11 @@ impl Session {
                 "frame carries no request (unknown request kind?)".into(),
             )),
         };
+        self.reply(request_id, result);
+    }
+
+    /// Queues the one reply to request `request_id`.
+    fn reply(&self, request_id: u64, result: Result<reply::Result, RequestError>) {
         let result = result.unwrap_or_else(|e| {
             tracing::debug!(request_id, code = ?e.code(), error = %e, "request refused");
             reply::Result::Error(e.to_wire())

@@ -20,6 +20,13 @@ impl TestServer {
         };
         config.notifications.enabled = false;
         config.store.url = "memory".into();
+        // A load generator: as bench/run.sh, no rate or connection limits.
+        config.limits.send_rate = 0.0;
+        config.limits.user_send_rate = 0.0;
+        config.limits.join_rate = 0.0;
+        config.limits.user_join_rate = 0.0;
+        config.limits.max_connections_per_address = 0;
+        config.limits.max_connections_per_user = 0;
         config.shutdown.drain_timeout = Duration::from_secs(3);
         let shutdown = CancellationToken::new();
         let server = chat_server::start(config, shutdown.clone())

@@ -27,6 +27,11 @@ pub fn config() -> Config {
     };
     c.notifications.enabled = false;
     c.store.url = "memory".into();
+    // Tests send as fast as they can; tests/limits.rs sets its own limits.
+    c.limits.send_rate = 0.0;
+    c.limits.user_send_rate = 0.0;
+    c.limits.join_rate = 0.0;
+    c.limits.user_join_rate = 0.0;
     c.shutdown.drain_timeout = Duration::from_secs(3);
     c
 }

@@ -1,0 +1,352 @@
+//! Rate limits and connection limits.
+//!
+//! - [`TokenBucket`]: `rate` tokens a second up to `burst`; a request takes
+//!   one or is told how long until one is there. Each connection owns its
+//!   buckets (no lock); each user's shared buckets sit behind a mutex of
+//!   their own, so connections of different users never contend.
+//! - [`Admission`]: counts connections in total, per source address and per
+//!   user, and refuses one over a limit; the [`Permit`] it hands out gives
+//!   the count back when the connection ends and carries the user's shared
+//!   buckets. A user's entry exists only while they have connections, so
+//!   the state is bounded by the connections.
+//!
+//! Limits are per instance: a user with connections to two instances has
+//! two sets of user buckets.
+
+use crate::config::Limits;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// A token bucket.
+#[derive(Clone, Debug)]
+pub struct TokenBucket {
+    tokens: f64,
+    last: Instant,
+    rate: f64,
+    burst: f64,
+}
+
+impl TokenBucket {
+    /// A full bucket of `burst` refilled at `rate` a second; `None` when
+    /// `rate` is 0 (no limit).
+    pub fn new(rate: f64, burst: u32) -> Option<TokenBucket> {
+        (rate > 0.0).then(|| TokenBucket {
+            tokens: f64::from(burst.max(1)),
+            last: Instant::now(),
+            rate,
+            burst: f64::from(burst.max(1)),
+        })
+    }
+
+    /// Takes a token, or says how long until one is available.
+    pub fn take(&mut self, now: Instant) -> Result<(), Duration> {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+        }
+    }
+
+    /// Returns a token taken for a request that was then refused elsewhere.
+    pub fn give_back(&mut self) {
+        self.tokens = (self.tokens + 1.0).min(self.burst);
+    }
+}
+
+/// Takes a token from `bucket` if there is a bucket.
+fn take(bucket: &mut Option<TokenBucket>, now: Instant) -> Result<(), Duration> {
+    bucket.as_mut().map_or(Ok(()), |b| b.take(now))
+}
+
+/// What a request is limited as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Sending a message.
+    Send,
+    /// Joining a room.
+    Join,
+}
+
+/// One user's buckets, shared by their connections on this instance.
+#[derive(Debug)]
+pub struct UserBuckets {
+    send: Mutex<Option<TokenBucket>>,
+    join: Mutex<Option<TokenBucket>>,
+}
+
+/// One connection's buckets, and its user's.
+#[derive(Debug)]
+pub struct RequestLimits {
+    send: Option<TokenBucket>,
+    join: Option<TokenBucket>,
+    user: Arc<UserBuckets>,
+}
+
+impl RequestLimits {
+    /// Takes a token for `action` from the connection's bucket and the
+    /// user's; `Err(retry_after)` if either is empty (then neither is
+    /// charged).
+    pub fn check(&mut self, action: Action) -> Result<(), Duration> {
+        let now = Instant::now();
+        let (own, user) = match action {
+            Action::Send => (&mut self.send, &self.user.send),
+            Action::Join => (&mut self.join, &self.user.join),
+        };
+        take(own, now)?;
+        let mut user = user.lock().unwrap_or_else(|p| p.into_inner());
+        take(&mut user, now).inspect_err(|_| {
+            if let Some(b) = own.as_mut() {
+                b.give_back();
+            }
+        })
+    }
+}
+
+/// Why a connection was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The instance holds its most connections.
+    #[error("the server is at its connection limit ({0}); try another instance or later")]
+    Total(usize),
+    /// The source address holds its most connections.
+    #[error("too many connections from your address (limit {0})")]
+    PerAddress(usize),
+    /// The user holds their most connections.
+    #[error("too many connections for this user (limit {0})")]
+    PerUser(usize),
+}
+
+impl Refusal {
+    /// A short label for logs: `total`, `address` or `user`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Total(_) => "total",
+            Refusal::PerAddress(_) => "address",
+            Refusal::PerUser(_) => "user",
+        }
+    }
+}
+
+struct UserEntry {
+    connections: usize,
+    buckets: Arc<UserBuckets>,
+}
+
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    per_address: HashMap<IpAddr, usize>,
+    per_user: HashMap<Arc<str>, UserEntry>,
+}
+
+/// Connection counting and the limits on it.
+pub struct Admission {
+    limits: Limits,
+    counts: Mutex<Counts>,
+}
+
+/// An admitted connection; dropping it gives its counts back.
+pub struct Permit {
+    admission: Arc<Admission>,
+    address: Option<IpAddr>,
+    user: Arc<str>,
+    /// The connection's rate limits.
+    pub limits: RequestLimits,
+}
+
+/// 0 means no limit.
+fn over(count: usize, limit: usize) -> bool {
+    limit > 0 && count >= limit
+}
+
+impl Admission {
+    /// Counting against `limits`.
+    pub fn new(limits: Limits) -> Arc<Admission> {
+        Arc::new(Admission {
+            limits,
+            counts: Mutex::new(Counts::default()),
+        })
+    }
+
+    /// Admits a connection of `user` from `address`, or says which limit
+    /// it would exceed (and counts nothing).
+    pub fn admit(
+        self: &Arc<Self>,
+        user: &Arc<str>,
+        address: Option<IpAddr>,
+    ) -> Result<Permit, Refusal> {
+        let l = &self.limits;
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if over(counts.total, l.max_connections) {
+            return Err(Refusal::Total(l.max_connections));
+        }
+        if let Some(ip) = address
+            && over(
+                counts.per_address.get(&ip).copied().unwrap_or(0),
+                l.max_connections_per_address,
+            )
+        {
+            return Err(Refusal::PerAddress(l.max_connections_per_address));
+        }
+        let held = counts.per_user.get(user).map_or(0, |e| e.connections);
+        if over(held, l.max_connections_per_user) {
+            return Err(Refusal::PerUser(l.max_connections_per_user));
+        }
+        counts.total += 1;
+        if let Some(ip) = address {
+            *counts.per_address.entry(ip).or_default() += 1;
+        }
+        let entry = counts
+            .per_user
+            .entry(user.clone())
+            .or_insert_with(|| UserEntry {
+                connections: 0,
+                buckets: Arc::new(UserBuckets {
+                    send: Mutex::new(TokenBucket::new(l.user_send_rate, l.user_send_burst)),
+                    join: Mutex::new(TokenBucket::new(l.user_join_rate, l.user_join_burst)),
+                }),
+            });
+        entry.connections += 1;
+        let limits = RequestLimits {
+            send: TokenBucket::new(l.send_rate, l.send_burst),
+            join: TokenBucket::new(l.join_rate, l.join_burst),
+            user: entry.buckets.clone(),
+        };
+        Ok(Permit {
+            admission: self.clone(),
+            address,
+            user: user.clone(),
+            limits,
+        })
+    }
+
+    /// Connections held now.
+    pub fn connections(&self) -> usize {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner()).total
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut counts = self
+            .admission
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(ip) = self.address
+            && let Some(n) = counts.per_address.get_mut(&ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                counts.per_address.remove(&ip);
+            }
+        }
+        if let Some(e) = counts.per_user.get_mut(&self.user) {
+            e.connections -= 1;
+            if e.connections == 0 {
+                counts.per_user.remove(&self.user);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bucket_allows_its_burst_then_its_rate() {
+        let mut b = TokenBucket::new(2.0, 3).unwrap();
+        let now = Instant::now();
+        for _ in 0..3 {
+            b.take(now).unwrap();
+        }
+        let wait = b.take(now).unwrap_err();
+        assert_eq!(wait, Duration::from_millis(500));
+        assert!(b.take(now + Duration::from_millis(499)).is_err());
+        b.take(now + Duration::from_millis(500)).unwrap();
+        // Idle time refills no further than the burst.
+        let later = now + Duration::from_secs(60);
+        for _ in 0..3 {
+            b.take(later).unwrap();
+        }
+        assert!(b.take(later).is_err());
+        assert!(TokenBucket::new(0.0, 10).is_none(), "rate 0: no limit");
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            max_connections: 3,
+            max_connections_per_address: 2,
+            max_connections_per_user: 1,
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn connections_are_counted_and_given_back() {
+        let admission = Admission::new(limits());
+        let ip = |n: u8| Some(IpAddr::from([127, 0, 0, n]));
+        let (a, b, c, d): (Arc<str>, Arc<str>, Arc<str>, Arc<str>) =
+            ("a".into(), "b".into(), "c".into(), "d".into());
+        let pa = admission.admit(&a, ip(1)).unwrap();
+        assert_eq!(admission.admit(&a, ip(2)).err(), Some(Refusal::PerUser(1)));
+        let pb = admission.admit(&b, ip(1)).unwrap();
+        assert_eq!(
+            admission.admit(&c, ip(1)).err(),
+            Some(Refusal::PerAddress(2))
+        );
+        let _pc = admission.admit(&c, ip(2)).unwrap();
+        assert_eq!(admission.admit(&d, ip(3)).err(), Some(Refusal::Total(3)));
+        assert_eq!(admission.connections(), 3, "refusals count nothing");
+        drop(pa);
+        drop(pb);
+        let _pa = admission.admit(&a, ip(1)).unwrap();
+        let _pd = admission.admit(&d, ip(1)).unwrap();
+        let counts = admission.counts.lock().unwrap();
+        assert_eq!(
+            counts.per_user.len(),
+            3,
+            "entries only for users with connections"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn user_buckets_are_shared_and_a_refusal_charges_nothing() {
+        let admission = Admission::new(Limits {
+            send_rate: 10.0,
+            send_burst: 2,
+            user_send_rate: 10.0,
+            user_send_burst: 3,
+            max_connections_per_user: 0,
+            ..Limits::default()
+        });
+        let user: Arc<str> = "u".into();
+        let mut one = admission.admit(&user, None).unwrap();
+        let mut two = admission.admit(&user, None).unwrap();
+        one.limits.check(Action::Send).unwrap();
+        one.limits.check(Action::Send).unwrap();
+        assert!(one.limits.check(Action::Send).is_err(), "connection burst");
+        two.limits.check(Action::Send).unwrap();
+        assert!(
+            two.limits.check(Action::Send).is_err(),
+            "the user's burst is shared"
+        );
+        // `two`'s own bucket was given its token back: after the user's
+        // bucket refills by one, `two` can send once more.
+        tokio::time::advance(Duration::from_millis(100)).await;
+        two.limits.check(Action::Send).unwrap();
+        assert!(
+            two.limits.check(Action::Join).is_ok(),
+            "joins are counted apart"
+        );
+    }
+}

@@ -1,0 +1,151 @@
+//! Rate limits and connection limits end to end: sends and joins over a
+//! connection's or a user's token bucket are refused with RATE_LIMITED and
+//! a retry time, store and deliver nothing, and succeed once the time has
+//! passed; connections over a limit (per user, per address, in total) are
+//! refused with RESOURCE_EXHAUSTED, and their counts come back when
+//! connections end.
+
+mod common;
+
+use chat_client::proto::{ErrorCode, HistoryDirection};
+use chat_client::{ClientError, Event};
+use common::*;
+use std::time::Duration;
+
+fn limited<T: std::fmt::Debug>(result: Result<T, ClientError>, what: &str) -> Duration {
+    match result {
+        Err(ClientError::Server {
+            code: ErrorCode::RateLimited,
+            retry_after_ms,
+            ..
+        }) => {
+            assert!(retry_after_ms > 0, "{what}: a retry time");
+            Duration::from_millis(retry_after_ms.into())
+        }
+        other => panic!("{what}: expected RATE_LIMITED, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn sends_over_the_connection_rate_are_refused_and_store_nothing() {
+    let mut c = config();
+    c.limits.send_rate = 5.0;
+    c.limits.send_burst = 3;
+    let server = TestServer::start(c).await;
+    let (alice, _alice_ev) = connect(&server.url(), "alice").await;
+    let (bob, mut bob_ev) = connect(&server.url(), "bob").await;
+    alice.join("lobby").await.unwrap();
+    bob.join("lobby").await.unwrap();
+    for i in 0..3 {
+        alice
+            .send("lobby", &format!("m{i}"))
+            .await
+            .expect("within the burst");
+    }
+    let wait = limited(alice.send("lobby", "one too many").await, "4th send");
+    assert!(
+        wait <= Duration::from_millis(201),
+        "5/s: one token in 200 ms: {wait:?}"
+    );
+    for i in 0..3 {
+        assert_eq!(
+            expect_message(&mut bob_ev, "lobby").await.1,
+            format!("m{i}")
+        );
+    }
+    expect_no_event(
+        &mut bob_ev,
+        Duration::from_millis(100),
+        |e| matches!(e, Event::Message(m) if m.text == "one too many"),
+    )
+    .await;
+    let history = bob
+        .history("lobby", HistoryDirection::Backward, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(history.messages.len(), 3, "nothing stored");
+
+    tokio::time::sleep(wait).await;
+    let ack = alice
+        .send("lobby", "after waiting")
+        .await
+        .expect("the retry time was right");
+    assert_eq!(ack.sequence, 4, "the refused send took no number");
+    // Bob is not limited by Alice's bucket.
+    bob.send("lobby", "bob's own").await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_users_connections_share_the_user_buckets_and_joins_are_limited() {
+    let mut c = config();
+    c.limits.user_send_rate = 1.0;
+    c.limits.user_send_burst = 2;
+    c.limits.join_rate = 1.0;
+    c.limits.join_burst = 2;
+    let server = TestServer::start(c).await;
+    let (one, _one_ev) = connect(&server.url(), "carol").await;
+    let (two, _two_ev) = connect(&server.url(), "carol").await;
+    one.join("a").await.unwrap();
+    two.join("a").await.unwrap();
+    one.send("a", "1").await.unwrap();
+    two.send("a", "2").await.unwrap();
+    limited(one.send("a", "3").await, "the user's third send");
+    limited(two.send("a", "3").await, "from the other connection too");
+
+    one.join("b").await.expect("second join, within the burst");
+    limited(one.join("c").await, "third join");
+    assert_eq!(
+        one.rooms(),
+        vec!["a".to_string(), "b".to_string()],
+        "not joined"
+    );
+    two.join("c")
+        .await
+        .expect("join buckets are per connection");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn connections_over_a_limit_are_refused_until_one_ends() {
+    let mut c = config();
+    c.limits.max_connections_per_user = 1;
+    c.limits.max_connections_per_address = 2;
+    c.limits.max_connections = 3;
+    let server = TestServer::start(c).await;
+    let url = server.url();
+    let refused = |r: Result<RawSession, tonic::Status>, says: &str| {
+        let status = r.err().expect("refused");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+        assert_eq!(
+            status.metadata().get("chat-error-code").unwrap(),
+            "RATE_LIMITED"
+        );
+        assert!(
+            status.message().contains(says),
+            "{:?} should say {says:?}",
+            status.message()
+        );
+    };
+
+    let first = RawSession::open(&url, "dave").await.expect("first");
+    refused(RawSession::open(&url, "dave").await, "this user");
+    let second = RawSession::open(&url, "erin")
+        .await
+        .expect("second address slot");
+    refused(RawSession::open(&url, "frank").await, "your address");
+    drop(first);
+    // The count comes back when the server sees the stream end.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let again = loop {
+        match RawSession::open(&url, "dave").await {
+            Ok(s) => break s,
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("dave's count never came back: {e:?}"),
+        }
+    };
+    drop((again, second));
+    server.stop().await;
+}
