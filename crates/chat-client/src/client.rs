@@ -33,6 +33,8 @@ pub struct ClientConfig {
     /// The bearer token for servers that require one; asked before every
     /// connection attempt.
     pub token: Option<TokenProvider>,
+    /// TLS settings for `https://` servers.
+    pub tls: ClientTls,
     /// Rooms to join on every session, before any joined later.
     pub rooms: Vec<String>,
     /// How long a request waits for its reply.
@@ -60,6 +62,7 @@ impl ClientConfig {
             server: server.into(),
             name: name.into(),
             token: None,
+            tls: ClientTls::default(),
             rooms: Vec::new(),
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
@@ -69,6 +72,36 @@ impl ClientConfig {
             reconnect: true,
             send_retry_window: Duration::from_secs(30),
         }
+    }
+}
+
+/// TLS for `https://` server URLs.
+#[derive(Clone, Debug, Default)]
+pub struct ClientTls {
+    /// PEM CA certificates to trust; none: the public web PKI roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM client certificate chain and private key, for servers that
+    /// require client certificates (mTLS).
+    pub identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+    /// The name the server's certificate must carry, if not the URL's host.
+    pub domain: Option<String>,
+}
+
+impl ClientTls {
+    fn config(&self) -> tonic::transport::ClientTlsConfig {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let mut tls = ClientTlsConfig::new();
+        tls = match &self.ca_pem {
+            Some(pem) => tls.ca_certificate(Certificate::from_pem(pem)),
+            None => tls.with_webpki_roots(),
+        };
+        if let Some((cert, key)) = &self.identity_pem {
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        if let Some(domain) = &self.domain {
+            tls = tls.domain_name(domain.clone());
+        }
+        tls
     }
 }
 
@@ -487,6 +520,20 @@ async fn session(inner: &Arc<Inner>, events: &mpsc::Sender<Event>) -> SessionEnd
             .keep_alive_timeout(config.heartbeat_timeout)
             .keep_alive_while_idle(true),
         Err(e) => return ended(format!("invalid server URL {}: {e}", config.server)),
+    };
+    let endpoint = if config.server.starts_with("https://") {
+        match endpoint.tls_config(config.tls.config()) {
+            Ok(e) => e,
+            Err(e) => {
+                return ended(format!(
+                    "TLS settings for {}: {}",
+                    config.server,
+                    error_chain(&e)
+                ));
+            }
+        }
+    } else {
+        endpoint
     };
     let channel = tokio::select! {
         _ = inner.close.cancelled() => return ended("closed"),

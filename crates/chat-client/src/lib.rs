@@ -10,7 +10,7 @@ mod event;
 mod token;
 
 pub use backoff::Backoff;
-pub use client::{Client, ClientConfig, ConnectionState};
+pub use client::{Client, ClientConfig, ClientTls, ConnectionState};
 pub use error::ClientError;
 pub use event::{Event, Events};
 pub use token::TokenProvider;

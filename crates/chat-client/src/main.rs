@@ -3,6 +3,7 @@
 
 mod console;
 
+use anyhow::Context;
 use chat_client::{Client, ClientConfig, TokenProvider};
 use clap::Parser;
 use std::io::IsTerminal;
@@ -25,6 +26,16 @@ struct Args {
     /// Room to join at start; repeat for several. The first is current.
     #[arg(long = "room", default_value = "lobby")]
     rooms: Vec<String>,
+    /// PEM CA certificate(s) to trust for an `https://` server (default:
+    /// the public web PKI roots).
+    #[arg(long, env = "CHAT_CA_FILE")]
+    ca_file: Option<std::path::PathBuf>,
+    /// PEM client certificate, for a server that requires one (mTLS).
+    #[arg(long, env = "CHAT_CERT_FILE", requires = "key_file")]
+    cert_file: Option<std::path::PathBuf>,
+    /// PEM private key of `--cert-file`.
+    #[arg(long, env = "CHAT_KEY_FILE", requires = "cert_file")]
+    key_file: Option<std::path::PathBuf>,
     /// Line mode even on a terminal.
     #[arg(long)]
     plain: bool,
@@ -36,6 +47,15 @@ async fn main() -> anyhow::Result<()> {
     let mut config = ClientConfig::new(args.server.clone(), args.name.clone().unwrap_or_default());
     config.rooms = args.rooms.clone();
     config.token = args.token.clone().map(TokenProvider::fixed);
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    if let Some(ca) = &args.ca_file {
+        config.tls.ca_pem = Some(read(ca)?);
+    }
+    if let (Some(cert), Some(key)) = (&args.cert_file, &args.key_file) {
+        config.tls.identity_pem = Some((read(cert)?, read(key)?));
+    }
     let (client, events) = Client::connect(config);
     if args.plain || !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
         console::line::run(client, events, args.rooms).await;

@@ -31,6 +31,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Who may connect, and to which rooms.
     pub auth: AuthConfig,
+    /// TLS on the listener.
+    pub tls: TlsConfig,
     /// Logging.
     pub log: LogConfig,
     /// Bounds on what one client may use.
@@ -55,6 +57,7 @@ impl Default for Config {
             presence: PresenceConfig::default(),
             admin: AdminConfig::default(),
             auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
             log: LogConfig::default(),
             limits: Limits::default(),
             session: SessionConfig::default(),
@@ -274,6 +277,47 @@ impl AuthConfig {
                 }
             }
         }
+    }
+}
+
+/// TLS on the listener (gRPC and HTTP alike); off while `cert_file` is
+/// empty.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, the server's own certificate first.
+    pub cert_file: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+    /// PEM CA certificates; when set, every client must present a
+    /// certificate they signed (mTLS).
+    pub client_ca_file: String,
+    /// How often the files are checked; a changed set is loaded for new
+    /// connections.
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
+    /// A client that has not completed its TLS handshake in this time is
+    /// disconnected.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_file: String::new(),
+            key_file: String::new(),
+            client_ca_file: String::new(),
+            reload_interval: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl TlsConfig {
+    /// Whether TLS is on.
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.is_empty()
     }
 }
 
@@ -546,6 +590,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "presence",
     "admin",
     "auth",
+    "tls",
     "log",
     "limits",
     "session",
@@ -637,6 +682,16 @@ impl Config {
         }
         if self.session.idle_timeout.is_zero() || self.session.keepalive_interval.is_zero() {
             return bad("session.idle_timeout and session.keepalive_interval must be above zero");
+        }
+        let t = &self.tls;
+        if t.cert_file.is_empty() != t.key_file.is_empty() {
+            return bad("tls.cert_file and tls.key_file go together");
+        }
+        if !t.enabled() && !t.client_ca_file.is_empty() {
+            return bad("tls.client_ca_file needs tls.cert_file and tls.key_file");
+        }
+        if t.reload_interval.is_zero() || t.handshake_timeout.is_zero() {
+            return bad("tls.reload_interval and tls.handshake_timeout must be above zero");
         }
         self.auth.validate(self.listen)
     }

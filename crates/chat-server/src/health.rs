@@ -165,11 +165,13 @@ async fn ready(State(readiness): State<Arc<Readiness>>) -> (StatusCode, Json<Rea
     (code, Json(report))
 }
 
-/// Asks the server listening on `addr` for `/health/ready` over plain
-/// HTTP/1.1; returns the status code and body. An unspecified address
-/// (`0.0.0.0`, `::`) is asked on loopback.
+/// Asks the server listening on `addr` for `/health/ready` over HTTP/1.1
+/// (in TLS when `tls`, without checking the certificate: see
+/// [`crate::tls::connect_to_self`]); returns the status code and body. An
+/// unspecified address (`0.0.0.0`, `::`) is asked on loopback.
 pub async fn probe(
     addr: std::net::SocketAddr,
+    tls: bool,
     timeout: Duration,
 ) -> std::io::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -180,8 +182,9 @@ pub async fn probe(
             std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
         });
     }
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(target).await?;
+    async fn ask<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+        mut stream: S,
+    ) -> std::io::Result<String> {
         stream
             .write_all(
                 b"GET /health/ready HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
@@ -189,11 +192,23 @@ pub async fn probe(
             .await?;
         let mut response = Vec::new();
         // A readiness answer is small; refuse to buffer more than 64 KiB.
-        (&mut stream)
+        let read = (&mut stream)
             .take(64 * 1024)
             .read_to_end(&mut response)
-            .await?;
-        Ok::<_, std::io::Error>(String::from_utf8_lossy(&response).into_owned())
+            .await;
+        // A TLS peer may close without close_notify after the answer.
+        if response.is_empty() {
+            read?;
+        }
+        Ok(String::from_utf8_lossy(&response).into_owned())
+    }
+    let exchange = async {
+        let tcp = tokio::net::TcpStream::connect(target).await?;
+        if tls {
+            ask(crate::tls::connect_to_self(tcp).await?).await
+        } else {
+            ask(tcp).await
+        }
     };
     let response = tokio::time::timeout(timeout, exchange)
         .await

@@ -17,6 +17,7 @@ pub mod session;
 pub mod store;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 pub mod validate;
 
 pub use config::Config;

@@ -124,10 +124,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     if let Some(Command::Healthcheck) = args.command {
-        let (status, body) =
-            chat_server::health::probe(config.listen, std::time::Duration::from_secs(3))
-                .await
-                .with_context(|| format!("no answer from {}", config.listen))?;
+        let (status, body) = chat_server::health::probe(
+            config.listen,
+            config.tls.enabled(),
+            std::time::Duration::from_secs(3),
+        )
+        .await
+        .with_context(|| format!("no answer from {}", config.listen))?;
         println!("{}", body.trim());
         anyhow::ensure!(status == 200, "not ready (HTTP {status})");
         return Ok(());

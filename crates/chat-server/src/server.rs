@@ -21,7 +21,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::service::Routes;
-use tonic::transport::server::TcpIncoming;
 
 /// How often gRPC health re-runs the readiness checks.
 const HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(500);
@@ -207,7 +206,20 @@ pub async fn start(
         ));
     }
 
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = if config.tls.enabled() {
+        let tls = crate::tls::Reloading::open(&config.tls)
+            .map_err(|e| ServerError::Config(crate::config::ConfigError::Inconsistent(e)))?;
+        sessions.spawn(tls.clone().watch(shutdown.clone()));
+        tracing::info!(cert = %config.tls.cert_file, mtls = !config.tls.client_ca_file.is_empty(), "tls on");
+        crate::tls::tls(
+            listener,
+            tls,
+            config.tls.handshake_timeout,
+            shutdown.clone(),
+        )
+    } else {
+        crate::tls::plain(listener)
+    };
     let graceful = shutdown.clone();
     let serve = tonic::transport::Server::builder()
         .accept_http1(true)

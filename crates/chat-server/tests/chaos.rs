@@ -60,7 +60,9 @@ impl Instance {
         let addr = format!("127.0.0.1:{}", self.port).parse().unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok((200, _)) = chat_server::health::probe(addr, Duration::from_secs(1)).await {
+            if let Ok((200, _)) =
+                chat_server::health::probe(addr, false, Duration::from_secs(1)).await
+            {
                 return;
             }
             assert!(

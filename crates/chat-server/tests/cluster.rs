@@ -121,7 +121,7 @@ async fn instance(backplane: &Backplane, id: &str) -> TestServer {
 
 /// The `/health/ready` body.
 async fn ready_report(server: &TestServer) -> serde_json::Value {
-    let (_, body) = chat_server::health::probe(server.addr(), WAIT)
+    let (_, body) = chat_server::health::probe(server.addr(), false, WAIT)
         .await
         .unwrap();
     serde_json::from_str(body.trim()).unwrap()

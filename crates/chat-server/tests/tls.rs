@@ -1,0 +1,219 @@
+//! TLS end to end, with certificate authorities and certificates generated
+//! in the test: `https://` clients that trust the CA chat and read health;
+//! plain-text and wrong-CA clients are refused; mTLS refuses clients
+//! without a certificate from the client CA; a replaced certificate is
+//! served to new connections without a restart.
+
+mod common;
+
+use chat_client::ClientConfig;
+use chat_server::config::TlsConfig;
+use common::*;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
+};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A certificate authority.
+struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        Ca {
+            issuer: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap(),
+        }
+    }
+
+    fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// A certificate for `names` and its key, both PEM.
+    fn issue(&self, names: &[&str]) -> (String, String) {
+        let params =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// A folder of PEM files, removed when dropped.
+struct Files(PathBuf);
+
+impl Files {
+    fn new() -> Files {
+        let dir = std::env::temp_dir().join(format!("chat-tls-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Files(dir)
+    }
+
+    fn write(&self, name: &str, contents: &str) -> String {
+        let path = self.0.join(name);
+        // Write then rename, as an operator's deploy would: the server never
+        // reads a half-written file.
+        let tmp = self.0.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, contents).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        path.display().to_string()
+    }
+}
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tls_server_config(files: &Files, ca: &Ca) -> chat_server::Config {
+    let (cert, key) = ca.issue(&["127.0.0.1", "localhost"]);
+    let mut c = config();
+    c.tls = TlsConfig {
+        cert_file: files.write("server.pem", &cert),
+        key_file: files.write("server.key", &key),
+        reload_interval: Duration::from_millis(100),
+        ..TlsConfig::default()
+    };
+    c
+}
+
+fn https_client(server: &TestServer, name: &str, ca: Option<&Ca>) -> ClientConfig {
+    let mut c = client_config(&format!("https://{}", server.addr()), name);
+    c.tls.ca_pem = ca.map(|ca| ca.pem().into_bytes());
+    c.connect_timeout = Duration::from_secs(2);
+    c
+}
+
+/// Whether a client with `config` gets a session within a short wait.
+async fn connects(config: ClientConfig) -> bool {
+    let (client, _events) = chat_client::Client::connect(config);
+    let ok = client.wait_connected(Duration::from_secs(3)).await.is_ok();
+    client.close();
+    ok
+}
+
+#[tokio::test]
+async fn clients_that_trust_the_ca_chat_over_tls_and_others_are_refused() {
+    let files = Files::new();
+    let ca = Ca::new("chat test CA");
+    let server = TestServer::start(tls_server_config(&files, &ca)).await;
+
+    let (alice, _alice_ev) = connect_with(https_client(&server, "alice", Some(&ca))).await;
+    let (bob, mut bob_ev) = connect_with(https_client(&server, "bob", Some(&ca))).await;
+    alice.join("lobby").await.unwrap();
+    bob.join("lobby").await.unwrap();
+    alice.send("lobby", "over tls").await.unwrap();
+    assert_eq!(expect_message(&mut bob_ev, "lobby").await.1, "over tls");
+
+    // The HTTP endpoints are on the same TLS listener.
+    let (status, body) = chat_server::health::probe(server.addr(), true, WAIT)
+        .await
+        .expect("health over tls");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        chat_server::health::probe(server.addr(), false, Duration::from_secs(2))
+            .await
+            .is_err(),
+        "plain HTTP to a TLS listener gets no answer"
+    );
+
+    let plain = client_config(&format!("http://{}", server.addr()), "carol");
+    assert!(!connects(plain).await, "a plain-text client");
+    let other = Ca::new("someone else's CA");
+    assert!(
+        !connects(https_client(&server, "dave", Some(&other))).await,
+        "a client that does not trust the server's CA"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn mtls_refuses_clients_without_a_certificate_from_the_client_ca() {
+    let files = Files::new();
+    let ca = Ca::new("server CA");
+    let client_ca = Ca::new("client CA");
+    let mut config = tls_server_config(&files, &ca);
+    config.tls.client_ca_file = files.write("clients.pem", &client_ca.pem());
+    let server = TestServer::start(config).await;
+
+    assert!(
+        !connects(https_client(&server, "anon", Some(&ca))).await,
+        "no client certificate"
+    );
+    let mut wrong = https_client(&server, "eve", Some(&ca));
+    let (cert, key) = Ca::new("not the client CA").issue(&["eve"]);
+    wrong.tls.identity_pem = Some((cert.into_bytes(), key.into_bytes()));
+    assert!(!connects(wrong).await, "a certificate from another CA");
+
+    let mut good = https_client(&server, "alice", Some(&ca));
+    let (cert, key) = client_ca.issue(&["alice"]);
+    good.tls.identity_pem = Some((cert.into_bytes(), key.into_bytes()));
+    let (alice, _events) = connect_with(good).await;
+    alice.join("lobby").await.expect("a session over mTLS");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_replaced_certificate_is_served_without_a_restart() {
+    let files = Files::new();
+    let old_ca = Ca::new("old CA");
+    let config = tls_server_config(&files, &old_ca);
+    let (cert_file, key_file) = (config.tls.cert_file.clone(), config.tls.key_file.clone());
+    let server = TestServer::start(config).await;
+    let new_ca = Ca::new("new CA");
+    assert!(connects(https_client(&server, "a", Some(&old_ca))).await);
+    assert!(!connects(https_client(&server, "b", Some(&new_ca))).await);
+
+    // A broken pair is not loaded: the old certificate stays.
+    std::fs::write(&key_file, "not a key").unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        connects(https_client(&server, "c", Some(&old_ca))).await,
+        "old pair kept"
+    );
+
+    let (cert, key) = new_ca.issue(&["127.0.0.1"]);
+    files.write("server.key", &key);
+    files.write("server.pem", &cert);
+    assert!(cert_file.ends_with("server.pem"));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !connects(https_client(&server, "d", Some(&new_ca))).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new certificate was not served"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !connects(https_client(&server, "e", Some(&old_ca))).await,
+        "the old certificate is gone"
+    );
+    server.stop().await;
+}
+
+#[test]
+fn tls_settings_are_checked() {
+    let mut c = config();
+    c.tls.cert_file = "cert.pem".into();
+    assert!(
+        c.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("go together")
+    );
+    c.tls.cert_file.clear();
+    c.tls.client_ca_file = "ca.pem".into();
+    assert!(c.validate().is_err(), "a client CA without a certificate");
+}
