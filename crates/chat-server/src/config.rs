@@ -442,6 +442,9 @@ pub struct Limits {
     pub user_join_burst: u32,
     /// Connections this instance holds at most; 0: no limit.
     pub max_connections: usize,
+    /// Concurrent HTTP/2 streams (calls) one TCP connection may have open;
+    /// more wait until one ends.
+    pub max_streams_per_connection: u32,
     /// Connections from one source address at most; 0: no limit.
     pub max_connections_per_address: usize,
     /// Connections of one user (token `sub`, or name without auth) at
@@ -465,6 +468,7 @@ impl Default for Limits {
             user_join_rate: 10.0,
             user_join_burst: 200,
             max_connections: 50_000,
+            max_streams_per_connection: 16,
             max_connections_per_address: 1_000,
             max_connections_per_user: 16,
         }
@@ -635,6 +639,9 @@ impl Config {
         }
         if l.max_frame_bytes < l.max_text_bytes + 512 {
             return bad("limits.max_frame_bytes must exceed limits.max_text_bytes by at least 512");
+        }
+        if l.max_streams_per_connection == 0 {
+            return bad("limits.max_streams_per_connection must be at least 1");
         }
         if l.max_rooms_per_connection == 0 || l.outbound_queue == 0 {
             return bad(

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod backplane;
 pub mod config;
 pub mod error;
+pub mod fuzzing;
 pub mod grpc;
 pub mod health;
 pub mod hub;

@@ -223,6 +223,7 @@ pub async fn start(
     let graceful = shutdown.clone();
     let serve = tonic::transport::Server::builder()
         .accept_http1(true)
+        .max_concurrent_streams(Some(config.limits.max_streams_per_connection))
         .http2_keepalive_interval(Some(config.session.keepalive_interval))
         .http2_keepalive_timeout(Some(config.session.keepalive_timeout))
         .add_routes(routes)

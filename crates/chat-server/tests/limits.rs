@@ -149,3 +149,71 @@ async fn connections_over_a_limit_are_refused_until_one_ends() {
     drop((again, second));
     server.stop().await;
 }
+
+/// A client that opens Session streams on one connection and never reads
+/// them: the per-user limit refuses the extra streams, the open ones hold
+/// nothing else up, and everything is given back when it goes away.
+#[tokio::test]
+async fn a_client_that_opens_streams_without_reading_them_is_contained() {
+    use chat_client::proto::chat_service_client::ChatServiceClient;
+    let mut c = config();
+    c.limits.max_connections_per_user = 4;
+    c.limits.max_streams_per_connection = 8;
+    let server = TestServer::start(c).await;
+    let url = server.url();
+    let channel = tonic::transport::Endpoint::from_shared(url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..6 {
+        let mut grpc = ChatServiceClient::new(channel.clone());
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        request
+            .metadata_mut()
+            .insert("chat-name", "hog".parse().unwrap());
+        match tokio::time::timeout(WAIT, grpc.session(request))
+            .await
+            .expect("an answer")
+        {
+            // Opened, and never read from.
+            Ok(stream) => held.push((tx, stream)),
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(
+        (held.len(), refused),
+        (4, 2),
+        "four admitted, the rest refused"
+    );
+
+    // Everyone else is served as usual.
+    let (alice, _a) = connect(&url, "alice").await;
+    let (bob, mut bob_ev) = connect(&url, "bob").await;
+    alice.join("lobby").await.unwrap();
+    bob.join("lobby").await.unwrap();
+    alice.send("lobby", "unaffected").await.unwrap();
+    assert_eq!(expect_message(&mut bob_ev, "lobby").await.1, "unaffected");
+
+    drop(held);
+    drop(channel);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Ok(s) = RawSession::open(&url, "hog").await {
+            drop(s);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "hog's slots never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.stop().await;
+}
