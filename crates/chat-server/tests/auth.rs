@@ -358,8 +358,8 @@ async fn an_expired_token_ends_the_stream_and_the_client_reconnects_with_a_fresh
     server.stop().await;
 }
 
-/// Ed25519 and P-256 keys, as PEM files and as a JWKS file that is
-/// replaced while the server runs.
+/// Ed25519, P-256 and RSA keys as PEM files, and Ed25519 keys in a JWKS
+/// file that is replaced while the server runs.
 #[tokio::test]
 async fn public_keys_from_pem_and_a_reloaded_jwks() {
     use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
@@ -377,11 +377,20 @@ async fn public_keys_from_pem_and_a_reloaded_jwks() {
     let ec = p256::SecretKey::random(&mut rand_core::OsRng);
     let ec_private = ec.to_pkcs8_pem(line).unwrap();
     let ec_public = ec.public_key().to_public_key_pem(line).unwrap();
+    let rsa = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
+    let rsa_private = rsa::pkcs8::EncodePrivateKey::to_pkcs8_pem(&rsa, line).unwrap();
+    let rsa_public =
+        rsa::pkcs8::EncodePublicKey::to_public_key_pem(&rsa.to_public_key(), line).unwrap();
 
     // PEM public keys, one algorithm each; tokens minted from the private keys.
     for (algorithm, private, public) in [
         (JwtAlgorithm::EdDSA, ed_private.as_str(), ed_public.as_str()),
         (JwtAlgorithm::ES256, ec_private.as_str(), ec_public.as_str()),
+        (
+            JwtAlgorithm::RS256,
+            rsa_private.as_str(),
+            rsa_public.as_str(),
+        ),
     ] {
         let auth = AuthConfig {
             algorithm,
@@ -406,6 +415,18 @@ async fn public_keys_from_pem_and_a_reloaded_jwks() {
         let message = assert_unauthenticated(
             open_raw(&server.url(), Some(&hs), None).await,
             "HS256 token",
+        );
+        assert!(message.contains("algorithm"), "{message}");
+        // The classic confusion: HS256 "signed" with the public key as the
+        // shared secret.
+        let confused = signed(
+            Algorithm::HS256,
+            &EncodingKey::from_secret(public.as_bytes()),
+            claims(&auth.issuer, &auth.audience, now() + 600),
+        );
+        let message = assert_unauthenticated(
+            open_raw(&server.url(), Some(&confused), None).await,
+            "HS256 with the public key as secret",
         );
         assert!(message.contains("algorithm"), "{message}");
         server.stop().await;
