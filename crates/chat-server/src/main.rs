@@ -41,31 +41,49 @@ enum Command {
     /// and scripts: HS256 signs with `auth.secret` or `auth.secret_file`,
     /// the others with `auth.private_key_file`; `iss` and `aud` are
     /// `auth.issuer` and `auth.audience`.
-    Token {
-        /// The user id (`sub`).
-        #[arg(long)]
-        sub: String,
-        /// The display name (`name`); without it, clients show the user id.
-        #[arg(long)]
-        name: Option<String>,
-        /// How long the token is valid, e.g. `1h`, `30m`, `7d`.
-        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
-        ttl: std::time::Duration,
-        /// Rooms the user may join and send to: exact names and `prefix-*`
-        /// patterns, comma-separated (`rooms` claim).
-        #[arg(long, value_delimiter = ',')]
-        rooms: Vec<String>,
-        /// Rooms the user may join and read but not send to
-        /// (`read_only_rooms` claim).
-        #[arg(long, value_delimiter = ',')]
-        read_only_rooms: Vec<String>,
-        /// Grants the operator endpoints (`admin: true`).
-        #[arg(long)]
-        admin: bool,
-        /// Key id for the header, to pick a key of a JWKS.
-        #[arg(long)]
-        kid: Option<String>,
-    },
+    Token(TokenArgs),
+}
+
+/// `chat-server token`'s flags.
+#[derive(Debug, clap::Args)]
+struct TokenArgs {
+    /// The user id (`sub`).
+    #[arg(long)]
+    sub: String,
+    /// The display name (`name`); without it, clients show the user id.
+    #[arg(long)]
+    name: Option<String>,
+    /// How long the token is valid, e.g. `1h`, `30m`, `7d`.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    ttl: std::time::Duration,
+    /// Rooms the user may join and send to: exact names and `prefix-*`
+    /// patterns, comma-separated (`rooms` claim).
+    #[arg(long, value_delimiter = ',')]
+    rooms: Vec<String>,
+    /// Rooms the user may join and read but not send to
+    /// (`read_only_rooms` claim).
+    #[arg(long, value_delimiter = ',')]
+    read_only_rooms: Vec<String>,
+    /// Grants the operator endpoints (`admin: true`).
+    #[arg(long)]
+    admin: bool,
+    /// Key id for the header, to pick a key of a JWKS.
+    #[arg(long)]
+    kid: Option<String>,
+}
+
+impl From<TokenArgs> for chat_server::auth::TokenRequest {
+    fn from(a: TokenArgs) -> Self {
+        chat_server::auth::TokenRequest {
+            sub: a.sub,
+            name: a.name,
+            ttl: a.ttl,
+            rooms: a.rooms,
+            read_only_rooms: a.read_only_rooms,
+            admin: a.admin,
+            kid: a.kid,
+        }
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -100,26 +118,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         print!("{}", config.to_toml());
         return Ok(());
     }
-    if let Some(Command::Token {
-        sub,
-        name,
-        ttl,
-        rooms,
-        read_only_rooms,
-        admin,
-        kid,
-    }) = args.command
-    {
-        let request = chat_server::auth::TokenRequest {
-            sub,
-            name,
-            ttl,
-            rooms,
-            read_only_rooms,
-            admin,
-            kid,
-        };
-        let token = chat_server::auth::mint(&config.auth, &request).map_err(anyhow::Error::msg)?;
+    if let Some(Command::Token(token)) = args.command {
+        let token =
+            chat_server::auth::mint(&config.auth, &token.into()).map_err(anyhow::Error::msg)?;
         println!("{token}");
         return Ok(());
     }

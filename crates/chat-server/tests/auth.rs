@@ -19,7 +19,6 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_stream::wrappers::ReceiverStream;
 
 const SECRET: &str = "test-secret-test-secret-test-secret!";
@@ -518,23 +517,10 @@ async fn admin_endpoint_takes_a_token_with_the_admin_claim() {
         },
     )
     .unwrap();
+    let body = r#"{"text":"maintenance at noon"}"#;
     let post = |token: Option<String>| {
         let addr = server.addr();
-        async move {
-            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let auth = token
-                .map(|t| format!("Authorization: Bearer {t}\r\n"))
-                .unwrap_or_default();
-            let body = r#"{"text":"maintenance at noon"}"#;
-            let request = format!(
-                "POST /admin/broadcast HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-            stream.write_all(request.as_bytes()).await.unwrap();
-            let mut response = String::new();
-            stream.read_to_string(&mut response).await.unwrap();
-            response[9..12].parse::<u16>().unwrap()
-        }
+        async move { http_post(addr, "/admin/broadcast", token.as_deref(), body).await }
     };
     assert_eq!(post(None).await, 401);
     assert_eq!(post(Some("garbage".into())).await, 401);

@@ -425,22 +425,6 @@ async fn members_of_a_killed_instance_leave_within_the_expiry(backplane: Backpla
     a.stop().await;
 }
 
-/// POSTs `body` to `path` with an optional bearer token; returns the status.
-async fn post(server: &TestServer, path: &str, token: Option<&str>, body: &str) -> u16 {
-    let mut stream = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response[9..12].parse().unwrap()
-}
-
 fn notification(e: &Event, text: &str) -> bool {
     matches!(e, Event::Notification(n) if n.text == text)
 }
@@ -456,29 +440,53 @@ async fn an_operator_broadcast_reaches_every_client_once(backplane: Backplane) {
     let (_carol, mut carol_ev) = connect(&b.url(), "carol").await;
 
     assert_eq!(
-        post(&a, "/admin/broadcast", None, r#"{"text":"x"}"#).await,
+        http_post(a.addr(), "/admin/broadcast", None, r#"{"text":"x"}"#).await,
         401
     );
     assert_eq!(
-        post(&a, "/admin/broadcast", Some("wrong"), r#"{"text":"x"}"#).await,
+        http_post(
+            a.addr(),
+            "/admin/broadcast",
+            Some("wrong"),
+            r#"{"text":"x"}"#
+        )
+        .await,
         401
     );
     assert_eq!(
-        post(&a, "/admin/broadcast", Some("t0ken"), r#"{"text":""}"#).await,
+        http_post(
+            a.addr(),
+            "/admin/broadcast",
+            Some("t0ken"),
+            r#"{"text":""}"#
+        )
+        .await,
         400
     );
     assert_eq!(
-        post(&a, "/admin/broadcast", Some("t0ken"), r#"{"txt":"x"}"#).await,
+        http_post(
+            a.addr(),
+            "/admin/broadcast",
+            Some("t0ken"),
+            r#"{"txt":"x"}"#
+        )
+        .await,
         400
     );
     assert_eq!(
-        post(&b, "/admin/broadcast", Some("t0ken"), r#"{"text":"x"}"#).await,
+        http_post(
+            b.addr(),
+            "/admin/broadcast",
+            Some("t0ken"),
+            r#"{"text":"x"}"#
+        )
+        .await,
         404
     );
 
     assert_eq!(
-        post(
-            &a,
+        http_post(
+            a.addr(),
             "/admin/broadcast",
             Some("t0ken"),
             r#"{"text":"maintenance at noon"}"#

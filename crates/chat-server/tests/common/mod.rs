@@ -71,6 +71,24 @@ impl TestServer {
     }
 }
 
+/// POSTs `body` (JSON) to `path` over HTTP/1.1 with an optional bearer
+/// token; returns the status code.
+pub async fn http_post(addr: SocketAddr, path: &str, token: Option<&str>, body: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response[9..12].parse().unwrap()
+}
+
 /// Client settings for tests: quick reconnects.
 pub fn client_config(url: &str, name: &str) -> ClientConfig {
     let mut c = ClientConfig::new(url, name);
