@@ -19,6 +19,13 @@ const MAX_BODY: usize = 64 * 1024;
 
 struct Admin {
     hub: Arc<Hub>,
+    access: AdminAccess,
+}
+
+/// Who may use the operator endpoints (and `/metrics` when auth is on).
+#[derive(Clone)]
+pub struct AdminAccess {
+    hub: Arc<Hub>,
     token: String,
     auth: Arc<Authenticator>,
 }
@@ -30,17 +37,13 @@ struct BroadcastRequest {
     text: String,
 }
 
-/// The admin routes; empty (everything 404) when `token` is empty and
-/// authentication is off.
-pub fn routes(hub: Arc<Hub>, token: &str, auth: Arc<Authenticator>) -> Router {
-    if token.is_empty() && !auth.is_enabled() {
+/// The admin routes; empty (everything 404) when `access` opens nothing
+/// (no admin token, authentication off).
+pub fn routes(hub: Arc<Hub>, access: AdminAccess) -> Router {
+    if access.token.is_empty() && !access.auth.is_enabled() {
         return Router::new();
     }
-    let admin = Arc::new(Admin {
-        hub,
-        token: token.to_string(),
-        auth,
-    });
+    let admin = Arc::new(Admin { hub, access });
     Router::new()
         .route("/admin/broadcast", post(broadcast))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
@@ -61,37 +64,56 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
             .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
 }
 
-/// `None` if the request may proceed, else the refusal.
-fn refusal(admin: &Admin, headers: &HeaderMap) -> Option<Reply> {
-    if authorized(headers, &admin.token) {
-        return None;
-    }
-    if !admin.auth.is_enabled() {
-        return Some(error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token",
-        ));
-    }
-    let header = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .map(|v| v.as_bytes());
-    match admin.auth.check_header(header) {
-        Ok(identity) if identity.admin => None,
-        Ok(identity) => {
-            tracing::info!(user = %identity.user.user_id, "admin endpoint refused: no admin claim");
-            Some(error(
-                StatusCode::FORBIDDEN,
-                "the token does not grant admin",
-            ))
+impl AdminAccess {
+    /// Opens to `token` (if not empty) and, with `auth` on, to JWTs with
+    /// `admin: true`; refusals are counted in `hub`'s metrics.
+    pub fn new(hub: Arc<Hub>, token: &str, auth: Arc<Authenticator>) -> AdminAccess {
+        AdminAccess {
+            hub,
+            token: token.to_string(),
+            auth,
         }
-        Err(e) => {
-            tracing::info!(reason = e.reason(), error = %e, "admin authentication failed");
-            Some(error(StatusCode::UNAUTHORIZED, &e.to_string()))
+    }
+
+    /// Whether tokens are checked at all.
+    pub fn auth_enabled(&self) -> bool {
+        self.auth.is_enabled()
+    }
+
+    /// `None` if the request may proceed, else the refusal.
+    pub fn refusal(&self, headers: &HeaderMap) -> Option<Reply> {
+        if authorized(headers, &self.token) {
+            return None;
+        }
+        if !self.auth.is_enabled() {
+            return Some(error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token",
+            ));
+        }
+        let header = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        match self.auth.check_header(header) {
+            Ok(identity) if identity.admin => None,
+            Ok(identity) => {
+                tracing::info!(user = %identity.user.user_id, "admin endpoint refused: no admin claim");
+                Some(error(
+                    StatusCode::FORBIDDEN,
+                    "the token does not grant admin",
+                ))
+            }
+            Err(e) => {
+                tracing::info!(reason = e.reason(), error = %e, "admin authentication failed");
+                self.hub.metrics().auth_failures.inc(e.reason());
+                Some(error(StatusCode::UNAUTHORIZED, &e.to_string()))
+            }
         }
     }
 }
 
-type Reply = (StatusCode, Json<serde_json::Value>);
+/// An endpoint's answer.
+pub type Reply = (StatusCode, Json<serde_json::Value>);
 
 fn error(status: StatusCode, message: &str) -> Reply {
     (status, Json(serde_json::json!({ "error": message })))
@@ -103,7 +125,7 @@ async fn broadcast(
     headers: HeaderMap,
     body: Result<Json<BroadcastRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Reply {
-    if let Some(refused) = refusal(&admin, &headers) {
+    if let Some(refused) = admin.access.refusal(&headers) {
         return refused;
     }
     let Json(request) = match body {

@@ -96,13 +96,14 @@ fn display_name(metadata: &MetadataMap) -> Result<String, Status> {
 
 /// Who is calling: the bearer token's identity (auth on), or the name the
 /// client gives (auth off).
-fn identify(auth: &Authenticator, metadata: &MetadataMap) -> Result<Identity, Status> {
+fn identify(hub: &Hub, auth: &Authenticator, metadata: &MetadataMap) -> Result<Identity, Status> {
     if !auth.is_enabled() {
         return Ok(auth.anonymous(display_name(metadata)?));
     }
     let header = metadata.get(AUTHORIZATION_HEADER).map(|v| v.as_bytes());
     auth.check_header(header).map_err(|e| {
         tracing::info!(reason = e.reason(), error = %e, "authentication failed");
+        hub.metrics().auth_failures.inc(e.reason());
         refuse(
             tonic::Code::Unauthenticated,
             "UNAUTHENTICATED",
@@ -123,7 +124,7 @@ impl ChatService for ChatGrpc {
         request: Request<HistoryRequest>,
     ) -> Result<Response<HistoryResponse>, Status> {
         let invalid = |m: String| refuse(tonic::Code::InvalidArgument, "INVALID_ARGUMENT", m);
-        let identity = identify(&self.auth, request.metadata())?;
+        let identity = identify(&self.hub, &self.auth, request.metadata())?;
         let request = request.into_inner();
         let room = RoomName::parse(&request.room).map_err(|e| invalid(e.to_string()))?;
         if identity.rooms.access(room.as_str()) == Access::None {
@@ -174,12 +175,13 @@ impl ChatService for ChatGrpc {
                 "the server is shutting down".into(),
             ));
         }
-        let identity = identify(&self.auth, request.metadata())?;
+        let identity = identify(&self.hub, &self.auth, request.metadata())?;
         let address = request.remote_addr().map(|a| a.ip());
         let permit = self
             .admission
             .admit(&identity.user.user_id, address)
             .map_err(|refusal| {
+                self.hub.metrics().connections_refused.inc(refusal.reason());
                 tracing::info!(reason = refusal.reason(), user = %identity.user.user_id, ?address, "connection refused: {refusal}");
                 refuse(
                     tonic::Code::ResourceExhausted,

@@ -12,6 +12,7 @@ pub mod grpc;
 pub mod health;
 pub mod hub;
 pub mod limiter;
+pub mod metrics;
 pub mod notifier;
 pub mod server;
 pub mod session;

@@ -136,7 +136,7 @@ pub async fn start(
     ));
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
-    let readiness = Arc::new(Readiness::new(hub.clone(), stats, reporter));
+    let readiness = Arc::new(Readiness::new(hub.clone(), stats.clone(), reporter));
     readiness.refresh().await;
 
     let auth = Arc::new(crate::auth::Authenticator::new(&config.auth).map_err(|e| {
@@ -153,21 +153,28 @@ pub async fn start(
         );
     }
     let sessions = TaskTracker::new();
+    let admission = crate::limiter::Admission::new(config.limits.clone());
+    let access = admin::AdminAccess::new(hub.clone(), &config.admin.token, auth.clone());
     let chat = ChatGrpc::new(
         hub.clone(),
         auth.clone(),
-        crate::limiter::Admission::new(config.limits.clone()),
+        admission.clone(),
         config.session.idle_timeout,
         shutdown.clone(),
         sessions.clone(),
     );
     let chat =
         ChatServiceServer::new(chat).max_decoding_message_size(config.limits.max_frame_bytes);
-    let http = health::routes(readiness.clone()).merge(admin::routes(
-        hub.clone(),
-        &config.admin.token,
-        auth.clone(),
-    ));
+    let http = health::routes(readiness.clone())
+        .merge(admin::routes(hub.clone(), access.clone()))
+        .merge(crate::metrics::routes(
+            crate::metrics::Sources {
+                hub: hub.clone(),
+                backplane: stats.clone(),
+                admission,
+            },
+            access,
+        ));
     let routes = Routes::from(http)
         .add_service(health_service)
         .add_service(chat);

@@ -78,7 +78,12 @@ impl Session {
         let span = tracing::info_span!("session", conn = self.conn, user = %self.user.user_id);
         async move {
             tracing::info!("session opened");
+            self.hub
+                .metrics()
+                .connections_opened
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let why = self.serve(inbound, shutdown).await;
+            self.hub.metrics().connections_closed.inc(why);
             for room in std::mem::take(&mut self.rooms) {
                 self.hub.leave(&room, self.conn, &self.user).await;
             }
@@ -110,27 +115,27 @@ impl Session {
         loop {
             tokio::select! {
                 biased;
-                _ = ended.cancelled() => return "kicked",
+                _ = ended.cancelled() => return "slow_consumer",
                 _ = shutdown.cancelled() => {
                     self.outbox.finish(disconnect_frame(
                         DisconnectReason::ShuttingDown,
                         "the server is shutting down; reconnect shortly",
                     ));
-                    return "server shutting down";
+                    return "server_shutting_down";
                 }
                 _ = &mut expiry => {
                     self.outbox.finish(disconnect_frame(
                         DisconnectReason::AuthExpired,
                         "the token expired; reconnect with a fresh one",
                     ));
-                    return "token expired";
+                    return "token_expired";
                 }
                 _ = &mut idle => {
                     self.outbox.finish(disconnect_frame(
                         DisconnectReason::IdleTimeout,
                         "nothing received within the idle timeout",
                     ));
-                    return "idle timeout";
+                    return "idle_timeout";
                 }
                 next = inbound.next() => match next {
                     Some(Ok(frame)) => {
@@ -144,7 +149,7 @@ impl Session {
                     // not decode or was too large does not.
                     Some(Err(status)) if std::error::Error::source(&status).is_some() => {
                         tracing::debug!(error = %status.message(), "connection lost");
-                        return "connection lost";
+                        return "connection_lost";
                     }
                     Some(Err(status)) => {
                         tracing::info!(error = %status.message(), "protocol violation");
@@ -152,9 +157,9 @@ impl Session {
                             DisconnectReason::ProtocolViolation,
                             &format!("malformed frame: {}", status.message()),
                         ));
-                        return "protocol violation";
+                        return "protocol_violation";
                     }
-                    None => return "client hung up",
+                    None => return "client_hung_up",
                 },
             }
         }
@@ -172,6 +177,10 @@ impl Session {
         {
             // Over a limit: nothing is stored, delivered or changed.
             tracing::debug!(request_id, what, ?retry_after, "rate limited");
+            self.hub.metrics().rate_limited.inc(match action {
+                Action::Send => "send",
+                Action::Join => "join",
+            });
             self.reply(
                 request_id,
                 Err(RequestError::RateLimited { what, retry_after }),

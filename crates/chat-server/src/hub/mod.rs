@@ -44,6 +44,8 @@ pub struct Hub {
     /// event is queued, so members see them in a consistent order; never
     /// on the message path.
     presence: Mutex<Presence>,
+    /// The counters `/metrics` shows that no component keeps itself.
+    metrics: crate::metrics::Metrics,
 }
 
 impl Hub {
@@ -64,12 +66,18 @@ impl Hub {
             next_conn: AtomicU64::new(1),
             sessions: (0..SESSION_SHARDS).map(|_| Mutex::default()).collect(),
             presence: Mutex::default(),
+            metrics: crate::metrics::Metrics::default(),
         }
     }
 
     /// This instance's id.
     pub fn server_id(&self) -> &str {
         &self.server_id
+    }
+
+    /// The instance's metrics.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     /// The per-client limits.
@@ -366,16 +374,21 @@ impl Hub {
         // Sequencing and publishing under one per-room lock keeps the
         // room's publications in sequence order.
         let _ordered = room.send_lock.lock().await;
+        let started = std::time::Instant::now();
         let appended = self.store.append(message).await.map_err(|e| {
             tracing::warn!(error = %e, "send failed: store");
             RequestError::Unavailable(e.to_string())
         })?;
+        self.metrics.store_append.observe(started.elapsed());
         let stored = appended.message;
         if appended.duplicate {
             // A retried send: stored and delivered once already; the retry
             // gets the original acknowledgement.
             return Ok(stored);
         }
+        self.metrics
+            .messages_received
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let m = &stored.message;
         let event = Frame::Message(message_event(&stored));
         let frame = RoomFrame {

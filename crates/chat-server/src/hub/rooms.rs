@@ -18,6 +18,7 @@ use crate::validate::RoomName;
 use chat_proto::EncodedFrame;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 const SHARDS: usize = 64;
@@ -41,6 +42,10 @@ pub struct Rooms {
     ordered: bool,
     /// Where rooms with a gap are reported.
     repairs: Option<tokio::sync::mpsc::Sender<RoomName>>,
+    /// Message frames queued for local connections, ever (a metric).
+    deliveries: Arc<AtomicU64>,
+    /// Stored messages offered by the repair task, ever (a metric).
+    repaired: AtomicU64,
 }
 
 /// One room's local state.
@@ -61,6 +66,8 @@ struct RoomState {
     delivered: u64,
     /// Messages that arrived after a gap, by sequence (ordered mode).
     held: BTreeMap<u64, EncodedFrame>,
+    /// The rooms' delivery counter.
+    deliveries: Arc<AtomicU64>,
 }
 
 struct Recipient {
@@ -81,10 +88,14 @@ impl RoomState {
     /// Queues `frame` (message `sequence`, if it is one) for every member
     /// that does not have it, and for joiners to receive later.
     fn fan_out(&mut self, sequence: Option<u64>, frame: &EncodedFrame) {
+        let mut queued = 0;
         for r in &self.recipients {
             if sequence.is_none_or(|s| s > r.seen) {
-                r.outbox.push(frame.clone());
+                queued += u64::from(r.outbox.push(frame.clone()));
             }
+        }
+        if sequence.is_some() {
+            self.deliveries.fetch_add(queued, Ordering::Relaxed);
         }
         for joining in &mut self.joining {
             if joining.pending.len() < MAX_JOIN_PENDING {
@@ -138,6 +149,8 @@ impl Rooms {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             ordered,
             repairs,
+            deliveries: Arc::default(),
+            repaired: AtomicU64::new(0),
         }
     }
 
@@ -174,6 +187,7 @@ impl Rooms {
             Arc::new(Room {
                 state: Mutex::new(RoomState {
                     delivered: latest,
+                    deliveries: self.deliveries.clone(),
                     ..RoomState::default()
                 }),
                 send_lock: tokio::sync::Mutex::new(()),
@@ -225,6 +239,7 @@ impl Rooms {
     /// Offers stored message `sequence` to the room (the repair task's way
     /// in); returns whether a gap remains.
     pub fn offer(&self, room: &RoomName, sequence: u64, frame: &EncodedFrame) -> bool {
+        self.repaired.fetch_add(1, Ordering::Relaxed);
         match self.get(room) {
             Some(entry) => lock(&entry.state).offer(sequence, frame),
             None => false,
@@ -296,6 +311,32 @@ impl Rooms {
     /// How many rooms have local members.
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| lock(s).len()).sum()
+    }
+
+    /// Local connections' room memberships (joins in progress included).
+    pub fn memberships(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                lock(s)
+                    .values()
+                    .map(|room| {
+                        let state = lock(&room.state);
+                        state.recipients.len() + state.joining.len()
+                    })
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+
+    /// Message frames queued for local connections so far.
+    pub fn deliveries(&self) -> u64 {
+        self.deliveries.load(Ordering::Relaxed)
+    }
+
+    /// Stored messages the repair task offered so far.
+    pub fn repaired(&self) -> u64 {
+        self.repaired.load(Ordering::Relaxed)
     }
 
     /// Whether no room has local members.

@@ -1,0 +1,213 @@
+//! `GET /metrics`: the counters move as the test's actions dictate, the
+//! text is valid Prometheus exposition, no label carries a room, user or
+//! address, and with authentication on the endpoint asks for admin
+//! credentials.
+
+mod common;
+
+use chat_server::auth::{self, TokenRequest};
+use chat_server::config::{AuthConfig, AuthMode};
+use common::*;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// GETs `/metrics`; the status and the body.
+async fn scrape_raw(addr: SocketAddr, token: Option<&str>) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Every sample, `name{labels}` → value, checking the format on the way:
+/// each sample's family has a `# TYPE`, names are `chat_…`, counters end
+/// in `_total`, and values parse.
+fn parse(text: &str) -> BTreeMap<String, f64> {
+    let mut types = BTreeMap::new();
+    let mut samples = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
+            assert!(name.starts_with("chat_"), "{name}");
+            if kind == "counter" {
+                assert!(name.ends_with("_total"), "counter {name} ends in _total");
+            }
+            types.insert(name.to_string(), kind.to_string());
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("series value");
+        let name = series.split('{').next().unwrap();
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|f| types.get(*f).is_some_and(|k| k == "histogram"))
+            })
+            .unwrap_or(name);
+        assert!(types.contains_key(family), "{name} has a # TYPE");
+        samples.insert(series.to_string(), value.parse::<f64>().expect("a number"));
+    }
+    samples
+}
+
+async fn scrape(server: &TestServer) -> BTreeMap<String, f64> {
+    let (status, body) = scrape_raw(server.addr(), None).await;
+    assert_eq!(status, 200, "{body}");
+    parse(&body)
+}
+
+/// Waits until `series` reads `value`.
+async fn eventually(server: &TestServer, series: &str, value: f64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let now = scrape(server).await.get(series).copied();
+        if now == Some(value) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{series} is {now:?}, expected {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn counters_follow_what_clients_do_and_labels_stay_bounded() {
+    let mut c = config();
+    c.limits.send_rate = 0.1;
+    c.limits.send_burst = 4;
+    let server = TestServer::start(c).await;
+    let m = scrape(&server).await;
+    assert_eq!(m["chat_connections"], 0.0);
+    assert_eq!(m["chat_messages_received_total"], 0.0);
+
+    let (alice, _alice_ev) = connect(&server.url(), "alice").await;
+    let (bob, mut bob_ev) = connect(&server.url(), "bob").await;
+    alice.join("lobby").await.unwrap();
+    bob.join("lobby").await.unwrap();
+    for i in 0..3 {
+        alice.send("lobby", &format!("m{i}")).await.unwrap();
+    }
+    for _ in 0..3 {
+        expect_message(&mut bob_ev, "lobby").await;
+    }
+    // The fourth is within the burst, the fifth is not.
+    alice.send("lobby", "m3").await.unwrap();
+    assert!(alice.send("lobby", "m4").await.is_err());
+
+    let m = scrape(&server).await;
+    assert_eq!(m["chat_connections"], 2.0);
+    assert_eq!(m["chat_connections_opened_total"], 2.0);
+    assert_eq!(m["chat_rooms"], 1.0);
+    assert_eq!(m["chat_room_members"], 2.0);
+    assert_eq!(m["chat_messages_received_total"], 4.0);
+    assert_eq!(
+        m["chat_messages_delivered_total"], 8.0,
+        "4 messages × 2 members"
+    );
+    assert_eq!(m["chat_store_append_seconds_count"], 4.0);
+    assert_eq!(m["chat_store_append_seconds_bucket{le=\"+Inf\"}"], 4.0);
+    assert_eq!(m["chat_rate_limited_total{action=\"send\"}"], 1.0);
+    assert_eq!(m["chat_rate_limited_total{action=\"join\"}"], 0.0);
+
+    bob.close();
+    eventually(
+        &server,
+        "chat_connections_closed_total{reason=\"client_hung_up\"}",
+        1.0,
+    )
+    .await;
+    eventually(&server, "chat_connections", 1.0).await;
+    eventually(&server, "chat_room_members", 1.0).await;
+
+    // No label carries a room, a user or an address: every label value is
+    // from the fixed sets.
+    let allowed: Vec<&str> = chat_server::metrics::CLOSE_REASONS
+        .iter()
+        .chain(&chat_server::metrics::AUTH_REASONS)
+        .chain(&chat_server::metrics::REFUSAL_REASONS)
+        .chain(&chat_server::metrics::RATE_LIMITED_ACTIONS)
+        .copied()
+        .collect();
+    for series in scrape(&server).await.keys() {
+        let Some((_, labels)) = series.split_once('{') else {
+            continue;
+        };
+        for pair in labels.trim_end_matches('}').split(',') {
+            let (key, value) = pair.split_once('=').unwrap();
+            let value = value.trim_matches('"');
+            match key {
+                "le" => assert!(value == "+Inf" || value.parse::<f64>().is_ok(), "{series}"),
+                _ => assert!(
+                    allowed.contains(&value),
+                    "{series}: {value} is not a bounded label"
+                ),
+            }
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn with_auth_on_metrics_need_admin_credentials_and_count_refused_tokens() {
+    let auth = AuthConfig {
+        mode: AuthMode::Jwt,
+        secret: "metrics-secret-metrics-secret-metrics".into(),
+        ..AuthConfig::default()
+    };
+    let mut c = config();
+    c.auth = auth.clone();
+    c.admin.token = "scraper-token".into();
+    let server = TestServer::start(c).await;
+    assert_eq!(scrape_raw(server.addr(), None).await.0, 401);
+    let user = auth::mint(
+        &auth,
+        &TokenRequest {
+            sub: "u".into(),
+            ttl: Duration::from_secs(60),
+            ..TokenRequest::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(scrape_raw(server.addr(), Some(&user)).await.0, 403);
+
+    // A session with a broken token is refused and counted.
+    let mut bad = client_config(&server.url(), "x");
+    bad.token = Some(chat_client::TokenProvider::fixed("not-a-jwt"));
+    let (client, _events) = chat_client::Client::connect(bad);
+    let (status, body) = {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let (status, body) = scrape_raw(server.addr(), Some("scraper-token")).await;
+            assert_eq!(status, 200);
+            if parse(&body)["chat_auth_failures_total{reason=\"malformed\"}"] >= 1.0 {
+                break (status, body);
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no auth failure counted"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    client.close();
+    assert_eq!(status, 200);
+    assert_eq!(parse(&body)["chat_connections"], 0.0);
+    server.stop().await;
+}
