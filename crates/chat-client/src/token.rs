@@ -50,9 +50,12 @@ pub(crate) fn set_bearer(
     metadata: &mut tonic::metadata::MetadataMap,
     token: &str,
 ) -> Result<(), String> {
-    let value = format!("Bearer {}", token.trim())
-        .parse()
-        .map_err(|_| "the token cannot be sent as metadata (not ASCII?)".to_string())?;
+    let mut value: tonic::metadata::MetadataValue<_> =
+        format!("Bearer {}", token.trim())
+            .parse()
+            .map_err(|_| "the token cannot be sent as metadata (not ASCII?)".to_string())?;
+    // Kept out of HPACK's dynamic table and out of debug output.
+    value.set_sensitive(true);
     metadata.insert("authorization", value);
     Ok(())
 }

@@ -7,8 +7,10 @@
 //! - [`Admission`]: counts connections in total, per source address and per
 //!   user, and refuses one over a limit; the [`Permit`] it hands out gives
 //!   the count back when the connection ends and carries the user's shared
-//!   buckets. A user's entry exists only while they have connections, so
-//!   the state is bounded by the connections.
+//!   buckets. A user's buckets outlive their last connection until they
+//!   would have refilled anyway, so closing and reopening sessions does not
+//!   refill them; idle entries are swept at most once a second, so the
+//!   state is bounded by the users admitted within that time.
 //!
 //! Limits are per instance: a user with connections to two instances has
 //! two sets of user buckets.
@@ -50,7 +52,10 @@ impl TokenBucket {
             self.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+            // Clamped: a tiny configured rate must not overflow.
+            Err(Duration::try_from_secs_f64((1.0 - self.tokens) / self.rate)
+                .unwrap_or(MAX_WAIT)
+                .min(MAX_WAIT))
         }
     }
 
@@ -137,20 +142,31 @@ impl Refusal {
 struct UserEntry {
     connections: usize,
     buckets: Arc<UserBuckets>,
+    /// When the last connection ended (`None` while there are some).
+    idle_since: Option<Instant>,
 }
 
-#[derive(Default)]
 struct Counts {
     total: usize,
     per_address: HashMap<IpAddr, usize>,
     per_user: HashMap<Arc<str>, UserEntry>,
+    last_sweep: Instant,
 }
 
 /// Connection counting and the limits on it.
 pub struct Admission {
     limits: Limits,
+    /// How long a user's buckets are kept after their last connection:
+    /// the longest time any of them takes to refill.
+    hold: Duration,
     counts: Mutex<Counts>,
 }
+
+/// Longest retry time a bucket gives.
+const MAX_WAIT: Duration = Duration::from_secs(86_400);
+
+/// Longest a user's idle buckets are kept.
+const MAX_HOLD: Duration = Duration::from_secs(3600);
 
 /// An admitted connection; dropping it gives its counts back.
 pub struct Permit {
@@ -169,9 +185,27 @@ fn over(count: usize, limit: usize) -> bool {
 impl Admission {
     /// Counting against `limits`.
     pub fn new(limits: Limits) -> Arc<Admission> {
+        let hold = [
+            (limits.user_send_rate, limits.user_send_burst),
+            (limits.user_join_rate, limits.user_join_burst),
+        ]
+        .into_iter()
+        .filter(|&(rate, _)| rate > 0.0)
+        .map(|(rate, burst)| {
+            Duration::try_from_secs_f64(f64::from(burst) / rate).unwrap_or(MAX_HOLD)
+        })
+        .max()
+        .unwrap_or(Duration::ZERO)
+        .min(MAX_HOLD);
         Arc::new(Admission {
             limits,
-            counts: Mutex::new(Counts::default()),
+            hold,
+            counts: Mutex::new(Counts {
+                total: 0,
+                per_address: HashMap::new(),
+                per_user: HashMap::new(),
+                last_sweep: Instant::now(),
+            }),
         })
     }
 
@@ -203,6 +237,15 @@ impl Admission {
         if let Some(ip) = address {
             *counts.per_address.entry(ip).or_default() += 1;
         }
+        let now = Instant::now();
+        if now.saturating_duration_since(counts.last_sweep) >= Duration::from_secs(1) {
+            counts.last_sweep = now;
+            let hold = self.hold;
+            counts.per_user.retain(|_, e| {
+                e.idle_since
+                    .is_none_or(|t| now.saturating_duration_since(t) < hold)
+            });
+        }
         let entry = counts
             .per_user
             .entry(user.clone())
@@ -212,8 +255,10 @@ impl Admission {
                     send: Mutex::new(TokenBucket::new(l.user_send_rate, l.user_send_burst)),
                     join: Mutex::new(TokenBucket::new(l.user_join_rate, l.user_join_burst)),
                 }),
+                idle_since: None,
             });
         entry.connections += 1;
+        entry.idle_since = None;
         let limits = RequestLimits {
             send: TokenBucket::new(l.send_rate, l.send_burst),
             join: TokenBucket::new(l.join_rate, l.join_burst),
@@ -249,10 +294,16 @@ impl Drop for Permit {
                 counts.per_address.remove(&ip);
             }
         }
+        let hold = self.admission.hold;
         if let Some(e) = counts.per_user.get_mut(&self.user) {
             e.connections -= 1;
             if e.connections == 0 {
-                counts.per_user.remove(&self.user);
+                if hold.is_zero() {
+                    counts.per_user.remove(&self.user);
+                } else {
+                    // Kept, used up as it is, until it would have refilled.
+                    e.idle_since = Some(Instant::now());
+                }
             }
         }
     }
@@ -312,10 +363,11 @@ mod tests {
         let _pa = admission.admit(&a, ip(1)).unwrap();
         let _pd = admission.admit(&d, ip(1)).unwrap();
         let counts = admission.counts.lock().unwrap();
+        assert_eq!(counts.total, 3);
         assert_eq!(
             counts.per_user.len(),
-            3,
-            "entries only for users with connections"
+            4,
+            "b's buckets are kept until they would have refilled"
         );
     }
 
@@ -348,5 +400,45 @@ mod tests {
             two.limits.check(Action::Join).is_ok(),
             "joins are counted apart"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reconnecting_does_not_refill_the_users_buckets() {
+        let admission = Admission::new(Limits {
+            send_rate: 0.0,
+            user_send_rate: 1.0,
+            user_send_burst: 2,
+            ..Limits::default()
+        });
+        let user: Arc<str> = "u".into();
+        let mut one = admission.admit(&user, None).unwrap();
+        one.limits.check(Action::Send).unwrap();
+        one.limits.check(Action::Send).unwrap();
+        drop(one);
+        let mut again = admission.admit(&user, None).unwrap();
+        assert!(again.limits.check(Action::Send).is_err(), "still used up");
+        drop(again);
+        // Once the buckets would have refilled, the entry goes at a sweep.
+        tokio::time::advance(Duration::from_secs(61)).await;
+        let other: Arc<str> = "v".into();
+        let _v = admission.admit(&other, None).unwrap();
+        assert!(
+            !admission
+                .counts
+                .lock()
+                .unwrap()
+                .per_user
+                .contains_key(&user)
+        );
+        let mut later = admission.admit(&user, None).unwrap();
+        later.limits.check(Action::Send).unwrap();
+    }
+
+    #[test]
+    fn a_tiny_rate_gives_a_bounded_wait_not_a_panic() {
+        let mut b = TokenBucket::new(1e-20, 1).unwrap();
+        let now = Instant::now();
+        b.take(now).unwrap();
+        assert_eq!(b.take(now).unwrap_err(), MAX_WAIT);
     }
 }

@@ -472,9 +472,12 @@ async fn public_keys_from_pem_and_a_reloaded_jwks() {
     );
     assert_unauthenticated(open_raw(&server.url(), Some(&k2), None).await, "k2 not yet");
 
+    // Rotated: k1 out, k2 in, beside a key this server cannot use, which
+    // is skipped rather than failing the reload.
+    let unusable = serde_json::json!({ "kty": "RSA", "kid": "junk", "n": "!!", "e": "AQAB" });
     std::fs::write(
         &jwks,
-        serde_json::json!({ "keys": [jwk("k2", &ed2)] }).to_string(),
+        serde_json::json!({ "keys": [unusable, jwk("k2", &ed2)] }).to_string(),
     )
     .unwrap();
     // The file is looked at again at most once per KEY_RECHECK.

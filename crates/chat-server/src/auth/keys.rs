@@ -110,6 +110,11 @@ impl KeySet {
         if loaded.checked.elapsed() >= RECHECK {
             loaded.checked = Instant::now();
             let stamp = stamp(path);
+            if stamp.is_none() && loaded.stamp.is_some() {
+                // Said once; the keys that were read stay in use.
+                loaded.stamp = None;
+                tracing::error!(file = %path.display(), "auth key file missing; still using the keys read before");
+            }
             if stamp.is_some() && stamp != loaded.stamp {
                 match load(&self.source, self.algorithm) {
                     Ok((keys, stamp)) => {
@@ -184,9 +189,19 @@ fn load(
             let mut keys = HashMap::new();
             for (i, jwk) in set.keys.iter().enumerate() {
                 let kid = jwk.common.key_id.clone().unwrap_or_else(|| i.to_string());
-                let key = DecodingKey::from_jwk(jwk)
-                    .map_err(|e| format!("{}: key {kid:?}: {e}", path.display()))?;
-                keys.insert(kid, key);
+                // One key this server cannot use (another key type, say)
+                // must not keep the whole set, and a revoked key, in place.
+                match DecodingKey::from_jwk(jwk) {
+                    Ok(key) => {
+                        keys.insert(kid, key);
+                    }
+                    Err(e) => {
+                        tracing::warn!(file = %path.display(), kid, error = %e, "JWKS key skipped")
+                    }
+                }
+            }
+            if keys.is_empty() {
+                return Err(format!("{}: no usable key", path.display()));
             }
             Ok((Keys::ByKid(keys), stamp))
         }
