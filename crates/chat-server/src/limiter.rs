@@ -309,6 +309,72 @@ impl Drop for Permit {
     }
 }
 
+/// TCP connections, counted before any stream is opened: in total and per
+/// source address. A connection over a limit is closed at once.
+pub struct TcpAdmission {
+    max_total: usize,
+    max_per_address: usize,
+    counts: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// A counted TCP connection; dropping it (when the connection closes)
+/// gives the count back.
+pub struct TcpPermit {
+    admission: Arc<TcpAdmission>,
+    address: IpAddr,
+}
+
+impl TcpAdmission {
+    /// Counting against `limits.max_connections` and
+    /// `limits.max_connections_per_address` (0: no limit).
+    pub fn new(limits: &Limits) -> Arc<TcpAdmission> {
+        Arc::new(TcpAdmission {
+            max_total: limits.max_connections,
+            max_per_address: limits.max_connections_per_address,
+            counts: Mutex::new((0, HashMap::new())),
+        })
+    }
+
+    /// Counts a connection from `address`, or `None` over a limit.
+    pub fn admit(self: &Arc<Self>, address: IpAddr) -> Option<TcpPermit> {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let (total, per_address) = &mut *counts;
+        let held = per_address.get(&address).copied().unwrap_or(0);
+        if over(*total, self.max_total) || over(held, self.max_per_address) {
+            return None;
+        }
+        *total += 1;
+        *per_address.entry(address).or_default() += 1;
+        Some(TcpPermit {
+            admission: self.clone(),
+            address,
+        })
+    }
+
+    /// TCP connections held now.
+    pub fn connections(&self) -> usize {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+}
+
+impl Drop for TcpPermit {
+    fn drop(&mut self) {
+        let mut counts = self
+            .admission
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let (total, per_address) = &mut *counts;
+        *total = total.saturating_sub(1);
+        if let Some(n) = per_address.get_mut(&self.address) {
+            *n -= 1;
+            if *n == 0 {
+                per_address.remove(&self.address);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

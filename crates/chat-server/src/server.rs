@@ -213,20 +213,22 @@ pub async fn start(
         ));
     }
 
-    let incoming = if config.tls.enabled() {
+    let tls = if config.tls.enabled() {
         let tls = crate::tls::Reloading::open(&config.tls)
             .map_err(|e| ServerError::Config(crate::config::ConfigError::Inconsistent(e)))?;
         sessions.spawn(tls.clone().watch(shutdown.clone()));
         tracing::info!(cert = %config.tls.cert_file, mtls = !config.tls.client_ca_file.is_empty(), "tls on");
-        crate::tls::tls(
-            listener,
-            tls,
-            config.tls.handshake_timeout,
-            shutdown.clone(),
-        )
+        Some(tls)
     } else {
-        crate::tls::plain(listener)
+        None
     };
+    let incoming = crate::tls::incoming(
+        listener,
+        tls,
+        config.tls.handshake_timeout,
+        crate::limiter::TcpAdmission::new(&config.limits),
+        shutdown.clone(),
+    );
     let graceful = shutdown.clone();
     let serve = tonic::transport::Server::builder()
         .accept_http1(true)

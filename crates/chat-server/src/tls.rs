@@ -10,6 +10,7 @@
 //! plain TCP stream or a TLS one, both reporting the peer's address.
 
 use crate::config::TlsConfig;
+use crate::limiter::{TcpAdmission, TcpPermit};
 use futures::Stream;
 use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
@@ -144,12 +145,12 @@ impl Reloading {
     }
 }
 
-/// A served connection.
+/// A served connection, holding its place in the TCP connection counts.
 pub enum Conn {
     /// Plain TCP.
-    Plain(TcpStream),
+    Plain(TcpStream, TcpPermit),
     /// TLS over TCP.
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<TlsStream<TcpStream>>, TcpPermit),
 }
 
 impl Connected for Conn {
@@ -157,8 +158,8 @@ impl Connected for Conn {
 
     fn connect_info(&self) -> TcpConnectInfo {
         match self {
-            Conn::Plain(s) => s.connect_info(),
-            Conn::Tls(s) => s.get_ref().0.connect_info(),
+            Conn::Plain(s, _) => s.connect_info(),
+            Conn::Tls(s, _) => s.get_ref().0.connect_info(),
         }
     }
 }
@@ -170,8 +171,8 @@ impl AsyncRead for Conn {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Plain(s, _) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s, _) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -183,8 +184,8 @@ impl AsyncWrite for Conn {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Plain(s, _) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s, _) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -194,29 +195,29 @@ impl AsyncWrite for Conn {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Conn::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Conn::Plain(s, _) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Conn::Tls(s, _) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
-            Conn::Plain(s) => s.is_write_vectored(),
-            Conn::Tls(s) => s.is_write_vectored(),
+            Conn::Plain(s, _) => s.is_write_vectored(),
+            Conn::Tls(s, _) => s.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s) => Pin::new(s).poll_flush(cx),
+            Conn::Plain(s, _) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s, _) => Pin::new(s).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Plain(s, _) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s, _) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
@@ -224,30 +225,26 @@ impl AsyncWrite for Conn {
 /// The connections to serve.
 pub type Incoming = Pin<Box<dyn Stream<Item = io::Result<Conn>> + Send>>;
 
-/// Plain TCP connections from `listener`.
-pub fn plain(listener: TcpListener) -> Incoming {
-    use futures::StreamExt;
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    Box::pin(incoming.map(|c| c.map(Conn::Plain).map_err(io::Error::other)))
-}
-
-/// TLS connections from `listener`, each handshake bounded by `timeout`,
-/// until `shutdown`.
-pub fn tls(
+/// The connections from `listener` (TLS ones when `tls` is given, each
+/// handshake bounded by `timeout`), each counted by `tcp`, until
+/// `shutdown`.
+pub fn incoming(
     listener: TcpListener,
-    tls: Arc<Reloading>,
+    tls: Option<Arc<Reloading>>,
     timeout: Duration,
+    tcp: Arc<TcpAdmission>,
     shutdown: CancellationToken,
 ) -> Incoming {
     let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(accept_loop(listener, tls, timeout, shutdown, tx));
+    tokio::spawn(accept_loop(listener, tls, timeout, tcp, shutdown, tx));
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
 async fn accept_loop(
     listener: TcpListener,
-    tls: Arc<Reloading>,
+    tls: Option<Arc<Reloading>>,
     timeout: Duration,
+    tcp: Arc<TcpAdmission>,
     shutdown: CancellationToken,
     ready: mpsc::Sender<io::Result<Conn>>,
 ) {
@@ -258,7 +255,7 @@ async fn accept_loop(
             _ = ready.closed() => return,
             a = listener.accept() => a,
         };
-        let (tcp, peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 // Out of descriptors and the like: back off, do not spin.
@@ -267,22 +264,32 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+        let Some(permit) = tcp.admit(peer.ip()) else {
+            tracing::debug!(%peer, "connection limit reached (total or per address); connection closed");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let Some(tls) = &tls else {
+            if ready.send(Ok(Conn::Plain(stream, permit))).await.is_err() {
+                return;
+            }
+            continue;
+        };
+        let Ok(slot) = handshakes.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "too many TLS handshakes in progress; connection closed");
             continue;
         };
-        let _ = tcp.set_nodelay(true);
         let acceptor = tls.acceptor();
         let ready = ready.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+            match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
-                    let _ = ready.send(Ok(Conn::Tls(Box::new(stream)))).await;
+                    drop(slot);
+                    let _ = ready.send(Ok(Conn::Tls(Box::new(stream), permit))).await;
                 }
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
                 Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
             }
-            drop(permit);
         });
     }
 }

@@ -106,16 +106,51 @@ async fn a_users_connections_share_the_user_buckets_and_joins_are_limited() {
     server.stop().await;
 }
 
+/// A Session stream opened on `channel` (so many share one TCP
+/// connection) as `name`, never read.
+async fn open_on(
+    channel: &tonic::transport::Channel,
+    name: &str,
+) -> Result<
+    (
+        tokio::sync::mpsc::Sender<chat_client::proto::ClientFrame>,
+        tonic::Streaming<chat_client::proto::ServerFrame>,
+    ),
+    tonic::Status,
+> {
+    let mut grpc = chat_client::proto::chat_service_client::ChatServiceClient::new(channel.clone());
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    request
+        .metadata_mut()
+        .insert("chat-name", name.parse().unwrap());
+    let stream = tokio::time::timeout(WAIT, grpc.session(request))
+        .await
+        .expect("an answer")?
+        .into_inner();
+    Ok((tx, stream))
+}
+
+/// Session streams over a limit (per user, per address, in total) are
+/// refused with RESOURCE_EXHAUSTED, and admitted again once one ends. The
+/// streams share one TCP connection, so the TCP-level count (one) stays
+/// under every limit.
 #[tokio::test]
-async fn connections_over_a_limit_are_refused_until_one_ends() {
+async fn sessions_over_a_limit_are_refused_until_one_ends() {
     let mut c = config();
     c.limits.max_connections_per_user = 1;
     c.limits.max_connections_per_address = 2;
     c.limits.max_connections = 3;
     let server = TestServer::start(c).await;
-    let url = server.url();
-    let refused = |r: Result<RawSession, tonic::Status>, says: &str| {
-        let status = r.err().expect("refused");
+    let channel = tonic::transport::Endpoint::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let refused = |r: Result<_, tonic::Status>, says: &str| {
+        let Err(status) = r else {
+            panic!("expected a refusal");
+        };
         assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
         assert_eq!(
             status.metadata().get("chat-error-code").unwrap(),
@@ -128,17 +163,17 @@ async fn connections_over_a_limit_are_refused_until_one_ends() {
         );
     };
 
-    let first = RawSession::open(&url, "dave").await.expect("first");
-    refused(RawSession::open(&url, "dave").await, "this user");
-    let second = RawSession::open(&url, "erin")
+    let first = open_on(&channel, "dave").await.expect("first");
+    refused(open_on(&channel, "dave").await, "this user");
+    let second = open_on(&channel, "erin")
         .await
         .expect("second address slot");
-    refused(RawSession::open(&url, "frank").await, "your address");
+    refused(open_on(&channel, "frank").await, "your address");
     drop(first);
     // The count comes back when the server sees the stream end.
     let deadline = tokio::time::Instant::now() + WAIT;
     let again = loop {
-        match RawSession::open(&url, "dave").await {
+        match open_on(&channel, "dave").await {
             Ok(s) => break s,
             Err(_) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await
@@ -215,5 +250,33 @@ async fn a_client_that_opens_streams_without_reading_them_is_contained() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    server.stop().await;
+}
+
+/// TCP connections that never open a stream count against the limits too:
+/// over the per-address limit, a new connection is closed at once.
+#[tokio::test]
+async fn idle_tcp_connections_count_against_the_address_limit() {
+    use tokio::io::AsyncReadExt;
+    let mut c = config();
+    c.limits.max_connections_per_address = 3;
+    let server = TestServer::start(c).await;
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(tokio::net::TcpStream::connect(server.addr()).await.unwrap());
+    }
+    let mut fourth = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(WAIT, fourth.read(&mut byte))
+        .await
+        .expect("the server closes it within the wait");
+    assert!(matches!(read, Ok(0) | Err(_)), "closed, got {read:?}");
+
+    drop(idle);
+    let (client, _events) = connect(&server.url(), "after").await;
+    client
+        .join("lobby")
+        .await
+        .expect("served once the idle ones left");
     server.stop().await;
 }
