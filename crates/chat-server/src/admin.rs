@@ -10,7 +10,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
+use axum::routing::{get, post};
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -46,6 +46,7 @@ pub fn routes(hub: Arc<Hub>, access: AdminAccess) -> Router {
     let admin = Arc::new(Admin { hub, access });
     Router::new()
         .route("/admin/broadcast", post(broadcast))
+        .route("/admin/log-level", get(log_level).put(set_log_level))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(admin)
 }
@@ -141,6 +142,49 @@ async fn broadcast(
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "delivered_locally": sent })),
     )
+}
+
+/// Body of `PUT /admin/log-level`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogLevelRequest {
+    level: String,
+}
+
+/// The log filter in force.
+async fn log_level(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Reply {
+    if let Some(refused) = admin.access.refusal(&headers) {
+        return refused;
+    }
+    match crate::telemetry::filter() {
+        Some(level) => (StatusCode::OK, Json(serde_json::json!({ "level": level }))),
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &crate::telemetry::FilterError::NotInstalled.to_string(),
+        ),
+    }
+}
+
+/// Replaces the log filter without a restart.
+async fn set_log_level(
+    State(admin): State<Arc<Admin>>,
+    headers: HeaderMap,
+    body: Result<Json<LogLevelRequest>, axum::extract::rejection::JsonRejection>,
+) -> Reply {
+    if let Some(refused) = admin.access.refusal(&headers) {
+        return refused;
+    }
+    let Json(request) = match body {
+        Ok(body) => body,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.body_text()),
+    };
+    match crate::telemetry::set_filter(&request.level) {
+        Ok(level) => (StatusCode::OK, Json(serde_json::json!({ "level": level }))),
+        Err(e @ crate::telemetry::FilterError::Invalid(_)) => {
+            error(StatusCode::BAD_REQUEST, &e.to_string())
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
 }
 
 #[cfg(test)]

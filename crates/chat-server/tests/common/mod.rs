@@ -74,19 +74,36 @@ impl TestServer {
 /// POSTs `body` (JSON) to `path` over HTTP/1.1 with an optional bearer
 /// token; returns the status code.
 pub async fn http_post(addr: SocketAddr, path: &str, token: Option<&str>, body: &str) -> u16 {
+    http_request(addr, "POST", path, token, body).await.0
+}
+
+/// One HTTP/1.1 request with a JSON `body` (may be empty) and an optional
+/// bearer token; the status code and the response body.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
     let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
-    response[9..12].parse().unwrap()
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// Client settings for tests: quick reconnects.
