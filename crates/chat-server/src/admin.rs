@@ -20,6 +20,7 @@ const MAX_BODY: usize = 64 * 1024;
 struct Admin {
     hub: Arc<Hub>,
     access: AdminAccess,
+    readiness: Arc<crate::health::Readiness>,
 }
 
 /// Who may use the operator endpoints (and `/metrics` when auth is on).
@@ -39,14 +40,23 @@ struct BroadcastRequest {
 
 /// The admin routes; empty (everything 404) when `access` opens nothing
 /// (no admin token, authentication off).
-pub fn routes(hub: Arc<Hub>, access: AdminAccess) -> Router {
+pub fn routes(
+    hub: Arc<Hub>,
+    access: AdminAccess,
+    readiness: Arc<crate::health::Readiness>,
+) -> Router {
     if access.token.is_empty() && !access.auth.is_enabled() {
         return Router::new();
     }
-    let admin = Arc::new(Admin { hub, access });
+    let admin = Arc::new(Admin {
+        hub,
+        access,
+        readiness,
+    });
     Router::new()
         .route("/admin/broadcast", post(broadcast))
         .route("/admin/log-level", get(log_level).put(set_log_level))
+        .route("/admin/status", get(status))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(admin)
 }
@@ -141,6 +151,41 @@ async fn broadcast(
     (
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "delivered_locally": sent })),
+    )
+}
+
+/// This instance and the others it hears from, for `chat-server status`.
+async fn status(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Reply {
+    if let Some(refused) = admin.access.refusal(&headers) {
+        return refused;
+    }
+    let hub = &admin.hub;
+    let ready = admin.readiness.refresh().await;
+    let instances: Vec<serde_json::Value> = hub
+        .instances_seen()
+        .into_iter()
+        .map(|(id, since, (connections, rooms))| {
+            serde_json::json!({
+                "server_id": &*id,
+                "connections": connections,
+                "rooms": rooms,
+                "last_heard_ms": since.as_millis() as u64,
+            })
+        })
+        .collect();
+    (
+        StatusCode::OK,
+        Json(serde_json::json!({
+            "server_id": hub.server_id(),
+            "status": ready.status,
+            "connections": hub.session_count(),
+            "rooms": hub.rooms().len(),
+            "store": hub.store().name(),
+            "backplane": hub.backplane().name(),
+            "checks": ready.checks,
+            "backplane_counters": ready.backplane,
+            "instances": instances,
+        })),
     )
 }
 

@@ -174,6 +174,18 @@ pub async fn probe(
     tls: bool,
     timeout: Duration,
 ) -> std::io::Result<(u16, String)> {
+    get_own(addr, tls, "/health/ready", None, timeout).await
+}
+
+/// GETs `path` from the server's own listener at `addr` (see [`probe`]),
+/// with `bearer` as the bearer token if given.
+pub async fn get_own(
+    addr: std::net::SocketAddr,
+    tls: bool,
+    path: &str,
+    bearer: Option<&str>,
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut target = addr;
     if target.ip().is_unspecified() {
@@ -182,16 +194,18 @@ pub async fn probe(
             std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
         });
     }
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}\r\n");
     async fn ask<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         mut stream: S,
+        request: &str,
     ) -> std::io::Result<String> {
-        stream
-            .write_all(
-                b"GET /health/ready HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-            )
-            .await?;
+        stream.write_all(request.as_bytes()).await?;
         let mut response = Vec::new();
-        // A readiness answer is small; refuse to buffer more than 64 KiB.
+        // The answers asked for are small; refuse to buffer more than 64 KiB.
         let read = (&mut stream)
             .take(64 * 1024)
             .read_to_end(&mut response)
@@ -205,16 +219,14 @@ pub async fn probe(
     let exchange = async {
         let tcp = tokio::net::TcpStream::connect(target).await?;
         if tls {
-            ask(crate::tls::connect_to_self(tcp).await?).await
+            ask(crate::tls::connect_to_self(tcp).await?, &request).await
         } else {
-            ask(tcp).await
+            ask(tcp, &request).await
         }
     };
     let response = tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::TimedOut, "health probe timed out")
-        })??;
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in time"))??;
     let status = response
         .get(9..12)
         .and_then(|s| s.parse().ok())

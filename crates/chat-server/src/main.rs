@@ -42,6 +42,19 @@ enum Command {
     /// the others with `auth.private_key_file`; `iss` and `aud` are
     /// `auth.issuer` and `auth.audience`.
     Token(TokenArgs),
+    /// Prints this instance's state and the cluster it sees: the other
+    /// instances, their connections and rooms, and the backplane's state
+    /// (`GET /admin/status` on the configured listen address, with
+    /// `admin.token` or `--token`).
+    Status {
+        /// Bearer token for the admin endpoints (default: `admin.token`);
+        /// with auth on, a JWT with `admin: true` also works.
+        #[arg(long, env = "CHAT_ADMIN_BEARER", hide_env_values = true)]
+        token: Option<String>,
+        /// Print the JSON answer as it is.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `chat-server token`'s flags.
@@ -124,6 +137,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
         println!("{token}");
         return Ok(());
     }
+    if let Some(Command::Status { token, json }) = args.command {
+        let bearer =
+            token.or_else(|| (!config.admin.token.is_empty()).then(|| config.admin.token.clone()));
+        let (status, body) = chat_server::health::get_own(
+            config.listen,
+            config.tls.enabled(),
+            "/admin/status",
+            bearer.as_deref(),
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .with_context(|| format!("no answer from {}", config.listen))?;
+        match status {
+            200 if json => println!("{}", body.trim()),
+            200 => print!("{}", render_status(&body)?),
+            404 => anyhow::bail!(
+                "the admin endpoints are off on {}: set admin.token (or turn on auth and pass --token)",
+                config.listen
+            ),
+            _ => anyhow::bail!("HTTP {status}: {}", body.trim()),
+        }
+        return Ok(());
+    }
     if let Some(Command::Healthcheck) = args.command {
         let (status, body) = chat_server::health::probe(
             config.listen,
@@ -151,6 +187,52 @@ async fn run(args: Args) -> anyhow::Result<()> {
     });
     server.wait().await?;
     Ok(())
+}
+
+/// `GET /admin/status`'s answer, for a person.
+fn render_status(body: &str) -> anyhow::Result<String> {
+    use std::fmt::Write;
+    let s: serde_json::Value = serde_json::from_str(body).context("not a status answer")?;
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_string();
+    let mut out = String::new();
+    writeln!(
+        out,
+        "{} (this instance): {}, {} connections, {} rooms; store {}, backplane {}",
+        text(&s["server_id"]),
+        text(&s["status"]),
+        s["connections"],
+        s["rooms"],
+        text(&s["store"]),
+        text(&s["backplane"]),
+    )?;
+    if let Some(checks) = s["checks"].as_object() {
+        let list: Vec<String> = checks
+            .iter()
+            .map(|(k, v)| format!("{k} {}", text(v)))
+            .collect();
+        writeln!(out, "  checks: {}", list.join(", "))?;
+    }
+    if let Some(counters) = s["backplane_counters"].as_object() {
+        let list: Vec<String> = counters.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        writeln!(out, "  backplane: {}", list.join(", "))?;
+    }
+    match s["instances"].as_array() {
+        Some(others) if !others.is_empty() => {
+            writeln!(out, "other instances it hears from:")?;
+            for o in others {
+                let ago = o["last_heard_ms"].as_u64().unwrap_or(0) as f64 / 1000.0;
+                writeln!(
+                    out,
+                    "  {}: {} connections, {} rooms, last heard {ago:.1} s ago",
+                    text(&o["server_id"]),
+                    o["connections"],
+                    o["rooms"],
+                )?;
+            }
+        }
+        _ => writeln!(out, "other instances it hears from: none")?,
+    }
+    Ok(out)
 }
 
 /// Waits for SIGINT (Ctrl-C) or SIGTERM.

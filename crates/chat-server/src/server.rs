@@ -166,7 +166,11 @@ pub async fn start(
     let chat =
         ChatServiceServer::new(chat).max_decoding_message_size(config.limits.max_frame_bytes);
     let http = health::routes(readiness.clone())
-        .merge(admin::routes(hub.clone(), access.clone()))
+        .merge(admin::routes(
+            hub.clone(),
+            access.clone(),
+            readiness.clone(),
+        ))
         .merge(crate::metrics::routes(
             crate::metrics::Sources {
                 hub: hub.clone(),

@@ -545,6 +545,73 @@ async fn periodic_notifications_come_once_per_interval_in_a_cluster(backplane: B
 }
 
 /// Runs every scenario above against one backplane.
+/// `GET /admin/status` and `chat-server status` show the other instances
+/// with what their heartbeats say they hold.
+async fn status_shows_the_other_instances_and_their_connections(backplane: Backplane) {
+    let mut with_admin = cluster_config(&backplane, "a");
+    with_admin.admin.token = "st4tus".into();
+    let a = TestServer::start(with_admin).await;
+    wait_ready(&a, true).await;
+    let b = instance(&backplane, "b").await;
+    let (_one, _e1) = connect(&b.url(), "one").await;
+    let (two, _e2) = connect(&b.url(), "two").await;
+    two.join("lobby").await.unwrap();
+
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        let (code, body) = http_request(a.addr(), "GET", "/admin/status", Some("st4tus"), "").await;
+        assert_eq!(code, 200, "{body}");
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let b_seen = status["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["server_id"] == "b")
+            .cloned();
+        if b_seen
+            .as_ref()
+            .is_some_and(|i| i["connections"] == 2 && i["rooms"] == 1)
+        {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "b not seen with its connections: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status["server_id"], "a");
+    assert_eq!(status["status"], "ready");
+    assert_eq!(status["connections"], 0);
+    assert_eq!(status["checks"]["backplane"], "up");
+    assert_eq!(
+        http_request(a.addr(), "GET", "/admin/status", None, "")
+            .await
+            .0,
+        401
+    );
+
+    // The command an operator runs, against the same instance.
+    // (Async: the servers run on this test's runtime meanwhile.)
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        .arg("status")
+        .env("CHAT_LISTEN", a.addr().to_string())
+        .env("CHAT_ADMIN__TOKEN", "st4tus")
+        .output()
+        .await
+        .expect("run chat-server status");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(printed.contains("a (this instance): ready"), "{printed}");
+    assert!(printed.contains("b: 2 connections, 1 rooms"), "{printed}");
+    a.stop().await;
+    b.stop().await;
+}
+
 macro_rules! suite {
     ($backplane:ident: $($test:ident),* $(,)?) => {
         mod $backplane {
@@ -559,8 +626,8 @@ macro_rules! suite {
     };
 }
 
-suite!(redis: clients_on_different_instances_chat_in_several_rooms, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster);
-suite!(nats: clients_on_different_instances_chat_in_several_rooms, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster);
+suite!(redis: clients_on_different_instances_chat_in_several_rooms, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections);
+suite!(nats: clients_on_different_instances_chat_in_several_rooms, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections);
 
 #[tokio::test]
 async fn redis_cluster_with_sharded_pub_sub() {

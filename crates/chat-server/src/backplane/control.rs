@@ -45,9 +45,17 @@ pub struct Broadcast {
     pub text: String,
 }
 
-/// Liveness of an instance.
+/// Liveness of an instance, with what it holds (for `chat-server status`;
+/// instances that send an empty heartbeat show zeros).
 #[derive(Clone, PartialEq, Message)]
-pub struct Heartbeat {}
+pub struct Heartbeat {
+    /// Session streams open on the instance.
+    #[prost(uint64, tag = "1")]
+    pub connections: u64,
+    /// Rooms with members on the instance.
+    #[prost(uint64, tag = "2")]
+    pub rooms: u64,
+}
 
 /// Asks every instance for its snapshot.
 #[derive(Clone, PartialEq, Message)]

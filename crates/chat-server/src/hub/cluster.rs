@@ -31,7 +31,11 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = ticks.tick() => {
-                hub.publish_control(ControlKind::Heartbeat(Heartbeat {})).await;
+                let heartbeat = Heartbeat {
+                    connections: hub.session_count() as u64,
+                    rooms: hub.rooms().len() as u64,
+                };
+                hub.publish_control(ControlKind::Heartbeat(heartbeat)).await;
                 let now = Instant::now().into_std();
                 hub.update_presence(|p| ((), p.expire(now, expiry)));
             }
@@ -57,8 +61,9 @@ pub async fn run(
                         let origin: Arc<str> = Arc::from(control.origin);
                         let now = Instant::now().into_std();
                         match kind {
-                            ControlKind::Heartbeat(_) => {
-                                let unknown = hub.update_presence(|p| (p.heartbeat(&origin, now), Vec::new()));
+                            ControlKind::Heartbeat(h) => {
+                                let holds = (h.connections, h.rooms);
+                                let unknown = hub.update_presence(|p| (p.heartbeat(&origin, now, holds), Vec::new()));
                                 let recently = last_sync_request.is_some_and(|t| t.elapsed() < heartbeat);
                                 if unknown && !recently {
                                     tracing::info!(instance = %origin, "new instance; exchanging presence");

@@ -75,6 +75,12 @@ impl Hub {
         &self.server_id
     }
 
+    /// The other instances this one hears from: id, time since last
+    /// heard, and `(connections, rooms)` from their last heartbeat.
+    pub fn instances_seen(&self) -> Vec<(Arc<str>, std::time::Duration, (u64, u64))> {
+        lock(&self.presence).instances_seen(std::time::Instant::now())
+    }
+
     /// The instance's metrics.
     pub fn metrics(&self) -> &crate::metrics::Metrics {
         &self.metrics

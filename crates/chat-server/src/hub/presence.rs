@@ -36,6 +36,8 @@ impl UserEntry {
 
 struct Origin {
     last_seen: Instant,
+    /// What its last heartbeat said: (connections, rooms).
+    holds: (u64, u64),
     /// (room, user id) pairs present on that instance.
     entries: HashSet<(RoomName, Arc<str>)>,
 }
@@ -136,11 +138,30 @@ impl Presence {
         }
     }
 
-    /// Notes that `origin` is alive; returns true if it was unknown.
-    pub fn heartbeat(&mut self, origin: &Arc<str>, now: Instant) -> bool {
+    /// Notes that `origin` is alive and holds `(connections, rooms)`;
+    /// returns true if it was unknown.
+    pub fn heartbeat(&mut self, origin: &Arc<str>, now: Instant, holds: (u64, u64)) -> bool {
         let unknown = !self.origins.contains_key(origin);
-        self.origin(origin, now);
+        self.origin(origin, now).holds = holds;
         unknown
+    }
+
+    /// The other instances: id, time since last heard, and what their last
+    /// heartbeat said they hold `(connections, rooms)`.
+    pub fn instances_seen(&self, now: Instant) -> Vec<(Arc<str>, Duration, (u64, u64))> {
+        let mut out: Vec<_> = self
+            .origins
+            .iter()
+            .map(|(id, o)| {
+                (
+                    id.clone(),
+                    now.saturating_duration_since(o.last_seen),
+                    o.holds,
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     /// Replaces everything known of `origin` with `entries`.
@@ -212,6 +233,7 @@ impl Presence {
             .entry(origin.clone())
             .or_insert_with(|| Origin {
                 last_seen: now,
+                holds: (0, 0),
                 entries: HashSet::new(),
             });
         o.last_seen = o.last_seen.max(now);
@@ -325,7 +347,8 @@ mod tests {
         let b: Arc<str> = Arc::from("b");
         let (lobby, dev) = (room("lobby"), room("dev"));
         p.local_join(&lobby, &user("alice"));
-        assert!(p.heartbeat(&b, t0), "first heard");
+        assert!(p.heartbeat(&b, t0, (3, 1)), "first heard");
+        assert_eq!(p.instances_seen(t0)[0].2, (3, 1), "what it holds");
         let t = p.replace_origin(
             &b,
             vec![(lobby.clone(), user("bob")), (dev.clone(), user("bob"))],
@@ -335,7 +358,7 @@ mod tests {
         // A newer snapshot without dev: bob left dev.
         let t = p.replace_origin(&b, vec![(lobby.clone(), user("bob"))], t0);
         assert_eq!(t, vec![Transition::Left(dev.clone(), user("bob"))]);
-        assert!(!p.heartbeat(&b, t0 + Duration::from_secs(1)));
+        assert!(!p.heartbeat(&b, t0 + Duration::from_secs(1), (0, 0)));
         assert!(
             p.expire(t0 + Duration::from_secs(5), Duration::from_secs(10))
                 .is_empty()
