@@ -262,6 +262,11 @@ pub fn render(sources: &Sources) -> String {
         "chat_store_append_seconds",
         "Time to store a message (the store's acknowledgement).",
     );
+    sources.hub.rooms().delivery_latency().render(
+        &mut out,
+        "chat_delivery_latency_seconds",
+        "From the store's acknowledgement of a message to its hand-off to this instance's connections (across instances, clock differences included).",
+    );
     for (name, help, value) in [
         (
             "chat_backplane_published_total",

@@ -122,6 +122,10 @@ async fn counters_follow_what_clients_do_and_labels_stay_bounded() {
         "4 messages × 2 members"
     );
     assert_eq!(m["chat_store_append_seconds_count"], 4.0);
+    assert_eq!(
+        m["chat_delivery_latency_seconds_count"], 4.0,
+        "each message handed to this instance's members once"
+    );
     assert_eq!(m["chat_store_append_seconds_bucket{le=\"+Inf\"}"], 4.0);
     assert_eq!(m["chat_rate_limited_total{action=\"send\"}"], 1.0);
     assert_eq!(m["chat_rate_limited_total{action=\"join\"}"], 0.0);

@@ -23,6 +23,9 @@ pub struct Envelope {
     /// The encoded `ServerFrame` members receive.
     #[prost(bytes = "bytes", tag = "4")]
     pub frame: Bytes,
+    /// When the store acknowledged the message (Unix microseconds).
+    #[prost(uint64, tag = "5")]
+    pub acked_at_unix_us: u64,
 }
 
 /// A backplane message that is not a valid envelope.
@@ -44,6 +47,7 @@ impl Envelope {
             room: frame.room.to_string(),
             sequence: frame.sequence.unwrap_or(0),
             frame: frame.frame.0.clone(),
+            acked_at_unix_us: frame.acked_at_unix_us,
         }
         .encode_to_vec()
         .into()
@@ -58,6 +62,7 @@ impl Envelope {
             room,
             sequence: (envelope.sequence > 0).then_some(envelope.sequence),
             frame: EncodedFrame(envelope.frame),
+            acked_at_unix_us: envelope.acked_at_unix_us,
         };
         Ok((envelope.origin, frame))
     }
@@ -73,6 +78,7 @@ mod tests {
             room: RoomName::parse("lobby").unwrap(),
             sequence: Some(7),
             frame: EncodedFrame(Bytes::from_static(b"\x1a\x03abc")),
+            acked_at_unix_us: 1_795_000_000_000_000,
         };
         let (origin, back) =
             Envelope::decode_frame(Envelope::encode_frame("node-1", &frame)).unwrap();
@@ -80,12 +86,14 @@ mod tests {
         assert_eq!(back.room, frame.room);
         assert_eq!(back.sequence, Some(7));
         assert_eq!(back.frame, frame.frame);
+        assert_eq!(back.acked_at_unix_us, frame.acked_at_unix_us);
         assert!(Envelope::decode_frame(Bytes::from_static(b"\xff\xff\xff")).is_err());
         let bad_room = Envelope {
             origin: "x".into(),
             room: "no spaces".into(),
             sequence: 0,
             frame: Bytes::new(),
+            acked_at_unix_us: 0,
         };
         assert!(Envelope::decode_frame(bad_room.encode_to_vec().into()).is_err());
     }

@@ -31,6 +31,10 @@ pub struct RoomFrame {
     pub sequence: Option<u64>,
     /// The encoded `ServerFrame`.
     pub frame: EncodedFrame,
+    /// For messages, when the store acknowledged it (Unix microseconds, on
+    /// the clock of the instance that stored it); 0: not a message, or
+    /// unknown. Feeds the delivery latency metric.
+    pub acked_at_unix_us: u64,
 }
 
 /// Receives the room frames a backplane brings in, for local delivery.

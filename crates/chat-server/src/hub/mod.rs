@@ -346,6 +346,7 @@ impl Hub {
             room: room.clone(),
             sequence: None,
             frame: EncodedFrame::from(frame),
+            acked_at_unix_us: 0,
         });
     }
 
@@ -401,6 +402,7 @@ impl Hub {
             room: m.room.clone(),
             sequence: Some(stored.sequence),
             frame: EncodedFrame::from(event),
+            acked_at_unix_us: crate::time::now_unix_us(),
         };
         // The message is stored and local members have it; a failed publish
         // loses only the copy to other instances. The backplane logs the

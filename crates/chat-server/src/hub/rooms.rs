@@ -46,6 +46,9 @@ pub struct Rooms {
     deliveries: Arc<AtomicU64>,
     /// Stored messages offered by the repair task, ever (a metric).
     repaired: AtomicU64,
+    /// From the store's acknowledgement to the hand-off to local
+    /// connections, per message arriving here (a metric).
+    delivery_latency: crate::metrics::Histogram,
 }
 
 /// One room's local state.
@@ -151,6 +154,7 @@ impl Rooms {
             repairs,
             deliveries: Arc::default(),
             repaired: AtomicU64::new(0),
+            delivery_latency: crate::metrics::Histogram::default(),
         }
     }
 
@@ -334,6 +338,11 @@ impl Rooms {
         self.deliveries.load(Ordering::Relaxed)
     }
 
+    /// Latency from the store's acknowledgement to the hand-off here.
+    pub fn delivery_latency(&self) -> &crate::metrics::Histogram {
+        &self.delivery_latency
+    }
+
     /// Stored messages the repair task offered so far.
     pub fn repaired(&self) -> u64 {
         self.repaired.load(Ordering::Relaxed)
@@ -363,6 +372,13 @@ impl FrameSink for Rooms {
                 }
             }
         };
+        if frame.acked_at_unix_us > 0 {
+            // Across instances this includes the difference of their clocks.
+            let now = crate::time::now_unix_us();
+            let micros = now.saturating_sub(frame.acked_at_unix_us);
+            self.delivery_latency
+                .observe(std::time::Duration::from_micros(micros));
+        }
         if gap {
             self.request_repair(&frame.room);
         }
@@ -388,6 +404,7 @@ mod tests {
                 room: lobby.clone(),
                 sequence: Some(seq),
                 frame: f(seq as u8),
+                acked_at_unix_us: 0,
             })
         };
         offer(11);
@@ -416,12 +433,14 @@ mod tests {
             room: lobby.clone(),
             sequence: Some(6),
             frame: f(6),
+            acked_at_unix_us: 0,
         });
         rooms.finish_join(&lobby, 1, vec![f(100), f(4), f(5)], 0);
         rooms.deliver(&RoomFrame {
             room: lobby.clone(),
             sequence: Some(7),
             frame: f(7),
+            acked_at_unix_us: 0,
         });
         let mut got = Vec::new();
         for _ in 0..5 {
@@ -451,6 +470,7 @@ mod tests {
             room: lobby.clone(),
             sequence: Some(1),
             frame: frame.clone(),
+            acked_at_unix_us: 0,
         });
         assert_eq!(s1.next().await.unwrap().unwrap(), frame);
         assert_eq!(s2.next().await.unwrap().unwrap(), frame);
@@ -472,6 +492,7 @@ mod tests {
                 room: lobby.clone(),
                 sequence: Some(seq),
                 frame: f(seq as u8),
+                acked_at_unix_us: 0,
             })
         };
         deliver(6);
