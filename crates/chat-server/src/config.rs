@@ -179,6 +179,10 @@ impl Default for RedisConfig {
 pub struct AdminConfig {
     /// Bearer token the admin endpoints require; empty disables them.
     pub token: String,
+    /// A separate listener for `/metrics`, `/admin/*` and health; unset,
+    /// they are on the main listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
 }
 
 /// Authentication (JWT bearer tokens) and room permissions; see
@@ -699,6 +703,17 @@ impl Config {
         }
         if t.reload_interval.is_zero() || t.handshake_timeout.is_zero() {
             return bad("tls.reload_interval and tls.handshake_timeout must be above zero");
+        }
+        if let Some(admin) = self.admin.listen {
+            if admin == self.listen && admin.port() != 0 {
+                return bad("admin.listen must differ from listen");
+            }
+            if self.auth.mode == AuthMode::Off && !admin.ip().is_loopback() {
+                return Err(ConfigError::Inconsistent(format!(
+                    "auth.mode is off, so /metrics is open, and admin.listen is {admin}, which is \
+                     not a loopback address; turn on auth (docs/SECURITY.md) or use 127.0.0.1"
+                )));
+            }
         }
         self.auth.validate(self.listen)
     }

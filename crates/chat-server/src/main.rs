@@ -140,21 +140,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(Command::Status { token, json }) = args.command {
         let bearer =
             token.or_else(|| (!config.admin.token.is_empty()).then(|| config.admin.token.clone()));
+        // The admin listener, when there is one, speaks plain HTTP.
+        let (at, tls) = match config.admin.listen {
+            Some(admin) => (admin, false),
+            None => (config.listen, config.tls.enabled()),
+        };
         let (status, body) = chat_server::health::get_own(
-            config.listen,
-            config.tls.enabled(),
+            at,
+            tls,
             "/admin/status",
             bearer.as_deref(),
             std::time::Duration::from_secs(5),
         )
         .await
-        .with_context(|| format!("no answer from {}", config.listen))?;
+        .with_context(|| format!("no answer from {at}"))?;
         match status {
             200 if json => println!("{}", body.trim()),
             200 => print!("{}", render_status(&body)?),
             404 => anyhow::bail!(
-                "the admin endpoints are off on {}: set admin.token (or turn on auth and pass --token)",
-                config.listen
+                "the admin endpoints are off on {at}: set admin.token (or turn on auth and pass --token)"
             ),
             _ => anyhow::bail!("HTTP {status}: {}", body.trim()),
         }

@@ -29,6 +29,7 @@ const HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// to stop it, then [`RunningServer::wait`] for it to finish draining.
 pub struct RunningServer {
     addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     server_id: String,
     hub: Arc<Hub>,
     task: JoinHandle<Result<(), ServerError>>,
@@ -38,6 +39,11 @@ impl RunningServer {
     /// The address the listener is bound to (port 0 resolved).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The admin listener's address, when `admin.listen` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// This instance's id.
@@ -165,7 +171,7 @@ pub async fn start(
     );
     let chat =
         ChatServiceServer::new(chat).max_decoding_message_size(config.limits.max_frame_bytes);
-    let http = health::routes(readiness.clone())
+    let operator = health::routes(readiness.clone())
         .merge(admin::routes(
             hub.clone(),
             access.clone(),
@@ -179,6 +185,30 @@ pub async fn start(
             },
             access,
         ));
+    // With admin.listen, the operator endpoints move to their own listener
+    // (health stays on both).
+    let (http, admin_addr) = match config.admin.listen {
+        None => (operator, None),
+        Some(at) => {
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .map_err(|source| ServerError::Bind { addr: at, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| ServerError::Bind { addr: at, source })?;
+            let stop = shutdown.clone();
+            sessions.spawn(async move {
+                let served = axum::serve(listener, operator)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "admin listener failed");
+                }
+            });
+            tracing::info!(addr = %bound, "admin listener (metrics, admin, health)");
+            (health::routes(readiness.clone()), Some(bound))
+        }
+    };
     let routes = Routes::from(http)
         .add_service(health_service)
         .add_service(chat);
@@ -258,6 +288,7 @@ pub async fn start(
     tracing::info!(%addr, server_id, "chat-server listening (gRPC and HTTP)");
     Ok(RunningServer {
         addr,
+        admin_addr,
         server_id,
         hub,
         task,

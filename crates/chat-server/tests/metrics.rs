@@ -215,3 +215,43 @@ async fn with_auth_on_metrics_need_admin_credentials_and_count_refused_tokens() 
     assert_eq!(parse(&body)["chat_connections"], 0.0);
     server.stop().await;
 }
+
+/// With `admin.listen`, `/metrics` and `/admin/*` move to their own
+/// listener; health answers on both.
+#[tokio::test]
+async fn admin_listen_moves_the_operator_endpoints_to_their_own_port() {
+    let mut c = config();
+    c.admin.token = "ops".into();
+    c.admin.listen = Some("127.0.0.1:0".parse().unwrap());
+    let server = TestServer::start(c).await;
+    let admin = server.server.admin_addr().expect("an admin listener");
+    assert_ne!(admin, server.addr());
+    let main = server.addr();
+    for (addr, path, token, want) in [
+        (main, "/metrics", None, 404),
+        (main, "/admin/status", Some("ops"), 404),
+        (main, "/health/live", None, 200),
+        (admin, "/metrics", None, 200),
+        (admin, "/admin/status", Some("ops"), 200),
+        (admin, "/admin/status", None, 401),
+        (admin, "/health/live", None, 200),
+    ] {
+        let (status, body) = http_request(addr, "GET", path, token, "").await;
+        assert_eq!(status, want, "{addr}{path}: {body}");
+    }
+    // The session counters are the same on the admin port.
+    let (_alice, _events) = connect(&server.url(), "alice").await;
+    let (_, body) = http_request(admin, "GET", "/metrics", None, "").await;
+    assert_eq!(parse(&body)["chat_connections"], 1.0);
+    server.stop().await;
+
+    let mut open = config();
+    open.admin.listen = Some("0.0.0.0:9100".parse().unwrap());
+    assert!(
+        open.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("admin.listen"),
+        "open metrics beyond loopback"
+    );
+}
