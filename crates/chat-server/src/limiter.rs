@@ -286,13 +286,8 @@ impl Drop for Permit {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         counts.total = counts.total.saturating_sub(1);
-        if let Some(ip) = self.address
-            && let Some(n) = counts.per_address.get_mut(&ip)
-        {
-            *n -= 1;
-            if *n == 0 {
-                counts.per_address.remove(&ip);
-            }
+        if let Some(ip) = self.address {
+            release(&mut counts.per_address, &ip);
         }
         let hold = self.admission.hold;
         if let Some(e) = counts.per_user.get_mut(&self.user) {
@@ -366,11 +361,16 @@ impl Drop for TcpPermit {
             .unwrap_or_else(|p| p.into_inner());
         let (total, per_address) = &mut *counts;
         *total = total.saturating_sub(1);
-        if let Some(n) = per_address.get_mut(&self.address) {
-            *n -= 1;
-            if *n == 0 {
-                per_address.remove(&self.address);
-            }
+        release(per_address, &self.address);
+    }
+}
+
+/// Gives back one count of `address`, forgetting it at zero.
+fn release(per_address: &mut HashMap<IpAddr, usize>, address: &IpAddr) {
+    if let Some(n) = per_address.get_mut(address) {
+        *n -= 1;
+        if *n == 0 {
+            per_address.remove(address);
         }
     }
 }

@@ -129,6 +129,8 @@ struct Claims {
 pub struct Authenticator {
     config: AuthConfig,
     jwt: Option<Jwt>,
+    /// The room access of every client without a token (auth off).
+    anonymous_rooms: Arc<RoomAccess>,
 }
 
 struct Jwt {
@@ -167,6 +169,7 @@ impl Authenticator {
         Ok(Authenticator {
             config: config.clone(),
             jwt,
+            anonymous_rooms: Arc::new(RoomAccess::with_default(config.default_room_access)),
         })
     }
 
@@ -185,7 +188,7 @@ impl Authenticator {
                 display_name: name,
             },
             expires_at: None,
-            rooms: Arc::new(RoomAccess::with_default(self.config.default_room_access)),
+            rooms: self.anonymous_rooms.clone(),
             admin: false,
         }
     }
