@@ -57,41 +57,94 @@ pub const REFUSAL_REASONS: [&str; 3] = ["total", "address", "user"];
 pub const RATE_LIMITED_ACTIONS: [&str; 2] = ["send", "join"];
 
 /// Upper bounds of the latency histograms' buckets, in seconds.
-const BUCKETS: [f64; 14] = [
+const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// A latency histogram with fixed buckets.
-#[derive(Default)]
+/// Upper bounds of the size histograms' buckets (messages per batch).
+const SIZE_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+/// A histogram with fixed buckets: of latencies ([`Histogram::latency`],
+/// in seconds) or of sizes ([`Histogram::sizes`], in items).
 pub struct Histogram {
-    buckets: [AtomicU64; BUCKETS.len()],
+    bounds: &'static [f64],
+    /// The value of one unit of `sum`: 1e-9 for latencies (nanoseconds).
+    unit: f64,
+    buckets: Box<[AtomicU64]>,
     count: AtomicU64,
-    sum_nanos: AtomicU64,
+    sum: AtomicU64,
 }
 
 impl Histogram {
-    /// Records one observation.
+    fn new(bounds: &'static [f64], unit: f64) -> Self {
+        Histogram {
+            bounds,
+            unit,
+            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum: AtomicU64::new(0),
+        }
+    }
+
+    /// A histogram of durations, 0.5 ms to 10 s.
+    pub fn latency() -> Self {
+        Histogram::new(&LATENCY_BUCKETS, 1e-9)
+    }
+
+    /// A histogram of counts, 1 to 512 by powers of two.
+    pub fn sizes() -> Self {
+        Histogram::new(&SIZE_BUCKETS, 1.0)
+    }
+
+    /// Records one duration.
     pub fn observe(&self, elapsed: Duration) {
-        let seconds = elapsed.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|&le| seconds <= le) {
+        let nanos = elapsed.as_nanos().min(u64::MAX as u128) as u64;
+        self.record(elapsed.as_secs_f64(), nanos);
+    }
+
+    /// Records one size.
+    pub fn observe_count(&self, n: u64) {
+        self.record(n as f64, n);
+    }
+
+    fn record(&self, value: f64, units: u64) {
+        if let Some(i) = self.bounds.iter().position(|&le| value <= le) {
             self.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
-        let nanos = elapsed.as_nanos().min(u64::MAX as u128) as u64;
-        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.sum.fetch_add(units, Ordering::Relaxed);
+    }
+
+    /// How many observations so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
     }
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut cumulative = 0;
-        for (le, bucket) in BUCKETS.iter().zip(&self.buckets) {
+        for (le, bucket) in self.bounds.iter().zip(&self.buckets) {
             cumulative += bucket.load(Ordering::Relaxed);
             let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
         }
         let count = self.count.load(Ordering::Relaxed);
-        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let sum = self.sum.load(Ordering::Relaxed) as f64 * self.unit;
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
         let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram::latency()
+    }
+}
+
+impl std::fmt::Debug for Histogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Histogram")
+            .field("count", &self.count())
+            .finish_non_exhaustive()
     }
 }
 
@@ -262,6 +315,13 @@ pub fn render(sources: &Sources) -> String {
         "chat_store_append_seconds",
         "Time to store a message (the store's acknowledgement).",
     );
+    if let Some(batches) = sources.hub.store().batch_sizes() {
+        batches.render(
+            &mut out,
+            "chat_store_batch_messages",
+            "Messages written per store commit or statement (group commit).",
+        );
+    }
     sources.hub.rooms().delivery_latency().render(
         &mut out,
         "chat_delivery_latency_seconds",
@@ -303,9 +363,24 @@ pub fn render(sources: &Sources) -> String {
             "Control messages dropped because the cluster task lagged.",
             &b.control_dropped,
         ),
+        (
+            "chat_backplane_reconnects_total",
+            "Times the backplane connection came back after an outage.",
+            &b.reconnects,
+        ),
     ] {
         counter(&mut out, name, help, load(value));
     }
+    b.publish_latency.render(
+        &mut out,
+        "chat_backplane_publish_seconds",
+        "Time to publish a room event to the backplane.",
+    );
+    b.receive_delay.render(
+        &mut out,
+        "chat_backplane_receive_delay_seconds",
+        "From the store's acknowledgement on the publishing instance to the receipt of the event here (clock differences included).",
+    );
     out
 }
 

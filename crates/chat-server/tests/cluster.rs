@@ -226,6 +226,17 @@ async fn clients_on_different_instances_chat_in_several_rooms(backplane: Backpla
     })
     .await;
 
+    // Each instance published its two messages and received the other's two.
+    for server in [&a, &b] {
+        let m = scrape_metrics(server.addr()).await;
+        assert_eq!(m["chat_backplane_publish_seconds_count"], 2.0, "{m:?}");
+        assert_eq!(
+            m["chat_backplane_receive_delay_seconds_count"], 2.0,
+            "{m:?}"
+        );
+        assert_eq!(m["chat_backplane_reconnects_total"], 0.0);
+    }
+
     // A room nobody on `b` is in is not sent to `b`'s clients.
     let (dave, _dave_ev) = connect(&a.url(), "dave").await;
     dave.join("quiet").await.unwrap();
@@ -289,6 +300,13 @@ async fn a_backplane_outage_keeps_local_members_served_and_heals(mut backplane: 
     backplane.restart();
     wait_ready(&a, true).await;
     wait_ready(&b, true).await;
+    for server in [&a, &b] {
+        // Every outage ended in a reconnect.
+        let report = ready_report(server).await;
+        let reconnects = report["backplane"]["reconnects"].as_u64().unwrap();
+        assert!(reconnects >= 1, "{report}");
+        assert_eq!(reconnects, report["backplane"]["outages"], "{report}");
+    }
     assert_eq!(grpc_health(&a).await, ServingStatus::Serving as i32);
     alice.send("lobby", "after").await.unwrap();
     let (_, text, _) = expect_message(&mut bob_ev, "lobby").await;

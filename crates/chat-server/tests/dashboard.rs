@@ -58,7 +58,11 @@ async fn every_panel_queries_metrics_the_server_exposes() {
         .collect();
     assert!(exprs.len() >= 10, "{} queries", exprs.len());
 
-    let server = TestServer::start(config()).await;
+    // A batching store (SQLite), so its batch sizes are exposed too.
+    let folder = std::env::temp_dir().join(format!("chat-dashboard-{}", uuid::Uuid::new_v4()));
+    let mut c = config();
+    c.store.url = format!("sqlite://{}/chat.db", folder.display());
+    let server = TestServer::start(c).await;
     let (status, body) = http_request(server.addr(), "GET", "/metrics", None, "").await;
     assert_eq!(status, 200);
     let exposed: BTreeSet<String> = body
@@ -82,4 +86,5 @@ async fn every_panel_queries_metrics_the_server_exposes() {
     let unused: Vec<_> = exposed.difference(&used).collect();
     assert!(unused.is_empty(), "exposed but on no panel: {unused:?}");
     server.stop().await;
+    let _ = std::fs::remove_dir_all(folder);
 }

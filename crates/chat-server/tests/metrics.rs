@@ -17,44 +17,10 @@ async fn scrape_raw(addr: SocketAddr, token: Option<&str>) -> (u16, String) {
     http_request(addr, "GET", "/metrics", token, "").await
 }
 
-/// Every sample, `name{labels}` → value, checking the format on the way:
-/// each sample's family has a `# TYPE`, names are `chat_…`, counters end
-/// in `_total`, and values parse.
-fn parse(text: &str) -> BTreeMap<String, f64> {
-    let mut types = BTreeMap::new();
-    let mut samples = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.is_empty()) {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
-            assert!(name.starts_with("chat_"), "{name}");
-            if kind == "counter" {
-                assert!(name.ends_with("_total"), "counter {name} ends in _total");
-            }
-            types.insert(name.to_string(), kind.to_string());
-            continue;
-        }
-        if line.starts_with('#') {
-            continue;
-        }
-        let (series, value) = line.rsplit_once(' ').expect("series value");
-        let name = series.split('{').next().unwrap();
-        let family = ["_bucket", "_sum", "_count"]
-            .iter()
-            .find_map(|s| {
-                name.strip_suffix(s)
-                    .filter(|f| types.get(*f).is_some_and(|k| k == "histogram"))
-            })
-            .unwrap_or(name);
-        assert!(types.contains_key(family), "{name} has a # TYPE");
-        samples.insert(series.to_string(), value.parse::<f64>().expect("a number"));
-    }
-    samples
-}
-
 async fn scrape(server: &TestServer) -> BTreeMap<String, f64> {
     let (status, body) = scrape_raw(server.addr(), None).await;
     assert_eq!(status, 200, "{body}");
-    parse(&body)
+    parse_metrics(&body)
 }
 
 /// Waits until `series` reads `value`.
@@ -155,6 +121,29 @@ async fn counters_follow_what_clients_do_and_labels_stay_bounded() {
 }
 
 #[tokio::test]
+async fn a_batching_store_reports_its_batch_sizes() {
+    let folder = std::env::temp_dir().join(format!("chat-metrics-{}", uuid::Uuid::new_v4()));
+    let mut c = config();
+    c.store.url = format!("sqlite://{}/chat.db", folder.display());
+    let server = TestServer::start(c).await;
+    let (alice, _alice_ev) = connect(&server.url(), "alice").await;
+    alice.join("lobby").await.unwrap();
+    let texts: Vec<String> = (0..5).map(|i| format!("m{i}")).collect();
+    let sends: Vec<_> = texts.iter().map(|t| alice.send("lobby", t)).collect();
+    for sent in futures::future::join_all(sends).await {
+        sent.unwrap();
+    }
+    let m = scrape(&server).await;
+    // Each message was in exactly one commit.
+    assert_eq!(m["chat_store_batch_messages_sum"], 5.0, "{m:?}");
+    let commits = m["chat_store_batch_messages_count"];
+    assert!((1.0..=5.0).contains(&commits), "{commits}");
+    assert_eq!(m["chat_store_batch_messages_bucket{le=\"512\"}"], commits);
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(folder);
+}
+
+#[tokio::test]
 async fn with_auth_on_metrics_need_admin_credentials_and_count_refused_tokens() {
     let auth = AuthConfig {
         mode: AuthMode::Jwt,
@@ -186,7 +175,7 @@ async fn with_auth_on_metrics_need_admin_credentials_and_count_refused_tokens() 
         loop {
             let (status, body) = scrape_raw(server.addr(), Some("scraper-token")).await;
             assert_eq!(status, 200);
-            if parse(&body)["chat_auth_failures_total{reason=\"malformed\"}"] >= 1.0 {
+            if parse_metrics(&body)["chat_auth_failures_total{reason=\"malformed\"}"] >= 1.0 {
                 break (status, body);
             }
             assert!(
@@ -198,7 +187,7 @@ async fn with_auth_on_metrics_need_admin_credentials_and_count_refused_tokens() 
     };
     client.close();
     assert_eq!(status, 200);
-    assert_eq!(parse(&body)["chat_connections"], 0.0);
+    assert_eq!(parse_metrics(&body)["chat_connections"], 0.0);
     server.stop().await;
 }
 
@@ -228,7 +217,7 @@ async fn admin_listen_moves_the_operator_endpoints_to_their_own_port() {
     // The session counters are the same on the admin port.
     let (_alice, _events) = connect(&server.url(), "alice").await;
     let (_, body) = http_request(admin, "GET", "/metrics", None, "").await;
-    assert_eq!(parse(&body)["chat_connections"], 1.0);
+    assert_eq!(parse_metrics(&body)["chat_connections"], 1.0);
     server.stop().await;
 
     let mut open = config();

@@ -16,6 +16,7 @@ pub use local::LocalBackplane;
 pub use nats::NatsBackplane;
 pub use redis::RedisBackplane;
 
+use crate::metrics::Histogram;
 use crate::validate::RoomName;
 use chat_proto::EncodedFrame;
 use futures::future::BoxFuture;
@@ -66,6 +67,7 @@ impl BackplaneStats {
             ("dropped", self.dropped.load(Relaxed)),
             ("outages", self.outages.load(Relaxed)),
             ("control_dropped", self.control_dropped.load(Relaxed)),
+            ("reconnects", self.reconnects.load(Relaxed)),
         ]
         .into_iter()
         .collect()
@@ -94,6 +96,30 @@ pub struct BackplaneStats {
     /// Control messages dropped because the cluster task lagged (each
     /// triggers a presence resynchronisation).
     pub control_dropped: AtomicU64,
+    /// Times the backplane connection came back after an outage.
+    pub reconnects: AtomicU64,
+    /// How long publishing a room event took (until the backplane server
+    /// had it).
+    pub publish_latency: Histogram,
+    /// From the store's acknowledgement on the publishing instance to the
+    /// receipt here, for events from other instances (clock differences
+    /// included).
+    pub receive_delay: Histogram,
+}
+
+impl BackplaneStats {
+    /// Hands `frame`, received from another instance, to the local members:
+    /// counts it and records how long it travelled.
+    pub fn deliver_received(&self, sink: &dyn FrameSink, frame: &RoomFrame) {
+        self.received
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if frame.acked_at_unix_us > 0 {
+            let micros = crate::time::now_unix_us().saturating_sub(frame.acked_at_unix_us);
+            self.receive_delay
+                .observe(std::time::Duration::from_micros(micros));
+        }
+        sink.deliver(frame);
+    }
 }
 
 /// Carries room frames between instances.

@@ -121,9 +121,18 @@ impl Events {
         let mut outage = self.outage_since.lock().unwrap_or_else(|p| p.into_inner());
         match event {
             async_nats::Event::Connected => {
+                // Before the first connection there is an `outage_since`
+                // but no outage. Counted before readiness returns, so a
+                // ready instance shows it.
+                let outage = outage
+                    .take()
+                    .filter(|_| self.stats.outages.load(Ordering::Relaxed) > 0);
+                if outage.is_some() {
+                    self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                }
                 self.healthy.store(true, Ordering::SeqCst);
-                match outage.take() {
-                    Some(since) if self.stats.outages.load(Ordering::Relaxed) > 0 => {
+                match outage {
+                    Some(since) => {
                         tracing::warn!(outage = ?since.elapsed(), "nats backplane recovered")
                     }
                     _ => tracing::info!(url = %self.url, "nats backplane connected"),
@@ -223,10 +232,7 @@ impl Shared {
                 match Envelope::decode_frame(message.payload) {
                     // This instance delivered its own events when it published them.
                     Ok((origin, _)) if *origin == *shared.origin => {}
-                    Ok((_, frame)) => {
-                        shared.stats.received.fetch_add(1, Ordering::Relaxed);
-                        shared.sink.deliver(&frame);
-                    }
+                    Ok((_, frame)) => shared.stats.deliver_received(&*shared.sink, &frame),
                     Err(_) => {
                         shared.stats.malformed.fetch_add(1, Ordering::Relaxed);
                     }
@@ -332,9 +338,12 @@ impl Backplane for NatsBackplane {
             // Local members get the event straight away, NATS or not.
             shared.sink.deliver(&frame);
             let payload = Envelope::encode_frame(&shared.origin, &frame);
+            let started = Instant::now();
             shared
                 .publish(shared.room_subject(&frame.room), payload)
-                .await
+                .await?;
+            shared.stats.publish_latency.observe(started.elapsed());
+            Ok(())
         }
         .boxed()
     }

@@ -257,10 +257,7 @@ impl Shared {
         match Envelope::decode_frame(payload) {
             // This instance delivered its own events when it published them.
             Ok((origin, _)) if *origin == *self.origin => {}
-            Ok((_, frame)) => {
-                self.stats.received.fetch_add(1, Ordering::Relaxed);
-                self.sink.deliver(&frame);
-            }
+            Ok((_, frame)) => self.stats.deliver_received(&*self.sink, &frame),
             Err(e) => {
                 self.stats.malformed.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(error = %e, "dropped a malformed backplane message");
@@ -356,13 +353,19 @@ async fn supervise(shared: Arc<Shared>, shutdown: CancellationToken) {
 
 /// Marks the backplane healthy and says so, once per outage.
 fn recovered(shared: &Shared, outage_since: &mut Option<Instant>, rooms: usize) {
+    // Counted before readiness returns, so a ready instance shows it.
+    if outage_since.is_some() {
+        shared.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+    }
     shared.healthy.store(true, Ordering::SeqCst);
     match outage_since.take() {
-        Some(since) => tracing::warn!(
-            outage = ?since.elapsed(),
-            rooms,
-            "redis backplane recovered; resubscribed every room"
-        ),
+        Some(since) => {
+            tracing::warn!(
+                outage = ?since.elapsed(),
+                rooms,
+                "redis backplane recovered; resubscribed every room"
+            )
+        }
         None => tracing::info!(url = %shared.config.url, "redis backplane connected"),
     }
     // Presence is exchanged afresh after every (re)connection.
@@ -467,7 +470,12 @@ impl Backplane for RedisBackplane {
             // Local members get the event straight away, Redis or not.
             shared.sink.deliver(&frame);
             let payload = Envelope::encode_frame(&shared.origin, &frame);
-            shared.publish(shared.channel(&frame.room), &payload).await
+            let started = Instant::now();
+            shared
+                .publish(shared.channel(&frame.room), &payload)
+                .await?;
+            shared.stats.publish_latency.observe(started.elapsed());
+            Ok(())
         }
         .boxed()
     }

@@ -133,6 +133,12 @@ pub trait MessageStore: Send + Sync + 'static {
         page: Page,
     ) -> BoxFuture<'a, Result<Vec<StoredMessage>, StoreError>>;
 
+    /// The sizes of the groups appends are written in (SQLite commits,
+    /// PostgreSQL statements); `None` for a store that writes one by one.
+    fn batch_sizes(&self) -> Option<&crate::metrics::Histogram> {
+        None
+    }
+
     /// Whether the store answers, for readiness.
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 

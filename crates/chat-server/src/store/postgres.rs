@@ -17,6 +17,7 @@ use super::{
     Appended, Direction, MessageStore, NewMessage, Page, Retention, StoreError, StoredMessage,
     row_to_message,
 };
+use crate::metrics::Histogram;
 use crate::time::now_unix_ms;
 use crate::validate::RoomName;
 use futures::future::{BoxFuture, FutureExt};
@@ -40,6 +41,8 @@ type Reply = oneshot::Sender<Result<Appended, StoreError>>;
 pub struct PostgresStore {
     pool: PgPool,
     appends: mpsc::Sender<(NewMessage, Reply)>,
+    /// Appends per batch statement.
+    batches: Arc<Histogram>,
 }
 
 const SELECT_COLUMNS: &str =
@@ -136,14 +139,23 @@ impl PostgresStore {
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         let (appends, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(batch_loop(pool.clone(), queue));
-        Ok(PostgresStore { pool, appends })
+        let batches = Arc::new(Histogram::sizes());
+        tokio::spawn(batch_loop(pool.clone(), queue, batches.clone()));
+        Ok(PostgresStore {
+            pool,
+            appends,
+            batches,
+        })
     }
 }
 
 /// Takes queued appends into batches, at most [`IN_FLIGHT`] running at
 /// once, until every sender of the queue is gone.
-async fn batch_loop(pool: PgPool, mut queue: mpsc::Receiver<(NewMessage, Reply)>) {
+async fn batch_loop(
+    pool: PgPool,
+    mut queue: mpsc::Receiver<(NewMessage, Reply)>,
+    batches: Arc<Histogram>,
+) {
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
     loop {
         // The permit first: while every batch slot is busy, appends keep
@@ -155,6 +167,7 @@ async fn batch_loop(pool: PgPool, mut queue: mpsc::Receiver<(NewMessage, Reply)>
         if queue.recv_many(&mut batch, MAX_BATCH).await == 0 {
             return;
         }
+        batches.observe_count(batch.len() as u64);
         let pool = pool.clone();
         tokio::spawn(async move {
             append_batch(&pool, batch).await;
@@ -339,6 +352,10 @@ impl MessageStore for PostgresStore {
 
     fn is_shared(&self) -> bool {
         true
+    }
+
+    fn batch_sizes(&self) -> Option<&Histogram> {
+        Some(&self.batches)
     }
 
     fn append(&self, message: NewMessage) -> BoxFuture<'_, Result<Appended, StoreError>> {

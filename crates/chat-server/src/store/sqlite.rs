@@ -12,6 +12,7 @@ use super::{
     Appended, Direction, MessageStore, NewMessage, Page, Retention, StoreError, StoredMessage,
     row_to_message,
 };
+use crate::metrics::Histogram;
 use crate::time::now_unix_ms;
 use crate::validate::RoomName;
 use futures::future::{BoxFuture, FutureExt};
@@ -21,6 +22,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Connection, Row};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -41,6 +43,8 @@ enum Write {
 pub struct SqliteStore {
     writer: mpsc::Sender<Write>,
     readers: SqlitePool,
+    /// Appends per commit.
+    batches: Arc<Histogram>,
 }
 
 impl SqliteStore {
@@ -71,17 +75,23 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write_loop(writer, rx));
+        let batches = Arc::new(Histogram::sizes());
+        tokio::spawn(write_loop(writer, rx, batches.clone()));
         Ok(SqliteStore {
             writer: tx,
             readers,
+            batches,
         })
     }
 }
 
 /// The one writer: commits queued appends in groups, and deletes for
 /// retention, until every sender of the queue is gone.
-async fn write_loop(mut conn: SqliteConnection, mut queue: mpsc::Receiver<Write>) {
+async fn write_loop(
+    mut conn: SqliteConnection,
+    mut queue: mpsc::Receiver<Write>,
+    batches: Arc<Histogram>,
+) {
     let mut requests = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut requests, MAX_BATCH).await > 0 {
         let mut batch = Vec::with_capacity(requests.len());
@@ -96,6 +106,7 @@ async fn write_loop(mut conn: SqliteConnection, mut queue: mpsc::Receiver<Write>
         if batch.is_empty() {
             continue;
         }
+        batches.observe_count(batch.len() as u64);
         match commit(&mut conn, batch.iter().map(|(m, _)| m)).await {
             Ok(results) => {
                 for ((_, reply), result) in batch.drain(..).zip(results) {
@@ -250,6 +261,10 @@ impl MessageStore for SqliteStore {
 
     fn is_shared(&self) -> bool {
         false
+    }
+
+    fn batch_sizes(&self) -> Option<&Histogram> {
+        Some(&self.batches)
     }
 
     fn append(&self, message: NewMessage) -> BoxFuture<'_, Result<Appended, StoreError>> {
