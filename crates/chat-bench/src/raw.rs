@@ -120,6 +120,7 @@ impl RawClient {
         lock(&self.inner.pending).insert(id, tx);
         let frame = ClientFrame {
             request_id: id,
+            traceparent: String::new(),
             request: Some(request),
         };
         let answer = async {

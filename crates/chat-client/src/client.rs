@@ -426,6 +426,7 @@ impl Inner {
         }
         let frame = ClientFrame {
             request_id,
+            traceparent: String::new(),
             request: Some(request),
         };
         let timeout = self.config.request_timeout;
@@ -608,6 +609,7 @@ async fn session(inner: &Arc<Inner>, events: &mpsc::Sender<Event>) -> SessionEnd
                 // Ping replies carry an id nobody waits for; they are dropped.
                 let ping = ClientFrame {
                     request_id: inner.next_request.fetch_add(1, Ordering::Relaxed),
+                    traceparent: String::new(),
                     request: Some(Request::Ping(PingRequest { client_time_unix_ms: now_unix_ms() })),
                 };
                 if tx.try_send(ping).is_err() && tx.is_closed() {

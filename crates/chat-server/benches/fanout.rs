@@ -194,12 +194,14 @@ fn session_send(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         .expect("admitted"),
         sender_outbox.clone(),
         Duration::from_secs(3600),
+        None,
     );
     let task = rt.spawn(session.run(ReceiverStream::new(inbound_rx), CancellationToken::new()));
     rt.block_on(async {
         inbound
             .send(Ok(ClientFrame {
                 request_id: 1,
+                traceparent: String::new(),
                 request: Some(Request::JoinRoom(JoinRoomRequest {
                     room: ROOM.into(),
                     since_sequence: None,
@@ -218,6 +220,7 @@ fn session_send(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
 
     let send_frame = |request_id: u64| ClientFrame {
         request_id,
+        traceparent: String::new(),
         request: Some(Request::SendMessage(SendMessageRequest {
             room: ROOM.into(),
             client_message_id: format!("m-{request_id}"),

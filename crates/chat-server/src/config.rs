@@ -35,6 +35,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Distributed traces (OpenTelemetry).
+    pub traces: TracesConfig,
     /// Bounds on what one client may use.
     pub limits: Limits,
     /// Liveness of client sessions.
@@ -59,6 +61,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
             log: LogConfig::default(),
+            traces: TracesConfig::default(),
             limits: Limits::default(),
             session: SessionConfig::default(),
             notifications: NotificationConfig::default(),
@@ -404,6 +407,46 @@ impl Default for LogConfig {
     }
 }
 
+/// Distributed traces: OpenTelemetry spans exported over OTLP/gRPC.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TracesConfig {
+    /// The OTLP/gRPC collector, e.g. `http://127.0.0.1:4317`; empty: the
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` variable if set, else traces are off.
+    pub otlp_endpoint: String,
+    /// The share of new traces kept, 0 to 1; a client's own sampling
+    /// decision (its `traceparent`) is followed.
+    pub sample_ratio: f64,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+    /// How long one export may take.
+    #[serde(with = "humantime_serde")]
+    pub export_timeout: Duration,
+}
+
+impl Default for TracesConfig {
+    fn default() -> Self {
+        TracesConfig {
+            otlp_endpoint: String::new(),
+            sample_ratio: 1.0,
+            service_name: "chat-server".into(),
+            export_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl TracesConfig {
+    /// Where spans go, if anywhere.
+    pub fn endpoint(&self) -> Option<String> {
+        if !self.otlp_endpoint.is_empty() {
+            return Some(self.otlp_endpoint.clone());
+        }
+        std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .ok()
+            .filter(|e| !e.is_empty())
+    }
+}
+
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -600,6 +643,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "auth",
     "tls",
     "log",
+    "traces",
     "limits",
     "session",
     "notifications",
@@ -693,6 +737,20 @@ impl Config {
         }
         if self.session.idle_timeout.is_zero() || self.session.keepalive_interval.is_zero() {
             return bad("session.idle_timeout and session.keepalive_interval must be above zero");
+        }
+        let traces = &self.traces;
+        if !(0.0..=1.0).contains(&traces.sample_ratio) {
+            return bad("traces.sample_ratio must be between 0 and 1");
+        }
+        if let Some(endpoint) = traces.endpoint()
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Err(ConfigError::Inconsistent(format!(
+                "traces.otlp_endpoint {endpoint:?} must be an http:// or https:// URL"
+            )));
+        }
+        if traces.export_timeout.is_zero() || traces.service_name.is_empty() {
+            return bad("traces.export_timeout must be above zero and traces.service_name set");
         }
         let t = &self.tls;
         if t.cert_file.is_empty() != t.key_file.is_empty() {

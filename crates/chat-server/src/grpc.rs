@@ -7,6 +7,7 @@ use crate::hub::{Hub, OutboxStream, outbox};
 use crate::limiter::Admission;
 use crate::session::Session;
 use crate::store::{Direction, Page};
+use crate::telemetry::trace;
 use crate::validate;
 use crate::validate::RoomName;
 use chat_proto::v1::chat_service_server::ChatService;
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 /// Metadata key naming the client (ASCII names).
 pub const NAME_HEADER: &str = "chat-name";
@@ -117,9 +119,9 @@ pub const HISTORY_DEFAULT_LIMIT: usize = 50;
 /// Largest history page.
 pub const HISTORY_MAX_LIMIT: usize = 500;
 
-#[tonic::async_trait]
-impl ChatService for ChatGrpc {
-    async fn history(
+impl ChatGrpc {
+    /// A page of a room's history, for the History call.
+    async fn history_page(
         &self,
         request: Request<HistoryRequest>,
     ) -> Result<Response<HistoryResponse>, Status> {
@@ -161,6 +163,24 @@ impl ChatService for ChatGrpc {
             latest_sequence,
         }))
     }
+}
+
+#[tonic::async_trait]
+impl ChatService for ChatGrpc {
+    async fn history(
+        &self,
+        request: Request<HistoryRequest>,
+    ) -> Result<Response<HistoryResponse>, Status> {
+        let parent = trace::from_metadata(request.metadata());
+        let span = trace::request_span("chat.history", 0, self.hub.server_id(), parent);
+        let result = self.history_page(request).instrument(span.clone()).await;
+        if let Err(status) = &result {
+            let code = status.metadata().get("chat-error-code");
+            let code = code.and_then(|c| c.to_str().ok()).unwrap_or("UNKNOWN");
+            trace::record_error(&span, code);
+        }
+        result
+    }
 
     type SessionStream = OutboxStream;
 
@@ -196,6 +216,7 @@ impl ChatService for ChatGrpc {
             permit,
             outbox,
             self.idle_timeout,
+            trace::from_metadata(request.metadata()),
         );
         let inbound = request.into_inner();
         self.sessions

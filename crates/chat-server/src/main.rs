@@ -176,7 +176,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         anyhow::ensure!(status == 200, "not ready (HTTP {status})");
         return Ok(());
     }
-    chat_server::telemetry::init(&config.log).map_err(anyhow::Error::msg)?;
+    // Built inside the runtime: the OTLP exporter's connection lives on it.
+    let traces =
+        chat_server::telemetry::trace::otlp_provider(&config.traces).map_err(anyhow::Error::msg)?;
+    chat_server::telemetry::init(&config.log, traces.as_ref()).map_err(anyhow::Error::msg)?;
+    if let Some(endpoint) = config.traces.endpoint() {
+        tracing::info!(%endpoint, sample_ratio = config.traces.sample_ratio, "exporting traces over OTLP");
+    }
 
     let shutdown = CancellationToken::new();
     let server = chat_server::start(config, shutdown.clone())
@@ -189,7 +195,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         shutdown.cancel();
     });
-    server.wait().await?;
+    let result = server.wait().await;
+    if let Some(provider) = traces {
+        // Sends the spans still batched; blocking, so off the runtime.
+        let flushed = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        if let Ok(Err(e)) = flushed {
+            eprintln!("chat-server: traces not all exported: {e}");
+        }
+    }
+    result?;
     Ok(())
 }
 

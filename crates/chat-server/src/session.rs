@@ -6,6 +6,7 @@ use crate::error::RequestError;
 use crate::hub::{ConnId, Hub, JoinInfo, Outbox, disconnect_frame, member};
 use crate::limiter::{Action, Permit};
 use crate::store::{NewMessage, Sender};
+use crate::telemetry::trace::{self, TraceParent};
 use crate::time::now_unix_ms;
 use crate::validate::{self, RoomName};
 use chat_proto::EncodedFrame;
@@ -33,6 +34,9 @@ pub struct Session {
     outbox: Outbox,
     rooms: BTreeSet<RoomName>,
     idle_timeout: Duration,
+    /// The `traceparent` of the Session call, parent of each request's
+    /// span unless the frame carries its own.
+    trace_parent: Option<TraceParent>,
 }
 
 impl Session {
@@ -43,6 +47,7 @@ impl Session {
         permit: Permit,
         outbox: Outbox,
         idle_timeout: Duration,
+        trace_parent: Option<TraceParent>,
     ) -> Session {
         let user = identity.user.clone();
         let conn = hub.register(outbox.clone());
@@ -66,6 +71,7 @@ impl Session {
             outbox,
             rooms: BTreeSet::new(),
             idle_timeout,
+            trace_parent,
         }
     }
 
@@ -165,7 +171,29 @@ impl Session {
         }
     }
 
+    /// Handles one request, in its own span when traces are on.
     async fn handle(&mut self, frame: ClientFrame) {
+        if !trace::enabled() {
+            return self.handle_request(frame).await;
+        }
+        let kind = match &frame.request {
+            Some(Request::JoinRoom(_)) => "chat.join",
+            Some(Request::LeaveRoom(_)) => "chat.leave",
+            Some(Request::SendMessage(_)) => "chat.send",
+            Some(Request::ListMembers(_)) => "chat.list_members",
+            Some(Request::ListRooms(_)) => "chat.list_rooms",
+            Some(Request::Ping(_)) => "chat.ping",
+            None => "chat.unknown",
+        };
+        let parent = match frame.traceparent.as_str() {
+            "" => self.trace_parent,
+            own => TraceParent::parse(own),
+        };
+        let span = trace::request_span(kind, frame.request_id, self.hub.server_id(), parent);
+        self.handle_request(frame).instrument(span).await
+    }
+
+    async fn handle_request(&mut self, frame: ClientFrame) {
         let request_id = frame.request_id;
         let limited = match &frame.request {
             Some(Request::JoinRoom(_)) => Some((Action::Join, "joins")),
@@ -216,6 +244,8 @@ impl Session {
     fn reply(&self, request_id: u64, result: Result<reply::Result, RequestError>) {
         let result = result.unwrap_or_else(|e| {
             tracing::debug!(request_id, code = ?e.code(), error = %e, "request refused");
+            let code = e.code().as_str_name().trim_start_matches("ERROR_CODE_");
+            trace::record_error(&tracing::Span::current(), code);
             reply::Result::Error(e.to_wire())
         });
         let reply = Frame::Reply(Reply {

@@ -66,35 +66,71 @@ fn print_config_shows_file_env_and_flag_values_in_precedence() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A running `chat-server` (JSON logs on a free port, in-memory store).
+struct Running {
+    child: std::process::Child,
+    addr: String,
+    /// Every log line, once the process has exited.
+    logs: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl Running {
+    fn start(env: &[(&str, &str)]) -> Running {
+        let mut child = Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .env("CHAT_STORE__URL", "memory")
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The JSON log's "listening" line names the bound address.
+        let stderr = child.stderr.take().unwrap();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let logs = std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                    && let Some(addr) = v["addr"].as_str()
+                {
+                    let _ = addr_tx.send(addr.to_string());
+                }
+                lines.push(line);
+            }
+            lines
+        });
+        let addr = addr_rx
+            .recv_timeout(WAIT)
+            .expect("the server logs its address");
+        Running { child, addr, logs }
+    }
+
+    /// Sends SIGTERM; waits (bounded) for the exit; returns the status,
+    /// how long it took, and the log lines.
+    async fn terminate(mut self) -> (std::process::ExitStatus, Duration, Vec<String>) {
+        let started = Instant::now();
+        let killed = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "did not exit");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let took = started.elapsed();
+        (status, took, self.logs.join().unwrap())
+    }
+}
+
 #[tokio::test]
 async fn sigterm_drains_and_exits_zero_within_the_drain_timeout() {
-    let mut child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-        .env("CHAT_SHUTDOWN__DRAIN_TIMEOUT", "2s")
-        .env("CHAT_STORE__URL", "memory")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The JSON log's "listening" line names the bound address.
-    let stderr = child.stderr.take().unwrap();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let log_reader = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                && let Some(addr) = v["addr"].as_str()
-            {
-                let _ = addr_tx.send(addr.to_string());
-            }
-            lines.push(line);
-        }
-        lines
-    });
-    let addr = addr_rx
-        .recv_timeout(WAIT)
-        .expect("the server logs its address");
+    let running = Running::start(&[("CHAT_SHUTDOWN__DRAIN_TIMEOUT", "2s")]);
+    let addr = running.addr.clone();
     let url = format!("http://{addr}");
 
     // A client that never hangs up, in a room.
@@ -131,20 +167,7 @@ async fn sigterm_drains_and_exits_zero_within_the_drain_timeout() {
     );
     assert!(String::from_utf8_lossy(&probe.stdout).contains("\"ready\""));
 
-    let started = Instant::now();
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "did not exit");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let took = started.elapsed();
+    let (status, took, logs) = running.terminate().await;
     assert!(status.success(), "exit status {status:?}");
     assert!(
         took < Duration::from_millis(3500),
@@ -161,7 +184,6 @@ async fn sigterm_drains_and_exits_zero_within_the_drain_timeout() {
         "{frames:?}"
     );
 
-    let logs = log_reader.join().unwrap();
     let all = logs.join("\n");
     assert!(all.contains("SIGTERM"), "{all}");
     // Lines about a session carry its connection id and user.
@@ -173,4 +195,140 @@ async fn sigterm_drains_and_exits_zero_within_the_drain_timeout() {
     assert_eq!(v["room"], "lobby", "{session_line}");
     assert_eq!(v["span"]["user"], "stubborn", "{session_line}");
     assert!(v["span"]["conn"].is_number(), "{session_line}");
+}
+
+/// An OTLP/gRPC trace collector on a free port: what it receives comes out
+/// of the channel.
+mod collector {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+        TraceService, TraceServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    use tokio::sync::mpsc;
+
+    struct Collector(mpsc::UnboundedSender<ExportTraceServiceRequest>);
+
+    #[tonic::async_trait]
+    impl TraceService for Collector {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            let _ = self.0.send(request.into_inner());
+            Ok(tonic::Response::new(ExportTraceServiceResponse {
+                partial_success: None,
+            }))
+        }
+    }
+
+    pub async fn start() -> (
+        std::net::SocketAddr,
+        mpsc::UnboundedReceiver<ExportTraceServiceRequest>,
+    ) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(Collector(tx)))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        (addr, rx)
+    }
+}
+
+#[tokio::test]
+async fn traces_go_to_the_otlp_collector_and_log_lines_carry_their_ids() {
+    use chat_client::proto::{JoinRoomRequest, SendMessageRequest, client_frame::Request};
+    let (collector, mut exports) = collector::start().await;
+    let endpoint = format!("http://{collector}");
+    let running = Running::start(&[("CHAT_TRACES__OTLP_ENDPOINT", &endpoint)]);
+    let url = format!("http://{}", running.addr);
+
+    // The client's trace, passed on the Session call.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    let mut alice = RawSession::open_with(&url, "alice", &[("traceparent", &traceparent)])
+        .await
+        .unwrap();
+    alice
+        .send(
+            1,
+            Request::JoinRoom(JoinRoomRequest {
+                room: "lobby".into(),
+                since_sequence: None,
+            }),
+        )
+        .await;
+    alice
+        .send(
+            2,
+            Request::SendMessage(SendMessageRequest {
+                room: "lobby".into(),
+                client_message_id: "m1".into(),
+                text: "traced".into(),
+            }),
+        )
+        .await;
+    let mut replies = 0;
+    while replies < 2 {
+        if let Some(chat_client::proto::server_frame::Frame::Reply(_)) = alice.next().await {
+            replies += 1;
+        }
+    }
+
+    // Stopping flushes the spans still batched.
+    let (status, _, logs) = running.terminate().await;
+    assert!(status.success(), "exit status {status:?}");
+    let mut names = Vec::new();
+    while let Ok(export) = exports.try_recv() {
+        for resource in export.resource_spans {
+            let service = resource
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|kv| kv.key == "service.name")
+                .and_then(|kv| kv.value.as_ref())
+                .map(|v| format!("{:?}", v.value));
+            assert!(
+                service
+                    .as_deref()
+                    .is_some_and(|s| s.contains("chat-server")),
+                "{service:?}"
+            );
+            for span in resource.scope_spans.into_iter().flat_map(|s| s.spans) {
+                let hex: String = span.trace_id.iter().map(|b| format!("{b:02x}")).collect();
+                if hex == trace_id {
+                    names.push(span.name);
+                }
+            }
+        }
+    }
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "backplane.publish",
+            "chat.join",
+            "chat.send",
+            "fanout",
+            "store.append"
+        ],
+        "the client's trace, exported"
+    );
+
+    // The log line of the join, inside its request, names the trace; its
+    // span is still the session.
+    let all = logs.join("\n");
+    let joined = logs
+        .iter()
+        .find(|l| l.contains("\"joined\""))
+        .unwrap_or_else(|| panic!("a joined line in {all}"));
+    let v: serde_json::Value = serde_json::from_str(joined).unwrap();
+    assert_eq!(v["trace_id"], trace_id, "{joined}");
+    assert_eq!(v["span_id"].as_str().map(str::len), Some(16), "{joined}");
+    assert_eq!(v["span"]["user"], "alice", "{joined}");
+    assert!(all.contains("exporting traces over OTLP"), "{all}");
 }

@@ -275,6 +275,7 @@ async fn a_frame_without_a_request_and_a_bad_name_are_invalid_arguments() {
     raw.tx
         .send(chat_client::proto::ClientFrame {
             request_id: 42,
+            traceparent: String::new(),
             request: None,
         })
         .await

@@ -274,6 +274,7 @@ async fn run(ops: Vec<Op>) {
             permit,
             out,
             Duration::from_secs(60),
+            None,
         );
         let (requests, inbound) = mpsc::channel(4);
         tasks.push(tokio::spawn(
@@ -297,6 +298,7 @@ async fn run(ops: Vec<Op>) {
             .requests
             .send(Ok(ClientFrame {
                 request_id: id,
+                traceparent: String::new(),
                 request,
             }))
             .await
@@ -313,6 +315,7 @@ async fn run(ops: Vec<Op>) {
             .requests
             .send(Ok(ClientFrame {
                 request_id: u64::MAX,
+                traceparent: String::new(),
                 request: Some(Request::Ping(PingRequest::default())),
             }))
             .await
@@ -388,6 +391,7 @@ proptest! {
     ) {
         let frame = ClientFrame {
             request_id: 7,
+            traceparent: String::new(),
             request: Some(Request::SendMessage(SendMessageRequest { room, client_message_id: id, text })),
         };
         let mut bytes = frame.encode_to_vec();

@@ -9,10 +9,13 @@ use common::*;
 
 #[tokio::test]
 async fn the_log_filter_changes_without_a_restart() {
-    chat_server::telemetry::init(&LogConfig {
-        level: "warn".into(),
-        format: LogFormat::Json,
-    })
+    chat_server::telemetry::init(
+        &LogConfig {
+            level: "warn".into(),
+            format: LogFormat::Json,
+        },
+        None,
+    )
     .expect("logger installed");
     let mut c = config();
     c.admin.token = "ops".into();

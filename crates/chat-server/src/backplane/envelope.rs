@@ -2,6 +2,7 @@
 //! room, its sequence number, and the already-encoded `ServerFrame`.
 
 use super::RoomFrame;
+use crate::telemetry::trace::{self, TraceParent};
 use crate::validate::RoomName;
 use bytes::Bytes;
 use chat_proto::EncodedFrame;
@@ -26,6 +27,9 @@ pub struct Envelope {
     /// When the store acknowledged the message (Unix microseconds).
     #[prost(uint64, tag = "5")]
     pub acked_at_unix_us: u64,
+    /// The W3C `traceparent` of the publishing span; empty when untraced.
+    #[prost(string, tag = "6")]
+    pub traceparent: String,
 }
 
 /// A backplane message that is not a valid envelope.
@@ -48,6 +52,7 @@ impl Envelope {
             sequence: frame.sequence.unwrap_or(0),
             frame: frame.frame.0.clone(),
             acked_at_unix_us: frame.acked_at_unix_us,
+            traceparent: frame.trace.map(|t| t.to_string()).unwrap_or_default(),
         }
         .encode_to_vec()
         .into()
@@ -63,6 +68,10 @@ impl Envelope {
             sequence: (envelope.sequence > 0).then_some(envelope.sequence),
             frame: EncodedFrame(envelope.frame),
             acked_at_unix_us: envelope.acked_at_unix_us,
+            // An invalid one starts no trace; it does not drop the event.
+            trace: (trace::enabled() && !envelope.traceparent.is_empty())
+                .then(|| TraceParent::parse(&envelope.traceparent))
+                .flatten(),
         };
         Ok((envelope.origin, frame))
     }
@@ -79,6 +88,7 @@ mod tests {
             sequence: Some(7),
             frame: EncodedFrame(Bytes::from_static(b"\x1a\x03abc")),
             acked_at_unix_us: 1_795_000_000_000_000,
+            trace: None,
         };
         let (origin, back) =
             Envelope::decode_frame(Envelope::encode_frame("node-1", &frame)).unwrap();
@@ -94,6 +104,7 @@ mod tests {
             sequence: 0,
             frame: Bytes::new(),
             acked_at_unix_us: 0,
+            traceparent: String::new(),
         };
         assert!(Envelope::decode_frame(bad_room.encode_to_vec().into()).is_err());
     }

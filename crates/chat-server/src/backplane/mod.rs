@@ -17,6 +17,7 @@ pub use nats::NatsBackplane;
 pub use redis::RedisBackplane;
 
 use crate::metrics::Histogram;
+use crate::telemetry::trace::{self, TraceParent};
 use crate::validate::RoomName;
 use chat_proto::EncodedFrame;
 use futures::future::BoxFuture;
@@ -36,6 +37,9 @@ pub struct RoomFrame {
     /// the clock of the instance that stored it); 0: not a message, or
     /// unknown. Feeds the delivery latency metric.
     pub acked_at_unix_us: u64,
+    /// The trace the event continues, when traces are on (the span that
+    /// published it).
+    pub trace: Option<TraceParent>,
 }
 
 /// Receives the room frames a backplane brings in, for local delivery.
@@ -108,9 +112,10 @@ pub struct BackplaneStats {
 }
 
 impl BackplaneStats {
-    /// Hands `frame`, received from another instance, to the local members:
-    /// counts it and records how long it travelled.
-    pub fn deliver_received(&self, sink: &dyn FrameSink, frame: &RoomFrame) {
+    /// Hands `frame`, received from another instance, to the local members
+    /// of instance `server_id`: counts it, records how long it travelled,
+    /// and continues its trace.
+    pub fn deliver_received(&self, server_id: &str, sink: &dyn FrameSink, frame: &RoomFrame) {
         self.received
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if frame.acked_at_unix_us > 0 {
@@ -118,7 +123,13 @@ impl BackplaneStats {
             self.receive_delay
                 .observe(std::time::Duration::from_micros(micros));
         }
-        sink.deliver(frame);
+        match frame.trace {
+            Some(parent) => {
+                trace::receive_span(parent, server_id, frame.sequence)
+                    .in_scope(|| sink.deliver(frame));
+            }
+            None => sink.deliver(frame),
+        }
     }
 }
 

@@ -232,7 +232,11 @@ impl Shared {
                 match Envelope::decode_frame(message.payload) {
                     // This instance delivered its own events when it published them.
                     Ok((origin, _)) if *origin == *shared.origin => {}
-                    Ok((_, frame)) => shared.stats.deliver_received(&*shared.sink, &frame),
+                    Ok((_, frame)) => {
+                        shared
+                            .stats
+                            .deliver_received(&shared.origin, &*shared.sink, &frame)
+                    }
                     Err(_) => {
                         shared.stats.malformed.fetch_add(1, Ordering::Relaxed);
                     }

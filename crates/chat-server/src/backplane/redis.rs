@@ -257,7 +257,9 @@ impl Shared {
         match Envelope::decode_frame(payload) {
             // This instance delivered its own events when it published them.
             Ok((origin, _)) if *origin == *self.origin => {}
-            Ok((_, frame)) => self.stats.deliver_received(&*self.sink, &frame),
+            Ok((_, frame)) => self
+                .stats
+                .deliver_received(&self.origin, &*self.sink, &frame),
             Err(e) => {
                 self.stats.malformed.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(error = %e, "dropped a malformed backplane message");

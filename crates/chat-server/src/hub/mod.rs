@@ -13,8 +13,10 @@ pub use rooms::{ConnId, Rooms};
 
 use crate::backplane::FrameSink;
 use crate::backplane::control::{Broadcast, Control, ControlKind, PresenceChange, PresenceEntry};
+use crate::telemetry::trace::{self, TraceParent};
 use crate::time::now_unix_ms;
 use presence::{Presence, Transition};
+use tracing::Instrument;
 
 use crate::backplane::{Backplane, RoomFrame};
 use crate::config::Limits;
@@ -347,6 +349,7 @@ impl Hub {
             sequence: None,
             frame: EncodedFrame::from(frame),
             acked_at_unix_us: 0,
+            trace: None,
         });
     }
 
@@ -382,10 +385,15 @@ impl Hub {
         // room's publications in sequence order.
         let _ordered = room.send_lock.lock().await;
         let started = std::time::Instant::now();
-        let appended = self.store.append(message).await.map_err(|e| {
-            tracing::warn!(error = %e, "send failed: store");
-            RequestError::Unavailable(e.to_string())
-        })?;
+        let appended = self
+            .store
+            .append(message)
+            .instrument(trace::step_span("store.append"))
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "send failed: store");
+                RequestError::Unavailable(e.to_string())
+            })?;
         self.metrics.store_append.observe(started.elapsed());
         let stored = appended.message;
         if appended.duplicate {
@@ -398,16 +406,19 @@ impl Hub {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let m = &stored.message;
         let event = Frame::Message(message_event(&stored));
+        // Local members get it inside the publish, so its span covers both.
+        let publishing = trace::step_span("backplane.publish");
         let frame = RoomFrame {
             room: m.room.clone(),
             sequence: Some(stored.sequence),
             frame: EncodedFrame::from(event),
             acked_at_unix_us: crate::time::now_unix_us(),
+            trace: TraceParent::of(&publishing),
         };
         // The message is stored and local members have it; a failed publish
         // loses only the copy to other instances. The backplane logs the
         // outage once and counts the failures.
-        if let Err(e) = self.backplane.publish(frame).await {
+        if let Err(e) = self.backplane.publish(frame).instrument(publishing).await {
             tracing::debug!(room = %m.room, sequence = stored.sequence, error = %e, "message not published");
         }
         Ok(stored)

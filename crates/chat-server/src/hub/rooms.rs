@@ -362,6 +362,9 @@ impl FrameSink for Rooms {
         let Some(room) = self.get(&frame.room) else {
             return;
         };
+        let _traced = frame
+            .trace
+            .map(|_| crate::telemetry::trace::fanout_span(&frame.room).entered());
         let gap = {
             let mut state = lock(&room.state);
             match frame.sequence {
@@ -405,6 +408,7 @@ mod tests {
                 sequence: Some(seq),
                 frame: f(seq as u8),
                 acked_at_unix_us: 0,
+                trace: None,
             })
         };
         offer(11);
@@ -434,6 +438,7 @@ mod tests {
             sequence: Some(6),
             frame: f(6),
             acked_at_unix_us: 0,
+            trace: None,
         });
         rooms.finish_join(&lobby, 1, vec![f(100), f(4), f(5)], 0);
         rooms.deliver(&RoomFrame {
@@ -441,6 +446,7 @@ mod tests {
             sequence: Some(7),
             frame: f(7),
             acked_at_unix_us: 0,
+            trace: None,
         });
         let mut got = Vec::new();
         for _ in 0..5 {
@@ -471,6 +477,7 @@ mod tests {
             sequence: Some(1),
             frame: frame.clone(),
             acked_at_unix_us: 0,
+            trace: None,
         });
         assert_eq!(s1.next().await.unwrap().unwrap(), frame);
         assert_eq!(s2.next().await.unwrap().unwrap(), frame);
@@ -493,6 +500,7 @@ mod tests {
                 sequence: Some(seq),
                 frame: f(seq as u8),
                 acked_at_unix_us: 0,
+                trace: None,
             })
         };
         deliver(6);

@@ -199,6 +199,15 @@ pub struct RawSession {
 
 impl RawSession {
     pub async fn open(url: &str, name: &str) -> Result<RawSession, tonic::Status> {
+        RawSession::open_with(url, name, &[]).await
+    }
+
+    /// Opens a session whose call carries `metadata` too.
+    pub async fn open_with(
+        url: &str,
+        name: &str,
+        metadata: &[(&'static str, &str)],
+    ) -> Result<RawSession, tonic::Status> {
         let mut client = ChatServiceClient::connect(url.to_string())
             .await
             .expect("transport connects");
@@ -207,14 +216,25 @@ impl RawSession {
         request
             .metadata_mut()
             .insert("chat-name", name.parse().expect("ascii name"));
+        for (key, value) in metadata {
+            request
+                .metadata_mut()
+                .insert(*key, value.parse().expect("ascii metadata"));
+        }
         let stream = client.session(request).await?.into_inner();
         Ok(RawSession { tx, stream })
     }
 
     pub async fn send(&self, request_id: u64, request: Request) {
+        self.send_traced(request_id, "", request).await;
+    }
+
+    /// Sends a request carrying `traceparent`.
+    pub async fn send_traced(&self, request_id: u64, traceparent: &str, request: Request) {
         self.tx
             .send(ClientFrame {
                 request_id,
+                traceparent: traceparent.to_string(),
                 request: Some(request),
             })
             .await

@@ -1,0 +1,340 @@
+//! Distributed traces: OpenTelemetry spans over `tracing`, exported with
+//! OTLP/gRPC when `traces.otlp_endpoint` is set, and nothing at all
+//! otherwise (no span is even created: [`enabled`] is false).
+//!
+//! The spans of one message: `chat.send` (the request, a child of the
+//! client's W3C `traceparent` when it sends one) → `store.append` →
+//! `backplane.publish` → `fanout` (this instance's members); and on every
+//! other instance with members in the room, `backplane.receive` → `fanout`,
+//! continued from the [`TraceParent`] the backplane envelope carries.
+
+use crate::config::TracesConfig;
+use opentelemetry::trace::{
+    SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _,
+};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// The `tracing` target of every span that becomes an OpenTelemetry span
+/// (the exporter takes these and no others: not the long `session` span,
+/// not the libraries').
+pub const TARGET: &str = "chat_server::trace";
+
+/// The gRPC metadata key of the W3C trace context.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+
+/// Whether spans are exported (set once, by [`crate::telemetry::init`]).
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether traces are on: when not, the span helpers return
+/// [`Span::none`] and frames carry no trace context.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+pub(super) fn enable() {
+    ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// A W3C `traceparent`: which trace, which span in it, and whether it is
+/// sampled. The `tracestate` is not carried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceParent {
+    /// The trace (never all zeros).
+    pub trace_id: [u8; 16],
+    /// The parent span (never all zeros).
+    pub span_id: [u8; 8],
+    /// Trace flags; bit 0: sampled.
+    pub flags: u8,
+}
+
+/// Longest `traceparent` looked at (later versions may append fields).
+const MAX_TRACEPARENT: usize = 256;
+
+impl TraceParent {
+    /// Parses `00-<32 hex>-<16 hex>-<2 hex>` (and the same prefix of a
+    /// later version). `None` for anything else, as W3C says: the request
+    /// then starts a trace of its own.
+    pub fn parse(text: &str) -> Option<TraceParent> {
+        if text.len() > MAX_TRACEPARENT || !text.is_ascii() {
+            return None;
+        }
+        let version = u8::from_str_radix(text.get(0..2)?, 16).ok()?;
+        let exact = match version {
+            0 => text.len() == 55,
+            0xff => false,
+            // A later version: our fields, then optionally `-` and more.
+            _ => text.len() == 55 || text.as_bytes().get(55) == Some(&b'-'),
+        };
+        let b = text.as_bytes();
+        if !exact || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
+            return None;
+        }
+        let lower_hex = |s: &str| s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+        let (trace, span, flags) = (&text[3..35], &text[36..52], &text[53..55]);
+        if !(lower_hex(&text[0..2]) && lower_hex(trace) && lower_hex(span) && lower_hex(flags)) {
+            return None;
+        }
+        let trace_id = u128::from_str_radix(trace, 16).ok()?.to_be_bytes();
+        let span_id = u64::from_str_radix(span, 16).ok()?.to_be_bytes();
+        let flags = u8::from_str_radix(flags, 16).ok()?;
+        if trace_id == [0; 16] || span_id == [0; 8] {
+            return None;
+        }
+        Some(TraceParent {
+            trace_id,
+            span_id,
+            flags,
+        })
+    }
+
+    /// The trace context of `span` (if traces are on and it has one).
+    pub fn of(span: &Span) -> Option<TraceParent> {
+        if !enabled() || span.is_none() {
+            return None;
+        }
+        let context = span.context();
+        let span_ref = context.span();
+        let sc = span_ref.span_context();
+        sc.is_valid().then(|| TraceParent {
+            trace_id: sc.trace_id().to_bytes(),
+            span_id: sc.span_id().to_bytes(),
+            flags: sc.trace_flags().to_u8(),
+        })
+    }
+
+    /// As the parent of a local span.
+    fn context(&self) -> opentelemetry::Context {
+        opentelemetry::Context::new().with_remote_span_context(SpanContext::new(
+            TraceId::from_bytes(self.trace_id),
+            SpanId::from_bytes(self.span_id),
+            TraceFlags::new(self.flags),
+            true,
+            TraceState::default(),
+        ))
+    }
+}
+
+impl fmt::Display for TraceParent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "00-{:032x}-{:016x}-{:02x}",
+            u128::from_be_bytes(self.trace_id),
+            u64::from_be_bytes(self.span_id),
+            self.flags
+        )
+    }
+}
+
+/// The `traceparent` in gRPC metadata, if traces are on and it is valid.
+pub fn from_metadata(metadata: &tonic::metadata::MetadataMap) -> Option<TraceParent> {
+    if !enabled() {
+        return None;
+    }
+    TraceParent::parse(metadata.get(TRACEPARENT_HEADER)?.to_str().ok()?)
+}
+
+/// Makes `parent` (from the client or another instance) the parent of
+/// `span`; without one, `span` starts a trace (or continues the current
+/// span's).
+pub fn set_parent(span: &Span, parent: Option<TraceParent>) {
+    if let Some(parent) = parent
+        && !span.is_none()
+    {
+        // Fails only for a span the exporter does not see; nothing to link.
+        let _ = span.set_parent(parent.context());
+    }
+}
+
+/// The span of one request from a client: `chat.<kind>` (`chat.send`,
+/// `chat.join`, …), a child of `parent` when the client sent one.
+pub fn request_span(
+    kind: &'static str,
+    request_id: u64,
+    server_id: &str,
+    parent: Option<TraceParent>,
+) -> Span {
+    if !enabled() {
+        return Span::none();
+    }
+    let span = tracing::info_span!(
+        target: TARGET,
+        "request",
+        otel.name = kind,
+        otel.kind = "server",
+        chat.request_id = request_id,
+        chat.server_id = server_id,
+        otel.status_code = tracing::field::Empty,
+        chat.error_code = tracing::field::Empty,
+    );
+    set_parent(&span, parent);
+    span
+}
+
+/// Marks the current request span failed with `code` (a stable error code).
+pub fn record_error(span: &Span, code: &str) {
+    if enabled() && !span.is_none() {
+        span.record("otel.status_code", "ERROR");
+        span.record("chat.error_code", code);
+    }
+}
+
+/// A span for one step inside a request: `store.append`,
+/// `backplane.publish`.
+pub fn step_span(name: &'static str) -> Span {
+    if !enabled() {
+        return Span::none();
+    }
+    tracing::info_span!(target: TARGET, "step", otel.name = name)
+}
+
+/// The span of an event received from another instance, continuing the
+/// trace the publisher put in the envelope.
+pub fn receive_span(parent: TraceParent, server_id: &str, sequence: Option<u64>) -> Span {
+    if !enabled() {
+        return Span::none();
+    }
+    let span = tracing::info_span!(
+        target: TARGET,
+        "backplane.receive",
+        otel.kind = "consumer",
+        chat.server_id = server_id,
+        chat.sequence = sequence,
+    );
+    set_parent(&span, Some(parent));
+    span
+}
+
+/// The span of handing an event to this instance's members of `room`.
+pub fn fanout_span(room: &crate::validate::RoomName) -> Span {
+    if !enabled() {
+        return Span::none();
+    }
+    tracing::info_span!(target: TARGET, "fanout", chat.room = %room)
+}
+
+/// The provider that exports over OTLP/gRPC to `config.otlp_endpoint`
+/// (or `OTEL_EXPORTER_OTLP_ENDPOINT`), batched, sampling
+/// `config.sample_ratio` of new traces (a client's sampling decision is
+/// followed). `None` when no endpoint is set. Must run inside the tokio
+/// runtime the exporter will use.
+pub fn otlp_provider(config: &TracesConfig) -> Result<Option<SdkTracerProvider>, String> {
+    use opentelemetry_otlp::WithExportConfig;
+    let endpoint = match config.endpoint() {
+        Some(endpoint) => endpoint,
+        None => return Ok(None),
+    };
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint.clone())
+        .with_timeout(config.export_timeout)
+        .build()
+        .map_err(|e| format!("traces: cannot export to {endpoint}: {e}"))?;
+    Ok(Some(provider_with(config, |b| {
+        b.with_batch_exporter(exporter)
+    })))
+}
+
+/// A provider with `config`'s sampling and service name, its exporter
+/// attached by `attach` (tests use an in-memory one).
+pub fn provider_with(
+    config: &TracesConfig,
+    attach: impl FnOnce(
+        opentelemetry_sdk::trace::TracerProviderBuilder,
+    ) -> opentelemetry_sdk::trace::TracerProviderBuilder,
+) -> SdkTracerProvider {
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(config.service_name.clone())
+        .build();
+    let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sample_ratio)));
+    attach(
+        SdkTracerProvider::builder()
+            .with_resource(resource)
+            .with_sampler(sampler),
+    )
+    .build()
+}
+
+/// The tracer `tracing` spans become OpenTelemetry spans through.
+pub(super) fn tracer(provider: &SdkTracerProvider) -> opentelemetry_sdk::trace::SdkTracer {
+    provider.tracer("chat-server")
+}
+
+/// The trace and span ids of the active span, for log lines.
+pub(super) fn current_ids() -> Option<(TraceId, SpanId)> {
+    opentelemetry::Context::map_current(|cx| {
+        let span = cx.span();
+        let sc = span.span_context();
+        sc.is_valid().then(|| (sc.trace_id(), sc.span_id()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_round_trips_and_refuses_what_w3c_refuses() {
+        let text = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let parsed = TraceParent::parse(text).unwrap();
+        assert_eq!(parsed.flags, 1);
+        assert_eq!(parsed.to_string(), text);
+        // A later version with more fields: our prefix is read.
+        assert_eq!(
+            TraceParent::parse(&format!("cc{}-what-next", &text[2..])).map(|p| p.span_id),
+            Some(parsed.span_id)
+        );
+        for bad in [
+            "",
+            "00",
+            &text[..54],
+            &format!("{text}-"),
+            &text.replace("4bf9", "4BF9"),
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            &format!("ff{}", &text[2..]),
+            &text.replacen('-', "_", 1),
+            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+            "00-+bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "zz-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0é",
+            &"0".repeat(10_000),
+        ] {
+            assert_eq!(TraceParent::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_parses_or_not_without_panicking(text in "\\PC{0,80}|[0-9a-fé-]{53,57}") {
+            let _ = TraceParent::parse(&text);
+        }
+
+        #[test]
+        fn every_valid_context_round_trips(
+            trace in 1u128..,
+            span in 1u64..,
+            flags: u8,
+        ) {
+            let parent = TraceParent {
+                trace_id: trace.to_be_bytes(),
+                span_id: span.to_be_bytes(),
+                flags,
+            };
+            proptest::prop_assert_eq!(TraceParent::parse(&parent.to_string()), Some(parent));
+        }
+    }
+
+    #[test]
+    fn without_an_exporter_no_span_is_made() {
+        assert!(!enabled());
+        assert!(request_span("chat.send", 1, "a", None).is_none());
+        assert!(step_span("store.append").is_none());
+        assert!(fanout_span(&crate::validate::RoomName::parse("lobby").unwrap()).is_none());
+        assert_eq!(TraceParent::of(&Span::current()), None);
+    }
+}
