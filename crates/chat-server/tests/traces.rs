@@ -11,7 +11,7 @@ use chat_client::proto::{
 };
 use chat_server::config::{BackplaneKind, LogConfig, TracesConfig};
 use chat_server::telemetry::trace::{TraceParent, provider_with};
-use common::services::RedisServer;
+use common::services::{NatsServer, RedisServer};
 use common::*;
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
@@ -123,19 +123,46 @@ async fn reply_to(session: &mut RawSession, request_id: u64) -> reply::Result {
 }
 
 #[tokio::test]
-async fn a_message_is_one_trace_from_send_to_fanout_on_another_instance() {
+async fn over_redis_a_message_is_one_trace_from_send_to_fanout_on_another_instance() {
     exporter();
     let Some(redis) = RedisServer::start() else {
         return;
     };
+    one_trace_across_instances(BackplaneKind::Redis, &redis.url()).await;
+}
+
+#[tokio::test]
+async fn over_nats_a_message_is_one_trace_from_send_to_fanout_on_another_instance() {
+    exporter();
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    one_trace_across_instances(BackplaneKind::Nats, &nats.url()).await;
+}
+
+async fn one_trace_across_instances(backplane: BackplaneKind, url: &str) {
     let instance = |id: &str| {
         let mut c = config();
         c.server_id = id.into();
-        c.backplane = BackplaneKind::Redis;
-        c.redis.url = redis.url();
+        c.backplane = backplane;
+        c.redis.url = url.into();
+        c.nats.url = url.into();
         TestServer::start(c)
     };
     let (a, b) = (instance("a").await, instance("b").await);
+    // Both connected to the backplane before anyone joins.
+    for server in [&a, &b] {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while chat_server::health::probe(server.addr(), false, WAIT)
+            .await
+            .map(|(status, _)| status)
+            .ok()
+            != Some(200)
+        {
+            assert!(tokio::time::Instant::now() < deadline, "never ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     let mut alice = RawSession::open(&a.url(), "alice").await.unwrap();
     let mut bob = RawSession::open(&b.url(), "bob").await.unwrap();
     alice.send(1, join("lobby")).await;
