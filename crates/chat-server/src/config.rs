@@ -422,6 +422,9 @@ pub struct TracesConfig {
     /// How long one export may take.
     #[serde(with = "humantime_serde")]
     pub export_timeout: Duration,
+    /// PEM file of the CA that signed an `https://` collector's
+    /// certificate; empty: the public web PKI roots.
+    pub ca_file: String,
 }
 
 impl Default for TracesConfig {
@@ -431,6 +434,7 @@ impl Default for TracesConfig {
             sample_ratio: 1.0,
             service_name: "chat-server".into(),
             export_timeout: Duration::from_secs(10),
+            ca_file: String::new(),
         }
     }
 }
@@ -748,6 +752,11 @@ impl Config {
             return Err(ConfigError::Inconsistent(format!(
                 "traces.otlp_endpoint {endpoint:?} must be an http:// or https:// URL"
             )));
+        }
+        if !traces.ca_file.is_empty()
+            && !traces.endpoint().is_some_and(|e| e.starts_with("https://"))
+        {
+            return bad("traces.ca_file needs an https:// traces.otlp_endpoint");
         }
         if traces.export_timeout.is_zero() || traces.service_name.is_empty() {
             return bad("traces.export_timeout must be above zero and traces.service_name set");

@@ -244,8 +244,10 @@ impl Session {
     fn reply(&self, request_id: u64, result: Result<reply::Result, RequestError>) {
         let result = result.unwrap_or_else(|e| {
             tracing::debug!(request_id, code = ?e.code(), error = %e, "request refused");
-            let code = e.code().as_str_name().trim_start_matches("ERROR_CODE_");
-            trace::record_error(&tracing::Span::current(), code);
+            if trace::enabled() {
+                let code = e.code().as_str_name().trim_start_matches("ERROR_CODE_");
+                trace::record_error(&tracing::Span::current(), code);
+            }
             reply::Result::Error(e.to_wire())
         });
         let reply = Frame::Reply(Reply {

@@ -197,53 +197,11 @@ async fn sigterm_drains_and_exits_zero_within_the_drain_timeout() {
     assert!(v["span"]["conn"].is_number(), "{session_line}");
 }
 
-/// An OTLP/gRPC trace collector on a free port: what it receives comes out
-/// of the channel.
-mod collector {
-    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-        TraceService, TraceServiceServer,
-    };
-    use opentelemetry_proto::tonic::collector::trace::v1::{
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
-    };
-    use tokio::sync::mpsc;
-
-    struct Collector(mpsc::UnboundedSender<ExportTraceServiceRequest>);
-
-    #[tonic::async_trait]
-    impl TraceService for Collector {
-        async fn export(
-            &self,
-            request: tonic::Request<ExportTraceServiceRequest>,
-        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-            let _ = self.0.send(request.into_inner());
-            Ok(tonic::Response::new(ExportTraceServiceResponse {
-                partial_success: None,
-            }))
-        }
-    }
-
-    pub async fn start() -> (
-        std::net::SocketAddr,
-        mpsc::UnboundedReceiver<ExportTraceServiceRequest>,
-    ) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(TraceServiceServer::new(Collector(tx)))
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
-        (addr, rx)
-    }
-}
-
 #[tokio::test]
 async fn traces_go_to_the_otlp_collector_and_log_lines_carry_their_ids() {
     use chat_client::proto::{JoinRoomRequest, SendMessageRequest, client_frame::Request};
-    let (collector, mut exports) = collector::start().await;
-    let endpoint = format!("http://{collector}");
+    let (collector_addr, mut exports) = collector::start(None).await;
+    let endpoint = format!("http://{collector_addr}");
     let running = Running::start(&[("CHAT_TRACES__OTLP_ENDPOINT", &endpoint)]);
     let url = format!("http://{}", running.addr);
 
@@ -282,31 +240,7 @@ async fn traces_go_to_the_otlp_collector_and_log_lines_carry_their_ids() {
     // Stopping flushes the spans still batched.
     let (status, _, logs) = running.terminate().await;
     assert!(status.success(), "exit status {status:?}");
-    let mut names = Vec::new();
-    while let Ok(export) = exports.try_recv() {
-        for resource in export.resource_spans {
-            let service = resource
-                .resource
-                .iter()
-                .flat_map(|r| &r.attributes)
-                .find(|kv| kv.key == "service.name")
-                .and_then(|kv| kv.value.as_ref())
-                .map(|v| format!("{:?}", v.value));
-            assert!(
-                service
-                    .as_deref()
-                    .is_some_and(|s| s.contains("chat-server")),
-                "{service:?}"
-            );
-            for span in resource.scope_spans.into_iter().flat_map(|s| s.spans) {
-                let hex: String = span.trace_id.iter().map(|b| format!("{b:02x}")).collect();
-                if hex == trace_id {
-                    names.push(span.name);
-                }
-            }
-        }
-    }
-    names.sort();
+    let names = collector::span_names(&mut exports, trace_id, "chat-server");
     assert_eq!(
         names,
         [

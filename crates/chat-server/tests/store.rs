@@ -492,3 +492,34 @@ async fn concurrent_batches_on_two_postgres_stores_keep_rooms_gap_free() {
         assert_eq!(latest.unwrap(), PER_ROOM as u64);
     }
 }
+
+/// Appends queued while the writer is busy elsewhere go in one commit or
+/// statement, and the store's batch-size histogram says so. On a
+/// current-thread runtime every append below is queued before the writer
+/// runs again.
+async fn appends_queued_together_are_written_as_one_batch(backend: Backend) {
+    let store = backend.open().await;
+    assert_eq!(store.batch_sizes().expect("a batching store").count(), 0);
+    let appends = (0..50).map(|i| store.append(message("a", "u", &i.to_string(), "x")));
+    let appended = futures::future::join_all(appends).await;
+    let mut sequences: Vec<u64> = appended
+        .into_iter()
+        .map(|a| a.unwrap().message.sequence)
+        .collect();
+    sequences.sort_unstable();
+    assert_eq!(sequences, (1..=50).collect::<Vec<u64>>());
+    assert_eq!(store.batch_sizes().unwrap().count(), 1, "one batch of 50");
+}
+
+#[tokio::test]
+async fn sqlite_appends_queued_together_are_written_as_one_batch() {
+    appends_queued_together_are_written_as_one_batch(Backend::sqlite().await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn postgres_appends_queued_together_are_written_as_one_batch() {
+    let Some(backend) = Backend::postgres().await else {
+        return;
+    };
+    appends_queued_together_are_written_as_one_batch(backend).await;
+}

@@ -34,8 +34,13 @@ impl Backplane for LocalBackplane {
     }
 
     fn publish(&self, frame: RoomFrame) -> BoxFuture<'_, Result<(), BackplaneError>> {
-        self.sink.deliver(&frame);
-        ready(Ok(())).boxed()
+        // Delivered when polled, like the other backplanes, so it runs in
+        // whatever span the caller gives the publish.
+        async move {
+            self.sink.deliver(&frame);
+            Ok(())
+        }
+        .boxed()
     }
 
     // There are no other instances to tell.

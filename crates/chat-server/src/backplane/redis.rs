@@ -355,8 +355,9 @@ async fn supervise(shared: Arc<Shared>, shutdown: CancellationToken) {
 
 /// Marks the backplane healthy and says so, once per outage.
 fn recovered(shared: &Shared, outage_since: &mut Option<Instant>, rooms: usize) {
-    // Counted before readiness returns, so a ready instance shows it.
-    if outage_since.is_some() {
+    // Counted before readiness returns, so a ready instance shows it; not
+    // counted for a first connection that took several attempts.
+    if outage_since.is_some() && shared.stats.outages.load(Ordering::Relaxed) > 0 {
         shared.stats.reconnects.fetch_add(1, Ordering::Relaxed);
     }
     shared.healthy.store(true, Ordering::SeqCst);

@@ -167,10 +167,10 @@ async fn batch_loop(
         if queue.recv_many(&mut batch, MAX_BATCH).await == 0 {
             return;
         }
-        batches.observe_count(batch.len() as u64);
         let pool = pool.clone();
+        let batches = batches.clone();
         tokio::spawn(async move {
-            append_batch(&pool, batch).await;
+            append_batch(&pool, batch, &batches).await;
             drop(permit);
         });
     }
@@ -182,8 +182,10 @@ async fn batch_loop(
 /// (a racing retry) or because of a deadlock is run again: what the other
 /// transaction committed is then read as stored. If it still fails, each
 /// message is appended on its own, so one message cannot fail the others.
-async fn append_batch(pool: &PgPool, mut batch: Vec<(NewMessage, Reply)>) {
+/// `batches` counts the statements, by the messages each wrote.
+async fn append_batch(pool: &PgPool, mut batch: Vec<(NewMessage, Reply)>, batches: &Histogram) {
     if batch.len() == 1 {
+        batches.observe_count(1);
         let (message, reply) = batch.remove(0);
         let _ = reply.send(append_one(pool, &message).await);
         return;
@@ -193,6 +195,7 @@ async fn append_batch(pool: &PgPool, mut batch: Vec<(NewMessage, Reply)>) {
         attempts += 1;
         match append_many(pool, batch.iter().map(|(m, _)| m)).await {
             Ok(results) => {
+                batches.observe_count(batch.len() as u64);
                 for ((_, reply), result) in batch.into_iter().zip(results) {
                     let _ = reply.send(Ok(result));
                 }
@@ -204,6 +207,7 @@ async fn append_batch(pool: &PgPool, mut batch: Vec<(NewMessage, Reply)>) {
     };
     tracing::debug!(error = %error, size = batch.len(), "postgres batch failed; appending one by one");
     for (message, reply) in batch {
+        batches.observe_count(1);
         let _ = reply.send(append_one(pool, &message).await);
     }
 }

@@ -106,9 +106,9 @@ async fn write_loop(
         if batch.is_empty() {
             continue;
         }
-        batches.observe_count(batch.len() as u64);
         match commit(&mut conn, batch.iter().map(|(m, _)| m)).await {
             Ok(results) => {
+                batches.observe_count(batch.len() as u64);
                 for ((_, reply), result) in batch.drain(..).zip(results) {
                     let _ = reply.send(Ok(result));
                 }
@@ -117,6 +117,7 @@ async fn write_loop(
                 // One bad append must not fail the others: retry each alone.
                 tracing::warn!(error = %e, size = batch.len(), "sqlite batch failed; retrying one by one");
                 for (message, reply) in batch.drain(..) {
+                    batches.observe_count(1);
                     let result = commit(&mut conn, std::iter::once(&message)).await;
                     let _ = reply.send(result.map(|mut r| r.remove(0)));
                 }

@@ -218,20 +218,33 @@ pub fn fanout_span(room: &crate::validate::RoomName) -> Span {
 }
 
 /// The provider that exports over OTLP/gRPC to `config.otlp_endpoint`
-/// (or `OTEL_EXPORTER_OTLP_ENDPOINT`), batched, sampling
+/// (or `OTEL_EXPORTER_OTLP_ENDPOINT`; over TLS for `https://`, trusting
+/// `config.ca_file` or else the web PKI roots), batched, sampling
 /// `config.sample_ratio` of new traces (a client's sampling decision is
 /// followed). `None` when no endpoint is set. Must run inside the tokio
 /// runtime the exporter will use.
 pub fn otlp_provider(config: &TracesConfig) -> Result<Option<SdkTracerProvider>, String> {
-    use opentelemetry_otlp::WithExportConfig;
+    use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
+    use tonic::transport::{Certificate, ClientTlsConfig};
     let endpoint = match config.endpoint() {
         Some(endpoint) => endpoint,
         None => return Ok(None),
     };
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
+    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .with_endpoint(endpoint.clone())
-        .with_timeout(config.export_timeout)
+        .with_timeout(config.export_timeout);
+    if endpoint.starts_with("https://") {
+        let tls = match config.ca_file.as_str() {
+            "" => ClientTlsConfig::new().with_webpki_roots(),
+            file => {
+                let pem = std::fs::read(file).map_err(|e| format!("traces.ca_file {file}: {e}"))?;
+                ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))
+            }
+        };
+        exporter = exporter.with_tls_config(tls);
+    }
+    let exporter = exporter
         .build()
         .map_err(|e| format!("traces: cannot export to {endpoint}: {e}"))?;
     Ok(Some(provider_with(config, |b| {

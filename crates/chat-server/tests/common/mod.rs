@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod collector;
 pub mod services;
 
 use chat_client::proto::chat_service_client::ChatServiceClient;
