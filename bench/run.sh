@@ -30,6 +30,11 @@
 #   SKIP_BUILD=1         use the release binaries already built
 #   SKIP_RAW=1           skip A-raw and C-raw: the same workloads with chat-bench's lean driver
 #                        (`--driver raw`: less load-generator CPU), as the peer's run.sh has them
+#   TRACES=1             the servers export every request's spans over OTLP/gRPC to `otlp-sink`
+#                        (chat-bench's counting collector, on a free port; its CPU is not the
+#                        servers'), to measure what tracing costs; the summary says how many
+#                        spans arrived. Off by default, as in the servers' default configuration.
+#   TRACES_RATIO=1       with TRACES=1: the servers' traces.sample_ratio
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -44,6 +49,8 @@ PEER_DIR=${PEER_DIR:-$ROOT/../shared/peers/socketio}
 SERVER_LOG_LEVEL=${SERVER_LOG_LEVEL:-info}
 SKIP_BUILD=${SKIP_BUILD:-0}
 SKIP_RAW=${SKIP_RAW:-0}
+TRACES=${TRACES:-0}
+TRACES_RATIO=${TRACES_RATIO:-1}
 RUN_TIMEOUT=300 # seconds, per chat-bench run
 
 if [ "$QUICK" = 1 ]; then
@@ -69,7 +76,7 @@ topology() { case " $TOPOLOGIES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; 
 # settings from the caller's shell must not change what is measured.
 for v in $(compgen -e); do
   case $v in
-    CHAT_* | SCENARIO | ROOMS | CLIENTS_PER_ROOM | SENDERS_PER_ROOM | RATE | DURATION | URLS | \
+    CHAT_* | OTEL_* | SCENARIO | ROOMS | CLIENTS_PER_ROOM | SENDERS_PER_ROOM | RATE | DURATION | URLS | \
       SERVER_PIDS | REDIS_PID | TEXT_BYTES | DRAIN | SETTLE | WORKERS | CONNECT_CONCURRENCY | \
       CONNECT_TIMEOUT | PHASE_TIMEOUT | DRIVER | LABEL)
       log "ignoring $v from the environment"; unset "$v" ;;
@@ -77,7 +84,7 @@ for v in $(compgen -e); do
 done
 
 # ---------------------------------------------------------------- processes and cleanup
-REDIS_PID=""; BENCH_PID=""; PEER_PID=""; SRV_PIDS=(); DB=""
+REDIS_PID=""; BENCH_PID=""; PEER_PID=""; SINK_PID=""; SRV_PIDS=(); DB=""; TRACES_ENV=()
 
 stop_pid() { # stop_pid PID -> SIGTERM, wait up to 10 s, then SIGKILL
   local pid=$1
@@ -110,6 +117,7 @@ cleanup() {
   stop_pid "$PEER_PID"; PEER_PID=""
   stop_servers
   stop_pid "$REDIS_PID"; REDIS_PID=""
+  stop_pid "$SINK_PID"; SINK_PID=""
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -137,12 +145,13 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 if [ "$SKIP_BUILD" != 1 ]; then
   log "building release binaries"
-  cargo build --release -p chat-server -p chat-bench >&2
+  cargo build --release -p chat-server -p chat-bench --bins >&2
 fi
 TARGET=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
   grep -o '"target_directory":"[^"]*"' | head -n 1 | cut -d'"' -f4)
 SERVER="${TARGET:-$ROOT/target}/release/chat-server"
 BENCH="${TARGET:-$ROOT/target}/release/chat-bench"
+SINK="${TARGET:-$ROOT/target}/release/otlp-sink"
 [ -x "$SERVER" ] && [ -x "$BENCH" ] || die "release binaries not found under ${TARGET:-$ROOT/target}/release"
 
 # Everything shares this machine: say so when something else is already using it.
@@ -175,7 +184,9 @@ json_str() { local s=${1//\\/\\\\}; s=${s//\"/\\\"}; printf '"%s"' "${s//$'\n'/ 
   echo "  \"busy_pct_before\": $BUSY_BEFORE,"
   echo "  \"quick\": $([ "$QUICK" = 1 ] && echo true || echo false),"
   echo "  \"only\": $(json_str "$ONLY"),"
-  echo "  \"topologies\": $(json_str "$TOPOLOGIES")"
+  echo "  \"topologies\": $(json_str "$TOPOLOGIES"),"
+  echo "  \"traces\": $([ "$TRACES" = 1 ] && echo true || echo false),"
+  echo "  \"traces_ratio\": $(json_str "$TRACES_RATIO")"
   echo "}"
 } > "$OUT/env.json"
 
@@ -188,6 +199,19 @@ if topology cluster; then
   for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
   redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 || die "redis-server did not come up"
   log "redis pid $REDIS_PID on 127.0.0.1:$REDIS_PORT (private)"
+fi
+
+# ---------------------------------------------------------------- trace sink (TRACES=1)
+if [ "$TRACES" = 1 ]; then
+  [ -x "$SINK" ] || die "otlp-sink not found under ${TARGET:-$ROOT/target}/release"
+  free_port 14317; SINK_PORT=$PORT
+  "$SINK" "127.0.0.1:$SINK_PORT" > "$OUT/logs/otlp-sink.log" 2>&1 &
+  SINK_PID=$!
+  for _ in $(seq 100); do grep -q listening "$OUT/logs/otlp-sink.log" && break; sleep 0.1; done
+  grep -q listening "$OUT/logs/otlp-sink.log" || die "otlp-sink did not come up"
+  TRACES_ENV=(CHAT_TRACES__OTLP_ENDPOINT="http://127.0.0.1:$SINK_PORT"
+    CHAT_TRACES__SAMPLE_RATIO="$TRACES_RATIO")
+  log "servers export traces to otlp-sink (pid $SINK_PID) on 127.0.0.1:$SINK_PORT"
 fi
 
 # ---------------------------------------------------------------- servers
@@ -210,7 +234,7 @@ start_server() { # start_server LABEL PORT DIR [VAR=VALUE ...]: one instance, it
     CHAT_LIMITS__SEND_RATE=0 CHAT_LIMITS__USER_SEND_RATE=0 CHAT_LIMITS__JOIN_RATE=0 \
     CHAT_LIMITS__USER_JOIN_RATE=0 CHAT_LIMITS__MAX_CONNECTIONS=0 \
     CHAT_LIMITS__MAX_CONNECTIONS_PER_ADDRESS=0 CHAT_LIMITS__MAX_CONNECTIONS_PER_USER=0 \
-    CHAT_SHUTDOWN__DRAIN_TIMEOUT=5s "$@" "$SERVER") >> "$OUT/logs/$label.server-$port.log" 2>&1 &
+    CHAT_SHUTDOWN__DRAIN_TIMEOUT=5s "${TRACES_ENV[@]}" "$@" "$SERVER") >> "$OUT/logs/$label.server-$port.log" 2>&1 &
   SRV_PIDS+=("$!")
   wait_ready "$port" "$!" || { log "$label: server on port $port did not become ready"; return 1; }
 }
@@ -355,6 +379,11 @@ fi
   echo "- Fresh server processes for every run; periodic notifications off"
   echo "  (\`notifications.enabled = false\`); otherwise the default configuration."
   [ "$PEER" != 1 ] || echo "- **socket.io ×2**: the peer, run by its own run.sh in the same session (its summary: peer-summary.md)."
+  if [ "$TRACES" = 1 ]; then
+    stop_pid "$SINK_PID"; SINK_PID=""
+    echo "- **Traces on** (\`TRACES=1\`, sample ratio $TRACES_RATIO): requests' spans exported over"
+    echo "  OTLP/gRPC to a counting collector; it received $(tail -n 1 "$OUT/logs/otlp-sink.log")."
+  fi
   echo
   echo '```json'; cat "$OUT/env.json"; echo '```'
   echo

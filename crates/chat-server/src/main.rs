@@ -196,9 +196,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         shutdown.cancel();
     });
     let result = server.wait().await;
-    if let Some(provider) = traces {
+    if let Some(traces) = traces {
         // Sends the spans still batched; blocking, so off the runtime.
-        let flushed = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        let flushed = tokio::task::spawn_blocking(move || traces.provider.shutdown()).await;
         if let Ok(Err(e)) = flushed {
             eprintln!("chat-server: traces not all exported: {e}");
         }

@@ -231,7 +231,8 @@ async fn traces_go_to_an_https_collector_trusted_through_traces_ca_file() {
     };
     let provider = chat_server::telemetry::trace::otlp_provider(&config)
         .unwrap()
-        .expect("an endpoint is set");
+        .expect("an endpoint is set")
+        .provider;
     let trace_id = provider
         .tracer("test")
         .in_span("over-tls", |cx| {

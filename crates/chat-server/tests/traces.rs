@@ -23,17 +23,19 @@ fn exporter() -> &'static InMemorySpanExporter {
     static EXPORTER: OnceLock<InMemorySpanExporter> = OnceLock::new();
     EXPORTER.get_or_init(|| {
         let exporter = InMemorySpanExporter::default();
-        let provider = provider_with(&TracesConfig::default(), |b| {
+        let traces = provider_with(&TracesConfig::default(), |b| {
             b.with_simple_exporter(exporter.clone())
         });
-        // Log lines are not what these tests read.
+        // Log lines are not what these tests read, but the session span
+        // must exist, as in production, for the test of untraced requests
+        // to mean anything.
         let quiet = LogConfig {
-            level: "off".into(),
+            level: "warn,chat_server::session=info".into(),
             ..LogConfig::default()
         };
-        chat_server::telemetry::init(&quiet, Some(&provider)).expect("subscriber installed");
+        chat_server::telemetry::init(&quiet, Some(&traces)).expect("subscriber installed");
         // Keeps exporting for the life of the process.
-        std::mem::forget(provider);
+        std::mem::forget(traces);
         exporter
     })
 }
@@ -238,6 +240,15 @@ async fn the_session_traceparent_is_the_parent_of_each_request_and_errors_are_ma
         .send_traced(4, "00-not-a-trace", send("lobby", "m3", "hi"))
         .await;
     reply_to(&mut alice, 4).await;
+    // A client that does not sample this request: no span at all.
+    let unsampled = TraceParent {
+        flags: 0,
+        ..client_traceparent()
+    };
+    alice
+        .send_traced(5, &unsampled.to_string(), send("lobby", "m4", "hi"))
+        .await;
+    reply_to(&mut alice, 5).await;
 
     let spans = spans_of(call.trace_id, |s| s.len() >= 2).await;
     let parent = SpanId::from_bytes(call.span_id);
@@ -272,6 +283,17 @@ async fn the_session_traceparent_is_the_parent_of_each_request_and_errors_are_ma
         TraceId::from_bytes(call.trace_id)
     );
     assert_eq!(fourth.parent_span_id, SpanId::INVALID);
+    let unsampled_id = TraceId::from_bytes(unsampled.trace_id);
+    assert!(
+        all.iter()
+            .all(|s| s.span_context.trace_id() != unsampled_id)
+    );
+    let fifth = |s: &&SpanData| attribute(s, "chat.request_id").as_deref() == Some("5");
+    assert!(!all.iter().any(|s| s.name == "chat.send" && fifth(&s)));
+    // Steps are never roots: an unsampled request makes none.
+    for step in all.iter().filter(|s| !s.name.starts_with("chat.")) {
+        assert_ne!(step.parent_span_id, SpanId::INVALID, "{step:?}");
+    }
     server.stop().await;
 }
 

@@ -25,10 +25,10 @@ pub const MAX_FILTER_BYTES: usize = 1024;
 /// The installed log filter, replaceable.
 static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
 
-/// Installs the global subscriber: log lines per `config`, and, with a
-/// `traces` provider, the spans of [`trace`] exported through it. Call
-/// once, at the start of a binary (or of a test process).
-pub fn init(config: &LogConfig, traces: Option<&SdkTracerProvider>) -> Result<(), String> {
+/// Installs the global subscriber: log lines per `config`, and, with
+/// `traces`, the spans of [`trace`] exported through it. Call once, at
+/// the start of a binary (or of a test process).
+pub fn init(config: &LogConfig, traces: Option<&trace::Traces>) -> Result<(), String> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.is_empty() => EnvFilter::try_new(&v),
         _ => EnvFilter::try_new(&config.level),
@@ -47,15 +47,15 @@ pub fn init(config: &LogConfig, traces: Option<&SdkTracerProvider>) -> Result<()
     };
     // The log filter applies to log lines only: traces are exported
     // whatever the log level.
-    let spans = traces.map(spans);
+    let spans = traces.map(|t| spans(&t.provider));
     tracing_subscriber::registry()
         .with(lines.with_filter(filter))
         .with(spans)
         .try_init()
         .map_err(|e| format!("cannot install logger: {e}"))?;
     let _ = FILTER.set(handle);
-    if traces.is_some() {
-        trace::enable();
+    if let Some(traces) = traces {
+        trace::enable(traces.sample_ratio);
     }
     Ok(())
 }
@@ -90,6 +90,12 @@ where
 {
     tracing_opentelemetry::layer()
         .with_tracer(trace::tracer(provider))
+        // Every span is made in `trace`, on whichever worker: where and on
+        // which thread says nothing, and busy/idle time is the span's.
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_tracked_inactivity(false)
         .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
             meta.target() == trace::TARGET
                 || (meta.is_event()

@@ -14,7 +14,7 @@ use opentelemetry::trace::{
 };
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -29,14 +29,50 @@ pub const TRACEPARENT_HEADER: &str = "traceparent";
 /// Whether spans are exported (set once, by [`crate::telemetry::init`]).
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
+/// The share of requests without a sampled parent that are traced, as
+/// `f64` bits (set with [`ENABLED`]).
+static SAMPLE_RATIO: AtomicU64 = AtomicU64::new(0);
+
+/// Counts root sampling decisions (their pseudo-random source).
+static DECISIONS: AtomicU64 = AtomicU64::new(0);
+
 /// Whether traces are on: when not, the span helpers return
 /// [`Span::none`] and frames carry no trace context.
 pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
-pub(super) fn enable() {
+pub(super) fn enable(sample_ratio: f64) {
+    SAMPLE_RATIO.store(sample_ratio.to_bits(), Ordering::Relaxed);
     ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// Whether to trace a request: as its parent says when it has one (W3C's
+/// sampled flag), else `ratio` of them. Decided before any span exists, so
+/// a request not traced costs no span at all.
+fn sampled(parent: Option<TraceParent>, ratio: f64) -> bool {
+    match parent {
+        Some(parent) => parent.flags & 1 == 1,
+        None if ratio >= 1.0 => true,
+        None => {
+            // splitmix64 over a counter: spread evenly, no lock, no syscall.
+            let mut x = DECISIONS
+                .fetch_add(1, Ordering::Relaxed)
+                .wrapping_add(0x9e37_79b9_7f4a_7c15);
+            x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            x ^= x >> 31;
+            ((x >> 11) as f64 / (1u64 << 53) as f64) < ratio
+        }
+    }
+}
+
+/// An exporting pipeline: the provider, and the share of requests traced.
+pub struct Traces {
+    /// Where spans go; [`SdkTracerProvider::shutdown`] flushes it.
+    pub provider: SdkTracerProvider,
+    /// `traces.sample_ratio`.
+    pub sample_ratio: f64,
 }
 
 /// A W3C `traceparent`: which trace, which span in it, and whether it is
@@ -151,14 +187,16 @@ pub fn set_parent(span: &Span, parent: Option<TraceParent>) {
 }
 
 /// The span of one request from a client: `chat.<kind>` (`chat.send`,
-/// `chat.join`, …), a child of `parent` when the client sent one.
+/// `chat.join`, …), a child of `parent` when the client sent one; none
+/// when the request is not sampled, and then none of its steps either.
 pub fn request_span(
     kind: &'static str,
     request_id: u64,
     server_id: &str,
     parent: Option<TraceParent>,
 ) -> Span {
-    if !enabled() {
+    let ratio = f64::from_bits(SAMPLE_RATIO.load(Ordering::Relaxed));
+    if !enabled() || !sampled(parent, ratio) {
         return Span::none();
     }
     let span = tracing::info_span!(
@@ -183,10 +221,11 @@ pub fn record_error(span: &Span, code: &str) {
     }
 }
 
-/// A span for one step inside a request: `store.append`,
-/// `backplane.publish`.
+/// A span for one step inside a traced request (`store.append`,
+/// `backplane.publish`); none outside one.
 pub fn step_span(name: &'static str) -> Span {
-    if !enabled() {
+    // Inside a traced request its OpenTelemetry context is the active one.
+    if !enabled() || current_ids().is_none() {
         return Span::none();
     }
     tracing::info_span!(target: TARGET, "step", otel.name = name)
@@ -217,13 +256,13 @@ pub fn fanout_span(room: &crate::validate::RoomName) -> Span {
     tracing::info_span!(target: TARGET, "fanout", chat.room = %room)
 }
 
-/// The provider that exports over OTLP/gRPC to `config.otlp_endpoint`
+/// The pipeline that exports over OTLP/gRPC to `config.otlp_endpoint`
 /// (or `OTEL_EXPORTER_OTLP_ENDPOINT`; over TLS for `https://`, trusting
-/// `config.ca_file` or else the web PKI roots), batched, sampling
-/// `config.sample_ratio` of new traces (a client's sampling decision is
-/// followed). `None` when no endpoint is set. Must run inside the tokio
-/// runtime the exporter will use.
-pub fn otlp_provider(config: &TracesConfig) -> Result<Option<SdkTracerProvider>, String> {
+/// `config.ca_file` or else the web PKI roots), batched, tracing
+/// `config.sample_ratio` of the requests that come without a trace (a
+/// client's sampling decision is followed). `None` when no endpoint is
+/// set. Must run inside the tokio runtime the exporter will use.
+pub fn otlp_provider(config: &TracesConfig) -> Result<Option<Traces>, String> {
     use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
     use tonic::transport::{Certificate, ClientTlsConfig};
     let endpoint = match config.endpoint() {
@@ -252,24 +291,30 @@ pub fn otlp_provider(config: &TracesConfig) -> Result<Option<SdkTracerProvider>,
     })))
 }
 
-/// A provider with `config`'s sampling and service name, its exporter
+/// A pipeline with `config`'s sampling and service name, its exporter
 /// attached by `attach` (tests use an in-memory one).
 pub fn provider_with(
     config: &TracesConfig,
     attach: impl FnOnce(
         opentelemetry_sdk::trace::TracerProviderBuilder,
     ) -> opentelemetry_sdk::trace::TracerProviderBuilder,
-) -> SdkTracerProvider {
+) -> Traces {
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name(config.service_name.clone())
         .build();
-    let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sample_ratio)));
-    attach(
+    // Which requests are traced is decided before their spans exist
+    // ([`request_span`]); every span made is kept.
+    let sampler = Sampler::ParentBased(Box::new(Sampler::AlwaysOn));
+    let provider = attach(
         SdkTracerProvider::builder()
             .with_resource(resource)
             .with_sampler(sampler),
     )
-    .build()
+    .build();
+    Traces {
+        provider,
+        sample_ratio: config.sample_ratio,
+    }
 }
 
 /// The tracer `tracing` spans become OpenTelemetry spans through.
@@ -340,6 +385,23 @@ mod tests {
             };
             proptest::prop_assert_eq!(TraceParent::parse(&parent.to_string()), Some(parent));
         }
+    }
+
+    #[test]
+    fn requests_are_sampled_as_their_parent_says_or_at_the_ratio() {
+        let parent = |flags| {
+            Some(TraceParent {
+                trace_id: [1; 16],
+                span_id: [1; 8],
+                flags,
+            })
+        };
+        assert!(sampled(parent(1), 0.0));
+        assert!(!sampled(parent(0), 1.0));
+        assert!(sampled(None, 1.0));
+        assert!((0..1000).all(|_| !sampled(None, 0.0)));
+        let kept = (0..100_000).filter(|_| sampled(None, 0.25)).count();
+        assert!((24_000..26_000).contains(&kept), "{kept}");
     }
 
     #[test]
