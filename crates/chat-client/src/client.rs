@@ -151,6 +151,9 @@ struct SessionEnd {
     reason: String,
     /// Whether a session was established (resets the backoff).
     established: bool,
+    /// Whether another attempt cannot succeed (credentials refused, and no
+    /// others to try).
+    hopeless: bool,
 }
 
 impl Client {
@@ -474,6 +477,10 @@ async fn run(inner: Arc<Inner>, events: mpsc::Sender<Event>) {
                 })
                 .await;
         }
+        if end.hopeless {
+            let _ = events.send(Event::Stopped { reason: end.reason }).await;
+            break;
+        }
         if inner.close.is_cancelled() || !inner.config.reconnect {
             break;
         }
@@ -505,6 +512,7 @@ fn ended(reason: impl Into<String>) -> SessionEnd {
         notice: None,
         reason: reason.into(),
         established: false,
+        hopeless: false,
     }
 }
 
@@ -563,7 +571,13 @@ async fn session(inner: &Arc<Inner>, events: &mpsc::Sender<Event>) -> SessionEnd
     let opened = tokio::time::timeout(config.connect_timeout, client.session(request)).await;
     let mut stream = match opened {
         Ok(Ok(response)) => response.into_inner(),
-        Ok(Err(status)) => return ended(format!("session refused: {}", status.message())),
+        Ok(Err(status)) => {
+            let mut end = ended(format!("session refused: {}", status.message()));
+            // The same credentials would be refused again.
+            end.hopeless = status.code() == tonic::Code::Unauthenticated
+                && config.token.as_ref().is_none_or(TokenProvider::is_fixed);
+            return end;
+        }
         Err(_) => return ended("session not opened within the connect timeout"),
     };
     let welcome = match tokio::time::timeout(config.connect_timeout, stream.message()).await {
@@ -640,6 +654,7 @@ async fn session(inner: &Arc<Inner>, events: &mpsc::Sender<Event>) -> SessionEnd
         notice,
         reason,
         established: true,
+        hopeless: false,
     }
 }
 

@@ -45,6 +45,13 @@ pub enum Event {
         /// Why the previous attempt or session ended.
         error: String,
     },
+    /// The client stopped for good: the server refused its credentials
+    /// (`UNAUTHENTICATED`) and it has no way to get others (no token, or
+    /// a [`crate::TokenProvider::fixed`] one). The last event.
+    Stopped {
+        /// The server's refusal, in words.
+        reason: String,
+    },
 }
 
 /// The client's events, in order. Ends when the client is closed.

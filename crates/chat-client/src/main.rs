@@ -58,8 +58,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let (client, events) = Client::connect(config);
     if args.plain || !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
-        console::line::run(client, events, args.rooms).await;
-        Ok(())
+        console::line::run(client, events, args.rooms)
+            .await
+            .map_err(anyhow::Error::msg)
     } else {
         console::tui::run(client, events, args.server, args.rooms).await
     }

@@ -10,16 +10,24 @@ type Fetch = dyn Fn() -> BoxFuture<'static, Result<String, String>> + Send + Syn
 
 /// A source of bearer tokens. Cheap to clone.
 #[derive(Clone)]
-pub struct TokenProvider(Arc<Fetch>);
+pub struct TokenProvider {
+    fetch: Arc<Fetch>,
+    /// Always the same token: once the server refuses it, retrying cannot
+    /// help.
+    fixed: bool,
+}
 
 impl TokenProvider {
     /// Always the same token.
     pub fn fixed(token: impl Into<String>) -> TokenProvider {
         let token: Arc<str> = Arc::from(token.into());
-        TokenProvider(Arc::new(move || {
-            let token = token.to_string();
-            Box::pin(async move { Ok(token) })
-        }))
+        TokenProvider {
+            fetch: Arc::new(move || {
+                let token = token.to_string();
+                Box::pin(async move { Ok(token) })
+            }),
+            fixed: true,
+        }
     }
 
     /// A token from `fetch` for every connection attempt (from an identity
@@ -30,12 +38,21 @@ impl TokenProvider {
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<String, String>> + Send + 'static,
     {
-        TokenProvider(Arc::new(move || Box::pin(fetch())))
+        TokenProvider {
+            fetch: Arc::new(move || Box::pin(fetch())),
+            fixed: false,
+        }
     }
 
     /// The token to use now.
     pub async fn token(&self) -> Result<String, String> {
-        (self.0)().await
+        (self.fetch)().await
+    }
+
+    /// Whether this provider always gives the same token
+    /// ([`TokenProvider::fixed`]).
+    pub fn is_fixed(&self) -> bool {
+        self.fixed
     }
 }
 

@@ -230,3 +230,34 @@ async fn line_mode_reports_shutdown_and_reconnects() {
     shutdown.cancel();
     server.wait().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_refused_fixed_token_stops_the_client_with_a_failure() {
+    let mut config = test_config();
+    config.auth.mode = chat_server::config::AuthMode::Jwt;
+    config.auth.secret = "test-secret-test-secret-test-secret!".into();
+    let shutdown = CancellationToken::new();
+    let server = chat_server::start(config, shutdown.clone()).await.unwrap();
+    let url = format!("http://{}", server.addr());
+
+    let chat = Command::new(env!("CARGO_BIN_EXE_chat"))
+        .args(["--server", &url, "--token", "not-a-jwt", "--room", "lobby"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // It does not retry: it exits, unsuccessfully, on its own.
+    let out = tokio::time::timeout(WAIT, chat.wait_with_output())
+        .await
+        .expect("exits without retrying")
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("stopped: session refused: "), "{stdout}");
+    assert!(!stdout.contains("reconnecting"), "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("session refused"));
+    shutdown.cancel();
+    server.wait().await.unwrap();
+}

@@ -357,6 +357,70 @@ async fn an_expired_token_ends_the_stream_and_the_client_reconnects_with_a_fresh
     server.stop().await;
 }
 
+#[tokio::test]
+async fn a_refused_fixed_token_stops_the_client_but_a_provider_is_asked_again() {
+    let auth = hs256();
+    let server = TestServer::start(with_auth(auth.clone())).await;
+    let forged = token(
+        &AuthConfig {
+            secret: "another-secret-another-secret-another!".into(),
+            ..auth.clone()
+        },
+        "mallory",
+        "Mallory",
+    );
+
+    // The same token would be refused again: the client stops at once.
+    let mut config = client_config(&server.url(), "");
+    config.token = Some(TokenProvider::fixed(forged.clone()));
+    let (client, mut events) = chat_client::Client::connect(config);
+    let first = tokio::time::timeout(WAIT, events.next())
+        .await
+        .expect("an event");
+    match first {
+        Some(Event::Stopped { reason }) => assert!(reason.contains("session refused"), "{reason}"),
+        other => panic!("expected Stopped, got {other:?}"),
+    }
+    let last = tokio::time::timeout(WAIT, events.next())
+        .await
+        .expect("the end");
+    assert!(last.is_none(), "Stopped is the last event: {last:?}");
+    assert!(matches!(
+        client.state(),
+        chat_client::ConnectionState::Closed
+    ));
+
+    // A provider may have a better token next time: the client retries.
+    let asked = Arc::new(AtomicUsize::new(0));
+    let mut config = client_config(&server.url(), "");
+    config.token = Some({
+        let (asked, forged) = (asked.clone(), forged.clone());
+        TokenProvider::new(move || {
+            asked.fetch_add(1, Ordering::SeqCst);
+            let forged = forged.clone();
+            async move { Ok(forged) }
+        })
+    });
+    config.backoff = chat_client::Backoff {
+        initial: Duration::from_millis(10),
+        max: Duration::from_millis(20),
+    };
+    let (client, mut events) = chat_client::Client::connect(config);
+    for attempt in 1..=2 {
+        match expect_event(&mut events, "a retry", |e| {
+            matches!(e, Event::Reconnecting { .. })
+        })
+        .await
+        {
+            Event::Reconnecting { attempt: n, .. } => assert_eq!(n, attempt),
+            _ => unreachable!(),
+        }
+    }
+    assert!(asked.load(Ordering::SeqCst) >= 2);
+    client.close();
+    server.stop().await;
+}
+
 /// Ed25519, P-256 and RSA keys as PEM files, and Ed25519 keys in a JWKS
 /// file that is replaced while the server runs.
 #[tokio::test]

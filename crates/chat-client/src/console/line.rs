@@ -9,7 +9,13 @@ use std::collections::VecDeque;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Runs line mode until `/quit` or the end of stdin.
-pub async fn run(client: Client, mut events: Events, initial_rooms: Vec<String>) {
+/// Runs until stdin ends, `/quit`, or the client stops; `Err` with the
+/// server's refusal if the client stopped for good ([`Event::Stopped`]).
+pub async fn run(
+    client: Client,
+    mut events: Events,
+    initial_rooms: Vec<String>,
+) -> Result<(), String> {
     let mut current: Option<String> = initial_rooms.first().cloned();
     // Input waits until the first session has joined the initial rooms.
     let mut awaiting: usize = initial_rooms.len();
@@ -17,24 +23,28 @@ pub async fn run(client: Client, mut events: Events, initial_rooms: Vec<String>)
     let mut queued: VecDeque<String> = VecDeque::new();
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let mut stdin_open = true;
+    let mut stopped = None;
 
     loop {
         if ready {
             while let Some(line) = queued.pop_front() {
                 if !execute(&client, &mut current, command::parse(&line)).await {
                     client.close();
-                    return;
+                    return Ok(());
                 }
             }
             if !stdin_open {
                 client.close();
-                return;
+                return Ok(());
             }
         }
         tokio::select! {
             event = events.next() => match event {
                 Some(event) => {
                     print_event(&event);
+                    if let Event::Stopped { reason } = &event {
+                        stopped = Some(reason.clone());
+                    }
                     if let Event::Rejoined { room, result: Ok(_) } = &event
                         && awaiting > 0
                     {
@@ -48,7 +58,7 @@ pub async fn run(client: Client, mut events: Events, initial_rooms: Vec<String>)
                         ready = true;
                     }
                 }
-                None => return,
+                None => return stopped.map_or(Ok(()), Err),
             },
             line = stdin.next_line(), if stdin_open => match line {
                 Ok(Some(line)) => queued.push_back(line),
@@ -247,6 +257,7 @@ pub fn format_event(event: &Event) -> String {
             delay.as_millis(),
             one_line(error)
         ),
+        Event::Stopped { reason } => format!("stopped: {}", one_line(reason)),
     }
 }
 

@@ -946,6 +946,12 @@ impl App {
                     error,
                 };
             }
+            Event::Stopped { reason } => {
+                self.broadcast(Kind::Notice(format!(
+                    "stopped: {reason} (a fresh token is needed; /quit to exit)"
+                )));
+                self.conn = Conn::Closed;
+            }
         }
     }
 
