@@ -383,10 +383,16 @@ impl Client {
                     tonic::Code::Unavailable => ErrorCode::Unavailable,
                     tonic::Code::Unauthenticated => ErrorCode::Unauthenticated,
                     tonic::Code::PermissionDenied => ErrorCode::PermissionDenied,
+                    tonic::Code::ResourceExhausted => ErrorCode::RateLimited,
                     _ => ErrorCode::Internal,
                 },
                 message: status.message().to_string(),
-                retry_after_ms: 0,
+                // Set on RATE_LIMITED: when a retry succeeds.
+                retry_after_ms: status
+                    .metadata()
+                    .get("chat-retry-after-ms")
+                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                    .unwrap_or(0),
             }),
         }
     }

@@ -491,6 +491,10 @@ pub struct Limits {
     pub user_join_rate: f64,
     /// The user's join burst.
     pub user_join_burst: u32,
+    /// History calls per second per user; 0: no limit.
+    pub user_history_rate: f64,
+    /// The user's History burst.
+    pub user_history_burst: u32,
     /// Connections this instance holds at most; 0: no limit.
     pub max_connections: usize,
     /// Concurrent HTTP/2 streams (calls) one TCP connection may have open;
@@ -518,6 +522,8 @@ impl Default for Limits {
             join_burst: 100,
             user_join_rate: 10.0,
             user_join_burst: 200,
+            user_history_rate: 10.0,
+            user_history_burst: 50,
             max_connections: 50_000,
             max_streams_per_connection: 16,
             max_connections_per_address: 1_000,
@@ -705,6 +711,7 @@ impl Config {
             ("user_send", l.user_send_rate, l.user_send_burst),
             ("join", l.join_rate, l.join_burst),
             ("user_join", l.user_join_rate, l.user_join_burst),
+            ("user_history", l.user_history_rate, l.user_history_burst),
         ] {
             if !rate.is_finite() || rate < 0.0 {
                 return bad(&format!("limits.{name}_rate must be 0 (no limit) or above"));

@@ -2,6 +2,7 @@
 //! [`Session`] task. Thin on purpose; the logic lives in the hub.
 
 use crate::auth::{Access, Authenticator, Identity};
+use crate::error::RequestError;
 use crate::hub::message_event;
 use crate::hub::{Hub, OutboxStream, outbox};
 use crate::limiter::Admission;
@@ -27,6 +28,10 @@ pub const NAME_BIN_HEADER: &str = "chat-name-bin";
 
 /// Metadata key carrying the bearer token.
 pub const AUTHORIZATION_HEADER: &str = "authorization";
+
+/// Metadata key of a rate-limited call's refusal: milliseconds until a
+/// retry succeeds.
+pub const RETRY_AFTER_HEADER: &str = "chat-retry-after-ms";
 
 /// The `chat.v1.ChatService` implementation.
 pub struct ChatGrpc {
@@ -127,6 +132,23 @@ impl ChatGrpc {
     ) -> Result<Response<HistoryResponse>, Status> {
         let invalid = |m: String| refuse(tonic::Code::InvalidArgument, "INVALID_ARGUMENT", m);
         let identity = identify(&self.hub, &self.auth, request.metadata())?;
+        if let Err(retry_after) = self.admission.check_history(&identity.user.user_id) {
+            self.hub.metrics().rate_limited.inc("history");
+            let error = RequestError::RateLimited {
+                what: "history calls",
+                retry_after,
+            };
+            let mut status = refuse(
+                tonic::Code::ResourceExhausted,
+                "RATE_LIMITED",
+                error.to_string(),
+            );
+            let wait = error.to_wire().retry_after_ms.to_string();
+            if let Ok(value) = wait.parse() {
+                status.metadata_mut().insert(RETRY_AFTER_HEADER, value);
+            }
+            return Err(status);
+        }
         let request = request.into_inner();
         let room = RoomName::parse(&request.room).map_err(|e| invalid(e.to_string()))?;
         if identity.rooms.access(room.as_str()) == Access::None {

@@ -84,6 +84,17 @@ pub enum Action {
 pub struct UserBuckets {
     send: Mutex<Option<TokenBucket>>,
     join: Mutex<Option<TokenBucket>>,
+    history: Mutex<Option<TokenBucket>>,
+}
+
+impl UserBuckets {
+    fn new(l: &Limits) -> Arc<UserBuckets> {
+        Arc::new(UserBuckets {
+            send: Mutex::new(TokenBucket::new(l.user_send_rate, l.user_send_burst)),
+            join: Mutex::new(TokenBucket::new(l.user_join_rate, l.user_join_burst)),
+            history: Mutex::new(TokenBucket::new(l.user_history_rate, l.user_history_burst)),
+        })
+    }
 }
 
 /// One connection's buckets, and its user's.
@@ -188,6 +199,7 @@ impl Admission {
         let hold = [
             (limits.user_send_rate, limits.user_send_burst),
             (limits.user_join_rate, limits.user_join_burst),
+            (limits.user_history_rate, limits.user_history_burst),
         ]
         .into_iter()
         .filter(|&(rate, _)| rate > 0.0)
@@ -237,24 +249,13 @@ impl Admission {
         if let Some(ip) = address {
             *counts.per_address.entry(ip).or_default() += 1;
         }
-        let now = Instant::now();
-        if now.saturating_duration_since(counts.last_sweep) >= Duration::from_secs(1) {
-            counts.last_sweep = now;
-            let hold = self.hold;
-            counts.per_user.retain(|_, e| {
-                e.idle_since
-                    .is_none_or(|t| now.saturating_duration_since(t) < hold)
-            });
-        }
+        self.sweep(&mut counts, Instant::now());
         let entry = counts
             .per_user
             .entry(user.clone())
             .or_insert_with(|| UserEntry {
                 connections: 0,
-                buckets: Arc::new(UserBuckets {
-                    send: Mutex::new(TokenBucket::new(l.user_send_rate, l.user_send_burst)),
-                    join: Mutex::new(TokenBucket::new(l.user_join_rate, l.user_join_burst)),
-                }),
+                buckets: UserBuckets::new(l),
                 idle_since: None,
             });
         entry.connections += 1;
@@ -270,6 +271,48 @@ impl Admission {
             user: user.clone(),
             limits,
         })
+    }
+
+    /// Forgets, at most once a second, the users idle longer than their
+    /// buckets take to refill.
+    fn sweep(&self, counts: &mut Counts, now: Instant) {
+        if now.saturating_duration_since(counts.last_sweep) >= Duration::from_secs(1) {
+            counts.last_sweep = now;
+            let hold = self.hold;
+            counts.per_user.retain(|_, e| {
+                e.idle_since
+                    .is_none_or(|t| now.saturating_duration_since(t) < hold)
+            });
+        }
+    }
+
+    /// Takes a token from `user`'s History bucket (shared with their
+    /// connections' buckets, and kept as long as those); `Err(retry_after)`
+    /// when it is empty.
+    pub fn check_history(&self, user: &Arc<str>) -> Result<(), Duration> {
+        if self.limits.user_history_rate <= 0.0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let buckets = {
+            let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+            self.sweep(&mut counts, now);
+            let entry = counts
+                .per_user
+                .entry(user.clone())
+                .or_insert_with(|| UserEntry {
+                    connections: 0,
+                    buckets: UserBuckets::new(&self.limits),
+                    idle_since: None,
+                });
+            if entry.connections == 0 {
+                // No connection holds it: kept until it would have refilled.
+                entry.idle_since = Some(now);
+            }
+            entry.buckets.clone()
+        };
+        let mut history = buckets.history.lock().unwrap_or_else(|p| p.into_inner());
+        take(&mut history, now)
     }
 
     /// Connections held now.
@@ -506,5 +549,31 @@ mod tests {
         let now = Instant::now();
         b.take(now).unwrap();
         assert_eq!(b.take(now).unwrap_err(), MAX_WAIT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn history_buckets_are_per_user_shared_with_sessions_and_swept() {
+        let admission = Admission::new(Limits {
+            user_history_rate: 1.0,
+            user_history_burst: 2,
+            ..Limits::default()
+        });
+        let user: Arc<str> = "u".into();
+        admission.check_history(&user).unwrap();
+        // A session of the same user does not refill it.
+        let session = admission.admit(&user, None).unwrap();
+        admission.check_history(&user).unwrap();
+        let wait = admission.check_history(&user).unwrap_err();
+        assert!(wait <= Duration::from_secs(1), "{wait:?}");
+        admission.check_history(&"v".into()).unwrap();
+        drop(session);
+        // Users who only call History are forgotten once refilled.
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        admission.check_history(&"w".into()).unwrap();
+        let counts = admission.counts.lock().unwrap();
+        assert_eq!(
+            counts.per_user.keys().map(|k| &**k).collect::<Vec<_>>(),
+            ["w"]
+        );
     }
 }

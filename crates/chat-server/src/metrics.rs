@@ -54,7 +54,7 @@ pub const AUTH_REASONS: [&str; 9] = [
 pub const REFUSAL_REASONS: [&str; 3] = ["total", "address", "user"];
 
 /// What a rate limit refused: `chat_rate_limited_total{action}`.
-pub const RATE_LIMITED_ACTIONS: [&str; 2] = ["send", "join"];
+pub const RATE_LIMITED_ACTIONS: [&str; 3] = ["send", "join", "history"];
 
 /// Upper bounds of the latency histograms' buckets, in seconds.
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -193,7 +193,7 @@ pub struct Metrics {
     /// Messages accepted and stored (retries of stored messages excluded).
     pub messages_received: AtomicU64,
     /// Requests refused by a rate limit, by action.
-    pub rate_limited: Family<2>,
+    pub rate_limited: Family<3>,
     /// Refused tokens, by reason.
     pub auth_failures: Family<9>,
     /// Store appends, from the request to the store's answer.

@@ -1,5 +1,5 @@
-//! Rate limits and connection limits end to end: sends and joins over a
-//! connection's or a user's token bucket are refused with RATE_LIMITED and
+//! Rate limits and connection limits end to end: sends, joins and History
+//! calls over a connection's or a user's token bucket are refused with RATE_LIMITED and
 //! a retry time, store and deliver nothing, and succeed once the time has
 //! passed; connections over a limit (per user, per address, in total) are
 //! refused with RESOURCE_EXHAUSTED, and their counts come back when
@@ -73,6 +73,38 @@ async fn sends_over_the_connection_rate_are_refused_and_store_nothing() {
     assert_eq!(ack.sequence, 4, "the refused send took no number");
     // Bob is not limited by Alice's bucket.
     bob.send("lobby", "bob's own").await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn history_calls_over_the_users_rate_are_refused_with_a_retry_time() {
+    let mut c = config();
+    c.limits.user_history_rate = 5.0;
+    c.limits.user_history_burst = 2;
+    let server = TestServer::start(c).await;
+    let (alice, _alice_ev) = connect(&server.url(), "alice").await;
+    let (bob, _bob_ev) = connect(&server.url(), "bob").await;
+    let history = |client: &chat_client::Client| {
+        let client = client.clone();
+        async move {
+            client
+                .history("lobby", HistoryDirection::Backward, 0, 10)
+                .await
+        }
+    };
+    history(&alice).await.expect("within the burst");
+    history(&alice).await.expect("within the burst");
+    let wait = limited(history(&alice).await, "3rd history call");
+    assert!(
+        wait <= Duration::from_millis(201),
+        "5/s: one token in 200 ms: {wait:?}"
+    );
+    // Bob has his own bucket.
+    history(&bob).await.expect("another user");
+    let metrics = scrape_metrics(server.addr()).await;
+    assert_eq!(metrics["chat_rate_limited_total{action=\"history\"}"], 1.0);
+    tokio::time::sleep(wait).await;
+    history(&alice).await.expect("the retry time was right");
     server.stop().await;
 }
 

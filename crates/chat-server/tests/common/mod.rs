@@ -33,6 +33,7 @@ pub fn config() -> Config {
     c.limits.user_send_rate = 0.0;
     c.limits.join_rate = 0.0;
     c.limits.user_join_rate = 0.0;
+    c.limits.user_history_rate = 0.0;
     c.shutdown.drain_timeout = Duration::from_secs(3);
     c
 }
