@@ -523,7 +523,7 @@ impl Default for Limits {
             user_join_rate: 10.0,
             user_join_burst: 200,
             user_history_rate: 10.0,
-            user_history_burst: 50,
+            user_history_burst: 100,
             max_connections: 50_000,
             max_streams_per_connection: 16,
             max_connections_per_address: 1_000,
