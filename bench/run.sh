@@ -382,7 +382,7 @@ fi
   if [ "$TRACES" = 1 ]; then
     stop_pid "$SINK_PID"; SINK_PID=""
     echo "- **Traces on** (\`TRACES=1\`, sample ratio $TRACES_RATIO): requests' spans exported over"
-    echo "  OTLP/gRPC to a counting collector; it received $(tail -n 1 "$OUT/logs/otlp-sink.log")."
+    echo "  OTLP/gRPC to a counting collector; it received $(grep '^{' "$OUT/logs/otlp-sink.log" || echo 'an unknown number of spans (it did not stop cleanly)')."
   fi
   echo
   echo '```json'; cat "$OUT/env.json"; echo '```'

@@ -513,6 +513,27 @@ async fn run(inner: Arc<Inner>, events: mpsc::Sender<Event>) {
     inner.state.send_replace(ConnectionState::Closed);
 }
 
+/// Whether the server refused the token for a reason that the same token
+/// keeps (`chat-auth-reason`): not an unknown signing key (keys rotate)
+/// nor a `nbf` still ahead (clocks disagree), and not a server that gives
+/// no reason.
+fn refused_for_good(status: &tonic::Status) -> bool {
+    let reason = status.metadata().get("chat-auth-reason");
+    matches!(
+        reason.and_then(|r| r.to_str().ok()),
+        Some(
+            "missing"
+                | "malformed"
+                | "expired"
+                | "algorithm"
+                | "signature"
+                | "issuer"
+                | "audience"
+                | "claims"
+        )
+    )
+}
+
 fn ended(reason: impl Into<String>) -> SessionEnd {
     SessionEnd {
         notice: None,
@@ -579,9 +600,9 @@ async fn session(inner: &Arc<Inner>, events: &mpsc::Sender<Event>) -> SessionEnd
         Ok(Ok(response)) => response.into_inner(),
         Ok(Err(status)) => {
             let mut end = ended(format!("session refused: {}", status.message()));
-            // The same credentials would be refused again.
             end.hopeless = status.code() == tonic::Code::Unauthenticated
-                && config.token.as_ref().is_none_or(TokenProvider::is_fixed);
+                && config.token.as_ref().is_none_or(TokenProvider::is_fixed)
+                && refused_for_good(&status);
             return end;
         }
         Err(_) => return ended("session not opened within the connect timeout"),

@@ -46,8 +46,11 @@ pub enum Event {
         error: String,
     },
     /// The client stopped for good: the server refused its credentials
-    /// (`UNAUTHENTICATED`) and it has no way to get others (no token, or
-    /// a [`crate::TokenProvider::fixed`] one). The last event.
+    /// (`UNAUTHENTICATED`) for a reason the same token keeps (missing,
+    /// malformed, expired, bad signature, wrong issuer or audience, …; not
+    /// an unknown key or a `nbf` ahead, which may pass) and it has no way
+    /// to get others (no token, or a [`crate::TokenProvider::fixed`] one).
+    /// The last event.
     Stopped {
         /// The server's refusal, in words.
         reason: String,

@@ -29,6 +29,10 @@ pub const NAME_BIN_HEADER: &str = "chat-name-bin";
 /// Metadata key carrying the bearer token.
 pub const AUTHORIZATION_HEADER: &str = "authorization";
 
+/// Metadata key of an UNAUTHENTICATED refusal: why the token was refused,
+/// one of [`crate::metrics::AUTH_REASONS`].
+pub const AUTH_REASON_HEADER: &str = "chat-auth-reason";
+
 /// Metadata key of a rate-limited call's refusal: milliseconds until a
 /// retry succeeds.
 pub const RETRY_AFTER_HEADER: &str = "chat-retry-after-ms";
@@ -111,11 +115,16 @@ fn identify(hub: &Hub, auth: &Authenticator, metadata: &MetadataMap) -> Result<I
     auth.check_header(header).map_err(|e| {
         tracing::info!(reason = e.reason(), error = %e, "authentication failed");
         hub.metrics().auth_failures.inc(e.reason());
-        refuse(
+        let mut status = refuse(
             tonic::Code::Unauthenticated,
             "UNAUTHENTICATED",
             e.to_string(),
-        )
+        );
+        status.metadata_mut().insert(
+            AUTH_REASON_HEADER,
+            tonic::metadata::MetadataValue::from_static(e.reason()),
+        );
+        status
     })
 }
 

@@ -10,7 +10,9 @@
 //!   buckets. A user's buckets outlive their last connection until they
 //!   would have refilled anyway, so closing and reopening sessions does not
 //!   refill them; idle entries are swept at most once a second, so the
-//!   state is bounded by the users admitted within that time.
+//!   state is bounded by the users admitted, or calling History, within
+//!   that time (without authentication History callers name themselves,
+//!   so that is as many as the calls in that time).
 //!
 //! Limits are per instance: a user with connections to two instances has
 //! two sets of user buckets.

@@ -37,7 +37,7 @@ pub const CLOSE_REASONS: [&str; 7] = [
 
 /// Why tokens are refused: `chat_auth_failures_total{reason}`, the values of
 /// [`crate::auth::AuthError::reason`].
-pub const AUTH_REASONS: [&str; 9] = [
+pub const AUTH_REASONS: [&str; 10] = [
     "missing",
     "malformed",
     "expired",
@@ -46,6 +46,7 @@ pub const AUTH_REASONS: [&str; 9] = [
     "issuer",
     "audience",
     "claims",
+    "not_yet_valid",
     "key",
 ];
 
@@ -195,7 +196,7 @@ pub struct Metrics {
     /// Requests refused by a rate limit, by action.
     pub rate_limited: Family<3>,
     /// Refused tokens, by reason.
-    pub auth_failures: Family<9>,
+    pub auth_failures: Family<10>,
     /// Store appends, from the request to the store's answer.
     pub store_append: Histogram,
 }

@@ -113,7 +113,14 @@ fn assert_unauthenticated(result: Result<ServerFrame, tonic::Status>, what: &str
         "UNAUTHENTICATED",
         "{what}"
     );
-    status.message().to_string()
+    // Why, from a fixed set: clients tell lasting refusals from passing ones.
+    let reason = status.metadata().get("chat-auth-reason").expect("a reason");
+    let reason = reason.to_str().unwrap();
+    assert!(
+        chat_server::metrics::AUTH_REASONS.contains(&reason),
+        "{what}: {reason}"
+    );
+    format!("{reason}: {}", status.message())
 }
 
 #[tokio::test]
@@ -186,6 +193,15 @@ async fn the_token_decides_who_you_are_and_bad_tokens_are_refused() {
             "algorithm",
         ),
         ("no sub", Some(no_sub), "sub"),
+        (
+            "not valid yet",
+            Some(signed(
+                Algorithm::HS256,
+                &key,
+                serde_json::json!({ "sub": "u1", "iss": iss, "aud": aud, "exp": later, "nbf": later - 60 }),
+            )),
+            "not_yet_valid: ",
+        ),
     ];
     for (what, token, says) in cases {
         let message =
@@ -389,6 +405,38 @@ async fn a_refused_fixed_token_stops_the_client_but_a_provider_is_asked_again() 
         client.state(),
         chat_client::ConnectionState::Closed
     ));
+
+    // A token not valid yet (or a key not loaded yet) may pass later: a
+    // fixed one is tried again.
+    let later = now() + 3600;
+    let early = signed(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(auth.secret.as_bytes()),
+        serde_json::json!({ "sub": "u1", "iss": auth.issuer, "aud": auth.audience, "exp": later, "nbf": later - 60 }),
+    );
+    let mut config = client_config(&server.url(), "");
+    config.token = Some(TokenProvider::fixed(early));
+    config.backoff = chat_client::Backoff {
+        initial: Duration::from_millis(10),
+        max: Duration::from_millis(20),
+    };
+    let (client, mut events) = chat_client::Client::connect(config);
+    for attempt in 1..=2 {
+        match expect_event(&mut events, "a retry", |e| {
+            matches!(e, Event::Reconnecting { .. } | Event::Stopped { .. })
+        })
+        .await
+        {
+            Event::Reconnecting {
+                attempt: n, error, ..
+            } => {
+                assert_eq!(n, attempt);
+                assert!(error.contains("not valid yet"), "{error}");
+            }
+            other => panic!("expected a retry, got {other:?}"),
+        }
+    }
+    client.close();
 
     // A provider may have a better token next time: the client retries.
     let asked = Arc::new(AtomicUsize::new(0));

@@ -202,7 +202,11 @@ async fn traces_go_to_the_otlp_collector_and_log_lines_carry_their_ids() {
     use chat_client::proto::{JoinRoomRequest, SendMessageRequest, client_frame::Request};
     let (collector_addr, mut exports) = collector::start(None).await;
     let endpoint = format!("http://{collector_addr}");
-    let running = Running::start(&[("CHAT_TRACES__OTLP_ENDPOINT", &endpoint)]);
+    // Only requests whose client asks for a trace are traced.
+    let running = Running::start(&[
+        ("CHAT_TRACES__OTLP_ENDPOINT", &endpoint),
+        ("CHAT_TRACES__SAMPLE_RATIO", "0"),
+    ]);
     let url = format!("http://{}", running.addr);
 
     // The client's trace, passed on the Session call.
@@ -238,9 +242,25 @@ async fn traces_go_to_the_otlp_collector_and_log_lines_carry_their_ids() {
     }
 
     // Stopping flushes the spans still batched.
+    // Bob sends no trace context: at sample ratio 0 he makes no span.
+    let mut bob = RawSession::open(&url, "bob").await.unwrap();
+    bob.send(
+        1,
+        Request::JoinRoom(JoinRoomRequest {
+            room: "lobby".into(),
+            since_sequence: None,
+        }),
+    )
+    .await;
+    loop {
+        if let Some(chat_client::proto::server_frame::Frame::Reply(_)) = bob.next().await {
+            break;
+        }
+    }
+
     let (status, _, logs) = running.terminate().await;
     assert!(status.success(), "exit status {status:?}");
-    let names = collector::span_names(&mut exports, trace_id, "chat-server");
+    let (names, all) = collector::span_names(&mut exports, trace_id, "chat-server");
     assert_eq!(
         names,
         [
@@ -251,6 +271,11 @@ async fn traces_go_to_the_otlp_collector_and_log_lines_carry_their_ids() {
             "store.append"
         ],
         "the client's trace, exported"
+    );
+    assert_eq!(
+        all,
+        names.len(),
+        "no other span: bob's requests were not sampled"
     );
 
     // The log line of the join, inside its request, names the trace; its

@@ -248,7 +248,7 @@ async fn traces_go_to_an_https_collector_trusted_through_traces_ca_file() {
         .unwrap()
         .expect("exported over TLS");
     assert_eq!(
-        collector::span_names(&mut exports, &trace_id, "chat-server"),
+        collector::span_names(&mut exports, &trace_id, "chat-server").0,
         ["over-tls"]
     );
     let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;

@@ -249,6 +249,20 @@ async fn the_session_traceparent_is_the_parent_of_each_request_and_errors_are_ma
         .send_traced(5, &unsampled.to_string(), send("lobby", "m4", "hi"))
         .await;
     reply_to(&mut alice, 5).await;
+    // Requests are handled in order: once request 6's span is exported,
+    // request 5 has made every span it was going to.
+    let last = client_traceparent();
+    alice
+        .send_traced(
+            6,
+            &last.to_string(),
+            Request::Ping(chat_client::proto::PingRequest {
+                client_time_unix_ms: 0,
+            }),
+        )
+        .await;
+    reply_to(&mut alice, 6).await;
+    spans_of(last.trace_id, |s| s.len() == 1).await;
 
     let spans = spans_of(call.trace_id, |s| s.len() >= 2).await;
     let parent = SpanId::from_bytes(call.span_id);

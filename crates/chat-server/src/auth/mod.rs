@@ -86,6 +86,9 @@ pub enum AuthError {
     /// A claim is missing or unusable.
     #[error("invalid token claims: {0}")]
     Claims(String),
+    /// Its `nbf` is still ahead (or the clocks disagree).
+    #[error("token not valid yet (nbf)")]
+    NotYetValid,
     /// No key to check it with.
     #[error("no key for this token: {0}")]
     UnknownKey(String),
@@ -93,7 +96,8 @@ pub enum AuthError {
 
 impl AuthError {
     /// A short label: `missing`, `malformed`, `expired`, `algorithm`,
-    /// `signature`, `issuer`, `audience`, `claims` or `key`.
+    /// `signature`, `issuer`, `audience`, `claims`, `not_yet_valid` or
+    /// `key`.
     pub fn reason(&self) -> &'static str {
         match self {
             AuthError::Missing => "missing",
@@ -104,6 +108,7 @@ impl AuthError {
             AuthError::WrongIssuer => "issuer",
             AuthError::WrongAudience => "audience",
             AuthError::Claims(_) => "claims",
+            AuthError::NotYetValid => "not_yet_valid",
             AuthError::UnknownKey(_) => "key",
         }
     }
@@ -245,7 +250,7 @@ impl Authenticator {
                     ErrorKind::MissingRequiredClaim(c) => {
                         AuthError::Claims(format!("missing claim {c:?}"))
                     }
-                    ErrorKind::ImmatureSignature => AuthError::Claims("not valid yet (nbf)".into()),
+                    ErrorKind::ImmatureSignature => AuthError::NotYetValid,
                     ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Utf8(_) => {
                         AuthError::Malformed(e.to_string())
                     }

@@ -29,8 +29,8 @@ pub const TRACEPARENT_HEADER: &str = "traceparent";
 /// Whether spans are exported (set once, by [`crate::telemetry::init`]).
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
-/// The share of requests without a sampled parent that are traced, as
-/// `f64` bits (set with [`ENABLED`]).
+/// The share of requests that come without a trace context that are
+/// traced, as `f64` bits (set with [`ENABLED`]).
 static SAMPLE_RATIO: AtomicU64 = AtomicU64::new(0);
 
 /// Counts root sampling decisions (their pseudo-random source).

@@ -50,13 +50,15 @@ pub async fn start(
 }
 
 /// The names of the exported spans of `trace_id` (hex) received so far,
-/// checking each export's `service.name`.
+/// and how many spans were received in all, checking each export's
+/// `service.name`.
 pub fn span_names(
     exports: &mut mpsc::UnboundedReceiver<ExportTraceServiceRequest>,
     trace_id: &str,
     service: &str,
-) -> Vec<String> {
+) -> (Vec<String>, usize) {
     let mut names = Vec::new();
+    let mut all = 0;
     while let Ok(export) = exports.try_recv() {
         for resource in export.resource_spans {
             let name = resource
@@ -71,6 +73,7 @@ pub fn span_names(
                 "{name:?}"
             );
             for span in resource.scope_spans.into_iter().flat_map(|s| s.spans) {
+                all += 1;
                 let hex: String = span.trace_id.iter().map(|b| format!("{b:02x}")).collect();
                 if hex == trace_id {
                     names.push(span.name);
@@ -79,5 +82,5 @@ pub fn span_names(
         }
     }
     names.sort();
-    names
+    (names, all)
 }
