@@ -773,6 +773,15 @@ async fn dispatch(inner: &Inner, events: &mpsc::Sender<Event>, frame: ServerFram
                     Ok(_) => Err(ClientError::UnexpectedReply),
                     Err(e) => Err(e),
                 };
+                if let Ok(j) = &result {
+                    // What the client has from here on: the backlog (each
+                    // message raises it as it arrives), then live messages.
+                    // The next rejoin resumes from it, also for rooms
+                    // first joined through `ClientConfig::rooms`.
+                    let mut last_seen = lock(&inner.last_seen);
+                    let seen = last_seen.entry(room.clone()).or_insert(0);
+                    *seen = (*seen).max(j.backlog_after_sequence);
+                }
                 if let Err(ClientError::Server { code, .. }) = &result
                     && !retryable(*code)
                     && *code != ErrorCode::AlreadyAMember
