@@ -193,7 +193,10 @@ fn session_send(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         .admit(&user(0).user_id, None)
         .expect("admitted"),
         sender_outbox.clone(),
-        Duration::from_secs(3600),
+        &chat_server::config::SessionConfig {
+            idle_timeout: Duration::from_secs(3600),
+            ..Default::default()
+        },
         None,
     );
     let task = rt.spawn(session.run(ReceiverStream::new(inbound_rx), CancellationToken::new()));

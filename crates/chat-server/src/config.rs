@@ -545,6 +545,12 @@ pub struct SessionConfig {
     /// A connection that does not answer a keepalive ping in this time is closed.
     #[serde(with = "humantime_serde")]
     pub keepalive_timeout: Duration,
+    /// A session this old is ended with `MAX_LIFETIME` (the client
+    /// reconnects and resumes), give or take 10 % so sessions opened
+    /// together do not end together; 0: no limit. Spreads clients over
+    /// instances added since, and makes them present fresh credentials.
+    #[serde(with = "humantime_serde")]
+    pub max_lifetime: Duration,
 }
 
 impl Default for SessionConfig {
@@ -553,6 +559,7 @@ impl Default for SessionConfig {
             idle_timeout: Duration::from_secs(90),
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
+            max_lifetime: Duration::ZERO,
         }
     }
 }

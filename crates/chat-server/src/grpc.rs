@@ -2,6 +2,7 @@
 //! [`Session`] task. Thin on purpose; the logic lives in the hub.
 
 use crate::auth::{Access, Authenticator, Identity};
+use crate::config::SessionConfig;
 use crate::error::RequestError;
 use crate::hub::message_event;
 use crate::hub::{Hub, OutboxStream, outbox};
@@ -14,7 +15,6 @@ use crate::validate::RoomName;
 use chat_proto::v1::chat_service_server::ChatService;
 use chat_proto::v1::{ClientFrame, HistoryDirection, HistoryRequest, HistoryResponse};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::metadata::MetadataMap;
@@ -42,7 +42,7 @@ pub struct ChatGrpc {
     hub: Arc<Hub>,
     auth: Arc<Authenticator>,
     admission: Arc<Admission>,
-    idle_timeout: Duration,
+    timing: SessionConfig,
     shutdown: CancellationToken,
     sessions: TaskTracker,
 }
@@ -54,7 +54,7 @@ impl ChatGrpc {
         hub: Arc<Hub>,
         auth: Arc<Authenticator>,
         admission: Arc<Admission>,
-        idle_timeout: Duration,
+        timing: SessionConfig,
         shutdown: CancellationToken,
         sessions: TaskTracker,
     ) -> Self {
@@ -62,7 +62,7 @@ impl ChatGrpc {
             hub,
             auth,
             admission,
-            idle_timeout,
+            timing,
             shutdown,
             sessions,
         }
@@ -246,7 +246,7 @@ impl ChatService for ChatGrpc {
             identity,
             permit,
             outbox,
-            self.idle_timeout,
+            &self.timing,
             trace::from_metadata(request.metadata()),
         );
         let inbound = request.into_inner();

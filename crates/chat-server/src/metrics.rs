@@ -25,12 +25,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Why sessions end: the `reason` label of `chat_connections_closed_total`.
-pub const CLOSE_REASONS: [&str; 7] = [
+pub const CLOSE_REASONS: [&str; 8] = [
     "client_hung_up",
     "connection_lost",
     "slow_consumer",
     "idle_timeout",
     "token_expired",
+    "max_lifetime",
     "protocol_violation",
     "server_shutting_down",
 ];
@@ -188,7 +189,7 @@ pub struct Metrics {
     /// Sessions opened.
     pub connections_opened: AtomicU64,
     /// Sessions ended, by reason.
-    pub connections_closed: Family<7>,
+    pub connections_closed: Family<8>,
     /// Session calls refused by a connection limit, by limit.
     pub connections_refused: Family<3>,
     /// Messages accepted and stored (retries of stored messages excluded).

@@ -165,7 +165,7 @@ pub async fn start(
         hub.clone(),
         auth.clone(),
         admission.clone(),
-        config.session.idle_timeout,
+        config.session.clone(),
         shutdown.clone(),
         sessions.clone(),
     );

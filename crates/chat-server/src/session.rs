@@ -2,6 +2,7 @@
 //! with exactly one reply, and ends with a disconnect notice.
 
 use crate::auth::{Access, Identity};
+use crate::config::SessionConfig;
 use crate::error::RequestError;
 use crate::hub::{ConnId, Hub, JoinInfo, Outbox, disconnect_frame, member};
 use crate::limiter::{Action, Permit};
@@ -34,6 +35,8 @@ pub struct Session {
     outbox: Outbox,
     rooms: BTreeSet<RoomName>,
     idle_timeout: Duration,
+    /// When the session ends with `MAX_LIFETIME`, if ever.
+    max_lifetime: Option<Duration>,
     /// The `traceparent` of the Session call, parent of each request's
     /// span unless the frame carries its own.
     trace_parent: Option<TraceParent>,
@@ -46,9 +49,10 @@ impl Session {
         identity: Identity,
         permit: Permit,
         outbox: Outbox,
-        idle_timeout: Duration,
+        timing: &SessionConfig,
         trace_parent: Option<TraceParent>,
     ) -> Session {
+        let idle_timeout = timing.idle_timeout;
         let user = identity.user.clone();
         let conn = hub.register(outbox.clone());
         let limits = hub.limits();
@@ -71,6 +75,8 @@ impl Session {
             outbox,
             rooms: BTreeSet::new(),
             idle_timeout,
+            max_lifetime: (!timing.max_lifetime.is_zero())
+                .then(|| spread(timing.max_lifetime, conn)),
             trace_parent,
         }
     }
@@ -118,6 +124,9 @@ impl Session {
             });
         let expiry = tokio::time::sleep(left);
         tokio::pin!(expiry);
+        let far = Duration::from_secs(100 * 365 * 86400);
+        let lifetime = tokio::time::sleep(self.max_lifetime.unwrap_or(far));
+        tokio::pin!(lifetime);
         loop {
             tokio::select! {
                 biased;
@@ -128,6 +137,13 @@ impl Session {
                         "the server is shutting down; reconnect shortly",
                     ));
                     return "server_shutting_down";
+                }
+                _ = &mut lifetime => {
+                    self.outbox.finish(disconnect_frame(
+                        DisconnectReason::MaxLifetime,
+                        "the session reached its longest lifetime; reconnect to resume",
+                    ));
+                    return "max_lifetime";
                 }
                 _ = &mut expiry => {
                     self.outbox.finish(disconnect_frame(
@@ -361,5 +377,43 @@ impl Session {
             room: room.to_string(),
             members: members.iter().map(member).collect(),
         }))
+    }
+}
+
+/// `lifetime` give or take 10 %, the same for a given `conn`, spread
+/// evenly over connections (so sessions opened together end apart).
+fn spread(lifetime: Duration, conn: ConnId) -> Duration {
+    // splitmix64 of the connection id: a fraction in [0, 1).
+    let mut x = conn.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    let fraction = (x >> 11) as f64 / (1u64 << 53) as f64;
+    lifetime.mul_f64(0.9 + 0.2 * fraction)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifetimes_spread_within_ten_percent() {
+        let base = Duration::from_secs(3600);
+        let spread: Vec<Duration> = (1..=1000).map(|c| spread(base, c)).collect();
+        assert!(
+            spread
+                .iter()
+                .all(|d| *d >= base.mul_f64(0.9) && *d < base.mul_f64(1.1))
+        );
+        let early = spread.iter().filter(|d| **d < base).count();
+        assert!(
+            (400..600).contains(&early),
+            "{early} of 1000 below the middle"
+        );
+        assert_eq!(
+            spread[0],
+            super::spread(base, 1),
+            "the same for a connection"
+        );
     }
 }

@@ -273,7 +273,10 @@ async fn run(ops: Vec<Op>) {
             Identity::open(user),
             permit,
             out,
-            Duration::from_secs(60),
+            &chat_server::config::SessionConfig {
+                idle_timeout: Duration::from_secs(60),
+                ..Default::default()
+            },
             None,
         );
         let (requests, inbound) = mpsc::channel(4);

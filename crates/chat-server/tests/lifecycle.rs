@@ -445,6 +445,50 @@ async fn a_silent_session_is_closed_after_the_idle_timeout() {
 }
 
 #[tokio::test]
+async fn a_session_at_its_longest_lifetime_ends_and_the_client_resumes() {
+    let mut config = config();
+    config.session.max_lifetime = Duration::from_millis(500);
+    let server = TestServer::start(config).await;
+    let url = server.url();
+    let mut client = client_config(&url, "alice");
+    client.rooms = vec!["lobby".into()];
+    let opened = std::time::Instant::now();
+    let (alice, mut alice_ev) = connect_with(client).await;
+    expect_event(&mut alice_ev, "joined", |e| {
+        matches!(e, Event::Rejoined { .. })
+    })
+    .await;
+
+    // At 500 ms ± 10 % the server ends the session, saying why.
+    match expect_event(&mut alice_ev, "the lifetime's end", |e| {
+        matches!(e, Event::Disconnected { .. })
+    })
+    .await
+    {
+        Event::Disconnected { notice, .. } => assert_eq!(
+            notice.map(|n| n.reason),
+            Some(DisconnectReason::MaxLifetime as i32)
+        ),
+        _ => unreachable!(),
+    }
+    let lived = opened.elapsed();
+    assert!(
+        lived >= Duration::from_millis(450) && lived < Duration::from_millis(1500),
+        "{lived:?}"
+    );
+    // The client reconnects, rejoins and misses nothing sent meanwhile
+    // (bob's session is new: it has its whole lifetime ahead).
+    let (bob, _bob_ev) = connect(&url, "bob").await;
+    bob.join("lobby").await.unwrap();
+    bob.send("lobby", "during").await.unwrap();
+    assert_eq!(expect_message(&mut alice_ev, "lobby").await.1, "during");
+    let metrics = scrape_metrics(server.addr()).await;
+    assert!(metrics["chat_connections_closed_total{reason=\"max_lifetime\"}"] >= 1.0);
+    drop(alice);
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn the_default_sqlite_store_keeps_sequences_across_a_restart() {
     let dir = std::env::temp_dir().join(format!("chat-restart-{}", std::process::id()));
     let mut config = config();
