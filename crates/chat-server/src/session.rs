@@ -124,9 +124,8 @@ impl Session {
             });
         let expiry = tokio::time::sleep(left);
         tokio::pin!(expiry);
-        let far = Duration::from_secs(100 * 365 * 86400);
-        let lifetime = tokio::time::sleep(self.max_lifetime.unwrap_or(far));
-        tokio::pin!(lifetime);
+        // Allocated only when a lifetime is set: idle sessions are many.
+        let mut lifetime = self.max_lifetime.map(|d| Box::pin(tokio::time::sleep(d)));
         loop {
             tokio::select! {
                 biased;
@@ -138,7 +137,12 @@ impl Session {
                     ));
                     return "server_shutting_down";
                 }
-                _ = &mut lifetime => {
+                _ = async {
+                    match lifetime.as_mut() {
+                        Some(end) => end.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
                     self.outbox.finish(disconnect_frame(
                         DisconnectReason::MaxLifetime,
                         "the session reached its longest lifetime; reconnect to resume",
