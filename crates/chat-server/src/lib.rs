@@ -14,6 +14,7 @@ pub mod hub;
 pub mod limiter;
 pub mod metrics;
 pub mod notifier;
+pub mod random;
 pub mod server;
 pub mod session;
 pub mod store;

@@ -387,13 +387,7 @@ impl Session {
 /// `lifetime` give or take 10 %, the same for a given `conn`, spread
 /// evenly over connections (so sessions opened together end apart).
 fn spread(lifetime: Duration, conn: ConnId) -> Duration {
-    // splitmix64 of the connection id: a fraction in [0, 1).
-    let mut x = conn.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^= x >> 31;
-    let fraction = (x >> 11) as f64 / (1u64 << 53) as f64;
-    lifetime.mul_f64(0.9 + 0.2 * fraction)
+    lifetime.mul_f64(0.9 + 0.2 * crate::random::fraction(conn))
 }
 
 #[cfg(test)]

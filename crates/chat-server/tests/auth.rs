@@ -373,6 +373,30 @@ async fn an_expired_token_ends_the_stream_and_the_client_reconnects_with_a_fresh
     server.stop().await;
 }
 
+/// Waits for `n` connection attempts to fail and be retried, numbered from
+/// 1 (a `Stopped` fails the test); their errors.
+async fn expect_retries(events: &mut chat_client::Events, n: u32) -> Vec<String> {
+    let mut errors = Vec::new();
+    for attempt in 1..=n {
+        match expect_event(events, "a retry", |e| {
+            matches!(e, Event::Reconnecting { .. } | Event::Stopped { .. })
+        })
+        .await
+        {
+            Event::Reconnecting {
+                attempt: got,
+                error,
+                ..
+            } => {
+                assert_eq!(got, attempt);
+                errors.push(error);
+            }
+            other => panic!("expected a retry, got {other:?}"),
+        }
+    }
+    errors
+}
+
 #[tokio::test]
 async fn a_refused_fixed_token_stops_the_client_but_a_provider_is_asked_again() {
     let auth = hs256();
@@ -421,20 +445,8 @@ async fn a_refused_fixed_token_stops_the_client_but_a_provider_is_asked_again() 
         max: Duration::from_millis(20),
     };
     let (client, mut events) = chat_client::Client::connect(config);
-    for attempt in 1..=2 {
-        match expect_event(&mut events, "a retry", |e| {
-            matches!(e, Event::Reconnecting { .. } | Event::Stopped { .. })
-        })
-        .await
-        {
-            Event::Reconnecting {
-                attempt: n, error, ..
-            } => {
-                assert_eq!(n, attempt);
-                assert!(error.contains("not valid yet"), "{error}");
-            }
-            other => panic!("expected a retry, got {other:?}"),
-        }
+    for error in expect_retries(&mut events, 2).await {
+        assert!(error.contains("not valid yet"), "{error}");
     }
     client.close();
 
@@ -454,16 +466,7 @@ async fn a_refused_fixed_token_stops_the_client_but_a_provider_is_asked_again() 
         max: Duration::from_millis(20),
     };
     let (client, mut events) = chat_client::Client::connect(config);
-    for attempt in 1..=2 {
-        match expect_event(&mut events, "a retry", |e| {
-            matches!(e, Event::Reconnecting { .. })
-        })
-        .await
-        {
-            Event::Reconnecting { attempt: n, .. } => assert_eq!(n, attempt),
-            _ => unreachable!(),
-        }
-    }
+    expect_retries(&mut events, 2).await;
     assert!(asked.load(Ordering::SeqCst) >= 2);
     client.close();
     server.stop().await;

@@ -9,7 +9,6 @@ use chat_server::config::BackplaneKind;
 use common::services::{NatsServer, PostgresDb, RedisCluster, RedisServer};
 use common::*;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -125,27 +124,6 @@ async fn ready_report(server: &TestServer) -> serde_json::Value {
         .await
         .unwrap();
     serde_json::from_str(body.trim()).unwrap()
-}
-
-async fn ready_status(server: &TestServer) -> u16 {
-    let mut stream = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
-    stream
-        .write_all(b"GET /health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response[9..12].parse().unwrap()
-}
-
-/// Polls `/health/ready` (bounded) until it says `ready` (or not).
-async fn wait_ready(server: &TestServer, ready: bool) {
-    let want = if ready { 200 } else { 503 };
-    let deadline = Instant::now() + WAIT;
-    while ready_status(server).await != want {
-        assert!(Instant::now() < deadline, "readiness never became {want}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn grpc_health(server: &TestServer) -> i32 {

@@ -153,18 +153,8 @@ async fn one_trace_across_instances(backplane: BackplaneKind, url: &str) {
     };
     let (a, b) = (instance("a").await, instance("b").await);
     // Both connected to the backplane before anyone joins.
-    for server in [&a, &b] {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while chat_server::health::probe(server.addr(), false, WAIT)
-            .await
-            .map(|(status, _)| status)
-            .ok()
-            != Some(200)
-        {
-            assert!(tokio::time::Instant::now() < deadline, "never ready");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
+    wait_ready(&a, true).await;
+    wait_ready(&b, true).await;
     let mut alice = RawSession::open(&a.url(), "alice").await.unwrap();
     let mut bob = RawSession::open(&b.url(), "bob").await.unwrap();
     alice.send(1, join("lobby")).await;

@@ -54,16 +54,8 @@ fn sampled(parent: Option<TraceParent>, ratio: f64) -> bool {
     match parent {
         Some(parent) => parent.flags & 1 == 1,
         None if ratio >= 1.0 => true,
-        None => {
-            // splitmix64 over a counter: spread evenly, no lock, no syscall.
-            let mut x = DECISIONS
-                .fetch_add(1, Ordering::Relaxed)
-                .wrapping_add(0x9e37_79b9_7f4a_7c15);
-            x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            x ^= x >> 31;
-            ((x >> 11) as f64 / (1u64 << 53) as f64) < ratio
-        }
+        // Over a counter: spread evenly, no lock, no syscall.
+        None => crate::random::fraction(DECISIONS.fetch_add(1, Ordering::Relaxed)) < ratio,
     }
 }
 

@@ -307,3 +307,20 @@ pub async fn scrape_metrics(addr: SocketAddr) -> std::collections::BTreeMap<Stri
     assert_eq!(status, 200, "{body}");
     parse_metrics(&body)
 }
+
+/// Polls `/health/ready` (bounded) until it says `ready` (or not).
+pub async fn wait_ready(server: &TestServer, ready: bool) {
+    let want = if ready { 200 } else { 503 };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while http_request(server.addr(), "GET", "/health/ready", None, "")
+        .await
+        .0
+        != want
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "readiness never became {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
