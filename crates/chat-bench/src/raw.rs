@@ -5,6 +5,7 @@
 //! peer's `socketio-raw` driver leaves out socket.io-client. It measures the
 //! same thing with less of the load generator's CPU in the way.
 
+use chat_util::lock;
 use chat_client::proto::chat_service_client::ChatServiceClient;
 use chat_client::proto::{
     ClientFrame, JoinRoomRequest, MessageEvent, Reply, SendMessageRequest, client_frame, reply,
@@ -43,9 +44,6 @@ struct Inner {
     timeout: Duration,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 impl RawClient {
     /// Connects to `url` as `name`, opens the Session stream and waits for

@@ -5,6 +5,7 @@
 //! the window t0 … end of drain, and snapshot `/proc` before connecting,
 //! after settling and after the drain.
 
+use chat_util::lock;
 use crate::args::Params;
 use crate::clock::{self, ms_between, now_ns};
 use crate::metrics::{Hist, r3};
@@ -18,7 +19,7 @@ use anyhow::{Context, anyhow};
 use chat_client::{Client, ClientConfig, Event, Events, proto::MessageEvent};
 use futures::StreamExt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
@@ -26,9 +27,6 @@ use tokio::task::JoinHandle;
 /// a thousand receiving tasks rarely wait on one lock.
 const SHARDS: usize = 32;
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Delivery latencies from the actual and from the scheduled send time.
 #[derive(Default)]

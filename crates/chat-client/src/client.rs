@@ -1,6 +1,8 @@
 //! The client: a background task owns the session stream; requests from any
 //! task go out on it and wait for their reply by request id.
 
+use chat_util::now_unix_ms;
+use chat_util::lock;
 use crate::backoff::Backoff;
 use crate::error::ClientError;
 use crate::event::{Event, Events};
@@ -15,7 +17,7 @@ use chat_proto::v1::{
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -141,9 +143,6 @@ struct Inner {
     cut: Mutex<CancellationToken>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// How one session ended.
 struct SessionEnd {
@@ -848,9 +847,3 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn now_unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}

@@ -19,7 +19,6 @@ pub mod server;
 pub mod session;
 pub mod store;
 pub mod telemetry;
-pub mod time;
 pub mod tls;
 pub mod validate;
 

@@ -17,6 +17,7 @@
 //! Limits are per instance: a user with connections to two instances has
 //! two sets of user buckets.
 
+use chat_util::lock;
 use crate::config::Limits;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -118,7 +119,7 @@ impl RequestLimits {
             Action::Join => (&mut self.join, &self.user.join),
         };
         take(own, now)?;
-        let mut user = user.lock().unwrap_or_else(|p| p.into_inner());
+        let mut user = lock(&user);
         take(&mut user, now).inspect_err(|_| {
             if let Some(b) = own.as_mut() {
                 b.give_back();
@@ -231,7 +232,7 @@ impl Admission {
         address: Option<IpAddr>,
     ) -> Result<Permit, Refusal> {
         let l = &self.limits;
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = lock(&self.counts);
         if over(counts.total, l.max_connections) {
             return Err(Refusal::Total(l.max_connections));
         }
@@ -297,7 +298,7 @@ impl Admission {
         }
         let now = Instant::now();
         let buckets = {
-            let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+            let mut counts = lock(&self.counts);
             self.sweep(&mut counts, now);
             let entry = counts
                 .per_user
@@ -313,23 +314,19 @@ impl Admission {
             }
             entry.buckets.clone()
         };
-        let mut history = buckets.history.lock().unwrap_or_else(|p| p.into_inner());
+        let mut history = lock(&buckets.history);
         take(&mut history, now)
     }
 
     /// Connections held now.
     pub fn connections(&self) -> usize {
-        self.counts.lock().unwrap_or_else(|p| p.into_inner()).total
+        lock(&self.counts).total
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        let mut counts = self
-            .admission
-            .counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut counts = lock(&self.admission.counts);
         counts.total = counts.total.saturating_sub(1);
         if let Some(ip) = self.address {
             release(&mut counts.per_address, &ip);
@@ -377,7 +374,7 @@ impl TcpAdmission {
 
     /// Counts a connection from `address`, or `None` over a limit.
     pub fn admit(self: &Arc<Self>, address: IpAddr) -> Option<TcpPermit> {
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = lock(&self.counts);
         let (total, per_address) = &mut *counts;
         let held = per_address.get(&address).copied().unwrap_or(0);
         if over(*total, self.max_total) || over(held, self.max_per_address) {
@@ -393,17 +390,13 @@ impl TcpAdmission {
 
     /// TCP connections held now.
     pub fn connections(&self) -> usize {
-        self.counts.lock().unwrap_or_else(|p| p.into_inner()).0
+        lock(&self.counts).0
     }
 }
 
 impl Drop for TcpPermit {
     fn drop(&mut self) {
-        let mut counts = self
-            .admission
-            .counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut counts = lock(&self.admission.counts);
         let (total, per_address) = &mut *counts;
         *total = total.saturating_sub(1);
         release(per_address, &self.address);

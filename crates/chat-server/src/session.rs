@@ -8,7 +8,7 @@ use crate::hub::{ConnId, Hub, JoinInfo, Outbox, disconnect_frame, member};
 use crate::limiter::{Action, Permit};
 use crate::store::{NewMessage, Sender};
 use crate::telemetry::trace::{self, TraceParent};
-use crate::time::now_unix_ms;
+use chat_util::now_unix_ms;
 use crate::validate::{self, RoomName};
 use chat_proto::EncodedFrame;
 use chat_proto::v1::{

@@ -1,5 +1,6 @@
 //! The `chat` console's full-screen terminal UI: status, rooms, messages and input.
 
+use chat_util::now_unix_ms;
 use super::command::{self, Command};
 use chat_client::proto::{
     DisconnectNotice, DisconnectReason, ErrorCode, HistoryDirection, HistoryResponse,
@@ -24,7 +25,7 @@ use std::io::Stdout;
 use std::panic::PanicHookInfo;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, TryLockError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -1230,11 +1231,6 @@ fn color_for(user_id: &str) -> Color {
     PALETTE[(hash % PALETTE.len() as u64) as usize]
 }
 
-fn now_unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
 
 /// `HH:MM:SS` of a Unix time in milliseconds, in UTC: the local offset would
 /// need a time-zone database (a date crate), which this client does without.

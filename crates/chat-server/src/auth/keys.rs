@@ -4,6 +4,7 @@
 //! [`RECHECK`]), so keys rotate without a restart; a file that fails to
 //! load keeps the keys it had.
 
+use chat_util::lock;
 use crate::config::{AuthConfig, JwtAlgorithm};
 use jsonwebtoken::DecodingKey;
 use jsonwebtoken::jwk::JwkSet;
@@ -102,7 +103,7 @@ impl KeySet {
 
     /// The keys, re-read first if their file changed.
     fn current(&self) -> Keys {
-        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        let mut loaded = lock(&self.loaded);
         let path = match &self.source {
             Source::Secret(_) => return loaded.keys.clone(),
             Source::SecretFile(p) | Source::PublicKeyFile(p) | Source::JwksFile(p) => p,

@@ -119,7 +119,7 @@ impl BackplaneStats {
         self.received
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if frame.acked_at_unix_us > 0 {
-            let micros = crate::time::now_unix_us().saturating_sub(frame.acked_at_unix_us);
+            let micros = chat_util::now_unix_us().saturating_sub(frame.acked_at_unix_us);
             self.receive_delay
                 .observe(std::time::Duration::from_micros(micros));
         }

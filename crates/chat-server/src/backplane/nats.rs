@@ -10,6 +10,7 @@
 //! overflows loses messages, which NATS reports as a slow consumer and the
 //! backplane counts.
 
+use chat_util::lock;
 use super::control::{Control, ControlEvent, ControlSender};
 use super::{Backplane, BackplaneError, BackplaneStats, Envelope, FrameSink, RoomFrame};
 use crate::config::NatsConfig;
@@ -118,7 +119,7 @@ struct Events {
 
 impl Events {
     fn on(&self, event: async_nats::Event) {
-        let mut outage = self.outage_since.lock().unwrap_or_else(|p| p.into_inner());
+        let mut outage = lock(&self.outage_since);
         match event {
             async_nats::Event::Connected => {
                 // Before the first connection there is an `outage_since`

@@ -15,6 +15,7 @@
 //! away local members are still served; the publish fails fast and is
 //! counted.
 
+use chat_util::lock;
 use super::control::{Control, ControlEvent, ControlSender};
 use super::{Backplane, BackplaneError, BackplaneStats, Envelope, FrameSink};
 use crate::config::RedisConfig;
@@ -155,9 +156,6 @@ impl RedisBackplane {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 impl Shared {
     fn channel(&self, room: &RoomName) -> String {

@@ -11,10 +11,11 @@ mod rooms;
 pub use outbox::{Outbox, OutboxStream, disconnect_frame, outbox};
 pub use rooms::{ConnId, Rooms};
 
+use chat_util::lock;
 use crate::backplane::FrameSink;
 use crate::backplane::control::{Broadcast, Control, ControlKind, PresenceChange, PresenceEntry};
 use crate::telemetry::trace::{self, TraceParent};
-use crate::time::now_unix_ms;
+use chat_util::now_unix_ms;
 use presence::{Presence, Transition};
 use tracing::Instrument;
 
@@ -412,7 +413,7 @@ impl Hub {
             room: m.room.clone(),
             sequence: Some(stored.sequence),
             frame: EncodedFrame::from(event),
-            acked_at_unix_us: crate::time::now_unix_us(),
+            acked_at_unix_us: chat_util::now_unix_us(),
             trace: TraceParent::of(&publishing),
         };
         // The message is stored and local members have it; a failed publish
@@ -461,6 +462,3 @@ pub fn member(user: &Sender) -> Member {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}

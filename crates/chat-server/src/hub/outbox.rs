@@ -6,6 +6,7 @@
 //! jumps the queue, and the stream ends, so one slow client never holds
 //! memory or delays anyone else.
 
+use chat_util::lock;
 use chat_proto::EncodedFrame;
 use chat_proto::v1::{DisconnectNotice, DisconnectReason, server_frame::Frame};
 use futures::Stream;
@@ -102,12 +103,7 @@ impl Outbox {
     /// Ends the stream now: `notice` is sent before anything still queued,
     /// and the session loop is told to stop.
     pub fn kick(&self, notice: EncodedFrame) {
-        let sender = self
-            .kick
-            .notice
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let sender = lock(&self.kick.notice).take();
         if let Some(sender) = sender {
             // The stream may be gone already; then nobody needs the notice.
             let _ = sender.send(notice);

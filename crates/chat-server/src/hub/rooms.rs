@@ -12,6 +12,7 @@
 //! first collects live frames while its backlog is read, then receives
 //! reply, backlog and collected frames in that order: no gap, no duplicate.
 
+use chat_util::lock;
 use super::outbox::Outbox;
 use crate::backplane::{FrameSink, RoomFrame};
 use crate::validate::RoomName;
@@ -138,10 +139,6 @@ impl Default for Rooms {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic elsewhere must not wedge every room in the shard.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 impl Rooms {
     /// Rooms delivering in sequence order (`ordered`), reporting gaps to
@@ -377,7 +374,7 @@ impl FrameSink for Rooms {
         };
         if frame.acked_at_unix_us > 0 {
             // Across instances this includes the difference of their clocks.
-            let now = crate::time::now_unix_us();
+            let now = chat_util::now_unix_us();
             let micros = now.saturating_sub(frame.acked_at_unix_us);
             self.delivery_latency
                 .observe(std::time::Duration::from_micros(micros));

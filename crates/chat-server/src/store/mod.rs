@@ -160,7 +160,7 @@ impl Retention {
     /// The oldest creation time kept, in Unix milliseconds (or `i64::MIN`).
     fn cutoff_ms(&self) -> i64 {
         match self.max_age {
-            Some(age) => crate::time::now_unix_ms()
+            Some(age) => chat_util::now_unix_ms()
                 .saturating_sub(age.as_millis().min(i64::MAX as u128) as i64),
             None => i64::MIN,
         }

@@ -13,7 +13,7 @@ use super::{
     row_to_message,
 };
 use crate::metrics::Histogram;
-use crate::time::now_unix_ms;
+use chat_util::now_unix_ms;
 use crate::validate::RoomName;
 use futures::future::{BoxFuture, FutureExt};
 use sqlx::sqlite::{

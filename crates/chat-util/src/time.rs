@@ -1,4 +1,4 @@
-//! Wall-clock helpers for the `_unix_ms` fields of the contract.
+//! The wall clock in the units of the contract's `_unix_ms` fields.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub fn now_unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
+        .map(|d| d.as_millis().min(i64::MAX as u128) as i64)
         .unwrap_or(0)
 }
 
@@ -16,4 +16,18 @@ pub fn now_unix_us() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros().min(u64::MAX as u128) as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn milliseconds_and_microseconds_agree() {
+        let ms = now_unix_ms();
+        let us = now_unix_us();
+        // After 2020 and within a second of each other.
+        assert!(ms > 1_577_836_800_000);
+        assert!((us / 1000) as i64 - ms < 1000);
+    }
 }
