@@ -5,7 +5,6 @@
 //! the window t0 … end of drain, and snapshot `/proc` before connecting,
 //! after settling and after the drain.
 
-use chat_util::lock;
 use crate::args::Params;
 use crate::clock::{self, ms_between, now_ns};
 use crate::metrics::{Hist, r3};
@@ -17,6 +16,7 @@ use crate::report::{
 use crate::schedule::{self, Plan};
 use anyhow::{Context, anyhow};
 use chat_client::{Client, ClientConfig, Event, Events, proto::MessageEvent};
+use chat_util::lock;
 use futures::StreamExt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -26,7 +26,6 @@ use tokio::task::JoinHandle;
 /// Receivers record into this many histogram shards (by client index), so
 /// a thousand receiving tasks rarely wait on one lock.
 const SHARDS: usize = 32;
-
 
 /// Delivery latencies from the actual and from the scheduled send time.
 #[derive(Default)]

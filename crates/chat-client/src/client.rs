@@ -1,8 +1,6 @@
 //! The client: a background task owns the session stream; requests from any
 //! task go out on it and wait for their reply by request id.
 
-use chat_util::now_unix_ms;
-use chat_util::lock;
 use crate::backoff::Backoff;
 use crate::error::ClientError;
 use crate::event::{Event, Events};
@@ -14,6 +12,8 @@ use chat_proto::v1::{
     ListRoomsRequest, Member, PingRequest, PongResult, SendMessageRequest, SendMessageResult,
     ServerFrame, Welcome, client_frame::Request, reply, server_frame::Frame,
 };
+use chat_util::lock;
+use chat_util::now_unix_ms;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -142,7 +142,6 @@ struct Inner {
     /// Cancelled to end the current session and reconnect at once.
     cut: Mutex<CancellationToken>,
 }
-
 
 /// How one session ended.
 struct SessionEnd {
@@ -846,4 +845,3 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
-

@@ -12,8 +12,9 @@
 //!
 //! `cargo bench -p chat-server --bench store`
 
-use chat_server::store::{self, MessageStore, NewMessage, Sender};
-use chat_server::validate::RoomName;
+use chat_server::domain::User;
+use chat_server::domain::validate::RoomName;
+use chat_server::store::{self, MessageStore, NewMessage};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures::future::join_all;
 use std::hint::black_box;
@@ -27,7 +28,7 @@ const CONCURRENT: usize = 256;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
-fn message(room: &RoomName, sender: &Sender) -> NewMessage {
+fn message(room: &RoomName, sender: &User) -> NewMessage {
     NewMessage {
         room: room.clone(),
         sender: sender.clone(),
@@ -41,7 +42,7 @@ fn bench_store(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str, url:
         .block_on(store::open(url))
         .unwrap_or_else(|e| panic!("open {url}: {e}"));
     let room = RoomName::parse("bench").unwrap();
-    let sender = Sender {
+    let sender = User {
         user_id: Arc::from("alice"),
         display_name: Arc::from("Alice"),
     };

@@ -1,6 +1,7 @@
 //! Server configuration: defaults, then a TOML file, then `CHAT_*` environment
 //! variables (`__` separates nested keys), then command-line flags.
 
+use crate::domain::Secret;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -98,17 +99,6 @@ impl Default for StoreConfig {
     }
 }
 
-impl StoreConfig {
-    /// The retention policy these values describe.
-    pub fn retention(&self) -> crate::store::Retention {
-        crate::store::Retention {
-            max_age: (!self.retention_max_age.is_zero()).then_some(self.retention_max_age),
-            max_messages_per_room: (self.retention_max_messages_per_room > 0)
-                .then_some(self.retention_max_messages_per_room),
-        }
-    }
-}
-
 /// The backplane that carries room traffic between instances.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -181,7 +171,7 @@ impl Default for RedisConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
     /// Bearer token the admin endpoints require; empty disables them.
-    pub token: String,
+    pub token: Secret,
     /// A separate listener for `/metrics`, `/admin/*` and health; unset,
     /// they are on the main listener.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -200,7 +190,7 @@ pub struct AuthConfig {
     /// header is checked against it, never trusted.
     pub algorithm: JwtAlgorithm,
     /// HS256 shared secret (at least 32 bytes). Prefer `secret_file`.
-    pub secret: String,
+    pub secret: Secret,
     /// File holding the HS256 secret; re-read when it changes.
     pub secret_file: String,
     /// PEM public key (RS256, ES256, EdDSA); re-read when it changes.
@@ -228,7 +218,7 @@ impl Default for AuthConfig {
         AuthConfig {
             mode: AuthMode::Off,
             algorithm: JwtAlgorithm::HS256,
-            secret: String::new(),
+            secret: Secret::default(),
             secret_file: String::new(),
             public_key_file: String::new(),
             jwks_file: String::new(),
@@ -256,7 +246,7 @@ impl AuthConfig {
                 if self.issuer.is_empty() || self.audience.is_empty() {
                     return bad("auth.issuer and auth.audience must be set".into());
                 }
-                let symmetric = [&self.secret, &self.secret_file]
+                let symmetric = [self.secret.expose(), &self.secret_file]
                     .iter()
                     .filter(|s| !s.is_empty())
                     .count();
@@ -269,7 +259,7 @@ impl AuthConfig {
                         "auth.algorithm HS256 takes exactly one of auth.secret and auth.secret_file".into(),
                     ),
                     JwtAlgorithm::HS256 => {
-                        if !self.secret.is_empty() && self.secret.len() < MIN_SECRET_BYTES {
+                        if !self.secret.is_empty() && self.secret.expose().len() < MIN_SECRET_BYTES {
                             return bad(format!(
                                 "auth.secret must be at least {MIN_SECRET_BYTES} bytes"
                             ));
@@ -799,18 +789,78 @@ impl Config {
         self.auth.validate(self.listen)
     }
 
-    /// The configuration as TOML, as `--print-config` shows it; secrets
-    /// are shown as `<redacted>`.
+    /// The configuration as TOML, as `--print-config` shows it: secrets
+    /// (a [`Secret`] serializes as `<redacted>`) and credentials inside
+    /// URLs are shown as `<redacted>`.
     pub fn to_toml(&self) -> String {
         let mut shown = self.clone();
-        if !shown.admin.token.is_empty() {
-            shown.admin.token = "<redacted>".into();
-        }
-        if !shown.auth.secret.is_empty() {
-            shown.auth.secret = "<redacted>".into();
+        for url in [
+            &mut shown.store.url,
+            &mut shown.redis.url,
+            &mut shown.nats.url,
+        ] {
+            *url = redact_url(url);
         }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
+}
+
+/// `url` with the credentials it carries replaced by `<redacted>`: the
+/// password of `user:password@` (or the whole user part without a colon:
+/// a NATS token or a Redis password alone), and the values of query
+/// parameters that name a password, secret, token or key
+/// (`?password=…`, `sslpassword`, `sslkey` stay paths but are redacted too).
+pub fn redact_url(url: &str) -> String {
+    const REDACTED: &str = "<redacted>";
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let mut out = url[..scheme_end].to_string();
+    match authority.rfind('@') {
+        Some(at) => {
+            let (userinfo, host) = authority.split_at(at);
+            match userinfo.split_once(':') {
+                Some((user, _)) => out.push_str(&format!("{user}:{REDACTED}")),
+                None => out.push_str(REDACTED),
+            }
+            out.push_str(host);
+        }
+        None => out.push_str(authority),
+    }
+    let (path, query) = match tail.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (tail, None),
+    };
+    out.push_str(path);
+    if let Some(query) = query {
+        let (query, fragment) = match query.split_once('#') {
+            Some((query, fragment)) => (query, Some(fragment)),
+            None => (query, None),
+        };
+        let sensitive = |name: &str| {
+            let name = name.to_ascii_lowercase();
+            ["password", "secret", "token", "key"]
+                .iter()
+                .any(|word| name.contains(word))
+        };
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if sensitive(name) => format!("{name}={REDACTED}"),
+                _ => pair.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
+        if let Some(fragment) = fragment {
+            out.push('#');
+            out.push_str(fragment);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -818,6 +868,55 @@ impl Config {
 #[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redacts_credentials_in_urls() {
+        for (url, shown) in [
+            ("sqlite://./data/chat.db", "sqlite://./data/chat.db"),
+            ("memory", "memory"),
+            (
+                "postgres://chat:hunter2@db:5432/chat?sslmode=require",
+                "postgres://chat:<redacted>@db:5432/chat?sslmode=require",
+            ),
+            (
+                "redis://:pw@127.0.0.1:6379/0",
+                "redis://:<redacted>@127.0.0.1:6379/0",
+            ),
+            (
+                "nats://s3cr3t@127.0.0.1:4222",
+                "nats://<redacted>@127.0.0.1:4222",
+            ),
+            (
+                "postgres://db/chat?user=chat&password=hunter2#x",
+                "postgres://db/chat?user=chat&password=<redacted>#x",
+            ),
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn print_config_shows_no_secret() {
+        let mut config = Config::default();
+        config.admin.token = Secret::new("admin-token-value");
+        config.auth.secret = Secret::new("a-secret-of-at-least-thirty-two-bytes");
+        config.store.url = "postgres://chat:hunter2@db/chat".into();
+        config.redis.url = "redis://:redispw@127.0.0.1:6379".into();
+        config.nats.url = "nats://natstoken@127.0.0.1:4222".into();
+        let shown = config.to_toml();
+        for secret in [
+            "admin-token-value",
+            "thirty-two",
+            "hunter2",
+            "redispw",
+            "natstoken",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(!format!("{config:?}").contains("admin-token-value"));
+        assert!(!format!("{config:?}").contains("thirty-two"));
+    }
 
     #[test]
     fn defaults_when_nothing_is_given() {

@@ -4,7 +4,7 @@
 
 use crate::auth::Authenticator;
 use crate::config::{AuthConfig, AuthMode};
-use crate::validate::{self, RoomName};
+use crate::domain::validate::{self, RoomName};
 use chat_proto::v1::{ClientFrame, client_frame::Request};
 use prost::Message;
 use std::sync::LazyLock;

@@ -1,26 +1,42 @@
 //! `chat-server`: a horizontally scalable real-time chat server speaking
-//! gRPC. Start one with [`server::start`]; see `docs/ARCHITECTURE.md` for the
-//! map of modules.
+//! gRPC. Start one with [`server::start`].
+//!
+//! The modules are layers; each uses only the layers below it (checked by
+//! the `layers` test, the table is [`layers::LAYERS`]; the picture is in
+//! `docs/ARCHITECTURE.md`):
+//!
+//! | layer | modules |
+//! |---|---|
+//! | domain | `domain` (users, room names, validation, request errors, secrets) |
+//! | configuration | `config` |
+//! | the parts behind seams | `metrics` (building blocks), `telemetry`, `store`, `backplane`, `auth`, `limiter`, `tls`, `http_client` |
+//! | the hub | `hub` (rooms, presence, repair, cluster, outboxes, notifications) |
+//! | the session core | `session` |
+//! | transports and endpoints | `endpoint` (gRPC, health, admin, `/metrics`), `fuzzing` |
+//! | wiring | `server` |
 
-pub mod admin;
+pub mod domain;
+
+pub mod config;
+
 pub mod auth;
 pub mod backplane;
-pub mod config;
-pub mod error;
-pub mod fuzzing;
-pub mod grpc;
-pub mod health;
-pub mod hub;
 pub mod limiter;
 pub mod metrics;
-pub mod notifier;
-pub mod random;
-pub mod server;
-pub mod session;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
-pub mod validate;
+
+pub mod hub;
+
+pub mod session;
+
+pub mod endpoint;
+pub mod fuzzing;
+
+pub mod server;
+
+pub mod layers;
 
 pub use config::Config;
-pub use server::{RunningServer, start};
+pub use server::{RunningServer, ServerError, start};

@@ -17,8 +17,9 @@
 //! Limits are per instance: a user with connections to two instances has
 //! two sets of user buckets.
 
-use chat_util::lock;
 use crate::config::Limits;
+use crate::metrics::ConnectionLimit;
+use chat_util::lock;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -119,7 +120,7 @@ impl RequestLimits {
             Action::Join => (&mut self.join, &self.user.join),
         };
         take(own, now)?;
-        let mut user = lock(&user);
+        let mut user = lock(user);
         take(&mut user, now).inspect_err(|_| {
             if let Some(b) = own.as_mut() {
                 b.give_back();
@@ -143,12 +144,12 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// A short label for logs: `total`, `address` or `user`.
-    pub fn reason(&self) -> &'static str {
+    /// Which limit it was, as logs and metrics label it.
+    pub fn reason(&self) -> ConnectionLimit {
         match self {
-            Refusal::Total(_) => "total",
-            Refusal::PerAddress(_) => "address",
-            Refusal::PerUser(_) => "user",
+            Refusal::Total(_) => ConnectionLimit::Total,
+            Refusal::PerAddress(_) => ConnectionLimit::Address,
+            Refusal::PerUser(_) => ConnectionLimit::User,
         }
     }
 }

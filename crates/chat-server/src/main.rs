@@ -138,14 +138,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     if let Some(Command::Status { token, json }) = args.command {
-        let bearer =
-            token.or_else(|| (!config.admin.token.is_empty()).then(|| config.admin.token.clone()));
+        let bearer = token.or_else(|| {
+            (!config.admin.token.is_empty()).then(|| config.admin.token.expose().to_string())
+        });
         // The admin listener, when there is one, speaks plain HTTP.
         let (at, tls) = match config.admin.listen {
             Some(admin) => (admin, false),
             None => (config.listen, config.tls.enabled()),
         };
-        let (status, body) = chat_server::health::get_own(
+        let (status, body) = chat_server::endpoint::health::get_own(
             at,
             tls,
             "/admin/status",
@@ -165,7 +166,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     if let Some(Command::Healthcheck) = args.command {
-        let (status, body) = chat_server::health::probe(
+        let (status, body) = chat_server::endpoint::health::probe(
             config.listen,
             config.tls.enabled(),
             std::time::Duration::from_secs(3),

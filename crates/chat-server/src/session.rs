@@ -1,21 +1,26 @@
-//! One client session: reads the client's requests in order, answers each
-//! with exactly one reply, and ends with a disconnect notice.
+//! The session core: one client's session. It reads the client's requests
+//! in order, answers each with exactly one reply, and ends with a
+//! disconnect notice. It knows nothing of how frames travel: a transport
+//! hands it decoded [`ClientFrame`]s (or an [`InboundError`]) and drains
+//! the connection's outbox.
 
 use crate::auth::{Access, Identity};
 use crate::config::SessionConfig;
-use crate::error::RequestError;
+use crate::domain::RequestError;
+use crate::domain::User;
+use crate::domain::validate::{self, RoomName};
 use crate::hub::{ConnId, Hub, JoinInfo, Outbox, disconnect_frame, member};
 use crate::limiter::{Action, Permit};
-use crate::store::{NewMessage, Sender};
+use crate::metrics::{CloseReason, RateLimitedAction};
+use crate::store::NewMessage;
 use crate::telemetry::trace::{self, TraceParent};
-use chat_util::now_unix_ms;
-use crate::validate::{self, RoomName};
 use chat_proto::EncodedFrame;
 use chat_proto::v1::{
     ClientFrame, DisconnectReason, JoinRoomResult, LeaveRoomResult, ListMembersResult,
     ListRoomsResult, PongResult, Reply, SendMessageResult, Welcome, client_frame::Request, reply,
     server_frame::Frame,
 };
+use chat_util::now_unix_ms;
 use futures::{Stream, StreamExt};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -24,11 +29,21 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+/// Why a transport could not hand the session its next frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundError {
+    /// The connection broke (reset, I/O error): the session ends quietly.
+    ConnectionLost(String),
+    /// The client sent something that is not a valid frame (garbage,
+    /// oversized): the session ends with `PROTOCOL_VIOLATION`.
+    Malformed(String),
+}
+
 /// A session's state; owned by its task, so it needs no lock.
 pub struct Session {
     hub: Arc<Hub>,
     conn: ConnId,
-    user: Sender,
+    user: User,
     identity: Identity,
     /// The connection's admission and rate limits; dropped with the session.
     permit: Permit,
@@ -85,7 +100,7 @@ impl Session {
     /// idle or is kicked, or `shutdown` fires; then leaves every room.
     pub async fn run<S>(mut self, inbound: S, shutdown: CancellationToken)
     where
-        S: Stream<Item = Result<ClientFrame, tonic::Status>> + Unpin,
+        S: Stream<Item = Result<ClientFrame, InboundError>> + Unpin,
     {
         let span = tracing::info_span!("session", conn = self.conn, user = %self.user.user_id);
         async move {
@@ -100,15 +115,15 @@ impl Session {
                 self.hub.leave(&room, self.conn, &self.user).await;
             }
             self.hub.unregister(self.conn);
-            tracing::info!(reason = why, "session closed");
+            tracing::info!(reason = %why, "session closed");
         }
         .instrument(span)
         .await
     }
 
-    async fn serve<S>(&mut self, mut inbound: S, shutdown: CancellationToken) -> &'static str
+    async fn serve<S>(&mut self, mut inbound: S, shutdown: CancellationToken) -> CloseReason
     where
-        S: Stream<Item = Result<ClientFrame, tonic::Status>> + Unpin,
+        S: Stream<Item = Result<ClientFrame, InboundError>> + Unpin,
     {
         let ended = self.outbox.ended().clone();
         let idle_timeout = self.idle_timeout;
@@ -129,13 +144,13 @@ impl Session {
         loop {
             tokio::select! {
                 biased;
-                _ = ended.cancelled() => return "slow_consumer",
+                _ = ended.cancelled() => return CloseReason::SlowConsumer,
                 _ = shutdown.cancelled() => {
                     self.outbox.finish(disconnect_frame(
                         DisconnectReason::ShuttingDown,
                         "the server is shutting down; reconnect shortly",
                     ));
-                    return "server_shutting_down";
+                    return CloseReason::ServerShuttingDown;
                 }
                 _ = async {
                     match lifetime.as_mut() {
@@ -147,21 +162,21 @@ impl Session {
                         DisconnectReason::MaxLifetime,
                         "the session reached its longest lifetime; reconnect to resume",
                     ));
-                    return "max_lifetime";
+                    return CloseReason::MaxLifetime;
                 }
                 _ = &mut expiry => {
                     self.outbox.finish(disconnect_frame(
                         DisconnectReason::AuthExpired,
                         "the token expired; reconnect with a fresh one",
                     ));
-                    return "token_expired";
+                    return CloseReason::TokenExpired;
                 }
                 _ = &mut idle => {
                     self.outbox.finish(disconnect_frame(
                         DisconnectReason::IdleTimeout,
                         "nothing received within the idle timeout",
                     ));
-                    return "idle_timeout";
+                    return CloseReason::IdleTimeout;
                 }
                 next = inbound.next() => match next {
                     Some(Ok(frame)) => {
@@ -170,22 +185,19 @@ impl Session {
                         // fires meanwhile: in-flight requests finish.
                         self.handle(frame).await;
                     }
-                    // A transport failure (the client reset the stream or the
-                    // connection broke) carries its cause; a frame that would
-                    // not decode or was too large does not.
-                    Some(Err(status)) if std::error::Error::source(&status).is_some() => {
-                        tracing::debug!(error = %status.message(), "connection lost");
-                        return "connection_lost";
+                    Some(Err(InboundError::ConnectionLost(why))) => {
+                        tracing::debug!(error = %why, "connection lost");
+                        return CloseReason::ConnectionLost;
                     }
-                    Some(Err(status)) => {
-                        tracing::info!(error = %status.message(), "protocol violation");
+                    Some(Err(InboundError::Malformed(why))) => {
+                        tracing::info!(error = %why, "protocol violation");
                         self.outbox.kick(disconnect_frame(
                             DisconnectReason::ProtocolViolation,
-                            &format!("malformed frame: {}", status.message()),
+                            &format!("malformed frame: {why}"),
                         ));
-                        return "protocol_violation";
+                        return CloseReason::ProtocolViolation;
                     }
-                    None => return "client_hung_up",
+                    None => return CloseReason::ClientHungUp,
                 },
             }
         }
@@ -226,8 +238,8 @@ impl Session {
             // Over a limit: nothing is stored, delivered or changed.
             tracing::debug!(request_id, what, ?retry_after, "rate limited");
             self.hub.metrics().rate_limited.inc(match action {
-                Action::Send => "send",
-                Action::Join => "join",
+                Action::Send => RateLimitedAction::Send,
+                Action::Join => RateLimitedAction::Join,
             });
             self.reply(
                 request_id,
@@ -304,7 +316,7 @@ impl Session {
         if self.rooms.len() >= max {
             return Err(RequestError::TooManyRooms(max));
         }
-        let reply = |members: &[Sender], join: &JoinInfo| {
+        let reply = |members: &[User], join: &JoinInfo| {
             EncodedFrame::from(Frame::Reply(Reply {
                 request_id,
                 result: Some(reply::Result::JoinRoom(JoinRoomResult {
@@ -387,7 +399,7 @@ impl Session {
 /// `lifetime` give or take 10 %, the same for a given `conn`, spread
 /// evenly over connections (so sessions opened together end apart).
 fn spread(lifetime: Duration, conn: ConnId) -> Duration {
-    lifetime.mul_f64(0.9 + 0.2 * crate::random::fraction(conn))
+    lifetime.mul_f64(0.9 + 0.2 * crate::domain::random::fraction(conn))
 }
 
 #[cfg(test)]

@@ -34,43 +34,85 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 /// closed at once.
 const MAX_HANDSHAKES: usize = 1024;
 
+/// The TLS files do not make a server configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM file cannot be read or parsed.
+    #[error("{setting} {path}")]
+    Pem {
+        /// Which setting names the file (`tls.cert_file`, …).
+        setting: &'static str,
+        /// The file.
+        path: String,
+        /// What the PEM reader said.
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    /// The certificate file holds no certificate.
+    #[error("tls.cert_file {0}: no certificate")]
+    NoCertificate(String),
+    /// rustls refused the protocol versions or a CA certificate.
+    #[error("{0}")]
+    Rustls(&'static str, #[source] rustls::Error),
+    /// The client CA file does not make a verifier.
+    #[error("tls.client_ca_file {path}")]
+    ClientVerifier {
+        /// The file.
+        path: String,
+        /// What rustls said.
+        #[source]
+        source: rustls::server::VerifierBuilderError,
+    },
+}
+
 /// Loads the server's rustls configuration from the files `config` names.
-pub fn load(config: &TlsConfig) -> Result<ServerConfig, String> {
+pub fn load(config: &TlsConfig) -> Result<ServerConfig, TlsError> {
+    fn pem(
+        setting: &'static str,
+        path: &str,
+    ) -> impl FnOnce(rustls_pki_types::pem::Error) -> TlsError {
+        let path = path.to_string();
+        move |source| TlsError::Pem {
+            setting,
+            path,
+            source,
+        }
+    }
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&config.cert_file)
         .and_then(|i| i.collect())
-        .map_err(|e| format!("tls.cert_file {}: {e}", config.cert_file))?;
+        .map_err(pem("tls.cert_file", &config.cert_file))?;
     if certs.is_empty() {
-        return Err(format!(
-            "tls.cert_file {}: no certificate",
-            config.cert_file
-        ));
+        return Err(TlsError::NoCertificate(config.cert_file.clone()));
     }
     let key = PrivateKeyDer::from_pem_file(&config.key_file)
-        .map_err(|e| format!("tls.key_file {}: {e}", config.key_file))?;
+        .map_err(pem("tls.key_file", &config.key_file))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("tls: {e}"))?;
+        .map_err(|e| TlsError::Rustls("tls: protocol versions", e))?;
     let builder = if config.client_ca_file.is_empty() {
         builder.with_no_client_auth()
     } else {
         let mut roots = rustls::RootCertStore::empty();
         let cas = CertificateDer::pem_file_iter(&config.client_ca_file)
             .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| format!("tls.client_ca_file {}: {e}", config.client_ca_file))?;
+            .map_err(pem("tls.client_ca_file", &config.client_ca_file))?;
         for ca in cas {
             roots
                 .add(ca)
-                .map_err(|e| format!("tls.client_ca_file {}: {e}", config.client_ca_file))?;
+                .map_err(|e| TlsError::Rustls("tls.client_ca_file: a CA certificate", e))?;
         }
         let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
             .build()
-            .map_err(|e| format!("tls.client_ca_file {}: {e}", config.client_ca_file))?;
+            .map_err(|source| TlsError::ClientVerifier {
+                path: config.client_ca_file.clone(),
+                source,
+            })?;
         builder.with_client_cert_verifier(verifier)
     };
     let mut server = builder
         .with_single_cert(certs, key)
-        .map_err(|e| format!("tls: certificate and key do not fit together: {e}"))?;
+        .map_err(|e| TlsError::Rustls("tls: certificate and key do not fit together", e))?;
     // gRPC needs HTTP/2; the health endpoints also answer HTTP/1.1.
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(server)
@@ -84,7 +126,7 @@ pub struct Reloading {
 
 impl Reloading {
     /// Loads the files once; fails if they do not make a configuration.
-    pub fn open(config: &TlsConfig) -> Result<Arc<Reloading>, String> {
+    pub fn open(config: &TlsConfig) -> Result<Arc<Reloading>, TlsError> {
         Ok(Arc::new(Reloading {
             current: RwLock::new(Arc::new(load(config)?)),
             config: config.clone(),
@@ -138,7 +180,7 @@ impl Reloading {
                 // A half-written set (the key replaced before the
                 // certificate) fails here and loads at the next change.
                 Err(e) => {
-                    tracing::warn!(error = %e, "tls files changed but do not load; keeping the previous ones")
+                    tracing::warn!(error = %chat_util::Chain(&e), "tls files changed but do not load; keeping the previous ones")
                 }
             }
         }

@@ -11,8 +11,8 @@
 mod common;
 
 use chat_client::{Client, Event};
+use chat_server::domain::validate::RoomName;
 use chat_server::store::{self, Direction, Page};
-use chat_server::validate::RoomName;
 use common::services::{PostgresDb, RedisServer, free_port};
 use common::*;
 use std::collections::{BTreeMap, HashMap};
@@ -61,7 +61,7 @@ impl Instance {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok((200, _)) =
-                chat_server::health::probe(addr, false, Duration::from_secs(1)).await
+                chat_server::endpoint::health::probe(addr, false, Duration::from_secs(1)).await
             {
                 return;
             }

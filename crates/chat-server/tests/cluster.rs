@@ -88,7 +88,7 @@ fn left(e: &Event, name: &str) -> bool {
 
 /// Waits (bounded) until `server` lists exactly `names` in `room`.
 async fn wait_members(server: &TestServer, room: &str, names: &[&str]) {
-    let room = chat_server::validate::RoomName::parse(room).unwrap();
+    let room = chat_server::domain::validate::RoomName::parse(room).unwrap();
     let deadline = Instant::now() + WAIT;
     loop {
         let mut now: Vec<String> = server
@@ -120,7 +120,7 @@ async fn instance(backplane: &Backplane, id: &str) -> TestServer {
 
 /// The `/health/ready` body.
 async fn ready_report(server: &TestServer) -> serde_json::Value {
-    let (_, body) = chat_server::health::probe(server.addr(), false, WAIT)
+    let (_, body) = chat_server::endpoint::health::probe(server.addr(), false, WAIT)
         .await
         .unwrap();
     serde_json::from_str(body.trim()).unwrap()

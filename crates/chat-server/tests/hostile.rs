@@ -12,10 +12,11 @@ use chat_proto::v1::{
 use chat_server::auth::Identity;
 use chat_server::backplane::LocalBackplane;
 use chat_server::config::Limits;
+use chat_server::domain::User;
 use chat_server::hub::{Hub, OutboxStream, Rooms, outbox};
 use chat_server::limiter::Admission;
 use chat_server::session::Session;
-use chat_server::store::{MemoryStore, MessageStore, Sender};
+use chat_server::store::{MemoryStore, MessageStore};
 use futures::StreamExt;
 use proptest::prelude::*;
 use prost::Message;
@@ -213,7 +214,7 @@ fn seen(result: reply::Result) -> Expect {
 
 /// One client's session, driven by hand.
 struct Client {
-    requests: mpsc::Sender<Result<ClientFrame, tonic::Status>>,
+    requests: mpsc::Sender<Result<ClientFrame, chat_server::session::InboundError>>,
     frames: OutboxStream,
     /// Replies seen, by request id.
     replies: BTreeMap<u64, usize>,
@@ -226,8 +227,7 @@ impl Client {
             let next = tokio::time::timeout(Duration::from_secs(5), self.frames.next())
                 .await
                 .expect("a frame within 5 s")
-                .expect("the session is open")
-                .expect("no stream error");
+                .expect("the session is open");
             let frame = ServerFrame::decode(next.0.clone()).expect("the server's frames decode");
             if let Some(Frame::Reply(r)) = frame.frame {
                 *self.replies.entry(r.request_id).or_default() += 1;
@@ -262,7 +262,7 @@ async fn run(ops: Vec<Op>) {
     let mut clients = Vec::new();
     let mut tasks = Vec::new();
     for c in 0..CLIENTS {
-        let user = Sender {
+        let user = User {
             user_id: Arc::from(name(c)),
             display_name: Arc::from(name(c)),
         };
@@ -338,7 +338,7 @@ async fn run(ops: Vec<Op>) {
     }
     // The hub agrees with the model about who is where.
     for room in ROOMS.iter().filter(|r| valid(r)) {
-        let room_name = chat_server::validate::RoomName::parse(room).unwrap();
+        let room_name = chat_server::domain::validate::RoomName::parse(room).unwrap();
         let members: BTreeSet<String> = hub
             .members(&room_name)
             .iter()

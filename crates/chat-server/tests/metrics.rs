@@ -94,12 +94,12 @@ async fn counters_follow_what_clients_do_and_labels_stay_bounded() {
 
     // No label carries a room, a user or an address: every label value is
     // from the fixed sets.
-    let allowed: Vec<&str> = chat_server::metrics::CLOSE_REASONS
-        .iter()
-        .chain(&chat_server::metrics::AUTH_REASONS)
-        .chain(&chat_server::metrics::REFUSAL_REASONS)
-        .chain(&chat_server::metrics::RATE_LIMITED_ACTIONS)
-        .copied()
+    use chat_server::metrics::labels::{self, AuthFailure, CloseReason};
+    use chat_server::metrics::labels::{ConnectionLimit, RateLimitedAction};
+    let allowed: Vec<&str> = labels::values::<CloseReason>()
+        .chain(labels::values::<AuthFailure>())
+        .chain(labels::values::<ConnectionLimit>())
+        .chain(labels::values::<RateLimitedAction>())
         .collect();
     for series in scrape(&server).await.keys() {
         let Some((_, labels)) = series.split_once('{') else {

@@ -3,8 +3,9 @@
 
 mod common;
 
-use chat_server::store::{self, Direction, MessageStore, NewMessage, Page, Sender};
-use chat_server::validate::RoomName;
+use chat_server::domain::User;
+use chat_server::domain::validate::RoomName;
+use chat_server::store::{self, Direction, MessageStore, NewMessage, Page};
 use common::services::PostgresDb;
 use std::sync::Arc;
 
@@ -72,7 +73,7 @@ fn room(name: &str) -> RoomName {
 fn message(room_name: &str, user: &str, client_id: &str, text: &str) -> NewMessage {
     NewMessage {
         room: room(room_name),
-        sender: Sender {
+        sender: User {
             user_id: Arc::from(user),
             display_name: Arc::from(user.to_uppercase()),
         },

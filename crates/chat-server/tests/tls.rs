@@ -118,12 +118,12 @@ async fn clients_that_trust_the_ca_chat_over_tls_and_others_are_refused() {
     assert_eq!(expect_message(&mut bob_ev, "lobby").await.1, "over tls");
 
     // The HTTP endpoints are on the same TLS listener.
-    let (status, body) = chat_server::health::probe(server.addr(), true, WAIT)
+    let (status, body) = chat_server::endpoint::health::probe(server.addr(), true, WAIT)
         .await
         .expect("health over tls");
     assert_eq!(status, 200, "{body}");
     assert!(
-        chat_server::health::probe(server.addr(), false, Duration::from_secs(2))
+        chat_server::endpoint::health::probe(server.addr(), false, Duration::from_secs(2))
             .await
             .is_err(),
         "plain HTTP to a TLS listener gets no answer"

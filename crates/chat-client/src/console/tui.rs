@@ -1,12 +1,12 @@
 //! The `chat` console's full-screen terminal UI: status, rooms, messages and input.
 
-use chat_util::now_unix_ms;
 use super::command::{self, Command};
 use chat_client::proto::{
     DisconnectNotice, DisconnectReason, ErrorCode, HistoryDirection, HistoryResponse,
     JoinRoomResult, LeaveRoomResult, Member, MessageEvent, SendMessageResult,
 };
 use chat_client::{Client, ClientError, ConnectionState, Event, Events};
+use chat_util::now_unix_ms;
 use crossterm::event::{
     Event as TermEvent, EventStream, KeyCode, KeyEvent, KeyEventKind, KeyModifiers,
 };
@@ -1230,7 +1230,6 @@ fn color_for(user_id: &str) -> Color {
     });
     PALETTE[(hash % PALETTE.len() as u64) as usize]
 }
-
 
 /// `HH:MM:SS` of a Unix time in milliseconds, in UTC: the local offset would
 /// need a time-zone database (a date crate), which this client does without.

@@ -4,12 +4,12 @@
 //! [`RECHECK`]), so keys rotate without a restart; a file that fails to
 //! load keeps the keys it had.
 
-use chat_util::lock;
 use crate::config::{AuthConfig, JwtAlgorithm};
+use chat_util::lock;
 use jsonwebtoken::DecodingKey;
 use jsonwebtoken::jwk::JwkSet;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -57,11 +57,63 @@ pub enum KeyError {
     UnknownKey(String),
 }
 
+/// The configured keys cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyLoadError {
+    /// No secret, public key or JWKS is configured.
+    #[error("auth: no key configured")]
+    NotConfigured,
+    /// A key file cannot be read.
+    #[error("cannot read {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A secret file holds too short a secret.
+    #[error("{}: the secret must be at least {} bytes", path.display(), crate::config::MIN_SECRET_BYTES)]
+    ShortSecret {
+        /// The file.
+        path: PathBuf,
+    },
+    /// HS256 was configured with a public key file.
+    #[error("HS256 takes a secret, not a public key")]
+    PublicKeyForHs256,
+    /// The file does not hold a public key of the algorithm.
+    #[error("{}: not a {algorithm:?} public key", path.display())]
+    PublicKey {
+        /// The file.
+        path: PathBuf,
+        /// The configured algorithm.
+        algorithm: JwtAlgorithm,
+        /// What the PEM decoder said.
+        #[source]
+        source: jsonwebtoken::errors::Error,
+    },
+    /// The file is not a JWKS document.
+    #[error("{}: not a JWKS document", path.display())]
+    Jwks {
+        /// The file.
+        path: PathBuf,
+        /// What the JSON decoder said.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The JWKS holds no key, too many, or none this server can use.
+    #[error("{}: a JWKS must hold 1 to {MAX_JWKS_KEYS} keys this server can use", path.display())]
+    JwksKeys {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
 impl KeySet {
     /// Loads the keys `config` names; fails if they cannot be read.
-    pub fn open(config: &AuthConfig) -> Result<KeySet, String> {
+    pub fn open(config: &AuthConfig) -> Result<KeySet, KeyLoadError> {
         let source = if !config.secret.is_empty() {
-            Source::Secret(config.secret.as_bytes().to_vec())
+            Source::Secret(config.secret.expose().as_bytes().to_vec())
         } else if !config.secret_file.is_empty() {
             Source::SecretFile(config.secret_file.clone().into())
         } else if !config.public_key_file.is_empty() {
@@ -69,7 +121,7 @@ impl KeySet {
         } else if !config.jwks_file.is_empty() {
             Source::JwksFile(config.jwks_file.clone().into())
         } else {
-            return Err("auth: no key configured".into());
+            return Err(KeyLoadError::NotConfigured);
         };
         let (keys, stamp) = load(&source, config.algorithm)?;
         Ok(KeySet {
@@ -127,7 +179,7 @@ impl KeySet {
                         // Keep serving with the keys that worked; look again
                         // after the next change.
                         loaded.stamp = stamp;
-                        tracing::warn!(file = %path.display(), error = %e, "auth keys not reloaded; keeping the previous ones");
+                        tracing::warn!(file = %path.display(), error = %chat_util::Chain(&e), "auth keys not reloaded; keeping the previous ones");
                     }
                 }
             }
@@ -141,14 +193,17 @@ fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
     Some((meta.modified().ok()?, meta.len()))
 }
 
-fn read(path: &std::path::Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+fn read(path: &Path) -> Result<Vec<u8>, KeyLoadError> {
+    std::fs::read(path).map_err(|source| KeyLoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn load(
     source: &Source,
     algorithm: JwtAlgorithm,
-) -> Result<(Keys, Option<(SystemTime, u64)>), String> {
+) -> Result<(Keys, Option<(SystemTime, u64)>), KeyLoadError> {
     match source {
         Source::Secret(secret) => Ok((Keys::One(DecodingKey::from_secret(secret)), None)),
         Source::SecretFile(path) => {
@@ -157,11 +212,7 @@ fn load(
             // A trailing newline from an editor or `echo` is not key material.
             let secret = secret.trim_ascii_end();
             if secret.len() < crate::config::MIN_SECRET_BYTES {
-                return Err(format!(
-                    "{}: the secret must be at least {} bytes",
-                    path.display(),
-                    crate::config::MIN_SECRET_BYTES
-                ));
+                return Err(KeyLoadError::ShortSecret { path: path.clone() });
             }
             Ok((Keys::One(DecodingKey::from_secret(secret)), stamp))
         }
@@ -172,20 +223,24 @@ fn load(
                 JwtAlgorithm::RS256 => DecodingKey::from_rsa_pem(&pem),
                 JwtAlgorithm::ES256 => DecodingKey::from_ec_pem(&pem),
                 JwtAlgorithm::EdDSA => DecodingKey::from_ed_pem(&pem),
-                JwtAlgorithm::HS256 => return Err("HS256 takes a secret, not a public key".into()),
+                JwtAlgorithm::HS256 => return Err(KeyLoadError::PublicKeyForHs256),
             }
-            .map_err(|e| format!("{}: not a {algorithm:?} public key: {e}", path.display()))?;
+            .map_err(|source| KeyLoadError::PublicKey {
+                path: path.clone(),
+                algorithm,
+                source,
+            })?;
             Ok((Keys::One(key), stamp))
         }
         Source::JwksFile(path) => {
             let stamp = stamp(path);
-            let set: JwkSet = serde_json::from_slice(&read(path)?)
-                .map_err(|e| format!("{}: not a JWKS document: {e}", path.display()))?;
+            let set: JwkSet =
+                serde_json::from_slice(&read(path)?).map_err(|source| KeyLoadError::Jwks {
+                    path: path.clone(),
+                    source,
+                })?;
             if set.keys.is_empty() || set.keys.len() > MAX_JWKS_KEYS {
-                return Err(format!(
-                    "{}: a JWKS must hold 1 to {MAX_JWKS_KEYS} keys",
-                    path.display()
-                ));
+                return Err(KeyLoadError::JwksKeys { path: path.clone() });
             }
             let mut keys = HashMap::new();
             for (i, jwk) in set.keys.iter().enumerate() {
@@ -202,7 +257,7 @@ fn load(
                 }
             }
             if keys.is_empty() {
-                return Err(format!("{}: no usable key", path.display()));
+                return Err(KeyLoadError::JwksKeys { path: path.clone() });
             }
             Ok((Keys::ByKid(keys), stamp))
         }

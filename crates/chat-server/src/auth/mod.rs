@@ -14,10 +14,12 @@ pub use keys::RECHECK as KEY_RECHECK;
 pub use rooms::{Access, RoomAccess};
 
 use crate::config::{AuthConfig, AuthMode, JwtAlgorithm};
-use crate::store::Sender;
-use crate::validate;
+use crate::domain::User;
+use crate::domain::{user, validate};
+use crate::metrics::AuthFailure;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, Validation};
+pub use keys::KeyLoadError;
 use keys::KeySet;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -26,14 +28,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Longest token accepted, in bytes: far above any real token, far below
 /// what would cost anything to refuse.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
-/// Longest user id (`sub`), in bytes.
-pub const MAX_USER_ID_BYTES: usize = 128;
 
 /// Who a client is, and what it may do.
 #[derive(Clone, Debug)]
 pub struct Identity {
     /// The user, as messages record it.
-    pub user: Sender,
+    pub user: User,
     /// When the token stops being valid (with the configured leeway);
     /// `None` without tokens.
     pub expires_at: Option<SystemTime>,
@@ -46,7 +46,7 @@ pub struct Identity {
 impl Identity {
     /// `user` without a token, allowed into every room (for tools and
     /// benchmarks that drive a session directly).
-    pub fn open(user: Sender) -> Identity {
+    pub fn open(user: User) -> Identity {
         Identity {
             user,
             expires_at: None,
@@ -95,21 +95,20 @@ pub enum AuthError {
 }
 
 impl AuthError {
-    /// A short label: `missing`, `malformed`, `expired`, `algorithm`,
-    /// `signature`, `issuer`, `audience`, `claims`, `not_yet_valid` or
-    /// `key`.
-    pub fn reason(&self) -> &'static str {
+    /// Why, as the label logs, metrics and the `chat-auth-reason` metadata
+    /// use.
+    pub fn reason(&self) -> AuthFailure {
         match self {
-            AuthError::Missing => "missing",
-            AuthError::Malformed(_) => "malformed",
-            AuthError::Expired => "expired",
-            AuthError::WrongAlgorithm(_) => "algorithm",
-            AuthError::BadSignature => "signature",
-            AuthError::WrongIssuer => "issuer",
-            AuthError::WrongAudience => "audience",
-            AuthError::Claims(_) => "claims",
-            AuthError::NotYetValid => "not_yet_valid",
-            AuthError::UnknownKey(_) => "key",
+            AuthError::Missing => AuthFailure::Missing,
+            AuthError::Malformed(_) => AuthFailure::Malformed,
+            AuthError::Expired => AuthFailure::Expired,
+            AuthError::WrongAlgorithm(_) => AuthFailure::Algorithm,
+            AuthError::BadSignature => AuthFailure::Signature,
+            AuthError::WrongIssuer => AuthFailure::Issuer,
+            AuthError::WrongAudience => AuthFailure::Audience,
+            AuthError::Claims(_) => AuthFailure::Claims,
+            AuthError::NotYetValid => AuthFailure::NotYetValid,
+            AuthError::UnknownKey(_) => AuthFailure::Key,
         }
     }
 }
@@ -155,7 +154,7 @@ fn algorithm(a: JwtAlgorithm) -> Algorithm {
 impl Authenticator {
     /// An authenticator for `config`; with `mode = "jwt"`, loads the keys
     /// (an error if they cannot be read).
-    pub fn new(config: &AuthConfig) -> Result<Authenticator, String> {
+    pub fn new(config: &AuthConfig) -> Result<Authenticator, KeyLoadError> {
         let jwt = match config.mode {
             AuthMode::Off => None,
             AuthMode::Jwt => {
@@ -188,7 +187,7 @@ impl Authenticator {
     pub fn anonymous(&self, name: String) -> Identity {
         let name: Arc<str> = Arc::from(name);
         Identity {
-            user: Sender {
+            user: User {
                 user_id: name.clone(),
                 display_name: name,
             },
@@ -261,14 +260,7 @@ impl Authenticator {
     }
 
     fn identity(&self, claims: Claims) -> Result<Identity, AuthError> {
-        if claims.sub.is_empty()
-            || claims.sub.len() > MAX_USER_ID_BYTES
-            || claims.sub.chars().any(char::is_control)
-        {
-            return Err(AuthError::Claims(format!(
-                "sub must be 1 to {MAX_USER_ID_BYTES} bytes without control characters"
-            )));
-        }
+        user::user_id(&claims.sub).map_err(|e| AuthError::Claims(format!("sub: {e}")))?;
         let name = claims.name.unwrap_or_else(|| claims.sub.clone());
         validate::display_name(&name).map_err(|e| AuthError::Claims(format!("name: {e}")))?;
         let rooms = RoomAccess::from_claims(
@@ -282,7 +274,7 @@ impl Authenticator {
             .and_then(|t| t.checked_add(self.config.leeway))
             .unwrap_or(SystemTime::UNIX_EPOCH + Duration::from_secs(u32::MAX as u64));
         Ok(Identity {
-            user: Sender {
+            user: User {
                 user_id: Arc::from(claims.sub),
                 display_name: Arc::from(name),
             },
@@ -332,14 +324,7 @@ struct MintedClaims<'a> {
 /// Mints a token with the configured algorithm and key (the secret for
 /// HS256, `auth.private_key_file` otherwise), for development and scripts.
 pub fn mint(config: &AuthConfig, request: &TokenRequest) -> Result<String, String> {
-    if request.sub.is_empty()
-        || request.sub.len() > MAX_USER_ID_BYTES
-        || request.sub.chars().any(char::is_control)
-    {
-        return Err(format!(
-            "--sub must be 1 to {MAX_USER_ID_BYTES} bytes without control characters"
-        ));
-    }
+    user::user_id(&request.sub).map_err(|e| format!("--sub: {e}"))?;
     if let Some(name) = &request.name {
         validate::display_name(name).map_err(|e| format!("--name: {e}"))?;
     }
@@ -351,7 +336,7 @@ pub fn mint(config: &AuthConfig, request: &TokenRequest) -> Result<String, Strin
     let key = match config.algorithm {
         JwtAlgorithm::HS256 => {
             let secret = if !config.secret.is_empty() {
-                config.secret.as_bytes().to_vec()
+                config.secret.expose().as_bytes().to_vec()
             } else if !config.secret_file.is_empty() {
                 let bytes = std::fs::read(&config.secret_file)
                     .map_err(|e| format!("cannot read {}: {e}", config.secret_file))?;

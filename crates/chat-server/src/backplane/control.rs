@@ -1,7 +1,7 @@
 //! Messages between instances that are not room events: heartbeats and
 //! presence (who is in which room on which instance).
 
-use crate::validate::RoomName;
+use crate::domain::validate::RoomName;
 use bytes::Bytes;
 use prost::Message;
 use tokio::sync::mpsc;

@@ -2,8 +2,8 @@
 //! room, its sequence number, and the already-encoded `ServerFrame`.
 
 use super::RoomFrame;
+use crate::domain::validate::RoomName;
 use crate::telemetry::trace::{self, TraceParent};
-use crate::validate::RoomName;
 use bytes::Bytes;
 use chat_proto::EncodedFrame;
 use prost::Message;

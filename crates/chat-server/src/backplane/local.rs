@@ -2,7 +2,7 @@
 //! to the local sink. Nothing to install, nothing that can fail.
 
 use super::{Backplane, BackplaneError, FrameSink, RoomFrame};
-use crate::validate::RoomName;
+use crate::domain::validate::RoomName;
 use futures::future::{BoxFuture, FutureExt, ready};
 use std::sync::Arc;
 

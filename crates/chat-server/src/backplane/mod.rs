@@ -16,9 +16,9 @@ pub use local::LocalBackplane;
 pub use nats::NatsBackplane;
 pub use redis::RedisBackplane;
 
+use crate::domain::validate::RoomName;
 use crate::metrics::Histogram;
 use crate::telemetry::trace::{self, TraceParent};
-use crate::validate::RoomName;
 use chat_proto::EncodedFrame;
 use futures::future::BoxFuture;
 use std::sync::atomic::AtomicU64;

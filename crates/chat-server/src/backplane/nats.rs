@@ -10,12 +10,12 @@
 //! overflows loses messages, which NATS reports as a slow consumer and the
 //! backplane counts.
 
-use chat_util::lock;
 use super::control::{Control, ControlEvent, ControlSender};
 use super::{Backplane, BackplaneError, BackplaneStats, Envelope, FrameSink, RoomFrame};
 use crate::config::NatsConfig;
-use crate::validate::RoomName;
+use crate::domain::validate::RoomName;
 use bytes::Bytes;
+use chat_util::lock;
 use futures::StreamExt;
 use futures::future::{BoxFuture, FutureExt};
 use std::collections::HashMap;

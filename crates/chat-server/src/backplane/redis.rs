@@ -15,12 +15,12 @@
 //! away local members are still served; the publish fails fast and is
 //! counted.
 
-use chat_util::lock;
 use super::control::{Control, ControlEvent, ControlSender};
 use super::{Backplane, BackplaneError, BackplaneStats, Envelope, FrameSink};
 use crate::config::RedisConfig;
-use crate::validate::RoomName;
+use crate::domain::validate::RoomName;
 use bytes::Bytes;
+use chat_util::lock;
 use futures::future::{BoxFuture, FutureExt};
 use redis::aio::MultiplexedConnection;
 use redis::cluster_async::ClusterConnection;
@@ -155,7 +155,6 @@ impl RedisBackplane {
         Ok(RedisBackplane { shared })
     }
 }
-
 
 impl Shared {
     fn channel(&self, room: &RoomName) -> String {

@@ -6,8 +6,8 @@ use super::Hub;
 use crate::backplane::control::{
     ControlEvent, ControlKind, Heartbeat, PresenceEntry, PresenceSnapshot, SyncRequest,
 };
-use crate::store::Sender;
-use crate::validate::{self, RoomName};
+use crate::domain::User;
+use crate::domain::validate::{self, RoomName};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -115,17 +115,8 @@ async fn publish_snapshot(hub: &Hub) {
 }
 
 /// An entry from another instance, validated like a client's input.
-fn valid_entry(entry: &PresenceEntry) -> Option<(RoomName, Sender)> {
+fn valid_entry(entry: &PresenceEntry) -> Option<(RoomName, User)> {
     let room = entry.room()?;
-    validate::display_name(&entry.display_name).ok()?;
-    if entry.user_id.is_empty() || entry.user_id.len() > 256 {
-        return None;
-    }
-    Some((
-        room,
-        Sender {
-            user_id: Arc::from(entry.user_id.as_str()),
-            display_name: Arc::from(entry.display_name.as_str()),
-        },
-    ))
+    let user = User::parse(&entry.user_id, &entry.display_name).ok()?;
+    Some((room, user))
 }

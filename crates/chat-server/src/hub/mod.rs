@@ -3,6 +3,7 @@
 //! out locally as one shared encoding.
 
 pub mod cluster;
+pub mod notifier;
 mod outbox;
 pub mod presence;
 pub mod repair;
@@ -11,19 +12,20 @@ mod rooms;
 pub use outbox::{Outbox, OutboxStream, disconnect_frame, outbox};
 pub use rooms::{ConnId, Rooms};
 
-use chat_util::lock;
 use crate::backplane::FrameSink;
 use crate::backplane::control::{Broadcast, Control, ControlKind, PresenceChange, PresenceEntry};
 use crate::telemetry::trace::{self, TraceParent};
+use chat_util::lock;
 use chat_util::now_unix_ms;
 use presence::{Presence, Transition};
 use tracing::Instrument;
 
 use crate::backplane::{Backplane, RoomFrame};
 use crate::config::Limits;
-use crate::error::RequestError;
-use crate::store::{Direction, MessageStore, NewMessage, Page, Sender, StoredMessage};
-use crate::validate::RoomName;
+use crate::domain::RequestError;
+use crate::domain::User;
+use crate::domain::validate::RoomName;
+use crate::store::{Direction, MessageStore, NewMessage, Page, StoredMessage};
 use chat_proto::EncodedFrame;
 use chat_proto::v1::{
     Member, MemberJoined, MemberLeft, MessageEvent, Notification, server_frame::Frame,
@@ -174,10 +176,10 @@ impl Hub {
         &self,
         room: &RoomName,
         conn: ConnId,
-        user: &Sender,
+        user: &User,
         outbox: Outbox,
         since: Option<u64>,
-        reply: impl FnOnce(&[Sender], &JoinInfo) -> EncodedFrame,
+        reply: impl FnOnce(&[User], &JoinInfo) -> EncodedFrame,
     ) -> Result<(), RequestError> {
         let unavailable = |what: &str, e: String| {
             tracing::warn!(%room, error = %e, "join failed: {what}");
@@ -282,7 +284,7 @@ impl Hub {
     /// Removes connection `conn` of `user` from `room`; announces the user's
     /// departure if they are no longer a member anywhere. Returns false if
     /// the connection was not in the room.
-    pub async fn leave(&self, room: &RoomName, conn: ConnId, user: &Sender) -> bool {
+    pub async fn leave(&self, room: &RoomName, conn: ConnId, user: &User) -> bool {
         let Some(removed) = self.rooms.leave(room, conn) else {
             return false;
         };
@@ -304,7 +306,7 @@ impl Hub {
     }
 
     /// The room's members across the cluster, each user once.
-    pub fn members(&self, room: &RoomName) -> Vec<Sender> {
+    pub fn members(&self, room: &RoomName) -> Vec<User> {
         lock(&self.presence).members(room)
     }
 
@@ -323,7 +325,7 @@ impl Hub {
     }
 
     /// Every (room, user) with a connection here, for snapshots.
-    pub fn local_presence(&self) -> Vec<(RoomName, Sender)> {
+    pub fn local_presence(&self) -> Vec<(RoomName, User)> {
         lock(&self.presence).local_entries()
     }
 
@@ -355,7 +357,7 @@ impl Hub {
     }
 
     /// Tells the other instances that `user` arrived in or left `room` here.
-    async fn publish_presence(&self, room: &RoomName, user: &Sender, present: bool) {
+    async fn publish_presence(&self, room: &RoomName, user: &User, present: bool) {
         let change = ControlKind::Presence(PresenceChange {
             entry: Some(PresenceEntry {
                 room: room.to_string(),
@@ -455,10 +457,9 @@ pub fn message_event(stored: &StoredMessage) -> MessageEvent {
 }
 
 /// The wire form of a user.
-pub fn member(user: &Sender) -> Member {
+pub fn member(user: &User) -> Member {
     Member {
         user_id: user.user_id.to_string(),
         display_name: user.display_name.to_string(),
     }
 }
-

@@ -6,9 +6,9 @@
 //! jumps the queue, and the stream ends, so one slow client never holds
 //! memory or delays anyone else.
 
-use chat_util::lock;
 use chat_proto::EncodedFrame;
 use chat_proto::v1::{DisconnectNotice, DisconnectReason, server_frame::Frame};
+use chat_util::lock;
 use futures::Stream;
 use std::future::Future;
 use std::pin::Pin;
@@ -133,7 +133,7 @@ impl Outbox {
 }
 
 impl Stream for OutboxStream {
-    type Item = Result<EncodedFrame, tonic::Status>;
+    type Item = EncodedFrame;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.done {
@@ -144,17 +144,17 @@ impl Stream for OutboxStream {
             match Pin::new(notice).poll(cx) {
                 Poll::Ready(Ok(frame)) => {
                     self.done = true;
-                    return Poll::Ready(Some(Ok(frame)));
+                    return Poll::Ready(Some(frame));
                 }
                 Poll::Ready(Err(_)) => self.notice = None,
                 Poll::Pending => {}
             }
         }
         match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(Outgoing::Frame(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(Some(Outgoing::Frame(frame))) => Poll::Ready(Some(frame)),
             Poll::Ready(Some(Outgoing::Last(frame))) => {
                 self.done = true;
-                Poll::Ready(Some(Ok(frame)))
+                Poll::Ready(Some(frame))
             }
             Poll::Ready(None) => {
                 self.done = true;
@@ -183,7 +183,7 @@ mod tests {
         assert!(!outbox.is_ended());
         assert!(!outbox.push(frame(3)), "third frame overflows");
         assert!(outbox.is_ended());
-        let first = stream.next().await.unwrap().unwrap();
+        let first = stream.next().await.unwrap();
         let decoded = <chat_proto::v1::ServerFrame as prost::Message>::decode(first.0).unwrap();
         match decoded.frame {
             Some(Frame::Disconnect(n)) => {
@@ -204,7 +204,7 @@ mod tests {
         outbox.push(frame(2));
         outbox.finish(frame(9));
         assert!(outbox.is_ended());
-        let got: Vec<_> = (&mut stream).map(|f| f.unwrap().0[0]).collect().await;
+        let got: Vec<_> = (&mut stream).map(|f| f.0[0]).collect().await;
         assert_eq!(got, vec![1, 2, 9]);
         assert!(!outbox.push(frame(3)) || stream.next().await.is_none());
     }

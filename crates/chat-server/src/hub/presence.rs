@@ -6,8 +6,8 @@
 //! instance. The methods report the transitions — a user becoming present
 //! or absent — which are exactly when members hear "joined" or "left".
 
-use crate::store::Sender;
-use crate::validate::RoomName;
+use crate::domain::User;
+use crate::domain::validate::RoomName;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ pub struct Presence {
 }
 
 struct UserEntry {
-    user: Sender,
+    user: User,
     /// This instance's connections of the user in the room.
     local: usize,
     /// Other instances where the user is in the room.
@@ -46,9 +46,9 @@ struct Origin {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Transition {
     /// The user is now a member.
-    Joined(RoomName, Sender),
+    Joined(RoomName, User),
     /// The user is no longer a member.
-    Left(RoomName, Sender),
+    Left(RoomName, User),
 }
 
 /// What a local join or leave changed.
@@ -63,8 +63,8 @@ pub struct LocalChange {
 
 impl Presence {
     /// The room's members, each user once, sorted by display name.
-    pub fn members(&self, room: &RoomName) -> Vec<Sender> {
-        let mut members: Vec<Sender> = self
+    pub fn members(&self, room: &RoomName) -> Vec<User> {
+        let mut members: Vec<User> = self
             .rooms
             .get(room)
             .map(|users| {
@@ -80,7 +80,7 @@ impl Presence {
     }
 
     /// A connection of `user` on this instance joined `room`.
-    pub fn local_join(&mut self, room: &RoomName, user: &Sender) -> LocalChange {
+    pub fn local_join(&mut self, room: &RoomName, user: &User) -> LocalChange {
         let entry = self.entry(room, user);
         let was = entry.present();
         entry.local += 1;
@@ -118,7 +118,7 @@ impl Presence {
         &mut self,
         origin: &Arc<str>,
         room: &RoomName,
-        user: &Sender,
+        user: &User,
         present: bool,
         now: Instant,
     ) -> Option<Transition> {
@@ -168,7 +168,7 @@ impl Presence {
     pub fn replace_origin(
         &mut self,
         origin: &Arc<str>,
-        entries: Vec<(RoomName, Sender)>,
+        entries: Vec<(RoomName, User)>,
         now: Instant,
     ) -> Vec<Transition> {
         let old = self
@@ -212,7 +212,7 @@ impl Presence {
     }
 
     /// Every (room, user) with a connection on this instance.
-    pub fn local_entries(&self) -> Vec<(RoomName, Sender)> {
+    pub fn local_entries(&self) -> Vec<(RoomName, User)> {
         let mut out = Vec::new();
         for (room, users) in &self.rooms {
             for entry in users.values().filter(|u| u.local > 0) {
@@ -240,7 +240,7 @@ impl Presence {
         o
     }
 
-    fn entry(&mut self, room: &RoomName, user: &Sender) -> &mut UserEntry {
+    fn entry(&mut self, room: &RoomName, user: &User) -> &mut UserEntry {
         self.rooms
             .entry(room.clone())
             .or_default()
@@ -284,8 +284,8 @@ impl Presence {
 mod tests {
     use super::*;
 
-    fn user(id: &str) -> Sender {
-        Sender {
+    fn user(id: &str) -> User {
+        User {
             user_id: Arc::from(id),
             display_name: Arc::from(id),
         }

@@ -7,8 +7,8 @@
 //! Every `TAIL_CHECK` it also compares every local room with the store.
 
 use super::{Rooms, message_event};
+use crate::domain::validate::RoomName;
 use crate::store::{Direction, MessageStore, Page};
-use crate::validate::RoomName;
 use chat_proto::EncodedFrame;
 use chat_proto::v1::server_frame::Frame;
 use std::collections::HashSet;
@@ -118,8 +118,9 @@ async fn fill(rooms: &Rooms, store: &dyn MessageStore, room: &RoomName) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::User;
     use crate::hub::outbox;
-    use crate::store::{MemoryStore, NewMessage, Sender};
+    use crate::store::{MemoryStore, NewMessage};
     use futures::StreamExt;
 
     #[tokio::test]
@@ -129,7 +130,7 @@ mod tests {
         for i in 1..=5 {
             let message = NewMessage {
                 room: lobby.clone(),
-                sender: Sender {
+                sender: User {
                     user_id: Arc::from("u"),
                     display_name: Arc::from("u"),
                 },
@@ -158,7 +159,6 @@ mod tests {
             let frame = tokio::time::timeout(Duration::from_secs(5), stream.next())
                 .await
                 .expect("repaired within the bound")
-                .unwrap()
                 .unwrap();
             let decoded = <chat_proto::v1::ServerFrame as prost::Message>::decode(frame.0).unwrap();
             match decoded.frame {

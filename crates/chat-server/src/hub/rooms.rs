@@ -12,11 +12,11 @@
 //! first collects live frames while its backlog is read, then receives
 //! reply, backlog and collected frames in that order: no gap, no duplicate.
 
-use chat_util::lock;
 use super::outbox::Outbox;
 use crate::backplane::{FrameSink, RoomFrame};
-use crate::validate::RoomName;
+use crate::domain::validate::RoomName;
 use chat_proto::EncodedFrame;
+use chat_util::lock;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -138,7 +138,6 @@ impl Default for Rooms {
         Rooms::new(false, None)
     }
 }
-
 
 impl Rooms {
     /// Rooms delivering in sequence order (`ordered`), reporting gaps to
@@ -417,7 +416,7 @@ mod tests {
         offer(14);
         let mut got = Vec::new();
         for _ in 0..5 {
-            got.push(s.next().await.unwrap().unwrap().0[0]);
+            got.push(s.next().await.unwrap().0[0]);
         }
         assert_eq!(got, vec![0, 11, 12, 13, 14]);
         assert_eq!(rooms.delivered(&lobby), Some(14));
@@ -447,7 +446,7 @@ mod tests {
         });
         let mut got = Vec::new();
         for _ in 0..5 {
-            got.push(s.next().await.unwrap().unwrap().0[0]);
+            got.push(s.next().await.unwrap().0[0]);
         }
         assert_eq!(got, vec![100, 4, 5, 6, 7]);
     }
@@ -476,8 +475,8 @@ mod tests {
             acked_at_unix_us: 0,
             trace: None,
         });
-        assert_eq!(s1.next().await.unwrap().unwrap(), frame);
-        assert_eq!(s2.next().await.unwrap().unwrap(), frame);
+        assert_eq!(s1.next().await.unwrap(), frame);
+        assert_eq!(s2.next().await.unwrap(), frame);
         assert_eq!(rooms.leave(&lobby, 1), Some(false));
         assert_eq!(rooms.leave(&lobby, 1), None, "already left");
         assert_eq!(rooms.leave(&lobby, 2), Some(true));
@@ -506,7 +505,7 @@ mod tests {
         deliver(8);
         let mut got = Vec::new();
         for _ in 0..2 {
-            got.push(s.next().await.unwrap().unwrap().0[0]);
+            got.push(s.next().await.unwrap().0[0]);
         }
         assert_eq!(got, vec![100, 8]);
     }

@@ -2,12 +2,12 @@
 //! each room's latest messages (for history and retried sends). Nothing
 //! survives a restart; for tests and throwaway runs.
 
-use chat_util::lock;
 use super::{
     Appended, Direction, MessageStore, NewMessage, Page, Retention, StoreError, StoredMessage,
 };
+use crate::domain::validate::RoomName;
+use chat_util::lock;
 use chat_util::now_unix_ms;
-use crate::validate::RoomName;
 use futures::future::{BoxFuture, FutureExt, ready};
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
@@ -152,7 +152,7 @@ impl MessageStore for MemoryStore {
         let keep = retention.max_messages_per_room.unwrap_or(u64::MAX);
         let mut deleted = 0;
         for shard in self.shards.iter() {
-            let mut shard = lock(&shard);
+            let mut shard = lock(shard);
             for log in shard.values_mut() {
                 while let Some(oldest) = log.recent.front() {
                     let too_old = oldest.time_unix_ms < cutoff;

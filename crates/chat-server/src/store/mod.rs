@@ -14,26 +14,18 @@ pub use memory::MemoryStore;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
-use crate::validate::RoomName;
+use crate::config::StoreConfig;
+use crate::domain::{RoomName, User};
 use futures::future::BoxFuture;
 use std::sync::Arc;
-
-/// Who sent a message, as stored.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Sender {
-    /// Stable user id.
-    pub user_id: Arc<str>,
-    /// Display name at the time of sending.
-    pub display_name: Arc<str>,
-}
 
 /// A message as it arrives, before the store has sequenced it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewMessage {
     /// Target room.
     pub room: RoomName,
-    /// Sender.
-    pub sender: Sender,
+    /// Who sent it.
+    pub sender: User,
     /// The client's id for the message; with the room and the sender, it
     /// identifies the message across retries.
     pub client_message_id: String,
@@ -90,21 +82,15 @@ pub enum StoreError {
     /// The store cannot be reached or refused the operation.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The database driver failed (connection, statement, pool).
+    #[error("store unavailable: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The schema migrations did not run.
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
     /// `store.url` is not usable.
     #[error("store configuration: {0}")]
     Config(String),
-}
-
-impl From<sqlx::Error> for StoreError {
-    fn from(e: sqlx::Error) -> Self {
-        StoreError::Unavailable(e.to_string())
-    }
-}
-
-impl From<sqlx::migrate::MigrateError> for StoreError {
-    fn from(e: sqlx::migrate::MigrateError) -> Self {
-        StoreError::Unavailable(format!("migration failed: {e}"))
-    }
 }
 
 /// Where messages are kept and sequenced.
@@ -157,6 +143,15 @@ pub struct Retention {
 }
 
 impl Retention {
+    /// The policy `store.retention_*` describes (0 turns a limit off).
+    pub fn from_config(config: &StoreConfig) -> Retention {
+        Retention {
+            max_age: (!config.retention_max_age.is_zero()).then_some(config.retention_max_age),
+            max_messages_per_room: (config.retention_max_messages_per_room > 0)
+                .then_some(config.retention_max_messages_per_room),
+        }
+    }
+
     /// The oldest creation time kept, in Unix milliseconds (or `i64::MIN`).
     fn cutoff_ms(&self) -> i64 {
         match self.max_age {
@@ -231,7 +226,7 @@ fn row_to_message(
         time_unix_ms: created_at_ms,
         message: NewMessage {
             room: room.clone(),
-            sender: Sender {
+            sender: User {
                 user_id: Arc::from(sender_id),
                 display_name: Arc::from(sender_name),
             },

@@ -12,9 +12,9 @@ use super::{
     Appended, Direction, MessageStore, NewMessage, Page, Retention, StoreError, StoredMessage,
     row_to_message,
 };
+use crate::domain::validate::RoomName;
 use crate::metrics::Histogram;
 use chat_util::now_unix_ms;
-use crate::validate::RoomName;
 use futures::future::{BoxFuture, FutureExt};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,

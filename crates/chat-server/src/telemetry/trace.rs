@@ -55,7 +55,7 @@ fn sampled(parent: Option<TraceParent>, ratio: f64) -> bool {
         Some(parent) => parent.flags & 1 == 1,
         None if ratio >= 1.0 => true,
         // Over a counter: spread evenly, no lock, no syscall.
-        None => crate::random::fraction(DECISIONS.fetch_add(1, Ordering::Relaxed)) < ratio,
+        None => crate::domain::random::fraction(DECISIONS.fetch_add(1, Ordering::Relaxed)) < ratio,
     }
 }
 
@@ -241,7 +241,7 @@ pub fn receive_span(parent: TraceParent, server_id: &str, sequence: Option<u64>)
 }
 
 /// The span of handing an event to this instance's members of `room`.
-pub fn fanout_span(room: &crate::validate::RoomName) -> Span {
+pub fn fanout_span(room: &crate::domain::validate::RoomName) -> Span {
     if !enabled() {
         return Span::none();
     }
@@ -401,7 +401,7 @@ mod tests {
         assert!(!enabled());
         assert!(request_span("chat.send", 1, "a", None).is_none());
         assert!(step_span("store.append").is_none());
-        assert!(fanout_span(&crate::validate::RoomName::parse("lobby").unwrap()).is_none());
+        assert!(fanout_span(&crate::domain::validate::RoomName::parse("lobby").unwrap()).is_none());
         assert_eq!(TraceParent::of(&Span::current()), None);
     }
 }

@@ -3,17 +3,20 @@
 
 use crate::auth::{Access, Authenticator, Identity};
 use crate::config::SessionConfig;
-use crate::error::RequestError;
+use crate::domain::RequestError;
+use crate::domain::validate;
+use crate::domain::validate::RoomName;
 use crate::hub::message_event;
 use crate::hub::{Hub, OutboxStream, outbox};
 use crate::limiter::Admission;
-use crate::session::Session;
+use crate::metrics::Label;
+use crate::session::{InboundError, Session};
 use crate::store::{Direction, Page};
 use crate::telemetry::trace;
-use crate::validate;
-use crate::validate::RoomName;
+use chat_proto::EncodedFrame;
 use chat_proto::v1::chat_service_server::ChatService;
 use chat_proto::v1::{ClientFrame, HistoryDirection, HistoryRequest, HistoryResponse};
+use futures::{Stream, StreamExt};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -30,7 +33,7 @@ pub const NAME_BIN_HEADER: &str = "chat-name-bin";
 pub const AUTHORIZATION_HEADER: &str = "authorization";
 
 /// Metadata key of an UNAUTHENTICATED refusal: why the token was refused,
-/// one of [`crate::metrics::AUTH_REASONS`].
+/// one of [`crate::metrics::AuthFailure`].
 pub const AUTH_REASON_HEADER: &str = "chat-auth-reason";
 
 /// Metadata key of a rate-limited call's refusal: milliseconds until a
@@ -113,7 +116,7 @@ fn identify(hub: &Hub, auth: &Authenticator, metadata: &MetadataMap) -> Result<I
     }
     let header = metadata.get(AUTHORIZATION_HEADER).map(|v| v.as_bytes());
     auth.check_header(header).map_err(|e| {
-        tracing::info!(reason = e.reason(), error = %e, "authentication failed");
+        tracing::info!(reason = %e.reason(), error = %e, "authentication failed");
         hub.metrics().auth_failures.inc(e.reason());
         let mut status = refuse(
             tonic::Code::Unauthenticated,
@@ -122,7 +125,7 @@ fn identify(hub: &Hub, auth: &Authenticator, metadata: &MetadataMap) -> Result<I
         );
         status.metadata_mut().insert(
             AUTH_REASON_HEADER,
-            tonic::metadata::MetadataValue::from_static(e.reason()),
+            tonic::metadata::MetadataValue::from_static(e.reason().as_str()),
         );
         status
     })
@@ -142,7 +145,10 @@ impl ChatGrpc {
         let invalid = |m: String| refuse(tonic::Code::InvalidArgument, "INVALID_ARGUMENT", m);
         let identity = identify(&self.hub, &self.auth, request.metadata())?;
         if let Err(retry_after) = self.admission.check_history(&identity.user.user_id) {
-            self.hub.metrics().rate_limited.inc("history");
+            self.hub
+                .metrics()
+                .rate_limited
+                .inc(crate::metrics::RateLimitedAction::History);
             let error = RequestError::RateLimited {
                 what: "history calls",
                 retry_after,
@@ -213,7 +219,7 @@ impl ChatService for ChatGrpc {
         result
     }
 
-    type SessionStream = OutboxStream;
+    type SessionStream = SessionFrames;
 
     async fn session(
         &self,
@@ -233,7 +239,7 @@ impl ChatService for ChatGrpc {
             .admit(&identity.user.user_id, address)
             .map_err(|refusal| {
                 self.hub.metrics().connections_refused.inc(refusal.reason());
-                tracing::info!(reason = refusal.reason(), user = %identity.user.user_id, ?address, "connection refused: {refusal}");
+                tracing::info!(reason = %refusal.reason(), user = %identity.user.user_id, ?address, "connection refused: {refusal}");
                 refuse(
                     tonic::Code::ResourceExhausted,
                     "RATE_LIMITED",
@@ -249,10 +255,41 @@ impl ChatService for ChatGrpc {
             &self.timing,
             trace::from_metadata(request.metadata()),
         );
-        let inbound = request.into_inner();
+        let inbound = request
+            .into_inner()
+            .map(|frame| frame.map_err(inbound_error));
         self.sessions
             .spawn(session.run(inbound, self.shutdown.clone()));
-        Ok(Response::new(stream))
+        Ok(Response::new(SessionFrames(stream)))
+    }
+}
+
+/// What a failed read of the Session stream means for the session: a
+/// transport failure (the client reset the stream or the connection broke)
+/// carries its cause; a frame that would not decode or was too large does
+/// not.
+fn inbound_error(status: Status) -> InboundError {
+    if std::error::Error::source(&status).is_some() {
+        InboundError::ConnectionLost(status.message().to_string())
+    } else {
+        InboundError::Malformed(status.message().to_string())
+    }
+}
+
+/// The Session response: the connection's outbox, as the gRPC stream of
+/// pre-encoded frames.
+pub struct SessionFrames(OutboxStream);
+
+impl Stream for SessionFrames {
+    type Item = Result<EncodedFrame, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::pin::Pin::new(&mut self.0)
+            .poll_next(cx)
+            .map(|frame| frame.map(Ok))
     }
 }
 

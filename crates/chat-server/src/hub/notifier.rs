@@ -1,6 +1,6 @@
 //! The periodic server notification to every client of this instance.
 
-use crate::hub::Hub;
+use super::Hub;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;

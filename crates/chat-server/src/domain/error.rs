@@ -1,5 +1,5 @@
-//! Errors: what a client's request can fail with (each with a stable code
-//! from the contract), and what can stop the server.
+//! What a client's request can fail with, each with a stable code from the
+//! contract. (What can stop the server is `server::ServerError`.)
 
 use chat_proto::v1::Error as WireError;
 pub use chat_proto::v1::ErrorCode;
@@ -80,32 +80,4 @@ impl RequestError {
             },
         }
     }
-}
-
-/// Why the server could not start or stopped abnormally.
-#[derive(Debug, thiserror::Error)]
-pub enum ServerError {
-    /// The listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address asked for.
-        addr: std::net::SocketAddr,
-        /// What the OS said.
-        source: std::io::Error,
-    },
-    /// The transport failed while serving.
-    #[error("server transport failed: {0}")]
-    Transport(#[from] tonic::transport::Error),
-    /// The message store cannot be opened.
-    #[error("store: {0}")]
-    Store(String),
-    /// The backplane cannot be set up.
-    #[error("backplane: {0}")]
-    Backplane(String),
-    /// The server task panicked or was aborted.
-    #[error("server task failed: {0}")]
-    Task(String),
-    /// The configuration is unusable.
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
 }

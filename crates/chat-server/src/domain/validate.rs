@@ -1,7 +1,7 @@
 //! Validation of everything a client names: rooms, display names, message
 //! ids and texts. Each check returns the stable error a client sees.
 
-use crate::error::RequestError;
+use super::error::RequestError;
 use std::sync::Arc;
 
 /// Longest room name, in characters.
@@ -102,7 +102,7 @@ fn truncate_for_message(s: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ErrorCode;
+    use crate::domain::ErrorCode;
 
     fn code<T>(r: Result<T, RequestError>) -> ErrorCode {
         match r {

@@ -4,8 +4,8 @@
 //! do not exist (404).
 
 use crate::auth::Authenticator;
+use crate::domain::{Secret, validate};
 use crate::hub::Hub;
-use crate::validate;
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
@@ -20,14 +20,14 @@ const MAX_BODY: usize = 64 * 1024;
 struct Admin {
     hub: Arc<Hub>,
     access: AdminAccess,
-    readiness: Arc<crate::health::Readiness>,
+    readiness: Arc<super::health::Readiness>,
 }
 
 /// Who may use the operator endpoints (and `/metrics` when auth is on).
 #[derive(Clone)]
 pub struct AdminAccess {
     hub: Arc<Hub>,
-    token: String,
+    token: Secret,
     auth: Arc<Authenticator>,
 }
 
@@ -43,7 +43,7 @@ struct BroadcastRequest {
 pub fn routes(
     hub: Arc<Hub>,
     access: AdminAccess,
-    readiness: Arc<crate::health::Readiness>,
+    readiness: Arc<super::health::Readiness>,
 ) -> Router {
     if access.token.is_empty() && !access.auth.is_enabled() {
         return Router::new();
@@ -78,10 +78,10 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
 impl AdminAccess {
     /// Opens to `token` (if not empty) and, with `auth` on, to JWTs with
     /// `admin: true`; refusals are counted in `hub`'s metrics.
-    pub fn new(hub: Arc<Hub>, token: &str, auth: Arc<Authenticator>) -> AdminAccess {
+    pub fn new(hub: Arc<Hub>, token: &Secret, auth: Arc<Authenticator>) -> AdminAccess {
         AdminAccess {
             hub,
-            token: token.to_string(),
+            token: token.clone(),
             auth,
         }
     }
@@ -93,7 +93,7 @@ impl AdminAccess {
 
     /// `None` if the request may proceed, else the refusal.
     pub fn refusal(&self, headers: &HeaderMap) -> Option<Reply> {
-        if authorized(headers, &self.token) {
+        if authorized(headers, self.token.expose()) {
             return None;
         }
         if !self.auth.is_enabled() {
@@ -115,7 +115,7 @@ impl AdminAccess {
                 ))
             }
             Err(e) => {
-                tracing::info!(reason = e.reason(), error = %e, "admin authentication failed");
+                tracing::info!(reason = %e.reason(), error = %e, "admin authentication failed");
                 self.hub.metrics().auth_failures.inc(e.reason());
                 Some(error(StatusCode::UNAUTHORIZED, &e.to_string()))
             }

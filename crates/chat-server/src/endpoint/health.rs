@@ -72,11 +72,11 @@ impl Readiness {
         self.grpc.set_service_status("", status).await;
         if serving {
             self.grpc
-                .set_serving::<ChatServiceServer<crate::grpc::ChatGrpc>>()
+                .set_serving::<ChatServiceServer<super::grpc::ChatGrpc>>()
                 .await;
         } else {
             self.grpc
-                .set_not_serving::<ChatServiceServer<crate::grpc::ChatGrpc>>()
+                .set_not_serving::<ChatServiceServer<super::grpc::ChatGrpc>>()
                 .await;
         }
     }

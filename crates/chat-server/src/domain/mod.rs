@@ -1,0 +1,17 @@
+//! The domain: the types every other layer speaks in, depending on nothing
+//! else of this crate. Who a user is ([`User`]), what a room is called
+//! ([`RoomName`]) and what a client may name (`validate`), what a request
+//! can fail with ([`RequestError`] and its stable [`ErrorCode`]), values
+//! that must never print ([`Secret`]), and cheap spread-out fractions
+//! (`random`). The wall clock is `chat_util::now_unix_ms`.
+
+pub mod error;
+pub mod random;
+pub mod secret;
+pub mod user;
+pub mod validate;
+
+pub use error::{ErrorCode, RequestError};
+pub use secret::Secret;
+pub use user::User;
+pub use validate::RoomName;

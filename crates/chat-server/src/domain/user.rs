@@ -1,0 +1,72 @@
+//! Who a user is: the stable id tokens carry in `sub` (or, with auth off,
+//! the name a client gives), and the display name shown beside their
+//! messages. One rule for a user id, used by auth and by what other
+//! instances report.
+
+use super::error::RequestError;
+use std::sync::Arc;
+
+/// Longest user id, in bytes.
+pub const MAX_USER_ID_BYTES: usize = 128;
+
+/// A user: who sent a message, who is in a room. Cheap to clone (shared).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct User {
+    /// Stable user id: the token's `sub`, or the chosen name with auth off.
+    pub user_id: Arc<str>,
+    /// Display name at the time (of sending, of joining).
+    pub display_name: Arc<str>,
+}
+
+impl User {
+    /// A user from an id and a display name, both already validated.
+    pub fn new(user_id: impl Into<Arc<str>>, display_name: impl Into<Arc<str>>) -> User {
+        User {
+            user_id: user_id.into(),
+            display_name: display_name.into(),
+        }
+    }
+
+    /// A user from untrusted input (another instance, a token): both parts
+    /// validated.
+    pub fn parse(user_id: &str, display_name: &str) -> Result<User, RequestError> {
+        Ok(User::new(
+            self::user_id(user_id)?,
+            super::validate::display_name(display_name)?,
+        ))
+    }
+}
+
+/// Validates a user id: 1 to [`MAX_USER_ID_BYTES`] bytes, no control
+/// character. Returns it unchanged.
+pub fn user_id(id: &str) -> Result<&str, RequestError> {
+    if id.is_empty() || id.len() > MAX_USER_ID_BYTES || id.chars().any(char::is_control) {
+        return Err(RequestError::InvalidArgument(format!(
+            "user id must be 1 to {MAX_USER_ID_BYTES} bytes without control characters"
+        )));
+    }
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_ids_are_bounded_and_printable() {
+        assert!(user_id("alice").is_ok());
+        assert!(user_id(&"a".repeat(MAX_USER_ID_BYTES)).is_ok());
+        assert!(user_id("").is_err());
+        assert!(user_id(&"a".repeat(MAX_USER_ID_BYTES + 1)).is_err());
+        assert!(user_id("a\nb").is_err());
+    }
+
+    #[test]
+    fn parse_checks_both_parts() {
+        let user = User::parse("u1", "Alice").unwrap();
+        assert_eq!(&*user.user_id, "u1");
+        assert_eq!(&*user.display_name, "Alice");
+        assert!(User::parse("", "Alice").is_err());
+        assert!(User::parse("u1", "").is_err());
+    }
+}

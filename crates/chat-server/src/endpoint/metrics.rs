@@ -1,0 +1,217 @@
+//! `GET /metrics`: renders the hub's [`Metrics`](crate::metrics::Metrics),
+//! the rooms' own counts and delivery latency, the store's batch sizes, the
+//! backplane's counters and histograms and the admission's connection count
+//! in the Prometheus text format (0.0.4). With authentication on it asks
+//! for the same credentials as the admin endpoints.
+
+use super::admin::AdminAccess;
+use crate::backplane::BackplaneStats;
+use crate::hub::Hub;
+use crate::limiter::Admission;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+    );
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+    );
+}
+
+/// What `/metrics` reads.
+pub struct Sources {
+    /// The hub (its metrics, rooms, sessions).
+    pub hub: Arc<Hub>,
+    /// The backplane's counters.
+    pub backplane: Arc<BackplaneStats>,
+    /// Connection counts.
+    pub admission: Arc<Admission>,
+}
+
+/// The whole exposition.
+pub fn render(sources: &Sources) -> String {
+    let m = sources.hub.metrics();
+    let b = &sources.backplane;
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let mut out = String::with_capacity(8 * 1024);
+    gauge(
+        &mut out,
+        "chat_connections",
+        "Session streams open on this instance.",
+        sources.admission.connections() as u64,
+    );
+    counter(
+        &mut out,
+        "chat_connections_opened_total",
+        "Session streams opened.",
+        load(&m.connections_opened),
+    );
+    m.connections_closed.render(
+        &mut out,
+        "chat_connections_closed_total",
+        "reason",
+        "Session streams ended, by reason.",
+    );
+    m.connections_refused.render(
+        &mut out,
+        "chat_connections_refused_total",
+        "limit",
+        "Session calls refused by a connection limit.",
+    );
+    gauge(
+        &mut out,
+        "chat_rooms",
+        "Rooms with members on this instance.",
+        sources.hub.rooms().len() as u64,
+    );
+    gauge(
+        &mut out,
+        "chat_room_members",
+        "Room memberships of this instance's connections.",
+        sources.hub.rooms().memberships() as u64,
+    );
+    counter(
+        &mut out,
+        "chat_messages_received_total",
+        "Messages accepted from this instance's clients and stored.",
+        load(&m.messages_received),
+    );
+    counter(
+        &mut out,
+        "chat_messages_delivered_total",
+        "Message frames queued for this instance's connections.",
+        sources.hub.rooms().deliveries(),
+    );
+    counter(
+        &mut out,
+        "chat_gap_repairs_total",
+        "Messages fetched from the store to fill a gap in a room's sequence.",
+        sources.hub.rooms().repaired(),
+    );
+    m.rate_limited.render(
+        &mut out,
+        "chat_rate_limited_total",
+        "action",
+        "Requests refused by a rate limit.",
+    );
+    m.auth_failures.render(
+        &mut out,
+        "chat_auth_failures_total",
+        "reason",
+        "Refused tokens, by reason.",
+    );
+    m.store_append.render(
+        &mut out,
+        "chat_store_append_seconds",
+        "Time to store a message (the store's acknowledgement).",
+    );
+    if let Some(batches) = sources.hub.store().batch_sizes() {
+        batches.render(
+            &mut out,
+            "chat_store_batch_messages",
+            "Messages written per store commit or statement (group commit).",
+        );
+    }
+    sources.hub.rooms().delivery_latency().render(
+        &mut out,
+        "chat_delivery_latency_seconds",
+        "From the store's acknowledgement of a message to its hand-off to this instance's connections (across instances, clock differences included).",
+    );
+    for (name, help, value) in [
+        (
+            "chat_backplane_published_total",
+            "Room events published to the backplane.",
+            &b.published,
+        ),
+        (
+            "chat_backplane_publish_failures_total",
+            "Publishes that failed; the event reached local members only.",
+            &b.publish_failed,
+        ),
+        (
+            "chat_backplane_received_total",
+            "Room events received from the backplane.",
+            &b.received,
+        ),
+        (
+            "chat_backplane_malformed_total",
+            "Received backplane messages that did not decode.",
+            &b.malformed,
+        ),
+        (
+            "chat_backplane_dropped_total",
+            "Times the backplane client dropped messages it could not buffer.",
+            &b.dropped,
+        ),
+        (
+            "chat_backplane_outages_total",
+            "Times the backplane connection was lost.",
+            &b.outages,
+        ),
+        (
+            "chat_backplane_control_dropped_total",
+            "Control messages dropped because the cluster task lagged.",
+            &b.control_dropped,
+        ),
+        (
+            "chat_backplane_reconnects_total",
+            "Times the backplane connection came back after an outage.",
+            &b.reconnects,
+        ),
+    ] {
+        counter(&mut out, name, help, load(value));
+    }
+    b.publish_latency.render(
+        &mut out,
+        "chat_backplane_publish_seconds",
+        "Time to publish a room event to the backplane.",
+    );
+    b.receive_delay.render(
+        &mut out,
+        "chat_backplane_receive_delay_seconds",
+        "From the store's acknowledgement on the publishing instance to the receipt of the event here (clock differences included).",
+    );
+    out
+}
+
+struct Endpoint {
+    sources: Sources,
+    access: AdminAccess,
+}
+
+/// `GET /metrics`.
+pub fn routes(sources: Sources, access: AdminAccess) -> Router {
+    Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(Arc::new(Endpoint { sources, access }))
+}
+
+async fn scrape(State(endpoint): State<Arc<Endpoint>>, headers: HeaderMap) -> Response {
+    if endpoint.access.auth_enabled()
+        && let Some(refused) = endpoint.access.refusal(&headers)
+    {
+        return refused.into_response();
+    }
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render(&endpoint.sources),
+    )
+        .into_response()
+}

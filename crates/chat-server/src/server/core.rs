@@ -1,0 +1,96 @@
+//! Build step: the instance's state. The store, the rooms, the backplane
+//! and the hub over them, in that order (each needs the one before).
+
+use super::ServerError;
+use crate::backplane::control::{ControlEvent, control_queue};
+use crate::backplane::{Backplane, BackplaneStats, LocalBackplane, NatsBackplane, RedisBackplane};
+use crate::config::{BackplaneKind, Config};
+use crate::domain::RoomName;
+use crate::hub::{Hub, Rooms, repair};
+use crate::store::{self, MessageStore};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// The instance's state, and what its background tasks consume.
+pub(super) struct Core {
+    /// Sessions, rooms, store and backplane together.
+    pub hub: Arc<Hub>,
+    /// The backplane's counters (readiness and `/metrics` read them).
+    pub stats: Arc<BackplaneStats>,
+    /// What only the background tasks take: they own these receivers.
+    pub background: Background,
+}
+
+/// The receiving ends the background tasks own.
+pub(super) struct Background {
+    /// The rooms, for the repair task (it offers fetched messages to them).
+    pub rooms: Arc<Rooms>,
+    /// Rooms that need gaps repaired, sent by the rooms.
+    pub repair: mpsc::Receiver<RoomName>,
+    /// Control messages (heartbeats, presence) from other instances.
+    pub control: mpsc::Receiver<ControlEvent>,
+}
+
+/// Opens the store, then builds the rooms, the backplane and the hub.
+pub(super) async fn build(
+    config: &Config,
+    server_id: &str,
+    shutdown: &CancellationToken,
+) -> Result<Core, ServerError> {
+    let store: Arc<dyn MessageStore> = store::open(&config.store.url).await?;
+    // Messages can be delivered in sequence order (with gaps repaired from
+    // the store) when one store numbers them for every instance.
+    let ordered = config.backplane == BackplaneKind::Local || store.is_shared();
+    let (repair_tx, repair_rx) = mpsc::channel(repair::QUEUE);
+    let rooms = Arc::new(Rooms::new(ordered, Some(repair_tx)));
+    let stats = Arc::new(BackplaneStats::default());
+    let (control_tx, control_rx) = control_queue();
+    let server: Arc<str> = Arc::from(server_id);
+    let backplane: Arc<dyn Backplane> = match config.backplane {
+        BackplaneKind::Local => Arc::new(LocalBackplane::new(rooms.clone())),
+        BackplaneKind::Redis => Arc::new(RedisBackplane::start(
+            config.redis.clone(),
+            server,
+            rooms.clone(),
+            control_tx,
+            stats.clone(),
+            shutdown.clone(),
+        )?),
+        BackplaneKind::Nats => Arc::new(
+            NatsBackplane::start(
+                config.nats.clone(),
+                server,
+                rooms.clone(),
+                control_tx,
+                stats.clone(),
+                shutdown.clone(),
+            )
+            .await?,
+        ),
+    };
+    if config.backplane != BackplaneKind::Local && !store.is_shared() {
+        tracing::warn!(
+            store = store.name(),
+            "the message store is per instance: each instance numbers a room's messages on its own, \
+             so sequence numbers are not comparable across instances; use store.url = postgres://… \
+             for several instances"
+        );
+    }
+    let hub = Arc::new(Hub::new(
+        server_id.to_string(),
+        config.limits.clone(),
+        rooms.clone(),
+        store,
+        backplane,
+    ));
+    Ok(Core {
+        hub,
+        stats,
+        background: Background {
+            rooms,
+            repair: repair_rx,
+            control: control_rx,
+        },
+    })
+}

@@ -1,0 +1,60 @@
+//! Build step: the background tasks, each in the tracker the drain waits
+//! for. Retention, gap repair, the cluster exchange (heartbeats, presence),
+//! the health watch and, when enabled, notifications.
+
+use super::core::Background;
+use crate::config::Config;
+use crate::endpoint::health::{self, Readiness};
+use crate::hub::{Hub, cluster, notifier, repair};
+use crate::store::{self, Retention};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How often gRPC health re-runs the readiness checks.
+const HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Spawns every background task into `tasks`; each ends on `shutdown`.
+pub(super) fn spawn(
+    config: &Config,
+    background: Background,
+    hub: &Arc<Hub>,
+    readiness: &Arc<Readiness>,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) {
+    tasks.spawn(store::retain(
+        hub.store().clone(),
+        Retention::from_config(&config.store),
+        config.store.retention_interval,
+        shutdown.clone(),
+    ));
+    tasks.spawn(repair::run(
+        background.rooms,
+        hub.store().clone(),
+        background.repair,
+        repair::TAIL_CHECK,
+        shutdown.clone(),
+    ));
+    tasks.spawn(cluster::run(
+        hub.clone(),
+        background.control,
+        config.presence.heartbeat_interval,
+        config.presence.expiry,
+        shutdown.clone(),
+    ));
+    tasks.spawn(health::watch(
+        readiness.clone(),
+        HEALTH_CHECK_INTERVAL,
+        shutdown.clone(),
+    ));
+    if config.notifications.enabled {
+        tasks.spawn(notifier::run(
+            hub.clone(),
+            config.notifications.interval,
+            config.notifications.text.clone(),
+            shutdown.clone(),
+        ));
+    }
+}
