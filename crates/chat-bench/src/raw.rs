@@ -5,12 +5,12 @@
 //! peer's `socketio-raw` driver leaves out socket.io-client. It measures the
 //! same thing with less of the load generator's CPU in the way.
 
-use chat_util::lock;
 use chat_client::proto::chat_service_client::ChatServiceClient;
 use chat_client::proto::{
     ClientFrame, JoinRoomRequest, MessageEvent, Reply, SendMessageRequest, client_frame, reply,
     server_frame::Frame,
 };
+use chat_util::lock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -43,7 +43,6 @@ struct Inner {
     reader: Mutex<Option<AbortHandle>>,
     timeout: Duration,
 }
-
 
 impl RawClient {
     /// Connects to `url` as `name`, opens the Session stream and waits for
