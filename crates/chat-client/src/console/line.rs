@@ -3,8 +3,9 @@
 //! (documented in README.md, "Line mode").
 
 use super::command::{self, Command};
+use super::describe::{names, reason_name};
 use chat_client::{Client, ClientError, Event, Events};
-use chat_proto::v1::{DisconnectReason, HistoryDirection, Member};
+use chat_proto::v1::{HistoryDirection, Member};
 use std::collections::VecDeque;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -177,14 +178,6 @@ async fn execute(client: &Client, current: &mut Option<String>, command: Command
     true
 }
 
-fn names(members: &[Member]) -> String {
-    members
-        .iter()
-        .map(|m| m.display_name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 fn print_error(e: &ClientError) {
     match e {
         ClientError::Server { .. } => println!("error {e}"),
@@ -235,11 +228,7 @@ pub fn format_event(event: &Event) -> String {
         Event::Disconnected {
             notice: Some(n), ..
         } => {
-            let reason = DisconnectReason::try_from(n.reason)
-                .unwrap_or(DisconnectReason::Unspecified)
-                .as_str_name()
-                .trim_start_matches("DISCONNECT_REASON_")
-                .to_string();
+            let reason = reason_name(n.reason);
             format!("disconnected {reason}: {}", one_line(&n.message))
         }
         Event::Disconnected {
