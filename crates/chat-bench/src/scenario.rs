@@ -18,7 +18,7 @@ use anyhow::{Context, anyhow};
 use chat_client::{Client, ClientConfig, Event, Events, proto::MessageEvent};
 use chat_util::lock;
 use futures::StreamExt;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
@@ -30,33 +30,91 @@ const SHARDS: usize = 32;
 /// Delivery latencies from the actual and from the scheduled send time.
 #[derive(Default)]
 struct RecvHists {
+    /// From the send time carried in the message id to its delivery.
     actual: Hist,
+    /// From the slot the schedule gave the message to its delivery, so a
+    /// sender running late shows up as latency (no coordinated omission).
     scheduled: Hist,
 }
 
-/// What the phase is, for the progress line.
-const PHASES: [&str; 5] = ["connect", "join", "settle", "run", "drain"];
+/// The steps of a run, in order; the progress line names the current one.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Opening every client's connection.
+    Connect,
+    /// Joining each connected client to its room.
+    Join,
+    /// Idle for `settle` seconds, all joined.
+    Settle,
+    /// Sending on the open-loop schedule.
+    Run,
+    /// Waiting for the last deliveries.
+    Drain,
+}
+
+impl Phase {
+    /// Every phase, indexed by its `u8` value.
+    const ALL: [Phase; 5] = [
+        Phase::Connect,
+        Phase::Join,
+        Phase::Settle,
+        Phase::Run,
+        Phase::Drain,
+    ];
+
+    /// The phase stored as `value`, if any.
+    fn from_u8(value: u8) -> Option<Phase> {
+        Phase::ALL.get(usize::from(value)).copied()
+    }
+
+    /// Its name on the progress line.
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Connect => "connect",
+            Phase::Join => "join",
+            Phase::Settle => "settle",
+            Phase::Run => "run",
+            Phase::Drain => "drain",
+        }
+    }
+}
 
 /// State shared by the senders, the receivers and the progress line.
 struct Shared {
+    /// Who sends what when; maps a delivered message back to its index.
     plan: Plan,
+    /// Whether deliveries and timer delays count (from t0 to the drain's end).
     running: AtomicBool,
+    /// The schedule's origin (monotonic ns), set when the run phase starts.
     t0_ns: AtomicU64,
-    phase: AtomicUsize,
+    /// The current [`Phase`] as its `u8`; see [`Shared::enter`].
+    phase: AtomicU8,
+    /// Clients connected so far (progress line).
     connected: AtomicU64,
+    /// Clients joined so far (progress line).
     joined: AtomicU64,
+    /// Messages sent so far.
     sent: AtomicU64,
+    /// Sends acknowledged with success.
     acks_ok: AtomicU64,
+    /// Sends answered with an error (or failed).
     acks_err: AtomicU64,
+    /// Deliveries counted while running.
     received: AtomicU64,
+    /// Deliveries whose id was not one of this run's messages.
     bad: AtomicU64,
+    /// Clients whose connection ended during the run.
     disconnects: AtomicU64,
+    /// When the last delivery arrived (monotonic ns), the end of the window.
     last_recv_ns: AtomicU64,
     /// Deliveries counted per message index `k`.
     per_message: Vec<AtomicU32>,
     /// Whether message `k` was acknowledged.
     acked: Vec<AtomicBool>,
+    /// Delivery latencies, [`SHARDS`] shards by client index.
     recv: Vec<Mutex<RecvHists>>,
+    /// Send-to-acknowledgement round trips.
     ack_rtt: Mutex<Hist>,
 }
 
@@ -67,7 +125,7 @@ impl Shared {
             plan,
             running: AtomicBool::new(false),
             t0_ns: AtomicU64::new(0),
-            phase: AtomicUsize::new(0),
+            phase: AtomicU8::new(Phase::Connect as u8),
             connected: AtomicU64::new(0),
             joined: AtomicU64::new(0),
             sent: AtomicU64::new(0),
@@ -82,6 +140,16 @@ impl Shared {
             recv: (0..SHARDS).map(|_| Mutex::default()).collect(),
             ack_rtt: Mutex::default(),
         }
+    }
+
+    /// Moves the run (and the progress line) to `phase`.
+    fn enter(&self, phase: Phase) {
+        self.phase.store(phase as u8, Relaxed);
+    }
+
+    /// The phase the run is in (`None` only if the stored byte is not one).
+    fn phase(&self) -> Option<Phase> {
+        Phase::from_u8(self.phase.load(Relaxed))
     }
 
     /// One delivery to client `i`.
@@ -126,7 +194,9 @@ async fn receive(shared: Arc<Shared>, i: usize, mut events: Events) {
 /// One connected client, through either driver.
 #[derive(Clone)]
 enum Driver {
+    /// Through `chat_client::Client`, as an application would.
     Library(Client),
+    /// Through the leaner raw gRPC driver (`--driver raw`).
     Raw(RawClient),
 }
 
@@ -159,7 +229,9 @@ impl Driver {
 
 /// Where the raw driver's reading task reports client `i`'s deliveries.
 struct RawSink {
+    /// Where deliveries and disconnects are counted.
     shared: Arc<Shared>,
+    /// The client's index (its histogram shard).
     i: usize,
 }
 
@@ -206,6 +278,7 @@ async fn connect_one(
 /// Every client of the run; closed when dropped, whatever happened.
 #[derive(Default)]
 struct Fleet {
+    /// Client `i`, or `None` where its connection failed.
     clients: Vec<Option<Driver>>,
 }
 
@@ -219,13 +292,19 @@ impl Drop for Fleet {
 
 /// `/proc` readings at one moment.
 struct Snap {
+    /// When (monotonic ns), for the run's wall time.
     t_ns: u64,
+    /// Each server process, in `server_pids` order.
     servers: Vec<ProcSnap>,
+    /// The broker process, when its pid was given.
     redis: Option<ProcSnap>,
+    /// This process.
     loadgen: ProcSnap,
+    /// The whole machine's CPU counters, where readable.
     machine: Option<MachineCpu>,
 }
 
+/// Reads every process of the run and the machine now.
 fn snap(p: &Params) -> Snap {
     Snap {
         t_ns: now_ns(),
@@ -496,10 +575,7 @@ async fn progress(shared: Arc<Shared>, label: String) {
         let received = shared.received.load(Relaxed);
         eprintln!(
             "{tag} {} connected={} joined={} sent={} acked={} errors={} received={} ({}/s) disconnects={}",
-            PHASES
-                .get(shared.phase.load(Relaxed))
-                .copied()
-                .unwrap_or("?"),
+            shared.phase().map_or("?", Phase::name),
             shared.connected.load(Relaxed),
             shared.joined.load(Relaxed),
             shared.sent.load(Relaxed),
@@ -513,25 +589,55 @@ async fn progress(shared: Arc<Shared>, label: String) {
     }
 }
 
+/// Runs the phases in order (connect, join, settle, run, drain) with a
+/// `/proc` snapshot before connecting, after settling and after the drain,
+/// then fills the report from what they counted.
 async fn execute(
     p: &Params,
     shared: &Arc<Shared>,
     fleet: &mut Fleet,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let plan = p.plan;
-    let s0 = snap(p); // baseline, before any client connects
-    shared.phase.store(0, Relaxed);
+    let baseline = snap(p); // before any client connects
+    shared.enter(Phase::Connect);
     connect_phase(p, shared, fleet, report).await?;
-    shared.phase.store(1, Relaxed);
+    shared.enter(Phase::Join);
     let joined_per_room = join_phase(p, shared, fleet, report).await?;
-    shared.phase.store(2, Relaxed);
+    shared.enter(Phase::Settle);
     tokio::time::sleep(secs(p.settle)).await;
-    let s1 = snap(p); // all connected and joined, idle
+    let joined = snap(p); // all connected and joined, idle
 
-    let t0 = now_ns() + 100_000_000;
+    let t0 = now_ns() + 100_000_000; // the first send slot, 100 ms from now
     shared.t0_ns.store(t0, Relaxed);
-    shared.phase.store(3, Relaxed);
+    shared.enter(Phase::Run);
+    let sending = run_phase(p, shared, fleet, t0).await;
+    shared.enter(Phase::Drain);
+    drain_phase(p, shared, &sending).await;
+    let end = snap(p);
+
+    record_deliveries(p, shared, &sending, &joined_per_room, report);
+    record_resources(p, [&baseline, &joined, &end], report);
+    Ok(())
+}
+
+/// What the run phase leaves for the drain and the report.
+struct Sending {
+    /// The schedule's origin (monotonic ns).
+    t0_ns: u64,
+    /// Messages sent per room, for the deliveries expected.
+    sent_per_room: Vec<u64>,
+    /// How late each send left against its slot.
+    lag: Hist,
+    /// The event-loop delay probe's readings.
+    delay: Arc<Mutex<Hist>>,
+    /// The probe itself, stopped when the drain ends.
+    probe: JoinHandle<()>,
+}
+
+/// Starts counting (deliveries and the delay probe) and sends every message
+/// on the schedule from `t0_ns`.
+async fn run_phase(p: &Params, shared: &Arc<Shared>, fleet: &Fleet, t0_ns: u64) -> Sending {
+    let plan = p.plan;
     eprintln!(
         "[chat-bench] sending: {} senders x {}/s x {}s = {} msgs, offered {:.0} deliveries/s",
         plan.senders(),
@@ -544,21 +650,40 @@ async fn execute(
     let delay = Arc::new(Mutex::new(Hist::new()));
     let probe: JoinHandle<()> = tokio::spawn(delay_probe(shared.clone(), delay.clone()));
     let mut lag = Hist::new();
-    let sent_per_room = send_phase(p, shared, fleet, t0, &mut lag).await;
+    let sent_per_room = send_phase(p, shared, fleet, t0_ns, &mut lag).await;
+    Sending {
+        t0_ns,
+        sent_per_room,
+        lag,
+        delay,
+        probe,
+    }
+}
 
-    // Drain: every planned delivery, or DRAIN seconds after the last send slot.
-    shared.phase.store(4, Relaxed);
+/// Waits for every planned delivery, or DRAIN seconds after the last send
+/// slot, then stops counting.
+async fn drain_phase(p: &Params, shared: &Shared, sending: &Sending) {
+    let plan = p.plan;
     let planned = plan.clients() * plan.spr * plan.per_sender;
-    let send_end = t0 + (plan.send_window_s() * 1e9) as u64;
+    let send_end = sending.t0_ns + (plan.send_window_s() * 1e9) as u64;
     let deadline = send_end.max(now_ns()) + (p.drain * 1e9) as u64;
     while shared.received.load(Relaxed) < planned && now_ns() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     shared.running.store(false, Relaxed);
-    probe.abort();
-    let s2 = snap(p);
+    sending.probe.abort();
+}
 
-    // ---- aggregate, as load.js does
+/// The report's message, delivery and latency fields, aggregated as
+/// load.js does.
+fn record_deliveries(
+    p: &Params,
+    shared: &Shared,
+    sending: &Sending,
+    joined_per_room: &[u64],
+    report: &mut Report,
+) {
+    let plan = p.plan;
     let mut recv = Hist::new();
     let mut scheduled = Hist::new();
     for shard in &shared.recv {
@@ -567,27 +692,14 @@ async fn execute(
         scheduled.merge(&h.scheduled);
     }
     let received = shared.received.load(Relaxed);
-    let expected: u64 = sent_per_room
+    let expected: u64 = sending
+        .sent_per_room
         .iter()
-        .zip(&joined_per_room)
+        .zip(joined_per_room)
         .map(|(sent, joined)| sent * joined)
         .sum();
-    let last_recv = shared.last_recv_ns.load(Relaxed);
-    let window_s = plan.send_window_s().max(if last_recv > 0 {
-        ms_between(t0, last_recv) / 1000.0
-    } else {
-        0.0
-    });
-    let (mut incomplete, mut duplicates) = (0, 0);
-    for (k, count) in shared.per_message.iter().enumerate() {
-        let (s, _, _) = plan.message(k as u64);
-        let members = joined_per_room[plan.room_of_sender(s) as usize];
-        let got = u64::from(count.load(Relaxed));
-        if shared.acked[k].load(Relaxed) && got < members {
-            incomplete += 1;
-        }
-        duplicates += got.saturating_sub(members);
-    }
+    let window_s = delivery_window_s(shared, plan, sending.t0_ns);
+    let (incomplete, duplicates) = incomplete_and_duplicates(shared, plan, joined_per_room);
 
     report.messages_planned = plan.messages();
     report.messages_sent = shared.sent.load(Relaxed);
@@ -606,16 +718,51 @@ async fn execute(
     report.window_s = r3(window_s);
     report.latency_ms = recv.summary();
     report.ack_rtt_ms = lock(&shared.ack_rtt).summary();
-    report.send_lag_ms = lag.summary();
-    {
-        let d = lock(&delay).summary();
-        report.loadgen_event_loop_delay_ms = DelayOut {
-            p99: d.p99.unwrap_or(0.0),
-            max: d.max.unwrap_or(0.0),
-        };
-    }
+    report.send_lag_ms = sending.lag.summary();
+    let d = lock(&sending.delay).summary();
+    report.loadgen_event_loop_delay_ms = DelayOut {
+        p99: d.p99.unwrap_or(0.0),
+        max: d.max.unwrap_or(0.0),
+    };
     report.bad_messages = shared.bad.load(Relaxed);
     report.disconnects_during_run = shared.disconnects.load(Relaxed);
+    report.latency_from_schedule_ms = scheduled.summary();
+    report.messages_unacked = report
+        .messages_sent
+        .saturating_sub(report.acks_ok + report.acks_err);
+    report.messages_incomplete = incomplete;
+    report.duplicate_deliveries = duplicates;
+}
+
+/// Seconds from t0 to the last delivery, and at least the send window.
+fn delivery_window_s(shared: &Shared, plan: Plan, t0_ns: u64) -> f64 {
+    let last_recv = shared.last_recv_ns.load(Relaxed);
+    plan.send_window_s().max(if last_recv > 0 {
+        ms_between(t0_ns, last_recv) / 1000.0
+    } else {
+        0.0
+    })
+}
+
+/// Acknowledged messages that reached fewer than their room's members, and
+/// deliveries beyond one per member.
+fn incomplete_and_duplicates(shared: &Shared, plan: Plan, joined_per_room: &[u64]) -> (u64, u64) {
+    let (mut incomplete, mut duplicates) = (0, 0);
+    for (k, count) in shared.per_message.iter().enumerate() {
+        let (s, _, _) = plan.message(k as u64);
+        let members = joined_per_room[plan.room_of_sender(s) as usize];
+        let got = u64::from(count.load(Relaxed));
+        if shared.acked[k].load(Relaxed) && got < members {
+            incomplete += 1;
+        }
+        duplicates += got.saturating_sub(members);
+    }
+    (incomplete, duplicates)
+}
+
+/// The report's process and machine fields from the three snapshots
+/// (before connecting, joined and idle, after the drain).
+fn record_resources(p: &Params, [s0, s1, s2]: [&Snap; 3], report: &mut Report) {
     report.servers = p
         .server_pids
         .iter()
@@ -664,17 +811,11 @@ async fn execute(
             _ => None,
         },
     };
-    report.latency_from_schedule_ms = scheduled.summary();
-    report.messages_unacked = report
-        .messages_sent
-        .saturating_sub(report.acks_ok + report.acks_err);
-    report.messages_incomplete = incomplete;
-    report.duplicate_deliveries = duplicates;
+    let received = report.deliveries_received;
     report.server_cpu_us_per_delivery = match report.server_cpu_s_run_total {
         Some(cpu) if received > 0 && !p.server_pids.is_empty() => {
             Some((cpu * 1e6 / received as f64 * 100.0).round() / 100.0)
         }
         _ => None,
     };
-    Ok(())
 }

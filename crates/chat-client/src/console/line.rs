@@ -3,8 +3,9 @@
 //! (documented in README.md, "Line mode").
 
 use super::command::{self, Command};
+use super::describe::{names, reason_name};
 use chat_client::{Client, ClientError, Event, Events};
-use chat_proto::v1::{DisconnectReason, HistoryDirection, Member};
+use chat_proto::v1::{HistoryDirection, Member};
 use std::collections::VecDeque;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -107,31 +108,10 @@ async fn execute(client: &Client, current: &mut Option<String>, command: Command
         Command::Quit => return false,
         Command::Help => println!("help {}", command::HELP),
         Command::Invalid(why) => println!("error INVALID_COMMAND: {why}"),
-        Command::Join(room) => match client.join(&room).await {
-            Ok(r) => {
-                println!(
-                    "joined {} members={} latest={}",
-                    r.room,
-                    r.members.len(),
-                    r.latest_sequence
-                );
-                *current = Some(r.room);
-            }
-            Err(e) => print_error(&e),
-        },
+        Command::Join(room) => join(client, current, &room).await,
         Command::Leave(room) => {
-            let Some(room) = room.or_else(|| current.clone()) else {
-                println!("error INVALID_COMMAND: no current room");
-                return true;
-            };
-            match client.leave(&room).await {
-                Ok(r) => {
-                    println!("left {}", r.room);
-                    if current.as_deref() == Some(r.room.as_str()) {
-                        *current = client.rooms().into_iter().next();
-                    }
-                }
-                Err(e) => print_error(&e),
+            if let Some(room) = room_or_current(room, current) {
+                leave(client, current, &room).await;
             }
         }
         Command::Switch(room) => {
@@ -143,46 +123,75 @@ async fn execute(client: &Client, current: &mut Option<String>, command: Command
             }
         }
         Command::Who(room) => {
-            let Some(room) = room.or_else(|| current.clone()) else {
-                println!("error INVALID_COMMAND: no current room");
-                return true;
-            };
-            match client.list_members(&room).await {
-                Ok(members) => println!("members {room}: {}", names(&members)),
-                Err(e) => print_error(&e),
+            if let Some(room) = room_or_current(room, current) {
+                match client.list_members(&room).await {
+                    Ok(members) => println!("members {room}: {}", names(&members)),
+                    Err(e) => print_error(&e),
+                }
             }
         }
         Command::History(n) => {
-            let Some(room) = current.clone() else {
-                println!("error INVALID_COMMAND: no current room");
-                return true;
-            };
-            print_history(client, &room, n.unwrap_or(HISTORY_ON_JOIN)).await;
+            if let Some(room) = room_or_current(None, current) {
+                print_history(client, &room, n.unwrap_or(HISTORY_ON_JOIN)).await;
+            }
         }
         Command::Rooms => match client.list_rooms().await {
             Ok(rooms) => println!("rooms: {}", rooms.join(", ")),
             Err(e) => print_error(&e),
         },
-        Command::Say(text) => {
-            let Some(room) = current.clone() else {
-                println!("error INVALID_COMMAND: join a room first (/join ROOM)");
-                return true;
-            };
-            match client.send(&room, &text).await {
-                Ok(ack) => println!("sent {} {}", ack.room, ack.sequence),
-                Err(e) => print_error(&e),
-            }
-        }
+        Command::Say(text) => say(client, current.as_deref(), &text).await,
     }
     true
 }
 
-fn names(members: &[Member]) -> String {
-    members
-        .iter()
-        .map(|m| m.display_name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
+/// The room a command names, or the current one; with neither, says so.
+fn room_or_current(room: Option<String>, current: &Option<String>) -> Option<String> {
+    let room = room.or_else(|| current.clone());
+    if room.is_none() {
+        println!("error INVALID_COMMAND: no current room");
+    }
+    room
+}
+
+/// `/join`: the room becomes the current one.
+async fn join(client: &Client, current: &mut Option<String>, room: &str) {
+    match client.join(room).await {
+        Ok(r) => {
+            println!(
+                "joined {} members={} latest={}",
+                r.room,
+                r.members.len(),
+                r.latest_sequence
+            );
+            *current = Some(r.room);
+        }
+        Err(e) => print_error(&e),
+    }
+}
+
+/// `/leave`: leaving the current room makes another one current.
+async fn leave(client: &Client, current: &mut Option<String>, room: &str) {
+    match client.leave(room).await {
+        Ok(r) => {
+            println!("left {}", r.room);
+            if current.as_deref() == Some(r.room.as_str()) {
+                *current = client.rooms().into_iter().next();
+            }
+        }
+        Err(e) => print_error(&e),
+    }
+}
+
+/// A message to the current room.
+async fn say(client: &Client, current: Option<&str>, text: &str) {
+    let Some(room) = current else {
+        println!("error INVALID_COMMAND: join a room first (/join ROOM)");
+        return;
+    };
+    match client.send(room, text).await {
+        Ok(ack) => println!("sent {} {}", ack.room, ack.sequence),
+        Err(e) => print_error(&e),
+    }
 }
 
 fn print_error(e: &ClientError) {
@@ -235,11 +244,7 @@ pub fn format_event(event: &Event) -> String {
         Event::Disconnected {
             notice: Some(n), ..
         } => {
-            let reason = DisconnectReason::try_from(n.reason)
-                .unwrap_or(DisconnectReason::Unspecified)
-                .as_str_name()
-                .trim_start_matches("DISCONNECT_REASON_")
-                .to_string();
+            let reason = reason_name(n.reason);
             format!("disconnected {reason}: {}", one_line(&n.message))
         }
         Event::Disconnected {

@@ -2,5 +2,6 @@
 //! a plain line mode otherwise. Both speak the same commands.
 
 pub mod command;
+mod describe;
 pub mod line;
 pub mod tui;

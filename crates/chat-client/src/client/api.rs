@@ -1,0 +1,303 @@
+//! The public [`Client`] handle: starting it, watching its connection, and
+//! its requests (join, leave, send, list, history, ping).
+
+use super::{ClientConfig, Inner, connection, set_name};
+use crate::error::ClientError;
+use crate::event::Events;
+use crate::token::set_bearer;
+use chat_proto::v1::chat_service_client::ChatServiceClient;
+use chat_proto::v1::{
+    ErrorCode, HistoryDirection, HistoryRequest, HistoryResponse, JoinRoomRequest, JoinRoomResult,
+    LeaveRoomRequest, LeaveRoomResult, ListMembersRequest, ListRoomsRequest, Member, PingRequest,
+    PongResult, SendMessageRequest, SendMessageResult, Welcome, client_frame::Request, reply,
+};
+use chat_util::{lock, now_unix_ms};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// Where the client's connection stands.
+#[derive(Clone, Debug)]
+pub enum ConnectionState {
+    /// Connecting or waiting to reconnect.
+    Connecting,
+    /// A session is open.
+    Connected(Welcome),
+    /// Closed for good.
+    Closed,
+}
+
+/// A connection to a chat server that survives reconnects. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    /// The state shared with the connection task.
+    inner: Arc<Inner>,
+}
+impl Client {
+    /// Starts connecting in the background; returns at once. Watch
+    /// [`Events`] or call [`Client::wait_connected`].
+    pub fn connect(config: ClientConfig) -> (Client, Events) {
+        let (events_tx, events_rx) = mpsc::channel(1024);
+        let (state, _) = watch::channel(ConnectionState::Connecting);
+        let inner = Arc::new(Inner {
+            rooms: Mutex::new(config.rooms.iter().cloned().collect()),
+            config,
+            next_request: AtomicU64::new(1),
+            pending: Mutex::default(),
+            outbound: Mutex::default(),
+            channel: Mutex::default(),
+            last_seen: Mutex::default(),
+            rejoins: Mutex::default(),
+            state,
+            close: CancellationToken::new(),
+            cut: Mutex::new(CancellationToken::new()),
+        });
+        tokio::spawn(connection::run(inner.clone(), events_tx));
+        (Client { inner }, Events { rx: events_rx })
+    }
+
+    /// Waits until a session is open; returns its welcome.
+    pub async fn wait_connected(&self, timeout: Duration) -> Result<Welcome, ClientError> {
+        let mut state = self.inner.state.subscribe();
+        let wait = async {
+            loop {
+                match &*state.borrow_and_update() {
+                    ConnectionState::Connected(w) => return Ok(w.clone()),
+                    ConnectionState::Closed => return Err(ClientError::Closed),
+                    ConnectionState::Connecting => {}
+                }
+                if state.changed().await.is_err() {
+                    return Err(ClientError::Closed);
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| ClientError::Timeout(timeout))?
+    }
+
+    /// The connection's current state.
+    pub fn state(&self) -> ConnectionState {
+        self.inner.state.borrow().clone()
+    }
+
+    /// The rooms this client is in (and rejoins after a reconnect).
+    pub fn rooms(&self) -> Vec<String> {
+        lock(&self.inner.rooms).iter().cloned().collect()
+    }
+
+    /// Drops the current session and connects again at once (rejoining
+    /// and resuming as after any reconnect), e.g. after a network change.
+    pub fn reconnect(&self) {
+        lock(&self.inner.cut).cancel();
+    }
+
+    /// Stops the client: ends the session and stops reconnecting.
+    pub fn close(&self) {
+        self.inner.close.cancel();
+    }
+
+    /// Joins `room`; it is rejoined after every reconnect until left.
+    pub async fn join(&self, room: &str) -> Result<JoinRoomResult, ClientError> {
+        let request = Request::JoinRoom(JoinRoomRequest {
+            room: room.into(),
+            since_sequence: None,
+        });
+        match self.inner.request(request).await? {
+            reply::Result::JoinRoom(r) => {
+                lock(&self.inner.rooms).insert(room.to_string());
+                lock(&self.inner.last_seen).insert(room.to_string(), r.latest_sequence);
+                Ok(r)
+            }
+            _ => Err(ClientError::UnexpectedReply),
+        }
+    }
+
+    /// Leaves `room`.
+    pub async fn leave(&self, room: &str) -> Result<LeaveRoomResult, ClientError> {
+        let request = Request::LeaveRoom(LeaveRoomRequest { room: room.into() });
+        let result = self.inner.request(request).await;
+        // Whatever the server said, do not rejoin a room the user left,
+        // except when it is unknown whether the leave happened.
+        if !matches!(
+            result,
+            Err(ClientError::NotConnected | ClientError::Timeout(_))
+        ) {
+            lock(&self.inner.rooms).remove(room);
+        }
+        match result? {
+            reply::Result::LeaveRoom(r) => Ok(r),
+            _ => Err(ClientError::UnexpectedReply),
+        }
+    }
+
+    /// Sends `text` to `room` with a fresh client message id.
+    pub async fn send(&self, room: &str, text: &str) -> Result<SendMessageResult, ClientError> {
+        self.send_with_id(room, &uuid::Uuid::new_v4().to_string(), text)
+            .await
+    }
+
+    /// Sends `text` to `room` under the caller's own message id. If the
+    /// connection is lost before the acknowledgement, the send is retried
+    /// with the same id after reconnecting (within `send_retry_window`);
+    /// the server stores and delivers it once.
+    pub async fn send_with_id(
+        &self,
+        room: &str,
+        client_message_id: &str,
+        text: &str,
+    ) -> Result<SendMessageResult, ClientError> {
+        let deadline = tokio::time::Instant::now() + self.inner.config.send_retry_window;
+        let mut retrying = false;
+        loop {
+            let request = Request::SendMessage(SendMessageRequest {
+                room: room.into(),
+                client_message_id: client_message_id.into(),
+                text: text.into(),
+            });
+            match self.inner.request(request).await {
+                Ok(reply::Result::SendMessage(r)) => return Ok(r),
+                Ok(_) => return Err(ClientError::UnexpectedReply),
+                Err(
+                    e @ (ClientError::NotConnected
+                    | ClientError::Disconnected
+                    | ClientError::Timeout(_)),
+                ) => {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    if left.is_zero() || self.wait_connected(left).await.is_err() {
+                        return Err(e);
+                    }
+                    retrying = true;
+                }
+                // After a reconnect the room may not be rejoined yet.
+                Err(
+                    e @ ClientError::Server {
+                        code: ErrorCode::NotAMember,
+                        ..
+                    },
+                ) if retrying && lock(&self.inner.rooms).contains(room) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The last sequence seen in `room` (where a rejoin resumes from).
+    pub fn last_seen(&self, room: &str) -> Option<u64> {
+        lock(&self.inner.last_seen).get(room).copied()
+    }
+
+    /// The members of `room`.
+    pub async fn list_members(&self, room: &str) -> Result<Vec<Member>, ClientError> {
+        let request = Request::ListMembers(ListMembersRequest { room: room.into() });
+        match self.inner.request(request).await? {
+            reply::Result::ListMembers(r) => Ok(r.members),
+            _ => Err(ClientError::UnexpectedReply),
+        }
+    }
+
+    /// The rooms this connection is in, as the server sees it.
+    pub async fn list_rooms(&self) -> Result<Vec<String>, ClientError> {
+        match self
+            .inner
+            .request(Request::ListRooms(ListRoomsRequest {}))
+            .await?
+        {
+            reply::Result::ListRooms(r) => Ok(r.rooms),
+            _ => Err(ClientError::UnexpectedReply),
+        }
+    }
+
+    /// A page of `room`'s stored history, oldest first: messages before
+    /// sequence `from` (`Backward`; 0 = the latest) or after it (`Forward`).
+    /// `limit` 0 means the server's default.
+    pub async fn history(
+        &self,
+        room: &str,
+        direction: HistoryDirection,
+        from: u64,
+        limit: u32,
+    ) -> Result<HistoryResponse, ClientError> {
+        let channel = lock(&self.inner.channel)
+            .clone()
+            .ok_or(ClientError::NotConnected)?;
+        let request = HistoryRequest {
+            room: room.into(),
+            direction: direction as i32,
+            from_sequence: from,
+            limit,
+        };
+        let request = self.unary_request(request).await?;
+        let mut grpc = ChatServiceClient::new(channel);
+        let call = grpc.history(request);
+        match tokio::time::timeout(self.inner.config.request_timeout, call).await {
+            Err(_) => Err(ClientError::Timeout(self.inner.config.request_timeout)),
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(status_error(&status)),
+        }
+    }
+
+    /// `message` as a unary call: identified like the session (name, and
+    /// the token if there is one), with the request timeout.
+    async fn unary_request<T>(&self, message: T) -> Result<tonic::Request<T>, ClientError> {
+        let config = &self.inner.config;
+        let mut request = tonic::Request::new(message);
+        let invalid = |message| ClientError::Server {
+            code: ErrorCode::InvalidArgument,
+            message,
+            retry_after_ms: 0,
+        };
+        set_name(request.metadata_mut(), &config.name).map_err(invalid)?;
+        if let Some(provider) = &config.token {
+            let token = provider
+                .token()
+                .await
+                .map_err(|message| ClientError::Server {
+                    code: ErrorCode::Unauthenticated,
+                    message: format!("no token: {message}"),
+                    retry_after_ms: 0,
+                })?;
+            set_bearer(request.metadata_mut(), &token).map_err(invalid)?;
+        }
+        request.set_timeout(config.request_timeout);
+        Ok(request)
+    }
+
+    /// Round trip to the server.
+    pub async fn ping(&self) -> Result<PongResult, ClientError> {
+        let request = Request::Ping(PingRequest {
+            client_time_unix_ms: now_unix_ms(),
+        });
+        match self.inner.request(request).await? {
+            reply::Result::Pong(r) => Ok(r),
+            _ => Err(ClientError::UnexpectedReply),
+        }
+    }
+}
+
+/// A failed unary call as the error a session reply would have given.
+fn status_error(status: &tonic::Status) -> ClientError {
+    ClientError::Server {
+        code: match status.code() {
+            tonic::Code::InvalidArgument => ErrorCode::InvalidArgument,
+            tonic::Code::Unavailable => ErrorCode::Unavailable,
+            tonic::Code::Unauthenticated => ErrorCode::Unauthenticated,
+            tonic::Code::PermissionDenied => ErrorCode::PermissionDenied,
+            tonic::Code::ResourceExhausted => ErrorCode::RateLimited,
+            _ => ErrorCode::Internal,
+        },
+        message: status.message().to_string(),
+        // Set on RATE_LIMITED: when a retry succeeds.
+        retry_after_ms: status
+            .metadata()
+            .get("chat-retry-after-ms")
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(0),
+    }
+}

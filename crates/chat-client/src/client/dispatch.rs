@@ -1,0 +1,89 @@
+//! Routing the server's frames: each reply to the request waiting for it
+//! (a rejoin's also reported as [`Event::Rejoined`]), everything else to
+//! the application as an [`Event`].
+
+use super::rejoin::retryable;
+use super::{Inner, to_result};
+use crate::error::ClientError;
+use crate::event::Event;
+use chat_proto::v1::{
+    ErrorCode, JoinRoomResult, MessageEvent, Reply, ServerFrame, reply, server_frame::Frame,
+};
+use chat_util::lock;
+use tokio::sync::mpsc;
+
+/// Routes one server frame: replies to their waiters, the rest to events.
+pub(super) async fn dispatch(inner: &Inner, events: &mpsc::Sender<Event>, frame: ServerFrame) {
+    let event = match frame.frame {
+        Some(Frame::Reply(r)) => return on_reply(inner, events, r).await,
+        Some(Frame::Message(m)) => {
+            saw(inner, &m);
+            Event::Message(m)
+        }
+        Some(Frame::MemberJoined(m)) => Event::MemberJoined(m),
+        Some(Frame::MemberLeft(m)) => Event::MemberLeft(m),
+        Some(Frame::Notification(n)) => Event::Notification(n),
+        // The notice is reported with `Disconnected` when the stream ends.
+        Some(Frame::Disconnect(_)) | Some(Frame::Welcome(_)) | None => return,
+    };
+    // Waiting here when the application lags pushes back on the server,
+    // which disconnects a client that falls too far behind.
+    let _ = events.send(event).await;
+}
+
+/// Raises the room's last seen sequence to the message's, for rooms the
+/// client keeps track of.
+fn saw(inner: &Inner, m: &MessageEvent) {
+    let mut last_seen = lock(&inner.last_seen);
+    if let Some(seen) = last_seen.get_mut(&m.room) {
+        *seen = (*seen).max(m.sequence);
+    }
+}
+
+/// One reply: a rejoin's is reported first, here, in stream order (before
+/// the backlog that follows it); then the reply goes to its waiter, if it
+/// still waits.
+async fn on_reply(inner: &Inner, events: &mpsc::Sender<Event>, r: Reply) {
+    let rejoined = lock(&inner.rejoins).remove(&r.request_id);
+    if let (Some(room), Some(result)) = (rejoined, &r.result) {
+        let result = rejoin_outcome(inner, &room, result.clone());
+        let _ = events.send(Event::Rejoined { room, result }).await;
+    }
+    let waiter = lock(&inner.pending).remove(&r.request_id);
+    if let (Some(waiter), Some(result)) = (waiter, r.result) {
+        let _ = waiter.send(result);
+    }
+}
+
+/// A rejoin's reply as the join's outcome, after recording what it means
+/// for the room: where the next rejoin resumes, or that the room is given
+/// up.
+fn rejoin_outcome(
+    inner: &Inner,
+    room: &str,
+    result: reply::Result,
+) -> Result<JoinRoomResult, ClientError> {
+    let result = match to_result(result) {
+        Ok(reply::Result::JoinRoom(j)) => Ok(j),
+        Ok(_) => Err(ClientError::UnexpectedReply),
+        Err(e) => Err(e),
+    };
+    if let Ok(j) = &result {
+        // What the client has from here on: the backlog (each message
+        // raises it as it arrives), then live messages. The next rejoin
+        // resumes from it, also for rooms first joined through
+        // `ClientConfig::rooms`.
+        let mut last_seen = lock(&inner.last_seen);
+        let seen = last_seen.entry(room.to_string()).or_insert(0);
+        *seen = (*seen).max(j.backlog_after_sequence);
+    }
+    if let Err(ClientError::Server { code, .. }) = &result
+        && !retryable(*code)
+        && *code != ErrorCode::AlreadyAMember
+    {
+        // The server will never accept this room (e.g. an invalid name):
+        // stop trying. Other failures are retried on the next session.
+        lock(&inner.rooms).remove(room);
+    }
+    result
+}

@@ -1,0 +1,137 @@
+//! The client: a background task owns the session stream; requests from any
+//! task go out on it and wait for their reply by request id.
+//!
+//! - [`config`]: how a client connects ([`ClientConfig`], [`ClientTls`]);
+//! - [`api`]: the public [`Client`] handle and its requests;
+//! - [`connection`]: the task that opens sessions one after another;
+//! - [`rejoin`]: joining the client's rooms again on each new session;
+//! - [`dispatch`]: routing each server frame to a waiter or an event;
+//! - here: the state they share ([`Inner`]) and sending one request.
+
+mod api;
+mod config;
+mod connection;
+mod dispatch;
+mod rejoin;
+
+pub use api::{Client, ConnectionState};
+pub use config::{ClientConfig, ClientTls};
+
+use crate::error::ClientError;
+use chat_proto::v1::{ClientFrame, ErrorCode, client_frame::Request, reply};
+use chat_util::lock;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+/// What the [`Client`] handles and the connection task share.
+struct Inner {
+    /// The settings the client was made with.
+    config: ClientConfig,
+    /// The next request id (also used by heartbeat pings).
+    next_request: AtomicU64,
+    /// Waiters for replies, by request id.
+    pending: Mutex<HashMap<u64, oneshot::Sender<reply::Result>>>,
+    /// The current session's outgoing frames; `None` between sessions.
+    outbound: Mutex<Option<mpsc::Sender<ClientFrame>>>,
+    /// The current session's transport, for unary calls.
+    channel: Mutex<Option<tonic::transport::Channel>>,
+    /// The rooms the client is in, rejoined on every session.
+    rooms: Mutex<BTreeSet<String>>,
+    /// The last sequence seen per room: where a rejoin resumes.
+    last_seen: Mutex<HashMap<String, u64>>,
+    /// Request ids of rejoins in flight, by room: their replies become
+    /// `Event::Rejoined` in stream order, ahead of the backlog that follows.
+    rejoins: Mutex<HashMap<u64, String>>,
+    /// Where the connection stands, for [`Client::wait_connected`].
+    state: watch::Sender<ConnectionState>,
+    /// Cancelled by [`Client::close`]: ends the session and the task.
+    close: CancellationToken,
+    /// Cancelled to end the current session and reconnect at once.
+    cut: Mutex<CancellationToken>,
+}
+
+impl Inner {
+    /// Sends one request on the current session and waits for its reply.
+    async fn request(&self, request: Request) -> Result<reply::Result, ClientError> {
+        self.request_as(request, None).await
+    }
+
+    /// [`Inner::request`], marking a rejoin of `rejoin_room`.
+    async fn request_as(
+        &self,
+        request: Request,
+        rejoin_room: Option<&str>,
+    ) -> Result<reply::Result, ClientError> {
+        if self.close.is_cancelled() {
+            return Err(ClientError::Closed);
+        }
+        let outbound = lock(&self.outbound)
+            .clone()
+            .ok_or(ClientError::NotConnected)?;
+        let request_id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(request_id, tx);
+        if let Some(room) = rejoin_room {
+            lock(&self.rejoins).insert(request_id, room.to_string());
+        }
+        let frame = ClientFrame {
+            request_id,
+            traceparent: String::new(),
+            request: Some(request),
+        };
+        let timeout = self.config.request_timeout;
+        let outcome = tokio::time::timeout(timeout, async {
+            outbound
+                .send(frame)
+                .await
+                .map_err(|_| ClientError::Disconnected)?;
+            rx.await.map_err(|_| ClientError::Disconnected)
+        })
+        .await;
+        lock(&self.pending).remove(&request_id);
+        lock(&self.rejoins).remove(&request_id);
+        match outcome {
+            Err(_) => Err(ClientError::Timeout(timeout)),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(result)) => to_result(result),
+        }
+    }
+
+    /// Fails every waiting request: their session is gone.
+    fn fail_pending(&self) {
+        // Dropping the senders wakes each waiter with `Disconnected`.
+        lock(&self.pending).clear();
+    }
+}
+
+/// A reply's result, with a server error as a [`ClientError`].
+fn to_result(result: reply::Result) -> Result<reply::Result, ClientError> {
+    match result {
+        reply::Result::Error(e) => Err(ClientError::Server {
+            code: ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Internal),
+            message: e.message,
+            retry_after_ms: e.retry_after_ms,
+        }),
+        result => Ok(result),
+    }
+}
+
+/// Names the caller in a call's metadata, as the server expects without
+/// authentication: `chat-name`, or `chat-name-bin` for a non-ASCII name.
+fn set_name(metadata: &mut tonic::metadata::MetadataMap, name: &str) -> Result<(), String> {
+    if name.is_ascii() {
+        let value = name
+            .parse()
+            .map_err(|_| format!("display name {name:?} cannot be sent as metadata"))?;
+        metadata.insert("chat-name", value);
+    } else {
+        metadata.insert_bin(
+            "chat-name-bin",
+            tonic::metadata::MetadataValue::from_bytes(name.as_bytes()),
+        );
+    }
+    Ok(())
+}

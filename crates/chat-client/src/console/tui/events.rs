@@ -1,0 +1,157 @@
+//! The client library's events as the UI shows them: connection changes
+//! on the status line and in every pane, messages and members in their
+//! room's pane.
+
+use super::pane::{Entry, Kind};
+use super::requests::HISTORY_ON_JOIN;
+use super::state::{App, Conn};
+use super::text::{display, joined_text, notice_text};
+use chat_client::proto::{DisconnectNotice, JoinRoomResult, MessageEvent, Welcome};
+use chat_client::{ClientError, Event};
+use chat_util::now_unix_ms;
+use std::time::Duration;
+use tokio::time::Instant;
+
+impl App {
+    /// One event from the client library.
+    pub(super) fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Connected(welcome) => self.on_connected(welcome),
+            Event::Rejoined { room, result } => self.on_rejoined(room, result),
+            Event::Message(m) => self.on_message(m),
+            Event::MemberJoined(m) => {
+                // Our own join is reported by the join itself.
+                if !self.is_me(m.member.as_ref()) && self.panes.contains_key(&m.room) {
+                    let text = format!("{} joined {}", display(&m.member), m.room);
+                    self.push_room(&m.room, Entry::now(Kind::Info(text)));
+                }
+            }
+            Event::MemberLeft(m) => {
+                if !self.is_me(m.member.as_ref()) && self.panes.contains_key(&m.room) {
+                    let text = format!("{} left {}", display(&m.member), m.room);
+                    self.push_room(&m.room, Entry::now(Kind::Info(text)));
+                }
+            }
+            Event::Notification(n) => {
+                let time = if n.server_time_unix_ms > 0 {
+                    n.server_time_unix_ms
+                } else {
+                    now_unix_ms()
+                };
+                self.broadcast_at(time, Kind::Notice(format!("notice: {}", n.text)));
+            }
+            Event::Disconnected { notice, reason } => self.on_disconnected(notice, reason),
+            Event::Reconnecting {
+                attempt,
+                delay,
+                error,
+            } => self.on_reconnecting(attempt, delay, error),
+            Event::Stopped { reason } => {
+                self.broadcast(Kind::Notice(format!(
+                    "stopped: {reason} (a fresh token is needed; /quit to exit)"
+                )));
+                self.conn = Conn::Closed;
+            }
+        }
+    }
+
+    /// A session opened: who we are, and "connected" or "reconnected".
+    fn on_connected(&mut self, welcome: Welcome) {
+        self.sessions += 1;
+        self.me = welcome.you;
+        self.conn = Conn::Connected;
+        self.last_trouble = None;
+        let name = self
+            .me
+            .as_ref()
+            .map(|m| m.display_name.clone())
+            .unwrap_or_default();
+        let verb = if self.sessions == 1 {
+            "connected"
+        } else {
+            "reconnected"
+        };
+        self.broadcast(Kind::Notice(format!("{verb} to {} as {name}", self.server)));
+    }
+
+    /// A room joined again on a new session (or first joined, for the
+    /// rooms given at start), with any messages missed for good.
+    fn on_rejoined(&mut self, room: String, result: Result<JoinRoomResult, ClientError>) {
+        // Rooms the server will never accept are dropped by the library.
+        self.sync_rooms();
+        let verb = if self.sessions <= 1 {
+            "joined"
+        } else {
+            "rejoined"
+        };
+        match result {
+            Ok(r) => {
+                self.push_room(&room, Entry::now(Kind::Info(joined_text(verb, &r))));
+                if r.backlog_incomplete {
+                    // Say what was lost rather than pretend.
+                    let text = format!(
+                        "messages of {room} before #{} were missed and are no longer available",
+                        r.backlog_after_sequence + 1
+                    );
+                    self.push_room(&room, Entry::now(Kind::Error(text)));
+                }
+                if self.sessions <= 1 {
+                    self.fetch_history(room.clone(), HISTORY_ON_JOIN);
+                }
+            }
+            Err(e) => {
+                let retry = if self.rooms.contains(&room) {
+                    " (retried on the next connection)"
+                } else {
+                    ""
+                };
+                let text = format!("cannot join {room}: {e}{retry}");
+                self.push_room(&room, Entry::now(Kind::Error(text)));
+            }
+        }
+    }
+
+    /// A message, into its room's pane (counted unread if not shown).
+    fn on_message(&mut self, m: MessageEvent) {
+        if !self.panes.contains_key(&m.room) {
+            return;
+        }
+        let entry = self.message_entry(&m);
+        let is_current = self.current.as_deref() == Some(m.room.as_str());
+        let width = self.pane_width;
+        if let Some(pane) = self.panes.get_mut(&m.room) {
+            if !is_current {
+                pane.unread += 1;
+            }
+            pane.push(entry, width);
+        }
+    }
+
+    /// The session ended: the server's notice if it sent one, else why.
+    fn on_disconnected(&mut self, notice: Option<DisconnectNotice>, reason: String) {
+        let text = match &notice {
+            Some(n) => notice_text(n),
+            None => reason.clone(),
+        };
+        self.conn = Conn::Disconnected(text.clone());
+        self.last_trouble = Some(reason);
+        self.broadcast(Kind::Notice(format!("disconnected: {text}")));
+    }
+
+    /// The next attempt is scheduled.
+    fn on_reconnecting(&mut self, attempt: u32, delay: Duration, error: String) {
+        // The status line counts down each attempt; the panes only hear
+        // about a new kind of failure.
+        if self.last_trouble.as_deref() != Some(error.as_str()) {
+            self.broadcast(Kind::Notice(format!(
+                "reconnecting (attempt {attempt}): {error}"
+            )));
+            self.last_trouble = Some(error.clone());
+        }
+        self.conn = Conn::Reconnecting {
+            attempt,
+            at: Instant::now() + delay,
+            error,
+        };
+    }
+}

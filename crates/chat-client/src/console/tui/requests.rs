@@ -1,0 +1,249 @@
+//! The user's commands, run as requests in the background so the UI never
+//! waits on the network (one after another, in the order typed), and what
+//! their outcomes show.
+
+use super::pane::{Entry, Kind};
+use super::state::App;
+use super::text::joined_text;
+use crate::console::command::{self, Command};
+use crate::console::describe::names;
+use chat_client::proto::{
+    ErrorCode, HistoryDirection, HistoryResponse, JoinRoomResult, LeaveRoomResult, Member,
+    SendMessageResult,
+};
+use chat_client::{Client, ClientError};
+use std::future::Future;
+use tokio::sync::oneshot;
+
+/// Stored messages shown when a room is joined (and by a bare `/history`).
+pub(super) const HISTORY_ON_JOIN: u32 = 20;
+
+/// What a request task reports back to the UI loop.
+#[derive(Debug)]
+pub(super) enum Outcome {
+    /// `/join`.
+    Joined {
+        /// The room asked for.
+        room: String,
+        /// The server's answer.
+        result: Result<JoinRoomResult, ClientError>,
+    },
+    /// `/leave`.
+    Left {
+        /// The room asked for.
+        room: String,
+        /// The server's answer.
+        result: Result<LeaveRoomResult, ClientError>,
+    },
+    /// A message typed.
+    Sent {
+        /// Where it went.
+        room: String,
+        /// What it said, repeated if it was not sent.
+        text: String,
+        /// The server's answer.
+        result: Result<SendMessageResult, ClientError>,
+    },
+    /// `/who`.
+    Members {
+        /// The room asked about.
+        room: String,
+        /// Its members.
+        result: Result<Vec<Member>, ClientError>,
+    },
+    /// `/rooms`: the rooms as the server sees them.
+    Rooms(Result<Vec<String>, ClientError>),
+    /// `/history`, or the page shown on joining.
+    History {
+        /// The room asked about.
+        room: String,
+        /// Its last stored messages.
+        result: Result<HistoryResponse, ClientError>,
+    },
+}
+
+impl App {
+    /// Runs one line as line mode would, but with requests in the background.
+    pub(super) fn submit(&mut self, line: &str) {
+        match command::parse(line) {
+            Command::Nothing => {}
+            Command::Quit => self.quit = true,
+            Command::Help => self.info(command::HELP.to_string()),
+            Command::Invalid(why) => self.error(format!("INVALID_COMMAND: {why}")),
+            Command::Join(room) => {
+                self.joining.insert(room.clone());
+                self.panes.entry(room.clone()).or_default();
+                self.spawn(move |client| async move {
+                    let result = client.join(&room).await;
+                    Outcome::Joined { room, result }
+                });
+            }
+            Command::Leave(room) => {
+                let Some(room) = self.room_or_current(room) else {
+                    return;
+                };
+                self.spawn(move |client| async move {
+                    let result = client.leave(&room).await;
+                    Outcome::Left { room, result }
+                });
+            }
+            Command::Switch(room) => {
+                if self.rooms.contains(&room) {
+                    self.switch_to(Some(room));
+                } else {
+                    self.error(format!("NOT_A_MEMBER: not in room {room}; /join it first"));
+                }
+            }
+            Command::Who(room) => {
+                let Some(room) = self.room_or_current(room) else {
+                    return;
+                };
+                self.spawn(move |client| async move {
+                    let result = client.list_members(&room).await;
+                    Outcome::Members { room, result }
+                });
+            }
+            Command::Rooms => {
+                self.spawn(|client| async move { Outcome::Rooms(client.list_rooms().await) })
+            }
+            Command::History(n) => {
+                let Some(room) = self.room_or_current(None) else {
+                    return;
+                };
+                self.fetch_history(room, n.unwrap_or(HISTORY_ON_JOIN));
+            }
+            Command::Say(text) => self.say(text),
+        }
+    }
+
+    /// The room a command names, or the current one; with neither, says so
+    /// and gives `None`.
+    fn room_or_current(&mut self, room: Option<String>) -> Option<String> {
+        let room = room.or_else(|| self.current.clone());
+        if room.is_none() {
+            self.error("INVALID_COMMAND: no current room".into());
+        }
+        room
+    }
+
+    /// Sends `text` to the current room.
+    fn say(&mut self, text: String) {
+        let Some(room) = self.current.clone() else {
+            self.error("INVALID_COMMAND: join a room first (/join ROOM)".into());
+            return;
+        };
+        self.spawn(move |client| async move {
+            let result = client.send(&room, &text).await;
+            Outcome::Sent { room, text, result }
+        });
+    }
+
+    /// Fetches the room's last `n` stored messages into its pane.
+    pub(super) fn fetch_history(&mut self, room: String, n: u32) {
+        self.spawn(move |client| async move {
+            let result = client
+                .history(&room, HistoryDirection::Backward, 0, n)
+                .await;
+            Outcome::History { room, result }
+        });
+    }
+
+    /// Runs a request in its own task, so the UI never waits on the network.
+    /// Each starts only once the one before has finished: the server must
+    /// see messages in the order they were typed, and a join before what is
+    /// sent to the room.
+    fn spawn<F, Fut>(&mut self, request: F)
+    where
+        F: FnOnce(Client) -> Fut + Send + 'static,
+        Fut: Future<Output = Outcome> + Send + 'static,
+    {
+        let (done, next) = oneshot::channel::<()>();
+        let previous = self.previous_request.replace(next);
+        let client = self.client.clone();
+        let outcomes = self.outcomes.clone();
+        self.in_flight += 1;
+        tokio::spawn(async move {
+            if let Some(previous) = previous {
+                // An error only means the previous task is gone: go ahead.
+                let _ = previous.await;
+            }
+            let outcome = request(client).await;
+            drop(done);
+            // Fails only when the UI has exited, and then nobody cares.
+            let _ = outcomes.send(outcome);
+        });
+    }
+
+    /// Shows what a finished request came to.
+    pub(super) fn on_outcome(&mut self, outcome: Outcome) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        match outcome {
+            Outcome::Joined { room, result } => self.on_joined(room, result),
+            Outcome::Left { room, result } => {
+                self.sync_rooms();
+                match result {
+                    Ok(r) => self.info(format!("left {}", r.room)),
+                    Err(e) => self.error(format!("cannot leave {room}: {e}")),
+                }
+            }
+            Outcome::Sent { room, text, result } => {
+                // Success shows when the message comes back as an event.
+                if let Err(e) = result {
+                    let text = format!("not sent to {room}: {e} — {text:?}");
+                    self.push_room(&room, Entry::now(Kind::Error(text)));
+                }
+            }
+            Outcome::Members { room, result } => match result {
+                Ok(members) => self.info(format!(
+                    "members of {room} ({}): {}",
+                    members.len(),
+                    names(&members)
+                )),
+                Err(e) => self.error(format!("cannot list members of {room}: {e}")),
+            },
+            Outcome::History { room, result } => self.on_history(room, result),
+            Outcome::Rooms(result) => match result {
+                Ok(rooms) if rooms.is_empty() => self.info("rooms: none".into()),
+                Ok(rooms) => self.info(format!("rooms: {}", rooms.join(", "))),
+                Err(e) => self.error(format!("cannot list rooms: {e}")),
+            },
+        }
+    }
+
+    /// A `/join` done: show the room and what was said in it.
+    fn on_joined(&mut self, room: String, result: Result<JoinRoomResult, ClientError>) {
+        self.joining.remove(&room);
+        self.sync_rooms();
+        match result {
+            Ok(r) => {
+                self.switch_to(Some(room.clone()));
+                self.push_room(&room, Entry::now(Kind::Info(joined_text("joined", &r))));
+                self.fetch_history(room.clone(), HISTORY_ON_JOIN);
+            }
+            Err(e) if e.code() == Some(ErrorCode::AlreadyAMember) && self.rooms.contains(&room) => {
+                self.switch_to(Some(room.clone()));
+                self.info(format!("already in {room}"));
+            }
+            Err(e) => self.error(format!("cannot join {room}: {e}")),
+        }
+    }
+
+    /// A page of history: a heading, then the messages, oldest first.
+    fn on_history(&mut self, room: String, result: Result<HistoryResponse, ClientError>) {
+        match result {
+            Ok(page) => {
+                let text = format!(
+                    "last {} stored message(s) of {room} (latest #{}):",
+                    page.messages.len(),
+                    page.latest_sequence
+                );
+                self.push_room(&room, Entry::now(Kind::Info(text)));
+                for m in page.messages {
+                    let entry = self.message_entry(&m);
+                    self.push_room(&room, entry);
+                }
+            }
+            Err(e) => self.error(format!("cannot read the history of {room}: {e}")),
+        }
+    }
+}
