@@ -56,12 +56,13 @@ mod tests {
     }
 
     /// The top-level module a file belongs to (`src/hub/rooms.rs` → `hub`),
-    /// or `None` for the crate root, the binary and this file.
+    /// or `None` for the crate root, the binaries (`src/bin`, above every
+    /// layer) and this file.
     fn module_of(path: &Path) -> Option<String> {
         let relative = path.strip_prefix(src()).ok()?;
         let first = relative.components().next()?.as_os_str().to_str()?;
         let name = first.strip_suffix(".rs").unwrap_or(first);
-        (!["lib", "main", "layers"].contains(&name)).then(|| name.to_string())
+        (!["lib", "bin", "layers"].contains(&name)).then(|| name.to_string())
     }
 
     /// The top-level modules `source` names through `crate::`, including
