@@ -10,6 +10,7 @@ mod envelope;
 mod local;
 mod nats;
 mod redis;
+mod subscriptions;
 
 pub use envelope::Envelope;
 pub use local::LocalBackplane;

@@ -11,6 +11,7 @@
 //! backplane counts.
 
 use super::control::{Control, ControlEvent, ControlSender};
+use super::subscriptions::{Edge, Subscriptions};
 use super::{Backplane, BackplaneError, BackplaneStats, Envelope, FrameSink, RoomFrame};
 use crate::config::NatsConfig;
 use crate::domain::validate::RoomName;
@@ -18,7 +19,6 @@ use bytes::Bytes;
 use chat_util::lock;
 use futures::StreamExt;
 use futures::future::{BoxFuture, FutureExt};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -44,14 +44,11 @@ struct Shared {
     healthy: Arc<AtomicBool>,
     /// Numbers the subjects of [`Shared::round_trip`].
     barriers: AtomicU64,
-    /// Subscription count and reader task per room.
-    rooms: tokio::sync::Mutex<HashMap<RoomName, RoomSubscription>>,
+    /// Subscription count per room, with the task reading each subscribed
+    /// room.
+    rooms: tokio::sync::Mutex<Subscriptions<JoinHandle<()>>>,
     shutdown: CancellationToken,
 }
-
-/// A room's subscription count and the task reading it (absent while the
-/// count is not positive).
-type RoomSubscription = (i64, Option<JoinHandle<()>>);
 
 /// Subject-safe form of a room name: `.` separates NATS tokens, so it
 /// becomes `~`, which room names cannot contain.
@@ -296,28 +293,20 @@ impl NatsBackplane {
     /// unsubscribes (ends the reader) on 1 → 0.
     async fn change(&self, room: &RoomName, delta: i64) -> Result<(), BackplaneError> {
         let shared = &self.shared;
+        // Held until the subscription is made (see `Subscriptions`).
         let mut rooms = shared.rooms.lock().await;
-        let entry = rooms.entry(room.clone()).or_insert((0, None));
-        let before = entry.0 > 0;
-        entry.0 += delta;
-        let after = entry.0 > 0;
-        if before == after {
-            if entry.0 == 0 && entry.1.is_none() {
-                rooms.remove(room);
-            }
-            return Ok(());
-        }
-        if after {
-            match shared.subscribe_room(room).await {
-                Ok(reader) => entry.1 = Some(reader),
+        match rooms.change(room, delta) {
+            Edge::Unchanged => {}
+            Edge::Subscribe => match shared.subscribe_room(room).await {
+                Ok(reader) => rooms.attach(room, reader),
                 // Only a closed client refuses; nothing to retry then.
                 Err(e) => tracing::warn!(%room, error = %e, "nats subscribe failed"),
-            }
-        } else if let Some(reader) = entry.1.take() {
+            },
             // Dropping the subscriber with its task unsubscribes.
-            reader.abort();
-            if entry.0 == 0 {
-                rooms.remove(room);
+            Edge::Unsubscribe(reader) => {
+                if let Some(reader) = reader {
+                    reader.abort();
+                }
             }
         }
         Ok(())

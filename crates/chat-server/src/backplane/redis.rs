@@ -16,6 +16,7 @@
 //! counted.
 
 use super::control::{Control, ControlEvent, ControlSender};
+use super::subscriptions::{Edge, Subscriptions};
 use super::{Backplane, BackplaneError, BackplaneStats, Envelope, FrameSink};
 use crate::config::RedisConfig;
 use crate::domain::validate::RoomName;
@@ -28,7 +29,6 @@ use redis::{
     AsyncConnectionConfig, ConnectionInfo, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind,
     Value,
 };
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -89,10 +89,9 @@ struct Shared {
     origin: Arc<str>,
     sink: Arc<dyn FrameSink>,
     control: ControlSender,
-    /// Subscription count per room; a room is subscribed while above zero.
-    /// The async mutex orders subscribe/unsubscribe commands with the
-    /// counts they follow from.
-    rooms: tokio::sync::Mutex<HashMap<RoomName, i64>>,
+    /// Subscription count per room. The async mutex orders
+    /// subscribe/unsubscribe commands with the counts they follow from.
+    rooms: tokio::sync::Mutex<Subscriptions<()>>,
     /// The live connection, if any, with its generation.
     connection: Mutex<Option<(u64, Conn)>>,
     /// Incremented per connection, so news from an old one is ignored.
@@ -381,13 +380,11 @@ async fn resubscribe(shared: &Shared, conn: &mut Conn) -> redis::RedisResult<usi
         .set_subscribed(conn, &shared.control_channel(), true)
         .await?;
     let mut subscribed = 0;
-    for (room, count) in rooms.iter() {
-        if *count > 0 {
-            shared
-                .set_subscribed(conn, &shared.channel(room), true)
-                .await?;
-            subscribed += 1;
-        }
+    for room in rooms.subscribed() {
+        shared
+            .set_subscribed(conn, &shared.channel(room), true)
+            .await?;
+        subscribed += 1;
     }
     Ok(subscribed)
 }
@@ -499,22 +496,18 @@ impl RedisBackplane {
     /// resubscribes from the counts when it reconnects.
     async fn change(&self, room: &RoomName, delta: i64) -> Result<(), BackplaneError> {
         let shared = &self.shared;
+        // Held until the command is sent (see `Subscriptions`).
         let mut rooms = shared.rooms.lock().await;
-        let count = rooms.entry(room.clone()).or_insert(0);
-        let before = *count > 0;
-        *count += delta;
-        let after = *count > 0;
-        if *count == 0 {
-            rooms.remove(room);
-        }
-        if before == after {
-            return Ok(());
-        }
+        let on = match rooms.change(room, delta) {
+            Edge::Unchanged => return Ok(()),
+            Edge::Subscribe => true,
+            Edge::Unsubscribe(_) => false,
+        };
         let Some((generation, mut conn)) = shared.current() else {
             return Ok(());
         };
         if let Err(e) = shared
-            .set_subscribed(&mut conn, &shared.channel(room), after)
+            .set_subscribed(&mut conn, &shared.channel(room), on)
             .await
         {
             // Replace the connection: the new one subscribes from the counts.
