@@ -9,6 +9,7 @@ pub mod control;
 mod envelope;
 mod local;
 mod nats;
+mod outage;
 mod redis;
 mod subscriptions;
 
