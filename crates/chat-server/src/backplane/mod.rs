@@ -9,7 +9,9 @@ pub mod control;
 mod envelope;
 mod local;
 mod nats;
+mod outage;
 mod redis;
+mod subscriptions;
 
 pub use envelope::Envelope;
 pub use local::LocalBackplane;

@@ -11,16 +11,16 @@
 //! backplane counts.
 
 use super::control::{Control, ControlEvent, ControlSender};
+use super::outage::{Kind, Outage};
+use super::subscriptions::{Edge, Subscriptions};
 use super::{Backplane, BackplaneError, BackplaneStats, Envelope, FrameSink, RoomFrame};
 use crate::config::NatsConfig;
 use crate::domain::validate::RoomName;
 use bytes::Bytes;
-use chat_util::lock;
 use futures::StreamExt;
 use futures::future::{BoxFuture, FutureExt};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -30,28 +30,38 @@ const SUBSCRIPTION_CAPACITY: usize = 8192;
 /// Commands the client may hold (e.g. publishes during a reconnect).
 const CLIENT_CAPACITY: usize = 4096;
 
+/// Where this backplane's log lines go, its outage bookkeeping's included.
+pub(super) const LOG_TARGET: &str = module_path!();
+
 /// Rooms over NATS subjects.
 pub struct NatsBackplane {
     shared: Arc<Shared>,
 }
 
+/// What the backplane and its reader tasks share.
 struct Shared {
+    /// The NATS client; it reconnects and resubscribes by itself.
     client: async_nats::Client,
+    /// Subject prefix and timeouts.
     config: NatsConfig,
+    /// This instance's id: stamped on what it publishes, and how it
+    /// recognises (and skips) its own echoes.
     origin: Arc<str>,
+    /// Where room events from other instances are delivered.
     sink: Arc<dyn FrameSink>,
+    /// The counts `/health/ready` and `/metrics` show.
     stats: Arc<BackplaneStats>,
-    healthy: Arc<AtomicBool>,
+    /// Readiness, and the outage counts and log lines; the client's
+    /// connection events drive it.
+    outage: Arc<Outage>,
     /// Numbers the subjects of [`Shared::round_trip`].
     barriers: AtomicU64,
-    /// Subscription count and reader task per room.
-    rooms: tokio::sync::Mutex<HashMap<RoomName, RoomSubscription>>,
+    /// Subscription count per room, with the task reading each subscribed
+    /// room.
+    rooms: tokio::sync::Mutex<Subscriptions<JoinHandle<()>>>,
+    /// Ends the reader tasks.
     shutdown: CancellationToken,
 }
-
-/// A room's subscription count and the task reading it (absent while the
-/// count is not positive).
-type RoomSubscription = (i64, Option<JoinHandle<()>>);
 
 /// Subject-safe form of a room name: `.` separates NATS tokens, so it
 /// becomes `~`, which room names cannot contain.
@@ -70,13 +80,15 @@ impl NatsBackplane {
         stats: Arc<BackplaneStats>,
         shutdown: CancellationToken,
     ) -> Result<NatsBackplane, BackplaneError> {
-        let healthy = Arc::new(AtomicBool::new(false));
+        let outage = Arc::new(Outage::new(
+            Kind::Nats,
+            config.url.clone(),
+            stats.clone(),
+            control.clone(),
+        ));
         let events = Events {
-            healthy: healthy.clone(),
+            outage: outage.clone(),
             stats: stats.clone(),
-            control: control.clone(),
-            outage_since: Arc::new(Mutex::new(Some(Instant::now()))),
-            url: config.url.clone(),
         };
         let client = async_nats::ConnectOptions::new()
             .name(format!("chat-server {origin}"))
@@ -97,7 +109,7 @@ impl NatsBackplane {
             origin,
             sink,
             stats,
-            healthy,
+            outage,
             barriers: AtomicU64::new(0),
             rooms: tokio::sync::Mutex::default(),
             shutdown,
@@ -110,45 +122,21 @@ impl NatsBackplane {
 /// Turns client events into readiness, log lines and counts.
 #[derive(Clone)]
 struct Events {
-    healthy: Arc<AtomicBool>,
+    /// Where connection events go.
+    outage: Arc<Outage>,
+    /// Where slow-consumer drops are counted.
     stats: Arc<BackplaneStats>,
-    control: ControlSender,
-    outage_since: Arc<Mutex<Option<Instant>>>,
-    url: String,
 }
 
 impl Events {
     fn on(&self, event: async_nats::Event) {
-        let mut outage = lock(&self.outage_since);
         match event {
+            // The client resubscribed every room itself, unseen.
             async_nats::Event::Connected => {
-                // Before the first connection there is an `outage_since`
-                // but no outage. Counted before readiness returns, so a
-                // ready instance shows it.
-                let outage = outage
-                    .take()
-                    .filter(|_| self.stats.outages.load(Ordering::Relaxed) > 0);
-                if outage.is_some() {
-                    self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                }
-                self.healthy.store(true, Ordering::SeqCst);
-                match outage {
-                    Some(since) => {
-                        tracing::warn!(outage = ?since.elapsed(), "nats backplane recovered")
-                    }
-                    _ => tracing::info!(url = %self.url, "nats backplane connected"),
-                }
-                self.control.send(ControlEvent::Connected, &self.stats);
+                self.outage.connected(None);
             }
             async_nats::Event::Disconnected => {
-                self.healthy.store(false, Ordering::SeqCst);
-                if outage.is_none() {
-                    *outage = Some(Instant::now());
-                    self.stats.outages.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        "nats backplane lost: serving local members only; messages to other instances are not delivered until it returns"
-                    );
-                }
+                self.outage.lost();
             }
             async_nats::Event::SlowConsumer(_) => {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -215,7 +203,7 @@ impl Shared {
         // answered, so events published after the reply are received.
         // (While NATS is away there is nothing to wait for: the client
         // resubscribes when it reconnects.)
-        if self.healthy.load(Ordering::SeqCst)
+        if self.outage.is_healthy()
             && tokio::time::timeout(self.config.connect_timeout, self.round_trip())
                 .await
                 .is_err()
@@ -262,7 +250,7 @@ impl Shared {
 
     /// Publishes `payload` on `subject`, failing fast while NATS is away.
     async fn publish(&self, subject: String, payload: Bytes) -> Result<(), BackplaneError> {
-        if !self.healthy.load(Ordering::SeqCst) {
+        if !self.outage.is_healthy() {
             self.stats.publish_failed.fetch_add(1, Ordering::Relaxed);
             return Err(BackplaneError::Unavailable("nats is unreachable".into()));
         }
@@ -296,28 +284,20 @@ impl NatsBackplane {
     /// unsubscribes (ends the reader) on 1 → 0.
     async fn change(&self, room: &RoomName, delta: i64) -> Result<(), BackplaneError> {
         let shared = &self.shared;
+        // Held until the subscription is made (see `Subscriptions`).
         let mut rooms = shared.rooms.lock().await;
-        let entry = rooms.entry(room.clone()).or_insert((0, None));
-        let before = entry.0 > 0;
-        entry.0 += delta;
-        let after = entry.0 > 0;
-        if before == after {
-            if entry.0 == 0 && entry.1.is_none() {
-                rooms.remove(room);
-            }
-            return Ok(());
-        }
-        if after {
-            match shared.subscribe_room(room).await {
-                Ok(reader) => entry.1 = Some(reader),
+        match rooms.change(room, delta) {
+            Edge::Unchanged => {}
+            Edge::Subscribe => match shared.subscribe_room(room).await {
+                Ok(reader) => rooms.attach(room, reader),
                 // Only a closed client refuses; nothing to retry then.
                 Err(e) => tracing::warn!(%room, error = %e, "nats subscribe failed"),
-            }
-        } else if let Some(reader) = entry.1.take() {
+            },
             // Dropping the subscriber with its task unsubscribes.
-            reader.abort();
-            if entry.0 == 0 {
-                rooms.remove(room);
+            Edge::Unsubscribe(reader) => {
+                if let Some(reader) = reader {
+                    reader.abort();
+                }
             }
         }
         Ok(())
@@ -362,7 +342,7 @@ impl Backplane for NatsBackplane {
     }
 
     fn is_healthy(&self) -> bool {
-        self.shared.healthy.load(Ordering::SeqCst)
+        self.shared.outage.is_healthy()
     }
 }
 

@@ -15,7 +15,11 @@
 //! away local members are still served; the publish fails fast and is
 //! counted.
 
+mod supervisor;
+
 use super::control::{Control, ControlEvent, ControlSender};
+use super::outage::{Kind, Outage};
+use super::subscriptions::{Edge, Subscriptions};
 use super::{Backplane, BackplaneError, BackplaneStats, Envelope, FrameSink};
 use crate::config::RedisConfig;
 use crate::domain::validate::RoomName;
@@ -24,24 +28,20 @@ use chat_util::lock;
 use futures::future::{BoxFuture, FutureExt};
 use redis::aio::MultiplexedConnection;
 use redis::cluster_async::ClusterConnection;
-use redis::{
-    AsyncConnectionConfig, ConnectionInfo, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind,
-    Value,
-};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use redis::{ConnectionInfo, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+/// Where this backplane's log lines go, its outage bookkeeping's included.
+pub(super) const LOG_TARGET: &str = module_path!();
 
 /// Rooms over Redis pub/sub.
 pub struct RedisBackplane {
     shared: Arc<Shared>,
 }
-
-/// How often the supervisor checks that Redis answers.
-const PING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A live connection: to one server, or to a cluster.
 #[derive(Clone)]
@@ -82,24 +82,31 @@ impl Conn {
     }
 }
 
+/// What the backplane, its push callback and its supervisor share.
 struct Shared {
     /// The server (or the cluster's seed nodes), RESP3.
     nodes: Vec<ConnectionInfo>,
+    /// Channel prefix, timeouts, backoff limit, cluster mode.
     config: RedisConfig,
+    /// This instance's id: stamped on what it publishes, and how it
+    /// recognises (and skips) its own echoes.
     origin: Arc<str>,
+    /// Where room events from other instances are delivered.
     sink: Arc<dyn FrameSink>,
+    /// Where control messages from other instances go.
     control: ControlSender,
-    /// Subscription count per room; a room is subscribed while above zero.
-    /// The async mutex orders subscribe/unsubscribe commands with the
-    /// counts they follow from.
-    rooms: tokio::sync::Mutex<HashMap<RoomName, i64>>,
+    /// Subscription count per room. The async mutex orders
+    /// subscribe/unsubscribe commands with the counts they follow from.
+    rooms: tokio::sync::Mutex<Subscriptions<()>>,
     /// The live connection, if any, with its generation.
     connection: Mutex<Option<(u64, Conn)>>,
     /// Incremented per connection, so news from an old one is ignored.
     generation: AtomicU64,
     /// Woken when the connection reports that it dropped.
     lost: Notify,
-    healthy: AtomicBool,
+    /// Readiness, and the outage counts and log lines.
+    outage: Outage,
+    /// The counts `/health/ready` and `/metrics` show.
     stats: Arc<BackplaneStats>,
 }
 
@@ -138,6 +145,12 @@ impl RedisBackplane {
                 "redis.url must name one server, or (with redis.cluster = true) one or more seed nodes".into(),
             ));
         }
+        let outage = Outage::new(
+            Kind::Redis,
+            config.url.clone(),
+            stats.clone(),
+            control.clone(),
+        );
         let shared = Arc::new(Shared {
             nodes,
             config,
@@ -148,10 +161,10 @@ impl RedisBackplane {
             connection: Mutex::default(),
             generation: AtomicU64::new(0),
             lost: Notify::new(),
-            healthy: AtomicBool::new(false),
+            outage,
             stats,
         });
-        tokio::spawn(supervise(shared.clone(), shutdown));
+        tokio::spawn(supervisor::supervise(shared.clone(), shutdown));
         Ok(RedisBackplane { shared })
     }
 }
@@ -265,192 +278,6 @@ impl Shared {
     }
 }
 
-/// Keeps a connection to Redis until `shutdown`, pinging it every
-/// `PING_INTERVAL`. A single server's connection is replaced when it drops;
-/// a cluster connection heals itself, so it is only watched, and its
-/// subscriptions renewed when it answers again.
-async fn supervise(shared: Arc<Shared>, shutdown: CancellationToken) {
-    let mut attempt: u32 = 0;
-    let mut outage_since: Option<Instant> = None;
-    let mut ever_connected = false;
-    let lost = |outage_since: &mut Option<Instant>| {
-        shared.healthy.store(false, Ordering::SeqCst);
-        shared.stats.outages.fetch_add(1, Ordering::Relaxed);
-        *outage_since = Some(Instant::now());
-        tracing::warn!(
-            "redis backplane lost: serving local members only; messages to other instances are not delivered until it returns"
-        );
-    };
-    loop {
-        match connect(&shared).await {
-            Ok((generation, rooms)) => {
-                attempt = 0;
-                recovered(&shared, &mut outage_since, rooms);
-                ever_connected = true;
-                loop {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = shared.lost.notified() => {}
-                        _ = tokio::time::sleep(PING_INTERVAL) => {}
-                    }
-                    let Some((_, mut conn)) = shared.current() else {
-                        break;
-                    };
-                    let answered = matches!(
-                        tokio::time::timeout(shared.config.command_timeout, conn.ping()).await,
-                        Ok(Ok(()))
-                    );
-                    let healthy = shared.healthy.load(Ordering::SeqCst);
-                    match (&conn, answered) {
-                        (Conn::Single(_), true) => {}
-                        (Conn::Single(_), false) => break,
-                        (Conn::Cluster(_), true) if !healthy => {
-                            match resubscribe(&shared, &mut conn).await {
-                                Ok(rooms) => recovered(&shared, &mut outage_since, rooms),
-                                Err(e) => tracing::debug!(error = %e, "cluster resubscribe failed"),
-                            }
-                        }
-                        (Conn::Cluster(_), false) if healthy => lost(&mut outage_since),
-                        (Conn::Cluster(_), _) => {}
-                    }
-                    if shared.generation.load(Ordering::SeqCst) != generation {
-                        break;
-                    }
-                }
-                if shutdown.is_cancelled() {
-                    break;
-                }
-                *lock(&shared.connection) = None;
-                if shared.healthy.load(Ordering::SeqCst) {
-                    lost(&mut outage_since);
-                }
-            }
-            Err(e) => {
-                if outage_since.is_none() {
-                    outage_since = Some(Instant::now());
-                    let what = if ever_connected {
-                        "still unreachable"
-                    } else {
-                        "unreachable"
-                    };
-                    tracing::warn!(url = %shared.config.url, error = %e, "redis backplane {what}; retrying with backoff");
-                } else {
-                    tracing::debug!(error = %e, attempt, "redis reconnect attempt failed");
-                }
-            }
-        }
-        let delay = backoff(attempt, shared.config.reconnect_max_delay);
-        attempt = attempt.saturating_add(1);
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(delay) => {}
-        }
-    }
-    shared.healthy.store(false, Ordering::SeqCst);
-    *lock(&shared.connection) = None;
-}
-
-/// Marks the backplane healthy and says so, once per outage.
-fn recovered(shared: &Shared, outage_since: &mut Option<Instant>, rooms: usize) {
-    // Counted before readiness returns, so a ready instance shows it; not
-    // counted for a first connection that took several attempts.
-    if outage_since.is_some() && shared.stats.outages.load(Ordering::Relaxed) > 0 {
-        shared.stats.reconnects.fetch_add(1, Ordering::Relaxed);
-    }
-    shared.healthy.store(true, Ordering::SeqCst);
-    match outage_since.take() {
-        Some(since) => {
-            tracing::warn!(
-                outage = ?since.elapsed(),
-                rooms,
-                "redis backplane recovered; resubscribed every room"
-            )
-        }
-        None => tracing::info!(url = %shared.config.url, "redis backplane connected"),
-    }
-    // Presence is exchanged afresh after every (re)connection.
-    shared.control.send(ControlEvent::Connected, &shared.stats);
-}
-
-/// Subscribes the control channel and every counted room on `conn`;
-/// returns how many rooms. Holds the room table meanwhile, so no join or
-/// leave slips between.
-async fn resubscribe(shared: &Shared, conn: &mut Conn) -> redis::RedisResult<usize> {
-    let rooms = shared.rooms.lock().await;
-    shared
-        .set_subscribed(conn, &shared.control_channel(), true)
-        .await?;
-    let mut subscribed = 0;
-    for (room, count) in rooms.iter() {
-        if *count > 0 {
-            shared
-                .set_subscribed(conn, &shared.channel(room), true)
-                .await?;
-            subscribed += 1;
-        }
-    }
-    Ok(subscribed)
-}
-
-/// Connects and subscribes every wanted room; returns the connection's
-/// generation and how many rooms.
-async fn connect(shared: &Arc<Shared>) -> redis::RedisResult<(u64, usize)> {
-    let generation = shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
-    let weak = Arc::downgrade(shared);
-    let push = move |info: PushInfo| -> Result<(), ()> {
-        match weak.upgrade() {
-            Some(shared) => {
-                shared.on_push(generation, info);
-                Ok(())
-            }
-            None => Err(()),
-        }
-    };
-    let timeout = shared.config.command_timeout;
-    let mut conn = if shared.config.cluster {
-        let client = redis::cluster::ClusterClientBuilder::new(shared.nodes.clone())
-            .use_protocol(ProtocolVersion::RESP3)
-            .connection_timeout(timeout)
-            .response_timeout(timeout)
-            .push_sender(push)
-            .build()?;
-        let connect = client.get_async_connection();
-        let conn = tokio::time::timeout(timeout * 2, connect)
-            .await
-            .map_err(|_| {
-                redis::RedisError::from((redis::ErrorKind::Io, "cluster connect timed out"))
-            })??;
-        Conn::Cluster(conn)
-    } else {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_push_sender(push);
-        let client = redis::Client::open(shared.nodes[0].clone())?;
-        Conn::Single(
-            client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await?,
-        )
-    };
-    let rooms = resubscribe(shared, &mut conn).await?;
-    *lock(&shared.connection) = Some((generation, conn));
-    Ok((generation, rooms))
-}
-
-/// Reconnect delay: 100 ms doubling to `max`, with jitter.
-fn backoff(attempt: u32, max: Duration) -> Duration {
-    let base = Duration::from_millis(100)
-        .saturating_mul(1u32 << attempt.min(16))
-        .min(max);
-    // Cheap jitter without a generator: the sub-second clock.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    base.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0)
-}
-
 impl Backplane for RedisBackplane {
     fn name(&self) -> &'static str {
         "redis"
@@ -489,7 +316,7 @@ impl Backplane for RedisBackplane {
     }
 
     fn is_healthy(&self) -> bool {
-        self.shared.healthy.load(Ordering::SeqCst)
+        self.shared.outage.is_healthy()
     }
 }
 
@@ -499,22 +326,18 @@ impl RedisBackplane {
     /// resubscribes from the counts when it reconnects.
     async fn change(&self, room: &RoomName, delta: i64) -> Result<(), BackplaneError> {
         let shared = &self.shared;
+        // Held until the command is sent (see `Subscriptions`).
         let mut rooms = shared.rooms.lock().await;
-        let count = rooms.entry(room.clone()).or_insert(0);
-        let before = *count > 0;
-        *count += delta;
-        let after = *count > 0;
-        if *count == 0 {
-            rooms.remove(room);
-        }
-        if before == after {
-            return Ok(());
-        }
+        let on = match rooms.change(room, delta) {
+            Edge::Unchanged => return Ok(()),
+            Edge::Subscribe => true,
+            Edge::Unsubscribe(_) => false,
+        };
         let Some((generation, mut conn)) = shared.current() else {
             return Ok(());
         };
         if let Err(e) = shared
-            .set_subscribed(&mut conn, &shared.channel(room), after)
+            .set_subscribed(&mut conn, &shared.channel(room), on)
             .await
         {
             // Replace the connection: the new one subscribes from the counts.
