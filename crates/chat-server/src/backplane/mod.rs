@@ -53,12 +53,36 @@ pub trait FrameSink: Send + Sync + 'static {
 /// A backplane operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BackplaneError {
-    /// The backplane cannot be reached.
+    /// The backplane cannot be reached now (timeout, outage).
     #[error("backplane unavailable: {0}")]
     Unavailable(String),
+    /// Redis refused or failed a command.
+    #[error("backplane unavailable: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    /// NATS refused or failed an operation.
+    #[error("backplane unavailable: {0}")]
+    Nats(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// `redis.url` or `nats.url` is not usable.
+    #[error("{setting} {url}: not usable")]
+    Url {
+        /// The setting (`redis.url`, `nats.url`).
+        setting: &'static str,
+        /// The URL with its credentials redacted.
+        url: String,
+        /// What the client library said.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The backplane's configuration is unusable.
     #[error("backplane configuration: {0}")]
     Config(String),
+}
+
+impl BackplaneError {
+    /// A NATS failure, its cause kept.
+    pub fn nats(e: impl std::error::Error + Send + Sync + 'static) -> BackplaneError {
+        BackplaneError::Nats(Box::new(e))
+    }
 }
 
 impl BackplaneStats {

@@ -15,6 +15,7 @@ use super::outage::{Kind, Outage};
 use super::subscriptions::{Edge, Subscriptions};
 use super::{Backplane, BackplaneError, BackplaneStats, Envelope, FrameSink, RoomFrame};
 use crate::config::NatsConfig;
+use crate::config::redact_url;
 use crate::domain::validate::RoomName;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -102,7 +103,11 @@ impl NatsBackplane {
             })
             .connect(config.url.as_str())
             .await
-            .map_err(|e| BackplaneError::Config(format!("nats.url {:?}: {e}", config.url)))?;
+            .map_err(|e| BackplaneError::Url {
+                setting: "nats.url",
+                url: redact_url(&config.url),
+                source: Box::new(e),
+            })?;
         let shared = Arc::new(Shared {
             client,
             config,
@@ -168,7 +173,7 @@ impl Shared {
             .client
             .subscribe(self.control_subject())
             .await
-            .map_err(|e| BackplaneError::Unavailable(e.to_string()))?;
+            .map_err(BackplaneError::nats)?;
         let shared = self.clone();
         tokio::spawn(async move {
             loop {
@@ -198,7 +203,7 @@ impl Shared {
             .client
             .subscribe(self.room_subject(room))
             .await
-            .map_err(|e| BackplaneError::Unavailable(e.to_string()))?;
+            .map_err(BackplaneError::nats)?;
         // Make sure the server has the subscription before the join is
         // answered, so events published after the reply are received.
         // (While NATS is away there is nothing to wait for: the client
@@ -269,7 +274,7 @@ impl Shared {
             }
             Ok(Err(e)) => {
                 self.stats.publish_failed.fetch_add(1, Ordering::Relaxed);
-                Err(BackplaneError::Unavailable(e.to_string()))
+                Err(BackplaneError::nats(e))
             }
             Err(_) => {
                 self.stats.publish_failed.fetch_add(1, Ordering::Relaxed);

@@ -22,6 +22,7 @@ use super::outage::{Kind, Outage};
 use super::subscriptions::{Edge, Subscriptions};
 use super::{Backplane, BackplaneError, BackplaneStats, Envelope, FrameSink};
 use crate::config::RedisConfig;
+use crate::config::redact_url;
 use crate::domain::validate::RoomName;
 use bytes::Bytes;
 use chat_util::lock;
@@ -131,7 +132,11 @@ impl RedisBackplane {
         {
             let info = url
                 .into_connection_info()
-                .map_err(|e| BackplaneError::Config(format!("redis.url {url:?}: {e}")))?;
+                .map_err(|e| BackplaneError::Url {
+                    setting: "redis.url",
+                    url: redact_url(url),
+                    source: Box::new(e),
+                })?;
             // RESP3 lets one connection publish while subscribed, and pushes
             // messages to a callback instead of a separate pub/sub connection.
             let settings = info
@@ -193,7 +198,7 @@ impl Shared {
             }
             Ok(Err(e)) => {
                 self.stats.publish_failed.fetch_add(1, Ordering::Relaxed);
-                Err(BackplaneError::Unavailable(e.to_string()))
+                Err(BackplaneError::Redis(e))
             }
             Err(_) => {
                 self.stats.publish_failed.fetch_add(1, Ordering::Relaxed);

@@ -25,15 +25,43 @@ pub const MAX_FILTER_BYTES: usize = 1024;
 /// The installed log filter, replaceable.
 static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
 
+/// Logging or tracing cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// `log.level` (or `RUST_LOG`) is not a valid filter.
+    #[error("invalid log filter")]
+    Filter(#[from] tracing_subscriber::filter::ParseError),
+    /// A global subscriber is installed already.
+    #[error("cannot install logger")]
+    Install(#[from] tracing_subscriber::util::TryInitError),
+    /// `traces.ca_file` cannot be read.
+    #[error("traces.ca_file {file}")]
+    CaFile {
+        /// The file.
+        file: String,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The OTLP exporter cannot be built.
+    #[error("traces: cannot export to {endpoint}")]
+    Exporter {
+        /// The endpoint.
+        endpoint: String,
+        /// What the exporter said.
+        #[source]
+        source: opentelemetry_otlp::ExporterBuildError,
+    },
+}
+
 /// Installs the global subscriber: log lines per `config`, and, with
 /// `traces`, the spans of [`trace`] exported through it. Call once, at
 /// the start of a binary (or of a test process).
-pub fn init(config: &LogConfig, traces: Option<&trace::Traces>) -> Result<(), String> {
+pub fn init(config: &LogConfig, traces: Option<&trace::Traces>) -> Result<(), TelemetryError> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.is_empty() => EnvFilter::try_new(&v),
         _ => EnvFilter::try_new(&config.level),
-    }
-    .map_err(|e| format!("invalid log filter: {e}"))?;
+    }?;
     let (filter, handle) = reload::Layer::new(filter);
     // Colours only when a person is looking: not in files, pipes or JSON.
     let ansi = config.format == LogFormat::Text && std::io::stderr().is_terminal();
@@ -51,8 +79,7 @@ pub fn init(config: &LogConfig, traces: Option<&trace::Traces>) -> Result<(), St
     tracing_subscriber::registry()
         .with(lines.with_filter(filter))
         .with(spans)
-        .try_init()
-        .map_err(|e| format!("cannot install logger: {e}"))?;
+        .try_init()?;
     let _ = FILTER.set(handle);
     if let Some(traces) = traces {
         trace::enable(traces.sample_ratio);

@@ -254,7 +254,7 @@ pub fn fanout_span(room: &crate::domain::validate::RoomName) -> Span {
 /// `config.sample_ratio` of the requests that come without a trace (a
 /// client's sampling decision is followed). `None` when no endpoint is
 /// set. Must run inside the tokio runtime the exporter will use.
-pub fn otlp_provider(config: &TracesConfig) -> Result<Option<Traces>, String> {
+pub fn otlp_provider(config: &TracesConfig) -> Result<Option<Traces>, super::TelemetryError> {
     use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
     use tonic::transport::{Certificate, ClientTlsConfig};
     let endpoint = match config.endpoint() {
@@ -269,7 +269,10 @@ pub fn otlp_provider(config: &TracesConfig) -> Result<Option<Traces>, String> {
         let tls = match config.ca_file.as_str() {
             "" => ClientTlsConfig::new().with_webpki_roots(),
             file => {
-                let pem = std::fs::read(file).map_err(|e| format!("traces.ca_file {file}: {e}"))?;
+                let pem = std::fs::read(file).map_err(|source| super::TelemetryError::CaFile {
+                    file: file.to_string(),
+                    source,
+                })?;
                 ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))
             }
         };
@@ -277,7 +280,10 @@ pub fn otlp_provider(config: &TracesConfig) -> Result<Option<Traces>, String> {
     }
     let exporter = exporter
         .build()
-        .map_err(|e| format!("traces: cannot export to {endpoint}: {e}"))?;
+        .map_err(|source| super::TelemetryError::Exporter {
+            endpoint: endpoint.clone(),
+            source,
+        })?;
     Ok(Some(provider_with(config, |b| {
         b.with_batch_exporter(exporter)
     })))

@@ -9,9 +9,8 @@ use tokio_util::sync::CancellationToken;
 /// Runs the server on `config` until a stop signal, then drains.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     // Built inside the runtime: the OTLP exporter's connection lives on it.
-    let traces =
-        chat_server::telemetry::trace::otlp_provider(&config.traces).map_err(anyhow::Error::msg)?;
-    chat_server::telemetry::init(&config.log, traces.as_ref()).map_err(anyhow::Error::msg)?;
+    let traces = chat_server::telemetry::trace::otlp_provider(&config.traces)?;
+    chat_server::telemetry::init(&config.log, traces.as_ref())?;
     if let Some(endpoint) = config.traces.endpoint() {
         tracing::info!(%endpoint, sample_ratio = config.traces.sample_ratio, "exporting traces over OTLP");
     }
