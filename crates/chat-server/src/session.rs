@@ -121,6 +121,8 @@ impl Session {
         .await
     }
 
+    /// Reads and answers requests until something ends the session, then
+    /// tells the client why.
     async fn serve<S>(&mut self, mut inbound: S, shutdown: CancellationToken) -> CloseReason
     where
         S: Stream<Item = Result<ClientFrame, InboundError>> + Unpin,
@@ -129,65 +131,29 @@ impl Session {
         let idle_timeout = self.idle_timeout;
         let idle = tokio::time::sleep(idle_timeout);
         tokio::pin!(idle);
-        // The token's end, if it has one (a far future without tokens).
-        let left = self
-            .identity
-            .expires_at
-            .map_or(Duration::from_secs(100 * 365 * 86400), |t| {
-                t.duration_since(SystemTime::now())
-                    .unwrap_or(Duration::ZERO)
-            });
-        let expiry = tokio::time::sleep(left);
+        let expiry = tokio::time::sleep(self.token_left());
         tokio::pin!(expiry);
         // Allocated only when a lifetime is set: idle sessions are many.
         let mut lifetime = self.max_lifetime.map(|d| Box::pin(tokio::time::sleep(d)));
-        loop {
-            tokio::select! {
+        let reason = loop {
+            break tokio::select! {
                 biased;
-                _ = ended.cancelled() => return CloseReason::SlowConsumer,
-                _ = shutdown.cancelled() => {
-                    self.outbox.finish(disconnect_frame(
-                        DisconnectReason::ShuttingDown,
-                        "the server is shutting down; reconnect shortly",
-                    ));
-                    return CloseReason::ServerShuttingDown;
-                }
-                _ = async {
-                    match lifetime.as_mut() {
-                        Some(end) => end.await,
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    self.outbox.finish(disconnect_frame(
-                        DisconnectReason::MaxLifetime,
-                        "the session reached its longest lifetime; reconnect to resume",
-                    ));
-                    return CloseReason::MaxLifetime;
-                }
-                _ = &mut expiry => {
-                    self.outbox.finish(disconnect_frame(
-                        DisconnectReason::AuthExpired,
-                        "the token expired; reconnect with a fresh one",
-                    ));
-                    return CloseReason::TokenExpired;
-                }
-                _ = &mut idle => {
-                    self.outbox.finish(disconnect_frame(
-                        DisconnectReason::IdleTimeout,
-                        "nothing received within the idle timeout",
-                    ));
-                    return CloseReason::IdleTimeout;
-                }
+                _ = ended.cancelled() => CloseReason::SlowConsumer,
+                _ = shutdown.cancelled() => CloseReason::ServerShuttingDown,
+                _ = until(lifetime.as_mut()) => CloseReason::MaxLifetime,
+                _ = &mut expiry => CloseReason::TokenExpired,
+                _ = &mut idle => CloseReason::IdleTimeout,
                 next = inbound.next() => match next {
                     Some(Ok(frame)) => {
                         idle.as_mut().reset(Instant::now() + idle_timeout);
                         // The request runs to completion even if shutdown
                         // fires meanwhile: in-flight requests finish.
                         self.handle(frame).await;
+                        continue;
                     }
                     Some(Err(InboundError::ConnectionLost(why))) => {
                         tracing::debug!(error = %why, "connection lost");
-                        return CloseReason::ConnectionLost;
+                        CloseReason::ConnectionLost
                     }
                     Some(Err(InboundError::Malformed(why))) => {
                         tracing::info!(error = %why, "protocol violation");
@@ -195,12 +161,54 @@ impl Session {
                             DisconnectReason::ProtocolViolation,
                             &format!("malformed frame: {why}"),
                         ));
-                        return CloseReason::ProtocolViolation;
+                        CloseReason::ProtocolViolation
                     }
-                    None => return CloseReason::ClientHungUp,
+                    None => CloseReason::ClientHungUp,
                 },
-            }
-        }
+            };
+        };
+        self.goodbye(reason);
+        reason
+    }
+
+    /// How long the token stays valid (a far future without tokens).
+    fn token_left(&self) -> Duration {
+        self.identity
+            .expires_at
+            .map_or(Duration::from_secs(100 * 365 * 86400), |t| {
+                t.duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO)
+            })
+    }
+
+    /// Queues the notice that tells the client why the server ends its
+    /// session, behind what is already queued. A slow consumer's and a
+    /// protocol violation's notices went ahead with the kick; a client that
+    /// hung up or lost its connection reads nothing more.
+    fn goodbye(&self, reason: CloseReason) {
+        let (code, text) = match reason {
+            CloseReason::ServerShuttingDown => (
+                DisconnectReason::ShuttingDown,
+                "the server is shutting down; reconnect shortly",
+            ),
+            CloseReason::MaxLifetime => (
+                DisconnectReason::MaxLifetime,
+                "the session reached its longest lifetime; reconnect to resume",
+            ),
+            CloseReason::TokenExpired => (
+                DisconnectReason::AuthExpired,
+                "the token expired; reconnect with a fresh one",
+            ),
+            CloseReason::IdleTimeout => (
+                DisconnectReason::IdleTimeout,
+                "nothing received within the idle timeout",
+            ),
+            CloseReason::SlowConsumer
+            | CloseReason::ProtocolViolation
+            | CloseReason::ClientHungUp
+            | CloseReason::ConnectionLost => return,
+        };
+        self.outbox.finish(disconnect_frame(code, text));
     }
 
     /// Handles one request, in its own span when traces are on.
@@ -400,6 +408,14 @@ impl Session {
 /// evenly over connections (so sessions opened together end apart).
 fn spread(lifetime: Duration, conn: ConnId) -> Duration {
     lifetime.mul_f64(0.9 + 0.2 * crate::domain::random::fraction(conn))
+}
+
+/// Waits for `deadline`, or forever without one.
+async fn until(deadline: Option<&mut std::pin::Pin<Box<tokio::time::Sleep>>>) {
+    match deadline {
+        Some(deadline) => deadline.await,
+        None => std::future::pending().await,
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use super::admin::AdminAccess;
 use crate::backplane::BackplaneStats;
 use crate::hub::Hub;
 use crate::limiter::Admission;
+use crate::metrics::Metrics;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -41,95 +42,124 @@ pub struct Sources {
     pub admission: Arc<Admission>,
 }
 
-/// The whole exposition.
+/// The whole exposition: connections, messages, limits and auth, the
+/// store, delivery, then the backplane.
 pub fn render(sources: &Sources) -> String {
-    let m = sources.hub.metrics();
-    let b = &sources.backplane;
-    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let mut out = String::with_capacity(8 * 1024);
+    connections(&mut out, sources);
+    messages(&mut out, &sources.hub);
+    refusals(&mut out, sources.hub.metrics());
+    store(&mut out, &sources.hub);
+    backplane(&mut out, &sources.backplane);
+    out
+}
+
+fn load(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+/// Session streams and room memberships.
+fn connections(out: &mut String, sources: &Sources) {
+    let m = sources.hub.metrics();
     gauge(
-        &mut out,
+        out,
         "chat_connections",
         "Session streams open on this instance.",
         sources.admission.connections() as u64,
     );
     counter(
-        &mut out,
+        out,
         "chat_connections_opened_total",
         "Session streams opened.",
         load(&m.connections_opened),
     );
     m.connections_closed.render(
-        &mut out,
+        out,
         "chat_connections_closed_total",
         "reason",
         "Session streams ended, by reason.",
     );
     m.connections_refused.render(
-        &mut out,
+        out,
         "chat_connections_refused_total",
         "limit",
         "Session calls refused by a connection limit.",
     );
     gauge(
-        &mut out,
+        out,
         "chat_rooms",
         "Rooms with members on this instance.",
         sources.hub.rooms().len() as u64,
     );
     gauge(
-        &mut out,
+        out,
         "chat_room_members",
         "Room memberships of this instance's connections.",
         sources.hub.rooms().memberships() as u64,
     );
+}
+
+/// Messages received, delivered and repaired, and how long delivery took.
+fn messages(out: &mut String, hub: &Hub) {
     counter(
-        &mut out,
+        out,
         "chat_messages_received_total",
         "Messages accepted from this instance's clients and stored.",
-        load(&m.messages_received),
+        load(&hub.metrics().messages_received),
     );
     counter(
-        &mut out,
+        out,
         "chat_messages_delivered_total",
         "Message frames queued for this instance's connections.",
-        sources.hub.rooms().deliveries(),
+        hub.rooms().deliveries(),
     );
     counter(
-        &mut out,
+        out,
         "chat_gap_repairs_total",
         "Messages fetched from the store to fill a gap in a room's sequence.",
-        sources.hub.rooms().repaired(),
+        hub.rooms().repaired(),
     );
+    hub.rooms().delivery_latency().render(
+        out,
+        "chat_delivery_latency_seconds",
+        "From the store's acknowledgement of a message to its hand-off to this instance's connections (across instances, clock differences included).",
+    );
+}
+
+/// Requests refused by a rate limit, and refused tokens.
+fn refusals(out: &mut String, m: &Metrics) {
     m.rate_limited.render(
-        &mut out,
+        out,
         "chat_rate_limited_total",
         "action",
         "Requests refused by a rate limit.",
     );
     m.auth_failures.render(
-        &mut out,
+        out,
         "chat_auth_failures_total",
         "reason",
         "Refused tokens, by reason.",
     );
-    m.store_append.render(
-        &mut out,
+}
+
+/// Append latency and, for stores that batch, batch sizes.
+fn store(out: &mut String, hub: &Hub) {
+    hub.metrics().store_append.render(
+        out,
         "chat_store_append_seconds",
         "Time to store a message (the store's acknowledgement).",
     );
-    if let Some(batches) = sources.hub.store().batch_sizes() {
+    if let Some(batches) = hub.store().batch_sizes() {
         batches.render(
-            &mut out,
+            out,
             "chat_store_batch_messages",
             "Messages written per store commit or statement (group commit).",
         );
     }
-    sources.hub.rooms().delivery_latency().render(
-        &mut out,
-        "chat_delivery_latency_seconds",
-        "From the store's acknowledgement of a message to its hand-off to this instance's connections (across instances, clock differences included).",
-    );
+}
+
+/// The backplane's counters and latencies.
+fn backplane(out: &mut String, b: &BackplaneStats) {
     for (name, help, value) in [
         (
             "chat_backplane_published_total",
@@ -172,19 +202,18 @@ pub fn render(sources: &Sources) -> String {
             &b.reconnects,
         ),
     ] {
-        counter(&mut out, name, help, load(value));
+        counter(out, name, help, load(value));
     }
     b.publish_latency.render(
-        &mut out,
+        out,
         "chat_backplane_publish_seconds",
         "Time to publish a room event to the backplane.",
     );
     b.receive_delay.render(
-        &mut out,
+        out,
         "chat_backplane_receive_delay_seconds",
         "From the store's acknowledgement on the publishing instance to the receipt of the event here (clock differences included).",
     );
-    out
 }
 
 struct Endpoint {

@@ -4,7 +4,7 @@
 
 use super::Hub;
 use crate::backplane::control::{
-    ControlEvent, ControlKind, Heartbeat, PresenceEntry, PresenceSnapshot, SyncRequest,
+    Control, ControlEvent, ControlKind, Heartbeat, PresenceEntry, PresenceSnapshot, SyncRequest,
 };
 use crate::domain::User;
 use crate::domain::validate::{self, RoomName};
@@ -25,75 +25,110 @@ pub async fn run(
 ) {
     let mut ticks = tokio::time::interval(heartbeat);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Unknown instances trigger a sync request, at most once per heartbeat.
-    let mut last_sync_request: Option<Instant> = None;
+    let mut cluster = Cluster {
+        hub,
+        heartbeat,
+        last_sync_request: None,
+    };
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = ticks.tick() => {
-                let heartbeat = Heartbeat {
-                    connections: hub.session_count() as u64,
-                    rooms: hub.rooms().len() as u64,
-                };
-                hub.publish_control(ControlKind::Heartbeat(heartbeat)).await;
-                let now = Instant::now().into_std();
-                hub.update_presence(|p| ((), p.expire(now, expiry)));
-            }
-            event = events.recv() => {
-                let Some(event) = event else { return };
-                match event {
-                    ControlEvent::Connected | ControlEvent::Overflowed => {
-                        // Messages published while the backplane was away
-                        // are in the store: fill every room from it.
-                        for room in hub.rooms().names() {
-                            hub.rooms().request_repair(&room);
-                        }
-                        // Tell the others what is here; ask for theirs.
-                        publish_snapshot(&hub).await;
-                        hub.publish_control(ControlKind::SyncRequest(SyncRequest {})).await;
-                        last_sync_request = Some(Instant::now());
-                    }
-                    ControlEvent::Message(control) => {
-                        let Some(kind) = control.kind else { continue };
-                        if control.origin.is_empty() || control.origin == hub.server_id() {
-                            continue;
-                        }
-                        let origin: Arc<str> = Arc::from(control.origin);
-                        let now = Instant::now().into_std();
-                        match kind {
-                            ControlKind::Heartbeat(h) => {
-                                let holds = (h.connections, h.rooms);
-                                let unknown = hub.update_presence(|p| (p.heartbeat(&origin, now, holds), Vec::new()));
-                                let recently = last_sync_request.is_some_and(|t| t.elapsed() < heartbeat);
-                                if unknown && !recently {
-                                    tracing::info!(instance = %origin, "new instance; exchanging presence");
-                                    hub.publish_control(ControlKind::SyncRequest(SyncRequest {})).await;
-                                    last_sync_request = Some(Instant::now());
-                                }
-                            }
-                            ControlKind::Presence(change) => {
-                                let Some((room, user)) = change.entry.as_ref().and_then(valid_entry) else {
-                                    continue;
-                                };
-                                hub.update_presence(|p| {
-                                    let t = p.remote_set(&origin, &room, &user, change.present, now);
-                                    ((), t.into_iter().collect())
-                                });
-                            }
-                            ControlKind::SyncRequest(_) => publish_snapshot(&hub).await,
-                            ControlKind::Broadcast(b) => {
-                                if validate::message_text(&b.text, hub.limits().max_text_bytes).is_ok() {
-                                    let sent = hub.notify_local(&b.text);
-                                    tracing::info!(instance = %origin, sessions = sent, "operator broadcast relayed");
-                                }
-                            }
-                            ControlKind::Snapshot(snapshot) => {
-                                let entries = snapshot.entries.iter().filter_map(valid_entry).collect();
-                                hub.update_presence(|p| ((), p.replace_origin(&origin, entries, now)));
-                            }
-                        }
-                    }
+            _ = ticks.tick() => cluster.tick(expiry).await,
+            event = events.recv() => match event {
+                Some(ControlEvent::Connected | ControlEvent::Overflowed) => cluster.resync().await,
+                Some(ControlEvent::Message(control)) => cluster.apply(control).await,
+                None => return,
+            },
+        }
+    }
+}
+
+/// The cluster task's state.
+struct Cluster {
+    /// This instance.
+    hub: Arc<Hub>,
+    /// The heartbeat interval, also the shortest time between two sync
+    /// requests.
+    heartbeat: Duration,
+    /// When this instance last asked the others for their presence: an
+    /// unknown instance triggers a request, at most once per heartbeat.
+    last_sync_request: Option<Instant>,
+}
+
+impl Cluster {
+    /// Says this instance is alive (with its counts) and forgets instances
+    /// silent for longer than `expiry`.
+    async fn tick(&self, expiry: Duration) {
+        let heartbeat = Heartbeat {
+            connections: self.hub.session_count() as u64,
+            rooms: self.hub.rooms().len() as u64,
+        };
+        self.hub
+            .publish_control(ControlKind::Heartbeat(heartbeat))
+            .await;
+        let now = Instant::now().into_std();
+        self.hub.update_presence(|p| ((), p.expire(now, expiry)));
+    }
+
+    /// After a (re)connection or lost control messages: fills every room
+    /// from the store (messages published meanwhile are there), tells the
+    /// others what is here and asks for theirs.
+    async fn resync(&mut self) {
+        for room in self.hub.rooms().names() {
+            self.hub.rooms().request_repair(&room);
+        }
+        publish_snapshot(&self.hub).await;
+        self.request_sync().await;
+    }
+
+    async fn request_sync(&mut self) {
+        self.hub
+            .publish_control(ControlKind::SyncRequest(SyncRequest {}))
+            .await;
+        self.last_sync_request = Some(Instant::now());
+    }
+
+    /// Applies a control message from another instance.
+    async fn apply(&mut self, control: Control) {
+        let Some(kind) = control.kind else { return };
+        if control.origin.is_empty() || control.origin == self.hub.server_id() {
+            return;
+        }
+        let origin: Arc<str> = Arc::from(control.origin);
+        let now = Instant::now().into_std();
+        let hub = &self.hub;
+        match kind {
+            ControlKind::Heartbeat(h) => {
+                let holds = (h.connections, h.rooms);
+                let unknown =
+                    hub.update_presence(|p| (p.heartbeat(&origin, now, holds), Vec::new()));
+                let recently = self
+                    .last_sync_request
+                    .is_some_and(|t| t.elapsed() < self.heartbeat);
+                if unknown && !recently {
+                    tracing::info!(instance = %origin, "new instance; exchanging presence");
+                    self.request_sync().await;
                 }
+            }
+            ControlKind::Presence(change) => {
+                let Some((room, user)) = change.entry.as_ref().and_then(valid_entry) else {
+                    return;
+                };
+                hub.update_presence(|p| {
+                    let t = p.remote_set(&origin, &room, &user, change.present, now);
+                    ((), t.into_iter().collect())
+                });
+            }
+            ControlKind::SyncRequest(_) => publish_snapshot(hub).await,
+            ControlKind::Broadcast(b) => {
+                if validate::message_text(&b.text, hub.limits().max_text_bytes).is_ok() {
+                    let sent = hub.notify_local(&b.text);
+                    tracing::info!(instance = %origin, sessions = sent, "operator broadcast relayed");
+                }
+            }
+            ControlKind::Snapshot(snapshot) => {
+                let entries = snapshot.entries.iter().filter_map(valid_entry).collect();
+                hub.update_presence(|p| ((), p.replace_origin(&origin, entries, now)));
             }
         }
     }
