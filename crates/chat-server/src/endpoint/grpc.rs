@@ -1,21 +1,18 @@
 //! The gRPC face of the hub: accepts Session streams and hands each to a
 //! [`Session`] task. Thin on purpose; the logic lives in the hub.
 
-use crate::auth::{Access, Authenticator, Identity};
+use crate::auth::{Authenticator, Identity};
 use crate::config::SessionConfig;
 use crate::domain::RequestError;
 use crate::domain::validate;
-use crate::domain::validate::RoomName;
-use crate::hub::message_event;
 use crate::hub::{Hub, OutboxStream, outbox};
 use crate::limiter::Admission;
 use crate::metrics::Label;
-use crate::session::{InboundError, Session};
-use crate::store::{Direction, Page};
+use crate::session::{InboundError, Session, history};
 use crate::telemetry::trace;
 use chat_proto::EncodedFrame;
 use chat_proto::v1::chat_service_server::ChatService;
-use chat_proto::v1::{ClientFrame, HistoryDirection, HistoryRequest, HistoryResponse};
+use chat_proto::v1::{ClientFrame, HistoryRequest, HistoryResponse};
 use futures::{Stream, StreamExt};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -42,16 +39,22 @@ pub const RETRY_AFTER_HEADER: &str = "chat-retry-after-ms";
 
 /// The `chat.v1.ChatService` implementation.
 pub struct ChatGrpc {
+    /// The instance's state every session works on.
     hub: Arc<Hub>,
+    /// Who a caller is: tokens checked, or the name given with auth off.
     auth: Arc<Authenticator>,
+    /// Connection limits and the per-user history rate.
     admission: Arc<Admission>,
+    /// Idle timeout, keepalive and lifetime of each session.
     timing: SessionConfig,
+    /// Refuses new sessions and ends running ones when cancelled.
     shutdown: CancellationToken,
-    sessions: TaskTracker,
+    /// Where session tasks run, so the drain waits for their goodbyes.
+    tasks: TaskTracker,
 }
 
 impl ChatGrpc {
-    /// A service over `hub`; session tasks are tracked by `sessions` and end
+    /// A service over `hub`; session tasks are tracked by `tasks` and end
     /// when `shutdown` fires.
     pub fn new(
         hub: Arc<Hub>,
@@ -59,7 +62,7 @@ impl ChatGrpc {
         admission: Arc<Admission>,
         timing: SessionConfig,
         shutdown: CancellationToken,
-        sessions: TaskTracker,
+        tasks: TaskTracker,
     ) -> Self {
         ChatGrpc {
             hub,
@@ -67,7 +70,7 @@ impl ChatGrpc {
             admission,
             timing,
             shutdown,
-            sessions,
+            tasks,
         }
     }
 }
@@ -131,75 +134,47 @@ fn identify(hub: &Hub, auth: &Authenticator, metadata: &MetadataMap) -> Result<I
     })
 }
 
-/// History page size when the request names none.
-pub const HISTORY_DEFAULT_LIMIT: usize = 50;
-/// Largest history page.
-pub const HISTORY_MAX_LIMIT: usize = 500;
-
 impl ChatGrpc {
     /// A page of a room's history, for the History call.
     async fn history_page(
         &self,
         request: Request<HistoryRequest>,
     ) -> Result<Response<HistoryResponse>, Status> {
-        let invalid = |m: String| refuse(tonic::Code::InvalidArgument, "INVALID_ARGUMENT", m);
         let identity = identify(&self.hub, &self.auth, request.metadata())?;
-        if let Err(retry_after) = self.admission.check_history(&identity.user.user_id) {
-            self.hub
-                .metrics()
-                .rate_limited
-                .inc(crate::metrics::RateLimitedAction::History);
-            let error = RequestError::RateLimited {
-                what: "history calls",
-                retry_after,
-            };
-            let mut status = refuse(
-                tonic::Code::ResourceExhausted,
-                "RATE_LIMITED",
-                error.to_string(),
-            );
-            let wait = error.to_wire().retry_after_ms.to_string();
-            if let Ok(value) = wait.parse() {
-                status.metadata_mut().insert(RETRY_AFTER_HEADER, value);
-            }
-            return Err(status);
-        }
-        let request = request.into_inner();
-        let room = RoomName::parse(&request.room).map_err(|e| invalid(e.to_string()))?;
-        if identity.rooms.access(room.as_str()) == Access::None {
-            return Err(refuse(
-                tonic::Code::PermissionDenied,
-                "PERMISSION_DENIED",
-                format!("you may not read room {room}"),
-            ));
-        }
-        let direction = match HistoryDirection::try_from(request.direction) {
-            Ok(HistoryDirection::Backward) => Direction::Backward,
-            Ok(HistoryDirection::Forward) => Direction::Forward,
-            Err(_) => return Err(invalid(format!("unknown direction {}", request.direction))),
-        };
-        let limit = match request.limit as usize {
-            0 => HISTORY_DEFAULT_LIMIT,
-            n => n.min(HISTORY_MAX_LIMIT),
-        };
-        let unavailable = |e: crate::store::StoreError| {
-            tracing::warn!(%room, error = %e, "history failed: store");
-            refuse(tonic::Code::Unavailable, "UNAVAILABLE", e.to_string())
-        };
-        let store = self.hub.store();
-        let latest_sequence = store.latest_sequence(&room).await.map_err(unavailable)?;
-        let page = Page {
-            direction,
-            from: request.from_sequence,
-            limit,
-        };
-        let messages = store.history(&room, page).await.map_err(unavailable)?;
-        Ok(Response::new(HistoryResponse {
-            room: room.to_string(),
-            messages: messages.iter().map(message_event).collect(),
-            latest_sequence,
-        }))
+        history::page(&self.hub, &self.admission, &identity, request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(|e| refusal(&e))
     }
+}
+
+/// A refused request as a gRPC status: the matching gRPC code, the stable
+/// code in `chat-error-code`, and for a rate limit the time until a retry
+/// succeeds in `chat-retry-after-ms`.
+fn refusal(error: &RequestError) -> Status {
+    let code = match error {
+        RequestError::InvalidArgument(_) | RequestError::MessageTooLarge { .. } => {
+            tonic::Code::InvalidArgument
+        }
+        RequestError::NotAMember(_) | RequestError::AlreadyAMember(_) => {
+            tonic::Code::FailedPrecondition
+        }
+        RequestError::TooManyRooms(_) | RequestError::RateLimited { .. } => {
+            tonic::Code::ResourceExhausted
+        }
+        RequestError::PermissionDenied(_) => tonic::Code::PermissionDenied,
+        RequestError::Unavailable(_) => tonic::Code::Unavailable,
+        RequestError::Internal(_) => tonic::Code::Internal,
+    };
+    let name = error.code().as_str_name();
+    let name = name.strip_prefix("ERROR_CODE_").unwrap_or(name);
+    let mut status = refuse(code, name, error.to_string());
+    if let RequestError::RateLimited { .. } = error
+        && let Ok(value) = error.to_wire().retry_after_ms.to_string().parse()
+    {
+        status.metadata_mut().insert(RETRY_AFTER_HEADER, value);
+    }
+    status
 }
 
 #[tonic::async_trait]
@@ -258,7 +233,7 @@ impl ChatService for ChatGrpc {
         let inbound = request
             .into_inner()
             .map(|frame| frame.map_err(inbound_error));
-        self.sessions
+        self.tasks
             .spawn(session.run(inbound, self.shutdown.clone()));
         Ok(Response::new(SessionFrames(stream)))
     }

@@ -2,7 +2,7 @@
 //! and the hub over them, in that order (each needs the one before).
 
 use super::ServerError;
-use crate::backplane::control::{ControlEvent, control_queue};
+use crate::backplane::control::{ControlEvent, ControlSender, control_queue};
 use crate::backplane::{Backplane, BackplaneStats, LocalBackplane, NatsBackplane, RedisBackplane};
 use crate::config::{BackplaneKind, Config};
 use crate::domain::RoomName;
@@ -32,6 +32,40 @@ pub(super) struct Background {
     pub control: mpsc::Receiver<ControlEvent>,
 }
 
+/// The configured backplane, delivering into `rooms` and `control`.
+async fn backplane(
+    config: &Config,
+    server_id: &str,
+    rooms: &Arc<Rooms>,
+    control: ControlSender,
+    stats: &Arc<BackplaneStats>,
+    shutdown: &CancellationToken,
+) -> Result<Arc<dyn Backplane>, ServerError> {
+    let server: Arc<str> = Arc::from(server_id);
+    Ok(match config.backplane {
+        BackplaneKind::Local => Arc::new(LocalBackplane::new(rooms.clone())),
+        BackplaneKind::Redis => Arc::new(RedisBackplane::start(
+            config.redis.clone(),
+            server,
+            rooms.clone(),
+            control,
+            stats.clone(),
+            shutdown.clone(),
+        )?),
+        BackplaneKind::Nats => Arc::new(
+            NatsBackplane::start(
+                config.nats.clone(),
+                server,
+                rooms.clone(),
+                control,
+                stats.clone(),
+                shutdown.clone(),
+            )
+            .await?,
+        ),
+    })
+}
+
 /// Opens the store, then builds the rooms, the backplane and the hub.
 pub(super) async fn build(
     config: &Config,
@@ -46,29 +80,7 @@ pub(super) async fn build(
     let rooms = Arc::new(Rooms::new(ordered, Some(repair_tx)));
     let stats = Arc::new(BackplaneStats::default());
     let (control_tx, control_rx) = control_queue();
-    let server: Arc<str> = Arc::from(server_id);
-    let backplane: Arc<dyn Backplane> = match config.backplane {
-        BackplaneKind::Local => Arc::new(LocalBackplane::new(rooms.clone())),
-        BackplaneKind::Redis => Arc::new(RedisBackplane::start(
-            config.redis.clone(),
-            server,
-            rooms.clone(),
-            control_tx,
-            stats.clone(),
-            shutdown.clone(),
-        )?),
-        BackplaneKind::Nats => Arc::new(
-            NatsBackplane::start(
-                config.nats.clone(),
-                server,
-                rooms.clone(),
-                control_tx,
-                stats.clone(),
-                shutdown.clone(),
-            )
-            .await?,
-        ),
-    };
+    let backplane = backplane(config, server_id, &rooms, control_tx, &stats, shutdown).await?;
     if config.backplane != BackplaneKind::Local && !store.is_shared() {
         tracing::warn!(
             store = store.name(),

@@ -4,6 +4,8 @@
 //! hands it decoded [`ClientFrame`]s (or an [`InboundError`]) and drains
 //! the connection's outbox.
 
+pub mod history;
+
 use crate::auth::{Access, Identity};
 use crate::config::SessionConfig;
 use crate::domain::RequestError;

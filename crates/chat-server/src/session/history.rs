@@ -1,0 +1,71 @@
+//! Pages of a room's stored history, for any transport: the rate limit per
+//! user, the room permission check, the page bounds, then the store. The
+//! gRPC `History` call is this, answered as a unary reply.
+
+use crate::auth::{Access, Identity};
+use crate::domain::{RequestError, RoomName};
+use crate::hub::{Hub, message_event};
+use crate::limiter::Admission;
+use crate::metrics::RateLimitedAction;
+use crate::store::{Direction, Page, StoreError};
+use chat_proto::v1::{HistoryDirection, HistoryRequest, HistoryResponse};
+
+/// History page size when the request names none.
+pub const DEFAULT_LIMIT: usize = 50;
+/// Largest history page.
+pub const MAX_LIMIT: usize = 500;
+
+/// One page of `request.room`'s history for `identity`; refused (changing
+/// nothing) when the user is over their history rate, may not read the
+/// room, or asks for something malformed.
+pub async fn page(
+    hub: &Hub,
+    admission: &Admission,
+    identity: &Identity,
+    request: HistoryRequest,
+) -> Result<HistoryResponse, RequestError> {
+    if let Err(retry_after) = admission.check_history(&identity.user.user_id) {
+        hub.metrics().rate_limited.inc(RateLimitedAction::History);
+        return Err(RequestError::RateLimited {
+            what: "history calls",
+            retry_after,
+        });
+    }
+    let room = RoomName::parse(&request.room)?;
+    if identity.rooms.access(room.as_str()) == Access::None {
+        return Err(RequestError::PermissionDenied(format!(
+            "you may not read room {room}"
+        )));
+    }
+    let page = Page {
+        direction: direction(request.direction)?,
+        from: request.from_sequence,
+        limit: match request.limit as usize {
+            0 => DEFAULT_LIMIT,
+            n => n.min(MAX_LIMIT),
+        },
+    };
+    let unavailable = |e: StoreError| {
+        tracing::warn!(%room, error = %e, "history failed: store");
+        RequestError::Unavailable(e.to_string())
+    };
+    let store = hub.store();
+    let latest_sequence = store.latest_sequence(&room).await.map_err(unavailable)?;
+    let messages = store.history(&room, page).await.map_err(unavailable)?;
+    Ok(HistoryResponse {
+        room: room.to_string(),
+        messages: messages.iter().map(message_event).collect(),
+        latest_sequence,
+    })
+}
+
+/// The page's direction, from its wire value.
+fn direction(wire: i32) -> Result<Direction, RequestError> {
+    match HistoryDirection::try_from(wire) {
+        Ok(HistoryDirection::Backward) => Ok(Direction::Backward),
+        Ok(HistoryDirection::Forward) => Ok(Direction::Forward),
+        Err(_) => Err(RequestError::InvalidArgument(format!(
+            "unknown direction {wire}"
+        ))),
+    }
+}
