@@ -17,6 +17,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
             "auth",
             "limiter",
             "tls",
+            "http_client",
         ],
     ),
     ("hub", &["hub"]),

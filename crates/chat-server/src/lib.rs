@@ -21,6 +21,7 @@ pub mod config;
 
 pub mod auth;
 pub mod backplane;
+pub mod http_client;
 pub mod limiter;
 pub mod metrics;
 pub mod store;

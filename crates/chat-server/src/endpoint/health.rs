@@ -186,56 +186,10 @@ pub async fn get_own(
     bearer: Option<&str>,
     timeout: Duration,
 ) -> std::io::Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut target = addr;
-    if target.ip().is_unspecified() {
-        target.set_ip(match target {
-            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    let auth = bearer
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}\r\n");
-    async fn ask<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
-        mut stream: S,
-        request: &str,
-    ) -> std::io::Result<String> {
-        stream.write_all(request.as_bytes()).await?;
-        let mut response = Vec::new();
-        // The answers asked for are small; refuse to buffer more than 64 KiB.
-        let read = (&mut stream)
-            .take(64 * 1024)
-            .read_to_end(&mut response)
-            .await;
-        // A TLS peer may close without close_notify after the answer.
-        if response.is_empty() {
-            read?;
-        }
-        Ok(String::from_utf8_lossy(&response).into_owned())
-    }
-    let exchange = async {
-        let tcp = tokio::net::TcpStream::connect(target).await?;
-        if tls {
-            ask(crate::tls::connect_to_self(tcp).await?, &request).await
-        } else {
-            ask(tcp, &request).await
-        }
-    };
-    let response = tokio::time::timeout(timeout, exchange)
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in time"))??;
-    let status = response
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response")
-        })?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
+    let response = crate::http_client::HttpClient::new(addr)
+        .tls(tls)
+        .timeout(timeout)
+        .send(&crate::http_client::HttpRequest::get(path).bearer(bearer))
+        .await?;
+    Ok((response.status, response.body))
 }

@@ -3,7 +3,7 @@
 //!
 //! One trait, three implementations chosen by `store.url`: `memory`
 //! (nothing durable), `sqlite://…` (the embedded default) and
-//! `postgres://…` (shared by several instances). `tests/store.rs` runs one
+//! `postgres://…` (shared by several instances). `tests/it/store.rs` runs one
 //! suite against all three.
 
 mod memory;

@@ -2,12 +2,10 @@
 //! Redis and a private NATS: cross-instance delivery, presence, a killed
 //! instance, an outage of the backplane, notifications and broadcasts.
 
-mod common;
-
+use crate::common::services::{NatsServer, PostgresDb, RedisServer};
+use crate::common::*;
 use chat_client::Event;
 use chat_server::config::BackplaneKind;
-use common::services::{NatsServer, PostgresDb, RedisCluster, RedisServer};
-use common::*;
 use std::time::{Duration, Instant};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -21,11 +19,11 @@ enum Backplane {
 
 impl Backplane {
     fn redis() -> Option<Backplane> {
-        RedisServer::start().map(Backplane::Redis)
+        crate::common::redis().map(Backplane::Redis)
     }
 
     fn nats() -> Option<Backplane> {
-        NatsServer::start().map(Backplane::Nats)
+        crate::common::nats().map(Backplane::Nats)
     }
 
     fn kill(&mut self) {
@@ -120,9 +118,9 @@ async fn instance(backplane: &Backplane, id: &str) -> TestServer {
 
 /// The `/health/ready` body.
 async fn ready_report(server: &TestServer) -> serde_json::Value {
-    let (_, body) = chat_server::endpoint::health::probe(server.addr(), false, WAIT)
+    let body = http(server.addr(), HttpRequest::get("/health/ready"))
         .await
-        .unwrap();
+        .body;
     serde_json::from_str(body.trim()).unwrap()
 }
 
@@ -387,27 +385,24 @@ async fn members_of_a_killed_instance_leave_within_the_expiry(backplane: Backpla
     alice.join("lobby").await.unwrap();
 
     // Instance c is a real process, so it can be killed without a goodbye.
-    let port = common::services::free_port();
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .envs(backplane.env())
-        .env("CHAT_SERVER_ID", "c")
-        .env("CHAT_PRESENCE__HEARTBEAT_INTERVAL", "200ms")
-        .env("CHAT_PRESENCE__EXPIRY", "1s")
-        .env("CHAT_NOTIFICATIONS__ENABLED", "false")
-        .env("CHAT_STORE__URL", "memory")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let c_url = format!("http://127.0.0.1:{port}");
-    let (carol, _carol_ev) = connect(&c_url, "carol").await;
+    let backplane_env = backplane.env();
+    let mut env: Vec<(&str, &str)> = backplane_env
+        .iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .collect();
+    env.extend([
+        ("CHAT_SERVER_ID", "c"),
+        ("CHAT_PRESENCE__HEARTBEAT_INTERVAL", "200ms"),
+        ("CHAT_PRESENCE__EXPIRY", "1s"),
+        ("CHAT_NOTIFICATIONS__ENABLED", "false"),
+    ]);
+    let mut c = ServerProcess::start(&env).await;
+    let (carol, _carol_ev) = connect(&c.url(), "carol").await;
     carol.join("lobby").await.unwrap();
     expect_event(&mut alice_ev, "carol joined", |e| joined(e, "carol")).await;
     wait_members(&a, "lobby", &["alice", "carol"]).await;
 
-    c.kill().unwrap();
-    c.wait().unwrap();
+    c.kill();
     let killed = Instant::now();
     expect_event(&mut alice_ev, "carol left", |e| left(e, "carol")).await;
     let took = killed.elapsed();
@@ -434,60 +429,31 @@ async fn an_operator_broadcast_reaches_every_client_once(backplane: Backplane) {
     let (_alice, mut alice_ev) = connect(&a.url(), "alice").await;
     let (_bob, mut bob_ev) = connect(&b.url(), "bob").await;
     let (_carol, mut carol_ev) = connect(&b.url(), "carol").await;
+    let broadcast = |addr, token: Option<&'static str>, body: &'static str| async move {
+        let post = HttpRequest::new("POST", "/admin/broadcast").bearer(token);
+        http(addr, post.json(body)).await.status
+    };
 
+    assert_eq!(broadcast(a.addr(), None, r#"{"text":"x"}"#).await, 401);
     assert_eq!(
-        http_post(a.addr(), "/admin/broadcast", None, r#"{"text":"x"}"#).await,
+        broadcast(a.addr(), Some("wrong"), r#"{"text":"x"}"#).await,
         401
     );
     assert_eq!(
-        http_post(
-            a.addr(),
-            "/admin/broadcast",
-            Some("wrong"),
-            r#"{"text":"x"}"#
-        )
-        .await,
-        401
-    );
-    assert_eq!(
-        http_post(
-            a.addr(),
-            "/admin/broadcast",
-            Some("t0ken"),
-            r#"{"text":""}"#
-        )
-        .await,
+        broadcast(a.addr(), Some("t0ken"), r#"{"text":""}"#).await,
         400
     );
     assert_eq!(
-        http_post(
-            a.addr(),
-            "/admin/broadcast",
-            Some("t0ken"),
-            r#"{"txt":"x"}"#
-        )
-        .await,
+        broadcast(a.addr(), Some("t0ken"), r#"{"txt":"x"}"#).await,
         400
     );
     assert_eq!(
-        http_post(
-            b.addr(),
-            "/admin/broadcast",
-            Some("t0ken"),
-            r#"{"text":"x"}"#
-        )
-        .await,
+        broadcast(b.addr(), Some("t0ken"), r#"{"text":"x"}"#).await,
         404
     );
 
     assert_eq!(
-        http_post(
-            a.addr(),
-            "/admin/broadcast",
-            Some("t0ken"),
-            r#"{"text":"maintenance at noon"}"#
-        )
-        .await,
+        broadcast(a.addr(), Some("t0ken"), r#"{"text":"maintenance at noon"}"#).await,
         202
     );
     for events in [&mut alice_ev, &mut bob_ev, &mut carol_ev] {
@@ -555,7 +521,10 @@ async fn status_shows_the_other_instances_and_their_connections(backplane: Backp
 
     let deadline = Instant::now() + WAIT;
     let status = loop {
-        let (code, body) = http_request(a.addr(), "GET", "/admin/status", Some("st4tus"), "").await;
+        let request = HttpRequest::get("/admin/status").bearer("st4tus");
+        let HttpResponse {
+            status: code, body, ..
+        } = http(a.addr(), request).await;
         assert_eq!(code, 200, "{body}");
         let status: serde_json::Value = serde_json::from_str(&body).unwrap();
         let b_seen = status["instances"]
@@ -581,15 +550,15 @@ async fn status_shows_the_other_instances_and_their_connections(backplane: Backp
     assert_eq!(status["connections"], 0);
     assert_eq!(status["checks"]["backplane"], "up");
     assert_eq!(
-        http_request(a.addr(), "GET", "/admin/status", None, "")
+        http(a.addr(), HttpRequest::get("/admin/status"))
             .await
-            .0,
+            .status,
         401
     );
 
     // The command an operator runs, against the same instance.
     // (Async: the servers run on this test's runtime meanwhile.)
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
+    let out = tokio::process::Command::new(BIN)
         .arg("status")
         .env("CHAT_LISTEN", a.addr().to_string())
         .env("CHAT_ADMIN__TOKEN", "st4tus")
@@ -614,7 +583,7 @@ macro_rules! suite {
             $(
                 #[tokio::test]
                 async fn $test() {
-                    let Some(backplane) = super::Backplane::$backplane() else { return };
+                    let backplane = crate::common::or_skip!(super::Backplane::$backplane());
                     super::$test(backplane).await;
                 }
             )*
@@ -627,9 +596,7 @@ suite!(nats: clients_on_different_instances_chat_in_several_rooms, a_backplane_o
 
 #[tokio::test]
 async fn redis_cluster_with_sharded_pub_sub() {
-    let Some(redis) = RedisCluster::start() else {
-        return;
-    };
+    let redis = or_skip!(redis_cluster());
     let mut servers = Vec::new();
     for id in ["a", "b"] {
         let mut c = config();
@@ -707,9 +674,8 @@ async fn shared_store_pair(redis: &Backplane, db: &PostgresDb) -> (TestServer, T
 
 #[tokio::test]
 async fn with_a_shared_store_messages_sent_during_an_outage_arrive_afterwards_in_order() {
-    let (Some(mut backplane), Some(db)) = (Backplane::redis(), PostgresDb::create().await) else {
-        return;
-    };
+    let mut backplane = or_skip!(Backplane::redis());
+    let db = or_skip!(postgres_db().await);
     let (a, b) = shared_store_pair(&backplane, &db).await;
     let (alice, _alice_ev) = connect(&a.url(), "alice").await;
     let (bob, mut bob_ev) = connect(&b.url(), "bob").await;
@@ -758,9 +724,8 @@ async fn with_a_shared_store_messages_sent_during_an_outage_arrive_afterwards_in
 
 #[tokio::test]
 async fn a_client_resumes_after_its_instance_restarts_without_gap_or_duplicate() {
-    let (Some(backplane), Some(db)) = (Backplane::redis(), PostgresDb::create().await) else {
-        return;
-    };
+    let backplane = or_skip!(Backplane::redis());
+    let db = or_skip!(postgres_db().await);
     let (a, b) = shared_store_pair(&backplane, &db).await;
     let b_addr = b.addr();
     let (alice, _alice_ev) = connect(&a.url(), "alice").await;

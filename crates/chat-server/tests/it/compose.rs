@@ -6,15 +6,12 @@
 //! `CHAT_*` variable it sets is real server configuration, and the
 //! `Dockerfile` runs as non-root with a working health check.
 
+use crate::common::{ServerProcess, server_command};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_chat-server");
 
 const SERVERS: [&str; 2] = ["chat.server1", "chat.server2"];
 const CLIENT: &str = "chat.client";
@@ -178,19 +175,6 @@ fn healthcheck_command(stage: &[(String, String)]) -> Vec<String> {
         .split_once("CMD")
         .unwrap_or_else(|| panic!("HEALTHCHECK without CMD: {args}"));
     command_words(cmd)
-}
-
-/// A `chat-server` run with the given environment and nothing inherited that
-/// could be read as server configuration.
-fn server_command(env: &BTreeMap<String, String>) -> Command {
-    let mut cmd = Command::new(BIN);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("CHAT_") || key == "RUST_LOG" {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.envs(env);
-    cmd
 }
 
 #[test]
@@ -554,18 +538,8 @@ fn dockerfile_builds_both_binaries_and_runs_as_non_root() {
     }
 }
 
-/// Kills the server when the test ends, even by a panic.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[test]
-fn the_dockerfile_health_check_tells_ready_from_absent() {
+#[tokio::test]
+async fn the_dockerfile_health_check_tells_ready_from_absent() {
     let instructions = dockerfile();
     let stage = final_stage(&instructions);
     let check = healthcheck_command(stage);
@@ -591,31 +565,10 @@ fn the_dockerfile_health_check_tells_ready_from_absent() {
     );
 
     // A running instance: healthy once it is ready.
-    let memory = BTreeMap::from([("CHAT_STORE__URL".to_string(), "memory".to_string())]);
-    let mut child = server_command(&memory)
-        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start chat-server");
-    let stderr = child.stderr.take().unwrap();
-    let _server = Running(child);
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<Value>(&line)
-                && let Some(addr) = v["addr"].as_str()
-            {
-                let _ = addr_tx.send(addr.to_string());
-            }
-        }
-    });
-    let addr = addr_rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the server logs its address");
+    let server = ServerProcess::start(&[]).await;
     let started = Instant::now();
     loop {
-        let out = probe(&addr);
+        let out = probe(&server.addr);
         if out.status.success() {
             assert!(String::from_utf8_lossy(&out.stdout).contains("\"ready\""));
             break;
@@ -625,6 +578,6 @@ fn the_dockerfile_health_check_tells_ready_from_absent() {
             "never healthy: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        std::thread::sleep(Duration::from_millis(100));
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -238,6 +238,7 @@ impl Client {
 }
 
 async fn run(ops: Vec<Op>) {
+    crate::common::capture_logs();
     let limits = Limits {
         max_rooms_per_connection: MAX_ROOMS,
         max_text_bytes: MAX_TEXT,

@@ -2,14 +2,9 @@
 //! `--print-config`, and SIGTERM ending in exit code 0 within the drain
 //! timeout even when a client never hangs up.
 
-mod common;
-
-use common::*;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_chat-server");
+use crate::common::*;
+use std::process::Command;
+use std::time::Duration;
 
 #[test]
 fn print_config_shows_file_env_and_flag_values_in_precedence() {
@@ -66,72 +61,10 @@ fn print_config_shows_file_env_and_flag_values_in_precedence() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// A running `chat-server` (JSON logs on a free port, in-memory store).
-struct Running {
-    child: std::process::Child,
-    addr: String,
-    /// Every log line, once the process has exited.
-    logs: std::thread::JoinHandle<Vec<String>>,
-}
-
-impl Running {
-    fn start(env: &[(&str, &str)]) -> Running {
-        let mut child = Command::new(BIN)
-            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-            .env("CHAT_STORE__URL", "memory")
-            .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // The JSON log's "listening" line names the bound address.
-        let stderr = child.stderr.take().unwrap();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let logs = std::thread::spawn(move || {
-            let mut lines = Vec::new();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                    && let Some(addr) = v["addr"].as_str()
-                {
-                    let _ = addr_tx.send(addr.to_string());
-                }
-                lines.push(line);
-            }
-            lines
-        });
-        let addr = addr_rx
-            .recv_timeout(WAIT)
-            .expect("the server logs its address");
-        Running { child, addr, logs }
-    }
-
-    /// Sends SIGTERM; waits (bounded) for the exit; returns the status,
-    /// how long it took, and the log lines.
-    async fn terminate(mut self) -> (std::process::ExitStatus, Duration, Vec<String>) {
-        let started = Instant::now();
-        let killed = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(started.elapsed() < Duration::from_secs(10), "did not exit");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        let took = started.elapsed();
-        (status, took, self.logs.join().unwrap())
-    }
-}
-
 #[tokio::test]
 async fn sigterm_drains_and_exits_zero_within_the_drain_timeout() {
-    let running = Running::start(&[("CHAT_SHUTDOWN__DRAIN_TIMEOUT", "2s")]);
-    let addr = running.addr.clone();
-    let url = format!("http://{addr}");
+    let running = ServerProcess::start(&[("CHAT_SHUTDOWN__DRAIN_TIMEOUT", "2s")]).await;
+    let (addr, url) = (running.addr.clone(), running.url());
 
     // A client that never hangs up, in a room.
     let mut stubborn = RawSession::open(&url, "stubborn").await.unwrap();
@@ -203,11 +136,12 @@ async fn traces_go_to_the_otlp_collector_and_log_lines_carry_their_ids() {
     let (collector_addr, mut exports) = collector::start(None).await;
     let endpoint = format!("http://{collector_addr}");
     // Only requests whose client asks for a trace are traced.
-    let running = Running::start(&[
+    let running = ServerProcess::start(&[
         ("CHAT_TRACES__OTLP_ENDPOINT", &endpoint),
         ("CHAT_TRACES__SAMPLE_RATIO", "0"),
-    ]);
-    let url = format!("http://{}", running.addr);
+    ])
+    .await;
+    let url = running.url();
 
     // The client's trace, passed on the Session call.
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";

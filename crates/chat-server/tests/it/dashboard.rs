@@ -3,9 +3,7 @@
 //! label it groups by is one the server sets (or Prometheus's `instance`),
 //! and every family the server exposes is on some panel.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::collections::BTreeSet;
 
 fn dashboard() -> serde_json::Value {
@@ -63,7 +61,7 @@ async fn every_panel_queries_metrics_the_server_exposes() {
     let mut c = config();
     c.store.url = format!("sqlite://{}/chat.db", folder.display());
     let server = TestServer::start(c).await;
-    let (status, body) = http_request(server.addr(), "GET", "/metrics", None, "").await;
+    let HttpResponse { status, body, .. } = http(server.addr(), HttpRequest::get("/metrics")).await;
     assert_eq!(status, 200);
     let exposed: BTreeSet<String> = body
         .lines()

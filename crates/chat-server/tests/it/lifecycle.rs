@@ -1,35 +1,17 @@
 //! Health, graceful shutdown, reconnect after restart, slow consumers,
 //! malformed frames and idle sessions.
 
-mod common;
-
+use crate::common::*;
 use bytes::BufMut;
 use chat_client::Event;
 use chat_client::proto::{
     DisconnectReason, JoinRoomRequest, ServerFrame, client_frame::Request, server_frame::Frame,
 };
-use common::*;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::codec::{Codec, EncodeBuf, Encoder};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-
-/// A plain HTTP/1.1 GET on the server's one port; returns (status, body).
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
-        .await
-        .expect("HTTP response within the wait")
-        .unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
-}
 
 async fn health_client(url: &str) -> HealthClient<tonic::transport::Channel> {
     let channel = tonic::transport::Endpoint::from_shared(url.to_string())
@@ -50,10 +32,11 @@ fn disconnect_reason(frame: &Frame) -> Option<DisconnectReason> {
 #[tokio::test]
 async fn health_endpoints_share_the_port_with_grpc() {
     let server = TestServer::start(config()).await;
-    let (status, body) = http_get(server.addr(), "/health/live").await;
-    assert_eq!(status, 200);
-    assert!(body.contains("live"), "{body}");
-    let (status, body) = http_get(server.addr(), "/health/ready").await;
+    let live = http(server.addr(), HttpRequest::get("/health/live")).await;
+    assert_eq!(live.status, 200);
+    assert!(live.body.contains("live"), "{}", live.body);
+    let HttpResponse { status, body, .. } =
+        http(server.addr(), HttpRequest::get("/health/ready")).await;
     assert_eq!(status, 200, "{body}");
     let report: serde_json::Value =
         serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("{e}: {body}"));
@@ -61,8 +44,8 @@ async fn health_endpoints_share_the_port_with_grpc() {
     for check in ["accepting", "store", "backplane"] {
         assert_eq!(report["checks"][check], "up", "{report}");
     }
-    let (status, _) = http_get(server.addr(), "/no/such/thing").await;
-    assert_eq!(status, 404);
+    let missing = http(server.addr(), HttpRequest::get("/no/such/thing")).await;
+    assert_eq!(missing.status, 404);
 
     let mut health = health_client(&server.url()).await;
     for service in ["", "chat.v1.ChatService"] {

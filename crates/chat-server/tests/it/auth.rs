@@ -5,8 +5,7 @@
 //! JWKS file that is reloaded; and the refusal to run without auth beyond
 //! loopback.
 
-mod common;
-
+use crate::common::*;
 use chat_client::proto::chat_service_client::ChatServiceClient;
 use chat_client::proto::{
     DisconnectReason, ErrorCode, HistoryDirection, HistoryRequest, ServerFrame, server_frame::Frame,
@@ -14,7 +13,6 @@ use chat_client::proto::{
 use chat_client::{ClientError, Event, TokenProvider};
 use chat_server::auth::{self, TokenRequest};
 use chat_server::config::{AuthConfig, AuthMode, DefaultRoomAccess, JwtAlgorithm};
-use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -639,7 +637,10 @@ async fn admin_endpoint_takes_a_token_with_the_admin_claim() {
     let body = r#"{"text":"maintenance at noon"}"#;
     let post = |token: Option<String>| {
         let addr = server.addr();
-        async move { http_post(addr, "/admin/broadcast", token.as_deref(), body).await }
+        async move {
+            let post = HttpRequest::new("POST", "/admin/broadcast").bearer(token.as_deref());
+            http(addr, post.json(body)).await.status
+        }
     };
     assert_eq!(post(None).await, 401);
     assert_eq!(post(Some("garbage".into())).await, 401);

@@ -5,11 +5,9 @@
 //! refused with RESOURCE_EXHAUSTED, and their counts come back when
 //! connections end.
 
-mod common;
-
+use crate::common::*;
 use chat_client::proto::{ErrorCode, HistoryDirection};
 use chat_client::{ClientError, Event};
-use common::*;
 use std::time::Duration;
 
 fn limited<T: std::fmt::Debug>(result: Result<T, ClientError>, what: &str) -> Duration {

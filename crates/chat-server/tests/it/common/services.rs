@@ -1,11 +1,26 @@
-//! Private service instances for tests: a `redis-server` or `nats-server`
-//! per test on a free port, spawned and reaped by the test, never the
-//! shared default ones.
+//! Private service instances for tests: a `redis-server`, `nats-server`
+//! or three-node Redis Cluster per test on free ports, spawned and reaped
+//! by the test, and a fresh PostgreSQL database, never the shared default
+//! ones. Each starts in one line, skipping the test when the program is
+//! missing (a failure in CI, see [`services_required`]):
+//! `let redis = or_skip!(redis());`.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The service `$start` gives, or ends the calling test early (a skip)
+/// when it is missing outside CI: `let db = or_skip!(postgres_db().await);`.
+macro_rules! or_skip {
+    ($start:expr) => {
+        match $start {
+            Some(service) => service,
+            None => return,
+        }
+    };
+}
+pub(crate) use or_skip;
 
 /// Whether CI demands every service (a missing one fails instead of skips).
 pub fn services_required() -> bool {
@@ -68,27 +83,29 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// A private `nats-server` on a free port, or `None` (skip) when
+/// `nats-server` is missing outside CI.
+pub fn nats() -> Option<NatsServer> {
+    if !installed("nats-server") {
+        missing("nats-server")?;
+    }
+    let mut nats = NatsServer {
+        port: free_port(),
+        child: None,
+    };
+    nats.spawn();
+    Some(nats)
+}
+
 /// A private `nats-server`, killed when dropped.
 pub struct NatsServer {
+    /// Kept across restarts, so clients find it again.
     port: u16,
+    /// The process, while it runs.
     child: Option<Child>,
 }
 
 impl NatsServer {
-    /// Starts one, or returns `None` (skip) when `nats-server` is missing
-    /// outside CI.
-    pub fn start() -> Option<NatsServer> {
-        if !installed("nats-server") {
-            missing("nats-server")?;
-        }
-        let mut nats = NatsServer {
-            port: free_port(),
-            child: None,
-        };
-        nats.spawn();
-        Some(nats)
-    }
-
     /// `nats://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
@@ -127,24 +144,29 @@ impl Drop for NatsServer {
     }
 }
 
+/// A private `redis-server` on a free port, or `None` (skip) when
+/// `redis-server` is missing outside CI.
+pub fn redis() -> Option<RedisServer> {
+    if !installed("redis-server") {
+        missing("redis-server")?;
+    }
+    Some(RedisServer::spawn_on(free_port(), Vec::new()))
+}
+
 /// A private `redis-server`, killed when dropped.
 pub struct RedisServer {
+    /// Kept across restarts, so clients find it again.
     port: u16,
+    /// Its working directory (a cluster node writes `nodes.conf` there),
+    /// removed when dropped.
     dir: std::path::PathBuf,
+    /// The process, while it runs.
     child: Option<Child>,
+    /// More `redis-server` arguments (a cluster node's).
     extra: Vec<String>,
 }
 
 impl RedisServer {
-    /// Starts one, or returns `None` (skip) when `redis-server` is missing
-    /// outside CI.
-    pub fn start() -> Option<RedisServer> {
-        if !installed("redis-server") {
-            missing("redis-server")?;
-        }
-        Some(RedisServer::spawn_on(free_port(), Vec::new()))
-    }
-
     fn spawn_on(port: u16, extra: Vec<String>) -> RedisServer {
         let dir =
             std::env::temp_dir().join(format!("chat-test-redis-{port}-{}", std::process::id()));
@@ -208,8 +230,51 @@ impl Drop for RedisServer {
     }
 }
 
+/// A private Redis Cluster: three nodes on free ports joined into one,
+/// or `None` (skip) when `redis-server`/`redis-cli` are missing outside CI.
+pub fn redis_cluster() -> Option<RedisCluster> {
+    for program in ["redis-server", "redis-cli"] {
+        if !installed(program) {
+            missing(program)?;
+        }
+    }
+    let nodes: Vec<RedisServer> = (0..3)
+        .map(|_| {
+            let extra = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+            ];
+            RedisServer::spawn_on(
+                free_cluster_port(),
+                extra.iter().map(|s| s.to_string()).collect(),
+            )
+        })
+        .collect();
+    let addresses: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let created = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addresses)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run redis-cli --cluster create");
+    assert!(created.success(), "redis-cli --cluster create failed");
+    let cluster = RedisCluster { nodes };
+    cluster.wait_ok();
+    Some(cluster)
+}
+
 /// A private three-node Redis Cluster (no replicas), killed when dropped.
 pub struct RedisCluster {
+    /// The three nodes, each a master.
     nodes: Vec<RedisServer>,
 }
 
@@ -224,48 +289,6 @@ fn free_cluster_port() -> u16 {
 }
 
 impl RedisCluster {
-    /// Starts three nodes and joins them into a cluster, or returns `None`
-    /// (skip) when `redis-server`/`redis-cli` are missing outside CI.
-    pub fn start() -> Option<RedisCluster> {
-        for program in ["redis-server", "redis-cli"] {
-            if !installed(program) {
-                missing(program)?;
-            }
-        }
-        let nodes: Vec<RedisServer> = (0..3)
-            .map(|_| {
-                let extra = [
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "2000",
-                ];
-                RedisServer::spawn_on(
-                    free_cluster_port(),
-                    extra.iter().map(|s| s.to_string()).collect(),
-                )
-            })
-            .collect();
-        let addresses: Vec<String> = nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port))
-            .collect();
-        let created = Command::new("redis-cli")
-            .args(["--cluster", "create"])
-            .args(&addresses)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("run redis-cli --cluster create");
-        assert!(created.success(), "redis-cli --cluster create failed");
-        let cluster = RedisCluster { nodes };
-        cluster.wait_ok();
-        Some(cluster)
-    }
-
     /// Waits (bounded) until every node reports `cluster_state:ok`.
     fn wait_ok(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -312,39 +335,41 @@ impl RedisCluster {
     }
 }
 
+/// A fresh PostgreSQL database (see [`PostgresDb`]), or `None` (skip)
+/// when PostgreSQL cannot be reached outside CI.
+pub async fn postgres_db() -> Option<PostgresDb> {
+    use sqlx::Connection;
+    let admin_url = std::env::var("CHAT_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let connect = sqlx::PgConnection::connect(&admin_url);
+    let mut admin = match tokio::time::timeout(Duration::from_secs(5), connect).await {
+        Ok(Ok(c)) => c,
+        _ => {
+            missing("PostgreSQL (CHAT_TEST_POSTGRES_URL)")?;
+            unreachable!()
+        }
+    };
+    let name = format!("chat_test_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create a test database");
+    let _ = admin.close().await;
+    Some(PostgresDb { admin_url, name })
+}
+
 /// A fresh PostgreSQL database on the machine's server, dropped afterwards.
 /// The server is `CHAT_TEST_POSTGRES_URL` (default
 /// `postgres://postgres@127.0.0.1:5432/postgres`); only the new database is
 /// touched.
 pub struct PostgresDb {
+    /// The server's URL, to create and drop the database through.
     admin_url: String,
+    /// The database's name (`chat_test_<uuid>`).
     name: String,
 }
 
 impl PostgresDb {
-    /// Creates one, or returns `None` (skip) when PostgreSQL cannot be
-    /// reached outside CI.
-    pub async fn create() -> Option<PostgresDb> {
-        use sqlx::Connection;
-        let admin_url = std::env::var("CHAT_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let connect = sqlx::PgConnection::connect(&admin_url);
-        let mut admin = match tokio::time::timeout(Duration::from_secs(5), connect).await {
-            Ok(Ok(c)) => c,
-            _ => {
-                missing("PostgreSQL (CHAT_TEST_POSTGRES_URL)")?;
-                unreachable!()
-            }
-        };
-        let name = format!("chat_test_{}", uuid::Uuid::new_v4().simple());
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .expect("create a test database");
-        let _ = admin.close().await;
-        Some(PostgresDb { admin_url, name })
-    }
-
     /// The database's URL.
     pub fn url(&self) -> String {
         match self.admin_url.rsplit_once('/') {

@@ -3,31 +3,24 @@
 //! address, and with authentication on the endpoint asks for admin
 //! credentials.
 
-mod common;
-
+use crate::common::*;
 use chat_server::auth::{self, TokenRequest};
 use chat_server::config::{AuthConfig, AuthMode};
-use common::*;
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 /// GETs `/metrics`; the status and the body.
 async fn scrape_raw(addr: SocketAddr, token: Option<&str>) -> (u16, String) {
-    http_request(addr, "GET", "/metrics", token, "").await
-}
-
-async fn scrape(server: &TestServer) -> BTreeMap<String, f64> {
-    let (status, body) = scrape_raw(server.addr(), None).await;
-    assert_eq!(status, 200, "{body}");
-    parse_metrics(&body)
+    let HttpResponse { status, body, .. } =
+        http(addr, HttpRequest::get("/metrics").bearer(token)).await;
+    (status, body)
 }
 
 /// Waits until `series` reads `value`.
 async fn eventually(server: &TestServer, series: &str, value: f64) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let now = scrape(server).await.get(series).copied();
+        let now = scrape_metrics(server.addr()).await.get(series).copied();
         if now == Some(value) {
             return;
         }
@@ -45,7 +38,7 @@ async fn counters_follow_what_clients_do_and_labels_stay_bounded() {
     c.limits.send_rate = 0.1;
     c.limits.send_burst = 4;
     let server = TestServer::start(c).await;
-    let m = scrape(&server).await;
+    let m = scrape_metrics(server.addr()).await;
     assert_eq!(m["chat_connections"], 0.0);
     assert_eq!(m["chat_messages_received_total"], 0.0);
 
@@ -63,7 +56,7 @@ async fn counters_follow_what_clients_do_and_labels_stay_bounded() {
     alice.send("lobby", "m3").await.unwrap();
     assert!(alice.send("lobby", "m4").await.is_err());
 
-    let m = scrape(&server).await;
+    let m = scrape_metrics(server.addr()).await;
     assert_eq!(m["chat_connections"], 2.0);
     assert_eq!(m["chat_connections_opened_total"], 2.0);
     assert_eq!(m["chat_rooms"], 1.0);
@@ -101,7 +94,7 @@ async fn counters_follow_what_clients_do_and_labels_stay_bounded() {
         .chain(labels::values::<ConnectionLimit>())
         .chain(labels::values::<RateLimitedAction>())
         .collect();
-    for series in scrape(&server).await.keys() {
+    for series in scrape_metrics(server.addr()).await.keys() {
         let Some((_, labels)) = series.split_once('{') else {
             continue;
         };
@@ -133,7 +126,7 @@ async fn a_batching_store_reports_its_batch_sizes() {
     for sent in futures::future::join_all(sends).await {
         sent.unwrap();
     }
-    let m = scrape(&server).await;
+    let m = scrape_metrics(server.addr()).await;
     // Each message was in exactly one commit.
     assert_eq!(m["chat_store_batch_messages_sum"], 5.0, "{m:?}");
     let commits = m["chat_store_batch_messages_count"];
@@ -211,13 +204,12 @@ async fn admin_listen_moves_the_operator_endpoints_to_their_own_port() {
         (admin, "/admin/status", None, 401),
         (admin, "/health/live", None, 200),
     ] {
-        let (status, body) = http_request(addr, "GET", path, token, "").await;
-        assert_eq!(status, want, "{addr}{path}: {body}");
+        let response = http(addr, HttpRequest::get(path).bearer(token)).await;
+        assert_eq!(response.status, want, "{addr}{path}: {}", response.body);
     }
     // The session counters are the same on the admin port.
     let (_alice, _events) = connect(&server.url(), "alice").await;
-    let (_, body) = http_request(admin, "GET", "/metrics", None, "").await;
-    assert_eq!(parse_metrics(&body)["chat_connections"], 1.0);
+    assert_eq!(scrape_metrics(admin).await["chat_connections"], 1.0);
     server.stop().await;
 
     let mut open = config();

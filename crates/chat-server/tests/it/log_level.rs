@@ -1,14 +1,16 @@
 //! The log filter changes at run time through `PUT /admin/log-level`,
-//! behind the admin credentials. One test in its own process: it installs
-//! the global logger.
+//! behind the admin credentials. In a process of its own
+//! ([`in_own_process`]): it installs the process's logger and changes its
+//! filter.
 
-mod common;
-
+use crate::common::*;
 use chat_server::config::{LogConfig, LogFormat};
-use common::*;
 
 #[tokio::test]
 async fn the_log_filter_changes_without_a_restart() {
+    if !in_own_process() {
+        return;
+    }
     chat_server::telemetry::init(
         &LogConfig {
             level: "warn".into(),
@@ -22,7 +24,9 @@ async fn the_log_filter_changes_without_a_restart() {
     let server = TestServer::start(c).await;
     let addr = server.addr();
     let put = |token: Option<&'static str>, body: &'static str| async move {
-        http_request(addr, "PUT", "/admin/log-level", token, body).await
+        let put = HttpRequest::new("PUT", "/admin/log-level").bearer(token);
+        let HttpResponse { status, body, .. } = http(addr, put.json(body)).await;
+        (status, body)
     };
 
     assert_eq!(put(None, r#"{"level":"debug"}"#).await.0, 401);
@@ -37,7 +41,8 @@ async fn the_log_filter_changes_without_a_restart() {
         tracing::enabled!(target: "chat_server", tracing::Level::DEBUG),
         "the new filter is in force"
     );
-    let (status, body) = http_request(addr, "GET", "/admin/log-level", Some("ops"), "").await;
+    let get = HttpRequest::get("/admin/log-level").bearer("ops");
+    let HttpResponse { status, body, .. } = http(addr, get).await;
     assert_eq!(status, 200);
     assert!(body.contains("chat_server=debug"), "{body}");
 

@@ -1,24 +1,23 @@
-//! Traces: spans go to an in-memory exporter (installed once for this test
+//! Traces: spans go to an in-memory exporter (installed once for the test
 //! process, as `chat-server` installs the OTLP one), and the tests check
 //! which spans a request makes, their parents, and that a message's trace
-//! continues across the backplane into the instance that delivers it.
+//! continues across the backplane into the instance that delivers it. Each
+//! test runs in a process of its own ([`in_own_process`]): installing the
+//! exporter turns traces on for every server in the process.
 
-mod common;
-
+use crate::common::*;
 use chat_client::proto::{
     HistoryRequest, JoinRoomRequest, SendMessageRequest, chat_service_client::ChatServiceClient,
     client_frame::Request, reply, server_frame::Frame,
 };
 use chat_server::config::{BackplaneKind, LogConfig, TracesConfig};
 use chat_server::telemetry::trace::{TraceParent, provider_with};
-use common::services::{NatsServer, RedisServer};
-use common::*;
 use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// The exporter every test of this process reads.
+/// The exporter the test of this process reads.
 fn exporter() -> &'static InMemorySpanExporter {
     static EXPORTER: OnceLock<InMemorySpanExporter> = OnceLock::new();
     EXPORTER.get_or_init(|| {
@@ -126,19 +125,21 @@ async fn reply_to(session: &mut RawSession, request_id: u64) -> reply::Result {
 
 #[tokio::test]
 async fn over_redis_a_message_is_one_trace_from_send_to_fanout_on_another_instance() {
-    exporter();
-    let Some(redis) = RedisServer::start() else {
+    if !in_own_process() {
         return;
-    };
+    }
+    exporter();
+    let redis = or_skip!(redis());
     one_trace_across_instances(BackplaneKind::Redis, &redis.url()).await;
 }
 
 #[tokio::test]
 async fn over_nats_a_message_is_one_trace_from_send_to_fanout_on_another_instance() {
-    exporter();
-    let Some(nats) = NatsServer::start() else {
+    if !in_own_process() {
         return;
-    };
+    }
+    exporter();
+    let nats = or_skip!(nats());
     one_trace_across_instances(BackplaneKind::Nats, &nats.url()).await;
 }
 
@@ -204,6 +205,9 @@ async fn one_trace_across_instances(backplane: BackplaneKind, url: &str) {
 
 #[tokio::test]
 async fn the_session_traceparent_is_the_parent_of_each_request_and_errors_are_marked() {
+    if !in_own_process() {
+        return;
+    }
     exporter();
     let server = TestServer::start(config()).await;
     let call = client_traceparent();
@@ -303,6 +307,9 @@ async fn the_session_traceparent_is_the_parent_of_each_request_and_errors_are_ma
 
 #[tokio::test]
 async fn the_history_call_is_a_span_under_the_callers_trace() {
+    if !in_own_process() {
+        return;
+    }
     exporter();
     let server = TestServer::start(config()).await;
     let call = client_traceparent();

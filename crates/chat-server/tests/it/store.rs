@@ -1,12 +1,10 @@
 //! One suite for every message store: memory, SQLite (a temporary file) and
 //! PostgreSQL (a fresh database per test).
 
-mod common;
-
+use crate::common::services::{PostgresDb, or_skip, postgres_db};
 use chat_server::domain::User;
 use chat_server::domain::validate::RoomName;
 use chat_server::store::{self, Direction, MessageStore, NewMessage, Page};
-use common::services::PostgresDb;
 use std::sync::Arc;
 
 /// A store under test and what keeps its backing alive.
@@ -47,7 +45,7 @@ impl Backend {
     }
 
     async fn postgres() -> Option<Backend> {
-        let db = PostgresDb::create().await?;
+        let db = postgres_db().await?;
         Some(Backend {
             url: db.url(),
             _db: Some(db),
@@ -349,7 +347,7 @@ macro_rules! suite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
-                    let Some(backend) = super::Backend::$backend().await else { return };
+                    let backend = crate::common::or_skip!(super::Backend::$backend().await);
                     super::$test(backend).await;
                 }
             )*
@@ -364,9 +362,7 @@ suite!(postgres: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_
 /// Two instances sharing PostgreSQL number one room's messages together.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_postgres_stores_share_one_sequence() {
-    let Some(backend) = Backend::postgres().await else {
-        return;
-    };
+    let backend = or_skip!(Backend::postgres().await);
     let (one, two) = (backend.open().await, backend.open().await);
     let mut tasks = Vec::new();
     for (n, store) in [one, two].into_iter().enumerate() {
@@ -398,9 +394,7 @@ async fn two_postgres_stores_share_one_sequence() {
 /// stored, every attempt gets its sequence, no number is skipped.
 #[tokio::test]
 async fn racing_retries_on_two_postgres_stores_store_one_copy() {
-    let Some(backend) = Backend::postgres().await else {
-        return;
-    };
+    let backend = or_skip!(Backend::postgres().await);
     let (one, two) = (
         Arc::new(backend.open().await),
         Arc::new(backend.open().await),
@@ -439,9 +433,7 @@ async fn racing_retries_on_two_postgres_stores_store_one_copy() {
 /// room's sequences are gap-free.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_batches_on_two_postgres_stores_keep_rooms_gap_free() {
-    let Some(backend) = Backend::postgres().await else {
-        return;
-    };
+    let backend = or_skip!(Backend::postgres().await);
     let stores = [backend.open().await, backend.open().await];
     const ROOMS: usize = 10;
     const PER_ROOM: usize = 30;
@@ -519,8 +511,6 @@ async fn sqlite_appends_queued_together_are_written_as_one_batch() {
 
 #[tokio::test]
 async fn postgres_appends_queued_together_are_written_as_one_batch() {
-    let Some(backend) = Backend::postgres().await else {
-        return;
-    };
+    let backend = or_skip!(Backend::postgres().await);
     appends_queued_together_are_written_as_one_batch(backend).await;
 }

@@ -8,13 +8,11 @@
 //!
 //! Sized for CI (about 20 s of faults); `CHAT_CHAOS_SECONDS` runs longer.
 
-mod common;
-
+use crate::common::services::free_port;
+use crate::common::*;
 use chat_client::{Client, Event};
 use chat_server::domain::validate::RoomName;
 use chat_server::store::{self, Direction, Page};
-use common::services::{PostgresDb, RedisServer, free_port};
-use common::*;
 use std::collections::{BTreeMap, HashMap};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,7 +36,7 @@ impl Instance {
     }
 
     fn start(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        let child = Command::new(BIN)
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .env("CHAT_SERVER_ID", &self.id)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -105,9 +103,8 @@ struct Log {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_keeps_every_acknowledged_message_gap_free_and_once() {
-    let (Some(mut redis), Some(db)) = (RedisServer::start(), PostgresDb::create().await) else {
-        return;
-    };
+    let mut redis = or_skip!(redis());
+    let db = or_skip!(postgres_db().await);
     let seconds: u64 = std::env::var("CHAT_CHAOS_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())

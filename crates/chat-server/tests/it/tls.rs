@@ -4,11 +4,9 @@
 //! without a certificate from the client CA; a replaced certificate is
 //! served to new connections without a restart.
 
-mod common;
-
+use crate::common::*;
 use chat_client::ClientConfig;
 use chat_server::config::TlsConfig;
-use common::*;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };

@@ -1,11 +1,9 @@
 //! End-to-end behaviour of one server: rooms, messages, presence, errors,
 //! notifications.
 
-mod common;
-
+use crate::common::*;
 use chat_client::proto::ErrorCode;
 use chat_client::{ClientError, Event};
-use common::*;
 use std::collections::BTreeSet;
 use std::time::Duration;
 

@@ -1,0 +1,90 @@
+//! Clients through the client library, and bounded waits for their events.
+
+use super::WAIT;
+use chat_client::{Backoff, Client, ClientConfig, Event, Events};
+use std::time::Duration;
+
+/// Client settings for tests: quick reconnects.
+pub fn client_config(url: &str, name: &str) -> ClientConfig {
+    let mut c = ClientConfig::new(url, name);
+    c.backoff = Backoff {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(500),
+    };
+    c.request_timeout = Duration::from_secs(5);
+    c
+}
+
+/// A connected client named `name` with the test settings.
+pub async fn connect(url: &str, name: &str) -> (Client, Events) {
+    connect_with(client_config(url, name)).await
+}
+
+/// A connected client with `config`.
+pub async fn connect_with(config: ClientConfig) -> (Client, Events) {
+    let (client, mut events) = Client::connect(config);
+    client.wait_connected(WAIT).await.expect("client connects");
+    // Consume the Connected event so tests see only what follows.
+    expect_event(&mut events, "connected", |e| {
+        matches!(e, Event::Connected(_))
+    })
+    .await;
+    (client, events)
+}
+
+/// Waits (bounded) for the first event matching `pred`, skipping others.
+pub async fn expect_event(
+    events: &mut Events,
+    what: &str,
+    mut pred: impl FnMut(&Event) -> bool,
+) -> Event {
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(WAIT, async {
+        while let Some(e) = events.next().await {
+            if pred(&e) {
+                return Some(e);
+            }
+            seen.push(format!("{e:?}"));
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(e)) => e,
+        Ok(None) => panic!("events ended before {what}; saw {seen:#?}"),
+        Err(_) => panic!("no {what} within {WAIT:?}; saw {seen:#?}"),
+    }
+}
+
+/// Waits for the next message event in `room` and returns (sender, text, sequence).
+pub async fn expect_message(events: &mut Events, room: &str) -> (String, String, u64) {
+    let what = format!("message in {room}");
+    match expect_event(
+        events,
+        &what,
+        |e| matches!(e, Event::Message(m) if m.room == room),
+    )
+    .await
+    {
+        Event::Message(m) => (
+            m.sender.unwrap_or_default().display_name,
+            m.text,
+            m.sequence,
+        ),
+        _ => unreachable!(),
+    }
+}
+
+/// Asserts that no event matching `pred` arrives within `quiet`.
+pub async fn expect_no_event(
+    events: &mut Events,
+    quiet: Duration,
+    mut pred: impl FnMut(&Event) -> bool,
+) {
+    let _ = tokio::time::timeout(quiet, async {
+        while let Some(e) = events.next().await {
+            assert!(!pred(&e), "unexpected event {e:?}");
+        }
+    })
+    .await;
+}
