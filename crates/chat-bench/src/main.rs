@@ -6,6 +6,8 @@
 //! exit 0 or 1), `step` (the next rate of C's stepping) and `report` (the
 //! Markdown tables); they exit 2 when they cannot read their input.
 
+#![forbid(unsafe_code)]
+
 use anyhow::Context;
 use chat_bench::args::Command;
 use chat_bench::saturation::{self, Next};

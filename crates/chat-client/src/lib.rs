@@ -3,6 +3,8 @@
 //! jitter, rejoining its rooms, and pinging so it notices a dead server —
 //! and offers typed requests with replies plus a stream of [`Event`]s.
 
+#![forbid(unsafe_code)]
+
 mod backoff;
 mod client;
 mod error;

@@ -1,10 +1,13 @@
 //! `chat`, the console client: a full-screen terminal UI when stdin is a
 //! terminal, a plain line mode when it is not (or with `--plain`).
 
+#![forbid(unsafe_code)]
+
 mod console;
 
 use anyhow::Context;
 use chat_client::{Client, ClientConfig, TokenProvider};
+use chat_util::Secret;
 use clap::Parser;
 use std::io::IsTerminal;
 
@@ -22,7 +25,7 @@ struct Args {
     /// Bearer token (a JWT) for a server with authentication; e.g. from
     /// `chat-server token --sub alice --name Alice`.
     #[arg(long, env = "CHAT_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    token: Option<Secret>,
     /// Room to join at start; repeat for several. The first is current.
     #[arg(long = "room", default_value = "lobby")]
     rooms: Vec<String>,
@@ -46,7 +49,10 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut config = ClientConfig::new(args.server.clone(), args.name.clone().unwrap_or_default());
     config.rooms = args.rooms.clone();
-    config.token = args.token.clone().map(TokenProvider::fixed);
+    config.token = args
+        .token
+        .as_ref()
+        .map(|t| TokenProvider::fixed(t.expose()));
     let read = |path: &std::path::Path| {
         std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
     };

@@ -15,6 +15,8 @@
 //! | transports and endpoints | `endpoint` (gRPC, health, admin, `/metrics`), `fuzzing` |
 //! | wiring | `server` |
 
+#![forbid(unsafe_code)]
+
 pub mod domain;
 
 pub mod config;

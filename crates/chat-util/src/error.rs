@@ -40,7 +40,7 @@ mod tests {
 
     impl Error for Layer {
         fn source(&self) -> Option<&(dyn Error + 'static)> {
-            self.1.as_deref().map(|e| e as &(dyn Error + 'static))
+            self.1.as_deref().map(|e| -> &(dyn Error + 'static) { e })
         }
     }
 

@@ -12,6 +12,8 @@
 //! the reading thread's, and deliveries per second. No HTTP/2, no gRPC, no
 //! runtime: a floor.
 
+#![forbid(unsafe_code)]
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Instant;

@@ -6,6 +6,8 @@
 //! then accepts exports until SIGTERM or Ctrl-C, and prints
 //! `{"exports":N,"spans":M}` as it exits.
 
+#![forbid(unsafe_code)]
+
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };

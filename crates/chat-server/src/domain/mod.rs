@@ -7,11 +7,11 @@
 
 pub mod error;
 pub mod random;
-pub mod secret;
 pub mod user;
 pub mod validate;
 
+/// Values that must never print (tokens, secrets), shared with the client.
+pub use chat_util::Secret;
 pub use error::{ErrorCode, RequestError};
-pub use secret::Secret;
 pub use user::User;
 pub use validate::RoomName;

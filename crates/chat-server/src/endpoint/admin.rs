@@ -9,7 +9,7 @@ use crate::hub::Hub;
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -69,7 +69,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 fn authorized(headers: &HeaderMap, token: &str) -> bool {
     !token.is_empty()
         && headers
-            .get(axum::http::header::AUTHORIZATION)
+            .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
@@ -102,9 +102,7 @@ impl AdminAccess {
                 "missing or wrong bearer token",
             ));
         }
-        let header = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .map(|v| v.as_bytes());
+        let header = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
         match self.auth.check_header(header) {
             Ok(identity) if identity.admin => None,
             Ok(identity) => {

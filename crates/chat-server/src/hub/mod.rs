@@ -406,7 +406,7 @@ impl Hub {
         }
         self.metrics
             .messages_received
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(1, Ordering::Relaxed);
         let m = &stored.message;
         let event = Frame::Message(message_event(&stored));
         // Local members get it inside the publish, so its span covers both.

@@ -30,6 +30,7 @@ pub use error::ServerError;
 
 use crate::config::Config;
 use crate::hub::Hub;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -155,7 +156,7 @@ async fn drain<F>(
     hub: &Hub,
 ) -> Result<(), ServerError>
 where
-    F: std::future::Future<Output = Result<(), tonic::transport::Error>>,
+    F: Future<Output = Result<(), tonic::transport::Error>>,
 {
     tasks.close();
     let all_done = async {

@@ -491,9 +491,8 @@ async fn public_keys_from_pem_and_a_reloaded_jwks() {
     let ec_private = ec.to_pkcs8_pem(line).unwrap();
     let ec_public = ec.public_key().to_public_key_pem(line).unwrap();
     let rsa = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
-    let rsa_private = rsa::pkcs8::EncodePrivateKey::to_pkcs8_pem(&rsa, line).unwrap();
-    let rsa_public =
-        rsa::pkcs8::EncodePublicKey::to_public_key_pem(&rsa.to_public_key(), line).unwrap();
+    let rsa_private = EncodePrivateKey::to_pkcs8_pem(&rsa, line).unwrap();
+    let rsa_public = EncodePublicKey::to_public_key_pem(&rsa.to_public_key(), line).unwrap();
 
     // PEM public keys, one algorithm each; tokens minted from the private keys.
     for (algorithm, private, public) in [

@@ -19,11 +19,11 @@ enum Backplane {
 
 impl Backplane {
     fn redis() -> Option<Backplane> {
-        crate::common::redis().map(Backplane::Redis)
+        redis().map(Backplane::Redis)
     }
 
     fn nats() -> Option<Backplane> {
-        crate::common::nats().map(Backplane::Nats)
+        nats().map(Backplane::Nats)
     }
 
     fn kill(&mut self) {

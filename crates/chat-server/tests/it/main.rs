@@ -6,6 +6,8 @@
 //! or `… --test it chaos -- --nocapture`. `CHAT_TEST_LOG=1` shows the
 //! servers' logs in a failing test's output (see `common::log`).
 
+#![forbid(unsafe_code)]
+
 mod common;
 
 mod auth;

@@ -3,6 +3,8 @@
 //! `--print-config`) or serving until SIGINT or SIGTERM, draining, and
 //! exiting 0.
 
+#![forbid(unsafe_code)]
+
 mod args;
 mod serve;
 mod status;
