@@ -234,32 +234,42 @@ fn load(
         }
         Source::JwksFile(path) => {
             let stamp = stamp(path);
-            let set: JwkSet =
-                serde_json::from_slice(&read(path)?).map_err(|source| KeyLoadError::Jwks {
-                    path: path.clone(),
-                    source,
-                })?;
-            if set.keys.is_empty() || set.keys.len() > MAX_JWKS_KEYS {
-                return Err(KeyLoadError::JwksKeys { path: path.clone() });
-            }
-            let mut keys = HashMap::new();
-            for (i, jwk) in set.keys.iter().enumerate() {
-                let kid = jwk.common.key_id.clone().unwrap_or_else(|| i.to_string());
-                // One key this server cannot use (another key type, say)
-                // must not keep the whole set, and a revoked key, in place.
-                match DecodingKey::from_jwk(jwk) {
-                    Ok(key) => {
-                        keys.insert(kid, key);
-                    }
-                    Err(e) => {
-                        tracing::warn!(file = %path.display(), kid, error = %e, "JWKS key skipped")
-                    }
-                }
-            }
-            if keys.is_empty() {
-                return Err(KeyLoadError::JwksKeys { path: path.clone() });
-            }
-            Ok((Keys::ByKid(keys), stamp))
+            Ok((jwks(path)?, stamp))
         }
     }
+}
+
+/// The keys of the JWKS document at `path`, by `kid` (a key without one is
+/// named by its position); keys this server cannot use are skipped.
+fn jwks(path: &Path) -> Result<Keys, KeyLoadError> {
+    let set: JwkSet =
+        serde_json::from_slice(&read(path)?).map_err(|source| KeyLoadError::Jwks {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if set.keys.is_empty() || set.keys.len() > MAX_JWKS_KEYS {
+        return Err(KeyLoadError::JwksKeys {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut keys = HashMap::new();
+    for (i, jwk) in set.keys.iter().enumerate() {
+        let kid = jwk.common.key_id.clone().unwrap_or_else(|| i.to_string());
+        // One key this server cannot use (another key type, say)
+        // must not keep the whole set, and a revoked key, in place.
+        match DecodingKey::from_jwk(jwk) {
+            Ok(key) => {
+                keys.insert(kid, key);
+            }
+            Err(e) => {
+                tracing::warn!(file = %path.display(), kid, error = %e, "JWKS key skipped")
+            }
+        }
+    }
+    if keys.is_empty() {
+        return Err(KeyLoadError::JwksKeys {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(Keys::ByKid(keys))
 }

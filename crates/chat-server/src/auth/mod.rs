@@ -321,6 +321,43 @@ struct MintedClaims<'a> {
     admin: bool,
 }
 
+/// The key `chat-server token` signs with: the HS256 secret, or the private
+/// key of `auth.private_key_file` for the other algorithms.
+fn signing_key(config: &AuthConfig) -> Result<EncodingKey, String> {
+    let read = |file: &str| std::fs::read(file).map_err(|e| format!("cannot read {file}: {e}"));
+    match config.algorithm {
+        JwtAlgorithm::HS256 => {
+            let secret = if !config.secret.is_empty() {
+                config.secret.expose().as_bytes().to_vec()
+            } else if !config.secret_file.is_empty() {
+                read(&config.secret_file)?.trim_ascii_end().to_vec()
+            } else {
+                return Err("set auth.secret or auth.secret_file to mint HS256 tokens".into());
+            };
+            Ok(EncodingKey::from_secret(&secret))
+        }
+        other => {
+            if config.private_key_file.is_empty() {
+                return Err(format!(
+                    "set auth.private_key_file to mint {other:?} tokens"
+                ));
+            }
+            let pem = read(&config.private_key_file)?;
+            match other {
+                JwtAlgorithm::RS256 => EncodingKey::from_rsa_pem(&pem),
+                JwtAlgorithm::ES256 => EncodingKey::from_ec_pem(&pem),
+                _ => EncodingKey::from_ed_pem(&pem),
+            }
+            .map_err(|e| {
+                format!(
+                    "{}: not a {other:?} private key: {e}",
+                    config.private_key_file
+                )
+            })
+        }
+    }
+}
+
 /// Mints a token with the configured algorithm and key (the secret for
 /// HS256, `auth.private_key_file` otherwise), for development and scripts.
 pub fn mint(config: &AuthConfig, request: &TokenRequest) -> Result<String, String> {
@@ -333,40 +370,7 @@ pub fn mint(config: &AuthConfig, request: &TokenRequest) -> Result<String, Strin
         &request.read_only_rooms,
         config.default_room_access,
     )?;
-    let key = match config.algorithm {
-        JwtAlgorithm::HS256 => {
-            let secret = if !config.secret.is_empty() {
-                config.secret.expose().as_bytes().to_vec()
-            } else if !config.secret_file.is_empty() {
-                let bytes = std::fs::read(&config.secret_file)
-                    .map_err(|e| format!("cannot read {}: {e}", config.secret_file))?;
-                bytes.trim_ascii_end().to_vec()
-            } else {
-                return Err("set auth.secret or auth.secret_file to mint HS256 tokens".into());
-            };
-            EncodingKey::from_secret(&secret)
-        }
-        other => {
-            if config.private_key_file.is_empty() {
-                return Err(format!(
-                    "set auth.private_key_file to mint {other:?} tokens"
-                ));
-            }
-            let pem = std::fs::read(&config.private_key_file)
-                .map_err(|e| format!("cannot read {}: {e}", config.private_key_file))?;
-            match other {
-                JwtAlgorithm::RS256 => EncodingKey::from_rsa_pem(&pem),
-                JwtAlgorithm::ES256 => EncodingKey::from_ec_pem(&pem),
-                _ => EncodingKey::from_ed_pem(&pem),
-            }
-            .map_err(|e| {
-                format!(
-                    "{}: not a {other:?} private key: {e}",
-                    config.private_key_file
-                )
-            })?
-        }
-    };
+    let key = signing_key(config)?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

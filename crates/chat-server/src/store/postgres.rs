@@ -233,9 +233,28 @@ async fn append_many<'m>(
     pool: &PgPool,
     messages: impl ExactSizeIterator<Item = &'m NewMessage>,
 ) -> Result<Vec<Appended>, sqlx::Error> {
-    let time_unix_ms = now_unix_ms();
+    let (unique, slot) = first_occurrences(messages);
+    let rows = insert_batch(pool, &unique).await?;
+    let stored = answers(&unique, &rows)?;
+    // Every repeat after the first of the same message in the batch is a
+    // duplicate of it.
+    let mut answered = vec![false; unique.len()];
+    Ok(slot
+        .into_iter()
+        .map(|index| {
+            let mut result = stored[index].clone();
+            result.duplicate |= std::mem::replace(&mut answered[index], true);
+            result
+        })
+        .collect())
+}
+
+/// The batch's distinct messages (by room, sender and client message id),
+/// and for each message the index of its first occurrence among them.
+fn first_occurrences<'m>(
+    messages: impl ExactSizeIterator<Item = &'m NewMessage>,
+) -> (Vec<&'m NewMessage>, Vec<usize>) {
     let mut first: HashMap<(&str, &str, &str), usize> = HashMap::with_capacity(messages.len());
-    // For each message, the index of its first occurrence among `unique`.
     let mut slot = Vec::with_capacity(messages.len());
     let mut unique: Vec<&NewMessage> = Vec::with_capacity(messages.len());
     for message in messages {
@@ -251,37 +270,33 @@ async fn append_many<'m>(
         }
         slot.push(index);
     }
+    (unique, slot)
+}
+
+/// Runs the batch statement over `unique`, its columns as arrays.
+async fn insert_batch(pool: &PgPool, unique: &[&NewMessage]) -> Result<Vec<PgRow>, sqlx::Error> {
+    let column = |f: fn(&NewMessage) -> &str| unique.iter().map(|m| f(m)).collect::<Vec<_>>();
     let ids: Vec<String> = unique
         .iter()
         .map(|_| uuid::Uuid::now_v7().to_string())
         .collect();
-    let rows = sqlx::query(&APPEND_BATCH)
-        .bind(unique.iter().map(|m| m.room.as_str()).collect::<Vec<_>>())
-        .bind(
-            unique
-                .iter()
-                .map(|m| &*m.sender.user_id)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            unique
-                .iter()
-                .map(|m| m.client_message_id.as_str())
-                .collect::<Vec<_>>(),
-        )
+    sqlx::query(&APPEND_BATCH)
+        .bind(column(|m| m.room.as_str()))
+        .bind(column(|m| &m.sender.user_id))
+        .bind(column(|m| m.client_message_id.as_str()))
         .bind(&ids)
-        .bind(
-            unique
-                .iter()
-                .map(|m| &*m.sender.display_name)
-                .collect::<Vec<_>>(),
-        )
-        .bind(unique.iter().map(|m| m.text.as_str()).collect::<Vec<_>>())
-        .bind(vec![time_unix_ms; unique.len()])
+        .bind(column(|m| &m.sender.display_name))
+        .bind(column(|m| m.text.as_str()))
+        .bind(vec![now_unix_ms(); unique.len()])
         .fetch_all(pool)
-        .await?;
+        .await
+}
+
+/// The stored message for each of `unique`, from the statement's rows
+/// (each names its entry by `ord`); an error if one is missing.
+fn answers(unique: &[&NewMessage], rows: &[PgRow]) -> Result<Vec<Appended>, sqlx::Error> {
     let mut stored: Vec<Option<Appended>> = vec![None; unique.len()];
-    for row in &rows {
+    for row in rows {
         let ord: i64 = row.try_get("ord")?;
         let index = usize::try_from(ord - 1)
             .ok()
@@ -292,19 +307,10 @@ async fn append_many<'m>(
             duplicate: row.try_get("duplicate")?,
         });
     }
-    let stored: Vec<Appended> = stored
+    stored
         .into_iter()
         .collect::<Option<_>>()
-        .ok_or_else(|| sqlx::Error::Protocol("batch left a message unanswered".into()))?;
-    let mut answered = vec![false; unique.len()];
-    Ok(slot
-        .into_iter()
-        .map(|index| {
-            let mut result = stored[index].clone();
-            result.duplicate |= std::mem::replace(&mut answered[index], true);
-            result
-        })
-        .collect())
+        .ok_or_else(|| sqlx::Error::Protocol("batch left a message unanswered".into()))
 }
 
 /// One message, one statement.
