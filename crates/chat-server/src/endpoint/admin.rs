@@ -128,18 +128,29 @@ fn error(status: StatusCode, message: &str) -> Reply {
     (status, Json(serde_json::json!({ "error": message })))
 }
 
+/// A JSON request body from a caller with the admin credentials, or the
+/// refusal to answer with (unauthorized, or a malformed body).
+fn admitted<T>(
+    admin: &Admin,
+    headers: &HeaderMap,
+    body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
+) -> Result<T, Reply> {
+    if let Some(refused) = admin.access.refusal(headers) {
+        return Err(refused);
+    }
+    body.map(|Json(request)| request)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, &e.body_text()))
+}
+
 /// Sends a notification to every client of every instance, once each.
 async fn broadcast(
     State(admin): State<Arc<Admin>>,
     headers: HeaderMap,
     body: Result<Json<BroadcastRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Reply {
-    if let Some(refused) = admin.access.refusal(&headers) {
-        return refused;
-    }
-    let Json(request) = match body {
-        Ok(body) => body,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e.body_text()),
+    let request = match admitted(&admin, &headers, body) {
+        Ok(request) => request,
+        Err(refused) => return refused,
     };
     if let Err(e) = validate::message_text(&request.text, admin.hub.limits().max_text_bytes) {
         return error(StatusCode::BAD_REQUEST, &e.to_string());
@@ -214,12 +225,9 @@ async fn set_log_level(
     headers: HeaderMap,
     body: Result<Json<LogLevelRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Reply {
-    if let Some(refused) = admin.access.refusal(&headers) {
-        return refused;
-    }
-    let Json(request) = match body {
-        Ok(body) => body,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e.body_text()),
+    let request = match admitted(&admin, &headers, body) {
+        Ok(request) => request,
+        Err(refused) => return refused,
     };
     match crate::telemetry::set_filter(&request.level) {
         Ok(level) => (StatusCode::OK, Json(serde_json::json!({ "level": level }))),
