@@ -192,6 +192,14 @@ pub struct Permit {
     pub limits: RequestLimits,
 }
 
+impl Permit {
+    /// Checks the user's history rate (shared with History calls), for a
+    /// history request on the session stream.
+    pub fn check_history(&self) -> Result<(), Duration> {
+        self.admission.check_history(&self.user)
+    }
+}
+
 /// 0 means no limit.
 fn over(count: usize, limit: usize) -> bool {
     limit > 0 && count >= limit

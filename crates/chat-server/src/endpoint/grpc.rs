@@ -141,7 +141,8 @@ impl ChatGrpc {
         request: Request<HistoryRequest>,
     ) -> Result<Response<HistoryResponse>, Status> {
         let identity = identify(&self.hub, &self.auth, request.metadata())?;
-        history::page(&self.hub, &self.admission, &identity, request.into_inner())
+        let rate = self.admission.check_history(&identity.user.user_id);
+        history::page(&self.hub, &identity, rate, request.into_inner())
             .await
             .map(Response::new)
             .map_err(|e| refusal(&e))

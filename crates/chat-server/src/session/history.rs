@@ -1,14 +1,15 @@
 //! Pages of a room's stored history, for any transport: the rate limit per
 //! user, the room permission check, the page bounds, then the store. The
-//! gRPC `History` call is this, answered as a unary reply.
+//! gRPC `History` call is this, answered as a unary reply; so is a
+//! `history` request on the session stream, answered as its `Reply`.
 
 use crate::auth::{Access, Identity};
 use crate::domain::{RequestError, RoomName};
 use crate::hub::{Hub, message_event};
-use crate::limiter::Admission;
 use crate::metrics::RateLimitedAction;
 use crate::store::{Direction, Page, StoreError};
 use chat_proto::v1::{HistoryDirection, HistoryRequest, HistoryResponse};
+use std::time::Duration;
 
 /// History page size when the request names none.
 pub const DEFAULT_LIMIT: usize = 50;
@@ -16,15 +17,16 @@ pub const DEFAULT_LIMIT: usize = 50;
 pub const MAX_LIMIT: usize = 500;
 
 /// One page of `request.room`'s history for `identity`; refused (changing
-/// nothing) when the user is over their history rate, may not read the
-/// room, or asks for something malformed.
+/// nothing) when the user is over their history rate (`rate`: the
+/// caller's check of the user's history bucket), may not read the room, or
+/// asks for something malformed.
 pub async fn page(
     hub: &Hub,
-    admission: &Admission,
     identity: &Identity,
+    rate: Result<(), Duration>,
     request: HistoryRequest,
 ) -> Result<HistoryResponse, RequestError> {
-    if let Err(retry_after) = admission.check_history(&identity.user.user_id) {
+    if let Err(retry_after) = rate {
         hub.metrics().rate_limited.inc(RateLimitedAction::History);
         return Err(RequestError::RateLimited {
             what: "history calls",

@@ -225,6 +225,7 @@ impl Session {
             Some(Request::ListMembers(_)) => "chat.list_members",
             Some(Request::ListRooms(_)) => "chat.list_rooms",
             Some(Request::Ping(_)) => "chat.ping",
+            Some(Request::History(_)) => "chat.history",
             None => "chat.unknown",
         };
         let parent = match frame.traceparent.as_str() {
@@ -271,6 +272,11 @@ impl Session {
             Some(Request::ListRooms(_)) => Ok(reply::Result::ListRooms(ListRoomsResult {
                 rooms: self.rooms.iter().map(|r| r.to_string()).collect(),
             })),
+            Some(Request::History(r)) => {
+                history::page(&self.hub, &self.identity, self.permit.check_history(), r)
+                    .await
+                    .map(reply::Result::History)
+            }
             Some(Request::Ping(p)) => Ok(reply::Result::Pong(PongResult {
                 client_time_unix_ms: p.client_time_unix_ms,
                 server_time_unix_ms: now_unix_ms(),

@@ -462,6 +462,54 @@ async fn history_pages_a_room_backwards_and_forwards() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn history_on_the_session_stream_answers_like_the_call() {
+    use chat_client::proto::HistoryDirection::Backward;
+    use chat_client::proto::{HistoryRequest, client_frame::Request, reply, server_frame::Frame};
+    let server = TestServer::start(config()).await;
+    let (alice, _ev) = connect(&server.url(), "alice").await;
+    alice.join("lobby").await.unwrap();
+    for i in 1..=12 {
+        alice.send("lobby", &format!("m{i}")).await.unwrap();
+    }
+    let call = alice.history("lobby", Backward, 0, 5).await.unwrap();
+    // A session that joined nothing reads the same page on its stream.
+    let mut raw = RawSession::open(&server.url(), "bob").await.unwrap();
+    let mut ask = async |request_id: u64, room: &str| {
+        raw.send(
+            request_id,
+            Request::History(HistoryRequest {
+                room: room.into(),
+                direction: Backward as i32,
+                from_sequence: 0,
+                limit: 5,
+            }),
+        )
+        .await;
+        loop {
+            match raw.next().await {
+                Some(Frame::Reply(r)) if r.request_id == request_id => return r.result,
+                Some(_) => {}
+                None => panic!("stream ended"),
+            }
+        }
+    };
+    match ask(1, "lobby").await {
+        Some(reply::Result::History(page)) => assert_eq!(page, call),
+        other => panic!("no history page: {other:?}"),
+    }
+    match ask(2, "bad room").await {
+        Some(reply::Result::Error(e)) => assert_eq!(e.code, ErrorCode::InvalidArgument as i32),
+        other => panic!("a bad room name was answered: {other:?}"),
+    }
+    // The session goes on: the refusal changed nothing.
+    assert!(matches!(
+        ask(3, "lobby").await,
+        Some(reply::Result::History(_))
+    ));
+    server.stop().await;
+}
+
 /// Joins `room` on a raw session with `since`; returns the reply's result.
 async fn raw_join(
     raw: &mut RawSession,

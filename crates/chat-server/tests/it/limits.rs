@@ -97,10 +97,39 @@ async fn history_calls_over_the_users_rate_are_refused_with_a_retry_time() {
         wait <= Duration::from_millis(201),
         "5/s: one token in 200 ms: {wait:?}"
     );
+    // History requests on the session stream draw on the same bucket.
+    let mut raw = RawSession::open(&server.url(), "alice").await.unwrap();
+    let request = chat_client::proto::HistoryRequest {
+        room: "lobby".into(),
+        direction: HistoryDirection::Backward as i32,
+        from_sequence: 0,
+        limit: 10,
+    };
+    raw.send(
+        7,
+        chat_client::proto::client_frame::Request::History(request),
+    )
+    .await;
+    let refused = loop {
+        match raw.next().await {
+            Some(chat_client::proto::server_frame::Frame::Reply(r)) if r.request_id == 7 => {
+                break r.result;
+            }
+            Some(_) => {}
+            None => panic!("stream ended"),
+        }
+    };
+    match refused {
+        Some(chat_client::proto::reply::Result::Error(e)) => {
+            assert_eq!(e.code, ErrorCode::RateLimited as i32);
+            assert!(e.retry_after_ms > 0 && e.retry_after_ms <= 201, "{e:?}");
+        }
+        other => panic!("the stream's history request was not limited: {other:?}"),
+    }
     // Bob has his own bucket.
     history(&bob).await.expect("another user");
     let metrics = scrape_metrics(server.addr()).await;
-    assert_eq!(metrics["chat_rate_limited_total{action=\"history\"}"], 1.0);
+    assert_eq!(metrics["chat_rate_limited_total{action=\"history\"}"], 2.0);
     tokio::time::sleep(wait).await;
     history(&alice).await.expect("the retry time was right");
     server.stop().await;
