@@ -59,14 +59,15 @@ export class TestServer {
   /** Starts a server on a free port and waits until it is ready. */
   static async start(options: ServerOptions = {}): Promise<TestServer> {
     const dataDir = options.store === "sqlite" ? mkdtempSync(join(tmpdir(), "chat-ts-it-")) : undefined;
+    // Nothing inherited that the server could read as its configuration.
+    const inherited = Object.entries(process.env).filter(([key]) => !key.startsWith("CHAT_") && key !== "RUST_LOG");
     const env: NodeJS.ProcessEnv = {
-      ...process.env,
+      ...Object.fromEntries(inherited),
       CHAT_STORE__URL: dataDir !== undefined ? `sqlite://${join(dataDir, "chat.db")}` : "memory",
       CHAT_NOTIFICATIONS__ENABLED: "false",
       CHAT_LOG__LEVEL: "warn",
       ...options.env,
     };
-    delete env.RUST_LOG;
     const server = new TestServer(await freePort(), env, dataDir);
     await server.run();
     return server;
