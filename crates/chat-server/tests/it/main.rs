@@ -25,3 +25,4 @@ mod metrics;
 mod store;
 mod tls;
 mod traces;
+mod websocket;
