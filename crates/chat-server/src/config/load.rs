@@ -67,6 +67,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "traces",
     "limits",
     "session",
+    "websocket",
     "notifications",
     "shutdown",
 ];

@@ -48,6 +48,8 @@ pub struct Config {
     pub limits: Limits,
     /// Liveness of client sessions.
     pub session: SessionConfig,
+    /// The WebSocket endpoint (`/v1/ws`).
+    pub websocket: WebSocketConfig,
     /// The periodic notification to every client.
     pub notifications: NotificationConfig,
     /// Graceful shutdown.
@@ -71,6 +73,7 @@ impl Default for Config {
             traces: TracesConfig::default(),
             limits: Limits::default(),
             session: SessionConfig::default(),
+            websocket: WebSocketConfig::default(),
             notifications: NotificationConfig::default(),
             shutdown: ShutdownConfig::default(),
         }
@@ -480,6 +483,17 @@ impl Default for Limits {
             max_connections_per_user: 16,
         }
     }
+}
+
+/// The WebSocket endpoint (`/v1/ws` on the listener; docs/PROTOCOL.md).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// Browser origins allowed to open sessions besides the server's own
+    /// (the `Host` the request was sent to) and loopback ones, e.g.
+    /// `https://chat.example.com`. A request from any other `Origin` is
+    /// refused with 403 before the upgrade.
+    pub allowed_origins: Vec<String>,
 }
 
 /// Session liveness.

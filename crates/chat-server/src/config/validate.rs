@@ -2,7 +2,7 @@
 
 use super::{
     AuthConfig, AuthMode, Config, ConfigError, JwtAlgorithm, Limits, MIN_SECRET_BYTES, NatsConfig,
-    RedisConfig, SessionConfig, TlsConfig, TracesConfig,
+    RedisConfig, SessionConfig, TlsConfig, TracesConfig, WebSocketConfig,
 };
 use std::net::SocketAddr;
 
@@ -15,6 +15,7 @@ impl Config {
         self.nats.validate()?;
         self.redis.validate()?;
         self.session.validate()?;
+        self.websocket.validate()?;
         self.traces.validate()?;
         self.tls.validate()?;
         self.validate_admin()?;
@@ -129,6 +130,23 @@ impl SessionConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.idle_timeout.is_zero() || self.keepalive_interval.is_zero() {
             return bad("session.idle_timeout and session.keepalive_interval must be above zero");
+        }
+        Ok(())
+    }
+}
+
+impl WebSocketConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for origin in &self.allowed_origins {
+            let authority = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"))
+                .map(|rest| rest.trim_end_matches('/'));
+            if !authority.is_some_and(|a| !a.is_empty() && !a.contains(['/', '?', '#', ' '])) {
+                return bad(&format!(
+                    "websocket.allowed_origins: {origin:?} is not an origin like https://chat.example.com"
+                ));
+            }
         }
         Ok(())
     }

@@ -8,3 +8,4 @@ pub mod admin;
 pub mod grpc;
 pub mod health;
 pub mod metrics;
+pub mod websocket;

@@ -5,8 +5,9 @@
 use super::ServerError;
 use crate::config::Config;
 use crate::limiter::TcpAdmission;
-use crate::tls::{self, Incoming, Reloading};
+use crate::tls::{self, Divert, Incoming, Reloading};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -29,11 +30,13 @@ pub(super) fn local_addr(
     })
 }
 
-/// The accepted connections: admitted by the TCP limits, and through the
-/// TLS handshake when TLS is on (its reloader spawned into `tasks`).
+/// The accepted connections: admitted by the TCP limits, through the TLS
+/// handshake when TLS is on (its reloader spawned into `tasks`), and those
+/// that start as `divert` asks (the WebSocket endpoint) taken off.
 pub(super) fn incoming(
     config: &Config,
     listener: TcpListener,
+    divert: Arc<dyn Divert>,
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> Result<Incoming, ServerError> {
@@ -50,6 +53,7 @@ pub(super) fn incoming(
         tls,
         config.tls.handshake_timeout,
         TcpAdmission::new(&config.limits),
+        Some(divert),
         shutdown.clone(),
     ))
 }

@@ -104,7 +104,8 @@ pub async fn start(
         &tasks,
         &shutdown,
     );
-    let incoming = listener::incoming(&config, listener, &tasks, &shutdown)?;
+    let websocket = Arc::new(served.websocket);
+    let incoming = listener::incoming(&config, listener, websocket, &tasks, &shutdown)?;
 
     let graceful = shutdown.clone();
     let serve = tonic::transport::Server::builder()

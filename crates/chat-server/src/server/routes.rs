@@ -1,7 +1,7 @@
 //! Build step: what the listeners serve. The readiness checks (run once
 //! here, so the first probe is already true) and the `grpc.health.v1`
 //! service they report to; authentication, then the gRPC service (Session
-//! and History); and the HTTP
+//! and History), the WebSocket endpoint; and the HTTP
 //! endpoints: health always; admin and `/metrics` on the main listener, or
 //! on their own admin listener when `admin.listen` is set.
 
@@ -13,6 +13,7 @@ use crate::endpoint::admin::{self, AdminAccess};
 use crate::endpoint::grpc::ChatGrpc;
 use crate::endpoint::health::{self, Readiness};
 use crate::endpoint::metrics;
+use crate::endpoint::websocket::{self, WebSocket};
 use crate::limiter::Admission;
 use chat_proto::v1::chat_service_server::ChatServiceServer;
 use std::net::SocketAddr;
@@ -30,6 +31,9 @@ pub(super) struct Served {
     /// The readiness checks (the health watch refreshes them; the drain
     /// marks them draining).
     pub readiness: Arc<Readiness>,
+    /// The WebSocket endpoint, which takes its connections off the
+    /// listener before the HTTP server sees them.
+    pub websocket: WebSocket,
 }
 
 /// Builds the services; binds and spawns the admin listener if configured.
@@ -58,6 +62,17 @@ pub(super) async fn build(
     );
     let chat =
         ChatServiceServer::new(chat).max_decoding_message_size(config.limits.max_frame_bytes);
+    let websocket = WebSocket::new(websocket::Parts {
+        hub: core.hub.clone(),
+        auth: auth.clone(),
+        admission: admission.clone(),
+        timing: config.session.clone(),
+        config: config.websocket.clone(),
+        handshake_timeout: config.tls.handshake_timeout,
+        max_message: config.limits.max_frame_bytes,
+        shutdown: shutdown.clone(),
+        tasks: tasks.clone(),
+    });
     let access = AdminAccess::new(core.hub.clone(), &config.admin.token, auth);
     let operator = health::routes(readiness.clone())
         .merge(admin::routes(
@@ -88,6 +103,7 @@ pub(super) async fn build(
             .add_service(chat),
         admin_addr,
         readiness,
+        websocket,
     })
 }
 

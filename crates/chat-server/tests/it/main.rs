@@ -26,3 +26,4 @@ mod store;
 mod tls;
 mod traces;
 mod typescript;
+mod websocket;

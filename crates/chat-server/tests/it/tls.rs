@@ -2,7 +2,8 @@
 //! in the test: `https://` clients that trust the CA chat and read health;
 //! plain-text and wrong-CA clients are refused; mTLS refuses clients
 //! without a certificate from the client CA; a replaced certificate is
-//! served to new connections without a restart.
+//! served to new connections without a restart; WebSocket sessions over
+//! TLS (`wss://`).
 
 use crate::common::*;
 use chat_client::ClientConfig;
@@ -250,4 +251,58 @@ async fn traces_go_to_an_https_collector_trusted_through_traces_ca_file() {
         ["over-tls"]
     );
     let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+}
+
+#[tokio::test]
+async fn websocket_sessions_run_over_tls() {
+    use chat_client::proto::{ServerFrame, server_frame::Frame};
+    use futures::StreamExt;
+    use prost::Message as _;
+    use rustls_pki_types::pem::PemObject;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let ca = Ca::new("ws test CA");
+    let files = Files::new();
+    let server = TestServer::start(tls_server_config(&files, &ca)).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca.pem().as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake with a client that trusts the CA");
+
+    let mut request = format!("wss://localhost:{}/v1/ws", server.addr().port())
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "chat.v1, name.YW5u".parse().unwrap(),
+    );
+    let (mut socket, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .expect("upgrade over TLS");
+    let first = tokio::time::timeout(WAIT, socket.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let Message::Binary(bytes) = first else {
+        panic!("{first:?}")
+    };
+    match ServerFrame::decode(bytes).unwrap().frame {
+        Some(Frame::Welcome(w)) => assert_eq!(w.you.unwrap().display_name, "ann"),
+        other => panic!("{other:?}"),
+    }
+    server.stop().await;
 }

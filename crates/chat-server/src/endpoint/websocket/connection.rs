@@ -1,0 +1,435 @@
+//! One WebSocket connection, in one task: the handshake, the client
+//! identified and admitted, then its session. The session core reads the
+//! socket through [`Reader`] (a stream of `ClientFrame`s that answers pings
+//! and turns bad input into a close code) while [`write`] drains the
+//! session's outbox to the socket, several queued frames per write; the two
+//! run joined, in the same task, sharing only [`Shared`]. Idle connections
+//! hold no read or write buffer.
+
+use super::Endpoint;
+use super::frame::{self, CloseCode, Decoder, Incoming, Violation};
+use super::handshake::{self, Credentials, Refusal};
+use crate::auth::Identity;
+use crate::domain::validate;
+use crate::hub::{OutboxStream, outbox};
+use crate::metrics::AuthFailure;
+use crate::session::{InboundError, Session};
+use crate::tls::Conn;
+use bytes::{Bytes, BytesMut};
+use chat_proto::v1::ClientFrame;
+use chat_util::lock;
+use futures::task::AtomicWaker;
+use futures::{FutureExt, Stream, StreamExt};
+use prost::Message;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
+use tokio::time::Instant;
+
+/// Bytes read from the socket in one go (on the stack: nothing is held
+/// between reads).
+const READ_CHUNK: usize = 4096;
+/// A write gathers queued frames up to about this many bytes.
+const WRITE_BATCH: usize = 64 * 1024;
+/// How long the client may take to answer our close before we drop it.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Serves `conn`, whose first bytes were `GET /v1/ws`.
+pub(super) async fn serve(endpoint: Arc<Endpoint>, mut conn: Conn) {
+    let first = conn.take_rewind();
+    let upgrade = match handshake::read(
+        &mut conn,
+        BytesMut::from(&first[..]),
+        &endpoint.origins,
+        endpoint.handshake_timeout,
+    )
+    .await
+    {
+        Ok(_) if endpoint.shutdown.is_cancelled() => {
+            let _ = handshake::refuse(&mut conn, Refusal::SHUTTING_DOWN).await;
+            return;
+        }
+        Ok(upgrade) => upgrade,
+        Err(refusal) => {
+            tracing::debug!(peer = ?conn.peer(), status = refusal.status, why = refusal.why, "websocket refused");
+            let _ = handshake::refuse(&mut conn, refusal).await;
+            return;
+        }
+    };
+    let identity = identify(&endpoint, &upgrade.credentials);
+    if handshake::accept(&mut conn, &upgrade).await.is_err() {
+        return;
+    }
+    // Refusals a browser must see come after the upgrade, as close codes.
+    let identity = match identity {
+        Ok(identity) => identity,
+        Err(reason) => return close_at_once(conn, CloseCode::UNAUTHENTICATED, reason).await,
+    };
+    let address = conn.peer().map(|a| a.ip());
+    let permit = match endpoint.admission.admit(&identity.user.user_id, address) {
+        Ok(permit) => permit,
+        Err(refusal) => {
+            endpoint
+                .hub
+                .metrics()
+                .connections_refused
+                .inc(refusal.reason());
+            tracing::info!(reason = %refusal.reason(), user = %identity.user.user_id, ?address, "connection refused: {refusal}");
+            let reason = crate::metrics::Label::as_str(refusal.reason());
+            return close_at_once(conn, CloseCode::LIMITED, reason).await;
+        }
+    };
+    let (outbox, frames) = outbox(endpoint.hub.limits().outbound_queue);
+    let session = Session::open(
+        endpoint.hub.clone(),
+        identity,
+        permit,
+        outbox,
+        &endpoint.timing,
+        None,
+    );
+    let (read, write) = tokio::io::split(conn);
+    let shared = Arc::new(Shared::default());
+    let reader = Reader {
+        io: read,
+        buf: BytesMut::new(),
+        decoder: Decoder::default(),
+        max: endpoint.max_message,
+        shared: shared.clone(),
+        done: false,
+    };
+    tokio::join!(
+        session.run(reader, endpoint.shutdown.clone()),
+        writer(write, frames, &shared, &endpoint),
+    );
+}
+
+/// Who the client is, from its credentials; the close reason otherwise.
+fn identify(endpoint: &Endpoint, credentials: &Credentials) -> Result<Identity, &'static str> {
+    let auth = &endpoint.auth;
+    if !auth.is_enabled() {
+        return match credentials {
+            Credentials::Name(name) if validate::display_name(name).is_ok() => {
+                Ok(auth.anonymous(name.clone()))
+            }
+            _ => Err("name"),
+        };
+    }
+    let refused = |reason: AuthFailure| {
+        endpoint.hub.metrics().auth_failures.inc(reason);
+        crate::metrics::Label::as_str(reason)
+    };
+    match credentials {
+        Credentials::Bearer(token) => auth.check(token.expose()).map_err(|e| {
+            tracing::info!(reason = %e.reason(), error = %e, "authentication failed");
+            refused(e.reason())
+        }),
+        _ => Err(refused(AuthFailure::Missing)),
+    }
+}
+
+/// Closes a just-upgraded connection with `code` and `reason`.
+async fn close_at_once(mut conn: Conn, code: CloseCode, reason: &str) {
+    let mut out = Vec::new();
+    frame::put_close(&mut out, code, reason);
+    let _ = conn.write_all(&out).await;
+    let _ = conn.shutdown().await;
+}
+
+/// What the reader and the writer of one connection tell each other.
+#[derive(Default)]
+struct Shared {
+    /// What the writer owes the client besides the outbox.
+    owed: Mutex<Owed>,
+    /// Wakes the writer for `owed`.
+    writer: AtomicWaker,
+    /// Set when anything arrives; the keepalive checks and clears it.
+    heard: AtomicBool,
+    /// Set by the writer when the connection is dead (the keepalive went
+    /// unanswered, a write failed); the reader then ends the session.
+    dead: AtomicBool,
+    /// Wakes the reader for `dead`.
+    reader: AtomicWaker,
+}
+
+/// Frames owed to the client that are not in the outbox.
+#[derive(Default)]
+struct Owed {
+    /// The payload of a ping to answer (only the latest is answered).
+    pong: Option<Bytes>,
+    /// How the connection closes, when the reader decided (bad input, or
+    /// the client's own close).
+    close: Option<(CloseCode, &'static str)>,
+}
+
+impl Shared {
+    fn owe(&self, change: impl FnOnce(&mut Owed)) {
+        change(&mut lock(&self.owed));
+        self.writer.wake();
+    }
+
+    fn kill(&self) {
+        self.dead.store(true, Ordering::Release);
+        self.reader.wake();
+    }
+}
+
+/// The session's inbound stream: `ClientFrame`s decoded from the socket's
+/// binary messages. Pings are answered through the writer; bad input ends
+/// the stream with an error and leaves the close code for the writer.
+struct Reader {
+    /// The socket's read half.
+    io: ReadHalf<Conn>,
+    /// Bytes of a message not yet whole; released when empty.
+    buf: BytesMut,
+    /// Fragments between frames.
+    decoder: Decoder,
+    /// `limits.max_frame_bytes`.
+    max: usize,
+    /// Shared with the writer.
+    shared: Arc<Shared>,
+    /// The stream has ended.
+    done: bool,
+}
+
+impl Reader {
+    /// Ends the stream because of `violation`, which the writer closes with.
+    fn violated(
+        &mut self,
+        violation: Violation,
+    ) -> Poll<Option<Result<ClientFrame, InboundError>>> {
+        self.done = true;
+        self.shared
+            .owe(|owed| owed.close = Some((violation.code, violation.reason)));
+        Poll::Ready(Some(Err(InboundError::Malformed(violation.reason.into()))))
+    }
+
+    /// The next whole message or control frame already in `buf`, applied.
+    fn decoded(&mut self) -> Option<Poll<Option<Result<ClientFrame, InboundError>>>> {
+        loop {
+            let incoming = match self.decoder.next(&mut self.buf, self.max) {
+                Ok(Some(incoming)) => incoming,
+                Ok(None) => return None,
+                Err(violation) => return Some(self.violated(violation)),
+            };
+            match incoming {
+                Incoming::Binary(message) => {
+                    return Some(match ClientFrame::decode(message) {
+                        Ok(frame) => Poll::Ready(Some(Ok(frame))),
+                        Err(_) => self.violated(Violation {
+                            code: CloseCode::INVALID_PAYLOAD,
+                            reason: "a message that is not a ClientFrame",
+                        }),
+                    });
+                }
+                Incoming::Ping(payload) => self.shared.owe(|owed| owed.pong = Some(payload)),
+                Incoming::Pong => {}
+                Incoming::Close(code) => {
+                    self.done = true;
+                    let code = code.map_or(CloseCode::NORMAL, CloseCode);
+                    self.shared
+                        .owe(|owed| owed.close = Some((code, "closed by the client")));
+                    return Some(Poll::Ready(None));
+                }
+            }
+        }
+    }
+}
+
+impl Stream for Reader {
+    type Item = Result<ClientFrame, InboundError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        this.shared.reader.register(cx.waker());
+        if this.shared.dead.load(Ordering::Acquire) {
+            this.done = true;
+            let lost = InboundError::ConnectionLost("no answer to the keepalive ping".into());
+            return Poll::Ready(Some(Err(lost)));
+        }
+        loop {
+            if let Some(ready) = this.decoded() {
+                return ready;
+            }
+            let mut chunk = [0u8; READ_CHUNK];
+            let mut read = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut this.io).poll_read(cx, &mut read) {
+                Poll::Pending => {
+                    if this.buf.is_empty() {
+                        // Idle connections hold no buffer.
+                        this.buf = BytesMut::new();
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(e)) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(InboundError::ConnectionLost(e.to_string()))));
+                }
+                Poll::Ready(Ok(())) if read.filled().is_empty() => {
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Ok(())) => {
+                    this.shared.heard.store(true, Ordering::Relaxed);
+                    this.buf.extend_from_slice(read.filled());
+                }
+            }
+        }
+    }
+}
+
+/// Writes the session's frames until its outbox ends, answering pings and
+/// pinging the client every `keepalive_interval`; then closes.
+async fn writer(
+    mut io: WriteHalf<Conn>,
+    mut frames: OutboxStream,
+    shared: &Shared,
+    endpoint: &Endpoint,
+) {
+    let mut out = Vec::new();
+    let timing = &endpoint.timing;
+    let mut keepalive = Keepalive::new(timing.keepalive_interval, timing.keepalive_timeout);
+    let ended = loop {
+        tokio::select! {
+            biased;
+            frame = frames.next() => match frame {
+                Some(frame) => {
+                    frame::put_binary(&mut out, &frame.0);
+                    // Whatever else is queued goes in the same write.
+                    while out.len() < WRITE_BATCH {
+                        match frames.next().now_or_never() {
+                            Some(Some(frame)) => frame::put_binary(&mut out, &frame.0),
+                            _ => break,
+                        }
+                    }
+                }
+                None => break true,
+            },
+            () = owed(shared) => {
+                let owed = std::mem::take(&mut *lock(&shared.owed));
+                if let Some(payload) = owed.pong {
+                    frame::put_pong(&mut out, &payload);
+                }
+                if owed.close.is_some() {
+                    // Put back for the close after the outbox ends.
+                    lock(&shared.owed).close = owed.close;
+                }
+            },
+            tick = keepalive.due(shared) => match tick {
+                Tick::Ping => frame::put_ping(&mut out, b""),
+                Tick::Alive => {}
+                Tick::Dead => break false,
+            },
+        }
+        if !out.is_empty() && flush(&mut io, &mut out).await.is_err() {
+            break false;
+        }
+    };
+    if !ended {
+        // Dead or unwritable: the session ends through the reader.
+        shared.kill();
+        return;
+    }
+    let (code, reason) =
+        lock(&shared.owed)
+            .close
+            .take()
+            .unwrap_or(if endpoint.shutdown.is_cancelled() {
+                (CloseCode::GOING_AWAY, "the server is shutting down")
+            } else {
+                (
+                    CloseCode::NORMAL,
+                    "the session ended; see the DisconnectNotice",
+                )
+            });
+    frame::put_close(&mut out, code, reason);
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        if flush(&mut io, &mut out).await.is_ok() {
+            let _ = io.shutdown().await;
+        }
+    })
+    .await;
+}
+
+/// Writes `out` and empties it; a large buffer is released.
+async fn flush<W: AsyncWrite + Unpin>(io: &mut W, out: &mut Vec<u8>) -> std::io::Result<()> {
+    io.write_all(out).await?;
+    out.clear();
+    if out.capacity() > WRITE_BATCH * 2 {
+        *out = Vec::new();
+    }
+    Ok(())
+}
+
+/// Resolves when the reader has left something for the writer.
+async fn owed(shared: &Shared) {
+    std::future::poll_fn(|cx| {
+        shared.writer.register(cx.waker());
+        let owed = lock(&shared.owed);
+        if owed.pong.is_some() || owed.close.is_some() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// The keepalive: a ping every `interval`; a connection from which nothing
+/// arrives within `timeout` after a ping is dead.
+struct Keepalive {
+    /// Between pings.
+    interval: Duration,
+    /// For an answer (anything) after a ping.
+    timeout: Duration,
+    /// When the last ping went out, while its answer is awaited.
+    pinged: Option<Instant>,
+    /// The next moment to act.
+    next: Instant,
+}
+
+/// What the keepalive says when its moment comes.
+enum Tick {
+    /// Send a ping now.
+    Ping,
+    /// Something arrived since the ping: nothing to do until the next one.
+    Alive,
+    /// Nothing arrived since the ping: the connection is dead.
+    Dead,
+}
+
+impl Keepalive {
+    fn new(interval: Duration, timeout: Duration) -> Keepalive {
+        Keepalive {
+            interval,
+            timeout,
+            pinged: None,
+            next: Instant::now() + interval,
+        }
+    }
+
+    /// Waits for the next moment to act and says what to do.
+    async fn due(&mut self, shared: &Shared) -> Tick {
+        tokio::time::sleep_until(self.next).await;
+        let heard = shared.heard.swap(false, Ordering::Relaxed);
+        match self.pinged.take() {
+            Some(_) if !heard => Tick::Dead,
+            Some(at) => {
+                self.next = at + self.interval;
+                Tick::Alive
+            }
+            None => {
+                let now = Instant::now();
+                self.pinged = Some(now);
+                self.next = now + self.timeout;
+                Tick::Ping
+            }
+        }
+    }
+}
