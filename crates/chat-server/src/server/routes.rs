@@ -2,8 +2,9 @@
 //! here, so the first probe is already true) and the `grpc.health.v1`
 //! service they report to; authentication, then the gRPC service (Session
 //! and History), the WebSocket endpoint; and the HTTP
-//! endpoints: health always; admin and `/metrics` on the main listener, or
-//! on their own admin listener when `admin.listen` is set.
+//! endpoints: health always; the web chat page (`/`, on the main listener
+//! only); admin and `/metrics` on the main listener, or on their own admin
+//! listener when `admin.listen` is set.
 
 use super::ServerError;
 use super::core::Core;
@@ -13,6 +14,7 @@ use crate::endpoint::admin::{self, AdminAccess};
 use crate::endpoint::grpc::ChatGrpc;
 use crate::endpoint::health::{self, Readiness};
 use crate::endpoint::metrics;
+use crate::endpoint::web;
 use crate::endpoint::websocket::{self, WebSocket};
 use crate::limiter::Admission;
 use chat_proto::v1::chat_service_server::ChatServiceServer;
@@ -89,7 +91,7 @@ pub(super) async fn build(
             access,
         ));
     // With admin.listen, the operator endpoints move to their own listener
-    // (health stays on both).
+    // (health stays on both). The page is for the clients' listener.
     let (http, admin_addr) = match config.admin.listen {
         None => (operator, None),
         Some(at) => {
@@ -97,6 +99,7 @@ pub(super) async fn build(
             (health::routes(readiness.clone()), Some(bound))
         }
     };
+    let http = http.merge(web::routes());
     Ok(Served {
         routes: Routes::from(http)
             .add_service(grpc_health)

@@ -1,0 +1,321 @@
+// The chat screen's controller: it listens to the client library's events
+// and keeps the rooms (messages keyed by room and sequence, members,
+// presence lines, gaps) and the views in step — the room list, the room
+// shown with its history (the first page when it opens, older ones when
+// the reader scrolls up or presses "Load older messages"), the member
+// list, notifications and the connection indicator. Joining and leaving
+// are requests through the library, which also rejoins every room after a
+// reconnect from the last sequence it saw, so the page only has to avoid
+// showing twice what it already shows.
+
+import type { ChatClient, EventOf, proto } from "@chat/client";
+import { Composer } from "./composer.js";
+import { byId, el } from "./dom.js";
+import { describe, loadGap, loadOlder } from "./history.js";
+import { MessagesView } from "./messages-view.js";
+import { Room, type Gap } from "./room.js";
+import { MembersView, RoomsView } from "./sidebar-view.js";
+import { ConnectionView, NoticesView } from "./status-view.js";
+
+/** What the chat tells the page around it. */
+export interface ChatHooks {
+  /** A session opened (`first`: the first one of this sign-in). */
+  connected(welcome: proto.Welcome, first: boolean): void;
+  /** Before any session opened, an attempt failed; the library tries again. */
+  unreachable(reason: string): void;
+  /** The client stopped for good: the server refused the credentials (close code 4401). */
+  stopped(reason: string, closeReason: string): void;
+  /** The rooms or the room shown changed (so that a reload reopens them). */
+  changed(rooms: string[], current: string | undefined): void;
+}
+
+/** Room names the server accepts: 1 to 64 of A-Z a-z 0-9 `_` `.` `-`. */
+const ROOM_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+/** Scrolled this close to the top (px), the next older page is loaded. */
+const LOAD_OLDER_PX = 64;
+/** Announcements kept in the live region. */
+const MAX_ANNOUNCED = 5;
+
+/** The chat screen of one signed-in client. */
+export class Chat {
+  /** The rooms, in the order they were joined. */
+  private readonly rooms = new Map<string, Room>();
+  /** The room shown. */
+  private current: string | undefined;
+  /** Who the server took the user to be. */
+  private you: proto.Member | undefined;
+  /** Whether a session has opened before (the next one is "back"). */
+  private hadSession = false;
+  /** Removes the library event handlers. */
+  private readonly unsubscribe: (() => void)[] = [];
+  /** The message list of the room shown. */
+  private readonly messages: MessagesView;
+  /** The message box and the sends in flight. */
+  private readonly composer: Composer;
+  /** The room list. */
+  private readonly roomList: RoomsView;
+  /** The member list of the room shown. */
+  private readonly members = new MembersView();
+  /** The connection indicator. */
+  private readonly connection = new ConnectionView();
+  /** The notifications strip. */
+  private readonly notices = new NoticesView();
+  /** The scrolling message area (scrolling up loads older messages). */
+  private readonly scroller = byId("scroller", HTMLElement);
+  /** The "Load older messages" button (the keyboard's way to scroll up for more). */
+  private readonly older = byId("older", HTMLButtonElement);
+  /** Where history paging stands, in words. */
+  private readonly historyState = byId("history-state", HTMLElement);
+  /** The live region that reads new messages out. */
+  private readonly announcer = byId("announcer", HTMLElement);
+  /** Join and leave failures. */
+  private readonly joinError = byId("join-error", HTMLElement);
+  /** Page-wide listeners, removed by `dispose`. */
+  private readonly listeners = new AbortController();
+
+  constructor(
+    private readonly client: ChatClient,
+    private readonly hooks: ChatHooks,
+    rooms: string[],
+    preferred: string | undefined,
+  ) {
+    const viewer = { userId: "", loadGap: (room: string, gap: Gap) => void this.fillGap(room, gap) };
+    this.messages = new MessagesView(byId("messages", HTMLOListElement), this.scroller, viewer);
+    this.composer = new Composer(client, this.messages, this.listeners.signal);
+    this.roomList = new RoomsView({ open: (room) => this.open(room), leave: (room) => void this.leave(room) });
+    for (const name of rooms) this.rooms.set(name, new Room(name));
+    this.listen(viewer);
+    this.connection.show("connecting");
+    this.open(preferred !== undefined && this.rooms.has(preferred) ? preferred : rooms[0]);
+  }
+
+  /** Wires the library's events and the page's controls. */
+  private listen(viewer: { userId: string }): void {
+    const c = this.client;
+    this.unsubscribe.push(
+      c.on("connected", ({ welcome }) => {
+        viewer.userId = welcome.you?.userId ?? "";
+        this.onConnected(welcome);
+      }),
+      c.on("rejoined", (event) => this.onRejoined(event)),
+      c.on("message", ({ message }) => this.onMessage(message)),
+      c.on("memberJoined", ({ room, member }) => this.onPresence(room, member, true)),
+      c.on("memberLeft", ({ room, member }) => this.onPresence(room, member, false)),
+      c.on("notification", ({ notification }) => this.notices.add(notification)),
+      c.on("disconnected", ({ notice, reason }) => this.connection.show("reconnecting", notice?.message || reason)),
+      c.on("reconnecting", (event) => this.onReconnecting(event)),
+      c.on("stopped", ({ reason, closeReason }) => {
+        this.connection.show("stopped", reason);
+        this.hooks.stopped(reason, closeReason);
+      }),
+    );
+    const signal = this.listeners.signal;
+    this.scroller.addEventListener("scroll", () => this.onScroll(), { signal });
+    this.older.addEventListener("click", () => void this.showOlder(), { signal });
+    byId("join-form", HTMLFormElement).addEventListener("submit", (event) => this.onJoinSubmit(event), { signal });
+  }
+
+  /** Stops listening (signing out); the caller closes the client. */
+  dispose(): void {
+    for (const off of this.unsubscribe) off();
+    this.listeners.abort();
+    this.notices.clear();
+    this.messages.showNothing();
+  }
+
+  private onConnected(welcome: proto.Welcome): void {
+    this.you = welcome.you;
+    byId("me-name", HTMLElement).textContent = welcome.you?.displayName ?? "";
+    const first = !this.hadSession;
+    this.connection.show(first ? "connected" : "back");
+    this.hadSession = true;
+    this.hooks.connected(welcome, first);
+    this.renderSide();
+  }
+
+  private onReconnecting(event: EventOf<"reconnecting">): void {
+    const wait = `attempt ${event.attempt}, next in ${(event.delayMs / 1000).toFixed(1)} s`;
+    if (!this.hadSession) {
+      this.connection.show("connecting", wait);
+      this.hooks.unreachable(event.reason);
+    } else {
+      this.connection.show("reconnecting", wait);
+    }
+  }
+
+  /** A room joined on a new session (the sign-in's rooms, and every room after a reconnect). */
+  private onRejoined(event: EventOf<"rejoined">): void {
+    const room = this.rooms.get(event.room);
+    if (room === undefined) return;
+    if (!event.ok) {
+      // The library gave the room up (the server will never accept it): so does the page.
+      if (!this.client.joinedRooms().includes(event.room)) {
+        this.joinError.textContent = `Could not join ${event.room}: ${describe(event.error)}`;
+        this.drop(event.room);
+      }
+      return;
+    }
+    const result = event.result;
+    room.setMembers(result.members);
+    if (result.latestSequence > room.latest) room.latest = result.latestSequence;
+    if (result.backlogIncomplete && result.backlogAfterSequence > room.newest()) {
+      room.gaps.push({ after: room.newest(), upTo: result.backlogAfterSequence });
+      if (this.current === room.name) this.messages.refreshGaps(room);
+    }
+    if (this.current === room.name) {
+      this.members.render(room, this.you);
+      if (!room.opened) void this.showOlder();
+    }
+  }
+
+  private onMessage(message: proto.MessageEvent): void {
+    const room = this.rooms.get(message.room);
+    if (room === undefined || !room.add(message)) return;
+    if (message.sender?.userId === this.you?.userId) this.composer.arrived(message.clientMessageId);
+    if (this.current === room.name) {
+      this.messages.addMessage(message);
+      // "No messages yet" no longer holds.
+      if (room.size === 1) this.renderHistoryState();
+      if (message.sender?.userId !== this.you?.userId) {
+        this.announce(`${message.sender?.displayName ?? "?"}: ${message.text}`);
+      }
+    } else {
+      room.unread += 1;
+      this.renderSide();
+    }
+  }
+
+  private onPresence(name: string, member: proto.Member, joined: boolean): void {
+    const room = this.rooms.get(name);
+    if (room === undefined) return;
+    if (joined) room.members.set(member.userId, member);
+    else room.members.delete(member.userId);
+    // The user's own arrival is the join itself: no line for it.
+    const note = member.userId === this.you?.userId ? undefined : room.note(`${member.displayName} ${joined ? "joined" : "left"}`);
+    if (this.current === name) {
+      if (note !== undefined) this.messages.addNote(note);
+      this.members.render(room, this.you);
+    }
+  }
+
+  /** Shows `name` (undefined: no room): its messages, members, and its first history page the first time. */
+  open(name: string | undefined): void {
+    const room = name === undefined ? undefined : this.rooms.get(name);
+    this.current = room?.name;
+    byId("room-title", HTMLElement).textContent = room === undefined ? "No room: join one" : `# ${room.name}`;
+    if (room === undefined) this.messages.showNothing();
+    else {
+      room.unread = 0;
+      this.messages.show(room);
+    }
+    this.composer.target(room?.name);
+    this.renderSide();
+    this.renderHistoryState();
+    this.hooks.changed([...this.rooms.keys()], this.current);
+    if (room !== undefined && !room.opened && this.client.state === "connected") void this.showOlder();
+  }
+
+  /** Loads the page above the oldest message of the room shown (the latest page the first time). */
+  private async showOlder(): Promise<void> {
+    const room = this.current === undefined ? undefined : this.rooms.get(this.current);
+    if (room === undefined || room.loading || (room.opened && !room.olderExist)) return;
+    this.historyState.textContent = "Loading…";
+    const loaded = await loadOlder(this.client, room);
+    if (this.messages.shows(room.name)) this.messages.addOlder(loaded.added);
+    this.renderHistoryState(loaded.error);
+  }
+
+  private async fillGap(name: string, gap: Gap): Promise<void> {
+    const room = this.rooms.get(name);
+    if (room === undefined) return;
+    const loaded = await loadGap(this.client, room, gap);
+    if (!this.messages.shows(name)) return;
+    for (const message of loaded.added) this.messages.addMessage(message);
+    this.messages.refreshGaps(room);
+    if (loaded.error !== undefined) this.historyState.textContent = `Could not load the missed messages: ${loaded.error}`;
+  }
+
+  /** Loads older messages when the reader scrolls near the top. */
+  private onScroll(): void {
+    if (this.scroller.scrollTop > LOAD_OLDER_PX) return;
+    const room = this.current === undefined ? undefined : this.rooms.get(this.current);
+    if (room !== undefined && room.opened && room.olderExist && !room.loading) void this.showOlder();
+  }
+
+  /** The "Load older messages" button and the words beside it. */
+  private renderHistoryState(error?: string): void {
+    const room = this.current === undefined ? undefined : this.rooms.get(this.current);
+    const done = room !== undefined && room.opened && !room.olderExist;
+    this.older.hidden = room === undefined || done;
+    if (error !== undefined) this.historyState.textContent = `Could not load the history: ${error}`;
+    else if (room === undefined) this.historyState.textContent = "";
+    else if (done) {
+      this.historyState.textContent = room.oldest() === undefined ? `No messages in #${room.name} yet.` : `The beginning of #${room.name}.`;
+    } else this.historyState.textContent = "";
+  }
+
+  private onJoinSubmit(event: SubmitEvent): void {
+    event.preventDefault();
+    const input = byId("join-room", HTMLInputElement);
+    const name = input.value.trim();
+    this.joinError.textContent = "";
+    if (!ROOM_NAME.test(name)) {
+      this.joinError.textContent = "A room name is 1 to 64 letters, digits, or _ . -";
+      input.focus();
+      return;
+    }
+    input.value = "";
+    if (this.rooms.has(name)) return this.open(name);
+    void this.join(name);
+  }
+
+  /** Joins `name` and shows it. */
+  private async join(name: string): Promise<void> {
+    const room = new Room(name);
+    this.rooms.set(name, room);
+    try {
+      const result = await this.client.join(name);
+      room.setMembers(result.members);
+      if (result.latestSequence > room.latest) room.latest = result.latestSequence;
+      this.open(name);
+    } catch (error) {
+      this.rooms.delete(name);
+      this.joinError.textContent = `Could not join ${name}: ${describe(error)}`;
+    }
+  }
+
+  /** Leaves `name`; shows another room if it was the one shown. */
+  private async leave(name: string): Promise<void> {
+    this.joinError.textContent = "";
+    try {
+      await this.client.leave(name);
+    } catch (error) {
+      if (this.client.joinedRooms().includes(name)) {
+        this.joinError.textContent = `Could not leave ${name}: ${describe(error)}`;
+        return;
+      }
+    }
+    this.drop(name);
+  }
+
+  /** Forgets room `name`. */
+  private drop(name: string): void {
+    this.rooms.delete(name);
+    if (this.current === name) this.open(this.rooms.keys().next().value);
+    else {
+      this.renderSide();
+      this.hooks.changed([...this.rooms.keys()], this.current);
+    }
+  }
+
+  private renderSide(): void {
+    this.roomList.render([...this.rooms.values()], this.current);
+    this.members.render(this.current === undefined ? undefined : this.rooms.get(this.current), this.you);
+  }
+
+  /** Says `text` through the live region (screen readers), keeping only the last few. */
+  private announce(text: string): void {
+    this.announcer.append(el("p", { text }));
+    while (this.announcer.children.length > MAX_ANNOUNCED) this.announcer.firstElementChild?.remove();
+  }
+}

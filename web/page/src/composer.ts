@@ -1,0 +1,114 @@
+// The message box: Enter sends to the room shown (Shift+Enter starts a new
+// line), the text waits in the list as "sending…" until the message comes
+// back from the server (recognised by its client message id), and a send
+// the server refuses stays there, marked, with the reason under the box.
+
+import { ChatError, type ChatClient } from "@chat/client";
+import { byId } from "./dom.js";
+import { newMessageId } from "./ids.js";
+import type { MessagesView } from "./messages-view.js";
+
+/** A send not yet seen coming back. */
+interface Pending {
+  /** The room it went to. */
+  room: string;
+  /** Its text. */
+  text: string;
+  /** Its item in the list, while its room is shown. */
+  item: HTMLLIElement | undefined;
+  /** Why the server refused it, once it has. */
+  failed: string | undefined;
+}
+
+/** The message box and the sends in flight. */
+export class Composer {
+  /** The form. */
+  private readonly form: HTMLFormElement;
+  /** The text box. */
+  readonly input: HTMLTextAreaElement;
+  /** Its (visually hidden) label, naming the room. */
+  private readonly label: HTMLElement;
+  /** Where refusals are shown. */
+  private readonly error: HTMLElement;
+  /** Sends in flight, by client message id. */
+  private readonly pending = new Map<string, Pending>();
+  /** The room sends go to (undefined: none shown). */
+  private room: string | undefined;
+
+  /** Listens to the box until `signal` aborts (signing out). */
+  constructor(
+    private readonly client: ChatClient,
+    private readonly view: MessagesView,
+    signal: AbortSignal,
+  ) {
+    this.form = byId("composer", HTMLFormElement);
+    this.input = byId("composer-text", HTMLTextAreaElement);
+    this.label = byId("composer-label", HTMLElement);
+    this.error = byId("composer-error", HTMLElement);
+    this.form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.submit();
+    }, { signal });
+    this.input.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        this.submit();
+      }
+    }, { signal });
+    this.input.addEventListener("input", () => this.fit(), { signal });
+  }
+
+  /** Points the box at `room` (undefined: no room) and shows that room's sends in flight. */
+  target(room: string | undefined): void {
+    this.room = room;
+    this.input.disabled = room === undefined;
+    this.label.textContent = room === undefined ? "Message" : `Message to ${room}`;
+    this.input.placeholder = room === undefined ? "Join a room to write" : `Message #${room} (Enter sends, Shift+Enter: new line)`;
+    this.error.textContent = "";
+    for (const send of this.pending.values()) {
+      send.item = send.room === room ? this.view.addPending(send.text) : undefined;
+      if (send.item !== undefined && send.failed !== undefined) this.markFailed(send);
+    }
+  }
+
+  /** A message came back: if it is one of ours in flight, it is no longer pending. */
+  arrived(clientMessageId: string): void {
+    const send = this.pending.get(clientMessageId);
+    if (send === undefined) return;
+    send.item?.remove();
+    this.pending.delete(clientMessageId);
+  }
+
+  /** Sends the box's text to the room shown. */
+  private submit(): void {
+    const text = this.input.value;
+    const room = this.room;
+    if (room === undefined || text.trim() === "") return;
+    this.input.value = "";
+    this.fit();
+    this.error.textContent = "";
+    const id = newMessageId();
+    const send: Pending = { room, text, item: this.view.addPending(text), failed: undefined };
+    this.pending.set(id, send);
+    this.client.send(room, text, { clientMessageId: id }).catch((error: unknown) => {
+      if (!this.pending.has(id)) return;
+      send.failed = error instanceof ChatError ? `${error.code}: ${error.message.replace(/^[A-Z_]+: /, "")}` : String(error);
+      if (send.item !== undefined) this.markFailed(send);
+      if (this.room === room) this.error.textContent = `Not sent: ${send.failed}`;
+    });
+  }
+
+  /** Shows that `send` was refused. */
+  private markFailed(send: Pending): void {
+    if (send.item === undefined) return;
+    send.item.classList.add("failed");
+    const state = send.item.querySelector(".muted");
+    if (state !== null) state.textContent = `not sent (${send.failed})`;
+  }
+
+  /** Grows the box with its text, up to the CSS maximum. */
+  private fit(): void {
+    this.input.style.height = "auto";
+    this.input.style.height = `${this.input.scrollHeight + 2}px`;
+  }
+}

@@ -1,0 +1,198 @@
+// The message list of the room shown: each message (sender, local time,
+// text), presence lines and resume gaps in sequence order, and the user's
+// own messages still waiting for their acknowledgement at the end. Every
+// item carries a numeric sort key, so an item arriving late (a history
+// page, a resumed backlog) is inserted where it belongs; the view follows
+// new messages at the bottom unless the reader has scrolled up, and keeps
+// the reader's place when older messages are added above.
+
+import type { proto } from "@chat/client";
+import { el } from "./dom.js";
+import type { Gap, Note, Room } from "./room.js";
+import { shownTime } from "./time.js";
+
+/** Sort keys: four slots per sequence (message, gap, then notes), pending sends last. */
+const MESSAGE = 0;
+const GAP = 1;
+const NOTE = 2;
+const PENDING = Number.MAX_SAFE_INTEGER;
+
+/** Closer to the bottom than this (px) counts as "at the bottom": new messages keep it there. */
+const STICKY_PX = 48;
+
+/** The sort key of an item placed after sequence `after` (as `kind`). */
+function keyOf(after: bigint, kind: number): number {
+  return Number(after) * 4 + kind;
+}
+
+/** What the view needs to know about the reader. */
+export interface Viewer {
+  /** The reader's user id (their own messages are marked). */
+  userId: string;
+  /** Asks for the messages of a gap (the gap's button). */
+  loadGap(room: string, gap: Gap): void;
+}
+
+/** Renders the shown room's messages into the list and keeps the scroll position sensible. */
+export class MessagesView {
+  /** The `<ol>` of messages. */
+  private readonly list: HTMLOListElement;
+  /** The scrolling container around it. */
+  private readonly scroller: HTMLElement;
+  /** Who reads, and how gaps are loaded. */
+  private readonly viewer: Viewer;
+  /** The room shown (undefined: none). */
+  private room: string | undefined;
+
+  constructor(list: HTMLOListElement, scroller: HTMLElement, viewer: Viewer) {
+    this.list = list;
+    this.scroller = scroller;
+    this.viewer = viewer;
+  }
+
+  /** Shows `room` from scratch, scrolled to its newest message. */
+  show(room: Room): void {
+    this.room = room.name;
+    this.list.replaceChildren();
+    const items: HTMLLIElement[] = [];
+    for (const message of room.messages()) items.push(this.messageItem(message));
+    for (const gap of room.gaps) items.push(this.gapItem(room.name, gap));
+    for (const note of room.notes) items.push(noteItem(note));
+    items.sort((a, b) => sortKey(a) - sortKey(b));
+    this.list.append(...items);
+    this.scrollToBottom();
+  }
+
+  /** Forgets the room shown (none left). */
+  showNothing(): void {
+    this.room = undefined;
+    this.list.replaceChildren();
+  }
+
+  /** Whether `room` is the one shown. */
+  shows(room: string): boolean {
+    return this.room === room;
+  }
+
+  /** Adds a live message (or one from a resumed backlog) to the room shown. */
+  addMessage(message: proto.MessageEvent): void {
+    this.placeFollowing(this.messageItem(message));
+  }
+
+  /** Adds messages loaded above (a history page), keeping the reader's place. */
+  addOlder(messages: proto.MessageEvent[]): void {
+    const fromBottom = this.scroller.scrollHeight - this.scroller.scrollTop;
+    for (const message of messages) this.place(this.messageItem(message));
+    this.scroller.scrollTop = this.scroller.scrollHeight - fromBottom;
+  }
+
+  /** Adds a presence line. */
+  addNote(note: Note): void {
+    this.placeFollowing(noteItem(note));
+  }
+
+  /** Re-draws the gap markers of `room` (after one was filled or added). */
+  refreshGaps(room: Room): void {
+    for (const item of this.list.querySelectorAll("li.gap")) item.remove();
+    for (const gap of room.gaps) this.place(this.gapItem(room.name, gap));
+  }
+
+  /** Shows one of the user's sends while it waits for its acknowledgement; returns its item. */
+  addPending(text: string): HTMLLIElement {
+    const item = el(
+      "li",
+      { className: "pending mine", attrs: { "data-key": String(PENDING) } },
+      el("div", { className: "head" }, el("span", { className: "sender", text: "You" }), el("span", { className: "muted", text: "sending…" })),
+      el("p", { className: "text", text }),
+    );
+    this.placeFollowing(item);
+    return item;
+  }
+
+  /** Inserts `item` and keeps the view at the bottom if it was there. */
+  private placeFollowing(item: HTMLLIElement): void {
+    const atBottom = this.atBottom();
+    this.place(item);
+    if (atBottom) this.scrollToBottom();
+  }
+
+  /** Inserts `item` after every item with a key not above its own (scanning from the end: most go last). */
+  private place(item: HTMLLIElement): void {
+    const key = sortKey(item);
+    let before: Element | null = null;
+    for (let node = this.list.lastElementChild; node !== null; node = node.previousElementSibling) {
+      if (sortKey(node) <= key) break;
+      before = node;
+    }
+    this.list.insertBefore(item, before);
+  }
+
+  /** Whether the reader is at (or near) the bottom. */
+  private atBottom(): boolean {
+    const s = this.scroller;
+    return s.scrollHeight - s.scrollTop - s.clientHeight < STICKY_PX;
+  }
+
+  /** Scrolls to the newest message. */
+  scrollToBottom(): void {
+    this.scroller.scrollTop = this.scroller.scrollHeight;
+  }
+
+  /** The item of one message: sender, local time, text; the reader's own marked. */
+  private messageItem(message: proto.MessageEvent): HTMLLIElement {
+    const time = shownTime(message.serverTimeUnixMs);
+    const sender = message.sender?.displayName ?? "?";
+    const mine = message.sender?.userId === this.viewer.userId;
+    return el(
+      "li",
+      {
+        className: mine ? "message mine" : "message",
+        attrs: {
+          "data-key": String(keyOf(message.sequence, MESSAGE)),
+          "data-room": message.room,
+          "data-seq": message.sequence.toString(),
+          "data-client-id": message.clientMessageId,
+        },
+      },
+      el(
+        "div",
+        { className: "head" },
+        el("span", { className: "sender", text: sender }),
+        el("time", { text: time.short, attrs: { datetime: time.iso, title: time.long } }),
+      ),
+      el("p", { className: "text", text: message.text }),
+    );
+  }
+
+  /** The marker of a gap, with a button that loads what is missing. */
+  private gapItem(room: string, gap: Gap): HTMLLIElement {
+    const count = gap.upTo - gap.after;
+    const load = el("button", { text: "Load them", attrs: { type: "button" } });
+    load.addEventListener("click", () => {
+      load.disabled = true;
+      this.viewer.loadGap(room, gap);
+    });
+    return el(
+      "li",
+      { className: "gap", attrs: { "data-key": String(keyOf(gap.after, GAP)) } },
+      `${count} message${count === 1n ? "" : "s"} could not be resumed after the connection came back. `,
+      load,
+    );
+  }
+}
+
+/** The sort key an item carries. */
+function sortKey(node: Element): number {
+  return Number((node as HTMLElement).dataset.key ?? PENDING);
+}
+
+/** The item of a presence line. */
+function noteItem(note: Note): HTMLLIElement {
+  const time = shownTime(note.atMs);
+  return el(
+    "li",
+    { className: "event", attrs: { "data-key": String(keyOf(note.after, NOTE)) } },
+    `${note.text} `,
+    el("time", { text: time.short, attrs: { datetime: time.iso, title: time.long } }),
+  );
+}

@@ -1,0 +1,117 @@
+// One room as the page knows it: its messages keyed by sequence number (so
+// a message that arrives twice — live, in a resumed backlog and in a
+// history page — is kept once), its members, the presence lines to show
+// between messages, the holes a resume could not fill, and where its
+// history paging stands.
+
+import type { proto } from "@chat/client";
+
+/** A line about the room that is not a message ("bob joined"), shown after the message it followed. */
+export interface Note {
+  /** The room's latest sequence when it happened: the note is shown after that message. */
+  after: bigint;
+  /** What happened. */
+  text: string;
+  /** When the page saw it (local clock, ms). */
+  atMs: number;
+}
+
+/** Messages a resume could not deliver: sequences after `after` up to and including `upTo`. */
+export interface Gap {
+  /** The last sequence the page had before the hole. */
+  after: bigint;
+  /** The last missing sequence. */
+  upTo: bigint;
+}
+
+/** A room the page is in. */
+export class Room {
+  /** The room's name. */
+  readonly name: string;
+  /** Messages by sequence: the key that makes each message shown once. */
+  private readonly bySequence = new Map<bigint, proto.MessageEvent>();
+  /** The sequences held, in increasing order. */
+  private readonly sequences: bigint[] = [];
+  /** Members by user id, as the last join told and presence events changed since. */
+  readonly members = new Map<string, proto.Member>();
+  /** Presence lines, in the order they happened. */
+  readonly notes: Note[] = [];
+  /** Holes left by a resume that could not deliver everything. */
+  gaps: Gap[] = [];
+  /** The highest sequence the page knows of (from joins and messages). */
+  latest = 0n;
+  /** Whether the first history page has been asked for (it is, the first time the room is shown). */
+  opened = false;
+  /** Whether older messages than the oldest held may exist. */
+  olderExist = true;
+  /** A history request is in flight. */
+  loading = false;
+  /** Messages that arrived while another room was shown. */
+  unread = 0;
+
+  constructor(name: string) {
+    this.name = name;
+  }
+
+  /** Adds `message` unless its sequence is already held; returns whether it was new. */
+  add(message: proto.MessageEvent): boolean {
+    const sequence = message.sequence;
+    if (this.bySequence.has(sequence)) return false;
+    this.bySequence.set(sequence, message);
+    let at = this.sequences.length;
+    while (at > 0 && this.sequences[at - 1]! > sequence) at -= 1;
+    this.sequences.splice(at, 0, sequence);
+    if (sequence > this.latest) this.latest = sequence;
+    if (sequence <= 1n) this.olderExist = false;
+    this.gaps = this.gaps.filter((gap) => !this.filled(gap));
+    return true;
+  }
+
+  /** Whether every message of `gap` is now held. */
+  private filled(gap: Gap): boolean {
+    for (let s = gap.after + 1n; s <= gap.upTo; s += 1n) if (!this.bySequence.has(s)) return false;
+    return true;
+  }
+
+  /** The messages held, oldest first. */
+  messages(): proto.MessageEvent[] {
+    return this.sequences.map((s) => this.bySequence.get(s)!);
+  }
+
+  /** How many messages are held. */
+  get size(): number {
+    return this.sequences.length;
+  }
+
+  /** The oldest sequence held (undefined when none). */
+  oldest(): bigint | undefined {
+    return this.sequences[0];
+  }
+
+  /** The newest sequence held, or 0. */
+  newest(): bigint {
+    return this.sequences[this.sequences.length - 1] ?? 0n;
+  }
+
+  /** Replaces the member list (a join's answer). */
+  setMembers(members: proto.Member[]): void {
+    this.members.clear();
+    for (const member of members) this.members.set(member.userId, member);
+  }
+
+  /** Records a presence line after the latest known message; returns it. */
+  note(text: string): Note {
+    const note = { after: this.latest, text, atMs: Date.now() };
+    this.notes.push(note);
+    // A long-lived room keeps its most recent lines only.
+    if (this.notes.length > 200) this.notes.shift();
+    return note;
+  }
+}
+
+/** Members sorted by display name (then id), as lists show them. */
+export function sortedMembers(room: Room): proto.Member[] {
+  return [...room.members.values()].sort(
+    (a, b) => a.displayName.localeCompare(b.displayName) || a.userId.localeCompare(b.userId),
+  );
+}
