@@ -12,6 +12,7 @@ mod common;
 
 mod auth;
 mod binary;
+mod browser;
 mod chaos;
 mod chat;
 mod cluster;
@@ -26,4 +27,5 @@ mod store;
 mod tls;
 mod traces;
 mod typescript;
+mod web;
 mod websocket;

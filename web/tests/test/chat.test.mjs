@@ -1,0 +1,197 @@
+// The chat page in Chromium against a real chat-server: two pages and the
+// `chat` console client in one room see each other's messages (with
+// sender and time) and each other's presence; a notification shows; a
+// reload shows the history; scrolling up loads older messages down to the
+// first; the page works with the keyboard alone; and screenshots at
+// desktop and phone size are saved under target/web-screenshots/.
+
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import {
+  assertInOrderOnce,
+  assertNoProblems,
+  closePage,
+  connected,
+  DESKTOP,
+  newPage,
+  PHONE,
+  screenshot,
+  send,
+  shownMessages,
+  signIn,
+  waitForTexts,
+} from "../lib/browser.mjs";
+import { ConsoleClient } from "../lib/server.mjs";
+import { fixtures, whySkip } from "../lib/setup.mjs";
+
+const skip = whySkip();
+
+describe("the chat page", { skip }, () => {
+  const shared = fixtures();
+
+  it("two pages and the console client in one room see each other's messages and presence", async () => {
+    const { server, browser } = shared;
+    const alice = await newPage(browser, DESKTOP);
+    const bob = await newPage(browser, PHONE);
+    await signIn(alice, server, "alice", ["lobby"]);
+    await signIn(bob, server, "bob", ["lobby"]);
+    const carol = ConsoleClient.start(server, "carol", ["lobby"]);
+    await carol.waitFor(/^joined lobby /);
+
+    // Presence: alice's member list shows all three, live.
+    await alice.waitForFunction(() => {
+      const names = [...document.querySelectorAll("#member-list li")].map((li) => li.firstChild?.textContent);
+      return ["alice", "bob", "carol"].every((n) => names.includes(n));
+    });
+    await alice.waitForSelector("#messages li.event >> text=carol joined");
+
+    await send(alice, "hello from alice");
+    await send(bob, "hello from bob");
+    await carol.waitFor(/^message lobby \d+ bob: hello from bob$/);
+    carol.say("hello from carol");
+    await carol.waitFor(/^sent lobby \d+$/);
+
+    const texts = ["hello from alice", "hello from bob", "hello from carol"];
+    for (const page of [alice, bob]) await waitForTexts(page, texts);
+    await carol.waitFor(/^message lobby \d+ alice: hello from alice$/);
+
+    const seen = await shownMessages(alice);
+    assertInOrderOnce(seen, texts);
+    assert.deepEqual(
+      seen.map((m) => [m.sender, m.text]),
+      [
+        ["alice", "hello from alice"],
+        ["bob", "hello from bob"],
+        ["carol", "hello from carol"],
+      ],
+    );
+    for (const m of seen) assert.ok(!Number.isNaN(Date.parse(m.time)), `a time on ${m.text}`);
+    assert.deepEqual(await shownMessages(bob), seen, "both pages show the same messages");
+
+    // A notification from the server reaches both pages.
+    await server.broadcast("Maintenance at noon");
+    for (const page of [alice, bob]) await page.waitForSelector("#notice-list li >> text=Maintenance at noon");
+
+    // Presence: carol leaves; the pages say so.
+    await carol.quit();
+    await alice.waitForSelector("#messages li.event >> text=carol left");
+    await alice.waitForFunction(() => ![...document.querySelectorAll("#member-list li")].some((li) => li.firstChild?.textContent === "carol"));
+
+    await screenshot(alice, "desktop-chat");
+    await screenshot(bob, "phone-chat");
+    assertNoProblems(alice);
+    assertNoProblems(bob);
+    await closePage(alice);
+    await closePage(bob);
+  });
+
+  it("a reload shows the history", async () => {
+    const { server, browser } = shared;
+    const dave = await newPage(browser);
+    await signIn(dave, server, "dave", ["reload"]);
+    const texts = ["first before the reload", "second before the reload", "third before the reload"];
+    for (const text of texts) await send(dave, text);
+    await waitForTexts(dave, texts);
+
+    await dave.reload();
+    await connected(dave);
+    await waitForTexts(dave, texts);
+    assertInOrderOnce(await shownMessages(dave), texts);
+    assert.equal(await dave.textContent("#history-state"), "The beginning of #reload.");
+    // Signed in again as the same person, in the same room.
+    assert.equal(await dave.textContent("#me-name"), "dave");
+    assert.equal(await dave.getAttribute('#room-list button.open[aria-current="true"]', "data-room"), "reload");
+    assertNoProblems(dave);
+    await closePage(dave);
+  });
+
+  it("scrolling up loads older messages, down to the first", async () => {
+    const { server, browser } = shared;
+    const writer = ConsoleClient.start(server, "writer", ["long"]);
+    await writer.waitFor(/^joined long /);
+    const texts = Array.from({ length: 120 }, (_, i) => `old message ${i + 1}`);
+    for (const text of texts) writer.say(text);
+    await writer.waitFor(/^sent long 120$/);
+    await writer.quit();
+
+    const erin = await newPage(browser);
+    await signIn(erin, server, "erin", ["long"]);
+    // The first page: the latest 50.
+    await waitForTexts(erin, texts.slice(70));
+    assert.equal((await shownMessages(erin)).length, 50);
+    for (let i = 0; i < 10; i += 1) {
+      const before = (await shownMessages(erin)).length;
+      if (before === 120) break;
+      await erin.$eval("#scroller", (s) => s.scrollTo(0, 0));
+      await erin.waitForFunction((n) => document.querySelectorAll("#messages li.message").length > n, before);
+    }
+    await erin.waitForSelector("#history-state >> text=The beginning of #long.");
+    const shown = await shownMessages(erin);
+    assert.deepEqual(shown.map((m) => m.text), texts, "every message once, in order");
+    assertInOrderOnce(shown, texts);
+    assertNoProblems(erin);
+    await closePage(erin);
+  });
+
+  it("works with the keyboard alone: sign in, send, join and leave a room", async () => {
+    const { server, browser } = shared;
+    const page = await newPage(browser);
+    await page.goto(server.http);
+    // The form starts focused on the name.
+    assert.equal(await page.evaluate(() => document.activeElement?.id), "signin-name");
+    await page.keyboard.type("frank");
+    await page.keyboard.press("Enter");
+    await connected(page);
+    // After signing in, the message box has the focus.
+    assert.equal(await page.evaluate(() => document.activeElement?.id), "composer-text");
+    await page.keyboard.type("typed, not clicked");
+    await page.keyboard.press("Enter");
+    await waitForTexts(page, ["typed, not clicked"]);
+
+    await tabTo(page, (el) => el.id === "join-room");
+    assert.ok(await focusRingShown(page), "the focused field shows a focus ring");
+    await page.keyboard.type("keys");
+    await page.keyboard.press("Enter");
+    await page.waitForSelector('#room-list button.open[aria-current="true"][data-room="keys"]');
+    await tabTo(page, (el) => el.getAttribute("aria-label") === "Leave keys");
+    assert.ok(await focusRingShown(page), "the focused button shows a focus ring");
+    await page.keyboard.press("Enter");
+    await page.waitForFunction(() => document.querySelector('#room-list [data-room="keys"]') === null);
+    assert.equal(await page.getAttribute('#room-list button.open[aria-current="true"]', "data-room"), "lobby");
+    assertNoProblems(page);
+    await closePage(page);
+  });
+
+  it("saves screenshots of the sign-in form at desktop and phone size", async () => {
+    const { server, browser } = shared;
+    for (const [size, name] of [
+      [DESKTOP, "desktop-signin"],
+      [PHONE, "phone-signin"],
+    ]) {
+      const page = await newPage(browser, size);
+      await page.goto(server.http);
+      await page.waitForSelector("#signin-name");
+      await screenshot(page, name);
+      assertNoProblems(page);
+      await closePage(page);
+    }
+  });
+});
+
+/** Presses Tab (at most 40 times) until the focused element satisfies `wanted`. */
+async function tabTo(page, wanted) {
+  const test = `(${wanted.toString()})(document.activeElement)`;
+  for (let i = 0; i < 40; i += 1) {
+    await page.keyboard.press("Tab");
+    if (await page.evaluate(test)) return;
+  }
+  throw new Error(`Tab never reached the element wanted (${wanted})`);
+}
+
+/** Whether the focused element draws a visible outline. */
+function focusRingShown(page) {
+  return page.evaluate(() => {
+    const style = getComputedStyle(document.activeElement);
+    return style.outlineStyle !== "none" && parseFloat(style.outlineWidth) > 0;
+  });
+}
