@@ -25,4 +25,5 @@ mod metrics;
 mod store;
 mod tls;
 mod traces;
+mod typescript;
 mod websocket;

@@ -1,0 +1,239 @@
+// The public client: `connect(options)` starts the connection loop in the
+// background and returns a `ChatClient`, whose requests (join, leave,
+// send, members, rooms, history, ping) go out on the current session and
+// wait for their replies, and whose events arrive through `on()` handlers
+// or async iterators.
+
+import { create } from "@bufbuild/protobuf";
+import { ChatError } from "./errors.js";
+import type { ChatEvent, EventOf } from "./events.js";
+import {
+  HistoryDirection,
+  HistoryRequestSchema,
+  JoinRoomRequestSchema,
+  LeaveRoomRequestSchema,
+  ListMembersRequestSchema,
+  ListRoomsRequestSchema,
+  PingRequestSchema,
+  SendMessageRequestSchema,
+  type HistoryResponse,
+  type JoinRoomResult,
+  type LeaveRoomResult,
+  type Member,
+  type PongResult,
+  type SendMessageResult,
+  type Welcome,
+} from "./gen/chat/v1/chat_pb.js";
+import { randomUuid } from "./ids.js";
+import { run } from "./connection.js";
+import { settings, type ConnectOptions } from "./options.js";
+import { Shared, type ConnectionState, type Success } from "./shared.js";
+
+/** Which page `history` reads, relative to `from`. */
+export interface HistoryOptions {
+  /** "backward": messages before `from` (0: the latest ones); "forward": messages after `from`. Default "backward". */
+  direction?: "backward" | "forward" | HistoryDirection;
+  /** The exclusive starting sequence (default 0). */
+  from?: bigint | number;
+  /** At most this many messages (0, the default: the server's default of 50; the server caps it at 500). */
+  limit?: number;
+}
+
+/** Options of one send. */
+export interface SendOptions {
+  /** The client message id (default: a fresh random UUID); a retry with the same id is stored once. */
+  clientMessageId?: string;
+}
+
+/** Starts a client: connects in the background and returns at once (see `waitConnected`). */
+export function connect(options: ConnectOptions): ChatClient {
+  return new ChatClient(options);
+}
+
+/** A connection to a chat server that survives reconnects. */
+export class ChatClient implements AsyncIterable<ChatEvent> {
+  /** The state shared with the connection loop. */
+  private readonly shared: Shared;
+  /** Settles when the connection loop has ended. */
+  private readonly loop: Promise<void>;
+
+  constructor(options: ConnectOptions) {
+    this.shared = new Shared(settings(options));
+    this.loop = run(this.shared);
+  }
+
+  /** Where the connection stands. */
+  get state(): ConnectionState {
+    return this.shared.state;
+  }
+
+  /** The current session's Welcome (undefined between sessions). */
+  get welcome(): Welcome | undefined {
+    return this.shared.live?.welcome;
+  }
+
+  /** Waits until a session is open; returns its Welcome. Fails with TIMEOUT, CLOSED or STOPPED. */
+  waitConnected(timeoutMs = this.shared.settings.connectTimeoutMs): Promise<Welcome> {
+    return this.shared.waitConnected(timeoutMs);
+  }
+
+  /** Calls `handler` for each event of `type` ("*": every event); returns a function that removes it. */
+  on<T extends ChatEvent["type"] | "*">(
+    type: T,
+    handler: (event: T extends ChatEvent["type"] ? EventOf<T> : ChatEvent) => void,
+  ): () => void {
+    return this.shared.events.on(type, handler);
+  }
+
+  /** The events from now on, in order; the iteration ends when the client is closed or stopped. */
+  events(): AsyncIterableIterator<ChatEvent> {
+    return this.shared.events.iterate();
+  }
+
+  /** `for await (const event of client)`: the same as `events()`. */
+  [Symbol.asyncIterator](): AsyncIterator<ChatEvent> {
+    return this.events();
+  }
+
+  /** The rooms this client is in (and rejoins after a reconnect), as it keeps them. */
+  joinedRooms(): string[] {
+    return [...this.shared.rooms];
+  }
+
+  /** The last sequence seen in `room`: where a rejoin resumes from. */
+  lastSeen(room: string): bigint | undefined {
+    return this.shared.lastSeen.get(room);
+  }
+
+  /** Drops the current session and connects again at once (rejoining and resuming as after any reconnect). */
+  reconnect(): void {
+    this.shared.socket?.end("reconnect requested");
+  }
+
+  /**
+   * Ends the session and stops reconnecting: waiting requests fail with
+   * DISCONNECTED, later ones with CLOSED, and the events end. Resolves once
+   * the client has stopped.
+   */
+  close(): Promise<void> {
+    this.shared.requestClose();
+    return this.loop;
+  }
+
+  /** Joins `room` (it is rejoined after every reconnect until left). */
+  async join(room: string): Promise<JoinRoomResult> {
+    const request = create(JoinRoomRequestSchema, { room });
+    const result = await this.shared.request({ case: "joinRoom", value: request }, (reply) => {
+      // In stream order: the live messages after the reply raise it further.
+      if (reply.case !== "joinRoom") return;
+      this.shared.rooms.add(room);
+      this.shared.raiseLastSeen(room, reply.value.latestSequence);
+    });
+    return expect(result, "joinRoom");
+  }
+
+  /** Leaves `room`; it is no longer rejoined (unless it is unknown whether the leave happened). */
+  async leave(room: string): Promise<LeaveRoomResult> {
+    const request = create(LeaveRoomRequestSchema, { room });
+    try {
+      const result = await this.shared.request({ case: "leaveRoom", value: request });
+      this.shared.rooms.delete(room);
+      return expect(result, "leaveRoom");
+    } catch (error) {
+      const unknown = error instanceof ChatError && (error.code === "NOT_CONNECTED" || error.code === "TIMEOUT");
+      if (!unknown) this.shared.rooms.delete(room);
+      throw error;
+    }
+  }
+
+  /**
+   * Sends `text` to `room` under a client message id (fresh, or the
+   * caller's). If there is no session, or it is lost before the
+   * acknowledgement, the send waits for the next session and the room's
+   * rejoin and goes out again with the same id, within the send retry
+   * window; the server stores and delivers it once.
+   */
+  async send(room: string, text: string, options: SendOptions = {}): Promise<SendMessageResult> {
+    const clientMessageId = options.clientMessageId ?? randomUuid();
+    const deadline = Date.now() + this.shared.settings.sendRetryWindowMs;
+    let retrying = false;
+    for (;;) {
+      if (retrying) await this.rejoined(room, deadline);
+      const request = create(SendMessageRequestSchema, { room, clientMessageId, text });
+      try {
+        return expect(await this.shared.request({ case: "sendMessage", value: request }), "sendMessage");
+      } catch (error) {
+        if (!(error instanceof ChatError)) throw error;
+        const leftMs = deadline - Date.now();
+        if (error.code === "NOT_CONNECTED" || error.code === "DISCONNECTED" || error.code === "TIMEOUT") {
+          if (leftMs <= 0) throw error;
+          await this.shared.waitConnected(leftMs).catch(() => {
+            throw error;
+          });
+          retrying = true;
+        } else if (error.code === "NOT_A_MEMBER" && retrying && this.shared.rooms.has(room) && leftMs > 0) {
+          // The room's rejoin has not taken effect yet.
+          await this.shared.sleep(20);
+        } else {
+          throw error;
+        }
+      }
+    }
+  }
+
+  /** Waits (until `deadline` at most) for `room`'s rejoin on the current session to finish. */
+  private async rejoined(room: string, deadline: number): Promise<void> {
+    const rejoining = this.shared.live?.rejoining.get(room);
+    if (rejoining !== undefined) await Promise.race([rejoining, this.shared.sleep(Math.max(deadline - Date.now(), 0))]);
+  }
+
+  /** The members of `room` (the client must be in it), each user once, sorted by display name. */
+  async members(room: string): Promise<Member[]> {
+    const request = create(ListMembersRequestSchema, { room });
+    return expect(await this.shared.request({ case: "listMembers", value: request }), "listMembers").members;
+  }
+
+  /** The rooms this connection is in, as the server sees it, sorted. */
+  async rooms(): Promise<string[]> {
+    const request = create(ListRoomsRequestSchema, {});
+    return expect(await this.shared.request({ case: "listRooms", value: request }), "listRooms").rooms;
+  }
+
+  /**
+   * A page of `room`'s stored history, oldest first: messages before
+   * sequence `from` (backward; 0: the latest) or after it (forward). Needs
+   * read permission on the room, not membership.
+   */
+  async history(room: string, options: HistoryOptions = {}): Promise<HistoryResponse> {
+    const direction =
+      options.direction === "forward"
+        ? HistoryDirection.FORWARD
+        : options.direction === "backward" || options.direction === undefined
+          ? HistoryDirection.BACKWARD
+          : options.direction;
+    const request = create(HistoryRequestSchema, {
+      room,
+      direction,
+      fromSequence: BigInt(options.from ?? 0),
+      limit: options.limit ?? 0,
+    });
+    return expect(await this.shared.request({ case: "history", value: request }), "history");
+  }
+
+  /** A round trip to the server. */
+  async ping(): Promise<PongResult> {
+    const request = create(PingRequestSchema, { clientTimeUnixMs: BigInt(Date.now()) });
+    return expect(await this.shared.request({ case: "ping", value: request }), "pong");
+  }
+}
+
+/** The value carried by a successful result of kind `K`. */
+type ValueOf<K extends Success["case"]> = Extract<Success, { case: K }> extends { value: infer V } ? V : never;
+
+/** The value of `result` if it is of kind `kind`; UNEXPECTED_REPLY otherwise. */
+function expect<K extends Success["case"]>(result: Success, kind: K): ValueOf<K> {
+  if (result.case !== kind) {
+    throw new ChatError("UNEXPECTED_REPLY", `the server answered with ${result.case}, not ${kind}`);
+  }
+  return result.value as ValueOf<K>;
+}
