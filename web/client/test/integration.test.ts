@@ -1,19 +1,23 @@
 // Integration tests against a real `chat-server` over its WebSocket
 // endpoint (see test/server.ts): two clients in a room, members and rooms,
 // history pages, a server restart (SQLite store) while a client is
-// connected, a send retried across a reconnect stored once, and tokens
-// (accepted, and refused for good). Skipped, with the reason, when there
-// is no server binary or it has no /v1/ws endpoint.
+// connected, a graceful shutdown's notice, the heartbeat that keeps an
+// idle session open, a send retried across a reconnect stored once, and
+// tokens (accepted, and refused for good). Skipped, with the reason, when there
+// is no server binary.
 
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import WebSocket from "ws";
 import { Backoff, connect, fixedToken, type ChatClient, type ChatEvent, type ConnectOptions } from "../src/index.js";
-import type { MessageEvent } from "../src/gen/chat/v1/chat_pb.js";
+import { DisconnectReason, type MessageEvent } from "../src/gen/chat/v1/chat_pb.js";
 import { TestServer, unavailable } from "./server.js";
 
-const skip = await unavailable();
+const skip = unavailable();
 if (skip !== undefined) console.log(`# skipping the integration tests: ${skip}`);
+
+/** Server settings for authentication with JWTs (HS256). */
+const AUTH = { CHAT_AUTH__MODE: "jwt", CHAT_AUTH__SECRET: "an-integration-test-secret-of-32-bytes!" };
 
 /** Servers and clients to stop when the tests end. */
 const servers: TestServer[] = [];
@@ -62,6 +66,13 @@ const sequences = (messages: MessageEvent[] | undefined): number[] => (messages 
 
 /** 1, 2, …, n. */
 const upTo = (n: number): number[] => Array.from({ length: n }, (_, i) => i + 1);
+
+test("the server has its WebSocket endpoint", { skip }, async () => {
+  const s = await server();
+  // Not an upgrade: 400 (a server without the endpoint would answer 404).
+  const response = await fetch(`${s.http}/v1/ws`);
+  assert.equal(response.status, 400, `GET /v1/ws answered ${response.status}`);
+});
 
 test("two clients in a room see each other's messages, members and rooms", { skip }, async () => {
   const s = await server();
@@ -123,33 +134,79 @@ test("history pages backward and forward", { skip }, async () => {
 });
 
 test("after a server restart the client reconnects, rejoins and gets every message once, in order", { skip }, async () => {
-  const s = await server({ store: "sqlite" });
-  const reader = client(s, { name: "reader", rooms: ["durable"], backoff: new Backoff(400, 2_000) });
+  const s = await server({ store: "sqlite", env: AUTH });
+  // The reader's token provider holds its reconnect back until the writer
+  // has sent more: those arrive as the backlog of its rejoin, the rest live.
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  let asked = 0;
+  const reader = client(s, {
+    token: async () => {
+      if (++asked > 1) await gate;
+      return s.token("reader", "Reader");
+    },
+    rooms: ["durable"],
+    backoff: new Backoff(20, 100),
+  });
   const readerInbox = inbox(reader);
   const events: ChatEvent[] = [];
   reader.on("*", (e) => events.push(e));
   await until(() => reader.lastSeen("durable") !== undefined, "the reader's join");
-  const writer = client(s, { name: "writer", rooms: ["durable"], backoff: new Backoff(20, 100) });
+  const writer = client(s, { token: s.token("writer", "Writer"), rooms: ["durable"], backoff: new Backoff(20, 100) });
   await until(() => writer.lastSeen("durable") !== undefined, "the writer's join");
   for (let i = 1; i <= 5; i++) await writer.send("durable", `before ${i}`);
   await until(() => sequences(readerInbox.get("durable")).length === 5, "the first messages");
 
   await s.restart();
-  // The writer is usually back before the reader (shorter backoff): what it
-  // sends then reaches the reader as the backlog of its rejoin.
   for (let i = 1; i <= 5; i++) await writer.send("durable", `after ${i}`);
-  await until(() => events.some((e) => e.type === "rejoined" && e.ok), "the reader's rejoin");
+  assert.equal(reader.state, "connecting");
+  release();
+  await until(() => events.filter((e) => e.type === "rejoined").length === 2, "the reader's rejoin");
   for (let i = 1; i <= 5; i++) await writer.send("durable", `live ${i}`);
   await until(() => sequences(readerInbox.get("durable")).length >= 15, "every message");
   await new Promise((r) => setTimeout(r, 200));
   assert.deepEqual(sequences(readerInbox.get("durable")), upTo(15));
-  assert.deepEqual(
-    readerInbox.get("durable")!.map((m) => m.text),
-    [1, 2, 3, 4, 5].map((i) => `before ${i}`).concat([1, 2, 3, 4, 5].map((i) => `after ${i}`), [1, 2, 3, 4, 5].map((i) => `live ${i}`)),
-  );
-  const kinds = events.map((e) => e.type).filter((t) => t !== "message");
-  assert.deepEqual(kinds.slice(0, 4), ["connected", "rejoined", "disconnected", "reconnecting"]);
+  const texts = (what: string) => [1, 2, 3, 4, 5].map((i) => `${what} ${i}`);
+  assert.deepEqual(readerInbox.get("durable")!.map((m) => m.text), [...texts("before"), ...texts("after"), ...texts("live")]);
+
+  const kinds = events.map((e) => e.type).filter((t) => t === "connected" || t === "rejoined" || t === "disconnected");
+  assert.deepEqual(kinds, ["connected", "rejoined", "disconnected", "connected", "rejoined"]);
+  assert.ok(events.some((e) => e.type === "reconnecting"));
+  const rejoined = events.filter((e) => e.type === "rejoined").at(-1);
+  assert.ok(rejoined?.type === "rejoined" && rejoined.ok);
+  assert.equal(rejoined.result.backlogAfterSequence, 5n, "resumed after the last message seen");
+  assert.equal(rejoined.result.latestSequence, 10n);
+  assert.equal(rejoined.result.backlogIncomplete, false);
+  // The backlog came right after the rejoin, before anything live.
+  const afterRejoin = events.slice(events.indexOf(rejoined) + 1).filter((e) => e.type === "message");
+  assert.deepEqual(afterRejoin.slice(0, 5).map((e) => (e.type === "message" ? e.message.text : "")), texts("after"));
   assert.equal(reader.lastSeen("durable"), 15n);
+});
+
+test("a server shutting down says so; the client reconnects when it is back", { skip }, async () => {
+  const s = await server();
+  const c = client(s, { name: "graceful", rooms: ["lobby"], backoff: new Backoff(20, 100) });
+  const events: ChatEvent[] = [];
+  c.on("*", (e) => events.push(e));
+  await until(() => c.lastSeen("lobby") !== undefined, "the join");
+  await s.restart("SIGTERM");
+  await until(() => events.filter((e) => e.type === "rejoined").length === 2, "the rejoin");
+  const disconnected = events.find((e) => e.type === "disconnected");
+  assert.ok(disconnected?.type === "disconnected");
+  assert.equal(disconnected.notice?.reason, DisconnectReason.SHUTTING_DOWN, disconnected.reason);
+  assert.deepEqual(await c.rooms(), ["lobby"]);
+});
+
+test("the heartbeat keeps an idle session open past the server's idle timeout", { skip }, async () => {
+  const s = await server({ env: { CHAT_SESSION__IDLE_TIMEOUT: "1500ms" } });
+  const c = client(s, { name: "idle" });
+  const disconnects: ChatEvent[] = [];
+  c.on("disconnected", (e) => disconnects.push(e));
+  const welcome = await c.waitConnected();
+  assert.equal(welcome.idleTimeoutMs, 1500);
+  await new Promise((r) => setTimeout(r, 4_000));
+  assert.deepEqual(disconnects, []);
+  assert.equal(c.state, "connected");
 });
 
 test("a send retried across a reconnect is stored once, and a retry with its id gets the original ack", { skip }, async () => {
@@ -180,7 +237,7 @@ test("a send retried across a reconnect is stored once, and a retry with its id 
 });
 
 test("with authentication: a valid token connects; a refused fixed token stops the client", { skip }, async () => {
-  const s = await server({ env: { CHAT_AUTH__MODE: "jwt", CHAT_AUTH__SECRET: "an-integration-test-secret-of-32-bytes!" } });
+  const s = await server({ env: AUTH });
   let asked = 0;
   const good = client(s, {
     token: async () => {

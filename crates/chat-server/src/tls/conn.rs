@@ -1,11 +1,18 @@
 //! A served connection: plain TCP or TLS over TCP, holding its place in the
-//! TCP connection counts, with the first bytes already read to decide who
-//! serves it put back in front of the stream.
+//! TCP connection counts. While a [`Divert`] may still want it, its first
+//! read looks at the client's first bytes: if they are what the divert
+//! asks for, the stream moves to the divert and the HTTP server reading it
+//! sees the end of the stream; otherwise the bytes are read again by the
+//! HTTP server. The look happens inside the HTTP server's own read, so a
+//! connection that sends nothing costs what it cost before: no task, no
+//! slot, no timer of ours.
 
+use super::Divert;
 use crate::limiter::TcpPermit;
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -19,8 +26,19 @@ pub struct Conn {
     /// Bytes read from `io` to see what the client speaks, to be read
     /// again first; empty once consumed.
     rewind: Bytes,
-    /// Gives the connection's place in the TCP limits back on drop.
-    _permit: TcpPermit,
+    /// Gives the connection's place in the TCP limits back on drop (moves
+    /// with the stream to a divert).
+    permit: Option<TcpPermit>,
+    /// Set until the first bytes have said who serves the connection.
+    deciding: Option<Deciding>,
+}
+
+/// A connection's first bytes, while they are being looked at.
+struct Deciding {
+    /// Who takes connections starting with its prefix.
+    divert: Arc<dyn Divert>,
+    /// What has arrived so far.
+    first: BytesMut,
 }
 
 /// The stream under a [`Conn`].
@@ -29,31 +47,89 @@ enum Io {
     Plain(TcpStream),
     /// TLS over TCP.
     Tls(Box<TlsStream<TcpStream>>),
+    /// Moved to a divert: reads end, writes fail.
+    Gone,
 }
 
 impl Conn {
     /// A plain TCP connection.
     pub(super) fn plain(stream: TcpStream, permit: TcpPermit) -> Conn {
-        Conn {
-            io: Io::Plain(stream),
-            rewind: Bytes::new(),
-            _permit: permit,
-        }
+        Conn::new(Io::Plain(stream), permit)
     }
 
     /// A TLS connection, its handshake done.
     pub(super) fn tls(stream: TlsStream<TcpStream>, permit: TcpPermit) -> Conn {
+        Conn::new(Io::Tls(Box::new(stream)), permit)
+    }
+
+    fn new(io: Io, permit: TcpPermit) -> Conn {
         Conn {
-            io: Io::Tls(Box::new(stream)),
+            io,
             rewind: Bytes::new(),
-            _permit: permit,
+            permit: Some(permit),
+            deciding: None,
         }
     }
 
-    /// Puts `first` back in front of what is still to be read.
-    pub(super) fn rewound(mut self, first: Bytes) -> Conn {
-        self.rewind = first;
+    /// The first read looks at the first bytes for `divert`.
+    pub(super) fn offered_to(mut self, divert: Option<Arc<dyn Divert>>) -> Conn {
+        self.deciding = divert.map(|divert| Deciding {
+            divert,
+            first: BytesMut::new(),
+        });
         self
+    }
+
+    /// Reads until the first bytes decide; hands the stream to the divert
+    /// when they are its prefix followed by a space or `?`. Ready(true)
+    /// once the stream is gone.
+    fn poll_decide(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        let Some(deciding) = &mut self.deciding else {
+            return Poll::Ready(Ok(false));
+        };
+        let prefix = deciding.divert.prefix();
+        loop {
+            let first = &deciding.first;
+            let n = first.len().min(prefix.len());
+            let taken = if first[..n] != prefix[..n] {
+                Some(false)
+            } else if first.len() > prefix.len() {
+                Some(matches!(first[prefix.len()], b' ' | b'?'))
+            } else {
+                None
+            };
+            if let Some(taken) = taken {
+                let Deciding { divert, first } = self.deciding.take().expect("deciding");
+                if !taken {
+                    self.rewind = first.freeze();
+                    return Poll::Ready(Ok(false));
+                }
+                divert.take(Conn {
+                    io: std::mem::replace(&mut self.io, Io::Gone),
+                    rewind: first.freeze(),
+                    permit: self.permit.take(),
+                    deciding: None,
+                });
+                return Poll::Ready(Ok(true));
+            }
+            deciding.first.reserve(512);
+            let read = match &mut self.io {
+                Io::Plain(s) => tokio_util::io::poll_read_buf(Pin::new(s), cx, &mut deciding.first),
+                Io::Tls(s) => tokio_util::io::poll_read_buf(Pin::new(s), cx, &mut deciding.first),
+                Io::Gone => Poll::Ready(Ok(0)),
+            };
+            match read {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(0)) => {
+                    // Ended before deciding: whatever came goes to HTTP.
+                    let Deciding { first, .. } = self.deciding.take().expect("deciding");
+                    self.rewind = first.freeze();
+                    return Poll::Ready(Ok(false));
+                }
+                Poll::Ready(Ok(_)) => {}
+            }
+        }
     }
 
     /// Takes the bytes put back, to read them without going through
@@ -75,6 +151,10 @@ impl Connected for Conn {
         match &self.io {
             Io::Plain(s) => s.connect_info(),
             Io::Tls(s) => s.get_ref().0.connect_info(),
+            Io::Gone => TcpConnectInfo {
+                local_addr: None,
+                remote_addr: None,
+            },
         }
     }
 }
@@ -86,6 +166,13 @@ impl AsyncRead for Conn {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        match this.poll_decide(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            // Diverted: the HTTP server sees the end of the stream.
+            Poll::Ready(Ok(true)) => return Poll::Ready(Ok(())),
+            Poll::Ready(Ok(false)) => {}
+        }
         if !this.rewind.is_empty() {
             let n = this.rewind.len().min(buf.remaining());
             buf.put_slice(&this.rewind[..n]);
@@ -95,6 +182,7 @@ impl AsyncRead for Conn {
         match &mut this.io {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Gone => Poll::Ready(Ok(())),
         }
     }
 }
@@ -108,6 +196,7 @@ impl AsyncWrite for Conn {
         match &mut self.get_mut().io {
             Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Io::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Gone => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
         }
     }
 
@@ -119,6 +208,7 @@ impl AsyncWrite for Conn {
         match &mut self.get_mut().io {
             Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Io::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Gone => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
         }
     }
 
@@ -126,6 +216,7 @@ impl AsyncWrite for Conn {
         match &self.io {
             Io::Plain(s) => s.is_write_vectored(),
             Io::Tls(s) => s.is_write_vectored(),
+            Io::Gone => false,
         }
     }
 
@@ -133,6 +224,7 @@ impl AsyncWrite for Conn {
         match &mut self.get_mut().io {
             Io::Plain(s) => Pin::new(s).poll_flush(cx),
             Io::Tls(s) => Pin::new(s).poll_flush(cx),
+            Io::Gone => Poll::Ready(Ok(())),
         }
     }
 
@@ -140,6 +232,7 @@ impl AsyncWrite for Conn {
         match &mut self.get_mut().io {
             Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Io::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Gone => Poll::Ready(Ok(())),
         }
     }
 }

@@ -522,3 +522,124 @@ async fn errors_come_back_as_replies_and_the_session_goes_on() {
     ));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_close_is_answered_and_the_session_leaves() {
+    client_close_leaves(config()).await;
+}
+
+/// Over Redis, leaving waits on the network: the close must not spin the
+/// connection's task while it does (found in review).
+#[tokio::test]
+async fn a_client_close_is_answered_over_the_redis_backplane_too() {
+    let redis = or_skip!(redis());
+    let mut c = config();
+    c.backplane = chat_server::config::BackplaneKind::Redis;
+    c.redis.url = redis.url();
+    client_close_leaves(c).await;
+}
+
+async fn client_close_leaves(c: chat_server::Config) {
+    let server = TestServer::start(c).await;
+    let mut watcher = open_as(&server, "watcher").await;
+    watcher.join("lobby", None).await;
+    let mut ann = open_as(&server, "ann").await;
+    ann.join("lobby", None).await;
+    ann.socket.close(None).await.expect("close sent");
+    let (_, code) = ann.until_closed().await;
+    assert!(
+        matches!(code, Some(1000) | None),
+        "the server's answer: {code:?}"
+    );
+    let left = loop {
+        match watcher.frame().await {
+            Some(Frame::MemberLeft(m)) => break m,
+            Some(_) => {}
+            None => panic!("the watcher was closed"),
+        }
+    };
+    assert_eq!(left.member.unwrap().display_name, "ann");
+    // The watcher's session, in the same process, still answers.
+    assert!(matches!(
+        watcher.ask(Request::Ping(PingRequest::default())).await,
+        reply::Result::Pong(_)
+    ));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn frames_sent_right_behind_the_request_head_are_read() {
+    let server = TestServer::start(config()).await;
+    let mut raw = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    // The head, then at once a masked ping request in the same write.
+    let mut bytes = format!(
+        "GET /v1/ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Protocol: chat.v1, {}\r\n\r\n",
+        server.addr(),
+        name_protocol("eager")
+    )
+    .into_bytes();
+    let frame = ClientFrame {
+        request_id: 9,
+        traceparent: String::new(),
+        request: Some(Request::Ping(PingRequest {
+            client_time_unix_ms: 42,
+        })),
+    }
+    .encode_to_vec();
+    let mask = [1u8, 2, 3, 4];
+    bytes.extend([0x82, 0x80 | frame.len() as u8]);
+    bytes.extend(mask);
+    bytes.extend(frame.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    raw.write_all(&bytes).await.unwrap();
+    // Read the 101, then binary messages until the pong's reply.
+    let mut got = Vec::new();
+    let pong = tokio::time::timeout(WAIT, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = raw.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before the reply");
+            got.extend_from_slice(&buf[..n]);
+            let Some(head) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let mut at = head + 4;
+            while at + 2 <= got.len() {
+                let len = (got[at + 1] & 0x7F) as usize;
+                if at + 2 + len > got.len() {
+                    break;
+                }
+                let frame = ServerFrame::decode(&got[at + 2..at + 2 + len]).unwrap();
+                if let Some(Frame::Reply(r)) = frame.frame
+                    && r.request_id == 9
+                {
+                    return r.result;
+                }
+                at += 2 + len;
+            }
+        }
+    })
+    .await
+    .expect("the eager request answered");
+    match pong {
+        Some(reply::Result::Pong(p)) => assert_eq!(p.client_time_unix_ms, 42),
+        other => panic!("{other:?}"),
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_plain_connection_still_reaches_http_after_a_pause() {
+    let server = TestServer::start(config()).await;
+    // A pooled client's connection: open, silent a while, then a request.
+    let mut raw = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    raw.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    server.stop().await;
+}

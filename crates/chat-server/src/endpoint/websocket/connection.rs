@@ -95,7 +95,8 @@ pub(super) async fn serve(endpoint: Arc<Endpoint>, mut conn: Conn) {
     let shared = Arc::new(Shared::default());
     let reader = Reader {
         io: read,
-        buf: BytesMut::new(),
+        // Frames an eager client sent right behind its request head.
+        buf: upgrade.rest,
         decoder: Decoder::default(),
         max: endpoint.max_message,
         shared: shared.clone(),
@@ -148,6 +149,10 @@ struct Shared {
     writer: AtomicWaker,
     /// Set when anything arrives; the keepalive checks and clears it.
     heard: AtomicBool,
+    /// Set while the reader waits for the socket (the session is ready for
+    /// the next request): only then does silence mean the client is gone,
+    /// not that the session is busy and has not read the answer yet.
+    reading: AtomicBool,
     /// Set by the writer when the connection is dead (the keepalive went
     /// unanswered, a write failed); the reader then ends the session.
     dead: AtomicBool,
@@ -163,11 +168,16 @@ struct Owed {
     /// How the connection closes, when the reader decided (bad input, or
     /// the client's own close).
     close: Option<(CloseCode, &'static str)>,
+    /// Something was added since the writer last looked.
+    fresh: bool,
 }
 
 impl Shared {
     fn owe(&self, change: impl FnOnce(&mut Owed)) {
-        change(&mut lock(&self.owed));
+        let mut owed = lock(&self.owed);
+        change(&mut owed);
+        owed.fresh = true;
+        drop(owed);
         self.writer.wake();
     }
 
@@ -248,6 +258,7 @@ impl Stream for Reader {
             return Poll::Ready(None);
         }
         this.shared.reader.register(cx.waker());
+        this.shared.reading.store(false, Ordering::Relaxed);
         if this.shared.dead.load(Ordering::Acquire) {
             this.done = true;
             let lost = InboundError::ConnectionLost("no answer to the keepalive ping".into());
@@ -261,6 +272,7 @@ impl Stream for Reader {
             let mut read = ReadBuf::new(&mut chunk);
             match Pin::new(&mut this.io).poll_read(cx, &mut read) {
                 Poll::Pending => {
+                    this.shared.reading.store(true, Ordering::Relaxed);
                     if this.buf.is_empty() {
                         // Idle connections hold no buffer.
                         this.buf = BytesMut::new();
@@ -295,9 +307,25 @@ async fn writer(
     let mut out = Vec::new();
     let timing = &endpoint.timing;
     let mut keepalive = Keepalive::new(timing.keepalive_interval, timing.keepalive_timeout);
+    // How to close, once the reader has said (bad input, the client's close).
+    let mut closing = None;
     let ended = loop {
         tokio::select! {
+            // Pongs and pings first: a busy outbox must not starve them.
             biased;
+            () = owed(shared) => {
+                let mut owed = lock(&shared.owed);
+                if let Some(payload) = owed.pong.take() {
+                    frame::put_pong(&mut out, &payload);
+                }
+                // Sent once the outbox ends (its last frames go first).
+                closing = closing.or(owed.close.take());
+            },
+            tick = keepalive.due(shared) => match tick {
+                Tick::Ping => frame::put_ping(&mut out, b""),
+                Tick::Alive => {}
+                Tick::Dead => break false,
+            },
             frame = frames.next() => match frame {
                 Some(frame) => {
                     frame::put_binary(&mut out, &frame.0);
@@ -311,23 +339,10 @@ async fn writer(
                 }
                 None => break true,
             },
-            () = owed(shared) => {
-                let owed = std::mem::take(&mut *lock(&shared.owed));
-                if let Some(payload) = owed.pong {
-                    frame::put_pong(&mut out, &payload);
-                }
-                if owed.close.is_some() {
-                    // Put back for the close after the outbox ends.
-                    lock(&shared.owed).close = owed.close;
-                }
-            },
-            tick = keepalive.due(shared) => match tick {
-                Tick::Ping => frame::put_ping(&mut out, b""),
-                Tick::Alive => {}
-                Tick::Dead => break false,
-            },
         }
-        if !out.is_empty() && flush(&mut io, &mut out).await.is_err() {
+        // A client that stops reading cannot hold the writer: a write that
+        // does not finish within the keepalive timeout ends the connection.
+        if !out.is_empty() && !flush(&mut io, &mut out, timing.keepalive_timeout).await {
             break false;
         }
     };
@@ -336,43 +351,43 @@ async fn writer(
         shared.kill();
         return;
     }
-    let (code, reason) =
-        lock(&shared.owed)
-            .close
-            .take()
-            .unwrap_or(if endpoint.shutdown.is_cancelled() {
-                (CloseCode::GOING_AWAY, "the server is shutting down")
-            } else {
-                (
-                    CloseCode::NORMAL,
-                    "the session ended; see the DisconnectNotice",
-                )
-            });
+    let closing = closing.or_else(|| lock(&shared.owed).close.take());
+    let (code, reason) = closing.unwrap_or(if endpoint.shutdown.is_cancelled() {
+        (CloseCode::GOING_AWAY, "the server is shutting down")
+    } else {
+        (
+            CloseCode::NORMAL,
+            "the session ended; see the DisconnectNotice",
+        )
+    });
     frame::put_close(&mut out, code, reason);
-    let _ = tokio::time::timeout(CLOSE_GRACE, async {
-        if flush(&mut io, &mut out).await.is_ok() {
-            let _ = io.shutdown().await;
-        }
-    })
-    .await;
+    if flush(&mut io, &mut out, CLOSE_GRACE).await {
+        let _ = tokio::time::timeout(CLOSE_GRACE, io.shutdown()).await;
+    }
 }
 
-/// Writes `out` and empties it; a large buffer is released.
-async fn flush<W: AsyncWrite + Unpin>(io: &mut W, out: &mut Vec<u8>) -> std::io::Result<()> {
-    io.write_all(out).await?;
+/// Writes `out` within `limit` and empties it (a large buffer is
+/// released); false when the write failed or took longer.
+async fn flush<W: AsyncWrite + Unpin>(io: &mut W, out: &mut Vec<u8>, limit: Duration) -> bool {
+    if !matches!(
+        tokio::time::timeout(limit, io.write_all(out)).await,
+        Ok(Ok(()))
+    ) {
+        return false;
+    }
     out.clear();
     if out.capacity() > WRITE_BATCH * 2 {
         *out = Vec::new();
     }
-    Ok(())
+    true
 }
 
-/// Resolves when the reader has left something for the writer.
+/// Resolves when the reader has left something new for the writer.
 async fn owed(shared: &Shared) {
     std::future::poll_fn(|cx| {
         shared.writer.register(cx.waker());
-        let owed = lock(&shared.owed);
-        if owed.pong.is_some() || owed.close.is_some() {
+        let mut owed = lock(&shared.owed);
+        if std::mem::take(&mut owed.fresh) {
             Poll::Ready(())
         } else {
             Poll::Pending
@@ -419,7 +434,15 @@ impl Keepalive {
         tokio::time::sleep_until(self.next).await;
         let heard = shared.heard.swap(false, Ordering::Relaxed);
         match self.pinged.take() {
-            Some(_) if !heard => Tick::Dead,
+            // Silence while the reader waits on the socket: gone.
+            Some(_) if !heard && shared.reading.load(Ordering::Relaxed) => Tick::Dead,
+            // The session is busy with a request and has not read the
+            // answer yet: look again a timeout later.
+            Some(at) if !heard => {
+                self.pinged = Some(at);
+                self.next = Instant::now() + self.timeout;
+                Tick::Alive
+            }
             Some(at) => {
                 self.next = at + self.interval;
                 Tick::Alive

@@ -220,13 +220,25 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
     }
 }
 
-/// The code of a close frame's payload (none when empty).
+/// The code of a close frame's payload (none when empty), checked: only
+/// codes an endpoint may send (RFC 6455 §7.4), and a UTF-8 reason.
 fn close(payload: &[u8]) -> Result<Option<u16>, Violation> {
     match payload.len() {
-        0 => Ok(None),
-        1 => Err(Violation::protocol("a close frame with a one-byte payload")),
-        _ => Ok(Some(u16::from_be_bytes([payload[0], payload[1]]))),
+        0 => return Ok(None),
+        1 => return Err(Violation::protocol("a close frame with a one-byte payload")),
+        _ => {}
     }
+    let code = u16::from_be_bytes([payload[0], payload[1]]);
+    if !matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
+        return Err(Violation::protocol("a close code an endpoint may not send"));
+    }
+    if std::str::from_utf8(&payload[2..]).is_err() {
+        return Err(Violation {
+            code: CloseCode::INVALID_PAYLOAD,
+            reason: "a close reason that is not UTF-8",
+        });
+    }
+    Ok(Some(code))
 }
 
 /// Appends the header of an unmasked server frame of `len` bytes.
@@ -347,7 +359,8 @@ mod tests {
 
     #[test]
     fn violations_close_with_their_codes() {
-        let code = |bytes: Vec<u8>| decode_all(&bytes, 100).unwrap_err().code;
+        let code_of = |bytes: Vec<u8>| decode_all(&bytes, 100).unwrap_err().code;
+        let code = code_of;
         assert_eq!(code(client(true, TEXT, b"hi")), CloseCode::UNSUPPORTED_DATA);
         let mut fragmented_text = client(false, TEXT, b"h");
         fragmented_text.extend(client(true, CONTINUATION, b"i"));
@@ -364,6 +377,19 @@ mod tests {
         assert_eq!(
             code(client(true, CONTINUATION, b"x")),
             CloseCode::PROTOCOL_ERROR
+        );
+        for code in [0u16, 999, 1004, 1005, 1006, 1015, 2999, 5000] {
+            assert_eq!(
+                code_of(client(true, CLOSE, &code.to_be_bytes())),
+                CloseCode::PROTOCOL_ERROR,
+                "{code}"
+            );
+        }
+        let mut bad_reason = 1000u16.to_be_bytes().to_vec();
+        bad_reason.extend_from_slice(b"\xff\xfe");
+        assert_eq!(
+            code_of(client(true, CLOSE, &bad_reason)),
+            CloseCode::INVALID_PAYLOAD
         );
         let mut reserved = client(true, BINARY, b"x");
         reserved[0] |= 0x40;

@@ -16,10 +16,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 pub const PATH: &str = "/v1/ws";
 /// The subprotocol every client offers and the server selects.
 pub const SUBPROTOCOL: &str = "chat.v1";
-/// Largest request head accepted: far above a browser's, and bounded.
-const MAX_HEAD: usize = 8 * 1024;
+/// Largest request head accepted: above a browser's with cookies and a
+/// token in the protocol list, and bounded.
+const MAX_HEAD: usize = 16 * 1024;
 /// Headers parsed at most.
-const MAX_HEADERS: usize = 48;
+const MAX_HEADERS: usize = 64;
 /// RFC 6455's GUID for `Sec-WebSocket-Accept`.
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -66,22 +67,28 @@ impl Refusal {
     };
 }
 
-/// Which `Origin`s may open a session: the server's own (the `Host` the
-/// request was sent to), loopback, and the configured ones.
+/// Which `Origin`s may open a session: loopback ones, the configured ones,
+/// and the server's own (the `Host` the request was sent to). The last only
+/// with authentication on or a loopback `Host`: with auth off, a page whose
+/// name was rebound to this server's address (DNS rebinding) would
+/// otherwise pass as same-origin.
 #[derive(Debug, Clone, Default)]
 pub struct Origins {
     /// `websocket.allowed_origins`, lower-cased, without a trailing `/`.
     allowed: Vec<String>,
+    /// Whether tokens are required (same-origin by `Host` is then safe).
+    auth: bool,
 }
 
 impl Origins {
-    /// The default rule plus `allowed`.
-    pub fn new(allowed: &[String]) -> Origins {
+    /// The default rule plus `allowed`; `auth`: whether tokens are required.
+    pub fn new(allowed: &[String], auth: bool) -> Origins {
         Origins {
             allowed: allowed
                 .iter()
                 .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
                 .collect(),
+            auth,
         }
     }
 
@@ -91,18 +98,24 @@ impl Origins {
         let Some((scheme, authority)) = origin.split_once("://") else {
             return false;
         };
-        if scheme != "http" && scheme != "https" {
+        if (scheme != "http" && scheme != "https") || authority.contains(['@', '/', '\\']) {
             return false;
         }
-        if host.is_some_and(|host| authority == host.to_ascii_lowercase()) {
+        if self.allowed.contains(&origin) || is_loopback(authority) {
             return true;
         }
-        let name = match authority.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or_default(),
-            None => authority.split(':').next().unwrap_or_default(),
-        };
-        matches!(name, "localhost" | "127.0.0.1" | "::1") || self.allowed.contains(&origin)
+        let host = host.map(str::to_ascii_lowercase);
+        host.is_some_and(|host| authority == host && (self.auth || is_loopback(&host)))
     }
+}
+
+/// Whether `authority` (`name[:port]`) names this machine's loopback.
+fn is_loopback(authority: &str) -> bool {
+    let name = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    matches!(name, "localhost" | "127.0.0.1" | "::1")
 }
 
 /// Reads and checks the request head on `io` (whose first bytes may already
@@ -188,7 +201,10 @@ fn check(head: &[u8], origins: &Origins) -> Result<Upgrade, Refusal> {
         return Err(Refusal::bad("not a WebSocket upgrade"));
     }
     if header("sec-websocket-version").map(str::trim) != Some("13") {
-        return Err(Refusal::bad("Sec-WebSocket-Version 13 is required"));
+        return Err(Refusal {
+            status: 426,
+            why: "Sec-WebSocket-Version 13 is required",
+        });
     }
     let key = header("sec-websocket-key")
         .map(str::trim)
@@ -196,13 +212,20 @@ fn check(head: &[u8], origins: &Origins) -> Result<Upgrade, Refusal> {
     if STANDARD.decode(key).map(|k| k.len()) != Ok(16) {
         return Err(Refusal::bad("Sec-WebSocket-Key is not 16 bytes in base64"));
     }
-    if let Some(origin) = header("origin")
-        && !origins.allows(origin, header("host"))
-    {
-        return Err(Refusal {
-            status: 403,
-            why: "this Origin may not open chat sessions (websocket.allowed_origins)",
-        });
+    let mut given = request
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("origin"));
+    if let Some(origin) = given.next() {
+        let allowed = std::str::from_utf8(origin.value)
+            .is_ok_and(|origin| origins.allows(origin, header("host")));
+        // One Origin, readable, allowed.
+        if !allowed || given.next().is_some() {
+            return Err(Refusal {
+                status: 403,
+                why: "this Origin may not open chat sessions (websocket.allowed_origins)",
+            });
+        }
     }
     let offered: Vec<&str> = request
         .headers
@@ -264,14 +287,21 @@ where
     let reason = match refusal.status {
         400 => "Bad Request",
         403 => "Forbidden",
+        426 => "Upgrade Required",
         404 => "Not Found",
         408 => "Request Timeout",
         431 => "Request Header Fields Too Large",
         _ => "Service Unavailable",
     };
     let body = format!("{}\n", refusal.why);
+    // A version mismatch says which version is spoken (RFC 6455 §4.4).
+    let version = if refusal.status == 426 {
+        "Sec-WebSocket-Version: 13\r\n"
+    } else {
+        ""
+    };
     let answer = format!(
-        "HTTP/1.1 {} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n\
+        "HTTP/1.1 {} {reason}\r\n{version}Content-Type: text/plain; charset=utf-8\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         refusal.status,
         body.len()
@@ -293,7 +323,7 @@ mod tests {
     }
 
     fn checked(extra: &str) -> Result<Upgrade, Refusal> {
-        check(request(extra).as_bytes(), &Origins::new(&[]))
+        check(request(extra).as_bytes(), &Origins::new(&[], true))
     }
 
     #[test]
@@ -333,7 +363,7 @@ mod tests {
         let no_upgrade =
             request("Sec-WebSocket-Protocol: chat.v1\r\n").replace("Upgrade: websocket\r\n", "");
         assert_eq!(
-            check(no_upgrade.as_bytes(), &Origins::new(&[]))
+            check(no_upgrade.as_bytes(), &Origins::new(&[], true))
                 .unwrap_err()
                 .status,
             400
@@ -341,14 +371,14 @@ mod tests {
         let old =
             request("Sec-WebSocket-Protocol: chat.v1\r\n").replace("Version: 13", "Version: 8");
         assert_eq!(
-            check(old.as_bytes(), &Origins::new(&[]))
+            check(old.as_bytes(), &Origins::new(&[], true))
                 .unwrap_err()
                 .status,
-            400
+            426
         );
         let other = request("Sec-WebSocket-Protocol: chat.v1\r\n").replace("/v1/ws", "/v2/ws");
         assert_eq!(
-            check(other.as_bytes(), &Origins::new(&[]))
+            check(other.as_bytes(), &Origins::new(&[], true))
                 .unwrap_err()
                 .status,
             404
@@ -357,9 +387,14 @@ mod tests {
 
     #[test]
     fn origins_own_loopback_and_configured() {
-        let origins = Origins::new(&["https://Chat.Example.com/".to_string()]);
+        let origins = Origins::new(&["https://Chat.Example.com/".to_string()], true);
         let host = Some("server:5000");
         assert!(origins.allows("http://server:5000", host));
+        // Same-origin by Host only with auth on (DNS rebinding), or loopback.
+        let open = Origins::new(&[], false);
+        assert!(!open.allows("http://server:5000", host));
+        assert!(open.allows("http://127.0.0.1:5000", Some("127.0.0.1:5000")));
+        assert!(!origins.allows("http://localhost:1@evil.example", host));
         assert!(origins.allows("http://localhost:8080", host));
         assert!(origins.allows("http://127.0.0.1", host));
         assert!(origins.allows("http://[::1]:3000", host));

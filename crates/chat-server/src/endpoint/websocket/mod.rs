@@ -74,12 +74,14 @@ pub struct Parts {
 impl WebSocket {
     /// The endpoint over `parts`.
     pub fn new(parts: Parts) -> WebSocket {
+        let origins =
+            handshake::Origins::new(&parts.config.allowed_origins, parts.auth.is_enabled());
         WebSocket(Arc::new(Endpoint {
             hub: parts.hub,
             auth: parts.auth,
             admission: parts.admission,
             timing: parts.timing,
-            origins: handshake::Origins::new(&parts.config.allowed_origins),
+            origins,
             handshake_timeout: parts.handshake_timeout,
             max_message: parts.max_message,
             shutdown: parts.shutdown,
