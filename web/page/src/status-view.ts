@@ -22,19 +22,23 @@ export class ConnectionView {
   private readonly root: HTMLElement;
   /** Its text. */
   private readonly text: HTMLElement;
+  /** The details beside it (why, the next attempt); left out on narrow screens. */
+  private readonly detail: HTMLElement;
   /** Turns "back" into "connected". */
   private timer: ReturnType<typeof setTimeout> | undefined;
 
   constructor() {
     this.root = byId("conn", HTMLElement);
     this.text = byId("conn-text", HTMLElement);
+    this.detail = byId("conn-detail", HTMLElement);
   }
 
   /** Shows `state` with `detail` (e.g. why it is reconnecting). */
   show(state: Shown, detail = ""): void {
     clearTimeout(this.timer);
     this.root.dataset.state = state;
-    this.text.textContent = LABELS[state] + (detail === "" ? "" : ` (${detail})`);
+    this.text.textContent = LABELS[state];
+    this.detail.textContent = detail === "" ? "" : `(${detail})`;
     this.root.title = detail;
     if (state === "back") this.timer = setTimeout(() => this.show("connected"), BACK_MS);
   }

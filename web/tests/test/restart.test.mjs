@@ -15,6 +15,7 @@ import {
   DESKTOP,
   newPage,
   PHONE,
+  screenshot,
   send,
   shownMessages,
   signIn,
@@ -50,6 +51,8 @@ describe("a server restart", { skip }, () => {
     // Typed while the server is down: the library sends it once it is back.
     const whileDown = "typed by alice while the server was down";
     await send(alice, whileDown);
+    await screenshot(alice, "desktop-reconnecting");
+    await screenshot(bob, "phone-reconnecting");
     // Down long enough for the pages' reconnect backoff to grow past the restart.
     await sleep(3_000);
 
@@ -67,6 +70,7 @@ describe("a server restart", { skip }, () => {
       await connected(page, 30_000);
       assert.match(await page.textContent("#conn-text"), /Back|Connected/);
     }
+    await screenshot(alice, "desktop-back");
     const live = "live after the pages came back (bob)";
     await send(bob, live);
     await writer.waitFor(/^message resume \d+ bob: live after the pages came back/);

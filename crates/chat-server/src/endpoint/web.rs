@@ -154,7 +154,10 @@ mod tests {
         assert!(ipv6.to_str().unwrap().contains("ws://[::1]:5000"));
         for hostile in ["evil; script-src *", "a b", "x'y", ""] {
             let p = policy(Some(hostile));
-            assert!(p.to_str().unwrap().ends_with("connect-src 'self'"), "{hostile}");
+            assert!(
+                p.to_str().unwrap().ends_with("connect-src 'self'"),
+                "{hostile}"
+            );
         }
         assert!(
             policy(None)

@@ -20,7 +20,10 @@ fn browser_required() -> bool {
 
 /// Reports what is missing: a failure in CI, a skip elsewhere.
 fn missing(what: &str) {
-    assert!(!browser_required(), "{what} and CHAT_TEST_REQUIRE_BROWSER=1");
+    assert!(
+        !browser_required(),
+        "{what} and CHAT_TEST_REQUIRE_BROWSER=1"
+    );
     eprintln!("skipping the browser tests: {what}");
 }
 

@@ -35,9 +35,15 @@ async fn the_page_and_its_files_are_served_with_their_headers() {
     let server = TestServer::start(config()).await;
     let page = http(server.addr(), HttpRequest::get("/")).await;
     assert_eq!(page.status, 200);
-    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
     assert_eq!(page.body, asset("index.html"));
-    assert!(page.body.contains(r#"<script src="/app.js" defer></script>"#));
+    assert!(
+        page.body
+            .contains(r#"<script src="/app.js" defer></script>"#)
+    );
     assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
     assert_eq!(page.header("referrer-policy"), Some("no-referrer"));
     assert_eq!(page.header("cache-control"), Some("no-cache"));
@@ -115,7 +121,8 @@ async fn the_policy_names_the_host_asked_for_and_nothing_injected() {
     )
     .await;
     assert!(
-        answer.contains("connect-src 'self' ws://chat.example.com:5000 wss://chat.example.com:5000"),
+        answer
+            .contains("connect-src 'self' ws://chat.example.com:5000 wss://chat.example.com:5000"),
         "{answer}"
     );
     let hostile = raw(
@@ -125,7 +132,10 @@ async fn the_policy_names_the_host_asked_for_and_nothing_injected() {
     .await;
     let csp = hostile
         .lines()
-        .find(|l| l.to_ascii_lowercase().starts_with("content-security-policy:"))
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("content-security-policy:")
+        })
         .unwrap_or_default();
     assert!(csp.ends_with("connect-src 'self'"), "{hostile}");
     server.stop().await;
