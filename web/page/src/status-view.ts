@@ -70,9 +70,22 @@ export class NoticesView {
     this.list = byId("notice-list", HTMLOListElement);
   }
 
-  /** Shows a server notification on top of the older ones. */
+  /**
+   * Shows a server notification on top of the older ones; the same text
+   * as the newest (the periodic notification) only updates its time.
+   */
   add(notification: proto.Notification): void {
     const time = shownTime(notification.serverTimeUnixMs || BigInt(Date.now()));
+    const newest = this.list.firstElementChild;
+    if (newest !== null && newest.querySelector(".text")?.textContent === notification.text) {
+      const shown = newest.querySelector("time");
+      if (shown !== null) {
+        shown.textContent = time.short;
+        shown.setAttribute("datetime", time.iso);
+        shown.title = time.long;
+      }
+      return;
+    }
     const dismiss = el("button", { text: "Dismiss", attrs: { type: "button", "aria-label": "Dismiss notification" } });
     const item = el(
       "li",
