@@ -84,7 +84,10 @@ export class App {
           if (first) this.showChat(signIn);
         },
         unreachable: (reason) => {
-          if (!restored) this.say(`Cannot reach the server yet (${reason}); still trying…`, false);
+          if (restored) return;
+          this.say(`Cannot reach the server yet (${reason}); still trying…`, false);
+          // Signing in again (with other credentials) replaces this attempt.
+          this.form.submit.disabled = false;
         },
         stopped: (reason, closeReason) => this.refused(reason, closeReason),
         changed: (rooms, current) => {

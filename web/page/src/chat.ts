@@ -301,6 +301,7 @@ export class Chat {
   /** Forgets room `name`. */
   private drop(name: string): void {
     this.rooms.delete(name);
+    this.composer.forget(name);
     if (this.current === name) this.open(this.rooms.keys().next().value);
     else {
       this.renderSide();

@@ -79,6 +79,11 @@ export class Composer {
     this.pending.delete(clientMessageId);
   }
 
+  /** Forgets the sends in flight to `room` (it was left: they can no longer arrive). */
+  forget(room: string): void {
+    for (const [id, send] of this.pending) if (send.room === room) this.pending.delete(id);
+  }
+
   /** Sends the box's text to the room shown. */
   private submit(): void {
     const text = this.input.value;
