@@ -8,6 +8,10 @@
 #   single   one instance on its embedded defaults (SQLite in a fresh temporary
 #            folder, in-process backplane): A, B, D, labelled single-A, single-B, single-D
 #
+# Rows A-ws, C-ws, D-ws (and D2x-ws) run the same cluster workloads over the WebSocket
+# transport (`/v1/ws` on the same listener) with chat-bench's lean WebSocket driver
+# (`--driver ws`); `loopback-floor` measures once, right after the A rows, what the kernel
+# alone charges per delivery (one write each) on this machine, for summary.md's CPU split.
 # Every run gets fresh server processes; Redis stays up (as in the peer's run.sh).
 # Periodic notifications are off (notifications.enabled = false): they would add
 # deliveries nobody planned. Everything else is the servers' default configuration.
@@ -30,6 +34,8 @@
 #   SKIP_BUILD=1         use the release binaries already built
 #   SKIP_RAW=1           skip A-raw and C-raw: the same workloads with chat-bench's lean driver
 #                        (`--driver raw`: less load-generator CPU), as the peer's run.sh has them
+#   SKIP_WS=1            skip A-ws, C-ws, D-ws and D2x-ws (the WebSocket transport, `--driver ws`)
+#   FLOOR_ROUNDS=300     loopback-floor's rounds (1,000 connections, 128 bytes, one write each)
 #   TRACES=1             the servers export every request's spans over OTLP/gRPC to `otlp-sink`
 #                        (chat-bench's counting collector, on a free port; its CPU is not the
 #                        servers'), to measure what tracing costs; the summary says how many
@@ -49,6 +55,8 @@ PEER_DIR=${PEER_DIR:-$ROOT/../shared/peers/socketio}
 SERVER_LOG_LEVEL=${SERVER_LOG_LEVEL:-info}
 SKIP_BUILD=${SKIP_BUILD:-0}
 SKIP_RAW=${SKIP_RAW:-0}
+SKIP_WS=${SKIP_WS:-0}
+FLOOR_ROUNDS=${FLOOR_ROUNDS:-300}
 TRACES=${TRACES:-0}
 TRACES_RATIO=${TRACES_RATIO:-1}
 RUN_TIMEOUT=300 # seconds, per chat-bench run
@@ -152,6 +160,7 @@ TARGET=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
 SERVER="${TARGET:-$ROOT/target}/release/chat-server"
 BENCH="${TARGET:-$ROOT/target}/release/chat-bench"
 SINK="${TARGET:-$ROOT/target}/release/otlp-sink"
+FLOOR="${TARGET:-$ROOT/target}/release/loopback-floor"
 [ -x "$SERVER" ] && [ -x "$BENCH" ] || die "release binaries not found under ${TARGET:-$ROOT/target}/release"
 
 # Everything shares this machine: say so when something else is already using it.
@@ -185,6 +194,7 @@ json_str() { local s=${1//\\/\\\\}; s=${s//\"/\\\"}; printf '"%s"' "${s//$'\n'/ 
   echo "  \"quick\": $([ "$QUICK" = 1 ] && echo true || echo false),"
   echo "  \"only\": $(json_str "$ONLY"),"
   echo "  \"topologies\": $(json_str "$TOPOLOGIES"),"
+  echo "  \"skip_ws\": $([ "$SKIP_WS" = 1 ] && echo true || echo false),"
   echo "  \"traces\": $([ "$TRACES" = 1 ] && echo true || echo false),"
   echo "  \"traces_ratio\": $(json_str "$TRACES_RATIO")"
   echo "}"
@@ -305,6 +315,22 @@ saturate() { # saturate PREFIX [chat-bench flags...]: C's stepping, labels PREFI
   done
 }
 
+FLOOR_DONE=0
+run_floor() { # run_floor: loopback-floor once per benchmark run, one line in floor.jsonl
+  [ "$FLOOR_DONE" = 0 ] || return 0
+  FLOOR_DONE=1
+  if [ ! -x "$FLOOR" ]; then log "loopback-floor not found under ${TARGET:-$ROOT/target}/release; no floor row"; return 0; fi
+  log "loopback-floor: 1000 connections x $FLOOR_ROUNDS rounds, 128 bytes, one write per delivery"
+  local line
+  if line=$(timeout -k 5 120 "$FLOOR" --connections 1000 --rounds "$FLOOR_ROUNDS" --bytes 128 2>> "$OUT/logs/loopback-floor.log"); then
+    echo "$line" >> "$OUT/floor.jsonl"
+    log "loopback-floor: $line"
+  else
+    log "loopback-floor failed (see logs/loopback-floor.log)"
+    FAILED+=(loopback-floor)
+  fi
+}
+
 # ---------------------------------------------------------------- cluster
 if topology cluster; then
   log "cluster: 2 instances, Redis backplane (pid $REDIS_PID), PostgreSQL store (fresh database per run)"
@@ -312,6 +338,8 @@ if topology cluster; then
     log "A: 1 room x 1000 clients, 1 sender @ 50 msg/s, ${D_AB}s"
     run_checked cluster A --scenario A --duration "$D_AB"
     [ "$SKIP_RAW" = 1 ] || run_checked cluster A-raw --scenario A --duration "$D_AB" --driver raw
+    [ "$SKIP_WS" = 1 ] || run_checked cluster A-ws --scenario A --duration "$D_AB" --driver ws
+    run_floor
   fi
   if wanted B; then
     log "B: 100 rooms x 10 clients, 2 senders/room @ 5 msg/s, ${D_AB}s"
@@ -320,14 +348,17 @@ if topology cluster; then
   if wanted C; then
     saturate C
     [ "$SKIP_RAW" = 1 ] || saturate C-raw --driver raw
+    [ "$SKIP_WS" = 1 ] || saturate C-ws --driver ws
   fi
   if wanted D; then
     log "D: $N_D idle connections in $((N_D / 10)) rooms"
     run_checked cluster D --scenario D --rooms $((N_D / 10))
+    [ "$SKIP_WS" = 1 ] || run_checked cluster D-ws --scenario D --rooms $((N_D / 10)) --driver ws
   fi
   if wanted D2x; then
     log "D2x: $((N_D * 2)) idle connections in $((N_D / 5)) rooms"
     run_checked cluster D2x --scenario D2x --rooms $((N_D / 5))
+    [ "$SKIP_WS" = 1 ] || run_checked cluster D2x-ws --scenario D2x --rooms $((N_D / 5)) --driver ws
   fi
   stop_pid "$REDIS_PID"; REDIS_PID=""
 fi
@@ -335,7 +366,7 @@ fi
 # ---------------------------------------------------------------- single
 if topology single; then
   log "single: 1 instance, embedded defaults (SQLite in a fresh folder, in-process backplane)"
-  if wanted A; then run_checked single single-A --scenario A --duration "$D_AB"; fi
+  if wanted A; then run_checked single single-A --scenario A --duration "$D_AB"; run_floor; fi
   if wanted B; then run_checked single single-B --scenario B --duration "$D_AB"; fi
   if wanted D; then run_checked single single-D --scenario D --rooms $((N_D / 10)); fi
 fi
@@ -378,6 +409,8 @@ fi
   echo "  store in a fresh folder, in-process backplane)."
   echo "- Fresh server processes for every run; periodic notifications off"
   echo "  (\`notifications.enabled = false\`); otherwise the default configuration."
+  [ "$SKIP_WS" = 1 ] || echo "- Rows \`*-ws\`: the same cluster workloads over the WebSocket transport (\`/v1/ws\` on the same"
+  [ "$SKIP_WS" = 1 ] || echo "  listener), driven by chat-bench's lean WebSocket driver (\`--driver ws\`)."
   [ "$PEER" != 1 ] || echo "- **socket.io ×2**: the peer, run by its own run.sh in the same session (its summary: peer-summary.md)."
   if [ "$TRACES" = 1 ]; then
     stop_pid "$SINK_PID"; SINK_PID=""
@@ -387,7 +420,9 @@ fi
   echo
   echo '```json'; cat "$OUT/env.json"; echo '```'
   echo
-  "$BENCH" report "$RES" "${PEER_ARGS[@]}"
+  FLOOR_ARGS=()
+  [ ! -s "$OUT/floor.jsonl" ] || FLOOR_ARGS=(--floor "$OUT/floor.jsonl")
+  "$BENCH" report "$RES" "${PEER_ARGS[@]}" "${FLOOR_ARGS[@]}"
 } > "$OUT/summary.md"
 ln -sfn "$TS" "$ROOT/bench/results/latest"
 cleanup

@@ -11,6 +11,9 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+/// The client drivers `--driver` accepts.
+pub const DRIVERS: [&str; 3] = ["chat-client", "raw", "ws"];
+
 /// A row of the peer's scenario table (run.sh).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
@@ -98,7 +101,8 @@ pub enum Command {
         rates: Vec<u64>,
     },
     /// Markdown tables (throughput and latency, connection memory,
-    /// saturation, diagnostics) from results files.
+    /// saturation, CPU per delivery as user and system time beside the
+    /// kernel's floor, diagnostics) from results files.
     Report {
         /// Our results file, one JSON object per line.
         results: PathBuf,
@@ -111,6 +115,10 @@ pub enum Command {
         /// Name of the system in the peer's rows.
         #[arg(long = "peer-name", default_value = "socket.io")]
         peer_name: String,
+        /// `loopback-floor`'s results (one JSON object per line), shown
+        /// beside the servers' user and system CPU per delivery.
+        #[arg(long)]
+        floor: Option<PathBuf>,
     },
 }
 
@@ -183,9 +191,10 @@ pub struct Cli {
     #[arg(long = "phase-timeout", env = "PHASE_TIMEOUT", default_value_t = 120.0)]
     pub phase_timeout: f64,
     /// Client driver: `chat-client` (the client library, as an application
-    /// would use it) or `raw` (the generated gRPC client and one reading task
+    /// would use it), `raw` (the generated gRPC client and one reading task
     /// per connection: less load-generator CPU, like the peer's
-    /// `socketio-raw`).
+    /// `socketio-raw`) or `ws` (the WebSocket transport, `/v1/ws` on the
+    /// same URLs, lean like `raw`).
     #[arg(long, env = "DRIVER", default_value = "chat-client")]
     pub driver: String,
     /// Label of the run in the JSON [default: the scenario's name].
@@ -291,8 +300,8 @@ impl Cli {
         if self.workers != 1 {
             bail!("--workers: chat-bench is one process (multi-threaded); only 1 is supported");
         }
-        if self.driver != "chat-client" && self.driver != "raw" {
-            bail!("--driver: chat-client or raw");
+        if !DRIVERS.contains(&self.driver.as_str()) {
+            bail!("--driver: one of {}", DRIVERS.join(", "));
         }
         let redis = pids(&self.redis_pid, "redis-pid")?;
         Ok(Params {
@@ -362,5 +371,7 @@ mod tests {
         assert!(parse(&["--rate", "-1"]).is_err());
         assert!(parse(&["--bogus", "1"]).is_err());
         assert!(parse(&["--server-pids", "x"]).is_err());
+        assert!(parse(&["--driver", "tcp"]).is_err());
+        assert_eq!(parse(&["--driver", "ws"]).expect("valid").driver, "ws");
     }
 }

@@ -1,6 +1,7 @@
 //! `chat-bench`: the peer benchmark's load generator (`load.js` in
 //! `shared/peers/socketio`) for the chat server, speaking gRPC through
-//! `chat-client`. Same workload definition, same flags, same JSON fields.
+//! `chat-client` (or, leaner, the generated client: [`raw`]) or WebSocket
+//! ([`ws`]). Same workload definition, same flags, same JSON fields.
 //!
 //! [`args`] turns flags into [`args::Params`]; [`scenario::run`] connects,
 //! joins, sends on the open-loop [`schedule`], drains and measures;
@@ -15,12 +16,14 @@ pub mod clock;
 pub mod metrics;
 pub mod procstat;
 pub mod raw;
+pub mod replies;
 pub mod report;
 pub mod saturation;
 pub mod scenario;
 pub mod schedule;
 pub mod slo;
 pub mod summary;
+pub mod ws;
 
 pub use args::{Cli, Params};
 pub use report::Report;

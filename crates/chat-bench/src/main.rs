@@ -116,6 +116,7 @@ fn helper(command: &Command) -> anyhow::Result<ExitCode> {
             peer,
             name,
             peer_name,
+            floor,
         } => {
             let ours = Source {
                 name: name.clone(),
@@ -128,7 +129,11 @@ fn helper(command: &Command) -> anyhow::Result<ExitCode> {
                 }),
                 None => None,
             };
-            print!("{}", summary::render(&ours, peer.as_ref()));
+            let floors = match floor {
+                Some(f) => summary::read_rows(f)?,
+                None => Vec::new(),
+            };
+            print!("{}", summary::render(&ours, peer.as_ref(), &floors));
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -1,7 +1,8 @@
 //! Process and machine statistics from `/proc`, as load.js reads them:
-//! CPU seconds (`utime + stime`, fields 14 and 15 of `/proc/<pid>/stat`),
-//! `VmRSS` / `VmHWM` from `/proc/<pid>/status`, and the aggregate line of
-//! `/proc/stat`. A process that cannot be read gives `None` (JSON `null`).
+//! CPU seconds (`utime + stime`, fields 14 and 15 of `/proc/<pid>/stat`,
+//! and each of the two on its own), `VmRSS` / `VmHWM` from
+//! `/proc/<pid>/status`, and the aggregate line of `/proc/stat`. A process
+//! that cannot be read gives `None` (JSON `null`).
 
 use std::fs;
 
@@ -17,6 +18,23 @@ pub fn clk_tck() -> f64 {
 
 /// CPU seconds (user + system) from the text of `/proc/<pid>/stat`.
 pub fn parse_cpu_s(stat: &str, clk_tck: f64) -> Option<f64> {
+    parse_cpu_times(stat, clk_tck).map(|t| t.total_s)
+}
+
+/// A process's CPU seconds in user mode and in the kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CpuTimes {
+    /// `utime`: the process's own code (and its libraries').
+    pub user_s: f64,
+    /// `stime`: the kernel working for it (system calls, and on loopback
+    /// the receiving side's TCP processing too).
+    pub sys_s: f64,
+    /// `utime + stime` (summed in clock ticks, as load.js does).
+    pub total_s: f64,
+}
+
+/// User and system CPU seconds from the text of `/proc/<pid>/stat`.
+pub fn parse_cpu_times(stat: &str, clk_tck: f64) -> Option<CpuTimes> {
     // The command name may hold spaces and parentheses: fields start after
     // the last ')'. After it, field 3 (state) is index 0, so utime (14) is
     // index 11 and stime (15) index 12.
@@ -24,7 +42,11 @@ pub fn parse_cpu_s(stat: &str, clk_tck: f64) -> Option<f64> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / clk_tck)
+    Some(CpuTimes {
+        user_s: utime as f64 / clk_tck,
+        sys_s: stime as f64 / clk_tck,
+        total_s: (utime + stime) as f64 / clk_tck,
+    })
 }
 
 /// Memory of a process, kB.
@@ -83,8 +105,13 @@ pub fn busy_pct(a: MachineCpu, b: MachineCpu) -> Option<f64> {
 
 /// CPU seconds of `pid` (`"self"` for this process).
 pub fn cpu_s(pid: &str) -> Option<f64> {
+    cpu_times(pid).map(|t| t.total_s)
+}
+
+/// User and system CPU seconds of `pid` (`"self"` for this process).
+pub fn cpu_times(pid: &str) -> Option<CpuTimes> {
     let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_cpu_s(&text, clk_tck())
+    parse_cpu_times(&text, clk_tck())
 }
 
 /// Memory of `pid` (`"self"` for this process).
@@ -102,16 +129,20 @@ pub fn machine() -> Option<MachineCpu> {
 /// One process's reading.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProcSnap {
-    /// CPU seconds so far.
+    /// CPU seconds so far (user + system).
     pub cpu_s: Option<f64>,
+    /// The same, user and system apart (read together with `cpu_s`).
+    pub times: Option<CpuTimes>,
     /// Memory now.
     pub mem: Mem,
 }
 
 /// Reads `pid` (`"self"` for this process).
 pub fn snap(pid: &str) -> ProcSnap {
+    let times = cpu_times(pid);
     ProcSnap {
-        cpu_s: cpu_s(pid),
+        cpu_s: times.map(|t| t.total_s),
+        times,
         mem: mem(pid),
     }
 }
@@ -126,6 +157,14 @@ mod tests {
     #[test]
     fn cpu_from_stat_skips_the_command_name() {
         assert_eq!(parse_cpu_s(STAT, 100.0), Some(18.01));
+        assert_eq!(
+            parse_cpu_times(STAT, 100.0),
+            Some(CpuTimes {
+                user_s: 12.34,
+                sys_s: 5.67,
+                total_s: 18.01
+            })
+        );
         assert_eq!(parse_cpu_s("garbage", 100.0), None);
         assert_eq!(parse_cpu_s("1 (x) S 1 2", 100.0), None);
     }

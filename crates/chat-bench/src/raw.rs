@@ -5,23 +5,23 @@
 //! peer's `socketio-raw` driver leaves out socket.io-client. It measures the
 //! same thing with less of the load generator's CPU in the way.
 
+use crate::replies::{self, Pending};
 use chat_client::proto::chat_service_client::ChatServiceClient;
 use chat_client::proto::{
-    ClientFrame, JoinRoomRequest, MessageEvent, Reply, SendMessageRequest, client_frame, reply,
+    ClientFrame, JoinRoomRequest, MessageEvent, SendMessageRequest, client_frame, reply,
     server_frame::Frame,
 };
 use chat_util::lock;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 /// Requests one connection may have outstanding before `request` waits.
 const OUTBOUND: usize = 256;
 
-/// What the reading task reports.
+/// What a lean driver's reading task reports (`raw` here, and `ws`).
 pub trait Sink: Send + Sync + 'static {
     /// A message was delivered to this connection.
     fn message(&self, m: &MessageEvent);
@@ -36,11 +36,15 @@ pub struct RawClient {
 }
 
 struct Inner {
+    /// The Session stream's outbound half.
     frames: mpsc::Sender<ClientFrame>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
-    next_id: AtomicU64,
+    /// Requests waiting for their reply.
+    pending: Pending,
+    /// Set by [`RawClient::close`]: the end of the stream is no disconnect.
     closed: AtomicBool,
+    /// The reading task, aborted on close.
     reader: Mutex<Option<AbortHandle>>,
+    /// Longest wait for a reply.
     timeout: Duration,
 }
 
@@ -82,8 +86,7 @@ impl RawClient {
         }
         let inner = Arc::new(Inner {
             frames,
-            pending: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
+            pending: Pending::default(),
             closed: AtomicBool::new(false),
             reader: Mutex::new(None),
             timeout,
@@ -94,52 +97,29 @@ impl RawClient {
             while let Ok(Some(f)) = stream.message().await {
                 match f.frame {
                     Some(Frame::Message(m)) => sink.message(&m),
-                    Some(Frame::Reply(r)) => {
-                        if let Some(waiting) = lock(&reading.pending).remove(&r.request_id) {
-                            let _ = waiting.send(r);
-                        }
-                    }
+                    Some(Frame::Reply(r)) => reading.pending.answer(r),
                     _ => {}
                 }
             }
             if !reading.closed.load(Relaxed) {
                 sink.disconnected();
             }
-            lock(&reading.pending).clear();
+            reading.pending.clear();
         });
         *lock(&inner.reader) = Some(task.abort_handle());
         Ok(RawClient { inner })
     }
 
     async fn request(&self, request: client_frame::Request) -> Result<reply::Result, String> {
-        let id = self.inner.next_id.fetch_add(1, Relaxed);
-        let (tx, rx) = oneshot::channel();
-        lock(&self.inner.pending).insert(id, tx);
-        let frame = ClientFrame {
-            request_id: id,
-            traceparent: String::new(),
-            request: Some(request),
-        };
-        let answer = async {
-            self.inner
+        let inner = &self.inner;
+        replies::request(&inner.pending, inner.timeout, request, |frame| async move {
+            inner
                 .frames
                 .send(frame)
                 .await
-                .map_err(|_| "stream closed".to_string())?;
-            rx.await.map_err(|_| "stream closed".to_string())
-        };
-        let reply = match tokio::time::timeout(self.inner.timeout, answer).await {
-            Ok(r) => r,
-            Err(_) => {
-                lock(&self.inner.pending).remove(&id);
-                Err("request timed out".into())
-            }
-        }?;
-        match reply.result {
-            Some(reply::Result::Error(e)) => Err(format!("{:?}: {}", e.code(), e.message)),
-            Some(r) => Ok(r),
-            None => Err("empty reply".into()),
-        }
+                .map_err(|_| "stream closed".to_string())
+        })
+        .await
     }
 
     /// Joins `room`.

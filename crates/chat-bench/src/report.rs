@@ -2,7 +2,10 @@
 //! units, same rounding, in the same order, plus a few of our own at the
 //! end (`latency_from_schedule_ms`, `messages_unacked`,
 //! `messages_incomplete`, `duplicate_deliveries`,
-//! `server_cpu_us_per_delivery`), and the pass rule.
+//! `server_cpu_us_per_delivery`, and the servers' CPU split into user and
+//! system time: `servers[].cpu_user_s_run` / `cpu_sys_s_run`,
+//! `server_cpu_{user,sys}_s_run_total`,
+//! `server_cpu_{user,sys}_us_per_delivery`), and the pass rule.
 
 use crate::metrics::Summary;
 use serde::Serialize;
@@ -51,6 +54,10 @@ pub struct ServerOut {
     pub cpu_s_run: Option<f64>,
     /// CPU seconds over connect + join + settle.
     pub cpu_s_connect_join: Option<f64>,
+    /// User CPU seconds over the run window (ours, not in load.js).
+    pub cpu_user_s_run: Option<f64>,
+    /// System CPU seconds over the run window (ours, not in load.js).
+    pub cpu_sys_s_run: Option<f64>,
 }
 
 /// `redis`: the broker process.
@@ -183,6 +190,14 @@ pub struct Report {
     pub duplicate_deliveries: u64,
     /// `server_cpu_s_run_total` / `deliveries_received`, µs.
     pub server_cpu_us_per_delivery: Option<f64>,
+    /// Σ `servers[].cpu_user_s_run`: the servers' own code.
+    pub server_cpu_user_s_run_total: Option<f64>,
+    /// Σ `servers[].cpu_sys_s_run`: the kernel working for the servers.
+    pub server_cpu_sys_s_run_total: Option<f64>,
+    /// `server_cpu_user_s_run_total` / `deliveries_received`, µs.
+    pub server_cpu_user_us_per_delivery: Option<f64>,
+    /// `server_cpu_sys_s_run_total` / `deliveries_received`, µs.
+    pub server_cpu_sys_us_per_delivery: Option<f64>,
 }
 
 impl Report {
@@ -339,8 +354,19 @@ mod tests {
             "hwm_mb",
             "cpu_s_run",
             "cpu_s_connect_join",
+            "cpu_user_s_run",
+            "cpu_sys_s_run",
         ] {
             assert!(v["servers"][0].get(key).is_some(), "servers[].{key}");
+        }
+        for key in [
+            "server_cpu_us_per_delivery",
+            "server_cpu_user_s_run_total",
+            "server_cpu_sys_s_run_total",
+            "server_cpu_user_us_per_delivery",
+            "server_cpu_sys_us_per_delivery",
+        ] {
+            assert!(v.get(key).is_some(), "{key}");
         }
         assert!(v.get("error").is_none());
         assert!(r.failures().is_empty());

@@ -14,6 +14,7 @@ use crate::report::{
     BrokerOut, DelayOut, LoadgenOut, MachineOut, ParamsOut, Report, ServerOut, mb, now_utc,
 };
 use crate::schedule::{self, Plan};
+use crate::ws::WsClient;
 use anyhow::{Context, anyhow};
 use chat_client::{Client, ClientConfig, Event, Events, proto::MessageEvent};
 use chat_util::lock;
@@ -191,13 +192,15 @@ async fn receive(shared: Arc<Shared>, i: usize, mut events: Events) {
     }
 }
 
-/// One connected client, through either driver.
+/// One connected client, through one of the drivers.
 #[derive(Clone)]
 enum Driver {
     /// Through `chat_client::Client`, as an application would.
     Library(Client),
     /// Through the leaner raw gRPC driver (`--driver raw`).
     Raw(RawClient),
+    /// Through the WebSocket transport (`--driver ws`).
+    Ws(WsClient),
 }
 
 impl Driver {
@@ -205,6 +208,7 @@ impl Driver {
         match self {
             Driver::Library(c) => c.join(room).await.map(drop).map_err(|e| e.to_string()),
             Driver::Raw(c) => c.join(room).await,
+            Driver::Ws(c) => c.join(room).await,
         }
     }
 
@@ -216,6 +220,7 @@ impl Driver {
                 .map(drop)
                 .map_err(|e| e.to_string()),
             Driver::Raw(c) => c.send_with_id(room, id, text).await,
+            Driver::Ws(c) => c.send_with_id(room, id, text).await,
         }
     }
 
@@ -223,11 +228,13 @@ impl Driver {
         match self {
             Driver::Library(c) => c.close(),
             Driver::Raw(c) => c.close(),
+            Driver::Ws(c) => c.close(),
         }
     }
 }
 
-/// Where the raw driver's reading task reports client `i`'s deliveries.
+/// Where a lean driver's reading task (`raw`, `ws`) reports client `i`'s
+/// deliveries.
 struct RawSink {
     /// Where deliveries and disconnects are counted.
     shared: Arc<Shared>,
@@ -254,11 +261,20 @@ async fn connect_one(
     shared: Arc<Shared>,
 ) -> Result<Driver, String> {
     let name = format!("bench-{i}");
-    if driver == "raw" {
-        let sink = Arc::new(RawSink { shared, i });
-        return RawClient::connect(&url, &name, timeout, sink)
-            .await
-            .map(Driver::Raw);
+    match driver {
+        "raw" => {
+            let sink = Arc::new(RawSink { shared, i });
+            return RawClient::connect(&url, &name, timeout, sink)
+                .await
+                .map(Driver::Raw);
+        }
+        "ws" => {
+            let sink = Arc::new(RawSink { shared, i });
+            return WsClient::connect(&url, &name, timeout, sink)
+                .await
+                .map(Driver::Ws);
+        }
+        _ => {}
     }
     let mut config = ClientConfig::new(url, name);
     config.reconnect = false;
@@ -762,34 +778,9 @@ fn incomplete_and_duplicates(shared: &Shared, plan: Plan, joined_per_room: &[u64
 
 /// The report's process and machine fields from the three snapshots
 /// (before connecting, joined and idle, after the drain).
-fn record_resources(p: &Params, [s0, s1, s2]: [&Snap; 3], report: &mut Report) {
-    report.servers = p
-        .server_pids
-        .iter()
-        .enumerate()
-        .map(|(i, pid)| ServerOut {
-            pid: *pid,
-            rss_mb_baseline: mb(s0.servers[i].mem.rss_kb),
-            rss_mb_joined: mb(s1.servers[i].mem.rss_kb),
-            rss_mb_end: mb(s2.servers[i].mem.rss_kb),
-            hwm_mb: mb(s2.servers[i].mem.hwm_kb),
-            cpu_s_run: cpu_delta(s1.servers[i].cpu_s, s2.servers[i].cpu_s),
-            cpu_s_connect_join: cpu_delta(s0.servers[i].cpu_s, s1.servers[i].cpu_s),
-        })
-        .collect();
-    report.server_rss_mb_joined_total = sum(report.servers.iter().map(|s| s.rss_mb_joined));
-    report.server_rss_mb_end_total = sum(report.servers.iter().map(|s| s.rss_mb_end));
-    report.server_cpu_s_run_total = sum(report.servers.iter().map(|s| s.cpu_s_run));
-    let rss_delta_kb: Option<i64> = s0
-        .servers
-        .iter()
-        .zip(&s1.servers)
-        .map(|(a, b)| Some(b.mem.rss_kb? as i64 - a.mem.rss_kb? as i64))
-        .sum();
-    report.server_rss_kb_per_connection = match (rss_delta_kb, report.connections) {
-        (Some(d), c) if c > 0 => Some((d as f64 / c as f64 * 100.0).round() / 100.0),
-        _ => None,
-    };
+fn record_resources(p: &Params, snaps: [&Snap; 3], report: &mut Report) {
+    record_servers(p, snaps, report);
+    let [s0, s1, s2] = snaps;
     report.redis = s0.redis.map(|_| BrokerOut {
         rss_mb_end: mb(s2.redis.and_then(|r| r.mem.rss_kb)),
         cpu_s_run: cpu_delta(
@@ -811,11 +802,52 @@ fn record_resources(p: &Params, [s0, s1, s2]: [&Snap; 3], report: &mut Report) {
             _ => None,
         },
     };
+}
+
+/// The server processes' fields: memory, CPU over the run (in all, and
+/// user and system apart), the totals and the per-delivery figures.
+fn record_servers(p: &Params, [s0, s1, s2]: [&Snap; 3], report: &mut Report) {
+    let user = |s: &Snap, i: usize| s.servers[i].times.map(|t| t.user_s);
+    let sys = |s: &Snap, i: usize| s.servers[i].times.map(|t| t.sys_s);
+    report.servers = p
+        .server_pids
+        .iter()
+        .enumerate()
+        .map(|(i, pid)| ServerOut {
+            pid: *pid,
+            rss_mb_baseline: mb(s0.servers[i].mem.rss_kb),
+            rss_mb_joined: mb(s1.servers[i].mem.rss_kb),
+            rss_mb_end: mb(s2.servers[i].mem.rss_kb),
+            hwm_mb: mb(s2.servers[i].mem.hwm_kb),
+            cpu_s_run: cpu_delta(s1.servers[i].cpu_s, s2.servers[i].cpu_s),
+            cpu_s_connect_join: cpu_delta(s0.servers[i].cpu_s, s1.servers[i].cpu_s),
+            cpu_user_s_run: cpu_delta(user(s1, i), user(s2, i)),
+            cpu_sys_s_run: cpu_delta(sys(s1, i), sys(s2, i)),
+        })
+        .collect();
+    report.server_rss_mb_joined_total = sum(report.servers.iter().map(|s| s.rss_mb_joined));
+    report.server_rss_mb_end_total = sum(report.servers.iter().map(|s| s.rss_mb_end));
+    report.server_cpu_s_run_total = sum(report.servers.iter().map(|s| s.cpu_s_run));
+    report.server_cpu_user_s_run_total = sum(report.servers.iter().map(|s| s.cpu_user_s_run));
+    report.server_cpu_sys_s_run_total = sum(report.servers.iter().map(|s| s.cpu_sys_s_run));
+    let rss_delta_kb: Option<i64> = s0
+        .servers
+        .iter()
+        .zip(&s1.servers)
+        .map(|(a, b)| Some(b.mem.rss_kb? as i64 - a.mem.rss_kb? as i64))
+        .sum();
+    report.server_rss_kb_per_connection = match (rss_delta_kb, report.connections) {
+        (Some(d), c) if c > 0 => Some((d as f64 / c as f64 * 100.0).round() / 100.0),
+        _ => None,
+    };
     let received = report.deliveries_received;
-    report.server_cpu_us_per_delivery = match report.server_cpu_s_run_total {
+    let per_delivery = |cpu: Option<f64>| match cpu {
         Some(cpu) if received > 0 && !p.server_pids.is_empty() => {
             Some((cpu * 1e6 / received as f64 * 100.0).round() / 100.0)
         }
         _ => None,
     };
+    report.server_cpu_us_per_delivery = per_delivery(report.server_cpu_s_run_total);
+    report.server_cpu_user_us_per_delivery = per_delivery(report.server_cpu_user_s_run_total);
+    report.server_cpu_sys_us_per_delivery = per_delivery(report.server_cpu_sys_s_run_total);
 }

@@ -2,7 +2,8 @@
 //! tables of the peer's summary.md (report.js's `summary`) — throughput and
 //! latency with server CPU µs per delivery, connection memory with the
 //! D → D2x marginal, diagnostics — plus the saturation outcome of every
-//! C stepping. It reads results files of one JSON object per line, ours or
+//! C stepping, and the servers' CPU per delivery split into user and
+//! system time beside the kernel's own floor (`loopback-floor`'s results). It reads results files of one JSON object per line, ours or
 //! the peer's (same field names), so the peer's rows can sit beside ours:
 //! each of our rows is followed by the peer's row with the same label, and
 //! the peer's other rows come last.
@@ -247,32 +248,40 @@ fn memory_table(out: &mut String, rows: &[(&str, &Value)], sources: &[&Source]) 
         );
     }
     for src in sources {
-        let find = |label: &str| {
-            src.rows
-                .iter()
-                .find(|r| is_idle(r) && text(r, "label") == label)
-        };
-        let (Some(d1), Some(d2)) = (find("D"), find("D2x")) else {
-            continue;
-        };
-        let (Some(c1), Some(c2)) = (num(d1, &["connections"]), num(d2, &["connections"])) else {
-            continue;
-        };
-        let (Some(j1), Some(j2)) = (joined_kb(d1), joined_kb(d2)) else {
-            continue;
-        };
-        if c2 > c1 {
-            let _ = writeln!(
-                out,
-                "\n{}: marginal server RSS per connection between D ({}) and D2x ({}): \
-                 **{} KB/connection** (removes the fixed baseline; separate server processes, \
-                 so heap layout noise remains).",
-                system(&src.name, d2),
-                int(Some(c1)),
-                int(Some(c2)),
-                fmt(Some((j2 - j1) / (c2 - c1)), 2),
-            );
+        for (small, large) in [("D", "D2x"), ("D-ws", "D2x-ws")] {
+            marginal(out, src, small, large);
         }
+    }
+}
+
+/// The line on the marginal RSS per connection between the idle runs
+/// labelled `small` and `large` of `src`, when both are there.
+fn marginal(out: &mut String, src: &Source, small: &str, large: &str) {
+    let find = |label: &str| {
+        src.rows
+            .iter()
+            .find(|r| is_idle(r) && text(r, "label") == label)
+    };
+    let (Some(d1), Some(d2)) = (find(small), find(large)) else {
+        return;
+    };
+    let (Some(c1), Some(c2)) = (num(d1, &["connections"]), num(d2, &["connections"])) else {
+        return;
+    };
+    let (Some(j1), Some(j2)) = (joined_kb(d1), joined_kb(d2)) else {
+        return;
+    };
+    if c2 > c1 {
+        let _ = writeln!(
+            out,
+            "\n{}: marginal server RSS per connection between {small} ({}) and {large} ({}): \
+             **{} KB/connection** (removes the fixed baseline; separate server processes, \
+             so heap layout noise remains).",
+            system(&src.name, d2),
+            int(Some(c1)),
+            int(Some(c2)),
+            fmt(Some((j2 - j1) / (c2 - c1)), 2),
+        );
     }
 }
 
@@ -317,6 +326,73 @@ fn saturation_section(out: &mut String, sources: &[&Source]) {
         slo::DESCRIPTION,
         lines.join("\n")
     );
+}
+
+/// Whether the run is one step of a saturation stepping (`C-50`,
+/// `C-ws-50`).
+fn is_step(r: &Value) -> bool {
+    let label = text(r, "label");
+    label.rsplit_once('-').is_some_and(|(prefix, _)| {
+        prefix.starts_with('C') && saturation::rate_of(label, prefix).is_some()
+    })
+}
+
+/// The servers' CPU per delivery, in all and as user and system time
+/// (where the row has them: the peer's load.js reports only the sum), for
+/// every run that is neither idle nor a saturation step; then the kernel's
+/// floor from `loopback-floor`'s results (`floors`), measured in the same
+/// benchmark run.
+fn cpu_split_section(out: &mut String, rows: &[(&str, &Value)], floors: &[Value]) {
+    let rows: Vec<_> = rows
+        .iter()
+        .filter(|(_, r)| !is_idle(r) && !is_step(r))
+        .collect();
+    if rows.is_empty() && floors.is_empty() {
+        return;
+    }
+    out.push_str("\n### Server CPU per delivery: user and system, and the kernel's floor\n\n");
+    out.push_str(
+        "user: the servers' own code; system: the kernel working for them (on loopback it \
+         includes the receiving side's TCP processing). `loopback-floor`: one thread writes one \
+         record to each loopback connection in turn, one write per delivery, and nothing else; \
+         its CPU per delivery is what the kernel alone charges on this machine, measured in this \
+         run.\n\n",
+    );
+    out.push_str(
+        "| system | run | driver | deliveries | srv CPU µs/delivery | user µs/delivery \
+         | system µs/delivery | p50 ms | p99 ms |\n",
+    );
+    out.push_str("|---|---|---|---|---|---|---|---|---|\n");
+    for (name, r) in rows {
+        let recv = num(r, &["deliveries_received"]).filter(|&d| d > 0.0);
+        let per = |key: &str| num(r, &[key]).zip(recv).map(|(c, d)| c * 1e6 / d);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            system(name, r),
+            text(r, "label"),
+            text(r, "driver"),
+            int(recv),
+            fmt(per("server_cpu_s_run_total"), 2),
+            fmt(per("server_cpu_user_s_run_total"), 2),
+            fmt(per("server_cpu_sys_s_run_total"), 2),
+            fmt(num(r, &["latency_ms", "p50"]), 2),
+            fmt(num(r, &["latency_ms", "p99"]), 2),
+        );
+    }
+    for f in floors {
+        let _ = writeln!(
+            out,
+            "| loopback-floor (kernel only) | {} conns × {} B, {} per write | - | {} | {} | {} | {} | - | - |",
+            int(num(f, &["connections"])),
+            int(num(f, &["bytes"])),
+            int(num(f, &["coalesce"])),
+            int(num(f, &["deliveries"])),
+            fmt(num(f, &["writer_cpu_us_per_delivery"]), 2),
+            fmt(num(f, &["writer_user_us_per_delivery"]), 2),
+            fmt(num(f, &["writer_sys_us_per_delivery"]), 2),
+        );
+    }
 }
 
 fn diagnostics_table(out: &mut String, rows: &[(&str, &Value)]) {
@@ -373,7 +449,7 @@ pub fn one_line(r: &Value) -> String {
         let recv = num(r, &["deliveries_received"]).filter(|&d| d > 0.0);
         let _ = write!(
             s,
-            ", recv {}/{} (ratio {}), {}/s of {} offered, p50 {} p99 {} max {} ms, srv CPU {} s ({} µs/delivery), loadgen CPU {} s",
+            ", recv {}/{} (ratio {}), {}/s of {} offered, p50 {} p99 {} max {} ms, srv CPU {} s ({} µs/delivery: user {}, system {}), loadgen CPU {} s",
             int(num(r, &["deliveries_received"])),
             int(num(r, &["deliveries_expected"])),
             fmt(num(r, &["delivery_ratio"]), 4),
@@ -384,6 +460,8 @@ pub fn one_line(r: &Value) -> String {
             fmt(num(r, &["latency_ms", "max"]), 2),
             fmt(cpu, 2),
             fmt(cpu.zip(recv).map(|(c, d)| c * 1e6 / d), 2),
+            fmt(num(r, &["server_cpu_user_us_per_delivery"]), 2),
+            fmt(num(r, &["server_cpu_sys_us_per_delivery"]), 2),
             fmt(num(r, &["loadgen", "cpu_s_run"]), 2),
         );
     }
@@ -393,14 +471,17 @@ pub fn one_line(r: &Value) -> String {
     s
 }
 
-/// The Markdown tables for our rows and, if given, the peer's.
-pub fn render(ours: &Source, peer: Option<&Source>) -> String {
+/// The Markdown tables for our rows and, if given, the peer's, with the
+/// kernel's floor (`loopback-floor`'s JSON objects, possibly none) beside
+/// the CPU split.
+pub fn render(ours: &Source, peer: Option<&Source>, floors: &[Value]) -> String {
     let rows = interleave(ours, peer);
     let sources: Vec<&Source> = std::iter::once(ours).chain(peer).collect();
     let mut out = String::new();
     throughput_table(&mut out, &rows);
     memory_table(&mut out, &rows, &sources);
     saturation_section(&mut out, &sources);
+    cpu_split_section(&mut out, &rows, floors);
     diagnostics_table(&mut out, &rows);
     out
 }
@@ -480,7 +561,7 @@ mod tests {
                 idle("D", 5000, 120.0),
             ],
         };
-        let md = render(&ours, Some(&peer));
+        let md = render(&ours, Some(&peer), &[]);
         let lines: Vec<&str> = md.lines().collect();
         let at = |needle: &str| {
             lines
@@ -513,8 +594,69 @@ mod tests {
         ), "{md}");
         assert!(md.contains("### Diagnostics"));
         // Without a peer: only our rows.
-        let alone = render(&ours, None);
+        let alone = render(&ours, None, &[]);
         assert!(!alone.contains("socket.io"));
+    }
+
+    #[test]
+    fn cpu_split_beside_the_floor_and_the_ws_rows() {
+        let with_split = |label: &str, driver: &str, user: f64, sys: f64| {
+            let mut r = run(label, 50.0, 5.0, 2);
+            r["driver"] = json!(driver);
+            r["server_cpu_s_run_total"] = json!(user + sys);
+            r["server_cpu_user_s_run_total"] = json!(user);
+            r["server_cpu_sys_s_run_total"] = json!(sys);
+            r
+        };
+        let ours = Source {
+            name: "chat-server".into(),
+            rows: vec![
+                with_split("A", "chat-client", 3.0, 3.5),
+                with_split("A-ws", "ws", 0.5, 3.0),
+                with_split("C-ws-50", "ws", 0.5, 3.0),
+                idle("D-ws", 5000, 40.0),
+                idle("D2x-ws", 10000, 70.0),
+            ],
+        };
+        let mut peer_a = run("A", 50.0, 21.0, 2);
+        peer_a["driver"] = json!("socketio");
+        let peer = Source {
+            name: "socket.io".into(),
+            rows: vec![peer_a],
+        };
+        let floor = json!({"connections": 1000, "bytes": 128, "coalesce": 1, "deliveries": 300000,
+            "writer_user_us_per_delivery": 0.15, "writer_sys_us_per_delivery": 6.5,
+            "writer_cpu_us_per_delivery": 6.65});
+        let md = render(&ours, Some(&peer), &[floor]);
+        let start = md.find("### Server CPU per delivery").expect("the section");
+        let end = md.find("### Diagnostics").expect("diagnostics after it");
+        let section = &md[start..end];
+        // 500,000 deliveries: 3.5 s of system time is 7 µs each.
+        assert!(
+            section.contains(
+                "| chat-server ×2 | A | chat-client | 500,000 | 13.00 | 6.00 | 7.00 | 1.00 | 5.00 |"
+            ),
+            "{section}"
+        );
+        assert!(
+            section.contains("| chat-server ×2 | A-ws | ws | 500,000 | 7.00 | 1.00 | 6.00 |"),
+            "{section}"
+        );
+        assert!(
+            section.contains("| socket.io ×2 | A | socketio | 500,000 | 6.00 | - | - |"),
+            "{section}"
+        );
+        assert!(section.contains("| loopback-floor (kernel only) | 1,000 conns × 128 B, 1 per write | - | 300,000 | 6.65 | 0.15 | 6.50 | - | - |"), "{section}");
+        assert!(
+            !section.contains("C-ws-50"),
+            "saturation steps stay in their own section"
+        );
+        assert!(
+            md.contains("- chat-server ×2, C-ws: highest passing rate 50"),
+            "{md}"
+        );
+        // The WebSocket pair of idle runs has its marginal: 2 × 30 MB over 5,000.
+        assert!(md.contains("marginal server RSS per connection between D-ws (5,000) and D2x-ws (10,000): **12.29 KB/connection**"), "{md}");
     }
 
     #[test]

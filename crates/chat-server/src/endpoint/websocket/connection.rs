@@ -34,15 +34,20 @@ use tokio::time::Instant;
 const READ_CHUNK: usize = 4096;
 /// A write gathers queued frames up to about this many bytes.
 const WRITE_BATCH: usize = 64 * 1024;
+/// Write buffer capacity kept between writes (enough for a chat message
+/// and its header); anything larger is released after the write.
+const KEEP_WRITE_BUFFER: usize = 512;
 /// How long the client may take to answer our close before we drop it.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Serves `conn`, whose first bytes were `GET /v1/ws`.
 pub(super) async fn serve(endpoint: Arc<Endpoint>, mut conn: Conn) {
-    let first = conn.take_rewind();
+    // The first bytes move into the head's buffer: nothing of the
+    // handshake stays alive beside the session.
+    let first = BytesMut::from(conn.take_rewind());
     let upgrade = match handshake::read(
         &mut conn,
-        BytesMut::from(&first[..]),
+        first,
         &endpoint.origins,
         endpoint.handshake_timeout,
     )
@@ -366,8 +371,9 @@ async fn writer(
     }
 }
 
-/// Writes `out` within `limit` and empties it (a large buffer is
-/// released); false when the write failed or took longer.
+/// Writes `out` within `limit` and empties it (a buffer above
+/// [`KEEP_WRITE_BUFFER`] is released); false when the write failed or took
+/// longer.
 async fn flush<W: AsyncWrite + Unpin>(io: &mut W, out: &mut Vec<u8>, limit: Duration) -> bool {
     if !matches!(
         tokio::time::timeout(limit, io.write_all(out)).await,
@@ -376,7 +382,9 @@ async fn flush<W: AsyncWrite + Unpin>(io: &mut W, out: &mut Vec<u8>, limit: Dura
         return false;
     }
     out.clear();
-    if out.capacity() > WRITE_BATCH * 2 {
+    // A buffer beyond one small message is not kept: an idle connection
+    // holds none of what a burst (a join's backlog) needed.
+    if out.capacity() > KEEP_WRITE_BUFFER {
         *out = Vec::new();
     }
     true
