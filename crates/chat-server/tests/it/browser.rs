@@ -10,36 +10,12 @@
 //! Chromium, except where `CHAT_TEST_REQUIRE_BROWSER=1` (CI) makes that a
 //! failure.
 
+use crate::common::npm;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// Whether CI demands the browser tests (a missing piece fails instead of skips).
-fn browser_required() -> bool {
-    std::env::var("CHAT_TEST_REQUIRE_BROWSER").is_ok_and(|v| v == "1")
-}
-
-/// Reports what is missing: a failure in CI, a skip elsewhere.
-fn missing(what: &str) {
-    assert!(
-        !browser_required(),
-        "{what} and CHAT_TEST_REQUIRE_BROWSER=1"
-    );
-    eprintln!("skipping the browser tests: {what}");
-}
-
-fn installed(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// The repository's `web/` folder.
-fn web() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web")
-}
+/// The variable with which CI demands these tests.
+const REQUIRED: &str = "CHAT_TEST_REQUIRE_BROWSER";
 
 /// The system's Chromium, as web/tests looks for it.
 fn chromium() -> Option<PathBuf> {
@@ -98,17 +74,8 @@ fn build_chat_client(profile_dir: &Path) -> Result<(), String> {
 
 /// What is missing to run the browser tests, if anything.
 fn prerequisites() -> Option<String> {
-    for program in ["node", "npm"] {
-        if !installed(program) {
-            return Some(format!("{program} is not installed"));
-        }
-    }
-    for package in ["client", "page", "tests"] {
-        if !web().join(package).join("node_modules").is_dir() {
-            return Some(format!(
-                "web/{package}/node_modules is missing (run `npm ci` in web/{package})"
-            ));
-        }
+    if let Some(what) = npm::prerequisites(&["client", "page", "tests"]) {
+        return Some(what);
     }
     if chromium().is_none() {
         return Some("no Chromium (apt-get install chromium, or set CHROMIUM_PATH)".into());
@@ -119,42 +86,27 @@ fn prerequisites() -> Option<String> {
 #[test]
 fn the_web_page_passes_its_browser_tests() {
     if let Some(what) = prerequisites() {
-        return missing(&what);
+        return npm::missing(REQUIRED, &what);
     }
     let client = match chat_client() {
         Ok(path) => path,
-        Err(why) => return missing(&why),
+        Err(why) => return npm::missing(REQUIRED, &why),
     };
-    let output = Command::new("npm")
-        .arg("test")
-        .current_dir(web().join("tests"))
-        .env("CHAT_SERVER_BIN", env!("CARGO_BIN_EXE_chat-server"))
-        .env("CHAT_CLIENT_BIN", &client)
-        .stdin(Stdio::null())
-        .output()
-        .expect("npm runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "`npm test` in web/tests failed ({}):\n{stdout}\n{stderr}",
-        output.status
+    let server = std::ffi::OsStr::new(env!("CARGO_BIN_EXE_chat-server"));
+    let stdout = npm::npm_test(
+        "tests",
+        &[
+            ("CHAT_SERVER_BIN", server),
+            ("CHAT_CLIENT_BIN", client.as_os_str()),
+        ],
     );
-    // The runner's totals (`# tests 11`, `# pass 11`, …), for the log.
-    for line in stdout.lines().filter(|l| {
-        ["# tests", "# pass", "# fail", "# skipped"]
-            .iter()
-            .any(|p| l.starts_with(p))
-    }) {
-        eprintln!("web/tests {}", line.trim_start_matches("# "));
-    }
     let skipped = stdout
         .lines()
         .find_map(|l| l.strip_prefix("# skipped "))
         .and_then(|n| n.trim().parse::<u32>().ok())
         .unwrap_or(0);
     assert!(
-        !browser_required() || skipped == 0,
+        !npm::required(REQUIRED) || skipped == 0,
         "browser tests were skipped although CHAT_TEST_REQUIRE_BROWSER=1:\n{stdout}"
     );
 }

@@ -18,6 +18,7 @@
 pub mod collector;
 mod events;
 mod log;
+pub mod npm;
 mod own_process;
 mod process;
 mod prometheus;
@@ -61,4 +62,14 @@ pub fn config() -> Config {
     c.limits.user_history_rate = 0.0;
     c.shutdown.drain_timeout = Duration::from_secs(3);
     c
+}
+
+/// Whether `program --version` runs (a service or a tool is installed).
+pub fn installed(program: &str) -> bool {
+    std::process::Command::new(program)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }

@@ -5,6 +5,7 @@
 //! missing (a failure in CI, see [`services_required`]):
 //! `let redis = or_skip!(redis());`.
 
+use super::installed;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -25,15 +26,6 @@ pub(crate) use or_skip;
 /// Whether CI demands every service (a missing one fails instead of skips).
 pub fn services_required() -> bool {
     std::env::var("CHAT_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
-
-fn installed(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 /// Reports a missing service: a failure in CI, a skip elsewhere.
