@@ -5,7 +5,7 @@ use crate::auth::{Authenticator, Identity};
 use crate::config::SessionConfig;
 use crate::domain::RequestError;
 use crate::domain::validate;
-use crate::hub::{Hub, OutboxStream, outbox};
+use crate::hub::{Hub, OutboxStream};
 use crate::limiter::Admission;
 use crate::metrics::Label;
 use crate::session::{InboundError, Session, history};
@@ -210,27 +210,21 @@ impl ChatService for ChatGrpc {
         }
         let identity = identify(&self.hub, &self.auth, request.metadata())?;
         let address = request.remote_addr().map(|a| a.ip());
-        let permit = self
-            .admission
-            .admit(&identity.user.user_id, address)
-            .map_err(|refusal| {
-                self.hub.metrics().connections_refused.inc(refusal.reason());
-                tracing::info!(reason = %refusal.reason(), user = %identity.user.user_id, ?address, "connection refused: {refusal}");
-                refuse(
-                    tonic::Code::ResourceExhausted,
-                    "RATE_LIMITED",
-                    refusal.to_string(),
-                )
-            })?;
-        let (outbox, stream) = outbox(self.hub.limits().outbound_queue);
-        let session = Session::open(
+        let (session, stream) = Session::admit(
             self.hub.clone(),
+            &self.admission,
             identity,
-            permit,
-            outbox,
+            address,
             &self.timing,
             trace::from_metadata(request.metadata()),
-        );
+        )
+        .map_err(|refusal| {
+            refuse(
+                tonic::Code::ResourceExhausted,
+                "RATE_LIMITED",
+                refusal.to_string(),
+            )
+        })?;
         let inbound = request
             .into_inner()
             .map(|frame| frame.map_err(inbound_error));

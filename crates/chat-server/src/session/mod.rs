@@ -11,8 +11,8 @@ use crate::config::SessionConfig;
 use crate::domain::RequestError;
 use crate::domain::User;
 use crate::domain::validate::{self, RoomName};
-use crate::hub::{ConnId, Hub, JoinInfo, Outbox, disconnect_frame, member};
-use crate::limiter::{Action, Permit};
+use crate::hub::{ConnId, Hub, JoinInfo, Outbox, OutboxStream, disconnect_frame, member, outbox};
+use crate::limiter::{Action, Admission, Permit, Refusal};
 use crate::metrics::{CloseReason, RateLimitedAction};
 use crate::store::NewMessage;
 use crate::telemetry::trace::{self, TraceParent};
@@ -60,6 +60,29 @@ pub struct Session {
 }
 
 impl Session {
+    /// Admits `identity` from `address` by the connection limits (a
+    /// refusal is counted and logged here, for every transport) and opens
+    /// its session; returns the session and the outbox stream the
+    /// transport drains.
+    pub fn admit(
+        hub: Arc<Hub>,
+        admission: &Arc<Admission>,
+        identity: Identity,
+        address: Option<std::net::IpAddr>,
+        timing: &SessionConfig,
+        trace_parent: Option<TraceParent>,
+    ) -> Result<(Session, OutboxStream), Refusal> {
+        let permit = admission
+            .admit(&identity.user.user_id, address)
+            .inspect_err(|refusal| {
+                hub.metrics().connections_refused.inc(refusal.reason());
+                tracing::info!(reason = %refusal.reason(), user = %identity.user.user_id, ?address, "connection refused: {refusal}");
+            })?;
+        let (outbox, frames) = outbox(hub.limits().outbound_queue);
+        let session = Session::open(hub, identity, permit, outbox, timing, trace_parent);
+        Ok((session, frames))
+    }
+
     /// Registers a new session for `identity`, queueing its `Welcome`.
     pub fn open(
         hub: Arc<Hub>,

@@ -11,7 +11,7 @@ use super::frame::{self, CloseCode, Decoder, Incoming, Violation};
 use super::handshake::{self, Credentials, Refusal};
 use crate::auth::Identity;
 use crate::domain::validate;
-use crate::hub::{OutboxStream, outbox};
+use crate::hub::OutboxStream;
 use crate::metrics::AuthFailure;
 use crate::session::{InboundError, Session};
 use crate::tls::Conn;
@@ -74,28 +74,21 @@ pub(super) async fn serve(endpoint: Arc<Endpoint>, mut conn: Conn) {
         Err(reason) => return close_at_once(conn, CloseCode::UNAUTHENTICATED, reason).await,
     };
     let address = conn.peer().map(|a| a.ip());
-    let permit = match endpoint.admission.admit(&identity.user.user_id, address) {
-        Ok(permit) => permit,
+    let admitted = Session::admit(
+        endpoint.hub.clone(),
+        &endpoint.admission,
+        identity,
+        address,
+        &endpoint.timing,
+        None,
+    );
+    let (session, frames) = match admitted {
+        Ok(admitted) => admitted,
         Err(refusal) => {
-            endpoint
-                .hub
-                .metrics()
-                .connections_refused
-                .inc(refusal.reason());
-            tracing::info!(reason = %refusal.reason(), user = %identity.user.user_id, ?address, "connection refused: {refusal}");
             let reason = crate::metrics::Label::as_str(refusal.reason());
             return close_at_once(conn, CloseCode::LIMITED, reason).await;
         }
     };
-    let (outbox, frames) = outbox(endpoint.hub.limits().outbound_queue);
-    let session = Session::open(
-        endpoint.hub.clone(),
-        identity,
-        permit,
-        outbox,
-        &endpoint.timing,
-        None,
-    );
     let (read, write) = tokio::io::split(conn);
     let shared = Arc::new(Shared::default());
     let reader = Reader {
