@@ -9,10 +9,9 @@ pub mod presence;
 pub mod repair;
 mod rooms;
 
-pub use outbox::{Outbox, OutboxStream, disconnect_frame, outbox};
+pub use outbox::{Deferred, Direct, Outbox, OutboxStream, Taken, Wire, disconnect_frame, outbox};
 pub use rooms::{ConnId, Rooms};
 
-use crate::backplane::FrameSink;
 use crate::backplane::control::{Broadcast, Control, ControlKind, PresenceChange, PresenceEntry};
 use crate::telemetry::trace::{self, TraceParent};
 use chat_util::lock;
@@ -138,7 +137,8 @@ impl Hub {
         let mut sent = 0;
         for shard in self.sessions.iter() {
             for outbox in lock(shard).values() {
-                sent += usize::from(outbox.push(frame.clone()));
+                // Under the shard's lock: no socket is written here.
+                sent += usize::from(outbox.queue(frame.clone()));
             }
         }
         sent
@@ -347,7 +347,8 @@ impl Hub {
                 }),
             ),
         };
-        self.rooms.deliver(&RoomFrame {
+        // Under the presence lock: no socket is written here.
+        self.rooms.deliver_queued(&RoomFrame {
             room: room.clone(),
             sequence: None,
             frame: EncodedFrame::from(frame),

@@ -1,71 +1,225 @@
 //! The bounded outbound queue of one connection.
 //!
 //! Every producer (its own session loop, room fan-out, notifications) pushes
-//! with `try_send`, never waiting. A full queue means the client does not
-//! read fast enough: it is kicked as a slow consumer, its disconnect notice
-//! jumps the queue, and the stream ends, so one slow client never holds
-//! memory or delays anyone else.
+//! without waiting. A full queue means the client does not read fast
+//! enough: it is kicked as a slow consumer, its disconnect notice jumps the
+//! queue, and the stream ends, so one slow client never holds memory or
+//! delays anyone else.
+//!
+//! A transport may attach a [`Wire`] to the consuming end: then a frame
+//! pushed while nothing is queued and the consumer is not writing goes
+//! straight to the client's socket from the producer, without waking the
+//! connection's task (a room's fan-out costs one write per recipient and
+//! nothing else); only what the socket does not take at once is queued, and
+//! the consumer writes it, in order, before anything newer.
 
 use chat_proto::EncodedFrame;
 use chat_proto::v1::{DisconnectNotice, DisconnectReason, server_frame::Frame};
 use chat_util::lock;
 use futures::Stream;
-use std::future::Future;
+use futures::task::AtomicWaker;
+use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-/// What travels through the queue.
+/// Queue slots an empty queue keeps; a larger queue (a burst's) is
+/// released once drained.
+const KEEP_QUEUE: usize = 8;
+
+/// Writes frames to a client's socket without waiting (a transport's
+/// write side, attached with [`OutboxStream::attach`]).
+pub trait Wire: Send + Sync {
+    /// Writes `frame` now, as far as the socket takes it at once.
+    fn write(&self, frame: &EncodedFrame) -> Direct;
+}
+
+/// How far a [`Wire::write`] got.
+#[derive(Debug, PartialEq)]
+pub enum Direct {
+    /// All of it is written.
+    Sent,
+    /// Part is written; these bytes, already in the wire's own framing,
+    /// must be written next, before anything else.
+    Rest(bytes::Bytes),
+    /// Nothing is written (the socket is full, or failed): it is queued.
+    Blocked,
+}
+
+/// What the consumer takes with [`OutboxStream::take`].
 #[derive(Debug)]
-enum Outgoing {
-    /// A frame; more may follow.
+pub enum Taken {
+    /// The rest of a frame a direct write left unfinished, in the wire's
+    /// framing.
+    Rest(bytes::Bytes),
+    /// A frame.
     Frame(EncodedFrame),
-    /// The last frame; the stream ends after it.
-    Last(EncodedFrame),
 }
 
 /// The producing end, cheap to clone (one per room the connection is in).
-#[derive(Clone, Debug)]
-pub struct Outbox {
-    tx: mpsc::Sender<Outgoing>,
-    kick: Arc<Kick>,
-}
-
+/// The stream ends once every clone is gone and the queue is drained.
 #[derive(Debug)]
-struct Kick {
-    /// Taken by whoever closes the stream first.
-    notice: Mutex<Option<oneshot::Sender<EncodedFrame>>>,
-    /// Cancelled when the session must end; the session loop selects on it.
-    ended: CancellationToken,
+pub struct Outbox {
+    shared: Arc<Shared>,
 }
 
-/// The consuming end: the response stream of the Session RPC.
+/// The consuming end: the response stream of the Session RPC, or what a
+/// transport's writer drains with [`OutboxStream::take`].
 #[derive(Debug)]
 pub struct OutboxStream {
-    rx: mpsc::Receiver<Outgoing>,
-    notice: Option<oneshot::Receiver<EncodedFrame>>,
+    shared: Arc<Shared>,
+    /// The end was handed out.
     done: bool,
+}
+
+/// What both ends share.
+struct Shared {
+    /// The queue and the direct path's state, behind one lock: a push
+    /// takes it once.
+    state: Mutex<State>,
+    /// Wakes the consumer when something is queued while it waits.
+    consumer: AtomicWaker,
+    /// Cancelled when the session must end; the session loop selects on it.
+    ended: CancellationToken,
+    /// Frames the queue holds at most before the connection is kicked.
+    capacity: usize,
+    /// Live producing ends: the stream ends when the last one goes.
+    producers: AtomicUsize,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// Frames waiting for the consumer, oldest first.
+    queue: VecDeque<EncodedFrame>,
+    /// What a direct write left unwritten: ahead of everything queued.
+    rest: Option<bytes::Bytes>,
+    /// A kick's notice: goes before the queue (after `rest`, which keeps
+    /// the wire's framing whole), then the stream ends.
+    notice: Option<EncodedFrame>,
+    /// A finish's last frame: goes after the queue, then the stream ends.
+    last: Option<EncodedFrame>,
+    /// No more frames are accepted (kicked, finished, every producer gone,
+    /// or the consumer gone).
+    closed: bool,
+    /// The consumer holds frames it has taken but not yet written:
+    /// producers queue behind them instead of writing directly.
+    taken: bool,
+    /// Where frames go directly while nothing is queued or taken.
+    wire: Option<Box<dyn Wire>>,
+}
+
+/// How a push may reach the socket.
+enum Mode<'a> {
+    /// Written now if nothing is ahead.
+    Now,
+    /// Written when the [`Deferred`] drops, if nothing is ahead by then.
+    Later(&'a mut Deferred),
+    /// Left to the consumer.
+    Queue,
+}
+
+/// Frames a fan-out queued for connections whose socket may take them at
+/// once: written when this is dropped, which the fan-out does after it let
+/// go of the room's lock, so no lock is held across the system calls.
+/// Whatever a socket does not take goes to its connection's task.
+pub struct Deferred {
+    /// The outboxes holding such a frame.
+    pending: Vec<Arc<Shared>>,
+    /// Whether frames may be written directly at all.
+    direct: bool,
+}
+
+impl Default for Deferred {
+    /// Direct writes allowed.
+    fn default() -> Deferred {
+        Deferred {
+            pending: Vec::new(),
+            direct: true,
+        }
+    }
+}
+
+impl Deferred {
+    /// No direct writes: every frame is left to its connection's task (for
+    /// a fan-out under a lock many wait on, e.g. presence's).
+    pub fn none() -> Deferred {
+        Deferred {
+            pending: Vec::new(),
+            direct: false,
+        }
+    }
+
+    /// Makes room for `recipients` more.
+    pub fn reserve(&mut self, recipients: usize) {
+        if self.direct {
+            self.pending.reserve(recipients);
+        }
+    }
+}
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        for shared in self.pending.drain(..) {
+            shared.write_deferred();
+        }
+    }
+}
+
+impl Shared {
+    /// Writes the frame a fan-out left queued (see [`Deferred`]) when it is
+    /// still the only one and the consumer is not writing; otherwise wakes
+    /// the consumer to write what is queued, in one go.
+    fn write_deferred(&self) {
+        let mut state = lock(&self.state);
+        if state.taken || state.rest.is_some() || state.queue.is_empty() {
+            // The consumer is writing, or was woken for the rest, or has
+            // taken the frame already: it looks at the queue before it waits.
+            return;
+        }
+        if state.queue.len() == 1
+            && let Some(wire) = &state.wire
+        {
+            match wire.write(&state.queue[0]) {
+                Direct::Sent => {
+                    state.queue.pop_front();
+                    return;
+                }
+                Direct::Rest(rest) => {
+                    state.queue.pop_front();
+                    state.rest = Some(rest);
+                }
+                Direct::Blocked => {}
+            }
+        }
+        drop(state);
+        self.consumer.wake();
+    }
 }
 
 /// Creates a connection's queue holding at most `capacity` frames.
 pub fn outbox(capacity: usize) -> (Outbox, OutboxStream) {
-    let (tx, rx) = mpsc::channel(capacity);
-    let (notice_tx, notice_rx) = oneshot::channel();
-    let outbox = Outbox {
-        tx,
-        kick: Arc::new(Kick {
-            notice: Mutex::new(Some(notice_tx)),
-            ended: CancellationToken::new(),
-        }),
-    };
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State::default()),
+        consumer: AtomicWaker::new(),
+        ended: CancellationToken::new(),
+        capacity,
+        producers: AtomicUsize::new(1),
+    });
     let stream = OutboxStream {
-        rx,
-        notice: Some(notice_rx),
+        shared: shared.clone(),
         done: false,
     };
-    (outbox, stream)
+    (Outbox { shared }, stream)
 }
 
 /// Encodes a disconnect notice.
@@ -77,18 +231,96 @@ pub fn disconnect_frame(reason: DisconnectReason, message: &str) -> EncodedFrame
     }))
 }
 
-impl Outbox {
-    /// Queues `frame` without waiting. On a full queue the connection is
-    /// kicked as a slow consumer; returns whether the frame was queued.
-    pub fn push(&self, frame: EncodedFrame) -> bool {
-        match self.tx.try_send(Outgoing::Frame(frame)) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.push_overflowed();
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+impl Clone for Outbox {
+    fn clone(&self) -> Outbox {
+        self.shared.producers.fetch_add(1, Ordering::Relaxed);
+        Outbox {
+            shared: self.shared.clone(),
         }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        if self.shared.producers.fetch_sub(1, Ordering::AcqRel) == 1 {
+            lock(&self.shared.state).closed = true;
+            self.shared.consumer.wake();
+        }
+    }
+}
+
+impl Outbox {
+    /// Sends `frame` without waiting: written to the socket now when the
+    /// consumer has a wire and nothing is ahead of it, queued otherwise. On
+    /// a full queue the connection is kicked as a slow consumer; returns
+    /// whether the frame was written or queued. The write is a system call:
+    /// the caller must hold no lock that others wait on (see
+    /// [`push_deferred`](Self::push_deferred) and [`queue`](Self::queue)).
+    pub fn push(&self, frame: EncodedFrame) -> bool {
+        self.push_with(frame, Mode::Now)
+    }
+
+    /// [`push`](Self::push) for a caller under a lock (a room's fan-out):
+    /// a frame the socket may take at once is queued and written when
+    /// `writes` is dropped, after the caller let go of its lock.
+    pub fn push_deferred(&self, frame: EncodedFrame, writes: &mut Deferred) -> bool {
+        self.push_with(frame, Mode::Later(writes))
+    }
+
+    /// Queues `frame` for the connection's task to write, never writing
+    /// here (for callers under a lock many wait on, and for bursts the
+    /// task writes in one go).
+    pub fn queue(&self, frame: EncodedFrame) -> bool {
+        self.push_with(frame, Mode::Queue)
+    }
+
+    fn push_with(&self, frame: EncodedFrame, mode: Mode<'_>) -> bool {
+        let mut state = lock(&self.shared.state);
+        if state.closed {
+            return false;
+        }
+        if state.queue.is_empty()
+            && state.rest.is_none()
+            && !state.taken
+            && let Some(wire) = &state.wire
+        {
+            match mode {
+                Mode::Now => match wire.write(&frame) {
+                    Direct::Sent => return true,
+                    Direct::Rest(rest) => {
+                        state.rest = Some(rest);
+                        drop(state);
+                        self.shared.consumer.wake();
+                        return true;
+                    }
+                    Direct::Blocked => {}
+                },
+                Mode::Later(writes) if writes.direct => {
+                    // Not woken now: `writes` writes it, or wakes the
+                    // consumer, when dropped.
+                    state.queue.push_back(frame);
+                    drop(state);
+                    writes.pending.push(self.shared.clone());
+                    return true;
+                }
+                Mode::Later(_) | Mode::Queue => {}
+            }
+        }
+        let backlog = state.queue.len() + usize::from(state.rest.is_some());
+        if backlog >= self.shared.capacity {
+            drop(state);
+            self.push_overflowed();
+            return false;
+        }
+        // The consumer looks again before it waits; it needs waking only
+        // when it may be waiting already.
+        let wake = backlog == 0 && !state.taken;
+        state.queue.push_back(frame);
+        drop(state);
+        if wake {
+            self.shared.consumer.wake();
+        }
+        true
     }
 
     /// Kicks the connection as a slow consumer: what is queued for it
@@ -100,35 +332,129 @@ impl Outbox {
         ));
     }
 
-    /// Ends the stream now: `notice` is sent before anything still queued,
-    /// and the session loop is told to stop.
+    /// Ends the stream now: `notice` is sent before anything still queued
+    /// (which is dropped), and the session loop is told to stop. Only the
+    /// first kick's notice is sent.
     pub fn kick(&self, notice: EncodedFrame) {
-        let sender = lock(&self.kick.notice).take();
-        if let Some(sender) = sender {
-            // The stream may be gone already; then nobody needs the notice.
-            let _ = sender.send(notice);
+        let mut state = lock(&self.shared.state);
+        if !state.closed || state.last.is_some() {
+            state.closed = true;
+            state.last = None;
+            state.queue = VecDeque::new();
+            state.notice = Some(notice);
         }
-        self.kick.ended.cancel();
+        drop(state);
+        self.shared.consumer.wake();
+        self.shared.ended.cancel();
     }
 
     /// Ends the stream gracefully: everything queued is sent, then `notice`.
     /// Falls back to [`Outbox::kick`] when the queue is full.
     pub fn finish(&self, notice: EncodedFrame) {
-        match self.tx.try_send(Outgoing::Last(notice)) {
-            Ok(()) => self.kick.ended.cancel(),
-            Err(mpsc::error::TrySendError::Full(Outgoing::Last(notice))) => self.kick(notice),
-            Err(_) => self.kick.ended.cancel(),
+        let mut state = lock(&self.shared.state);
+        if state.closed {
+            drop(state);
+        } else if state.queue.len() + usize::from(state.rest.is_some()) >= self.shared.capacity {
+            drop(state);
+            self.kick(notice);
+        } else {
+            state.closed = true;
+            state.last = Some(notice);
+            drop(state);
+            self.shared.consumer.wake();
         }
+        self.shared.ended.cancel();
     }
 
     /// Cancelled once the connection was kicked or finished.
     pub fn ended(&self) -> &CancellationToken {
-        &self.kick.ended
+        &self.shared.ended
     }
 
     /// Whether the connection was kicked or finished.
     pub fn is_ended(&self) -> bool {
-        self.kick.ended.is_cancelled()
+        self.shared.ended.is_cancelled()
+    }
+}
+
+impl OutboxStream {
+    /// From now on, frames pushed while nothing is queued or taken are
+    /// written by their producer through `wire`.
+    pub fn attach(&mut self, wire: Box<dyn Wire>) {
+        lock(&self.shared.state).wire = Some(wire);
+    }
+
+    /// Ready when there is something to [`take`](Self::take) or the
+    /// stream has ended. While it waits, the consumer holds nothing: direct
+    /// writes go ahead.
+    pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.done {
+            return Poll::Ready(());
+        }
+        self.shared.consumer.register(cx.waker());
+        let mut state = lock(&self.shared.state);
+        if state.rest.is_some() || state.notice.is_some() || !state.queue.is_empty() || state.closed
+        {
+            Poll::Ready(())
+        } else {
+            state.taken = false;
+            Poll::Pending
+        }
+    }
+
+    /// Takes what is waiting, oldest first, until about `max_bytes` are
+    /// handed to `put`; producers queue behind it until the consumer waits
+    /// again ([`poll_ready`](Self::poll_ready) with nothing left), so what
+    /// the consumer writes next (its own control frames too) cannot be
+    /// interleaved with a direct write. Returns whether the stream ended
+    /// with what was taken.
+    pub fn take(&mut self, max_bytes: usize, mut put: impl FnMut(Taken)) -> bool {
+        if self.done {
+            return true;
+        }
+        let mut state = lock(&self.shared.state);
+        state.taken = true;
+        let mut bytes = 0;
+        if let Some(rest) = state.rest.take() {
+            bytes += rest.len();
+            put(Taken::Rest(rest));
+        }
+        if let Some(notice) = state.notice.take() {
+            put(Taken::Frame(notice));
+            self.done = true;
+            return true;
+        }
+        while bytes < max_bytes {
+            let Some(frame) = state.queue.pop_front() else {
+                break;
+            };
+            bytes += frame.len();
+            put(Taken::Frame(frame));
+        }
+        if state.queue.is_empty() {
+            if state.closed {
+                if let Some(last) = state.last.take() {
+                    put(Taken::Frame(last));
+                }
+                self.done = true;
+            }
+            if state.queue.capacity() > KEEP_QUEUE {
+                // A burst's queue is not kept by an idle connection.
+                state.queue = VecDeque::new();
+            }
+        }
+        self.done
+    }
+}
+
+impl Drop for OutboxStream {
+    fn drop(&mut self) {
+        let mut state = lock(&self.shared.state);
+        state.closed = true;
+        state.queue = VecDeque::new();
+        state.rest = None;
+        // The wire holds the socket's write side: it goes with the consumer.
+        state.wire = None;
     }
 }
 
@@ -139,29 +465,29 @@ impl Stream for OutboxStream {
         if self.done {
             return Poll::Ready(None);
         }
-        // A kick's notice goes before whatever is still queued.
-        if let Some(notice) = self.notice.as_mut() {
-            match Pin::new(notice).poll(cx) {
-                Poll::Ready(Ok(frame)) => {
-                    self.done = true;
-                    return Poll::Ready(Some(frame));
-                }
-                Poll::Ready(Err(_)) => self.notice = None,
-                Poll::Pending => {}
-            }
+        self.shared.consumer.register(cx.waker());
+        let mut state = lock(&self.shared.state);
+        // A kick's notice goes before whatever is still queued. (No wire is
+        // attached to a stream read this way: there is no `rest`.)
+        if let Some(notice) = state.notice.take() {
+            drop(state);
+            self.done = true;
+            return Poll::Ready(Some(notice));
         }
-        match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(Outgoing::Frame(frame))) => Poll::Ready(Some(frame)),
-            Poll::Ready(Some(Outgoing::Last(frame))) => {
-                self.done = true;
-                Poll::Ready(Some(frame))
+        if let Some(frame) = state.queue.pop_front() {
+            if state.queue.is_empty() && state.queue.capacity() > KEEP_QUEUE {
+                state.queue = VecDeque::new();
             }
-            Poll::Ready(None) => {
-                self.done = true;
-                Poll::Ready(None)
-            }
-            Poll::Pending => Poll::Pending,
+            return Poll::Ready(Some(frame));
         }
+        if state.closed {
+            let last = state.last.take();
+            state.queue = VecDeque::new();
+            drop(state);
+            self.done = true;
+            return Poll::Ready(last);
+        }
+        Poll::Pending
     }
 }
 
@@ -204,8 +530,201 @@ mod tests {
         outbox.push(frame(2));
         outbox.finish(frame(9));
         assert!(outbox.is_ended());
+        assert!(!outbox.push(frame(3)), "nothing is accepted after finish");
         let got: Vec<_> = (&mut stream).map(|f| f.0[0]).collect().await;
         assert_eq!(got, vec![1, 2, 9]);
-        assert!(!outbox.push(frame(3)) || stream.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn stream_ends_when_every_producer_is_gone() {
+        let (outbox, mut stream) = outbox(4);
+        let clone = outbox.clone();
+        outbox.push(frame(1));
+        drop(outbox);
+        clone.push(frame(2));
+        drop(clone);
+        let got: Vec<_> = (&mut stream).map(|f| f.0[0]).collect().await;
+        assert_eq!(got, vec![1, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_consumer_is_woken() {
+        let (outbox, mut stream) = outbox(4);
+        let next = tokio::spawn(async move { stream.next().await.map(|f| f.0[0]) });
+        tokio::task::yield_now().await;
+        outbox.push(frame(7));
+        assert_eq!(next.await.unwrap(), Some(7));
+    }
+
+    /// A wire that records what it wrote and takes what `budget` allows.
+    #[derive(Clone, Default)]
+    struct FakeWire {
+        written: Arc<Mutex<Vec<u8>>>,
+        /// Bytes the socket takes before it is full.
+        budget: Arc<Mutex<usize>>,
+    }
+
+    impl Wire for FakeWire {
+        fn write(&self, frame: &EncodedFrame) -> Direct {
+            let mut budget = lock(&self.budget);
+            let n = frame.len().min(*budget);
+            *budget -= n;
+            lock(&self.written).extend_from_slice(&frame.0[..n]);
+            match n {
+                0 => Direct::Blocked,
+                n if n == frame.len() => Direct::Sent,
+                n => Direct::Rest(frame.0.slice(n..)),
+            }
+        }
+    }
+
+    fn bytes(v: &[u8]) -> EncodedFrame {
+        EncodedFrame(Bytes::copy_from_slice(v))
+    }
+
+    /// Drains what the consumer can take, as the writer would write it.
+    fn drain(stream: &mut OutboxStream, into: &Mutex<Vec<u8>>) -> bool {
+        stream.take(usize::MAX, |taken| match taken {
+            Taken::Rest(b) => lock(into).extend_from_slice(&b),
+            Taken::Frame(f) => lock(into).extend_from_slice(&f.0),
+        })
+    }
+
+    fn ready(stream: &mut OutboxStream) -> bool {
+        let waker = futures::task::noop_waker();
+        stream
+            .poll_ready(&mut Context::from_waker(&waker))
+            .is_ready()
+    }
+
+    #[test]
+    fn direct_writes_skip_the_queue_and_keep_order_when_the_socket_fills() {
+        let (outbox, mut stream) = outbox(8);
+        let wire = FakeWire::default();
+        *lock(&wire.budget) = 5;
+        stream.attach(Box::new(wire.clone()));
+        assert!(!ready(&mut stream), "nothing queued");
+        assert!(outbox.push(bytes(b"abc")), "written directly");
+        assert!(!ready(&mut stream), "a direct write queues nothing");
+        assert!(outbox.push(bytes(b"defg")), "two bytes go, two stay");
+        assert!(outbox.push(bytes(b"hi")), "queued behind the rest");
+        assert_eq!(&lock(&wire.written)[..], b"abcde");
+        assert!(ready(&mut stream));
+        // The socket has room again, but the consumer has not written yet:
+        // producers must not overtake it.
+        *lock(&wire.budget) = 100;
+        assert!(!drain(&mut stream, &wire.written));
+        assert!(
+            outbox.push(bytes(b"jk")),
+            "queued: the consumer holds the wire"
+        );
+        assert!(ready(&mut stream));
+        assert!(!drain(&mut stream, &wire.written));
+        assert!(!ready(&mut stream), "drained: the consumer lets go");
+        assert!(outbox.push(bytes(b"lm")), "direct again");
+        assert_eq!(&lock(&wire.written)[..], b"abcdefghijklm");
+    }
+
+    #[test]
+    fn a_deferred_frame_is_written_when_the_fan_out_is_done() {
+        let (outbox, mut stream) = outbox(8);
+        let wire = FakeWire::default();
+        *lock(&wire.budget) = 100;
+        stream.attach(Box::new(wire.clone()));
+        let mut writes = Deferred::default();
+        assert!(outbox.push_deferred(bytes(b"ab"), &mut writes));
+        assert!(
+            lock(&wire.written).is_empty(),
+            "not under the caller's lock"
+        );
+        drop(writes);
+        assert_eq!(&lock(&wire.written)[..], b"ab");
+        assert!(!ready(&mut stream), "written, not queued");
+    }
+
+    #[test]
+    fn frames_behind_a_deferred_one_go_to_the_consumer_in_order() {
+        let (outbox, mut stream) = outbox(8);
+        let wire = FakeWire::default();
+        *lock(&wire.budget) = 100;
+        stream.attach(Box::new(wire.clone()));
+        let mut writes = Deferred::default();
+        assert!(outbox.push_deferred(bytes(b"ab"), &mut writes));
+        assert!(
+            outbox.push(bytes(b"cd")),
+            "queued behind the deferred frame"
+        );
+        drop(writes);
+        assert!(
+            lock(&wire.written).is_empty(),
+            "two frames: the consumer writes them together"
+        );
+        assert!(ready(&mut stream));
+        assert!(!drain(&mut stream, &wire.written));
+        assert_eq!(&lock(&wire.written)[..], b"abcd");
+    }
+
+    #[test]
+    fn queued_and_no_direct_pushes_leave_the_writing_to_the_consumer() {
+        let (outbox, mut stream) = outbox(8);
+        let wire = FakeWire::default();
+        *lock(&wire.budget) = 100;
+        stream.attach(Box::new(wire.clone()));
+        let mut writes = Deferred::none();
+        assert!(outbox.push_deferred(bytes(b"ab"), &mut writes));
+        drop(writes);
+        assert!(outbox.queue(bytes(b"cd")));
+        assert!(lock(&wire.written).is_empty());
+        assert!(ready(&mut stream));
+        assert!(!drain(&mut stream, &wire.written));
+        assert_eq!(&lock(&wire.written)[..], b"abcd");
+    }
+
+    #[test]
+    fn a_kick_keeps_the_wire_framing_whole() {
+        let (outbox, mut stream) = outbox(8);
+        let wire = FakeWire::default();
+        *lock(&wire.budget) = 2;
+        stream.attach(Box::new(wire.clone()));
+        outbox.push(bytes(b"abcd"));
+        outbox.push(bytes(b"ef"));
+        outbox.kick(bytes(b"!"));
+        assert!(!outbox.push(bytes(b"gh")), "closed");
+        assert!(
+            drain(&mut stream, &wire.written),
+            "the kick ends the stream"
+        );
+        assert_eq!(
+            &lock(&wire.written)[..],
+            b"abcd!",
+            "the rest, then the notice"
+        );
+    }
+
+    #[test]
+    fn a_slow_socket_fills_the_queue_and_is_kicked() {
+        let (outbox, mut stream) = outbox(2);
+        let wire = FakeWire::default();
+        stream.attach(Box::new(wire.clone()));
+        assert!(outbox.push(bytes(b"a")));
+        assert!(outbox.push(bytes(b"b")));
+        assert!(!outbox.push(bytes(b"c")), "over capacity");
+        assert!(outbox.is_ended());
+        assert!(drain(&mut stream, &wire.written));
+        let notice = lock(&wire.written).clone();
+        let decoded = <chat_proto::v1::ServerFrame as prost::Message>::decode(&notice[..]).unwrap();
+        assert!(matches!(decoded.frame, Some(Frame::Disconnect(_))));
+    }
+
+    #[test]
+    fn dropping_the_consumer_drops_the_wire() {
+        let (outbox, mut stream) = outbox(2);
+        let wire = FakeWire::default();
+        *lock(&wire.budget) = 100;
+        stream.attach(Box::new(wire.clone()));
+        assert_eq!(Arc::strong_count(&wire.written), 2);
+        drop(stream);
+        assert_eq!(Arc::strong_count(&wire.written), 1, "the wire went");
+        assert!(!outbox.push(bytes(b"a")), "nobody reads any more");
     }
 }

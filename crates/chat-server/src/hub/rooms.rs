@@ -12,7 +12,7 @@
 //! first collects live frames while its backlog is read, then receives
 //! reply, backlog and collected frames in that order: no gap, no duplicate.
 
-use super::outbox::Outbox;
+use super::outbox::{Deferred, Outbox};
 use crate::backplane::{FrameSink, RoomFrame};
 use crate::domain::validate::RoomName;
 use chat_proto::EncodedFrame;
@@ -91,11 +91,12 @@ struct Joining {
 impl RoomState {
     /// Queues `frame` (message `sequence`, if it is one) for every member
     /// that does not have it, and for joiners to receive later.
-    fn fan_out(&mut self, sequence: Option<u64>, frame: &EncodedFrame) {
+    fn fan_out(&mut self, sequence: Option<u64>, frame: &EncodedFrame, writes: &mut Deferred) {
         let mut queued = 0;
+        writes.reserve(self.recipients.len());
         for r in &self.recipients {
             if sequence.is_none_or(|s| s > r.seen) {
-                queued += u64::from(r.outbox.push(frame.clone()));
+                queued += u64::from(r.outbox.push_deferred(frame.clone(), writes));
             }
         }
         if sequence.is_some() {
@@ -112,15 +113,15 @@ impl RoomState {
     }
 
     /// Offers message `sequence`; returns whether a gap remains.
-    fn offer(&mut self, sequence: u64, frame: &EncodedFrame) -> bool {
+    fn offer(&mut self, sequence: u64, frame: &EncodedFrame, writes: &mut Deferred) -> bool {
         if sequence <= self.delivered {
             return !self.held.is_empty();
         }
         if sequence == self.delivered + 1 {
-            self.fan_out(Some(sequence), frame);
+            self.fan_out(Some(sequence), frame, writes);
             self.delivered = sequence;
             while let Some(next) = self.held.remove(&(self.delivered + 1)) {
-                self.fan_out(Some(self.delivered + 1), &next);
+                self.fan_out(Some(self.delivered + 1), &next, writes);
                 self.delivered += 1;
             }
         } else {
@@ -221,12 +222,14 @@ impl Rooms {
             return;
         };
         let joining = state.joining.swap_remove(at);
+        // Queued (this runs under the presence lock too): the connection's
+        // task writes the reply and the backlog together.
         for frame in first {
-            joining.outbox.push(frame);
+            joining.outbox.queue(frame);
         }
         for (sequence, frame) in joining.pending {
             if sequence.is_none_or(|s| s > seen) {
-                joining.outbox.push(frame);
+                joining.outbox.queue(frame);
             }
         }
         state.recipients.push(Recipient {
@@ -240,10 +243,14 @@ impl Rooms {
     /// in); returns whether a gap remains.
     pub fn offer(&self, room: &RoomName, sequence: u64, frame: &EncodedFrame) -> bool {
         self.repaired.fetch_add(1, Ordering::Relaxed);
-        match self.get(room) {
-            Some(entry) => lock(&entry.state).offer(sequence, frame),
-            None => false,
-        }
+        let Some(entry) = self.get(room) else {
+            return false;
+        };
+        let mut writes = Deferred::default();
+        let gap = lock(&entry.state).offer(sequence, frame, &mut writes);
+        // The room's lock is gone: now the sockets are written.
+        drop(writes);
+        gap
     }
 
     /// The last sequence handed to the room's members, if it has any here.
@@ -255,15 +262,18 @@ impl Rooms {
     /// them), delivering what was held after them.
     pub fn skip_to(&self, room: &RoomName, sequence: u64) {
         if let Some(entry) = self.get(room) {
+            let mut writes = Deferred::default();
             let mut state = lock(&entry.state);
             if sequence > state.delivered {
                 state.delivered = sequence;
                 let later: Vec<(u64, EncodedFrame)> =
                     std::mem::take(&mut state.held).into_iter().collect();
                 for (seq, frame) in later {
-                    state.offer(seq, &frame);
+                    state.offer(seq, &frame, &mut writes);
                 }
             }
+            drop(state);
+            drop(writes);
         }
     }
 
@@ -350,11 +360,17 @@ impl Rooms {
     }
 }
 
-impl FrameSink for Rooms {
-    /// Hands the same encoded bytes to every local connection in the room
-    /// (in sequence order, in ordered mode); a connection whose queue is
-    /// full is kicked, never waited for.
-    fn deliver(&self, frame: &RoomFrame) {
+impl Rooms {
+    /// [`FrameSink::deliver`] for a caller holding a lock many wait on
+    /// (presence's): nothing is written to a socket here, every recipient's
+    /// task writes its own.
+    pub fn deliver_queued(&self, frame: &RoomFrame) {
+        self.deliver_with(frame, Deferred::none());
+    }
+
+    /// Hands `frame` to the room's local connections; `writes` writes to
+    /// their sockets once the room's lock is released.
+    fn deliver_with(&self, frame: &RoomFrame, mut writes: Deferred) {
         let Some(room) = self.get(&frame.room) else {
             return;
         };
@@ -364,13 +380,15 @@ impl FrameSink for Rooms {
         let gap = {
             let mut state = lock(&room.state);
             match frame.sequence {
-                Some(sequence) if self.ordered => state.offer(sequence, &frame.frame),
+                Some(sequence) if self.ordered => state.offer(sequence, &frame.frame, &mut writes),
                 sequence => {
-                    state.fan_out(sequence, &frame.frame);
+                    state.fan_out(sequence, &frame.frame, &mut writes);
                     false
                 }
             }
         };
+        // The room's lock is gone: now the sockets are written.
+        drop(writes);
         if frame.acked_at_unix_us > 0 {
             // Across instances this includes the difference of their clocks.
             let now = chat_util::now_unix_us();
@@ -381,6 +399,16 @@ impl FrameSink for Rooms {
         if gap {
             self.request_repair(&frame.room);
         }
+    }
+}
+
+impl FrameSink for Rooms {
+    /// Hands the same encoded bytes to every local connection in the room
+    /// (in sequence order, in ordered mode); a connection whose queue is
+    /// full is kicked, never waited for. Frames for idle connections with a
+    /// wire are written after the room's lock is released.
+    fn deliver(&self, frame: &RoomFrame) {
+        self.deliver_with(frame, Deferred::default());
     }
 }
 

@@ -138,6 +138,23 @@ impl Conn {
         std::mem::take(&mut self.rewind)
     }
 
+    /// The plain TCP stream and the connection's place in the TCP limits
+    /// (to be held as long as the stream), for a transport that drives the
+    /// socket itself; the connection back when it is TLS, moved, or has
+    /// bytes to be read again.
+    pub fn into_tcp(mut self) -> Result<(TcpStream, Option<TcpPermit>), Box<Conn>> {
+        if !self.rewind.is_empty() || self.deciding.is_some() {
+            return Err(Box::new(self));
+        }
+        match std::mem::replace(&mut self.io, Io::Gone) {
+            Io::Plain(stream) => Ok((stream, self.permit.take())),
+            io => {
+                self.io = io;
+                Err(Box::new(self))
+            }
+        }
+    }
+
     /// The peer's address.
     pub fn peer(&self) -> Option<std::net::SocketAddr> {
         self.connect_info().remote_addr()

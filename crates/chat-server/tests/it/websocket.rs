@@ -47,6 +47,17 @@ async fn open(
     protocols: &[String],
     origin: Option<&str>,
 ) -> Result<Ws, WsError> {
+    open_with(server, protocols, origin, None).await
+}
+
+/// [`open`], with the client socket's receive buffer set to
+/// `receive_buffer` bytes if given (a client whose window fills fast).
+async fn open_with(
+    server: &TestServer,
+    protocols: &[String],
+    origin: Option<&str>,
+    receive_buffer: Option<u32>,
+) -> Result<Ws, WsError> {
     let mut request = format!("ws://{}/v1/ws", server.addr())
         .into_client_request()
         .unwrap();
@@ -61,7 +72,13 @@ async fn open(
             .headers_mut()
             .insert("origin", HeaderValue::from_str(origin).unwrap());
     }
-    let (socket, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(bytes) = receive_buffer {
+        tcp.set_recv_buffer_size(bytes).unwrap();
+    }
+    let tcp = tcp.connect(server.addr()).await.expect("connects");
+    let handshake = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp));
+    let (socket, response) = tokio::time::timeout(WAIT, handshake)
         .await
         .expect("handshake in time")?;
     assert_eq!(
@@ -74,7 +91,12 @@ async fn open(
 
 /// Opens a session with auth off as `name`.
 async fn open_as(server: &TestServer, name: &str) -> Ws {
-    let mut ws = open(server, &[name_protocol(name)], None)
+    open_windowed(server, name, None).await
+}
+
+/// [`open_as`] with the receive buffer of [`open_with`].
+async fn open_windowed(server: &TestServer, name: &str, receive_buffer: Option<u32>) -> Ws {
+    let mut ws = open_with(server, &[name_protocol(name)], None, receive_buffer)
         .await
         .expect("opens");
     match ws.frame().await {
@@ -641,5 +663,134 @@ async fn an_idle_plain_connection_still_reaches_http_after_a_pause() {
     let mut answer = String::new();
     raw.read_to_string(&mut answer).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    server.stop().await;
+}
+
+/// Frames pushed while a client's socket is full are written partly by
+/// their producer and the rest by the connection's writer: a client that
+/// pauses (a 4 KB receive window) still gets every message whole, once and
+/// in order, and so does one that reads all along.
+#[tokio::test]
+async fn a_client_that_pauses_gets_every_message_whole_and_in_order() {
+    let mut config = config();
+    // Room for everything the socket buffers do not hold.
+    config.limits.outbound_queue = 4096;
+    let server = TestServer::start(config).await;
+    let mut paused = open_windowed(&server, "paused", Some(4096)).await;
+    assert!(matches!(
+        paused.join("lobby", None).await,
+        reply::Result::JoinRoom(_)
+    ));
+    let mut reading = open_as(&server, "reading").await;
+    assert!(matches!(
+        reading.join("lobby", None).await,
+        reply::Result::JoinRoom(_)
+    ));
+    let mut sender = open_as(&server, "sender").await;
+    assert!(matches!(
+        sender.join("lobby", None).await,
+        reply::Result::JoinRoom(_)
+    ));
+
+    // 6 MB: beyond what the socket buffers hold for `paused` (the server's
+    // send buffer grows to 4 MB at most, net.ipv4.tcp_wmem).
+    const SENT: usize = 2000;
+    let text = |i: usize| {
+        format!(
+            "{i:05}{}",
+            char::from(b'a' + (i % 26) as u8).to_string().repeat(3000)
+        )
+    };
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        while got.len() < SENT {
+            let (_, text, sequence) = next_message(&mut reading).await;
+            got.push((text, sequence));
+        }
+        got
+    });
+    for i in 0..SENT {
+        sender.say("lobby", &format!("m{i}"), &text(i)).await;
+    }
+    let read_all_along = tokio::time::timeout(WAIT, reader)
+        .await
+        .expect("in time")
+        .unwrap();
+    let mut after_pause = Vec::new();
+    while after_pause.len() < SENT {
+        let (_, text, sequence) = next_message(&mut paused).await;
+        after_pause.push((text, sequence));
+    }
+    for got in [&read_all_along, &after_pause] {
+        for (i, (text_got, _)) in got.iter().enumerate() {
+            assert!(
+                *text_got == text(i),
+                "message {i} arrived whole and in order"
+            );
+        }
+        assert!(
+            got.windows(2).all(|w| w[1].1 == w[0].1 + 1),
+            "sequences in order, no gap"
+        );
+    }
+    server.stop().await;
+}
+
+/// A WebSocket client that stops reading is cut off as a slow consumer
+/// (its notice and close come after what it was sent whole), and the room
+/// goes on without it.
+#[tokio::test]
+async fn a_websocket_client_that_does_not_read_is_disconnected_as_a_slow_consumer() {
+    let mut config = config();
+    config.limits.outbound_queue = 16;
+    let server = TestServer::start(config).await;
+    let mut slow = open_windowed(&server, "slow", Some(4096)).await;
+    assert!(matches!(
+        slow.join("lobby", None).await,
+        reply::Result::JoinRoom(_)
+    ));
+    let mut sender = open_as(&server, "sender").await;
+    assert!(matches!(
+        sender.join("lobby", None).await,
+        reply::Result::JoinRoom(_)
+    ));
+
+    // Bounded: the socket buffers and 16 queued frames hold far less than
+    // 3,000 messages of 3 KB.
+    const MOST: usize = 3000;
+    let text = "y".repeat(3000);
+    let mut sent = 0;
+    while server.server.hub().session_count() == 2 && sent < MOST {
+        sender.say("lobby", &format!("m{sent}"), &text).await;
+        sent += 1;
+    }
+    assert_eq!(
+        server.server.hub().session_count(),
+        1,
+        "slow was cut off after {sent} messages"
+    );
+    let (frames, code) = slow.until_closed().await;
+    let messages: Vec<_> = frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Message(m) => Some(m.sequence),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        messages.len() < sent,
+        "cut off, not buffered: {} of {sent}",
+        messages.len()
+    );
+    assert!(
+        messages.windows(2).all(|w| w[1] == w[0] + 1),
+        "what came, came in order"
+    );
+    match frames.last() {
+        Some(Frame::Disconnect(n)) => assert_eq!(n.reason, DisconnectReason::SlowConsumer as i32),
+        other => panic!("the notice comes last, got {other:?}"),
+    }
+    assert_eq!(code, Some(1000), "then a normal close");
+    sender.say("lobby", "after", "the room goes on").await;
     server.stop().await;
 }

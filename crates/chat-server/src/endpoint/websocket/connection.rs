@@ -1,32 +1,39 @@
 //! One WebSocket connection, in one task: the handshake, the client
 //! identified and admitted, then its session. The session core reads the
 //! socket through [`Reader`] (a stream of `ClientFrame`s that answers pings
-//! and turns bad input into a close code) while [`write`] drains the
+//! and turns bad input into a close code) while [`writer`] drains the
 //! session's outbox to the socket, several queued frames per write; the two
-//! run joined, in the same task, sharing only [`Shared`]. Idle connections
-//! hold no read or write buffer.
+//! run joined, in the same task, sharing only [`Shared`]. Over plain TCP the
+//! socket's write half is also the outbox's [`Wire`] ([`PlainWire`]): a
+//! frame pushed while the writer is idle is written by whoever pushed it (a
+//! room's fan-out) and never wakes this task. Idle connections hold no read
+//! or write buffer, and not the handshake's state.
 
 use super::Endpoint;
 use super::frame::{self, CloseCode, Decoder, Incoming, Violation};
 use super::handshake::{self, Credentials, Refusal};
 use crate::auth::Identity;
 use crate::domain::validate;
-use crate::hub::OutboxStream;
+use crate::hub::{Direct, OutboxStream, Taken, Wire};
 use crate::metrics::AuthFailure;
 use crate::session::{InboundError, Session};
 use crate::tls::Conn;
 use bytes::{Bytes, BytesMut};
+use chat_proto::EncodedFrame;
 use chat_proto::v1::ClientFrame;
 use chat_util::lock;
 use futures::task::AtomicWaker;
-use futures::{FutureExt, Stream, StreamExt};
+use futures::{FutureExt, Stream};
 use prost::Message;
+use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
 
 /// Bytes read from the socket in one go (on the stack: nothing is held
@@ -37,11 +44,37 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// Write buffer capacity kept between writes (enough for a chat message
 /// and its header); anything larger is released after the write.
 const KEEP_WRITE_BUFFER: usize = 512;
+/// A direct write of a frame up to this size (with its header) copies it
+/// into one buffer on the stack instead of gathering two pieces.
+const COPY_SMALL: usize = 512;
 /// How long the client may take to answer our close before we drop it.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Serves `conn`, whose first bytes were `GET /v1/ws`.
-pub(super) async fn serve(endpoint: Arc<Endpoint>, mut conn: Conn) {
+pub(super) async fn serve(endpoint: Arc<Endpoint>, conn: Conn) {
+    // Each phase in its own allocation: a task's future is as large as its
+    // largest state, so the handshake's state would otherwise stay with
+    // every idle connection for its life.
+    let opening = Box::pin(open(&endpoint, conn));
+    let Some(opened) = opening.await else {
+        return;
+    };
+    let session = Box::pin(attach(&endpoint, opened));
+    session.await;
+}
+
+/// A connection upgraded, its client admitted.
+struct Opened {
+    conn: Conn,
+    session: Session,
+    frames: OutboxStream,
+    /// Frames an eager client sent right behind its request head.
+    rest: BytesMut,
+}
+
+/// The handshake, the client identified and admitted; `None` when the
+/// connection was refused (and answered).
+async fn open(endpoint: &Endpoint, mut conn: Conn) -> Option<Opened> {
     // The first bytes move into the head's buffer: nothing of the
     // handshake stays alive beside the session.
     let first = BytesMut::from(conn.take_rewind());
@@ -55,23 +88,26 @@ pub(super) async fn serve(endpoint: Arc<Endpoint>, mut conn: Conn) {
     {
         Ok(_) if endpoint.shutdown.is_cancelled() => {
             let _ = handshake::refuse(&mut conn, Refusal::SHUTTING_DOWN).await;
-            return;
+            return None;
         }
         Ok(upgrade) => upgrade,
         Err(refusal) => {
             tracing::debug!(peer = ?conn.peer(), status = refusal.status, why = refusal.why, "websocket refused");
             let _ = handshake::refuse(&mut conn, refusal).await;
-            return;
+            return None;
         }
     };
-    let identity = identify(&endpoint, &upgrade.credentials);
+    let identity = identify(endpoint, &upgrade.credentials);
     if handshake::accept(&mut conn, &upgrade).await.is_err() {
-        return;
+        return None;
     }
     // Refusals a browser must see come after the upgrade, as close codes.
     let identity = match identity {
         Ok(identity) => identity,
-        Err(reason) => return close_at_once(conn, CloseCode::UNAUTHENTICATED, reason).await,
+        Err(reason) => {
+            close_at_once(conn, CloseCode::UNAUTHENTICATED, reason).await;
+            return None;
+        }
     };
     let address = conn.peer().map(|a| a.ip());
     let admitted = Session::admit(
@@ -82,32 +118,172 @@ pub(super) async fn serve(endpoint: Arc<Endpoint>, mut conn: Conn) {
         &endpoint.timing,
         None,
     );
-    let (session, frames) = match admitted {
-        Ok(admitted) => admitted,
+    match admitted {
+        Ok((session, frames)) => Some(Opened {
+            conn,
+            session,
+            frames,
+            rest: upgrade.rest,
+        }),
         Err(refusal) => {
             let reason = crate::metrics::Label::as_str(refusal.reason());
-            return close_at_once(conn, CloseCode::LIMITED, reason).await;
+            close_at_once(conn, CloseCode::LIMITED, reason).await;
+            None
+        }
+    }
+}
+
+/// The opened session over its socket: the session core reading the
+/// socket, joined with the writer. Not an `async fn`: the joined pair is
+/// all the (boxed) future holds, not the parts it was made of as well.
+fn attach(endpoint: &Endpoint, opened: Opened) -> impl Future<Output = ()> + '_ {
+    let Opened {
+        conn,
+        session,
+        mut frames,
+        rest,
+    } = opened;
+    // The connection's place in the TCP limits, held until both halves are
+    // done with the socket.
+    let mut place = None;
+    let (read, write) = match conn.into_tcp() {
+        // Plain TCP: frames pushed while the writer is idle go straight to
+        // the socket from their producer (a room's fan-out), through the
+        // write half the writer shares with the outbox's wire.
+        Ok((tcp, permit)) => {
+            let (read, write) = tcp.into_split();
+            let write = Arc::new(write);
+            frames.attach(Box::new(PlainWire(write.clone())));
+            place = permit;
+            (ReadSide::Plain(read), WriteSide::Plain(write))
+        }
+        // TLS: the writer writes everything.
+        Err(conn) => {
+            let (read, write) = tokio::io::split(*conn);
+            (ReadSide::Tls(read), WriteSide::Tls(write))
         }
     };
-    let (read, write) = tokio::io::split(conn);
     let shared = Arc::new(Shared::default());
     let reader = Reader {
         io: read,
-        // Frames an eager client sent right behind its request head.
-        buf: upgrade.rest,
+        buf: rest,
         decoder: Decoder::default(),
         max: endpoint.max_message,
         shared: shared.clone(),
         done: false,
     };
-    // Both halves in this one task. `join!` polls both on every wake; a
-    // waker per half (FuturesUnordered, measured 2026-11-30) cut A-ws's user
-    // CPU from 4.05 to 3.2 µs per delivery but added 0.9 KB per idle
-    // connection in D-ws, so it waits for a join that keeps both inline.
-    tokio::join!(
+    // Both halves in this one task. The join polls both on every wake; a
+    // waker per half (FuturesUnordered, measured 2026-11-30) added 0.9 KB
+    // per idle connection. Deliveries mostly skip the task altogether:
+    // their producer writes them (see `PlainWire`).
+    futures::future::join(
         session.run(reader, endpoint.shutdown.clone()),
-        writer(write, frames, &shared, &endpoint),
-    );
+        writer(write, frames, shared, endpoint),
+    )
+    .map(move |_| drop(place))
+}
+
+/// A plain TCP connection's write half as the outbox's [`Wire`]: a frame is
+/// written with its header in one vectored write, without copying.
+struct PlainWire(Arc<OwnedWriteHalf>);
+
+impl Wire for PlainWire {
+    fn write(&self, frame: &EncodedFrame) -> Direct {
+        let (head, n) = frame::binary_head(frame.len());
+        let total = n + frame.len();
+        let written = if total <= COPY_SMALL {
+            // A chat message: copied beside its header, one plain write
+            // (cheaper in the kernel than gathering two pieces).
+            let mut small = [0u8; COPY_SMALL];
+            small[..n].copy_from_slice(&head[..n]);
+            small[n..total].copy_from_slice(&frame.0);
+            self.0.try_write(&small[..total])
+        } else {
+            let bufs = [IoSlice::new(&head[..n]), IoSlice::new(&frame.0)];
+            self.0.try_write_vectored(&bufs)
+        };
+        match written {
+            Ok(written) if written == n + frame.len() => Direct::Sent,
+            // Nothing went out, or the socket failed: the writer writes
+            // it (and meets the failure itself).
+            Ok(0) | Err(_) => Direct::Blocked,
+            Ok(written) if written >= n => Direct::Rest(frame.0.slice(written - n..)),
+            Ok(written) => {
+                let mut rest = BytesMut::with_capacity(n - written + frame.len());
+                rest.extend_from_slice(&head[written..n]);
+                rest.extend_from_slice(&frame.0);
+                Direct::Rest(rest.freeze())
+            }
+        }
+    }
+}
+
+/// The socket's read half.
+enum ReadSide {
+    /// Plain TCP.
+    Plain(OwnedReadHalf),
+    /// TLS.
+    Tls(ReadHalf<Conn>),
+}
+
+/// The socket's write half, as the writer holds it.
+enum WriteSide {
+    /// Plain TCP: shared with the [`PlainWire`], so its write side shuts
+    /// when the last of the two lets go (the writer's end, and the outbox's
+    /// consumer end).
+    Plain(Arc<OwnedWriteHalf>),
+    /// TLS.
+    Tls(WriteHalf<Conn>),
+}
+
+impl AsyncRead for ReadSide {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ReadSide::Plain(read) => Pin::new(read).poll_read(cx, buf),
+            ReadSide::Tls(read) => Pin::new(read).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for WriteSide {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            WriteSide::Plain(write) => {
+                let tcp: &TcpStream = (**write).as_ref();
+                loop {
+                    std::task::ready!(tcp.poll_write_ready(cx))?;
+                    match tcp.try_write(buf) {
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        written => return Poll::Ready(written),
+                    }
+                }
+            }
+            WriteSide::Tls(write) => Pin::new(write).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            WriteSide::Plain(_) => Poll::Ready(Ok(())),
+            WriteSide::Tls(write) => Pin::new(write).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            // The write side shuts when its last holder drops it.
+            WriteSide::Plain(_) => Poll::Ready(Ok(())),
+            WriteSide::Tls(write) => Pin::new(write).poll_shutdown(cx),
+        }
+    }
 }
 
 /// Who the client is, from its credentials; the close reason otherwise.
@@ -194,7 +370,7 @@ impl Shared {
 /// the stream with an error and leaves the close code for the writer.
 struct Reader {
     /// The socket's read half.
-    io: ReadHalf<Conn>,
+    io: ReadSide,
     /// Bytes of a message not yet whole; released when empty.
     buf: BytesMut,
     /// Fragments between frames.
@@ -301,51 +477,55 @@ impl Stream for Reader {
 /// Writes the session's frames until its outbox ends, answering pings and
 /// pinging the client every `keepalive_interval`; then closes.
 async fn writer(
-    mut io: WriteHalf<Conn>,
+    mut io: WriteSide,
     mut frames: OutboxStream,
-    shared: &Shared,
+    shared: Arc<Shared>,
     endpoint: &Endpoint,
 ) {
+    let shared = &*shared;
     let mut out = Vec::new();
     let timing = &endpoint.timing;
     let mut keepalive = Keepalive::new(timing.keepalive_interval, timing.keepalive_timeout);
     // How to close, once the reader has said (bad input, the client's close).
     let mut closing = None;
     let ended = loop {
+        // A control frame of ours to send after what the outbox holds.
+        let mut control = None;
         tokio::select! {
             // Pongs and pings first: a busy outbox must not starve them.
             biased;
             () = owed(shared) => {
                 let mut owed = lock(&shared.owed);
-                if let Some(payload) = owed.pong.take() {
-                    frame::put_pong(&mut out, &payload);
-                }
+                control = owed.pong.take().map(Control::Pong);
                 // Sent once the outbox ends (its last frames go first).
                 closing = closing.or(owed.close.take());
             },
             tick = keepalive.due(shared) => match tick {
-                Tick::Ping => frame::put_ping(&mut out, b""),
+                Tick::Ping => control = Some(Control::Ping),
                 Tick::Alive => {}
                 Tick::Dead => break false,
             },
-            frame = frames.next() => match frame {
-                Some(frame) => {
-                    frame::put_binary(&mut out, &frame.0);
-                    // Whatever else is queued goes in the same write.
-                    while out.len() < WRITE_BATCH {
-                        match frames.next().now_or_never() {
-                            Some(Some(frame)) => frame::put_binary(&mut out, &frame.0),
-                            _ => break,
-                        }
-                    }
-                }
-                None => break true,
-            },
+            () = std::future::poll_fn(|cx| frames.poll_ready(cx)) => {}
+        }
+        // From here until the outbox is drained, producers queue behind us:
+        // the rest of a frame a direct write left unfinished goes first,
+        // and nothing is written between our frames' bytes.
+        let end = frames.take(WRITE_BATCH, |taken| match taken {
+            Taken::Rest(bytes) => out.extend_from_slice(&bytes),
+            Taken::Frame(frame) => frame::put_binary(&mut out, &frame.0),
+        });
+        match control {
+            Some(Control::Pong(payload)) => frame::put_pong(&mut out, &payload),
+            Some(Control::Ping) => frame::put_ping(&mut out, b""),
+            None => {}
         }
         // A client that stops reading cannot hold the writer: a write that
         // does not finish within the keepalive timeout ends the connection.
         if !out.is_empty() && !flush(&mut io, &mut out, timing.keepalive_timeout).await {
             break false;
+        }
+        if end {
+            break true;
         }
     };
     if !ended {
@@ -385,6 +565,14 @@ async fn flush<W: AsyncWrite + Unpin>(io: &mut W, out: &mut Vec<u8>, limit: Dura
         *out = Vec::new();
     }
     true
+}
+
+/// A control frame the writer sends on its own account.
+enum Control {
+    /// The answer to the client's ping, with its payload.
+    Pong(Bytes),
+    /// Our keepalive ping.
+    Ping,
 }
 
 /// Resolves when the reader has left something new for the writer.

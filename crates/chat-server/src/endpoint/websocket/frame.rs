@@ -243,18 +243,38 @@ fn close(payload: &[u8]) -> Result<Option<u16>, Violation> {
 
 /// Appends the header of an unmasked server frame of `len` bytes.
 fn put_header(out: &mut Vec<u8>, opcode: u8, len: usize) {
-    out.push(0x80 | opcode);
-    match len {
-        0..=125 => out.push(len as u8),
+    let (head, n) = head(opcode, len);
+    out.extend_from_slice(&head[..n]);
+}
+
+/// A server frame's header (unmasked, final) for a payload of `len` bytes:
+/// the bytes and how many of them are used.
+fn head(opcode: u8, len: usize) -> ([u8; 10], usize) {
+    let mut head = [0u8; 10];
+    head[0] = 0x80 | opcode;
+    let n = match len {
+        0..=125 => {
+            head[1] = len as u8;
+            2
+        }
         126..=0xFFFF => {
-            out.push(126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
+            head[1] = 126;
+            head[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            4
         }
         _ => {
-            out.push(127);
-            out.extend_from_slice(&(len as u64).to_be_bytes());
+            head[1] = 127;
+            head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+            10
         }
-    }
+    };
+    (head, n)
+}
+
+/// The header of a binary message of `len` bytes, for a write that sends
+/// it and the payload without copying (see [`put_binary`]).
+pub fn binary_head(len: usize) -> ([u8; 10], usize) {
+    head(BINARY, len)
 }
 
 /// Appends a binary message holding `payload` (one encoded `ServerFrame`).
