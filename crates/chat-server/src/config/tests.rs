@@ -166,3 +166,32 @@ fn printed_config_loads_back_to_the_same() {
         Ok(())
     });
 }
+
+/// Issue 15, report 11: a `server_id` is a token of NATS subjects and
+/// Redis channel names, and the mark of an instance's own echoes: spaces,
+/// wildcards, separators and overlong ids are refused at start.
+#[test]
+fn server_ids_that_break_subjects_are_refused() {
+    for bad in [
+        "a b",
+        "node*",
+        "node>",
+        "eu.1",
+        "tab\there",
+        &"x".repeat(65),
+    ] {
+        let config = Config {
+            server_id: bad.to_string(),
+            ..Config::default()
+        };
+        let err = config.validate().expect_err(bad);
+        assert!(err.to_string().contains("server_id"), "{bad:?}: {err}");
+    }
+    for good in ["", "chat-1", "eu_west_2", "A9"] {
+        let config = Config {
+            server_id: good.to_string(),
+            ..Config::default()
+        };
+        assert!(config.validate().is_ok(), "{good:?}");
+    }
+}

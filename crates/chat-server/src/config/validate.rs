@@ -6,10 +6,14 @@ use super::{
 };
 use std::net::SocketAddr;
 
+/// The longest `server_id`.
+const MAX_SERVER_ID: usize = 64;
+
 impl Config {
     /// Checks what serde cannot: ranges and relations between values,
     /// section by section.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_server_id()?;
         self.limits.validate()?;
         self.validate_background()?;
         self.nats.validate()?;
@@ -20,6 +24,19 @@ impl Config {
         self.tls.validate()?;
         self.validate_admin()?;
         self.auth.validate(self.listen)
+    }
+
+    /// The instance's id is a token of backplane subjects and channels and
+    /// marks its own echoes: letters, digits, `-` and `_`, at most 64
+    /// (empty: a random one).
+    fn validate_server_id(&self) -> Result<(), ConfigError> {
+        let id = &self.server_id;
+        let token = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        if id.len() > MAX_SERVER_ID || !id.chars().all(token) {
+            return bad("server_id must be at most 64 letters, digits, '-' or '_' \
+                 (it names NATS subjects and Redis channels), or empty for a random one");
+        }
+        Ok(())
     }
 
     /// The periodic tasks: notifications, retention, presence.
