@@ -8,8 +8,9 @@
 //! it — at most [`HttpClient::max_response_bytes`], all within
 //! [`HttpClient::timeout`] — and parses the status line and headers once
 //! into an [`HttpResponse`] (a chunked body is decoded). With
-//! [`HttpClient::tls`] it speaks TLS without checking the certificate, as
-//! a server asking itself does ([`crate::tls::connect_to_self`]).
+//! [`HttpClient::tls`] it speaks TLS to a server asking itself, checking
+//! the certificate as a [`crate::tls::SelfCheck`] says
+//! ([`crate::tls::connect_to_self`]).
 
 use std::io::{Error, ErrorKind};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -166,8 +167,8 @@ pub struct HttpClient {
     /// The server; an unspecified address (`0.0.0.0`, `::`) is asked on
     /// loopback, as a server's own listen address means "here".
     addr: SocketAddr,
-    /// Whether to speak TLS (without checking the certificate).
-    tls: bool,
+    /// Whether to speak TLS, and how the certificate is checked.
+    tls: Option<crate::tls::SelfCheck>,
     /// Bound on connecting, sending and reading the whole answer.
     timeout: Duration,
     /// The largest response (head and body) accepted; a longer one is an
@@ -187,14 +188,14 @@ impl HttpClient {
         }
         HttpClient {
             addr,
-            tls: false,
+            tls: None,
             timeout: Duration::from_secs(5),
             max_response_bytes: 64 * 1024,
         }
     }
 
-    /// Over TLS when `tls`.
-    pub fn tls(self, tls: bool) -> Self {
+    /// Over TLS when `tls` is given, checking the certificate as it says.
+    pub fn tls(self, tls: Option<crate::tls::SelfCheck>) -> Self {
         HttpClient { tls, ..self }
     }
 
@@ -215,8 +216,8 @@ impl HttpClient {
     pub async fn send(&self, request: &HttpRequest<'_>) -> std::io::Result<HttpResponse> {
         let exchange = async {
             let tcp = tokio::net::TcpStream::connect(self.addr).await?;
-            if self.tls {
-                let stream = crate::tls::connect_to_self(tcp).await?;
+            if let Some(check) = &self.tls {
+                let stream = crate::tls::connect_to_self(tcp, check).await?;
                 self.exchange(stream, request).await
             } else {
                 self.exchange(tcp, request).await

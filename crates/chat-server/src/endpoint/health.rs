@@ -174,14 +174,16 @@ pub async fn probe(
     tls: bool,
     timeout: Duration,
 ) -> std::io::Result<(u16, String)> {
-    get_own(addr, tls, "/health/ready", None, timeout).await
+    let check = tls.then_some(crate::tls::SelfCheck::Any);
+    get_own(addr, check, "/health/ready", None, timeout).await
 }
 
 /// GETs `path` from the server's own listener at `addr` (see [`probe`]),
-/// with `bearer` as the bearer token if given.
+/// over TLS checked as `tls` says if given, with `bearer` as the bearer
+/// token if given (which only `SelfCheck::Exactly` may carry over TLS).
 pub async fn get_own(
     addr: std::net::SocketAddr,
-    tls: bool,
+    tls: Option<crate::tls::SelfCheck>,
     path: &str,
     bearer: Option<&str>,
     timeout: Duration,

@@ -19,7 +19,7 @@ mod probe;
 
 pub use accept::{Divert, Incoming, incoming};
 pub use conn::Conn;
-pub use probe::connect_to_self;
+pub use probe::{SelfCheck, connect_to_self};
 
 use crate::config::TlsConfig;
 use rustls::ServerConfig;

@@ -306,3 +306,53 @@ async fn websocket_sessions_run_over_tls() {
     }
     server.stop().await;
 }
+
+/// Issue 15, report 10: `chat-server status` sends the admin token over TLS
+/// only to a server presenting the configured certificate. With the old
+/// check (any certificate, `SelfCheck::Any`, still the health probe's) the
+/// token reaches whoever holds a certificate for the name; now the
+/// handshake fails before anything is sent.
+#[tokio::test]
+async fn the_admin_token_goes_only_to_the_configured_certificate() {
+    use chat_server::endpoint::health::get_own;
+    use chat_server::tls::SelfCheck;
+    let files = Files::new();
+    let ca = Ca::new("chat test CA");
+    let mut config = tls_server_config(&files, &ca);
+    config.admin.token = "adm1n".into();
+    let server = TestServer::start(config.clone()).await;
+    let wait = Duration::from_secs(5);
+    let status = |check: SelfCheck| {
+        get_own(
+            server.addr(),
+            Some(check),
+            "/admin/status",
+            Some("adm1n"),
+            wait,
+        )
+    };
+
+    let own = SelfCheck::own(&config.tls).expect("the configured certificate");
+    let (code, body) = status(own)
+        .await
+        .expect("the server with its own certificate");
+    assert_eq!(code, 200, "{body}");
+
+    // The configuration names another certificate than the one presented
+    // (someone else answers on the port).
+    let mut elsewhere = config.tls.clone();
+    elsewhere.cert_file = files.write("other.pem", &ca.issue(&["127.0.0.1", "localhost"]).0);
+    let other = SelfCheck::own(&elsewhere).expect("a certificate");
+    let refused = status(other)
+        .await
+        .expect_err("not the configured certificate");
+    assert!(refused.to_string().contains("certificate"), "{refused}");
+    let (code, _) = status(SelfCheck::Any).await.expect("the unchecked way");
+    assert_eq!(code, 200, "what the old check let through");
+
+    // A configured file that holds no certificate is an error, not `Any`.
+    let mut empty = config.tls.clone();
+    empty.cert_file = files.write("empty.pem", "");
+    assert!(SelfCheck::own(&empty).is_err());
+    server.stop().await;
+}

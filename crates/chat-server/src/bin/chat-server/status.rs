@@ -11,10 +11,18 @@ use std::time::Duration;
 pub async fn status(config: &Config, token: Option<Secret>, json: bool) -> anyhow::Result<()> {
     let bearer =
         token.or_else(|| (!config.admin.token.is_empty()).then(|| config.admin.token.clone()));
-    // The admin listener, when there is one, speaks plain HTTP.
+    // The admin listener, when there is one, speaks plain HTTP. Over TLS the
+    // credential goes only to the server presenting the configured
+    // certificate, never to whoever answers on the port.
     let (at, tls) = match config.admin.listen {
-        Some(admin) => (admin, false),
-        None => (config.listen, config.tls.enabled()),
+        Some(admin) => (admin, None),
+        None if config.tls.enabled() => {
+            let own = chat_server::tls::SelfCheck::own(&config.tls).context(
+                "the server's certificate (tls.cert_file) is needed to check whom the admin token goes to",
+            )?;
+            (config.listen, Some(own))
+        }
+        None => (config.listen, None),
     };
     let (status, body) = chat_server::endpoint::health::get_own(
         at,
