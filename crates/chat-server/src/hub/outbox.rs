@@ -23,7 +23,11 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// How often [`Outbox::burst_read`] looks.
+const BURST_POLL: Duration = Duration::from_millis(10);
 
 /// Queue slots an empty queue keeps; a larger queue (a burst's) is
 /// released once drained.
@@ -111,6 +115,10 @@ struct State {
     /// No more frames are accepted (kicked, finished, every producer gone,
     /// or the consumer gone).
     closed: bool,
+    /// Frames of a resume's backlog ([`Outbox::queue_burst`]) still queued:
+    /// they do not count against the capacity (decreased as the consumer
+    /// takes frames, oldest first).
+    exempt: usize,
     /// The consumer holds frames it has taken but not yet written:
     /// producers queue behind them instead of writing directly.
     taken: bool,
@@ -206,6 +214,15 @@ impl Shared {
     }
 }
 
+impl State {
+    /// What counts against the capacity: the queued frames (the rest of a
+    /// partly written one too), except a resume's burst.
+    fn backlog(&self) -> usize {
+        let queued = self.queue.len() + usize::from(self.rest.is_some());
+        queued - self.exempt.min(queued)
+    }
+}
+
 /// Creates a connection's queue holding at most `capacity` frames.
 pub fn outbox(capacity: usize) -> (Outbox, OutboxStream) {
     let shared = Arc::new(Shared {
@@ -274,6 +291,46 @@ impl Outbox {
         self.push_with(frame, Mode::Queue)
     }
 
+    /// Queues a resume's reply and backlog (at most `RESUME_LIMIT` and the
+    /// frames collected during the join) for the connection's task, outside
+    /// the capacity: a client that reads is never kicked for the size of
+    /// what it asked to catch up on. The session waits for one burst to be
+    /// read before it starts the next ([`burst_read`](Self::burst_read)),
+    /// so a client that does not read holds one burst at most.
+    pub fn queue_burst(&self, frames: impl IntoIterator<Item = EncodedFrame>) {
+        let mut state = lock(&self.shared.state);
+        if state.closed {
+            return;
+        }
+        let before = state.queue.len() + usize::from(state.rest.is_some());
+        state.queue.extend(frames);
+        let added = state.queue.len() + usize::from(state.rest.is_some()) - before;
+        state.exempt += added;
+        let wake = before == 0 && added > 0 && !state.taken;
+        drop(state);
+        if wake {
+            self.shared.consumer.wake();
+        }
+    }
+
+    /// Waits until the consumer has taken the last burst's frames (or the
+    /// stream ended); false if that took longer than `within`.
+    pub async fn burst_read(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            {
+                let state = lock(&self.shared.state);
+                if state.exempt == 0 || state.closed {
+                    return true;
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(BURST_POLL).await;
+        }
+    }
+
     fn push_with(&self, frame: EncodedFrame, mode: Mode<'_>) -> bool {
         let mut state = lock(&self.shared.state);
         if state.closed {
@@ -307,7 +364,7 @@ impl Outbox {
             }
         }
         let backlog = state.queue.len() + usize::from(state.rest.is_some());
-        if backlog >= self.shared.capacity {
+        if state.backlog() >= self.shared.capacity {
             drop(state);
             self.push_overflowed();
             return false;
@@ -341,6 +398,7 @@ impl Outbox {
             state.closed = true;
             state.last = None;
             state.queue = VecDeque::new();
+            state.exempt = 0;
             state.notice = Some(notice);
         }
         drop(state);
@@ -354,7 +412,7 @@ impl Outbox {
         let mut state = lock(&self.shared.state);
         if state.closed {
             drop(state);
-        } else if state.queue.len() + usize::from(state.rest.is_some()) >= self.shared.capacity {
+        } else if state.backlog() >= self.shared.capacity {
             drop(state);
             self.kick(notice);
         } else {
@@ -428,6 +486,7 @@ impl OutboxStream {
             let Some(frame) = state.queue.pop_front() else {
                 break;
             };
+            state.exempt = state.exempt.saturating_sub(1);
             bytes += frame.len();
             put(Taken::Frame(frame));
         }
@@ -475,6 +534,7 @@ impl Stream for OutboxStream {
             return Poll::Ready(Some(notice));
         }
         if let Some(frame) = state.queue.pop_front() {
+            state.exempt = state.exempt.saturating_sub(1);
             if state.queue.is_empty() && state.queue.capacity() > KEEP_QUEUE {
                 state.queue = VecDeque::new();
             }
@@ -678,6 +738,33 @@ mod tests {
         assert!(ready(&mut stream));
         assert!(!drain(&mut stream, &wire.written));
         assert_eq!(&lock(&wire.written)[..], b"abcd");
+    }
+
+    #[tokio::test]
+    async fn a_resume_burst_is_outside_the_capacity_and_read_before_the_next() {
+        let (outbox, mut stream) = outbox(2);
+        outbox.queue_burst((0..10).map(frame));
+        assert!(!outbox.is_ended(), "ten frames in a queue of two: a burst");
+        assert!(
+            outbox.push(frame(10)) && outbox.push(frame(11)),
+            "live frames fit beside it"
+        );
+        assert!(
+            !outbox.burst_read(Duration::from_millis(30)).await,
+            "not read yet"
+        );
+        for n in 0..10 {
+            assert_eq!(stream.next().await.unwrap().0[0], n);
+        }
+        assert!(
+            outbox.burst_read(Duration::ZERO).await,
+            "the burst was read"
+        );
+        assert!(
+            !outbox.push(frame(12)),
+            "the capacity holds for live frames"
+        );
+        assert!(outbox.is_ended(), "kicked");
     }
 
     #[test]

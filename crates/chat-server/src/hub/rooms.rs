@@ -222,16 +222,14 @@ impl Rooms {
             return;
         };
         let joining = state.joining.swap_remove(at);
-        // Queued (this runs under the presence lock too): the connection's
-        // task writes the reply and the backlog together.
-        for frame in first {
-            joining.outbox.queue(frame);
-        }
-        for (sequence, frame) in joining.pending {
-            if sequence.is_none_or(|s| s > seen) {
-                joining.outbox.queue(frame);
-            }
-        }
+        // One burst outside the capacity (see `Outbox::queue_burst`), written
+        // by the connection's task (this runs under the presence lock too).
+        let live = joining
+            .pending
+            .into_iter()
+            .filter(|(sequence, _)| sequence.is_none_or(|s| s > seen))
+            .map(|(_, frame)| frame);
+        joining.outbox.queue_burst(first.into_iter().chain(live));
         state.recipients.push(Recipient {
             conn,
             outbox: joining.outbox,

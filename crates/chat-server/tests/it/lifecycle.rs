@@ -543,3 +543,60 @@ async fn a_send_made_while_disconnected_is_retried_and_delivered_once() {
     .await;
     server.stop().await;
 }
+
+/// Issue 15, report 7: a resume's backlog does not count against the
+/// client's outbound queue, so resuming rooms whose backlogs together
+/// exceed `limits.outbound_queue` never kicks a client that reads, even one
+/// that reads only after a pause; the next resume waits for the last one's
+/// backlog to be read.
+#[tokio::test]
+async fn resuming_backlogs_larger_than_the_queue_does_not_kick_a_reader() {
+    let mut config = config();
+    config.limits.outbound_queue = 64;
+    let server = TestServer::start(config).await;
+    let url = server.url();
+    const EACH: usize = 300;
+    let (writer, _events) = connect(&url, "writer").await;
+    for room in ["a", "b"] {
+        writer.join(room).await.unwrap();
+        for i in 0..EACH {
+            writer.send(room, &format!("{room}{i}")).await.unwrap();
+        }
+    }
+
+    let mut resumer = RawSession::open(&url, "resumer").await.unwrap();
+    for (id, room) in [(1, "a"), (2, "b")] {
+        let join = JoinRoomRequest {
+            room: room.into(),
+            since_sequence: Some(0),
+        };
+        resumer.send(id, Request::JoinRoom(join)).await;
+    }
+    // Busy for a moment before reading anything.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut replies, mut messages) = (0, Vec::new());
+    while replies < 2 || messages.len() < 2 * EACH {
+        match resumer.next().await {
+            Some(Frame::Reply(_)) => replies += 1,
+            Some(Frame::Message(m)) => messages.push((m.room, m.sequence)),
+            Some(Frame::Welcome(_) | Frame::MemberJoined(_)) => {}
+            other => panic!(
+                "after {replies} replies and {} messages: {other:?}",
+                messages.len()
+            ),
+        }
+    }
+    for room in ["a", "b"] {
+        let sequences: Vec<u64> = messages
+            .iter()
+            .filter(|m| m.0 == room)
+            .map(|m| m.1)
+            .collect();
+        assert_eq!(
+            sequences,
+            (1..=EACH as u64).collect::<Vec<_>>(),
+            "{room}: all, once, in order"
+        );
+    }
+    server.stop().await;
+}
