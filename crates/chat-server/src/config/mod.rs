@@ -257,7 +257,8 @@ pub struct TlsConfig {
     #[serde(with = "humantime_serde")]
     pub reload_interval: Duration,
     /// A client that has not completed its TLS handshake in this time is
-    /// disconnected.
+    /// disconnected; so is one (TLS or not) whose first bytes have not come
+    /// by then.
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
 }

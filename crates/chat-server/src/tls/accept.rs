@@ -83,7 +83,9 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let Some(tls) = &tls else {
-            let conn = Conn::plain(stream, permit).offered_to(divert.clone());
+            let conn = Conn::plain(stream, permit)
+                .first_bytes_within(timeout)
+                .offered_to(divert.clone());
             if ready.send(Ok(conn)).await.is_err() {
                 return;
             }
@@ -98,7 +100,9 @@ async fn accept_loop(
             match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
                     drop(slot);
-                    let conn = Conn::tls(stream, permit).offered_to(divert);
+                    let conn = Conn::tls(stream, permit)
+                        .first_bytes_within(timeout)
+                        .offered_to(divert);
                     let _ = ready.send(Ok(conn)).await;
                 }
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),

@@ -4,8 +4,9 @@
 //! asks for, the stream moves to the divert and the HTTP server reading it
 //! sees the end of the stream; otherwise the bytes are read again by the
 //! HTTP server. The look happens inside the HTTP server's own read, so a
-//! connection that sends nothing costs what it cost before: no task, no
-//! slot, no timer of ours.
+//! connection that sends nothing costs no task and no slot of ours; until
+//! its first bytes have reached the HTTP server it holds one timer, and it
+//! is closed when that runs out.
 
 use super::Divert;
 use crate::limiter::TcpPermit;
@@ -31,6 +32,22 @@ pub struct Conn {
     permit: Option<TcpPermit>,
     /// Set until the first bytes have said who serves the connection.
     deciding: Option<Deciding>,
+    /// Set until the HTTP server has read the first [`FIRST_BYTES`]: a
+    /// connection that sends less by then is closed, so a silent socket
+    /// cannot hold its place in the connection limits forever.
+    first: Option<First>,
+}
+
+/// Bytes a client sends first within the deadline: an HTTP/2 preface's
+/// length (an HTTP/1.1 request line is longer).
+const FIRST_BYTES: usize = 24;
+
+/// The deadline for a connection's first bytes.
+struct First {
+    /// When the connection is closed if they have not come.
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// How many have come.
+    read: usize,
 }
 
 /// A connection's first bytes, while they are being looked at.
@@ -68,7 +85,17 @@ impl Conn {
             rewind: Bytes::new(),
             permit: Some(permit),
             deciding: None,
+            first: None,
         }
+    }
+
+    /// Closes the connection unless its first bytes come within `timeout`.
+    pub(super) fn first_bytes_within(mut self, timeout: std::time::Duration) -> Conn {
+        self.first = Some(First {
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            read: 0,
+        });
+        self
     }
 
     /// The first read looks at the first bytes for `divert`.
@@ -104,11 +131,13 @@ impl Conn {
                     self.rewind = first.freeze();
                     return Poll::Ready(Ok(false));
                 }
+                // The divert bounds its own handshake.
                 divert.take(Conn {
                     io: std::mem::replace(&mut self.io, Io::Gone),
                     rewind: first.freeze(),
                     permit: self.permit.take(),
                     deciding: None,
+                    first: None,
                 });
                 return Poll::Ready(Ok(true));
             }
@@ -183,20 +212,49 @@ impl AsyncRead for Conn {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match this.poll_decide(cx) {
+        if let Some(first) = &mut this.first
+            && first.deadline.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no request within the handshake timeout",
+            )));
+        }
+        let before = buf.filled().len();
+        let read = this.read_decided(cx, buf);
+        if let Some(first) = &mut this.first
+            && matches!(read, Poll::Ready(Ok(())))
+        {
+            first.read += buf.filled().len() - before;
+            if first.read >= FIRST_BYTES {
+                this.first = None;
+            }
+        }
+        read
+    }
+}
+
+impl Conn {
+    /// Reads for the HTTP server once the first bytes decided.
+    fn read_decided(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.poll_decide(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             // Diverted: the HTTP server sees the end of the stream.
             Poll::Ready(Ok(true)) => return Poll::Ready(Ok(())),
             Poll::Ready(Ok(false)) => {}
         }
-        if !this.rewind.is_empty() {
-            let n = this.rewind.len().min(buf.remaining());
-            buf.put_slice(&this.rewind[..n]);
-            this.rewind.advance(n);
+        if !self.rewind.is_empty() {
+            let n = self.rewind.len().min(buf.remaining());
+            buf.put_slice(&self.rewind[..n]);
+            self.rewind.advance(n);
             return Poll::Ready(Ok(()));
         }
-        match &mut this.io {
+        match &mut self.io {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s).poll_read(cx, buf),
             Io::Gone => Poll::Ready(Ok(())),

@@ -600,3 +600,24 @@ async fn resuming_backlogs_larger_than_the_queue_does_not_kick_a_reader() {
     }
     server.stop().await;
 }
+
+/// Issue 15, report 14: a connection that sends nothing, or less than an
+/// HTTP/2 preface, is closed once `tls.handshake_timeout` has passed, so
+/// idle sockets cannot hold the connection limits' places forever.
+#[tokio::test]
+async fn a_connection_that_sends_no_request_is_closed_after_the_handshake_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = config();
+    config.tls.handshake_timeout = Duration::from_millis(500);
+    let server = TestServer::start(config).await;
+    for first in [&b""[..], b"PRI * HT"] {
+        let mut raw = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+        raw.write_all(first).await.unwrap();
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(5), raw.read(&mut buf))
+            .await
+            .expect("closed by the server within the wait");
+        assert!(matches!(read, Ok(0) | Err(_)), "{first:?}: {read:?}");
+    }
+    server.stop().await;
+}
