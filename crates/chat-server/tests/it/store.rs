@@ -341,6 +341,37 @@ async fn retention_deletes_by_count_and_by_age_but_never_reuses_numbers(backend:
     );
 }
 
+/// Issue 15, report 14: how far back a retry is recognised. SQLite and
+/// PostgreSQL remember the id of every message they keep; the memory store
+/// only those of each room's latest `WINDOW` (1000) messages, as
+/// GUARANTEES.md now says: an older retry is stored again.
+async fn a_retry_behind_a_thousand_newer_messages(backend: Backend) {
+    let store = backend.open().await;
+    let first = store
+        .append(message("w", "alice", "old", "hi"))
+        .await
+        .unwrap();
+    for i in 0..1000 {
+        store
+            .append(message("w", "bob", &format!("n{i}"), "x"))
+            .await
+            .unwrap();
+    }
+    let retry = store
+        .append(message("w", "alice", "old", "hi"))
+        .await
+        .unwrap();
+    if backend.url == "memory" {
+        assert!(!retry.duplicate, "beyond the memory store's window");
+    } else {
+        assert!(
+            retry.duplicate,
+            "a durable store remembers every id it keeps"
+        );
+        assert_eq!(retry.message, first.message);
+    }
+}
+
 macro_rules! suite {
     ($backend:ident: $($test:ident),* $(,)?) => {
         mod $backend {
@@ -355,9 +386,9 @@ macro_rules! suite {
     };
 }
 
-suite!(memory: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers);
-suite!(sqlite: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers);
-suite!(postgres: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers);
+suite!(memory: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers);
+suite!(sqlite: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers);
+suite!(postgres: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers);
 
 /// Two instances sharing PostgreSQL number one room's messages together.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
