@@ -65,8 +65,15 @@ pub async fn run(
         while let Ok(room) = requests.try_recv() {
             todo.insert(room);
         }
-        for room in todo {
-            fill(&rooms, &*store, &room).await;
+        // A store that hangs (it is down) does not hold up the shutdown.
+        let repairs = async {
+            for room in todo {
+                fill(&rooms, &*store, &room).await;
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            () = repairs => {}
         }
     }
 }
@@ -169,5 +176,33 @@ mod tests {
         assert_eq!(got, vec![4, 5]);
         assert_eq!(rooms.delivered(&lobby), Some(5));
         shutdown.cancel();
+    }
+
+    /// Issue 15, report 14: the repair task stops at shutdown even while a
+    /// store call hangs (the store is down).
+    #[tokio::test]
+    async fn repair_stops_at_shutdown_while_the_store_hangs() {
+        let lobby = RoomName::parse("lobby").unwrap();
+        let rooms = Arc::new(Rooms::new(true, None));
+        let (o, _stream) = outbox(16);
+        rooms.begin_join(&lobby, 1, o, 0);
+        rooms.finish_join(&lobby, 1, Vec::new(), 0);
+        let (tx, rx) = mpsc::channel(4);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(
+            rooms,
+            Arc::new(crate::store::HangingStore),
+            rx,
+            Duration::from_secs(3600),
+            shutdown.clone(),
+        ));
+        tx.send(lobby).await.unwrap();
+        // Past the hold: the repair is waiting on the store.
+        tokio::time::sleep(HOLD * 3).await;
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .expect("the repair task ended with the shutdown")
+            .unwrap();
     }
 }

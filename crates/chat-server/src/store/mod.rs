@@ -182,11 +182,17 @@ pub async fn retain(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = ticks.tick() => match store.enforce_retention(retention).await {
-                Ok(0) => {}
-                Ok(deleted) => tracing::info!(deleted, "retention: old messages deleted"),
-                Err(e) => tracing::warn!(error = %e, "retention failed; retrying at the next interval"),
-            },
+            _ = ticks.tick() => {}
+        }
+        // A store that hangs (it is down) does not hold up the shutdown.
+        let outcome = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            outcome = store.enforce_retention(retention) => outcome,
+        };
+        match outcome {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "retention: old messages deleted"),
+            Err(e) => tracing::warn!(error = %e, "retention failed; retrying at the next interval"),
         }
     }
 }
@@ -233,5 +239,73 @@ fn row_to_message(
             client_message_id,
             text,
         },
+    }
+}
+
+/// A store whose every call hangs, for tests of what must not wait on it.
+#[cfg(test)]
+pub(crate) struct HangingStore;
+
+#[cfg(test)]
+impl MessageStore for HangingStore {
+    fn name(&self) -> &'static str {
+        "hanging"
+    }
+
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    fn append(&self, _: NewMessage) -> BoxFuture<'_, Result<Appended, StoreError>> {
+        Box::pin(futures::future::pending())
+    }
+
+    fn latest_sequence<'a>(&'a self, _: &'a RoomName) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(futures::future::pending())
+    }
+
+    fn history<'a>(
+        &'a self,
+        _: &'a RoomName,
+        _: Page,
+    ) -> BoxFuture<'a, Result<Vec<StoredMessage>, StoreError>> {
+        Box::pin(futures::future::pending())
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(futures::future::pending())
+    }
+
+    fn enforce_retention(&self, _: Retention) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(futures::future::pending())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Issue 15, report 14: retention stops at shutdown even while its
+    /// store call hangs (the store is down).
+    #[tokio::test]
+    async fn retention_stops_at_shutdown_while_the_store_hangs() {
+        let retention = Retention {
+            max_age: None,
+            max_messages_per_room: Some(10),
+        };
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(retain(
+            Arc::new(HangingStore),
+            retention,
+            Duration::from_millis(10),
+            shutdown.clone(),
+        ));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .expect("retention ended with the shutdown")
+            .unwrap();
     }
 }
