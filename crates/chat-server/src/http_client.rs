@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// What to ask.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct HttpRequest<'a> {
     /// `GET`, `POST`, `PUT`, …
     pub method: &'a str,
@@ -28,6 +28,18 @@ pub struct HttpRequest<'a> {
     pub bearer: Option<&'a str>,
     /// Sent as the body, with `Content-Type: application/json`, when set.
     pub json: Option<&'a str>,
+}
+
+impl std::fmt::Debug for HttpRequest<'_> {
+    /// Never shows the bearer token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpRequest")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("bearer", &self.bearer.map(|_| "<redacted>"))
+            .field("json", &self.json)
+            .finish()
+    }
 }
 
 impl<'a> HttpRequest<'a> {

@@ -180,7 +180,8 @@ pub async fn probe(
 
 /// GETs `path` from the server's own listener at `addr` (see [`probe`]),
 /// over TLS checked as `tls` says if given, with `bearer` as the bearer
-/// token if given (which only `SelfCheck::Exactly` may carry over TLS).
+/// token if given (over TLS only with `SelfCheck::Exactly`: refused with
+/// `SelfCheck::Any`).
 pub async fn get_own(
     addr: std::net::SocketAddr,
     tls: Option<crate::tls::SelfCheck>,
@@ -188,6 +189,12 @@ pub async fn get_own(
     bearer: Option<&str>,
     timeout: Duration,
 ) -> std::io::Result<(u16, String)> {
+    if bearer.is_some() && matches!(tls, Some(crate::tls::SelfCheck::Any)) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "a credential goes over TLS only to the configured certificate",
+        ));
+    }
     let response = crate::http_client::HttpClient::new(addr)
         .tls(tls)
         .timeout(timeout)

@@ -185,13 +185,14 @@ impl Hub {
             tracing::warn!(%room, error = %e, "join failed: {what}");
             RequestError::Unavailable(e)
         };
-        // The previous join's backlog is read first: a client that does not
-        // read holds one backlog at most, and one that does is never kicked
-        // for what it asked to catch up on.
-        if !outbox.burst_read(BURST_READ_WITHIN).await {
+        // The previous joins' backlogs are read first (all but a little): a
+        // client that does not read holds one backlog at most, and one that
+        // reads, however slowly, is never kicked for what it asked to catch
+        // up on.
+        if !outbox.burst_read(BURST_STALL).await {
             outbox.push_overflowed();
             return Err(RequestError::Unavailable(
-                "the previous join's backlog was not read in time".into(),
+                "the previous join's backlog is not being read".into(),
             ));
         }
         let latest = self
@@ -441,9 +442,10 @@ impl Hub {
 /// Most messages a resuming joiner receives; beyond, the latest ones.
 pub const RESUME_LIMIT: u64 = 1000;
 
-/// How long a join waits for the previous join's backlog to be read before
-/// the connection is cut off as a slow consumer.
-const BURST_READ_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a join waits, while the connection reads nothing at all, for
+/// the previous join's backlog to be read before the connection is cut off
+/// as a slow consumer.
+const BURST_STALL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What a join reply says about sequences.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

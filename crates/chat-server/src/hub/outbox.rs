@@ -26,6 +26,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// Frames of resume bursts a connection may still have unread when its
+/// next join starts (a join's reply is one).
+pub const BURST_SLACK: usize = 64;
+
 /// How often [`Outbox::burst_read`] looks.
 const BURST_POLL: Duration = Duration::from_millis(10);
 
@@ -115,10 +119,12 @@ struct State {
     /// No more frames are accepted (kicked, finished, every producer gone,
     /// or the consumer gone).
     closed: bool,
-    /// Frames of a resume's backlog ([`Outbox::queue_burst`]) still queued:
-    /// they do not count against the capacity (decreased as the consumer
-    /// takes frames, oldest first).
-    exempt: usize,
+    /// Frames ever taken off the front of `queue`: the position of its
+    /// first frame.
+    popped: u64,
+    /// Positions of resume bursts ([`Outbox::queue_burst`]) not yet all
+    /// taken, oldest first: their frames do not count against the capacity.
+    bursts: VecDeque<std::ops::Range<u64>>,
     /// The consumer holds frames it has taken but not yet written:
     /// producers queue behind them instead of writing directly.
     taken: bool,
@@ -199,11 +205,11 @@ impl Shared {
         {
             match wire.write(&state.queue[0]) {
                 Direct::Sent => {
-                    state.queue.pop_front();
+                    state.pop();
                     return;
                 }
                 Direct::Rest(rest) => {
-                    state.queue.pop_front();
+                    state.pop();
                     state.rest = Some(rest);
                 }
                 Direct::Blocked => {}
@@ -216,10 +222,35 @@ impl Shared {
 
 impl State {
     /// What counts against the capacity: the queued frames (the rest of a
-    /// partly written one too), except a resume's burst.
+    /// partly written one too), except those of resume bursts.
     fn backlog(&self) -> usize {
         let queued = self.queue.len() + usize::from(self.rest.is_some());
-        queued - self.exempt.min(queued)
+        queued - self.exempt().min(queued)
+    }
+
+    /// Queued frames of resume bursts.
+    fn exempt(&self) -> usize {
+        self.bursts
+            .iter()
+            .map(|b| b.end.saturating_sub(b.start.max(self.popped)) as usize)
+            .sum()
+    }
+
+    /// Takes the front frame.
+    fn pop(&mut self) -> Option<EncodedFrame> {
+        let frame = self.queue.pop_front()?;
+        self.popped += 1;
+        while self.bursts.front().is_some_and(|b| b.end <= self.popped) {
+            self.bursts.pop_front();
+        }
+        Some(frame)
+    }
+
+    /// Drops everything queued (a kick, the consumer gone).
+    fn clear(&mut self) {
+        self.popped += self.queue.len() as u64;
+        self.queue = VecDeque::new();
+        self.bursts = VecDeque::new();
     }
 }
 
@@ -291,40 +322,48 @@ impl Outbox {
         self.push_with(frame, Mode::Queue)
     }
 
-    /// Queues a resume's reply and backlog (at most `RESUME_LIMIT` and the
-    /// frames collected during the join) for the connection's task, outside
-    /// the capacity: a client that reads is never kicked for the size of
-    /// what it asked to catch up on. The session waits for one burst to be
-    /// read before it starts the next ([`burst_read`](Self::burst_read)),
-    /// so a client that does not read holds one burst at most.
+    /// Queues a resume's reply and backlog (at most `RESUME_LIMIT`
+    /// messages) for the connection's task, outside the capacity: a client
+    /// that reads is never kicked for the size of what it asked to catch up
+    /// on. Before the next join the session waits until little of it is
+    /// left ([`burst_read`](Self::burst_read)), so a client that does not
+    /// read holds one burst at most.
     pub fn queue_burst(&self, frames: impl IntoIterator<Item = EncodedFrame>) {
         let mut state = lock(&self.shared.state);
         if state.closed {
             return;
         }
-        let before = state.queue.len() + usize::from(state.rest.is_some());
+        let before = state.queue.len();
+        let start = state.popped + before as u64;
         state.queue.extend(frames);
-        let added = state.queue.len() + usize::from(state.rest.is_some()) - before;
-        state.exempt += added;
-        let wake = before == 0 && added > 0 && !state.taken;
+        let end = state.popped + state.queue.len() as u64;
+        if end > start {
+            state.bursts.push_back(start..end);
+        }
+        let wake = before == 0 && state.rest.is_none() && end > start && !state.taken;
         drop(state);
         if wake {
             self.shared.consumer.wake();
         }
     }
 
-    /// Waits until the consumer has taken the last burst's frames (or the
-    /// stream ended); false if that took longer than `within`.
-    pub async fn burst_read(&self, within: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + within;
+    /// Waits until at most [`BURST_SLACK`] frames of resume bursts are left
+    /// unread (or the stream ended); false if the consumer took nothing at
+    /// all for `stalled` meanwhile (it does not read).
+    pub async fn burst_read(&self, stalled: Duration) -> bool {
+        let mut progress = (0, tokio::time::Instant::now() + stalled);
         loop {
-            {
+            let popped = {
                 let state = lock(&self.shared.state);
-                if state.exempt == 0 || state.closed {
+                if state.exempt() <= BURST_SLACK || state.closed {
                     return true;
                 }
-            }
-            if tokio::time::Instant::now() >= deadline {
+                state.popped
+            };
+            let now = tokio::time::Instant::now();
+            if popped != progress.0 {
+                progress = (popped, now + stalled);
+            } else if now >= progress.1 {
                 return false;
             }
             tokio::time::sleep(BURST_POLL).await;
@@ -397,8 +436,7 @@ impl Outbox {
         if !state.closed || state.last.is_some() {
             state.closed = true;
             state.last = None;
-            state.queue = VecDeque::new();
-            state.exempt = 0;
+            state.clear();
             state.notice = Some(notice);
         }
         drop(state);
@@ -483,10 +521,9 @@ impl OutboxStream {
             return true;
         }
         while bytes < max_bytes {
-            let Some(frame) = state.queue.pop_front() else {
+            let Some(frame) = state.pop() else {
                 break;
             };
-            state.exempt = state.exempt.saturating_sub(1);
             bytes += frame.len();
             put(Taken::Frame(frame));
         }
@@ -510,7 +547,7 @@ impl Drop for OutboxStream {
     fn drop(&mut self) {
         let mut state = lock(&self.shared.state);
         state.closed = true;
-        state.queue = VecDeque::new();
+        state.clear();
         state.rest = None;
         // The wire holds the socket's write side: it goes with the consumer.
         state.wire = None;
@@ -533,8 +570,7 @@ impl Stream for OutboxStream {
             self.done = true;
             return Poll::Ready(Some(notice));
         }
-        if let Some(frame) = state.queue.pop_front() {
-            state.exempt = state.exempt.saturating_sub(1);
+        if let Some(frame) = state.pop() {
             if state.queue.is_empty() && state.queue.capacity() > KEEP_QUEUE {
                 state.queue = VecDeque::new();
             }
@@ -743,28 +779,72 @@ mod tests {
     #[tokio::test]
     async fn a_resume_burst_is_outside_the_capacity_and_read_before_the_next() {
         let (outbox, mut stream) = outbox(2);
-        outbox.queue_burst((0..10).map(frame));
-        assert!(!outbox.is_ended(), "ten frames in a queue of two: a burst");
+        outbox.queue(frame(200));
+        outbox.queue_burst((0..100).map(frame));
         assert!(
-            outbox.push(frame(10)) && outbox.push(frame(11)),
-            "live frames fit beside it"
+            !outbox.is_ended(),
+            "a hundred frames in a queue of two: a burst"
         );
+        assert!(outbox.push(frame(101)), "a live frame fits beside it");
         assert!(
             !outbox.burst_read(Duration::from_millis(30)).await,
-            "not read yet"
+            "nothing read for the whole wait"
         );
-        for n in 0..10 {
+        // The frame queued before the burst is not one of it.
+        assert_eq!(stream.next().await.unwrap().0[0], 200);
+        for n in 0..36 {
             assert_eq!(stream.next().await.unwrap().0[0], n);
         }
         assert!(
             outbox.burst_read(Duration::ZERO).await,
-            "the burst was read"
+            "64 of the burst left: the next join may go"
         );
+        assert!(outbox.push(frame(102)), "two live frames: the capacity");
         assert!(
-            !outbox.push(frame(12)),
+            !outbox.push(frame(103)),
             "the capacity holds for live frames"
         );
         assert!(outbox.is_ended(), "kicked");
+    }
+
+    #[tokio::test]
+    async fn a_slow_reader_keeps_a_join_waiting_without_being_kicked() {
+        let (outbox, mut stream) = outbox(2);
+        outbox.queue_burst((0..100).map(frame));
+        let reader = tokio::spawn(async move {
+            for _ in 0..100 {
+                stream.next().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+        assert!(
+            outbox.burst_read(Duration::from_millis(50)).await,
+            "it reads, if slowly: longer than the stall bound in all"
+        );
+        reader.await.unwrap();
+    }
+
+    #[test]
+    fn a_burst_written_directly_is_counted_as_read() {
+        let (outbox, mut stream) = outbox(8);
+        let wire = FakeWire::default();
+        *lock(&wire.budget) = 100;
+        stream.attach(Box::new(wire.clone()));
+        let mut writes = Deferred::default();
+        assert!(outbox.push_deferred(bytes(b"f"), &mut writes));
+        assert!(
+            !drain(&mut stream, &wire.written),
+            "the consumer takes it first"
+        );
+        outbox.queue_burst([bytes(b"r")]);
+        drop(writes);
+        assert!(!ready(&mut stream) || !drain(&mut stream, &wire.written));
+        assert_eq!(&lock(&wire.written)[..], b"fr");
+        assert_eq!(
+            lock(&outbox.shared.state).exempt(),
+            0,
+            "nothing of the burst left"
+        );
     }
 
     #[test]

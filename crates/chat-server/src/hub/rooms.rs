@@ -222,14 +222,16 @@ impl Rooms {
             return;
         };
         let joining = state.joining.swap_remove(at);
-        // One burst outside the capacity (see `Outbox::queue_burst`), written
-        // by the connection's task (this runs under the presence lock too).
-        let live = joining
-            .pending
-            .into_iter()
-            .filter(|(sequence, _)| sequence.is_none_or(|s| s > seen))
-            .map(|(_, frame)| frame);
-        joining.outbox.queue_burst(first.into_iter().chain(live));
+        // The reply and the backlog as one burst outside the capacity (see
+        // `Outbox::queue_burst`), the live frames collected meanwhile
+        // counted as any; all written by the connection's task (this runs
+        // under the presence lock too).
+        joining.outbox.queue_burst(first);
+        for (sequence, frame) in joining.pending {
+            if sequence.is_none_or(|s| s > seen) {
+                joining.outbox.queue(frame);
+            }
+        }
         state.recipients.push(Recipient {
             conn,
             outbox: joining.outbox,

@@ -347,8 +347,18 @@ async fn the_admin_token_goes_only_to_the_configured_certificate() {
         .await
         .expect_err("not the configured certificate");
     assert!(refused.to_string().contains("certificate"), "{refused}");
-    let (code, _) = status(SelfCheck::Any).await.expect("the unchecked way");
-    assert_eq!(code, 200, "what the old check let through");
+    // What the old check let through: the token, to any certificate.
+    let old = chat_server::http_client::HttpClient::new(server.addr())
+        .tls(Some(SelfCheck::Any))
+        .send(&HttpRequest::get("/admin/status").bearer(Some("adm1n")))
+        .await
+        .expect("the unchecked way");
+    assert_eq!(old.status, 200);
+    // `get_own` no longer sends a credential that way.
+    let refused = status(SelfCheck::Any)
+        .await
+        .expect_err("a token with any certificate");
+    assert_eq!(refused.kind(), std::io::ErrorKind::InvalidInput);
 
     // A configured file that holds no certificate is an error, not `Any`.
     let mut empty = config.tls.clone();

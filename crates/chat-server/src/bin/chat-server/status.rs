@@ -32,7 +32,19 @@ pub async fn status(config: &Config, token: Option<Secret>, json: bool) -> anyho
         Duration::from_secs(5),
     )
     .await
-    .with_context(|| format!("no answer from {at}"))?;
+    .map_err(|e| {
+        let cause = std::error::Error::source(&e)
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        if e.to_string().contains("certificate") || cause.contains("certificate") {
+            anyhow::anyhow!(
+                "{at} presents another certificate than tls.cert_file (rotated and not reloaded \
+                 yet, or another process on the port); the token was not sent: {e}"
+            )
+        } else {
+            anyhow::Error::new(e).context(format!("no answer from {at}"))
+        }
+    })?;
     match status {
         200 if json => println!("{}", body.trim()),
         200 => print!("{}", render_status(&body)?),
