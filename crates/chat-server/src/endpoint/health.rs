@@ -16,6 +16,9 @@ use std::time::Duration;
 /// `Readiness::serving` before the first check.
 const UNKNOWN: u8 = 2;
 
+/// How long a store check's answer is reused.
+const STORE_CHECK_REUSE: Duration = Duration::from_secs(1);
+
 /// How long one dependency check may take before it counts as down.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -28,6 +31,13 @@ pub struct Readiness {
     /// it is only updated on a change.
     serving: AtomicU8,
     grpc: tonic_health::server::HealthReporter,
+    /// Held while gRPC health changes, so the last change made is what it
+    /// says (a check that began before a drain cannot undo it).
+    transition: tokio::sync::Mutex<()>,
+    /// The store's last check and when it ran: however often (and by
+    /// whomever) `/health/ready` is asked, the store is asked at most once
+    /// per [`STORE_CHECK_REUSE`]; asks meanwhile wait for the one running.
+    store_check: tokio::sync::Mutex<Option<(tokio::time::Instant, String)>>,
 }
 
 /// The `/health/ready` body.
@@ -54,6 +64,8 @@ impl Readiness {
             draining: AtomicBool::new(false),
             serving: AtomicU8::new(UNKNOWN),
             grpc,
+            transition: tokio::sync::Mutex::new(()),
+            store_check: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -61,6 +73,10 @@ impl Readiness {
     async fn set_grpc(&self, serving: bool) {
         use chat_proto::v1::chat_service_server::ChatServiceServer;
         use tonic_health::ServingStatus;
+        let _one_at_a_time = self.transition.lock().await;
+        // A draining instance stays NOT_SERVING, whatever a check that began
+        // before the drain found.
+        let serving = serving && !self.draining.load(Ordering::SeqCst);
         if self.serving.swap(u8::from(serving), Ordering::SeqCst) == u8::from(serving) {
             return;
         }
@@ -102,13 +118,7 @@ impl Readiness {
             "accepting",
             if draining { "draining" } else { "up" }.to_string(),
         );
-        let store = self.hub.store();
-        let store_state = match tokio::time::timeout(CHECK_TIMEOUT, store.check()).await {
-            Ok(Ok(())) => "up".to_string(),
-            Ok(Err(e)) => format!("down: {e}"),
-            Err(_) => "down: timed out".to_string(),
-        };
-        checks.insert("store", store_state);
+        checks.insert("store", self.store_state().await);
         let backplane_state = if self.hub.backplane().is_healthy() {
             "up"
         } else {
@@ -121,6 +131,26 @@ impl Readiness {
             checks,
             backplane: self.stats.snapshot(),
         }
+    }
+}
+
+impl Readiness {
+    /// The store's state, from its last check if that is recent enough.
+    async fn store_state(&self) -> String {
+        let mut last = self.store_check.lock().await;
+        if let Some((at, state)) = &*last
+            && at.elapsed() < STORE_CHECK_REUSE
+        {
+            return state.clone();
+        }
+        let store = self.hub.store();
+        let state = match tokio::time::timeout(CHECK_TIMEOUT, store.check()).await {
+            Ok(Ok(())) => "up".to_string(),
+            Ok(Err(e)) => format!("down: {e}"),
+            Err(_) => "down: timed out".to_string(),
+        };
+        *last = Some((tokio::time::Instant::now(), state.clone()));
+        state
     }
 }
 
@@ -201,4 +231,134 @@ pub async fn get_own(
         .send(&crate::http_client::HttpRequest::get(path).bearer(bearer))
         .await?;
     Ok((response.status, response.body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backplane::{BackplaneStats, LocalBackplane};
+    use crate::domain::RoomName;
+    use crate::hub::Rooms;
+    use crate::store::StoredMessage;
+    use crate::store::{Appended, MessageStore, NewMessage, Page, Retention, StoreError};
+    use futures::future::BoxFuture;
+    use std::sync::atomic::AtomicUsize;
+    use tokio::sync::Notify;
+    use tonic_health::pb::health_server::Health;
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+
+    /// A store whose `check` answers when told to, and counts its calls.
+    #[derive(Default)]
+    struct GatedStore {
+        open: Notify,
+        checks: AtomicUsize,
+    }
+
+    impl MessageStore for GatedStore {
+        fn name(&self) -> &'static str {
+            "gated"
+        }
+        fn is_shared(&self) -> bool {
+            false
+        }
+        fn append(&self, _: NewMessage) -> BoxFuture<'_, Result<Appended, StoreError>> {
+            Box::pin(futures::future::pending())
+        }
+        fn latest_sequence<'a>(
+            &'a self,
+            _: &'a RoomName,
+        ) -> BoxFuture<'a, Result<u64, StoreError>> {
+            Box::pin(async { Ok(0) })
+        }
+        fn history<'a>(
+            &'a self,
+            _: &'a RoomName,
+            _: Page,
+        ) -> BoxFuture<'a, Result<Vec<StoredMessage>, StoreError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+        fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+            self.checks.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                self.open.notified().await;
+                Ok(())
+            })
+        }
+        fn enforce_retention(&self, _: Retention) -> BoxFuture<'_, Result<u64, StoreError>> {
+            Box::pin(async { Ok(0) })
+        }
+    }
+
+    fn readiness(store: Arc<GatedStore>) -> (Arc<Readiness>, impl Health + use<>) {
+        let rooms = Arc::new(Rooms::new(false, None));
+        let backplane = Arc::new(LocalBackplane::new(rooms.clone()));
+        let hub = Arc::new(Hub::new(
+            "t".into(),
+            crate::config::Limits::default(),
+            rooms,
+            store,
+            backplane,
+        ));
+        let reporter = tonic_health::server::HealthReporter::new();
+        let service = tonic_health::server::HealthService::from_health_reporter(reporter.clone());
+        let stats = Arc::new(BackplaneStats::default());
+        (Arc::new(Readiness::new(hub, stats, reporter)), service)
+    }
+
+    async fn grpc_status(service: &impl Health) -> ServingStatus {
+        let request = tonic::Request::new(HealthCheckRequest {
+            service: String::new(),
+        });
+        let status = service.check(request).await.unwrap().into_inner().status;
+        ServingStatus::try_from(status).unwrap()
+    }
+
+    /// Issue 15, report 8: a check that started before the drain cannot
+    /// turn gRPC health back to SERVING after it.
+    #[tokio::test]
+    async fn a_check_that_ends_after_the_drain_leaves_not_serving() {
+        let store = Arc::new(GatedStore::default());
+        let (readiness, service) = readiness(store.clone());
+        let before = tokio::spawn({
+            let readiness = readiness.clone();
+            async move { readiness.refresh().await }
+        });
+        while store.checks.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        readiness.drain().await;
+        store.open.notify_waiters();
+        before.await.unwrap();
+        assert_eq!(grpc_status(&service).await, ServingStatus::NotServing);
+    }
+
+    /// Issue 15, report 8: `/health/ready` asked many times at once and in
+    /// quick succession asks the store once.
+    #[tokio::test]
+    async fn ready_requests_share_one_store_check() {
+        let store = Arc::new(GatedStore::default());
+        let (readiness, _service) = readiness(store.clone());
+        let asks: Vec<_> = (0..20)
+            .map(|_| {
+                let readiness = readiness.clone();
+                tokio::spawn(async move { readiness.refresh().await.status })
+            })
+            .collect();
+        while store.checks.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+        store.open.notify_waiters();
+        for ask in asks {
+            assert_eq!(ask.await.unwrap(), "ready");
+        }
+        assert_eq!(
+            readiness.refresh().await.status,
+            "ready",
+            "answered from the last check"
+        );
+        assert_eq!(store.checks.load(Ordering::SeqCst), 1);
+    }
 }
