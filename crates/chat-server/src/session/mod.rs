@@ -267,7 +267,11 @@ impl Session {
         let request_id = frame.request_id;
         let limited = match &frame.request {
             Some(Request::JoinRoom(_)) => Some((Action::Join, "joins")),
-            Some(Request::SendMessage(_)) => Some((Action::Send, "messages")),
+            // A send to a room the connection is not in is refused below
+            // and costs no token (a client retrying while it rejoins).
+            Some(Request::SendMessage(r)) if self.rooms.iter().any(|m| m.as_str() == r.room) => {
+                Some((Action::Send, "messages"))
+            }
             _ => None,
         };
         if let Some((action, what)) = limited

@@ -339,3 +339,32 @@ async fn idle_tcp_connections_count_against_the_address_limit() {
         .expect("served once the idle ones left");
     server.stop().await;
 }
+
+/// Issue 15, report 2 (the server's half): a send refused because the
+/// connection is not in the room costs no send token, so a client retrying
+/// while its room is being rejoined does not drain its bucket.
+#[tokio::test]
+async fn sends_refused_for_membership_cost_no_token() {
+    let mut c = config();
+    c.limits.send_rate = 0.1;
+    c.limits.send_burst = 3;
+    let server = TestServer::start(c).await;
+    let (alice, _events) = connect(&server.url(), "alice").await;
+    for _ in 0..10 {
+        match alice.send("lobby", "too early").await {
+            Err(ClientError::Server {
+                code: ErrorCode::NotAMember,
+                ..
+            }) => {}
+            other => panic!("not a member yet: {other:?}"),
+        }
+    }
+    alice.join("lobby").await.unwrap();
+    for i in 0..3 {
+        alice
+            .send("lobby", &format!("m{i}"))
+            .await
+            .expect("the whole burst is left");
+    }
+    server.stop().await;
+}
