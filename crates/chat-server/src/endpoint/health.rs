@@ -237,57 +237,10 @@ pub async fn get_own(
 mod tests {
     use super::*;
     use crate::backplane::{BackplaneStats, LocalBackplane};
-    use crate::domain::RoomName;
     use crate::hub::Rooms;
-    use crate::store::StoredMessage;
-    use crate::store::{Appended, MessageStore, NewMessage, Page, Retention, StoreError};
-    use futures::future::BoxFuture;
-    use std::sync::atomic::AtomicUsize;
-    use tokio::sync::Notify;
+    use crate::store::GatedStore;
     use tonic_health::pb::health_server::Health;
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
-
-    /// A store whose `check` answers when told to, and counts its calls.
-    #[derive(Default)]
-    struct GatedStore {
-        open: Notify,
-        checks: AtomicUsize,
-    }
-
-    impl MessageStore for GatedStore {
-        fn name(&self) -> &'static str {
-            "gated"
-        }
-        fn is_shared(&self) -> bool {
-            false
-        }
-        fn append(&self, _: NewMessage) -> BoxFuture<'_, Result<Appended, StoreError>> {
-            Box::pin(futures::future::pending())
-        }
-        fn latest_sequence<'a>(
-            &'a self,
-            _: &'a RoomName,
-        ) -> BoxFuture<'a, Result<u64, StoreError>> {
-            Box::pin(async { Ok(0) })
-        }
-        fn history<'a>(
-            &'a self,
-            _: &'a RoomName,
-            _: Page,
-        ) -> BoxFuture<'a, Result<Vec<StoredMessage>, StoreError>> {
-            Box::pin(async { Ok(Vec::new()) })
-        }
-        fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-            self.checks.fetch_add(1, Ordering::SeqCst);
-            Box::pin(async move {
-                self.open.notified().await;
-                Ok(())
-            })
-        }
-        fn enforce_retention(&self, _: Retention) -> BoxFuture<'_, Result<u64, StoreError>> {
-            Box::pin(async { Ok(0) })
-        }
-    }
 
     fn readiness(store: Arc<GatedStore>) -> (Arc<Readiness>, impl Health + use<>) {
         let rooms = Arc::new(Rooms::new(false, None));

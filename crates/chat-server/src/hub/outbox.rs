@@ -674,6 +674,15 @@ mod tests {
         }
     }
 
+    /// A queue of `capacity` with a [`FakeWire`] taking `budget` bytes.
+    fn wired(capacity: usize, budget: usize) -> (Outbox, OutboxStream, FakeWire) {
+        let (outbox, mut stream) = outbox(capacity);
+        let wire = FakeWire::default();
+        *lock(&wire.budget) = budget;
+        stream.attach(Box::new(wire.clone()));
+        (outbox, stream, wire)
+    }
+
     fn bytes(v: &[u8]) -> EncodedFrame {
         EncodedFrame(Bytes::copy_from_slice(v))
     }
@@ -695,10 +704,7 @@ mod tests {
 
     #[test]
     fn direct_writes_skip_the_queue_and_keep_order_when_the_socket_fills() {
-        let (outbox, mut stream) = outbox(8);
-        let wire = FakeWire::default();
-        *lock(&wire.budget) = 5;
-        stream.attach(Box::new(wire.clone()));
+        let (outbox, mut stream, wire) = wired(8, 5);
         assert!(!ready(&mut stream), "nothing queued");
         assert!(outbox.push(bytes(b"abc")), "written directly");
         assert!(!ready(&mut stream), "a direct write queues nothing");
@@ -723,10 +729,7 @@ mod tests {
 
     #[test]
     fn a_deferred_frame_is_written_when_the_fan_out_is_done() {
-        let (outbox, mut stream) = outbox(8);
-        let wire = FakeWire::default();
-        *lock(&wire.budget) = 100;
-        stream.attach(Box::new(wire.clone()));
+        let (outbox, mut stream, wire) = wired(8, 100);
         let mut writes = Deferred::default();
         assert!(outbox.push_deferred(bytes(b"ab"), &mut writes));
         assert!(
@@ -740,10 +743,7 @@ mod tests {
 
     #[test]
     fn frames_behind_a_deferred_one_go_to_the_consumer_in_order() {
-        let (outbox, mut stream) = outbox(8);
-        let wire = FakeWire::default();
-        *lock(&wire.budget) = 100;
-        stream.attach(Box::new(wire.clone()));
+        let (outbox, mut stream, wire) = wired(8, 100);
         let mut writes = Deferred::default();
         assert!(outbox.push_deferred(bytes(b"ab"), &mut writes));
         assert!(
@@ -762,10 +762,7 @@ mod tests {
 
     #[test]
     fn queued_and_no_direct_pushes_leave_the_writing_to_the_consumer() {
-        let (outbox, mut stream) = outbox(8);
-        let wire = FakeWire::default();
-        *lock(&wire.budget) = 100;
-        stream.attach(Box::new(wire.clone()));
+        let (outbox, mut stream, wire) = wired(8, 100);
         let mut writes = Deferred::none();
         assert!(outbox.push_deferred(bytes(b"ab"), &mut writes));
         drop(writes);
@@ -826,10 +823,7 @@ mod tests {
 
     #[test]
     fn a_burst_written_directly_is_counted_as_read() {
-        let (outbox, mut stream) = outbox(8);
-        let wire = FakeWire::default();
-        *lock(&wire.budget) = 100;
-        stream.attach(Box::new(wire.clone()));
+        let (outbox, mut stream, wire) = wired(8, 100);
         let mut writes = Deferred::default();
         assert!(outbox.push_deferred(bytes(b"f"), &mut writes));
         assert!(
@@ -849,10 +843,7 @@ mod tests {
 
     #[test]
     fn a_kick_keeps_the_wire_framing_whole() {
-        let (outbox, mut stream) = outbox(8);
-        let wire = FakeWire::default();
-        *lock(&wire.budget) = 2;
-        stream.attach(Box::new(wire.clone()));
+        let (outbox, mut stream, wire) = wired(8, 2);
         outbox.push(bytes(b"abcd"));
         outbox.push(bytes(b"ef"));
         outbox.kick(bytes(b"!"));
@@ -870,9 +861,7 @@ mod tests {
 
     #[test]
     fn a_slow_socket_fills_the_queue_and_is_kicked() {
-        let (outbox, mut stream) = outbox(2);
-        let wire = FakeWire::default();
-        stream.attach(Box::new(wire.clone()));
+        let (outbox, mut stream, wire) = wired(2, 0);
         assert!(outbox.push(bytes(b"a")));
         assert!(outbox.push(bytes(b"b")));
         assert!(!outbox.push(bytes(b"c")), "over capacity");
@@ -885,10 +874,7 @@ mod tests {
 
     #[test]
     fn dropping_the_consumer_drops_the_wire() {
-        let (outbox, mut stream) = outbox(2);
-        let wire = FakeWire::default();
-        *lock(&wire.budget) = 100;
-        stream.attach(Box::new(wire.clone()));
+        let (outbox, stream, wire) = wired(2, 100);
         assert_eq!(Arc::strong_count(&wire.written), 2);
         drop(stream);
         assert_eq!(Arc::strong_count(&wire.written), 1, "the wire went");

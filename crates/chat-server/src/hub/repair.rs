@@ -191,7 +191,7 @@ mod tests {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(run(
             rooms,
-            Arc::new(crate::store::HangingStore),
+            Arc::new(crate::store::GatedStore::default()),
             rx,
             Duration::from_secs(3600),
             shutdown.clone(),

@@ -242,14 +242,33 @@ fn row_to_message(
     }
 }
 
-/// A store whose every call hangs, for tests of what must not wait on it.
+/// A store for tests of what must not wait on it: every call waits until
+/// `open` is notified (never: it hangs, as a store that is down), then
+/// answers as an empty store; `checks` counts its `check` calls.
 #[cfg(test)]
-pub(crate) struct HangingStore;
+#[derive(Default)]
+pub(crate) struct GatedStore {
+    /// Lets the calls waiting now answer.
+    pub open: tokio::sync::Notify,
+    /// How many times `check` was called.
+    pub checks: std::sync::atomic::AtomicUsize,
+}
 
 #[cfg(test)]
-impl MessageStore for HangingStore {
+impl GatedStore {
+    /// Waits for `open`, then answers `value`.
+    fn gated<'a, T: Send + 'a>(&'a self, value: T) -> BoxFuture<'a, Result<T, StoreError>> {
+        Box::pin(async move {
+            self.open.notified().await;
+            Ok(value)
+        })
+    }
+}
+
+#[cfg(test)]
+impl MessageStore for GatedStore {
     fn name(&self) -> &'static str {
-        "hanging"
+        "gated"
     }
 
     fn is_shared(&self) -> bool {
@@ -261,7 +280,7 @@ impl MessageStore for HangingStore {
     }
 
     fn latest_sequence<'a>(&'a self, _: &'a RoomName) -> BoxFuture<'a, Result<u64, StoreError>> {
-        Box::pin(futures::future::pending())
+        self.gated(0)
     }
 
     fn history<'a>(
@@ -269,15 +288,17 @@ impl MessageStore for HangingStore {
         _: &'a RoomName,
         _: Page,
     ) -> BoxFuture<'a, Result<Vec<StoredMessage>, StoreError>> {
-        Box::pin(futures::future::pending())
+        self.gated(Vec::new())
     }
 
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(futures::future::pending())
+        self.checks
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.gated(())
     }
 
     fn enforce_retention(&self, _: Retention) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(futures::future::pending())
+        self.gated(0)
     }
 }
 
@@ -296,7 +317,7 @@ mod tests {
         };
         let shutdown = tokio_util::sync::CancellationToken::new();
         let task = tokio::spawn(retain(
-            Arc::new(HangingStore),
+            Arc::new(GatedStore::default()),
             retention,
             Duration::from_millis(10),
             shutdown.clone(),
