@@ -29,6 +29,13 @@ import { run } from "./connection.js";
 import { settings, type ConnectOptions } from "./options.js";
 import { Shared, type ConnectionState, type Success } from "./shared.js";
 
+/** The first pause before a send refused as UNAVAILABLE goes again (it doubles). */
+const UNAVAILABLE_PAUSE_MS = 100;
+/** The first pause before a send refused for a room not yet rejoined goes again (it doubles). */
+const NOT_A_MEMBER_PAUSE_MS = 20;
+/** The longest of those pauses. */
+const PAUSE_MAX_MS = 2_000;
+
 /** Which page `history` reads, relative to `from`. */
 export interface HistoryOptions {
   /** "backward": messages before `from` (0: the latest ones); "forward": messages after `from`. Default "backward". */
@@ -151,12 +158,16 @@ export class ChatClient implements AsyncIterable<ChatEvent> {
    * caller's). If there is no session, or it is lost before the
    * acknowledgement, the send waits for the next session and the room's
    * rejoin and goes out again with the same id, within the send retry
-   * window; the server stores and delivers it once.
+   * window; so does a send the server refused as UNAVAILABLE (after a
+   * pause that doubles from 100 ms to 2 s). The server stores and
+   * delivers it once.
    */
   async send(room: string, text: string, options: SendOptions = {}): Promise<SendMessageResult> {
     const clientMessageId = options.clientMessageId ?? randomUuid();
     const deadline = Date.now() + this.shared.settings.sendRetryWindowMs;
     let retrying = false;
+    let unavailablePauseMs = UNAVAILABLE_PAUSE_MS;
+    let notMemberPauseMs = NOT_A_MEMBER_PAUSE_MS;
     for (;;) {
       if (retrying) await this.rejoined(room, deadline);
       const request = create(SendMessageRequestSchema, { room, clientMessageId, text });
@@ -172,8 +183,15 @@ export class ChatClient implements AsyncIterable<ChatEvent> {
           });
           retrying = true;
         } else if (error.code === "NOT_A_MEMBER" && retrying && this.shared.rooms.has(room) && leftMs > 0) {
-          // The room's rejoin has not taken effect yet.
-          await this.shared.sleep(20);
+          // The room's rejoin has not taken effect yet (the loop waits for
+          // a rejoin in progress first); ask again, less and less often.
+          await this.shared.sleep(Math.min(notMemberPauseMs, leftMs));
+          notMemberPauseMs = Math.min(notMemberPauseMs * 2, PAUSE_MAX_MS);
+        } else if (error.code === "UNAVAILABLE" && leftMs > 0) {
+          // The server could not take it now; it may have stored it before
+          // failing, so only the same id may go again.
+          await this.shared.sleep(Math.min(unavailablePauseMs, leftMs));
+          unavailablePauseMs = Math.min(unavailablePauseMs * 2, PAUSE_MAX_MS);
         } else {
           throw error;
         }

@@ -74,6 +74,12 @@ export class Shared {
   private readonly watchers = new Set<() => void>();
   /** Requests waiting for replies, by request id. */
   private readonly pending = new Map<number, Pending>();
+  /**
+   * The `onReply` of requests that timed out on the current session: a
+   * late reply still reaches it (a join's sets the room's resume point).
+   * Cleared when the session ends.
+   */
+  private readonly late = new Map<number, (result: ReplyResult) => void>();
   /** The next request id (heartbeat pings take ids too). */
   private nextRequest = 1;
   /** Resolves when `close()` is called: cuts waits short. */
@@ -136,6 +142,7 @@ export class Shared {
     return new Promise<Success>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
+        if (onReply !== undefined) this.late.set(id, onReply);
         reject(new ChatError("TIMEOUT", `no reply within ${timeoutMs} ms`));
       }, timeoutMs);
       this.pending.set(id, { resolve, reject, timer, onReply });
@@ -151,10 +158,15 @@ export class Shared {
     return undefined;
   }
 
-  /** Hands a reply to the request waiting for it (none for heartbeat pings and late replies). */
+  /** Hands a reply to the request waiting for it (none for heartbeat pings), or a late one to its `onReply`. */
   settle(requestId: number, result: ReplyResult): void {
     const pending = this.pending.get(requestId);
-    if (pending === undefined) return;
+    if (pending === undefined) {
+      const late = this.late.get(requestId);
+      this.late.delete(requestId);
+      late?.(result);
+      return;
+    }
     this.pending.delete(requestId);
     clearTimeout(pending.timer);
     pending.onReply?.(result);
@@ -178,6 +190,7 @@ export class Shared {
 
   /** Fails every waiting request with `code`: their session is gone. */
   failPending(code: ClientErrorCode, message: string): void {
+    this.late.clear();
     for (const id of [...this.pending.keys()]) this.fail(id, code, message);
   }
 

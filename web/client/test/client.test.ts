@@ -378,3 +378,61 @@ test("a server frame that is not a Welcome first ends the attempt", async () => 
   await server.accepted();
   await c.waitConnected();
 });
+
+test("a room's first rejoin answered after the request timeout still sets the resume point", async () => {
+  const server = new FakeServer();
+  const c = client(server, { rooms: ["lobby"], requestTimeoutMs: 100 });
+  const first = await server.accepted();
+  const join = await first.nextFrame();
+  assert.equal(join.request.case, "joinRoom");
+  await new Promise((r) => setTimeout(r, 250)); // the client stopped waiting
+  acceptJoin(first, join, 5n);
+  first.push(message("lobby", 6n));
+  await until(() => c.lastSeen("lobby") === 6n, "the late reply and the message to count");
+  first.serverClose(1006);
+
+  let second = await server.accepted();
+  let rejoin = await second.nextFrame();
+  // A retry of the first join may still be in flight on the first session.
+  while (rejoin.request.case !== "joinRoom") rejoin = await second.nextFrame();
+  assert.equal(rejoin.request.value.sinceSequence, 6n);
+});
+
+test("a send refused as UNAVAILABLE is tried again with the same id within the window", async () => {
+  const server = new FakeServer();
+  const c = client(server);
+  const socket = await server.accepted();
+  await c.waitConnected();
+  const sending = c.send("lobby", "hello", { clientMessageId: "my-id" });
+  for (let attempt = 0; attempt < 2; attempt++) {
+    const frame = await socket.nextFrame();
+    assert.equal(frame.request.case, "sendMessage");
+    assert.equal(frame.request.value.clientMessageId, "my-id");
+    socket.reply(frame, { case: "error", value: create(ErrorSchema, { code: ErrorCode.UNAVAILABLE, message: "store down" }) });
+  }
+  const frame = await socket.nextFrame();
+  assert.equal(frame.request.case, "sendMessage");
+  assert.equal(frame.request.value.clientMessageId, "my-id");
+  socket.reply(frame, { case: "sendMessage", value: create(SendMessageResultSchema, { room: "lobby", sequence: 1n, clientMessageId: "my-id" }) });
+  assert.equal((await sending).sequence, 1n);
+});
+
+test("a send refused as UNAVAILABLE fails with it once the window is over", async () => {
+  const server = new FakeServer();
+  const c = client(server, { sendRetryWindowMs: 300 });
+  const socket = await server.accepted();
+  await c.waitConnected();
+  const sending = c.send("lobby", "hello");
+  let attempts = 0;
+  const answering = (async () => {
+    for (;;) {
+      const frame = await socket.nextFrame(1_000).catch(() => undefined);
+      if (frame === undefined) return;
+      attempts++;
+      socket.reply(frame, { case: "error", value: create(ErrorSchema, { code: ErrorCode.UNAVAILABLE, message: "store down" }) });
+    }
+  })();
+  await assert.rejects(sending, (e: unknown) => e instanceof ChatError && e.code === "UNAVAILABLE");
+  await answering;
+  assert.ok(attempts >= 2 && attempts <= 8, `${attempts} attempts`);
+});

@@ -18,6 +18,15 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+/// The first pause before a send refused as UNAVAILABLE is tried again;
+/// it doubles with each refusal.
+const UNAVAILABLE_PAUSE: Duration = Duration::from_millis(100);
+/// The longest pause between such tries.
+const UNAVAILABLE_PAUSE_MAX: Duration = Duration::from_secs(2);
+/// How long a send refused for a room not yet rejoined waits for a rejoin
+/// reply before it asks again.
+const REJOIN_WAIT: Duration = Duration::from_secs(1);
+
 /// Where the client's connection stands.
 #[derive(Clone, Debug)]
 pub enum ConnectionState {
@@ -49,7 +58,8 @@ impl Client {
             outbound: Mutex::default(),
             channel: Mutex::default(),
             last_seen: Mutex::default(),
-            rejoins: Mutex::default(),
+            joins: Mutex::default(),
+            rejoined: watch::channel(0).0,
             state,
             close: CancellationToken::new(),
             cut: Mutex::new(CancellationToken::new()),
@@ -105,10 +115,11 @@ impl Client {
             room: room.into(),
             since_sequence: None,
         });
-        match self.inner.request(request).await? {
+        // The resume point is set by the connection task when the reply
+        // arrives, before any message behind it.
+        match self.inner.request_as(request, Some((room, false))).await? {
             reply::Result::JoinRoom(r) => {
                 lock(&self.inner.rooms).insert(room.to_string());
-                lock(&self.inner.last_seen).insert(room.to_string(), r.latest_sequence);
                 Ok(r)
             }
             _ => Err(ClientError::UnexpectedReply),
@@ -140,9 +151,10 @@ impl Client {
     }
 
     /// Sends `text` to `room` under the caller's own message id. If the
-    /// connection is lost before the acknowledgement, the send is retried
-    /// with the same id after reconnecting (within `send_retry_window`);
-    /// the server stores and delivers it once.
+    /// connection is lost before the acknowledgement, or the server answers
+    /// UNAVAILABLE (it may have stored the message before failing), the send
+    /// is retried with the same id (within `send_retry_window`); the server
+    /// stores and delivers it once.
     pub async fn send_with_id(
         &self,
         room: &str,
@@ -151,12 +163,15 @@ impl Client {
     ) -> Result<SendMessageResult, ClientError> {
         let deadline = tokio::time::Instant::now() + self.inner.config.send_retry_window;
         let mut retrying = false;
+        let mut pause = UNAVAILABLE_PAUSE;
         loop {
             let request = Request::SendMessage(SendMessageRequest {
                 room: room.into(),
                 client_message_id: client_message_id.into(),
                 text: text.into(),
             });
+            // Rejoin replies from here on wake a send refused for its room.
+            let mut rejoined = self.inner.rejoined.subscribe();
             match self.inner.request(request).await {
                 Ok(reply::Result::SendMessage(r)) => return Ok(r),
                 Ok(_) => return Err(ClientError::UnexpectedReply),
@@ -178,10 +193,28 @@ impl Client {
                         ..
                     },
                 ) if retrying && lock(&self.inner.rooms).contains(room) => {
-                    if tokio::time::Instant::now() >= deadline {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    if left.is_zero() {
                         return Err(e);
                     }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    // Asking again before the rejoin's reply would only be
+                    // refused again: wait for it (or, if it came between
+                    // the send and its refusal, go at once). Bounded, in
+                    // case this session's rejoin of the room is not coming.
+                    let _ = tokio::time::timeout(left.min(REJOIN_WAIT), rejoined.changed()).await;
+                }
+                Err(
+                    e @ ClientError::Server {
+                        code: ErrorCode::Unavailable,
+                        ..
+                    },
+                ) => {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    if left.is_zero() {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(pause.min(left)).await;
+                    pause = (pause * 2).min(UNAVAILABLE_PAUSE_MAX);
                 }
                 Err(e) => return Err(e),
             }

@@ -3,7 +3,7 @@
 //! the application as an [`Event`].
 
 use super::rejoin::retryable;
-use super::{Inner, to_result};
+use super::{Inner, Join, to_result};
 use crate::error::ClientError;
 use crate::event::Event;
 use chat_proto::v1::{
@@ -40,14 +40,36 @@ fn saw(inner: &Inner, m: &MessageEvent) {
     }
 }
 
-/// One reply: a rejoin's is reported first, here, in stream order (before
-/// the backlog that follows it); then the reply goes to its waiter, if it
-/// still waits.
+/// Records that the client has `room` up to `sequence`: the point a rejoin
+/// resumes from. It never moves back.
+fn resume_from(inner: &Inner, room: &str, sequence: u64) {
+    let mut last_seen = lock(&inner.last_seen);
+    let seen = last_seen.entry(room.to_string()).or_insert(0);
+    *seen = (*seen).max(sequence);
+}
+
+/// One reply: a join's sets the room's resume point here, in stream order
+/// (before the messages behind it), and a rejoin's is reported; then the
+/// reply goes to its waiter, if it still waits.
 async fn on_reply(inner: &Inner, events: &mpsc::Sender<Event>, r: Reply) {
-    let rejoined = lock(&inner.rejoins).remove(&r.request_id);
-    if let (Some(room), Some(result)) = (rejoined, &r.result) {
-        let result = rejoin_outcome(inner, &room, result.clone());
-        let _ = events.send(Event::Rejoined { room, result }).await;
+    let join = lock(&inner.joins).remove(&r.request_id);
+    match (join, &r.result) {
+        (Some(Join { room, rejoin: true }), Some(result)) => {
+            let result = rejoin_outcome(inner, &room, result.clone());
+            inner.rejoined.send_modify(|n| *n += 1);
+            let _ = events.send(Event::Rejoined { room, result }).await;
+        }
+        (
+            Some(Join {
+                room,
+                rejoin: false,
+            }),
+            Some(reply::Result::JoinRoom(j)),
+        ) => {
+            // A fresh join: what follows on the stream is after the latest.
+            resume_from(inner, &room, j.latest_sequence);
+        }
+        _ => {}
     }
     let waiter = lock(&inner.pending).remove(&r.request_id);
     if let (Some(waiter), Some(result)) = (waiter, r.result) {
@@ -73,9 +95,7 @@ fn rejoin_outcome(
         // raises it as it arrives), then live messages. The next rejoin
         // resumes from it, also for rooms first joined through
         // `ClientConfig::rooms`.
-        let mut last_seen = lock(&inner.last_seen);
-        let seen = last_seen.entry(room.to_string()).or_insert(0);
-        *seen = (*seen).max(j.backlog_after_sequence);
+        resume_from(inner, room, j.backlog_after_sequence);
     }
     if let Err(ClientError::Server { code, .. }) = &result
         && !retryable(*code)

@@ -13,6 +13,8 @@ mod config;
 mod connection;
 mod dispatch;
 mod rejoin;
+#[cfg(test)]
+mod tests;
 
 pub use api::{Client, ConnectionState};
 pub use config::{ClientConfig, ClientTls};
@@ -42,9 +44,16 @@ struct Inner {
     rooms: Mutex<BTreeSet<String>>,
     /// The last sequence seen per room: where a rejoin resumes.
     last_seen: Mutex<HashMap<String, u64>>,
-    /// Request ids of rejoins in flight, by room: their replies become
-    /// `Event::Rejoined` in stream order, ahead of the backlog that follows.
-    rejoins: Mutex<HashMap<u64, String>>,
+    /// Joins in flight on the current session, by request id. Their
+    /// replies set the room's resume point in the connection task, in
+    /// stream order, before any message behind them is dispatched, also when
+    /// the caller stopped waiting (a late reply still tells where the room
+    /// stands); a rejoin's reply also becomes `Event::Rejoined`. Cleared
+    /// when the session ends.
+    joins: Mutex<HashMap<u64, Join>>,
+    /// Counts rejoin replies: a send refused because its room is not
+    /// rejoined yet waits for this to move instead of polling.
+    rejoined: watch::Sender<u64>,
     /// Where the connection stands, for [`Client::wait_connected`].
     state: watch::Sender<ConnectionState>,
     /// Cancelled by [`Client::close`]: ends the session and the task.
@@ -53,17 +62,27 @@ struct Inner {
     cut: Mutex<CancellationToken>,
 }
 
+/// A join in flight (see [`Inner::joins`]).
+struct Join {
+    /// The room joined.
+    room: String,
+    /// Whether the session's rejoin asked (resuming from the last seen
+    /// sequence) rather than the application (a fresh join).
+    rejoin: bool,
+}
+
 impl Inner {
     /// Sends one request on the current session and waits for its reply.
     async fn request(&self, request: Request) -> Result<reply::Result, ClientError> {
         self.request_as(request, None).await
     }
 
-    /// [`Inner::request`], marking a rejoin of `rejoin_room`.
+    /// [`Inner::request`] for a join (`join`: its room and whether it is
+    /// a rejoin), whose reply the connection task also records.
     async fn request_as(
         &self,
         request: Request,
-        rejoin_room: Option<&str>,
+        join: Option<(&str, bool)>,
     ) -> Result<reply::Result, ClientError> {
         if self.close.is_cancelled() {
             return Err(ClientError::Closed);
@@ -74,8 +93,9 @@ impl Inner {
         let request_id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(request_id, tx);
-        if let Some(room) = rejoin_room {
-            lock(&self.rejoins).insert(request_id, room.to_string());
+        if let Some((room, rejoin)) = join {
+            let room = room.to_string();
+            lock(&self.joins).insert(request_id, Join { room, rejoin });
         }
         let frame = ClientFrame {
             request_id,
@@ -92,7 +112,11 @@ impl Inner {
         })
         .await;
         lock(&self.pending).remove(&request_id);
-        lock(&self.rejoins).remove(&request_id);
+        if outcome.is_ok() {
+            // Answered, or the session is gone. A join that timed out stays
+            // listed: its reply may still come on this session.
+            lock(&self.joins).remove(&request_id);
+        }
         match outcome {
             Err(_) => Err(ClientError::Timeout(timeout)),
             Ok(Err(e)) => Err(e),
@@ -104,6 +128,7 @@ impl Inner {
     fn fail_pending(&self) {
         // Dropping the senders wakes each waiter with `Disconnected`.
         lock(&self.pending).clear();
+        lock(&self.joins).clear();
     }
 }
 

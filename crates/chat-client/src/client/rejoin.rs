@@ -33,7 +33,7 @@ async fn rejoin_room(inner: &Inner, events: &mpsc::Sender<Event>, room: String) 
             room: room.clone(),
             since_sequence: since,
         });
-        let retry = match inner.request_as(request, Some(&room)).await {
+        let retry = match inner.request_as(request, Some((&room, true))).await {
             // A reply was reported by `dispatch` when it arrived.
             Ok(_) => false,
             // After a late reply the join may have happened after all.
