@@ -73,8 +73,10 @@ async function rejoinRoom(shared: Shared, live: Live, room: string): Promise<voi
 function onRejoinReply(shared: Shared, room: string, result: ReplyResult): void {
   if (result.case === "joinRoom") {
     // What the client has from here on: the backlog (each message raises
-    // it as it arrives), then live messages.
-    shared.raiseLastSeen(room, result.value.backlogAfterSequence);
+    // it as it arrives), then live messages. After a reset (the room's
+    // numbering went back on the server) the old point means nothing.
+    if (result.value.sequenceReset) shared.lastSeen.set(room, result.value.backlogAfterSequence);
+    else shared.raiseLastSeen(room, result.value.backlogAfterSequence);
     shared.events.emit({ type: "rejoined", room, ok: true, result: result.value });
     return;
   }

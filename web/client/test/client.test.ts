@@ -436,3 +436,26 @@ test("a send refused as UNAVAILABLE fails with it once the window is over", asyn
   await answering;
   assert.ok(attempts >= 2 && attempts <= 8, `${attempts} attempts`);
 });
+
+test("a rejoin reply that says the numbering went back starts the resume point over", async () => {
+  const server = new FakeServer();
+  const c = client(server);
+  const first = await server.accepted();
+  await c.waitConnected();
+  const joining = c.join("lobby");
+  acceptJoin(first, await first.nextFrame(), 7n);
+  await joining;
+  first.serverClose(1006);
+
+  const second = await server.accepted();
+  const rejoin = await second.nextFrame();
+  assert.equal(rejoin.request.case, "joinRoom");
+  assert.equal(rejoin.request.value.sinceSequence, 7n);
+  second.reply(rejoin, {
+    case: "joinRoom",
+    value: create(JoinRoomResultSchema, { room: "lobby", latestSequence: 2n, backlogAfterSequence: 0n, sequenceReset: true }),
+  });
+  await until(() => c.lastSeen("lobby") === 0n, "the reset");
+  second.push(message("lobby", 1n));
+  assert.equal(c.lastSeen("lobby"), 1n);
+});

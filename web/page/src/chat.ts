@@ -156,6 +156,13 @@ export class Chat {
       return;
     }
     const result = event.result;
+    if (result.sequenceReset) {
+      // The server's numbering of the room went back: what it holds now
+      // (the backlog that follows) replaces what the page showed.
+      room.reset();
+      room.note("The server's store of this room was reset; the messages below are what it holds now.");
+      if (this.current === room.name) this.messages.show(room);
+    }
     room.setMembers(result.members);
     if (result.latestSequence > room.latest) room.latest = result.latestSequence;
     if (result.backlogIncomplete && result.backlogAfterSequence > room.newest()) {

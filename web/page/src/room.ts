@@ -93,6 +93,18 @@ export class Room {
     return this.sequences[this.sequences.length - 1] ?? 0n;
   }
 
+  /**
+   * Forgets every message held: the server says the room's numbering went
+   * back (its store was reset), so the old sequences name other messages.
+   */
+  reset(): void {
+    this.bySequence.clear();
+    this.sequences.length = 0;
+    this.gaps = [];
+    this.latest = 0n;
+    this.olderExist = true;
+  }
+
   /** Replaces the member list (a join's answer). */
   setMembers(members: proto.Member[]): void {
     this.members.clear();

@@ -41,7 +41,8 @@ fn saw(inner: &Inner, m: &MessageEvent) {
 }
 
 /// Records that the client has `room` up to `sequence`: the point a rejoin
-/// resumes from. It never moves back.
+/// resumes from. It never moves back, except when the server says the
+/// room's numbering did (`sequence_reset`).
 fn resume_from(inner: &Inner, room: &str, sequence: u64) {
     let mut last_seen = lock(&inner.last_seen);
     let seen = last_seen.entry(room.to_string()).or_insert(0);
@@ -95,7 +96,12 @@ fn rejoin_outcome(
         // raises it as it arrives), then live messages. The next rejoin
         // resumes from it, also for rooms first joined through
         // `ClientConfig::rooms`.
-        resume_from(inner, room, j.backlog_after_sequence);
+        if j.sequence_reset {
+            // The room's numbering went back: the old point means nothing.
+            lock(&inner.last_seen).insert(room.to_string(), j.backlog_after_sequence);
+        } else {
+            resume_from(inner, room, j.backlog_after_sequence);
+        }
     }
     if let Err(ClientError::Server { code, .. }) = &result
         && !retryable(*code)

@@ -200,6 +200,12 @@ impl Hub {
             .latest_sequence(room)
             .await
             .map_err(|e| unavailable("store", e.to_string()))?;
+        // The client saw messages the store does not have: the room's
+        // numbering went back (a store that restarted empty, a database
+        // restored from a backup). Its numbers say nothing about what it
+        // has now, so it resumes from 0, and the reply says so.
+        let reset = since.is_some_and(|s| s > latest);
+        let since = if reset { Some(0) } else { since };
         let (created, delivered) = self.rooms.begin_join(room, conn, outbox.clone(), latest);
         let prepared = async {
             if created {
@@ -211,7 +217,9 @@ impl Hub {
                 // in the store: the repair task fetches it.
                 self.rooms.request_repair(room);
             }
-            self.backlog(room, since, delivered).await
+            let (mut info, backlog) = self.backlog(room, since, delivered).await?;
+            info.sequence_reset = reset;
+            Ok((info, backlog))
         };
         let (info, backlog) = match prepared.await {
             Ok(prepared) => prepared,
@@ -256,6 +264,7 @@ impl Hub {
             latest_sequence: delivered,
             backlog_after: delivered,
             backlog_incomplete: false,
+            sequence_reset: false,
         };
         let Some(since) = since else {
             return Ok((info, Vec::new()));
@@ -456,6 +465,9 @@ pub struct JoinInfo {
     pub backlog_after: u64,
     /// Some messages after `since` are not in the backlog.
     pub backlog_incomplete: bool,
+    /// `since` was above the store's latest: the numbering went back, and
+    /// the join resumed from 0.
+    pub sequence_reset: bool,
 }
 
 /// The wire form of a stored message.

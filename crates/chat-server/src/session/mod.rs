@@ -372,6 +372,7 @@ impl Session {
                     latest_sequence: join.latest_sequence,
                     backlog_after_sequence: join.backlog_after,
                     backlog_incomplete: join.backlog_incomplete,
+                    sequence_reset: join.sequence_reset,
                 })),
             }))
         };

@@ -621,3 +621,62 @@ async fn a_connection_that_sends_no_request_is_closed_after_the_handshake_timeou
     }
     server.stop().await;
 }
+
+/// Issue 15, report 13: a store whose numbering went back (the memory store
+/// restarted; a database restored from a backup) must not hide its new
+/// messages from a client resuming from a sequence above its latest. The
+/// rejoin is a reset: the reply says so, the client's resume point starts
+/// over, and what the store holds now arrives, then live messages.
+#[tokio::test]
+async fn a_store_whose_numbering_went_back_is_a_reset_not_a_filter() {
+    let server = TestServer::start(config()).await;
+    let addr = server.addr();
+    let url = server.url();
+    let (alice, mut alice_ev) = connect(&url, "alice").await;
+    let (bob, mut bob_ev) = connect(&url, "bob").await;
+    alice.join("lobby").await.unwrap();
+    bob.join("lobby").await.unwrap();
+    for n in 1..=5 {
+        bob.send("lobby", &format!("old {n}")).await.unwrap();
+        assert_eq!(expect_message(&mut alice_ev, "lobby").await.2, n);
+    }
+    assert_eq!(alice.last_seen("lobby"), Some(5));
+
+    // The memory store starts over from 1.
+    server.stop().await;
+    let mut again = config();
+    again.listen = addr;
+    let server = TestServer::start(again).await;
+    expect_event(&mut bob_ev, "bob rejoined", |e| {
+        matches!(e, Event::Rejoined { .. })
+    })
+    .await;
+    match expect_event(&mut alice_ev, "alice rejoined", |e| {
+        matches!(e, Event::Rejoined { .. })
+    })
+    .await
+    {
+        Event::Rejoined { result: Ok(r), .. } => {
+            assert!(
+                r.sequence_reset,
+                "the reply says the numbering went back: {r:?}"
+            );
+            assert_eq!(r.latest_sequence, 0);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        alice.last_seen("lobby"),
+        Some(0),
+        "the resume point starts over"
+    );
+    for n in 1..=3u64 {
+        bob.send("lobby", &format!("new {n}")).await.unwrap();
+        assert_eq!(
+            expect_message(&mut alice_ev, "lobby").await,
+            ("bob".into(), format!("new {n}"), n)
+        );
+    }
+    assert_eq!(alice.last_seen("lobby"), Some(3));
+    server.stop().await;
+}

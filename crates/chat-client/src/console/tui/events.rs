@@ -87,6 +87,13 @@ impl App {
         match result {
             Ok(r) => {
                 self.push_room(&room, Entry::now(Kind::Info(joined_text(verb, &r))));
+                if r.sequence_reset {
+                    let text = format!(
+                        "the numbering of {room} started over on the server (its store was reset): \
+                         what it holds now follows"
+                    );
+                    self.push_room(&room, Entry::now(Kind::Error(text)));
+                }
                 if r.backlog_incomplete {
                     // Say what was lost rather than pretend.
                     let text = format!(
