@@ -238,7 +238,12 @@ impl Hub {
             first.extend(backlog);
             // A client resuming from beyond what this instance delivered
             // (it saw more elsewhere) must not get those messages again.
-            let seen = since.filter(|s| *s > delivered).unwrap_or(0);
+            // Unordered (per-instance stores), numbers from elsewhere say
+            // nothing about this instance's: nothing is withheld.
+            let seen = match self.rooms.is_ordered() {
+                true => since.filter(|s| *s > delivered).unwrap_or(0),
+                false => 0,
+            };
             self.rooms.finish_join(room, conn, first, seen);
             if change.transition {
                 self.emit(&Transition::Joined(room.clone(), user.clone()));

@@ -5,6 +5,7 @@
 use crate::common::services::{NatsServer, PostgresDb, RedisServer};
 use crate::common::*;
 use chat_client::Event;
+use chat_client::proto::{JoinRoomRequest, client_frame::Request, reply, server_frame::Frame};
 use chat_server::config::BackplaneKind;
 use std::time::{Duration, Instant};
 use tonic_health::pb::HealthCheckRequest;
@@ -577,6 +578,64 @@ async fn status_shows_the_other_instances_and_their_connections(backplane: Backp
     b.stop().await;
 }
 
+/// Issue 15, report 1: with per-instance stores each instance numbers a
+/// room on its own. A client resuming on an instance from a sequence it got
+/// elsewhere must not have this instance's messages withheld as "already
+/// seen": numbers from different stores say nothing about each other.
+async fn per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere(
+    backplane: Backplane,
+) {
+    let a = instance(&backplane, "a").await;
+    let b = instance(&backplane, "b").await;
+    let (alice, _alice_ev) = connect(&a.url(), "alice").await;
+    let (bob, mut bob_ev) = connect(&b.url(), "bob").await;
+    alice.join("lobby").await.unwrap();
+    bob.join("lobby").await.unwrap();
+    wait_members(&a, "lobby", &["alice", "bob"]).await;
+    for n in 1..=5 {
+        alice.send("lobby", &format!("a{n}")).await.unwrap();
+        // Numbered by a's store.
+        assert_eq!(expect_message(&mut bob_ev, "lobby").await.2, n);
+    }
+
+    // Carol saw up to 5 (a's numbering) and resumes on b, whose store is
+    // behind: the join is a reset.
+    let mut carol = RawSession::open(&b.url(), "carol").await.unwrap();
+    let join = JoinRoomRequest {
+        room: "lobby".into(),
+        since_sequence: Some(5),
+    };
+    carol.send(1, Request::JoinRoom(join)).await;
+    loop {
+        match carol.next().await {
+            Some(Frame::Reply(r)) => {
+                let Some(reply::Result::JoinRoom(j)) = r.result else {
+                    panic!("{r:?}");
+                };
+                assert!(j.sequence_reset, "{j:?}");
+                break;
+            }
+            Some(_) => {}
+            None => panic!("the session ended"),
+        }
+    }
+    // b's own messages, numbered 1 and 2 by b's store, reach her.
+    for text in ["b1", "b2"] {
+        bob.send("lobby", text).await.unwrap();
+    }
+    let mut texts = Vec::new();
+    while texts.len() < 2 {
+        match carol.next().await {
+            Some(Frame::Message(m)) => texts.push(m.text),
+            Some(_) => {}
+            None => panic!("the session ended"),
+        }
+    }
+    assert_eq!(texts, ["b1", "b2"]);
+    a.stop().await;
+    b.stop().await;
+}
+
 macro_rules! suite {
     ($backplane:ident: $($test:ident),* $(,)?) => {
         mod $backplane {
@@ -591,8 +650,8 @@ macro_rules! suite {
     };
 }
 
-suite!(redis: clients_on_different_instances_chat_in_several_rooms, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections);
-suite!(nats: clients_on_different_instances_chat_in_several_rooms, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections);
+suite!(redis: clients_on_different_instances_chat_in_several_rooms, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere);
+suite!(nats: clients_on_different_instances_chat_in_several_rooms, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere);
 
 #[tokio::test]
 async fn redis_cluster_with_sharded_pub_sub() {
