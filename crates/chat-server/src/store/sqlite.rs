@@ -86,40 +86,54 @@ impl SqliteStore {
 }
 
 /// The one writer: commits queued appends in groups, and deletes for
-/// retention, until every sender of the queue is gone.
+/// retention in chunks between them, until every sender of the queue is
+/// gone.
 async fn write_loop(
     mut conn: SqliteConnection,
     mut queue: mpsc::Receiver<Write>,
     batches: Arc<Histogram>,
 ) {
     let mut requests = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut requests, MAX_BATCH).await > 0 {
+    // The retention pass under way, one chunk per turn of the loop.
+    let mut retaining: Option<Retaining> = None;
+    loop {
+        if retaining.is_some() {
+            // Appends waiting now go before the next chunk; none waiting
+            // is no reason to stop.
+            while requests.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(request) => requests.push(request),
+                    Err(_) => break,
+                }
+            }
+        } else if queue.recv_many(&mut requests, MAX_BATCH).await == 0 {
+            break;
+        }
         let mut batch = Vec::with_capacity(requests.len());
         for request in requests.drain(..) {
             match request {
                 Write::Append(message, reply) => batch.push((message, reply)),
-                Write::Retain(retention, reply) => {
-                    let _ = reply.send(retain(&mut conn, retention).await);
-                }
+                Write::Retain(retention, reply) => match &retaining {
+                    // One pass at a time: the one under way answers for
+                    // both (the next interval's starts afresh).
+                    Some(_) => {
+                        let _ = reply.send(Ok(0));
+                    }
+                    None => retaining = Some(Retaining::new(retention, reply)),
+                },
             }
         }
-        if batch.is_empty() {
-            continue;
-        }
-        match commit(&mut conn, batch.iter().map(|(m, _)| m)).await {
-            Ok(results) => {
-                batches.observe_count(batch.len() as u64);
-                for ((_, reply), result) in batch.drain(..).zip(results) {
-                    let _ = reply.send(Ok(result));
+        commit_batch(&mut conn, &mut batch, &batches).await;
+        if let Some(pass) = &mut retaining {
+            match pass.step(&mut conn).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    let pass = retaining.take().expect("under way");
+                    let _ = pass.reply.send(Ok(pass.deleted));
                 }
-            }
-            Err(e) => {
-                // One bad append must not fail the others: retry each alone.
-                tracing::warn!(error = %e, size = batch.len(), "sqlite batch failed; retrying one by one");
-                for (message, reply) in batch.drain(..) {
-                    batches.observe_count(1);
-                    let result = commit(&mut conn, std::iter::once(&message)).await;
-                    let _ = reply.send(result.map(|mut r| r.remove(0)));
+                Err(e) => {
+                    let pass = retaining.take().expect("under way");
+                    let _ = pass.reply.send(Err(e));
                 }
             }
         }
@@ -127,27 +141,117 @@ async fn write_loop(
     let _ = conn.close().await;
 }
 
-/// Deletes what `retention` no longer keeps.
-async fn retain(conn: &mut SqliteConnection, retention: Retention) -> Result<u64, StoreError> {
-    let mut deleted = 0;
-    if retention.max_age.is_some() {
-        deleted += sqlx::query("DELETE FROM messages WHERE created_at_ms < ?")
-            .bind(retention.cutoff_ms())
+/// Commits `batch` (appends with their replies) and answers each.
+async fn commit_batch(
+    conn: &mut SqliteConnection,
+    batch: &mut Vec<(NewMessage, Reply)>,
+    batches: &Histogram,
+) {
+    if batch.is_empty() {
+        return;
+    }
+    match commit(conn, batch.iter().map(|(m, _)| m)).await {
+        Ok(results) => {
+            batches.observe_count(batch.len() as u64);
+            for ((_, reply), result) in batch.drain(..).zip(results) {
+                let _ = reply.send(Ok(result));
+            }
+        }
+        Err(e) => {
+            // One bad append must not fail the others: retry each alone.
+            tracing::warn!(error = %e, size = batch.len(), "sqlite batch failed; retrying one by one");
+            for (message, reply) in batch.drain(..) {
+                batches.observe_count(1);
+                let result = commit(conn, std::iter::once(&message)).await;
+                let _ = reply.send(result.map(|mut r| r.remove(0)));
+            }
+        }
+    }
+}
+
+/// Rows one retention chunk deletes at most: a few milliseconds of the
+/// writer, after which waiting appends go first.
+const RETAIN_CHUNK: i64 = 1000;
+
+/// A retention pass under way: by age (through `messages_by_time`), then
+/// by count, room after room (through the primary key).
+struct Retaining {
+    /// What to delete.
+    retention: Retention,
+    /// Messages created before this go (fixed when the pass starts).
+    cutoff_ms: i64,
+    /// The age phase is over.
+    aged: bool,
+    /// The count phase's position: rooms up to this one are done.
+    after_room: String,
+    /// Deleted so far.
+    deleted: u64,
+    /// Where the total goes.
+    reply: oneshot::Sender<Result<u64, StoreError>>,
+}
+
+impl Retaining {
+    fn new(retention: Retention, reply: oneshot::Sender<Result<u64, StoreError>>) -> Retaining {
+        Retaining {
+            cutoff_ms: retention.cutoff_ms(),
+            aged: retention.max_age.is_none(),
+            retention,
+            after_room: String::new(),
+            deleted: 0,
+            reply,
+        }
+    }
+
+    /// Deletes one chunk; returns whether the pass is over.
+    async fn step(&mut self, conn: &mut SqliteConnection) -> Result<bool, StoreError> {
+        if !self.aged {
+            let n = sqlx::query(
+                "DELETE FROM messages WHERE rowid IN \
+                 (SELECT rowid FROM messages WHERE created_at_ms < ? LIMIT ?)",
+            )
+            .bind(self.cutoff_ms)
+            .bind(RETAIN_CHUNK)
             .execute(&mut *conn)
             .await?
             .rows_affected();
-    }
-    if let Some(keep) = retention.max_messages_per_room {
-        deleted += sqlx::query(
-            "DELETE FROM messages WHERE sequence <= \
-             (SELECT last_sequence FROM rooms WHERE rooms.room = messages.room) - ?",
+            self.deleted += n;
+            self.aged = n < RETAIN_CHUNK as u64;
+            return Ok(false);
+        }
+        let Some(keep) = self.retention.max_messages_per_room else {
+            return Ok(true);
+        };
+        let next: Option<(String, i64)> = sqlx::query_as(
+            "SELECT room, last_sequence FROM rooms WHERE room > ? ORDER BY room LIMIT 1",
         )
-        .bind(keep.min(i64::MAX as u64) as i64)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+        .bind(&self.after_room)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some((room, last)) = next else {
+            return Ok(true);
+        };
+        let up_to = last.saturating_sub(keep.min(i64::MAX as u64) as i64);
+        let n = if up_to > 0 {
+            sqlx::query(
+                "DELETE FROM messages WHERE rowid IN \
+                 (SELECT rowid FROM messages WHERE room = ? AND sequence <= ? LIMIT ?)",
+            )
+            .bind(&room)
+            .bind(up_to)
+            .bind(RETAIN_CHUNK)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
+        } else {
+            0
+        };
+        self.deleted += n;
+        if n < RETAIN_CHUNK as u64 {
+            // This room is done.
+            self.after_room = room;
+        }
+        Ok(false)
     }
-    Ok(deleted)
 }
 
 /// Appends `messages` in one transaction; all or nothing.

@@ -4,8 +4,9 @@
 use crate::common::services::{PostgresDb, or_skip, postgres_db};
 use chat_server::domain::User;
 use chat_server::domain::validate::RoomName;
-use chat_server::store::{self, Direction, MessageStore, NewMessage, Page};
+use chat_server::store::{self, Direction, MessageStore, NewMessage, Page, Retention};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A store under test and what keeps its backing alive.
 struct Backend {
@@ -544,4 +545,67 @@ async fn sqlite_appends_queued_together_are_written_as_one_batch() {
 async fn postgres_appends_queued_together_are_written_as_one_batch() {
     let backend = or_skip!(Backend::postgres().await);
     appends_queued_together_are_written_as_one_batch(backend).await;
+}
+
+/// Issue 15, report 9: SQLite's one writer must not hold every send for a
+/// whole retention pass. Retention deletes in bounded chunks with the
+/// appends waiting meanwhile committed between them, and finds old
+/// messages through an index on their time.
+#[tokio::test]
+async fn sqlite_retention_lets_sends_through_between_its_chunks() {
+    let backend = Backend::sqlite().await.unwrap();
+    let store = backend.open().await;
+    // Old enough to go: 5,000 messages in 10 rooms (a few big batches).
+    let appends = (0..5000).map(|i| {
+        let room = format!("r{}", i % 10);
+        store.append(message(&room, "u", &i.to_string(), "old"))
+    });
+    for appended in futures::future::join_all(appends).await {
+        appended.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let retention = Retention {
+        max_age: Some(Duration::from_millis(10)),
+        max_messages_per_room: Some(100),
+    };
+    // Both queued at once, the retention first: the send must not wait for
+    // all of it.
+    let order = std::sync::Mutex::new(Vec::new());
+    let retaining = async {
+        let deleted = store.enforce_retention(retention).await.unwrap();
+        order.lock().unwrap().push("retention");
+        deleted
+    };
+    let sending = async {
+        let appended = store
+            .append(message("r0", "u", "new", "new"))
+            .await
+            .unwrap();
+        order.lock().unwrap().push("send");
+        appended
+    };
+    let (deleted, appended) = tokio::join!(retaining, sending);
+    assert_eq!(deleted, 5000);
+    assert_eq!(appended.message.sequence, 501);
+    assert_eq!(*order.lock().unwrap(), ["send", "retention"]);
+
+    // The age limit is found through an index, not a scan of the table.
+    let path = backend.url.trim_start_matches("sqlite://");
+    let mut conn =
+        <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!("sqlite://{path}"))
+            .await
+            .unwrap();
+    let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+        "EXPLAIN QUERY PLAN SELECT rowid FROM messages WHERE created_at_ms < 1 LIMIT 10",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let details: Vec<&str> = plan.iter().map(|p| p.3.as_str()).collect();
+    assert!(
+        details
+            .iter()
+            .any(|d| d.contains("USING") && d.contains("INDEX")),
+        "{details:?}"
+    );
 }
