@@ -15,6 +15,11 @@ pub struct Control {
     /// What it says.
     #[prost(oneof = "ControlKind", tags = "2, 3, 4, 5, 6")]
     pub kind: Option<ControlKind>,
+    /// Random for each process (never 0 when set): a message with this
+    /// instance's `origin` but another incarnation comes from a second
+    /// process using the same `server_id` (0: a sender that predates it).
+    #[prost(uint64, tag = "7")]
+    pub incarnation: u64,
 }
 
 /// The kinds of control message.
@@ -95,11 +100,12 @@ pub struct PresenceSnapshot {
 }
 
 impl Control {
-    /// A message from `origin`.
-    pub fn new(origin: &str, kind: ControlKind) -> Control {
+    /// A message from incarnation `incarnation` of `origin`.
+    pub fn new(origin: &str, incarnation: u64, kind: ControlKind) -> Control {
         Control {
             origin: origin.to_string(),
             kind: Some(kind),
+            incarnation,
         }
     }
 

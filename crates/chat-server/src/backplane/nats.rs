@@ -183,7 +183,8 @@ impl Shared {
                 };
                 let Some(message) = message else { return };
                 match <Control as prost::Message>::decode(message.payload) {
-                    Ok(c) if *c.origin == *shared.origin => {}
+                    // Its own echoes included: the cluster task tells
+                    // them from a second process using the same id.
                     Ok(c) => control.send(ControlEvent::Message(c), &shared.stats),
                     Err(_) => {
                         shared.stats.malformed.fetch_add(1, Ordering::Relaxed);

@@ -259,7 +259,8 @@ impl Shared {
         let payload = Bytes::from(payload);
         if channel == self.control_channel().as_bytes() {
             match <Control as prost::Message>::decode(payload) {
-                Ok(control) if *control.origin == *self.origin => {}
+                // Its own echoes included: the cluster task tells them
+                // from a second process using the same id.
                 Ok(control) => self
                     .control
                     .send(ControlEvent::Message(control), &self.stats),

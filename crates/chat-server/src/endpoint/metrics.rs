@@ -103,6 +103,12 @@ fn connections(out: &mut String, sources: &Sources) {
 fn messages(out: &mut String, hub: &Hub) {
     counter(
         out,
+        "chat_cluster_duplicate_server_id_total",
+        "Control messages from another process using this instance's server_id (each drops the other's room events as its own echoes).",
+        load(&hub.metrics().duplicate_server_id),
+    );
+    counter(
+        out,
         "chat_messages_received_total",
         "Messages accepted from this instance's clients and stored.",
         load(&hub.metrics().messages_received),

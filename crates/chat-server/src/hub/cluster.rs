@@ -14,6 +14,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// How often a second process using this instance's `server_id` is logged
+/// at most (it is counted every time).
+const DUPLICATE_LOG_EVERY: Duration = Duration::from_secs(30);
+
 /// Runs until `shutdown`: a heartbeat every `heartbeat`, instances silent
 /// for `expiry` forgotten (their members leave), control events applied.
 pub async fn run(
@@ -29,6 +33,7 @@ pub async fn run(
         hub,
         heartbeat,
         last_sync_request: None,
+        last_duplicate_log: None,
     };
     loop {
         tokio::select! {
@@ -53,6 +58,8 @@ struct Cluster {
     /// When this instance last asked the others for their presence: an
     /// unknown instance triggers a request, at most once per heartbeat.
     last_sync_request: Option<Instant>,
+    /// When a second process with this `server_id` was last logged.
+    last_duplicate_log: Option<Instant>,
 }
 
 impl Cluster {
@@ -88,10 +95,39 @@ impl Cluster {
         self.last_sync_request = Some(Instant::now());
     }
 
+    /// Counts a control message from a second process using this
+    /// instance's `server_id`, and says so loudly (at most every
+    /// `DUPLICATE_LOG_EVERY`): the two drop each other's room events as
+    /// echoes, so their clients get them only through repair, if at all.
+    fn duplicate_id(&mut self) {
+        self.hub
+            .metrics()
+            .duplicate_server_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if self
+            .last_duplicate_log
+            .is_none_or(|t| t.elapsed() >= DUPLICATE_LOG_EVERY)
+        {
+            self.last_duplicate_log = Some(Instant::now());
+            tracing::error!(
+                server_id = self.hub.server_id(),
+                "another process uses this instance's server_id: each drops the other's \
+                 messages as its own echoes; give every instance its own server_id"
+            );
+        }
+    }
+
     /// Applies a control message from another instance.
     async fn apply(&mut self, control: Control) {
         let Some(kind) = control.kind else { return };
-        if control.origin.is_empty() || control.origin == self.hub.server_id() {
+        if control.origin == self.hub.server_id() {
+            // Our own echo, or another process with our id.
+            if control.incarnation != 0 && control.incarnation != self.hub.incarnation() {
+                self.duplicate_id();
+            }
+            return;
+        }
+        if control.origin.is_empty() {
             return;
         }
         let origin: Arc<str> = Arc::from(control.origin);

@@ -50,6 +50,10 @@ pub struct Hub {
     presence: Mutex<Presence>,
     /// The counters `/metrics` shows that no component keeps itself.
     metrics: crate::metrics::Metrics,
+    /// This process's mark on its control messages (random, never 0): a
+    /// control message with this `server_id` and another mark comes from a
+    /// second process using the same id.
+    incarnation: u64,
 }
 
 impl Hub {
@@ -71,7 +75,13 @@ impl Hub {
             sessions: (0..SESSION_SHARDS).map(|_| Mutex::default()).collect(),
             presence: Mutex::default(),
             metrics: crate::metrics::Metrics::default(),
+            incarnation: uuid::Uuid::new_v4().as_u64_pair().0 | 1,
         }
+    }
+
+    /// This process's mark on its control messages (see [`Control`]).
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
     }
 
     /// This instance's id.
@@ -396,7 +406,7 @@ impl Hub {
 
     /// Sends a control message to the other instances.
     pub async fn publish_control(&self, kind: ControlKind) {
-        let control = Control::new(&self.server_id, kind);
+        let control = Control::new(&self.server_id, self.incarnation, kind);
         if let Err(e) = self.backplane.publish_control(control.to_bytes()).await {
             tracing::debug!(error = %e, "control message not published");
         }

@@ -163,6 +163,9 @@ pub struct Metrics {
     pub auth_failures: Family<AuthFailure>,
     /// Store appends, from the request to the store's answer.
     pub store_append: Histogram,
+    /// Control messages from another process using this instance's
+    /// `server_id` (the two drop each other's room events as echoes).
+    pub duplicate_server_id: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -175,6 +178,7 @@ impl Default for Metrics {
             rate_limited: Family::new(),
             auth_failures: Family::new(),
             store_append: Histogram::default(),
+            duplicate_server_id: AtomicU64::new(0),
         }
     }
 }

@@ -636,6 +636,39 @@ async fn per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhe
     b.stop().await;
 }
 
+/// Issue 15, report 11: a second process started with the same
+/// `server_id` is detected (its control messages carry another
+/// incarnation): both count it in `/metrics` and log it as an error,
+/// instead of silently dropping each other's traffic as their own echoes.
+async fn a_second_process_with_the_same_server_id_is_detected(backplane: Backplane) {
+    let first = instance(&backplane, "twin").await;
+    let second = instance(&backplane, "twin").await;
+    let metric = "chat_cluster_duplicate_server_id_total";
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let a = scrape_metrics(first.addr()).await;
+        let b = scrape_metrics(second.addr()).await;
+        let seen = |m: &std::collections::BTreeMap<String, f64>| m.get(metric).copied();
+        if seen(&a).is_some_and(|n| n > 0.0) && seen(&b).is_some_and(|n| n > 0.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not detected: {:?} / {:?}",
+            seen(&a),
+            seen(&b)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A single instance alone counts nothing.
+    second.stop().await;
+    let alone = instance(&backplane, "single").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(scrape_metrics(alone.addr()).await.get(metric), Some(&0.0));
+    first.stop().await;
+    alone.stop().await;
+}
+
 macro_rules! suite {
     ($backplane:ident: $($test:ident),* $(,)?) => {
         mod $backplane {
@@ -650,8 +683,8 @@ macro_rules! suite {
     };
 }
 
-suite!(redis: clients_on_different_instances_chat_in_several_rooms, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere);
-suite!(nats: clients_on_different_instances_chat_in_several_rooms, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere);
+suite!(redis: clients_on_different_instances_chat_in_several_rooms, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected);
+suite!(nats: clients_on_different_instances_chat_in_several_rooms, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected);
 
 #[tokio::test]
 async fn redis_cluster_with_sharded_pub_sub() {
