@@ -346,8 +346,11 @@ impl RedisBackplane {
             .set_subscribed(&mut conn, &shared.channel(room), on)
             .await
         {
-            // Replace the connection: the new one subscribes from the counts.
-            tracing::debug!(%room, error = %e, "redis (un)subscribe failed; reconnecting");
+            // Retried by the supervisor, which checks the connection now
+            // (and replaces it if it is gone; the new one subscribes from
+            // the counts).
+            tracing::warn!(%room, error = %e, subscribe = on, "redis (un)subscribe failed; retrying");
+            rooms.failed(room);
             shared.connection_failed(generation);
         }
         Ok(())

@@ -11,23 +11,28 @@
 //! or leave halfway.
 
 use super::RoomName;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Subscription counts per room, with each subscribed room's handle `H`
 /// (what the backplane keeps for a live subscription: NATS its reader
 /// task; Redis nothing, `()`).
 ///
-/// Seam for retrying failed subscriptions (issue 15): a room whose count is
-/// positive but whose subscribe command failed would go into a retry set
-/// kept here beside `rooms`, filled by the backplane when the command
-/// fails, drained by whoever retries (for Redis, the supervisor after a
-/// good PING) under this same lock, and cleared of a room by [`change`]
-/// when the room's count stops being positive.
+/// Rooms whose (un)subscribe command failed while the connection stayed
+/// up are kept in a retry set beside the counts: the backplane marks them
+/// ([`failed`]), whoever retries (for Redis, the supervisor after a good
+/// PING) asks for them with the state their count wants ([`to_retry`]) and
+/// settles each that took ([`settled`]), under this same lock. A new edge
+/// of the room supersedes the failed command; a new connection, which
+/// subscribes every wanted room, clears the set.
 ///
-/// [`change`]: Subscriptions::change
+/// [`failed`]: Subscriptions::failed
+/// [`to_retry`]: Subscriptions::to_retry
+/// [`settled`]: Subscriptions::settled
 pub(super) struct Subscriptions<H> {
     /// Every room with a nonzero count.
     rooms: HashMap<RoomName, Room<H>>,
+    /// Rooms whose last command failed: not in the state their count wants.
+    failed: HashSet<RoomName>,
 }
 
 /// One room's entry.
@@ -60,6 +65,7 @@ impl<H> Default for Subscriptions<H> {
     fn default() -> Self {
         Subscriptions {
             rooms: HashMap::new(),
+            failed: HashSet::new(),
         }
     }
 }
@@ -83,7 +89,38 @@ impl<H> Subscriptions<H> {
         if entry.count == 0 {
             self.rooms.remove(room);
         }
+        if !matches!(edge, Edge::Unchanged) {
+            // The command this edge sends supersedes a failed one.
+            self.failed.remove(room);
+        }
         edge
+    }
+
+    /// `room`'s last (un)subscribe command failed: it is retried.
+    pub(super) fn failed(&mut self, room: &RoomName) {
+        self.failed.insert(room.clone());
+    }
+
+    /// The rooms to retry, each with whether it must be subscribed (its
+    /// count is positive) or unsubscribed.
+    pub(super) fn to_retry(&self) -> Vec<(RoomName, bool)> {
+        self.failed
+            .iter()
+            .map(|room| {
+                let wanted = self.rooms.get(room).is_some_and(|entry| entry.count > 0);
+                (room.clone(), wanted)
+            })
+            .collect()
+    }
+
+    /// A retried command for `room` took.
+    pub(super) fn settled(&mut self, room: &RoomName) {
+        self.failed.remove(room);
+    }
+
+    /// A new connection subscribed every wanted room: nothing to retry.
+    pub(super) fn clear_failed(&mut self) {
+        self.failed.clear();
     }
 
     /// Keeps `handle` for `room`'s new subscription; called under the same
@@ -165,6 +202,27 @@ mod tests {
         assert_eq!(table.change(&lobby, 1), Edge::Unchanged);
         assert!(table.rooms.is_empty());
         assert_eq!(table.change(&lobby, 1), Edge::Subscribe);
+    }
+
+    #[test]
+    fn failed_commands_are_retried_in_the_state_the_count_wants() {
+        let mut table = Subscriptions::<()>::default();
+        let (a, b) = (room("a"), room("b"));
+        assert_eq!(table.change(&a, 1), Edge::Subscribe);
+        table.failed(&a);
+        assert_eq!(table.change(&b, 1), Edge::Subscribe);
+        table.failed(&b);
+        assert_eq!(table.change(&b, -1), Edge::Unsubscribe(None));
+        // b's unsubscribe superseded its failed subscribe.
+        assert_eq!(table.to_retry(), [(a.clone(), true)]);
+        table.failed(&b);
+        let mut retry = table.to_retry();
+        retry.sort();
+        assert_eq!(retry, [(a.clone(), true), (b.clone(), false)]);
+        table.settled(&a);
+        assert_eq!(table.to_retry(), [(b, false)]);
+        table.clear_failed();
+        assert!(table.to_retry().is_empty());
     }
 
     #[test]

@@ -866,3 +866,83 @@ async fn a_client_resumes_after_its_instance_restarts_without_gap_or_duplicate()
     a.stop().await;
     b.stop().await;
 }
+
+/// Issue 15, report 4: a room subscription Redis refused (here an ACL
+/// error; a timeout, MOVED or CLUSTERDOWN alike) while the connection stays
+/// up (PING answers) must not stay missing: it is tried again until it
+/// holds, and then the room gets the other instances' messages live.
+#[tokio::test]
+async fn a_refused_redis_subscription_is_retried_until_it_holds() {
+    let Backplane::Redis(server) = or_skip!(Backplane::redis()) else {
+        unreachable!()
+    };
+    let admin = ::redis::Client::open(server.url()).unwrap();
+    let mut admin = admin.get_multiplexed_async_connection().await.unwrap();
+    // A user that may use the control channel but no room channel yet.
+    let _: () = ::redis::cmd("ACL")
+        .arg(
+            &[
+                "SETUSER",
+                "limited",
+                "on",
+                ">pw",
+                "~*",
+                "+@all",
+                "resetchannels",
+                "&chat:control",
+            ][..],
+        )
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let backplane = Backplane::Redis(server);
+    let mut limited = cluster_config(&backplane, "a");
+    limited.redis.url = limited
+        .redis
+        .url
+        .replacen("redis://", "redis://limited:pw@", 1);
+    let a = TestServer::start(limited).await;
+    wait_ready(&a, true).await;
+    let b = instance(&backplane, "b").await;
+    let (alice, mut alice_ev) = connect(&a.url(), "alice").await;
+    let (bob, _bob_ev) = connect(&b.url(), "bob").await;
+    // a's SUBSCRIBE is refused; the join itself succeeds.
+    alice.join("lobby").await.unwrap();
+    bob.join("lobby").await.unwrap();
+    wait_members(&a, "lobby", &["alice", "bob"]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Now the room channels are allowed.
+    let _: () = ::redis::cmd("ACL")
+        .arg(&["SETUSER", "limited", "allchannels"][..])
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    // Per-instance stores: no repair fills the room, only the backplane.
+    let deadline = Instant::now() + WAIT;
+    let mut sent = 0;
+    loop {
+        sent += 1;
+        bob.send("lobby", &format!("try {sent}")).await.unwrap();
+        let got = a_message_arrives(&mut alice_ev, Duration::from_millis(500)).await;
+        if got {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the subscription never held");
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Whether a message arrives on `events` within `wait`.
+async fn a_message_arrives(events: &mut chat_client::Events, wait: Duration) -> bool {
+    tokio::time::timeout(wait, async {
+        while let Some(event) = events.next().await {
+            if let Event::Message(_) = event {
+                return;
+            }
+        }
+        std::future::pending::<()>().await;
+    })
+    .await
+    .is_ok()
+}

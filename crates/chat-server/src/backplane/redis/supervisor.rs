@@ -6,6 +6,7 @@
 //! runs as a loop over [`Step`]s, one small function each.
 
 use super::{Conn, Shared};
+use crate::backplane::subscriptions::Subscriptions;
 use chat_util::lock;
 use redis::{AsyncConnectionConfig, ProtocolVersion, PushInfo};
 use std::sync::Arc;
@@ -117,10 +118,12 @@ impl Supervisor {
             Ok(Ok(()))
         );
         match (&conn, answered) {
-            (Conn::Single(_), true) => {}
+            (Conn::Single(_), true) => retry_failed(shared, &mut conn).await,
             (Conn::Single(_), false) => return Step::Replace,
             (Conn::Cluster(_), true) => {
-                if !shared.outage.is_healthy() {
+                if shared.outage.is_healthy() {
+                    retry_failed(shared, &mut conn).await;
+                } else {
                     self.renew_cluster(&mut conn).await;
                 }
             }
@@ -167,11 +170,41 @@ impl Supervisor {
     }
 }
 
+/// Sends again the (un)subscribe commands that failed while the connection
+/// stayed up, each in the state its room's count wants now; those that fail
+/// again stay for the next check.
+async fn retry_failed(shared: &Shared, conn: &mut Conn) {
+    let mut rooms = shared.rooms.lock().await;
+    for (room, on) in rooms.to_retry() {
+        match shared
+            .set_subscribed(conn, &shared.channel(&room), on)
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(%room, subscribe = on, "redis (un)subscribe retried: it took");
+                rooms.settled(&room);
+            }
+            Err(e) => tracing::debug!(%room, error = %e, "redis (un)subscribe failed again"),
+        }
+    }
+}
+
 /// Subscribes the control channel and every counted room on `conn`;
 /// returns how many rooms. Holds the room table meanwhile, so no join or
 /// leave slips between.
 async fn resubscribe(shared: &Shared, conn: &mut Conn) -> redis::RedisResult<usize> {
-    let rooms = shared.rooms.lock().await;
+    let mut rooms = shared.rooms.lock().await;
+    resubscribe_locked(shared, conn, &mut rooms).await
+}
+
+/// [`resubscribe`] for a caller that holds the room table's lock; clears
+/// the retry set (every wanted room is subscribed on `conn`).
+async fn resubscribe_locked(
+    shared: &Shared,
+    conn: &mut Conn,
+    rooms: &mut Subscriptions<()>,
+) -> redis::RedisResult<usize> {
+    rooms.clear_failed();
     shared
         .set_subscribed(conn, &shared.control_channel(), true)
         .await?;
@@ -190,11 +223,13 @@ async fn resubscribe(shared: &Shared, conn: &mut Conn) -> redis::RedisResult<usi
 async fn connect(shared: &Arc<Shared>) -> redis::RedisResult<(u64, usize)> {
     let generation = shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
     let mut conn = open(shared, generation).await?;
-    let rooms = resubscribe(shared, &mut conn).await?;
-    // Known gap (issue 15): the room table is released above before the
-    // connection is stored here, so a join in between finds no (or the
-    // old) connection and subscribes nothing on this one.
+    // The connection is stored before the room table is let go: a join
+    // after it finds this connection and subscribes on it; one before it
+    // is among the rooms subscribed here.
+    let mut table = shared.rooms.lock().await;
+    let rooms = resubscribe_locked(shared, &mut conn, &mut table).await?;
     *lock(&shared.connection) = Some((generation, conn));
+    drop(table);
     Ok((generation, rooms))
 }
 
