@@ -213,8 +213,11 @@ impl Hub {
         // The client saw messages the store does not have: the room's
         // numbering went back (a store that restarted empty, a database
         // restored from a backup). Its numbers say nothing about what it
-        // has now, so it resumes from 0, and the reply says so.
-        let reset = since.is_some_and(|s| s > latest);
+        // has now, so it resumes from 0, and the reply says so. Unordered
+        // (per-instance stores) a client's numbers come from several
+        // stores and are routinely above this one's: that is no reset, and
+        // calling it one would make clients drop what they hold.
+        let reset = self.rooms.is_ordered() && since.is_some_and(|s| s > latest);
         let since = if reset { Some(0) } else { since };
         let (created, delivered) = self.rooms.begin_join(room, conn, outbox.clone(), latest);
         let prepared = async {
