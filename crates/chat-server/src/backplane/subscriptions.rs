@@ -113,6 +113,14 @@ impl<H> Subscriptions<H> {
             .collect()
     }
 
+    /// The state `room`'s retry must bring it to (subscribed while its
+    /// count is positive), or `None` if it is no longer in the retry set.
+    pub(super) fn retry_state(&self, room: &RoomName) -> Option<bool> {
+        self.failed
+            .contains(room)
+            .then(|| self.rooms.get(room).is_some_and(|entry| entry.count > 0))
+    }
+
     /// A retried command for `room` took.
     pub(super) fn settled(&mut self, room: &RoomName) {
         self.failed.remove(room);
@@ -220,6 +228,8 @@ mod tests {
         retry.sort();
         assert_eq!(retry, [(a.clone(), true), (b.clone(), false)]);
         table.settled(&a);
+        assert_eq!(table.retry_state(&a), None);
+        assert_eq!(table.retry_state(&b), Some(false));
         assert_eq!(table.to_retry(), [(b, false)]);
         table.clear_failed();
         assert!(table.to_retry().is_empty());

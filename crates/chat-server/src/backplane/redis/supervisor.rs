@@ -170,12 +170,30 @@ impl Supervisor {
     }
 }
 
+/// At most this many failed (un)subscribe commands are sent again per
+/// check, so one check stays short however many rooms failed.
+const RETRIES_PER_CHECK: usize = 64;
+
 /// Sends again the (un)subscribe commands that failed while the connection
 /// stayed up, each in the state its room's count wants now; those that fail
-/// again stay for the next check.
+/// again stay for the next check. The room table is held for one command at
+/// a time (joins and leaves go on between them), and the round ends at the
+/// first I/O error or timeout: the connection is in trouble, and the next
+/// check looks at it first.
 async fn retry_failed(shared: &Shared, conn: &mut Conn) {
-    let mut rooms = shared.rooms.lock().await;
-    for (room, on) in rooms.to_retry() {
+    // Nothing failed (the usual case), or a join or leave holds the table
+    // right now: nothing to do this round.
+    let pending = match shared.rooms.try_lock() {
+        Ok(rooms) => rooms.to_retry(),
+        Err(_) => return,
+    };
+    for (room, _) in pending.into_iter().take(RETRIES_PER_CHECK) {
+        let mut rooms = shared.rooms.lock().await;
+        // The state the count wants now; a join or leave since may have
+        // settled it already.
+        let Some(on) = rooms.retry_state(&room) else {
+            continue;
+        };
         match shared
             .set_subscribed(conn, &shared.channel(&room), on)
             .await
@@ -184,9 +202,19 @@ async fn retry_failed(shared: &Shared, conn: &mut Conn) {
                 tracing::info!(%room, subscribe = on, "redis (un)subscribe retried: it took");
                 rooms.settled(&room);
             }
+            Err(e) if connection_trouble(&e) => {
+                tracing::debug!(%room, error = %e, "redis (un)subscribe retry: connection trouble");
+                return;
+            }
             Err(e) => tracing::debug!(%room, error = %e, "redis (un)subscribe failed again"),
         }
     }
+}
+
+/// Whether `e` says the connection is in trouble (I/O, a timeout, a drop),
+/// rather than that Redis refused one command with an error reply.
+fn connection_trouble(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_timeout() || e.is_connection_dropped()
 }
 
 /// Subscribes the control channel and every counted room on `conn`;
@@ -197,23 +225,38 @@ async fn resubscribe(shared: &Shared, conn: &mut Conn) -> redis::RedisResult<usi
     resubscribe_locked(shared, conn, &mut rooms).await
 }
 
-/// [`resubscribe`] for a caller that holds the room table's lock; clears
-/// the retry set (every wanted room is subscribed on `conn`).
+/// [`resubscribe`] for a caller that holds the room table's lock. A room
+/// Redis refuses (an ACL, `MOVED`, `CLUSTERDOWN`: an error reply) does not
+/// fail the connection: it goes into the retry set and the others are
+/// subscribed. The control channel refused, or an I/O error or timeout,
+/// fails it. Only on success does the retry set become exactly the refused
+/// rooms (every other wanted room is subscribed on `conn`).
 async fn resubscribe_locked(
     shared: &Shared,
     conn: &mut Conn,
     rooms: &mut Subscriptions<()>,
 ) -> redis::RedisResult<usize> {
-    rooms.clear_failed();
     shared
         .set_subscribed(conn, &shared.control_channel(), true)
         .await?;
     let mut subscribed = 0;
+    let mut refused = Vec::new();
     for room in rooms.subscribed() {
-        shared
+        match shared
             .set_subscribed(conn, &shared.channel(room), true)
-            .await?;
-        subscribed += 1;
+            .await
+        {
+            Ok(()) => subscribed += 1,
+            Err(e) if connection_trouble(&e) => return Err(e),
+            Err(e) => {
+                tracing::warn!(%room, error = %e, "redis subscribe refused; retrying");
+                refused.push(room.clone());
+            }
+        }
+    }
+    rooms.clear_failed();
+    for room in &refused {
+        rooms.failed(room);
     }
     Ok(subscribed)
 }
