@@ -1,0 +1,127 @@
+//! The hub's paths against stores that misbehave in ways the real ones
+//! can: an append that the store kept but reported as failed.
+
+use super::*;
+use crate::backplane::LocalBackplane;
+use crate::store::{Appended, MemoryStore, Retention, StoreError};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+/// A memory store whose next append keeps the message and then reports
+/// an error, as a database whose commit went through before the
+/// connection broke.
+struct KeepsThenFails {
+    /// Where the messages are kept.
+    inner: MemoryStore,
+    /// Whether the next append reports an error after keeping the message.
+    fail_next: AtomicBool,
+}
+
+impl MessageStore for KeepsThenFails {
+    fn name(&self) -> &'static str {
+        "keeps-then-fails"
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn append(&self, message: NewMessage) -> BoxFuture<'_, Result<Appended, StoreError>> {
+        Box::pin(async move {
+            let appended = self.inner.append(message).await?;
+            if self.fail_next.swap(false, Ordering::SeqCst) {
+                return Err(StoreError::Unavailable("connection reset".into()));
+            }
+            Ok(appended)
+        })
+    }
+
+    fn latest_sequence<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<u64, StoreError>> {
+        self.inner.latest_sequence(room)
+    }
+
+    fn history<'a>(
+        &'a self,
+        room: &'a RoomName,
+        page: Page,
+    ) -> BoxFuture<'a, Result<Vec<StoredMessage>, StoreError>> {
+        self.inner.history(room, page)
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.check()
+    }
+
+    fn enforce_retention(&self, retention: Retention) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.inner.enforce_retention(retention)
+    }
+}
+
+fn user(name: &str) -> User {
+    User {
+        user_id: Arc::from(name),
+        display_name: Arc::from(name),
+    }
+}
+
+/// Review of issue 15, report 12: a send whose first attempt the store
+/// kept but reported as failed is retried by the client with the same id;
+/// the retry is a duplicate for the store, and must still reach the room's
+/// members (nothing published it the first time).
+#[tokio::test]
+async fn a_retried_send_the_store_had_kept_reaches_the_members() {
+    let rooms = Arc::new(Rooms::new(true, None));
+    let store = Arc::new(KeepsThenFails {
+        inner: MemoryStore::new(),
+        fail_next: AtomicBool::new(true),
+    });
+    let backplane = Arc::new(LocalBackplane::new(rooms.clone()));
+    let hub = Hub::new("a".into(), Limits::default(), rooms, store, backplane);
+    let lobby = RoomName::parse("lobby").unwrap();
+    let (outbox, mut stream) = outbox(16);
+    hub.join(&lobby, 1, &user("bob"), outbox, None, |_, _| {
+        EncodedFrame(bytes::Bytes::new())
+    })
+    .await
+    .unwrap();
+    let message = NewMessage {
+        room: lobby.clone(),
+        sender: user("alice"),
+        client_message_id: "m1".into(),
+        text: "hello".into(),
+    };
+    assert!(matches!(
+        hub.send(message.clone()).await,
+        Err(RequestError::Unavailable(_))
+    ));
+    let stored = hub.send(message).await.expect("the retry is acknowledged");
+    assert_eq!(stored.sequence, 1);
+    let delivered = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(frame) = stream.next().await {
+            let decoded = <chat_proto::v1::ServerFrame as prost::Message>::decode(frame.0);
+            if let Ok(chat_proto::v1::ServerFrame {
+                frame: Some(Frame::Message(m)),
+                ..
+            }) = decoded
+            {
+                return m;
+            }
+        }
+        panic!("the outbox ended");
+    })
+    .await
+    .expect("the member got the message");
+    assert_eq!((delivered.sequence, delivered.text.as_str()), (1, "hello"));
+    // Sent again (a second retry): delivered once all the same.
+    let message = NewMessage {
+        room: lobby.clone(),
+        sender: user("alice"),
+        client_message_id: "m1".into(),
+        text: "hello".into(),
+    };
+    hub.send(message).await.unwrap();
+    let again = tokio::time::timeout(Duration::from_millis(300), stream.next()).await;
+    assert!(again.is_err(), "delivered twice: {again:?}");
+}
