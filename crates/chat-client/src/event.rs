@@ -13,7 +13,11 @@ pub enum Event {
     /// A session is open (the first time, or again after a reconnect).
     /// Rooms are rejoined right after; each gives a [`Event::Rejoined`].
     Connected(Welcome),
-    /// A room the client was in was joined again on a new session.
+    /// A room the client was in was joined again on a new session, or
+    /// could not be. A rejoin with no reply in time is reported as a
+    /// `Timeout` failure and asked again; if its late reply then says it
+    /// happened, that comes as a second `Rejoined` with `Ok` (the repeated
+    /// ask's `ALREADY_A_MEMBER` is not reported).
     Rejoined {
         /// The room.
         room: String,

@@ -132,9 +132,11 @@ export class ChatClient implements AsyncIterable<ChatEvent> {
     const request = create(JoinRoomRequestSchema, { room });
     const result = await this.shared.request({ case: "joinRoom", value: request }, (reply) => {
       // In stream order: the live messages after the reply raise it further.
+      // Set, not raised: a point kept from before a leave may be above
+      // where the room's numbering stands now.
       if (reply.case !== "joinRoom") return;
       this.shared.rooms.add(room);
-      this.shared.raiseLastSeen(room, reply.value.latestSequence);
+      this.shared.lastSeen.set(room, reply.value.latestSequence);
     });
     return expect(result, "joinRoom");
   }
@@ -144,11 +146,11 @@ export class ChatClient implements AsyncIterable<ChatEvent> {
     const request = create(LeaveRoomRequestSchema, { room });
     try {
       const result = await this.shared.request({ case: "leaveRoom", value: request });
-      this.shared.rooms.delete(room);
+      this.shared.forget(room);
       return expect(result, "leaveRoom");
     } catch (error) {
       const unknown = error instanceof ChatError && (error.code === "NOT_CONNECTED" || error.code === "TIMEOUT");
-      if (!unknown) this.shared.rooms.delete(room);
+      if (!unknown) this.shared.forget(room);
       throw error;
     }
   }

@@ -23,7 +23,10 @@ export interface ConnectedEvent {
 /**
  * A room the client was in was joined again on a new session, from the
  * last sequence seen there; on success the missed messages (the backlog)
- * follow as `message` events, in order, before live ones.
+ * follow as `message` events, in order, before live ones. A rejoin with no
+ * reply in time is reported as a TIMEOUT failure and asked again; if its
+ * late reply says it happened, that follows as `ok: true` (the repeated
+ * ask's ALREADY_A_MEMBER is not reported).
  */
 export type RejoinedEvent =
   | { type: "rejoined"; room: string; ok: true; result: JoinRoomResult }

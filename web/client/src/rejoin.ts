@@ -84,10 +84,13 @@ function onRejoinReply(shared: Shared, room: string, result: ReplyResult): void 
     result.case === "error"
       ? ChatError.fromFrame(result.value)
       : new ChatError("UNEXPECTED_REPLY", "the server answered a join with another kind of reply");
-  if (error.code !== "ALREADY_A_MEMBER" && !retryable(error.code)) {
+  // A rejoin asked again after a late reply, which was reported when it
+  // came: the room is joined.
+  if (error.code === "ALREADY_A_MEMBER") return;
+  if (!retryable(error.code)) {
     // The server will never accept this room (e.g. an invalid name or no
     // permission): stop trying. Other failures are retried.
-    shared.rooms.delete(room);
+    shared.forget(room);
   }
   shared.events.emit({ type: "rejoined", room, ok: false, error });
 }

@@ -10,6 +10,9 @@ import { ClientFrameSchema, type ClientFrame, type Reply, type Welcome } from ".
 import type { Settings } from "./options.js";
 import type { Socket } from "./socket.js";
 
+/** Most late replies (`Shared.late`) kept on one session. */
+const MAX_LATE = 4096;
+
 /** A request: one case of the `ClientFrame.request` oneof. */
 export type Request = ClientFrame["request"];
 /** A reply's result: one case of the `Reply.result` oneof. */
@@ -62,7 +65,7 @@ export class Shared {
   readonly events: EventHub;
   /** The rooms the client is in, rejoined on every session. */
   readonly rooms: Set<string>;
-  /** The last sequence seen per room: where a rejoin resumes. Only ever raised. */
+  /** The last sequence seen per room: where a rejoin resumes. Messages and rejoins only raise it; a fresh join or a reset sets it. */
   readonly lastSeen = new Map<string, bigint>();
   /** The open session; undefined between sessions. */
   live: Live | undefined;
@@ -114,6 +117,12 @@ export class Shared {
     this.socket?.end("closed by the client");
   }
 
+  /** Forgets `room`: it is not rejoined, and its resume point is gone (a later fresh join starts where the room stands then). */
+  forget(room: string): void {
+    this.rooms.delete(room);
+    this.lastSeen.delete(room);
+  }
+
   /** Raises `room`'s last seen sequence to `sequence` (never lowers it). */
   raiseLastSeen(room: string, sequence: bigint): void {
     const seen = this.lastSeen.get(room);
@@ -142,7 +151,12 @@ export class Shared {
     return new Promise<Success>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
-        if (onReply !== undefined) this.late.set(id, onReply);
+        if (onReply !== undefined) {
+          // Bounded against a server that never answers: past the bound the
+          // oldest late reply is no longer recorded.
+          if (this.late.size >= MAX_LATE) this.late.delete(this.late.keys().next().value!);
+          this.late.set(id, onReply);
+        }
         reject(new ChatError("TIMEOUT", `no reply within ${timeoutMs} ms`));
       }, timeoutMs);
       this.pending.set(id, { resolve, reject, timer, onReply });

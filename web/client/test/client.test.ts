@@ -17,6 +17,7 @@ import {
   PongResultSchema,
   SendMessageResultSchema,
   ListRoomsResultSchema,
+  LeaveRoomResultSchema,
   type ClientFrame,
 } from "../src/gen/chat/v1/chat_pb.js";
 import { FakeServer, type FakeSocket } from "./fake-socket.js";
@@ -458,4 +459,50 @@ test("a rejoin reply that says the numbering went back starts the resume point o
   await until(() => c.lastSeen("lobby") === 0n, "the reset");
   second.push(message("lobby", 1n));
   assert.equal(c.lastSeen("lobby"), 1n);
+});
+
+test("a fresh join sets the resume point where the room stands, and a leave forgets it", async () => {
+  const server = new FakeServer();
+  const c = client(server);
+  const socket = await server.accepted();
+  await c.waitConnected();
+  let joining = c.join("lobby");
+  acceptJoin(socket, await socket.nextFrame(), 10n);
+  await joining;
+  socket.push(message("lobby", 11n));
+  assert.equal(c.lastSeen("lobby"), 11n);
+  const leaving = c.leave("lobby");
+  const leave = await socket.nextFrame();
+  assert.equal(leave.request.case, "leaveRoom");
+  socket.reply(leave, { case: "leaveRoom", value: create(LeaveRoomResultSchema, { room: "lobby" }) });
+  await leaving;
+  assert.equal(c.lastSeen("lobby"), undefined);
+  // Joined again where the room stands now (its store went back): 3, not 11.
+  joining = c.join("lobby");
+  acceptJoin(socket, await socket.nextFrame(), 3n);
+  await joining;
+  assert.equal(c.lastSeen("lobby"), 3n);
+  socket.serverClose(1006);
+  const second = await server.accepted();
+  const rejoin = await second.nextFrame();
+  assert.equal(rejoin.request.case, "joinRoom");
+  assert.equal(rejoin.request.value.sinceSequence, 3n);
+});
+
+test("a late rejoin is not reported as failed by the ALREADY_A_MEMBER of its repeat", async () => {
+  const server = new FakeServer();
+  const c = client(server, { rooms: ["lobby"], requestTimeoutMs: 100 });
+  const events = record(c);
+  const socket = await server.accepted();
+  const first = await socket.nextFrame();
+  const second = await socket.nextFrame(2_000);
+  assert.equal(second.request.case, "joinRoom");
+  acceptJoin(socket, first, 5n);
+  socket.reply(second, { case: "error", value: create(ErrorSchema, { code: ErrorCode.ALREADY_A_MEMBER, message: "member" }) });
+  await new Promise((r) => setTimeout(r, 200));
+  const outcomes = events
+    .filter((e) => e.type === "rejoined")
+    .map((e) => (e.type === "rejoined" && e.ok ? "ok" : e.type === "rejoined" && !e.ok ? e.error.code : "?"));
+  assert.equal(outcomes.at(-1), "ok", outcomes.join(","));
+  assert.ok(outcomes.every((o) => o === "ok" || o === "TIMEOUT"), outcomes.join(","));
 });

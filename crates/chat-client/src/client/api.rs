@@ -117,11 +117,9 @@ impl Client {
         });
         // The resume point is set by the connection task when the reply
         // arrives, before any message behind it.
+        // The room is added to the client's rooms there too.
         match self.inner.request_as(request, Some((room, false))).await? {
-            reply::Result::JoinRoom(r) => {
-                lock(&self.inner.rooms).insert(room.to_string());
-                Ok(r)
-            }
+            reply::Result::JoinRoom(r) => Ok(r),
             _ => Err(ClientError::UnexpectedReply),
         }
     }
@@ -136,7 +134,7 @@ impl Client {
             result,
             Err(ClientError::NotConnected | ClientError::Timeout(_))
         ) {
-            lock(&self.inner.rooms).remove(room);
+            self.inner.forget(room);
         }
         match result? {
             reply::Result::LeaveRoom(r) => Ok(r),

@@ -41,8 +41,9 @@ fn saw(inner: &Inner, m: &MessageEvent) {
 }
 
 /// Records that the client has `room` up to `sequence`: the point a rejoin
-/// resumes from. It never moves back, except when the server says the
-/// room's numbering did (`sequence_reset`).
+/// resumes from. Messages and rejoins only raise it; a fresh join sets it,
+/// and so does a rejoin whose reply says the room's numbering went back
+/// (`sequence_reset`).
 fn resume_from(inner: &Inner, room: &str, sequence: u64) {
     let mut last_seen = lock(&inner.last_seen);
     let seen = last_seen.entry(room.to_string()).or_insert(0);
@@ -58,7 +59,18 @@ async fn on_reply(inner: &Inner, events: &mpsc::Sender<Event>, r: Reply) {
         (Some(Join { room, rejoin: true }), Some(result)) => {
             let result = rejoin_outcome(inner, &room, result.clone());
             inner.rejoined.send_modify(|n| *n += 1);
-            let _ = events.send(Event::Rejoined { room, result }).await;
+            // ALREADY_A_MEMBER answers a rejoin asked again after a late
+            // reply, which was reported when it came: the room is joined.
+            let repeated = matches!(
+                &result,
+                Err(ClientError::Server {
+                    code: ErrorCode::AlreadyAMember,
+                    ..
+                })
+            );
+            if !repeated {
+                let _ = events.send(Event::Rejoined { room, result }).await;
+            }
         }
         (
             Some(Join {
@@ -67,8 +79,12 @@ async fn on_reply(inner: &Inner, events: &mpsc::Sender<Event>, r: Reply) {
             }),
             Some(reply::Result::JoinRoom(j)),
         ) => {
-            // A fresh join: what follows on the stream is after the latest.
-            resume_from(inner, &room, j.latest_sequence);
+            // A fresh join: the room is the client's (also when the caller
+            // stopped waiting), and what follows on the stream is after the
+            // latest. Set, not raised: an older point from before a leave
+            // may be above where the room's numbering stands now.
+            lock(&inner.rooms).insert(room.clone());
+            lock(&inner.last_seen).insert(room, j.latest_sequence);
         }
         _ => {}
     }
@@ -109,7 +125,7 @@ fn rejoin_outcome(
     {
         // The server will never accept this room (e.g. an invalid name):
         // stop trying. Other failures are retried on the next session.
-        lock(&inner.rooms).remove(room);
+        inner.forget(room);
     }
     result
 }

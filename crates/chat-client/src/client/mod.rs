@@ -62,6 +62,9 @@ struct Inner {
     cut: Mutex<CancellationToken>,
 }
 
+/// Most joins [`Inner::joins`] keeps on one session.
+const MAX_JOINS_IN_FLIGHT: usize = 4096;
+
 /// A join in flight (see [`Inner::joins`]).
 struct Join {
     /// The room joined.
@@ -95,7 +98,15 @@ impl Inner {
         lock(&self.pending).insert(request_id, tx);
         if let Some((room, rejoin)) = join {
             let room = room.to_string();
-            lock(&self.joins).insert(request_id, Join { room, rejoin });
+            let mut joins = lock(&self.joins);
+            // Bounded against a server that never answers: past the bound
+            // the oldest join's late reply is no longer recorded.
+            if joins.len() >= MAX_JOINS_IN_FLIGHT
+                && let Some(oldest) = joins.keys().min().copied()
+            {
+                joins.remove(&oldest);
+            }
+            joins.insert(request_id, Join { room, rejoin });
         }
         let frame = ClientFrame {
             request_id,
@@ -122,6 +133,13 @@ impl Inner {
             Ok(Err(e)) => Err(e),
             Ok(Ok(result)) => to_result(result),
         }
+    }
+
+    /// Forgets `room`: it is not rejoined, and its resume point is gone (a
+    /// later fresh join starts where the room stands then).
+    fn forget(&self, room: &str) {
+        lock(&self.rooms).remove(room);
+        lock(&self.last_seen).remove(room);
     }
 
     /// Fails every waiting request: their session is gone.

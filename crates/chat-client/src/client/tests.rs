@@ -218,6 +218,26 @@ async fn rejoin_since(session: &mut Session, room: &str, latest: u64) -> Option<
     join.since_sequence
 }
 
+/// Answers the next request of `session` with `result`.
+async fn answer(session: &mut Session, result: reply::Result) {
+    let (id, _) = session.next_request().await;
+    session.reply(id, result);
+}
+
+/// Ends `session`; asserts that the next one rejoins `room` (alone) from
+/// `since`.
+async fn assert_next_session_resumes(
+    client: &Client,
+    sessions: &mut mpsc::UnboundedReceiver<Session>,
+    session: Session,
+    room: &str,
+    since: u64,
+) {
+    drop(session);
+    let mut session = next_session(client, sessions).await;
+    assert_eq!(rejoin_since(&mut session, room, since).await, Some(since));
+}
+
 /// Issue 15, report 6: a message that arrives right behind the join's
 /// reply (handled by the connection task before the caller's task wakes)
 /// must count for the resume point, or the next rejoin asks for it again.
@@ -239,9 +259,7 @@ async fn a_message_right_behind_the_join_reply_moves_the_resume_point() {
     joining.await.expect("join task").expect("joined");
     assert_eq!(client.last_seen("r"), Some(6));
 
-    drop(session);
-    let mut session = next_session(&client, &mut sessions).await;
-    assert_eq!(rejoin_since(&mut session, "r", 6).await, Some(6));
+    assert_next_session_resumes(&client, &mut sessions, session, "r", 6).await;
     client.close();
 }
 
@@ -273,9 +291,7 @@ async fn a_late_first_rejoin_reply_still_sets_the_resume_point() {
     }
     assert_eq!(client.last_seen("r"), Some(6));
 
-    drop(session);
-    let mut session = next_session(&client, &mut sessions).await;
-    assert_eq!(rejoin_since(&mut session, "r", 6).await, Some(6));
+    assert_next_session_resumes(&client, &mut sessions, session, "r", 6).await;
     client.close();
 }
 
@@ -286,8 +302,7 @@ async fn a_late_first_rejoin_reply_still_sets_the_resume_point() {
 async fn an_unavailable_send_is_retried_with_the_same_id() {
     let (url, mut sessions) = scripted_server().await;
     let (client, _events) = Client::connect(config(&url));
-    let session = next_session(&client, &mut sessions).await;
-    let mut session = session;
+    let mut session = next_session(&client, &mut sessions).await;
     let sending = tokio::spawn({
         let client = client.clone();
         async move { client.send_with_id("r", "id-1", "hello").await }
@@ -427,6 +442,123 @@ async fn a_retried_send_waits_for_its_room_to_be_rejoined() {
     assert!(
         sends <= 2,
         "{sends} sends refused while the rejoin was pending"
+    );
+    client.close();
+}
+
+/// Review of report 6's fix: a fresh join sets the room's resume point to
+/// where the room stands now (not the larger of that and an older point:
+/// the room's numbering may have gone back since), and a leave forgets it.
+#[tokio::test]
+async fn a_fresh_join_sets_the_resume_point_and_a_leave_forgets_it() {
+    let (url, mut sessions) = scripted_server().await;
+    let (client, mut events) = Client::connect(config(&url));
+    let mut session = next_session(&client, &mut sessions).await;
+    let joining = tokio::spawn({
+        let client = client.clone();
+        async move { client.join("r").await }
+    });
+    answer(&mut session, joined("r", 10)).await;
+    joining.await.expect("join task").expect("joined");
+    session.send(message("r", 11));
+    message_arrives(&mut events, 11).await;
+    assert_eq!(client.last_seen("r"), Some(11));
+    let leaving = tokio::spawn({
+        let client = client.clone();
+        async move { client.leave("r").await }
+    });
+    answer(
+        &mut session,
+        reply::Result::LeaveRoom(chat_proto::v1::LeaveRoomResult { room: "r".into() }),
+    )
+    .await;
+    leaving.await.expect("leave task").expect("left");
+    assert_eq!(client.last_seen("r"), None);
+    // Joined again where the room now stands (its store was restored from
+    // an older backup): 3, not 11.
+    let joining = tokio::spawn({
+        let client = client.clone();
+        async move { client.join("r").await }
+    });
+    answer(&mut session, joined("r", 3)).await;
+    joining.await.expect("join task").expect("joined");
+    assert_eq!(client.last_seen("r"), Some(3));
+    assert_next_session_resumes(&client, &mut sessions, session, "r", 3).await;
+    client.close();
+}
+
+/// Review of report 6's fix: a fresh join whose reply comes after the
+/// caller stopped waiting did happen; the room is rejoined (resuming) on
+/// the next session like any other.
+#[tokio::test]
+async fn a_late_fresh_join_reply_keeps_the_room() {
+    let (url, mut sessions) = scripted_server().await;
+    let mut config = config(&url);
+    config.request_timeout = Duration::from_millis(200);
+    let (client, _events) = Client::connect(config);
+    let mut session = next_session(&client, &mut sessions).await;
+    let joining = tokio::spawn({
+        let client = client.clone();
+        async move { client.join("r").await }
+    });
+    let (id, _) = session.next_request().await;
+    let timed_out = joining.await.expect("join task");
+    assert!(
+        matches!(timed_out, Err(ClientError::Timeout(_))),
+        "{timed_out:?}"
+    );
+    session.reply(id, joined("r", 4));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while client.last_seen("r").is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the late reply was ignored"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(client.rooms(), ["r"]);
+    assert_next_session_resumes(&client, &mut sessions, session, "r", 4).await;
+    client.close();
+}
+
+/// Review of report 6's fix: a rejoin answered after its timeout, then
+/// asked again and refused as ALREADY_A_MEMBER, is reported as rejoined,
+/// not as rejoined and then failed.
+#[tokio::test]
+async fn a_late_rejoin_is_not_reported_as_failed_afterwards() {
+    let (url, mut sessions) = scripted_server().await;
+    let mut config = config(&url);
+    config.rooms = vec!["r".into()];
+    config.request_timeout = Duration::from_millis(200);
+    let (client, mut events) = Client::connect(config);
+    let mut session = next_session(&client, &mut sessions).await;
+    let (first, _) = session.next_request().await;
+    // The client times out and asks again; the first reply comes now,
+    // and the second ask is refused: the client is a member already.
+    let (second, request) = session.next_request().await;
+    assert!(matches!(request, Request::JoinRoom(_)), "{request:?}");
+    session.reply(first, joined("r", 5));
+    session.refuse(second, ErrorCode::AlreadyAMember);
+    let mut outcomes = Vec::new();
+    while let Ok(Some(event)) =
+        tokio::time::timeout(Duration::from_millis(500), events.next()).await
+    {
+        if let Event::Rejoined { result, .. } = event {
+            outcomes.push(match result {
+                Ok(_) => "ok".to_string(),
+                Err(ClientError::Timeout(_)) => "timeout".to_string(),
+                Err(e) => format!("{e}"),
+            });
+        }
+    }
+    assert_eq!(
+        outcomes.last().map(String::as_str),
+        Some("ok"),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.iter().all(|o| o == "ok" || o == "timeout"),
+        "{outcomes:?}"
     );
     client.close();
 }
