@@ -555,8 +555,10 @@ async fn postgres_appends_queued_together_are_written_as_one_batch() {
 async fn sqlite_retention_lets_sends_through_between_its_chunks() {
     let backend = Backend::sqlite().await.unwrap();
     let store = backend.open().await;
-    // Old enough to go: 5,000 messages in 10 rooms (a few big batches).
-    let appends = (0..5000).map(|i| {
+    // Old enough to go: 30,000 messages in 10 rooms (a few big batches),
+    // dozens of retention chunks.
+    const OLD: usize = 30_000;
+    let appends = (0..OLD).map(|i| {
         let room = format!("r{}", i % 10);
         store.append(message(&room, "u", &i.to_string(), "old"))
     });
@@ -568,33 +570,54 @@ async fn sqlite_retention_lets_sends_through_between_its_chunks() {
         max_age: Some(Duration::from_millis(10)),
         max_messages_per_room: Some(100),
     };
-    // Both queued at once, the retention first: the send must not wait for
-    // all of it.
-    let order = std::sync::Mutex::new(Vec::new());
-    let retaining = async {
-        let deleted = store.enforce_retention(retention).await.unwrap();
-        order.lock().unwrap().push("retention");
-        deleted
-    };
+    // A reader beside the writer (WAL) sees the chunks go.
+    let path = backend.url.trim_start_matches("sqlite://");
+    let mut reader =
+        <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!("sqlite://{path}"))
+            .await
+            .unwrap();
+    let retaining = store.enforce_retention(retention);
+    // The send is queued once the pass has deleted something (it is under
+    // way), and must be written before the pass has deleted everything.
     let sending = async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (left,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM messages")
+                .fetch_one(&mut reader)
+                .await
+                .unwrap();
+            if (left as usize) < OLD {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "retention never started"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         let appended = store
             .append(message("r0", "u", "new", "new"))
             .await
             .unwrap();
-        order.lock().unwrap().push("send");
-        appended
+        // Written between two chunks: old messages are still there.
+        let (old_left,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM messages WHERE text = 'old'")
+                .fetch_one(&mut reader)
+                .await
+                .unwrap();
+        (appended, old_left)
     };
-    let (deleted, appended) = tokio::join!(retaining, sending);
-    assert_eq!(deleted, 5000);
-    assert_eq!(appended.message.sequence, 501);
-    assert_eq!(*order.lock().unwrap(), ["send", "retention"]);
+    let (deleted, (appended, old_left)) = tokio::join!(retaining, sending);
+    let deleted = deleted.unwrap();
+    assert_eq!(deleted, OLD as u64);
+    assert_eq!(appended.message.sequence, OLD as u64 / 10 + 1);
+    assert!(
+        old_left > 0,
+        "the send waited until every old message was deleted"
+    );
 
     // The age limit is found through an index, not a scan of the table.
-    let path = backend.url.trim_start_matches("sqlite://");
-    let mut conn =
-        <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!("sqlite://{path}"))
-            .await
-            .unwrap();
+    let mut conn = reader;
     let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(
         "EXPLAIN QUERY PLAN SELECT rowid FROM messages WHERE created_at_ms < 1 LIMIT 10",
     )
