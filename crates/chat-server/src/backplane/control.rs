@@ -131,6 +131,9 @@ pub enum ControlEvent {
     Connected,
     /// Control messages were dropped (queue full): resynchronise.
     Overflowed,
+    /// A room's subscription took only on a retry: what was published
+    /// before it is fetched from the store.
+    Resubscribed(RoomName),
 }
 
 /// The bounded queue from a backplane to the instance's cluster task.

@@ -42,6 +42,7 @@ pub async fn run(
             event = events.recv() => match event {
                 Some(ControlEvent::Connected | ControlEvent::Overflowed) => cluster.resync().await,
                 Some(ControlEvent::Message(control)) => cluster.apply(control).await,
+                Some(ControlEvent::Resubscribed(room)) => cluster.hub.rooms().request_repair(&room),
                 None => return,
             },
         }

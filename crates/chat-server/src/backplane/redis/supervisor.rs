@@ -6,6 +6,7 @@
 //! runs as a loop over [`Step`]s, one small function each.
 
 use super::{Conn, Shared};
+use crate::backplane::control::ControlEvent;
 use crate::backplane::subscriptions::Subscriptions;
 use chat_util::lock;
 use redis::{AsyncConnectionConfig, ProtocolVersion, PushInfo};
@@ -201,6 +202,10 @@ async fn retry_failed(shared: &Shared, conn: &mut Conn) {
             Ok(()) => {
                 tracing::info!(%room, subscribe = on, "redis (un)subscribe retried: it took");
                 rooms.settled(&room);
+                if on {
+                    let event = ControlEvent::Resubscribed(room);
+                    shared.control.send(event, &shared.stats);
+                }
             }
             Err(e) if connection_trouble(&e) => {
                 tracing::debug!(%room, error = %e, "redis (un)subscribe retry: connection trouble");
