@@ -60,11 +60,26 @@ pub struct Heartbeat {
     /// Rooms with members on the instance.
     #[prost(uint64, tag = "2")]
     pub rooms: u64,
+    /// (room, user) pairs present on the instance: the count of its
+    /// presence digest.
+    #[prost(uint64, tag = "3")]
+    pub presence_entries: u64,
+    /// The sum of its presence digest (see `hub::presence::Digest`).
+    #[prost(fixed64, tag = "4")]
+    pub presence_sum: u64,
+    /// Whether the two fields above are set (a sender that predates them
+    /// leaves it false, and is not checked).
+    #[prost(bool, tag = "5")]
+    pub has_digest: bool,
 }
 
-/// Asks every instance for its snapshot.
+/// Asks for snapshots: of every instance, or of one.
 #[derive(Clone, PartialEq, Message)]
-pub struct SyncRequest {}
+pub struct SyncRequest {
+    /// The instance asked; empty: every instance.
+    #[prost(string, tag = "1")]
+    pub target: String,
+}
 
 /// One user in one room.
 #[derive(Clone, PartialEq, Message)]
@@ -91,12 +106,26 @@ pub struct PresenceChange {
     pub present: bool,
 }
 
-/// Every user in every room on the origin.
+/// Every user in every room on the origin, or one part of it: a snapshot
+/// is sent in parts of bounded size (a backplane message has a size
+/// limit), and replaces what others knew of the origin once all its parts
+/// arrived.
 #[derive(Clone, PartialEq, Message)]
 pub struct PresenceSnapshot {
-    /// The entries.
+    /// The entries (of this part).
     #[prost(message, repeated, tag = "1")]
     pub entries: Vec<PresenceEntry>,
+    /// Numbers the origin's snapshots, increasing: a part of an older one
+    /// than a receiver is assembling is dropped.
+    #[prost(uint64, tag = "2")]
+    pub snapshot_id: u64,
+    /// This part's index, from 0.
+    #[prost(uint32, tag = "3")]
+    pub part: u32,
+    /// How many parts the snapshot has; 0 (a sender that predates parts)
+    /// means one.
+    #[prost(uint32, tag = "4")]
+    pub parts: u32,
 }
 
 impl Control {

@@ -159,6 +159,11 @@ impl BackplaneStats {
     }
 }
 
+/// The default bound of [`Backplane::max_control_bytes`]: well under
+/// NATS's default `max_payload` (1 MiB), and small enough that instances
+/// exchanging snapshots stay far from Redis's pub/sub output-buffer limits.
+pub const MAX_CONTROL_BYTES: usize = 256 * 1024;
+
 /// Carries room frames between instances.
 pub trait Backplane: Send + Sync + 'static {
     /// Short name for logs and the readiness report.
@@ -177,6 +182,12 @@ pub trait Backplane: Send + Sync + 'static {
 
     /// Sends an encoded [`control::Control`] to every other instance.
     fn publish_control(&self, control: bytes::Bytes) -> BoxFuture<'_, Result<(), BackplaneError>>;
+
+    /// The largest control message to publish: bigger ones (presence
+    /// snapshots) are sent in parts of at most this size.
+    fn max_control_bytes(&self) -> usize {
+        MAX_CONTROL_BYTES
+    }
 
     /// Whether the backplane is connected, for readiness.
     fn is_healthy(&self) -> bool;

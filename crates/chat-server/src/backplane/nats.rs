@@ -350,6 +350,16 @@ impl Backplane for NatsBackplane {
     fn is_healthy(&self) -> bool {
         self.shared.outage.is_healthy()
     }
+
+    /// The server's `max_payload` (less room for the protocol), if smaller
+    /// than the default bound.
+    fn max_control_bytes(&self) -> usize {
+        match self.shared.client.server_info().max_payload {
+            // Not connected yet: the server's limit is unknown.
+            0 => super::MAX_CONTROL_BYTES,
+            limit => super::MAX_CONTROL_BYTES.min(limit.saturating_sub(1024).max(1024)),
+        }
+    }
 }
 
 #[cfg(test)]

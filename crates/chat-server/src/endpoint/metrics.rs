@@ -109,6 +109,18 @@ fn messages(out: &mut String, hub: &Hub) {
     );
     counter(
         out,
+        "chat_cluster_control_publish_failed_total",
+        "Control messages (heartbeats, presence changes, snapshot parts) the backplane did not take.",
+        load(&hub.metrics().control_publish_failed),
+    );
+    counter(
+        out,
+        "chat_cluster_presence_repairs_total",
+        "Snapshots asked of another instance because what was known of its presence kept differing from the digest in its heartbeats.",
+        load(&hub.metrics().presence_repairs),
+    );
+    counter(
+        out,
         "chat_messages_received_total",
         "Messages accepted from this instance's clients and stored.",
         load(&hub.metrics().messages_received),

@@ -1,10 +1,14 @@
-//! The cluster task: heartbeats this instance to the others, keeps the
-//! presence table in step with theirs, and forgets instances that stop
-//! sending heartbeats.
+//! The cluster task: heartbeats this instance to the others (with the
+//! digest of its presence), keeps the presence table in step with theirs
+//! (asking an instance for its snapshot when what is known of it keeps
+//! differing from its digest), and forgets instances that stop sending
+//! heartbeats.
 
 use super::Hub;
+use super::presence::Digest;
+use super::snapshot::{self, Assembler};
 use crate::backplane::control::{
-    Control, ControlEvent, ControlKind, Heartbeat, PresenceEntry, PresenceSnapshot, SyncRequest,
+    Control, ControlEvent, ControlKind, Heartbeat, PresenceEntry, SyncRequest,
 };
 use crate::domain::User;
 use crate::domain::validate::{self, RoomName};
@@ -34,6 +38,10 @@ pub async fn run(
         heartbeat,
         last_sync_request: None,
         last_duplicate_log: None,
+        // Increasing across restarts too (unless the clock goes back), so
+        // others never drop a new process's snapshots as older ones.
+        next_snapshot: chat_util::now_unix_us(),
+        snapshots: Assembler::default(),
     };
     loop {
         tokio::select! {
@@ -61,21 +69,30 @@ struct Cluster {
     last_sync_request: Option<Instant>,
     /// When a second process with this `server_id` was last logged.
     last_duplicate_log: Option<Instant>,
+    /// The id of this instance's next snapshot.
+    next_snapshot: u64,
+    /// Other instances' snapshots whose parts are arriving.
+    snapshots: Assembler,
 }
 
 impl Cluster {
     /// Says this instance is alive (with its counts) and forgets instances
     /// silent for longer than `expiry`.
-    async fn tick(&self, expiry: Duration) {
+    async fn tick(&mut self, expiry: Duration) {
+        let digest = self.hub.update_presence(|p| (p.local_digest(), Vec::new()));
         let heartbeat = Heartbeat {
             connections: self.hub.session_count() as u64,
             rooms: self.hub.rooms().len() as u64,
+            presence_entries: digest.entries,
+            presence_sum: digest.sum,
+            has_digest: true,
         };
         self.hub
             .publish_control(ControlKind::Heartbeat(heartbeat))
             .await;
         let now = Instant::now().into_std();
         self.hub.update_presence(|p| ((), p.expire(now, expiry)));
+        self.snapshots.expire(now, expiry);
     }
 
     /// After a (re)connection or lost control messages: fills every room
@@ -85,15 +102,40 @@ impl Cluster {
         for room in self.hub.rooms().names() {
             self.hub.rooms().request_repair(&room);
         }
-        publish_snapshot(&self.hub).await;
+        self.publish_snapshot().await;
         self.request_sync().await;
     }
 
+    /// Asks every instance for its snapshot.
     async fn request_sync(&mut self) {
+        let request = SyncRequest {
+            target: String::new(),
+        };
         self.hub
-            .publish_control(ControlKind::SyncRequest(SyncRequest {}))
+            .publish_control(ControlKind::SyncRequest(request))
             .await;
         self.last_sync_request = Some(Instant::now());
+    }
+
+    /// Publishes everything present on this instance, in parts that each
+    /// fit one backplane message.
+    async fn publish_snapshot(&mut self) {
+        let entries = self
+            .hub
+            .local_presence()
+            .into_iter()
+            .map(|(room, user)| PresenceEntry {
+                room: room.to_string(),
+                user_id: user.user_id.to_string(),
+                display_name: user.display_name.to_string(),
+            })
+            .collect();
+        let id = self.next_snapshot;
+        self.next_snapshot += 1;
+        let max_bytes = self.hub.backplane().max_control_bytes();
+        for part in snapshot::split(entries, id, max_bytes) {
+            self.hub.publish_control(ControlKind::Snapshot(part)).await;
+        }
     }
 
     /// Counts a control message from a second process using this
@@ -145,6 +187,16 @@ impl Cluster {
                 if unknown && !recently {
                     tracing::info!(instance = %origin, "new instance; exchanging presence");
                     self.request_sync().await;
+                } else if h.has_digest {
+                    let reported = Digest {
+                        entries: h.presence_entries,
+                        sum: h.presence_sum,
+                    };
+                    let ask = hub
+                        .update_presence(|p| (p.check_digest(&origin, reported, now), Vec::new()));
+                    if ask {
+                        self.repair_presence(origin).await;
+                    }
                 }
             }
             ControlKind::Presence(change) => {
@@ -156,34 +208,42 @@ impl Cluster {
                     ((), t.into_iter().collect())
                 });
             }
-            ControlKind::SyncRequest(_) => publish_snapshot(hub).await,
+            ControlKind::SyncRequest(r) => {
+                if r.target.is_empty() || r.target == hub.server_id() {
+                    self.publish_snapshot().await;
+                }
+            }
             ControlKind::Broadcast(b) => {
                 if validate::message_text(&b.text, hub.limits().max_text_bytes).is_ok() {
                     let sent = hub.notify_local(&b.text);
                     tracing::info!(instance = %origin, sessions = sent, "operator broadcast relayed");
                 }
             }
-            ControlKind::Snapshot(snapshot) => {
-                let entries = snapshot.entries.iter().filter_map(valid_entry).collect();
+            ControlKind::Snapshot(part) => {
+                let Some(whole) = self.snapshots.add(&origin, part, now) else {
+                    return;
+                };
+                let entries = whole.iter().filter_map(valid_entry).collect();
                 hub.update_presence(|p| ((), p.replace_origin(&origin, entries, now)));
             }
         }
     }
-}
 
-/// Publishes everything present on this instance.
-async fn publish_snapshot(hub: &Hub) {
-    let entries = hub
-        .local_presence()
-        .into_iter()
-        .map(|(room, user)| PresenceEntry {
-            room: room.to_string(),
-            user_id: user.user_id.to_string(),
-            display_name: user.display_name.to_string(),
-        })
-        .collect();
-    hub.publish_control(ControlKind::Snapshot(PresenceSnapshot { entries }))
-        .await;
+    /// What is known of `origin` keeps differing from its digest: asks it
+    /// (alone) for its snapshot, and counts the repair.
+    async fn repair_presence(&mut self, origin: Arc<str>) {
+        self.hub
+            .metrics()
+            .presence_repairs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(instance = %origin, "presence known of an instance differs from its digest; asking for its snapshot");
+        let request = SyncRequest {
+            target: origin.to_string(),
+        };
+        self.hub
+            .publish_control(ControlKind::SyncRequest(request))
+            .await;
+    }
 }
 
 /// An entry from another instance, validated like a client's input.

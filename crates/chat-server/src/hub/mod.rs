@@ -8,6 +8,7 @@ mod outbox;
 pub mod presence;
 pub mod repair;
 mod rooms;
+mod snapshot;
 
 pub use outbox::{Deferred, Direct, Outbox, OutboxStream, Taken, Wire, disconnect_frame, outbox};
 pub use rooms::{ConnId, Rooms};
@@ -54,7 +55,14 @@ pub struct Hub {
     /// control message with this `server_id` and another mark comes from a
     /// second process using the same id.
     incarnation: u64,
+    /// When a failed control publish was last logged at warn (Unix ms), so
+    /// a run of failures logs once per `CONTROL_WARN_EVERY`.
+    control_warned_at_ms: AtomicU64,
 }
+
+/// How often a run of failed control publishes is logged at warn at most
+/// (every one is counted).
+const CONTROL_WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Hub {
     /// A hub over `rooms`, which `backplane` delivers into.
@@ -76,6 +84,7 @@ impl Hub {
             presence: Mutex::default(),
             metrics: crate::metrics::Metrics::default(),
             incarnation: uuid::Uuid::new_v4().as_u64_pair().0 | 1,
+            control_warned_at_ms: AtomicU64::new(0),
         }
     }
 
@@ -407,10 +416,30 @@ impl Hub {
         self.publish_control(change).await;
     }
 
-    /// Sends a control message to the other instances.
+    /// Sends a control message to the other instances. A failure is
+    /// counted, and logged at warn (at most every `CONTROL_WARN_EVERY`)
+    /// unless the backplane is down, which is logged as an outage: the
+    /// presence digests repair what it leaves out of step.
     pub async fn publish_control(&self, kind: ControlKind) {
         let control = Control::new(&self.server_id, self.incarnation, kind);
-        if let Err(e) = self.backplane.publish_control(control.to_bytes()).await {
+        let Err(e) = self.backplane.publish_control(control.to_bytes()).await else {
+            return;
+        };
+        self.metrics
+            .control_publish_failed
+            .fetch_add(1, Ordering::Relaxed);
+        let now = now_unix_ms().max(0) as u64;
+        let last = self.control_warned_at_ms.load(Ordering::Relaxed);
+        let due = now.saturating_sub(last) >= CONTROL_WARN_EVERY.as_millis() as u64;
+        if self.backplane.is_healthy()
+            && due
+            && self
+                .control_warned_at_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(error = %e, "control message not published (presence is repaired from the digests)");
+        } else {
             tracing::debug!(error = %e, "control message not published");
         }
     }

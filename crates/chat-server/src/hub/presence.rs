@@ -5,6 +5,13 @@
 //! A user is a member of a room while they have a connection in it on any
 //! instance. The methods report the transitions — a user becoming present
 //! or absent — which are exactly when members hear "joined" or "left".
+//!
+//! Each instance keeps a [`Digest`] of its own (room, user) pairs and, for
+//! every other instance, of what it believes that instance holds. Heartbeats
+//! carry the sender's digest; a receiver whose belief keeps differing asks
+//! that instance for its snapshot ([`Presence::check_digest`]). That heals a
+//! change whose publish failed, or a snapshot overtaken by a later change,
+//! without a reconnect.
 
 use crate::domain::User;
 use crate::domain::validate::RoomName;
@@ -16,9 +23,72 @@ use std::time::{Duration, Instant};
 /// together with the order of join replies and presence events.
 #[derive(Default)]
 pub struct Presence {
+    /// Every room with a member anywhere, and its users.
     rooms: HashMap<RoomName, HashMap<Arc<str>, UserEntry>>,
+    /// The other instances heard from, and what they hold.
     origins: HashMap<Arc<str>, Origin>,
+    /// The (room, user) pairs with a connection here, as heartbeats carry
+    /// them: the others compare it with what they believe.
+    local_digest: Digest,
 }
+
+/// An order-independent summary of a set of (room, user id) pairs: their
+/// number and the wrapping sum of a fixed hash of each. Two instances
+/// holding the same set compute the same digest, whatever the order the
+/// pairs came in; it changes in O(1) per pair added or removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Digest {
+    /// How many pairs.
+    pub entries: u64,
+    /// The wrapping sum of their hashes.
+    pub sum: u64,
+}
+
+impl Digest {
+    fn add(&mut self, room: &RoomName, user_id: &str) {
+        self.entries += 1;
+        self.sum = self.sum.wrapping_add(pair_hash(room, user_id));
+    }
+
+    fn remove(&mut self, room: &RoomName, user_id: &str) {
+        self.entries = self.entries.saturating_sub(1);
+        self.sum = self.sum.wrapping_sub(pair_hash(room, user_id));
+    }
+
+    fn of<'a>(pairs: impl Iterator<Item = &'a (RoomName, Arc<str>)>) -> Digest {
+        let mut digest = Digest::default();
+        for (room, user_id) in pairs {
+            digest.add(room, user_id);
+        }
+        digest
+    }
+}
+
+/// A hash of one pair that is the same in every process and every build
+/// (FNV-1a over the two names with a separator no name contains, then a
+/// 64-bit finaliser so sums of similar names do not cancel out).
+fn pair_hash(room: &RoomName, user_id: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in room
+        .as_str()
+        .bytes()
+        .chain(std::iter::once(0xff))
+        .chain(user_id.bytes())
+    {
+        h ^= u64::from(byte);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    // splitmix64's finaliser.
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// How many heartbeats in a row may disagree with what this instance
+/// believes of their sender before it asks for a snapshot: while the
+/// sender's digest stays the same (it is quiet), and at most.
+const MISMATCHES_WHILE_QUIET: u32 = 2;
+const MISMATCHES_AT_MOST: u32 = 5;
 
 struct UserEntry {
     user: User,
@@ -35,11 +105,18 @@ impl UserEntry {
 }
 
 struct Origin {
+    /// When it was last heard from; it expires after a silence.
     last_seen: Instant,
     /// What its last heartbeat said: (connections, rooms).
     holds: (u64, u64),
     /// (room, user id) pairs present on that instance.
     entries: HashSet<(RoomName, Arc<str>)>,
+    /// The digest of `entries`, kept as they change.
+    digest: Digest,
+    /// Heartbeats in a row whose digest differed from `digest`.
+    mismatches: u32,
+    /// The digest the last of those heartbeats carried.
+    last_reported: Option<Digest>,
 }
 
 /// A user became present in or absent from a room.
@@ -84,10 +161,14 @@ impl Presence {
         let entry = self.entry(room, user);
         let was = entry.present();
         entry.local += 1;
-        LocalChange {
+        let change = LocalChange {
             transition: !was,
             edge: entry.local == 1,
+        };
+        if change.edge {
+            self.local_digest.add(room, &user.user_id);
         }
+        change
     }
 
     /// A connection of user `user_id` on this instance left `room`.
@@ -104,11 +185,20 @@ impl Presence {
                 edge: false,
             };
         };
-        entry.local = entry.local.saturating_sub(1);
+        if entry.local == 0 {
+            return LocalChange {
+                transition: false,
+                edge: false,
+            };
+        }
+        entry.local -= 1;
         let change = LocalChange {
             transition: !entry.present(),
             edge: entry.local == 0,
         };
+        if change.edge {
+            self.local_digest.remove(room, user_id);
+        }
         self.prune(room, user_id);
         change
     }
@@ -125,7 +215,9 @@ impl Presence {
         let known = self.origin(origin, now);
         let key = (room.clone(), user.user_id.clone());
         if present {
-            known.entries.insert(key);
+            if known.entries.insert(key) {
+                known.digest.add(room, &user.user_id);
+            }
             let entry = self.entry(room, user);
             let was = entry.present();
             if !entry.remote.contains(origin) {
@@ -133,7 +225,9 @@ impl Presence {
             }
             (!was).then(|| Transition::Joined(room.clone(), user.clone()))
         } else {
-            known.entries.remove(&key);
+            if known.entries.remove(&key) {
+                known.digest.remove(room, &user.user_id);
+            }
             self.remove_remote(origin, room, &user.user_id)
         }
     }
@@ -144,6 +238,36 @@ impl Presence {
         let unknown = !self.origins.contains_key(origin);
         self.origin(origin, now).holds = holds;
         unknown
+    }
+
+    /// This instance's digest, for its heartbeats.
+    pub fn local_digest(&self) -> Digest {
+        self.local_digest
+    }
+
+    /// Compares `reported`, the digest `origin`'s heartbeat carried, with
+    /// what this instance believes `origin` holds. Returns true when it is
+    /// time to ask `origin` for its snapshot: the two differed on
+    /// `MISMATCHES_WHILE_QUIET` heartbeats in a row carrying the same
+    /// digest (changes in flight explain a single one), or on
+    /// `MISMATCHES_AT_MOST` in a row however busy it is.
+    pub fn check_digest(&mut self, origin: &Arc<str>, reported: Digest, now: Instant) -> bool {
+        let known = self.origin(origin, now);
+        if known.digest == reported {
+            known.mismatches = 0;
+            known.last_reported = None;
+            return false;
+        }
+        known.mismatches += 1;
+        let quiet = known.last_reported == Some(reported);
+        known.last_reported = Some(reported);
+        let ask = (quiet && known.mismatches >= MISMATCHES_WHILE_QUIET)
+            || known.mismatches >= MISMATCHES_AT_MOST;
+        if ask {
+            known.mismatches = 0;
+            known.last_reported = None;
+        }
+        ask
     }
 
     /// The other instances: id, time since last heard, and what their last
@@ -187,7 +311,9 @@ impl Presence {
         for (room, user) in &entries {
             transitions.extend(self.remote_set(origin, room, user, true, now));
         }
-        self.origin(origin, now).entries = new;
+        let known = self.origin(origin, now);
+        known.digest = Digest::of(new.iter());
+        known.entries = new;
         transitions
     }
 
@@ -235,6 +361,9 @@ impl Presence {
                 last_seen: now,
                 holds: (0, 0),
                 entries: HashSet::new(),
+                digest: Digest::default(),
+                mismatches: 0,
+                last_reported: None,
             });
         o.last_seen = o.last_seen.max(now);
         o
@@ -368,5 +497,67 @@ mod tests {
         assert_eq!(p.members(&lobby), vec![user("alice")]);
         assert_eq!(p.instances(), 0);
         assert_eq!(p.local_entries(), vec![(lobby, user("alice"))]);
+    }
+
+    /// Issue 15, report 5: what an instance believes of another is
+    /// summarised the same way as that instance's own presence, whatever
+    /// the order things happened in; a lasting difference asks for a
+    /// snapshot, a passing one does not.
+    #[test]
+    fn digests_agree_on_the_same_presence_and_a_lasting_difference_asks_for_a_snapshot() {
+        let t0 = Instant::now();
+        let a: Arc<str> = Arc::from("a");
+        let (lobby, dev) = (room("lobby"), room("dev"));
+        // Instance a's own view.
+        let mut on_a = Presence::default();
+        on_a.local_join(&lobby, &user("alice"));
+        on_a.local_join(&lobby, &user("alice"));
+        on_a.local_join(&dev, &user("bob"));
+        on_a.local_join(&lobby, &user("carol"));
+        on_a.local_leave(&lobby, "carol");
+        on_a.local_leave(&lobby, "nobody");
+        // b learns it in another order, with a snapshot in between.
+        let mut on_b = Presence::default();
+        on_b.remote_set(&a, &dev, &user("bob"), true, t0);
+        on_b.replace_origin(&a, vec![(lobby.clone(), user("carol"))], t0);
+        on_b.remote_set(&a, &lobby, &user("alice"), true, t0);
+        on_b.remote_set(&a, &lobby, &user("carol"), false, t0);
+        on_b.remote_set(&a, &dev, &user("bob"), true, t0);
+        assert_eq!(on_a.local_digest().entries, 2);
+        assert!(!on_b.check_digest(&a, on_a.local_digest(), t0));
+
+        // A change b never heard of: one differing heartbeat is a change in
+        // flight; the second with the same digest asks.
+        on_a.local_join(&dev, &user("dave"));
+        let reported = on_a.local_digest();
+        assert!(!on_b.check_digest(&a, reported, t0));
+        assert!(on_b.check_digest(&a, reported, t0));
+        // The snapshot heals it.
+        on_b.replace_origin(&a, on_a.local_entries().into_iter().collect(), t0);
+        assert!(!on_b.check_digest(&a, reported, t0));
+
+        // A busy instance (its digest moves every time) is asked at most
+        // every fifth heartbeat.
+        let mut asked = 0;
+        for i in 0..10 {
+            let mut busy = reported;
+            busy.sum = busy.sum.wrapping_add(i + 1);
+            asked += usize::from(on_b.check_digest(&a, busy, t0));
+        }
+        assert_eq!(asked, 2);
+    }
+
+    #[test]
+    fn the_pair_hash_is_fixed_across_processes() {
+        // Heartbeats compare these between processes and builds.
+        assert_eq!(
+            pair_hash(&room("lobby"), "alice"),
+            pair_hash(&room("lobby"), "alice")
+        );
+        assert_ne!(
+            pair_hash(&room("lobby"), "alice"),
+            pair_hash(&room("alice"), "lobby")
+        );
+        assert_eq!(pair_hash(&room("lobby"), "alice"), 0xb898_faff_9900_a60a);
     }
 }

@@ -166,6 +166,12 @@ pub struct Metrics {
     /// Control messages from another process using this instance's
     /// `server_id` (the two drop each other's room events as echoes).
     pub duplicate_server_id: AtomicU64,
+    /// Control messages (heartbeats, presence, snapshots) the backplane
+    /// did not take.
+    pub control_publish_failed: AtomicU64,
+    /// Snapshots asked of an instance because what was known of its
+    /// presence kept differing from its digest.
+    pub presence_repairs: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -179,6 +185,8 @@ impl Default for Metrics {
             auth_failures: Family::new(),
             store_append: Histogram::default(),
             duplicate_server_id: AtomicU64::new(0),
+            control_publish_failed: AtomicU64::new(0),
+            presence_repairs: AtomicU64::new(0),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! Redis and a private NATS: cross-instance delivery, presence, a killed
 //! instance, an outage of the backplane, notifications and broadcasts.
 
-use crate::common::services::{NatsServer, PostgresDb, RedisServer};
+use crate::common::services::{self, NatsServer, PostgresDb, RedisServer};
 use crate::common::*;
 use chat_client::Event;
 use chat_client::proto::{JoinRoomRequest, client_frame::Request, reply, server_frame::Frame};
@@ -985,6 +985,99 @@ async fn a_room_refused_on_reconnect_does_not_keep_the_others_down() {
         .await
         .unwrap();
     until_delivered(&bob, "closed", &mut alice_ev).await;
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Issue 15, report 3: a presence snapshot bigger than one backplane
+/// message (here a NATS server whose `max_payload` is 8 KiB, standing in
+/// for the default 1 MiB and tens of thousands of memberships) reaches the
+/// others in parts: a late instance learns every membership.
+#[tokio::test]
+async fn a_presence_snapshot_larger_than_a_nats_message_arrives_in_parts() {
+    let nats = or_skip!(services::nats_with_config("max_payload: 8192\n"));
+    let backplane = Backplane::Nats(nats);
+    let a = instance(&backplane, "a").await;
+    const ROOMS: usize = 60;
+    let names = [
+        "alice-with-a-long-name-here",
+        "bob-with-a-long-name-here",
+        "carol-with-a-long-name-here",
+        "dave-with-a-long-name-here",
+    ];
+    let room = |i: usize| format!("a-room-with-a-long-name-{i:03}");
+    let mut clients = Vec::new();
+    for name in names {
+        let (client, events) = connect(&a.url(), name).await;
+        for i in 0..ROOMS {
+            client.join(&room(i)).await.unwrap();
+        }
+        clients.push((client, events));
+    }
+    // Some 240 memberships of about 100 bytes each: three times the limit.
+    let b = instance(&backplane, "b").await;
+    let mut sorted = names.to_vec();
+    sorted.sort();
+    for i in [0, ROOMS / 2, ROOMS - 1] {
+        wait_members(&b, &room(i), &sorted).await;
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Issue 15, report 5: a presence change whose publish fails while the
+/// backplane stays up (here Redis refuses PUBLISH for a moment, by ACL)
+/// leaves another instance out of step; the digest in the heartbeats shows
+/// it, and the instance asks for a snapshot: presence heals without a
+/// reconnect.
+#[tokio::test]
+async fn presence_left_out_of_step_by_a_failed_publish_heals_without_a_reconnect() {
+    let Backplane::Redis(server) = or_skip!(Backplane::redis()) else {
+        unreachable!()
+    };
+    let admin = ::redis::Client::open(server.url()).unwrap();
+    let mut admin = admin.get_multiplexed_async_connection().await.unwrap();
+    let acl = |rules: &'static [&'static str]| {
+        let mut command = ::redis::cmd("ACL");
+        command.arg("SETUSER").arg("limited").arg(rules);
+        command
+    };
+    let _: () = acl(&["on", ">pw", "~*", "+@all", "allchannels"])
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let backplane = Backplane::Redis(server);
+    let mut limited = cluster_config(&backplane, "a");
+    limited.redis.url = limited
+        .redis
+        .url
+        .replacen("redis://", "redis://limited:pw@", 1);
+    let a = TestServer::start(limited).await;
+    wait_ready(&a, true).await;
+    let b = instance(&backplane, "b").await;
+    // b knows a (and a's empty presence).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _: () = acl(&["-publish"]).query_async(&mut admin).await.unwrap();
+    let (alice, _alice_ev) = connect(&a.url(), "alice").await;
+    alice.join("lobby").await.unwrap();
+    // Shorter than the expiry, so b does not forget a (and relearn it).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _: () = acl(&["+publish"]).query_async(&mut admin).await.unwrap();
+    wait_members(&b, "lobby", &["alice"]).await;
+    let failed = scrape_metrics(a.addr()).await;
+    assert!(
+        failed
+            .get("chat_cluster_control_publish_failed_total")
+            .is_some_and(|n| *n > 0.0),
+        "{failed:?}"
+    );
+    let repaired = scrape_metrics(b.addr()).await;
+    assert!(
+        repaired
+            .get("chat_cluster_presence_repairs_total")
+            .is_some_and(|n| *n > 0.0),
+        "{repaired:?}"
+    );
     a.stop().await;
     b.stop().await;
 }

@@ -78,12 +78,26 @@ pub fn free_port() -> u16 {
 /// A private `nats-server` on a free port, or `None` (skip) when
 /// `nats-server` is missing outside CI.
 pub fn nats() -> Option<NatsServer> {
+    nats_with_config("")
+}
+
+/// [`nats`] with `config` (nats-server configuration lines, e.g.
+/// `max_payload: 8192`).
+pub fn nats_with_config(config: &str) -> Option<NatsServer> {
     if !installed("nats-server") {
         missing("nats-server")?;
     }
+    let port = free_port();
+    let config = (!config.is_empty()).then(|| {
+        let path =
+            std::env::temp_dir().join(format!("chat-test-nats-{port}-{}.conf", std::process::id()));
+        std::fs::write(&path, config).expect("write the nats-server configuration");
+        path
+    });
     let mut nats = NatsServer {
-        port: free_port(),
+        port,
         child: None,
+        config,
     };
     nats.spawn();
     Some(nats)
@@ -95,6 +109,8 @@ pub struct NatsServer {
     port: u16,
     /// The process, while it runs.
     child: Option<Child>,
+    /// Its configuration file, if any (removed when dropped).
+    config: Option<std::path::PathBuf>,
 }
 
 impl NatsServer {
@@ -104,7 +120,11 @@ impl NatsServer {
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("nats-server")
+        let mut command = Command::new("nats-server");
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -133,6 +153,9 @@ impl NatsServer {
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
+        if let Some(config) = &self.config {
+            let _ = std::fs::remove_file(config);
+        }
     }
 }
 
