@@ -50,6 +50,13 @@ export interface ConnectOptions {
   name?: string;
   /** Rooms to join on every session, before any joined later. */
   rooms?: string[];
+  /**
+   * Rooms to join on every session like `rooms`, the first time resuming
+   * after the given sequence: the points an earlier client had reached
+   * (`lastSeen`), kept across a page reload, so the first session gets what
+   * was missed.
+   */
+  resumeFrom?: ReadonlyArray<readonly [string, bigint]>;
   /** How long a request waits for its reply (default 10 s). */
   requestTimeoutMs?: number;
   /** How long a connection attempt may take, up to the server's Welcome (default 5 s). */
@@ -80,6 +87,8 @@ export interface Settings {
   readonly name: string | undefined;
   /** Rooms joined on every session. */
   readonly rooms: readonly string[];
+  /** See `ConnectOptions.resumeFrom`. */
+  readonly resumeFrom: ReadonlyArray<readonly [string, bigint]>;
   /** See `ConnectOptions.requestTimeoutMs`. */
   readonly requestTimeoutMs: number;
   /** See `ConnectOptions.connectTimeoutMs`. */
@@ -118,6 +127,7 @@ export function settings(options: ConnectOptions): Settings {
     token: typeof options.token === "string" ? fixedToken(options.token) : options.token,
     name: options.name,
     rooms: [...(options.rooms ?? [])],
+    resumeFrom: [...(options.resumeFrom ?? [])],
     requestTimeoutMs: options.requestTimeoutMs ?? 10_000,
     connectTimeoutMs: options.connectTimeoutMs ?? 5_000,
     heartbeatIntervalMs: options.heartbeatIntervalMs ?? 10_000,

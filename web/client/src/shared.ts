@@ -95,7 +95,8 @@ export class Shared {
   constructor(settings: Settings) {
     this.settings = settings;
     this.events = new EventHub(settings.onHandlerError);
-    this.rooms = new Set(settings.rooms);
+    this.rooms = new Set([...settings.rooms, ...settings.resumeFrom.map(([room]) => room)]);
+    for (const [room, sequence] of settings.resumeFrom) this.lastSeen.set(room, sequence);
     this.closing = new Promise((resolve) => (this.signalClose = resolve));
   }
 

@@ -506,3 +506,15 @@ test("a late rejoin is not reported as failed by the ALREADY_A_MEMBER of its rep
   assert.equal(outcomes.at(-1), "ok", outcomes.join(","));
   assert.ok(outcomes.every((o) => o === "ok" || o === "TIMEOUT"), outcomes.join(","));
 });
+
+test("resume points from an earlier client are used on the first session", async () => {
+  const server = new FakeServer();
+  const c = client(server, { resumeFrom: [["lobby", 42n]] });
+  const socket = await server.accepted();
+  const rejoin = await socket.nextFrame();
+  assert.equal(rejoin.request.case, "joinRoom");
+  assert.equal(rejoin.request.value.room, "lobby");
+  assert.equal(rejoin.request.value.sinceSequence, 42n);
+  acceptJoin(socket, rejoin, 50n);
+  await until(() => c.lastSeen("lobby") === 50n, "the rejoin");
+});

@@ -51,13 +51,17 @@ impl Client {
         let (events_tx, events_rx) = mpsc::channel(1024);
         let (state, _) = watch::channel(ConnectionState::Connecting);
         let inner = Arc::new(Inner {
-            rooms: Mutex::new(config.rooms.iter().cloned().collect()),
+            rooms: Mutex::new(
+                (config.rooms.iter().cloned())
+                    .chain(config.resume_from.iter().map(|(room, _)| room.clone()))
+                    .collect(),
+            ),
+            last_seen: Mutex::new(config.resume_from.iter().cloned().collect()),
             config,
             next_request: AtomicU64::new(1),
             pending: Mutex::default(),
             outbound: Mutex::default(),
             channel: Mutex::default(),
-            last_seen: Mutex::default(),
             joins: Mutex::default(),
             rejoined: watch::channel(0).0,
             state,

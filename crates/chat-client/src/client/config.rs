@@ -20,6 +20,11 @@ pub struct ClientConfig {
     pub tls: ClientTls,
     /// Rooms to join on every session, before any joined later.
     pub rooms: Vec<String>,
+    /// Rooms to join on every session like `rooms`, the first time resuming
+    /// after the given sequence: the points an earlier client had reached
+    /// ([`Client::last_seen`](super::Client::last_seen)), kept across an
+    /// application restart, so the first session gets what was missed.
+    pub resume_from: Vec<(String, u64)>,
     /// How long a request waits for its reply.
     pub request_timeout: Duration,
     /// How long a connection attempt may take.
@@ -47,6 +52,7 @@ impl ClientConfig {
             token: None,
             tls: ClientTls::default(),
             rooms: Vec::new(),
+            resume_from: Vec::new(),
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             heartbeat_interval: Duration::from_secs(10),

@@ -562,3 +562,17 @@ async fn a_late_rejoin_is_not_reported_as_failed_afterwards() {
     );
     client.close();
 }
+
+/// A client made with the resume points of an earlier one rejoins those
+/// rooms from them on its first session.
+#[tokio::test]
+async fn resume_points_from_an_earlier_client_are_used_on_the_first_session() {
+    let (url, mut sessions) = scripted_server().await;
+    let mut config = config(&url);
+    config.resume_from = vec![("r".into(), 42)];
+    let (client, _events) = Client::connect(config);
+    let mut session = next_session(&client, &mut sessions).await;
+    assert_eq!(rejoin_since(&mut session, "r", 50).await, Some(42));
+    assert_eq!(client.rooms(), ["r"]);
+    client.close();
+}
