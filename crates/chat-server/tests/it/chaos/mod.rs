@@ -7,6 +7,13 @@
 //! stored exactly once.
 //!
 //! Sized for CI (about 20 s of faults); `CHAT_CHAOS_SECONDS` runs longer.
+//!
+//! `at_scale` runs the same checker over the conditions of issue 15: tens
+//! of thousands of memberships re-learned after a restart, resumes of
+//! thousands of messages while traffic flows, refused backplane commands,
+//! and the library sending through reconnects with the default limits.
+
+mod at_scale;
 
 use crate::common::services::free_port;
 use crate::common::*;
@@ -24,13 +31,27 @@ const CLIENTS: usize = 24;
 
 /// One `chat-server` process that can be killed without a goodbye.
 struct Instance {
+    /// Its `server_id`.
     id: String,
+    /// Where it listens, the same across restarts.
     port: u16,
+    /// Its configuration.
     env: Vec<(String, String)>,
+    /// The process, while it runs.
     child: Option<Child>,
 }
 
 impl Instance {
+    /// An instance (not started) with `id` and `env`, on a free port.
+    fn new(id: &str, env: &[(String, String)]) -> Instance {
+        Instance {
+            id: id.to_string(),
+            port: free_port(),
+            env: env.to_vec(),
+            child: None,
+        }
+    }
+
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -140,12 +161,7 @@ async fn chaos_keeps_every_acknowledged_message_gap_free_and_once() {
         ("CHAT_PRESENCE__EXPIRY".to_string(), "3s".to_string()),
     ];
     let mut instances: Vec<Instance> = (0..3)
-        .map(|i| Instance {
-            id: format!("i{i}"),
-            port: free_port(),
-            env: env.clone(),
-            child: None,
-        })
+        .map(|i| Instance::new(&format!("i{i}"), &env))
         .collect();
     for instance in &mut instances {
         instance.start();
@@ -159,22 +175,11 @@ async fn chaos_keeps_every_acknowledged_message_gap_free_and_once() {
     let logs: Vec<Arc<Mutex<Log>>> = (0..CLIENTS).map(|_| Arc::default()).collect();
     for i in 0..CLIENTS {
         let url = instances[i % 3].url();
-        let (client, mut events) = connect(&url, &format!("c{i}")).await;
+        let (client, events) = connect(&url, &format!("c{i}")).await;
         for room in [ROOMS[i % 4], ROOMS[(i + 1) % 4]] {
             client.join(room).await.unwrap();
         }
-        let log = logs[i].clone();
-        tokio::spawn(async move {
-            while let Some(event) = events.next().await {
-                if let Event::Message(m) = event {
-                    let mut log = log.lock().unwrap();
-                    log.seen
-                        .entry(m.room.clone())
-                        .or_default()
-                        .push((m.sequence, m.message_id));
-                }
-            }
-        });
+        record(events, logs[i].clone());
         clients.push(client);
     }
 
@@ -261,66 +266,22 @@ async fn chaos_keeps_every_acknowledged_message_gap_free_and_once() {
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     // The checker.
-    let mut stored: BTreeMap<&str, Vec<store::StoredMessage>> = BTreeMap::new();
-    for room in ROOMS {
-        let name = RoomName::parse(room).unwrap();
-        let mut all = Vec::new();
-        let mut from = 0;
-        loop {
-            let page = Page {
-                direction: Direction::Forward,
-                from,
-                limit: 500,
-            };
-            let batch = store.history(&name, page).await.unwrap();
-            let Some(last) = batch.last() else { break };
-            from = last.sequence;
-            all.extend(batch);
-        }
-        stored.insert(room, all);
-    }
-    let mut violations = Vec::new();
-    let (mut deliveries, mut acked_total) = (0usize, 0usize);
-    for (i, log) in logs.iter().enumerate() {
-        let log = log.lock().unwrap();
-        for room in [ROOMS[i % 4], ROOMS[(i + 1) % 4]] {
-            let seen = log.seen.get(room).cloned().unwrap_or_default();
-            deliveries += seen.len();
-            let seqs: Vec<u64> = seen.iter().map(|(s, _)| *s).collect();
-            let expected: Vec<u64> = (1..=latest[room]).collect();
-            if seqs != expected {
-                let first_bad = seqs.iter().zip(&expected).position(|(a, b)| a != b);
-                let tail: Vec<u64> = seqs.iter().rev().take(5).rev().copied().collect();
-                violations.push(format!(
-                    "c{i} in {room}: saw {} messages, expected {}; first difference at index {first_bad:?}; last seen {tail:?}; connected to {:?}",
-                    seqs.len(),
-                    expected.len(),
-                    clients[i].state()
-                ));
-                continue;
-            }
-            for (seq, id) in &seen {
-                if stored[room][(*seq - 1) as usize].id != *id {
-                    violations.push(format!(
-                        "c{i} in {room}: message {seq} differs from the store"
-                    ));
-                }
-            }
-        }
-        for (id, (room, seq)) in &log.acked {
-            acked_total += 1;
-            let copies: Vec<&store::StoredMessage> = stored[room.as_str()]
-                .iter()
-                .filter(|m| m.message.client_message_id == *id)
-                .collect();
-            if copies.len() != 1 || copies[0].sequence != *seq {
-                violations.push(format!(
-                    "{id}: stored {} times (acknowledged as {room} #{seq})",
-                    copies.len()
-                ));
-            }
-        }
-    }
+    let tracked: Vec<Tracked> = clients
+        .iter()
+        .enumerate()
+        .map(|(i, client)| Tracked {
+            name: format!("c{i}"),
+            rooms: vec![ROOMS[i % 4].to_string(), ROOMS[(i + 1) % 4].to_string()],
+            logs: vec![logs[i].clone()],
+            client: client.clone(),
+        })
+        .collect();
+    let stored = read_rooms(&*store, &ROOMS).await;
+    let Checked {
+        violations,
+        deliveries,
+        acked: acked_total,
+    } = check(&tracked, &stored);
     let messages: u64 = latest.values().sum();
     println!(
         "chaos: {messages} messages stored, {acked_total} acknowledged sends, {deliveries} deliveries checked, faults {faults:?}, violations = {}",
@@ -336,4 +297,130 @@ async fn chaos_keeps_every_acknowledged_message_gap_free_and_once() {
         "too few faults injected: {faults:?}"
     );
     assert!(acked_total > 100, "too little traffic: {acked_total}");
+}
+
+/// Records the messages `events` brings in `log`, until they end.
+fn record(mut events: chat_client::Events, log: Arc<Mutex<Log>>) {
+    tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            if let Event::Message(m) = event {
+                let mut log = log.lock().unwrap();
+                log.seen
+                    .entry(m.room.clone())
+                    .or_default()
+                    .push((m.sequence, m.message_id));
+            }
+        }
+    });
+}
+
+/// A client the checker judges: it was a member of `rooms` from the start
+/// (its span is each room's whole sequence).
+struct Tracked {
+    /// How violations name it.
+    name: String,
+    /// Its rooms.
+    rooms: Vec<String>,
+    /// What it saw and got acknowledged, in order: one log per `Client`
+    /// it was (a client replaced by another that resumes from its points
+    /// has two).
+    logs: Vec<Arc<Mutex<Log>>>,
+    /// Its (last) client, whose state a violation reports.
+    client: Client,
+}
+
+/// What the checker found.
+struct Checked {
+    /// Every breach of the promises, in words.
+    violations: Vec<String>,
+    /// Deliveries checked.
+    deliveries: usize,
+    /// Acknowledged sends checked.
+    acked: usize,
+}
+
+/// Every message of each of `rooms` in the store, by room, in sequence
+/// order.
+async fn read_rooms(
+    store: &dyn store::MessageStore,
+    rooms: &[&str],
+) -> BTreeMap<String, Vec<store::StoredMessage>> {
+    let mut stored = BTreeMap::new();
+    for room in rooms {
+        let name = RoomName::parse(room).unwrap();
+        let mut all = Vec::new();
+        let mut from = 0;
+        loop {
+            let page = Page {
+                direction: Direction::Forward,
+                from,
+                limit: 500,
+            };
+            let batch = store.history(&name, page).await.unwrap();
+            let Some(last) = batch.last() else { break };
+            from = last.sequence;
+            all.extend(batch);
+        }
+        stored.insert(room.to_string(), all);
+    }
+    stored
+}
+
+/// The checker: every tracked client saw each of its rooms' sequence
+/// exactly (1, 2, …, the latest: no gap, no duplicate, in order), each
+/// message the store's at that sequence; every acknowledged send is stored
+/// once, at the sequence its acknowledgement gave.
+fn check(tracked: &[Tracked], stored: &BTreeMap<String, Vec<store::StoredMessage>>) -> Checked {
+    let mut checked = Checked {
+        violations: Vec::new(),
+        deliveries: 0,
+        acked: 0,
+    };
+    for t in tracked {
+        let logs: Vec<_> = t.logs.iter().map(|log| log.lock().unwrap()).collect();
+        for room in &t.rooms {
+            let seen: Vec<(u64, String)> = logs
+                .iter()
+                .flat_map(|log| log.seen.get(room).cloned().unwrap_or_default())
+                .collect();
+            checked.deliveries += seen.len();
+            let seqs: Vec<u64> = seen.iter().map(|(s, _)| *s).collect();
+            let latest = stored[room].len() as u64;
+            let expected: Vec<u64> = (1..=latest).collect();
+            if seqs != expected {
+                let first_bad = seqs.iter().zip(&expected).position(|(a, b)| a != b);
+                let tail: Vec<u64> = seqs.iter().rev().take(5).rev().copied().collect();
+                checked.violations.push(format!(
+                    "{} in {room}: saw {} messages, expected {}; first difference at index {first_bad:?}; last seen {tail:?}; connected to {:?}",
+                    t.name,
+                    seqs.len(),
+                    expected.len(),
+                    t.client.state()
+                ));
+                continue;
+            }
+            for (seq, id) in &seen {
+                if stored[room][(*seq - 1) as usize].id != *id {
+                    checked.violations.push(format!(
+                        "{} in {room}: message {seq} differs from the store",
+                        t.name
+                    ));
+                }
+            }
+        }
+        for (id, (room, seq)) in logs.iter().flat_map(|log| log.acked.iter()) {
+            checked.acked += 1;
+            let copies: Vec<&store::StoredMessage> = stored[room.as_str()]
+                .iter()
+                .filter(|m| m.message.client_message_id == *id)
+                .collect();
+            if copies.len() != 1 || copies[0].sequence != *seq {
+                checked.violations.push(format!(
+                    "{id}: stored {} times (acknowledged as {room} #{seq})",
+                    copies.len()
+                ));
+            }
+        }
+    }
+    checked
 }
