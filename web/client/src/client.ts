@@ -129,14 +129,20 @@ export class ChatClient implements AsyncIterable<ChatEvent> {
 
   /** Joins `room` (it is rejoined after every reconnect until left). */
   async join(room: string): Promise<JoinRoomResult> {
-    const request = create(JoinRoomRequestSchema, { room });
+    // A room the client is in already (its rejoin may still be on the way)
+    // is joined from its point, so nothing missed is skipped.
+    const since = this.shared.rooms.has(room) ? this.shared.lastSeen.get(room) : undefined;
+    const request = create(JoinRoomRequestSchema, { room, sinceSequence: since });
     const result = await this.shared.request({ case: "joinRoom", value: request }, (reply) => {
       // In stream order: the live messages after the reply raise it further.
-      // Set, not raised: a point kept from before a leave may be above
-      // where the room's numbering stands now.
+      // Joined afresh, set, not raised: a point kept from before a leave may
+      // be above where the room's numbering stands now. Joined from its
+      // point, the backlog follows.
       if (reply.case !== "joinRoom") return;
       this.shared.rooms.add(room);
-      this.shared.lastSeen.set(room, reply.value.latestSequence);
+      if (since === undefined) this.shared.lastSeen.set(room, reply.value.latestSequence);
+      else if (reply.value.sequenceReset) this.shared.lastSeen.set(room, reply.value.backlogAfterSequence);
+      else this.shared.raiseLastSeen(room, reply.value.backlogAfterSequence);
     });
     return expect(result, "joinRoom");
   }

@@ -117,7 +117,7 @@ function ended(reason: string): SessionEnd {
  * are rejoined (their replies arrive through `dispatch`).
  */
 function goLive(shared: Shared, socket: Socket, welcome: Welcome): Live {
-  const live: Live = { socket, welcome, rejoining: new Map() };
+  const live: Live = { socket, welcome, rejoining: new Map(), rejoined: new Set() };
   const done = planRejoins(shared, live);
   shared.live = live;
   shared.setState("connected");

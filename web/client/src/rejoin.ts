@@ -47,7 +47,7 @@ async function rejoinRoom(shared: Shared, live: Live, room: string): Promise<voi
     const request = create(JoinRoomRequestSchema, { room, sinceSequence: since });
     let retry: boolean;
     try {
-      await shared.request({ case: "joinRoom", value: request }, (result) => onRejoinReply(shared, room, result));
+      await shared.request({ case: "joinRoom", value: request }, (result) => onRejoinReply(shared, live, room, result));
       return;
     } catch (error) {
       // The session is gone: the next one rejoins.
@@ -70,13 +70,14 @@ async function rejoinRoom(shared: Shared, live: Live, room: string): Promise<voi
  * (or gives the room up if the server will never accept it) and reports
  * the outcome.
  */
-function onRejoinReply(shared: Shared, room: string, result: ReplyResult): void {
+function onRejoinReply(shared: Shared, live: Live, room: string, result: ReplyResult): void {
   if (result.case === "joinRoom") {
     // What the client has from here on: the backlog (each message raises
     // it as it arrives), then live messages. After a reset (the room's
     // numbering went back on the server) the old point means nothing.
     if (result.value.sequenceReset) shared.lastSeen.set(room, result.value.backlogAfterSequence);
     else shared.raiseLastSeen(room, result.value.backlogAfterSequence);
+    live.rejoined.add(room);
     shared.events.emit({ type: "rejoined", room, ok: true, result: result.value });
     return;
   }
@@ -86,8 +87,8 @@ function onRejoinReply(shared: Shared, room: string, result: ReplyResult): void 
       : new ChatError("UNEXPECTED_REPLY", "the server answered a join with another kind of reply");
   // A rejoin asked again after a late reply, which was reported when it
   // came: the room is joined.
-  if (error.code === "ALREADY_A_MEMBER") return;
-  if (!retryable(error.code)) {
+  if (error.code === "ALREADY_A_MEMBER" && live.rejoined.has(room)) return;
+  if (error.code !== "ALREADY_A_MEMBER" && !retryable(error.code)) {
     // The server will never accept this room (e.g. an invalid name or no
     // permission): stop trying. Other failures are retried.
     shared.forget(room);

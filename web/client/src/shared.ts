@@ -55,6 +55,8 @@ export interface Live {
    * its room).
    */
   rejoining: Map<string, Promise<void>>;
+  /** Rooms whose rejoin was reported as done on this session: a repeat's ALREADY_A_MEMBER is not reported again. */
+  rejoined: Set<string>;
 }
 
 /** What the client handle and the connection loop share. */

@@ -518,3 +518,25 @@ test("resume points from an earlier client are used on the first session", async
   acceptJoin(socket, rejoin, 50n);
   await until(() => c.lastSeen("lobby") === 50n, "the rejoin");
 });
+
+test("joining a room the client is in resumes from its point", async () => {
+  const server = new FakeServer();
+  const c = client(server, { rooms: ["lobby"] });
+  const first = await server.accepted();
+  acceptJoin(first, await first.nextFrame(), 5n);
+  await until(() => c.lastSeen("lobby") === 5n, "the first join");
+  first.serverClose(1006);
+  const second = await server.accepted();
+  const rejoin = await second.nextFrame();
+  assert.equal(rejoin.request.case, "joinRoom");
+  const joining = c.join("lobby");
+  const join = await second.nextFrame();
+  assert.equal(join.request.case, "joinRoom");
+  assert.equal(join.request.value.sinceSequence, 5n);
+  acceptJoin(second, join, 7n, 5n);
+  second.push(message("lobby", 6n));
+  second.push(message("lobby", 7n));
+  second.reply(rejoin, { case: "error", value: create(ErrorSchema, { code: ErrorCode.ALREADY_A_MEMBER, message: "member" }) });
+  await joining;
+  assert.equal(c.lastSeen("lobby"), 7n);
+});

@@ -1,7 +1,7 @@
 //! The public [`Client`] handle: starting it, watching its connection, and
 //! its requests (join, leave, send, list, history, ping).
 
-use super::{ClientConfig, Inner, connection, set_name};
+use super::{ClientConfig, Inner, Join, connection, set_name};
 use crate::error::ClientError;
 use crate::event::Events;
 use crate::token::set_bearer;
@@ -57,6 +57,7 @@ impl Client {
                     .collect(),
             ),
             last_seen: Mutex::new(config.resume_from.iter().cloned().collect()),
+            rejoined_rooms: Mutex::default(),
             config,
             next_request: AtomicU64::new(1),
             pending: Mutex::default(),
@@ -113,16 +114,28 @@ impl Client {
         self.inner.close.cancel();
     }
 
-    /// Joins `room`; it is rejoined after every reconnect until left.
+    /// Joins `room`; it is rejoined after every reconnect until left. A
+    /// room the client is in already (its rejoin may still be on the way)
+    /// is joined from its resume point, so nothing missed is skipped.
     pub async fn join(&self, room: &str) -> Result<JoinRoomResult, ClientError> {
+        let since = match lock(&self.inner.rooms).contains(room) {
+            true => lock(&self.inner.last_seen).get(room).copied(),
+            false => None,
+        };
         let request = Request::JoinRoom(JoinRoomRequest {
             room: room.into(),
-            since_sequence: None,
+            since_sequence: since,
         });
         // The resume point is set by the connection task when the reply
-        // arrives, before any message behind it.
-        // The room is added to the client's rooms there too.
-        match self.inner.request_as(request, Some((room, false))).await? {
+        // arrives, before any message behind it; the room is added to the
+        // client's rooms there too.
+        let join = Join {
+            room: room.to_string(),
+            rejoin: false,
+            resumed: since.is_some(),
+            timed_out: false,
+        };
+        match self.inner.request_as(request, Some(join)).await? {
             reply::Result::JoinRoom(r) => Ok(r),
             _ => Err(ClientError::UnexpectedReply),
         }

@@ -56,7 +56,12 @@ fn resume_from(inner: &Inner, room: &str, sequence: u64) {
 async fn on_reply(inner: &Inner, events: &mpsc::Sender<Event>, r: Reply) {
     let join = lock(&inner.joins).remove(&r.request_id);
     match (join, &r.result) {
-        (Some(Join { room, rejoin: true }), Some(result)) => {
+        (
+            Some(Join {
+                room, rejoin: true, ..
+            }),
+            Some(result),
+        ) => {
             let result = rejoin_outcome(inner, &room, result.clone());
             inner.rejoined.send_modify(|n| *n += 1);
             // ALREADY_A_MEMBER answers a rejoin asked again after a late
@@ -67,7 +72,10 @@ async fn on_reply(inner: &Inner, events: &mpsc::Sender<Event>, r: Reply) {
                     code: ErrorCode::AlreadyAMember,
                     ..
                 })
-            );
+            ) && lock(&inner.rejoined_rooms).contains(&room);
+            if result.is_ok() {
+                lock(&inner.rejoined_rooms).insert(room.clone());
+            }
             if !repeated {
                 let _ = events.send(Event::Rejoined { room, result }).await;
             }
@@ -76,15 +84,26 @@ async fn on_reply(inner: &Inner, events: &mpsc::Sender<Event>, r: Reply) {
             Some(Join {
                 room,
                 rejoin: false,
+                resumed,
+                ..
             }),
             Some(reply::Result::JoinRoom(j)),
         ) => {
             // A fresh join: the room is the client's (also when the caller
-            // stopped waiting), and what follows on the stream is after the
-            // latest. Set, not raised: an older point from before a leave
-            // may be above where the room's numbering stands now.
+            // stopped waiting). Joined afresh, what follows on the stream
+            // is after the latest: set, not raised (an older point from
+            // before a leave may be above where the room's numbering stands
+            // now). Joined from its point, the backlog follows.
             lock(&inner.rooms).insert(room.clone());
-            lock(&inner.last_seen).insert(room, j.latest_sequence);
+            if !resumed || j.sequence_reset {
+                let point = match resumed {
+                    true => j.backlog_after_sequence,
+                    false => j.latest_sequence,
+                };
+                lock(&inner.last_seen).insert(room, point);
+            } else {
+                resume_from(inner, &room, j.backlog_after_sequence);
+            }
         }
         _ => {}
     }

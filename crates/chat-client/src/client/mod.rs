@@ -22,7 +22,7 @@ pub use config::{ClientConfig, ClientTls};
 use crate::error::ClientError;
 use chat_proto::v1::{ClientFrame, ErrorCode, client_frame::Request, reply};
 use chat_util::lock;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -51,6 +51,10 @@ struct Inner {
     /// stands); a rejoin's reply also becomes `Event::Rejoined`. Cleared
     /// when the session ends.
     joins: Mutex<HashMap<u64, Join>>,
+    /// Rooms whose rejoin was reported as done on the current session: a
+    /// repeated rejoin's ALREADY_A_MEMBER for one of them is not reported
+    /// again. Cleared when the session ends.
+    rejoined_rooms: Mutex<HashSet<String>>,
     /// Counts rejoin replies: a send refused because its room is not
     /// rejoined yet waits for this to move instead of polling.
     rejoined: watch::Sender<u64>,
@@ -69,9 +73,14 @@ const MAX_JOINS_IN_FLIGHT: usize = 4096;
 struct Join {
     /// The room joined.
     room: String,
-    /// Whether the session's rejoin asked (resuming from the last seen
-    /// sequence) rather than the application (a fresh join).
+    /// Whether the session's rejoin asked rather than the application.
     rejoin: bool,
+    /// Whether it resumes from the room's point (`since_sequence` sent):
+    /// its reply raises the point rather than setting it.
+    resumed: bool,
+    /// Whether its caller stopped waiting: only such joins are dropped
+    /// when there are too many.
+    timed_out: bool,
 }
 
 impl Inner {
@@ -80,12 +89,12 @@ impl Inner {
         self.request_as(request, None).await
     }
 
-    /// [`Inner::request`] for a join (`join`: its room and whether it is
-    /// a rejoin), whose reply the connection task also records.
+    /// [`Inner::request`] for a join (`join`, its entry in
+    /// [`Inner::joins`]), whose reply the connection task also records.
     async fn request_as(
         &self,
         request: Request,
-        join: Option<(&str, bool)>,
+        join: Option<Join>,
     ) -> Result<reply::Result, ClientError> {
         if self.close.is_cancelled() {
             return Err(ClientError::Closed);
@@ -96,17 +105,21 @@ impl Inner {
         let request_id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(request_id, tx);
-        if let Some((room, rejoin)) = join {
-            let room = room.to_string();
+        if let Some(join) = join {
             let mut joins = lock(&self.joins);
             // Bounded against a server that never answers: past the bound
-            // the oldest join's late reply is no longer recorded.
+            // the oldest timed-out join's late reply is no longer recorded
+            // (joins still awaited are bounded by their callers).
             if joins.len() >= MAX_JOINS_IN_FLIGHT
-                && let Some(oldest) = joins.keys().min().copied()
+                && let Some(oldest) = joins
+                    .iter()
+                    .filter(|(_, j)| j.timed_out)
+                    .map(|(id, _)| *id)
+                    .min()
             {
                 joins.remove(&oldest);
             }
-            joins.insert(request_id, Join { room, rejoin });
+            joins.insert(request_id, join);
         }
         let frame = ClientFrame {
             request_id,
@@ -124,9 +137,12 @@ impl Inner {
         .await;
         lock(&self.pending).remove(&request_id);
         if outcome.is_ok() {
-            // Answered, or the session is gone. A join that timed out stays
-            // listed: its reply may still come on this session.
+            // Answered, or the session is gone.
             lock(&self.joins).remove(&request_id);
+        } else if let Some(join) = lock(&self.joins).get_mut(&request_id) {
+            // A join that timed out stays listed: its reply may still come
+            // on this session.
+            join.timed_out = true;
         }
         match outcome {
             Err(_) => Err(ClientError::Timeout(timeout)),
@@ -147,6 +163,7 @@ impl Inner {
         // Dropping the senders wakes each waiter with `Disconnected`.
         lock(&self.pending).clear();
         lock(&self.joins).clear();
+        lock(&self.rejoined_rooms).clear();
     }
 }
 

@@ -2,7 +2,7 @@
 //! sequence it saw, so the backlog fills the gap. The replies are reported
 //! by [`dispatch`](super::dispatch) as they arrive, in stream order.
 
-use super::Inner;
+use super::{Inner, Join};
 use crate::error::ClientError;
 use crate::event::Event;
 use chat_proto::v1::{ErrorCode, JoinRoomRequest, client_frame::Request};
@@ -33,7 +33,13 @@ async fn rejoin_room(inner: &Inner, events: &mpsc::Sender<Event>, room: String) 
             room: room.clone(),
             since_sequence: since,
         });
-        let retry = match inner.request_as(request, Some((&room, true))).await {
+        let join = Join {
+            room: room.clone(),
+            rejoin: true,
+            resumed: since.is_some(),
+            timed_out: false,
+        };
+        let retry = match inner.request_as(request, Some(join)).await {
             // A reply was reported by `dispatch` when it arrived.
             Ok(_) => false,
             // After a late reply the join may have happened after all.

@@ -576,3 +576,46 @@ async fn resume_points_from_an_earlier_client_are_used_on_the_first_session() {
     assert_eq!(client.rooms(), ["r"]);
     client.close();
 }
+
+/// Review of report 6's fix: an application that joins, on a new
+/// session, a room the client is in already (racing the library's rejoin)
+/// joins from the room's point, so the messages missed meanwhile are not
+/// skipped.
+#[tokio::test]
+async fn joining_a_room_the_client_is_in_resumes_from_its_point() {
+    let (url, mut sessions) = scripted_server().await;
+    let mut config = config(&url);
+    config.rooms = vec!["r".into()];
+    let (client, mut events) = Client::connect(config);
+    let mut session = next_session(&client, &mut sessions).await;
+    assert_eq!(rejoin_since(&mut session, "r", 5).await, None);
+    drop(session);
+    let mut session = next_session(&client, &mut sessions).await;
+    let (rejoin, request) = session.next_request().await;
+    assert!(matches!(request, Request::JoinRoom(_)), "{request:?}");
+    let joining = tokio::spawn({
+        let client = client.clone();
+        async move { client.join("r").await }
+    });
+    let (id, request) = session.next_request().await;
+    let Request::JoinRoom(join) = request else {
+        panic!("expected the application's join, got {request:?}");
+    };
+    assert_eq!(join.since_sequence, Some(5));
+    session.reply(
+        id,
+        reply::Result::JoinRoom(JoinRoomResult {
+            room: "r".into(),
+            latest_sequence: 7,
+            backlog_after_sequence: 5,
+            ..Default::default()
+        }),
+    );
+    session.send(message("r", 6));
+    session.send(message("r", 7));
+    session.refuse(rejoin, ErrorCode::AlreadyAMember);
+    message_arrives(&mut events, 7).await;
+    joining.await.expect("join task").expect("joined");
+    assert_eq!(client.last_seen("r"), Some(7));
+    client.close();
+}
