@@ -194,7 +194,7 @@ impl PlainWire {
     /// for the writer, whose next write meets the `WouldBlock` itself and
     /// then waits: one extra system call, only when the socket is full.
     fn socket(&self) -> socket2::SockRef<'_> {
-        let stream: &tokio::net::TcpStream = (*self.0).as_ref();
+        let stream: &TcpStream = (*self.0).as_ref();
         socket2::SockRef::from(stream)
     }
 }
