@@ -42,6 +42,8 @@ pub async fn run(
         // others never drop a new process's snapshots as older ones.
         next_snapshot: chat_util::now_unix_us(),
         snapshots: Assembler::default(),
+        last_snapshot: None,
+        snapshot_due: false,
     };
     loop {
         tokio::select! {
@@ -73,6 +75,11 @@ struct Cluster {
     next_snapshot: u64,
     /// Other instances' snapshots whose parts are arriving.
     snapshots: Assembler,
+    /// When this instance last published its snapshot.
+    last_snapshot: Option<Instant>,
+    /// A snapshot was asked for while one had just gone out: it goes at
+    /// the next heartbeat.
+    snapshot_due: bool,
 }
 
 impl Cluster {
@@ -93,6 +100,9 @@ impl Cluster {
         let now = Instant::now().into_std();
         self.hub.update_presence(|p| ((), p.expire(now, expiry)));
         self.snapshots.expire(now, expiry);
+        if self.snapshot_due {
+            self.publish_snapshot().await;
+        }
     }
 
     /// After a (re)connection or lost control messages: fills every room
@@ -102,7 +112,7 @@ impl Cluster {
         for room in self.hub.rooms().names() {
             self.hub.rooms().request_repair(&room);
         }
-        self.publish_snapshot().await;
+        self.snapshot_soon().await;
         self.request_sync().await;
     }
 
@@ -132,9 +142,39 @@ impl Cluster {
             .collect();
         let id = self.next_snapshot;
         self.next_snapshot += 1;
+        self.last_snapshot = Some(Instant::now());
+        self.snapshot_due = false;
         let max_bytes = self.hub.backplane().max_control_bytes();
-        for part in snapshot::split(entries, id, max_bytes) {
-            self.hub.publish_control(ControlKind::Snapshot(part)).await;
+        let parts = snapshot::split(entries, id, max_bytes);
+        if parts.len() > snapshot::MAX_PARTS as usize {
+            tracing::warn!(
+                parts = parts.len(),
+                "presence snapshot has more parts than others accept; not sent"
+            );
+            return;
+        }
+        let whole = parts.len() == 1;
+        for part in parts {
+            let kind = match whole {
+                true => ControlKind::Snapshot(part),
+                false => ControlKind::SnapshotPart(part),
+            };
+            self.hub.publish_control(kind).await;
+        }
+    }
+
+    /// Publishes this instance's snapshot now, or at the next heartbeat if
+    /// one went out less than a heartbeat ago: however many instances ask
+    /// at once (a failed publish leaves all of them out of step), one
+    /// snapshot per heartbeat answers them all.
+    async fn snapshot_soon(&mut self) {
+        let recent = self
+            .last_snapshot
+            .is_some_and(|t| t.elapsed() < self.heartbeat);
+        if recent {
+            self.snapshot_due = true;
+        } else {
+            self.publish_snapshot().await;
         }
     }
 
@@ -210,7 +250,7 @@ impl Cluster {
             }
             ControlKind::SyncRequest(r) => {
                 if r.target.is_empty() || r.target == hub.server_id() {
-                    self.publish_snapshot().await;
+                    self.snapshot_soon().await;
                 }
             }
             ControlKind::Broadcast(b) => {
@@ -219,7 +259,7 @@ impl Cluster {
                     tracing::info!(instance = %origin, sessions = sent, "operator broadcast relayed");
                 }
             }
-            ControlKind::Snapshot(part) => {
+            ControlKind::Snapshot(part) | ControlKind::SnapshotPart(part) => {
                 let Some(whole) = self.snapshots.add(&origin, part, now) else {
                     return;
                 };

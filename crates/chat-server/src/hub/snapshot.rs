@@ -19,6 +19,13 @@ pub const MAX_PARTS: u32 = 4096;
 /// incarnation, the part's numbers).
 const OVERHEAD: usize = 512;
 
+/// Most bytes of parts kept for one unfinished snapshot (about 800,000
+/// memberships), and most unfinished snapshots at once: a peer that
+/// claims more, or sends parts from ever new origins, costs a bounded
+/// amount of memory.
+const MAX_PARTIAL_BYTES: usize = 64 * 1024 * 1024;
+const MAX_PARTIALS: usize = 64;
+
 /// Splits `entries` into the parts of snapshot `snapshot_id`, each encoding
 /// to at most `max_bytes` (with the control message around it). Always at
 /// least one part: an empty snapshot says "nothing here".
@@ -31,9 +38,7 @@ pub fn split(
     let mut parts: Vec<Vec<PresenceEntry>> = vec![Vec::new()];
     let mut size = 0;
     for entry in entries {
-        // The entry as a repeated field: tag, length, body.
-        let len = entry.encoded_len();
-        let encoded = 1 + prost::length_delimiter_len(len) + len;
+        let encoded = entry_bytes(&entry);
         let current = parts.last_mut().expect("at least one part");
         if size + encoded > budget && !current.is_empty() {
             parts.push(Vec::new());
@@ -55,6 +60,12 @@ pub fn split(
         .collect()
 }
 
+/// What `entry` adds to a part: tag, length, body.
+fn entry_bytes(entry: &PresenceEntry) -> usize {
+    let len = entry.encoded_len();
+    1 + prost::length_delimiter_len(len) + len
+}
+
 /// The snapshots of other instances being put together, one per origin.
 #[derive(Default)]
 pub struct Assembler {
@@ -70,6 +81,8 @@ struct Partial {
     parts: u32,
     /// The parts received so far, by index.
     received: HashMap<u32, Vec<PresenceEntry>>,
+    /// Their encoded size, bounded by `MAX_PARTIAL_BYTES`.
+    bytes: usize,
     /// When its first part came, to forget it if the rest never does.
     started: Instant,
 }
@@ -85,7 +98,8 @@ impl Assembler {
         now: Instant,
     ) -> Option<Vec<PresenceEntry>> {
         let parts = part.parts.max(1);
-        if parts > MAX_PARTS || part.part >= parts {
+        let size = part.encoded_len();
+        if parts > MAX_PARTS || part.part >= parts || size > crate::backplane::MAX_CONTROL_BYTES {
             return None;
         }
         if let Some(partial) = self.partial.get(origin) {
@@ -101,6 +115,9 @@ impl Assembler {
             self.partial.remove(origin);
             return Some(part.entries);
         }
+        if !self.partial.contains_key(origin) && self.partial.len() >= MAX_PARTIALS {
+            return None;
+        }
         let partial = self
             .partial
             .entry(origin.clone())
@@ -110,7 +127,17 @@ impl Assembler {
                 }
             })
             .or_insert_with(|| Partial::new(part.snapshot_id, parts, now));
-        partial.received.insert(part.part, part.entries);
+        if let Some(replaced) = partial.received.insert(part.part, part.entries) {
+            // The same part again: counted once.
+            partial.bytes = partial
+                .bytes
+                .saturating_sub(replaced.iter().map(entry_bytes).sum::<usize>());
+        }
+        partial.bytes += size;
+        if partial.bytes > MAX_PARTIAL_BYTES {
+            self.partial.remove(origin);
+            return None;
+        }
         if partial.received.len() < partial.parts as usize {
             return None;
         }
@@ -138,6 +165,7 @@ impl Partial {
             snapshot_id,
             parts,
             received: HashMap::new(),
+            bytes: 0,
             started: now,
         }
     }
@@ -251,5 +279,33 @@ mod tests {
         assert_eq!(assembler.add(&origin, claim(0, 3), now), None);
         assembler.expire(now + Duration::from_secs(10), Duration::from_secs(5));
         assert!(assembler.partial.is_empty());
+    }
+
+    /// Review: parts bigger than any sender makes, and unfinished
+    /// snapshots from ever new origins, are not kept.
+    #[test]
+    fn oversized_parts_and_too_many_unfinished_snapshots_are_dropped() {
+        let now = Instant::now();
+        let mut assembler = Assembler::default();
+        let huge = PresenceSnapshot {
+            entries: entries(5_000),
+            snapshot_id: 1,
+            part: 0,
+            parts: 2,
+        };
+        assert!(huge.encoded_len() > crate::backplane::MAX_CONTROL_BYTES);
+        assert_eq!(assembler.add(&Arc::from("a"), huge, now), None);
+        assert!(assembler.partial.is_empty());
+        let first = |id| PresenceSnapshot {
+            entries: entries(1),
+            snapshot_id: id,
+            part: 0,
+            parts: 2,
+        };
+        for n in 0..MAX_PARTIALS * 2 {
+            let origin: Arc<str> = Arc::from(format!("origin-{n}"));
+            assert_eq!(assembler.add(&origin, first(1), now), None);
+        }
+        assert_eq!(assembler.partial.len(), MAX_PARTIALS);
     }
 }

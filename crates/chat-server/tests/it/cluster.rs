@@ -1047,20 +1047,26 @@ async fn presence_left_out_of_step_by_a_failed_publish_heals_without_a_reconnect
         .await
         .unwrap();
     let backplane = Backplane::Redis(server);
+    // An expiry well beyond the refusal: b must not forget a (and relearn
+    // it as a new instance), so only the digest can heal it.
+    let expiry = Duration::from_secs(5);
     let mut limited = cluster_config(&backplane, "a");
+    limited.presence.expiry = expiry;
     limited.redis.url = limited
         .redis
         .url
         .replacen("redis://", "redis://limited:pw@", 1);
     let a = TestServer::start(limited).await;
     wait_ready(&a, true).await;
-    let b = instance(&backplane, "b").await;
+    let mut config = cluster_config(&backplane, "b");
+    config.presence.expiry = expiry;
+    let b = TestServer::start(config).await;
+    wait_ready(&b, true).await;
     // b knows a (and a's empty presence).
     tokio::time::sleep(Duration::from_millis(500)).await;
     let _: () = acl(&["-publish"]).query_async(&mut admin).await.unwrap();
     let (alice, _alice_ev) = connect(&a.url(), "alice").await;
     alice.join("lobby").await.unwrap();
-    // Shorter than the expiry, so b does not forget a (and relearn it).
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _: () = acl(&["+publish"]).query_async(&mut admin).await.unwrap();
     wait_members(&b, "lobby", &["alice"]).await;
@@ -1094,18 +1100,20 @@ async fn until_delivered(
     loop {
         sent += 1;
         sender.send(room, &format!("try {sent}")).await.unwrap();
-        if a_message_arrives(events, Duration::from_millis(500)).await {
+        if a_message_arrives(events, room, Duration::from_millis(500)).await {
             return;
         }
         assert!(Instant::now() < deadline, "{room} never got messages again");
     }
 }
 
-/// Whether a message arrives on `events` within `wait`.
-async fn a_message_arrives(events: &mut chat_client::Events, wait: Duration) -> bool {
+/// Whether a message in `room` arrives on `events` within `wait`.
+async fn a_message_arrives(events: &mut chat_client::Events, room: &str, wait: Duration) -> bool {
     tokio::time::timeout(wait, async {
         while let Some(event) = events.next().await {
-            if let Event::Message(_) = event {
+            if let Event::Message(m) = event
+                && m.room == room
+            {
                 return;
             }
         }

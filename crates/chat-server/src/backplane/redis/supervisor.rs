@@ -8,6 +8,7 @@
 use super::{Conn, Shared};
 use crate::backplane::control::ControlEvent;
 use crate::backplane::subscriptions::Subscriptions;
+use crate::domain::validate::RoomName;
 use chat_util::lock;
 use redis::{AsyncConnectionConfig, ProtocolVersion, PushInfo};
 use std::sync::Arc;
@@ -56,6 +57,8 @@ struct Supervisor {
     shutdown: CancellationToken,
     /// Backoffs since the last connection, which lengthen the next one.
     attempt: u32,
+    /// Where the next round of subscription retries starts.
+    retry_cursor: usize,
 }
 
 /// Keeps a connection to Redis until `shutdown`.
@@ -64,6 +67,7 @@ pub(super) async fn supervise(shared: Arc<Shared>, shutdown: CancellationToken) 
         shared,
         shutdown,
         attempt: 0,
+        retry_cursor: 0,
     };
     let mut step = Step::Connect;
     loop {
@@ -109,8 +113,9 @@ impl Supervisor {
     /// `Check`: a single server that does not answer is replaced; a
     /// cluster connection heals itself, so it is only marked lost while it
     /// does not answer, and resubscribed when it answers again.
-    async fn check(&self, generation: u64) -> Step {
+    async fn check(&mut self, generation: u64) -> Step {
         let shared = &self.shared;
+        let mut cursor = self.retry_cursor;
         let Some((_, mut conn)) = shared.current() else {
             return Step::Replace;
         };
@@ -119,11 +124,11 @@ impl Supervisor {
             Ok(Ok(()))
         );
         match (&conn, answered) {
-            (Conn::Single(_), true) => retry_failed(shared, &mut conn).await,
+            (Conn::Single(_), true) => retry_failed(shared, &mut conn, &mut cursor).await,
             (Conn::Single(_), false) => return Step::Replace,
             (Conn::Cluster(_), true) => {
                 if shared.outage.is_healthy() {
-                    retry_failed(shared, &mut conn).await;
+                    retry_failed(shared, &mut conn, &mut cursor).await;
                 } else {
                     self.renew_cluster(&mut conn).await;
                 }
@@ -133,7 +138,8 @@ impl Supervisor {
                 shared.outage.lost();
             }
         }
-        if shared.generation.load(Ordering::SeqCst) != generation {
+        self.retry_cursor = cursor;
+        if self.shared.generation.load(Ordering::SeqCst) != generation {
             return Step::Replace;
         }
         Step::Wait(generation)
@@ -177,18 +183,26 @@ const RETRIES_PER_CHECK: usize = 64;
 
 /// Sends again the (un)subscribe commands that failed while the connection
 /// stayed up, each in the state its room's count wants now; those that fail
-/// again stay for the next check. The room table is held for one command at
-/// a time (joins and leaves go on between them), and the round ends at the
-/// first I/O error or timeout: the connection is in trouble, and the next
-/// check looks at it first.
-async fn retry_failed(shared: &Shared, conn: &mut Conn) {
-    // Nothing failed (the usual case), or a join or leave holds the table
-    // right now: nothing to do this round.
-    let pending = match shared.rooms.try_lock() {
-        Ok(rooms) => rooms.to_retry(),
-        Err(_) => return,
+/// again stay for the next check. At most `RETRIES_PER_CHECK` rooms per
+/// check, starting where the last check stopped (`cursor`), so rooms
+/// refused for good do not keep the others from their turn. The room table
+/// is held for one command at a time (joins and leaves go on between them),
+/// and the round ends at the second I/O error or timeout: the connection
+/// (or one cluster shard) is in trouble, and the next check looks again.
+async fn retry_failed(shared: &Shared, conn: &mut Conn, cursor: &mut usize) {
+    let mut pending: Vec<RoomName> = {
+        let rooms = shared.rooms.lock().await;
+        rooms.to_retry().into_iter().map(|(room, _)| room).collect()
     };
-    for (room, _) in pending.into_iter().take(RETRIES_PER_CHECK) {
+    if pending.is_empty() {
+        return;
+    }
+    pending.sort_unstable();
+    let start = *cursor % pending.len();
+    pending.rotate_left(start);
+    let mut trouble = 0;
+    for room in pending.into_iter().take(RETRIES_PER_CHECK) {
+        *cursor += 1;
         let mut rooms = shared.rooms.lock().await;
         // The state the count wants now; a join or leave since may have
         // settled it already.
@@ -209,7 +223,10 @@ async fn retry_failed(shared: &Shared, conn: &mut Conn) {
             }
             Err(e) if connection_trouble(&e) => {
                 tracing::debug!(%room, error = %e, "redis (un)subscribe retry: connection trouble");
-                return;
+                trouble += 1;
+                if trouble >= 2 {
+                    return;
+                }
             }
             Err(e) => tracing::debug!(%room, error = %e, "redis (un)subscribe failed again"),
         }
