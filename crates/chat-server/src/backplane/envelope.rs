@@ -1,7 +1,7 @@
 //! The wire form of a room event between instances: who published it, the
 //! room, its sequence number, and the already-encoded `ServerFrame`.
 
-use super::RoomFrame;
+use super::{Origin, RoomFrame};
 use crate::domain::validate::RoomName;
 use crate::telemetry::trace::{self, TraceParent};
 use bytes::Bytes;
@@ -30,6 +30,10 @@ pub struct Envelope {
     /// The W3C `traceparent` of the publishing span; empty when untraced.
     #[prost(string, tag = "6")]
     pub traceparent: String,
+    /// The publishing process's incarnation (see [`Origin`]); 0 from a
+    /// sender that predates it.
+    #[prost(uint64, tag = "7")]
+    pub incarnation: u64,
 }
 
 /// A backplane message that is not a valid envelope.
@@ -45,9 +49,10 @@ pub enum EnvelopeError {
 
 impl Envelope {
     /// Encodes `frame` as published by `origin`.
-    pub fn encode_frame(origin: &str, frame: &RoomFrame) -> Bytes {
+    pub fn encode_frame(origin: &Origin, frame: &RoomFrame) -> Bytes {
         Envelope {
-            origin: origin.to_string(),
+            origin: origin.id.to_string(),
+            incarnation: origin.incarnation,
             room: frame.room.to_string(),
             sequence: frame.sequence.unwrap_or(0),
             frame: frame.frame.0.clone(),
@@ -58,9 +63,9 @@ impl Envelope {
         .into()
     }
 
-    /// Decodes a received payload into its origin and frame; the frame
-    /// bytes are shared, not copied.
-    pub fn decode_frame(payload: Bytes) -> Result<(String, RoomFrame), EnvelopeError> {
+    /// Decodes a received payload into its origin's id and incarnation and
+    /// the frame; the frame bytes are shared, not copied.
+    pub fn decode_frame(payload: Bytes) -> Result<(String, u64, RoomFrame), EnvelopeError> {
         let envelope = Envelope::decode(payload)?;
         let room = RoomName::parse(&envelope.room).map_err(|_| EnvelopeError::Room)?;
         let frame = RoomFrame {
@@ -73,7 +78,7 @@ impl Envelope {
                 .then(|| TraceParent::parse(&envelope.traceparent))
                 .flatten(),
         };
-        Ok((envelope.origin, frame))
+        Ok((envelope.origin, envelope.incarnation, frame))
     }
 }
 
@@ -90,9 +95,23 @@ mod tests {
             acked_at_unix_us: 1_795_000_000_000_000,
             trace: None,
         };
-        let (origin, back) =
-            Envelope::decode_frame(Envelope::encode_frame("node-1", &frame)).unwrap();
-        assert_eq!(origin, "node-1");
+        let node = Origin {
+            id: "node-1".into(),
+            incarnation: 9,
+        };
+        let (origin, incarnation, back) =
+            Envelope::decode_frame(Envelope::encode_frame(&node, &frame)).unwrap();
+        assert_eq!((origin.as_str(), incarnation), ("node-1", 9));
+        assert!(node.is_echo(&origin, incarnation));
+        assert!(
+            !node.is_echo(&origin, 10),
+            "a second process with the same id"
+        );
+        assert!(
+            node.is_echo(&origin, 0),
+            "a sender from before incarnations"
+        );
+        assert!(!node.is_echo("node-2", 9));
         assert_eq!(back.room, frame.room);
         assert_eq!(back.sequence, Some(7));
         assert_eq!(back.frame, frame.frame);
@@ -105,6 +124,7 @@ mod tests {
             frame: Bytes::new(),
             acked_at_unix_us: 0,
             traceparent: String::new(),
+            incarnation: 0,
         };
         assert!(Envelope::decode_frame(bad_room.encode_to_vec().into()).is_err());
     }

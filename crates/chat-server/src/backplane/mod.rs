@@ -159,6 +159,27 @@ impl BackplaneStats {
     }
 }
 
+/// Who publishes: this instance's id, and its process's random incarnation
+/// (the hub's, see `Control::incarnation`), stamped on every room event.
+#[derive(Clone, Debug)]
+pub struct Origin {
+    /// The instance's `server_id`.
+    pub id: std::sync::Arc<str>,
+    /// Random per process, never 0.
+    pub incarnation: u64,
+}
+
+impl Origin {
+    /// Whether an event stamped `id` and `incarnation` is this process's own
+    /// echo (delivered to local members when it was published). Another
+    /// process with the same id (a misconfiguration, detected and logged by
+    /// the cluster task) is not: its events are delivered. An incarnation of
+    /// 0 comes from a sender that predates them: judged by the id alone.
+    pub fn is_echo(&self, id: &str, incarnation: u64) -> bool {
+        id == &*self.id && (incarnation == self.incarnation || incarnation == 0)
+    }
+}
+
 /// The default bound of [`Backplane::max_control_bytes`]: well under
 /// NATS's default `max_payload` (1 MiB), and small enough that instances
 /// exchanging snapshots stay far from Redis's pub/sub output-buffer limits.

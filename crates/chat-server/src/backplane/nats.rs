@@ -13,7 +13,7 @@
 use super::control::{Control, ControlEvent, ControlSender};
 use super::outage::{Kind, Outage};
 use super::subscriptions::{Edge, Subscriptions};
-use super::{Backplane, BackplaneError, BackplaneStats, Envelope, FrameSink, RoomFrame};
+use super::{Backplane, BackplaneError, BackplaneStats, Envelope, FrameSink, Origin, RoomFrame};
 use crate::config::NatsConfig;
 use crate::config::redact_url;
 use crate::domain::validate::RoomName;
@@ -47,7 +47,7 @@ struct Shared {
     config: NatsConfig,
     /// This instance's id: stamped on what it publishes, and how it
     /// recognises (and skips) its own echoes.
-    origin: Arc<str>,
+    origin: Origin,
     /// Where room events from other instances are delivered.
     sink: Arc<dyn FrameSink>,
     /// The counts `/health/ready` and `/metrics` show.
@@ -75,7 +75,7 @@ impl NatsBackplane {
     /// reconnects) in the background and reports unhealthy until connected.
     pub async fn start(
         config: NatsConfig,
-        origin: Arc<str>,
+        origin: Origin,
         sink: Arc<dyn FrameSink>,
         control: ControlSender,
         stats: Arc<BackplaneStats>,
@@ -92,7 +92,7 @@ impl NatsBackplane {
             stats: stats.clone(),
         };
         let client = async_nats::ConnectOptions::new()
-            .name(format!("chat-server {origin}"))
+            .name(format!("chat-server {}", origin.id))
             .connection_timeout(config.connect_timeout)
             .subscription_capacity(SUBSCRIPTION_CAPACITY)
             .client_capacity(CLIENT_CAPACITY)
@@ -226,11 +226,12 @@ impl Shared {
                 let Some(message) = message else { return };
                 match Envelope::decode_frame(message.payload) {
                     // This instance delivered its own events when it published them.
-                    Ok((origin, _)) if *origin == *shared.origin => {}
-                    Ok((_, frame)) => {
+                    Ok((origin, incarnation, _)) if shared.origin.is_echo(&origin, incarnation) => {
+                    }
+                    Ok((_, _, frame)) => {
                         shared
                             .stats
-                            .deliver_received(&shared.origin, &*shared.sink, &frame)
+                            .deliver_received(&shared.origin.id, &*shared.sink, &frame)
                     }
                     Err(_) => {
                         shared.stats.malformed.fetch_add(1, Ordering::Relaxed);
@@ -245,7 +246,10 @@ impl Shared {
     /// a fresh subject of our own comes back only after the earlier ones.
     async fn round_trip(&self) {
         let n = self.barriers.fetch_add(1, Ordering::Relaxed);
-        let subject = format!("{}.barrier.{}.{n}", self.config.subject_prefix, self.origin);
+        let subject = format!(
+            "{}.barrier.{}.{n}",
+            self.config.subject_prefix, self.origin.id
+        );
         let Ok(mut echo) = self.client.subscribe(subject.clone()).await else {
             return;
         };

@@ -20,7 +20,7 @@ mod supervisor;
 use super::control::{Control, ControlEvent, ControlSender};
 use super::outage::{Kind, Outage};
 use super::subscriptions::{Edge, Subscriptions};
-use super::{Backplane, BackplaneError, BackplaneStats, Envelope, FrameSink};
+use super::{Backplane, BackplaneError, BackplaneStats, Envelope, FrameSink, Origin};
 use crate::config::RedisConfig;
 use crate::config::redact_url;
 use crate::domain::validate::RoomName;
@@ -91,7 +91,7 @@ struct Shared {
     config: RedisConfig,
     /// This instance's id: stamped on what it publishes, and how it
     /// recognises (and skips) its own echoes.
-    origin: Arc<str>,
+    origin: Origin,
     /// Where room events from other instances are delivered.
     sink: Arc<dyn FrameSink>,
     /// Where control messages from other instances go.
@@ -117,7 +117,7 @@ impl RedisBackplane {
     /// backplane reports unhealthy.
     pub fn start(
         config: RedisConfig,
-        origin: Arc<str>,
+        origin: Origin,
         sink: Arc<dyn FrameSink>,
         control: ControlSender,
         stats: Arc<BackplaneStats>,
@@ -272,10 +272,10 @@ impl Shared {
         }
         match Envelope::decode_frame(payload) {
             // This instance delivered its own events when it published them.
-            Ok((origin, _)) if *origin == *self.origin => {}
-            Ok((_, frame)) => self
+            Ok((origin, incarnation, _)) if self.origin.is_echo(&origin, incarnation) => {}
+            Ok((_, _, frame)) => self
                 .stats
-                .deliver_received(&self.origin, &*self.sink, &frame),
+                .deliver_received(&self.origin.id, &*self.sink, &frame),
             Err(e) => {
                 self.stats.malformed.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(error = %e, "dropped a malformed backplane message");

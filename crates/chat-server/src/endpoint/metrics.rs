@@ -104,7 +104,7 @@ fn messages(out: &mut String, hub: &Hub) {
     counter(
         out,
         "chat_cluster_duplicate_server_id_total",
-        "Control messages from another process using this instance's server_id (each drops the other's room events as its own echoes).",
+        "Control messages from another process using this instance's server_id (the others cannot keep the two's presence apart).",
         load(&hub.metrics().duplicate_server_id),
     );
     counter(

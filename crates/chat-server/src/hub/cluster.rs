@@ -180,8 +180,9 @@ impl Cluster {
 
     /// Counts a control message from a second process using this
     /// instance's `server_id`, and says so loudly (at most every
-    /// `DUPLICATE_LOG_EVERY`): the two drop each other's room events as
-    /// echoes, so their clients get them only through repair, if at all.
+    /// `DUPLICATE_LOG_EVERY`): room events tell the two apart by their
+    /// incarnation, but presence is kept per `server_id`, so the two
+    /// overwrite each other's members in the others' tables.
     fn duplicate_id(&mut self) {
         self.hub
             .metrics()
@@ -194,8 +195,8 @@ impl Cluster {
             self.last_duplicate_log = Some(Instant::now());
             tracing::error!(
                 server_id = self.hub.server_id(),
-                "another process uses this instance's server_id: each drops the other's \
-                 messages as its own echoes; give every instance its own server_id"
+                "another process uses this instance's server_id: the other instances \
+                 cannot keep the two's presence apart; give every instance its own server_id"
             );
         }
     }

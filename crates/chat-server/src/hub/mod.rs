@@ -83,9 +83,16 @@ impl Hub {
             sessions: (0..SESSION_SHARDS).map(|_| Mutex::default()).collect(),
             presence: Mutex::default(),
             metrics: crate::metrics::Metrics::default(),
-            incarnation: uuid::Uuid::new_v4().as_u64_pair().0 | 1,
+            incarnation: new_incarnation(),
             control_warned_at_ms: AtomicU64::new(0),
         }
+    }
+
+    /// The hub with `incarnation` as its process's mark (the one the
+    /// backplane stamps on room events).
+    pub fn with_incarnation(mut self, incarnation: u64) -> Hub {
+        self.incarnation = incarnation;
+        self
     }
 
     /// This process's mark on its control messages (see [`Control`]).
@@ -500,6 +507,12 @@ impl Hub {
         }
         Ok(stored)
     }
+}
+
+/// A fresh process mark: random, never 0 (0 means "a sender that
+/// predates marks").
+pub fn new_incarnation() -> u64 {
+    uuid::Uuid::new_v4().as_u64_pair().0 | 1
 }
 
 #[cfg(test)]

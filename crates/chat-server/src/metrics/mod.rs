@@ -164,7 +164,7 @@ pub struct Metrics {
     /// Store appends, from the request to the store's answer.
     pub store_append: Histogram,
     /// Control messages from another process using this instance's
-    /// `server_id` (the two drop each other's room events as echoes).
+    /// `server_id` (the others cannot keep the two's presence apart).
     pub duplicate_server_id: AtomicU64,
     /// Control messages (heartbeats, presence, snapshots) the backplane
     /// did not take.

@@ -3,7 +3,9 @@
 
 use super::ServerError;
 use crate::backplane::control::{ControlEvent, ControlSender, control_queue};
-use crate::backplane::{Backplane, BackplaneStats, LocalBackplane, NatsBackplane, RedisBackplane};
+use crate::backplane::{
+    Backplane, BackplaneStats, LocalBackplane, NatsBackplane, Origin, RedisBackplane,
+};
 use crate::config::{BackplaneKind, Config};
 use crate::domain::RoomName;
 use crate::hub::{Hub, Rooms, repair};
@@ -36,12 +38,16 @@ pub(super) struct Background {
 async fn backplane(
     config: &Config,
     server_id: &str,
+    incarnation: u64,
     rooms: &Arc<Rooms>,
     control: ControlSender,
     stats: &Arc<BackplaneStats>,
     shutdown: &CancellationToken,
 ) -> Result<Arc<dyn Backplane>, ServerError> {
-    let server: Arc<str> = Arc::from(server_id);
+    let server = Origin {
+        id: Arc::from(server_id),
+        incarnation,
+    };
     Ok(match config.backplane {
         BackplaneKind::Local => Arc::new(LocalBackplane::new(rooms.clone())),
         BackplaneKind::Redis => Arc::new(RedisBackplane::start(
@@ -80,7 +86,18 @@ pub(super) async fn build(
     let rooms = Arc::new(Rooms::new(ordered, Some(repair_tx)));
     let stats = Arc::new(BackplaneStats::default());
     let (control_tx, control_rx) = control_queue();
-    let backplane = backplane(config, server_id, &rooms, control_tx, &stats, shutdown).await?;
+    // The process's mark, on room events and control messages alike.
+    let incarnation = crate::hub::new_incarnation();
+    let backplane = backplane(
+        config,
+        server_id,
+        incarnation,
+        &rooms,
+        control_tx,
+        &stats,
+        shutdown,
+    )
+    .await?;
     if config.backplane != BackplaneKind::Local && !store.is_shared() {
         tracing::warn!(
             store = store.name(),
@@ -89,13 +106,16 @@ pub(super) async fn build(
              for several instances"
         );
     }
-    let hub = Arc::new(Hub::new(
-        server_id.to_string(),
-        config.limits.clone(),
-        rooms.clone(),
-        store,
-        backplane,
-    ));
+    let hub = Arc::new(
+        Hub::new(
+            server_id.to_string(),
+            config.limits.clone(),
+            rooms.clone(),
+            store,
+            backplane,
+        )
+        .with_incarnation(incarnation),
+    );
     Ok(Core {
         hub,
         stats,

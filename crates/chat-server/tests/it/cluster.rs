@@ -639,8 +639,8 @@ async fn per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhe
 
 /// Issue 15, report 11: a second process started with the same
 /// `server_id` is detected (its control messages carry another
-/// incarnation): both count it in `/metrics` and log it as an error,
-/// instead of silently dropping each other's traffic as their own echoes.
+/// incarnation): both count it in `/metrics` and log it as an error; and
+/// neither drops the other's room events as its own echoes.
 async fn a_second_process_with_the_same_server_id_is_detected(backplane: Backplane) {
     let first = instance(&backplane, "twin").await;
     let second = instance(&backplane, "twin").await;
@@ -661,6 +661,14 @@ async fn a_second_process_with_the_same_server_id_is_detected(backplane: Backpla
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Each still delivers the other's room events (it tells them from its
+    // own echoes by their incarnation): with per-instance stores nothing
+    // else would bring them.
+    let (alice, _alice_ev) = connect(&first.url(), "alice").await;
+    let (bob, mut bob_ev) = connect(&second.url(), "bob").await;
+    alice.join("lobby").await.unwrap();
+    bob.join("lobby").await.unwrap();
+    until_delivered(&alice, "lobby", &mut bob_ev).await;
     // A single instance alone counts nothing.
     second.stop().await;
     let alone = instance(&backplane, "single").await;
