@@ -221,11 +221,22 @@ impl Hub {
                 "the previous join's backlog is not being read".into(),
             ));
         }
-        let latest = self
-            .store
-            .latest_sequence(room)
-            .await
-            .map_err(|e| unavailable("store", e.to_string()))?;
+        // A room this instance serves in order knows where it stands: a
+        // fresh join, or a resume from no further than that, needs no store
+        // read (a storm of rejoins then costs the store nothing). Otherwise
+        // the store says, and a resume point beyond it is a reset.
+        let served = match self.rooms.is_ordered() {
+            true => self.rooms.delivered(room),
+            false => None,
+        };
+        let latest = match served {
+            Some(delivered) if since.is_none_or(|s| s <= delivered) => delivered,
+            _ => self
+                .store
+                .latest_sequence(room)
+                .await
+                .map_err(|e| unavailable("store", e.to_string()))?,
+        };
         // The client saw messages the store does not have: the room's
         // numbering went back (a store that restarted empty, a database
         // restored from a backup). Its numbers say nothing about what it

@@ -9,6 +9,50 @@ use futures::future::BoxFuture;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+/// A memory store that counts its `latest_sequence` reads.
+#[derive(Default)]
+struct CountsReads {
+    /// Where the messages are kept.
+    inner: MemoryStore,
+    /// `latest_sequence` calls so far.
+    latest_reads: std::sync::atomic::AtomicUsize,
+}
+
+impl MessageStore for CountsReads {
+    fn name(&self) -> &'static str {
+        "counts-reads"
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn append(&self, message: NewMessage) -> BoxFuture<'_, Result<Appended, StoreError>> {
+        self.inner.append(message)
+    }
+
+    fn latest_sequence<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<u64, StoreError>> {
+        self.latest_reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.latest_sequence(room)
+    }
+
+    fn history<'a>(
+        &'a self,
+        room: &'a RoomName,
+        page: Page,
+    ) -> BoxFuture<'a, Result<Vec<StoredMessage>, StoreError>> {
+        self.inner.history(room, page)
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.check()
+    }
+
+    fn enforce_retention(&self, retention: Retention) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.inner.enforce_retention(retention)
+    }
+}
+
 /// A memory store whose next append keeps the message and then reports
 /// an error, as a database whose commit went through before the
 /// connection broke.
@@ -124,4 +168,55 @@ async fn a_retried_send_the_store_had_kept_reaches_the_members() {
     hub.send(message).await.unwrap();
     let again = tokio::time::timeout(Duration::from_millis(300), stream.next()).await;
     assert!(again.is_err(), "delivered twice: {again:?}");
+}
+
+/// Issue 18, point 2: a join into a room this instance serves, fresh or
+/// resuming from no further than where the room stands, reads nothing from
+/// the store; a resume point beyond it asks the store (and is a reset when
+/// the store is behind it).
+#[tokio::test]
+async fn an_up_to_date_resume_reads_nothing_from_the_store() {
+    let rooms = Arc::new(Rooms::new(true, None));
+    let store = Arc::new(CountsReads::default());
+    let backplane = Arc::new(LocalBackplane::new(rooms.clone()));
+    let hub = Hub::new(
+        "a".into(),
+        Limits::default(),
+        rooms,
+        store.clone(),
+        backplane,
+    );
+    let lobby = RoomName::parse("lobby").unwrap();
+    let reads = || store.latest_reads.load(Ordering::SeqCst);
+    let join = |conn: ConnId, since: Option<u64>| {
+        let (outbox, stream) = outbox(16);
+        let hub = &hub;
+        let lobby = &lobby;
+        async move {
+            let mut reset = false;
+            hub.join(lobby, conn, &user("bob"), outbox, since, |_, info| {
+                reset = info.sequence_reset;
+                EncodedFrame(bytes::Bytes::new())
+            })
+            .await
+            .unwrap();
+            (stream, reset)
+        }
+    };
+    let _first = join(1, None).await;
+    assert_eq!(reads(), 1, "a room new here asks the store");
+    let message = NewMessage {
+        room: lobby.clone(),
+        sender: user("alice"),
+        client_message_id: "m1".into(),
+        text: "hello".into(),
+    };
+    hub.send(message).await.unwrap();
+    let _resumed = join(2, Some(1)).await;
+    let _behind = join(3, Some(0)).await;
+    let _fresh = join(4, None).await;
+    assert_eq!(reads(), 1, "up to date, behind or fresh: no store read");
+    let (_, reset) = join(5, Some(7)).await;
+    assert_eq!(reads(), 2, "beyond where the room stands: the store says");
+    assert!(reset, "the store is behind the point");
 }
