@@ -1,5 +1,6 @@
-//! The hub's paths against stores that misbehave in ways the real ones
-//! can: an append that the store kept but reported as failed.
+//! The hub's paths against a store that misbehaves in ways the real ones
+//! can (an append that the store kept but reported as failed), or that
+//! counts what the hub asks of it.
 
 use super::*;
 use crate::backplane::LocalBackplane;
@@ -9,63 +10,23 @@ use futures::future::BoxFuture;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-/// A memory store that counts its `latest_sequence` reads.
+/// A memory store that misbehaves as real ones can, and counts: its next
+/// append may keep the message and then report an error (a database whose
+/// commit went through before the connection broke), and it counts its
+/// `latest_sequence` reads.
 #[derive(Default)]
-struct CountsReads {
-    /// Where the messages are kept.
-    inner: MemoryStore,
-    /// `latest_sequence` calls so far.
-    latest_reads: std::sync::atomic::AtomicUsize,
-}
-
-impl MessageStore for CountsReads {
-    fn name(&self) -> &'static str {
-        "counts-reads"
-    }
-
-    fn is_shared(&self) -> bool {
-        true
-    }
-
-    fn append(&self, message: NewMessage) -> BoxFuture<'_, Result<Appended, StoreError>> {
-        self.inner.append(message)
-    }
-
-    fn latest_sequence<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<u64, StoreError>> {
-        self.latest_reads.fetch_add(1, Ordering::SeqCst);
-        self.inner.latest_sequence(room)
-    }
-
-    fn history<'a>(
-        &'a self,
-        room: &'a RoomName,
-        page: Page,
-    ) -> BoxFuture<'a, Result<Vec<StoredMessage>, StoreError>> {
-        self.inner.history(room, page)
-    }
-
-    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.inner.check()
-    }
-
-    fn enforce_retention(&self, retention: Retention) -> BoxFuture<'_, Result<u64, StoreError>> {
-        self.inner.enforce_retention(retention)
-    }
-}
-
-/// A memory store whose next append keeps the message and then reports
-/// an error, as a database whose commit went through before the
-/// connection broke.
-struct KeepsThenFails {
+struct ProbeStore {
     /// Where the messages are kept.
     inner: MemoryStore,
     /// Whether the next append reports an error after keeping the message.
     fail_next: AtomicBool,
+    /// `latest_sequence` calls so far.
+    latest_reads: std::sync::atomic::AtomicUsize,
 }
 
-impl MessageStore for KeepsThenFails {
+impl MessageStore for ProbeStore {
     fn name(&self) -> &'static str {
-        "keeps-then-fails"
+        "probe"
     }
 
     fn is_shared(&self) -> bool {
@@ -83,6 +44,7 @@ impl MessageStore for KeepsThenFails {
     }
 
     fn latest_sequence<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<u64, StoreError>> {
+        self.latest_reads.fetch_add(1, Ordering::SeqCst);
         self.inner.latest_sequence(room)
     }
 
@@ -117,10 +79,8 @@ fn user(name: &str) -> User {
 #[tokio::test]
 async fn a_retried_send_the_store_had_kept_reaches_the_members() {
     let rooms = Arc::new(Rooms::new(true, None));
-    let store = Arc::new(KeepsThenFails {
-        inner: MemoryStore::new(),
-        fail_next: AtomicBool::new(true),
-    });
+    let store = Arc::new(ProbeStore::default());
+    store.fail_next.store(true, Ordering::SeqCst);
     let backplane = Arc::new(LocalBackplane::new(rooms.clone()));
     let hub = Hub::new("a".into(), Limits::default(), rooms, store, backplane);
     let lobby = RoomName::parse("lobby").unwrap();
@@ -177,7 +137,7 @@ async fn a_retried_send_the_store_had_kept_reaches_the_members() {
 #[tokio::test]
 async fn an_up_to_date_resume_reads_nothing_from_the_store() {
     let rooms = Arc::new(Rooms::new(true, None));
-    let store = Arc::new(CountsReads::default());
+    let store = Arc::new(ProbeStore::default());
     let backplane = Arc::new(LocalBackplane::new(rooms.clone()));
     let hub = Hub::new(
         "a".into(),

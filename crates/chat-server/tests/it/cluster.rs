@@ -876,6 +876,40 @@ async fn a_client_resumes_after_its_instance_restarts_without_gap_or_duplicate()
     b.stop().await;
 }
 
+/// Makes Redis user `limited` (password `pw`) with ACL `rules` on
+/// `server`; returns the backplane and an admin connection that changes
+/// the rules while instances run ([`acl`]).
+async fn limited_redis(
+    server: RedisServer,
+    rules: &[&str],
+) -> (Backplane, ::redis::aio::MultiplexedConnection) {
+    let admin = ::redis::Client::open(server.url()).unwrap();
+    let mut admin = admin.get_multiplexed_async_connection().await.unwrap();
+    acl(&mut admin, rules).await;
+    (Backplane::Redis(server), admin)
+}
+
+/// `ACL SETUSER limited <rules>`.
+async fn acl(admin: &mut ::redis::aio::MultiplexedConnection, rules: &[&str]) {
+    let _: () = ::redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("limited")
+        .arg(rules)
+        .query_async(admin)
+        .await
+        .unwrap();
+}
+
+/// An instance's configuration on `backplane` as Redis user `limited`.
+fn limited_config(backplane: &Backplane, id: &str) -> chat_server::Config {
+    let mut config = cluster_config(backplane, id);
+    config.redis.url = config
+        .redis
+        .url
+        .replacen("redis://", "redis://limited:pw@", 1);
+    config
+}
+
 /// Issue 15, report 4: a room subscription Redis refused (here an ACL
 /// error; a timeout, MOVED or CLUSTERDOWN alike) while the connection stays
 /// up (PING answers) must not stay missing: it is tried again until it
@@ -885,32 +919,13 @@ async fn a_refused_redis_subscription_is_retried_until_it_holds() {
     let Backplane::Redis(server) = or_skip!(Backplane::redis()) else {
         unreachable!()
     };
-    let admin = ::redis::Client::open(server.url()).unwrap();
-    let mut admin = admin.get_multiplexed_async_connection().await.unwrap();
     // A user that may use the control channel but no room channel yet.
-    let _: () = ::redis::cmd("ACL")
-        .arg(
-            &[
-                "SETUSER",
-                "limited",
-                "on",
-                ">pw",
-                "~*",
-                "+@all",
-                "resetchannels",
-                "&chat:control",
-            ][..],
-        )
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    let backplane = Backplane::Redis(server);
-    let mut limited = cluster_config(&backplane, "a");
-    limited.redis.url = limited
-        .redis
-        .url
-        .replacen("redis://", "redis://limited:pw@", 1);
-    let a = TestServer::start(limited).await;
+    let (backplane, mut admin) = limited_redis(
+        server,
+        &["on", ">pw", "~*", "+@all", "resetchannels", "&chat:control"],
+    )
+    .await;
+    let a = TestServer::start(limited_config(&backplane, "a")).await;
     wait_ready(&a, true).await;
     let b = instance(&backplane, "b").await;
     let (alice, mut alice_ev) = connect(&a.url(), "alice").await;
@@ -921,11 +936,7 @@ async fn a_refused_redis_subscription_is_retried_until_it_holds() {
     wait_members(&a, "lobby", &["alice", "bob"]).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Now the room channels are allowed.
-    let _: () = ::redis::cmd("ACL")
-        .arg(&["SETUSER", "limited", "allchannels"][..])
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    acl(&mut admin, &["allchannels"]).await;
     // Per-instance stores: no repair fills the room, only the backplane.
     until_delivered(&bob, "lobby", &mut alice_ev).await;
     a.stop().await;
@@ -941,33 +952,18 @@ async fn a_room_refused_on_reconnect_does_not_keep_the_others_down() {
     let Backplane::Redis(server) = or_skip!(Backplane::redis()) else {
         unreachable!()
     };
-    let admin = ::redis::Client::open(server.url()).unwrap();
-    let mut admin = admin.get_multiplexed_async_connection().await.unwrap();
     // "open" and the control channel are allowed, "closed" is not.
-    let _: () = ::redis::cmd("ACL")
-        .arg(
-            &[
-                "SETUSER",
-                "limited",
-                "on",
-                ">pw",
-                "~*",
-                "+@all",
-                "resetchannels",
-                "&chat:control",
-                "&chat:room:open",
-            ][..],
-        )
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    let backplane = Backplane::Redis(server);
-    let mut limited = cluster_config(&backplane, "a");
-    limited.redis.url = limited
-        .redis
-        .url
-        .replacen("redis://", "redis://limited:pw@", 1);
-    let a = TestServer::start(limited).await;
+    let rules = [
+        "on",
+        ">pw",
+        "~*",
+        "+@all",
+        "resetchannels",
+        "&chat:control",
+        "&chat:room:open",
+    ];
+    let (backplane, mut admin) = limited_redis(server, &rules).await;
+    let a = TestServer::start(limited_config(&backplane, "a")).await;
     wait_ready(&a, true).await;
     let b = instance(&backplane, "b").await;
     let (alice, mut alice_ev) = connect(&a.url(), "alice").await;
@@ -987,11 +983,7 @@ async fn a_room_refused_on_reconnect_does_not_keep_the_others_down() {
     until_delivered(&bob, "open", &mut alice_ev).await;
     wait_ready(&a, true).await;
     // Once allowed, the refused room is subscribed too.
-    let _: () = ::redis::cmd("ACL")
-        .arg(&["SETUSER", "limited", "allchannels"][..])
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    acl(&mut admin, &["allchannels"]).await;
     until_delivered(&bob, "closed", &mut alice_ev).await;
     a.stop().await;
     b.stop().await;
@@ -1043,27 +1035,13 @@ async fn presence_left_out_of_step_by_a_failed_publish_heals_without_a_reconnect
     let Backplane::Redis(server) = or_skip!(Backplane::redis()) else {
         unreachable!()
     };
-    let admin = ::redis::Client::open(server.url()).unwrap();
-    let mut admin = admin.get_multiplexed_async_connection().await.unwrap();
-    let acl = |rules: &'static [&'static str]| {
-        let mut command = ::redis::cmd("ACL");
-        command.arg("SETUSER").arg("limited").arg(rules);
-        command
-    };
-    let _: () = acl(&["on", ">pw", "~*", "+@all", "allchannels"])
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    let backplane = Backplane::Redis(server);
+    let (backplane, mut admin) =
+        limited_redis(server, &["on", ">pw", "~*", "+@all", "allchannels"]).await;
     // An expiry well beyond the refusal: b must not forget a (and relearn
     // it as a new instance), so only the digest can heal it.
     let expiry = Duration::from_secs(5);
-    let mut limited = cluster_config(&backplane, "a");
+    let mut limited = limited_config(&backplane, "a");
     limited.presence.expiry = expiry;
-    limited.redis.url = limited
-        .redis
-        .url
-        .replacen("redis://", "redis://limited:pw@", 1);
     let a = TestServer::start(limited).await;
     wait_ready(&a, true).await;
     let mut config = cluster_config(&backplane, "b");
@@ -1072,11 +1050,11 @@ async fn presence_left_out_of_step_by_a_failed_publish_heals_without_a_reconnect
     wait_ready(&b, true).await;
     // b knows a (and a's empty presence).
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let _: () = acl(&["-publish"]).query_async(&mut admin).await.unwrap();
+    acl(&mut admin, &["-publish"]).await;
     let (alice, _alice_ev) = connect(&a.url(), "alice").await;
     alice.join("lobby").await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let _: () = acl(&["+publish"]).query_async(&mut admin).await.unwrap();
+    acl(&mut admin, &["+publish"]).await;
     wait_members(&b, "lobby", &["alice"]).await;
     let failed = scrape_metrics(a.addr()).await;
     assert!(

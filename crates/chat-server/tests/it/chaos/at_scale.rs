@@ -132,6 +132,32 @@ async fn members(client: &Client, room: &str) -> BTreeSet<String> {
     }
 }
 
+/// Waits (bounded) until `observer` lists each of `rooms` with exactly
+/// its `expected` members; `how` says how they were to be learned.
+async fn lists_all(
+    observer: &Client,
+    rooms: &[String],
+    expected: &BTreeMap<String, BTreeSet<String>>,
+    how: &str,
+) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for room in rooms {
+        loop {
+            let listed = members(observer, room).await;
+            if listed == expected[room] {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never learned {room} {how}: {} of {} members",
+                listed.len(),
+                expected[room].len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 async fn latest(store: &dyn MessageStore, room: &str) -> u64 {
     let name = RoomName::parse(room).unwrap();
     store.latest_sequence(&name).await.unwrap_or(0)
@@ -292,17 +318,7 @@ async fn chaos_at_scale(backplane: Backplane) {
     instances[0].wait_ready().await;
     // The other instance learns the crowd again.
     let observers = [tracked[0].client.clone(), tracked[1].client.clone()];
-    let deadline = Instant::now() + Duration::from_secs(120);
-    for room in &sample {
-        while members(&observers[1], room).await != expected[room] {
-            assert!(
-                Instant::now() < deadline,
-                "i1 never learned {room} again: {:?}",
-                members(&observers[1], room).await.len()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    lists_all(&observers[1], &sample, &expected, "again").await;
     let relearned = restarted.elapsed();
     // The other instance is restarted: it learns the 20,000 memberships
     // from the crowd's instance's snapshot.
@@ -314,17 +330,7 @@ async fn chaos_at_scale(backplane: Backplane) {
         .entry("the other instance killed and restarted")
         .or_default() += 1;
     instances[1].wait_ready().await;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    for room in &sample {
-        while members(&observers[1], room).await != expected[room] {
-            assert!(
-                Instant::now() < deadline,
-                "i1 never learned {room} from a snapshot: {:?}",
-                members(&observers[1], room).await.len()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    lists_all(&observers[1], &sample, &expected, "from a snapshot").await;
     let snapshot_learned = restarted.elapsed();
 
     // The resumer leaves, keeping its points (after the restarts, so that
