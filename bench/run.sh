@@ -287,6 +287,13 @@ run_bench() { # run_bench cluster|single LABEL [chat-bench flags...]: one run, o
   LAST=$(tail -n 1 "$WORK/run.json")
   [ -n "$LAST" ] || LAST="{\"label\":\"$label\",\"error\":\"chat-bench produced no output (exit $rc)\"}"
   echo "$LAST" >> "$RES"
+  # The servers' own view of the run (store, backplane and delivery
+  # latency histograms), for finding where the time went.
+  local port
+  for port in "$P1" "$P2"; do
+    curl -sf "http://127.0.0.1:$port/metrics" > "$OUT/logs/$label.metrics-$port.txt" 2>/dev/null ||
+      rm -f "$OUT/logs/$label.metrics-$port.txt"
+  done
   stop_servers
   local line
   line=$(grep -a '^\[chat-bench\] result ' "$OUT/logs/$label.bench.log" | tail -n 1 || true)
