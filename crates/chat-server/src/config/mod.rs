@@ -516,6 +516,13 @@ pub struct SessionConfig {
     /// instances added since, and makes them present fresh credentials.
     #[serde(with = "humantime_serde")]
     pub max_lifetime: Duration,
+    /// Sessions ended by a shutdown are each asked to wait a different
+    /// time in [0, this] before reconnecting
+    /// (`DisconnectNotice.reconnect_after_ms`), evenly spread, so an
+    /// instance's clients do not all come back in the same instant; 0: no
+    /// wait asked.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_spread: Duration,
 }
 
 impl Default for SessionConfig {
@@ -525,6 +532,7 @@ impl Default for SessionConfig {
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
             max_lifetime: Duration::ZERO,
+            reconnect_spread: Duration::from_secs(2),
         }
     }
 }

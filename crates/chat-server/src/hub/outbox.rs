@@ -270,12 +270,17 @@ pub fn outbox(capacity: usize) -> (Outbox, OutboxStream) {
     (Outbox { shared }, stream)
 }
 
-/// Encodes a disconnect notice.
-pub fn disconnect_frame(reason: DisconnectReason, message: &str) -> EncodedFrame {
+/// Encodes a disconnect notice that asks the client to wait
+/// `reconnect_after_ms` before reconnecting (0: as it likes).
+pub fn disconnect_frame(
+    reason: DisconnectReason,
+    message: &str,
+    reconnect_after_ms: u32,
+) -> EncodedFrame {
     EncodedFrame::from(Frame::Disconnect(DisconnectNotice {
         reason: reason as i32,
         message: message.to_string(),
-        reconnect_after_ms: 0,
+        reconnect_after_ms,
     }))
 }
 
@@ -425,6 +430,7 @@ impl Outbox {
         self.kick(disconnect_frame(
             DisconnectReason::SlowConsumer,
             "the client did not read its stream fast enough; reconnect to catch up",
+            0,
         ));
     }
 

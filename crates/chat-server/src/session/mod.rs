@@ -54,6 +54,10 @@ pub struct Session {
     idle_timeout: Duration,
     /// When the session ends with `MAX_LIFETIME`, if ever.
     max_lifetime: Option<Duration>,
+    /// How long a shutdown's notice asks this client to wait before
+    /// reconnecting: its own share of `session.reconnect_spread`, so the
+    /// clients of an instance that stops come back spread out.
+    reconnect_after_ms: u32,
     /// The `traceparent` of the Session call, parent of each request's
     /// span unless the frame carries its own.
     trace_parent: Option<TraceParent>,
@@ -117,6 +121,7 @@ impl Session {
             idle_timeout,
             max_lifetime: (!timing.max_lifetime.is_zero())
                 .then(|| spread(timing.max_lifetime, conn)),
+            reconnect_after_ms: reconnect_after_ms(timing.reconnect_spread, conn),
             trace_parent,
         }
     }
@@ -189,6 +194,7 @@ impl Session {
                         self.outbox.kick(disconnect_frame(
                             DisconnectReason::ProtocolViolation,
                             &format!("malformed frame: {why}"),
+                            0,
                         ));
                         CloseReason::ProtocolViolation
                     }
@@ -214,30 +220,37 @@ impl Session {
     /// session, behind what is already queued. A slow consumer's and a
     /// protocol violation's notices went ahead with the kick; a client that
     /// hung up or lost its connection reads nothing more.
+    /// A shutdown's notice asks the client to wait its share of the
+    /// spread; the others let it reconnect as it likes (a session's
+    /// lifetime is spread already).
     fn goodbye(&self, reason: CloseReason) {
-        let (code, text) = match reason {
+        let (code, text, wait) = match reason {
             CloseReason::ServerShuttingDown => (
                 DisconnectReason::ShuttingDown,
                 "the server is shutting down; reconnect shortly",
+                self.reconnect_after_ms,
             ),
             CloseReason::MaxLifetime => (
                 DisconnectReason::MaxLifetime,
                 "the session reached its longest lifetime; reconnect to resume",
+                0,
             ),
             CloseReason::TokenExpired => (
                 DisconnectReason::AuthExpired,
                 "the token expired; reconnect with a fresh one",
+                0,
             ),
             CloseReason::IdleTimeout => (
                 DisconnectReason::IdleTimeout,
                 "nothing received within the idle timeout",
+                0,
             ),
             CloseReason::SlowConsumer
             | CloseReason::ProtocolViolation
             | CloseReason::ClientHungUp
             | CloseReason::ConnectionLost => return,
         };
-        self.outbox.finish(disconnect_frame(code, text));
+        self.outbox.finish(disconnect_frame(code, text, wait));
     }
 
     /// Handles one request, in its own span when traces are on.
@@ -450,6 +463,15 @@ fn spread(lifetime: Duration, conn: ConnId) -> Duration {
     lifetime.mul_f64(0.9 + 0.2 * crate::domain::random::fraction(conn))
 }
 
+/// Connection `conn`'s wait after a shutdown, in [0, `spread`] and evenly
+/// spread over consecutive connections (not the same fraction as its
+/// lifetime's), in milliseconds.
+fn reconnect_after_ms(spread: Duration, conn: ConnId) -> u32 {
+    let fraction = crate::domain::random::fraction(conn ^ 0x5bd1_e995_5bd1_e995);
+    let ms = spread.as_millis().min(u128::from(u32::MAX)) as f64 * fraction;
+    ms as u32
+}
+
 /// Waits for `deadline`, or forever without one.
 async fn until(deadline: Option<&mut std::pin::Pin<Box<tokio::time::Sleep>>>) {
     match deadline {
@@ -480,6 +502,36 @@ mod tests {
             spread[0],
             super::spread(base, 1),
             "the same for a connection"
+        );
+    }
+
+    #[test]
+    fn shutdown_waits_spread_over_the_whole_window() {
+        let window = Duration::from_secs(2);
+        let waits: Vec<u32> = (1..=1000).map(|c| reconnect_after_ms(window, c)).collect();
+        assert!(waits.iter().all(|&w| w <= 2000));
+        // Each fifth of the window gets about a fifth of the connections:
+        // they come back at an even rate, not in one instant.
+        for fifth in 0..5u32 {
+            let n = waits.iter().filter(|&&w| w / 400 == fifth).count();
+            assert!((150..250).contains(&n), "{n} of 1000 in fifth {fifth}");
+        }
+        assert_eq!(
+            reconnect_after_ms(Duration::ZERO, 7),
+            0,
+            "no spread asks no wait"
+        );
+        let lifetime = Duration::from_secs(1000);
+        let same = (1..=1000)
+            .filter(|&c| {
+                let w = u64::from(reconnect_after_ms(window, c)) / 200;
+                let l = (spread(lifetime, c).as_secs() - 900) / 20;
+                w == l
+            })
+            .count();
+        assert!(
+            same < 200,
+            "{same} of 1000 share a tenth with their lifetime's"
         );
     }
 }

@@ -211,6 +211,70 @@ async fn clients_reconnect_and_rejoin_after_a_restart() {
 }
 
 #[tokio::test]
+async fn a_shutdown_spreads_its_clients_reconnects_and_the_client_waits_its_share() {
+    let mut config = config();
+    config.session.reconnect_spread = Duration::from_secs(3);
+    let server = TestServer::start(config).await;
+    let url = server.url();
+    let (_alice, mut alice_ev) = connect(&url, "alice").await;
+    let mut raw = Vec::new();
+    for i in 0..30 {
+        let mut s = RawSession::open(&url, &format!("user-{i}")).await.unwrap();
+        assert!(matches!(s.next().await, Some(Frame::Welcome(_))));
+        raw.push(s);
+    }
+    server.stop().await;
+
+    let mut waits = Vec::new();
+    for s in &mut raw {
+        let frames = s.drain().await;
+        match frames.last() {
+            Some(Frame::Disconnect(n)) => {
+                assert_eq!(n.reason, DisconnectReason::ShuttingDown as i32);
+                waits.push(n.reconnect_after_ms);
+            }
+            other => panic!("expected the shutdown notice last, got {other:?}"),
+        }
+    }
+    // Each within the window, and spread over it: not one instant.
+    assert!(waits.iter().all(|&w| w <= 3000), "{waits:?}");
+    let (min, max) = (waits.iter().min().unwrap(), waits.iter().max().unwrap());
+    assert!(max - min >= 1500, "{waits:?}");
+    let mut distinct = waits.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert!(distinct.len() >= 25, "{waits:?}");
+
+    // The client library waits at least what its notice asked.
+    let asked = match expect_event(&mut alice_ev, "disconnect", |e| {
+        matches!(e, Event::Disconnected { .. })
+    })
+    .await
+    {
+        Event::Disconnected {
+            notice: Some(n), ..
+        } => n.reconnect_after_ms,
+        other => panic!("expected a notice, got {other:?}"),
+    };
+    // The first connection's share is fixed (the spread is a function of
+    // the connection's number): large enough to tell from a backoff.
+    assert!(asked >= 300, "alice was asked to wait {asked} ms");
+    match expect_event(&mut alice_ev, "reconnecting", |e| {
+        matches!(e, Event::Reconnecting { .. })
+    })
+    .await
+    {
+        Event::Reconnecting {
+            attempt: 1, delay, ..
+        } => assert!(
+            delay >= Duration::from_millis(asked.into()),
+            "waits {delay:?}, asked {asked} ms"
+        ),
+        other => panic!("expected the first attempt, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn a_client_that_does_not_read_is_disconnected_as_a_slow_consumer() {
     let mut config = config();
     config.limits.outbound_queue = 32;

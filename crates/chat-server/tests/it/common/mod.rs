@@ -61,6 +61,9 @@ pub fn config() -> Config {
     c.limits.user_join_rate = 0.0;
     c.limits.user_history_rate = 0.0;
     c.shutdown.drain_timeout = Duration::from_secs(3);
+    // Restarts in tests bring clients back quickly; lifecycle.rs tests the
+    // spread itself.
+    c.session.reconnect_spread = Duration::from_millis(200);
     c
 }
 
