@@ -244,6 +244,7 @@ start_server() { # start_server LABEL PORT DIR [VAR=VALUE ...]: one instance, it
     CHAT_LIMITS__SEND_RATE=0 CHAT_LIMITS__USER_SEND_RATE=0 CHAT_LIMITS__JOIN_RATE=0 \
     CHAT_LIMITS__USER_JOIN_RATE=0 CHAT_LIMITS__USER_HISTORY_RATE=0 CHAT_LIMITS__MAX_CONNECTIONS=0 \
     CHAT_LIMITS__MAX_CONNECTIONS_PER_ADDRESS=0 CHAT_LIMITS__MAX_CONNECTIONS_PER_USER=0 \
+    CHAT_LIMITS__SESSION_RATE=0 \
     CHAT_SHUTDOWN__DRAIN_TIMEOUT=5s "${TRACES_ENV[@]}" "$@" "$SERVER") >> "$OUT/logs/$label.server-$port.log" 2>&1 &
   SRV_PIDS+=("$!")
   wait_ready "$port" "$!" || { log "$label: server on port $port did not become ready"; return 1; }

@@ -141,6 +141,10 @@ pub enum Refusal {
     /// The user holds their most connections.
     #[error("too many connections for this user (limit {0})")]
     PerUser(usize),
+    /// The instance admits new sessions at its highest rate; one is
+    /// admitted again after this wait.
+    #[error("the server is admitting new sessions at its highest rate; retry in {} ms", .0.as_millis())]
+    Rate(Duration),
 }
 
 impl Refusal {
@@ -150,6 +154,16 @@ impl Refusal {
             Refusal::Total(_) => ConnectionLimit::Total,
             Refusal::PerAddress(_) => ConnectionLimit::Address,
             Refusal::PerUser(_) => ConnectionLimit::User,
+            Refusal::Rate(_) => ConnectionLimit::Rate,
+        }
+    }
+
+    /// When a retry can succeed, for a refusal by rate (0 for the others:
+    /// they last until a connection ends).
+    pub fn retry_after_ms(&self) -> u64 {
+        match self {
+            Refusal::Rate(wait) => wait.as_millis().max(1).min(u128::from(u64::MAX)) as u64,
+            _ => 0,
         }
     }
 }
@@ -166,6 +180,8 @@ struct Counts {
     per_address: HashMap<IpAddr, usize>,
     per_user: HashMap<Arc<str>, UserEntry>,
     last_sweep: Instant,
+    /// New sessions' pace (`limits.session_rate`); `None`: no limit.
+    opening: Option<TokenBucket>,
 }
 
 /// Connection counting and the limits on it.
@@ -221,6 +237,7 @@ impl Admission {
         .max()
         .unwrap_or(Duration::ZERO)
         .min(MAX_HOLD);
+        let opening = TokenBucket::new(limits.session_rate, limits.session_burst);
         Arc::new(Admission {
             limits,
             hold,
@@ -229,6 +246,7 @@ impl Admission {
                 per_address: HashMap::new(),
                 per_user: HashMap::new(),
                 last_sweep: Instant::now(),
+                opening,
             }),
         })
     }
@@ -257,11 +275,14 @@ impl Admission {
         if over(held, l.max_connections_per_user) {
             return Err(Refusal::PerUser(l.max_connections_per_user));
         }
+        // Last: a session refused by a count takes no share of the pace.
+        let now = Instant::now();
+        take(&mut counts.opening, now).map_err(Refusal::Rate)?;
         counts.total += 1;
         if let Some(ip) = address {
             *counts.per_address.entry(ip).or_default() += 1;
         }
-        self.sweep(&mut counts, Instant::now());
+        self.sweep(&mut counts, now);
         let entry = counts
             .per_user
             .entry(user.clone())
@@ -481,6 +502,41 @@ mod tests {
             counts.per_user.len(),
             4,
             "b's buckets are kept until they would have refilled"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn new_sessions_are_admitted_at_their_pace_and_refused_with_the_wait() {
+        let admission = Admission::new(Limits {
+            session_rate: 10.0,
+            session_burst: 3,
+            max_connections_per_user: 1,
+            ..Limits::default()
+        });
+        let user = |n: u32| -> Arc<str> { format!("u{n}").into() };
+        let held: Vec<Permit> = (0..3)
+            .map(|n| admission.admit(&user(n), None).unwrap())
+            .collect();
+        let refusal = admission.admit(&user(3), None).err().unwrap();
+        assert_eq!(refusal, Refusal::Rate(Duration::from_millis(100)));
+        assert_eq!(refusal.retry_after_ms(), 100);
+        assert_eq!(refusal.reason(), ConnectionLimit::Rate);
+        // A refusal by count takes no share of the pace.
+        assert_eq!(
+            admission.admit(&user(0), None).err(),
+            Some(Refusal::PerUser(1))
+        );
+        tokio::time::advance(Duration::from_millis(100)).await;
+        let _fourth = admission.admit(&user(3), None).unwrap();
+        assert!(matches!(
+            admission.admit(&user(4), None),
+            Err(Refusal::Rate(_))
+        ));
+        assert_eq!(admission.connections(), 4);
+        drop(held);
+        assert!(
+            TokenBucket::new(0.0, 1).is_none() && Refusal::Total(1).retry_after_ms() == 0,
+            "rate 0: no pace; a count's refusal names no wait"
         );
     }
 

@@ -27,4 +27,9 @@ export class Backoff {
     const base = Math.min(this.initialMs * 2 ** exponent, this.maxMs);
     return base * (0.5 + 0.5 * this.random());
   }
+
+  /** A jitter factor, uniform in [0, 1). */
+  jitter(): number {
+    return this.random();
+  }
 }

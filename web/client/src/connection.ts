@@ -2,14 +2,15 @@
 // closed or stopped. Each asks the token provider, opens a WebSocket,
 // waits for the Welcome, goes live, rejoins the rooms and pings on the
 // heartbeat until the session ends; then the loop reports the end, waits
-// out the backoff (or longer, if the server's notice asked) and tries again.
+// out the backoff (or longer, if the server asked: a notice's wait, or a
+// refusal by its pace of new sessions) and tries again.
 
 import { create } from "@bufbuild/protobuf";
-import { ClientFrameSchema, PingRequestSchema, type DisconnectNotice, type Welcome } from "./gen/chat/v1/chat_pb.js";
+import { ClientFrameSchema, PingRequestSchema, type Welcome } from "./gen/chat/v1/chat_pb.js";
 import { dispatch } from "./dispatch.js";
 import { planRejoins, rejoin } from "./rejoin.js";
 import type { Live, Shared } from "./shared.js";
-import { CLOSE_UNAUTHORIZED, Socket, subprotocols, type SessionEnd } from "./socket.js";
+import { CLOSE_LIMITED, CLOSE_UNAUTHORIZED, Socket, subprotocols, type SessionEnd } from "./socket.js";
 import { isFixedToken } from "./token.js";
 
 /**
@@ -48,7 +49,7 @@ export async function run(shared: Shared): Promise<void> {
     }
     if (shared.closeRequested || !shared.settings.reconnect) break;
     attempt += 1;
-    const delayMs = reconnectDelayMs(shared, attempt, end.notice);
+    const delayMs = reconnectDelayMs(shared, attempt, end);
     shared.events.emit({ type: "reconnecting", attempt, delayMs, reason: end.reason });
     await shared.sleep(delayMs);
     if (shared.closeRequested) break;
@@ -75,10 +76,29 @@ function refusedForGood(shared: Shared, end: SessionEnd): boolean {
   );
 }
 
-/** The wait before reconnect `attempt` (from 1): the backoff's, or longer if the server's notice asked. */
-export function reconnectDelayMs(shared: Shared, attempt: number, notice: DisconnectNotice | undefined): number {
-  const delay = shared.settings.backoff.delayMs(attempt - 1);
-  return Math.max(delay, notice?.reconnectAfterMs ?? 0);
+/**
+ * The wait before reconnect `attempt` (from 1) after `end`: the backoff's,
+ * or longer if the server asked for it: the wait its notice named, or, when
+ * it refused the session for its pace (close 4429, reason `rate:<ms>`), the
+ * retry time stretched by a random share of itself (up to twice), so that
+ * the clients it refused together do not return together.
+ */
+export function reconnectDelayMs(shared: Shared, attempt: number, end: SessionEnd): number {
+  const { backoff } = shared.settings;
+  let delay = Math.max(backoff.delayMs(attempt - 1), end.notice?.reconnectAfterMs ?? 0);
+  const retryMs = paceRetryMs(end);
+  if (retryMs > 0) delay = Math.max(delay, Math.min(retryMs, MAX_PACE_WAIT_MS) * (1 + backoff.jitter()));
+  return delay;
+}
+
+/** The longest retry time taken from a server (the Rust client's bound too). */
+const MAX_PACE_WAIT_MS = 60_000;
+
+/** The retry time of a refusal by the server's pace of new sessions (0 for any other end). */
+export function paceRetryMs(end: SessionEnd): number {
+  if (end.closeCode !== CLOSE_LIMITED) return 0;
+  const match = /^rate:(\d{1,9})$/.exec(end.closeReason);
+  return match === null ? 0 : Number(match[1]);
 }
 
 /** One session: credentials, handshake, Welcome, then live until it ends. */

@@ -20,6 +20,7 @@ import {
   LeaveRoomResultSchema,
   type ClientFrame,
 } from "../src/gen/chat/v1/chat_pb.js";
+import { paceRetryMs } from "../src/connection.js";
 import { FakeServer, type FakeSocket } from "./fake-socket.js";
 
 /** Clients to close after each test. */
@@ -312,6 +313,28 @@ test("4401 with a reason the same token keeps stops a fixed token; 4401 key and 
   // The event stream has ended.
   const after = await c.events().next();
   assert.equal(after.done, true);
+});
+
+test("a refusal by the server's pace (4429 rate:<ms>) waits its retry time, stretched by up to itself", async () => {
+  const server = new FakeServer();
+  const c = client(server);
+  const events = record(c);
+  const first = await server.nextSocket();
+  first.open();
+  first.serverClose(4429, "rate:150");
+  await until(() => events.some((e) => e.type === "reconnecting"), "reconnecting");
+  const reconnecting = events.find((e) => e.type === "reconnecting");
+  assert.ok(reconnecting?.type === "reconnecting");
+  assert.ok(reconnecting.delayMs >= 150 && reconnecting.delayMs < 300, `${reconnecting.delayMs}`);
+  assert.match(reconnecting.reason, /rate:150/);
+  await server.accepted();
+  await c.waitConnected();
+  // Other ends name no retry time; a malformed one is ignored.
+  const end = { reason: "", notice: undefined, established: false, closeCode: 4429, closeReason: "user" };
+  assert.equal(paceRetryMs(end), 0);
+  assert.equal(paceRetryMs({ ...end, closeReason: "rate:" }), 0);
+  assert.equal(paceRetryMs({ ...end, closeReason: "rate:12" }), 12);
+  assert.equal(paceRetryMs({ ...end, closeCode: 1000, closeReason: "rate:12" }), 0);
 });
 
 test("a token provider is asked before every attempt and a refusal is retried with the next token", async () => {

@@ -25,6 +25,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::Streaming;
 use tonic::transport::{Channel, Endpoint};
 
+/// The longest retry time taken from a server that refused a session for
+/// its pace (the TypeScript client's bound too).
+const MAX_PACE_WAIT: Duration = Duration::from_secs(60);
+
 /// How one session ended.
 struct SessionEnd {
     /// The server's notice, if it sent one before closing.
@@ -36,6 +40,9 @@ struct SessionEnd {
     /// Whether another attempt cannot succeed (credentials refused, and no
     /// others to try).
     hopeless: bool,
+    /// The server refused the session for its pace of new sessions and
+    /// said when to come back.
+    retry_after: Option<Duration>,
 }
 
 /// A session that never went live: ended by `reason`.
@@ -45,6 +52,7 @@ fn ended(reason: impl Into<String>) -> SessionEnd {
         reason: reason.into(),
         established: false,
         hopeless: false,
+        retry_after: None,
     }
 }
 
@@ -72,7 +80,7 @@ pub(super) async fn run(inner: Arc<Inner>, events: mpsc::Sender<Event>) {
             break;
         }
         attempt += 1;
-        let delay = reconnect_delay(&inner.config, attempt, end.notice.as_ref());
+        let delay = reconnect_delay(&inner.config, attempt, &end);
         let _ = events
             .send(Event::Reconnecting {
                 attempt,
@@ -96,20 +104,22 @@ fn forget_session(inner: &Inner) {
     inner.fail_pending();
 }
 
-/// The wait before reconnect `attempt` (from 1): the backoff's, or longer
-/// if the server's notice asked for it.
-fn reconnect_delay(
-    config: &ClientConfig,
-    attempt: u32,
-    notice: Option<&DisconnectNotice>,
-) -> Duration {
-    let delay = config.backoff.delay(attempt - 1);
-    match notice {
-        Some(n) if n.reconnect_after_ms > 0 => {
-            delay.max(Duration::from_millis(n.reconnect_after_ms.into()))
-        }
-        _ => delay,
+/// The wait before reconnect `attempt` (from 1) after `end`: the
+/// backoff's, or longer if the server asked for it: the wait its notice
+/// named, or, when it refused the session for its pace, the retry time
+/// stretched by a random share of itself (up to twice), so that the
+/// clients it refused together do not return together.
+fn reconnect_delay(config: &ClientConfig, attempt: u32, end: &SessionEnd) -> Duration {
+    let mut delay = config.backoff.delay(attempt - 1);
+    if let Some(n) = &end.notice
+        && n.reconnect_after_ms > 0
+    {
+        delay = delay.max(Duration::from_millis(n.reconnect_after_ms.into()));
     }
+    if let Some(retry) = end.retry_after {
+        delay = delay.max(retry.mul_f64(1.0 + rand::random::<f64>()));
+    }
+    delay
 }
 
 /// One session: open it, go live, rejoin the rooms, then relay frames and
@@ -129,6 +139,7 @@ async fn session(inner: &Arc<Inner>, events: &mpsc::Sender<Event>) -> SessionEnd
         reason,
         established: true,
         hopeless: false,
+        retry_after: None,
     }
 }
 
@@ -221,6 +232,12 @@ async fn open_stream(
             end.hopeless = status.code() == tonic::Code::Unauthenticated
                 && config.token.as_ref().is_none_or(TokenProvider::is_fixed)
                 && refused_for_good(&status);
+            end.retry_after = (status.code() == tonic::Code::ResourceExhausted)
+                .then(|| status.metadata().get("chat-retry-after-ms"))
+                .flatten()
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .filter(|&ms| ms > 0)
+                .map(|ms| Duration::from_millis(ms).min(MAX_PACE_WAIT));
             Err(end)
         }
         Err(_) => Err(ended("session not opened within the connect timeout")),

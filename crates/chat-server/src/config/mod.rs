@@ -459,6 +459,12 @@ pub struct Limits {
     /// Connections of one user (token `sub`, or name without auth) at
     /// most; 0: no limit.
     pub max_connections_per_user: usize,
+    /// New sessions this instance admits per second (token bucket), so a
+    /// reconnect storm is let in at a pace instead of stalling everyone;
+    /// those over it are refused with the time to retry. 0: no limit.
+    pub session_rate: f64,
+    /// New sessions admitted at once after a quiet spell.
+    pub session_burst: u32,
 }
 
 impl Default for Limits {
@@ -482,6 +488,8 @@ impl Default for Limits {
             max_streams_per_connection: 16,
             max_connections_per_address: 1_000,
             max_connections_per_user: 16,
+            session_rate: 1000.0,
+            session_burst: 2000,
         }
     }
 }

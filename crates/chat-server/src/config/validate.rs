@@ -105,6 +105,7 @@ impl Limits {
                 self.user_history_rate,
                 self.user_history_burst,
             ),
+            ("session", self.session_rate, self.session_burst),
         ] {
             if !rate.is_finite() || rate < 0.0 {
                 return bad(&format!("limits.{name}_rate must be 0 (no limit) or above"));

@@ -219,11 +219,18 @@ impl ChatService for ChatGrpc {
             trace::from_metadata(request.metadata()),
         )
         .map_err(|refusal| {
-            refuse(
+            let mut status = refuse(
                 tonic::Code::ResourceExhausted,
                 "RATE_LIMITED",
                 refusal.to_string(),
-            )
+            );
+            // A refusal by pace says when to come back.
+            if let Ok(value) = refusal.retry_after_ms().to_string().parse()
+                && refusal.retry_after_ms() > 0
+            {
+                status.metadata_mut().insert(RETRY_AFTER_HEADER, value);
+            }
+            status
         })?;
         let inbound = request
             .into_inner()

@@ -105,6 +105,8 @@ label_set! {
         Address => "address",
         /// The user's share.
         User => "user",
+        /// The instance's rate of new sessions.
+        Rate => "rate",
     }
 }
 

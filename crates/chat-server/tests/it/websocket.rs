@@ -457,6 +457,70 @@ async fn tokens_travel_in_the_subprotocol_list() {
 }
 
 #[tokio::test]
+async fn new_sessions_beyond_the_servers_pace_are_refused_with_the_time_to_retry() {
+    let mut c = config();
+    c.limits.session_rate = 0.5;
+    c.limits.session_burst = 2;
+    let server = TestServer::start(c).await;
+    let _first = open_as(&server, "ann").await;
+    let _second = RawSession::open(&server.url(), "bob").await.unwrap();
+    // Over the pace: a WebSocket is closed with 4429 `rate:<ms>`...
+    let mut third = open(&server, &[name_protocol("cat")], None).await.unwrap();
+    match tokio::time::timeout(WAIT, third.socket.next())
+        .await
+        .unwrap()
+    {
+        Some(Ok(Message::Close(Some(close)))) => {
+            assert_eq!(close.code, CloseCode::from(4429));
+            let ms: u64 = close
+                .reason
+                .as_str()
+                .strip_prefix("rate:")
+                .and_then(|ms| ms.parse().ok())
+                .unwrap_or_else(|| panic!("no retry time in {:?}", close.reason));
+            assert!((1..=2000).contains(&ms), "retry in {ms} ms");
+        }
+        other => panic!("not refused by pace: {other:?}"),
+    }
+    // ...and a gRPC stream is refused with the retry time in its metadata.
+    match RawSession::open(&server.url(), "dan").await {
+        Err(status) => {
+            assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+            let ms: u64 = status
+                .metadata()
+                .get("chat-retry-after-ms")
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .expect("a retry time");
+            assert!((1..=2000).contains(&ms), "retry in {ms} ms");
+            assert!(status.message().contains("highest rate"), "{status:?}");
+        }
+        Ok(_) => panic!("admitted over the pace"),
+    }
+    // The client library waits at least the retry time, then gets in.
+    let (client, mut events) = chat_client::Client::connect(client_config(&server.url(), "eve"));
+    match expect_event(&mut events, "refused", |e| {
+        matches!(e, chat_client::Event::Reconnecting { .. })
+    })
+    .await
+    {
+        chat_client::Event::Reconnecting {
+            attempt: 1,
+            delay,
+            error,
+        } => {
+            assert!(error.contains("highest rate"), "{error}");
+            assert!(delay >= Duration::from_millis(500), "waits only {delay:?}");
+        }
+        other => panic!("expected the first attempt, got {other:?}"),
+    }
+    client
+        .wait_connected(WAIT)
+        .await
+        .expect("admitted at the pace");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn connection_limits_count_websockets_like_streams() {
     let mut c = config();
     c.limits.max_connections_per_user = 1;

@@ -126,8 +126,13 @@ async fn open(endpoint: &Endpoint, mut conn: Conn) -> Option<Opened> {
             rest: upgrade.rest,
         }),
         Err(refusal) => {
-            let reason = crate::metrics::Label::as_str(refusal.reason());
-            close_at_once(conn, CloseCode::LIMITED, reason).await;
+            let limit = crate::metrics::Label::as_str(refusal.reason());
+            // A refusal by pace says when to come back: `rate:<ms>`.
+            let reason = match refusal.retry_after_ms() {
+                0 => limit.to_string(),
+                ms => format!("{limit}:{ms}"),
+            };
+            close_at_once(conn, CloseCode::LIMITED, &reason).await;
             None
         }
     }
