@@ -2,7 +2,8 @@
 
 use crate::error::ClientError;
 use chat_proto::v1::{
-    DisconnectNotice, JoinRoomResult, MemberJoined, MemberLeft, MessageEvent, Notification, Welcome,
+    DisconnectNotice, JoinRoomResult, MemberJoined, MemberLeft, MessageEvent, Notification, Typing,
+    Welcome,
 };
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -32,6 +33,10 @@ pub enum Event {
     MemberLeft(MemberLeft),
     /// A server notification.
     Notification(Notification),
+    /// Another member of one of the client's rooms is typing, or stopped
+    /// (ephemeral: show it until `typing` is false, their message arrives,
+    /// or `expires_after_ms` pass without a repeat).
+    Typing(Typing),
     /// The session ended.
     Disconnected {
         /// The server's notice, if it sent one before closing.

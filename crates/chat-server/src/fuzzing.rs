@@ -26,6 +26,9 @@ pub fn client_frame(data: &[u8]) {
         Some(Request::ListMembers(r)) => {
             let _ = RoomName::parse(&r.room);
         }
+        Some(Request::Typing(r)) => {
+            let _ = RoomName::parse(&r.room);
+        }
         Some(Request::History(r)) => {
             let _ = RoomName::parse(&r.room);
             let _ = chat_proto::v1::HistoryDirection::try_from(r.direction);

@@ -81,6 +81,8 @@ pub enum Action {
     Send,
     /// Joining a room.
     Join,
+    /// Saying one is typing (per connection only).
+    Typing,
 }
 
 /// One user's buckets, shared by their connections on this instance.
@@ -106,6 +108,7 @@ impl UserBuckets {
 pub struct RequestLimits {
     send: Option<TokenBucket>,
     join: Option<TokenBucket>,
+    typing: Option<TokenBucket>,
     user: Arc<UserBuckets>,
 }
 
@@ -118,6 +121,7 @@ impl RequestLimits {
         let (own, user) = match action {
             Action::Send => (&mut self.send, &self.user.send),
             Action::Join => (&mut self.join, &self.user.join),
+            Action::Typing => return take(&mut self.typing, now),
         };
         take(own, now)?;
         let mut user = lock(user);
@@ -296,6 +300,7 @@ impl Admission {
         let limits = RequestLimits {
             send: TokenBucket::new(l.send_rate, l.send_burst),
             join: TokenBucket::new(l.join_rate, l.join_burst),
+            typing: TokenBucket::new(l.typing_rate, l.typing_burst),
             user: entry.buckets.clone(),
         };
         Ok(Permit {

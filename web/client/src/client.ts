@@ -16,6 +16,7 @@ import {
   ListRoomsRequestSchema,
   PingRequestSchema,
   SendMessageRequestSchema,
+  TypingRequestSchema,
   type HistoryResponse,
   type JoinRoomResult,
   type LeaveRoomResult,
@@ -217,6 +218,17 @@ export class ChatClient implements AsyncIterable<ChatEvent> {
   async members(room: string): Promise<Member[]> {
     const request = create(ListMembersRequestSchema, { room });
     return expect(await this.shared.request({ case: "listMembers", value: request }), "listMembers").members;
+  }
+
+  /**
+   * Tells `room`'s other members that this user is typing there (`true`;
+   * repeat it every few seconds while typing) or stopped (`false`).
+   * Ephemeral: not stored, not resumed, rate limited per connection
+   * (RATE_LIMITED); NOT_A_MEMBER for a room this connection is not in.
+   */
+  async typing(room: string, typing: boolean): Promise<void> {
+    const request = create(TypingRequestSchema, { room, typing });
+    expect(await this.shared.request({ case: "typing", value: request }), "typing");
   }
 
   /** The rooms this connection is in, as the server sees it, sorted. */

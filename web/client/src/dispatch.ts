@@ -28,6 +28,15 @@ export function dispatch(shared: Shared, frame: ServerFrame): void {
     case "notification":
       shared.events.emit({ type: "notification", notification: f.value });
       return;
+    case "typing":
+      shared.events.emit({
+        type: "typing",
+        room: f.value.room,
+        member: memberOf(f.value.member),
+        typing: f.value.typing,
+        expiresAfterMs: f.value.expiresAfterMs,
+      });
+      return;
     // The notice is reported with `disconnected` when the session ends; a
     // second Welcome and an empty frame mean nothing.
     case "disconnect":

@@ -57,6 +57,23 @@ export interface MemberLeftEvent {
   member: Member;
 }
 
+/**
+ * Another member of one of the client's rooms is typing, or stopped.
+ * Ephemeral: show it until `typing` is false, their message arrives, or
+ * `expiresAfterMs` pass without a repeat.
+ */
+export interface TypingEvent {
+  type: "typing";
+  /** The room. */
+  room: string;
+  /** Who. */
+  member: Member;
+  /** Typing (true) or stopped (false). */
+  typing: boolean;
+  /** Forget `typing: true` after this long unless it is repeated. */
+  expiresAfterMs: number;
+}
+
 /** A server notification (periodic, or an operator's broadcast). */
 export interface NotificationEvent {
   type: "notification";
@@ -104,6 +121,7 @@ export type ChatEvent =
   | MessageReceivedEvent
   | MemberJoinedEvent
   | MemberLeftEvent
+  | TypingEvent
   | NotificationEvent
   | DisconnectedEvent
   | ReconnectingEvent

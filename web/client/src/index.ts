@@ -13,6 +13,7 @@ export type {
   MessageReceivedEvent,
   MemberJoinedEvent,
   MemberLeftEvent,
+  TypingEvent,
   NotificationEvent,
   DisconnectedEvent,
   ReconnectingEvent,

@@ -18,6 +18,7 @@ import {
   SendMessageResultSchema,
   ListRoomsResultSchema,
   LeaveRoomResultSchema,
+  TypingResultSchema,
   type ClientFrame,
 } from "../src/gen/chat/v1/chat_pb.js";
 import { paceRetryMs } from "../src/connection.js";
@@ -100,6 +101,39 @@ test("replies are matched to their requests by id, whatever their order", async 
   socket.reply(first, { case: "listRooms", value: create(ListRoomsResultSchema, { rooms: ["a", "b"] }) });
   assert.equal((await pong).serverTimeUnixMs, 7n);
   assert.deepEqual(await rooms, ["a", "b"]);
+});
+
+test("typing goes out as a request and another member's typing comes in as an event", async () => {
+  const server = new FakeServer();
+  const c = client(server);
+  const events = record(c);
+  const socket = await server.accepted();
+  await c.waitConnected();
+  const saying = c.typing("lobby", true);
+  const frame = await socket.nextAny();
+  assert.equal(frame.request.case, "typing");
+  assert.ok(frame.request.case === "typing");
+  assert.equal(frame.request.value.room, "lobby");
+  assert.equal(frame.request.value.typing, true);
+  socket.reply(frame, { case: "typing", value: create(TypingResultSchema, {}) });
+  await saying;
+  socket.push({
+    frame: {
+      case: "typing",
+      value: { room: "lobby", member: { userId: "bob", displayName: "Bob" }, typing: true, expiresAfterMs: 6000 },
+    },
+  });
+  await until(() => events.some((e) => e.type === "typing"), "the typing event");
+  const typing = events.find((e) => e.type === "typing");
+  assert.deepEqual(typing, {
+    type: "typing",
+    room: "lobby",
+    member: typing?.type === "typing" ? typing.member : undefined,
+    typing: true,
+    expiresAfterMs: 6000,
+  });
+  assert.ok(typing?.type === "typing");
+  assert.equal(typing.member.displayName, "Bob");
 });
 
 test("a server refusal is a ChatError with the contract's code and retry time", async () => {

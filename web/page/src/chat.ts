@@ -10,6 +10,7 @@
 
 import type { ChatClient, EventOf, proto } from "@chat/client";
 import { Composer } from "./composer.js";
+import { TypingView } from "./typing-view.js";
 import { byId, el } from "./dom.js";
 import { describe, loadGap, loadOlder } from "./history.js";
 import { MessagesView } from "./messages-view.js";
@@ -52,6 +53,8 @@ export class Chat {
   private readonly messages: MessagesView;
   /** The message box and the sends in flight. */
   private readonly composer: Composer;
+  /** Who is typing in the room shown. */
+  private readonly typing = new TypingView(byId("typing", HTMLElement));
   /** The room list. */
   private readonly roomList: RoomsView;
   /** The member list of the room shown. */
@@ -102,6 +105,9 @@ export class Chat {
       c.on("memberJoined", ({ room, member }) => this.onPresence(room, member, true)),
       c.on("memberLeft", ({ room, member }) => this.onPresence(room, member, false)),
       c.on("notification", ({ notification }) => this.notices.add(notification)),
+      c.on("typing", (event) => {
+        if (event.member.userId !== this.you?.userId) this.typing.on(event);
+      }),
       c.on("disconnected", ({ notice, reason }) => this.connection.show("reconnecting", notice?.message || reason)),
       c.on("reconnecting", (event) => this.onReconnecting(event)),
       c.on("stopped", ({ reason, closeReason }) => {
@@ -120,6 +126,7 @@ export class Chat {
     for (const off of this.unsubscribe) off();
     this.listeners.abort();
     this.notices.clear();
+    this.typing.clear();
     this.messages.showNothing();
   }
 
@@ -178,6 +185,7 @@ export class Chat {
   private onMessage(message: proto.MessageEvent): void {
     const room = this.rooms.get(message.room);
     if (room === undefined || !room.add(message)) return;
+    this.typing.sent(message.room, message.sender?.userId ?? "");
     if (message.sender?.userId === this.you?.userId) this.composer.arrived(message.clientMessageId);
     if (this.current === room.name) {
       this.messages.addMessage(message);
@@ -216,6 +224,7 @@ export class Chat {
       this.messages.show(room);
     }
     this.composer.target(room?.name);
+    this.typing.show(room?.name);
     this.renderSide();
     this.renderHistoryState();
     this.hooks.changed([...this.rooms.keys()], this.current);

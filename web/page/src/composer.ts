@@ -8,6 +8,9 @@ import { byId } from "./dom.js";
 import { newMessageId } from "./ids.js";
 import type { MessagesView } from "./messages-view.js";
 
+/** How often the room is told again that this user is still typing. */
+const TYPING_REPEAT_MS = 3_000;
+
 /** A send not yet seen coming back. */
 interface Pending {
   /** The room it went to. */
@@ -34,6 +37,8 @@ export class Composer {
   private readonly pending = new Map<string, Pending>();
   /** The room sends go to (undefined: none shown). */
   private room: string | undefined;
+  /** When the room was last told this user is typing (0: not since the last send). */
+  private typingSaid = 0;
 
   /** Listens to the box until `signal` aborts (signing out). */
   constructor(
@@ -55,11 +60,15 @@ export class Composer {
         this.submit();
       }
     }, { signal });
-    this.input.addEventListener("input", () => this.fit(), { signal });
+    this.input.addEventListener("input", () => {
+      this.fit();
+      this.sayTyping();
+    }, { signal });
   }
 
   /** Points the box at `room` (undefined: no room) and shows that room's sends in flight. */
   target(room: string | undefined): void {
+    if (room !== this.room) this.typingSaid = 0;
     this.room = room;
     this.input.disabled = room === undefined;
     this.label.textContent = room === undefined ? "Message" : `Message to ${room}`;
@@ -92,6 +101,8 @@ export class Composer {
     this.input.value = "";
     this.fit();
     this.error.textContent = "";
+    // The message ends the typing; the next keystroke says it afresh.
+    this.typingSaid = 0;
     const id = newMessageId();
     const send: Pending = { room, text, item: this.view.addPending(text), failed: undefined };
     this.pending.set(id, send);
@@ -101,6 +112,16 @@ export class Composer {
       if (send.item !== undefined) this.markFailed(send);
       if (this.room === room) this.error.textContent = `Not sent: ${send.failed}`;
     });
+  }
+
+  /** Tells the room this user is typing: at most every 3 s while there is text, and never waited for. */
+  private sayTyping(): void {
+    const room = this.room;
+    const now = Date.now();
+    if (room === undefined || this.input.value.trim() === "" || now - this.typingSaid < TYPING_REPEAT_MS) return;
+    this.typingSaid = now;
+    // Refused (rate limited, not connected) or lost: nobody needs to know.
+    this.client.typing(room, true).catch(() => {});
   }
 
   /** Shows that `send` was refused. */

@@ -1,6 +1,6 @@
 // The chat page in Chromium against a real chat-server: two pages and the
 // `chat` console client in one room see each other's messages (with
-// sender and time) and each other's presence; a notification shows; a
+// sender and time), each other's presence and typing; a notification shows; a
 // reload shows the history; scrolling up loads older messages down to the
 // first; the page works with the keyboard alone; and screenshots at
 // desktop and phone size are saved under target/web-screenshots/.
@@ -29,7 +29,7 @@ const skip = whySkip();
 describe("the chat page", { skip }, () => {
   const shared = fixtures();
 
-  it("two pages and the console client in one room see each other's messages and presence", async () => {
+  it("two pages and the console client in one room see each other's messages, presence and typing", async () => {
     const { server, browser } = shared;
     const alice = await newPage(browser, DESKTOP);
     const bob = await newPage(browser, PHONE);
@@ -45,6 +45,11 @@ describe("the chat page", { skip }, () => {
     });
     await alice.waitForSelector("#messages li.event >> text=carol joined");
 
+    // Typing: bob types; alice's page and the console say so.
+    await bob.fill("#composer-text", "hello from b");
+    await alice.waitForSelector("#typing >> text=bob is typing…");
+    await carol.waitFor(/^typing lobby on bob$/);
+
     await send(alice, "hello from alice");
     await send(bob, "hello from bob");
     await carol.waitFor(/^message lobby \d+ bob: hello from bob$/);
@@ -53,6 +58,8 @@ describe("the chat page", { skip }, () => {
 
     const texts = ["hello from alice", "hello from bob", "hello from carol"];
     for (const page of [alice, bob]) await waitForTexts(page, texts);
+    // His message ended his typing.
+    assert.equal(await alice.textContent("#typing"), "");
     await carol.waitFor(/^message lobby \d+ alice: hello from alice$/);
 
     const seen = await shownMessages(alice);

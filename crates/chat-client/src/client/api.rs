@@ -9,7 +9,8 @@ use chat_proto::v1::chat_service_client::ChatServiceClient;
 use chat_proto::v1::{
     ErrorCode, HistoryDirection, HistoryRequest, HistoryResponse, JoinRoomRequest, JoinRoomResult,
     LeaveRoomRequest, LeaveRoomResult, ListMembersRequest, ListRoomsRequest, Member, PingRequest,
-    PongResult, SendMessageRequest, SendMessageResult, Welcome, client_frame::Request, reply,
+    PongResult, SendMessageRequest, SendMessageResult, TypingRequest, Welcome,
+    client_frame::Request, reply,
 };
 use chat_util::{lock, now_unix_ms};
 use std::sync::atomic::AtomicU64;
@@ -246,6 +247,25 @@ impl Client {
         let request = Request::ListMembers(ListMembersRequest { room: room.into() });
         match self.inner.request(request).await? {
             reply::Result::ListMembers(r) => Ok(r.members),
+            _ => Err(ClientError::UnexpectedReply),
+        }
+    }
+
+    /// Tells `room`'s other members that this user is typing there
+    /// (`true`; repeat it every few seconds while typing) or stopped
+    /// (`false`). Ephemeral: not stored, not resumed, rate limited per
+    /// connection (`RATE_LIMITED`); `NOT_A_MEMBER` for a room this
+    /// connection is not in.
+    pub async fn typing(&self, room: &str, typing: bool) -> Result<(), ClientError> {
+        match self
+            .inner
+            .request(Request::Typing(TypingRequest {
+                room: room.to_string(),
+                typing,
+            }))
+            .await?
+        {
+            reply::Result::Typing(_) => Ok(()),
             _ => Err(ClientError::UnexpectedReply),
         }
     }

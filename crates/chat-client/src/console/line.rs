@@ -241,6 +241,12 @@ pub fn format_event(event: &Event) -> String {
         }
         Event::MemberLeft(m) => format!("member-left {} {}", m.room, one_line(&display(&m.member))),
         Event::Notification(n) => format!("notification {}", one_line(&n.text)),
+        Event::Typing(t) => format!(
+            "typing {} {} {}",
+            t.room,
+            if t.typing { "on" } else { "off" },
+            one_line(&display(&t.member))
+        ),
         Event::Disconnected {
             notice: Some(n), ..
         } => {

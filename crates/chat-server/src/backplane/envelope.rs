@@ -34,6 +34,10 @@ pub struct Envelope {
     /// sender that predates it.
     #[prost(uint64, tag = "7")]
     pub incarnation: u64,
+    /// A user whose connections skip the event (the typing user's own);
+    /// empty: none.
+    #[prost(string, tag = "8")]
+    pub skip_user: String,
 }
 
 /// A backplane message that is not a valid envelope.
@@ -58,6 +62,7 @@ impl Envelope {
             frame: frame.frame.0.clone(),
             acked_at_unix_us: frame.acked_at_unix_us,
             traceparent: frame.trace.map(|t| t.to_string()).unwrap_or_default(),
+            skip_user: frame.skip_user.as_deref().unwrap_or_default().to_string(),
         }
         .encode_to_vec()
         .into()
@@ -77,6 +82,7 @@ impl Envelope {
             trace: (trace::enabled() && !envelope.traceparent.is_empty())
                 .then(|| TraceParent::parse(&envelope.traceparent))
                 .flatten(),
+            skip_user: (!envelope.skip_user.is_empty()).then(|| envelope.skip_user.into()),
         };
         Ok((envelope.origin, envelope.incarnation, frame))
     }
@@ -94,6 +100,7 @@ mod tests {
             frame: EncodedFrame(Bytes::from_static(b"\x1a\x03abc")),
             acked_at_unix_us: 1_795_000_000_000_000,
             trace: None,
+            skip_user: Some("ann".into()),
         };
         let node = Origin {
             id: "node-1".into(),
@@ -125,6 +132,7 @@ mod tests {
             acked_at_unix_us: 0,
             traceparent: String::new(),
             incarnation: 0,
+            skip_user: String::new(),
         };
         assert!(Envelope::decode_frame(bad_room.encode_to_vec().into()).is_err());
     }

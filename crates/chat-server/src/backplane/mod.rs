@@ -23,6 +23,7 @@ use crate::metrics::Histogram;
 use crate::telemetry::trace::{self, TraceParent};
 use chat_proto::EncodedFrame;
 use futures::future::BoxFuture;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 /// One event for a room, already encoded as the `ServerFrame` its members
@@ -42,6 +43,8 @@ pub struct RoomFrame {
     /// The trace the event continues, when traces are on (the span that
     /// published it).
     pub trace: Option<TraceParent>,
+    /// A user whose connections do not receive it (the typing user's own).
+    pub skip_user: Option<Arc<str>>,
 }
 
 /// Receives the room frames a backplane brings in, for local delivery.
@@ -164,7 +167,7 @@ impl BackplaneStats {
 #[derive(Clone, Debug)]
 pub struct Origin {
     /// The instance's `server_id`.
-    pub id: std::sync::Arc<str>,
+    pub id: Arc<str>,
     /// Random per process, never 0.
     pub incarnation: u64,
 }

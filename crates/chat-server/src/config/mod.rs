@@ -465,6 +465,11 @@ pub struct Limits {
     pub session_rate: f64,
     /// New sessions admitted at once after a quiet spell.
     pub session_burst: u32,
+    /// Typing announcements per second one connection may make (token
+    /// bucket); 0: no limit.
+    pub typing_rate: f64,
+    /// Typing announcements one connection may make at once.
+    pub typing_burst: u32,
 }
 
 impl Default for Limits {
@@ -490,6 +495,8 @@ impl Default for Limits {
             max_connections_per_user: 16,
             session_rate: 1000.0,
             session_burst: 2000,
+            typing_rate: 1.0,
+            typing_burst: 5,
         }
     }
 }

@@ -106,6 +106,7 @@ impl Limits {
                 self.user_history_burst,
             ),
             ("session", self.session_rate, self.session_burst),
+            ("typing", self.typing_rate, self.typing_burst),
         ] {
             if !rate.is_finite() || rate < 0.0 {
                 return bad(&format!("limits.{name}_rate must be 0 (no limit) or above"));

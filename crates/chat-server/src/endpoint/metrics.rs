@@ -127,6 +127,12 @@ fn messages(out: &mut String, hub: &Hub) {
     );
     counter(
         out,
+        "chat_typing_received_total",
+        "Typing announcements accepted from this instance's clients (ephemeral: not stored).",
+        load(&hub.metrics().typing_received),
+    );
+    counter(
+        out,
         "chat_messages_delivered_total",
         "Message frames queued for this instance's connections.",
         hub.rooms().deliveries(),

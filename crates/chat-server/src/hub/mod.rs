@@ -28,7 +28,7 @@ use crate::domain::validate::RoomName;
 use crate::store::{Direction, MessageStore, NewMessage, Page, StoredMessage};
 use chat_proto::EncodedFrame;
 use chat_proto::v1::{
-    Member, MemberJoined, MemberLeft, MessageEvent, Notification, server_frame::Frame,
+    Member, MemberJoined, MemberLeft, MessageEvent, Notification, Typing, server_frame::Frame,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -246,7 +246,9 @@ impl Hub {
         // calling it one would make clients drop what they hold.
         let reset = self.rooms.is_ordered() && since.is_some_and(|s| s > latest);
         let since = if reset { Some(0) } else { since };
-        let (created, delivered) = self.rooms.begin_join(room, conn, outbox.clone(), latest);
+        let (created, delivered) =
+            self.rooms
+                .begin_join(room, conn, &user.user_id, outbox.clone(), latest);
         let prepared = async {
             if created {
                 self.backplane
@@ -418,6 +420,7 @@ impl Hub {
             frame: EncodedFrame::from(frame),
             acked_at_unix_us: 0,
             trace: None,
+            skip_user: None,
         });
     }
 
@@ -509,6 +512,7 @@ impl Hub {
             frame: EncodedFrame::from(event),
             acked_at_unix_us: chat_util::now_unix_us(),
             trace: TraceParent::of(&publishing),
+            skip_user: None,
         };
         // The message is stored and local members have it; a failed publish
         // loses only the copy to other instances. The backplane logs the
@@ -519,6 +523,36 @@ impl Hub {
         Ok(stored)
     }
 }
+
+impl Hub {
+    /// Tells `room`'s other members, on every instance, that `user` is
+    /// typing there (or stopped). Ephemeral: nothing is stored or
+    /// numbered, the user's own connections skip it, and a backplane that
+    /// is away costs only the other instances' copy.
+    pub async fn typing(&self, room: &RoomName, user: &User, typing: bool) {
+        self.metrics.typing_received.fetch_add(1, Ordering::Relaxed);
+        let frame = RoomFrame {
+            room: room.clone(),
+            sequence: None,
+            frame: EncodedFrame::from(Frame::Typing(Typing {
+                room: room.to_string(),
+                member: Some(member(user)),
+                typing,
+                expires_after_ms: TYPING_EXPIRES_AFTER_MS,
+            })),
+            acked_at_unix_us: 0,
+            trace: None,
+            skip_user: Some(user.user_id.clone()),
+        };
+        if let Err(e) = self.backplane.publish(frame).await {
+            tracing::debug!(%room, error = %e, "typing not published");
+        }
+    }
+}
+
+/// How long members show a `typing = true` that is not repeated: clients
+/// repeat it every few seconds while typing (docs/PROTOCOL.md).
+pub const TYPING_EXPIRES_AFTER_MS: u32 = 6_000;
 
 /// A fresh process mark: random, never 0 (0 means "a sender that
 /// predates marks").

@@ -150,7 +150,7 @@ mod tests {
         // was not listening, and nothing came after them.
         let rooms = Arc::new(Rooms::new(true, None));
         let (o, mut stream) = outbox(16);
-        rooms.begin_join(&lobby, 1, o, 3);
+        rooms.begin_join(&lobby, 1, &Arc::from("u"), o, 3);
         rooms.finish_join(&lobby, 1, Vec::new(), 0);
         let (_tx, rx) = mpsc::channel(4);
         let shutdown = CancellationToken::new();
@@ -185,7 +185,7 @@ mod tests {
         let lobby = RoomName::parse("lobby").unwrap();
         let rooms = Arc::new(Rooms::new(true, None));
         let (o, _stream) = outbox(16);
-        rooms.begin_join(&lobby, 1, o, 0);
+        rooms.begin_join(&lobby, 1, &Arc::from("u"), o, 0);
         rooms.finish_join(&lobby, 1, Vec::new(), 0);
         let (tx, rx) = mpsc::channel(4);
         let shutdown = CancellationToken::new();

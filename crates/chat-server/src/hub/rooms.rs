@@ -76,6 +76,8 @@ struct RoomState {
 
 struct Recipient {
     conn: ConnId,
+    /// Its user: events about the user's own typing skip it.
+    user: Arc<str>,
     outbox: Outbox,
     /// Messages up to this sequence the connection already has (it resumed
     /// from further on than this instance had delivered): skipped.
@@ -84,6 +86,7 @@ struct Recipient {
 
 struct Joining {
     conn: ConnId,
+    user: Arc<str>,
     outbox: Outbox,
     pending: Vec<(Option<u64>, EncodedFrame)>,
 }
@@ -91,11 +94,17 @@ struct Joining {
 impl RoomState {
     /// Queues `frame` (message `sequence`, if it is one) for every member
     /// that does not have it, and for joiners to receive later.
-    fn fan_out(&mut self, sequence: Option<u64>, frame: &EncodedFrame, writes: &mut Deferred) {
+    fn fan_out(
+        &mut self,
+        sequence: Option<u64>,
+        frame: &EncodedFrame,
+        skip: Option<&str>,
+        writes: &mut Deferred,
+    ) {
         let mut queued = 0;
         writes.reserve(self.recipients.len());
         for r in &self.recipients {
-            if sequence.is_none_or(|s| s > r.seen) {
+            if sequence.is_none_or(|s| s > r.seen) && skip != Some(&*r.user) {
                 queued += u64::from(r.outbox.push_deferred(frame.clone(), writes));
             }
         }
@@ -103,6 +112,9 @@ impl RoomState {
             self.deliveries.fetch_add(queued, Ordering::Relaxed);
         }
         for joining in &mut self.joining {
+            if skip == Some(&*joining.user) {
+                continue;
+            }
             if joining.pending.len() < MAX_JOIN_PENDING {
                 joining.pending.push((sequence, frame.clone()));
             } else {
@@ -118,10 +130,10 @@ impl RoomState {
             return !self.held.is_empty();
         }
         if sequence == self.delivered + 1 {
-            self.fan_out(Some(sequence), frame, writes);
+            self.fan_out(Some(sequence), frame, None, writes);
             self.delivered = sequence;
             while let Some(next) = self.held.remove(&(self.delivered + 1)) {
-                self.fan_out(Some(self.delivered + 1), &next, writes);
+                self.fan_out(Some(self.delivered + 1), &next, None, writes);
                 self.delivered += 1;
             }
         } else {
@@ -178,6 +190,7 @@ impl Rooms {
         &self,
         room: &RoomName,
         conn: ConnId,
+        user: &Arc<str>,
         outbox: Outbox,
         latest: u64,
     ) -> (bool, u64) {
@@ -197,6 +210,7 @@ impl Rooms {
         let mut state = lock(&entry.state);
         state.joining.push(Joining {
             conn,
+            user: user.clone(),
             outbox,
             pending: Vec::new(),
         });
@@ -234,6 +248,7 @@ impl Rooms {
         }
         state.recipients.push(Recipient {
             conn,
+            user: joining.user,
             outbox: joining.outbox,
             seen,
         });
@@ -382,7 +397,12 @@ impl Rooms {
             match frame.sequence {
                 Some(sequence) if self.ordered => state.offer(sequence, &frame.frame, &mut writes),
                 sequence => {
-                    state.fan_out(sequence, &frame.frame, &mut writes);
+                    state.fan_out(
+                        sequence,
+                        &frame.frame,
+                        frame.skip_user.as_deref(),
+                        &mut writes,
+                    );
                     false
                 }
             }
@@ -424,7 +444,10 @@ mod tests {
         let rooms = Rooms::new(true, Some(tx));
         let lobby = RoomName::parse("lobby").unwrap();
         let (o, mut s) = outbox(64);
-        assert_eq!(rooms.begin_join(&lobby, 1, o, 10), (true, 10));
+        assert_eq!(
+            rooms.begin_join(&lobby, 1, &Arc::from("u"), o, 10),
+            (true, 10)
+        );
         rooms.finish_join(&lobby, 1, vec![f(0)], 0);
         let offer = |seq: u64| {
             rooms.deliver(&RoomFrame {
@@ -433,6 +456,7 @@ mod tests {
                 frame: f(seq as u8),
                 acked_at_unix_us: 0,
                 trace: None,
+                skip_user: None,
             })
         };
         offer(11);
@@ -455,7 +479,7 @@ mod tests {
         let rooms = Rooms::new(true, None);
         let lobby = RoomName::parse("lobby").unwrap();
         let (o, mut s) = outbox(64);
-        let (_, delivered) = rooms.begin_join(&lobby, 1, o, 5);
+        let (_, delivered) = rooms.begin_join(&lobby, 1, &Arc::from("u"), o, 5);
         assert_eq!(delivered, 5);
         rooms.deliver(&RoomFrame {
             room: lobby.clone(),
@@ -463,6 +487,7 @@ mod tests {
             frame: f(6),
             acked_at_unix_us: 0,
             trace: None,
+            skip_user: None,
         });
         rooms.finish_join(&lobby, 1, vec![f(100), f(4), f(5)], 0);
         rooms.deliver(&RoomFrame {
@@ -471,6 +496,7 @@ mod tests {
             frame: f(7),
             acked_at_unix_us: 0,
             trace: None,
+            skip_user: None,
         });
         let mut got = Vec::new();
         for _ in 0..5 {
@@ -492,7 +518,7 @@ mod tests {
         let (o1, mut s1) = outbox(4);
         let (o2, mut s2) = outbox(4);
         for (conn, outbox) in [(1, o1), (2, o2)] {
-            rooms.begin_join(&lobby, conn, outbox, 0);
+            rooms.begin_join(&lobby, conn, &Arc::from("u"), outbox, 0);
             rooms.finish_join(&lobby, conn, Vec::new(), 0);
         }
         let frame = EncodedFrame(Bytes::from_static(b"x"));
@@ -502,6 +528,7 @@ mod tests {
             frame: frame.clone(),
             acked_at_unix_us: 0,
             trace: None,
+            skip_user: None,
         });
         assert_eq!(s1.next().await.unwrap(), frame);
         assert_eq!(s2.next().await.unwrap(), frame);
@@ -517,7 +544,10 @@ mod tests {
         let rooms = Rooms::new(true, None);
         let lobby = RoomName::parse("lobby").unwrap();
         let (o, mut s) = outbox(64);
-        assert_eq!(rooms.begin_join(&lobby, 1, o, 5), (true, 5));
+        assert_eq!(
+            rooms.begin_join(&lobby, 1, &Arc::from("u"), o, 5),
+            (true, 5)
+        );
         let deliver = |seq: u64| {
             rooms.deliver(&RoomFrame {
                 room: lobby.clone(),
@@ -525,6 +555,7 @@ mod tests {
                 frame: f(seq as u8),
                 acked_at_unix_us: 0,
                 trace: None,
+                skip_user: None,
             })
         };
         deliver(6);

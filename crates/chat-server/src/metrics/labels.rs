@@ -119,6 +119,8 @@ label_set! {
         Join => "join",
         /// Reading history.
         History => "history",
+        /// Saying one is typing.
+        Typing => "typing",
     }
 }
 

@@ -157,6 +157,8 @@ pub struct Metrics {
     pub connections_refused: Family<ConnectionLimit>,
     /// Messages accepted and stored (retries of stored messages excluded).
     pub messages_received: AtomicU64,
+    /// Typing announcements accepted from this instance's clients.
+    pub typing_received: AtomicU64,
     /// Requests refused by a rate limit, by action.
     pub rate_limited: Family<RateLimitedAction>,
     /// Refused tokens, by reason.
@@ -181,6 +183,7 @@ impl Default for Metrics {
             connections_closed: Family::new(),
             connections_refused: Family::new(),
             messages_received: AtomicU64::new(0),
+            typing_received: AtomicU64::new(0),
             rate_limited: Family::new(),
             auth_failures: Family::new(),
             store_append: Histogram::default(),

@@ -19,8 +19,8 @@ use crate::telemetry::trace::{self, TraceParent};
 use chat_proto::EncodedFrame;
 use chat_proto::v1::{
     ClientFrame, DisconnectReason, JoinRoomResult, LeaveRoomResult, ListMembersResult,
-    ListRoomsResult, PongResult, Reply, SendMessageResult, Welcome, client_frame::Request, reply,
-    server_frame::Frame,
+    ListRoomsResult, PongResult, Reply, SendMessageResult, TypingResult, Welcome,
+    client_frame::Request, reply, server_frame::Frame,
 };
 use chat_util::now_unix_ms;
 use futures::{Stream, StreamExt};
@@ -266,6 +266,7 @@ impl Session {
             Some(Request::ListRooms(_)) => "chat.list_rooms",
             Some(Request::Ping(_)) => "chat.ping",
             Some(Request::History(_)) => "chat.history",
+            Some(Request::Typing(_)) => "chat.typing",
             None => "chat.unknown",
         };
         let parent = match frame.traceparent.as_str() {
@@ -285,6 +286,10 @@ impl Session {
             Some(Request::SendMessage(r)) if self.rooms.iter().any(|m| m.as_str() == r.room) => {
                 Some((Action::Send, "messages"))
             }
+            // Likewise for typing.
+            Some(Request::Typing(r)) if self.rooms.iter().any(|m| m.as_str() == r.room) => {
+                Some((Action::Typing, "typing announcements"))
+            }
             _ => None,
         };
         if let Some((action, what)) = limited
@@ -295,6 +300,7 @@ impl Session {
             self.hub.metrics().rate_limited.inc(match action {
                 Action::Send => RateLimitedAction::Send,
                 Action::Join => RateLimitedAction::Join,
+                Action::Typing => RateLimitedAction::Typing,
             });
             self.reply(
                 request_id,
@@ -321,6 +327,13 @@ impl Session {
                     .await
                     .map(reply::Result::History)
             }
+            Some(Request::Typing(r)) => match self.member_room(&r.room) {
+                Ok(room) => {
+                    self.hub.typing(&room, &self.user, r.typing).await;
+                    Ok(reply::Result::Typing(TypingResult {}))
+                }
+                Err(e) => Err(e),
+            },
             Some(Request::Ping(p)) => Ok(reply::Result::Pong(PongResult {
                 client_time_unix_ms: p.client_time_unix_ms,
                 server_time_unix_ms: now_unix_ms(),

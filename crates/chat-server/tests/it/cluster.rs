@@ -227,6 +227,85 @@ async fn clients_on_different_instances_chat_in_several_rooms(backplane: Backpla
     b.stop().await;
 }
 
+fn typing(e: &Event, name: &str, on: bool) -> bool {
+    matches!(e, Event::Typing(t) if t.typing == on
+        && t.member.as_ref().is_some_and(|m| m.display_name == name))
+}
+
+async fn typing_reaches_the_other_members_everywhere_but_never_the_typist(backplane: Backplane) {
+    let a = instance(&backplane, "a").await;
+    let b = instance(&backplane, "b").await;
+    // alice has a connection on each instance; bob is on b, carol on a;
+    // dave is on b and in another room.
+    let (alice, _alice_ev) = connect(&a.url(), "alice").await;
+    let (alice_too, mut alice_too_ev) = connect(&b.url(), "alice").await;
+    let (bob, mut bob_ev) = connect(&b.url(), "bob").await;
+    let (carol, mut carol_ev) = connect(&a.url(), "carol").await;
+    let (dave, mut dave_ev) = connect(&b.url(), "dave").await;
+    for c in [&alice, &alice_too, &bob, &carol] {
+        c.join("lobby").await.unwrap();
+    }
+    dave.join("elsewhere").await.unwrap();
+    wait_members(&a, "lobby", &["alice", "bob", "carol"]).await;
+    wait_members(&b, "lobby", &["alice", "bob", "carol"]).await;
+
+    alice.typing("lobby", true).await.unwrap();
+    for events in [&mut bob_ev, &mut carol_ev] {
+        match expect_event(events, "alice typing", |e| typing(e, "alice", true)).await {
+            Event::Typing(t) => {
+                assert_eq!(t.room, "lobby");
+                assert!(t.expires_after_ms > 0);
+            }
+            _ => unreachable!(),
+        }
+    }
+    alice.typing("lobby", false).await.unwrap();
+    expect_event(&mut bob_ev, "alice stopped", |e| typing(e, "alice", false)).await;
+    expect_event(&mut carol_ev, "alice stopped", |e| {
+        typing(e, "alice", false)
+    })
+    .await;
+    // Not to alice's own other connection, not outside the room.
+    expect_no_event(&mut alice_too_ev, Duration::from_millis(300), |e| {
+        matches!(e, Event::Typing(_))
+    })
+    .await;
+    expect_no_event(&mut dave_ev, Duration::from_millis(100), |e| {
+        matches!(e, Event::Typing(_))
+    })
+    .await;
+
+    // Only members may say it, and nothing is stored or numbered.
+    let refused = dave.typing("lobby", true).await.unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            chat_client::ClientError::Server {
+                code: chat_client::proto::ErrorCode::NotAMember,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    let page = bob
+        .history(
+            "lobby",
+            chat_client::proto::HistoryDirection::Backward,
+            0,
+            10,
+        )
+        .await
+        .unwrap();
+    assert!(page.messages.is_empty(), "{page:?}");
+    for server in [&a, &b] {
+        let m = scrape_metrics(server.addr()).await;
+        let expected = if server.addr() == a.addr() { 2.0 } else { 0.0 };
+        assert_eq!(m["chat_typing_received_total"], expected, "{m:?}");
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
 async fn a_backplane_outage_keeps_local_members_served_and_heals(mut backplane: Backplane) {
     let a = instance(&backplane, "a").await;
     let b = instance(&backplane, "b").await;
@@ -692,8 +771,8 @@ macro_rules! suite {
     };
 }
 
-suite!(redis: clients_on_different_instances_chat_in_several_rooms, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected);
-suite!(nats: clients_on_different_instances_chat_in_several_rooms, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected);
+suite!(redis: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected);
+suite!(nats: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected);
 
 #[tokio::test]
 async fn redis_cluster_with_sharded_pub_sub() {

@@ -25,6 +25,55 @@ fn limited<T: std::fmt::Debug>(result: Result<T, ClientError>, what: &str) -> Du
 }
 
 #[tokio::test]
+async fn typing_over_the_connection_rate_is_refused_and_announced_to_nobody() {
+    let mut c = config();
+    c.limits.typing_rate = 2.0;
+    c.limits.typing_burst = 2;
+    let server = TestServer::start(c).await;
+    let (alice, _alice_ev) = connect(&server.url(), "alice").await;
+    let (bob, mut bob_ev) = connect(&server.url(), "bob").await;
+    alice.join("lobby").await.unwrap();
+    bob.join("lobby").await.unwrap();
+    alice.typing("lobby", true).await.expect("within the burst");
+    alice
+        .typing("lobby", false)
+        .await
+        .expect("within the burst");
+    let wait = limited(alice.typing("lobby", true).await, "3rd typing");
+    assert!(wait <= Duration::from_millis(501), "2/s: {wait:?}");
+    for on in [true, false] {
+        expect_event(
+            &mut bob_ev,
+            "typing",
+            |e| matches!(e, Event::Typing(t) if t.typing == on),
+        )
+        .await;
+    }
+    expect_no_event(&mut bob_ev, Duration::from_millis(200), |e| {
+        matches!(e, Event::Typing(_))
+    })
+    .await;
+    // A room the connection is not in costs no token: NOT_A_MEMBER.
+    tokio::time::sleep(wait).await;
+    let refused = alice.typing("elsewhere", true).await.unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            ClientError::Server {
+                code: ErrorCode::NotAMember,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    alice
+        .typing("lobby", true)
+        .await
+        .expect("the token came back");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn sends_over_the_connection_rate_are_refused_and_store_nothing() {
     let mut c = config();
     c.limits.send_rate = 5.0;

@@ -4,9 +4,9 @@
 
 use super::pane::{Entry, Kind};
 use super::requests::HISTORY_ON_JOIN;
-use super::state::{App, Conn};
+use super::state::{App, Conn, Typist};
 use super::text::{display, joined_text, notice_text};
-use chat_client::proto::{DisconnectNotice, JoinRoomResult, MessageEvent, Welcome};
+use chat_client::proto::{DisconnectNotice, JoinRoomResult, MessageEvent, Typing, Welcome};
 use chat_client::{ClientError, Event};
 use chat_util::now_unix_ms;
 use std::time::Duration;
@@ -32,6 +32,7 @@ impl App {
                     self.push_room(&m.room, Entry::now(Kind::Info(text)));
                 }
             }
+            Event::Typing(t) => self.on_typing(t),
             Event::Notification(n) => {
                 let time = if n.server_time_unix_ms > 0 {
                     n.server_time_unix_ms
@@ -118,10 +119,50 @@ impl App {
         }
     }
 
+    /// Someone started or stopped typing in one of our rooms: kept until
+    /// they stop, send, or the event's time passes without a repeat.
+    fn on_typing(&mut self, t: Typing) {
+        let Some(member) = t.member else { return };
+        if !self.panes.contains_key(&t.room) || self.is_me(Some(&member)) {
+            return;
+        }
+        let typists = self.typing.entry(t.room).or_default();
+        typists.retain(|x| x.user_id != member.user_id);
+        if t.typing {
+            typists.push(Typist {
+                user_id: member.user_id,
+                name: member.display_name,
+                until: Instant::now() + Duration::from_millis(t.expires_after_ms.into()),
+            });
+        }
+    }
+
+    /// The typing line of `room`: who is typing there now, if anyone.
+    pub(super) fn typing_line(&self, room: &str) -> Option<String> {
+        let now = Instant::now();
+        let names: Vec<&str> = self
+            .typing
+            .get(room)?
+            .iter()
+            .filter(|t| t.until > now)
+            .map(|t| t.name.as_str())
+            .collect();
+        match names.as_slice() {
+            [] => None,
+            [one] => Some(format!("{one} is typing…")),
+            [one, two] => Some(format!("{one} and {two} are typing…")),
+            [one, rest @ ..] => Some(format!("{one} and {} others are typing…", rest.len())),
+        }
+    }
+
     /// A message, into its room's pane (counted unread if not shown).
     fn on_message(&mut self, m: MessageEvent) {
         if !self.panes.contains_key(&m.room) {
             return;
+        }
+        // Their message ends their typing.
+        if let (Some(typists), Some(sender)) = (self.typing.get_mut(&m.room), &m.sender) {
+            typists.retain(|t| t.user_id != sender.user_id);
         }
         let entry = self.message_entry(&m);
         let is_current = self.current.as_deref() == Some(m.room.as_str());

@@ -99,7 +99,10 @@ impl App {
     fn apply(&mut self, action: Action) {
         match action {
             Action::Quit => self.quit = true,
-            Action::Type(c) => self.input.insert(c),
+            Action::Type(c) => {
+                self.input.insert(c);
+                self.announce_typing();
+            }
             Action::Backspace => self.input.backspace(),
             Action::Delete => self.input.delete(),
             Action::Left => self.input.left(),

@@ -145,6 +145,15 @@ impl App {
         let pane = self.current_pane();
         let visible = pane.visible_rows(usize::from(inner.width.max(1)), usize::from(inner.height));
         let scroll = pane.scroll;
+        let typing = self
+            .current
+            .as_deref()
+            .and_then(|room| self.typing_line(room));
+        if let (0, Some(line)) = (scroll, typing) {
+            block = block.title_bottom(
+                Line::styled(format!(" {line} "), Style::new().fg(Color::DarkGray)).left_aligned(),
+            );
+        }
         if scroll > 0 {
             block = block.title_bottom(
                 Line::styled(

@@ -3,7 +3,7 @@
 //! their outcomes show.
 
 use super::pane::{Entry, Kind};
-use super::state::App;
+use super::state::{App, TYPING_REPEAT};
 use super::text::joined_text;
 use crate::console::command::{self, Command};
 use crate::console::describe::names;
@@ -14,6 +14,7 @@ use chat_client::proto::{
 use chat_client::{Client, ClientError};
 use std::future::Future;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 /// Stored messages shown when a room is joined (and by a bare `/history`).
 pub(super) const HISTORY_ON_JOIN: u32 = 20;
@@ -132,9 +133,35 @@ impl App {
             self.error("INVALID_COMMAND: join a room first (/join ROOM)".into());
             return;
         };
+        // Sent: the next keystroke says "typing" afresh.
+        self.typing_said = None;
         self.spawn(move |client| async move {
             let result = client.send(&room, &text).await;
             Outcome::Sent { room, text, result }
+        });
+    }
+
+    /// Tells the current room this user is typing: at most every
+    /// [`TYPING_REPEAT`], never for a command, and without waiting or
+    /// reporting (an announcement refused or lost matters to nobody).
+    pub(super) fn announce_typing(&mut self) {
+        let Some(room) = self.current.clone() else {
+            return;
+        };
+        if self.input.text.starts_with('/') {
+            return;
+        }
+        let now = Instant::now();
+        if let Some((said, at)) = &self.typing_said
+            && *said == room
+            && now.duration_since(*at) < TYPING_REPEAT
+        {
+            return;
+        }
+        self.typing_said = Some((room.clone(), now));
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            let _ = client.typing(&room, true).await;
         });
     }
 

@@ -36,6 +36,19 @@ pub(super) enum Conn {
     Closed,
 }
 
+/// Someone typing in a room, shown until `until`.
+pub(super) struct Typist {
+    /// Their user id (their message ends it).
+    pub(super) user_id: String,
+    /// Their display name.
+    pub(super) name: String,
+    /// When it is forgotten unless repeated.
+    pub(super) until: Instant,
+}
+
+/// How often the console repeats "typing" while its user types.
+pub(super) const TYPING_REPEAT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Everything the UI shows and remembers.
 pub(super) struct App {
     /// The connection, for requests and its room list.
@@ -73,6 +86,11 @@ pub(super) struct App {
     pub(super) pane_height: u16,
     /// The last connection trouble shown, so retries do not flood the panes.
     pub(super) last_trouble: Option<String>,
+    /// Who is typing, by room: display name, user id and until when.
+    pub(super) typing: HashMap<String, Vec<Typist>>,
+    /// When this user last told the current room it is typing (repeated
+    /// at most every [`TYPING_REPEAT`]).
+    pub(super) typing_said: Option<(String, Instant)>,
     /// Set to leave the loop.
     pub(super) quit: bool,
 }
@@ -110,6 +128,8 @@ impl App {
             pane_width: 80,
             pane_height: 20,
             last_trouble: None,
+            typing: HashMap::new(),
+            typing_said: None,
             quit: false,
         };
         app.sync_rooms();

@@ -36,7 +36,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file chat/v1/chat.proto.
  */
 export const file_chat_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("ChJjaGF0L3YxL2NoYXQucHJvdG8SB2NoYXQudjEicgoOSGlzdG9yeVJlcXVlc3QSDAoEcm9vbRgBIAEoCRIsCglkaXJlY3Rpb24YAiABKA4yGS5jaGF0LnYxLkhpc3RvcnlEaXJlY3Rpb24SFQoNZnJvbV9zZXF1ZW5jZRgDIAEoBBINCgVsaW1pdBgEIAEoDSJhCg9IaXN0b3J5UmVzcG9uc2USDAoEcm9vbRgBIAEoCRInCghtZXNzYWdlcxgCIAMoCzIVLmNoYXQudjEuTWVzc2FnZUV2ZW50EhcKD2xhdGVzdF9zZXF1ZW5jZRgDIAEoBCKOAwoLQ2xpZW50RnJhbWUSEgoKcmVxdWVzdF9pZBgBIAEoBBITCgt0cmFjZXBhcmVudBgCIAEoCRItCglqb2luX3Jvb20YCiABKAsyGC5jaGF0LnYxLkpvaW5Sb29tUmVxdWVzdEgAEi8KCmxlYXZlX3Jvb20YCyABKAsyGS5jaGF0LnYxLkxlYXZlUm9vbVJlcXVlc3RIABIzCgxzZW5kX21lc3NhZ2UYDCABKAsyGy5jaGF0LnYxLlNlbmRNZXNzYWdlUmVxdWVzdEgAEjMKDGxpc3RfbWVtYmVycxgNIAEoCzIbLmNoYXQudjEuTGlzdE1lbWJlcnNSZXF1ZXN0SAASLwoKbGlzdF9yb29tcxgOIAEoCzIZLmNoYXQudjEuTGlzdFJvb21zUmVxdWVzdEgAEiQKBHBpbmcYDyABKAsyFC5jaGF0LnYxLlBpbmdSZXF1ZXN0SAASKgoHaGlzdG9yeRgQIAEoCzIXLmNoYXQudjEuSGlzdG9yeVJlcXVlc3RIAEIJCgdyZXF1ZXN0Ik8KD0pvaW5Sb29tUmVxdWVzdBIMCgRyb29tGAEgASgJEhsKDnNpbmNlX3NlcXVlbmNlGAIgASgESACIAQFCEQoPX3NpbmNlX3NlcXVlbmNlIiAKEExlYXZlUm9vbVJlcXVlc3QSDAoEcm9vbRgBIAEoCSJLChJTZW5kTWVzc2FnZVJlcXVlc3QSDAoEcm9vbRgBIAEoCRIZChFjbGllbnRfbWVzc2FnZV9pZBgCIAEoCRIMCgR0ZXh0GAMgASgJIiIKEkxpc3RNZW1iZXJzUmVxdWVzdBIMCgRyb29tGAEgASgJIhIKEExpc3RSb29tc1JlcXVlc3QiKgoLUGluZ1JlcXVlc3QSGwoTY2xpZW50X3RpbWVfdW5peF9tcxgBIAEoAyLCAgoLU2VydmVyRnJhbWUSHwoFcmVwbHkYASABKAsyDi5jaGF0LnYxLlJlcGx5SAASIwoHd2VsY29tZRgCIAEoCzIQLmNoYXQudjEuV2VsY29tZUgAEigKB21lc3NhZ2UYAyABKAsyFS5jaGF0LnYxLk1lc3NhZ2VFdmVudEgAEi4KDW1lbWJlcl9qb2luZWQYBCABKAsyFS5jaGF0LnYxLk1lbWJlckpvaW5lZEgAEioKC21lbWJlcl9sZWZ0GAUgASgLMhMuY2hhdC52MS5NZW1iZXJMZWZ0SAASLQoMbm90aWZpY2F0aW9uGAYgASgLMhUuY2hhdC52MS5Ob3RpZmljYXRpb25IABIvCgpkaXNjb25uZWN0GAcgASgLMhkuY2hhdC52MS5EaXNjb25uZWN0Tm90aWNlSABCBwoFZnJhbWUiwQEKB1dlbGNvbWUSFQoNY29ubmVjdGlvbl9pZBgBIAEoCRIcCgN5b3UYAiABKAsyDy5jaGF0LnYxLk1lbWJlchIbChNzZXJ2ZXJfdGltZV91bml4X21zGAMgASgDEhYKDm1heF90ZXh0X2J5dGVzGAQgASgNEiAKGG1heF9yb29tc19wZXJfY29ubmVjdGlvbhgFIAEoDRIXCg9pZGxlX3RpbWVvdXRfbXMYBiABKA0SEQoJc2VydmVyX2lkGAcgASgJIi8KBk1lbWJlchIPCgd1c2VyX2lkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCSKOAwoFUmVwbHkSEgoKcmVxdWVzdF9pZBgBIAEoBBIfCgVlcnJvchgCIAEoCzIOLmNoYXQudjEuRXJyb3JIABIsCglqb2luX3Jvb20YCiABKAsyFy5jaGF0LnYxLkpvaW5Sb29tUmVzdWx0SAASLgoKbGVhdmVfcm9vbRgLIAEoCzIYLmNoYXQudjEuTGVhdmVSb29tUmVzdWx0SAASMgoMc2VuZF9tZXNzYWdlGAwgASgLMhouY2hhdC52MS5TZW5kTWVzc2FnZVJlc3VsdEgAEjIKDGxpc3RfbWVtYmVycxgNIAEoCzIaLmNoYXQudjEuTGlzdE1lbWJlcnNSZXN1bHRIABIuCgpsaXN0X3Jvb21zGA4gASgLMhguY2hhdC52MS5MaXN0Um9vbXNSZXN1bHRIABIjCgRwb25nGA8gASgLMhMuY2hhdC52MS5Qb25nUmVzdWx0SAASKwoHaGlzdG9yeRgQIAEoCzIYLmNoYXQudjEuSGlzdG9yeVJlc3BvbnNlSABCCAoGcmVzdWx0IlIKBUVycm9yEiAKBGNvZGUYASABKA4yEi5jaGF0LnYxLkVycm9yQ29kZRIPCgdtZXNzYWdlGAIgASgJEhYKDnJldHJ5X2FmdGVyX21zGAMgASgNIq0BCg5Kb2luUm9vbVJlc3VsdBIMCgRyb29tGAEgASgJEiAKB21lbWJlcnMYAiADKAsyDy5jaGF0LnYxLk1lbWJlchIXCg9sYXRlc3Rfc2VxdWVuY2UYAyABKAQSHgoWYmFja2xvZ19hZnRlcl9zZXF1ZW5jZRgEIAEoBBIaChJiYWNrbG9nX2luY29tcGxldGUYBSABKAgSFgoOc2VxdWVuY2VfcmVzZXQYBiABKAgiHwoPTGVhdmVSb29tUmVzdWx0EgwKBHJvb20YASABKAkifwoRU2VuZE1lc3NhZ2VSZXN1bHQSEgoKbWVzc2FnZV9pZBgBIAEoCRIMCgRyb29tGAIgASgJEhAKCHNlcXVlbmNlGAMgASgEEhsKE3NlcnZlcl90aW1lX3VuaXhfbXMYBCABKAMSGQoRY2xpZW50X21lc3NhZ2VfaWQYBSABKAkiQwoRTGlzdE1lbWJlcnNSZXN1bHQSDAoEcm9vbRgBIAEoCRIgCgdtZW1iZXJzGAIgAygLMg8uY2hhdC52MS5NZW1iZXIiIAoPTGlzdFJvb21zUmVzdWx0Eg0KBXJvb21zGAEgAygJIkYKClBvbmdSZXN1bHQSGwoTY2xpZW50X3RpbWVfdW5peF9tcxgBIAEoAxIbChNzZXJ2ZXJfdGltZV91bml4X21zGAIgASgDIqkBCgxNZXNzYWdlRXZlbnQSEgoKbWVzc2FnZV9pZBgBIAEoCRIMCgRyb29tGAIgASgJEhAKCHNlcXVlbmNlGAMgASgEEh8KBnNlbmRlchgEIAEoCzIPLmNoYXQudjEuTWVtYmVyEgwKBHRleHQYBSABKAkSGwoTc2VydmVyX3RpbWVfdW5peF9tcxgGIAEoAxIZChFjbGllbnRfbWVzc2FnZV9pZBgHIAEoCSI9CgxNZW1iZXJKb2luZWQSDAoEcm9vbRgBIAEoCRIfCgZtZW1iZXIYAiABKAsyDy5jaGF0LnYxLk1lbWJlciI7CgpNZW1iZXJMZWZ0EgwKBHJvb20YASABKAkSHwoGbWVtYmVyGAIgASgLMg8uY2hhdC52MS5NZW1iZXIiOQoMTm90aWZpY2F0aW9uEgwKBHRleHQYASABKAkSGwoTc2VydmVyX3RpbWVfdW5peF9tcxgCIAEoAyJqChBEaXNjb25uZWN0Tm90aWNlEikKBnJlYXNvbhgBIAEoDjIZLmNoYXQudjEuRGlzY29ubmVjdFJlYXNvbhIPCgdtZXNzYWdlGAIgASgJEhoKEnJlY29ubmVjdF9hZnRlcl9tcxgDIAEoDSpRChBIaXN0b3J5RGlyZWN0aW9uEh4KGkhJU1RPUllfRElSRUNUSU9OX0JBQ0tXQVJEEAASHQoZSElTVE9SWV9ESVJFQ1RJT05fRk9SV0FSRBABKtsCCglFcnJvckNvZGUSGgoWRVJST1JfQ09ERV9VTlNQRUNJRklFRBAAEh8KG0VSUk9SX0NPREVfSU5WQUxJRF9BUkdVTUVOVBABEiAKHEVSUk9SX0NPREVfTUVTU0FHRV9UT09fTEFSR0UQAhIbChdFUlJPUl9DT0RFX05PVF9BX01FTUJFUhADEh8KG0VSUk9SX0NPREVfQUxSRUFEWV9BX01FTUJFUhAEEh0KGUVSUk9SX0NPREVfVE9PX01BTllfUk9PTVMQBRIbChdFUlJPUl9DT0RFX1JBVEVfTElNSVRFRBAGEh4KGkVSUk9SX0NPREVfVU5BVVRIRU5USUNBVEVEEAcSIAocRVJST1JfQ09ERV9QRVJNSVNTSU9OX0RFTklFRBAIEhoKFkVSUk9SX0NPREVfVU5BVkFJTEFCTEUQCRIXChNFUlJPUl9DT0RFX0lOVEVSTkFMEAoqlQIKEERpc2Nvbm5lY3RSZWFzb24SIQodRElTQ09OTkVDVF9SRUFTT05fVU5TUEVDSUZJRUQQABIjCh9ESVNDT05ORUNUX1JFQVNPTl9TSFVUVElOR19ET1dOEAESIwofRElTQ09OTkVDVF9SRUFTT05fU0xPV19DT05TVU1FUhACEiIKHkRJU0NPTk5FQ1RfUkVBU09OX0FVVEhfRVhQSVJFRBADEiIKHkRJU0NPTk5FQ1RfUkVBU09OX0lETEVfVElNRU9VVBAEEigKJERJU0NPTk5FQ1RfUkVBU09OX1BST1RPQ09MX1ZJT0xBVElPThAFEiIKHkRJU0NPTk5FQ1RfUkVBU09OX01BWF9MSUZFVElNRRAGMoYBCgtDaGF0U2VydmljZRI5CgdTZXNzaW9uEhQuY2hhdC52MS5DbGllbnRGcmFtZRoULmNoYXQudjEuU2VydmVyRnJhbWUoATABEjwKB0hpc3RvcnkSFy5jaGF0LnYxLkhpc3RvcnlSZXF1ZXN0GhguY2hhdC52MS5IaXN0b3J5UmVzcG9uc2VCKQoLZGV2LmNoYXQudjFQAVoOY2hhdC92MTtjaGF0djGqAgdDaGF0LlYxYgZwcm90bzM");
+  fileDesc("ChJjaGF0L3YxL2NoYXQucHJvdG8SB2NoYXQudjEicgoOSGlzdG9yeVJlcXVlc3QSDAoEcm9vbRgBIAEoCRIsCglkaXJlY3Rpb24YAiABKA4yGS5jaGF0LnYxLkhpc3RvcnlEaXJlY3Rpb24SFQoNZnJvbV9zZXF1ZW5jZRgDIAEoBBINCgVsaW1pdBgEIAEoDSJhCg9IaXN0b3J5UmVzcG9uc2USDAoEcm9vbRgBIAEoCRInCghtZXNzYWdlcxgCIAMoCzIVLmNoYXQudjEuTWVzc2FnZUV2ZW50EhcKD2xhdGVzdF9zZXF1ZW5jZRgDIAEoBCK4AwoLQ2xpZW50RnJhbWUSEgoKcmVxdWVzdF9pZBgBIAEoBBITCgt0cmFjZXBhcmVudBgCIAEoCRItCglqb2luX3Jvb20YCiABKAsyGC5jaGF0LnYxLkpvaW5Sb29tUmVxdWVzdEgAEi8KCmxlYXZlX3Jvb20YCyABKAsyGS5jaGF0LnYxLkxlYXZlUm9vbVJlcXVlc3RIABIzCgxzZW5kX21lc3NhZ2UYDCABKAsyGy5jaGF0LnYxLlNlbmRNZXNzYWdlUmVxdWVzdEgAEjMKDGxpc3RfbWVtYmVycxgNIAEoCzIbLmNoYXQudjEuTGlzdE1lbWJlcnNSZXF1ZXN0SAASLwoKbGlzdF9yb29tcxgOIAEoCzIZLmNoYXQudjEuTGlzdFJvb21zUmVxdWVzdEgAEiQKBHBpbmcYDyABKAsyFC5jaGF0LnYxLlBpbmdSZXF1ZXN0SAASKgoHaGlzdG9yeRgQIAEoCzIXLmNoYXQudjEuSGlzdG9yeVJlcXVlc3RIABIoCgZ0eXBpbmcYESABKAsyFi5jaGF0LnYxLlR5cGluZ1JlcXVlc3RIAEIJCgdyZXF1ZXN0Ii0KDVR5cGluZ1JlcXVlc3QSDAoEcm9vbRgBIAEoCRIOCgZ0eXBpbmcYAiABKAgiTwoPSm9pblJvb21SZXF1ZXN0EgwKBHJvb20YASABKAkSGwoOc2luY2Vfc2VxdWVuY2UYAiABKARIAIgBAUIRCg9fc2luY2Vfc2VxdWVuY2UiIAoQTGVhdmVSb29tUmVxdWVzdBIMCgRyb29tGAEgASgJIksKElNlbmRNZXNzYWdlUmVxdWVzdBIMCgRyb29tGAEgASgJEhkKEWNsaWVudF9tZXNzYWdlX2lkGAIgASgJEgwKBHRleHQYAyABKAkiIgoSTGlzdE1lbWJlcnNSZXF1ZXN0EgwKBHJvb20YASABKAkiEgoQTGlzdFJvb21zUmVxdWVzdCIqCgtQaW5nUmVxdWVzdBIbChNjbGllbnRfdGltZV91bml4X21zGAEgASgDIuUCCgtTZXJ2ZXJGcmFtZRIfCgVyZXBseRgBIAEoCzIOLmNoYXQudjEuUmVwbHlIABIjCgd3ZWxjb21lGAIgASgLMhAuY2hhdC52MS5XZWxjb21lSAASKAoHbWVzc2FnZRgDIAEoCzIVLmNoYXQudjEuTWVzc2FnZUV2ZW50SAASLgoNbWVtYmVyX2pvaW5lZBgEIAEoCzIVLmNoYXQudjEuTWVtYmVySm9pbmVkSAASKgoLbWVtYmVyX2xlZnQYBSABKAsyEy5jaGF0LnYxLk1lbWJlckxlZnRIABItCgxub3RpZmljYXRpb24YBiABKAsyFS5jaGF0LnYxLk5vdGlmaWNhdGlvbkgAEi8KCmRpc2Nvbm5lY3QYByABKAsyGS5jaGF0LnYxLkRpc2Nvbm5lY3ROb3RpY2VIABIhCgZ0eXBpbmcYCCABKAsyDy5jaGF0LnYxLlR5cGluZ0gAQgcKBWZyYW1lIsEBCgdXZWxjb21lEhUKDWNvbm5lY3Rpb25faWQYASABKAkSHAoDeW91GAIgASgLMg8uY2hhdC52MS5NZW1iZXISGwoTc2VydmVyX3RpbWVfdW5peF9tcxgDIAEoAxIWCg5tYXhfdGV4dF9ieXRlcxgEIAEoDRIgChhtYXhfcm9vbXNfcGVyX2Nvbm5lY3Rpb24YBSABKA0SFwoPaWRsZV90aW1lb3V0X21zGAYgASgNEhEKCXNlcnZlcl9pZBgHIAEoCSIvCgZNZW1iZXISDwoHdXNlcl9pZBgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAkitwMKBVJlcGx5EhIKCnJlcXVlc3RfaWQYASABKAQSHwoFZXJyb3IYAiABKAsyDi5jaGF0LnYxLkVycm9ySAASLAoJam9pbl9yb29tGAogASgLMhcuY2hhdC52MS5Kb2luUm9vbVJlc3VsdEgAEi4KCmxlYXZlX3Jvb20YCyABKAsyGC5jaGF0LnYxLkxlYXZlUm9vbVJlc3VsdEgAEjIKDHNlbmRfbWVzc2FnZRgMIAEoCzIaLmNoYXQudjEuU2VuZE1lc3NhZ2VSZXN1bHRIABIyCgxsaXN0X21lbWJlcnMYDSABKAsyGi5jaGF0LnYxLkxpc3RNZW1iZXJzUmVzdWx0SAASLgoKbGlzdF9yb29tcxgOIAEoCzIYLmNoYXQudjEuTGlzdFJvb21zUmVzdWx0SAASIwoEcG9uZxgPIAEoCzITLmNoYXQudjEuUG9uZ1Jlc3VsdEgAEisKB2hpc3RvcnkYECABKAsyGC5jaGF0LnYxLkhpc3RvcnlSZXNwb25zZUgAEicKBnR5cGluZxgRIAEoCzIVLmNoYXQudjEuVHlwaW5nUmVzdWx0SABCCAoGcmVzdWx0IlIKBUVycm9yEiAKBGNvZGUYASABKA4yEi5jaGF0LnYxLkVycm9yQ29kZRIPCgdtZXNzYWdlGAIgASgJEhYKDnJldHJ5X2FmdGVyX21zGAMgASgNIq0BCg5Kb2luUm9vbVJlc3VsdBIMCgRyb29tGAEgASgJEiAKB21lbWJlcnMYAiADKAsyDy5jaGF0LnYxLk1lbWJlchIXCg9sYXRlc3Rfc2VxdWVuY2UYAyABKAQSHgoWYmFja2xvZ19hZnRlcl9zZXF1ZW5jZRgEIAEoBBIaChJiYWNrbG9nX2luY29tcGxldGUYBSABKAgSFgoOc2VxdWVuY2VfcmVzZXQYBiABKAgiHwoPTGVhdmVSb29tUmVzdWx0EgwKBHJvb20YASABKAkifwoRU2VuZE1lc3NhZ2VSZXN1bHQSEgoKbWVzc2FnZV9pZBgBIAEoCRIMCgRyb29tGAIgASgJEhAKCHNlcXVlbmNlGAMgASgEEhsKE3NlcnZlcl90aW1lX3VuaXhfbXMYBCABKAMSGQoRY2xpZW50X21lc3NhZ2VfaWQYBSABKAkiQwoRTGlzdE1lbWJlcnNSZXN1bHQSDAoEcm9vbRgBIAEoCRIgCgdtZW1iZXJzGAIgAygLMg8uY2hhdC52MS5NZW1iZXIiIAoPTGlzdFJvb21zUmVzdWx0Eg0KBXJvb21zGAEgAygJIkYKClBvbmdSZXN1bHQSGwoTY2xpZW50X3RpbWVfdW5peF9tcxgBIAEoAxIbChNzZXJ2ZXJfdGltZV91bml4X21zGAIgASgDIg4KDFR5cGluZ1Jlc3VsdCKpAQoMTWVzc2FnZUV2ZW50EhIKCm1lc3NhZ2VfaWQYASABKAkSDAoEcm9vbRgCIAEoCRIQCghzZXF1ZW5jZRgDIAEoBBIfCgZzZW5kZXIYBCABKAsyDy5jaGF0LnYxLk1lbWJlchIMCgR0ZXh0GAUgASgJEhsKE3NlcnZlcl90aW1lX3VuaXhfbXMYBiABKAMSGQoRY2xpZW50X21lc3NhZ2VfaWQYByABKAkiYQoGVHlwaW5nEgwKBHJvb20YASABKAkSHwoGbWVtYmVyGAIgASgLMg8uY2hhdC52MS5NZW1iZXISDgoGdHlwaW5nGAMgASgIEhgKEGV4cGlyZXNfYWZ0ZXJfbXMYBCABKA0iPQoMTWVtYmVySm9pbmVkEgwKBHJvb20YASABKAkSHwoGbWVtYmVyGAIgASgLMg8uY2hhdC52MS5NZW1iZXIiOwoKTWVtYmVyTGVmdBIMCgRyb29tGAEgASgJEh8KBm1lbWJlchgCIAEoCzIPLmNoYXQudjEuTWVtYmVyIjkKDE5vdGlmaWNhdGlvbhIMCgR0ZXh0GAEgASgJEhsKE3NlcnZlcl90aW1lX3VuaXhfbXMYAiABKAMiagoQRGlzY29ubmVjdE5vdGljZRIpCgZyZWFzb24YASABKA4yGS5jaGF0LnYxLkRpc2Nvbm5lY3RSZWFzb24SDwoHbWVzc2FnZRgCIAEoCRIaChJyZWNvbm5lY3RfYWZ0ZXJfbXMYAyABKA0qUQoQSGlzdG9yeURpcmVjdGlvbhIeChpISVNUT1JZX0RJUkVDVElPTl9CQUNLV0FSRBAAEh0KGUhJU1RPUllfRElSRUNUSU9OX0ZPUldBUkQQASrbAgoJRXJyb3JDb2RlEhoKFkVSUk9SX0NPREVfVU5TUEVDSUZJRUQQABIfChtFUlJPUl9DT0RFX0lOVkFMSURfQVJHVU1FTlQQARIgChxFUlJPUl9DT0RFX01FU1NBR0VfVE9PX0xBUkdFEAISGwoXRVJST1JfQ09ERV9OT1RfQV9NRU1CRVIQAxIfChtFUlJPUl9DT0RFX0FMUkVBRFlfQV9NRU1CRVIQBBIdChlFUlJPUl9DT0RFX1RPT19NQU5ZX1JPT01TEAUSGwoXRVJST1JfQ09ERV9SQVRFX0xJTUlURUQQBhIeChpFUlJPUl9DT0RFX1VOQVVUSEVOVElDQVRFRBAHEiAKHEVSUk9SX0NPREVfUEVSTUlTU0lPTl9ERU5JRUQQCBIaChZFUlJPUl9DT0RFX1VOQVZBSUxBQkxFEAkSFwoTRVJST1JfQ09ERV9JTlRFUk5BTBAKKpUCChBEaXNjb25uZWN0UmVhc29uEiEKHURJU0NPTk5FQ1RfUkVBU09OX1VOU1BFQ0lGSUVEEAASIwofRElTQ09OTkVDVF9SRUFTT05fU0hVVFRJTkdfRE9XThABEiMKH0RJU0NPTk5FQ1RfUkVBU09OX1NMT1dfQ09OU1VNRVIQAhIiCh5ESVNDT05ORUNUX1JFQVNPTl9BVVRIX0VYUElSRUQQAxIiCh5ESVNDT05ORUNUX1JFQVNPTl9JRExFX1RJTUVPVVQQBBIoCiRESVNDT05ORUNUX1JFQVNPTl9QUk9UT0NPTF9WSU9MQVRJT04QBRIiCh5ESVNDT05ORUNUX1JFQVNPTl9NQVhfTElGRVRJTUUQBjKGAQoLQ2hhdFNlcnZpY2USOQoHU2Vzc2lvbhIULmNoYXQudjEuQ2xpZW50RnJhbWUaFC5jaGF0LnYxLlNlcnZlckZyYW1lKAEwARI8CgdIaXN0b3J5EhcuY2hhdC52MS5IaXN0b3J5UmVxdWVzdBoYLmNoYXQudjEuSGlzdG9yeVJlc3BvbnNlQikKC2Rldi5jaGF0LnYxUAFaDmNoYXQvdjE7Y2hhdHYxqgIHQ2hhdC5WMWIGcHJvdG8z");
 
 /**
  * A page of a room's history.
@@ -206,6 +206,16 @@ export type ClientFrame = Message<"chat.v1.ClientFrame"> & {
      */
     value: HistoryRequest;
     case: "history";
+  } | {
+    /**
+     * Say that this user is typing in a room this connection is a member
+     * of, or has stopped. Ephemeral: not stored, not numbered, not resumed;
+     * rate limited per connection.
+     *
+     * @generated from field: chat.v1.TypingRequest typing = 17;
+     */
+    value: TypingRequest;
+    case: "typing";
   } | { case: undefined; value?: undefined };
 };
 
@@ -215,6 +225,37 @@ export type ClientFrame = Message<"chat.v1.ClientFrame"> & {
  */
 export const ClientFrameSchema: GenMessage<ClientFrame> = /*@__PURE__*/
   messageDesc(file_chat_v1_chat, 2);
+
+/**
+ * Typing in a room, or stopped. A client typing repeats `typing = true`
+ * at most every few seconds while it types (members forget it after the
+ * event's `expires_after_ms`) and says `typing = false` when it stops or
+ * sends its message.
+ *
+ * @generated from message chat.v1.TypingRequest
+ */
+export type TypingRequest = Message<"chat.v1.TypingRequest"> & {
+  /**
+   * A room this connection is a member of.
+   *
+   * @generated from field: string room = 1;
+   */
+  room: string;
+
+  /**
+   * Typing (true) or stopped (false).
+   *
+   * @generated from field: bool typing = 2;
+   */
+  typing: boolean;
+};
+
+/**
+ * Describes the message chat.v1.TypingRequest.
+ * Use `create(TypingRequestSchema)` to create a new message.
+ */
+export const TypingRequestSchema: GenMessage<TypingRequest> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 3);
 
 /**
  * Join a room. Rooms exist while they have members; joining an unknown room
@@ -246,7 +287,7 @@ export type JoinRoomRequest = Message<"chat.v1.JoinRoomRequest"> & {
  * Use `create(JoinRoomRequestSchema)` to create a new message.
  */
 export const JoinRoomRequestSchema: GenMessage<JoinRoomRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 3);
+  messageDesc(file_chat_v1_chat, 4);
 
 /**
  * Leave a room this connection is a member of.
@@ -267,7 +308,7 @@ export type LeaveRoomRequest = Message<"chat.v1.LeaveRoomRequest"> & {
  * Use `create(LeaveRoomRequestSchema)` to create a new message.
  */
 export const LeaveRoomRequestSchema: GenMessage<LeaveRoomRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 4);
+  messageDesc(file_chat_v1_chat, 5);
 
 /**
  * Send a text message to a room.
@@ -307,7 +348,7 @@ export type SendMessageRequest = Message<"chat.v1.SendMessageRequest"> & {
  * Use `create(SendMessageRequestSchema)` to create a new message.
  */
 export const SendMessageRequestSchema: GenMessage<SendMessageRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 5);
+  messageDesc(file_chat_v1_chat, 6);
 
 /**
  * List the members of a room.
@@ -328,7 +369,7 @@ export type ListMembersRequest = Message<"chat.v1.ListMembersRequest"> & {
  * Use `create(ListMembersRequestSchema)` to create a new message.
  */
 export const ListMembersRequestSchema: GenMessage<ListMembersRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 6);
+  messageDesc(file_chat_v1_chat, 7);
 
 /**
  * List the rooms this connection is a member of.
@@ -343,7 +384,7 @@ export type ListRoomsRequest = Message<"chat.v1.ListRoomsRequest"> & {
  * Use `create(ListRoomsRequestSchema)` to create a new message.
  */
 export const ListRoomsRequestSchema: GenMessage<ListRoomsRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 7);
+  messageDesc(file_chat_v1_chat, 8);
 
 /**
  * Heartbeat. The server answers with `PongResult`.
@@ -364,7 +405,7 @@ export type PingRequest = Message<"chat.v1.PingRequest"> & {
  * Use `create(PingRequestSchema)` to create a new message.
  */
 export const PingRequestSchema: GenMessage<PingRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 8);
+  messageDesc(file_chat_v1_chat, 9);
 
 /**
  * One frame from server to client.
@@ -433,6 +474,14 @@ export type ServerFrame = Message<"chat.v1.ServerFrame"> & {
      */
     value: DisconnectNotice;
     case: "disconnect";
+  } | {
+    /**
+     * A member of one of this connection's rooms is typing, or stopped.
+     *
+     * @generated from field: chat.v1.Typing typing = 8;
+     */
+    value: Typing;
+    case: "typing";
   } | { case: undefined; value?: undefined };
 };
 
@@ -441,7 +490,7 @@ export type ServerFrame = Message<"chat.v1.ServerFrame"> & {
  * Use `create(ServerFrameSchema)` to create a new message.
  */
 export const ServerFrameSchema: GenMessage<ServerFrame> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 9);
+  messageDesc(file_chat_v1_chat, 10);
 
 /**
  * Describes the session the server just opened.
@@ -505,7 +554,7 @@ export type Welcome = Message<"chat.v1.Welcome"> & {
  * Use `create(WelcomeSchema)` to create a new message.
  */
 export const WelcomeSchema: GenMessage<Welcome> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 10);
+  messageDesc(file_chat_v1_chat, 11);
 
 /**
  * A user as other members see them.
@@ -534,7 +583,7 @@ export type Member = Message<"chat.v1.Member"> & {
  * Use `create(MemberSchema)` to create a new message.
  */
 export const MemberSchema: GenMessage<Member> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 11);
+  messageDesc(file_chat_v1_chat, 12);
 
 /**
  * The answer to exactly one request.
@@ -618,6 +667,14 @@ export type Reply = Message<"chat.v1.Reply"> & {
      */
     value: HistoryResponse;
     case: "history";
+  } | {
+    /**
+     * Answer to `typing`: announced to the room's other members.
+     *
+     * @generated from field: chat.v1.TypingResult typing = 17;
+     */
+    value: TypingResult;
+    case: "typing";
   } | { case: undefined; value?: undefined };
 };
 
@@ -626,7 +683,7 @@ export type Reply = Message<"chat.v1.Reply"> & {
  * Use `create(ReplySchema)` to create a new message.
  */
 export const ReplySchema: GenMessage<Reply> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 12);
+  messageDesc(file_chat_v1_chat, 13);
 
 /**
  * A failed request. The request changed nothing.
@@ -662,7 +719,7 @@ export type Error = Message<"chat.v1.Error"> & {
  * Use `create(ErrorSchema)` to create a new message.
  */
 export const ErrorSchema: GenMessage<Error> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 13);
+  messageDesc(file_chat_v1_chat, 14);
 
 /**
  * Result of joining a room.
@@ -731,7 +788,7 @@ export type JoinRoomResult = Message<"chat.v1.JoinRoomResult"> & {
  * Use `create(JoinRoomResultSchema)` to create a new message.
  */
 export const JoinRoomResultSchema: GenMessage<JoinRoomResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 14);
+  messageDesc(file_chat_v1_chat, 15);
 
 /**
  * Result of leaving a room.
@@ -752,7 +809,7 @@ export type LeaveRoomResult = Message<"chat.v1.LeaveRoomResult"> & {
  * Use `create(LeaveRoomResultSchema)` to create a new message.
  */
 export const LeaveRoomResultSchema: GenMessage<LeaveRoomResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 15);
+  messageDesc(file_chat_v1_chat, 16);
 
 /**
  * Acknowledgement of a sent message: it has been accepted and sequenced.
@@ -801,7 +858,7 @@ export type SendMessageResult = Message<"chat.v1.SendMessageResult"> & {
  * Use `create(SendMessageResultSchema)` to create a new message.
  */
 export const SendMessageResultSchema: GenMessage<SendMessageResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 16);
+  messageDesc(file_chat_v1_chat, 17);
 
 /**
  * The members of a room.
@@ -830,7 +887,7 @@ export type ListMembersResult = Message<"chat.v1.ListMembersResult"> & {
  * Use `create(ListMembersResultSchema)` to create a new message.
  */
 export const ListMembersResultSchema: GenMessage<ListMembersResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 17);
+  messageDesc(file_chat_v1_chat, 18);
 
 /**
  * The rooms this connection is a member of.
@@ -851,7 +908,7 @@ export type ListRoomsResult = Message<"chat.v1.ListRoomsResult"> & {
  * Use `create(ListRoomsResultSchema)` to create a new message.
  */
 export const ListRoomsResultSchema: GenMessage<ListRoomsResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 18);
+  messageDesc(file_chat_v1_chat, 19);
 
 /**
  * Answer to a ping.
@@ -879,7 +936,22 @@ export type PongResult = Message<"chat.v1.PongResult"> & {
  * Use `create(PongResultSchema)` to create a new message.
  */
 export const PongResultSchema: GenMessage<PongResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 19);
+  messageDesc(file_chat_v1_chat, 20);
+
+/**
+ * Answer to `typing`.
+ *
+ * @generated from message chat.v1.TypingResult
+ */
+export type TypingResult = Message<"chat.v1.TypingResult"> & {
+};
+
+/**
+ * Describes the message chat.v1.TypingResult.
+ * Use `create(TypingResultSchema)` to create a new message.
+ */
+export const TypingResultSchema: GenMessage<TypingResult> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 21);
 
 /**
  * A message posted to a room. Within a room, a client receives messages in
@@ -943,7 +1015,53 @@ export type MessageEvent = Message<"chat.v1.MessageEvent"> & {
  * Use `create(MessageEventSchema)` to create a new message.
  */
 export const MessageEventSchema: GenMessage<MessageEvent> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 20);
+  messageDesc(file_chat_v1_chat, 22);
+
+/**
+ * Another member of a room is typing there, or stopped. Ephemeral: never
+ * stored, numbered or resumed, never sent to the typing user's own
+ * connections, and not ordered with messages. Show it until `typing = false`
+ * arrives, the member's message arrives, or `expires_after_ms` pass without
+ * a repeat.
+ *
+ * @generated from message chat.v1.Typing
+ */
+export type Typing = Message<"chat.v1.Typing"> & {
+  /**
+   * The room.
+   *
+   * @generated from field: string room = 1;
+   */
+  room: string;
+
+  /**
+   * Who.
+   *
+   * @generated from field: chat.v1.Member member = 2;
+   */
+  member?: Member | undefined;
+
+  /**
+   * Typing (true) or stopped (false).
+   *
+   * @generated from field: bool typing = 3;
+   */
+  typing: boolean;
+
+  /**
+   * Forget `typing = true` after this long unless it is repeated.
+   *
+   * @generated from field: uint32 expires_after_ms = 4;
+   */
+  expiresAfterMs: number;
+};
+
+/**
+ * Describes the message chat.v1.Typing.
+ * Use `create(TypingSchema)` to create a new message.
+ */
+export const TypingSchema: GenMessage<Typing> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 23);
 
 /**
  * A user became a member of a room (their first connection joined it).
@@ -971,7 +1089,7 @@ export type MemberJoined = Message<"chat.v1.MemberJoined"> & {
  * Use `create(MemberJoinedSchema)` to create a new message.
  */
 export const MemberJoinedSchema: GenMessage<MemberJoined> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 21);
+  messageDesc(file_chat_v1_chat, 24);
 
 /**
  * A user stopped being a member of a room (their last connection left it,
@@ -1000,7 +1118,7 @@ export type MemberLeft = Message<"chat.v1.MemberLeft"> & {
  * Use `create(MemberLeftSchema)` to create a new message.
  */
 export const MemberLeftSchema: GenMessage<MemberLeft> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 22);
+  messageDesc(file_chat_v1_chat, 25);
 
 /**
  * A notice from the server to every connected client (the periodic
@@ -1029,7 +1147,7 @@ export type Notification = Message<"chat.v1.Notification"> & {
  * Use `create(NotificationSchema)` to create a new message.
  */
 export const NotificationSchema: GenMessage<Notification> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 23);
+  messageDesc(file_chat_v1_chat, 26);
 
 /**
  * Sent just before the server closes the stream.
@@ -1065,7 +1183,7 @@ export type DisconnectNotice = Message<"chat.v1.DisconnectNotice"> & {
  * Use `create(DisconnectNoticeSchema)` to create a new message.
  */
 export const DisconnectNoticeSchema: GenMessage<DisconnectNotice> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 24);
+  messageDesc(file_chat_v1_chat, 27);
 
 /**
  * Which way a history page goes from `from_sequence`.
