@@ -110,9 +110,29 @@ impl Client {
         lock(&self.inner.cut).cancel();
     }
 
-    /// Stops the client: ends the session and stops reconnecting.
+    /// Stops the client: ends the session and stops reconnecting. A frame
+    /// being handed on when it is called still is: wait for
+    /// [`Client::closed`] before reading resume points to keep.
     pub fn close(&self) {
         self.inner.close.cancel();
+    }
+
+    /// Waits until the client has stopped (after [`Client::close`], or for
+    /// good after a refusal): from then on no event follows and
+    /// [`Client::last_seen`] is final, so the points it gives are exactly
+    /// where what the application received ends (to resume from later
+    /// with `ClientConfig::resume_from`).
+    pub async fn closed(&self) {
+        let mut state = self.inner.state.subscribe();
+        loop {
+            if matches!(&*state.borrow_and_update(), ConnectionState::Closed) {
+                return;
+            }
+            // The connection task ended without saying so: stopped too.
+            if state.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Joins `room`; it is rejoined after every reconnect until left. A

@@ -22,8 +22,9 @@ pub struct ClientConfig {
     pub rooms: Vec<String>,
     /// Rooms to join on every session like `rooms`, the first time resuming
     /// after the given sequence: the points an earlier client had reached
-    /// ([`Client::last_seen`](super::Client::last_seen)), kept across an
-    /// application restart, so the first session gets what was missed.
+    /// ([`Client::last_seen`](super::Client::last_seen), read once
+    /// [`Client::closed`](super::Client::closed) has returned), kept across
+    /// an application restart, so the first session gets what was missed.
     pub resume_from: Vec<(String, u64)>,
     /// How long a request waits for its reply.
     pub request_timeout: Duration,

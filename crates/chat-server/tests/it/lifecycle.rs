@@ -275,6 +275,39 @@ async fn a_shutdown_spreads_its_clients_reconnects_and_the_client_waits_its_shar
 }
 
 #[tokio::test]
+async fn closed_returns_once_the_client_has_stopped_and_its_points_are_final() {
+    let server = TestServer::start(config()).await;
+    let (alice, mut alice_ev) = connect(&server.url(), "alice").await;
+    let (bob, _bob_ev) = connect(&server.url(), "bob").await;
+    alice.join("lobby").await.unwrap();
+    bob.join("lobby").await.unwrap();
+    for i in 0..20 {
+        bob.send("lobby", &format!("m{i}")).await.unwrap();
+    }
+    alice.close();
+    tokio::time::timeout(WAIT, alice.closed())
+        .await
+        .expect("closed returns");
+    assert!(matches!(
+        alice.state(),
+        chat_client::ConnectionState::Closed
+    ));
+    // Its points cover exactly the messages its events carried.
+    let point = alice.last_seen("lobby").unwrap_or(0);
+    let mut last = 0;
+    while let Some(event) = tokio::time::timeout(WAIT, alice_ev.next())
+        .await
+        .expect("the events end")
+    {
+        if let Event::Message(m) = event {
+            last = m.sequence;
+        }
+    }
+    assert_eq!(point, last, "the resume point is the last message received");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_client_that_does_not_read_is_disconnected_as_a_slow_consumer() {
     let mut config = config();
     config.limits.outbound_queue = 32;

@@ -334,8 +334,13 @@ async fn chaos_at_scale(backplane: Backplane) {
     let snapshot_learned = restarted.elapsed();
 
     // The resumer leaves, keeping its points (after the restarts, so that
-    // what it misses stays within one resume).
+    // what it misses stays within one resume) once it has stopped: a
+    // message still being handed on when it closed is in its log, so it
+    // must be in its points too.
     resumer.close();
+    tokio::time::timeout(WAIT, resumer.closed())
+        .await
+        .expect("the resumer stops");
     let points: Vec<(String, u64)> = resumer_rooms
         .iter()
         .map(|r| (r.clone(), resumer.last_seen(r).unwrap_or(0)))
