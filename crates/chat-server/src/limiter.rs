@@ -69,6 +69,50 @@ impl TokenBucket {
     }
 }
 
+/// The instance's pace of new sessions: a token bucket, and the line of
+/// the sessions it refused. Each refusal joins a virtual line that drains
+/// at the rate and is told to come back when its place comes up, so a
+/// storm's refused sessions return spread over time at about the pace the
+/// bucket lets them in, instead of all after the time one token takes.
+#[derive(Debug)]
+struct Pace {
+    bucket: TokenBucket,
+    /// Refused sessions still ahead in the line (drains at the rate).
+    line: f64,
+    /// When `line` was last drained.
+    last: Instant,
+    /// Sessions a second.
+    rate: f64,
+}
+
+/// The longest wait a refusal by pace names (the clients' bound too).
+const MAX_PACE_WAIT: Duration = Duration::from_secs(60);
+
+impl Pace {
+    fn new(rate: f64, burst: u32) -> Option<Pace> {
+        Some(Pace {
+            bucket: TokenBucket::new(rate, burst)?,
+            line: 0.0,
+            last: Instant::now(),
+            rate,
+        })
+    }
+
+    /// Admits a session, or says when this one's turn comes.
+    fn admit(&mut self, now: Instant) -> Result<(), Duration> {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.line = (self.line - elapsed * self.rate).max(0.0);
+        self.last = now;
+        let Err(first) = self.bucket.take(now) else {
+            return Ok(());
+        };
+        let longest = MAX_PACE_WAIT.as_secs_f64() * self.rate;
+        self.line = (self.line + 1.0).min(longest);
+        let turn = Duration::try_from_secs_f64(self.line / self.rate).unwrap_or(MAX_PACE_WAIT);
+        Err(first.max(turn).min(MAX_PACE_WAIT))
+    }
+}
+
 /// Takes a token from `bucket` if there is a bucket.
 fn take(bucket: &mut Option<TokenBucket>, now: Instant) -> Result<(), Duration> {
     bucket.as_mut().map_or(Ok(()), |b| b.take(now))
@@ -91,6 +135,8 @@ pub struct UserBuckets {
     send: Mutex<Option<TokenBucket>>,
     join: Mutex<Option<TokenBucket>>,
     history: Mutex<Option<TokenBucket>>,
+    /// New sessions.
+    open: Mutex<Option<TokenBucket>>,
 }
 
 impl UserBuckets {
@@ -99,6 +145,7 @@ impl UserBuckets {
             send: Mutex::new(TokenBucket::new(l.user_send_rate, l.user_send_burst)),
             join: Mutex::new(TokenBucket::new(l.user_join_rate, l.user_join_burst)),
             history: Mutex::new(TokenBucket::new(l.user_history_rate, l.user_history_burst)),
+            open: Mutex::new(TokenBucket::new(l.user_session_rate, l.user_session_burst)),
         })
     }
 }
@@ -145,9 +192,9 @@ pub enum Refusal {
     /// The user holds their most connections.
     #[error("too many connections for this user (limit {0})")]
     PerUser(usize),
-    /// The instance admits new sessions at its highest rate; one is
-    /// admitted again after this wait.
-    #[error("the server is admitting new sessions at its highest rate; retry in {} ms", .0.as_millis())]
+    /// New sessions come faster than the user's or the instance's pace;
+    /// this one's turn comes after this wait.
+    #[error("new sessions are admitted at a bounded pace; retry in {} ms", .0.as_millis().max(1))]
     Rate(Duration),
 }
 
@@ -185,7 +232,7 @@ struct Counts {
     per_user: HashMap<Arc<str>, UserEntry>,
     last_sweep: Instant,
     /// New sessions' pace (`limits.session_rate`); `None`: no limit.
-    opening: Option<TokenBucket>,
+    opening: Option<Pace>,
 }
 
 /// Connection counting and the limits on it.
@@ -232,6 +279,7 @@ impl Admission {
             (limits.user_send_rate, limits.user_send_burst),
             (limits.user_join_rate, limits.user_join_burst),
             (limits.user_history_rate, limits.user_history_burst),
+            (limits.user_session_rate, limits.user_session_burst),
         ]
         .into_iter()
         .filter(|&(rate, _)| rate > 0.0)
@@ -241,7 +289,7 @@ impl Admission {
         .max()
         .unwrap_or(Duration::ZERO)
         .min(MAX_HOLD);
-        let opening = TokenBucket::new(limits.session_rate, limits.session_burst);
+        let opening = Pace::new(limits.session_rate, limits.session_burst);
         Arc::new(Admission {
             limits,
             hold,
@@ -280,8 +328,22 @@ impl Admission {
             return Err(Refusal::PerUser(l.max_connections_per_user));
         }
         // Last: a session refused by a count takes no share of the pace.
+        // The user's pace first, so that one user cannot take everyone's;
+        // its token is given back if the instance's refuses.
         let now = Instant::now();
-        take(&mut counts.opening, now).map_err(Refusal::Rate)?;
+        let buckets = counts
+            .per_user
+            .get(user)
+            .map_or_else(|| UserBuckets::new(l), |e| e.buckets.clone());
+        take(&mut lock(&buckets.open), now).map_err(Refusal::Rate)?;
+        if let Some(pace) = &mut counts.opening
+            && let Err(wait) = pace.admit(now)
+        {
+            if let Some(open) = lock(&buckets.open).as_mut() {
+                open.give_back();
+            }
+            return Err(Refusal::Rate(wait));
+        }
         counts.total += 1;
         if let Some(ip) = address {
             *counts.per_address.entry(ip).or_default() += 1;
@@ -292,7 +354,7 @@ impl Admission {
             .entry(user.clone())
             .or_insert_with(|| UserEntry {
                 connections: 0,
-                buckets: UserBuckets::new(l),
+                buckets,
                 idle_since: None,
             });
         entry.connections += 1;
@@ -538,11 +600,59 @@ mod tests {
             Err(Refusal::Rate(_))
         ));
         assert_eq!(admission.connections(), 4);
+        // A storm: each refused session is told a later turn, a tenth of
+        // a second (the rate) apart, so they do not all return at once.
+        let waits: Vec<Duration> = (10..15)
+            .map(|n| match admission.admit(&user(n), None) {
+                Err(Refusal::Rate(wait)) => wait,
+                Err(other) => panic!("{other:?}"),
+                Ok(_) => panic!("admitted over the pace"),
+            })
+            .collect();
+        for pair in waits.windows(2) {
+            assert!(pair[1] >= pair[0] + Duration::from_millis(99), "{waits:?}");
+        }
         drop(held);
         assert!(
             TokenBucket::new(0.0, 1).is_none() && Refusal::Total(1).retry_after_ms() == 0,
             "rate 0: no pace; a count's refusal names no wait"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_user_cannot_take_the_instances_pace() {
+        let admission = Admission::new(Limits {
+            session_rate: 100.0,
+            session_burst: 100,
+            user_session_rate: 1.0,
+            user_session_burst: 2,
+            max_connections_per_user: 0,
+            ..Limits::default()
+        });
+        let greedy: Arc<str> = "greedy".into();
+        let mut held = vec![
+            admission.admit(&greedy, None).unwrap(),
+            admission.admit(&greedy, None).unwrap(),
+        ];
+        for _ in 0..50 {
+            assert!(matches!(
+                admission.admit(&greedy, None),
+                Err(Refusal::Rate(_))
+            ));
+        }
+        // The instance's pace is untouched by the greedy user's refusals.
+        for n in 0..98 {
+            let other: Arc<str> = format!("other-{n}").into();
+            held.push(admission.admit(&other, None).unwrap());
+        }
+        // Closing and reopening does not refill the user's bucket.
+        held.truncate(0);
+        assert!(matches!(
+            admission.admit(&greedy, None),
+            Err(Refusal::Rate(_))
+        ));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let _again = admission.admit(&greedy, None).unwrap();
     }
 
     #[tokio::test(start_paused = true)]

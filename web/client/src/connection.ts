@@ -85,14 +85,14 @@ function refusedForGood(shared: Shared, end: SessionEnd): boolean {
  */
 export function reconnectDelayMs(shared: Shared, attempt: number, end: SessionEnd): number {
   const { backoff } = shared.settings;
-  let delay = Math.max(backoff.delayMs(attempt - 1), end.notice?.reconnectAfterMs ?? 0);
+  let delay = Math.max(backoff.delayMs(attempt - 1), Math.min(end.notice?.reconnectAfterMs ?? 0, MAX_SERVER_WAIT_MS));
   const retryMs = paceRetryMs(end);
-  if (retryMs > 0) delay = Math.max(delay, Math.min(retryMs, MAX_PACE_WAIT_MS) * (1 + backoff.jitter()));
+  if (retryMs > 0) delay = Math.max(delay, Math.min(retryMs, MAX_SERVER_WAIT_MS) * (1 + backoff.jitter()));
   return delay;
 }
 
-/** The longest retry time taken from a server (the Rust client's bound too). */
-const MAX_PACE_WAIT_MS = 60_000;
+/** The longest wait taken from a server (a shutdown notice's, or a refusal for its pace); the Rust client's bound too. */
+const MAX_SERVER_WAIT_MS = 60_000;
 
 /** The retry time of a refusal by the server's pace of new sessions (0 for any other end). */
 export function paceRetryMs(end: SessionEnd): number {

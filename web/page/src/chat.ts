@@ -106,7 +106,7 @@ export class Chat {
       c.on("memberLeft", ({ room, member }) => this.onPresence(room, member, false)),
       c.on("notification", ({ notification }) => this.notices.add(notification)),
       c.on("typing", (event) => {
-        if (event.member.userId !== this.you?.userId) this.typing.on(event);
+        if (event.member.userId !== this.you?.userId && this.rooms.has(event.room)) this.typing.on(event);
       }),
       c.on("disconnected", ({ notice, reason }) => this.connection.show("reconnecting", notice?.message || reason)),
       c.on("reconnecting", (event) => this.onReconnecting(event)),
@@ -318,6 +318,7 @@ export class Chat {
   private drop(name: string): void {
     this.rooms.delete(name);
     this.composer.forget(name);
+    this.typing.forget(name);
     if (this.current === name) this.open(this.rooms.keys().next().value);
     else {
       this.renderSide();

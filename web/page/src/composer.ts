@@ -68,7 +68,8 @@ export class Composer {
 
   /** Points the box at `room` (undefined: no room) and shows that room's sends in flight. */
   target(room: string | undefined): void {
-    if (room !== this.room) this.typingSaid = 0;
+    // Another room: the one left behind hears that this user stopped.
+    if (room !== this.room) this.stopTyping();
     this.room = room;
     this.input.disabled = room === undefined;
     this.label.textContent = room === undefined ? "Message" : `Message to ${room}`;
@@ -114,14 +115,29 @@ export class Composer {
     });
   }
 
-  /** Tells the room this user is typing: at most every 3 s while there is text, and never waited for. */
+  /**
+   * Tells the room this user is typing: at most every 3 s while there is
+   * text; once the box is emptied, that it stopped. Never waited for: one
+   * refused (rate limited, not connected) or lost matters to nobody.
+   */
   private sayTyping(): void {
     const room = this.room;
     const now = Date.now();
-    if (room === undefined || this.input.value.trim() === "" || now - this.typingSaid < TYPING_REPEAT_MS) return;
+    if (room === undefined) return;
+    if (this.input.value.trim() === "") {
+      this.stopTyping();
+      return;
+    }
+    if (now - this.typingSaid < TYPING_REPEAT_MS) return;
     this.typingSaid = now;
-    // Refused (rate limited, not connected) or lost: nobody needs to know.
     this.client.typing(room, true).catch(() => {});
+  }
+
+  /** Tells the room shown that this user stopped typing, if it was told otherwise. */
+  private stopTyping(): void {
+    if (this.typingSaid === 0 || this.room === undefined) return;
+    this.typingSaid = 0;
+    this.client.typing(this.room, false).catch(() => {});
   }
 
   /** Shows that `send` was refused. */

@@ -4,6 +4,11 @@
 
 import type { EventOf } from "@chat/client";
 
+/** The longest a typist is shown without a repeat, whatever the server says. */
+const LONGEST_MS = 60_000;
+/** The most typists kept per room. */
+const TYPISTS_KEPT = 50;
+
 /** Someone typing in a room. */
 interface Typist {
   /** Their display name. */
@@ -23,13 +28,24 @@ export class TypingView {
 
   constructor(private readonly line: HTMLElement) {}
 
-  /** Someone started or stopped typing. */
+  /** Someone started or stopped typing in one of the user's rooms. */
   on(event: EventOf<"typing">): void {
+    const now = Date.now();
     const room = this.typists.get(event.room) ?? new Map<string, Typist>();
-    this.typists.set(event.room, room);
-    if (event.typing) room.set(event.member.userId, { name: event.member.displayName, until: Date.now() + event.expiresAfterMs });
-    else room.delete(event.member.userId);
+    for (const [id, t] of room) if (t.until <= now) room.delete(id);
+    room.delete(event.member.userId);
+    if (event.typing && room.size < TYPISTS_KEPT) {
+      room.set(event.member.userId, { name: event.member.displayName || "someone", until: now + Math.min(event.expiresAfterMs, LONGEST_MS) });
+    }
+    if (room.size > 0) this.typists.set(event.room, room);
+    else this.typists.delete(event.room);
     if (event.room === this.room) this.render();
+  }
+
+  /** The user left `room`: nobody is typing there any more. */
+  forget(room: string): void {
+    this.typists.delete(room);
+    if (room === this.room) this.render();
   }
 
   /** `userId`'s message arrived in `room`: they are no longer typing. */

@@ -25,9 +25,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::Streaming;
 use tonic::transport::{Channel, Endpoint};
 
-/// The longest retry time taken from a server that refused a session for
-/// its pace (the TypeScript client's bound too).
-const MAX_PACE_WAIT: Duration = Duration::from_secs(60);
+/// The longest wait taken from a server (a shutdown notice's, or a
+/// refusal for its pace); the TypeScript client's bound too.
+const MAX_SERVER_WAIT: Duration = Duration::from_secs(60);
 
 /// How one session ended.
 struct SessionEnd {
@@ -114,7 +114,7 @@ fn reconnect_delay(config: &ClientConfig, attempt: u32, end: &SessionEnd) -> Dur
     if let Some(n) = &end.notice
         && n.reconnect_after_ms > 0
     {
-        delay = delay.max(Duration::from_millis(n.reconnect_after_ms.into()));
+        delay = delay.max(Duration::from_millis(n.reconnect_after_ms.into()).min(MAX_SERVER_WAIT));
     }
     if let Some(retry) = end.retry_after {
         delay = delay.max(retry.mul_f64(1.0 + rand::random::<f64>()));
@@ -237,7 +237,7 @@ async fn open_stream(
                 .flatten()
                 .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
                 .filter(|&ms| ms > 0)
-                .map(|ms| Duration::from_millis(ms).min(MAX_PACE_WAIT));
+                .map(|ms| Duration::from_millis(ms).min(MAX_SERVER_WAIT));
             Err(end)
         }
         Err(_) => Err(ended("session not opened within the connect timeout")),

@@ -465,6 +465,13 @@ pub struct Limits {
     pub session_rate: f64,
     /// New sessions admitted at once after a quiet spell.
     pub session_burst: u32,
+    /// New sessions one user may open per second on this instance (token
+    /// bucket, checked before the instance's pace, so one user cannot
+    /// take everyone's); 0: no limit.
+    pub user_session_rate: f64,
+    /// New sessions one user may open at once (all of a user's
+    /// connections reconnecting after a restart).
+    pub user_session_burst: u32,
     /// Typing announcements per second one connection may make (token
     /// bucket); 0: no limit.
     pub typing_rate: f64,
@@ -495,6 +502,8 @@ impl Default for Limits {
             max_connections_per_user: 16,
             session_rate: 1000.0,
             session_burst: 2000,
+            user_session_rate: 2.0,
+            user_session_burst: 16,
             typing_rate: 1.0,
             typing_burst: 5,
         }

@@ -106,6 +106,11 @@ impl Limits {
                 self.user_history_burst,
             ),
             ("session", self.session_rate, self.session_burst),
+            (
+                "user_session",
+                self.user_session_rate,
+                self.user_session_burst,
+            ),
             ("typing", self.typing_rate, self.typing_burst),
         ] {
             if !rate.is_finite() || rate < 0.0 {
@@ -149,6 +154,10 @@ impl SessionConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.idle_timeout.is_zero() || self.keepalive_interval.is_zero() {
             return bad("session.idle_timeout and session.keepalive_interval must be above zero");
+        }
+        // The clients wait at most a minute whatever they are told.
+        if self.reconnect_spread > std::time::Duration::from_secs(60) {
+            return bad("session.reconnect_spread must be at most 60s");
         }
         Ok(())
     }

@@ -320,6 +320,16 @@ impl Outbox {
         self.push_with(frame, Mode::Later(writes))
     }
 
+    /// [`push_deferred`](Self::push_deferred) for a frame that may be
+    /// lost (a typing announcement): dropped, not kicking the connection,
+    /// when its queue is over half full. True if it was taken.
+    pub fn offer_deferred(&self, frame: EncodedFrame, writes: &mut Deferred) -> bool {
+        if lock(&self.shared.state).backlog() * 2 >= self.shared.capacity {
+            return false;
+        }
+        self.push_with(frame, Mode::Later(writes))
+    }
+
     /// Queues `frame` for the connection's task to write, never writing
     /// here (for callers under a lock many wait on, and for bursts the
     /// task writes in one go).

@@ -93,7 +93,9 @@ struct Joining {
 
 impl RoomState {
     /// Queues `frame` (message `sequence`, if it is one) for every member
-    /// that does not have it, and for joiners to receive later.
+    /// that does not have it, and for joiners to receive later; an
+    /// ephemeral frame that `skip`s a user's connections goes only to the
+    /// members there are now, and only if they have room for it.
     fn fan_out(
         &mut self,
         sequence: Option<u64>,
@@ -103,8 +105,17 @@ impl RoomState {
     ) {
         let mut queued = 0;
         writes.reserve(self.recipients.len());
+        if let Some(skip) = skip {
+            // Ephemeral (typing): never to `skip`'s connections, dropped
+            // rather than queued behind a filling outbox, and not kept for
+            // joiners (stale by the time they are in).
+            for r in self.recipients.iter().filter(|r| *r.user != *skip) {
+                r.outbox.offer_deferred(frame.clone(), writes);
+            }
+            return;
+        }
         for r in &self.recipients {
-            if sequence.is_none_or(|s| s > r.seen) && skip != Some(&*r.user) {
+            if sequence.is_none_or(|s| s > r.seen) {
                 queued += u64::from(r.outbox.push_deferred(frame.clone(), writes));
             }
         }
@@ -112,9 +123,6 @@ impl RoomState {
             self.deliveries.fetch_add(queued, Ordering::Relaxed);
         }
         for joining in &mut self.joining {
-            if skip == Some(&*joining.user) {
-                continue;
-            }
             if joining.pending.len() < MAX_JOIN_PENDING {
                 joining.pending.push((sequence, frame.clone()));
             } else {
@@ -397,10 +405,12 @@ impl Rooms {
             match frame.sequence {
                 Some(sequence) if self.ordered => state.offer(sequence, &frame.frame, &mut writes),
                 sequence => {
+                    // Only an unnumbered event may skip anyone: a stored
+                    // message is never held back.
                     state.fan_out(
                         sequence,
                         &frame.frame,
-                        frame.skip_user.as_deref(),
+                        frame.skip_user.as_deref().filter(|_| sequence.is_none()),
                         &mut writes,
                     );
                     false
@@ -472,6 +482,59 @@ mod tests {
         }
         assert_eq!(got, vec![0, 11, 12, 13, 14]);
         assert_eq!(rooms.delivered(&lobby), Some(14));
+    }
+
+    #[tokio::test]
+    async fn an_ephemeral_frame_skips_its_users_connections_joiners_and_full_queues() {
+        let rooms = Rooms::new(true, None);
+        let lobby = RoomName::parse("lobby").unwrap();
+        let member = |conn: ConnId, user: &str, capacity: usize| {
+            let (o, s) = outbox(capacity);
+            rooms.begin_join(&lobby, conn, &Arc::from(user), o.clone(), 0);
+            rooms.finish_join(&lobby, conn, vec![], 0);
+            (o, s)
+        };
+        let (_ann_o, mut ann) = member(1, "ann", 64);
+        let (_ann2_o, mut ann_too) = member(2, "ann", 64);
+        let (_bob_o, mut bob) = member(3, "bob", 64);
+        // Cal's queue is over half full (nothing is read).
+        let (cal_o, mut cal) = member(4, "cal", 4);
+        cal_o.queue(f(90));
+        cal_o.queue(f(91));
+        // Dan is still joining.
+        let (dan_o, mut dan) = outbox(64);
+        rooms.begin_join(&lobby, 5, &Arc::from("dan"), dan_o, 0);
+        let frame = |skip: Option<&str>, n: u8| RoomFrame {
+            room: lobby.clone(),
+            sequence: None,
+            frame: f(n),
+            acked_at_unix_us: 0,
+            trace: None,
+            skip_user: skip.map(Arc::from),
+        };
+        rooms.deliver(&frame(Some("ann"), 7));
+        // A presence event (skipping nobody) still reaches everyone.
+        rooms.deliver(&frame(None, 8));
+        rooms.finish_join(&lobby, 5, vec![f(1)], 0);
+        assert_eq!(bob.next().await.unwrap().0[0], 7);
+        assert_eq!(bob.next().await.unwrap().0[0], 8);
+        for stream in [&mut ann, &mut ann_too] {
+            assert_eq!(stream.next().await.unwrap().0[0], 8, "ann skips her own");
+        }
+        let cal_got: Vec<u8> = [cal.next().await, cal.next().await, cal.next().await]
+            .into_iter()
+            .map(|f| f.unwrap().0[0])
+            .collect();
+        assert_eq!(
+            cal_got,
+            vec![90, 91, 8],
+            "dropped for a filling queue, not kicked"
+        );
+        let dan_got: Vec<u8> = [dan.next().await, dan.next().await]
+            .into_iter()
+            .map(|f| f.unwrap().0[0])
+            .collect();
+        assert_eq!(dan_got, vec![1, 8], "a joiner gets presence, not typing");
     }
 
     #[tokio::test]

@@ -286,8 +286,8 @@ impl Session {
             Some(Request::SendMessage(r)) if self.rooms.iter().any(|m| m.as_str() == r.room) => {
                 Some((Action::Send, "messages"))
             }
-            // Likewise for typing.
-            Some(Request::Typing(r)) if self.rooms.iter().any(|m| m.as_str() == r.room) => {
+            // Likewise for typing, and in a read-only room.
+            Some(Request::Typing(r)) if self.writable_room(&r.room).is_ok() => {
                 Some((Action::Typing, "typing announcements"))
             }
             _ => None,
@@ -327,7 +327,7 @@ impl Session {
                     .await
                     .map(reply::Result::History)
             }
-            Some(Request::Typing(r)) => match self.member_room(&r.room) {
+            Some(Request::Typing(r)) => match self.writable_room(&r.room) {
                 Ok(room) => {
                     self.hub.typing(&room, &self.user, r.typing).await;
                     Ok(reply::Result::Typing(TypingResult {}))
@@ -427,18 +427,25 @@ impl Session {
         }))
     }
 
-    async fn send(
-        &mut self,
-        room: &str,
-        client_message_id: String,
-        text: String,
-    ) -> Result<reply::Result, RequestError> {
+    /// `room`, if this connection is in it and may write there (send, or
+    /// say it is typing).
+    fn writable_room(&self, room: &str) -> Result<RoomName, RequestError> {
         let room = self.member_room(room)?;
         if self.identity.rooms.access(room.as_str()) != Access::Write {
             return Err(RequestError::PermissionDenied(format!(
                 "room {room} is read-only for you"
             )));
         }
+        Ok(room)
+    }
+
+    async fn send(
+        &mut self,
+        room: &str,
+        client_message_id: String,
+        text: String,
+    ) -> Result<reply::Result, RequestError> {
+        let room = self.writable_room(room)?;
         validate::client_message_id(&client_message_id)?;
         validate::message_text(&text, self.hub.limits().max_text_bytes)?;
         let stored = self

@@ -292,6 +292,10 @@ async fn room_rules_from_the_token_allow_deny_and_make_read_only() {
         reader.send("news", "let me write").await.map(|_| ()),
         "read-only room",
     );
+    denied(
+        reader.typing("news", true).await,
+        "typing in a read-only room",
+    );
     editor.send("news", "headline").await.unwrap();
     assert_eq!(
         expect_message(&mut reader_ev, "news").await,

@@ -4,7 +4,7 @@
 
 use super::pane::{Entry, Kind};
 use super::requests::HISTORY_ON_JOIN;
-use super::state::{App, Conn, Typist};
+use super::state::{App, Conn, TYPING_LONGEST, TYPISTS_KEPT, Typist};
 use super::text::{display, joined_text, notice_text};
 use chat_client::proto::{DisconnectNotice, JoinRoomResult, MessageEvent, Typing, Welcome};
 use chat_client::{ClientError, Event};
@@ -126,13 +126,15 @@ impl App {
         if !self.panes.contains_key(&t.room) || self.is_me(Some(&member)) {
             return;
         }
+        let now = Instant::now();
         let typists = self.typing.entry(t.room).or_default();
-        typists.retain(|x| x.user_id != member.user_id);
-        if t.typing {
+        typists.retain(|x| x.user_id != member.user_id && x.until > now);
+        if t.typing && typists.len() < TYPISTS_KEPT {
+            let shown = Duration::from_millis(t.expires_after_ms.into()).min(TYPING_LONGEST);
             typists.push(Typist {
                 user_id: member.user_id,
                 name: member.display_name,
-                until: Instant::now() + Duration::from_millis(t.expires_after_ms.into()),
+                until: now + shown,
             });
         }
     }

@@ -101,15 +101,24 @@ impl App {
             Action::Quit => self.quit = true,
             Action::Type(c) => {
                 self.input.insert(c);
-                self.announce_typing();
+                self.typing_changed();
             }
-            Action::Backspace => self.input.backspace(),
-            Action::Delete => self.input.delete(),
+            Action::Backspace => {
+                self.input.backspace();
+                self.typing_changed();
+            }
+            Action::Delete => {
+                self.input.delete();
+                self.typing_changed();
+            }
             Action::Left => self.input.left(),
             Action::Right => self.input.right(),
             Action::Home => self.input.home(),
             Action::End => self.input.end(),
-            Action::ClearToStart => self.input.clear_to_start(),
+            Action::ClearToStart => {
+                self.input.clear_to_start();
+                self.typing_changed();
+            }
             Action::ScrollUp(rows) => {
                 let rows = self.rows(rows);
                 let pane = self.current_pane();

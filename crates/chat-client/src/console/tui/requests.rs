@@ -141,27 +141,39 @@ impl App {
         });
     }
 
-    /// Tells the current room this user is typing: at most every
-    /// [`TYPING_REPEAT`], never for a command, and without waiting or
-    /// reporting (an announcement refused or lost matters to nobody).
-    pub(super) fn announce_typing(&mut self) {
-        let Some(room) = self.current.clone() else {
-            return;
-        };
-        if self.input.text.starts_with('/') {
-            return;
-        }
+    /// After the input line or the room shown changed: tells the current
+    /// room this user is typing while the line holds a message (at most
+    /// every [`TYPING_REPEAT`]; never for a command), and tells the room
+    /// it was said to that it stopped once the line is emptied or another
+    /// room is shown. Never waited for or reported (an announcement
+    /// refused or lost matters to nobody).
+    pub(super) fn typing_changed(&mut self) {
+        let text = self.input.text.trim_start();
+        let command = text.starts_with('/') && !text.starts_with("//");
+        let typing_in = self
+            .current
+            .clone()
+            .filter(|_| !text.trim().is_empty() && !command);
         let now = Instant::now();
-        if let Some((said, at)) = &self.typing_said
-            && *said == room
-            && now.duration_since(*at) < TYPING_REPEAT
-        {
-            return;
+        if let Some((said, at)) = self.typing_said.clone() {
+            if typing_in.as_ref() == Some(&said) && now.duration_since(at) < TYPING_REPEAT {
+                return;
+            }
+            if typing_in.as_ref() != Some(&said) {
+                self.typing_said = None;
+                self.say_typing(said, false);
+            }
         }
-        self.typing_said = Some((room.clone(), now));
+        if let Some(room) = typing_in {
+            self.typing_said = Some((room.clone(), now));
+            self.say_typing(room, true);
+        }
+    }
+
+    fn say_typing(&self, room: String, typing: bool) {
         let client = self.client.clone();
         tokio::spawn(async move {
-            let _ = client.typing(&room, true).await;
+            let _ = client.typing(&room, typing).await;
         });
     }
 
@@ -207,6 +219,7 @@ impl App {
         match outcome {
             Outcome::Joined { room, result } => self.on_joined(room, result),
             Outcome::Left { room, result } => {
+                self.typing.remove(&room);
                 self.sync_rooms();
                 match result {
                     Ok(r) => self.info(format!("left {}", r.room)),

@@ -49,6 +49,11 @@ pub(super) struct Typist {
 /// How often the console repeats "typing" while its user types.
 pub(super) const TYPING_REPEAT: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// The longest a typist is shown without a repeat, whatever the server
+/// says; and the most typists kept per room.
+pub(super) const TYPING_LONGEST: std::time::Duration = std::time::Duration::from_secs(60);
+pub(super) const TYPISTS_KEPT: usize = 50;
+
 /// Everything the UI shows and remembers.
 pub(super) struct App {
     /// The connection, for requests and its room list.
@@ -180,6 +185,7 @@ impl App {
             pane.unread = 0;
         }
         self.current = room;
+        self.typing_changed();
     }
 
     /// Shows the next room (or the previous one), wrapping around.

@@ -229,8 +229,9 @@ export const ClientFrameSchema: GenMessage<ClientFrame> = /*@__PURE__*/
 /**
  * Typing in a room, or stopped. A client typing repeats `typing = true`
  * at most every few seconds while it types (members forget it after the
- * event's `expires_after_ms`) and says `typing = false` when it stops or
- * sends its message.
+ * event's `expires_after_ms`) and says `typing = false` when it stops
+ * without sending (its text cleared, another room chosen); its message
+ * itself ends it for the members.
  *
  * @generated from message chat.v1.TypingRequest
  */
