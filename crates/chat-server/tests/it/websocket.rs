@@ -197,6 +197,17 @@ impl Ws {
     }
 }
 
+/// The reason of the close frame that must come next, with `code`.
+async fn closed_with(ws: &mut Ws, code: u16) -> String {
+    match tokio::time::timeout(WAIT, ws.socket.next()).await.unwrap() {
+        Some(Ok(Message::Close(Some(close)))) => {
+            assert_eq!(close.code, CloseCode::from(code), "{close:?}");
+            close.reason.to_string()
+        }
+        other => panic!("not closed with {code}: {other:?}"),
+    }
+}
+
 /// The text of the next message event in `room`, skipping other frames.
 async fn next_message(ws: &mut Ws) -> (String, String, u64) {
     loop {
@@ -439,16 +450,7 @@ async fn tokens_travel_in_the_subprotocol_list() {
         (vec![format!("bearer.{token}x")], "signature"),
     ] {
         let mut refused = open(&server, &protocols, None).await.unwrap();
-        let next = tokio::time::timeout(WAIT, refused.socket.next())
-            .await
-            .unwrap();
-        match next {
-            Some(Ok(Message::Close(Some(close)))) => {
-                assert_eq!(close.code, CloseCode::from(4401));
-                assert_eq!(close.reason.as_str(), reason);
-            }
-            other => panic!("not closed with 4401 {reason}: {other:?}"),
-        }
+        assert_eq!(closed_with(&mut refused, 4401).await, reason);
     }
     let failures = &server.server.hub().metrics().auth_failures;
     assert_eq!(failures.get(AuthFailure::Missing), 2);
@@ -466,22 +468,12 @@ async fn new_sessions_beyond_the_servers_pace_are_refused_with_the_time_to_retry
     let _second = RawSession::open(&server.url(), "bob").await.unwrap();
     // Over the pace: a WebSocket is closed with 4429 `rate:<ms>`...
     let mut third = open(&server, &[name_protocol("cat")], None).await.unwrap();
-    match tokio::time::timeout(WAIT, third.socket.next())
-        .await
-        .unwrap()
-    {
-        Some(Ok(Message::Close(Some(close)))) => {
-            assert_eq!(close.code, CloseCode::from(4429));
-            let ms: u64 = close
-                .reason
-                .as_str()
-                .strip_prefix("rate:")
-                .and_then(|ms| ms.parse().ok())
-                .unwrap_or_else(|| panic!("no retry time in {:?}", close.reason));
-            assert!((1..=2000).contains(&ms), "retry in {ms} ms");
-        }
-        other => panic!("not refused by pace: {other:?}"),
-    }
+    let reason = closed_with(&mut third, 4429).await;
+    let ms: u64 = reason
+        .strip_prefix("rate:")
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("no retry time in {reason:?}"));
+    assert!((1..=2000).contains(&ms), "retry in {ms} ms");
     // ...and a gRPC stream is refused with the retry time in its metadata.
     match RawSession::open(&server.url(), "dan").await {
         Err(status) => {
@@ -528,16 +520,7 @@ async fn connection_limits_count_websockets_like_streams() {
     let server = TestServer::start(c).await;
     let _first = open_as(&server, "ann").await;
     let mut second = open(&server, &[name_protocol("ann")], None).await.unwrap();
-    match tokio::time::timeout(WAIT, second.socket.next())
-        .await
-        .unwrap()
-    {
-        Some(Ok(Message::Close(Some(close)))) => {
-            assert_eq!(close.code, CloseCode::from(4429));
-            assert_eq!(close.reason.as_str(), "user");
-        }
-        other => panic!("not limited: {other:?}"),
-    }
+    assert_eq!(closed_with(&mut second, 4429).await, "user");
     // The same user over gRPC is refused too: one count for both.
     let refused = RawSession::open(&server.url(), "ann").await;
     assert!(refused.is_err());
