@@ -28,7 +28,7 @@ use chat_server::domain::User;
 use chat_server::domain::validate::{self, RoomName};
 use chat_server::hub::{Hub, Outbox, OutboxStream, Rooms, outbox};
 use chat_server::session::Session;
-use chat_server::store::{MemoryStore, MessageStore, NewMessage};
+use chat_server::store::{Kind, MemoryStore, MessageStore, NewMessage};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures::{FutureExt, StreamExt};
 use prost::Message;
@@ -158,6 +158,7 @@ fn hub_send(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
                             sender: sender.clone(),
                             client_message_id,
                             text,
+                            kind: Kind::Message,
                         })
                         .await
                         .expect("send");

@@ -50,6 +50,7 @@ fn message_frame() -> ServerFrame {
             text: TEXT.into(),
             server_time_unix_ms: 1_760_000_000_000,
             client_message_id: "0199a3f2-6b90-7c11-8e2a-3d4b5c6d7e8f".into(),
+            ..MessageEvent::default()
         })),
     }
 }

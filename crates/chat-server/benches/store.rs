@@ -14,7 +14,7 @@
 
 use chat_server::domain::User;
 use chat_server::domain::validate::RoomName;
-use chat_server::store::{self, MessageStore, NewMessage};
+use chat_server::store::{self, Kind, MessageStore, NewMessage};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures::future::join_all;
 use std::hint::black_box;
@@ -34,6 +34,7 @@ fn message(room: &RoomName, sender: &User) -> NewMessage {
         sender: sender.clone(),
         client_message_id: format!("m-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)),
         text: TEXT.into(),
+        kind: Kind::Message,
     }
 }
 

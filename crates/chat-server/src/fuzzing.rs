@@ -38,6 +38,17 @@ pub fn client_frame(data: &[u8]) {
             let _ = validate::client_message_id(&r.client_message_id);
             let _ = validate::message_text(&r.text, limit);
         }
+        Some(Request::EditMessage(r)) => {
+            let _ = RoomName::parse(&r.room);
+            let _ = validate::client_message_id(&r.client_message_id);
+            let _ = validate::message_text(&r.text, limit);
+            let _ = validate::target_sequence(r.sequence);
+        }
+        Some(Request::DeleteMessage(r)) => {
+            let _ = RoomName::parse(&r.room);
+            let _ = validate::client_message_id(&r.client_message_id);
+            let _ = validate::target_sequence(r.sequence);
+        }
         Some(Request::ListRooms(_)) | Some(Request::Ping(_)) | None => {}
     }
 }

@@ -39,6 +39,22 @@ pub enum RequestError {
     /// The user's token does not allow this in this room.
     #[error("{0}")]
     PermissionDenied(String),
+    /// A change names no live message of the room.
+    #[error("room {room} has no message {sequence} that can be changed")]
+    MessageNotFound {
+        /// The room.
+        room: String,
+        /// The sequence the change named.
+        sequence: u64,
+    },
+    /// A change to another user's message.
+    #[error("message {sequence} of room {room} was sent by another user")]
+    NotTheAuthor {
+        /// The room.
+        room: String,
+        /// The sequence the change named.
+        sequence: u64,
+    },
     /// The server cannot serve the request now.
     #[error("{0}")]
     Unavailable(String),
@@ -58,6 +74,8 @@ impl RequestError {
             RequestError::TooManyRooms(_) => ErrorCode::TooManyRooms,
             RequestError::RateLimited { .. } => ErrorCode::RateLimited,
             RequestError::PermissionDenied(_) => ErrorCode::PermissionDenied,
+            RequestError::MessageNotFound { .. } => ErrorCode::MessageNotFound,
+            RequestError::NotTheAuthor { .. } => ErrorCode::NotTheAuthor,
             RequestError::Unavailable(_) => ErrorCode::Unavailable,
             RequestError::Internal(_) => ErrorCode::Internal,
         }

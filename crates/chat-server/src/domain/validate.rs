@@ -80,6 +80,17 @@ pub fn message_text(text: &str, max_bytes: usize) -> Result<&str, RequestError> 
     Ok(text)
 }
 
+/// Validates the sequence an edit or a delete names: a message's, so at
+/// least 1 (and within the store's signed 64-bit numbers).
+pub fn target_sequence(sequence: u64) -> Result<u64, RequestError> {
+    if sequence == 0 || sequence > i64::MAX as u64 {
+        return Err(RequestError::InvalidArgument(format!(
+            "sequence {sequence} names no message (they start at 1)"
+        )));
+    }
+    Ok(sequence)
+}
+
 /// Validates the client's own message id: 1 to 128 bytes without control
 /// characters.
 pub fn client_message_id(id: &str) -> Result<&str, RequestError> {

@@ -163,7 +163,10 @@ fn refusal(error: &RequestError) -> Status {
         RequestError::TooManyRooms(_) | RequestError::RateLimited { .. } => {
             tonic::Code::ResourceExhausted
         }
-        RequestError::PermissionDenied(_) => tonic::Code::PermissionDenied,
+        RequestError::PermissionDenied(_) | RequestError::NotTheAuthor { .. } => {
+            tonic::Code::PermissionDenied
+        }
+        RequestError::MessageNotFound { .. } => tonic::Code::NotFound,
         RequestError::Unavailable(_) => tonic::Code::Unavailable,
         RequestError::Internal(_) => tonic::Code::Internal,
     };

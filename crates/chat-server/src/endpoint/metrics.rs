@@ -127,6 +127,18 @@ fn messages(out: &mut String, hub: &Hub) {
     );
     counter(
         out,
+        "chat_messages_edited_total",
+        "Edits accepted from this instance's clients and stored.",
+        load(&hub.metrics().messages_edited),
+    );
+    counter(
+        out,
+        "chat_messages_deleted_total",
+        "Deletes accepted from this instance's clients and stored.",
+        load(&hub.metrics().messages_deleted),
+    );
+    counter(
+        out,
         "chat_typing_received_total",
         "Typing announcements accepted from this instance's clients (ephemeral: not stored).",
         load(&hub.metrics().typing_received),

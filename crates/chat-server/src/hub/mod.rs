@@ -25,10 +25,11 @@ use crate::config::Limits;
 use crate::domain::RequestError;
 use crate::domain::User;
 use crate::domain::validate::RoomName;
-use crate::store::{Direction, MessageStore, NewMessage, Page, StoredMessage};
+use crate::store::{Direction, Kind, MessageStore, NewMessage, Page, StoreError, StoredMessage};
 use chat_proto::EncodedFrame;
 use chat_proto::v1::{
-    Member, MemberJoined, MemberLeft, MessageEvent, Notification, Typing, server_frame::Frame,
+    Member, MemberJoined, MemberLeft, MessageEvent, MessageKind, Notification, Typing,
+    server_frame::Frame,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -468,6 +469,26 @@ impl Hub {
     /// Stores `message` (which assigns its sequence), then publishes it once.
     /// The caller must be a member of the room.
     pub async fn send(&self, message: NewMessage) -> Result<StoredMessage, RequestError> {
+        self.sequence_and_publish(message, false).await
+    }
+
+    /// Stores `change` (an edit or a delete, which the store checks and
+    /// applies to its message) as the room's next event, then publishes it
+    /// once, like a message. `operator`: may delete others' messages. The
+    /// caller must be a member of the room.
+    pub async fn change(
+        &self,
+        change: NewMessage,
+        operator: bool,
+    ) -> Result<StoredMessage, RequestError> {
+        self.sequence_and_publish(change, operator).await
+    }
+
+    async fn sequence_and_publish(
+        &self,
+        message: NewMessage,
+        operator: bool,
+    ) -> Result<StoredMessage, RequestError> {
         let room = self
             .rooms
             .get(&message.room)
@@ -476,15 +497,31 @@ impl Hub {
         // room's publications in sequence order.
         let _ordered = room.send_lock.lock().await;
         let started = std::time::Instant::now();
-        let appended = self
-            .store
-            .append(message)
-            .instrument(trace::step_span("store.append"))
-            .await
-            .map_err(|e| {
+        let kind = message.kind;
+        let room_name = message.room.to_string();
+        let stored = match kind {
+            Kind::Message => self.store.append(message).instrument(trace::step_span("store.append")).await,
+            Kind::Edit(_) | Kind::Delete(_) => {
+                self.store
+                    .change(message, operator)
+                    .instrument(trace::step_span("store.change"))
+                    .await
+            }
+        };
+        let appended = stored.map_err(|e| match e {
+            StoreError::MessageNotFound(sequence) => RequestError::MessageNotFound {
+                room: room_name,
+                sequence,
+            },
+            StoreError::NotTheAuthor(sequence) => RequestError::NotTheAuthor {
+                room: room_name,
+                sequence,
+            },
+            e => {
                 tracing::warn!(error = %e, "send failed: store");
                 RequestError::Unavailable(e.to_string())
-            })?;
+            }
+        })?;
         self.metrics.store_append.observe(started.elapsed());
         let stored = appended.message;
         if appended.duplicate {
@@ -498,9 +535,12 @@ impl Hub {
                 return Ok(stored);
             }
         } else {
-            self.metrics
-                .messages_received
-                .fetch_add(1, Ordering::Relaxed);
+            let counter = match kind {
+                Kind::Message => &self.metrics.messages_received,
+                Kind::Edit(_) => &self.metrics.messages_edited,
+                Kind::Delete(_) => &self.metrics.messages_deleted,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
         }
         let m = &stored.message;
         let event = Frame::Message(message_event(&stored));
@@ -596,6 +636,14 @@ pub fn message_event(stored: &StoredMessage) -> MessageEvent {
         text: m.text.clone(),
         server_time_unix_ms: stored.time_unix_ms,
         client_message_id: m.client_message_id.clone(),
+        kind: match m.kind {
+            Kind::Message => MessageKind::Message,
+            Kind::Edit(_) => MessageKind::Edit,
+            Kind::Delete(_) => MessageKind::Delete,
+        } as i32,
+        target_sequence: m.kind.target(),
+        edited_at_unix_ms: stored.edited_at_ms,
+        deleted: stored.deleted,
     }
 }
 

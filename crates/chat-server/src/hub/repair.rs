@@ -127,7 +127,7 @@ mod tests {
     use super::*;
     use crate::domain::User;
     use crate::hub::outbox;
-    use crate::store::{MemoryStore, NewMessage};
+    use crate::store::{Kind, MemoryStore, NewMessage};
     use futures::StreamExt;
 
     #[tokio::test]
@@ -143,6 +143,7 @@ mod tests {
                 },
                 client_message_id: i.to_string(),
                 text: format!("m{i}"),
+                kind: Kind::Message,
             };
             store.append(message).await.unwrap();
         }

@@ -43,6 +43,14 @@ impl MessageStore for ProbeStore {
         })
     }
 
+    fn change(
+        &self,
+        change: NewMessage,
+        operator: bool,
+    ) -> BoxFuture<'_, Result<Appended, StoreError>> {
+        self.inner.change(change, operator)
+    }
+
     fn latest_sequence<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<u64, StoreError>> {
         self.latest_reads.fetch_add(1, Ordering::SeqCst);
         self.inner.latest_sequence(room)
@@ -95,6 +103,7 @@ async fn a_retried_send_the_store_had_kept_reaches_the_members() {
         sender: user("alice"),
         client_message_id: "m1".into(),
         text: "hello".into(),
+        kind: Kind::Message,
     };
     assert!(matches!(
         hub.send(message.clone()).await,
@@ -124,6 +133,7 @@ async fn a_retried_send_the_store_had_kept_reaches_the_members() {
         sender: user("alice"),
         client_message_id: "m1".into(),
         text: "hello".into(),
+        kind: Kind::Message,
     };
     hub.send(message).await.unwrap();
     let again = tokio::time::timeout(Duration::from_millis(300), stream.next()).await;
@@ -170,6 +180,7 @@ async fn an_up_to_date_resume_reads_nothing_from_the_store() {
         sender: user("alice"),
         client_message_id: "m1".into(),
         text: "hello".into(),
+        kind: Kind::Message,
     };
     hub.send(message).await.unwrap();
     let _resumed = join(2, Some(1)).await;

@@ -159,6 +159,10 @@ pub struct Metrics {
     pub messages_received: AtomicU64,
     /// Typing announcements accepted from this instance's clients.
     pub typing_received: AtomicU64,
+    /// Edits accepted and stored (retries excluded).
+    pub messages_edited: AtomicU64,
+    /// Deletes accepted and stored (retries excluded).
+    pub messages_deleted: AtomicU64,
     /// Requests refused by a rate limit, by action.
     pub rate_limited: Family<RateLimitedAction>,
     /// Refused tokens, by reason.
@@ -184,6 +188,8 @@ impl Default for Metrics {
             connections_refused: Family::new(),
             messages_received: AtomicU64::new(0),
             typing_received: AtomicU64::new(0),
+            messages_edited: AtomicU64::new(0),
+            messages_deleted: AtomicU64::new(0),
             rate_limited: Family::new(),
             auth_failures: Family::new(),
             store_append: Histogram::default(),

@@ -14,7 +14,7 @@ use crate::domain::validate::{self, RoomName};
 use crate::hub::{ConnId, Hub, JoinInfo, Outbox, OutboxStream, disconnect_frame, member, outbox};
 use crate::limiter::{Action, Admission, Permit, Refusal};
 use crate::metrics::{CloseReason, RateLimitedAction};
-use crate::store::NewMessage;
+use crate::store::{Kind, NewMessage, StoredMessage};
 use crate::telemetry::trace::{self, TraceParent};
 use chat_proto::EncodedFrame;
 use chat_proto::v1::{
@@ -267,6 +267,8 @@ impl Session {
             Some(Request::Ping(_)) => "chat.ping",
             Some(Request::History(_)) => "chat.history",
             Some(Request::Typing(_)) => "chat.typing",
+            Some(Request::EditMessage(_)) => "chat.edit",
+            Some(Request::DeleteMessage(_)) => "chat.delete",
             None => "chat.unknown",
         };
         let parent = match frame.traceparent.as_str() {
@@ -284,6 +286,14 @@ impl Session {
             // A send to a room the connection is not in is refused below
             // and costs no token (a client retrying while it rejoins).
             Some(Request::SendMessage(r)) if self.rooms.iter().any(|m| m.as_str() == r.room) => {
+                Some((Action::Send, "messages"))
+            }
+            // Edits and deletes are numbered and stored like messages, and
+            // share their limit.
+            Some(Request::EditMessage(r)) if self.rooms.iter().any(|m| m.as_str() == r.room) => {
+                Some((Action::Send, "messages"))
+            }
+            Some(Request::DeleteMessage(r)) if self.rooms.iter().any(|m| m.as_str() == r.room) => {
                 Some((Action::Send, "messages"))
             }
             // Likewise for typing, and in a read-only room.
@@ -318,6 +328,18 @@ impl Session {
             }
             Some(Request::LeaveRoom(r)) => self.leave(&r.room).await,
             Some(Request::SendMessage(r)) => self.send(&r.room, r.client_message_id, r.text).await,
+            Some(Request::EditMessage(r)) => {
+                let edit = Kind::Edit(r.sequence);
+                self.change(&r.room, edit, r.client_message_id, r.text)
+                    .await
+                    .map(reply::Result::EditMessage)
+            }
+            Some(Request::DeleteMessage(r)) => {
+                let delete = Kind::Delete(r.sequence);
+                self.change(&r.room, delete, r.client_message_id, String::new())
+                    .await
+                    .map(reply::Result::DeleteMessage)
+            }
             Some(Request::ListMembers(r)) => self.list_members(&r.room),
             Some(Request::ListRooms(_)) => Ok(reply::Result::ListRooms(ListRoomsResult {
                 rooms: self.rooms.iter().map(|r| r.to_string()).collect(),
@@ -455,16 +477,43 @@ impl Session {
                 sender: self.user.clone(),
                 client_message_id,
                 text,
+                kind: Kind::Message,
             })
             .await?;
         tracing::debug!(room = %stored.message.room, sequence = stored.sequence, "message sent");
-        Ok(reply::Result::SendMessage(SendMessageResult {
-            message_id: stored.id,
-            room: stored.message.room.to_string(),
-            sequence: stored.sequence,
-            server_time_unix_ms: stored.time_unix_ms,
-            client_message_id: stored.message.client_message_id,
-        }))
+        Ok(reply::Result::SendMessage(acknowledgement(stored)))
+    }
+
+    /// An edit (with its new `text`) or a delete of an earlier message.
+    /// The author needs write access to the room; an operator (a token with
+    /// `admin`) deletes any message of a room it is a member of.
+    async fn change(
+        &mut self,
+        room: &str,
+        kind: Kind,
+        client_message_id: String,
+        text: String,
+    ) -> Result<SendMessageResult, RequestError> {
+        let operator = self.identity.admin;
+        let room = match kind {
+            Kind::Delete(_) if operator => self.member_room(room)?,
+            _ => self.writable_room(room)?,
+        };
+        validate::target_sequence(kind.target())?;
+        validate::client_message_id(&client_message_id)?;
+        if let Kind::Edit(_) = kind {
+            validate::message_text(&text, self.hub.limits().max_text_bytes)?;
+        }
+        let change = NewMessage {
+            room,
+            sender: self.user.clone(),
+            client_message_id,
+            text,
+            kind,
+        };
+        let stored = self.hub.change(change, operator).await?;
+        tracing::debug!(room = %stored.message.room, sequence = stored.sequence, ?kind, "message changed");
+        Ok(acknowledgement(stored))
     }
 
     fn list_members(&self, room: &str) -> Result<reply::Result, RequestError> {
@@ -474,6 +523,17 @@ impl Session {
             room: room.to_string(),
             members: members.iter().map(member).collect(),
         }))
+    }
+}
+
+/// The reply to a send, an edit or a delete: what the store numbered.
+fn acknowledgement(stored: StoredMessage) -> SendMessageResult {
+    SendMessageResult {
+        message_id: stored.id,
+        room: stored.message.room.to_string(),
+        sequence: stored.sequence,
+        server_time_unix_ms: stored.time_unix_ms,
+        client_message_id: stored.message.client_message_id,
     }
 }
 

@@ -3,7 +3,8 @@
 //! survives a restart; for tests and throwaway runs.
 
 use super::{
-    Appended, Direction, MessageStore, NewMessage, Page, Retention, StoreError, StoredMessage,
+    Appended, Direction, Kind, MessageStore, NewMessage, Page, Retention, StoreError,
+    StoredMessage, check_change,
 };
 use crate::domain::validate::RoomName;
 use chat_util::lock;
@@ -57,6 +58,46 @@ impl RoomLog {
         let first = self.recent.front()?.sequence;
         self.recent.get(sequence.checked_sub(first)? as usize)
     }
+
+    fn find_mut(&mut self, sequence: u64) -> Option<&mut StoredMessage> {
+        let first = self.recent.front()?.sequence;
+        self.recent.get_mut(sequence.checked_sub(first)? as usize)
+    }
+
+    /// The stored copy of a retry of `message`, if it is still kept.
+    fn original(&self, message: &NewMessage) -> Option<&StoredMessage> {
+        let key = (
+            message.sender.user_id.clone(),
+            message.client_message_id.clone(),
+        );
+        self.by_client_id.get(&key).and_then(|seq| self.find(*seq))
+    }
+
+    /// Numbers `message` and keeps it (within the window).
+    fn push(&mut self, message: NewMessage) -> StoredMessage {
+        self.last += 1;
+        let stored = StoredMessage {
+            id: uuid::Uuid::now_v7().to_string(),
+            sequence: self.last,
+            time_unix_ms: now_unix_ms(),
+            message,
+            edited_at_ms: 0,
+            deleted: false,
+        };
+        let key = (
+            stored.message.sender.user_id.clone(),
+            stored.message.client_message_id.clone(),
+        );
+        self.by_client_id.insert(key, stored.sequence);
+        self.recent.push_back(stored.clone());
+        if self.recent.len() > WINDOW
+            && let Some(old) = self.recent.pop_front()
+        {
+            self.by_client_id
+                .remove(&(old.message.sender.user_id, old.message.client_message_id));
+        }
+        stored
+    }
 }
 
 impl MessageStore for MemoryStore {
@@ -71,31 +112,60 @@ impl MessageStore for MemoryStore {
     fn append(&self, message: NewMessage) -> BoxFuture<'_, Result<Appended, StoreError>> {
         let mut shard = self.shard(&message.room);
         let log = shard.entry(message.room.clone()).or_default();
-        let key = (
-            message.sender.user_id.clone(),
-            message.client_message_id.clone(),
-        );
-        if let Some(original) = log.by_client_id.get(&key).and_then(|seq| log.find(*seq)) {
+        let appended = match log.original(&message) {
+            Some(original) => Appended {
+                message: original.clone(),
+                duplicate: true,
+            },
+            None => Appended {
+                message: log.push(message),
+                duplicate: false,
+            },
+        };
+        ready(Ok(appended)).boxed()
+    }
+
+    fn change(
+        &self,
+        change: NewMessage,
+        operator: bool,
+    ) -> BoxFuture<'_, Result<Appended, StoreError>> {
+        let mut shard = self.shard(&change.room);
+        let log = shard.entry(change.room.clone()).or_default();
+        if let Some(original) = log.original(&change) {
             let appended = Appended {
                 message: original.clone(),
                 duplicate: true,
             };
             return ready(Ok(appended)).boxed();
         }
-        log.last += 1;
-        let stored = StoredMessage {
-            id: uuid::Uuid::now_v7().to_string(),
-            sequence: log.last,
-            time_unix_ms: now_unix_ms(),
-            message,
-        };
-        log.by_client_id.insert(key, stored.sequence);
-        log.recent.push_back(stored.clone());
-        if log.recent.len() > WINDOW
-            && let Some(old) = log.recent.pop_front()
-        {
-            log.by_client_id
-                .remove(&(old.message.sender.user_id, old.message.client_message_id));
+        let target = change.kind.target();
+        let state = log
+            .find(target)
+            .map(|m| (m.message.kind, &*m.message.sender.user_id, m.deleted));
+        if let Err(e) = check_change(change.kind, state, &change.sender.user_id, operator) {
+            return ready(Err(e)).boxed();
+        }
+        let stored = log.push(change);
+        let now = stored.time_unix_ms;
+        if let Some(message) = log.find_mut(target) {
+            match stored.message.kind {
+                Kind::Edit(_) => {
+                    message.message.text = stored.message.text.clone();
+                    message.edited_at_ms = now;
+                }
+                Kind::Delete(_) | Kind::Message => {
+                    message.message.text.clear();
+                    message.deleted = true;
+                }
+            }
+        }
+        if matches!(stored.message.kind, Kind::Delete(_)) {
+            for edit in log.recent.iter_mut() {
+                if edit.message.kind == Kind::Edit(target) {
+                    edit.message.text.clear();
+                }
+            }
         }
         ready(Ok(Appended {
             message: stored,

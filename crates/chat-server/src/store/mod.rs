@@ -1,5 +1,8 @@
 //! The message store: the source of truth for a room's messages and the
 //! authority that assigns each message its id and per-room sequence number.
+//! Changes to a message (edits, deletes) are numbered events of the room
+//! too, stored in the same sequence, and applied to the message they name in
+//! the same transaction.
 //!
 //! One trait, three implementations chosen by `store.url`: `memory`
 //! (nothing durable), `sqlite://…` (the embedded default) and
@@ -29,8 +32,73 @@ pub struct NewMessage {
     /// The client's id for the message; with the room and the sender, it
     /// identifies the message across retries.
     pub client_message_id: String,
-    /// The text.
+    /// The text (empty for a delete).
     pub text: String,
+    /// A message, or a change to an earlier one.
+    pub kind: Kind,
+}
+
+/// What a numbered room event is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Kind {
+    /// A message.
+    #[default]
+    Message,
+    /// A new text for the message with this sequence.
+    Edit(u64),
+    /// Takes back the message with this sequence.
+    Delete(u64),
+}
+
+impl Kind {
+    /// The `kind` column's value (the wire's `MessageKind` number).
+    fn code(self) -> i16 {
+        match self {
+            Kind::Message => 0,
+            Kind::Edit(_) => 1,
+            Kind::Delete(_) => 2,
+        }
+    }
+
+    /// The message a change applies to (0 for a message).
+    pub fn target(self) -> u64 {
+        match self {
+            Kind::Message => 0,
+            Kind::Edit(target) | Kind::Delete(target) => target,
+        }
+    }
+
+    /// From the `kind` and `target_sequence` columns; a kind this build
+    /// does not know reads as a message.
+    fn from_columns(code: i64, target: i64) -> Kind {
+        let target = target.max(0) as u64;
+        match code {
+            1 => Kind::Edit(target),
+            2 => Kind::Delete(target),
+            _ => Kind::Message,
+        }
+    }
+}
+
+/// Whether `by` (an operator or not) may make `change` to a message whose
+/// row holds `target` (kind, sender, deleted), or `None` if there is none.
+/// Only live messages can change; only their author edits them; their
+/// author or an operator deletes them.
+fn check_change(
+    change: Kind,
+    target: Option<(Kind, &str, bool)>,
+    by: &str,
+    operator: bool,
+) -> Result<(), StoreError> {
+    let sequence = change.target();
+    let Some((Kind::Message, sender, false)) = target else {
+        return Err(StoreError::MessageNotFound(sequence));
+    };
+    let allowed = sender == by || (operator && matches!(change, Kind::Delete(_)));
+    if !allowed {
+        return Err(StoreError::NotTheAuthor(sequence));
+    }
+    Ok(())
 }
 
 /// A message the store has accepted.
@@ -42,8 +110,13 @@ pub struct StoredMessage {
     pub sequence: u64,
     /// When the store accepted it.
     pub time_unix_ms: i64,
-    /// What was sent.
+    /// What was sent. For a message read back, the current text: the last
+    /// edit's, or empty once deleted.
     pub message: NewMessage,
+    /// When the text was last edited (0: never).
+    pub edited_at_ms: i64,
+    /// The message was taken back; its text is gone.
+    pub deleted: bool,
 }
 
 /// The outcome of an append.
@@ -91,6 +164,12 @@ pub enum StoreError {
     /// `store.url` is not usable.
     #[error("store configuration: {0}")]
     Config(String),
+    /// A change names no live message of the room.
+    #[error("no message {0} to change in this room")]
+    MessageNotFound(u64),
+    /// A change to another user's message.
+    #[error("message {0} was sent by another user")]
+    NotTheAuthor(u64),
 }
 
 /// Where messages are kept and sequenced.
@@ -108,6 +187,19 @@ pub trait MessageStore: Send + Sync + 'static {
     /// that one, marked duplicate. When this returns, the message is as
     /// durable as the store makes anything.
     fn append(&self, message: NewMessage) -> BoxFuture<'_, Result<Appended, StoreError>>;
+
+    /// Stores `change` (an edit or a delete) as the next event of its room
+    /// and applies it to the message it names, in one transaction: an edit
+    /// replaces the text and sets its edit time; a delete empties the text
+    /// of the message and of its earlier edits. Refused with
+    /// [`StoreError::MessageNotFound`] or [`StoreError::NotTheAuthor`] (an
+    /// `operator` may delete anyone's message). A retry (same sender and
+    /// client message id) answers with the original change, as `append`.
+    fn change(
+        &self,
+        change: NewMessage,
+        operator: bool,
+    ) -> BoxFuture<'_, Result<Appended, StoreError>>;
 
     /// The sequence number of the room's latest message, 0 if it has none.
     fn latest_sequence<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<u64, StoreError>>;
@@ -214,7 +306,16 @@ pub async fn open(url: &str) -> Result<Arc<dyn MessageStore>, StoreError> {
     }
 }
 
-/// Reads a message row's fields into a [`StoredMessage`].
+/// The columns an append reads back.
+const SELECT_COLUMNS: &str =
+    "sequence, id, sender_id, sender_name, client_message_id, text, created_at_ms";
+
+/// The columns history reads: an append's, and what changes wrote.
+const HISTORY_COLUMNS: &str = "sequence, id, sender_id, sender_name, client_message_id, text, \
+     created_at_ms, kind, target_sequence, edited_at_ms, deleted";
+
+/// Reads a message row's fields into a [`StoredMessage`] (a message, not
+/// edited; [`StoredMessage::with_changes`] adds the rest).
 #[allow(clippy::too_many_arguments)]
 fn row_to_message(
     room: &RoomName,
@@ -238,7 +339,20 @@ fn row_to_message(
             },
             client_message_id,
             text,
+            kind: Kind::Message,
         },
+        edited_at_ms: 0,
+        deleted: false,
+    }
+}
+
+impl StoredMessage {
+    /// With the kind and the change columns of its row.
+    fn with_changes(mut self, kind: i64, target: i64, edited_at_ms: i64, deleted: bool) -> Self {
+        self.message.kind = Kind::from_columns(kind, target);
+        self.edited_at_ms = edited_at_ms;
+        self.deleted = deleted;
+        self
     }
 }
 
@@ -276,6 +390,10 @@ impl MessageStore for GatedStore {
     }
 
     fn append(&self, _: NewMessage) -> BoxFuture<'_, Result<Appended, StoreError>> {
+        Box::pin(futures::future::pending())
+    }
+
+    fn change(&self, _: NewMessage, _: bool) -> BoxFuture<'_, Result<Appended, StoreError>> {
         Box::pin(futures::future::pending())
     }
 

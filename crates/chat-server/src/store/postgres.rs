@@ -14,8 +14,8 @@
 //! the others.
 
 use super::{
-    Appended, Direction, MessageStore, NewMessage, Page, Retention, StoreError, StoredMessage,
-    row_to_message,
+    Appended, Direction, HISTORY_COLUMNS, Kind, MessageStore, NewMessage, Page, Retention,
+    SELECT_COLUMNS, StoreError, StoredMessage, check_change, row_to_message,
 };
 use crate::domain::validate::RoomName;
 use crate::metrics::Histogram;
@@ -44,9 +44,6 @@ pub struct PostgresStore {
     /// Appends per batch statement.
     batches: Arc<Histogram>,
 }
-
-const SELECT_COLUMNS: &str =
-    "sequence, id, sender_id, sender_name, client_message_id, text, created_at_ms";
 
 /// The append statement, built once: a CTE that checks for a stored copy,
 /// upserts the room row only if there is none, and inserts the message.
@@ -127,6 +124,115 @@ fn from_row(room: &RoomName, row: &PgRow) -> Result<StoredMessage, sqlx::Error> 
         row.try_get("text")?,
         row.try_get("created_at_ms")?,
     ))
+}
+
+fn from_history_row(room: &RoomName, row: &PgRow) -> Result<StoredMessage, sqlx::Error> {
+    Ok(from_row(room, row)?.with_changes(
+        row.try_get::<i16, _>("kind")?.into(),
+        row.try_get("target_sequence")?,
+        row.try_get("edited_at_ms")?,
+        row.try_get("deleted")?,
+    ))
+}
+
+/// A change in its own transaction: the original of a retry, or the
+/// checked change stored and applied. The target's row is locked first, so
+/// changes to one message from any instance take turns; the room's row is
+/// locked after it (appends lock only room rows, so the order cannot
+/// deadlock with them).
+async fn change_one(
+    pool: &PgPool,
+    change: &NewMessage,
+    operator: bool,
+) -> Result<Appended, StoreError> {
+    let room = change.room.as_str();
+    let mut tx = pool.begin().await?;
+    let existing = sqlx::query(&format!(
+        "SELECT {HISTORY_COLUMNS} FROM messages \
+         WHERE room = $1 AND sender_id = $2 AND client_message_id = $3"
+    ))
+    .bind(room)
+    .bind(&*change.sender.user_id)
+    .bind(&change.client_message_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(row) = existing {
+        return Ok(Appended {
+            message: from_history_row(&change.room, &row)?,
+            duplicate: true,
+        });
+    }
+    let target = change.kind.target().min(i64::MAX as u64) as i64;
+    let row: Option<(i16, i64, String, bool)> = sqlx::query_as(
+        "SELECT kind, target_sequence, sender_id, deleted FROM messages \
+         WHERE room = $1 AND sequence = $2 FOR UPDATE",
+    )
+    .bind(room)
+    .bind(target)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let state = row.as_ref().map(|(kind, of, sender, deleted)| {
+        (Kind::from_columns((*kind).into(), *of), sender.as_str(), *deleted)
+    });
+    check_change(change.kind, state, &change.sender.user_id, operator)?;
+    let id = uuid::Uuid::now_v7().to_string();
+    let time_unix_ms = now_unix_ms();
+    let sequence: i64 = sqlx::query_scalar(
+        "WITH next AS ( \
+             UPDATE rooms SET last_sequence = last_sequence + 1 WHERE room = $1 \
+             RETURNING last_sequence \
+         ) \
+         INSERT INTO messages (room, sequence, id, sender_id, sender_name, client_message_id, \
+                               text, created_at_ms, kind, target_sequence) \
+         SELECT $1, last_sequence, $2, $3, $4, $5, $6, $7, $8, $9 FROM next \
+         RETURNING sequence",
+    )
+    .bind(room)
+    .bind(&id)
+    .bind(&*change.sender.user_id)
+    .bind(&*change.sender.display_name)
+    .bind(&change.client_message_id)
+    .bind(&change.text)
+    .bind(time_unix_ms)
+    .bind(change.kind.code())
+    .bind(target)
+    .fetch_one(&mut *tx)
+    .await?;
+    match change.kind {
+        Kind::Edit(_) => {
+            sqlx::query(
+                "UPDATE messages SET text = $3, edited_at_ms = $4 WHERE room = $1 AND sequence = $2",
+            )
+            .bind(room)
+            .bind(target)
+            .bind(&change.text)
+            .bind(time_unix_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Kind::Delete(_) | Kind::Message => {
+            sqlx::query(
+                "UPDATE messages SET text = '', deleted = (sequence = $2) \
+                 WHERE room = $1 AND (sequence = $2 OR (target_sequence = $2 AND kind = 1))",
+            )
+            .bind(room)
+            .bind(target)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(Appended {
+        message: StoredMessage {
+            id,
+            sequence: sequence as u64,
+            time_unix_ms,
+            message: change.clone(),
+            edited_at_ms: 0,
+            deleted: false,
+        },
+        duplicate: false,
+    })
 }
 
 impl PostgresStore {
@@ -381,6 +487,24 @@ impl MessageStore for PostgresStore {
         .boxed()
     }
 
+    fn change(
+        &self,
+        change: NewMessage,
+        operator: bool,
+    ) -> BoxFuture<'_, Result<Appended, StoreError>> {
+        async move {
+            match change_one(&self.pool, &change, operator).await {
+                // A retry of this change committed on another instance
+                // between this one's look and its insert: read it.
+                Err(StoreError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
+                    change_one(&self.pool, &change, operator).await
+                }
+                outcome => outcome,
+            }
+        }
+        .boxed()
+    }
+
     fn latest_sequence<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<u64, StoreError>> {
         async move {
             let last: Option<i64> =
@@ -404,7 +528,7 @@ impl MessageStore for PostgresStore {
             let rows =
                 match page.direction {
                     Direction::Forward => sqlx::query(&format!(
-                        "SELECT {SELECT_COLUMNS} FROM messages WHERE room = $1 AND sequence > $2 \
+                        "SELECT {HISTORY_COLUMNS} FROM messages WHERE room = $1 AND sequence > $2 \
                          ORDER BY sequence ASC LIMIT $3"
                     ))
                     .bind(room.as_str())
@@ -415,7 +539,7 @@ impl MessageStore for PostgresStore {
                     Direction::Backward => {
                         let before = if from == 0 { i64::MAX } else { from };
                         let mut rows = sqlx::query(&format!(
-                        "SELECT {SELECT_COLUMNS} FROM messages WHERE room = $1 AND sequence < $2 \
+                        "SELECT {HISTORY_COLUMNS} FROM messages WHERE room = $1 AND sequence < $2 \
                          ORDER BY sequence DESC LIMIT $3"
                     ))
                     .bind(room.as_str())
@@ -428,7 +552,7 @@ impl MessageStore for PostgresStore {
                     }
                 };
             rows.iter()
-                .map(|row| from_row(room, row).map_err(StoreError::from))
+                .map(|row| from_history_row(room, row).map_err(StoreError::from))
                 .collect()
         }
         .boxed()

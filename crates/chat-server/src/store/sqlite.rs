@@ -9,8 +9,8 @@
 //! buffering without limit.
 
 use super::{
-    Appended, Direction, MessageStore, NewMessage, Page, Retention, StoreError, StoredMessage,
-    row_to_message,
+    Appended, Direction, HISTORY_COLUMNS, Kind, MessageStore, NewMessage, Page, Retention,
+    SELECT_COLUMNS, StoreError, StoredMessage, check_change, row_to_message,
 };
 use crate::domain::validate::RoomName;
 use crate::metrics::Histogram;
@@ -36,6 +36,8 @@ type Reply = oneshot::Sender<Result<Appended, StoreError>>;
 /// What the writer task is asked to do.
 enum Write {
     Append(NewMessage, Reply),
+    /// An edit or a delete, and whether an operator makes it.
+    Change(NewMessage, bool, Reply),
     Retain(Retention, oneshot::Sender<Result<u64, StoreError>>),
 }
 
@@ -58,6 +60,9 @@ impl SqliteStore {
             // FULL: a commit is on disk before the sender is acknowledged;
             // group commit keeps that affordable.
             .synchronous(SqliteSynchronous::Full)
+            // A deleted message's text is overwritten in the file, not
+            // left in a free page.
+            .pragma("secure_delete", "ON")
             .busy_timeout(Duration::from_secs(5));
         if let Some(folder) = options.get_filename().parent()
             && !folder.as_os_str().is_empty()
@@ -110,9 +115,11 @@ async fn write_loop(
             break;
         }
         let mut batch = Vec::with_capacity(requests.len());
+        let mut changes = Vec::new();
         for request in requests.drain(..) {
             match request {
                 Write::Append(message, reply) => batch.push((message, reply)),
+                Write::Change(change, operator, reply) => changes.push((change, operator, reply)),
                 Write::Retain(retention, reply) => match &retaining {
                     // One pass at a time: the one under way answers for
                     // both (the next interval's starts afresh).
@@ -124,6 +131,11 @@ async fn write_loop(
             }
         }
         commit_batch(&mut conn, &mut batch, &batches).await;
+        // Changes are rare: each its own transaction, after the appends
+        // that were queued with it.
+        for (change, operator, reply) in changes {
+            let _ = reply.send(commit_change(&mut conn, &change, operator).await);
+        }
         if let Some(pass) = &mut retaining {
             match pass.step(&mut conn).await {
                 Ok(false) => {}
@@ -288,8 +300,127 @@ async fn commit<'m>(
     Ok(results)
 }
 
-const SELECT_COLUMNS: &str =
-    "sequence, id, sender_id, sender_name, client_message_id, text, created_at_ms";
+/// Stores `change` and applies it to its message, in one transaction.
+async fn commit_change(
+    conn: &mut SqliteConnection,
+    change: &NewMessage,
+    operator: bool,
+) -> Result<Appended, StoreError> {
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    let result = change_one(conn, change, operator).await;
+    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    if let Err(e) = sqlx::query(end).execute(&mut *conn).await {
+        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        return Err(e.into());
+    }
+    result
+}
+
+/// Inside the change's transaction: the original of a retry, or the
+/// checked change stored and applied.
+async fn change_one(
+    conn: &mut SqliteConnection,
+    change: &NewMessage,
+    operator: bool,
+) -> Result<Appended, StoreError> {
+    let room = change.room.as_str();
+    let existing = sqlx::query(&format!(
+        "SELECT {HISTORY_COLUMNS} FROM messages WHERE room = ? AND sender_id = ? AND client_message_id = ?"
+    ))
+    .bind(room)
+    .bind(&*change.sender.user_id)
+    .bind(&change.client_message_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(row) = existing {
+        return Ok(Appended {
+            message: from_history_row(&change.room, &row)?,
+            duplicate: true,
+        });
+    }
+    let target = change.kind.target().min(i64::MAX as u64) as i64;
+    let row: Option<(i64, i64, String, bool)> = sqlx::query_as(
+        "SELECT kind, target_sequence, sender_id, deleted FROM messages WHERE room = ? AND sequence = ?",
+    )
+    .bind(room)
+    .bind(target)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let state = row
+        .as_ref()
+        .map(|(kind, of, sender, deleted)| (Kind::from_columns(*kind, *of), sender.as_str(), *deleted));
+    check_change(change.kind, state, &change.sender.user_id, operator)?;
+    let id = uuid::Uuid::now_v7().to_string();
+    let time_unix_ms = now_unix_ms();
+    let sequence: i64 = sqlx::query_scalar(
+        "INSERT INTO messages (room, sequence, id, sender_id, sender_name, client_message_id, text, \
+                               created_at_ms, kind, target_sequence) \
+         VALUES (?1, COALESCE((SELECT last_sequence FROM rooms WHERE room = ?1), 0) + 1, \
+                 ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+         RETURNING sequence",
+    )
+    .bind(room)
+    .bind(&id)
+    .bind(&*change.sender.user_id)
+    .bind(&*change.sender.display_name)
+    .bind(&change.client_message_id)
+    .bind(&change.text)
+    .bind(time_unix_ms)
+    .bind(change.kind.code())
+    .bind(target)
+    .fetch_one(&mut *conn)
+    .await?;
+    match change.kind {
+        Kind::Edit(_) => {
+            sqlx::query("UPDATE messages SET text = ?, edited_at_ms = ? WHERE room = ? AND sequence = ?")
+                .bind(&change.text)
+                .bind(time_unix_ms)
+                .bind(room)
+                .bind(target)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Kind::Delete(_) | Kind::Message => {
+            sqlx::query(
+                "UPDATE messages SET text = '', deleted = 1 WHERE room = ?1 AND sequence = ?2",
+            )
+            .bind(room)
+            .bind(target)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "UPDATE messages SET text = '' WHERE room = ?1 AND target_sequence = ?2 AND kind = 1",
+            )
+            .bind(room)
+            .bind(target)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(Appended {
+        message: StoredMessage {
+            id,
+            sequence: sequence as u64,
+            time_unix_ms,
+            message: change.clone(),
+            edited_at_ms: 0,
+            deleted: false,
+        },
+        duplicate: false,
+    })
+}
+
+fn from_history_row(
+    room: &RoomName,
+    row: &sqlx::sqlite::SqliteRow,
+) -> Result<StoredMessage, sqlx::Error> {
+    Ok(from_row(room, row)?.with_changes(
+        row.try_get("kind")?,
+        row.try_get("target_sequence")?,
+        row.try_get("edited_at_ms")?,
+        row.try_get("deleted")?,
+    ))
+}
 
 fn from_row(room: &RoomName, row: &sqlx::sqlite::SqliteRow) -> Result<StoredMessage, sqlx::Error> {
     Ok(row_to_message(
@@ -341,6 +472,8 @@ async fn append_one(
                 sequence: sequence as u64,
                 time_unix_ms,
                 message: message.clone(),
+                edited_at_ms: 0,
+                deleted: false,
             },
             duplicate: false,
         });
@@ -386,6 +519,23 @@ impl MessageStore for SqliteStore {
         .boxed()
     }
 
+    fn change(
+        &self,
+        change: NewMessage,
+        operator: bool,
+    ) -> BoxFuture<'_, Result<Appended, StoreError>> {
+        async move {
+            let stopped = || StoreError::Unavailable("the sqlite writer stopped".into());
+            let (reply, answer) = oneshot::channel();
+            self.writer
+                .send(Write::Change(change, operator, reply))
+                .await
+                .map_err(|_| stopped())?;
+            answer.await.map_err(|_| stopped())?
+        }
+        .boxed()
+    }
+
     fn latest_sequence<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<u64, StoreError>> {
         async move {
             let last: Option<i64> =
@@ -409,7 +559,7 @@ impl MessageStore for SqliteStore {
             let rows = match page.direction {
                 Direction::Forward => {
                     sqlx::query(&format!(
-                        "SELECT {SELECT_COLUMNS} FROM messages WHERE room = ? AND sequence > ? \
+                        "SELECT {HISTORY_COLUMNS} FROM messages WHERE room = ? AND sequence > ? \
                          ORDER BY sequence ASC LIMIT ?"
                     ))
                     .bind(room.as_str())
@@ -421,7 +571,7 @@ impl MessageStore for SqliteStore {
                 Direction::Backward => {
                     let before = if from == 0 { i64::MAX } else { from };
                     let mut rows = sqlx::query(&format!(
-                        "SELECT {SELECT_COLUMNS} FROM messages WHERE room = ? AND sequence < ? \
+                        "SELECT {HISTORY_COLUMNS} FROM messages WHERE room = ? AND sequence < ? \
                          ORDER BY sequence DESC LIMIT ?"
                     ))
                     .bind(room.as_str())
@@ -434,7 +584,7 @@ impl MessageStore for SqliteStore {
                 }
             };
             rows.iter()
-                .map(|row| from_row(room, row).map_err(StoreError::from))
+                .map(|row| from_history_row(room, row).map_err(StoreError::from))
                 .collect()
         }
         .boxed()

@@ -4,7 +4,7 @@
 use crate::common::services::{PostgresDb, or_skip, postgres_db};
 use chat_server::domain::User;
 use chat_server::domain::validate::RoomName;
-use chat_server::store::{self, Direction, MessageStore, NewMessage, Page, Retention};
+use chat_server::store::{self, Direction, Kind, MessageStore, NewMessage, Page, Retention};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,6 +78,7 @@ fn message(room_name: &str, user: &str, client_id: &str, text: &str) -> NewMessa
         },
         client_message_id: client_id.into(),
         text: text.into(),
+        kind: Kind::Message,
     }
 }
 
@@ -373,6 +374,115 @@ async fn a_retry_behind_a_thousand_newer_messages(backend: Backend) {
     }
 }
 
+/// `message` as a change of `kind`.
+fn change(room_name: &str, user: &str, client_id: &str, text: &str, kind: Kind) -> NewMessage {
+    NewMessage {
+        kind,
+        ..message(room_name, user, client_id, text)
+    }
+}
+
+/// Issue 16, point 4: edits and deletes are numbered events stored in the
+/// room's sequence; the message keeps its current text (and edit time), a
+/// delete leaves no text of it or of its edits anywhere in the store, and
+/// every refusal changes nothing.
+async fn edits_and_deletes_are_numbered_and_applied(backend: Backend) {
+    let store = backend.open().await;
+    let first = store.append(message("e", "alice", "m1", "helo")).await.unwrap();
+    store.append(message("e", "bob", "m2", "hi")).await.unwrap();
+    let edit = store
+        .change(change("e", "alice", "c1", "hello", Kind::Edit(1)), false)
+        .await
+        .unwrap();
+    assert!(!edit.duplicate);
+    assert_eq!(edit.message.sequence, 3, "an edit takes the room's next number");
+    assert_eq!(edit.message.message.kind, Kind::Edit(1));
+    let retry = store
+        .change(change("e", "alice", "c1", "hello", Kind::Edit(1)), false)
+        .await
+        .unwrap();
+    assert!(retry.duplicate, "a retried edit is the same edit");
+    assert_eq!(retry.message.sequence, 3);
+    assert_eq!(retry.message.message.kind, Kind::Edit(1));
+
+    // Refusals: someone else's message, an operator editing, nothing there,
+    // a change as the target. None takes a number.
+    let refused = [
+        (change("e", "bob", "x1", "no", Kind::Edit(1)), false, "not the author"),
+        (change("e", "bob", "x2", "", Kind::Delete(1)), false, "not the author"),
+        (change("e", "bob", "x3", "no", Kind::Edit(1)), true, "not the author"),
+        (change("e", "alice", "x4", "no", Kind::Edit(99)), false, "no message"),
+        (change("e", "alice", "x5", "no", Kind::Edit(3)), false, "no message"),
+        (change("elsewhere", "alice", "x6", "", Kind::Delete(1)), false, "no message"),
+    ];
+    for (refused, operator, why) in refused {
+        let e = store.change(refused.clone(), operator).await.unwrap_err();
+        assert!(
+            e.to_string().contains(if why == "no message" { "no message" } else { "another user" }),
+            "{refused:?}: {e}"
+        );
+    }
+    assert_eq!(store.latest_sequence(&room("e")).await.unwrap(), 3);
+
+    let latest = Page {
+        direction: Direction::Backward,
+        from: 0,
+        limit: 10,
+    };
+    let page = store.history(&room("e"), latest).await.unwrap();
+    assert_eq!(page.len(), 3);
+    assert_eq!(page[0].message.text, "hello", "history shows the current text");
+    assert_eq!(page[0].edited_at_ms, edit.message.time_unix_ms);
+    assert!(!page[0].deleted);
+    assert_eq!(page[0].id, first.message.id);
+    assert_eq!(page[2].message.kind, Kind::Edit(1));
+    assert_eq!(page[2].message.text, "hello");
+
+    // An operator deletes bob's message; alice deletes her own.
+    let by_operator = store
+        .change(change("e", "root", "d0", "", Kind::Delete(2)), true)
+        .await
+        .unwrap();
+    assert_eq!(by_operator.message.sequence, 4);
+    let delete = store
+        .change(change("e", "alice", "d1", "", Kind::Delete(1)), false)
+        .await
+        .unwrap();
+    assert_eq!(delete.message.sequence, 5);
+    assert_eq!(delete.message.message.kind, Kind::Delete(1));
+    let again = store
+        .change(change("e", "alice", "d2", "", Kind::Delete(1)), false)
+        .await
+        .unwrap_err();
+    assert!(again.to_string().contains("no message"), "{again}");
+    let late_edit = store
+        .change(change("e", "alice", "c2", "back", Kind::Edit(1)), false)
+        .await
+        .unwrap_err();
+    assert!(late_edit.to_string().contains("no message"), "{late_edit}");
+
+    let page = store.history(&room("e"), latest).await.unwrap();
+    let sequences: Vec<u64> = page.iter().map(|m| m.sequence).collect();
+    assert_eq!(sequences, [1, 2, 3, 4, 5], "changes are in the history, in order");
+    assert!(page[0].deleted && page[0].message.text.is_empty(), "{:?}", page[0]);
+    assert!(page[1].deleted && page[1].message.text.is_empty(), "{:?}", page[1]);
+    assert_eq!(page[2].message.text, "", "the edit's text went with the message");
+    assert!(!page[2].deleted, "a change is not itself deleted");
+    assert_eq!(page[3].message.kind, Kind::Delete(2));
+    assert_eq!(&*page[3].message.sender.user_id, "root");
+    assert!(
+        page.iter().all(|m| !m.message.text.contains("hel")),
+        "no text of a deleted message is left: {page:?}"
+    );
+    if backend.durable() {
+        // And it stays so after a restart.
+        drop(store);
+        let store = backend.open().await;
+        let page = store.history(&room("e"), latest).await.unwrap();
+        assert!(page[0].deleted && page.iter().all(|m| !m.message.text.contains("hel")));
+    }
+}
+
 macro_rules! suite {
     ($backend:ident: $($test:ident),* $(,)?) => {
         mod $backend {
@@ -387,9 +497,9 @@ macro_rules! suite {
     };
 }
 
-suite!(memory: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers);
-suite!(sqlite: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers);
-suite!(postgres: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers);
+suite!(memory: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied);
+suite!(sqlite: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied);
+suite!(postgres: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied);
 
 /// Two instances sharing PostgreSQL number one room's messages together.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

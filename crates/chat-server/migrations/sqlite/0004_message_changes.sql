@@ -1,0 +1,12 @@
+-- Edits and deletes are numbered events of their room, stored as rows of
+-- `messages` with a kind (0 message, 1 edit, 2 delete) and the sequence of
+-- the message they change; that message's row holds its current state (the
+-- last edit's text and time, or deleted with its text gone).
+ALTER TABLE messages ADD COLUMN kind INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN target_sequence INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN edited_at_ms INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+
+-- A delete empties the text of the message's earlier edits too (kind 1).
+CREATE INDEX IF NOT EXISTS messages_edits
+    ON messages (room, target_sequence) WHERE kind = 1;
