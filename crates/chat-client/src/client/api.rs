@@ -7,10 +7,10 @@ use crate::event::Events;
 use crate::token::set_bearer;
 use chat_proto::v1::chat_service_client::ChatServiceClient;
 use chat_proto::v1::{
-    ErrorCode, HistoryDirection, HistoryRequest, HistoryResponse, JoinRoomRequest, JoinRoomResult,
-    LeaveRoomRequest, LeaveRoomResult, ListMembersRequest, ListRoomsRequest, Member, PingRequest,
-    PongResult, SendMessageRequest, SendMessageResult, TypingRequest, Welcome,
-    client_frame::Request, reply,
+    DeleteMessageRequest, EditMessageRequest, ErrorCode, HistoryDirection, HistoryRequest,
+    HistoryResponse, JoinRoomRequest, JoinRoomResult, LeaveRoomRequest, LeaveRoomResult,
+    ListMembersRequest, ListRoomsRequest, Member, PingRequest, PongResult, SendMessageRequest,
+    SendMessageResult, TypingRequest, Welcome, client_frame::Request, reply,
 };
 use chat_util::{lock, now_unix_ms};
 use std::sync::atomic::AtomicU64;
@@ -197,19 +197,80 @@ impl Client {
         client_message_id: &str,
         text: &str,
     ) -> Result<SendMessageResult, ClientError> {
+        self.numbered(room, || {
+            Request::SendMessage(SendMessageRequest {
+                room: room.into(),
+                client_message_id: client_message_id.into(),
+                text: text.into(),
+            })
+        })
+        .await
+    }
+
+    /// Replaces the text of this user's message `sequence` in `room`. The
+    /// room's members (this client too) receive it as a message event of
+    /// kind EDIT with its own sequence number. Retried like a send, under
+    /// one fresh client message id. Refused with `MESSAGE_NOT_FOUND` (no
+    /// such message, or deleted) or `NOT_THE_AUTHOR`.
+    pub async fn edit(
+        &self,
+        room: &str,
+        sequence: u64,
+        text: &str,
+    ) -> Result<SendMessageResult, ClientError> {
+        let client_message_id = uuid::Uuid::new_v4().to_string();
+        self.numbered(room, || {
+            Request::EditMessage(EditMessageRequest {
+                room: room.into(),
+                sequence,
+                text: text.into(),
+                client_message_id: client_message_id.clone(),
+            })
+        })
+        .await
+    }
+
+    /// Takes back message `sequence` of `room` (this user's, or anyone's
+    /// with an operator's token): its text is gone from the server. The
+    /// members receive a message event of kind DELETE. Retried like a send;
+    /// refused like [`Client::edit`].
+    pub async fn delete(
+        &self,
+        room: &str,
+        sequence: u64,
+    ) -> Result<SendMessageResult, ClientError> {
+        let client_message_id = uuid::Uuid::new_v4().to_string();
+        self.numbered(room, || {
+            Request::DeleteMessage(DeleteMessageRequest {
+                room: room.into(),
+                sequence,
+                client_message_id: client_message_id.clone(),
+            })
+        })
+        .await
+    }
+
+    /// Asks for what `request` builds (a send, an edit or a delete: one
+    /// client message id across attempts) until it is numbered, retrying
+    /// through lost connections, a rejoin under way and UNAVAILABLE within
+    /// `send_retry_window`.
+    async fn numbered(
+        &self,
+        room: &str,
+        request: impl Fn() -> Request,
+    ) -> Result<SendMessageResult, ClientError> {
         let deadline = tokio::time::Instant::now() + self.inner.config.send_retry_window;
         let mut retrying = false;
         let mut pause = UNAVAILABLE_PAUSE;
         loop {
-            let request = Request::SendMessage(SendMessageRequest {
-                room: room.into(),
-                client_message_id: client_message_id.into(),
-                text: text.into(),
-            });
             // Rejoin replies from here on wake a send refused for its room.
             let mut rejoined = self.inner.rejoined.subscribe();
-            match self.inner.request(request).await {
-                Ok(reply::Result::SendMessage(r)) => return Ok(r),
+            match self.inner.request(request()).await {
+                Ok(
+                    reply::Result::SendMessage(r)
+                    | reply::Result::EditMessage(r)
+                    | reply::Result::DeleteMessage(r),
+                ) => return Ok(r),
                 Ok(_) => return Err(ClientError::UnexpectedReply),
                 Err(
                     e @ (ClientError::NotConnected

@@ -500,7 +500,12 @@ impl Hub {
         let kind = message.kind;
         let room_name = message.room.to_string();
         let stored = match kind {
-            Kind::Message => self.store.append(message).instrument(trace::step_span("store.append")).await,
+            Kind::Message => {
+                self.store
+                    .append(message)
+                    .instrument(trace::step_span("store.append"))
+                    .await
+            }
             Kind::Edit(_) | Kind::Delete(_) => {
                 self.store
                     .change(message, operator)

@@ -172,7 +172,11 @@ async fn change_one(
     .fetch_optional(&mut *tx)
     .await?;
     let state = row.as_ref().map(|(kind, of, sender, deleted)| {
-        (Kind::from_columns((*kind).into(), *of), sender.as_str(), *deleted)
+        (
+            Kind::from_columns((*kind).into(), *of),
+            sender.as_str(),
+            *deleted,
+        )
     });
     check_change(change.kind, state, &change.sender.user_id, operator)?;
     let id = uuid::Uuid::now_v7().to_string();

@@ -346,9 +346,9 @@ async fn change_one(
     .bind(target)
     .fetch_optional(&mut *conn)
     .await?;
-    let state = row
-        .as_ref()
-        .map(|(kind, of, sender, deleted)| (Kind::from_columns(*kind, *of), sender.as_str(), *deleted));
+    let state = row.as_ref().map(|(kind, of, sender, deleted)| {
+        (Kind::from_columns(*kind, *of), sender.as_str(), *deleted)
+    });
     check_change(change.kind, state, &change.sender.user_id, operator)?;
     let id = uuid::Uuid::now_v7().to_string();
     let time_unix_ms = now_unix_ms();
@@ -372,13 +372,15 @@ async fn change_one(
     .await?;
     match change.kind {
         Kind::Edit(_) => {
-            sqlx::query("UPDATE messages SET text = ?, edited_at_ms = ? WHERE room = ? AND sequence = ?")
-                .bind(&change.text)
-                .bind(time_unix_ms)
-                .bind(room)
-                .bind(target)
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query(
+                "UPDATE messages SET text = ?, edited_at_ms = ? WHERE room = ? AND sequence = ?",
+            )
+            .bind(&change.text)
+            .bind(time_unix_ms)
+            .bind(room)
+            .bind(target)
+            .execute(&mut *conn)
+            .await?;
         }
         Kind::Delete(_) | Kind::Message => {
             sqlx::query(
@@ -556,9 +558,9 @@ impl MessageStore for SqliteStore {
         async move {
             let limit = page.limit.min(i64::MAX as usize) as i64;
             let from = page.from.min(i64::MAX as u64) as i64;
-            let rows = match page.direction {
-                Direction::Forward => {
-                    sqlx::query(&format!(
+            let rows =
+                match page.direction {
+                    Direction::Forward => sqlx::query(&format!(
                         "SELECT {HISTORY_COLUMNS} FROM messages WHERE room = ? AND sequence > ? \
                          ORDER BY sequence ASC LIMIT ?"
                     ))
@@ -566,11 +568,10 @@ impl MessageStore for SqliteStore {
                     .bind(from)
                     .bind(limit)
                     .fetch_all(&self.readers)
-                    .await?
-                }
-                Direction::Backward => {
-                    let before = if from == 0 { i64::MAX } else { from };
-                    let mut rows = sqlx::query(&format!(
+                    .await?,
+                    Direction::Backward => {
+                        let before = if from == 0 { i64::MAX } else { from };
+                        let mut rows = sqlx::query(&format!(
                         "SELECT {HISTORY_COLUMNS} FROM messages WHERE room = ? AND sequence < ? \
                          ORDER BY sequence DESC LIMIT ?"
                     ))
@@ -579,10 +580,10 @@ impl MessageStore for SqliteStore {
                     .bind(limit)
                     .fetch_all(&self.readers)
                     .await?;
-                    rows.reverse();
-                    rows
-                }
-            };
+                        rows.reverse();
+                        rows
+                    }
+                };
             rows.iter()
                 .map(|row| from_history_row(room, row).map_err(StoreError::from))
                 .collect()

@@ -5,7 +5,10 @@
 use crate::common::services::{self, NatsServer, PostgresDb, RedisServer};
 use crate::common::*;
 use chat_client::Event;
-use chat_client::proto::{JoinRoomRequest, client_frame::Request, reply, server_frame::Frame};
+use chat_client::proto::{
+    ErrorCode, HistoryDirection, JoinRoomRequest, MessageEvent, MessageKind, client_frame::Request,
+    reply, server_frame::Frame,
+};
 use chat_server::config::BackplaneKind;
 use std::time::{Duration, Instant};
 use tonic_health::pb::HealthCheckRequest;
@@ -281,19 +284,14 @@ async fn typing_reaches_the_other_members_everywhere_but_never_the_typist(backpl
         matches!(
             refused,
             chat_client::ClientError::Server {
-                code: chat_client::proto::ErrorCode::NotAMember,
+                code: ErrorCode::NotAMember,
                 ..
             }
         ),
         "{refused:?}"
     );
     let page = bob
-        .history(
-            "lobby",
-            chat_client::proto::HistoryDirection::Backward,
-            0,
-            10,
-        )
+        .history("lobby", HistoryDirection::Backward, 0, 10)
         .await
         .unwrap();
     assert!(page.messages.is_empty(), "{page:?}");
@@ -302,6 +300,125 @@ async fn typing_reaches_the_other_members_everywhere_but_never_the_typist(backpl
         let expected = if server.addr() == a.addr() { 2.0 } else { 0.0 };
         assert_eq!(m["chat_typing_received_total"], expected, "{m:?}");
     }
+    a.stop().await;
+    b.stop().await;
+}
+
+/// The next message event in `room`, whatever its kind.
+async fn expect_numbered(events: &mut chat_client::Events, room: &str) -> MessageEvent {
+    match expect_event(
+        events,
+        room,
+        |e| matches!(e, Event::Message(m) if m.room == room),
+    )
+    .await
+    {
+        Event::Message(m) => m,
+        _ => unreachable!(),
+    }
+}
+
+/// Issue 16, point 4, over a shared PostgreSQL store: edits and deletes
+/// are numbered among the messages, reach every member on every instance
+/// in order, are refused with their codes (changing nothing), and history
+/// then shows the current text and the tombstone.
+async fn edits_and_deletes_reach_every_instance_in_order(backplane: Backplane) {
+    let db = or_skip!(postgres_db().await);
+    let (a, b) = shared_store_pair(&backplane, &db).await;
+    let (alice, mut alice_ev) = connect(&a.url(), "alice").await;
+    let (bob, mut bob_ev) = connect(&b.url(), "bob").await;
+    alice.join("lobby").await.unwrap();
+    bob.join("lobby").await.unwrap();
+    wait_members(&a, "lobby", &["alice", "bob"]).await;
+    alice.send("lobby", "helo").await.unwrap();
+    bob.send("lobby", "hi").await.unwrap();
+    for events in [&mut alice_ev, &mut bob_ev] {
+        assert_eq!(expect_numbered(events, "lobby").await.sequence, 1);
+        assert_eq!(expect_numbered(events, "lobby").await.sequence, 2);
+    }
+
+    let edit = alice.edit("lobby", 1, "hello").await.unwrap();
+    assert_eq!(edit.sequence, 3);
+    for events in [&mut alice_ev, &mut bob_ev] {
+        let m = expect_numbered(events, "lobby").await;
+        assert_eq!(
+            (m.sequence, m.kind(), m.target_sequence, m.text.as_str()),
+            (3, MessageKind::Edit, 1, "hello")
+        );
+        assert_eq!(m.sender.unwrap().user_id, "alice");
+    }
+    // Refused: nothing is numbered or delivered.
+    let code = |r: Result<_, chat_client::ClientError>| match r {
+        Err(chat_client::ClientError::Server { code, .. }) => code,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    assert_eq!(
+        code(bob.edit("lobby", 1, "mine now").await),
+        ErrorCode::NotTheAuthor
+    );
+    assert_eq!(code(bob.delete("lobby", 1).await), ErrorCode::NotTheAuthor);
+    assert_eq!(
+        code(alice.edit("lobby", 99, "x").await),
+        ErrorCode::MessageNotFound
+    );
+    assert_eq!(
+        code(alice.edit("lobby", 3, "x").await),
+        ErrorCode::MessageNotFound
+    );
+    assert_eq!(
+        code(alice.edit("lobby", 0, "x").await),
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(
+        code(alice.edit("lobby", 1, "").await),
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(
+        code(alice.delete("elsewhere", 1).await),
+        ErrorCode::NotAMember
+    );
+
+    let delete = alice.delete("lobby", 1).await.unwrap();
+    assert_eq!(delete.sequence, 4, "the refusals took no number");
+    for events in [&mut alice_ev, &mut bob_ev] {
+        let m = expect_numbered(events, "lobby").await;
+        assert_eq!(
+            (m.sequence, m.kind(), m.target_sequence, m.text.as_str()),
+            (4, MessageKind::Delete, 1, "")
+        );
+    }
+    assert_eq!(
+        code(alice.edit("lobby", 1, "back").await),
+        ErrorCode::MessageNotFound
+    );
+    bob.send("lobby", "after").await.unwrap();
+    assert_eq!(expect_numbered(&mut bob_ev, "lobby").await.sequence, 5);
+
+    // History, from either instance: the tombstone, the other message,
+    // the changes in their places.
+    let page = bob
+        .history("lobby", HistoryDirection::Backward, 0, 10)
+        .await
+        .unwrap();
+    let seen: Vec<_> = page
+        .messages
+        .iter()
+        .map(|m| (m.sequence, m.kind(), m.text.as_str(), m.deleted))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (1, MessageKind::Message, "", true),
+            (2, MessageKind::Message, "hi", false),
+            (3, MessageKind::Edit, "", false),
+            (4, MessageKind::Delete, "", false),
+            (5, MessageKind::Message, "after", false),
+        ]
+    );
+    let m = scrape_metrics(a.addr()).await;
+    assert_eq!(m["chat_messages_edited_total"], 1.0, "{m:?}");
+    assert_eq!(m["chat_messages_deleted_total"], 1.0, "{m:?}");
+    assert_eq!(m["chat_messages_received_total"], 1.0, "{m:?}");
     a.stop().await;
     b.stop().await;
 }
@@ -771,8 +888,8 @@ macro_rules! suite {
     };
 }
 
-suite!(redis: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected);
-suite!(nats: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected);
+suite!(redis: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, edits_and_deletes_reach_every_instance_in_order, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected);
+suite!(nats: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, edits_and_deletes_reach_every_instance_in_order, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected);
 
 #[tokio::test]
 async fn redis_cluster_with_sharded_pub_sub() {

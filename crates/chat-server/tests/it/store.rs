@@ -388,14 +388,20 @@ fn change(room_name: &str, user: &str, client_id: &str, text: &str, kind: Kind) 
 /// every refusal changes nothing.
 async fn edits_and_deletes_are_numbered_and_applied(backend: Backend) {
     let store = backend.open().await;
-    let first = store.append(message("e", "alice", "m1", "helo")).await.unwrap();
+    let first = store
+        .append(message("e", "alice", "m1", "helo"))
+        .await
+        .unwrap();
     store.append(message("e", "bob", "m2", "hi")).await.unwrap();
     let edit = store
         .change(change("e", "alice", "c1", "hello", Kind::Edit(1)), false)
         .await
         .unwrap();
     assert!(!edit.duplicate);
-    assert_eq!(edit.message.sequence, 3, "an edit takes the room's next number");
+    assert_eq!(
+        edit.message.sequence, 3,
+        "an edit takes the room's next number"
+    );
     assert_eq!(edit.message.message.kind, Kind::Edit(1));
     let retry = store
         .change(change("e", "alice", "c1", "hello", Kind::Edit(1)), false)
@@ -408,17 +414,45 @@ async fn edits_and_deletes_are_numbered_and_applied(backend: Backend) {
     // Refusals: someone else's message, an operator editing, nothing there,
     // a change as the target. None takes a number.
     let refused = [
-        (change("e", "bob", "x1", "no", Kind::Edit(1)), false, "not the author"),
-        (change("e", "bob", "x2", "", Kind::Delete(1)), false, "not the author"),
-        (change("e", "bob", "x3", "no", Kind::Edit(1)), true, "not the author"),
-        (change("e", "alice", "x4", "no", Kind::Edit(99)), false, "no message"),
-        (change("e", "alice", "x5", "no", Kind::Edit(3)), false, "no message"),
-        (change("elsewhere", "alice", "x6", "", Kind::Delete(1)), false, "no message"),
+        (
+            change("e", "bob", "x1", "no", Kind::Edit(1)),
+            false,
+            "not the author",
+        ),
+        (
+            change("e", "bob", "x2", "", Kind::Delete(1)),
+            false,
+            "not the author",
+        ),
+        (
+            change("e", "bob", "x3", "no", Kind::Edit(1)),
+            true,
+            "not the author",
+        ),
+        (
+            change("e", "alice", "x4", "no", Kind::Edit(99)),
+            false,
+            "no message",
+        ),
+        (
+            change("e", "alice", "x5", "no", Kind::Edit(3)),
+            false,
+            "no message",
+        ),
+        (
+            change("elsewhere", "alice", "x6", "", Kind::Delete(1)),
+            false,
+            "no message",
+        ),
     ];
     for (refused, operator, why) in refused {
         let e = store.change(refused.clone(), operator).await.unwrap_err();
         assert!(
-            e.to_string().contains(if why == "no message" { "no message" } else { "another user" }),
+            e.to_string().contains(if why == "no message" {
+                "no message"
+            } else {
+                "another user"
+            }),
             "{refused:?}: {e}"
         );
     }
@@ -431,7 +465,10 @@ async fn edits_and_deletes_are_numbered_and_applied(backend: Backend) {
     };
     let page = store.history(&room("e"), latest).await.unwrap();
     assert_eq!(page.len(), 3);
-    assert_eq!(page[0].message.text, "hello", "history shows the current text");
+    assert_eq!(
+        page[0].message.text, "hello",
+        "history shows the current text"
+    );
     assert_eq!(page[0].edited_at_ms, edit.message.time_unix_ms);
     assert!(!page[0].deleted);
     assert_eq!(page[0].id, first.message.id);
@@ -463,10 +500,25 @@ async fn edits_and_deletes_are_numbered_and_applied(backend: Backend) {
 
     let page = store.history(&room("e"), latest).await.unwrap();
     let sequences: Vec<u64> = page.iter().map(|m| m.sequence).collect();
-    assert_eq!(sequences, [1, 2, 3, 4, 5], "changes are in the history, in order");
-    assert!(page[0].deleted && page[0].message.text.is_empty(), "{:?}", page[0]);
-    assert!(page[1].deleted && page[1].message.text.is_empty(), "{:?}", page[1]);
-    assert_eq!(page[2].message.text, "", "the edit's text went with the message");
+    assert_eq!(
+        sequences,
+        [1, 2, 3, 4, 5],
+        "changes are in the history, in order"
+    );
+    assert!(
+        page[0].deleted && page[0].message.text.is_empty(),
+        "{:?}",
+        page[0]
+    );
+    assert!(
+        page[1].deleted && page[1].message.text.is_empty(),
+        "{:?}",
+        page[1]
+    );
+    assert_eq!(
+        page[2].message.text, "",
+        "the edit's text went with the message"
+    );
     assert!(!page[2].deleted, "a change is not itself deleted");
     assert_eq!(page[3].message.kind, Kind::Delete(2));
     assert_eq!(&*page[3].message.sender.user_id, "root");
