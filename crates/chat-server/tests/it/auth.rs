@@ -622,6 +622,108 @@ async fn public_keys_from_pem_and_a_reloaded_jwks() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Issue 16, point 4, on the embedded SQLite store: only the author edits
+/// a message; the author or an operator (a token with `admin`) deletes it,
+/// an operator even in a room that is read-only for it; a read-only member
+/// changes nothing. Refusals take no number.
+#[tokio::test]
+async fn authors_edit_and_delete_their_messages_and_operators_delete_any() {
+    let auth = AuthConfig {
+        default_room_access: DefaultRoomAccess::Closed,
+        ..hs256()
+    };
+    let dir = std::env::temp_dir().join(format!("chat-changes-{}", uuid::Uuid::new_v4().simple()));
+    let mut c = with_auth(auth.clone());
+    c.store.url = format!("sqlite://{}/chat.db", dir.display());
+    let server = TestServer::start(c).await;
+    let mint = |sub: &str, read_only: bool, admin: bool| {
+        auth::mint(
+            &auth,
+            &TokenRequest {
+                sub: sub.into(),
+                name: Some(sub.to_uppercase()),
+                ttl: Duration::from_secs(600),
+                rooms: if read_only {
+                    vec![]
+                } else {
+                    vec!["news".into()]
+                },
+                read_only_rooms: if read_only {
+                    vec!["news".into()]
+                } else {
+                    vec![]
+                },
+                admin,
+                ..TokenRequest::default()
+            },
+        )
+        .unwrap()
+    };
+    let client = |token: String| {
+        let mut config = client_config(&server.url(), "");
+        config.token = Some(TokenProvider::fixed(token));
+        connect_with(config)
+    };
+    let (writer, _writer_ev) = client(mint("writer", false, false)).await;
+    let (other, _other_ev) = client(mint("other", false, false)).await;
+    let (reader, mut reader_ev) = client(mint("reader", true, false)).await;
+    let (operator, _operator_ev) = client(mint("op", true, true)).await;
+    for c in [&writer, &other, &reader, &operator] {
+        c.join("news").await.unwrap();
+    }
+    writer.send("news", "one").await.unwrap();
+    writer.send("news", "two").await.unwrap();
+    let code = |r: Result<_, ClientError>| match r {
+        Err(ClientError::Server { code, .. }) => code,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    assert_eq!(
+        code(other.edit("news", 1, "mine").await),
+        ErrorCode::NotTheAuthor
+    );
+    assert_eq!(code(other.delete("news", 1).await), ErrorCode::NotTheAuthor);
+    assert_eq!(
+        code(operator.edit("news", 1, "censored").await),
+        ErrorCode::PermissionDenied,
+        "the room is read-only for the operator"
+    );
+    assert_eq!(
+        code(reader.delete("news", 1).await),
+        ErrorCode::PermissionDenied
+    );
+    assert_eq!(
+        code(reader.edit("news", 1, "x").await),
+        ErrorCode::PermissionDenied
+    );
+
+    assert_eq!(writer.edit("news", 1, "one!").await.unwrap().sequence, 3);
+    assert_eq!(operator.delete("news", 2).await.unwrap().sequence, 4);
+    assert_eq!(writer.delete("news", 1).await.unwrap().sequence, 5);
+    let mut kinds = Vec::new();
+    while kinds.len() < 5 {
+        match expect_event(&mut reader_ev, "news", |e| matches!(e, Event::Message(_))).await {
+            Event::Message(m) => kinds.push((m.sequence, m.kind, m.target_sequence)),
+            _ => unreachable!(),
+        }
+    }
+    assert_eq!(
+        kinds,
+        [(1, 0, 0), (2, 0, 0), (3, 1, 1), (4, 2, 2), (5, 2, 1)]
+    );
+    let page = reader
+        .history("news", HistoryDirection::Forward, 0, 10)
+        .await
+        .unwrap();
+    assert!(
+        page.messages[..2]
+            .iter()
+            .all(|m| m.deleted && m.text.is_empty())
+    );
+    assert_eq!(page.messages[3].sender.as_ref().unwrap().user_id, "op");
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn admin_endpoint_takes_a_token_with_the_admin_claim() {
     let auth = hs256();
