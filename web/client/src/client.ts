@@ -8,6 +8,8 @@ import { create } from "@bufbuild/protobuf";
 import { ChatError } from "./errors.js";
 import type { ChatEvent, EventOf } from "./events.js";
 import {
+  DeleteMessageRequestSchema,
+  EditMessageRequestSchema,
   HistoryDirection,
   HistoryRequestSchema,
   JoinRoomRequestSchema,
@@ -173,15 +175,49 @@ export class ChatClient implements AsyncIterable<ChatEvent> {
    */
   async send(room: string, text: string, options: SendOptions = {}): Promise<SendMessageResult> {
     const clientMessageId = options.clientMessageId ?? randomUuid();
+    const request = create(SendMessageRequestSchema, { room, clientMessageId, text });
+    return this.numbered(room, { case: "sendMessage", value: request });
+  }
+
+  /**
+   * Replaces the text of this user's message `sequence` in `room`. The
+   * room's members (this client too) receive it as a `message` event of
+   * kind EDIT with its own sequence number. Retried like a send, under one
+   * fresh client message id. Refused with MESSAGE_NOT_FOUND (no such
+   * message, or deleted) or NOT_THE_AUTHOR.
+   */
+  async edit(room: string, sequence: bigint | number, text: string): Promise<SendMessageResult> {
+    const clientMessageId = randomUuid();
+    const request = create(EditMessageRequestSchema, { room, sequence: BigInt(sequence), text, clientMessageId });
+    return this.numbered(room, { case: "editMessage", value: request });
+  }
+
+  /**
+   * Takes back message `sequence` of `room` (this user's, or anyone's with
+   * an operator's token): its text is gone from the server. The members
+   * receive a `message` event of kind DELETE. Retried like a send; refused
+   * like `edit`.
+   */
+  async delete(room: string, sequence: bigint | number): Promise<SendMessageResult> {
+    const clientMessageId = randomUuid();
+    const request = create(DeleteMessageRequestSchema, { room, sequence: BigInt(sequence), clientMessageId });
+    return this.numbered(room, { case: "deleteMessage", value: request });
+  }
+
+  /**
+   * Asks `request` (a send, an edit or a delete, one client message id
+   * across attempts) until the server numbers it: through lost sessions, a
+   * rejoin under way and UNAVAILABLE, within the send retry window.
+   */
+  private async numbered(room: string, request: Numbered): Promise<SendMessageResult> {
     const deadline = Date.now() + this.shared.settings.sendRetryWindowMs;
     let retrying = false;
     let unavailablePauseMs = UNAVAILABLE_PAUSE_MS;
     let notMemberPauseMs = NOT_A_MEMBER_PAUSE_MS;
     for (;;) {
       if (retrying) await this.rejoined(room, deadline);
-      const request = create(SendMessageRequestSchema, { room, clientMessageId, text });
       try {
-        return expect(await this.shared.request({ case: "sendMessage", value: request }), "sendMessage");
+        return expect(await this.shared.request(request), request.case);
       } catch (error) {
         if (!(error instanceof ChatError)) throw error;
         const leftMs = deadline - Date.now();
@@ -269,6 +305,12 @@ export class ChatClient implements AsyncIterable<ChatEvent> {
 type ValueOf<K extends Success["case"]> = Extract<Success, { case: K }> extends { value: infer V } ? V : never;
 
 /** The value of `result` if it is of kind `kind`; UNEXPECTED_REPLY otherwise. */
+/** A request the server numbers: a send, an edit or a delete. */
+type Numbered = Extract<
+  Parameters<Shared["request"]>[0],
+  { case: "sendMessage" | "editMessage" | "deleteMessage" }
+>;
+
 function expect<K extends Success["case"]>(result: Success, kind: K): ValueOf<K> {
   if (result.case !== kind) {
     throw new ChatError("UNEXPECTED_REPLY", `the server answered with ${result.case}, not ${kind}`);

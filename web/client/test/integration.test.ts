@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import WebSocket from "ws";
 import { Backoff, connect, fixedToken, type ChatClient, type ChatEvent, type ConnectOptions } from "../src/index.js";
-import { DisconnectReason, type MessageEvent } from "../src/gen/chat/v1/chat_pb.js";
+import { DisconnectReason, MessageKind, type MessageEvent } from "../src/gen/chat/v1/chat_pb.js";
 import { TestServer, unavailable } from "./server.js";
 
 const skip = unavailable();
@@ -131,6 +131,37 @@ test("history pages backward and forward", { skip }, async () => {
   const other = client(s, { name: "reader" });
   await other.waitConnected();
   assert.equal((await other.history("pages")).messages.length, 12);
+});
+
+test("edits and deletes are numbered among the messages, reach both clients and show in history", { skip }, async () => {
+  const s = await server();
+  const alice = client(s, { name: "alice", rooms: ["changes"] });
+  const bob = client(s, { name: "bob", rooms: ["changes"] });
+  const aliceInbox = inbox(alice);
+  const bobInbox = inbox(bob);
+  await until(() => alice.lastSeen("changes") !== undefined && bob.lastSeen("changes") !== undefined, "the joins");
+  await alice.send("changes", "helo");
+  const edit = await alice.edit("changes", 1, "hello");
+  assert.equal(edit.sequence, 2n);
+  await assert.rejects(bob.edit("changes", 1, "mine"), { code: "NOT_THE_AUTHOR" });
+  await assert.rejects(bob.delete("changes", 1n), { code: "NOT_THE_AUTHOR" });
+  await assert.rejects(alice.edit("changes", 7, "x"), { code: "MESSAGE_NOT_FOUND" });
+  const deleted = await alice.delete("changes", 1);
+  assert.equal(deleted.sequence, 3n, "refusals took no number");
+  await until(() => sequences(bobInbox.get("changes")).length === 3 && sequences(aliceInbox.get("changes")).length === 3, "the changes");
+  for (const box of [aliceInbox, bobInbox]) {
+    assert.deepEqual(box.get("changes")!.map((m) => [Number(m.sequence), m.kind, Number(m.targetSequence), m.text]), [
+      [1, MessageKind.MESSAGE, 0, "helo"],
+      [2, MessageKind.EDIT, 1, "hello"],
+      [3, MessageKind.DELETE, 1, ""],
+    ]);
+  }
+  const page = await bob.history("changes");
+  assert.deepEqual(page.messages.map((m) => [Number(m.sequence), m.kind, m.text, m.deleted]), [
+    [1, MessageKind.MESSAGE, "", true],
+    [2, MessageKind.EDIT, "", false],
+    [3, MessageKind.DELETE, "", false],
+  ]);
 });
 
 test("after a server restart the client reconnects, rejoins and gets every message once, in order", { skip }, async () => {
