@@ -178,6 +178,123 @@ async fn line_mode_chats_with_a_library_client() {
     server.wait().await.unwrap();
 }
 
+/// Issue 16, point 4: `/edit` and `/delete` (the last own message by
+/// default, or `#SEQ`), the `edited`/`deleted` event lines, the marks in
+/// `/history`, and the refusals.
+#[tokio::test]
+async fn line_mode_edits_and_deletes_messages() {
+    let mut config = test_config();
+    config.notifications.enabled = false;
+    let shutdown = CancellationToken::new();
+    let server = chat_server::start(config, shutdown.clone()).await.unwrap();
+    let url = format!("http://{}", server.addr());
+    let mut alice_config = ClientConfig::new(url.clone(), "alice");
+    alice_config.rooms = vec!["lobby".into()];
+    let (alice, mut alice_ev) = Client::connect(alice_config);
+    next_event(&mut alice_ev, |e| matches!(e, Event::Rejoined { .. })).await;
+    alice.send("lobby", "from alice").await.unwrap();
+
+    let mut chat = Command::new(env!("CARGO_BIN_EXE_chat"))
+        .args(["--server", &url, "--name", "carol", "--room", "lobby"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = chat.stdin.take().unwrap();
+    let mut out = BufReader::new(chat.stdout.take().unwrap()).lines();
+    line_starting(&mut out, "history-end ").await;
+
+    stdin
+        .write_all(b"/edit nothing of mine yet\n")
+        .await
+        .unwrap();
+    let err = line_starting(&mut out, "error ").await;
+    assert!(
+        err.starts_with("error INVALID_COMMAND: no message of yours"),
+        "{err}"
+    );
+    stdin.write_all(b"/edit #1 not mine\n").await.unwrap();
+    let err = line_starting(&mut out, "error ").await;
+    assert!(err.starts_with("error NOT_THE_AUTHOR:"), "{err}");
+
+    stdin.write_all(b"frist\nsecond\n").await.unwrap();
+    assert_eq!(line_starting(&mut out, "sent ").await, "sent lobby 2");
+    assert_eq!(line_starting(&mut out, "sent ").await, "sent lobby 3");
+    line_starting(&mut out, "message lobby 3 ").await;
+    stdin.write_all(b"/edit #2 first\n").await.unwrap();
+    assert_eq!(
+        line_starting(&mut out, "edit-sent ").await,
+        "edit-sent lobby 4"
+    );
+    assert_eq!(
+        line_starting(&mut out, "edited ").await,
+        "edited lobby 4 #2 carol: first"
+    );
+    // Without a number: carol's last message, 3.
+    stdin.write_all(b"/delete\n").await.unwrap();
+    assert_eq!(
+        line_starting(&mut out, "delete-sent ").await,
+        "delete-sent lobby 5"
+    );
+    assert_eq!(
+        line_starting(&mut out, "deleted ").await,
+        "deleted lobby 5 #3 carol"
+    );
+    // Now her last live message is 2.
+    stdin.write_all(b"/edit first!\n").await.unwrap();
+    assert_eq!(
+        line_starting(&mut out, "edit-sent ").await,
+        "edit-sent lobby 6"
+    );
+    stdin.write_all(b"/delete #3\n").await.unwrap();
+    let err = line_starting(&mut out, "error ").await;
+    assert!(err.starts_with("error MESSAGE_NOT_FOUND:"), "{err}");
+
+    // alice saw it all, in order, with the changes among the messages.
+    let mut seen = Vec::new();
+    while seen.len() < 6 {
+        if let Event::Message(m) =
+            next_event(&mut alice_ev, |e| matches!(e, Event::Message(_))).await
+        {
+            seen.push((m.sequence, m.kind, m.target_sequence, m.text));
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            (1, 0, 0, "from alice".to_string()),
+            (2, 0, 0, "frist".into()),
+            (3, 0, 0, "second".into()),
+            (4, 1, 2, "first".into()),
+            (5, 2, 3, "".into()),
+            (6, 1, 2, "first!".into()),
+        ]
+    );
+
+    stdin.write_all(b"/history\n").await.unwrap();
+    for expected in [
+        "history lobby 1 alice: from alice",
+        "history lobby 2 carol (edited): first!",
+        "history lobby 3 carol (deleted): ",
+    ] {
+        assert_eq!(line_starting(&mut out, "history ").await, expected);
+    }
+    assert_eq!(
+        line_starting(&mut out, "history-end ").await,
+        "history-end lobby shown=6 latest=6"
+    );
+    stdin.write_all(b"/quit\n").await.unwrap();
+    let status = tokio::time::timeout(WAIT, chat.wait())
+        .await
+        .expect("exits")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    shutdown.cancel();
+    server.wait().await.unwrap();
+}
+
 #[tokio::test]
 async fn line_mode_reports_shutdown_and_reconnects() {
     let mut config = test_config();

@@ -14,7 +14,7 @@ import { TypingView } from "./typing-view.js";
 import { byId, el } from "./dom.js";
 import { describe, loadGap, loadOlder } from "./history.js";
 import { MessagesView } from "./messages-view.js";
-import { Room, type Gap } from "./room.js";
+import { Room, isChange, type Gap } from "./room.js";
 import { MembersView, RoomsView } from "./sidebar-view.js";
 import { ConnectionView, NoticesView } from "./status-view.js";
 
@@ -82,7 +82,12 @@ export class Chat {
     rooms: string[],
     preferred: string | undefined,
   ) {
-    const viewer = { userId: "", loadGap: (room: string, gap: Gap) => void this.fillGap(room, gap) };
+    const viewer = {
+      userId: "",
+      loadGap: (room: string, gap: Gap) => void this.fillGap(room, gap),
+      edit: (message: proto.MessageEvent) => this.composer.startEdit(message),
+      remove: (message: proto.MessageEvent) => void this.remove(message),
+    };
     this.messages = new MessagesView(byId("messages", HTMLOListElement), this.scroller, viewer);
     this.composer = new Composer(client, this.messages, this.listeners.signal);
     this.roomList = new RoomsView({ open: (room) => this.open(room), leave: (room) => void this.leave(room) });
@@ -185,6 +190,11 @@ export class Chat {
   private onMessage(message: proto.MessageEvent): void {
     const room = this.rooms.get(message.room);
     if (room === undefined || !room.add(message)) return;
+    if (isChange(message)) {
+      // An edit or a delete: shown on its message, not as one.
+      if (this.current === room.name) this.showChanges(room, [message]);
+      return;
+    }
     this.typing.sent(message.room, message.sender?.userId ?? "");
     if (message.sender?.userId === this.you?.userId) this.composer.arrived(message.clientMessageId);
     if (this.current === room.name) {
@@ -237,7 +247,10 @@ export class Chat {
     if (room === undefined || room.loading || (room.opened && !room.olderExist)) return;
     this.historyState.textContent = "Loading…";
     const loaded = await loadOlder(this.client, room);
-    if (this.messages.shows(room.name)) this.messages.addOlder(loaded.added);
+    if (this.messages.shows(room.name)) {
+      this.messages.addOlder(loaded.added);
+      this.showChanges(room, loaded.added);
+    }
     this.renderHistoryState(loaded.error);
   }
 
@@ -247,6 +260,7 @@ export class Chat {
     const loaded = await loadGap(this.client, room, gap);
     if (!this.messages.shows(name)) return;
     for (const message of loaded.added) this.messages.addMessage(message);
+    this.showChanges(room, loaded.added);
     this.messages.refreshGaps(room);
     if (loaded.error !== undefined) this.historyState.textContent = `Could not load the missed messages: ${loaded.error}`;
   }
@@ -332,6 +346,26 @@ export class Chat {
   }
 
   /** Says `text` through the live region (screen readers), keeping only the last few. */
+  /** Draws again the messages of the room shown that the changes among `events` apply to. */
+  private showChanges(room: Room, events: proto.MessageEvent[]): void {
+    for (const event of events) {
+      if (!isChange(event)) continue;
+      const target = room.message(event.targetSequence);
+      if (target !== undefined) this.messages.update(target);
+    }
+  }
+
+  /** Takes back one of the user's messages (its Delete button); a refusal is shown under the box. */
+  private async remove(message: proto.MessageEvent): Promise<void> {
+    try {
+      await this.client.delete(message.room, message.sequence);
+    } catch (error) {
+      this.composer.showError(`Not deleted: ${describe(error)}`);
+      const room = this.rooms.get(message.room);
+      if (room !== undefined && this.current === room.name) this.messages.update(message);
+    }
+  }
+
   private announce(text: string): void {
     this.announcer.append(el("p", { text }));
     while (this.announcer.children.length > MAX_ANNOUNCED) this.announcer.firstElementChild?.remove();

@@ -2,8 +2,10 @@
 // line), the text waits in the list as "sending…" until the message comes
 // back from the server (recognised by its client message id), and a send
 // the server refuses stays there, marked, with the reason under the box.
+// Editing one of the user's messages puts its text in the box: Enter saves
+// the new text, Escape gives up.
 
-import { ChatError, type ChatClient } from "@chat/client";
+import { ChatError, type ChatClient, type proto } from "@chat/client";
 import { byId } from "./dom.js";
 import { newMessageId } from "./ids.js";
 import type { MessagesView } from "./messages-view.js";
@@ -39,6 +41,8 @@ export class Composer {
   private room: string | undefined;
   /** When the room was last told this user is typing (0: not since the last send). */
   private typingSaid = 0;
+  /** The message being edited (undefined: the box writes a new one). */
+  private editing: proto.MessageEvent | undefined;
 
   /** Listens to the box until `signal` aborts (signing out). */
   constructor(
@@ -58,6 +62,9 @@ export class Composer {
       if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
         event.preventDefault();
         this.submit();
+      } else if (event.key === "Escape" && this.editing !== undefined) {
+        event.preventDefault();
+        this.stopEditing();
       }
     }, { signal });
     this.input.addEventListener("input", () => {
@@ -69,12 +76,14 @@ export class Composer {
   /** Points the box at `room` (undefined: no room) and shows that room's sends in flight. */
   target(room: string | undefined): void {
     // Another room: the one left behind hears that this user stopped.
-    if (room !== this.room) this.stopTyping();
+    if (room !== this.room) {
+      this.stopTyping();
+      this.editing = undefined;
+      this.input.value = "";
+    }
     this.room = room;
     this.input.disabled = room === undefined;
-    this.label.textContent = room === undefined ? "Message" : `Message to ${room}`;
-    this.input.placeholder = room === undefined ? "Join a room to write" : `Message #${room} (Enter sends, Shift+Enter: new line)`;
-    this.error.textContent = "";
+    this.labelFor(room);
     for (const send of this.pending.values()) {
       send.item = send.room === room ? this.view.addPending(send.text) : undefined;
       if (send.item !== undefined && send.failed !== undefined) this.markFailed(send);
@@ -94,8 +103,58 @@ export class Composer {
     for (const [id, send] of this.pending) if (send.room === room) this.pending.delete(id);
   }
 
-  /** Sends the box's text to the room shown. */
+  /** Puts one of the user's messages in the box to be edited (Enter saves, Escape gives up). */
+  startEdit(message: proto.MessageEvent): void {
+    if (message.room !== this.room) return;
+    this.stopTyping();
+    this.editing = message;
+    this.input.value = message.text;
+    this.fit();
+    this.label.textContent = `Edit message ${message.sequence} in ${message.room}`;
+    this.error.textContent = "Editing a message: Enter saves, Escape cancels.";
+    this.input.focus();
+  }
+
+  /** Shows `text` (a refusal) under the box. */
+  showError(text: string): void {
+    this.error.textContent = text;
+  }
+
+  /** Leaves editing; the box is empty and writes new messages again. */
+  private stopEditing(): void {
+    this.editing = undefined;
+    this.input.value = "";
+    this.fit();
+    this.labelFor(this.room);
+  }
+
+  /** Labels the box for writing to `room` (undefined: none) and clears the line under it. */
+  private labelFor(room: string | undefined): void {
+    this.label.textContent = room === undefined ? "Message" : `Message to ${room}`;
+    this.input.placeholder = room === undefined ? "Join a room to write" : `Message #${room} (Enter sends, Shift+Enter: new line)`;
+    this.error.textContent = "";
+  }
+
+  /** Saves the box's text as the new text of the message being edited. */
+  private saveEdit(message: proto.MessageEvent): void {
+    const text = this.input.value;
+    if (text.trim() === "" || text === message.text) {
+      this.stopEditing();
+      return;
+    }
+    this.stopEditing();
+    this.client.edit(message.room, message.sequence, text).catch((error: unknown) => {
+      const why = error instanceof ChatError ? `${error.code}: ${error.message.replace(/^[A-Z_]+: /, "")}` : String(error);
+      if (this.room === message.room) this.error.textContent = `Not saved: ${why}`;
+    });
+  }
+
+  /** Sends the box's text to the room shown (or saves the edit under way). */
   private submit(): void {
+    if (this.editing !== undefined) {
+      this.saveEdit(this.editing);
+      return;
+    }
     const text = this.input.value;
     const room = this.room;
     if (room === undefined || text.trim() === "") return;
@@ -123,7 +182,8 @@ export class Composer {
   private sayTyping(): void {
     const room = this.room;
     const now = Date.now();
-    if (room === undefined) return;
+    // Editing an old message is not typing a new one.
+    if (room === undefined || this.editing !== undefined) return;
     if (this.input.value.trim() === "") {
       this.stopTyping();
       return;

@@ -1,5 +1,6 @@
 // The message list of the room shown: each message (sender, local time,
-// text), presence lines and resume gaps in sequence order, and the user's
+// text, an "edited" mark or the tombstone of a deleted one, and on the
+// reader's own messages the buttons to edit and delete them), presence lines and resume gaps in sequence order, and the user's
 // own messages still waiting for their acknowledgement at the end. Every
 // item carries a numeric sort key, so an item arriving late (a history
 // page, a resumed backlog) is inserted where it belongs; the view follows
@@ -8,7 +9,7 @@
 
 import type { proto } from "@chat/client";
 import { el } from "./dom.js";
-import type { Gap, Note, Room } from "./room.js";
+import { isChange, type Gap, type Note, type Room } from "./room.js";
 import { shownTime } from "./time.js";
 
 /** Sort keys: four slots per sequence (message, gap, then notes), pending sends last. */
@@ -31,6 +32,10 @@ export interface Viewer {
   userId: string;
   /** Asks for the messages of a gap (the gap's button). */
   loadGap(room: string, gap: Gap): void;
+  /** Starts editing one of the reader's messages (its Edit button). */
+  edit(message: proto.MessageEvent): void;
+  /** Takes back one of the reader's messages (its Delete button, pressed twice). */
+  remove(message: proto.MessageEvent): void;
 }
 
 /** Renders the shown room's messages into the list and keeps the scroll position sensible. */
@@ -74,16 +79,26 @@ export class MessagesView {
     return this.room === room;
   }
 
-  /** Adds a live message (or one from a resumed backlog) to the room shown. */
+  /** Adds a live message (or one from a resumed backlog) to the room shown; a change is shown on its message instead. */
   addMessage(message: proto.MessageEvent): void {
-    this.placeFollowing(this.messageItem(message));
+    if (!isChange(message)) this.placeFollowing(this.messageItem(message));
   }
 
   /** Adds messages loaded above (a history page), keeping the reader's place. */
   addOlder(messages: proto.MessageEvent[]): void {
     const fromBottom = this.scroller.scrollHeight - this.scroller.scrollTop;
-    for (const message of messages) this.place(this.messageItem(message));
+    for (const message of messages) if (!isChange(message)) this.place(this.messageItem(message));
     this.scroller.scrollTop = this.scroller.scrollHeight - fromBottom;
+  }
+
+  /** Draws `message` again where it is (it was edited or deleted). */
+  update(message: proto.MessageEvent): void {
+    for (const item of this.list.querySelectorAll<HTMLLIElement>("li.message")) {
+      if (item.dataset.seq === message.sequence.toString() && item.dataset.room === message.room) {
+        item.replaceWith(this.messageItem(message));
+        return;
+      }
+    }
   }
 
   /** Adds a presence line. */
@@ -138,15 +153,29 @@ export class MessagesView {
     this.scroller.scrollTop = this.scroller.scrollHeight;
   }
 
-  /** The item of one message: sender, local time, text; the reader's own marked. */
+  /** The item of one message: sender, local time, text, its marks; the reader's own marked, with their actions. */
   private messageItem(message: proto.MessageEvent): HTMLLIElement {
     const time = shownTime(message.serverTimeUnixMs);
     const sender = message.sender?.displayName ?? "?";
     const mine = message.sender?.userId === this.viewer.userId;
+    const head = el(
+      "div",
+      { className: "head" },
+      el("span", { className: "sender", text: sender }),
+      el("time", { text: time.short, attrs: { datetime: time.iso, title: time.long } }),
+    );
+    if (message.editedAtUnixMs > 0n && !message.deleted) {
+      const edited = shownTime(message.editedAtUnixMs);
+      head.append(el("span", { className: "muted edited", text: "(edited)", attrs: { title: `edited ${edited.long}` } }));
+    }
+    if (mine && !message.deleted) head.append(this.actions(message));
+    const body = message.deleted
+      ? el("p", { className: "text tombstone", text: "This message was deleted." })
+      : el("p", { className: "text", text: message.text });
     return el(
       "li",
       {
-        className: mine ? "message mine" : "message",
+        className: ["message", mine ? "mine" : "", message.deleted ? "deleted" : ""].filter(Boolean).join(" "),
         attrs: {
           "data-key": String(keyOf(message.sequence, MESSAGE)),
           "data-room": message.room,
@@ -154,14 +183,30 @@ export class MessagesView {
           "data-client-id": message.clientMessageId,
         },
       },
-      el(
-        "div",
-        { className: "head" },
-        el("span", { className: "sender", text: sender }),
-        el("time", { text: time.short, attrs: { datetime: time.iso, title: time.long } }),
-      ),
-      el("p", { className: "text", text: message.text }),
+      head,
+      body,
     );
+  }
+
+  /** The Edit and Delete buttons of one of the reader's messages; Delete asks to be pressed again. */
+  private actions(message: proto.MessageEvent): HTMLElement {
+    const edit = el("button", { text: "Edit", attrs: { type: "button", "aria-label": `Edit message ${message.sequence}` } });
+    edit.addEventListener("click", () => this.viewer.edit(message));
+    const remove = el("button", { text: "Delete", attrs: { type: "button", "aria-label": `Delete message ${message.sequence}` } });
+    remove.addEventListener("click", () => {
+      if (remove.dataset.armed === "yes") {
+        remove.disabled = true;
+        this.viewer.remove(message);
+      } else {
+        remove.dataset.armed = "yes";
+        remove.textContent = "Really delete?";
+      }
+    });
+    remove.addEventListener("blur", () => {
+      delete remove.dataset.armed;
+      if (!remove.disabled) remove.textContent = "Delete";
+    });
+    return el("span", { className: "actions" }, edit, remove);
   }
 
   /** The marker of a gap, with a button that loads what is missing. */

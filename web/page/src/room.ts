@@ -1,10 +1,11 @@
-// One room as the page knows it: its messages keyed by sequence number (so
-// a message that arrives twice — live, in a resumed backlog and in a
-// history page — is kept once), its members, the presence lines to show
+// One room as the page knows it: its numbered events keyed by sequence
+// number (so one that arrives twice — live, in a resumed backlog and in a
+// history page — is kept once), messages kept current by the edits and
+// deletes that follow them, its members, the presence lines to show
 // between messages, the holes a resume could not fill, and where its
 // history paging stands.
 
-import type { proto } from "@chat/client";
+import { proto } from "@chat/client";
 
 /** A line about the room that is not a message ("bob joined"), shown after the message it followed. */
 export interface Note {
@@ -48,16 +49,31 @@ export class Room {
   loading = false;
   /** Messages that arrived while another room was shown. */
   unread = 0;
+  /** The latest change seen of each message, by its sequence (for a message that arrives after it). */
+  private readonly changes = new Map<bigint, proto.MessageEvent>();
 
   constructor(name: string) {
     this.name = name;
   }
 
-  /** Adds `message` unless its sequence is already held; returns whether it was new. */
+  /**
+   * Adds `message` (a message, or an edit or delete of one) unless its
+   * sequence is already held; returns whether it was new. A change is
+   * applied to the message it names, now if held, or when it arrives.
+   */
   add(message: proto.MessageEvent): boolean {
     const sequence = message.sequence;
     if (this.bySequence.has(sequence)) return false;
     this.bySequence.set(sequence, message);
+    if (isChange(message)) {
+      const seen = this.changes.get(message.targetSequence);
+      if (seen === undefined || seen.sequence < sequence) this.changes.set(message.targetSequence, message);
+      const target = this.bySequence.get(message.targetSequence);
+      if (target !== undefined) apply(target, message);
+    } else {
+      const change = this.changes.get(sequence);
+      if (change !== undefined) apply(message, change);
+    }
     let at = this.sequences.length;
     while (at > 0 && this.sequences[at - 1]! > sequence) at -= 1;
     this.sequences.splice(at, 0, sequence);
@@ -73,9 +89,14 @@ export class Room {
     return true;
   }
 
-  /** The messages held, oldest first. */
+  /** The messages held (not the changes: those are applied to them), oldest first. */
   messages(): proto.MessageEvent[] {
-    return this.sequences.map((s) => this.bySequence.get(s)!);
+    return this.sequences.map((s) => this.bySequence.get(s)!).filter((m) => !isChange(m));
+  }
+
+  /** The message (or change) with `sequence`, if held. */
+  message(sequence: bigint): proto.MessageEvent | undefined {
+    return this.bySequence.get(sequence);
   }
 
   /** How many messages are held. */
@@ -99,6 +120,7 @@ export class Room {
    */
   reset(): void {
     this.bySequence.clear();
+    this.changes.clear();
     this.sequences.length = 0;
     this.gaps = [];
     this.latest = 0n;
@@ -118,6 +140,27 @@ export class Room {
     // A long-lived room keeps its most recent lines only.
     if (this.notes.length > 200) this.notes.shift();
     return note;
+  }
+}
+
+/** Whether `event` is an edit or a delete of an earlier message. */
+export function isChange(event: proto.MessageEvent): boolean {
+  return event.kind === proto.MessageKind.EDIT || event.kind === proto.MessageKind.DELETE;
+}
+
+/**
+ * Brings `message` up to `change`, unless it is already as new: a message
+ * read from history after the change holds its result (and perhaps later
+ * ones), which an older change must not undo.
+ */
+function apply(message: proto.MessageEvent, change: proto.MessageEvent): void {
+  if (message.deleted) return;
+  if (change.kind === proto.MessageKind.DELETE) {
+    message.deleted = true;
+    message.text = "";
+  } else if (change.serverTimeUnixMs >= message.editedAtUnixMs) {
+    message.text = change.text;
+    message.editedAtUnixMs = change.serverTimeUnixMs;
   }
 }
 

@@ -15,6 +15,12 @@ pub enum Command {
     Rooms,
     /// `/history [N]`: the current room's last N stored messages.
     History(Option<u32>),
+    /// `/edit [#SEQ] TEXT`: a new text for message SEQ of the current room
+    /// (default: this user's last message there).
+    Edit(Option<u64>, String),
+    /// `/delete [#SEQ]`: takes back message SEQ of the current room
+    /// (default: this user's last message there).
+    Delete(Option<u64>),
     /// `/help`
     Help,
     /// `/quit`
@@ -28,7 +34,8 @@ pub enum Command {
 }
 
 /// The help text shown by `/help`.
-pub const HELP: &str = "commands: /join ROOM, /leave [ROOM], /switch ROOM, /who [ROOM], /rooms, /history [N], /help, /quit; \
+pub const HELP: &str = "commands: /join ROOM, /leave [ROOM], /switch ROOM, /who [ROOM], /rooms, /history [N], \
+/edit [#SEQ] TEXT, /delete [#SEQ] (default: your last message), /help, /quit; \
 anything else is sent to the current room (start with // to send a leading /)";
 
 /// Parses one input line.
@@ -45,6 +52,25 @@ pub fn parse(line: &str) -> Command {
     };
     let mut words = rest.split_whitespace();
     let name = words.next().unwrap_or("");
+    if name == "edit" {
+        let text = rest.trim_start()["edit".len()..].trim_start();
+        let (sequence, text) = match text.strip_prefix('#') {
+            Some(numbered) => {
+                let (number, text) = numbered
+                    .split_once(char::is_whitespace)
+                    .unwrap_or((numbered, ""));
+                match parse_sequence(number) {
+                    Ok(sequence) => (Some(sequence), text.trim_start()),
+                    Err(e) => return e,
+                }
+            }
+            None => (None, text),
+        };
+        if text.is_empty() {
+            return Command::Invalid("/edit needs the new text: /edit [#SEQ] TEXT".into());
+        }
+        return Command::Edit(sequence, text.to_string());
+    }
     let arg = words.next().map(str::to_string);
     if words.next().is_some() {
         return Command::Invalid(format!("/{name} takes at most one argument"));
@@ -60,10 +86,26 @@ pub fn parse(line: &str) -> Command {
             Ok(n) if n > 0 => Command::History(Some(n)),
             _ => Command::Invalid(format!("/history takes a positive count, not {n:?}")),
         },
+        ("delete" | "del", None) => Command::Delete(None),
+        ("delete" | "del", Some(n)) => match n.strip_prefix('#').map(parse_sequence) {
+            Some(Ok(sequence)) => Command::Delete(Some(sequence)),
+            Some(Err(e)) => e,
+            None => Command::Invalid(format!("/delete takes #SEQ, not {n:?}")),
+        },
         ("help" | "h" | "?", None) => Command::Help,
         ("quit" | "q" | "exit", None) => Command::Quit,
         ("join" | "j" | "switch" | "s", None) => Command::Invalid(format!("/{name} needs a room")),
         _ => Command::Invalid(format!("unknown command /{name}; try /help")),
+    }
+}
+
+/// A message's sequence number as typed after `#`.
+fn parse_sequence(number: &str) -> Result<u64, Command> {
+    match number.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(Command::Invalid(format!(
+            "#{number} is not a message number (see them in /history)"
+        ))),
     }
 }
 
@@ -93,5 +135,20 @@ mod tests {
         assert!(matches!(parse("/join"), Command::Invalid(_)));
         assert!(matches!(parse("/frobnicate"), Command::Invalid(_)));
         assert!(matches!(parse("/join a b"), Command::Invalid(_)));
+        assert_eq!(
+            parse("/edit fixed  text"),
+            Command::Edit(None, "fixed  text".into())
+        );
+        assert_eq!(
+            parse("/edit #12 #1 again"),
+            Command::Edit(Some(12), "#1 again".into())
+        );
+        assert!(matches!(parse("/edit #12"), Command::Invalid(_)));
+        assert!(matches!(parse("/edit"), Command::Invalid(_)));
+        assert!(matches!(parse("/edit #x text"), Command::Invalid(_)));
+        assert!(matches!(parse("/edit #0 text"), Command::Invalid(_)));
+        assert_eq!(parse("/delete"), Command::Delete(None));
+        assert_eq!(parse("/del #7"), Command::Delete(Some(7)));
+        assert!(matches!(parse("/delete 7"), Command::Invalid(_)));
     }
 }

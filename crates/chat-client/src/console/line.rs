@@ -4,8 +4,9 @@
 
 use super::command::{self, Command};
 use super::describe::{names, reason_name};
+use super::own::OwnMessages;
 use chat_client::{Client, ClientError, Event, Events};
-use chat_proto::v1::{HistoryDirection, Member};
+use chat_proto::v1::{HistoryDirection, Member, MessageEvent, MessageKind};
 use std::collections::VecDeque;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -25,11 +26,14 @@ pub async fn run(
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let mut stdin_open = true;
     let mut stopped = None;
+    // This user's messages, for `/edit` and `/delete` without a number.
+    let mut own = OwnMessages::default();
+    let mut me = String::new();
 
     loop {
         if ready {
             while let Some(line) = queued.pop_front() {
-                if !execute(&client, &mut current, command::parse(&line)).await {
+                if !execute(&client, &mut current, &mut own, command::parse(&line)).await {
                     client.close();
                     return Ok(());
                 }
@@ -43,6 +47,11 @@ pub async fn run(
             event = events.next() => match event {
                 Some(event) => {
                     print_event(&event);
+                    match &event {
+                        Event::Connected(w) => me = w.you.as_ref().map(|m| m.user_id.clone()).unwrap_or_default(),
+                        Event::Message(m) => remember(&mut own, &me, m),
+                        _ => {}
+                    }
                     if let Event::Stopped { reason } = &event {
                         stopped = Some(reason.clone());
                     }
@@ -50,7 +59,7 @@ pub async fn run(
                         && awaiting > 0
                     {
                         // The first joins of the initial rooms show what was said.
-                        print_history(&client, room, HISTORY_ON_JOIN).await;
+                        print_history(&client, room, HISTORY_ON_JOIN, Some((&mut own, &me))).await;
                     }
                     if let Event::Rejoined { .. } = &event {
                         awaiting = awaiting.saturating_sub(1);
@@ -72,14 +81,47 @@ pub async fn run(
 /// Stored messages shown when a room is joined (and by a bare `/history`).
 const HISTORY_ON_JOIN: u32 = 10;
 
-/// Prints the room's last `n` stored messages as `history` lines, then
-/// `history-end`.
-async fn print_history(client: &Client, room: &str, n: u32) {
+/// Notes one of this user's messages (`me`), or a delete, in `own`.
+fn remember(own: &mut OwnMessages, me: &str, m: &MessageEvent) {
+    match m.kind() {
+        MessageKind::Message
+            if !m.deleted && m.sender.as_ref().is_some_and(|s| s.user_id == me) =>
+        {
+            own.sent(&m.room, m.sequence)
+        }
+        MessageKind::Delete => own.deleted(&m.room, m.target_sequence),
+        _ => {}
+    }
+}
+
+/// Prints the room's last `n` stored messages as `history` lines (each
+/// with its current text, marked `(edited)` or `(deleted)`; the edits and
+/// deletes themselves are not printed), then `history-end`. With `own`,
+/// this user's messages among them are remembered.
+async fn print_history(
+    client: &Client,
+    room: &str,
+    n: u32,
+    mut own: Option<(&mut OwnMessages, &str)>,
+) {
     match client.history(room, HistoryDirection::Backward, 0, n).await {
         Ok(page) => {
             for m in &page.messages {
+                if let Some((own, me)) = own.as_mut() {
+                    remember(own, me, m);
+                }
+                if m.kind() != MessageKind::Message {
+                    continue;
+                }
+                let mark = if m.deleted {
+                    " (deleted)"
+                } else if m.edited_at_unix_ms > 0 {
+                    " (edited)"
+                } else {
+                    ""
+                };
                 println!(
-                    "history {} {} {}: {}",
+                    "history {} {} {}{mark}: {}",
                     m.room,
                     m.sequence,
                     one_line(
@@ -102,7 +144,12 @@ async fn print_history(client: &Client, room: &str, n: u32) {
 }
 
 /// Runs one command; returns false to quit.
-async fn execute(client: &Client, current: &mut Option<String>, command: Command) -> bool {
+async fn execute(
+    client: &Client,
+    current: &mut Option<String>,
+    own: &mut OwnMessages,
+    command: Command,
+) -> bool {
     match command {
         Command::Nothing => {}
         Command::Quit => return false,
@@ -111,7 +158,24 @@ async fn execute(client: &Client, current: &mut Option<String>, command: Command
         Command::Join(room) => join(client, current, &room).await,
         Command::Leave(room) => {
             if let Some(room) = room_or_current(room, current) {
+                own.forget(&room);
                 leave(client, current, &room).await;
+            }
+        }
+        Command::Edit(sequence, text) => {
+            if let Some((room, sequence)) = target(current, own, sequence) {
+                match client.edit(&room, sequence, &text).await {
+                    Ok(ack) => println!("edit-sent {} {}", ack.room, ack.sequence),
+                    Err(e) => print_error(&e),
+                }
+            }
+        }
+        Command::Delete(sequence) => {
+            if let Some((room, sequence)) = target(current, own, sequence) {
+                match client.delete(&room, sequence).await {
+                    Ok(ack) => println!("delete-sent {} {}", ack.room, ack.sequence),
+                    Err(e) => print_error(&e),
+                }
             }
         }
         Command::Switch(room) => {
@@ -132,7 +196,7 @@ async fn execute(client: &Client, current: &mut Option<String>, command: Command
         }
         Command::History(n) => {
             if let Some(room) = room_or_current(None, current) {
-                print_history(client, &room, n.unwrap_or(HISTORY_ON_JOIN)).await;
+                print_history(client, &room, n.unwrap_or(HISTORY_ON_JOIN), None).await;
             }
         }
         Command::Rooms => match client.list_rooms().await {
@@ -142,6 +206,25 @@ async fn execute(client: &Client, current: &mut Option<String>, command: Command
         Command::Say(text) => say(client, current.as_deref(), &text).await,
     }
     true
+}
+
+/// The current room and the message an `/edit` or `/delete` changes: the
+/// one numbered, or this user's last one there; if there is none, says so.
+fn target(
+    current: &Option<String>,
+    own: &OwnMessages,
+    sequence: Option<u64>,
+) -> Option<(String, u64)> {
+    let room = room_or_current(None, current)?;
+    match sequence.or_else(|| own.last(&room)) {
+        Some(sequence) => Some((room, sequence)),
+        None => {
+            println!(
+                "error INVALID_COMMAND: no message of yours in {room} to change; name one: #SEQ"
+            );
+            None
+        }
+    }
 }
 
 /// The room a command names, or the current one; with neither, says so.
@@ -229,13 +312,30 @@ pub fn format_event(event: &Event) -> String {
             room,
             result: Err(e),
         } => format!("error rejoin {room}: {e}"),
-        Event::Message(m) => format!(
-            "message {} {} {}: {}",
-            m.room,
-            m.sequence,
-            one_line(&display(&m.sender)),
-            one_line(&m.text)
-        ),
+        Event::Message(m) => match m.kind() {
+            MessageKind::Edit => format!(
+                "edited {} {} #{} {}: {}",
+                m.room,
+                m.sequence,
+                m.target_sequence,
+                one_line(&display(&m.sender)),
+                one_line(&m.text)
+            ),
+            MessageKind::Delete => format!(
+                "deleted {} {} #{} {}",
+                m.room,
+                m.sequence,
+                m.target_sequence,
+                one_line(&display(&m.sender)),
+            ),
+            MessageKind::Message => format!(
+                "message {} {} {}: {}",
+                m.room,
+                m.sequence,
+                one_line(&display(&m.sender)),
+                one_line(&m.text)
+            ),
+        },
         Event::MemberJoined(m) => {
             format!("member-joined {} {}", m.room, one_line(&display(&m.member)))
         }

@@ -4,4 +4,5 @@
 pub mod command;
 mod describe;
 pub mod line;
+mod own;
 pub mod tui;

@@ -6,7 +6,9 @@ use super::pane::{Entry, Kind};
 use super::requests::HISTORY_ON_JOIN;
 use super::state::{App, Conn, TYPING_LONGEST, TYPISTS_KEPT, Typist};
 use super::text::{display, joined_text, notice_text};
-use chat_client::proto::{DisconnectNotice, JoinRoomResult, MessageEvent, Typing, Welcome};
+use chat_client::proto::{
+    DisconnectNotice, JoinRoomResult, MessageEvent, MessageKind, Typing, Welcome,
+};
 use chat_client::{ClientError, Event};
 use chat_util::now_unix_ms;
 use std::time::Duration;
@@ -160,6 +162,19 @@ impl App {
     /// A message, into its room's pane (counted unread if not shown).
     fn on_message(&mut self, m: MessageEvent) {
         if !self.panes.contains_key(&m.room) {
+            return;
+        }
+        self.remember(&m);
+        let change = match m.kind() {
+            MessageKind::Message => None,
+            MessageKind::Edit => Some(Some(m.text.as_str())),
+            MessageKind::Delete => Some(None),
+        };
+        if let Some(change) = change {
+            // Shown on the message it changes, if the pane holds it.
+            if let Some(pane) = self.panes.get_mut(&m.room) {
+                pane.change(m.target_sequence, change);
+            }
             return;
         }
         // Their message ends their typing.

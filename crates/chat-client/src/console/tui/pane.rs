@@ -25,8 +25,14 @@ pub(super) enum Kind {
         mine: bool,
         /// Their colour.
         color: Color,
-        /// What they said.
+        /// What they said (the latest edit's text).
         text: String,
+        /// Its room sequence number, which edits and deletes name.
+        sequence: u64,
+        /// Edited since it was sent.
+        edited: bool,
+        /// Taken back: its text is gone.
+        deleted: bool,
     },
     /// Joins, leaves, command output.
     Info(String),
@@ -64,17 +70,30 @@ impl Entry {
                 mine,
                 color,
                 text,
+                edited,
+                deleted,
+                ..
             } => {
                 let mut style = Style::new().fg(*color).add_modifier(Modifier::BOLD);
                 if *mine {
                     style = style.add_modifier(Modifier::UNDERLINED);
                 }
                 let sender = format!("<{sender}>");
+                let (text_style, text, mark) = if *deleted {
+                    (dim.add_modifier(Modifier::ITALIC), "(message deleted)", "")
+                } else {
+                    (
+                        Style::new(),
+                        text.as_str(),
+                        if *edited { " (edited)" } else { "" },
+                    )
+                };
                 let segments = [
                     (dim, time.as_str()),
                     (style, sender.as_str()),
                     (Style::new(), " "),
-                    (Style::new(), text.as_str()),
+                    (text_style, text),
+                    (dim, mark),
                 ];
                 return wrap(&segments, width, TIME_WIDTH);
             }
@@ -120,6 +139,34 @@ impl Pane {
         self.lines.push_back(entry);
     }
 
+    /// Applies an edit (`Some(text)`) or a delete (`None`) to the message
+    /// `sequence`, if the pane holds it.
+    pub(super) fn change(&mut self, sequence: u64, new_text: Option<&str>) {
+        for entry in self.lines.iter_mut().rev() {
+            if let Kind::Message {
+                sequence: s,
+                text,
+                edited,
+                deleted,
+                ..
+            } = &mut entry.kind
+                && *s == sequence
+            {
+                match new_text {
+                    Some(new_text) => {
+                        *text = new_text.to_string();
+                        *edited = true;
+                    }
+                    None => {
+                        text.clear();
+                        *deleted = true;
+                    }
+                }
+                return;
+            }
+        }
+    }
+
     /// The rows a view `height` rows tall shows at `width` columns, top
     /// first, after clamping the scroll to the history. Wraps from the
     /// newest line back, only as far as the view reaches.
@@ -154,5 +201,44 @@ mod tests {
         pane.scroll = 3;
         pane.push(Entry::now(Kind::Info("x".repeat(100))), 80);
         assert_eq!(pane.scroll, 5);
+    }
+
+    fn message(sequence: u64, text: &str) -> Entry {
+        Entry::now(Kind::Message {
+            sender: "ann".into(),
+            mine: false,
+            color: Color::Green,
+            text: text.into(),
+            sequence,
+            edited: false,
+            deleted: false,
+        })
+    }
+
+    fn shown(pane: &mut Pane) -> Vec<String> {
+        pane.visible_rows(80, 10)
+            .iter()
+            .map(|row| {
+                row.spans
+                    .iter()
+                    .map(|s| s.content.as_ref())
+                    .collect::<String>()[9..]
+                    .to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn edits_and_deletes_change_the_message_they_name() {
+        let mut pane = Pane::default();
+        pane.push(message(1, "helo"), 80);
+        pane.push(message(2, "secret"), 80);
+        pane.change(1, Some("hello"));
+        pane.change(2, None);
+        pane.change(9, None);
+        assert_eq!(
+            shown(&mut pane),
+            ["<ann> hello (edited)", "<ann> (message deleted)"]
+        );
     }
 }

@@ -9,7 +9,7 @@ use crate::console::command::{self, Command};
 use crate::console::describe::names;
 use chat_client::proto::{
     ErrorCode, HistoryDirection, HistoryResponse, JoinRoomResult, LeaveRoomResult, Member,
-    SendMessageResult,
+    MessageEvent, MessageKind, SendMessageResult,
 };
 use chat_client::{Client, ClientError};
 use std::future::Future;
@@ -54,6 +54,15 @@ pub(super) enum Outcome {
     },
     /// `/rooms`: the rooms as the server sees them.
     Rooms(Result<Vec<String>, ClientError>),
+    /// `/edit` or `/delete`.
+    Changed {
+        /// The room.
+        room: String,
+        /// `edit` or `delete`.
+        what: &'static str,
+        /// The server's answer.
+        result: Result<SendMessageResult, ClientError>,
+    },
     /// `/history`, or the page shown on joining.
     History {
         /// The room asked about.
@@ -114,6 +123,59 @@ impl App {
                 self.fetch_history(room, n.unwrap_or(HISTORY_ON_JOIN));
             }
             Command::Say(text) => self.say(text),
+            Command::Edit(sequence, text) => {
+                let Some((room, sequence)) = self.change_target(sequence) else {
+                    return;
+                };
+                self.spawn(move |client| async move {
+                    let result = client.edit(&room, sequence, &text).await;
+                    Outcome::Changed {
+                        room,
+                        what: "edit",
+                        result,
+                    }
+                });
+            }
+            Command::Delete(sequence) => {
+                let Some((room, sequence)) = self.change_target(sequence) else {
+                    return;
+                };
+                self.spawn(move |client| async move {
+                    let result = client.delete(&room, sequence).await;
+                    Outcome::Changed {
+                        room,
+                        what: "delete",
+                        result,
+                    }
+                });
+            }
+        }
+    }
+
+    /// The current room and the message an `/edit` or `/delete` changes:
+    /// the one numbered, or this user's last one there.
+    fn change_target(&mut self, sequence: Option<u64>) -> Option<(String, u64)> {
+        let room = self.room_or_current(None)?;
+        match sequence.or_else(|| self.own.last(&room)) {
+            Some(sequence) => Some((room, sequence)),
+            None => {
+                self.error(format!(
+                    "INVALID_COMMAND: no message of yours in {room} to change; name one: #SEQ (see /history)"
+                ));
+                None
+            }
+        }
+    }
+
+    /// Notes this user's messages (live or from history), and deletes, for
+    /// `/edit` and `/delete` without a number.
+    pub(super) fn remember(&mut self, m: &MessageEvent) {
+        match m.kind() {
+            MessageKind::Message if !m.deleted && self.is_me(m.sender.as_ref()) => {
+                self.own.sent(&m.room, m.sequence)
+            }
+            MessageKind::Delete => self.own.deleted(&m.room, m.target_sequence),
+            _ => {}
         }
     }
 
@@ -233,6 +295,13 @@ impl App {
                     self.push_room(&room, Entry::now(Kind::Error(text)));
                 }
             }
+            Outcome::Changed { room, what, result } => {
+                // Success shows when the change comes back as an event.
+                if let Err(e) = result {
+                    let text = format!("{what} refused in {room}: {e}");
+                    self.push_room(&room, Entry::now(Kind::Error(text)));
+                }
+            }
             Outcome::Members { room, result } => match result {
                 Ok(members) => self.info(format!(
                     "members of {room} ({}): {}",
@@ -279,6 +348,11 @@ impl App {
                 );
                 self.push_room(&room, Entry::now(Kind::Info(text)));
                 for m in page.messages {
+                    self.remember(&m);
+                    // A change is already applied to its message.
+                    if m.kind() != MessageKind::Message {
+                        continue;
+                    }
                     let entry = self.message_entry(&m);
                     self.push_room(&room, entry);
                 }

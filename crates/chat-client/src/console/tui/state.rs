@@ -6,6 +6,7 @@ use super::input::Input;
 use super::pane::{Entry, Kind, Pane};
 use super::requests::Outcome;
 use super::text::color_for;
+use crate::console::own::OwnMessages;
 use chat_client::Client;
 use chat_client::proto::{Member, MessageEvent};
 use chat_util::now_unix_ms;
@@ -96,6 +97,8 @@ pub(super) struct App {
     /// When this user last told the current room it is typing (repeated
     /// at most every [`TYPING_REPEAT`]).
     pub(super) typing_said: Option<(String, Instant)>,
+    /// This user's messages, for `/edit` and `/delete` without a number.
+    pub(super) own: OwnMessages,
     /// Set to leave the loop.
     pub(super) quit: bool,
 }
@@ -135,6 +138,7 @@ impl App {
             last_trouble: None,
             typing: HashMap::new(),
             typing_said: None,
+            own: OwnMessages::default(),
             quit: false,
         };
         app.sync_rooms();
@@ -283,6 +287,9 @@ impl App {
                 mine,
                 color,
                 text: m.text.clone(),
+                sequence: m.sequence,
+                edited: m.edited_at_unix_ms > 0,
+                deleted: m.deleted,
             },
         }
     }
