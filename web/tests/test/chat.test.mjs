@@ -92,6 +92,62 @@ describe("the chat page", { skip }, () => {
     await closePage(bob);
   });
 
+  it("edits and deletes: from the page's buttons, seen by another page and the console, kept across a reload", async () => {
+    const { server, browser } = shared;
+    const gina = await newPage(browser);
+    const hank = await newPage(browser, PHONE);
+    await signIn(gina, server, "gina", ["changes"]);
+    await signIn(hank, server, "hank", ["changes"]);
+    const ivan = ConsoleClient.start(server, "ivan", ["changes"]);
+    await ivan.waitFor(/^joined changes /);
+    await send(gina, "helo everyone");
+    await send(gina, "a secret");
+    await waitForTexts(hank, ["helo everyone", "a secret"]);
+    await ivan.waitFor(/^message changes 2 gina: a secret$/);
+    // hank sees no buttons on gina's messages.
+    assert.equal(await hank.locator("#messages li.message .actions").count(), 0);
+
+    // gina edits her first message: its text goes into the box; Enter saves.
+    await gina.click('#messages li.message[data-seq="1"] button:text-is("Edit")');
+    assert.equal(await gina.inputValue("#composer-text"), "helo everyone");
+    await gina.fill("#composer-text", "hello everyone");
+    await gina.press("#composer-text", "Enter");
+    for (const page of [gina, hank]) {
+      await page.waitForSelector('#messages li.message[data-seq="1"] >> text=hello everyone');
+      await page.waitForSelector('#messages li.message[data-seq="1"] .edited');
+    }
+    await ivan.waitFor(/^edited changes 3 #1 gina: hello everyone$/);
+    // Escape gives up an edit: nothing changes.
+    await gina.click('#messages li.message[data-seq="1"] button:text-is("Edit")');
+    await gina.press("#composer-text", "Escape");
+    assert.equal(await gina.inputValue("#composer-text"), "");
+
+    // She deletes the second: Delete asks to be pressed again.
+    await gina.click('#messages li.message[data-seq="2"] button:text-is("Delete")');
+    await gina.click('#messages li.message[data-seq="2"] button:text-is("Really delete?")');
+    for (const page of [gina, hank]) await page.waitForSelector('#messages li.message.deleted[data-seq="2"]');
+    await ivan.waitFor(/^deleted changes 4 #2 gina$/);
+    assert.ok(!(await hank.textContent("#messages")).includes("a secret"), "the text is gone");
+
+    // The changes are not messages of their own, and a reload shows the same.
+    const before = await shownMessages(hank);
+    assert.deepEqual(before.map((m) => m.seq), [1, 2]);
+    await hank.reload();
+    await connected(hank);
+    await hank.waitForSelector('#messages li.message.deleted[data-seq="2"]');
+    await hank.waitForSelector('#messages li.message[data-seq="1"] .edited');
+    assert.deepEqual((await shownMessages(hank)).map((m) => [m.seq, m.text]), [
+      [1, "hello everyone"],
+      [2, "This message was deleted."],
+    ]);
+    await screenshot(gina, "desktop-edited");
+    await ivan.quit();
+    assertNoProblems(gina);
+    assertNoProblems(hank);
+    await closePage(gina);
+    await closePage(hank);
+  });
+
   it("a reload shows the history", async () => {
     const { server, browser } = shared;
     const dave = await newPage(browser);
