@@ -17,9 +17,10 @@ mod at_scale;
 
 use crate::common::services::free_port;
 use crate::common::*;
+use chat_client::proto::MessageKind;
 use chat_client::{Client, Event};
 use chat_server::domain::validate::RoomName;
-use chat_server::store::{self, Direction, Page};
+use chat_server::store::{self, Direction, Kind, Page};
 use std::collections::{BTreeMap, HashMap};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -116,8 +117,9 @@ impl Rng {
 /// What one client saw and got acknowledged.
 #[derive(Default)]
 struct Log {
-    /// Per room: (sequence, message id) in arrival order.
-    seen: BTreeMap<String, Vec<(u64, String)>>,
+    /// Per room: the numbered events (messages, edits, deletes) in arrival
+    /// order.
+    seen: BTreeMap<String, Vec<Seen>>,
     /// Acknowledged sends: client message id → (room, sequence).
     acked: HashMap<String, (String, u64)>,
 }
@@ -190,6 +192,8 @@ async fn chaos_keeps_every_acknowledged_message_gap_free_and_once() {
         let (client, log, stop) = (client.clone(), logs[i].clone(), stop.clone());
         senders.push(tokio::spawn(async move {
             let mut n = 0u64;
+            // Its acknowledged messages not deleted: (room, sequence).
+            let mut live: Vec<(&str, u64)> = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
                 let room = ROOMS[(i + (n as usize % 2)) % 4];
@@ -202,6 +206,31 @@ async fn chaos_keeps_every_acknowledged_message_gap_free_and_once() {
                 if let Ok(ack) = sent {
                     let mut log = log.lock().unwrap();
                     log.acked.insert(id, (room.to_string(), ack.sequence));
+                    live.push((room, ack.sequence));
+                }
+                // Now and then an edit or a delete of one of its live
+                // messages, numbered and delivered like a message (issue
+                // 16, point 4); retried through faults under one id.
+                let change = match n % 6 {
+                    3 => live
+                        .last()
+                        .map(|&(room, seq)| (room, seq, Some(format!("edit {i}-{n}")))),
+                    5 if live.len() > 1 => {
+                        let (room, seq) = live.remove(live.len() - 2);
+                        Some((room, seq, None))
+                    }
+                    _ => None,
+                };
+                if let Some((room, seq, text)) = change {
+                    let changed = match &text {
+                        Some(text) => client.edit(room, seq, text).await,
+                        None => client.delete(room, seq).await,
+                    };
+                    if let Ok(ack) = changed {
+                        let mut log = log.lock().unwrap();
+                        log.acked
+                            .insert(ack.client_message_id, (room.to_string(), ack.sequence));
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(100 + (n * 37 % 100))).await;
             }
@@ -283,8 +312,19 @@ async fn chaos_keeps_every_acknowledged_message_gap_free_and_once() {
         acked: acked_total,
     } = check(&tracked, &stored);
     let messages: u64 = latest.values().sum();
+    let count = |kind: fn(&Kind) -> bool| -> usize {
+        stored
+            .values()
+            .flatten()
+            .filter(|m| kind(&m.message.kind))
+            .count()
+    };
+    let (edits, deletes) = (
+        count(|k| matches!(k, Kind::Edit(_))),
+        count(|k| matches!(k, Kind::Delete(_))),
+    );
     println!(
-        "chaos: {messages} messages stored, {acked_total} acknowledged sends, {deliveries} deliveries checked, faults {faults:?}, violations = {}",
+        "chaos: {messages} messages stored ({edits} of them edits, {deletes} deletes), {acked_total} acknowledged sends and changes, {deliveries} deliveries checked, faults {faults:?}, violations = {}",
         violations.len()
     );
     assert!(
@@ -297,6 +337,10 @@ async fn chaos_keeps_every_acknowledged_message_gap_free_and_once() {
         "too few faults injected: {faults:?}"
     );
     assert!(acked_total > 100, "too little traffic: {acked_total}");
+    assert!(
+        edits > 10 && deletes > 10,
+        "too few changes: {edits} edits, {deletes} deletes"
+    );
 }
 
 /// Records the messages `events` brings in `log`, until they end.
@@ -305,13 +349,32 @@ fn record(mut events: chat_client::Events, log: Arc<Mutex<Log>>) {
         while let Some(event) = events.next().await {
             if let Event::Message(m) = event {
                 let mut log = log.lock().unwrap();
-                log.seen
-                    .entry(m.room.clone())
-                    .or_default()
-                    .push((m.sequence, m.message_id));
+                let seen = Seen {
+                    sequence: m.sequence,
+                    kind: m.kind(),
+                    target: m.target_sequence,
+                    text: m.text,
+                    id: m.message_id,
+                };
+                log.seen.entry(m.room).or_default().push(seen);
             }
         }
     });
+}
+
+/// One numbered event a client received.
+#[derive(Clone, Debug)]
+struct Seen {
+    /// Its sequence in the room.
+    sequence: u64,
+    /// Its id.
+    id: String,
+    /// A message, an edit or a delete.
+    kind: MessageKind,
+    /// For a change: the message it changes.
+    target: u64,
+    /// Its text.
+    text: String,
 }
 
 /// A client the checker judges: it was a member of `rooms` from the start
@@ -368,8 +431,10 @@ async fn read_rooms(
 
 /// The checker: every tracked client saw each of its rooms' sequence
 /// exactly (1, 2, …, the latest: no gap, no duplicate, in order), each
-/// message the store's at that sequence; every acknowledged send is stored
-/// once, at the sequence its acknowledgement gave.
+/// message (or edit, or delete) the store's at that sequence, and the
+/// changes it saw, applied to the messages it saw, leave each message as
+/// the store holds it (its last text, or deleted); every acknowledged send
+/// or change is stored once, at the sequence its acknowledgement gave.
 fn check(tracked: &[Tracked], stored: &BTreeMap<String, Vec<store::StoredMessage>>) -> Checked {
     let mut checked = Checked {
         violations: Vec::new(),
@@ -379,12 +444,12 @@ fn check(tracked: &[Tracked], stored: &BTreeMap<String, Vec<store::StoredMessage
     for t in tracked {
         let logs: Vec<_> = t.logs.iter().map(|log| log.lock().unwrap()).collect();
         for room in &t.rooms {
-            let seen: Vec<(u64, String)> = logs
+            let seen: Vec<Seen> = logs
                 .iter()
                 .flat_map(|log| log.seen.get(room).cloned().unwrap_or_default())
                 .collect();
             checked.deliveries += seen.len();
-            let seqs: Vec<u64> = seen.iter().map(|(s, _)| *s).collect();
+            let seqs: Vec<u64> = seen.iter().map(|s| s.sequence).collect();
             let latest = stored[room].len() as u64;
             let expected: Vec<u64> = (1..=latest).collect();
             if seqs != expected {
@@ -399,11 +464,45 @@ fn check(tracked: &[Tracked], stored: &BTreeMap<String, Vec<store::StoredMessage
                 ));
                 continue;
             }
-            for (seq, id) in &seen {
-                if stored[room][(*seq - 1) as usize].id != *id {
+            for s in &seen {
+                if stored[room][(s.sequence - 1) as usize].id != s.id {
                     checked.violations.push(format!(
-                        "{} in {room}: message {seq} differs from the store",
-                        t.name
+                        "{} in {room}: message {} differs from the store",
+                        t.name, s.sequence
+                    ));
+                }
+            }
+            // What the client shows once it applied what it saw: each
+            // message's text, or None once deleted.
+            let mut shown: BTreeMap<u64, Option<&str>> = BTreeMap::new();
+            for s in &seen {
+                match s.kind {
+                    MessageKind::Message => {
+                        shown.insert(s.sequence, Some(&s.text));
+                    }
+                    MessageKind::Edit => {
+                        shown.insert(s.target, Some(&s.text));
+                    }
+                    MessageKind::Delete => {
+                        shown.insert(s.target, None);
+                    }
+                }
+            }
+            for m in stored[room]
+                .iter()
+                .filter(|m| m.message.kind == Kind::Message)
+            {
+                let held = if m.deleted {
+                    None
+                } else {
+                    Some(m.message.text.as_str())
+                };
+                if shown.get(&m.sequence) != Some(&held) {
+                    checked.violations.push(format!(
+                        "{} in {room}: message {} shows {:?}, the store holds {held:?}",
+                        t.name,
+                        m.sequence,
+                        shown.get(&m.sequence)
                     ));
                 }
             }
