@@ -2,8 +2,8 @@
 
 use crate::error::ClientError;
 use chat_proto::v1::{
-    DisconnectNotice, JoinRoomResult, MemberJoined, MemberLeft, MessageEvent, Notification, Typing,
-    Welcome,
+    DisconnectNotice, JoinRoomResult, MemberJoined, MemberLeft, MessageEvent, Notification,
+    ReadReceipts, Typing, Welcome,
 };
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -25,7 +25,8 @@ pub enum Event {
         /// The join's outcome.
         result: Result<JoinRoomResult, ClientError>,
     },
-    /// A message in one of the client's rooms.
+    /// A numbered event in one of the client's rooms: a message, or an
+    /// edit or a delete of an earlier one (`kind`, `target_sequence`).
     Message(MessageEvent),
     /// Someone joined one of the client's rooms.
     MemberJoined(MemberJoined),
@@ -37,6 +38,10 @@ pub enum Event {
     /// (ephemeral: show it until `typing` is false, their message arrives,
     /// or `expires_after_ms` pass without a repeat).
     Typing(Typing),
+    /// Members of one of the client's rooms (this user too, from another
+    /// session) have read it up to these sequences (coalesced: about one a
+    /// second per room).
+    ReadReceipts(ReadReceipts),
     /// The session ended.
     Disconnected {
         /// The server's notice, if it sent one before closing.

@@ -84,7 +84,7 @@ async fn line_mode_chats_with_a_library_client() {
     assert!(connected.ends_with("as=carol"), "{connected}");
     assert_eq!(
         line_starting(&mut out, "joined ").await,
-        "joined lobby members=2 latest=0"
+        "joined lobby members=2 latest=0 read=0 unread=0"
     );
     next_event(&mut alice_ev, |e| matches!(e, Event::MemberJoined(j) if j.member.as_ref().unwrap().display_name == "carol")).await;
 
@@ -129,7 +129,7 @@ async fn line_mode_chats_with_a_library_client() {
     );
     assert_eq!(
         line_starting(&mut out, "joined ").await,
-        "joined dev members=1 latest=0"
+        "joined dev members=1 latest=0 read=0 unread=0"
     );
     assert_eq!(
         line_starting(&mut out, "rooms: ").await,

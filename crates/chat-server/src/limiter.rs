@@ -127,6 +127,8 @@ pub enum Action {
     Join,
     /// Saying one is typing (per connection only).
     Typing,
+    /// Marking a room read (per connection only).
+    Read,
 }
 
 /// One user's buckets, shared by their connections on this instance.
@@ -156,6 +158,7 @@ pub struct RequestLimits {
     send: Option<TokenBucket>,
     join: Option<TokenBucket>,
     typing: Option<TokenBucket>,
+    read: Option<TokenBucket>,
     user: Arc<UserBuckets>,
 }
 
@@ -169,6 +172,7 @@ impl RequestLimits {
             Action::Send => (&mut self.send, &self.user.send),
             Action::Join => (&mut self.join, &self.user.join),
             Action::Typing => return take(&mut self.typing, now),
+            Action::Read => return take(&mut self.read, now),
         };
         take(own, now)?;
         let mut user = lock(user);
@@ -363,6 +367,7 @@ impl Admission {
             send: TokenBucket::new(l.send_rate, l.send_burst),
             join: TokenBucket::new(l.join_rate, l.join_burst),
             typing: TokenBucket::new(l.typing_rate, l.typing_burst),
+            read: TokenBucket::new(l.read_rate, l.read_burst),
             user: entry.buckets.clone(),
         };
         Ok(Permit {

@@ -9,8 +9,9 @@ use chat_proto::v1::chat_service_client::ChatServiceClient;
 use chat_proto::v1::{
     DeleteMessageRequest, EditMessageRequest, ErrorCode, HistoryDirection, HistoryRequest,
     HistoryResponse, JoinRoomRequest, JoinRoomResult, LeaveRoomRequest, LeaveRoomResult,
-    ListMembersRequest, ListRoomsRequest, Member, PingRequest, PongResult, SendMessageRequest,
-    SendMessageResult, TypingRequest, Welcome, client_frame::Request, reply,
+    ListMembersRequest, ListRoomsRequest, MarkReadRequest, MarkReadResult, Member, PingRequest,
+    PongResult, SendMessageRequest, SendMessageResult, TypingRequest, Welcome,
+    client_frame::Request, reply,
 };
 use chat_util::{lock, now_unix_ms};
 use std::sync::atomic::AtomicU64;
@@ -347,6 +348,29 @@ impl Client {
             .await?
         {
             reply::Result::Typing(_) => Ok(()),
+            _ => Err(ClientError::UnexpectedReply),
+        }
+    }
+
+    /// Marks `room` read up to `sequence` for this user (all of its
+    /// sessions): stored, never moved back, clamped to the room's latest,
+    /// and announced to the room's members (coalesced). Returns the read
+    /// position and the unread count after it. Rate limited per connection
+    /// (`RATE_LIMITED`); `NOT_A_MEMBER` for a room this connection is not in.
+    pub async fn mark_read(
+        &self,
+        room: &str,
+        sequence: u64,
+    ) -> Result<MarkReadResult, ClientError> {
+        match self
+            .inner
+            .request(Request::MarkRead(MarkReadRequest {
+                room: room.to_string(),
+                sequence,
+            }))
+            .await?
+        {
+            reply::Result::MarkRead(r) => Ok(r),
             _ => Err(ClientError::UnexpectedReply),
         }
     }

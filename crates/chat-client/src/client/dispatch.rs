@@ -24,6 +24,7 @@ pub(super) async fn dispatch(inner: &Inner, events: &mpsc::Sender<Event>, frame:
         Some(Frame::MemberLeft(m)) => Event::MemberLeft(m),
         Some(Frame::Notification(n)) => Event::Notification(n),
         Some(Frame::Typing(t)) => Event::Typing(t),
+        Some(Frame::ReadReceipts(r)) => Event::ReadReceipts(r),
         // The notice is reported with `Disconnected` when the stream ends.
         Some(Frame::Disconnect(_)) | Some(Frame::Welcome(_)) | None => return,
     };

@@ -21,6 +21,9 @@ pub enum Command {
     /// `/delete [#SEQ]`: takes back message SEQ of the current room
     /// (default: this user's last message there).
     Delete(Option<u64>),
+    /// `/read`: marks the current room read up to its last message (the
+    /// full-screen UI does it by itself for the room shown).
+    Read,
     /// `/help`
     Help,
     /// `/quit`
@@ -35,7 +38,7 @@ pub enum Command {
 
 /// The help text shown by `/help`.
 pub const HELP: &str = "commands: /join ROOM, /leave [ROOM], /switch ROOM, /who [ROOM], /rooms, /history [N], \
-/edit [#SEQ] TEXT, /delete [#SEQ] (default: your last message), /help, /quit; \
+/edit [#SEQ] TEXT, /delete [#SEQ] (default: your last message), /read, /help, /quit; \
 anything else is sent to the current room (start with // to send a leading /)";
 
 /// Parses one input line.
@@ -86,6 +89,7 @@ pub fn parse(line: &str) -> Command {
             Ok(n) if n > 0 => Command::History(Some(n)),
             _ => Command::Invalid(format!("/history takes a positive count, not {n:?}")),
         },
+        ("read", None) => Command::Read,
         ("delete" | "del", None) => Command::Delete(None),
         ("delete" | "del", Some(n)) => match n.strip_prefix('#').map(parse_sequence) {
             Some(Ok(sequence)) => Command::Delete(Some(sequence)),

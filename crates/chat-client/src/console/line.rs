@@ -162,6 +162,18 @@ async fn execute(
                 leave(client, current, &room).await;
             }
         }
+        Command::Read => {
+            if let Some(room) = room_or_current(None, current) {
+                let seen = client.last_seen(&room).unwrap_or(0);
+                match client.mark_read(&room, seen).await {
+                    Ok(r) => println!(
+                        "read-marked {} {} unread={}",
+                        r.room, r.read_sequence, r.unread_count
+                    ),
+                    Err(e) => print_error(&e),
+                }
+            }
+        }
         Command::Edit(sequence, text) => {
             if let Some((room, sequence)) = target(current, own, sequence) {
                 match client.edit(&room, sequence, &text).await {
@@ -241,10 +253,12 @@ async fn join(client: &Client, current: &mut Option<String>, room: &str) {
     match client.join(room).await {
         Ok(r) => {
             println!(
-                "joined {} members={} latest={}",
+                "joined {} members={} latest={} read={} unread={}",
                 r.room,
                 r.members.len(),
-                r.latest_sequence
+                r.latest_sequence,
+                r.read_sequence,
+                r.unread_count
             );
             *current = Some(r.room);
         }
@@ -304,9 +318,16 @@ pub fn format_event(event: &Event) -> String {
             room,
             result: Ok(r),
         } => format!(
-            "joined {room} members={} latest={}",
+            "joined {room} members={} latest={} read={} unread={}{}",
             r.members.len(),
-            r.latest_sequence
+            r.latest_sequence,
+            r.read_sequence,
+            r.unread_count,
+            if r.backlog_incomplete {
+                format!(" missed-before={}", r.backlog_after_sequence + 1)
+            } else {
+                String::new()
+            }
         ),
         Event::Rejoined {
             room,
@@ -341,6 +362,19 @@ pub fn format_event(event: &Event) -> String {
         }
         Event::MemberLeft(m) => format!("member-left {} {}", m.room, one_line(&display(&m.member))),
         Event::Notification(n) => format!("notification {}", one_line(&n.text)),
+        Event::ReadReceipts(r) => r
+            .positions
+            .iter()
+            .map(|p| {
+                format!(
+                    "read {} {} {}",
+                    r.room,
+                    p.sequence,
+                    one_line(&display(&p.member))
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
         Event::Typing(t) => format!(
             "typing {} {} {}",
             t.room,

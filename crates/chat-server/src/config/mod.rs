@@ -477,6 +477,11 @@ pub struct Limits {
     pub typing_rate: f64,
     /// Typing announcements one connection may make at once.
     pub typing_burst: u32,
+    /// Read marks per second one connection may make (token bucket); 0: no
+    /// limit. Each is a store write; the announcements are coalesced anyway.
+    pub read_rate: f64,
+    /// Read marks one connection may make at once.
+    pub read_burst: u32,
 }
 
 impl Default for Limits {
@@ -506,6 +511,8 @@ impl Default for Limits {
             user_session_burst: 16,
             typing_rate: 1.0,
             typing_burst: 5,
+            read_rate: 2.0,
+            read_burst: 10,
         }
     }
 }

@@ -139,6 +139,12 @@ fn messages(out: &mut String, hub: &Hub) {
     );
     counter(
         out,
+        "chat_read_marks_total",
+        "Read marks (a user's read position in a room moved up) from this instance's clients, stored.",
+        load(&hub.metrics().read_marks),
+    );
+    counter(
+        out,
         "chat_typing_received_total",
         "Typing announcements accepted from this instance's clients (ephemeral: not stored).",
         load(&hub.metrics().typing_received),

@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod notifier;
 mod outbox;
 pub mod presence;
+pub mod receipts;
 pub mod repair;
 mod rooms;
 mod snapshot;
@@ -25,7 +26,9 @@ use crate::config::Limits;
 use crate::domain::RequestError;
 use crate::domain::User;
 use crate::domain::validate::RoomName;
-use crate::store::{Direction, Kind, MessageStore, NewMessage, Page, StoreError, StoredMessage};
+use crate::store::{
+    Direction, Kind, MessageStore, NewMessage, Page, ReadState, StoreError, StoredMessage,
+};
 use chat_proto::EncodedFrame;
 use chat_proto::v1::{
     Member, MemberJoined, MemberLeft, MessageEvent, MessageKind, Notification, Typing,
@@ -59,6 +62,9 @@ pub struct Hub {
     /// When a failed control publish was last logged at warn (Unix ms), so
     /// a run of failures logs once per `CONTROL_WARN_EVERY`.
     control_warned_at_ms: AtomicU64,
+    /// Read positions moved since the last announcement
+    /// ([`receipts::run`] publishes them).
+    receipts: receipts::Receipts,
 }
 
 /// How often a run of failed control publishes is logged at warn at most
@@ -86,6 +92,7 @@ impl Hub {
             metrics: crate::metrics::Metrics::default(),
             incarnation: new_incarnation(),
             control_warned_at_ms: AtomicU64::new(0),
+            receipts: receipts::Receipts::default(),
         }
     }
 
@@ -594,6 +601,48 @@ impl Hub {
         }
     }
 }
+
+impl Hub {
+    /// Moves `user`'s read position in `room` up to `sequence` (the store
+    /// clamps it and never moves it back) and gathers it for the next
+    /// announcement to the room; returns the state after.
+    pub async fn mark_read(
+        &self,
+        room: &RoomName,
+        user: &User,
+        sequence: u64,
+    ) -> Result<ReadState, RequestError> {
+        let state = self
+            .store
+            .mark_read(room, &user.user_id, sequence)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "mark read failed: store");
+                RequestError::Unavailable(e.to_string())
+            })?;
+        self.metrics.read_marks.fetch_add(1, Ordering::Relaxed);
+        self.receipts.note(room, user, state.read_sequence);
+        Ok(state)
+    }
+
+    /// How far `user` has read `room`, or `None` if the store does not
+    /// answer within [`READ_STATE_WAIT`] (a join does not wait longer for
+    /// it).
+    pub async fn read_state(&self, room: &RoomName, user: &User) -> Option<ReadState> {
+        let asked = self.store.read_state(room, &user.user_id);
+        match tokio::time::timeout(READ_STATE_WAIT, asked).await {
+            Ok(Ok(state)) => Some(state),
+            Ok(Err(e)) => {
+                tracing::debug!(%room, error = %e, "read state unavailable");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+}
+
+/// How long a join waits for the joiner's read state at most.
+pub const READ_STATE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long members show a `typing = true` that is not repeated: clients
 /// repeat it every few seconds while typing (docs/PROTOCOL.md).

@@ -51,6 +51,23 @@ impl MessageStore for ProbeStore {
         self.inner.change(change, operator)
     }
 
+    fn read_state<'a>(
+        &'a self,
+        room: &'a RoomName,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<ReadState, StoreError>> {
+        self.inner.read_state(room, user)
+    }
+
+    fn mark_read<'a>(
+        &'a self,
+        room: &'a RoomName,
+        user: &'a str,
+        sequence: u64,
+    ) -> BoxFuture<'a, Result<ReadState, StoreError>> {
+        self.inner.mark_read(room, user, sequence)
+    }
+
     fn latest_sequence<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<u64, StoreError>> {
         self.latest_reads.fetch_add(1, Ordering::SeqCst);
         self.inner.latest_sequence(room)

@@ -121,6 +121,8 @@ label_set! {
         History => "history",
         /// Saying one is typing.
         Typing => "typing",
+        /// Marking a room read.
+        Read => "read",
     }
 }
 

@@ -163,6 +163,8 @@ pub struct Metrics {
     pub messages_edited: AtomicU64,
     /// Deletes accepted and stored (retries excluded).
     pub messages_deleted: AtomicU64,
+    /// Read marks stored.
+    pub read_marks: AtomicU64,
     /// Requests refused by a rate limit, by action.
     pub rate_limited: Family<RateLimitedAction>,
     /// Refused tokens, by reason.
@@ -190,6 +192,7 @@ impl Default for Metrics {
             typing_received: AtomicU64::new(0),
             messages_edited: AtomicU64::new(0),
             messages_deleted: AtomicU64::new(0),
+            read_marks: AtomicU64::new(0),
             rate_limited: Family::new(),
             auth_failures: Family::new(),
             store_append: Histogram::default(),

@@ -5,7 +5,7 @@
 use super::core::Background;
 use crate::config::Config;
 use crate::endpoint::health::{self, Readiness};
-use crate::hub::{Hub, cluster, notifier, repair};
+use crate::hub::{Hub, cluster, notifier, receipts, repair};
 use crate::store::{self, Retention};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +42,11 @@ pub(super) fn spawn(
         background.control,
         config.presence.heartbeat_interval,
         config.presence.expiry,
+        shutdown.clone(),
+    ));
+    tasks.spawn(receipts::run(
+        hub.clone(),
+        receipts::INTERVAL,
         shutdown.clone(),
     ));
     tasks.spawn(health::watch(

@@ -19,7 +19,7 @@ use crate::telemetry::trace::{self, TraceParent};
 use chat_proto::EncodedFrame;
 use chat_proto::v1::{
     ClientFrame, DisconnectReason, JoinRoomResult, LeaveRoomResult, ListMembersResult,
-    ListRoomsResult, PongResult, Reply, SendMessageResult, TypingResult, Welcome,
+    ListRoomsResult, MarkReadResult, PongResult, Reply, SendMessageResult, TypingResult, Welcome,
     client_frame::Request, reply, server_frame::Frame,
 };
 use chat_util::now_unix_ms;
@@ -269,6 +269,7 @@ impl Session {
             Some(Request::Typing(_)) => "chat.typing",
             Some(Request::EditMessage(_)) => "chat.edit",
             Some(Request::DeleteMessage(_)) => "chat.delete",
+            Some(Request::MarkRead(_)) => "chat.mark_read",
             None => "chat.unknown",
         };
         let parent = match frame.traceparent.as_str() {
@@ -296,6 +297,9 @@ impl Session {
             Some(Request::DeleteMessage(r)) if self.rooms.iter().any(|m| m.as_str() == r.room) => {
                 Some((Action::Send, "messages"))
             }
+            Some(Request::MarkRead(r)) if self.rooms.iter().any(|m| m.as_str() == r.room) => {
+                Some((Action::Read, "read marks"))
+            }
             // Likewise for typing, and in a read-only room.
             Some(Request::Typing(r)) if self.writable_room(&r.room).is_ok() => {
                 Some((Action::Typing, "typing announcements"))
@@ -311,6 +315,7 @@ impl Session {
                 Action::Send => RateLimitedAction::Send,
                 Action::Join => RateLimitedAction::Join,
                 Action::Typing => RateLimitedAction::Typing,
+                Action::Read => RateLimitedAction::Read,
             });
             self.reply(
                 request_id,
@@ -334,6 +339,7 @@ impl Session {
                     .await
                     .map(reply::Result::EditMessage)
             }
+            Some(Request::MarkRead(r)) => self.mark_read(&r.room, r.sequence).await,
             Some(Request::DeleteMessage(r)) => {
                 let delete = Kind::Delete(r.sequence);
                 self.change(&r.room, delete, r.client_message_id, String::new())
@@ -411,6 +417,13 @@ impl Session {
         if self.rooms.len() >= max {
             return Err(RequestError::TooManyRooms(max));
         }
+        // The joiner's read position and unread count (zeros if the store
+        // does not answer in time: the join does not wait on it longer).
+        let read = self
+            .hub
+            .read_state(&room, &self.user)
+            .await
+            .unwrap_or_default();
         let reply = |members: &[User], join: &JoinInfo| {
             EncodedFrame::from(Frame::Reply(Reply {
                 request_id,
@@ -421,6 +434,8 @@ impl Session {
                     backlog_after_sequence: join.backlog_after,
                     backlog_incomplete: join.backlog_incomplete,
                     sequence_reset: join.sequence_reset,
+                    read_sequence: read.read_sequence,
+                    unread_count: read.unread,
                 })),
             }))
         };
@@ -482,6 +497,22 @@ impl Session {
             .await?;
         tracing::debug!(room = %stored.message.room, sequence = stored.sequence, "message sent");
         Ok(reply::Result::SendMessage(acknowledgement(stored)))
+    }
+
+    /// Moves this user's read position in `room` (a member's) up to
+    /// `sequence`.
+    async fn mark_read(
+        &mut self,
+        room: &str,
+        sequence: u64,
+    ) -> Result<reply::Result, RequestError> {
+        let room = self.member_room(room)?;
+        let state = self.hub.mark_read(&room, &self.user, sequence).await?;
+        Ok(reply::Result::MarkRead(MarkReadResult {
+            room: room.to_string(),
+            read_sequence: state.read_sequence,
+            unread_count: state.unread,
+        }))
     }
 
     /// An edit (with its new `text`) or a delete of an earlier message.

@@ -3,8 +3,8 @@
 //! survives a restart; for tests and throwaway runs.
 
 use super::{
-    Appended, Direction, Kind, MessageStore, NewMessage, Page, Retention, StoreError,
-    StoredMessage, check_change,
+    Appended, Direction, Kind, MessageStore, NewMessage, Page, ReadState, Retention, StoreError,
+    StoredMessage, UNREAD_COUNT_CAP, check_change,
 };
 use crate::domain::validate::RoomName;
 use chat_util::lock;
@@ -24,6 +24,8 @@ struct RoomLog {
     recent: VecDeque<StoredMessage>,
     /// (sender id, client message id) → sequence, for messages in `recent`.
     by_client_id: HashMap<(Arc<str>, String), u64>,
+    /// User id → the last sequence that user read.
+    read: HashMap<String, u64>,
 }
 
 /// Per-room logs, sharded so rooms do not contend.
@@ -71,6 +73,23 @@ impl RoomLog {
             message.client_message_id.clone(),
         );
         self.by_client_id.get(&key).and_then(|seq| self.find(*seq))
+    }
+
+    /// `user`'s read position and the unread messages after it (of those
+    /// still in the window).
+    fn read_state(&self, user: &str) -> ReadState {
+        let read_sequence = self.read.get(user).copied().unwrap_or(0);
+        let unread = self
+            .recent
+            .iter()
+            .filter(|m| m.sequence > read_sequence && m.message.kind == Kind::Message)
+            .filter(|m| !m.deleted && *m.message.sender.user_id != *user)
+            .take(UNREAD_COUNT_CAP as usize)
+            .count() as u32;
+        ReadState {
+            read_sequence,
+            unread,
+        }
     }
 
     /// Numbers `message` and keeps it (within the window).
@@ -172,6 +191,33 @@ impl MessageStore for MemoryStore {
             duplicate: false,
         }))
         .boxed()
+    }
+
+    fn read_state<'a>(
+        &'a self,
+        room: &'a RoomName,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<ReadState, StoreError>> {
+        let state = self
+            .shard(room)
+            .get(room)
+            .map(|log| log.read_state(user))
+            .unwrap_or_default();
+        ready(Ok(state)).boxed()
+    }
+
+    fn mark_read<'a>(
+        &'a self,
+        room: &'a RoomName,
+        user: &'a str,
+        sequence: u64,
+    ) -> BoxFuture<'a, Result<ReadState, StoreError>> {
+        let mut shard = self.shard(room);
+        let log = shard.entry(room.clone()).or_default();
+        let clamped = sequence.min(log.last);
+        let read = log.read.entry(user.to_string()).or_default();
+        *read = (*read).max(clamped);
+        ready(Ok(log.read_state(user))).boxed()
     }
 
     fn latest_sequence<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<u64, StoreError>> {

@@ -129,6 +129,20 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
+/// How far a user has read a room.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadState {
+    /// The last sequence read (0: none).
+    pub read_sequence: u64,
+    /// Messages after it that others sent and that are not deleted, up to
+    /// [`UNREAD_COUNT_CAP`].
+    pub unread: u32,
+}
+
+/// Unread messages are counted up to this many (a count reads at most this
+/// many rows).
+pub const UNREAD_COUNT_CAP: u32 = 1000;
+
 /// Which way a history page goes from its starting point.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -200,6 +214,22 @@ pub trait MessageStore: Send + Sync + 'static {
         change: NewMessage,
         operator: bool,
     ) -> BoxFuture<'_, Result<Appended, StoreError>>;
+
+    /// How far `user` has read `room`, and what is unread after it.
+    fn read_state<'a>(
+        &'a self,
+        room: &'a RoomName,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<ReadState, StoreError>>;
+
+    /// Moves `user`'s read position in `room` up to `sequence` (clamped to
+    /// the room's latest; never backwards) and returns the state after.
+    fn mark_read<'a>(
+        &'a self,
+        room: &'a RoomName,
+        user: &'a str,
+        sequence: u64,
+    ) -> BoxFuture<'a, Result<ReadState, StoreError>>;
 
     /// The sequence number of the room's latest message, 0 if it has none.
     fn latest_sequence<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<u64, StoreError>>;
@@ -395,6 +425,23 @@ impl MessageStore for GatedStore {
 
     fn change(&self, _: NewMessage, _: bool) -> BoxFuture<'_, Result<Appended, StoreError>> {
         Box::pin(futures::future::pending())
+    }
+
+    fn read_state<'a>(
+        &'a self,
+        _: &'a RoomName,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<ReadState, StoreError>> {
+        self.gated(ReadState::default())
+    }
+
+    fn mark_read<'a>(
+        &'a self,
+        _: &'a RoomName,
+        _: &'a str,
+        _: u64,
+    ) -> BoxFuture<'a, Result<ReadState, StoreError>> {
+        self.gated(ReadState::default())
     }
 
     fn latest_sequence<'a>(&'a self, _: &'a RoomName) -> BoxFuture<'a, Result<u64, StoreError>> {

@@ -14,8 +14,9 @@
 //! the others.
 
 use super::{
-    Appended, Direction, HISTORY_COLUMNS, Kind, MessageStore, NewMessage, Page, Retention,
-    SELECT_COLUMNS, StoreError, StoredMessage, check_change, row_to_message,
+    Appended, Direction, HISTORY_COLUMNS, Kind, MessageStore, NewMessage, Page, ReadState,
+    Retention, SELECT_COLUMNS, StoreError, StoredMessage, UNREAD_COUNT_CAP, check_change,
+    row_to_message,
 };
 use crate::domain::validate::RoomName;
 use crate::metrics::Histogram;
@@ -236,6 +237,31 @@ async fn change_one(
             deleted: false,
         },
         duplicate: false,
+    })
+}
+
+/// A user's read position and the unread messages after it, counted up to
+/// the cap.
+static READ_STATE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH r AS (SELECT COALESCE((SELECT sequence FROM read_positions \
+                                     WHERE room = $1 AND user_id = $2), 0) AS s) \
+         SELECT r.s AS read, (SELECT count(*) FROM (SELECT 1 FROM messages \
+             WHERE room = $1 AND sequence > r.s AND kind = 0 AND NOT deleted AND sender_id <> $2 \
+             LIMIT {UNREAD_COUNT_CAP}) unread) AS unread FROM r"
+    )
+});
+
+/// Reads `user`'s state in `room`.
+async fn read_state(pool: &PgPool, room: &RoomName, user: &str) -> Result<ReadState, StoreError> {
+    let (read, unread): (i64, i64) = sqlx::query_as(&READ_STATE)
+        .bind(room.as_str())
+        .bind(user)
+        .fetch_one(pool)
+        .await?;
+    Ok(ReadState {
+        read_sequence: read.max(0) as u64,
+        unread: unread.clamp(0, i64::from(UNREAD_COUNT_CAP)) as u32,
     })
 }
 
@@ -505,6 +531,42 @@ impl MessageStore for PostgresStore {
                 }
                 outcome => outcome,
             }
+        }
+        .boxed()
+    }
+
+    fn read_state<'a>(
+        &'a self,
+        room: &'a RoomName,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<ReadState, StoreError>> {
+        read_state(&self.pool, room, user).boxed()
+    }
+
+    fn mark_read<'a>(
+        &'a self,
+        room: &'a RoomName,
+        user: &'a str,
+        sequence: u64,
+    ) -> BoxFuture<'a, Result<ReadState, StoreError>> {
+        async move {
+            // One statement: never backwards (GREATEST), never past the
+            // room's latest (LEAST); concurrent marks from any instance
+            // serialize on the row.
+            sqlx::query(
+                "INSERT INTO read_positions (room, user_id, sequence, updated_at_ms) \
+                 VALUES ($1, $2, LEAST($3, COALESCE((SELECT last_sequence FROM rooms WHERE room = $1), 0)), $4) \
+                 ON CONFLICT (room, user_id) DO UPDATE \
+                 SET sequence = GREATEST(read_positions.sequence, EXCLUDED.sequence), \
+                     updated_at_ms = EXCLUDED.updated_at_ms",
+            )
+            .bind(room.as_str())
+            .bind(user)
+            .bind(sequence.min(i64::MAX as u64) as i64)
+            .bind(now_unix_ms())
+            .execute(&self.pool)
+            .await?;
+            read_state(&self.pool, room, user).await
         }
         .boxed()
     }

@@ -9,8 +9,9 @@
 //! buffering without limit.
 
 use super::{
-    Appended, Direction, HISTORY_COLUMNS, Kind, MessageStore, NewMessage, Page, Retention,
-    SELECT_COLUMNS, StoreError, StoredMessage, check_change, row_to_message,
+    Appended, Direction, HISTORY_COLUMNS, Kind, MessageStore, NewMessage, Page, ReadState,
+    Retention, SELECT_COLUMNS, StoreError, StoredMessage, UNREAD_COUNT_CAP, check_change,
+    row_to_message,
 };
 use crate::domain::validate::RoomName;
 use crate::metrics::Histogram;
@@ -38,6 +39,13 @@ enum Write {
     Append(NewMessage, Reply),
     /// An edit or a delete, and whether an operator makes it.
     Change(NewMessage, bool, Reply),
+    /// A user's read position moves up: room, user, sequence.
+    MarkRead(
+        RoomName,
+        String,
+        u64,
+        oneshot::Sender<Result<ReadState, StoreError>>,
+    ),
     Retain(Retention, oneshot::Sender<Result<u64, StoreError>>),
 }
 
@@ -116,10 +124,14 @@ async fn write_loop(
         }
         let mut batch = Vec::with_capacity(requests.len());
         let mut changes = Vec::new();
+        let mut marks = Vec::new();
         for request in requests.drain(..) {
             match request {
                 Write::Append(message, reply) => batch.push((message, reply)),
                 Write::Change(change, operator, reply) => changes.push((change, operator, reply)),
+                Write::MarkRead(room, user, sequence, reply) => {
+                    marks.push((room, user, sequence, reply))
+                }
                 Write::Retain(retention, reply) => match &retaining {
                     // One pass at a time: the one under way answers for
                     // both (the next interval's starts afresh).
@@ -135,6 +147,9 @@ async fn write_loop(
         // that were queued with it.
         for (change, operator, reply) in changes {
             let _ = reply.send(commit_change(&mut conn, &change, operator).await);
+        }
+        for (room, user, sequence, reply) in marks {
+            let _ = reply.send(mark_read(&mut conn, &room, &user, sequence).await);
         }
         if let Some(pass) = &mut retaining {
             match pass.step(&mut conn).await {
@@ -298,6 +313,58 @@ async fn commit<'m>(
         return Err(e.into());
     }
     Ok(results)
+}
+
+/// The read position statement: never backwards, never past the room's
+/// latest.
+const MARK_READ: &str = "INSERT INTO read_positions (room, user_id, sequence, updated_at_ms) \
+     VALUES (?1, ?2, MIN(?3, COALESCE((SELECT last_sequence FROM rooms WHERE room = ?1), 0)), ?4) \
+     ON CONFLICT (room, user_id) DO UPDATE \
+     SET sequence = MAX(sequence, excluded.sequence), updated_at_ms = excluded.updated_at_ms";
+
+/// A user's read position and the unread messages after it, counted up to
+/// the cap (one statement: a row per unread message, at most the cap).
+static READ_STATE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH r AS (SELECT COALESCE((SELECT sequence FROM read_positions \
+                                     WHERE room = ?1 AND user_id = ?2), 0) AS s) \
+         SELECT r.s AS read, (SELECT count(*) FROM (SELECT 1 FROM messages \
+             WHERE room = ?1 AND sequence > r.s AND kind = 0 AND deleted = 0 AND sender_id <> ?2 \
+             LIMIT {UNREAD_COUNT_CAP})) AS unread FROM r"
+    )
+});
+
+/// Reads `user`'s state in `room` on `conn` (a reader or the writer).
+async fn read_state<'c, E>(conn: E, room: &RoomName, user: &str) -> Result<ReadState, StoreError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
+{
+    let (read, unread): (i64, i64) = sqlx::query_as(&READ_STATE)
+        .bind(room.as_str())
+        .bind(user)
+        .fetch_one(conn)
+        .await?;
+    Ok(ReadState {
+        read_sequence: read.max(0) as u64,
+        unread: unread.clamp(0, i64::from(UNREAD_COUNT_CAP)) as u32,
+    })
+}
+
+/// Moves the read position up (in the writer), then reads the state.
+async fn mark_read(
+    conn: &mut SqliteConnection,
+    room: &RoomName,
+    user: &str,
+    sequence: u64,
+) -> Result<ReadState, StoreError> {
+    sqlx::query(MARK_READ)
+        .bind(room.as_str())
+        .bind(user)
+        .bind(sequence.min(i64::MAX as u64) as i64)
+        .bind(now_unix_ms())
+        .execute(&mut *conn)
+        .await?;
+    read_state(&mut *conn, room, user).await
 }
 
 /// Stores `change` and applies it to its message, in one transaction.
@@ -531,6 +598,37 @@ impl MessageStore for SqliteStore {
             let (reply, answer) = oneshot::channel();
             self.writer
                 .send(Write::Change(change, operator, reply))
+                .await
+                .map_err(|_| stopped())?;
+            answer.await.map_err(|_| stopped())?
+        }
+        .boxed()
+    }
+
+    fn read_state<'a>(
+        &'a self,
+        room: &'a RoomName,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<ReadState, StoreError>> {
+        read_state(&self.readers, room, user).boxed()
+    }
+
+    fn mark_read<'a>(
+        &'a self,
+        room: &'a RoomName,
+        user: &'a str,
+        sequence: u64,
+    ) -> BoxFuture<'a, Result<ReadState, StoreError>> {
+        async move {
+            let stopped = || StoreError::Unavailable("the sqlite writer stopped".into());
+            let (reply, answer) = oneshot::channel();
+            self.writer
+                .send(Write::MarkRead(
+                    room.clone(),
+                    user.to_string(),
+                    sequence,
+                    reply,
+                ))
                 .await
                 .map_err(|_| stopped())?;
             answer.await.map_err(|_| stopped())?

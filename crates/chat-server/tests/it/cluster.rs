@@ -423,6 +423,85 @@ async fn edits_and_deletes_reach_every_instance_in_order(backplane: Backplane) {
     b.stop().await;
 }
 
+/// The next read receipts of `room` naming `user`: that user's position.
+async fn expect_read(events: &mut chat_client::Events, room: &str, user: &str) -> u64 {
+    let names = |e: &Event| match e {
+        Event::ReadReceipts(r) if r.room == room => r
+            .positions
+            .iter()
+            .find(|p| p.member.as_ref().is_some_and(|m| m.user_id == user))
+            .map(|p| p.sequence),
+        _ => None,
+    };
+    let event = expect_event(events, "read receipts", |e| names(e).is_some()).await;
+    names(&event).unwrap()
+}
+
+/// Issue 16, point 3, over a shared PostgreSQL store: a read mark is
+/// stored for the user (all its sessions, on any instance), never moves
+/// back, is announced to the room's members on every instance, coalesced
+/// (two quick marks, one announcement), and each join reports the joiner's
+/// read position and unread count.
+async fn read_marks_are_shared_announced_once_and_reported_on_join(backplane: Backplane) {
+    let db = or_skip!(postgres_db().await);
+    let (a, b) = shared_store_pair(&backplane, &db).await;
+    let (bob, mut bob_ev) = connect(&b.url(), "bob").await;
+    bob.join("lobby").await.unwrap();
+    for text in ["one", "two", "three"] {
+        bob.send("lobby", text).await.unwrap();
+    }
+    let (alice, mut alice_ev) = connect(&a.url(), "alice").await;
+    let joined = alice.join("lobby").await.unwrap();
+    assert_eq!((joined.read_sequence, joined.unread_count), (0, 3));
+    // alice's second session, on the other instance.
+    let (alice_too, mut alice_too_ev) = connect(&b.url(), "alice").await;
+    alice_too.join("lobby").await.unwrap();
+    wait_members(&b, "lobby", &["alice", "bob"]).await;
+
+    let first = alice.mark_read("lobby", 1).await.unwrap();
+    assert_eq!((first.read_sequence, first.unread_count), (1, 2));
+    let second = alice.mark_read("lobby", 2).await.unwrap();
+    assert_eq!((second.read_sequence, second.unread_count), (2, 1));
+    for sequence in [2, 1, 2, 2, 1, 2] {
+        alice.mark_read("lobby", sequence).await.unwrap();
+    }
+    // Coalesced: eight marks in a moment, and the members hear alice's
+    // latest position once (twice if an announcement fell between them).
+    for events in [&mut bob_ev, &mut alice_too_ev, &mut alice_ev] {
+        let mut heard = vec![expect_read(events, "lobby", "alice").await];
+        let _ = tokio::time::timeout(Duration::from_millis(1500), async {
+            heard.push(expect_read(events, "lobby", "alice").await);
+        })
+        .await;
+        assert!(heard.len() <= 2 && heard.last() == Some(&2), "{heard:?}");
+    }
+    let back = alice_too.mark_read("lobby", 1).await.unwrap();
+    assert_eq!(back.read_sequence, 2, "never backwards, from any session");
+    let code = |r: Result<_, chat_client::ClientError>| match r {
+        Err(chat_client::ClientError::Server { code, .. }) => code,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    assert_eq!(
+        code(bob.mark_read("elsewhere", 1).await),
+        ErrorCode::NotAMember
+    );
+
+    // A later join, of either session, reports the shared position.
+    alice_too.leave("lobby").await.unwrap();
+    let again = alice_too.join("lobby").await.unwrap();
+    assert_eq!((again.read_sequence, again.unread_count), (2, 1));
+    let last = alice_too.mark_read("lobby", 99).await.unwrap();
+    assert_eq!(
+        (last.read_sequence, last.unread_count),
+        (3, 0),
+        "clamped to the latest"
+    );
+    let m = scrape_metrics(a.addr()).await;
+    assert_eq!(m["chat_read_marks_total"], 8.0);
+    a.stop().await;
+    b.stop().await;
+}
+
 async fn a_backplane_outage_keeps_local_members_served_and_heals(mut backplane: Backplane) {
     let a = instance(&backplane, "a").await;
     let b = instance(&backplane, "b").await;
@@ -888,8 +967,8 @@ macro_rules! suite {
     };
 }
 
-suite!(redis: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, edits_and_deletes_reach_every_instance_in_order, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected);
-suite!(nats: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, edits_and_deletes_reach_every_instance_in_order, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected);
+suite!(redis: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, edits_and_deletes_reach_every_instance_in_order, read_marks_are_shared_announced_once_and_reported_on_join, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected);
+suite!(nats: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, edits_and_deletes_reach_every_instance_in_order, read_marks_are_shared_announced_once_and_reported_on_join, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected);
 
 #[tokio::test]
 async fn redis_cluster_with_sharded_pub_sub() {

@@ -535,6 +535,72 @@ async fn edits_and_deletes_are_numbered_and_applied(backend: Backend) {
     }
 }
 
+/// Issue 16, point 3: a user's read position per room never moves back,
+/// never passes the room's latest, and the unread count is others' live
+/// messages after it.
+async fn read_positions_never_move_back_and_count_what_is_unread(backend: Backend) {
+    let store = backend.open().await;
+    let r = room("reads");
+    let state = store.read_state(&r, "ann").await.unwrap();
+    assert_eq!((state.read_sequence, state.unread), (0, 0));
+    for (i, who) in ["bob", "bob", "ann", "bob", "bob"].iter().enumerate() {
+        store
+            .append(message("reads", who, &format!("m{i}"), "x"))
+            .await
+            .unwrap();
+    }
+    store
+        .change(change("reads", "bob", "d", "", Kind::Delete(5)), false)
+        .await
+        .unwrap();
+    // 1, 2, 4 are bob's and live; 3 is ann's own; 5 is deleted; 6 the delete.
+    let state = store.read_state(&r, "ann").await.unwrap();
+    assert_eq!((state.read_sequence, state.unread), (0, 3));
+    let state = store.mark_read(&r, "ann", 2).await.unwrap();
+    assert_eq!((state.read_sequence, state.unread), (2, 1));
+    let state = store.mark_read(&r, "ann", 1).await.unwrap();
+    assert_eq!(state.read_sequence, 2, "never backwards");
+    let state = store.mark_read(&r, "ann", u64::MAX).await.unwrap();
+    assert_eq!(
+        (state.read_sequence, state.unread),
+        (6, 0),
+        "clamped to the latest"
+    );
+    // Per user and per room.
+    assert_eq!(store.read_state(&r, "bob").await.unwrap().read_sequence, 0);
+    assert_eq!(
+        store
+            .read_state(&room("other"), "ann")
+            .await
+            .unwrap()
+            .read_sequence,
+        0
+    );
+    let state = store.mark_read(&room("empty"), "ann", 5).await.unwrap();
+    assert_eq!(
+        state.read_sequence, 0,
+        "a room without messages has nothing to read"
+    );
+    if backend.durable() {
+        drop(store);
+        let store = backend.open().await;
+        assert_eq!(store.read_state(&r, "ann").await.unwrap().read_sequence, 6);
+    }
+}
+
+/// The unread count reads at most its cap of rows.
+async fn the_unread_count_stops_at_its_cap(backend: Backend) {
+    let store = backend.open().await;
+    let r = room("busy");
+    let cap = store::UNREAD_COUNT_CAP as usize;
+    let appends = (0..cap + 5).map(|i| store.append(message("busy", "bob", &format!("m{i}"), "x")));
+    for appended in futures::future::join_all(appends).await {
+        appended.unwrap();
+    }
+    let state = store.read_state(&r, "ann").await.unwrap();
+    assert_eq!(state.unread, store::UNREAD_COUNT_CAP);
+}
+
 macro_rules! suite {
     ($backend:ident: $($test:ident),* $(,)?) => {
         mod $backend {
@@ -549,9 +615,9 @@ macro_rules! suite {
     };
 }
 
-suite!(memory: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied);
-suite!(sqlite: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied);
-suite!(postgres: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied);
+suite!(memory: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied, read_positions_never_move_back_and_count_what_is_unread, the_unread_count_stops_at_its_cap);
+suite!(sqlite: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied, read_positions_never_move_back_and_count_what_is_unread, the_unread_count_stops_at_its_cap);
+suite!(postgres: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied, read_positions_never_move_back_and_count_what_is_unread, the_unread_count_stops_at_its_cap);
 
 /// Two instances sharing PostgreSQL number one room's messages together.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

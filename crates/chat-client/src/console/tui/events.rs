@@ -4,7 +4,7 @@
 
 use super::pane::{Entry, Kind};
 use super::requests::HISTORY_ON_JOIN;
-use super::state::{App, Conn, TYPING_LONGEST, TYPISTS_KEPT, Typist};
+use super::state::{App, Conn, MARK_READ_EVERY, TYPING_LONGEST, TYPISTS_KEPT, Typist};
 use super::text::{display, joined_text, notice_text};
 use chat_client::proto::{
     DisconnectNotice, JoinRoomResult, MessageEvent, MessageKind, Typing, Welcome,
@@ -35,6 +35,18 @@ impl App {
                 }
             }
             Event::Typing(t) => self.on_typing(t),
+            Event::ReadReceipts(r) => {
+                // This user read the room in another session: nothing
+                // there is unread any more up to that point.
+                let mine = r.positions.iter().find(|p| self.is_me(p.member.as_ref()));
+                if let (Some(mine), Some(pane)) = (mine, self.panes.get_mut(&r.room))
+                    && Some(mine.sequence) >= self.client.last_seen(&r.room)
+                {
+                    pane.unread = 0;
+                    let marked = self.marked_read.entry(r.room.clone()).or_default();
+                    *marked = (*marked).max(mine.sequence);
+                }
+            }
             Event::Notification(n) => {
                 let time = if n.server_time_unix_ms > 0 {
                     n.server_time_unix_ms
@@ -90,6 +102,7 @@ impl App {
         match result {
             Ok(r) => {
                 self.push_room(&room, Entry::now(Kind::Info(joined_text(verb, &r))));
+                self.read_state(&room, r.read_sequence, r.unread_count);
                 if r.sequence_reset {
                     let text = format!(
                         "the numbering of {room} started over on the server (its store was reset): \
@@ -160,6 +173,43 @@ impl App {
     }
 
     /// A message, into its room's pane (counted unread if not shown).
+    /// What a join said of the room's read state: the unread count shows
+    /// in the rooms pane until the room is shown.
+    pub(super) fn read_state(&mut self, room: &str, read: u64, unread: u32) {
+        let marked = self.marked_read.entry(room.to_string()).or_default();
+        *marked = (*marked).max(read);
+        if self.current.as_deref() != Some(room)
+            && let Some(pane) = self.panes.get_mut(room)
+        {
+            pane.unread = unread as usize;
+        }
+    }
+
+    /// Marks the room shown read up to its last message, if it moved, at
+    /// most once per [`MARK_READ_EVERY`] (never waited for).
+    pub(super) fn mark_shown_read(&mut self) {
+        let Some(room) = self.current.clone() else {
+            return;
+        };
+        let Some(seen) = self.client.last_seen(&room) else {
+            return;
+        };
+        let now = Instant::now();
+        if self.marked_read.get(&room).is_some_and(|m| *m >= seen)
+            || self
+                .marked_at
+                .is_some_and(|at| now.duration_since(at) < MARK_READ_EVERY)
+        {
+            return;
+        }
+        self.marked_at = Some(now);
+        self.marked_read.insert(room.clone(), seen);
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            let _ = client.mark_read(&room, seen).await;
+        });
+    }
+
     fn on_message(&mut self, m: MessageEvent) {
         if !self.panes.contains_key(&m.room) {
             return;
@@ -182,7 +232,8 @@ impl App {
             typists.retain(|t| t.user_id != sender.user_id);
         }
         let entry = self.message_entry(&m);
-        let is_current = self.current.as_deref() == Some(m.room.as_str());
+        let is_current =
+            self.current.as_deref() == Some(m.room.as_str()) || self.is_me(m.sender.as_ref());
         let width = self.pane_width;
         if let Some(pane) = self.panes.get_mut(&m.room) {
             if !is_current {

@@ -88,6 +88,7 @@ impl App {
                     if matches!(self.client.state(), ConnectionState::Closed) {
                         self.conn = Conn::Closed;
                     }
+                    self.mark_shown_read();
                 }
             }
         }

@@ -123,6 +123,11 @@ impl App {
                 self.fetch_history(room, n.unwrap_or(HISTORY_ON_JOIN));
             }
             Command::Say(text) => self.say(text),
+            Command::Read => {
+                self.marked_at = None;
+                self.mark_shown_read();
+                self.info("marked read".into());
+            }
             Command::Edit(sequence, text) => {
                 let Some((room, sequence)) = self.change_target(sequence) else {
                     return;
@@ -327,6 +332,7 @@ impl App {
             Ok(r) => {
                 self.switch_to(Some(room.clone()));
                 self.push_room(&room, Entry::now(Kind::Info(joined_text("joined", &r))));
+                self.read_state(&room, r.read_sequence, r.unread_count);
                 self.fetch_history(room.clone(), HISTORY_ON_JOIN);
             }
             Err(e) if e.code() == Some(ErrorCode::AlreadyAMember) && self.rooms.contains(&room) => {

@@ -55,6 +55,10 @@ pub(super) const TYPING_REPEAT: std::time::Duration = std::time::Duration::from_
 pub(super) const TYPING_LONGEST: std::time::Duration = std::time::Duration::from_secs(60);
 pub(super) const TYPISTS_KEPT: usize = 50;
 
+/// How often the room shown is marked read at most (the server allows a
+/// few marks a second per connection).
+pub(super) const MARK_READ_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Everything the UI shows and remembers.
 pub(super) struct App {
     /// The connection, for requests and its room list.
@@ -99,6 +103,11 @@ pub(super) struct App {
     pub(super) typing_said: Option<(String, Instant)>,
     /// This user's messages, for `/edit` and `/delete` without a number.
     pub(super) own: OwnMessages,
+    /// Per room, the sequence last marked read (the room shown is marked
+    /// read up to what it shows, at most once per [`MARK_READ_EVERY`]).
+    pub(super) marked_read: HashMap<String, u64>,
+    /// When a room was last marked read.
+    pub(super) marked_at: Option<Instant>,
     /// Set to leave the loop.
     pub(super) quit: bool,
 }
@@ -139,6 +148,8 @@ impl App {
             typing: HashMap::new(),
             typing_said: None,
             own: OwnMessages::default(),
+            marked_read: HashMap::new(),
+            marked_at: None,
             quit: false,
         };
         app.sync_rooms();

@@ -7,8 +7,13 @@ use ratatui::style::Color;
 
 /// "joined ROOM — N members: a, b" (`verb`: joined or rejoined).
 pub(super) fn joined_text(verb: &str, r: &JoinRoomResult) -> String {
+    let unread = match r.unread_count {
+        0 => String::new(),
+        n if n >= 1000 => " — 1000+ unread".to_string(),
+        n => format!(" — {n} unread"),
+    };
     format!(
-        "{verb} {} — {} member{}: {}",
+        "{verb} {} — {} member{}: {}{unread}",
         r.room,
         r.members.len(),
         if r.members.len() == 1 { "" } else { "s" },
