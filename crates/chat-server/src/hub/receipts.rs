@@ -25,8 +25,12 @@ pub const INTERVAL: Duration = Duration::from_secs(1);
 /// interval.
 #[derive(Default)]
 pub struct Receipts {
-    pending: Mutex<HashMap<RoomName, HashMap<Arc<str>, (User, u64)>>>,
+    pending: Mutex<HashMap<RoomName, Readers>>,
 }
+
+/// One room's readers since the last announcement: user id → (the reader,
+/// the position).
+type Readers = HashMap<Arc<str>, (User, u64)>;
 
 impl Receipts {
     /// `user` has read `room` up to `sequence` (a later note for the same
