@@ -285,6 +285,13 @@ async fn line_mode_edits_and_deletes_messages() {
         line_starting(&mut out, "history-end ").await,
         "history-end lobby shown=6 latest=6"
     );
+    // Read marks: carol's own, and the announcement of it.
+    stdin.write_all(b"/read\n").await.unwrap();
+    assert_eq!(
+        line_starting(&mut out, "read-marked ").await,
+        "read-marked lobby 6 unread=0"
+    );
+    assert_eq!(line_starting(&mut out, "read ").await, "read lobby 6 carol");
     stdin.write_all(b"/quit\n").await.unwrap();
     let status = tokio::time::timeout(WAIT, chat.wait())
         .await

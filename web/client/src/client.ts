@@ -14,6 +14,7 @@ import {
   HistoryRequestSchema,
   JoinRoomRequestSchema,
   LeaveRoomRequestSchema,
+  MarkReadRequestSchema,
   ListMembersRequestSchema,
   ListRoomsRequestSchema,
   PingRequestSchema,
@@ -22,6 +23,7 @@ import {
   type HistoryResponse,
   type JoinRoomResult,
   type LeaveRoomResult,
+  type MarkReadResult,
   type Member,
   type PongResult,
   type SendMessageResult,
@@ -265,6 +267,18 @@ export class ChatClient implements AsyncIterable<ChatEvent> {
   async typing(room: string, typing: boolean): Promise<void> {
     const request = create(TypingRequestSchema, { room, typing });
     expect(await this.shared.request({ case: "typing", value: request }), "typing");
+  }
+
+  /**
+   * Marks `room` read up to `sequence` for this user (all of its
+   * sessions): stored, never moved back, clamped to the room's latest, and
+   * announced to the room's members (coalesced). Resolves with the read
+   * position and the unread count after it. Rate limited per connection
+   * (RATE_LIMITED); NOT_A_MEMBER for a room this connection is not in.
+   */
+  async markRead(room: string, sequence: bigint | number): Promise<MarkReadResult> {
+    const request = create(MarkReadRequestSchema, { room, sequence: BigInt(sequence) });
+    return expect(await this.shared.request({ case: "markRead", value: request }), "markRead");
   }
 
   /** The rooms this connection is in, as the server sees it, sorted. */

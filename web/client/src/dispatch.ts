@@ -37,6 +37,9 @@ export function dispatch(shared: Shared, frame: ServerFrame): void {
         expiresAfterMs: f.value.expiresAfterMs,
       });
       return;
+    case "readReceipts":
+      shared.events.emit({ type: "readReceipts", room: f.value.room, positions: f.value.positions });
+      return;
     // The notice is reported with `disconnected` when the session ends; a
     // second Welcome and an empty frame mean nothing.
     case "disconnect":

@@ -10,6 +10,7 @@ import type {
   Member,
   MessageEvent,
   Notification,
+  ReadPosition,
   Welcome,
 } from "./gen/chat/v1/chat_pb.js";
 
@@ -32,7 +33,7 @@ export type RejoinedEvent =
   | { type: "rejoined"; room: string; ok: true; result: JoinRoomResult }
   | { type: "rejoined"; room: string; ok: false; error: ChatError };
 
-/** A message in one of the client's rooms (its own included). */
+/** A numbered event in one of the client's rooms (its own included): a message, or an edit or delete of one (`kind`, `targetSequence`). */
 export interface MessageReceivedEvent {
   type: "message";
   /** The message, with its room, per-room sequence, sender and client message id. */
@@ -72,6 +73,19 @@ export interface TypingEvent {
   typing: boolean;
   /** Forget `typing: true` after this long unless it is repeated. */
   expiresAfterMs: number;
+}
+
+/**
+ * Members of one of the client's rooms (this user too, from another
+ * session) have read it up to these sequences. Coalesced: about one event
+ * a second per room.
+ */
+export interface ReadReceiptsEvent {
+  type: "readReceipts";
+  /** The room. */
+  room: string;
+  /** Who read up to where. */
+  positions: ReadPosition[];
 }
 
 /** A server notification (periodic, or an operator's broadcast). */
@@ -122,6 +136,7 @@ export type ChatEvent =
   | MemberJoinedEvent
   | MemberLeftEvent
   | TypingEvent
+  | ReadReceiptsEvent
   | NotificationEvent
   | DisconnectedEvent
   | ReconnectingEvent

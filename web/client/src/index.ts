@@ -14,6 +14,7 @@ export type {
   MemberJoinedEvent,
   MemberLeftEvent,
   TypingEvent,
+  ReadReceiptsEvent,
   NotificationEvent,
   DisconnectedEvent,
   ReconnectingEvent,

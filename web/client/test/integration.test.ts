@@ -164,6 +164,30 @@ test("edits and deletes are numbered among the messages, reach both clients and 
   ]);
 });
 
+test("a read mark is shared by the user's sessions, announced to the room and reported on join", { skip }, async () => {
+  const s = await server();
+  const bob = client(s, { name: "bob", rooms: ["reads"] });
+  await until(() => bob.lastSeen("reads") !== undefined, "bob's join");
+  for (const text of ["one", "two", "three"]) await bob.send("reads", text);
+  const alice = client(s, { name: "alice" });
+  await alice.waitConnected();
+  const joined = await alice.join("reads");
+  assert.deepEqual([joined.readSequence, joined.unreadCount], [0n, 3]);
+  const heard = new Promise<ChatEvent>((resolve) => bob.on("readReceipts", resolve));
+  const marked = await alice.markRead("reads", 2);
+  assert.deepEqual([marked.readSequence, marked.unreadCount], [2n, 1]);
+  const event = await heard;
+  assert.ok(event.type === "readReceipts");
+  assert.deepEqual(event.positions.map((p) => [p.member?.displayName, Number(p.sequence)]), [["alice", 2]]);
+  assert.equal((await alice.markRead("reads", 1)).readSequence, 2n, "never backwards");
+  // Another session of alice's sees the shared position when it joins.
+  const again = client(s, { name: "alice" });
+  await again.waitConnected();
+  const rejoined = await again.join("reads");
+  assert.deepEqual([rejoined.readSequence, rejoined.unreadCount], [2n, 1]);
+  await assert.rejects(bob.markRead("elsewhere", 1), { code: "NOT_A_MEMBER" });
+});
+
 test("after a server restart the client reconnects, rejoins and gets every message once, in order", { skip }, async () => {
   const s = await server({ store: "sqlite", env: AUTH });
   // The reader's token provider holds its reconnect back until the writer

@@ -36,6 +36,8 @@ const ROOM_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 const LOAD_OLDER_PX = 64;
 /** Announcements kept in the live region. */
 const MAX_ANNOUNCED = 5;
+/** How often the room shown is marked read at most. */
+const MARK_READ_EVERY_MS = 1_000;
 
 /** The chat screen of one signed-in client. */
 export class Chat {
@@ -47,6 +49,10 @@ export class Chat {
   private you: proto.Member | undefined;
   /** Whether a session has opened before (the next one is "back"). */
   private hadSession = false;
+  /** Per room, the sequence last marked read from this page. */
+  private readonly marked = new Map<string, bigint>();
+  /** The pending second mark of `markShownRead` (undefined: none due). */
+  private markTimer: ReturnType<typeof setTimeout> | undefined;
   /** Removes the library event handlers. */
   private readonly unsubscribe: (() => void)[] = [];
   /** The message list of the room shown. */
@@ -110,6 +116,7 @@ export class Chat {
       c.on("memberJoined", ({ room, member }) => this.onPresence(room, member, true)),
       c.on("memberLeft", ({ room, member }) => this.onPresence(room, member, false)),
       c.on("notification", ({ notification }) => this.notices.add(notification)),
+      c.on("readReceipts", ({ room, positions }) => this.onReadReceipts(room, positions)),
       c.on("typing", (event) => {
         if (event.member.userId !== this.you?.userId && this.rooms.has(event.room)) this.typing.on(event);
       }),
@@ -122,12 +129,14 @@ export class Chat {
     );
     const signal = this.listeners.signal;
     this.scroller.addEventListener("scroll", () => this.onScroll(), { signal });
+    document.addEventListener("visibilitychange", () => this.markShownRead(), { signal });
     this.older.addEventListener("click", () => void this.showOlder(), { signal });
     byId("join-form", HTMLFormElement).addEventListener("submit", (event) => this.onJoinSubmit(event), { signal });
   }
 
   /** Stops listening (signing out); the caller closes the client. */
   dispose(): void {
+    if (this.markTimer !== undefined) clearTimeout(this.markTimer);
     for (const off of this.unsubscribe) off();
     this.listeners.abort();
     this.notices.clear();
@@ -168,6 +177,7 @@ export class Chat {
       return;
     }
     const result = event.result;
+    this.readState(room, result.unreadCount);
     if (result.sequenceReset) {
       // The server's numbering of the room went back: what it holds now
       // (the backlog that follows) replaces what the page showed.
@@ -204,10 +214,56 @@ export class Chat {
       if (message.sender?.userId !== this.you?.userId) {
         this.announce(`${message.sender?.displayName ?? "?"}: ${message.text}`);
       }
-    } else {
+    } else if (message.sender?.userId !== this.you?.userId) {
       room.unread += 1;
       this.renderSide();
     }
+    if (this.current === room.name) this.markShownRead();
+  }
+
+  /** What a join said of the room's unread messages: shown in the room list until the room is. */
+  private readState(room: Room, unread: number): void {
+    if (this.current === room.name) {
+      this.markShownRead();
+      return;
+    }
+    room.unread = unread;
+    this.renderSide();
+  }
+
+  /** This user read a room in another session (or this one): nothing up to there is unread. */
+  private onReadReceipts(name: string, positions: proto.ReadPosition[]): void {
+    const room = this.rooms.get(name);
+    const mine = positions.find((p) => p.member?.userId === this.you?.userId);
+    if (room === undefined || mine === undefined) return;
+    if (mine.sequence >= (this.client.lastSeen(name) ?? 0n) && room.unread > 0) {
+      room.unread = 0;
+      this.renderSide();
+    }
+  }
+
+  /**
+   * Marks the room shown read up to the last message the client has there
+   * (while the page is visible):
+   * at once, then at most once a second (the server allows a few marks a
+   * second); never waited for, and a refusal only means the next one tries.
+   */
+  private markShownRead(): void {
+    if (this.markTimer !== undefined) return;
+    const mark = (): void => {
+      const name = this.current;
+      const seen = name === undefined ? undefined : this.client.lastSeen(name);
+      // A page in a hidden tab is not being read.
+      if (document.visibilityState === "hidden") return;
+      if (name === undefined || seen === undefined || seen <= (this.marked.get(name) ?? 0n)) return;
+      this.marked.set(name, seen);
+      this.client.markRead(name, seen).catch(() => this.marked.delete(name));
+    };
+    mark();
+    this.markTimer = setTimeout(() => {
+      this.markTimer = undefined;
+      mark();
+    }, MARK_READ_EVERY_MS);
   }
 
   private onPresence(name: string, member: proto.Member, joined: boolean): void {
@@ -232,6 +288,7 @@ export class Chat {
     else {
       room.unread = 0;
       this.messages.show(room);
+      this.markShownRead();
     }
     this.composer.target(room?.name);
     this.typing.show(room?.name);
@@ -305,6 +362,7 @@ export class Chat {
     this.rooms.set(name, room);
     try {
       const result = await this.client.join(name);
+      this.readState(room, result.unreadCount);
       room.setMembers(result.members);
       if (result.latestSequence > room.latest) room.latest = result.latestSequence;
       this.open(name);

@@ -148,6 +148,39 @@ describe("the chat page", { skip }, () => {
     await closePage(hank);
   });
 
+  it("unread counts come from the server, and a room shown is marked read for every session", async () => {
+    const { server, browser } = shared;
+    const kate = await newPage(browser);
+    await signIn(kate, server, "kate", ["unread-a", "unread-b"]);
+    const leo = ConsoleClient.start(server, "leo", ["unread-b"]);
+    await leo.waitFor(/^joined unread-b /);
+    const unreadOf = (page, room) =>
+      page.$eval(`#room-list button.open[data-room="${room}"]`, (b) => b.querySelector(".unread")?.textContent ?? "0");
+    // kate shows unread-a; leo writes twice in unread-b.
+    leo.say("first for kate");
+    leo.say("second for kate");
+    await leo.waitFor(/^sent unread-b 2$/);
+    await kate.waitForFunction(() => document.querySelector('#room-list button.open[data-room="unread-b"] .unread')?.textContent === "2");
+    // A reload (a new session) still shows them unread: the count is the server's.
+    await kate.reload();
+    await connected(kate);
+    await kate.waitForFunction(() => document.querySelector('#room-list button.open[data-room="unread-b"] .unread')?.textContent === "2");
+    // kate opens the room: read, here and for her other sessions.
+    const other = ConsoleClient.start(server, "kate", ["unread-b"]);
+    await other.waitFor(/^joined unread-b members=\d+ latest=2 read=0 unread=2$/);
+    await kate.click('#room-list button.open[data-room="unread-b"]');
+    await other.waitFor(/^read unread-b 2 kate$/);
+    assert.equal(await unreadOf(kate, "unread-b"), "0");
+    await kate.reload();
+    await connected(kate);
+    await kate.waitForSelector('#room-list button.open[data-room="unread-a"]');
+    assert.equal(await unreadOf(kate, "unread-b"), "0", "marked read on the server");
+    await other.quit();
+    await leo.quit();
+    assertNoProblems(kate);
+    await closePage(kate);
+  });
+
   it("a reload shows the history", async () => {
     const { server, browser } = shared;
     const dave = await newPage(browser);

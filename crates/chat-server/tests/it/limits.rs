@@ -24,6 +24,37 @@ fn limited<T: std::fmt::Debug>(result: Result<T, ClientError>, what: &str) -> Du
     }
 }
 
+/// Read marks are store writes: over the connection's rate they are
+/// refused and nothing moves.
+#[tokio::test]
+async fn read_marks_over_the_connection_rate_are_refused_and_change_nothing() {
+    let mut c = config();
+    c.limits.read_rate = 2.0;
+    c.limits.read_burst = 2;
+    let server = TestServer::start(c).await;
+    let (alice, _alice_ev) = connect(&server.url(), "alice").await;
+    let (bob, _bob_ev) = connect(&server.url(), "bob").await;
+    alice.join("lobby").await.unwrap();
+    bob.join("lobby").await.unwrap();
+    for text in ["one", "two", "three"] {
+        bob.send("lobby", text).await.unwrap();
+    }
+    alice.mark_read("lobby", 1).await.expect("within the burst");
+    alice.mark_read("lobby", 2).await.expect("within the burst");
+    let wait = limited(alice.mark_read("lobby", 3).await, "3rd mark");
+    assert!(wait <= Duration::from_millis(501), "2/s: {wait:?}");
+    alice.leave("lobby").await.unwrap();
+    let joined = alice.join("lobby").await.unwrap();
+    assert_eq!(
+        (joined.read_sequence, joined.unread_count),
+        (2, 1),
+        "the refused mark moved nothing"
+    );
+    let m = scrape_metrics(server.addr()).await;
+    assert_eq!(m["chat_rate_limited_total{action=\"read\"}"], 1.0);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn typing_over_the_connection_rate_is_refused_and_announced_to_nobody() {
     let mut c = config();

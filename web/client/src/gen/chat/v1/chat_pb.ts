@@ -37,7 +37,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file chat/v1/chat.proto.
  */
 export const file_chat_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("ChJjaGF0L3YxL2NoYXQucHJvdG8SB2NoYXQudjEicgoOSGlzdG9yeVJlcXVlc3QSDAoEcm9vbRgBIAEoCRIsCglkaXJlY3Rpb24YAiABKA4yGS5jaGF0LnYxLkhpc3RvcnlEaXJlY3Rpb24SFQoNZnJvbV9zZXF1ZW5jZRgDIAEoBBINCgVsaW1pdBgEIAEoDSJhCg9IaXN0b3J5UmVzcG9uc2USDAoEcm9vbRgBIAEoCRInCghtZXNzYWdlcxgCIAMoCzIVLmNoYXQudjEuTWVzc2FnZUV2ZW50EhcKD2xhdGVzdF9zZXF1ZW5jZRgDIAEoBCKmBAoLQ2xpZW50RnJhbWUSEgoKcmVxdWVzdF9pZBgBIAEoBBITCgt0cmFjZXBhcmVudBgCIAEoCRItCglqb2luX3Jvb20YCiABKAsyGC5jaGF0LnYxLkpvaW5Sb29tUmVxdWVzdEgAEi8KCmxlYXZlX3Jvb20YCyABKAsyGS5jaGF0LnYxLkxlYXZlUm9vbVJlcXVlc3RIABIzCgxzZW5kX21lc3NhZ2UYDCABKAsyGy5jaGF0LnYxLlNlbmRNZXNzYWdlUmVxdWVzdEgAEjMKDGxpc3RfbWVtYmVycxgNIAEoCzIbLmNoYXQudjEuTGlzdE1lbWJlcnNSZXF1ZXN0SAASLwoKbGlzdF9yb29tcxgOIAEoCzIZLmNoYXQudjEuTGlzdFJvb21zUmVxdWVzdEgAEiQKBHBpbmcYDyABKAsyFC5jaGF0LnYxLlBpbmdSZXF1ZXN0SAASKgoHaGlzdG9yeRgQIAEoCzIXLmNoYXQudjEuSGlzdG9yeVJlcXVlc3RIABIoCgZ0eXBpbmcYESABKAsyFi5jaGF0LnYxLlR5cGluZ1JlcXVlc3RIABIzCgxlZGl0X21lc3NhZ2UYEiABKAsyGy5jaGF0LnYxLkVkaXRNZXNzYWdlUmVxdWVzdEgAEjcKDmRlbGV0ZV9tZXNzYWdlGBMgASgLMh0uY2hhdC52MS5EZWxldGVNZXNzYWdlUmVxdWVzdEgAQgkKB3JlcXVlc3QiXQoSRWRpdE1lc3NhZ2VSZXF1ZXN0EgwKBHJvb20YASABKAkSEAoIc2VxdWVuY2UYAiABKAQSDAoEdGV4dBgDIAEoCRIZChFjbGllbnRfbWVzc2FnZV9pZBgEIAEoCSJRChREZWxldGVNZXNzYWdlUmVxdWVzdBIMCgRyb29tGAEgASgJEhAKCHNlcXVlbmNlGAIgASgEEhkKEWNsaWVudF9tZXNzYWdlX2lkGAMgASgJIi0KDVR5cGluZ1JlcXVlc3QSDAoEcm9vbRgBIAEoCRIOCgZ0eXBpbmcYAiABKAgiTwoPSm9pblJvb21SZXF1ZXN0EgwKBHJvb20YASABKAkSGwoOc2luY2Vfc2VxdWVuY2UYAiABKARIAIgBAUIRCg9fc2luY2Vfc2VxdWVuY2UiIAoQTGVhdmVSb29tUmVxdWVzdBIMCgRyb29tGAEgASgJIksKElNlbmRNZXNzYWdlUmVxdWVzdBIMCgRyb29tGAEgASgJEhkKEWNsaWVudF9tZXNzYWdlX2lkGAIgASgJEgwKBHRleHQYAyABKAkiIgoSTGlzdE1lbWJlcnNSZXF1ZXN0EgwKBHJvb20YASABKAkiEgoQTGlzdFJvb21zUmVxdWVzdCIqCgtQaW5nUmVxdWVzdBIbChNjbGllbnRfdGltZV91bml4X21zGAEgASgDIuUCCgtTZXJ2ZXJGcmFtZRIfCgVyZXBseRgBIAEoCzIOLmNoYXQudjEuUmVwbHlIABIjCgd3ZWxjb21lGAIgASgLMhAuY2hhdC52MS5XZWxjb21lSAASKAoHbWVzc2FnZRgDIAEoCzIVLmNoYXQudjEuTWVzc2FnZUV2ZW50SAASLgoNbWVtYmVyX2pvaW5lZBgEIAEoCzIVLmNoYXQudjEuTWVtYmVySm9pbmVkSAASKgoLbWVtYmVyX2xlZnQYBSABKAsyEy5jaGF0LnYxLk1lbWJlckxlZnRIABItCgxub3RpZmljYXRpb24YBiABKAsyFS5jaGF0LnYxLk5vdGlmaWNhdGlvbkgAEi8KCmRpc2Nvbm5lY3QYByABKAsyGS5jaGF0LnYxLkRpc2Nvbm5lY3ROb3RpY2VIABIhCgZ0eXBpbmcYCCABKAsyDy5jaGF0LnYxLlR5cGluZ0gAQgcKBWZyYW1lIsEBCgdXZWxjb21lEhUKDWNvbm5lY3Rpb25faWQYASABKAkSHAoDeW91GAIgASgLMg8uY2hhdC52MS5NZW1iZXISGwoTc2VydmVyX3RpbWVfdW5peF9tcxgDIAEoAxIWCg5tYXhfdGV4dF9ieXRlcxgEIAEoDRIgChhtYXhfcm9vbXNfcGVyX2Nvbm5lY3Rpb24YBSABKA0SFwoPaWRsZV90aW1lb3V0X21zGAYgASgNEhEKCXNlcnZlcl9pZBgHIAEoCSIvCgZNZW1iZXISDwoHdXNlcl9pZBgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAkioQQKBVJlcGx5EhIKCnJlcXVlc3RfaWQYASABKAQSHwoFZXJyb3IYAiABKAsyDi5jaGF0LnYxLkVycm9ySAASLAoJam9pbl9yb29tGAogASgLMhcuY2hhdC52MS5Kb2luUm9vbVJlc3VsdEgAEi4KCmxlYXZlX3Jvb20YCyABKAsyGC5jaGF0LnYxLkxlYXZlUm9vbVJlc3VsdEgAEjIKDHNlbmRfbWVzc2FnZRgMIAEoCzIaLmNoYXQudjEuU2VuZE1lc3NhZ2VSZXN1bHRIABIyCgxsaXN0X21lbWJlcnMYDSABKAsyGi5jaGF0LnYxLkxpc3RNZW1iZXJzUmVzdWx0SAASLgoKbGlzdF9yb29tcxgOIAEoCzIYLmNoYXQudjEuTGlzdFJvb21zUmVzdWx0SAASIwoEcG9uZxgPIAEoCzITLmNoYXQudjEuUG9uZ1Jlc3VsdEgAEisKB2hpc3RvcnkYECABKAsyGC5jaGF0LnYxLkhpc3RvcnlSZXNwb25zZUgAEicKBnR5cGluZxgRIAEoCzIVLmNoYXQudjEuVHlwaW5nUmVzdWx0SAASMgoMZWRpdF9tZXNzYWdlGBIgASgLMhouY2hhdC52MS5TZW5kTWVzc2FnZVJlc3VsdEgAEjQKDmRlbGV0ZV9tZXNzYWdlGBMgASgLMhouY2hhdC52MS5TZW5kTWVzc2FnZVJlc3VsdEgAQggKBnJlc3VsdCJSCgVFcnJvchIgCgRjb2RlGAEgASgOMhIuY2hhdC52MS5FcnJvckNvZGUSDwoHbWVzc2FnZRgCIAEoCRIWCg5yZXRyeV9hZnRlcl9tcxgDIAEoDSKtAQoOSm9pblJvb21SZXN1bHQSDAoEcm9vbRgBIAEoCRIgCgdtZW1iZXJzGAIgAygLMg8uY2hhdC52MS5NZW1iZXISFwoPbGF0ZXN0X3NlcXVlbmNlGAMgASgEEh4KFmJhY2tsb2dfYWZ0ZXJfc2VxdWVuY2UYBCABKAQSGgoSYmFja2xvZ19pbmNvbXBsZXRlGAUgASgIEhYKDnNlcXVlbmNlX3Jlc2V0GAYgASgIIh8KD0xlYXZlUm9vbVJlc3VsdBIMCgRyb29tGAEgASgJIn8KEVNlbmRNZXNzYWdlUmVzdWx0EhIKCm1lc3NhZ2VfaWQYASABKAkSDAoEcm9vbRgCIAEoCRIQCghzZXF1ZW5jZRgDIAEoBBIbChNzZXJ2ZXJfdGltZV91bml4X21zGAQgASgDEhkKEWNsaWVudF9tZXNzYWdlX2lkGAUgASgJIkMKEUxpc3RNZW1iZXJzUmVzdWx0EgwKBHJvb20YASABKAkSIAoHbWVtYmVycxgCIAMoCzIPLmNoYXQudjEuTWVtYmVyIiAKD0xpc3RSb29tc1Jlc3VsdBINCgVyb29tcxgBIAMoCSJGCgpQb25nUmVzdWx0EhsKE2NsaWVudF90aW1lX3VuaXhfbXMYASABKAMSGwoTc2VydmVyX3RpbWVfdW5peF9tcxgCIAEoAyIOCgxUeXBpbmdSZXN1bHQikgIKDE1lc3NhZ2VFdmVudBISCgptZXNzYWdlX2lkGAEgASgJEgwKBHJvb20YAiABKAkSEAoIc2VxdWVuY2UYAyABKAQSHwoGc2VuZGVyGAQgASgLMg8uY2hhdC52MS5NZW1iZXISDAoEdGV4dBgFIAEoCRIbChNzZXJ2ZXJfdGltZV91bml4X21zGAYgASgDEhkKEWNsaWVudF9tZXNzYWdlX2lkGAcgASgJEiIKBGtpbmQYCCABKA4yFC5jaGF0LnYxLk1lc3NhZ2VLaW5kEhcKD3RhcmdldF9zZXF1ZW5jZRgJIAEoBBIZChFlZGl0ZWRfYXRfdW5peF9tcxgKIAEoAxIPCgdkZWxldGVkGAsgASgIImEKBlR5cGluZxIMCgRyb29tGAEgASgJEh8KBm1lbWJlchgCIAEoCzIPLmNoYXQudjEuTWVtYmVyEg4KBnR5cGluZxgDIAEoCBIYChBleHBpcmVzX2FmdGVyX21zGAQgASgNIj0KDE1lbWJlckpvaW5lZBIMCgRyb29tGAEgASgJEh8KBm1lbWJlchgCIAEoCzIPLmNoYXQudjEuTWVtYmVyIjsKCk1lbWJlckxlZnQSDAoEcm9vbRgBIAEoCRIfCgZtZW1iZXIYAiABKAsyDy5jaGF0LnYxLk1lbWJlciI5CgxOb3RpZmljYXRpb24SDAoEdGV4dBgBIAEoCRIbChNzZXJ2ZXJfdGltZV91bml4X21zGAIgASgDImoKEERpc2Nvbm5lY3ROb3RpY2USKQoGcmVhc29uGAEgASgOMhkuY2hhdC52MS5EaXNjb25uZWN0UmVhc29uEg8KB21lc3NhZ2UYAiABKAkSGgoScmVjb25uZWN0X2FmdGVyX21zGAMgASgNKlEKEEhpc3RvcnlEaXJlY3Rpb24SHgoaSElTVE9SWV9ESVJFQ1RJT05fQkFDS1dBUkQQABIdChlISVNUT1JZX0RJUkVDVElPTl9GT1JXQVJEEAEqnAMKCUVycm9yQ29kZRIaChZFUlJPUl9DT0RFX1VOU1BFQ0lGSUVEEAASHwobRVJST1JfQ09ERV9JTlZBTElEX0FSR1VNRU5UEAESIAocRVJST1JfQ09ERV9NRVNTQUdFX1RPT19MQVJHRRACEhsKF0VSUk9SX0NPREVfTk9UX0FfTUVNQkVSEAMSHwobRVJST1JfQ09ERV9BTFJFQURZX0FfTUVNQkVSEAQSHQoZRVJST1JfQ09ERV9UT09fTUFOWV9ST09NUxAFEhsKF0VSUk9SX0NPREVfUkFURV9MSU1JVEVEEAYSHgoaRVJST1JfQ09ERV9VTkFVVEhFTlRJQ0FURUQQBxIgChxFUlJPUl9DT0RFX1BFUk1JU1NJT05fREVOSUVEEAgSGgoWRVJST1JfQ09ERV9VTkFWQUlMQUJMRRAJEhcKE0VSUk9SX0NPREVfSU5URVJOQUwQChIgChxFUlJPUl9DT0RFX01FU1NBR0VfTk9UX0ZPVU5EEAsSHQoZRVJST1JfQ09ERV9OT1RfVEhFX0FVVEhPUhAMKlcKC01lc3NhZ2VLaW5kEhgKFE1FU1NBR0VfS0lORF9NRVNTQUdFEAASFQoRTUVTU0FHRV9LSU5EX0VESVQQARIXChNNRVNTQUdFX0tJTkRfREVMRVRFEAIqlQIKEERpc2Nvbm5lY3RSZWFzb24SIQodRElTQ09OTkVDVF9SRUFTT05fVU5TUEVDSUZJRUQQABIjCh9ESVNDT05ORUNUX1JFQVNPTl9TSFVUVElOR19ET1dOEAESIwofRElTQ09OTkVDVF9SRUFTT05fU0xPV19DT05TVU1FUhACEiIKHkRJU0NPTk5FQ1RfUkVBU09OX0FVVEhfRVhQSVJFRBADEiIKHkRJU0NPTk5FQ1RfUkVBU09OX0lETEVfVElNRU9VVBAEEigKJERJU0NPTk5FQ1RfUkVBU09OX1BST1RPQ09MX1ZJT0xBVElPThAFEiIKHkRJU0NPTk5FQ1RfUkVBU09OX01BWF9MSUZFVElNRRAGMoYBCgtDaGF0U2VydmljZRI5CgdTZXNzaW9uEhQuY2hhdC52MS5DbGllbnRGcmFtZRoULmNoYXQudjEuU2VydmVyRnJhbWUoATABEjwKB0hpc3RvcnkSFy5jaGF0LnYxLkhpc3RvcnlSZXF1ZXN0GhguY2hhdC52MS5IaXN0b3J5UmVzcG9uc2VCKQoLZGV2LmNoYXQudjFQAVoOY2hhdC92MTtjaGF0djGqAgdDaGF0LlYxYgZwcm90bzM");
+  fileDesc("ChJjaGF0L3YxL2NoYXQucHJvdG8SB2NoYXQudjEicgoOSGlzdG9yeVJlcXVlc3QSDAoEcm9vbRgBIAEoCRIsCglkaXJlY3Rpb24YAiABKA4yGS5jaGF0LnYxLkhpc3RvcnlEaXJlY3Rpb24SFQoNZnJvbV9zZXF1ZW5jZRgDIAEoBBINCgVsaW1pdBgEIAEoDSJhCg9IaXN0b3J5UmVzcG9uc2USDAoEcm9vbRgBIAEoCRInCghtZXNzYWdlcxgCIAMoCzIVLmNoYXQudjEuTWVzc2FnZUV2ZW50EhcKD2xhdGVzdF9zZXF1ZW5jZRgDIAEoBCLVBAoLQ2xpZW50RnJhbWUSEgoKcmVxdWVzdF9pZBgBIAEoBBITCgt0cmFjZXBhcmVudBgCIAEoCRItCglqb2luX3Jvb20YCiABKAsyGC5jaGF0LnYxLkpvaW5Sb29tUmVxdWVzdEgAEi8KCmxlYXZlX3Jvb20YCyABKAsyGS5jaGF0LnYxLkxlYXZlUm9vbVJlcXVlc3RIABIzCgxzZW5kX21lc3NhZ2UYDCABKAsyGy5jaGF0LnYxLlNlbmRNZXNzYWdlUmVxdWVzdEgAEjMKDGxpc3RfbWVtYmVycxgNIAEoCzIbLmNoYXQudjEuTGlzdE1lbWJlcnNSZXF1ZXN0SAASLwoKbGlzdF9yb29tcxgOIAEoCzIZLmNoYXQudjEuTGlzdFJvb21zUmVxdWVzdEgAEiQKBHBpbmcYDyABKAsyFC5jaGF0LnYxLlBpbmdSZXF1ZXN0SAASKgoHaGlzdG9yeRgQIAEoCzIXLmNoYXQudjEuSGlzdG9yeVJlcXVlc3RIABIoCgZ0eXBpbmcYESABKAsyFi5jaGF0LnYxLlR5cGluZ1JlcXVlc3RIABIzCgxlZGl0X21lc3NhZ2UYEiABKAsyGy5jaGF0LnYxLkVkaXRNZXNzYWdlUmVxdWVzdEgAEjcKDmRlbGV0ZV9tZXNzYWdlGBMgASgLMh0uY2hhdC52MS5EZWxldGVNZXNzYWdlUmVxdWVzdEgAEi0KCW1hcmtfcmVhZBgUIAEoCzIYLmNoYXQudjEuTWFya1JlYWRSZXF1ZXN0SABCCQoHcmVxdWVzdCIxCg9NYXJrUmVhZFJlcXVlc3QSDAoEcm9vbRgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoBCJdChJFZGl0TWVzc2FnZVJlcXVlc3QSDAoEcm9vbRgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoBBIMCgR0ZXh0GAMgASgJEhkKEWNsaWVudF9tZXNzYWdlX2lkGAQgASgJIlEKFERlbGV0ZU1lc3NhZ2VSZXF1ZXN0EgwKBHJvb20YASABKAkSEAoIc2VxdWVuY2UYAiABKAQSGQoRY2xpZW50X21lc3NhZ2VfaWQYAyABKAkiLQoNVHlwaW5nUmVxdWVzdBIMCgRyb29tGAEgASgJEg4KBnR5cGluZxgCIAEoCCJPCg9Kb2luUm9vbVJlcXVlc3QSDAoEcm9vbRgBIAEoCRIbCg5zaW5jZV9zZXF1ZW5jZRgCIAEoBEgAiAEBQhEKD19zaW5jZV9zZXF1ZW5jZSIgChBMZWF2ZVJvb21SZXF1ZXN0EgwKBHJvb20YASABKAkiSwoSU2VuZE1lc3NhZ2VSZXF1ZXN0EgwKBHJvb20YASABKAkSGQoRY2xpZW50X21lc3NhZ2VfaWQYAiABKAkSDAoEdGV4dBgDIAEoCSIiChJMaXN0TWVtYmVyc1JlcXVlc3QSDAoEcm9vbRgBIAEoCSISChBMaXN0Um9vbXNSZXF1ZXN0IioKC1BpbmdSZXF1ZXN0EhsKE2NsaWVudF90aW1lX3VuaXhfbXMYASABKAMilQMKC1NlcnZlckZyYW1lEh8KBXJlcGx5GAEgASgLMg4uY2hhdC52MS5SZXBseUgAEiMKB3dlbGNvbWUYAiABKAsyEC5jaGF0LnYxLldlbGNvbWVIABIoCgdtZXNzYWdlGAMgASgLMhUuY2hhdC52MS5NZXNzYWdlRXZlbnRIABIuCg1tZW1iZXJfam9pbmVkGAQgASgLMhUuY2hhdC52MS5NZW1iZXJKb2luZWRIABIqCgttZW1iZXJfbGVmdBgFIAEoCzITLmNoYXQudjEuTWVtYmVyTGVmdEgAEi0KDG5vdGlmaWNhdGlvbhgGIAEoCzIVLmNoYXQudjEuTm90aWZpY2F0aW9uSAASLwoKZGlzY29ubmVjdBgHIAEoCzIZLmNoYXQudjEuRGlzY29ubmVjdE5vdGljZUgAEiEKBnR5cGluZxgIIAEoCzIPLmNoYXQudjEuVHlwaW5nSAASLgoNcmVhZF9yZWNlaXB0cxgJIAEoCzIVLmNoYXQudjEuUmVhZFJlY2VpcHRzSABCBwoFZnJhbWUiwQEKB1dlbGNvbWUSFQoNY29ubmVjdGlvbl9pZBgBIAEoCRIcCgN5b3UYAiABKAsyDy5jaGF0LnYxLk1lbWJlchIbChNzZXJ2ZXJfdGltZV91bml4X21zGAMgASgDEhYKDm1heF90ZXh0X2J5dGVzGAQgASgNEiAKGG1heF9yb29tc19wZXJfY29ubmVjdGlvbhgFIAEoDRIXCg9pZGxlX3RpbWVvdXRfbXMYBiABKA0SEQoJc2VydmVyX2lkGAcgASgJIi8KBk1lbWJlchIPCgd1c2VyX2lkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCSLPBAoFUmVwbHkSEgoKcmVxdWVzdF9pZBgBIAEoBBIfCgVlcnJvchgCIAEoCzIOLmNoYXQudjEuRXJyb3JIABIsCglqb2luX3Jvb20YCiABKAsyFy5jaGF0LnYxLkpvaW5Sb29tUmVzdWx0SAASLgoKbGVhdmVfcm9vbRgLIAEoCzIYLmNoYXQudjEuTGVhdmVSb29tUmVzdWx0SAASMgoMc2VuZF9tZXNzYWdlGAwgASgLMhouY2hhdC52MS5TZW5kTWVzc2FnZVJlc3VsdEgAEjIKDGxpc3RfbWVtYmVycxgNIAEoCzIaLmNoYXQudjEuTGlzdE1lbWJlcnNSZXN1bHRIABIuCgpsaXN0X3Jvb21zGA4gASgLMhguY2hhdC52MS5MaXN0Um9vbXNSZXN1bHRIABIjCgRwb25nGA8gASgLMhMuY2hhdC52MS5Qb25nUmVzdWx0SAASKwoHaGlzdG9yeRgQIAEoCzIYLmNoYXQudjEuSGlzdG9yeVJlc3BvbnNlSAASJwoGdHlwaW5nGBEgASgLMhUuY2hhdC52MS5UeXBpbmdSZXN1bHRIABIyCgxlZGl0X21lc3NhZ2UYEiABKAsyGi5jaGF0LnYxLlNlbmRNZXNzYWdlUmVzdWx0SAASNAoOZGVsZXRlX21lc3NhZ2UYEyABKAsyGi5jaGF0LnYxLlNlbmRNZXNzYWdlUmVzdWx0SAASLAoJbWFya19yZWFkGBQgASgLMhcuY2hhdC52MS5NYXJrUmVhZFJlc3VsdEgAQggKBnJlc3VsdCJSCgVFcnJvchIgCgRjb2RlGAEgASgOMhIuY2hhdC52MS5FcnJvckNvZGUSDwoHbWVzc2FnZRgCIAEoCRIWCg5yZXRyeV9hZnRlcl9tcxgDIAEoDSLaAQoOSm9pblJvb21SZXN1bHQSDAoEcm9vbRgBIAEoCRIgCgdtZW1iZXJzGAIgAygLMg8uY2hhdC52MS5NZW1iZXISFwoPbGF0ZXN0X3NlcXVlbmNlGAMgASgEEh4KFmJhY2tsb2dfYWZ0ZXJfc2VxdWVuY2UYBCABKAQSGgoSYmFja2xvZ19pbmNvbXBsZXRlGAUgASgIEhYKDnNlcXVlbmNlX3Jlc2V0GAYgASgIEhUKDXJlYWRfc2VxdWVuY2UYByABKAQSFAoMdW5yZWFkX2NvdW50GAggASgNIksKDk1hcmtSZWFkUmVzdWx0EgwKBHJvb20YASABKAkSFQoNcmVhZF9zZXF1ZW5jZRgCIAEoBBIUCgx1bnJlYWRfY291bnQYAyABKA0iRgoMUmVhZFJlY2VpcHRzEgwKBHJvb20YASABKAkSKAoJcG9zaXRpb25zGAIgAygLMhUuY2hhdC52MS5SZWFkUG9zaXRpb24iQQoMUmVhZFBvc2l0aW9uEh8KBm1lbWJlchgBIAEoCzIPLmNoYXQudjEuTWVtYmVyEhAKCHNlcXVlbmNlGAIgASgEIh8KD0xlYXZlUm9vbVJlc3VsdBIMCgRyb29tGAEgASgJIn8KEVNlbmRNZXNzYWdlUmVzdWx0EhIKCm1lc3NhZ2VfaWQYASABKAkSDAoEcm9vbRgCIAEoCRIQCghzZXF1ZW5jZRgDIAEoBBIbChNzZXJ2ZXJfdGltZV91bml4X21zGAQgASgDEhkKEWNsaWVudF9tZXNzYWdlX2lkGAUgASgJIkMKEUxpc3RNZW1iZXJzUmVzdWx0EgwKBHJvb20YASABKAkSIAoHbWVtYmVycxgCIAMoCzIPLmNoYXQudjEuTWVtYmVyIiAKD0xpc3RSb29tc1Jlc3VsdBINCgVyb29tcxgBIAMoCSJGCgpQb25nUmVzdWx0EhsKE2NsaWVudF90aW1lX3VuaXhfbXMYASABKAMSGwoTc2VydmVyX3RpbWVfdW5peF9tcxgCIAEoAyIOCgxUeXBpbmdSZXN1bHQikgIKDE1lc3NhZ2VFdmVudBISCgptZXNzYWdlX2lkGAEgASgJEgwKBHJvb20YAiABKAkSEAoIc2VxdWVuY2UYAyABKAQSHwoGc2VuZGVyGAQgASgLMg8uY2hhdC52MS5NZW1iZXISDAoEdGV4dBgFIAEoCRIbChNzZXJ2ZXJfdGltZV91bml4X21zGAYgASgDEhkKEWNsaWVudF9tZXNzYWdlX2lkGAcgASgJEiIKBGtpbmQYCCABKA4yFC5jaGF0LnYxLk1lc3NhZ2VLaW5kEhcKD3RhcmdldF9zZXF1ZW5jZRgJIAEoBBIZChFlZGl0ZWRfYXRfdW5peF9tcxgKIAEoAxIPCgdkZWxldGVkGAsgASgIImEKBlR5cGluZxIMCgRyb29tGAEgASgJEh8KBm1lbWJlchgCIAEoCzIPLmNoYXQudjEuTWVtYmVyEg4KBnR5cGluZxgDIAEoCBIYChBleHBpcmVzX2FmdGVyX21zGAQgASgNIj0KDE1lbWJlckpvaW5lZBIMCgRyb29tGAEgASgJEh8KBm1lbWJlchgCIAEoCzIPLmNoYXQudjEuTWVtYmVyIjsKCk1lbWJlckxlZnQSDAoEcm9vbRgBIAEoCRIfCgZtZW1iZXIYAiABKAsyDy5jaGF0LnYxLk1lbWJlciI5CgxOb3RpZmljYXRpb24SDAoEdGV4dBgBIAEoCRIbChNzZXJ2ZXJfdGltZV91bml4X21zGAIgASgDImoKEERpc2Nvbm5lY3ROb3RpY2USKQoGcmVhc29uGAEgASgOMhkuY2hhdC52MS5EaXNjb25uZWN0UmVhc29uEg8KB21lc3NhZ2UYAiABKAkSGgoScmVjb25uZWN0X2FmdGVyX21zGAMgASgNKlEKEEhpc3RvcnlEaXJlY3Rpb24SHgoaSElTVE9SWV9ESVJFQ1RJT05fQkFDS1dBUkQQABIdChlISVNUT1JZX0RJUkVDVElPTl9GT1JXQVJEEAEqnAMKCUVycm9yQ29kZRIaChZFUlJPUl9DT0RFX1VOU1BFQ0lGSUVEEAASHwobRVJST1JfQ09ERV9JTlZBTElEX0FSR1VNRU5UEAESIAocRVJST1JfQ09ERV9NRVNTQUdFX1RPT19MQVJHRRACEhsKF0VSUk9SX0NPREVfTk9UX0FfTUVNQkVSEAMSHwobRVJST1JfQ09ERV9BTFJFQURZX0FfTUVNQkVSEAQSHQoZRVJST1JfQ09ERV9UT09fTUFOWV9ST09NUxAFEhsKF0VSUk9SX0NPREVfUkFURV9MSU1JVEVEEAYSHgoaRVJST1JfQ09ERV9VTkFVVEhFTlRJQ0FURUQQBxIgChxFUlJPUl9DT0RFX1BFUk1JU1NJT05fREVOSUVEEAgSGgoWRVJST1JfQ09ERV9VTkFWQUlMQUJMRRAJEhcKE0VSUk9SX0NPREVfSU5URVJOQUwQChIgChxFUlJPUl9DT0RFX01FU1NBR0VfTk9UX0ZPVU5EEAsSHQoZRVJST1JfQ09ERV9OT1RfVEhFX0FVVEhPUhAMKlcKC01lc3NhZ2VLaW5kEhgKFE1FU1NBR0VfS0lORF9NRVNTQUdFEAASFQoRTUVTU0FHRV9LSU5EX0VESVQQARIXChNNRVNTQUdFX0tJTkRfREVMRVRFEAIqlQIKEERpc2Nvbm5lY3RSZWFzb24SIQodRElTQ09OTkVDVF9SRUFTT05fVU5TUEVDSUZJRUQQABIjCh9ESVNDT05ORUNUX1JFQVNPTl9TSFVUVElOR19ET1dOEAESIwofRElTQ09OTkVDVF9SRUFTT05fU0xPV19DT05TVU1FUhACEiIKHkRJU0NPTk5FQ1RfUkVBU09OX0FVVEhfRVhQSVJFRBADEiIKHkRJU0NPTk5FQ1RfUkVBU09OX0lETEVfVElNRU9VVBAEEigKJERJU0NPTk5FQ1RfUkVBU09OX1BST1RPQ09MX1ZJT0xBVElPThAFEiIKHkRJU0NPTk5FQ1RfUkVBU09OX01BWF9MSUZFVElNRRAGMoYBCgtDaGF0U2VydmljZRI5CgdTZXNzaW9uEhQuY2hhdC52MS5DbGllbnRGcmFtZRoULmNoYXQudjEuU2VydmVyRnJhbWUoATABEjwKB0hpc3RvcnkSFy5jaGF0LnYxLkhpc3RvcnlSZXF1ZXN0GhguY2hhdC52MS5IaXN0b3J5UmVzcG9uc2VCKQoLZGV2LmNoYXQudjFQAVoOY2hhdC92MTtjaGF0djGqAgdDaGF0LlYxYgZwcm90bzM");
 
 /**
  * A page of a room's history.
@@ -237,6 +237,16 @@ export type ClientFrame = Message<"chat.v1.ClientFrame"> & {
      */
     value: DeleteMessageRequest;
     case: "deleteMessage";
+  } | {
+    /**
+     * Mark a room read up to a sequence, for this user (all its sessions).
+     * Stored; never moves backwards; announced to the room's members,
+     * coalesced. Needs membership of the room; rate limited per connection.
+     *
+     * @generated from field: chat.v1.MarkReadRequest mark_read = 20;
+     */
+    value: MarkReadRequest;
+    case: "markRead";
   } | { case: undefined; value?: undefined };
 };
 
@@ -246,6 +256,35 @@ export type ClientFrame = Message<"chat.v1.ClientFrame"> & {
  */
 export const ClientFrameSchema: GenMessage<ClientFrame> = /*@__PURE__*/
   messageDesc(file_chat_v1_chat, 2);
+
+/**
+ * This user has read `room` up to `sequence` (clamped to the room's latest;
+ * a lower sequence than the stored one changes nothing).
+ *
+ * @generated from message chat.v1.MarkReadRequest
+ */
+export type MarkReadRequest = Message<"chat.v1.MarkReadRequest"> & {
+  /**
+   * The room.
+   *
+   * @generated from field: string room = 1;
+   */
+  room: string;
+
+  /**
+   * The last sequence read.
+   *
+   * @generated from field: uint64 sequence = 2;
+   */
+  sequence: bigint;
+};
+
+/**
+ * Describes the message chat.v1.MarkReadRequest.
+ * Use `create(MarkReadRequestSchema)` to create a new message.
+ */
+export const MarkReadRequestSchema: GenMessage<MarkReadRequest> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 3);
 
 /**
  * A new text for an earlier message of this user, in a room this connection
@@ -292,7 +331,7 @@ export type EditMessageRequest = Message<"chat.v1.EditMessageRequest"> & {
  * Use `create(EditMessageRequestSchema)` to create a new message.
  */
 export const EditMessageRequestSchema: GenMessage<EditMessageRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 3);
+  messageDesc(file_chat_v1_chat, 4);
 
 /**
  * Takes back an earlier message; see `EditMessageRequest` for the errors.
@@ -327,7 +366,7 @@ export type DeleteMessageRequest = Message<"chat.v1.DeleteMessageRequest"> & {
  * Use `create(DeleteMessageRequestSchema)` to create a new message.
  */
 export const DeleteMessageRequestSchema: GenMessage<DeleteMessageRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 4);
+  messageDesc(file_chat_v1_chat, 5);
 
 /**
  * Typing in a room, or stopped. A client typing repeats `typing = true`
@@ -359,7 +398,7 @@ export type TypingRequest = Message<"chat.v1.TypingRequest"> & {
  * Use `create(TypingRequestSchema)` to create a new message.
  */
 export const TypingRequestSchema: GenMessage<TypingRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 5);
+  messageDesc(file_chat_v1_chat, 6);
 
 /**
  * Join a room. Rooms exist while they have members; joining an unknown room
@@ -391,7 +430,7 @@ export type JoinRoomRequest = Message<"chat.v1.JoinRoomRequest"> & {
  * Use `create(JoinRoomRequestSchema)` to create a new message.
  */
 export const JoinRoomRequestSchema: GenMessage<JoinRoomRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 6);
+  messageDesc(file_chat_v1_chat, 7);
 
 /**
  * Leave a room this connection is a member of.
@@ -412,7 +451,7 @@ export type LeaveRoomRequest = Message<"chat.v1.LeaveRoomRequest"> & {
  * Use `create(LeaveRoomRequestSchema)` to create a new message.
  */
 export const LeaveRoomRequestSchema: GenMessage<LeaveRoomRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 7);
+  messageDesc(file_chat_v1_chat, 8);
 
 /**
  * Send a text message to a room.
@@ -452,7 +491,7 @@ export type SendMessageRequest = Message<"chat.v1.SendMessageRequest"> & {
  * Use `create(SendMessageRequestSchema)` to create a new message.
  */
 export const SendMessageRequestSchema: GenMessage<SendMessageRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 8);
+  messageDesc(file_chat_v1_chat, 9);
 
 /**
  * List the members of a room.
@@ -473,7 +512,7 @@ export type ListMembersRequest = Message<"chat.v1.ListMembersRequest"> & {
  * Use `create(ListMembersRequestSchema)` to create a new message.
  */
 export const ListMembersRequestSchema: GenMessage<ListMembersRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 9);
+  messageDesc(file_chat_v1_chat, 10);
 
 /**
  * List the rooms this connection is a member of.
@@ -488,7 +527,7 @@ export type ListRoomsRequest = Message<"chat.v1.ListRoomsRequest"> & {
  * Use `create(ListRoomsRequestSchema)` to create a new message.
  */
 export const ListRoomsRequestSchema: GenMessage<ListRoomsRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 10);
+  messageDesc(file_chat_v1_chat, 11);
 
 /**
  * Heartbeat. The server answers with `PongResult`.
@@ -509,7 +548,7 @@ export type PingRequest = Message<"chat.v1.PingRequest"> & {
  * Use `create(PingRequestSchema)` to create a new message.
  */
 export const PingRequestSchema: GenMessage<PingRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 11);
+  messageDesc(file_chat_v1_chat, 12);
 
 /**
  * One frame from server to client.
@@ -586,6 +625,15 @@ export type ServerFrame = Message<"chat.v1.ServerFrame"> & {
      */
     value: Typing;
     case: "typing";
+  } | {
+    /**
+     * Members of one of this connection's rooms (this user too, from
+     * another session) have read it up to these sequences.
+     *
+     * @generated from field: chat.v1.ReadReceipts read_receipts = 9;
+     */
+    value: ReadReceipts;
+    case: "readReceipts";
   } | { case: undefined; value?: undefined };
 };
 
@@ -594,7 +642,7 @@ export type ServerFrame = Message<"chat.v1.ServerFrame"> & {
  * Use `create(ServerFrameSchema)` to create a new message.
  */
 export const ServerFrameSchema: GenMessage<ServerFrame> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 12);
+  messageDesc(file_chat_v1_chat, 13);
 
 /**
  * Describes the session the server just opened.
@@ -658,7 +706,7 @@ export type Welcome = Message<"chat.v1.Welcome"> & {
  * Use `create(WelcomeSchema)` to create a new message.
  */
 export const WelcomeSchema: GenMessage<Welcome> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 13);
+  messageDesc(file_chat_v1_chat, 14);
 
 /**
  * A user as other members see them.
@@ -687,7 +735,7 @@ export type Member = Message<"chat.v1.Member"> & {
  * Use `create(MemberSchema)` to create a new message.
  */
 export const MemberSchema: GenMessage<Member> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 14);
+  messageDesc(file_chat_v1_chat, 15);
 
 /**
  * The answer to exactly one request.
@@ -795,6 +843,14 @@ export type Reply = Message<"chat.v1.Reply"> & {
      */
     value: SendMessageResult;
     case: "deleteMessage";
+  } | {
+    /**
+     * Answer to `mark_read`.
+     *
+     * @generated from field: chat.v1.MarkReadResult mark_read = 20;
+     */
+    value: MarkReadResult;
+    case: "markRead";
   } | { case: undefined; value?: undefined };
 };
 
@@ -803,7 +859,7 @@ export type Reply = Message<"chat.v1.Reply"> & {
  * Use `create(ReplySchema)` to create a new message.
  */
 export const ReplySchema: GenMessage<Reply> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 15);
+  messageDesc(file_chat_v1_chat, 16);
 
 /**
  * A failed request. The request changed nothing.
@@ -839,7 +895,7 @@ export type Error = Message<"chat.v1.Error"> & {
  * Use `create(ErrorSchema)` to create a new message.
  */
 export const ErrorSchema: GenMessage<Error> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 16);
+  messageDesc(file_chat_v1_chat, 17);
 
 /**
  * Result of joining a room.
@@ -901,6 +957,23 @@ export type JoinRoomResult = Message<"chat.v1.JoinRoomResult"> & {
    * @generated from field: bool sequence_reset = 6;
    */
   sequenceReset: boolean;
+
+  /**
+   * The last sequence this user has marked read in the room (0: none), as
+   * the store holds it for all of the user's sessions.
+   *
+   * @generated from field: uint64 read_sequence = 7;
+   */
+  readSequence: bigint;
+
+  /**
+   * The room's messages after `read_sequence` that others sent and that are
+   * not deleted, counted up to 1000 (1000 means "1000 or more"). Both are 0
+   * when the store could not be asked.
+   *
+   * @generated from field: uint32 unread_count = 8;
+   */
+  unreadCount: number;
 };
 
 /**
@@ -908,7 +981,103 @@ export type JoinRoomResult = Message<"chat.v1.JoinRoomResult"> & {
  * Use `create(JoinRoomResultSchema)` to create a new message.
  */
 export const JoinRoomResultSchema: GenMessage<JoinRoomResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 17);
+  messageDesc(file_chat_v1_chat, 18);
+
+/**
+ * Result of marking a room read.
+ *
+ * @generated from message chat.v1.MarkReadResult
+ */
+export type MarkReadResult = Message<"chat.v1.MarkReadResult"> & {
+  /**
+   * The room.
+   *
+   * @generated from field: string room = 1;
+   */
+  room: string;
+
+  /**
+   * This user's read position now (the stored one if it was further).
+   *
+   * @generated from field: uint64 read_sequence = 2;
+   */
+  readSequence: bigint;
+
+  /**
+   * Messages still unread after it, as in `JoinRoomResult.unread_count`.
+   *
+   * @generated from field: uint32 unread_count = 3;
+   */
+  unreadCount: number;
+};
+
+/**
+ * Describes the message chat.v1.MarkReadResult.
+ * Use `create(MarkReadResultSchema)` to create a new message.
+ */
+export const MarkReadResultSchema: GenMessage<MarkReadResult> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 19);
+
+/**
+ * Members have read a room up to these positions: each position that moved
+ * in the last second or so, one event per room (so a room of fast readers
+ * costs each member about one event a second). Sent to every member's
+ * connection, the readers' other sessions too (to update their unread
+ * counts). Not numbered, not resumed: the positions are stored, and each
+ * join reports the joiner's own.
+ *
+ * @generated from message chat.v1.ReadReceipts
+ */
+export type ReadReceipts = Message<"chat.v1.ReadReceipts"> & {
+  /**
+   * The room.
+   *
+   * @generated from field: string room = 1;
+   */
+  room: string;
+
+  /**
+   * Who read up to where; a member at most once.
+   *
+   * @generated from field: repeated chat.v1.ReadPosition positions = 2;
+   */
+  positions: ReadPosition[];
+};
+
+/**
+ * Describes the message chat.v1.ReadReceipts.
+ * Use `create(ReadReceiptsSchema)` to create a new message.
+ */
+export const ReadReceiptsSchema: GenMessage<ReadReceipts> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 20);
+
+/**
+ * One member's read position in a room.
+ *
+ * @generated from message chat.v1.ReadPosition
+ */
+export type ReadPosition = Message<"chat.v1.ReadPosition"> & {
+  /**
+   * Who.
+   *
+   * @generated from field: chat.v1.Member member = 1;
+   */
+  member?: Member | undefined;
+
+  /**
+   * The last sequence read.
+   *
+   * @generated from field: uint64 sequence = 2;
+   */
+  sequence: bigint;
+};
+
+/**
+ * Describes the message chat.v1.ReadPosition.
+ * Use `create(ReadPositionSchema)` to create a new message.
+ */
+export const ReadPositionSchema: GenMessage<ReadPosition> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 21);
 
 /**
  * Result of leaving a room.
@@ -929,7 +1098,7 @@ export type LeaveRoomResult = Message<"chat.v1.LeaveRoomResult"> & {
  * Use `create(LeaveRoomResultSchema)` to create a new message.
  */
 export const LeaveRoomResultSchema: GenMessage<LeaveRoomResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 18);
+  messageDesc(file_chat_v1_chat, 22);
 
 /**
  * Acknowledgement of a sent message: it has been accepted and sequenced.
@@ -978,7 +1147,7 @@ export type SendMessageResult = Message<"chat.v1.SendMessageResult"> & {
  * Use `create(SendMessageResultSchema)` to create a new message.
  */
 export const SendMessageResultSchema: GenMessage<SendMessageResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 19);
+  messageDesc(file_chat_v1_chat, 23);
 
 /**
  * The members of a room.
@@ -1007,7 +1176,7 @@ export type ListMembersResult = Message<"chat.v1.ListMembersResult"> & {
  * Use `create(ListMembersResultSchema)` to create a new message.
  */
 export const ListMembersResultSchema: GenMessage<ListMembersResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 20);
+  messageDesc(file_chat_v1_chat, 24);
 
 /**
  * The rooms this connection is a member of.
@@ -1028,7 +1197,7 @@ export type ListRoomsResult = Message<"chat.v1.ListRoomsResult"> & {
  * Use `create(ListRoomsResultSchema)` to create a new message.
  */
 export const ListRoomsResultSchema: GenMessage<ListRoomsResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 21);
+  messageDesc(file_chat_v1_chat, 25);
 
 /**
  * Answer to a ping.
@@ -1056,7 +1225,7 @@ export type PongResult = Message<"chat.v1.PongResult"> & {
  * Use `create(PongResultSchema)` to create a new message.
  */
 export const PongResultSchema: GenMessage<PongResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 22);
+  messageDesc(file_chat_v1_chat, 26);
 
 /**
  * Answer to `typing`.
@@ -1071,7 +1240,7 @@ export type TypingResult = Message<"chat.v1.TypingResult"> & {
  * Use `create(TypingResultSchema)` to create a new message.
  */
 export const TypingResultSchema: GenMessage<TypingResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 23);
+  messageDesc(file_chat_v1_chat, 27);
 
 /**
  * A numbered event of a room: a message posted to it, or a change to an
@@ -1169,7 +1338,7 @@ export type MessageEvent = Message<"chat.v1.MessageEvent"> & {
  * Use `create(MessageEventSchema)` to create a new message.
  */
 export const MessageEventSchema: GenMessage<MessageEvent> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 24);
+  messageDesc(file_chat_v1_chat, 28);
 
 /**
  * Another member of a room is typing there, or stopped. Ephemeral: never
@@ -1215,7 +1384,7 @@ export type Typing = Message<"chat.v1.Typing"> & {
  * Use `create(TypingSchema)` to create a new message.
  */
 export const TypingSchema: GenMessage<Typing> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 25);
+  messageDesc(file_chat_v1_chat, 29);
 
 /**
  * A user became a member of a room (their first connection joined it).
@@ -1243,7 +1412,7 @@ export type MemberJoined = Message<"chat.v1.MemberJoined"> & {
  * Use `create(MemberJoinedSchema)` to create a new message.
  */
 export const MemberJoinedSchema: GenMessage<MemberJoined> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 26);
+  messageDesc(file_chat_v1_chat, 30);
 
 /**
  * A user stopped being a member of a room (their last connection left it,
@@ -1272,7 +1441,7 @@ export type MemberLeft = Message<"chat.v1.MemberLeft"> & {
  * Use `create(MemberLeftSchema)` to create a new message.
  */
 export const MemberLeftSchema: GenMessage<MemberLeft> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 27);
+  messageDesc(file_chat_v1_chat, 31);
 
 /**
  * A notice from the server to every connected client (the periodic
@@ -1301,7 +1470,7 @@ export type Notification = Message<"chat.v1.Notification"> & {
  * Use `create(NotificationSchema)` to create a new message.
  */
 export const NotificationSchema: GenMessage<Notification> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 28);
+  messageDesc(file_chat_v1_chat, 32);
 
 /**
  * Sent just before the server closes the stream.
@@ -1337,7 +1506,7 @@ export type DisconnectNotice = Message<"chat.v1.DisconnectNotice"> & {
  * Use `create(DisconnectNoticeSchema)` to create a new message.
  */
 export const DisconnectNoticeSchema: GenMessage<DisconnectNotice> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 29);
+  messageDesc(file_chat_v1_chat, 33);
 
 /**
  * Which way a history page goes from `from_sequence`.
