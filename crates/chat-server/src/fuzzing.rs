@@ -49,6 +49,12 @@ pub fn client_frame(data: &[u8]) {
             let _ = validate::client_message_id(&r.client_message_id);
             let _ = validate::target_sequence(r.sequence);
         }
+        Some(Request::React(r)) => {
+            let _ = RoomName::parse(&r.room);
+            let _ = validate::client_message_id(&r.client_message_id);
+            let _ = validate::emoji(&r.emoji);
+            let _ = validate::target_sequence(r.sequence);
+        }
         Some(Request::MarkRead(r)) => {
             let _ = RoomName::parse(&r.room);
         }

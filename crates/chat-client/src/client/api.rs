@@ -10,7 +10,7 @@ use chat_proto::v1::{
     DeleteMessageRequest, EditMessageRequest, ErrorCode, HistoryDirection, HistoryRequest,
     HistoryResponse, JoinRoomRequest, JoinRoomResult, LeaveRoomRequest, LeaveRoomResult,
     ListMembersRequest, ListRoomsRequest, MarkReadRequest, MarkReadResult, Member, PingRequest,
-    PongResult, SendMessageRequest, SendMessageResult, TypingRequest, Welcome,
+    PongResult, ReactRequest, SendMessageRequest, SendMessageResult, TypingRequest, Welcome,
     client_frame::Request, reply,
 };
 use chat_util::{lock, now_unix_ms};
@@ -270,7 +270,8 @@ impl Client {
                 Ok(
                     reply::Result::SendMessage(r)
                     | reply::Result::EditMessage(r)
-                    | reply::Result::DeleteMessage(r),
+                    | reply::Result::DeleteMessage(r)
+                    | reply::Result::React(r),
                 ) => return Ok(r),
                 Ok(_) => return Err(ClientError::UnexpectedReply),
                 Err(
@@ -350,6 +351,31 @@ impl Client {
             reply::Result::Typing(_) => Ok(()),
             _ => Err(ClientError::UnexpectedReply),
         }
+    }
+
+    /// Adds (`add`) or takes back this user's reaction `emoji` to message
+    /// `sequence` of `room`. Numbered like an edit: the members receive a
+    /// message event of kind REACTION_ADDED or REACTION_REMOVED. Retried
+    /// like a send; refused with `MESSAGE_NOT_FOUND`, `INVALID_ARGUMENT`
+    /// (the emoji) or `TOO_MANY_REACTIONS`.
+    pub async fn react(
+        &self,
+        room: &str,
+        sequence: u64,
+        emoji: &str,
+        add: bool,
+    ) -> Result<SendMessageResult, ClientError> {
+        let client_message_id = uuid::Uuid::new_v4().to_string();
+        self.numbered(room, || {
+            Request::React(ReactRequest {
+                room: room.into(),
+                sequence,
+                emoji: emoji.into(),
+                add,
+                client_message_id: client_message_id.clone(),
+            })
+        })
+        .await
     }
 
     /// Marks `room` read up to `sequence` for this user (all of its

@@ -21,6 +21,10 @@ pub enum Command {
     /// `/delete [#SEQ]`: takes back message SEQ of the current room
     /// (default: this user's last message there).
     Delete(Option<u64>),
+    /// `/react [#SEQ] EMOJI` (add) or `/unreact [#SEQ] EMOJI` (take
+    /// back): a reaction to message SEQ of the current room (default: the
+    /// room's latest message).
+    React(Option<u64>, String, bool),
     /// `/read`: marks the current room read up to its last message (the
     /// full-screen UI does it by itself for the room shown).
     Read,
@@ -38,7 +42,8 @@ pub enum Command {
 
 /// The help text shown by `/help`.
 pub const HELP: &str = "commands: /join ROOM, /leave [ROOM], /switch ROOM, /who [ROOM], /rooms, /history [N], \
-/edit [#SEQ] TEXT, /delete [#SEQ] (default: your last message), /read, /help, /quit; \
+/edit [#SEQ] TEXT, /delete [#SEQ] (default: your last message), /react [#SEQ] EMOJI, /unreact [#SEQ] EMOJI \
+(default: the latest message), /read, /help, /quit; \
 anything else is sent to the current room (start with // to send a leading /)";
 
 /// Parses one input line.
@@ -55,6 +60,19 @@ pub fn parse(line: &str) -> Command {
     };
     let mut words = rest.split_whitespace();
     let name = words.next().unwrap_or("");
+    if name == "react" || name == "unreact" {
+        let args: Vec<&str> = words.collect();
+        let (sequence, emoji) = match args.as_slice() {
+            [emoji] => (None, *emoji),
+            [number, emoji] => match number.strip_prefix('#').map(parse_sequence) {
+                Some(Ok(sequence)) => (Some(sequence), *emoji),
+                Some(Err(e)) => return e,
+                None => return Command::Invalid(format!("/{name} takes [#SEQ] EMOJI")),
+            },
+            _ => return Command::Invalid(format!("/{name} takes [#SEQ] EMOJI")),
+        };
+        return Command::React(sequence, emoji.to_string(), name == "react");
+    }
     if name == "edit" {
         let text = rest.trim_start()["edit".len()..].trim_start();
         let (sequence, text) = match text.strip_prefix('#') {
@@ -151,6 +169,14 @@ mod tests {
         assert!(matches!(parse("/edit"), Command::Invalid(_)));
         assert!(matches!(parse("/edit #x text"), Command::Invalid(_)));
         assert!(matches!(parse("/edit #0 text"), Command::Invalid(_)));
+        assert_eq!(parse("/react 👍"), Command::React(None, "👍".into(), true));
+        assert_eq!(
+            parse("/unreact #4 🎉"),
+            Command::React(Some(4), "🎉".into(), false)
+        );
+        assert!(matches!(parse("/react"), Command::Invalid(_)));
+        assert!(matches!(parse("/react 4 👍"), Command::Invalid(_)));
+        assert!(matches!(parse("/react #4 👍 x"), Command::Invalid(_)));
         assert_eq!(parse("/delete"), Command::Delete(None));
         assert_eq!(parse("/del #7"), Command::Delete(Some(7)));
         assert!(matches!(parse("/delete 7"), Command::Invalid(_)));

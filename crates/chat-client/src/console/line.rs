@@ -83,6 +83,9 @@ const HISTORY_ON_JOIN: u32 = 10;
 
 /// Notes one of this user's messages (`me`), or a delete, in `own`.
 fn remember(own: &mut OwnMessages, me: &str, m: &MessageEvent) {
+    if m.kind() == MessageKind::Message && !m.deleted {
+        own.seen(&m.room, m.sequence);
+    }
     match m.kind() {
         MessageKind::Message
             if !m.deleted && m.sender.as_ref().is_some_and(|s| s.user_id == me) =>
@@ -120,8 +123,18 @@ async fn print_history(
                 } else {
                     ""
                 };
+                let reactions = if m.reactions.is_empty() {
+                    String::new()
+                } else {
+                    let each: Vec<String> = m
+                        .reactions
+                        .iter()
+                        .map(|r| format!("{} {}", one_line(&r.emoji), r.count))
+                        .collect();
+                    format!(" [{}]", each.join(", "))
+                };
                 println!(
-                    "history {} {} {}{mark}: {}",
+                    "history {} {} {}{mark}{reactions}: {}",
                     m.room,
                     m.sequence,
                     one_line(
@@ -180,6 +193,19 @@ async fn execute(
                     Ok(ack) => println!("edit-sent {} {}", ack.room, ack.sequence),
                     Err(e) => print_error(&e),
                 }
+            }
+        }
+        Command::React(sequence, emoji, add) => {
+            let Some(room) = room_or_current(None, current) else {
+                return true;
+            };
+            let Some(sequence) = sequence.or_else(|| own.latest(&room)) else {
+                println!("error INVALID_COMMAND: no message in {room} to react to; name one: #SEQ");
+                return true;
+            };
+            match client.react(&room, sequence, &emoji, add).await {
+                Ok(ack) => println!("react-sent {} {}", ack.room, ack.sequence),
+                Err(e) => print_error(&e),
             }
         }
         Command::Delete(sequence) => {
@@ -348,6 +374,19 @@ pub fn format_event(event: &Event) -> String {
                 m.sequence,
                 m.target_sequence,
                 one_line(&display(&m.sender)),
+            ),
+            MessageKind::ReactionAdded | MessageKind::ReactionRemoved => format!(
+                "{} {} {} #{} {}: {}",
+                if m.kind() == MessageKind::ReactionAdded {
+                    "reacted"
+                } else {
+                    "unreacted"
+                },
+                m.room,
+                m.sequence,
+                m.target_sequence,
+                one_line(&display(&m.sender)),
+                one_line(&m.text)
             ),
             MessageKind::Message => format!(
                 "message {} {} {}: {}",

@@ -1,5 +1,6 @@
-//! This user's own messages in each room, as the events showed them: what
-//! `/edit` and `/delete` change when no message number is given.
+//! This user's own messages in each room, and each room's latest message,
+//! as the events showed them: what `/edit`, `/delete` and `/react` change
+//! when no message number is given.
 
 use std::collections::HashMap;
 
@@ -12,6 +13,8 @@ const KEPT: usize = 100;
 pub(super) struct OwnMessages {
     /// By room; each list sorted, at most [`KEPT`] long.
     by_room: HashMap<String, Vec<u64>>,
+    /// By room: the latest message seen (anyone's).
+    latest: HashMap<String, u64>,
 }
 
 impl OwnMessages {
@@ -24,6 +27,17 @@ impl OwnMessages {
                 list.remove(0);
             }
         }
+    }
+
+    /// A message (anyone's) arrived.
+    pub(super) fn seen(&mut self, room: &str, sequence: u64) {
+        let latest = self.latest.entry(room.to_string()).or_default();
+        *latest = (*latest).max(sequence);
+    }
+
+    /// The latest message seen in `room`.
+    pub(super) fn latest(&self, room: &str) -> Option<u64> {
+        self.latest.get(room).copied()
     }
 
     /// A message was deleted (by anyone).
@@ -43,6 +57,7 @@ impl OwnMessages {
     /// Forgets `room` (left).
     pub(super) fn forget(&mut self, room: &str) {
         self.by_room.remove(room);
+        self.latest.remove(room);
     }
 }
 

@@ -55,6 +55,14 @@ pub enum RequestError {
         /// The sequence the change named.
         sequence: u64,
     },
+    /// A user's reactions on one message are at the limit.
+    #[error("message {sequence} of room {room} has as many of your reactions as allowed")]
+    TooManyReactions {
+        /// The room.
+        room: String,
+        /// The message.
+        sequence: u64,
+    },
     /// The server cannot serve the request now.
     #[error("{0}")]
     Unavailable(String),
@@ -76,6 +84,7 @@ impl RequestError {
             RequestError::PermissionDenied(_) => ErrorCode::PermissionDenied,
             RequestError::MessageNotFound { .. } => ErrorCode::MessageNotFound,
             RequestError::NotTheAuthor { .. } => ErrorCode::NotTheAuthor,
+            RequestError::TooManyReactions { .. } => ErrorCode::TooManyReactions,
             RequestError::Unavailable(_) => ErrorCode::Unavailable,
             RequestError::Internal(_) => ErrorCode::Internal,
         }

@@ -91,6 +91,24 @@ pub fn target_sequence(sequence: u64) -> Result<u64, RequestError> {
     Ok(sequence)
 }
 
+/// Emoji reactions are at most this long, in bytes (a flag or a family
+/// emoji with modifiers fits).
+pub const MAX_EMOJI_BYTES: usize = 32;
+
+/// Validates a reaction: 1 to [`MAX_EMOJI_BYTES`] bytes, no whitespace or
+/// control characters.
+pub fn emoji(emoji: &str) -> Result<&str, RequestError> {
+    if emoji.is_empty()
+        || emoji.len() > MAX_EMOJI_BYTES
+        || emoji.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(RequestError::InvalidArgument(format!(
+            "a reaction is 1 to {MAX_EMOJI_BYTES} bytes without spaces or control characters"
+        )));
+    }
+    Ok(emoji)
+}
+
 /// Validates the client's own message id: 1 to 128 bytes without control
 /// characters.
 pub fn client_message_id(id: &str) -> Result<&str, RequestError> {

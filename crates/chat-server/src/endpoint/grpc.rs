@@ -167,6 +167,7 @@ fn refusal(error: &RequestError) -> Status {
             tonic::Code::PermissionDenied
         }
         RequestError::MessageNotFound { .. } => tonic::Code::NotFound,
+        RequestError::TooManyReactions { .. } => tonic::Code::ResourceExhausted,
         RequestError::Unavailable(_) => tonic::Code::Unavailable,
         RequestError::Internal(_) => tonic::Code::Internal,
     };

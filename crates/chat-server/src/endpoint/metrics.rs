@@ -139,6 +139,12 @@ fn messages(out: &mut String, hub: &Hub) {
     );
     counter(
         out,
+        "chat_reactions_total",
+        "Reactions added or removed by this instance's clients, stored.",
+        load(&hub.metrics().reactions),
+    );
+    counter(
+        out,
         "chat_read_marks_total",
         "Read marks (a user's read position in a room moved up) from this instance's clients, stored.",
         load(&hub.metrics().read_marks),

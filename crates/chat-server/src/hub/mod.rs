@@ -31,7 +31,7 @@ use crate::store::{
 };
 use chat_proto::EncodedFrame;
 use chat_proto::v1::{
-    Member, MemberJoined, MemberLeft, MessageEvent, MessageKind, Notification, Typing,
+    Member, MemberJoined, MemberLeft, MessageEvent, MessageKind, Notification, Reaction, Typing,
     server_frame::Frame,
 };
 use std::collections::HashMap;
@@ -513,7 +513,7 @@ impl Hub {
                     .instrument(trace::step_span("store.append"))
                     .await
             }
-            Kind::Edit(_) | Kind::Delete(_) => {
+            Kind::Edit(_) | Kind::Delete(_) | Kind::ReactionAdded(_) | Kind::ReactionRemoved(_) => {
                 self.store
                     .change(message, operator)
                     .instrument(trace::step_span("store.change"))
@@ -526,6 +526,10 @@ impl Hub {
                 sequence,
             },
             StoreError::NotTheAuthor(sequence) => RequestError::NotTheAuthor {
+                room: room_name,
+                sequence,
+            },
+            StoreError::TooManyReactions(sequence) => RequestError::TooManyReactions {
                 room: room_name,
                 sequence,
             },
@@ -551,6 +555,7 @@ impl Hub {
                 Kind::Message => &self.metrics.messages_received,
                 Kind::Edit(_) => &self.metrics.messages_edited,
                 Kind::Delete(_) => &self.metrics.messages_deleted,
+                Kind::ReactionAdded(_) | Kind::ReactionRemoved(_) => &self.metrics.reactions,
             };
             counter.fetch_add(1, Ordering::Relaxed);
         }
@@ -694,10 +699,21 @@ pub fn message_event(stored: &StoredMessage) -> MessageEvent {
             Kind::Message => MessageKind::Message,
             Kind::Edit(_) => MessageKind::Edit,
             Kind::Delete(_) => MessageKind::Delete,
+            Kind::ReactionAdded(_) => MessageKind::ReactionAdded,
+            Kind::ReactionRemoved(_) => MessageKind::ReactionRemoved,
         } as i32,
         target_sequence: m.kind.target(),
         edited_at_unix_ms: stored.edited_at_ms,
         deleted: stored.deleted,
+        reactions: stored
+            .reactions
+            .iter()
+            .map(|r| Reaction {
+                emoji: r.emoji.clone(),
+                count: r.count,
+                members: r.users.iter().map(member).collect(),
+            })
+            .collect(),
     }
 }
 

@@ -165,6 +165,8 @@ pub struct Metrics {
     pub messages_deleted: AtomicU64,
     /// Read marks stored.
     pub read_marks: AtomicU64,
+    /// Reactions added or removed, stored (retries excluded).
+    pub reactions: AtomicU64,
     /// Requests refused by a rate limit, by action.
     pub rate_limited: Family<RateLimitedAction>,
     /// Refused tokens, by reason.
@@ -193,6 +195,7 @@ impl Default for Metrics {
             messages_edited: AtomicU64::new(0),
             messages_deleted: AtomicU64::new(0),
             read_marks: AtomicU64::new(0),
+            reactions: AtomicU64::new(0),
             rate_limited: Family::new(),
             auth_failures: Family::new(),
             store_append: Histogram::default(),

@@ -270,6 +270,7 @@ impl Session {
             Some(Request::EditMessage(_)) => "chat.edit",
             Some(Request::DeleteMessage(_)) => "chat.delete",
             Some(Request::MarkRead(_)) => "chat.mark_read",
+            Some(Request::React(_)) => "chat.react",
             None => "chat.unknown",
         };
         let parent = match frame.traceparent.as_str() {
@@ -295,6 +296,9 @@ impl Session {
                 Some((Action::Send, "messages"))
             }
             Some(Request::DeleteMessage(r)) if self.rooms.iter().any(|m| m.as_str() == r.room) => {
+                Some((Action::Send, "messages"))
+            }
+            Some(Request::React(r)) if self.rooms.iter().any(|m| m.as_str() == r.room) => {
                 Some((Action::Send, "messages"))
             }
             Some(Request::MarkRead(r)) if self.rooms.iter().any(|m| m.as_str() == r.room) => {
@@ -340,6 +344,19 @@ impl Session {
                     .map(reply::Result::EditMessage)
             }
             Some(Request::MarkRead(r)) => self.mark_read(&r.room, r.sequence).await,
+            Some(Request::React(r)) => {
+                let kind = match r.add {
+                    true => Kind::ReactionAdded(r.sequence),
+                    false => Kind::ReactionRemoved(r.sequence),
+                };
+                match validate::emoji(&r.emoji) {
+                    Ok(_) => self
+                        .change(&r.room, kind, r.client_message_id, r.emoji)
+                        .await
+                        .map(reply::Result::React),
+                    Err(e) => Err(e),
+                }
+            }
             Some(Request::DeleteMessage(r)) => {
                 let delete = Kind::Delete(r.sequence);
                 self.change(&r.room, delete, r.client_message_id, String::new())

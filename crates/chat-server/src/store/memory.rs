@@ -3,8 +3,9 @@
 //! survives a restart; for tests and throwaway runs.
 
 use super::{
-    Appended, Direction, Kind, MessageStore, NewMessage, Page, ReadState, Retention, StoreError,
-    StoredMessage, UNREAD_COUNT_CAP, check_change,
+    Appended, Direction, Kind, MAX_REACTIONS_PER_USER, MessageStore, NewMessage, Page,
+    REACTORS_LISTED, Reactions, ReadState, Retention, StoreError, StoredMessage, UNREAD_COUNT_CAP,
+    check_change,
 };
 use crate::domain::validate::RoomName;
 use chat_util::lock;
@@ -102,6 +103,7 @@ impl RoomLog {
             message,
             edited_at_ms: 0,
             deleted: false,
+            reactions: Vec::new(),
         };
         let key = (
             stored.message.sender.user_id.clone(),
@@ -117,6 +119,16 @@ impl RoomLog {
         }
         stored
     }
+}
+
+/// `message` as history shows it: each reaction with its count and the
+/// first [`REACTORS_LISTED`] users (the store keeps them all).
+fn listed(mut message: StoredMessage) -> StoredMessage {
+    for r in &mut message.reactions {
+        r.count = r.users.len() as u32;
+        r.users.truncate(REACTORS_LISTED);
+    }
+    message
 }
 
 impl MessageStore for MemoryStore {
@@ -165,6 +177,17 @@ impl MessageStore for MemoryStore {
         if let Err(e) = check_change(change.kind, state, &change.sender.user_id, operator) {
             return ready(Err(e)).boxed();
         }
+        if let (Kind::ReactionAdded(_), Some(message)) = (change.kind, log.find(target)) {
+            let user = &*change.sender.user_id;
+            let others = message
+                .reactions
+                .iter()
+                .filter(|r| r.emoji != change.text && r.users.iter().any(|u| &*u.user_id == user))
+                .count();
+            if others >= MAX_REACTIONS_PER_USER as usize {
+                return ready(Err(StoreError::TooManyReactions(target))).boxed();
+            }
+        }
         let stored = log.push(change);
         let now = stored.time_unix_ms;
         if let Some(message) = log.find_mut(target) {
@@ -173,9 +196,29 @@ impl MessageStore for MemoryStore {
                     message.message.text = stored.message.text.clone();
                     message.edited_at_ms = now;
                 }
+                Kind::ReactionAdded(_) => {
+                    let (emoji, user) = (&stored.message.text, &stored.message.sender);
+                    match message.reactions.iter_mut().find(|r| r.emoji == *emoji) {
+                        Some(r) if r.users.iter().any(|u| u.user_id == user.user_id) => {}
+                        Some(r) => r.users.push(user.clone()),
+                        None => message.reactions.push(Reactions {
+                            emoji: emoji.clone(),
+                            count: 0,
+                            users: vec![user.clone()],
+                        }),
+                    }
+                }
+                Kind::ReactionRemoved(_) => {
+                    let (emoji, user) = (&stored.message.text, &stored.message.sender);
+                    for r in message.reactions.iter_mut().filter(|r| r.emoji == *emoji) {
+                        r.users.retain(|u| u.user_id != user.user_id);
+                    }
+                    message.reactions.retain(|r| !r.users.is_empty());
+                }
                 Kind::Delete(_) | Kind::Message => {
                     message.message.text.clear();
                     message.deleted = true;
+                    message.reactions.clear();
                 }
             }
         }
@@ -256,6 +299,7 @@ impl MessageStore for MemoryStore {
                 newest
             }
         };
+        let messages = messages.into_iter().map(listed).collect();
         ready(Ok(messages)).boxed()
     }
 

@@ -48,6 +48,12 @@ pub enum Kind {
     Edit(u64),
     /// Takes back the message with this sequence.
     Delete(u64),
+    /// The sender's reaction (the text, an emoji) to the message with this
+    /// sequence.
+    ReactionAdded(u64),
+    /// The sender takes back its reaction (the text) to the message with
+    /// this sequence.
+    ReactionRemoved(u64),
 }
 
 impl Kind {
@@ -57,14 +63,24 @@ impl Kind {
             Kind::Message => 0,
             Kind::Edit(_) => 1,
             Kind::Delete(_) => 2,
+            Kind::ReactionAdded(_) => 3,
+            Kind::ReactionRemoved(_) => 4,
         }
+    }
+
+    /// Whether it is a reaction, added or removed.
+    pub fn is_reaction(self) -> bool {
+        matches!(self, Kind::ReactionAdded(_) | Kind::ReactionRemoved(_))
     }
 
     /// The message a change applies to (0 for a message).
     pub fn target(self) -> u64 {
         match self {
             Kind::Message => 0,
-            Kind::Edit(target) | Kind::Delete(target) => target,
+            Kind::Edit(target)
+            | Kind::Delete(target)
+            | Kind::ReactionAdded(target)
+            | Kind::ReactionRemoved(target) => target,
         }
     }
 
@@ -75,6 +91,8 @@ impl Kind {
         match code {
             1 => Kind::Edit(target),
             2 => Kind::Delete(target),
+            3 => Kind::ReactionAdded(target),
+            4 => Kind::ReactionRemoved(target),
             _ => Kind::Message,
         }
     }
@@ -83,7 +101,7 @@ impl Kind {
 /// Whether `by` (an operator or not) may make `change` to a message whose
 /// row holds `target` (kind, sender, deleted), or `None` if there is none.
 /// Only live messages can change; only their author edits them; their
-/// author or an operator deletes them.
+/// author or an operator deletes them; any member reacts to them.
 fn check_change(
     change: Kind,
     target: Option<(Kind, &str, bool)>,
@@ -94,7 +112,8 @@ fn check_change(
     let Some((Kind::Message, sender, false)) = target else {
         return Err(StoreError::MessageNotFound(sequence));
     };
-    let allowed = sender == by || (operator && matches!(change, Kind::Delete(_)));
+    let allowed =
+        sender == by || (operator && matches!(change, Kind::Delete(_))) || change.is_reaction();
     if !allowed {
         return Err(StoreError::NotTheAuthor(sequence));
     }
@@ -117,7 +136,27 @@ pub struct StoredMessage {
     pub edited_at_ms: i64,
     /// The message was taken back; its text is gone.
     pub deleted: bool,
+    /// Its reactions, one entry per emoji in the order first given (for a
+    /// message read from history; empty otherwise).
+    pub reactions: Vec<Reactions>,
 }
+
+/// The reactions with one emoji on a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reactions {
+    /// The emoji.
+    pub emoji: String,
+    /// How many users gave it.
+    pub count: u32,
+    /// Who, the first [`REACTORS_LISTED`].
+    pub users: Vec<User>,
+}
+
+/// Reactors listed per emoji and message in history (the count is exact).
+pub const REACTORS_LISTED: usize = 50;
+
+/// Different reactions one user may have on one message.
+pub const MAX_REACTIONS_PER_USER: u32 = 20;
 
 /// The outcome of an append.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -184,6 +223,9 @@ pub enum StoreError {
     /// A change to another user's message.
     #[error("message {0} was sent by another user")]
     NotTheAuthor(u64),
+    /// A user's reactions on one message are at the limit.
+    #[error("at most {MAX_REACTIONS_PER_USER} different reactions per message and user")]
+    TooManyReactions(u64),
 }
 
 /// Where messages are kept and sequenced.
@@ -373,6 +415,42 @@ fn row_to_message(
         },
         edited_at_ms: 0,
         deleted: false,
+        reactions: Vec::new(),
+    }
+}
+
+/// One row of a page's reactions: message sequence, emoji, user id, display
+/// name, and how many gave that emoji to that message.
+type ReactionRow = (i64, String, String, String, i64);
+
+/// Puts `rows` (ordered by message, then emoji in the order first given,
+/// then reactor) on the messages of `page` they belong to.
+fn with_reactions(page: &mut [StoredMessage], rows: Vec<ReactionRow>) {
+    let mut rows = rows.into_iter().peekable();
+    for message in page.iter_mut() {
+        let sequence = message.sequence as i64;
+        while rows.peek().is_some_and(|row| row.0 < sequence) {
+            rows.next();
+        }
+        while let Some((_, emoji, user_id, display_name, count)) =
+            rows.next_if(|row| row.0 == sequence)
+        {
+            if message.message.kind != Kind::Message {
+                continue;
+            }
+            let user = User {
+                user_id: Arc::from(user_id),
+                display_name: Arc::from(display_name),
+            };
+            match message.reactions.last_mut() {
+                Some(last) if last.emoji == emoji => last.users.push(user),
+                _ => message.reactions.push(Reactions {
+                    emoji,
+                    count: count.clamp(0, i64::from(u32::MAX)) as u32,
+                    users: vec![user],
+                }),
+            }
+        }
     }
 }
 

@@ -14,9 +14,9 @@
 //! the others.
 
 use super::{
-    Appended, Direction, HISTORY_COLUMNS, Kind, MessageStore, NewMessage, Page, ReadState,
-    Retention, SELECT_COLUMNS, StoreError, StoredMessage, UNREAD_COUNT_CAP, check_change,
-    row_to_message,
+    Appended, Direction, HISTORY_COLUMNS, Kind, MAX_REACTIONS_PER_USER, MessageStore, NewMessage,
+    Page, REACTORS_LISTED, ReadState, Retention, SELECT_COLUMNS, StoreError, StoredMessage,
+    UNREAD_COUNT_CAP, check_change, row_to_message, with_reactions,
 };
 use crate::domain::validate::RoomName;
 use crate::metrics::Histogram;
@@ -180,6 +180,21 @@ async fn change_one(
         )
     });
     check_change(change.kind, state, &change.sender.user_id, operator)?;
+    if let Kind::ReactionAdded(_) = change.kind {
+        let others: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM reactions \
+             WHERE room = $1 AND sequence = $2 AND user_id = $3 AND emoji <> $4",
+        )
+        .bind(room)
+        .bind(target)
+        .bind(&*change.sender.user_id)
+        .bind(&change.text)
+        .fetch_one(&mut *tx)
+        .await?;
+        if others >= i64::from(MAX_REACTIONS_PER_USER) {
+            return Err(StoreError::TooManyReactions(change.kind.target()));
+        }
+    }
     let id = uuid::Uuid::now_v7().to_string();
     let time_unix_ms = now_unix_ms();
     let sequence: i64 = sqlx::query_scalar(
@@ -215,7 +230,37 @@ async fn change_one(
             .execute(&mut *tx)
             .await?;
         }
+        Kind::ReactionAdded(_) => {
+            sqlx::query(
+                "INSERT INTO reactions (room, sequence, emoji, user_id, display_name, created_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            )
+            .bind(room)
+            .bind(target)
+            .bind(&change.text)
+            .bind(&*change.sender.user_id)
+            .bind(&*change.sender.display_name)
+            .bind(time_unix_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Kind::ReactionRemoved(_) => {
+            sqlx::query(
+                "DELETE FROM reactions WHERE room = $1 AND sequence = $2 AND emoji = $3 AND user_id = $4",
+            )
+            .bind(room)
+            .bind(target)
+            .bind(&change.text)
+            .bind(&*change.sender.user_id)
+            .execute(&mut *tx)
+            .await?;
+        }
         Kind::Delete(_) | Kind::Message => {
+            sqlx::query("DELETE FROM reactions WHERE room = $1 AND sequence = $2")
+                .bind(room)
+                .bind(target)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(
                 "UPDATE messages SET text = '', deleted = (sequence = $2) \
                  WHERE room = $1 AND (sequence = $2 OR (target_sequence = $2 AND kind = 1))",
@@ -235,6 +280,7 @@ async fn change_one(
             message: change.clone(),
             edited_at_ms: 0,
             deleted: false,
+            reactions: Vec::new(),
         },
         duplicate: false,
     })
@@ -249,6 +295,21 @@ static READ_STATE: LazyLock<String> = LazyLock::new(|| {
          SELECT r.s AS read, (SELECT count(*) FROM (SELECT 1 FROM messages \
              WHERE room = $1 AND sequence > r.s AND kind = 0 AND NOT deleted AND sender_id <> $2 \
              LIMIT {UNREAD_COUNT_CAP}) unread) AS unread FROM r"
+    )
+});
+
+/// The reactions of a page's messages (room, first and last sequence):
+/// per message and emoji, the first [`REACTORS_LISTED`] users and the
+/// count, emojis in the order first given.
+static REACTIONS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT sequence, emoji, user_id, display_name, n FROM ( \
+             SELECT sequence, emoji, user_id, display_name, \
+                    row_number() OVER (PARTITION BY sequence, emoji ORDER BY created_at_ms, user_id) AS k, \
+                    count(*) OVER (PARTITION BY sequence, emoji) AS n, \
+                    min(created_at_ms) OVER (PARTITION BY sequence, emoji) AS first_at \
+             FROM reactions WHERE room = $1 AND sequence BETWEEN $2 AND $3) t \
+         WHERE k <= {REACTORS_LISTED} ORDER BY sequence, first_at, emoji, k"
     )
 });
 
@@ -617,9 +678,20 @@ impl MessageStore for PostgresStore {
                         rows
                     }
                 };
-            rows.iter()
-                .map(|row| from_history_row(room, row).map_err(StoreError::from))
-                .collect()
+            let mut messages = rows
+                .iter()
+                .map(|row| from_history_row(room, row))
+                .collect::<Result<Vec<_>, _>>()?;
+            if let (Some(first), Some(last)) = (messages.first(), messages.last()) {
+                let reactions = sqlx::query_as(&REACTIONS)
+                    .bind(room.as_str())
+                    .bind(first.sequence as i64)
+                    .bind(last.sequence as i64)
+                    .fetch_all(&self.pool)
+                    .await?;
+                with_reactions(&mut messages, reactions);
+            }
+            Ok(messages)
         }
         .boxed()
     }
@@ -656,6 +728,15 @@ impl MessageStore for PostgresStore {
                 .execute(&self.pool)
                 .await?
                 .rows_affected();
+            }
+            if deleted > 0 {
+                // The reactions of the messages that went.
+                sqlx::query(
+                    "DELETE FROM reactions r WHERE NOT EXISTS \
+                     (SELECT 1 FROM messages m WHERE m.room = r.room AND m.sequence = r.sequence)",
+                )
+                .execute(&self.pool)
+                .await?;
             }
             Ok(deleted)
         }

@@ -9,9 +9,9 @@
 //! buffering without limit.
 
 use super::{
-    Appended, Direction, HISTORY_COLUMNS, Kind, MessageStore, NewMessage, Page, ReadState,
-    Retention, SELECT_COLUMNS, StoreError, StoredMessage, UNREAD_COUNT_CAP, check_change,
-    row_to_message,
+    Appended, Direction, HISTORY_COLUMNS, Kind, MAX_REACTIONS_PER_USER, MessageStore, NewMessage,
+    Page, REACTORS_LISTED, ReadState, Retention, SELECT_COLUMNS, StoreError, StoredMessage,
+    UNREAD_COUNT_CAP, check_change, row_to_message, with_reactions,
 };
 use crate::domain::validate::RoomName;
 use crate::metrics::Histogram;
@@ -211,6 +211,9 @@ struct Retaining {
     aged: bool,
     /// The count phase's position: rooms up to this one are done.
     after_room: String,
+    /// Both message phases are over: what is left is the reactions of the
+    /// messages that went.
+    messages_done: bool,
     /// Deleted so far.
     deleted: u64,
     /// Where the total goes.
@@ -224,6 +227,7 @@ impl Retaining {
             aged: retention.max_age.is_none(),
             retention,
             after_room: String::new(),
+            messages_done: false,
             deleted: 0,
             reply,
         }
@@ -231,6 +235,25 @@ impl Retaining {
 
     /// Deletes one chunk; returns whether the pass is over.
     async fn step(&mut self, conn: &mut SqliteConnection) -> Result<bool, StoreError> {
+        if !self.messages_done {
+            self.messages_done = self.step_messages(conn).await?;
+            return Ok(false);
+        }
+        // The reactions of messages that are gone, a chunk at a time.
+        let n = sqlx::query(
+            "DELETE FROM reactions WHERE rowid IN (SELECT r.rowid FROM reactions r \
+             WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.room = r.room AND m.sequence = r.sequence) \
+             LIMIT ?)",
+        )
+        .bind(RETAIN_CHUNK)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        Ok(n < RETAIN_CHUNK as u64)
+    }
+
+    /// Deletes one chunk of messages; returns whether they are done.
+    async fn step_messages(&mut self, conn: &mut SqliteConnection) -> Result<bool, StoreError> {
         if !self.aged {
             let n = sqlx::query(
                 "DELETE FROM messages WHERE rowid IN \
@@ -367,6 +390,21 @@ async fn mark_read(
     read_state(&mut *conn, room, user).await
 }
 
+/// The reactions of a page's messages (room, first and last sequence):
+/// per message and emoji, the first [`REACTORS_LISTED`] users and the
+/// count, emojis in the order first given.
+static REACTIONS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT sequence, emoji, user_id, display_name, n FROM ( \
+             SELECT sequence, emoji, user_id, display_name, \
+                    row_number() OVER (PARTITION BY sequence, emoji ORDER BY created_at_ms, user_id) AS k, \
+                    count(*) OVER (PARTITION BY sequence, emoji) AS n, \
+                    min(created_at_ms) OVER (PARTITION BY sequence, emoji) AS first_at \
+             FROM reactions WHERE room = ?1 AND sequence BETWEEN ?2 AND ?3) \
+         WHERE k <= {REACTORS_LISTED} ORDER BY sequence, first_at, emoji, k"
+    )
+});
+
 /// Stores `change` and applies it to its message, in one transaction.
 async fn commit_change(
     conn: &mut SqliteConnection,
@@ -417,6 +455,20 @@ async fn change_one(
         (Kind::from_columns(*kind, *of), sender.as_str(), *deleted)
     });
     check_change(change.kind, state, &change.sender.user_id, operator)?;
+    if let Kind::ReactionAdded(_) = change.kind {
+        let others: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM reactions WHERE room = ? AND sequence = ? AND user_id = ? AND emoji <> ?",
+        )
+        .bind(room)
+        .bind(target)
+        .bind(&*change.sender.user_id)
+        .bind(&change.text)
+        .fetch_one(&mut *conn)
+        .await?;
+        if others >= i64::from(MAX_REACTIONS_PER_USER) {
+            return Err(StoreError::TooManyReactions(change.kind.target()));
+        }
+    }
     let id = uuid::Uuid::now_v7().to_string();
     let time_unix_ms = now_unix_ms();
     let sequence: i64 = sqlx::query_scalar(
@@ -449,6 +501,31 @@ async fn change_one(
             .execute(&mut *conn)
             .await?;
         }
+        Kind::ReactionAdded(_) => {
+            sqlx::query(
+                "INSERT INTO reactions (room, sequence, emoji, user_id, display_name, created_at_ms) \
+                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(room)
+            .bind(target)
+            .bind(&change.text)
+            .bind(&*change.sender.user_id)
+            .bind(&*change.sender.display_name)
+            .bind(time_unix_ms)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Kind::ReactionRemoved(_) => {
+            sqlx::query(
+                "DELETE FROM reactions WHERE room = ? AND sequence = ? AND emoji = ? AND user_id = ?",
+            )
+            .bind(room)
+            .bind(target)
+            .bind(&change.text)
+            .bind(&*change.sender.user_id)
+            .execute(&mut *conn)
+            .await?;
+        }
         Kind::Delete(_) | Kind::Message => {
             sqlx::query(
                 "UPDATE messages SET text = '', deleted = 1 WHERE room = ?1 AND sequence = ?2",
@@ -457,6 +534,11 @@ async fn change_one(
             .bind(target)
             .execute(&mut *conn)
             .await?;
+            sqlx::query("DELETE FROM reactions WHERE room = ?1 AND sequence = ?2")
+                .bind(room)
+                .bind(target)
+                .execute(&mut *conn)
+                .await?;
             sqlx::query(
                 "UPDATE messages SET text = '' WHERE room = ?1 AND target_sequence = ?2 AND kind = 1",
             )
@@ -474,6 +556,7 @@ async fn change_one(
             message: change.clone(),
             edited_at_ms: 0,
             deleted: false,
+            reactions: Vec::new(),
         },
         duplicate: false,
     })
@@ -543,6 +626,7 @@ async fn append_one(
                 message: message.clone(),
                 edited_at_ms: 0,
                 deleted: false,
+                reactions: Vec::new(),
             },
             duplicate: false,
         });
@@ -682,9 +766,20 @@ impl MessageStore for SqliteStore {
                         rows
                     }
                 };
-            rows.iter()
-                .map(|row| from_history_row(room, row).map_err(StoreError::from))
-                .collect()
+            let mut messages = rows
+                .iter()
+                .map(|row| from_history_row(room, row))
+                .collect::<Result<Vec<_>, _>>()?;
+            if let (Some(first), Some(last)) = (messages.first(), messages.last()) {
+                let reactions = sqlx::query_as(&REACTIONS)
+                    .bind(room.as_str())
+                    .bind(first.sequence as i64)
+                    .bind(last.sequence as i64)
+                    .fetch_all(&self.readers)
+                    .await?;
+                with_reactions(&mut messages, reactions);
+            }
+            Ok(messages)
         }
         .boxed()
     }

@@ -423,6 +423,92 @@ async fn edits_and_deletes_reach_every_instance_in_order(backplane: Backplane) {
     b.stop().await;
 }
 
+/// Issue 16, point 5, over a shared PostgreSQL store: reactions are
+/// numbered changes that reach every member on every instance; history
+/// shows the counts and who; the limits and refusals hold.
+async fn reactions_reach_every_instance_and_show_in_history(backplane: Backplane) {
+    let db = or_skip!(postgres_db().await);
+    let (a, b) = shared_store_pair(&backplane, &db).await;
+    let (alice, mut alice_ev) = connect(&a.url(), "alice").await;
+    let (bob, mut bob_ev) = connect(&b.url(), "bob").await;
+    alice.join("lobby").await.unwrap();
+    bob.join("lobby").await.unwrap();
+    wait_members(&a, "lobby", &["alice", "bob"]).await;
+    alice.send("lobby", "party?").await.unwrap();
+    let ack = bob.react("lobby", 1, "🎉", true).await.unwrap();
+    assert_eq!(ack.sequence, 2);
+    alice.react("lobby", 1, "🎉", true).await.unwrap();
+    alice.react("lobby", 1, "👍", true).await.unwrap();
+    alice.react("lobby", 1, "👍", false).await.unwrap();
+    for events in [&mut alice_ev, &mut bob_ev] {
+        assert_eq!(expect_numbered(events, "lobby").await.sequence, 1);
+        let m = expect_numbered(events, "lobby").await;
+        assert_eq!(
+            (m.sequence, m.kind(), m.target_sequence, m.text.as_str()),
+            (2, MessageKind::ReactionAdded, 1, "🎉")
+        );
+        assert_eq!(m.sender.unwrap().user_id, "bob");
+        for (seq, kind) in [
+            (3, MessageKind::ReactionAdded),
+            (4, MessageKind::ReactionAdded),
+            (5, MessageKind::ReactionRemoved),
+        ] {
+            let m = expect_numbered(events, "lobby").await;
+            assert_eq!((m.sequence, m.kind()), (seq, kind));
+        }
+    }
+    let code = |r: Result<_, chat_client::ClientError>| match r {
+        Err(chat_client::ClientError::Server { code, .. }) => code,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    assert_eq!(
+        code(bob.react("lobby", 9, "🎉", true).await),
+        ErrorCode::MessageNotFound
+    );
+    assert_eq!(
+        code(bob.react("lobby", 2, "🎉", true).await),
+        ErrorCode::MessageNotFound
+    );
+    assert_eq!(
+        code(bob.react("lobby", 1, "", true).await),
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(
+        code(bob.react("lobby", 1, "a b", true).await),
+        ErrorCode::InvalidArgument
+    );
+    assert_eq!(
+        code(bob.react("lobby", 1, &"x".repeat(33), true).await),
+        ErrorCode::InvalidArgument
+    );
+    for i in 0..19 {
+        bob.react("lobby", 1, &format!("e{i}"), true).await.unwrap();
+    }
+    assert_eq!(
+        code(bob.react("lobby", 1, "one-too-many", true).await),
+        ErrorCode::TooManyReactions
+    );
+
+    let page = alice
+        .history("lobby", HistoryDirection::Forward, 0, 1)
+        .await
+        .unwrap();
+    let party = &page.messages[0];
+    assert_eq!(party.reactions.len(), 20, "🎉 and bob's 19 others");
+    assert_eq!(party.reactions[0].emoji, "🎉");
+    assert_eq!(party.reactions[0].count, 2);
+    let who: Vec<&str> = party.reactions[0]
+        .members
+        .iter()
+        .map(|m| m.user_id.as_str())
+        .collect();
+    assert_eq!(who, ["bob", "alice"], "in the order given");
+    let m = scrape_metrics(a.addr()).await;
+    assert_eq!(m["chat_reactions_total"], 3.0);
+    a.stop().await;
+    b.stop().await;
+}
+
 /// The next read receipts of `room` naming `user`: that user's position.
 async fn expect_read(events: &mut chat_client::Events, room: &str, user: &str) -> u64 {
     let names = |e: &Event| match e {
@@ -967,8 +1053,8 @@ macro_rules! suite {
     };
 }
 
-suite!(redis: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, edits_and_deletes_reach_every_instance_in_order, read_marks_are_shared_announced_once_and_reported_on_join, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected);
-suite!(nats: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, edits_and_deletes_reach_every_instance_in_order, read_marks_are_shared_announced_once_and_reported_on_join, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected);
+suite!(redis: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, edits_and_deletes_reach_every_instance_in_order, read_marks_are_shared_announced_once_and_reported_on_join, reactions_reach_every_instance_and_show_in_history, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected);
+suite!(nats: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, edits_and_deletes_reach_every_instance_in_order, read_marks_are_shared_announced_once_and_reported_on_join, reactions_reach_every_instance_and_show_in_history, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected);
 
 #[tokio::test]
 async fn redis_cluster_with_sharded_pub_sub() {

@@ -601,6 +601,142 @@ async fn the_unread_count_stops_at_its_cap(backend: Backend) {
     assert_eq!(state.unread, store::UNREAD_COUNT_CAP);
 }
 
+/// Issue 16, point 5: reactions are numbered changes; history shows each
+/// message's reactions per emoji (count, who, in the order first given);
+/// a user's different reactions on one message are bounded; a delete of
+/// the message takes its reactions with it.
+async fn reactions_are_numbered_counted_bounded_and_go_with_their_message(backend: Backend) {
+    let store = backend.open().await;
+    store
+        .append(message("rx", "ann", "m1", "hello"))
+        .await
+        .unwrap();
+    store
+        .append(message("rx", "bob", "m2", "hi"))
+        .await
+        .unwrap();
+    let react = |user: &str, id: &str, emoji: &str, kind: Kind| change("rx", user, id, emoji, kind);
+    let added = store
+        .change(react("bob", "r1", "👍", Kind::ReactionAdded(1)), false)
+        .await
+        .unwrap();
+    assert_eq!(added.message.sequence, 3);
+    store
+        .change(react("cat", "r2", "🎉", Kind::ReactionAdded(1)), false)
+        .await
+        .unwrap();
+    store
+        .change(react("cat", "r3", "👍", Kind::ReactionAdded(1)), false)
+        .await
+        .unwrap();
+    // Adding twice is numbered but counts once; a retry is the same change.
+    store
+        .change(react("cat", "r4", "👍", Kind::ReactionAdded(1)), false)
+        .await
+        .unwrap();
+    let retry = store
+        .change(react("cat", "r4", "👍", Kind::ReactionAdded(1)), false)
+        .await
+        .unwrap();
+    assert!(retry.duplicate);
+    store
+        .change(react("ann", "r5", "🎉", Kind::ReactionAdded(2)), false)
+        .await
+        .unwrap();
+    store
+        .change(react("cat", "r6", "🎉", Kind::ReactionRemoved(1)), false)
+        .await
+        .unwrap();
+    let latest = Page {
+        direction: Direction::Forward,
+        from: 0,
+        limit: 100,
+    };
+    let page = store.history(&room("rx"), latest).await.unwrap();
+    let summary = |m: &store::StoredMessage| -> Vec<(String, u32, Vec<String>)> {
+        m.reactions
+            .iter()
+            .map(|r| {
+                let users = r.users.iter().map(|u| u.user_id.to_string()).collect();
+                (r.emoji.clone(), r.count, users)
+            })
+            .collect()
+    };
+    assert_eq!(
+        summary(&page[0]),
+        [("👍".to_string(), 2, vec!["bob".to_string(), "cat".into()])]
+    );
+    assert_eq!(
+        summary(&page[1]),
+        [("🎉".to_string(), 1, vec!["ann".to_string()])]
+    );
+    assert_eq!(page.len(), 8, "every reaction is numbered");
+    assert_eq!(page[2].message.kind, Kind::ReactionAdded(1));
+    assert_eq!(page[2].message.text, "👍");
+    assert!(page[2].reactions.is_empty(), "changes carry no reactions");
+
+    // At most MAX_REACTIONS_PER_USER different ones per user and message.
+    for i in 0..store::MAX_REACTIONS_PER_USER {
+        store
+            .change(
+                react(
+                    "dan",
+                    &format!("d{i}"),
+                    &format!("e{i}"),
+                    Kind::ReactionAdded(2),
+                ),
+                false,
+            )
+            .await
+            .unwrap();
+    }
+    let e = store
+        .change(
+            react("dan", "dx", "one-more", Kind::ReactionAdded(2)),
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, store::StoreError::TooManyReactions(2)), "{e}");
+    // Again one already given is fine; removing frees a place.
+    store
+        .change(react("dan", "dy", "e0", Kind::ReactionAdded(2)), false)
+        .await
+        .unwrap();
+    store
+        .change(react("dan", "dz", "e0", Kind::ReactionRemoved(2)), false)
+        .await
+        .unwrap();
+    store
+        .change(
+            react("dan", "dw", "one-more", Kind::ReactionAdded(2)),
+            false,
+        )
+        .await
+        .unwrap();
+    // Not on a change, nor on a deleted message; the delete takes them.
+    let e = store
+        .change(react("dan", "dv", "x", Kind::ReactionAdded(3)), false)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, store::StoreError::MessageNotFound(3)), "{e}");
+    store
+        .change(change("rx", "ann", "del", "", Kind::Delete(1)), false)
+        .await
+        .unwrap();
+    let e = store
+        .change(react("bob", "dq", "x", Kind::ReactionAdded(1)), false)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, store::StoreError::MessageNotFound(1)), "{e}");
+    let page = store.history(&room("rx"), latest).await.unwrap();
+    assert!(page[0].reactions.is_empty(), "{:?}", page[0].reactions);
+    assert_eq!(
+        page[1].reactions.len(),
+        1 + store::MAX_REACTIONS_PER_USER as usize
+    );
+}
+
 macro_rules! suite {
     ($backend:ident: $($test:ident),* $(,)?) => {
         mod $backend {
@@ -615,9 +751,9 @@ macro_rules! suite {
     };
 }
 
-suite!(memory: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied, read_positions_never_move_back_and_count_what_is_unread, the_unread_count_stops_at_its_cap);
-suite!(sqlite: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied, read_positions_never_move_back_and_count_what_is_unread, the_unread_count_stops_at_its_cap);
-suite!(postgres: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied, read_positions_never_move_back_and_count_what_is_unread, the_unread_count_stops_at_its_cap);
+suite!(memory: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied, read_positions_never_move_back_and_count_what_is_unread, the_unread_count_stops_at_its_cap, reactions_are_numbered_counted_bounded_and_go_with_their_message);
+suite!(sqlite: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied, read_positions_never_move_back_and_count_what_is_unread, the_unread_count_stops_at_its_cap, reactions_are_numbered_counted_bounded_and_go_with_their_message);
+suite!(postgres: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied, read_positions_never_move_back_and_count_what_is_unread, the_unread_count_stops_at_its_cap, reactions_are_numbered_counted_bounded_and_go_with_their_message);
 
 /// Two instances sharing PostgreSQL number one room's messages together.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,7 @@
 //! on the status line and in every pane, messages and members in their
 //! room's pane.
 
-use super::pane::{Entry, Kind};
+use super::pane::{Change, Entry, Kind};
 use super::requests::HISTORY_ON_JOIN;
 use super::state::{App, Conn, MARK_READ_EVERY, TYPING_LONGEST, TYPISTS_KEPT, Typist};
 use super::text::{display, joined_text, notice_text};
@@ -215,10 +215,18 @@ impl App {
             return;
         }
         self.remember(&m);
+        let user = m.sender.as_ref().map_or("", |s| s.user_id.as_str());
+        let react = |add| Change::React {
+            emoji: &m.text,
+            user,
+            add,
+        };
         let change = match m.kind() {
             MessageKind::Message => None,
-            MessageKind::Edit => Some(Some(m.text.as_str())),
-            MessageKind::Delete => Some(None),
+            MessageKind::Edit => Some(Change::Edit(&m.text)),
+            MessageKind::Delete => Some(Change::Delete),
+            MessageKind::ReactionAdded => Some(react(true)),
+            MessageKind::ReactionRemoved => Some(react(false)),
         };
         if let Some(change) = change {
             // Shown on the message it changes, if the pane holds it.

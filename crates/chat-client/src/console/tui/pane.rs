@@ -33,6 +33,9 @@ pub(super) enum Kind {
         edited: bool,
         /// Taken back: its text is gone.
         deleted: bool,
+        /// Its reactions: emoji, how many gave it, the user ids known to
+        /// have (all of them, or history's first 50).
+        reactions: Vec<(String, u32, Vec<String>)>,
     },
     /// Joins, leaves, command output.
     Info(String),
@@ -72,6 +75,7 @@ impl Entry {
                 text,
                 edited,
                 deleted,
+                reactions,
                 ..
             } => {
                 let mut style = Style::new().fg(*color).add_modifier(Modifier::BOLD);
@@ -88,12 +92,22 @@ impl Entry {
                         if *edited { " (edited)" } else { "" },
                     )
                 };
+                let reacted = if reactions.is_empty() || *deleted {
+                    String::new()
+                } else {
+                    let each: Vec<String> = reactions
+                        .iter()
+                        .map(|(e, n, _)| format!("{e} {n}"))
+                        .collect();
+                    format!(" [{}]", each.join(", "))
+                };
                 let segments = [
                     (dim, time.as_str()),
                     (style, sender.as_str()),
                     (Style::new(), " "),
                     (text_style, text),
                     (dim, mark),
+                    (Style::new().fg(Color::Yellow), reacted.as_str()),
                 ];
                 return wrap(&segments, width, TIME_WIDTH);
             }
@@ -111,6 +125,58 @@ impl Entry {
         };
         let segments = [(dim, time.as_str()), (style, mark), (style, text.as_str())];
         wrap(&segments, width, TIME_WIDTH)
+    }
+}
+
+/// A change to a message a pane shows.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Change<'a> {
+    /// Its new text.
+    Edit(&'a str),
+    /// It was taken back.
+    Delete,
+    /// `user` added (or took back) reaction `emoji`.
+    React {
+        /// The reaction.
+        emoji: &'a str,
+        /// Who, by user id.
+        user: &'a str,
+        /// Added, or taken back.
+        add: bool,
+    },
+}
+
+/// Applies one reaction change to a message's `reactions` (emoji, count,
+/// the known reactors): a reactor already known is not counted twice, and
+/// one taken back by a user beyond the listed ones still counts down.
+pub(super) fn react(
+    reactions: &mut Vec<(String, u32, Vec<String>)>,
+    emoji: &str,
+    user: &str,
+    add: bool,
+) {
+    let at = reactions.iter().position(|(e, _, _)| e == emoji);
+    match (at, add) {
+        (None, true) => reactions.push((emoji.to_string(), 1, vec![user.to_string()])),
+        (None, false) => {}
+        (Some(at), true) => {
+            let (_, count, users) = &mut reactions[at];
+            if !users.iter().any(|u| u == user) {
+                *count += 1;
+                users.push(user.to_string());
+            }
+        }
+        (Some(at), false) => {
+            let (_, count, users) = &mut reactions[at];
+            let before = users.len();
+            users.retain(|u| u != user);
+            if users.len() < before || *count as usize > before {
+                *count = count.saturating_sub(1);
+            }
+            if *count == 0 {
+                reactions.remove(at);
+            }
+        }
     }
 }
 
@@ -139,28 +205,30 @@ impl Pane {
         self.lines.push_back(entry);
     }
 
-    /// Applies an edit (`Some(text)`) or a delete (`None`) to the message
-    /// `sequence`, if the pane holds it.
-    pub(super) fn change(&mut self, sequence: u64, new_text: Option<&str>) {
+    /// Applies `change` to the message `sequence`, if the pane holds it.
+    pub(super) fn change(&mut self, sequence: u64, change: Change<'_>) {
         for entry in self.lines.iter_mut().rev() {
             if let Kind::Message {
                 sequence: s,
                 text,
                 edited,
                 deleted,
+                reactions,
                 ..
             } = &mut entry.kind
                 && *s == sequence
             {
-                match new_text {
-                    Some(new_text) => {
+                match change {
+                    Change::Edit(new_text) => {
                         *text = new_text.to_string();
                         *edited = true;
                     }
-                    None => {
+                    Change::Delete => {
                         text.clear();
                         *deleted = true;
+                        reactions.clear();
                     }
+                    Change::React { emoji, user, add } => react(reactions, emoji, user, add),
                 }
                 return;
             }
@@ -212,6 +280,7 @@ mod tests {
             sequence,
             edited: false,
             deleted: false,
+            reactions: Vec::new(),
         })
     }
 
@@ -233,12 +302,34 @@ mod tests {
         let mut pane = Pane::default();
         pane.push(message(1, "helo"), 80);
         pane.push(message(2, "secret"), 80);
-        pane.change(1, Some("hello"));
-        pane.change(2, None);
-        pane.change(9, None);
+        pane.change(1, Change::Edit("hello"));
+        pane.change(2, Change::Delete);
+        pane.change(9, Change::Delete);
+        let react = |emoji, user, add| Change::React { emoji, user, add };
+        pane.change(1, react("👍", "bob", true));
+        pane.change(1, react("👍", "cat", true));
+        pane.change(1, react("👍", "cat", true));
+        pane.change(1, react("🎉", "cat", true));
+        pane.change(1, react("🎉", "cat", false));
         assert_eq!(
             shown(&mut pane),
-            ["<ann> hello (edited)", "<ann> (message deleted)"]
+            ["<ann> hello (edited) [👍 2]", "<ann> (message deleted)"]
         );
+    }
+
+    #[test]
+    fn a_reaction_is_counted_once_per_user_even_beyond_the_listed_ones() {
+        let mut reactions = vec![("👍".to_string(), 60, vec!["a".to_string()])];
+        react(&mut reactions, "👍", "a", true);
+        assert_eq!(reactions[0].1, 60, "a is known to have it");
+        react(&mut reactions, "👍", "z", false);
+        assert_eq!(reactions[0].1, 59, "z was among the unlisted");
+        react(&mut reactions, "👍", "a", false);
+        assert_eq!(reactions[0].1, 58);
+        let mut one = vec![("🎉".to_string(), 1, vec!["a".to_string()])];
+        react(&mut one, "🎉", "b", false);
+        assert_eq!(one.len(), 1, "b never had it");
+        react(&mut one, "🎉", "a", false);
+        assert!(one.is_empty());
     }
 }

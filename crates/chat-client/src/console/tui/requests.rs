@@ -123,6 +123,22 @@ impl App {
                 self.fetch_history(room, n.unwrap_or(HISTORY_ON_JOIN));
             }
             Command::Say(text) => self.say(text),
+            Command::React(sequence, emoji, add) => {
+                let Some(room) = self.room_or_current(None) else {
+                    return;
+                };
+                let Some(sequence) = sequence.or_else(|| self.own.latest(&room)) else {
+                    self.error(format!(
+                        "INVALID_COMMAND: no message in {room} to react to; name one: #SEQ"
+                    ));
+                    return;
+                };
+                self.spawn(move |client| async move {
+                    let result = client.react(&room, sequence, &emoji, add).await;
+                    let what = if add { "reaction" } else { "unreaction" };
+                    Outcome::Changed { room, what, result }
+                });
+            }
             Command::Read => {
                 self.marked_at = None;
                 self.mark_shown_read();
@@ -175,6 +191,9 @@ impl App {
     /// Notes this user's messages (live or from history), and deletes, for
     /// `/edit` and `/delete` without a number.
     pub(super) fn remember(&mut self, m: &MessageEvent) {
+        if m.kind() == MessageKind::Message && !m.deleted {
+            self.own.seen(&m.room, m.sequence);
+        }
         match m.kind() {
             MessageKind::Message if !m.deleted && self.is_me(m.sender.as_ref()) => {
                 self.own.sent(&m.room, m.sequence)

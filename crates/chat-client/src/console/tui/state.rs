@@ -301,6 +301,14 @@ impl App {
                 sequence: m.sequence,
                 edited: m.edited_at_unix_ms > 0,
                 deleted: m.deleted,
+                reactions: m
+                    .reactions
+                    .iter()
+                    .map(|r| {
+                        let users = r.members.iter().map(|u| u.user_id.clone()).collect();
+                        (r.emoji.clone(), r.count, users)
+                    })
+                    .collect(),
             },
         }
     }

@@ -486,6 +486,7 @@ fn check(tracked: &[Tracked], stored: &BTreeMap<String, Vec<store::StoredMessage
                     MessageKind::Delete => {
                         shown.insert(s.target, None);
                     }
+                    MessageKind::ReactionAdded | MessageKind::ReactionRemoved => {}
                 }
             }
             for m in stored[room]
