@@ -15,6 +15,7 @@ import {
   JoinRoomRequestSchema,
   LeaveRoomRequestSchema,
   MarkReadRequestSchema,
+  ReactRequestSchema,
   ListMembersRequestSchema,
   ListRoomsRequestSchema,
   PingRequestSchema,
@@ -207,7 +208,20 @@ export class ChatClient implements AsyncIterable<ChatEvent> {
   }
 
   /**
-   * Asks `request` (a send, an edit or a delete, one client message id
+   * Adds (`add`, the default) or takes back this user's reaction `emoji`
+   * to message `sequence` of `room`. Numbered like an edit: the members
+   * receive a `message` event of kind REACTION_ADDED or REACTION_REMOVED.
+   * Retried like a send; refused with MESSAGE_NOT_FOUND, INVALID_ARGUMENT
+   * (the emoji: 1 to 32 bytes, no spaces) or TOO_MANY_REACTIONS.
+   */
+  async react(room: string, sequence: bigint | number, emoji: string, add = true): Promise<SendMessageResult> {
+    const clientMessageId = randomUuid();
+    const request = create(ReactRequestSchema, { room, sequence: BigInt(sequence), emoji, add, clientMessageId });
+    return this.numbered(room, { case: "react", value: request });
+  }
+
+  /**
+   * Asks `request` (a send, an edit, a delete or a reaction, one client message id
    * across attempts) until the server numbers it: through lost sessions, a
    * rejoin under way and UNAVAILABLE, within the send retry window.
    */
@@ -322,7 +336,7 @@ type ValueOf<K extends Success["case"]> = Extract<Success, { case: K }> extends 
 /** A request the server numbers: a send, an edit or a delete. */
 type Numbered = Extract<
   Parameters<Shared["request"]>[0],
-  { case: "sendMessage" | "editMessage" | "deleteMessage" }
+  { case: "sendMessage" | "editMessage" | "deleteMessage" | "react" }
 >;
 
 function expect<K extends Success["case"]>(result: Success, kind: K): ValueOf<K> {

@@ -164,6 +164,33 @@ test("edits and deletes are numbered among the messages, reach both clients and 
   ]);
 });
 
+test("reactions are numbered, reach the other client and show in history", { skip }, async () => {
+  const s = await server();
+  const alice = client(s, { name: "alice", rooms: ["rx"] });
+  const bob = client(s, { name: "bob", rooms: ["rx"] });
+  const bobInbox = inbox(bob);
+  await until(() => alice.lastSeen("rx") !== undefined && bob.lastSeen("rx") !== undefined, "the joins");
+  await alice.send("rx", "party?");
+  assert.equal((await bob.react("rx", 1, "🎉")).sequence, 2n);
+  await alice.react("rx", 1n, "🎉");
+  await alice.react("rx", 1, "👍");
+  await alice.react("rx", 1, "👍", false);
+  await assert.rejects(bob.react("rx", 1, "two words"), { code: "INVALID_ARGUMENT" });
+  await assert.rejects(bob.react("rx", 2, "🎉"), { code: "MESSAGE_NOT_FOUND" });
+  await until(() => sequences(bobInbox.get("rx")).length === 5, "the reactions");
+  assert.deepEqual(bobInbox.get("rx")!.map((m) => [m.kind, m.text, m.sender?.displayName]), [
+    [MessageKind.MESSAGE, "party?", "alice"],
+    [MessageKind.REACTION_ADDED, "🎉", "bob"],
+    [MessageKind.REACTION_ADDED, "🎉", "alice"],
+    [MessageKind.REACTION_ADDED, "👍", "alice"],
+    [MessageKind.REACTION_REMOVED, "👍", "alice"],
+  ]);
+  const page = await bob.history("rx", { direction: "forward", limit: 1 });
+  assert.deepEqual(page.messages[0]!.reactions.map((r) => [r.emoji, r.count, r.members.map((m) => m.displayName)]), [
+    ["🎉", 2, ["bob", "alice"]],
+  ]);
+});
+
 test("a read mark is shared by the user's sessions, announced to the room and reported on join", { skip }, async () => {
   const s = await server();
   const bob = client(s, { name: "bob", rooms: ["reads"] });

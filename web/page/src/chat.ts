@@ -93,6 +93,7 @@ export class Chat {
       loadGap: (room: string, gap: Gap) => void this.fillGap(room, gap),
       edit: (message: proto.MessageEvent) => this.composer.startEdit(message),
       remove: (message: proto.MessageEvent) => void this.remove(message),
+      react: (message: proto.MessageEvent, emoji: string, add: boolean) => void this.react(message, emoji, add),
     };
     this.messages = new MessagesView(byId("messages", HTMLOListElement), this.scroller, viewer);
     this.composer = new Composer(client, this.messages, this.listeners.signal);
@@ -410,6 +411,15 @@ export class Chat {
       if (!isChange(event)) continue;
       const target = room.message(event.targetSequence);
       if (target !== undefined) this.messages.update(target);
+    }
+  }
+
+  /** Adds or takes back the user's reaction to a message; a refusal is shown under the box. */
+  private async react(message: proto.MessageEvent, emoji: string, add: boolean): Promise<void> {
+    try {
+      await this.client.react(message.room, message.sequence, emoji, add);
+    } catch (error) {
+      this.composer.showError(`Reaction not ${add ? "added" : "taken back"}: ${describe(error)}`);
     }
   }
 

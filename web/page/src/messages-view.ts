@@ -36,7 +36,12 @@ export interface Viewer {
   edit(message: proto.MessageEvent): void;
   /** Takes back one of the reader's messages (its Delete button, pressed twice). */
   remove(message: proto.MessageEvent): void;
+  /** Adds (or takes back) the reader's reaction `emoji` to a message. */
+  react(message: proto.MessageEvent, emoji: string, add: boolean): void;
 }
+
+/** The reactions the React button offers (any other comes from elsewhere and shows the same). */
+export const PALETTE = ["👍", "❤️", "😂", "🎉", "😮", "😢"];
 
 /** Renders the shown room's messages into the list and keeps the scroll position sensible. */
 export class MessagesView {
@@ -168,10 +173,11 @@ export class MessagesView {
       const edited = shownTime(message.editedAtUnixMs);
       head.append(el("span", { className: "muted edited", text: "(edited)", attrs: { title: `edited ${edited.long}` } }));
     }
-    if (mine && !message.deleted) head.append(this.actions(message));
+    if (!message.deleted) head.append(this.actions(message, mine));
     const body = message.deleted
       ? el("p", { className: "text tombstone", text: "This message was deleted." })
       : el("p", { className: "text", text: message.text });
+    const reactions = message.deleted || message.reactions.length === 0 ? [] : [this.reactions(message)];
     return el(
       "li",
       {
@@ -185,11 +191,48 @@ export class MessagesView {
       },
       head,
       body,
+      ...reactions,
     );
   }
 
-  /** The Edit and Delete buttons of one of the reader's messages; Delete asks to be pressed again. */
-  private actions(message: proto.MessageEvent): HTMLElement {
+  /** A message's reactions: one toggle per emoji, pressed when the reader gave it. */
+  private reactions(message: proto.MessageEvent): HTMLElement {
+    const row = el("div", { className: "reactions" });
+    for (const r of message.reactions) {
+      const mine = r.members.some((m) => m.userId === this.viewer.userId);
+      const names = r.members.map((m) => m.displayName).join(", ") + (r.count > r.members.length ? ", …" : "");
+      const chip = el("button", {
+        className: "reaction",
+        text: `${r.emoji} ${r.count}`,
+        attrs: { type: "button", "aria-pressed": String(mine), title: names, "aria-label": `${r.emoji} ${r.count}: ${names}` },
+      });
+      chip.addEventListener("click", () => this.viewer.react(message, r.emoji, !mine));
+      row.append(chip);
+    }
+    return row;
+  }
+
+  /**
+   * A message's buttons: React (it opens the palette) on every message,
+   * Edit and Delete on the reader's own; Delete asks to be pressed again.
+   */
+  private actions(message: proto.MessageEvent, mine: boolean): HTMLElement {
+    const reactButton = el("button", { text: "React", attrs: { type: "button", "aria-label": `React to message ${message.sequence}`, "aria-expanded": "false" } });
+    const palette = el("span", { className: "palette", attrs: { hidden: "" } });
+    for (const emoji of PALETTE) {
+      const choice = el("button", { text: emoji, attrs: { type: "button", "aria-label": `React with ${emoji}` } });
+      choice.addEventListener("click", () => {
+        palette.hidden = true;
+        reactButton.setAttribute("aria-expanded", "false");
+        this.viewer.react(message, emoji, true);
+      });
+      palette.append(choice);
+    }
+    reactButton.addEventListener("click", () => {
+      palette.hidden = !palette.hidden;
+      reactButton.setAttribute("aria-expanded", String(!palette.hidden));
+    });
+    if (!mine) return el("span", { className: "actions" }, palette, reactButton);
     const edit = el("button", { text: "Edit", attrs: { type: "button", "aria-label": `Edit message ${message.sequence}` } });
     edit.addEventListener("click", () => this.viewer.edit(message));
     const remove = el("button", { text: "Delete", attrs: { type: "button", "aria-label": `Delete message ${message.sequence}` } });
@@ -206,7 +249,7 @@ export class MessagesView {
       delete remove.dataset.armed;
       if (!remove.disabled) remove.textContent = "Delete";
     });
-    return el("span", { className: "actions" }, edit, remove);
+    return el("span", { className: "actions" }, palette, reactButton, edit, remove);
   }
 
   /** The marker of a gap, with a button that loads what is missing. */

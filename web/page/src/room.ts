@@ -143,9 +143,9 @@ export class Room {
   }
 }
 
-/** Whether `event` is an edit or a delete of an earlier message. */
+/** Whether `event` is a change to an earlier message: an edit, a delete or a reaction. */
 export function isChange(event: proto.MessageEvent): boolean {
-  return event.kind === proto.MessageKind.EDIT || event.kind === proto.MessageKind.DELETE;
+  return event.kind !== proto.MessageKind.MESSAGE;
 }
 
 /**
@@ -158,10 +158,41 @@ function apply(message: proto.MessageEvent, change: proto.MessageEvent): void {
   if (change.kind === proto.MessageKind.DELETE) {
     message.deleted = true;
     message.text = "";
-  } else if (change.serverTimeUnixMs >= message.editedAtUnixMs) {
+    message.reactions = [];
+  } else if (change.kind === proto.MessageKind.REACTION_ADDED || change.kind === proto.MessageKind.REACTION_REMOVED) {
+    react(message, change.text, change.sender, change.kind === proto.MessageKind.REACTION_ADDED);
+  } else if (change.kind === proto.MessageKind.EDIT && change.serverTimeUnixMs >= message.editedAtUnixMs) {
     message.text = change.text;
     message.editedAtUnixMs = change.serverTimeUnixMs;
   }
+}
+
+/**
+ * Adds (or takes back) `who`'s reaction `emoji` on `message`: a reactor
+ * already listed is not counted twice (history lists the first 50 of
+ * each emoji; one taken back beyond them still counts down).
+ */
+function react(message: proto.MessageEvent, emoji: string, who: proto.Member | undefined, add: boolean): void {
+  const userId = who?.userId ?? "";
+  const at = message.reactions.findIndex((r) => r.emoji === emoji);
+  const reaction = message.reactions[at];
+  if (reaction === undefined) {
+    if (add && who !== undefined) {
+      message.reactions.push({ $typeName: "chat.v1.Reaction", emoji, count: 1, members: [who] } as proto.Reaction);
+    }
+    return;
+  }
+  const listed = reaction.members.some((m) => m.userId === userId);
+  if (add) {
+    if (!listed && who !== undefined) {
+      reaction.count += 1;
+      reaction.members.push(who);
+    }
+    return;
+  }
+  if (listed || reaction.count > reaction.members.length) reaction.count -= 1;
+  reaction.members = reaction.members.filter((m) => m.userId !== userId);
+  if (reaction.count <= 0) message.reactions.splice(at, 1);
 }
 
 /** Members sorted by display name (then id), as lists show them. */

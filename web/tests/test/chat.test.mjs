@@ -104,8 +104,9 @@ describe("the chat page", { skip }, () => {
     await send(gina, "a secret");
     await waitForTexts(hank, ["helo everyone", "a secret"]);
     await ivan.waitFor(/^message changes 2 gina: a secret$/);
-    // hank sees no buttons on gina's messages.
-    assert.equal(await hank.locator("#messages li.message .actions").count(), 0);
+    // hank sees no Edit or Delete on gina's messages (only React).
+    assert.equal(await hank.locator('#messages li.message .actions button:text-is("Edit")').count(), 0);
+    assert.equal(await hank.locator('#messages li.message .actions button:text-is("Delete")').count(), 0);
 
     // gina edits her first message: its text goes into the box; Enter saves.
     await gina.click('#messages li.message[data-seq="1"] button:text-is("Edit")');
@@ -146,6 +147,47 @@ describe("the chat page", { skip }, () => {
     assertNoProblems(hank);
     await closePage(gina);
     await closePage(hank);
+  });
+
+  it("reactions: from the palette and the chips, seen by another page and the console, kept across a reload", async () => {
+    const { server, browser } = shared;
+    const mia = await newPage(browser);
+    const ned = await newPage(browser, PHONE);
+    await signIn(mia, server, "mia", ["reacts"]);
+    await signIn(ned, server, "ned", ["reacts"]);
+    const olga = ConsoleClient.start(server, "olga", ["reacts"]);
+    await olga.waitFor(/^joined reacts /);
+    await send(mia, "who is coming?");
+    await waitForTexts(ned, ["who is coming?"]);
+    const item = '#messages li.message[data-seq="1"]';
+    // ned reacts from the palette.
+    await ned.click(`${item} button:text-is("React")`);
+    await ned.click(`${item} button[aria-label="React with 🎉"]`);
+    for (const page of [mia, ned]) await page.waitForSelector(`${item} .reaction:text-is("🎉 1")`);
+    await olga.waitFor(/^reacted reacts 2 #1 ned: 🎉$/);
+    // mia joins in with the chip; ned takes his back with his.
+    await mia.click(`${item} .reaction:text-is("🎉 1")`);
+    await ned.waitForSelector(`${item} .reaction:text-is("🎉 2")`);
+    assert.equal(await mia.getAttribute(`${item} .reaction`, "aria-pressed"), "true");
+    await ned.click(`${item} .reaction:text-is("🎉 2")`);
+    await mia.waitForSelector(`${item} .reaction:text-is("🎉 1")`);
+    await olga.waitFor(/^unreacted reacts 4 #1 ned: 🎉$/);
+    // The console reacts to the latest message by default.
+    olga.say("/react 👍");
+    await olga.waitFor(/^react-sent reacts 5$/);
+    await ned.waitForSelector(`${item} .reaction:text-is("👍 1")`);
+    // The reactions are not messages of their own, and a reload shows the same.
+    await ned.reload();
+    await connected(ned);
+    await ned.waitForSelector(`${item} .reaction:text-is("🎉 1")`);
+    await ned.waitForSelector(`${item} .reaction:text-is("👍 1")`);
+    assert.deepEqual((await shownMessages(ned)).map((m) => m.seq), [1]);
+    await screenshot(mia, "desktop-reactions");
+    await olga.quit();
+    assertNoProblems(mia);
+    assertNoProblems(ned);
+    await closePage(mia);
+    await closePage(ned);
   });
 
   it("unread counts come from the server, and a room shown is marked read for every session", async () => {

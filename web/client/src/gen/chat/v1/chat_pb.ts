@@ -37,7 +37,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file chat/v1/chat.proto.
  */
 export const file_chat_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("ChJjaGF0L3YxL2NoYXQucHJvdG8SB2NoYXQudjEicgoOSGlzdG9yeVJlcXVlc3QSDAoEcm9vbRgBIAEoCRIsCglkaXJlY3Rpb24YAiABKA4yGS5jaGF0LnYxLkhpc3RvcnlEaXJlY3Rpb24SFQoNZnJvbV9zZXF1ZW5jZRgDIAEoBBINCgVsaW1pdBgEIAEoDSJhCg9IaXN0b3J5UmVzcG9uc2USDAoEcm9vbRgBIAEoCRInCghtZXNzYWdlcxgCIAMoCzIVLmNoYXQudjEuTWVzc2FnZUV2ZW50EhcKD2xhdGVzdF9zZXF1ZW5jZRgDIAEoBCLVBAoLQ2xpZW50RnJhbWUSEgoKcmVxdWVzdF9pZBgBIAEoBBITCgt0cmFjZXBhcmVudBgCIAEoCRItCglqb2luX3Jvb20YCiABKAsyGC5jaGF0LnYxLkpvaW5Sb29tUmVxdWVzdEgAEi8KCmxlYXZlX3Jvb20YCyABKAsyGS5jaGF0LnYxLkxlYXZlUm9vbVJlcXVlc3RIABIzCgxzZW5kX21lc3NhZ2UYDCABKAsyGy5jaGF0LnYxLlNlbmRNZXNzYWdlUmVxdWVzdEgAEjMKDGxpc3RfbWVtYmVycxgNIAEoCzIbLmNoYXQudjEuTGlzdE1lbWJlcnNSZXF1ZXN0SAASLwoKbGlzdF9yb29tcxgOIAEoCzIZLmNoYXQudjEuTGlzdFJvb21zUmVxdWVzdEgAEiQKBHBpbmcYDyABKAsyFC5jaGF0LnYxLlBpbmdSZXF1ZXN0SAASKgoHaGlzdG9yeRgQIAEoCzIXLmNoYXQudjEuSGlzdG9yeVJlcXVlc3RIABIoCgZ0eXBpbmcYESABKAsyFi5jaGF0LnYxLlR5cGluZ1JlcXVlc3RIABIzCgxlZGl0X21lc3NhZ2UYEiABKAsyGy5jaGF0LnYxLkVkaXRNZXNzYWdlUmVxdWVzdEgAEjcKDmRlbGV0ZV9tZXNzYWdlGBMgASgLMh0uY2hhdC52MS5EZWxldGVNZXNzYWdlUmVxdWVzdEgAEi0KCW1hcmtfcmVhZBgUIAEoCzIYLmNoYXQudjEuTWFya1JlYWRSZXF1ZXN0SABCCQoHcmVxdWVzdCIxCg9NYXJrUmVhZFJlcXVlc3QSDAoEcm9vbRgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoBCJdChJFZGl0TWVzc2FnZVJlcXVlc3QSDAoEcm9vbRgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoBBIMCgR0ZXh0GAMgASgJEhkKEWNsaWVudF9tZXNzYWdlX2lkGAQgASgJIlEKFERlbGV0ZU1lc3NhZ2VSZXF1ZXN0EgwKBHJvb20YASABKAkSEAoIc2VxdWVuY2UYAiABKAQSGQoRY2xpZW50X21lc3NhZ2VfaWQYAyABKAkiLQoNVHlwaW5nUmVxdWVzdBIMCgRyb29tGAEgASgJEg4KBnR5cGluZxgCIAEoCCJPCg9Kb2luUm9vbVJlcXVlc3QSDAoEcm9vbRgBIAEoCRIbCg5zaW5jZV9zZXF1ZW5jZRgCIAEoBEgAiAEBQhEKD19zaW5jZV9zZXF1ZW5jZSIgChBMZWF2ZVJvb21SZXF1ZXN0EgwKBHJvb20YASABKAkiSwoSU2VuZE1lc3NhZ2VSZXF1ZXN0EgwKBHJvb20YASABKAkSGQoRY2xpZW50X21lc3NhZ2VfaWQYAiABKAkSDAoEdGV4dBgDIAEoCSIiChJMaXN0TWVtYmVyc1JlcXVlc3QSDAoEcm9vbRgBIAEoCSISChBMaXN0Um9vbXNSZXF1ZXN0IioKC1BpbmdSZXF1ZXN0EhsKE2NsaWVudF90aW1lX3VuaXhfbXMYASABKAMilQMKC1NlcnZlckZyYW1lEh8KBXJlcGx5GAEgASgLMg4uY2hhdC52MS5SZXBseUgAEiMKB3dlbGNvbWUYAiABKAsyEC5jaGF0LnYxLldlbGNvbWVIABIoCgdtZXNzYWdlGAMgASgLMhUuY2hhdC52MS5NZXNzYWdlRXZlbnRIABIuCg1tZW1iZXJfam9pbmVkGAQgASgLMhUuY2hhdC52MS5NZW1iZXJKb2luZWRIABIqCgttZW1iZXJfbGVmdBgFIAEoCzITLmNoYXQudjEuTWVtYmVyTGVmdEgAEi0KDG5vdGlmaWNhdGlvbhgGIAEoCzIVLmNoYXQudjEuTm90aWZpY2F0aW9uSAASLwoKZGlzY29ubmVjdBgHIAEoCzIZLmNoYXQudjEuRGlzY29ubmVjdE5vdGljZUgAEiEKBnR5cGluZxgIIAEoCzIPLmNoYXQudjEuVHlwaW5nSAASLgoNcmVhZF9yZWNlaXB0cxgJIAEoCzIVLmNoYXQudjEuUmVhZFJlY2VpcHRzSABCBwoFZnJhbWUiwQEKB1dlbGNvbWUSFQoNY29ubmVjdGlvbl9pZBgBIAEoCRIcCgN5b3UYAiABKAsyDy5jaGF0LnYxLk1lbWJlchIbChNzZXJ2ZXJfdGltZV91bml4X21zGAMgASgDEhYKDm1heF90ZXh0X2J5dGVzGAQgASgNEiAKGG1heF9yb29tc19wZXJfY29ubmVjdGlvbhgFIAEoDRIXCg9pZGxlX3RpbWVvdXRfbXMYBiABKA0SEQoJc2VydmVyX2lkGAcgASgJIi8KBk1lbWJlchIPCgd1c2VyX2lkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCSLPBAoFUmVwbHkSEgoKcmVxdWVzdF9pZBgBIAEoBBIfCgVlcnJvchgCIAEoCzIOLmNoYXQudjEuRXJyb3JIABIsCglqb2luX3Jvb20YCiABKAsyFy5jaGF0LnYxLkpvaW5Sb29tUmVzdWx0SAASLgoKbGVhdmVfcm9vbRgLIAEoCzIYLmNoYXQudjEuTGVhdmVSb29tUmVzdWx0SAASMgoMc2VuZF9tZXNzYWdlGAwgASgLMhouY2hhdC52MS5TZW5kTWVzc2FnZVJlc3VsdEgAEjIKDGxpc3RfbWVtYmVycxgNIAEoCzIaLmNoYXQudjEuTGlzdE1lbWJlcnNSZXN1bHRIABIuCgpsaXN0X3Jvb21zGA4gASgLMhguY2hhdC52MS5MaXN0Um9vbXNSZXN1bHRIABIjCgRwb25nGA8gASgLMhMuY2hhdC52MS5Qb25nUmVzdWx0SAASKwoHaGlzdG9yeRgQIAEoCzIYLmNoYXQudjEuSGlzdG9yeVJlc3BvbnNlSAASJwoGdHlwaW5nGBEgASgLMhUuY2hhdC52MS5UeXBpbmdSZXN1bHRIABIyCgxlZGl0X21lc3NhZ2UYEiABKAsyGi5jaGF0LnYxLlNlbmRNZXNzYWdlUmVzdWx0SAASNAoOZGVsZXRlX21lc3NhZ2UYEyABKAsyGi5jaGF0LnYxLlNlbmRNZXNzYWdlUmVzdWx0SAASLAoJbWFya19yZWFkGBQgASgLMhcuY2hhdC52MS5NYXJrUmVhZFJlc3VsdEgAQggKBnJlc3VsdCJSCgVFcnJvchIgCgRjb2RlGAEgASgOMhIuY2hhdC52MS5FcnJvckNvZGUSDwoHbWVzc2FnZRgCIAEoCRIWCg5yZXRyeV9hZnRlcl9tcxgDIAEoDSLaAQoOSm9pblJvb21SZXN1bHQSDAoEcm9vbRgBIAEoCRIgCgdtZW1iZXJzGAIgAygLMg8uY2hhdC52MS5NZW1iZXISFwoPbGF0ZXN0X3NlcXVlbmNlGAMgASgEEh4KFmJhY2tsb2dfYWZ0ZXJfc2VxdWVuY2UYBCABKAQSGgoSYmFja2xvZ19pbmNvbXBsZXRlGAUgASgIEhYKDnNlcXVlbmNlX3Jlc2V0GAYgASgIEhUKDXJlYWRfc2VxdWVuY2UYByABKAQSFAoMdW5yZWFkX2NvdW50GAggASgNIksKDk1hcmtSZWFkUmVzdWx0EgwKBHJvb20YASABKAkSFQoNcmVhZF9zZXF1ZW5jZRgCIAEoBBIUCgx1bnJlYWRfY291bnQYAyABKA0iRgoMUmVhZFJlY2VpcHRzEgwKBHJvb20YASABKAkSKAoJcG9zaXRpb25zGAIgAygLMhUuY2hhdC52MS5SZWFkUG9zaXRpb24iQQoMUmVhZFBvc2l0aW9uEh8KBm1lbWJlchgBIAEoCzIPLmNoYXQudjEuTWVtYmVyEhAKCHNlcXVlbmNlGAIgASgEIh8KD0xlYXZlUm9vbVJlc3VsdBIMCgRyb29tGAEgASgJIn8KEVNlbmRNZXNzYWdlUmVzdWx0EhIKCm1lc3NhZ2VfaWQYASABKAkSDAoEcm9vbRgCIAEoCRIQCghzZXF1ZW5jZRgDIAEoBBIbChNzZXJ2ZXJfdGltZV91bml4X21zGAQgASgDEhkKEWNsaWVudF9tZXNzYWdlX2lkGAUgASgJIkMKEUxpc3RNZW1iZXJzUmVzdWx0EgwKBHJvb20YASABKAkSIAoHbWVtYmVycxgCIAMoCzIPLmNoYXQudjEuTWVtYmVyIiAKD0xpc3RSb29tc1Jlc3VsdBINCgVyb29tcxgBIAMoCSJGCgpQb25nUmVzdWx0EhsKE2NsaWVudF90aW1lX3VuaXhfbXMYASABKAMSGwoTc2VydmVyX3RpbWVfdW5peF9tcxgCIAEoAyIOCgxUeXBpbmdSZXN1bHQikgIKDE1lc3NhZ2VFdmVudBISCgptZXNzYWdlX2lkGAEgASgJEgwKBHJvb20YAiABKAkSEAoIc2VxdWVuY2UYAyABKAQSHwoGc2VuZGVyGAQgASgLMg8uY2hhdC52MS5NZW1iZXISDAoEdGV4dBgFIAEoCRIbChNzZXJ2ZXJfdGltZV91bml4X21zGAYgASgDEhkKEWNsaWVudF9tZXNzYWdlX2lkGAcgASgJEiIKBGtpbmQYCCABKA4yFC5jaGF0LnYxLk1lc3NhZ2VLaW5kEhcKD3RhcmdldF9zZXF1ZW5jZRgJIAEoBBIZChFlZGl0ZWRfYXRfdW5peF9tcxgKIAEoAxIPCgdkZWxldGVkGAsgASgIImEKBlR5cGluZxIMCgRyb29tGAEgASgJEh8KBm1lbWJlchgCIAEoCzIPLmNoYXQudjEuTWVtYmVyEg4KBnR5cGluZxgDIAEoCBIYChBleHBpcmVzX2FmdGVyX21zGAQgASgNIj0KDE1lbWJlckpvaW5lZBIMCgRyb29tGAEgASgJEh8KBm1lbWJlchgCIAEoCzIPLmNoYXQudjEuTWVtYmVyIjsKCk1lbWJlckxlZnQSDAoEcm9vbRgBIAEoCRIfCgZtZW1iZXIYAiABKAsyDy5jaGF0LnYxLk1lbWJlciI5CgxOb3RpZmljYXRpb24SDAoEdGV4dBgBIAEoCRIbChNzZXJ2ZXJfdGltZV91bml4X21zGAIgASgDImoKEERpc2Nvbm5lY3ROb3RpY2USKQoGcmVhc29uGAEgASgOMhkuY2hhdC52MS5EaXNjb25uZWN0UmVhc29uEg8KB21lc3NhZ2UYAiABKAkSGgoScmVjb25uZWN0X2FmdGVyX21zGAMgASgNKlEKEEhpc3RvcnlEaXJlY3Rpb24SHgoaSElTVE9SWV9ESVJFQ1RJT05fQkFDS1dBUkQQABIdChlISVNUT1JZX0RJUkVDVElPTl9GT1JXQVJEEAEqnAMKCUVycm9yQ29kZRIaChZFUlJPUl9DT0RFX1VOU1BFQ0lGSUVEEAASHwobRVJST1JfQ09ERV9JTlZBTElEX0FSR1VNRU5UEAESIAocRVJST1JfQ09ERV9NRVNTQUdFX1RPT19MQVJHRRACEhsKF0VSUk9SX0NPREVfTk9UX0FfTUVNQkVSEAMSHwobRVJST1JfQ09ERV9BTFJFQURZX0FfTUVNQkVSEAQSHQoZRVJST1JfQ09ERV9UT09fTUFOWV9ST09NUxAFEhsKF0VSUk9SX0NPREVfUkFURV9MSU1JVEVEEAYSHgoaRVJST1JfQ09ERV9VTkFVVEhFTlRJQ0FURUQQBxIgChxFUlJPUl9DT0RFX1BFUk1JU1NJT05fREVOSUVEEAgSGgoWRVJST1JfQ09ERV9VTkFWQUlMQUJMRRAJEhcKE0VSUk9SX0NPREVfSU5URVJOQUwQChIgChxFUlJPUl9DT0RFX01FU1NBR0VfTk9UX0ZPVU5EEAsSHQoZRVJST1JfQ09ERV9OT1RfVEhFX0FVVEhPUhAMKlcKC01lc3NhZ2VLaW5kEhgKFE1FU1NBR0VfS0lORF9NRVNTQUdFEAASFQoRTUVTU0FHRV9LSU5EX0VESVQQARIXChNNRVNTQUdFX0tJTkRfREVMRVRFEAIqlQIKEERpc2Nvbm5lY3RSZWFzb24SIQodRElTQ09OTkVDVF9SRUFTT05fVU5TUEVDSUZJRUQQABIjCh9ESVNDT05ORUNUX1JFQVNPTl9TSFVUVElOR19ET1dOEAESIwofRElTQ09OTkVDVF9SRUFTT05fU0xPV19DT05TVU1FUhACEiIKHkRJU0NPTk5FQ1RfUkVBU09OX0FVVEhfRVhQSVJFRBADEiIKHkRJU0NPTk5FQ1RfUkVBU09OX0lETEVfVElNRU9VVBAEEigKJERJU0NPTk5FQ1RfUkVBU09OX1BST1RPQ09MX1ZJT0xBVElPThAFEiIKHkRJU0NPTk5FQ1RfUkVBU09OX01BWF9MSUZFVElNRRAGMoYBCgtDaGF0U2VydmljZRI5CgdTZXNzaW9uEhQuY2hhdC52MS5DbGllbnRGcmFtZRoULmNoYXQudjEuU2VydmVyRnJhbWUoATABEjwKB0hpc3RvcnkSFy5jaGF0LnYxLkhpc3RvcnlSZXF1ZXN0GhguY2hhdC52MS5IaXN0b3J5UmVzcG9uc2VCKQoLZGV2LmNoYXQudjFQAVoOY2hhdC92MTtjaGF0djGqAgdDaGF0LlYxYgZwcm90bzM");
+  fileDesc("ChJjaGF0L3YxL2NoYXQucHJvdG8SB2NoYXQudjEicgoOSGlzdG9yeVJlcXVlc3QSDAoEcm9vbRgBIAEoCRIsCglkaXJlY3Rpb24YAiABKA4yGS5jaGF0LnYxLkhpc3RvcnlEaXJlY3Rpb24SFQoNZnJvbV9zZXF1ZW5jZRgDIAEoBBINCgVsaW1pdBgEIAEoDSJhCg9IaXN0b3J5UmVzcG9uc2USDAoEcm9vbRgBIAEoCRInCghtZXNzYWdlcxgCIAMoCzIVLmNoYXQudjEuTWVzc2FnZUV2ZW50EhcKD2xhdGVzdF9zZXF1ZW5jZRgDIAEoBCL9BAoLQ2xpZW50RnJhbWUSEgoKcmVxdWVzdF9pZBgBIAEoBBITCgt0cmFjZXBhcmVudBgCIAEoCRItCglqb2luX3Jvb20YCiABKAsyGC5jaGF0LnYxLkpvaW5Sb29tUmVxdWVzdEgAEi8KCmxlYXZlX3Jvb20YCyABKAsyGS5jaGF0LnYxLkxlYXZlUm9vbVJlcXVlc3RIABIzCgxzZW5kX21lc3NhZ2UYDCABKAsyGy5jaGF0LnYxLlNlbmRNZXNzYWdlUmVxdWVzdEgAEjMKDGxpc3RfbWVtYmVycxgNIAEoCzIbLmNoYXQudjEuTGlzdE1lbWJlcnNSZXF1ZXN0SAASLwoKbGlzdF9yb29tcxgOIAEoCzIZLmNoYXQudjEuTGlzdFJvb21zUmVxdWVzdEgAEiQKBHBpbmcYDyABKAsyFC5jaGF0LnYxLlBpbmdSZXF1ZXN0SAASKgoHaGlzdG9yeRgQIAEoCzIXLmNoYXQudjEuSGlzdG9yeVJlcXVlc3RIABIoCgZ0eXBpbmcYESABKAsyFi5jaGF0LnYxLlR5cGluZ1JlcXVlc3RIABIzCgxlZGl0X21lc3NhZ2UYEiABKAsyGy5jaGF0LnYxLkVkaXRNZXNzYWdlUmVxdWVzdEgAEjcKDmRlbGV0ZV9tZXNzYWdlGBMgASgLMh0uY2hhdC52MS5EZWxldGVNZXNzYWdlUmVxdWVzdEgAEi0KCW1hcmtfcmVhZBgUIAEoCzIYLmNoYXQudjEuTWFya1JlYWRSZXF1ZXN0SAASJgoFcmVhY3QYFSABKAsyFS5jaGF0LnYxLlJlYWN0UmVxdWVzdEgAQgkKB3JlcXVlc3QiZQoMUmVhY3RSZXF1ZXN0EgwKBHJvb20YASABKAkSEAoIc2VxdWVuY2UYAiABKAQSDQoFZW1vamkYAyABKAkSCwoDYWRkGAQgASgIEhkKEWNsaWVudF9tZXNzYWdlX2lkGAUgASgJIjEKD01hcmtSZWFkUmVxdWVzdBIMCgRyb29tGAEgASgJEhAKCHNlcXVlbmNlGAIgASgEIl0KEkVkaXRNZXNzYWdlUmVxdWVzdBIMCgRyb29tGAEgASgJEhAKCHNlcXVlbmNlGAIgASgEEgwKBHRleHQYAyABKAkSGQoRY2xpZW50X21lc3NhZ2VfaWQYBCABKAkiUQoURGVsZXRlTWVzc2FnZVJlcXVlc3QSDAoEcm9vbRgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoBBIZChFjbGllbnRfbWVzc2FnZV9pZBgDIAEoCSItCg1UeXBpbmdSZXF1ZXN0EgwKBHJvb20YASABKAkSDgoGdHlwaW5nGAIgASgIIk8KD0pvaW5Sb29tUmVxdWVzdBIMCgRyb29tGAEgASgJEhsKDnNpbmNlX3NlcXVlbmNlGAIgASgESACIAQFCEQoPX3NpbmNlX3NlcXVlbmNlIiAKEExlYXZlUm9vbVJlcXVlc3QSDAoEcm9vbRgBIAEoCSJLChJTZW5kTWVzc2FnZVJlcXVlc3QSDAoEcm9vbRgBIAEoCRIZChFjbGllbnRfbWVzc2FnZV9pZBgCIAEoCRIMCgR0ZXh0GAMgASgJIiIKEkxpc3RNZW1iZXJzUmVxdWVzdBIMCgRyb29tGAEgASgJIhIKEExpc3RSb29tc1JlcXVlc3QiKgoLUGluZ1JlcXVlc3QSGwoTY2xpZW50X3RpbWVfdW5peF9tcxgBIAEoAyKVAwoLU2VydmVyRnJhbWUSHwoFcmVwbHkYASABKAsyDi5jaGF0LnYxLlJlcGx5SAASIwoHd2VsY29tZRgCIAEoCzIQLmNoYXQudjEuV2VsY29tZUgAEigKB21lc3NhZ2UYAyABKAsyFS5jaGF0LnYxLk1lc3NhZ2VFdmVudEgAEi4KDW1lbWJlcl9qb2luZWQYBCABKAsyFS5jaGF0LnYxLk1lbWJlckpvaW5lZEgAEioKC21lbWJlcl9sZWZ0GAUgASgLMhMuY2hhdC52MS5NZW1iZXJMZWZ0SAASLQoMbm90aWZpY2F0aW9uGAYgASgLMhUuY2hhdC52MS5Ob3RpZmljYXRpb25IABIvCgpkaXNjb25uZWN0GAcgASgLMhkuY2hhdC52MS5EaXNjb25uZWN0Tm90aWNlSAASIQoGdHlwaW5nGAggASgLMg8uY2hhdC52MS5UeXBpbmdIABIuCg1yZWFkX3JlY2VpcHRzGAkgASgLMhUuY2hhdC52MS5SZWFkUmVjZWlwdHNIAEIHCgVmcmFtZSLBAQoHV2VsY29tZRIVCg1jb25uZWN0aW9uX2lkGAEgASgJEhwKA3lvdRgCIAEoCzIPLmNoYXQudjEuTWVtYmVyEhsKE3NlcnZlcl90aW1lX3VuaXhfbXMYAyABKAMSFgoObWF4X3RleHRfYnl0ZXMYBCABKA0SIAoYbWF4X3Jvb21zX3Blcl9jb25uZWN0aW9uGAUgASgNEhcKD2lkbGVfdGltZW91dF9tcxgGIAEoDRIRCglzZXJ2ZXJfaWQYByABKAkiLwoGTWVtYmVyEg8KB3VzZXJfaWQYASABKAkSFAoMZGlzcGxheV9uYW1lGAIgASgJIvwECgVSZXBseRISCgpyZXF1ZXN0X2lkGAEgASgEEh8KBWVycm9yGAIgASgLMg4uY2hhdC52MS5FcnJvckgAEiwKCWpvaW5fcm9vbRgKIAEoCzIXLmNoYXQudjEuSm9pblJvb21SZXN1bHRIABIuCgpsZWF2ZV9yb29tGAsgASgLMhguY2hhdC52MS5MZWF2ZVJvb21SZXN1bHRIABIyCgxzZW5kX21lc3NhZ2UYDCABKAsyGi5jaGF0LnYxLlNlbmRNZXNzYWdlUmVzdWx0SAASMgoMbGlzdF9tZW1iZXJzGA0gASgLMhouY2hhdC52MS5MaXN0TWVtYmVyc1Jlc3VsdEgAEi4KCmxpc3Rfcm9vbXMYDiABKAsyGC5jaGF0LnYxLkxpc3RSb29tc1Jlc3VsdEgAEiMKBHBvbmcYDyABKAsyEy5jaGF0LnYxLlBvbmdSZXN1bHRIABIrCgdoaXN0b3J5GBAgASgLMhguY2hhdC52MS5IaXN0b3J5UmVzcG9uc2VIABInCgZ0eXBpbmcYESABKAsyFS5jaGF0LnYxLlR5cGluZ1Jlc3VsdEgAEjIKDGVkaXRfbWVzc2FnZRgSIAEoCzIaLmNoYXQudjEuU2VuZE1lc3NhZ2VSZXN1bHRIABI0Cg5kZWxldGVfbWVzc2FnZRgTIAEoCzIaLmNoYXQudjEuU2VuZE1lc3NhZ2VSZXN1bHRIABIsCgltYXJrX3JlYWQYFCABKAsyFy5jaGF0LnYxLk1hcmtSZWFkUmVzdWx0SAASKwoFcmVhY3QYFSABKAsyGi5jaGF0LnYxLlNlbmRNZXNzYWdlUmVzdWx0SABCCAoGcmVzdWx0IlIKBUVycm9yEiAKBGNvZGUYASABKA4yEi5jaGF0LnYxLkVycm9yQ29kZRIPCgdtZXNzYWdlGAIgASgJEhYKDnJldHJ5X2FmdGVyX21zGAMgASgNItoBCg5Kb2luUm9vbVJlc3VsdBIMCgRyb29tGAEgASgJEiAKB21lbWJlcnMYAiADKAsyDy5jaGF0LnYxLk1lbWJlchIXCg9sYXRlc3Rfc2VxdWVuY2UYAyABKAQSHgoWYmFja2xvZ19hZnRlcl9zZXF1ZW5jZRgEIAEoBBIaChJiYWNrbG9nX2luY29tcGxldGUYBSABKAgSFgoOc2VxdWVuY2VfcmVzZXQYBiABKAgSFQoNcmVhZF9zZXF1ZW5jZRgHIAEoBBIUCgx1bnJlYWRfY291bnQYCCABKA0iSwoOTWFya1JlYWRSZXN1bHQSDAoEcm9vbRgBIAEoCRIVCg1yZWFkX3NlcXVlbmNlGAIgASgEEhQKDHVucmVhZF9jb3VudBgDIAEoDSJGCgxSZWFkUmVjZWlwdHMSDAoEcm9vbRgBIAEoCRIoCglwb3NpdGlvbnMYAiADKAsyFS5jaGF0LnYxLlJlYWRQb3NpdGlvbiJBCgxSZWFkUG9zaXRpb24SHwoGbWVtYmVyGAEgASgLMg8uY2hhdC52MS5NZW1iZXISEAoIc2VxdWVuY2UYAiABKAQiHwoPTGVhdmVSb29tUmVzdWx0EgwKBHJvb20YASABKAkifwoRU2VuZE1lc3NhZ2VSZXN1bHQSEgoKbWVzc2FnZV9pZBgBIAEoCRIMCgRyb29tGAIgASgJEhAKCHNlcXVlbmNlGAMgASgEEhsKE3NlcnZlcl90aW1lX3VuaXhfbXMYBCABKAMSGQoRY2xpZW50X21lc3NhZ2VfaWQYBSABKAkiQwoRTGlzdE1lbWJlcnNSZXN1bHQSDAoEcm9vbRgBIAEoCRIgCgdtZW1iZXJzGAIgAygLMg8uY2hhdC52MS5NZW1iZXIiIAoPTGlzdFJvb21zUmVzdWx0Eg0KBXJvb21zGAEgAygJIkYKClBvbmdSZXN1bHQSGwoTY2xpZW50X3RpbWVfdW5peF9tcxgBIAEoAxIbChNzZXJ2ZXJfdGltZV91bml4X21zGAIgASgDIg4KDFR5cGluZ1Jlc3VsdCK4AgoMTWVzc2FnZUV2ZW50EhIKCm1lc3NhZ2VfaWQYASABKAkSDAoEcm9vbRgCIAEoCRIQCghzZXF1ZW5jZRgDIAEoBBIfCgZzZW5kZXIYBCABKAsyDy5jaGF0LnYxLk1lbWJlchIMCgR0ZXh0GAUgASgJEhsKE3NlcnZlcl90aW1lX3VuaXhfbXMYBiABKAMSGQoRY2xpZW50X21lc3NhZ2VfaWQYByABKAkSIgoEa2luZBgIIAEoDjIULmNoYXQudjEuTWVzc2FnZUtpbmQSFwoPdGFyZ2V0X3NlcXVlbmNlGAkgASgEEhkKEWVkaXRlZF9hdF91bml4X21zGAogASgDEg8KB2RlbGV0ZWQYCyABKAgSJAoJcmVhY3Rpb25zGAwgAygLMhEuY2hhdC52MS5SZWFjdGlvbiJKCghSZWFjdGlvbhINCgVlbW9qaRgBIAEoCRINCgVjb3VudBgCIAEoDRIgCgdtZW1iZXJzGAMgAygLMg8uY2hhdC52MS5NZW1iZXIiYQoGVHlwaW5nEgwKBHJvb20YASABKAkSHwoGbWVtYmVyGAIgASgLMg8uY2hhdC52MS5NZW1iZXISDgoGdHlwaW5nGAMgASgIEhgKEGV4cGlyZXNfYWZ0ZXJfbXMYBCABKA0iPQoMTWVtYmVySm9pbmVkEgwKBHJvb20YASABKAkSHwoGbWVtYmVyGAIgASgLMg8uY2hhdC52MS5NZW1iZXIiOwoKTWVtYmVyTGVmdBIMCgRyb29tGAEgASgJEh8KBm1lbWJlchgCIAEoCzIPLmNoYXQudjEuTWVtYmVyIjkKDE5vdGlmaWNhdGlvbhIMCgR0ZXh0GAEgASgJEhsKE3NlcnZlcl90aW1lX3VuaXhfbXMYAiABKAMiagoQRGlzY29ubmVjdE5vdGljZRIpCgZyZWFzb24YASABKA4yGS5jaGF0LnYxLkRpc2Nvbm5lY3RSZWFzb24SDwoHbWVzc2FnZRgCIAEoCRIaChJyZWNvbm5lY3RfYWZ0ZXJfbXMYAyABKA0qUQoQSGlzdG9yeURpcmVjdGlvbhIeChpISVNUT1JZX0RJUkVDVElPTl9CQUNLV0FSRBAAEh0KGUhJU1RPUllfRElSRUNUSU9OX0ZPUldBUkQQASq/AwoJRXJyb3JDb2RlEhoKFkVSUk9SX0NPREVfVU5TUEVDSUZJRUQQABIfChtFUlJPUl9DT0RFX0lOVkFMSURfQVJHVU1FTlQQARIgChxFUlJPUl9DT0RFX01FU1NBR0VfVE9PX0xBUkdFEAISGwoXRVJST1JfQ09ERV9OT1RfQV9NRU1CRVIQAxIfChtFUlJPUl9DT0RFX0FMUkVBRFlfQV9NRU1CRVIQBBIdChlFUlJPUl9DT0RFX1RPT19NQU5ZX1JPT01TEAUSGwoXRVJST1JfQ09ERV9SQVRFX0xJTUlURUQQBhIeChpFUlJPUl9DT0RFX1VOQVVUSEVOVElDQVRFRBAHEiAKHEVSUk9SX0NPREVfUEVSTUlTU0lPTl9ERU5JRUQQCBIaChZFUlJPUl9DT0RFX1VOQVZBSUxBQkxFEAkSFwoTRVJST1JfQ09ERV9JTlRFUk5BTBAKEiAKHEVSUk9SX0NPREVfTUVTU0FHRV9OT1RfRk9VTkQQCxIdChlFUlJPUl9DT0RFX05PVF9USEVfQVVUSE9SEAwSIQodRVJST1JfQ09ERV9UT09fTUFOWV9SRUFDVElPTlMQDSqbAQoLTWVzc2FnZUtpbmQSGAoUTUVTU0FHRV9LSU5EX01FU1NBR0UQABIVChFNRVNTQUdFX0tJTkRfRURJVBABEhcKE01FU1NBR0VfS0lORF9ERUxFVEUQAhIfChtNRVNTQUdFX0tJTkRfUkVBQ1RJT05fQURERUQQAxIhCh1NRVNTQUdFX0tJTkRfUkVBQ1RJT05fUkVNT1ZFRBAEKpUCChBEaXNjb25uZWN0UmVhc29uEiEKHURJU0NPTk5FQ1RfUkVBU09OX1VOU1BFQ0lGSUVEEAASIwofRElTQ09OTkVDVF9SRUFTT05fU0hVVFRJTkdfRE9XThABEiMKH0RJU0NPTk5FQ1RfUkVBU09OX1NMT1dfQ09OU1VNRVIQAhIiCh5ESVNDT05ORUNUX1JFQVNPTl9BVVRIX0VYUElSRUQQAxIiCh5ESVNDT05ORUNUX1JFQVNPTl9JRExFX1RJTUVPVVQQBBIoCiRESVNDT05ORUNUX1JFQVNPTl9QUk9UT0NPTF9WSU9MQVRJT04QBRIiCh5ESVNDT05ORUNUX1JFQVNPTl9NQVhfTElGRVRJTUUQBjKGAQoLQ2hhdFNlcnZpY2USOQoHU2Vzc2lvbhIULmNoYXQudjEuQ2xpZW50RnJhbWUaFC5jaGF0LnYxLlNlcnZlckZyYW1lKAEwARI8CgdIaXN0b3J5EhcuY2hhdC52MS5IaXN0b3J5UmVxdWVzdBoYLmNoYXQudjEuSGlzdG9yeVJlc3BvbnNlQikKC2Rldi5jaGF0LnYxUAFaDmNoYXQvdjE7Y2hhdHYxqgIHQ2hhdC5WMWIGcHJvdG8z");
 
 /**
  * A page of a room's history.
@@ -247,6 +247,16 @@ export type ClientFrame = Message<"chat.v1.ClientFrame"> & {
      */
     value: MarkReadRequest;
     case: "markRead";
+  } | {
+    /**
+     * Add or remove this user's emoji reaction to a message. Numbered and
+     * stored like an edit: the room's members receive a `MessageEvent` of
+     * kind REACTION_ADDED or REACTION_REMOVED. Needs write access.
+     *
+     * @generated from field: chat.v1.ReactRequest react = 21;
+     */
+    value: ReactRequest;
+    case: "react";
   } | { case: undefined; value?: undefined };
 };
 
@@ -256,6 +266,61 @@ export type ClientFrame = Message<"chat.v1.ClientFrame"> & {
  */
 export const ClientFrameSchema: GenMessage<ClientFrame> = /*@__PURE__*/
   messageDesc(file_chat_v1_chat, 2);
+
+/**
+ * This user's reaction `emoji` on message `sequence`, added or removed.
+ * Fails with MESSAGE_NOT_FOUND as an edit does, INVALID_ARGUMENT for an
+ * emoji that is empty, longer than 32 bytes or has spaces or control
+ * characters, and TOO_MANY_REACTIONS past 20 different reactions of one
+ * user on one message. Adding one the user already has, or removing one it
+ * does not have, changes nothing but is numbered all the same. Rate
+ * limited with sends.
+ *
+ * @generated from message chat.v1.ReactRequest
+ */
+export type ReactRequest = Message<"chat.v1.ReactRequest"> & {
+  /**
+   * The room.
+   *
+   * @generated from field: string room = 1;
+   */
+  room: string;
+
+  /**
+   * The message reacted to.
+   *
+   * @generated from field: uint64 sequence = 2;
+   */
+  sequence: bigint;
+
+  /**
+   * The reaction: an emoji (any short text without spaces, e.g. "👍").
+   *
+   * @generated from field: string emoji = 3;
+   */
+  emoji: string;
+
+  /**
+   * Add it (true) or take it back (false).
+   *
+   * @generated from field: bool add = 4;
+   */
+  add: boolean;
+
+  /**
+   * The client's own id for this change, as for a send.
+   *
+   * @generated from field: string client_message_id = 5;
+   */
+  clientMessageId: string;
+};
+
+/**
+ * Describes the message chat.v1.ReactRequest.
+ * Use `create(ReactRequestSchema)` to create a new message.
+ */
+export const ReactRequestSchema: GenMessage<ReactRequest> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 3);
 
 /**
  * This user has read `room` up to `sequence` (clamped to the room's latest;
@@ -284,7 +349,7 @@ export type MarkReadRequest = Message<"chat.v1.MarkReadRequest"> & {
  * Use `create(MarkReadRequestSchema)` to create a new message.
  */
 export const MarkReadRequestSchema: GenMessage<MarkReadRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 3);
+  messageDesc(file_chat_v1_chat, 4);
 
 /**
  * A new text for an earlier message of this user, in a room this connection
@@ -331,7 +396,7 @@ export type EditMessageRequest = Message<"chat.v1.EditMessageRequest"> & {
  * Use `create(EditMessageRequestSchema)` to create a new message.
  */
 export const EditMessageRequestSchema: GenMessage<EditMessageRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 4);
+  messageDesc(file_chat_v1_chat, 5);
 
 /**
  * Takes back an earlier message; see `EditMessageRequest` for the errors.
@@ -366,7 +431,7 @@ export type DeleteMessageRequest = Message<"chat.v1.DeleteMessageRequest"> & {
  * Use `create(DeleteMessageRequestSchema)` to create a new message.
  */
 export const DeleteMessageRequestSchema: GenMessage<DeleteMessageRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 5);
+  messageDesc(file_chat_v1_chat, 6);
 
 /**
  * Typing in a room, or stopped. A client typing repeats `typing = true`
@@ -398,7 +463,7 @@ export type TypingRequest = Message<"chat.v1.TypingRequest"> & {
  * Use `create(TypingRequestSchema)` to create a new message.
  */
 export const TypingRequestSchema: GenMessage<TypingRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 6);
+  messageDesc(file_chat_v1_chat, 7);
 
 /**
  * Join a room. Rooms exist while they have members; joining an unknown room
@@ -430,7 +495,7 @@ export type JoinRoomRequest = Message<"chat.v1.JoinRoomRequest"> & {
  * Use `create(JoinRoomRequestSchema)` to create a new message.
  */
 export const JoinRoomRequestSchema: GenMessage<JoinRoomRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 7);
+  messageDesc(file_chat_v1_chat, 8);
 
 /**
  * Leave a room this connection is a member of.
@@ -451,7 +516,7 @@ export type LeaveRoomRequest = Message<"chat.v1.LeaveRoomRequest"> & {
  * Use `create(LeaveRoomRequestSchema)` to create a new message.
  */
 export const LeaveRoomRequestSchema: GenMessage<LeaveRoomRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 8);
+  messageDesc(file_chat_v1_chat, 9);
 
 /**
  * Send a text message to a room.
@@ -491,7 +556,7 @@ export type SendMessageRequest = Message<"chat.v1.SendMessageRequest"> & {
  * Use `create(SendMessageRequestSchema)` to create a new message.
  */
 export const SendMessageRequestSchema: GenMessage<SendMessageRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 9);
+  messageDesc(file_chat_v1_chat, 10);
 
 /**
  * List the members of a room.
@@ -512,7 +577,7 @@ export type ListMembersRequest = Message<"chat.v1.ListMembersRequest"> & {
  * Use `create(ListMembersRequestSchema)` to create a new message.
  */
 export const ListMembersRequestSchema: GenMessage<ListMembersRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 10);
+  messageDesc(file_chat_v1_chat, 11);
 
 /**
  * List the rooms this connection is a member of.
@@ -527,7 +592,7 @@ export type ListRoomsRequest = Message<"chat.v1.ListRoomsRequest"> & {
  * Use `create(ListRoomsRequestSchema)` to create a new message.
  */
 export const ListRoomsRequestSchema: GenMessage<ListRoomsRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 11);
+  messageDesc(file_chat_v1_chat, 12);
 
 /**
  * Heartbeat. The server answers with `PongResult`.
@@ -548,7 +613,7 @@ export type PingRequest = Message<"chat.v1.PingRequest"> & {
  * Use `create(PingRequestSchema)` to create a new message.
  */
 export const PingRequestSchema: GenMessage<PingRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 12);
+  messageDesc(file_chat_v1_chat, 13);
 
 /**
  * One frame from server to client.
@@ -642,7 +707,7 @@ export type ServerFrame = Message<"chat.v1.ServerFrame"> & {
  * Use `create(ServerFrameSchema)` to create a new message.
  */
 export const ServerFrameSchema: GenMessage<ServerFrame> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 13);
+  messageDesc(file_chat_v1_chat, 14);
 
 /**
  * Describes the session the server just opened.
@@ -706,7 +771,7 @@ export type Welcome = Message<"chat.v1.Welcome"> & {
  * Use `create(WelcomeSchema)` to create a new message.
  */
 export const WelcomeSchema: GenMessage<Welcome> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 14);
+  messageDesc(file_chat_v1_chat, 15);
 
 /**
  * A user as other members see them.
@@ -735,7 +800,7 @@ export type Member = Message<"chat.v1.Member"> & {
  * Use `create(MemberSchema)` to create a new message.
  */
 export const MemberSchema: GenMessage<Member> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 15);
+  messageDesc(file_chat_v1_chat, 16);
 
 /**
  * The answer to exactly one request.
@@ -851,6 +916,14 @@ export type Reply = Message<"chat.v1.Reply"> & {
      */
     value: MarkReadResult;
     case: "markRead";
+  } | {
+    /**
+     * Answer to `react`: the change's own id, sequence and time.
+     *
+     * @generated from field: chat.v1.SendMessageResult react = 21;
+     */
+    value: SendMessageResult;
+    case: "react";
   } | { case: undefined; value?: undefined };
 };
 
@@ -859,7 +932,7 @@ export type Reply = Message<"chat.v1.Reply"> & {
  * Use `create(ReplySchema)` to create a new message.
  */
 export const ReplySchema: GenMessage<Reply> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 16);
+  messageDesc(file_chat_v1_chat, 17);
 
 /**
  * A failed request. The request changed nothing.
@@ -895,7 +968,7 @@ export type Error = Message<"chat.v1.Error"> & {
  * Use `create(ErrorSchema)` to create a new message.
  */
 export const ErrorSchema: GenMessage<Error> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 17);
+  messageDesc(file_chat_v1_chat, 18);
 
 /**
  * Result of joining a room.
@@ -981,7 +1054,7 @@ export type JoinRoomResult = Message<"chat.v1.JoinRoomResult"> & {
  * Use `create(JoinRoomResultSchema)` to create a new message.
  */
 export const JoinRoomResultSchema: GenMessage<JoinRoomResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 18);
+  messageDesc(file_chat_v1_chat, 19);
 
 /**
  * Result of marking a room read.
@@ -1016,7 +1089,7 @@ export type MarkReadResult = Message<"chat.v1.MarkReadResult"> & {
  * Use `create(MarkReadResultSchema)` to create a new message.
  */
 export const MarkReadResultSchema: GenMessage<MarkReadResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 19);
+  messageDesc(file_chat_v1_chat, 20);
 
 /**
  * Members have read a room up to these positions: each position that moved
@@ -1049,7 +1122,7 @@ export type ReadReceipts = Message<"chat.v1.ReadReceipts"> & {
  * Use `create(ReadReceiptsSchema)` to create a new message.
  */
 export const ReadReceiptsSchema: GenMessage<ReadReceipts> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 20);
+  messageDesc(file_chat_v1_chat, 21);
 
 /**
  * One member's read position in a room.
@@ -1077,7 +1150,7 @@ export type ReadPosition = Message<"chat.v1.ReadPosition"> & {
  * Use `create(ReadPositionSchema)` to create a new message.
  */
 export const ReadPositionSchema: GenMessage<ReadPosition> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 21);
+  messageDesc(file_chat_v1_chat, 22);
 
 /**
  * Result of leaving a room.
@@ -1098,7 +1171,7 @@ export type LeaveRoomResult = Message<"chat.v1.LeaveRoomResult"> & {
  * Use `create(LeaveRoomResultSchema)` to create a new message.
  */
 export const LeaveRoomResultSchema: GenMessage<LeaveRoomResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 22);
+  messageDesc(file_chat_v1_chat, 23);
 
 /**
  * Acknowledgement of a sent message: it has been accepted and sequenced.
@@ -1147,7 +1220,7 @@ export type SendMessageResult = Message<"chat.v1.SendMessageResult"> & {
  * Use `create(SendMessageResultSchema)` to create a new message.
  */
 export const SendMessageResultSchema: GenMessage<SendMessageResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 23);
+  messageDesc(file_chat_v1_chat, 24);
 
 /**
  * The members of a room.
@@ -1176,7 +1249,7 @@ export type ListMembersResult = Message<"chat.v1.ListMembersResult"> & {
  * Use `create(ListMembersResultSchema)` to create a new message.
  */
 export const ListMembersResultSchema: GenMessage<ListMembersResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 24);
+  messageDesc(file_chat_v1_chat, 25);
 
 /**
  * The rooms this connection is a member of.
@@ -1197,7 +1270,7 @@ export type ListRoomsResult = Message<"chat.v1.ListRoomsResult"> & {
  * Use `create(ListRoomsResultSchema)` to create a new message.
  */
 export const ListRoomsResultSchema: GenMessage<ListRoomsResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 25);
+  messageDesc(file_chat_v1_chat, 26);
 
 /**
  * Answer to a ping.
@@ -1225,7 +1298,7 @@ export type PongResult = Message<"chat.v1.PongResult"> & {
  * Use `create(PongResultSchema)` to create a new message.
  */
 export const PongResultSchema: GenMessage<PongResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 26);
+  messageDesc(file_chat_v1_chat, 27);
 
 /**
  * Answer to `typing`.
@@ -1240,7 +1313,7 @@ export type TypingResult = Message<"chat.v1.TypingResult"> & {
  * Use `create(TypingResultSchema)` to create a new message.
  */
 export const TypingResultSchema: GenMessage<TypingResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 27);
+  messageDesc(file_chat_v1_chat, 28);
 
 /**
  * A numbered event of a room: a message posted to it, or a change to an
@@ -1331,6 +1404,14 @@ export type MessageEvent = Message<"chat.v1.MessageEvent"> & {
    * @generated from field: bool deleted = 11;
    */
   deleted: boolean;
+
+  /**
+   * For a message read from history: its reactions now, one entry per
+   * emoji, in the order they were first given.
+   *
+   * @generated from field: repeated chat.v1.Reaction reactions = 12;
+   */
+  reactions: Reaction[];
 };
 
 /**
@@ -1338,7 +1419,42 @@ export type MessageEvent = Message<"chat.v1.MessageEvent"> & {
  * Use `create(MessageEventSchema)` to create a new message.
  */
 export const MessageEventSchema: GenMessage<MessageEvent> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 28);
+  messageDesc(file_chat_v1_chat, 29);
+
+/**
+ * The reactions with one emoji on a message.
+ *
+ * @generated from message chat.v1.Reaction
+ */
+export type Reaction = Message<"chat.v1.Reaction"> & {
+  /**
+   * The emoji.
+   *
+   * @generated from field: string emoji = 1;
+   */
+  emoji: string;
+
+  /**
+   * How many members gave it.
+   *
+   * @generated from field: uint32 count = 2;
+   */
+  count: number;
+
+  /**
+   * Who gave it: the first 50 (`count` says how many there are).
+   *
+   * @generated from field: repeated chat.v1.Member members = 3;
+   */
+  members: Member[];
+};
+
+/**
+ * Describes the message chat.v1.Reaction.
+ * Use `create(ReactionSchema)` to create a new message.
+ */
+export const ReactionSchema: GenMessage<Reaction> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 30);
 
 /**
  * Another member of a room is typing there, or stopped. Ephemeral: never
@@ -1384,7 +1500,7 @@ export type Typing = Message<"chat.v1.Typing"> & {
  * Use `create(TypingSchema)` to create a new message.
  */
 export const TypingSchema: GenMessage<Typing> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 29);
+  messageDesc(file_chat_v1_chat, 31);
 
 /**
  * A user became a member of a room (their first connection joined it).
@@ -1412,7 +1528,7 @@ export type MemberJoined = Message<"chat.v1.MemberJoined"> & {
  * Use `create(MemberJoinedSchema)` to create a new message.
  */
 export const MemberJoinedSchema: GenMessage<MemberJoined> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 30);
+  messageDesc(file_chat_v1_chat, 32);
 
 /**
  * A user stopped being a member of a room (their last connection left it,
@@ -1441,7 +1557,7 @@ export type MemberLeft = Message<"chat.v1.MemberLeft"> & {
  * Use `create(MemberLeftSchema)` to create a new message.
  */
 export const MemberLeftSchema: GenMessage<MemberLeft> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 31);
+  messageDesc(file_chat_v1_chat, 33);
 
 /**
  * A notice from the server to every connected client (the periodic
@@ -1470,7 +1586,7 @@ export type Notification = Message<"chat.v1.Notification"> & {
  * Use `create(NotificationSchema)` to create a new message.
  */
 export const NotificationSchema: GenMessage<Notification> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 32);
+  messageDesc(file_chat_v1_chat, 34);
 
 /**
  * Sent just before the server closes the stream.
@@ -1506,7 +1622,7 @@ export type DisconnectNotice = Message<"chat.v1.DisconnectNotice"> & {
  * Use `create(DisconnectNoticeSchema)` to create a new message.
  */
 export const DisconnectNoticeSchema: GenMessage<DisconnectNotice> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 33);
+  messageDesc(file_chat_v1_chat, 35);
 
 /**
  * Which way a history page goes from `from_sequence`.
@@ -1636,6 +1752,13 @@ export enum ErrorCode {
    * @generated from enum value: ERROR_CODE_NOT_THE_AUTHOR = 12;
    */
   NOT_THE_AUTHOR = 12,
+
+  /**
+   * One user has as many different reactions on one message as allowed.
+   *
+   * @generated from enum value: ERROR_CODE_TOO_MANY_REACTIONS = 13;
+   */
+  TOO_MANY_REACTIONS = 13,
 }
 
 /**
@@ -1672,6 +1795,22 @@ export enum MessageKind {
    * @generated from enum value: MESSAGE_KIND_DELETE = 2;
    */
   DELETE = 2,
+
+  /**
+   * `sender` reacted to the message `target_sequence` with `text` (an
+   * emoji).
+   *
+   * @generated from enum value: MESSAGE_KIND_REACTION_ADDED = 3;
+   */
+  REACTION_ADDED = 3,
+
+  /**
+   * `sender` took back its reaction `text` to the message
+   * `target_sequence`.
+   *
+   * @generated from enum value: MESSAGE_KIND_REACTION_REMOVED = 4;
+   */
+  REACTION_REMOVED = 4,
 }
 
 /**
