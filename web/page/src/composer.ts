@@ -43,6 +43,8 @@ export class Composer {
   private typingSaid = 0;
   /** The message being edited (undefined: the box writes a new one). */
   private editing: proto.MessageEvent | undefined;
+  /** What the box held when editing began, given back when it ends. */
+  private draft = "";
 
   /** Listens to the box until `signal` aborts (signing out). */
   constructor(
@@ -78,8 +80,8 @@ export class Composer {
     // Another room: the one left behind hears that this user stopped.
     if (room !== this.room) {
       this.stopTyping();
-      this.editing = undefined;
-      this.input.value = "";
+      // An edit does not follow to another room; a draft does, as before.
+      if (this.editing !== undefined) this.stopEditing();
     }
     this.room = room;
     this.input.disabled = room === undefined;
@@ -107,6 +109,7 @@ export class Composer {
   startEdit(message: proto.MessageEvent): void {
     if (message.room !== this.room) return;
     this.stopTyping();
+    if (this.editing === undefined) this.draft = this.input.value;
     this.editing = message;
     this.input.value = message.text;
     this.fit();
@@ -120,10 +123,11 @@ export class Composer {
     this.error.textContent = text;
   }
 
-  /** Leaves editing; the box is empty and writes new messages again. */
+  /** Leaves editing; the box holds its draft again and writes new messages. */
   private stopEditing(): void {
     this.editing = undefined;
-    this.input.value = "";
+    this.input.value = this.draft;
+    this.draft = "";
     this.fit();
     this.labelFor(this.room);
   }

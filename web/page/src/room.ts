@@ -161,9 +161,12 @@ function apply(message: proto.MessageEvent, change: proto.MessageEvent): void {
     message.reactions = [];
   } else if (change.kind === proto.MessageKind.REACTION_ADDED || change.kind === proto.MessageKind.REACTION_REMOVED) {
     react(message, change.text, change.sender, change.kind === proto.MessageKind.REACTION_ADDED);
-  } else if (change.kind === proto.MessageKind.EDIT && change.serverTimeUnixMs >= message.editedAtUnixMs) {
+  } else if (change.kind === proto.MessageKind.EDIT && change.sequence > message.editedSequence) {
+    // Edits in sequence order, never by clocks: one older than the text a
+    // history page brought changes nothing.
     message.text = change.text;
     message.editedAtUnixMs = change.serverTimeUnixMs;
+    message.editedSequence = change.sequence;
   }
 }
 

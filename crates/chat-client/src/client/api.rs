@@ -266,14 +266,15 @@ impl Client {
         loop {
             // Rejoin replies from here on wake a send refused for its room.
             let mut rejoined = self.inner.rejoined.subscribe();
-            match self.inner.request(request()).await {
-                Ok(
-                    reply::Result::SendMessage(r)
-                    | reply::Result::EditMessage(r)
-                    | reply::Result::DeleteMessage(r)
-                    | reply::Result::React(r),
-                ) => return Ok(r),
-                Ok(_) => return Err(ClientError::UnexpectedReply),
+            let asked = request();
+            let wanted = Numbered::asked(&asked);
+            match self.inner.request(asked).await {
+                Ok(reply) => {
+                    return match Numbered::answered(reply) {
+                        Some((kind, r)) if Some(kind) == wanted => Ok(r),
+                        _ => Err(ClientError::UnexpectedReply),
+                    };
+                }
                 Err(
                     e @ (ClientError::NotConnected
                     | ClientError::Disconnected
@@ -498,5 +499,38 @@ fn status_error(status: &tonic::Status) -> ClientError {
             .get("chat-retry-after-ms")
             .and_then(|v| v.to_str().ok()?.parse().ok())
             .unwrap_or(0),
+    }
+}
+
+/// The requests the server numbers, to match each with its own reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Numbered {
+    Send,
+    Edit,
+    Delete,
+    React,
+}
+
+impl Numbered {
+    /// Which one `request` is.
+    fn asked(request: &Request) -> Option<Numbered> {
+        match request {
+            Request::SendMessage(_) => Some(Numbered::Send),
+            Request::EditMessage(_) => Some(Numbered::Edit),
+            Request::DeleteMessage(_) => Some(Numbered::Delete),
+            Request::React(_) => Some(Numbered::React),
+            _ => None,
+        }
+    }
+
+    /// Which one `reply` answers, and its result.
+    fn answered(reply: reply::Result) -> Option<(Numbered, SendMessageResult)> {
+        match reply {
+            reply::Result::SendMessage(r) => Some((Numbered::Send, r)),
+            reply::Result::EditMessage(r) => Some((Numbered::Edit, r)),
+            reply::Result::DeleteMessage(r) => Some((Numbered::Delete, r)),
+            reply::Result::React(r) => Some((Numbered::React, r)),
+            _ => None,
+        }
     }
 }

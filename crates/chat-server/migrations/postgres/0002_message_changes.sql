@@ -5,6 +5,9 @@
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS kind SMALLINT NOT NULL DEFAULT 0;
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS target_sequence BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS edited_at_ms BIGINT NOT NULL DEFAULT 0;
+-- The sequence of the edit whose text a message holds (0: none): clients
+-- order edits by it, never by clocks.
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS edited_sequence BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS deleted BOOLEAN NOT NULL DEFAULT false;
 
 -- A delete empties the text of the message's earlier edits too (kind 1).

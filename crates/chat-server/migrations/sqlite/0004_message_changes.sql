@@ -5,6 +5,9 @@
 ALTER TABLE messages ADD COLUMN kind INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE messages ADD COLUMN target_sequence INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE messages ADD COLUMN edited_at_ms INTEGER NOT NULL DEFAULT 0;
+-- The sequence of the edit whose text a message holds (0: none): clients
+-- order edits by it, never by clocks.
+ALTER TABLE messages ADD COLUMN edited_sequence INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
 
 -- A delete empties the text of the message's earlier edits too (kind 1).

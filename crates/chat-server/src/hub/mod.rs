@@ -506,6 +506,7 @@ impl Hub {
         let started = std::time::Instant::now();
         let kind = message.kind;
         let room_name = message.room.to_string();
+        let reaction = kind.is_reaction().then(|| message.text.clone());
         let stored = match kind {
             Kind::Message => {
                 self.store
@@ -540,6 +541,19 @@ impl Hub {
         })?;
         self.metrics.store_append.observe(started.elapsed());
         let stored = appended.message;
+        // A retry is the same request: the same id naming another kind of
+        // event (a send's id reused for an edit, another reaction) is the
+        // client's mistake, and must not be answered or republished as if
+        // it were this one.
+        if appended.duplicate
+            && (stored.message.kind != kind
+                || reaction.is_some_and(|emoji| emoji != stored.message.text))
+        {
+            return Err(RequestError::InvalidArgument(format!(
+                "client_message_id {:?} already names sequence {} of room {}, another request",
+                stored.message.client_message_id, stored.sequence, stored.message.room
+            )));
+        }
         if appended.duplicate {
             // A retried send: the retry gets the original acknowledgement.
             // Whether the original was published is unknown (an error can
@@ -704,6 +718,7 @@ pub fn message_event(stored: &StoredMessage) -> MessageEvent {
         } as i32,
         target_sequence: m.kind.target(),
         edited_at_unix_ms: stored.edited_at_ms,
+        edited_sequence: stored.edited_sequence,
         deleted: stored.deleted,
         reactions: stored
             .reactions

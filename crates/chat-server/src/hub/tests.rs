@@ -208,3 +208,57 @@ async fn an_up_to_date_resume_reads_nothing_from_the_store() {
     assert_eq!(reads(), 2, "beyond where the room stands: the store says");
     assert!(reset, "the store is behind the point");
 }
+
+/// Review of issue 16: a client message id names one request. Reused for
+/// another kind (a send's id for an edit, an edit's for a send, one
+/// reaction's for another emoji) it is refused, not answered with the
+/// other request's acknowledgement (nor republished as this one).
+#[tokio::test]
+async fn a_client_message_id_reused_for_another_kind_of_request_is_refused() {
+    let rooms = Arc::new(Rooms::new(true, None));
+    let store = Arc::new(MemoryStore::new());
+    let backplane = Arc::new(LocalBackplane::new(rooms.clone()));
+    let hub = Hub::new("a".into(), Limits::default(), rooms, store, backplane);
+    let lobby = RoomName::parse("lobby").unwrap();
+    let (outbox, _stream) = outbox(64);
+    hub.join(&lobby, 1, &user("ann"), outbox, None, |_, _| {
+        EncodedFrame(bytes::Bytes::new())
+    })
+    .await
+    .unwrap();
+    let request = |id: &str, text: &str, kind: Kind| NewMessage {
+        room: lobby.clone(),
+        sender: user("ann"),
+        client_message_id: id.into(),
+        text: text.into(),
+        kind,
+    };
+    hub.send(request("s1", "hello", Kind::Message))
+        .await
+        .unwrap();
+    let edit = hub
+        .change(request("e1", "hello!", Kind::Edit(1)), false)
+        .await
+        .unwrap();
+    assert_eq!(edit.sequence, 2);
+    let invalid = |r: Result<StoredMessage, RequestError>| {
+        assert!(matches!(r, Err(RequestError::InvalidArgument(_))), "{r:?}")
+    };
+    invalid(hub.change(request("s1", "x", Kind::Edit(1)), false).await);
+    invalid(hub.send(request("e1", "x", Kind::Message)).await);
+    invalid(hub.change(request("e1", "", Kind::Delete(1)), false).await);
+    hub.change(request("r1", "👍", Kind::ReactionAdded(1)), false)
+        .await
+        .unwrap();
+    invalid(
+        hub.change(request("r1", "🎉", Kind::ReactionAdded(1)), false)
+            .await,
+    );
+    // A true retry is still answered with the original.
+    let again = hub
+        .change(request("e1", "hello!", Kind::Edit(1)), false)
+        .await
+        .unwrap();
+    assert_eq!(again.sequence, 2);
+    assert_eq!(hub.store().latest_sequence(&lobby).await.unwrap(), 3);
+}

@@ -102,6 +102,7 @@ impl RoomLog {
             time_unix_ms: now_unix_ms(),
             message,
             edited_at_ms: 0,
+            edited_sequence: 0,
             deleted: false,
             reactions: Vec::new(),
         };
@@ -195,6 +196,7 @@ impl MessageStore for MemoryStore {
                 Kind::Edit(_) => {
                     message.message.text = stored.message.text.clone();
                     message.edited_at_ms = now;
+                    message.edited_sequence = stored.sequence;
                 }
                 Kind::ReactionAdded(_) => {
                     let (emoji, user) = (&stored.message.text, &stored.message.sender);
@@ -321,6 +323,12 @@ impl MessageStore for MemoryStore {
                         break;
                     }
                     if let Some(old) = log.recent.pop_front() {
+                        // Its edits lose their text with it.
+                        for edit in log.recent.iter_mut() {
+                            if edit.message.kind == Kind::Edit(old.sequence) {
+                                edit.message.text.clear();
+                            }
+                        }
                         log.by_client_id
                             .remove(&(old.message.sender.user_id, old.message.client_message_id));
                         deleted += 1;

@@ -134,6 +134,8 @@ pub struct StoredMessage {
     pub message: NewMessage,
     /// When the text was last edited (0: never).
     pub edited_at_ms: i64,
+    /// The sequence of the edit whose text it holds (0: none).
+    pub edited_sequence: u64,
     /// The message was taken back; its text is gone.
     pub deleted: bool,
     /// Its reactions, one entry per emoji in the order first given (for a
@@ -384,7 +386,7 @@ const SELECT_COLUMNS: &str =
 
 /// The columns history reads: an append's, and what changes wrote.
 const HISTORY_COLUMNS: &str = "sequence, id, sender_id, sender_name, client_message_id, text, \
-     created_at_ms, kind, target_sequence, edited_at_ms, deleted";
+     created_at_ms, kind, target_sequence, edited_at_ms, edited_sequence, deleted";
 
 /// Reads a message row's fields into a [`StoredMessage`] (a message, not
 /// edited; [`StoredMessage::with_changes`] adds the rest).
@@ -414,6 +416,7 @@ fn row_to_message(
             kind: Kind::Message,
         },
         edited_at_ms: 0,
+        edited_sequence: 0,
         deleted: false,
         reactions: Vec::new(),
     }
@@ -455,11 +458,20 @@ fn with_reactions(page: &mut [StoredMessage], rows: Vec<ReactionRow>) {
 }
 
 impl StoredMessage {
-    /// With the kind and the change columns of its row.
-    fn with_changes(mut self, kind: i64, target: i64, edited_at_ms: i64, deleted: bool) -> Self {
+    /// With the kind and the change columns of its row: kind, target,
+    /// edit time, edit sequence, deleted.
+    fn with_changes(mut self, kind: i64, target: i64, edited: (i64, i64), deleted: bool) -> Self {
         self.message.kind = Kind::from_columns(kind, target);
-        self.edited_at_ms = edited_at_ms;
+        self.edited_at_ms = edited.0;
+        self.edited_sequence = edited.1.max(0) as u64;
         self.deleted = deleted;
+        self
+    }
+
+    /// With the kind columns of an append's row (a retry may find a row
+    /// that is a change: the caller refuses that).
+    fn with_kind(mut self, kind: i64, target: i64) -> Self {
+        self.message.kind = Kind::from_columns(kind, target);
         self
     }
 }

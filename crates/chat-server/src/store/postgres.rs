@@ -51,7 +51,7 @@ pub struct PostgresStore {
 static APPEND: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH existing AS ( \
-                 SELECT {SELECT_COLUMNS} FROM messages \
+                 SELECT {SELECT_COLUMNS}, kind, target_sequence FROM messages \
                  WHERE room = $1 AND sender_id = $2 AND client_message_id = $3 \
              ), next AS ( \
                  INSERT INTO rooms (room, last_sequence) \
@@ -61,10 +61,10 @@ static APPEND: LazyLock<String> = LazyLock::new(|| {
              ), inserted AS ( \
                  INSERT INTO messages ({SELECT_COLUMNS}, room) \
                  SELECT last_sequence, $4, $2, $5, $3, $6, $7, $1 FROM next \
-                 RETURNING {SELECT_COLUMNS} \
+                 RETURNING {SELECT_COLUMNS}, kind, target_sequence \
              ) \
-             SELECT {SELECT_COLUMNS}, false AS duplicate FROM inserted \
-             UNION ALL SELECT {SELECT_COLUMNS}, true FROM existing"
+             SELECT {SELECT_COLUMNS}, kind, target_sequence, false AS duplicate FROM inserted \
+             UNION ALL SELECT {SELECT_COLUMNS}, kind, target_sequence, true FROM existing"
     )
 });
 
@@ -83,7 +83,7 @@ static APPEND_BATCH: LazyLock<String> = LazyLock::new(|| {
                                       text, created_at_ms, ord) \
              ), existing AS ( \
                  SELECT i.ord, m.sequence, m.id, m.sender_id, m.sender_name, \
-                        m.client_message_id, m.text, m.created_at_ms \
+                        m.client_message_id, m.text, m.created_at_ms, m.kind, m.target_sequence \
                  FROM input i JOIN messages m ON m.room = i.room \
                       AND m.sender_id = i.sender_id AND m.client_message_id = i.client_message_id \
              ), fresh AS ( \
@@ -101,18 +101,19 @@ static APPEND_BATCH: LazyLock<String> = LazyLock::new(|| {
                  SELECT next.last_sequence - f.n + f.k, f.id, f.sender_id, f.sender_name, \
                         f.client_message_id, f.text, f.created_at_ms, f.room \
                  FROM fresh f JOIN next ON next.room = f.room \
-                 RETURNING {SELECT_COLUMNS} \
+                 RETURNING {SELECT_COLUMNS}, kind, target_sequence \
              ) \
              SELECT i.ord, ins.sequence, ins.id, ins.sender_id, ins.sender_name, \
-                    ins.client_message_id, ins.text, ins.created_at_ms, false AS duplicate \
+                    ins.client_message_id, ins.text, ins.created_at_ms, ins.kind, \
+                    ins.target_sequence, false AS duplicate \
              FROM inserted ins JOIN input i ON i.id = ins.id \
              UNION ALL SELECT {SELECT_COLUMNS_ORD}, true FROM existing"
     )
 });
 
 /// [`SELECT_COLUMNS`] after the batch's `ord`.
-const SELECT_COLUMNS_ORD: &str =
-    "ord, sequence, id, sender_id, sender_name, client_message_id, text, created_at_ms";
+const SELECT_COLUMNS_ORD: &str = "ord, sequence, id, sender_id, sender_name, client_message_id, \
+     text, created_at_ms, kind, target_sequence";
 
 fn from_row(room: &RoomName, row: &PgRow) -> Result<StoredMessage, sqlx::Error> {
     Ok(row_to_message(
@@ -127,18 +128,30 @@ fn from_row(room: &RoomName, row: &PgRow) -> Result<StoredMessage, sqlx::Error> 
     ))
 }
 
+/// An append's row: the message, and its kind (a retry may find a change).
+fn from_append_row(room: &RoomName, row: &PgRow) -> Result<StoredMessage, sqlx::Error> {
+    Ok(from_row(room, row)?.with_kind(
+        row.try_get::<i16, _>("kind")?.into(),
+        row.try_get("target_sequence")?,
+    ))
+}
+
 fn from_history_row(room: &RoomName, row: &PgRow) -> Result<StoredMessage, sqlx::Error> {
     Ok(from_row(room, row)?.with_changes(
         row.try_get::<i16, _>("kind")?.into(),
         row.try_get("target_sequence")?,
-        row.try_get("edited_at_ms")?,
+        (
+            row.try_get("edited_at_ms")?,
+            row.try_get("edited_sequence")?,
+        ),
         row.try_get("deleted")?,
     ))
 }
 
 /// A change in its own transaction: the original of a retry, or the
 /// checked change stored and applied. The target's row is locked first, so
-/// changes to one message from any instance take turns; the room's row is
+/// changes to one message from any instance take turns (and a retry racing
+/// its original finds it once the lock is its own); the room's row is
 /// locked after it (appends lock only room rows, so the order cannot
 /// deadlock with them).
 async fn change_one(
@@ -148,6 +161,17 @@ async fn change_one(
 ) -> Result<Appended, StoreError> {
     let room = change.room.as_str();
     let mut tx = pool.begin().await?;
+    let target = change.kind.target().min(i64::MAX as u64) as i64;
+    let row: Option<(i16, i64, String, bool)> = sqlx::query_as(
+        "SELECT kind, target_sequence, sender_id, deleted FROM messages \
+         WHERE room = $1 AND sequence = $2 FOR UPDATE",
+    )
+    .bind(room)
+    .bind(target)
+    .fetch_optional(&mut *tx)
+    .await?;
+    // After the lock: a retry of this change that committed meanwhile (on
+    // any instance) is found, not refused for the state it left.
     let existing = sqlx::query(&format!(
         "SELECT {HISTORY_COLUMNS} FROM messages \
          WHERE room = $1 AND sender_id = $2 AND client_message_id = $3"
@@ -163,15 +187,6 @@ async fn change_one(
             duplicate: true,
         });
     }
-    let target = change.kind.target().min(i64::MAX as u64) as i64;
-    let row: Option<(i16, i64, String, bool)> = sqlx::query_as(
-        "SELECT kind, target_sequence, sender_id, deleted FROM messages \
-         WHERE room = $1 AND sequence = $2 FOR UPDATE",
-    )
-    .bind(room)
-    .bind(target)
-    .fetch_optional(&mut *tx)
-    .await?;
     let state = row.as_ref().map(|(kind, of, sender, deleted)| {
         (
             Kind::from_columns((*kind).into(), *of),
@@ -221,12 +236,14 @@ async fn change_one(
     match change.kind {
         Kind::Edit(_) => {
             sqlx::query(
-                "UPDATE messages SET text = $3, edited_at_ms = $4 WHERE room = $1 AND sequence = $2",
+                "UPDATE messages SET text = $3, edited_at_ms = $4, edited_sequence = $5 \
+                 WHERE room = $1 AND sequence = $2",
             )
             .bind(room)
             .bind(target)
             .bind(&change.text)
             .bind(time_unix_ms)
+            .bind(sequence)
             .execute(&mut *tx)
             .await?;
         }
@@ -279,6 +296,7 @@ async fn change_one(
             time_unix_ms,
             message: change.clone(),
             edited_at_ms: 0,
+            edited_sequence: 0,
             deleted: false,
             reactions: Vec::new(),
         },
@@ -500,7 +518,7 @@ fn answers(unique: &[&NewMessage], rows: &[PgRow]) -> Result<Vec<Appended>, sqlx
             .filter(|&i| i < unique.len())
             .ok_or_else(|| sqlx::Error::Protocol(format!("batch answered for entry {ord}")))?;
         stored[index] = Some(Appended {
-            message: from_row(&unique[index].room, row)?,
+            message: from_append_row(&unique[index].room, row)?,
             duplicate: row.try_get("duplicate")?,
         });
     }
@@ -528,26 +546,25 @@ async fn append_one(pool: &PgPool, message: &NewMessage) -> Result<Appended, Sto
         .bind(now_unix_ms())
         .fetch_one(pool)
         .await;
-    let row = match appended {
-        Ok(row) => row,
-        // The same message committed by a concurrent retry after this
-        // statement took its snapshot: the idempotency index refused
-        // the second copy (and the statement took no number). Read it.
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-            sqlx::query(&format!(
-                "SELECT {SELECT_COLUMNS}, true AS duplicate FROM messages \
+    let row =
+        match appended {
+            Ok(row) => row,
+            // The same message committed by a concurrent retry after this
+            // statement took its snapshot: the idempotency index refused
+            // the second copy (and the statement took no number). Read it.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => sqlx::query(&format!(
+                "SELECT {SELECT_COLUMNS}, kind, target_sequence, true AS duplicate FROM messages \
                  WHERE room = $1 AND sender_id = $2 AND client_message_id = $3"
             ))
             .bind(room)
             .bind(&*message.sender.user_id)
             .bind(&message.client_message_id)
             .fetch_one(pool)
-            .await?
-        }
-        Err(e) => return Err(e.into()),
-    };
+            .await?,
+            Err(e) => return Err(e.into()),
+        };
     Ok(Appended {
-        message: from_row(&message.room, &row)?,
+        message: from_append_row(&message.room, &row)?,
         duplicate: row.try_get("duplicate")?,
     })
 }
@@ -730,10 +747,18 @@ impl MessageStore for PostgresStore {
                 .rows_affected();
             }
             if deleted > 0 {
-                // The reactions of the messages that went.
+                // What the messages that went leave behind: their reactions,
+                // and the text of their edits (the numbered rows stay, so
+                // the sequence has no holes).
                 sqlx::query(
                     "DELETE FROM reactions r WHERE NOT EXISTS \
                      (SELECT 1 FROM messages m WHERE m.room = r.room AND m.sequence = r.sequence)",
+                )
+                .execute(&self.pool)
+                .await?;
+                sqlx::query(
+                    "UPDATE messages c SET text = '' WHERE c.kind = 1 AND c.text <> '' AND NOT EXISTS \
+                     (SELECT 1 FROM messages m WHERE m.room = c.room AND m.sequence = c.target_sequence)",
                 )
                 .execute(&self.pool)
                 .await?;

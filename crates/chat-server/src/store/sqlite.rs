@@ -146,7 +146,21 @@ async fn write_loop(
         // Changes are rare: each its own transaction, after the appends
         // that were queued with it.
         for (change, operator, reply) in changes {
-            let _ = reply.send(commit_change(&mut conn, &change, operator).await);
+            let outcome = commit_change(&mut conn, &change, operator).await;
+            if matches!((&outcome, change.kind), (Ok(a), Kind::Delete(_)) if !a.duplicate) {
+                // The deleted text is overwritten in the database file
+                // (secure_delete); the log still holds the pages it was on
+                // until a checkpoint copies them back and truncates it. Best
+                // effort: a reader holding an old snapshot can hold the log
+                // until the next checkpoint.
+                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .execute(&mut conn)
+                    .await
+                {
+                    tracing::debug!(error = %e, "checkpoint after a delete failed");
+                }
+            }
+            let _ = reply.send(outcome);
         }
         for (room, user, sequence, reply) in marks {
             let _ = reply.send(mark_read(&mut conn, &room, &user, sequence).await);
@@ -239,8 +253,10 @@ impl Retaining {
             self.messages_done = self.step_messages(conn).await?;
             return Ok(false);
         }
-        // The reactions of messages that are gone, a chunk at a time.
-        let n = sqlx::query(
+        // What the messages that went leave behind, a chunk at a time: their
+        // reactions, and the text of their edits (the numbered rows stay, so
+        // the sequence has no holes).
+        let reactions = sqlx::query(
             "DELETE FROM reactions WHERE rowid IN (SELECT r.rowid FROM reactions r \
              WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.room = r.room AND m.sequence = r.sequence) \
              LIMIT ?)",
@@ -249,7 +265,17 @@ impl Retaining {
         .execute(&mut *conn)
         .await?
         .rows_affected();
-        Ok(n < RETAIN_CHUNK as u64)
+        let edits = sqlx::query(
+            "UPDATE messages SET text = '' WHERE rowid IN (SELECT c.rowid FROM messages c \
+             WHERE c.kind = 1 AND c.text <> '' AND NOT EXISTS \
+             (SELECT 1 FROM messages m WHERE m.room = c.room AND m.sequence = c.target_sequence) \
+             LIMIT ?)",
+        )
+        .bind(RETAIN_CHUNK)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        Ok(reactions < RETAIN_CHUNK as u64 && edits < RETAIN_CHUNK as u64)
     }
 
     /// Deletes one chunk of messages; returns whether they are done.
@@ -416,7 +442,11 @@ async fn commit_change(
     let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
     if let Err(e) = sqlx::query(end).execute(&mut *conn).await {
         let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-        return Err(e.into());
+        // The change's own failure is the cause worth reporting.
+        return Err(match result {
+            Err(cause) => cause,
+            Ok(_) => e.into(),
+        });
     }
     result
 }
@@ -492,10 +522,12 @@ async fn change_one(
     match change.kind {
         Kind::Edit(_) => {
             sqlx::query(
-                "UPDATE messages SET text = ?, edited_at_ms = ? WHERE room = ? AND sequence = ?",
+                "UPDATE messages SET text = ?, edited_at_ms = ?, edited_sequence = ? \
+                 WHERE room = ? AND sequence = ?",
             )
             .bind(&change.text)
             .bind(time_unix_ms)
+            .bind(sequence)
             .bind(room)
             .bind(target)
             .execute(&mut *conn)
@@ -555,6 +587,7 @@ async fn change_one(
             time_unix_ms,
             message: change.clone(),
             edited_at_ms: 0,
+            edited_sequence: 0,
             deleted: false,
             reactions: Vec::new(),
         },
@@ -569,7 +602,10 @@ fn from_history_row(
     Ok(from_row(room, row)?.with_changes(
         row.try_get("kind")?,
         row.try_get("target_sequence")?,
-        row.try_get("edited_at_ms")?,
+        (
+            row.try_get("edited_at_ms")?,
+            row.try_get("edited_sequence")?,
+        ),
         row.try_get("deleted")?,
     ))
 }
@@ -625,6 +661,7 @@ async fn append_one(
                 time_unix_ms,
                 message: message.clone(),
                 edited_at_ms: 0,
+                edited_sequence: 0,
                 deleted: false,
                 reactions: Vec::new(),
             },
@@ -632,7 +669,8 @@ async fn append_one(
         });
     }
     let row = sqlx::query(&format!(
-        "SELECT {SELECT_COLUMNS} FROM messages WHERE room = ? AND sender_id = ? AND client_message_id = ?"
+        "SELECT {SELECT_COLUMNS}, kind, target_sequence FROM messages \
+         WHERE room = ? AND sender_id = ? AND client_message_id = ?"
     ))
     .bind(room)
     .bind(&*message.sender.user_id)
@@ -640,7 +678,8 @@ async fn append_one(
     .fetch_one(&mut *conn)
     .await?;
     Ok(Appended {
-        message: from_row(&message.room, &row)?,
+        message: from_row(&message.room, &row)?
+            .with_kind(row.try_get("kind")?, row.try_get("target_sequence")?),
         duplicate: true,
     })
 }

@@ -737,6 +737,55 @@ async fn reactions_are_numbered_counted_bounded_and_go_with_their_message(backen
     );
 }
 
+/// Review of issue 16: retention takes a message's edits' text with it
+/// (the numbered rows stay, so the sequence keeps no holes); and a send
+/// retried under an id a change took comes back as that change, so the hub
+/// can refuse it.
+async fn retention_takes_the_text_of_a_removed_messages_edits(backend: Backend) {
+    let store = backend.open().await;
+    store
+        .append(message("old", "ann", "m1", "draft"))
+        .await
+        .unwrap();
+    store
+        .change(
+            change("old", "ann", "e1", "SECRET-EDIT", Kind::Edit(1)),
+            false,
+        )
+        .await
+        .unwrap();
+    store
+        .append(message("old", "ann", "m2", "kept"))
+        .await
+        .unwrap();
+    let again = store
+        .append(message("old", "ann", "e1", "reused"))
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(
+        again.message.message.kind,
+        Kind::Edit(1),
+        "the row is the edit's"
+    );
+    let keep_one = Retention {
+        max_age: None,
+        max_messages_per_room: Some(1),
+    };
+    store.enforce_retention(keep_one).await.unwrap();
+    let all = Page {
+        direction: Direction::Forward,
+        from: 0,
+        limit: 100,
+    };
+    let page = store.history(&room("old"), all).await.unwrap();
+    assert!(
+        page.iter().all(|m| !m.message.text.contains("SECRET")),
+        "{page:?}"
+    );
+    assert_eq!(page.last().unwrap().message.text, "kept");
+}
+
 macro_rules! suite {
     ($backend:ident: $($test:ident),* $(,)?) => {
         mod $backend {
@@ -751,9 +800,33 @@ macro_rules! suite {
     };
 }
 
-suite!(memory: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied, read_positions_never_move_back_and_count_what_is_unread, the_unread_count_stops_at_its_cap, reactions_are_numbered_counted_bounded_and_go_with_their_message);
-suite!(sqlite: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied, read_positions_never_move_back_and_count_what_is_unread, the_unread_count_stops_at_its_cap, reactions_are_numbered_counted_bounded_and_go_with_their_message);
-suite!(postgres: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied, read_positions_never_move_back_and_count_what_is_unread, the_unread_count_stops_at_its_cap, reactions_are_numbered_counted_bounded_and_go_with_their_message);
+suite!(memory: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied, read_positions_never_move_back_and_count_what_is_unread, the_unread_count_stops_at_its_cap, reactions_are_numbered_counted_bounded_and_go_with_their_message, retention_takes_the_text_of_a_removed_messages_edits);
+suite!(sqlite: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied, read_positions_never_move_back_and_count_what_is_unread, the_unread_count_stops_at_its_cap, reactions_are_numbered_counted_bounded_and_go_with_their_message, retention_takes_the_text_of_a_removed_messages_edits);
+suite!(postgres: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied, read_positions_never_move_back_and_count_what_is_unread, the_unread_count_stops_at_its_cap, reactions_are_numbered_counted_bounded_and_go_with_their_message, retention_takes_the_text_of_a_removed_messages_edits);
+
+/// Review of issue 16: a retried delete racing its original on another
+/// instance is answered with the original, never refused because the
+/// original already deleted the message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_change_racing_its_original_on_postgres_gets_the_original() {
+    let backend = or_skip!(Backend::postgres().await);
+    let (one, two) = (backend.open().await, backend.open().await);
+    for i in 0..30 {
+        let id = format!("m{i}");
+        let stored = one.append(message("race", "ann", &id, "x")).await.unwrap();
+        let delete = change(
+            "race",
+            "ann",
+            &format!("d{i}"),
+            "",
+            Kind::Delete(stored.message.sequence),
+        );
+        let (a, b) = tokio::join!(one.change(delete.clone(), false), two.change(delete, false));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a.message.sequence, b.message.sequence, "one change");
+        assert!(a.duplicate != b.duplicate, "one original, one retry");
+    }
+}
 
 /// Two instances sharing PostgreSQL number one room's messages together.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -223,7 +223,7 @@ impl App {
         };
         let change = match m.kind() {
             MessageKind::Message => None,
-            MessageKind::Edit => Some(Change::Edit(&m.text)),
+            MessageKind::Edit => Some(Change::Edit(&m.text, m.sequence)),
             MessageKind::Delete => Some(Change::Delete),
             MessageKind::ReactionAdded => Some(react(true)),
             MessageKind::ReactionRemoved => Some(react(false)),

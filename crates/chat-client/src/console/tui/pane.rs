@@ -29,8 +29,9 @@ pub(super) enum Kind {
         text: String,
         /// Its room sequence number, which edits and deletes name.
         sequence: u64,
-        /// Edited since it was sent.
-        edited: bool,
+        /// Edited since it was sent: the sequence of the edit it shows (0:
+        /// not edited).
+        edited: u64,
         /// Taken back: its text is gone.
         deleted: bool,
         /// Its reactions: emoji, how many gave it, the user ids known to
@@ -89,7 +90,7 @@ impl Entry {
                     (
                         Style::new(),
                         text.as_str(),
-                        if *edited { " (edited)" } else { "" },
+                        if *edited > 0 { " (edited)" } else { "" },
                     )
                 };
                 let reacted = if reactions.is_empty() || *deleted {
@@ -131,8 +132,8 @@ impl Entry {
 /// A change to a message a pane shows.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Change<'a> {
-    /// Its new text.
-    Edit(&'a str),
+    /// Its new text, and the edit's sequence.
+    Edit(&'a str, u64),
     /// It was taken back.
     Delete,
     /// `user` added (or took back) reaction `emoji`.
@@ -205,9 +206,10 @@ impl Pane {
         self.lines.push_back(entry);
     }
 
-    /// Applies `change` to the message `sequence`, if the pane holds it.
+    /// Applies `change` to the message `sequence`, wherever the pane holds
+    /// it (a history page can show it a second time).
     pub(super) fn change(&mut self, sequence: u64, change: Change<'_>) {
-        for entry in self.lines.iter_mut().rev() {
+        for entry in self.lines.iter_mut() {
             if let Kind::Message {
                 sequence: s,
                 text,
@@ -219,10 +221,13 @@ impl Pane {
                 && *s == sequence
             {
                 match change {
-                    Change::Edit(new_text) => {
+                    // Edits in sequence order: one older than the text shown
+                    // (from a later history page) changes nothing.
+                    Change::Edit(new_text, at) if at > *edited => {
                         *text = new_text.to_string();
-                        *edited = true;
+                        *edited = at;
                     }
+                    Change::Edit(..) => {}
                     Change::Delete => {
                         text.clear();
                         *deleted = true;
@@ -230,7 +235,6 @@ impl Pane {
                     }
                     Change::React { emoji, user, add } => react(reactions, emoji, user, add),
                 }
-                return;
             }
         }
     }
@@ -278,7 +282,7 @@ mod tests {
             color: Color::Green,
             text: text.into(),
             sequence,
-            edited: false,
+            edited: 0,
             deleted: false,
             reactions: Vec::new(),
         })
@@ -302,7 +306,9 @@ mod tests {
         let mut pane = Pane::default();
         pane.push(message(1, "helo"), 80);
         pane.push(message(2, "secret"), 80);
-        pane.change(1, Change::Edit("hello"));
+        pane.push(message(2, "secret"), 80);
+        pane.change(1, Change::Edit("hello", 5));
+        pane.change(1, Change::Edit("older", 4));
         pane.change(2, Change::Delete);
         pane.change(9, Change::Delete);
         let react = |emoji, user, add| Change::React { emoji, user, add };
@@ -313,7 +319,11 @@ mod tests {
         pane.change(1, react("🎉", "cat", false));
         assert_eq!(
             shown(&mut pane),
-            ["<ann> hello (edited) [👍 2]", "<ann> (message deleted)"]
+            [
+                "<ann> hello (edited) [👍 2]",
+                "<ann> (message deleted)",
+                "<ann> (message deleted)"
+            ]
         );
     }
 

@@ -299,7 +299,7 @@ impl App {
                 color,
                 text: m.text.clone(),
                 sequence: m.sequence,
-                edited: m.edited_at_unix_ms > 0,
+                edited: m.edited_sequence,
                 deleted: m.deleted,
                 reactions: m
                     .reactions
