@@ -2,8 +2,8 @@
 
 use crate::error::ClientError;
 use chat_proto::v1::{
-    DisconnectNotice, JoinRoomResult, MemberJoined, MemberLeft, MessageEvent, Notification,
-    ReadReceipts, Typing, Welcome,
+    DirectConversation, DisconnectNotice, JoinRoomResult, MemberJoined, MemberLeft, MessageEvent,
+    Notification, ReadReceipts, Typing, Welcome,
 };
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -42,6 +42,10 @@ pub enum Event {
     /// session) have read it up to these sequences (coalesced: about one a
     /// second per room).
     ReadReceipts(ReadReceipts),
+    /// A direct conversation of this user was opened (by either user, from
+    /// any session). With [`crate::ClientConfig::join_direct`] (the
+    /// default) the client joins its room.
+    DirectOpened(DirectConversation),
     /// The session ended.
     Disconnected {
         /// The server's notice, if it sent one before closing.

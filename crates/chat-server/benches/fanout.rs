@@ -108,7 +108,7 @@ async fn join_members(hub: &Hub, room: &RoomName, first: usize, count: usize) ->
     for i in first..first + count {
         let (outbox, stream) = outbox(hub.limits().outbound_queue);
         outboxes.push(outbox.clone());
-        let conn = hub.register(outbox.clone());
+        let conn = hub.register(Arc::from("bench"), outbox.clone());
         hub.join(room, conn, &user(i), outbox, None, |_, _| {
             EncodedFrame::from(Frame::Reply(Default::default()))
         })

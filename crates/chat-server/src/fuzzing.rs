@@ -55,10 +55,16 @@ pub fn client_frame(data: &[u8]) {
             let _ = validate::emoji(&r.emoji);
             let _ = validate::target_sequence(r.sequence);
         }
+        Some(Request::OpenDirect(r)) => {
+            let _ = crate::domain::direct::peer(&r.user_id, "fuzzer");
+        }
         Some(Request::MarkRead(r)) => {
             let _ = RoomName::parse(&r.room);
         }
-        Some(Request::ListRooms(_)) | Some(Request::Ping(_)) | None => {}
+        Some(Request::ListRooms(_))
+        | Some(Request::ListDirect(_))
+        | Some(Request::Ping(_))
+        | None => {}
     }
 }
 

@@ -7,11 +7,11 @@ use crate::event::Events;
 use crate::token::set_bearer;
 use chat_proto::v1::chat_service_client::ChatServiceClient;
 use chat_proto::v1::{
-    DeleteMessageRequest, EditMessageRequest, ErrorCode, HistoryDirection, HistoryRequest,
-    HistoryResponse, JoinRoomRequest, JoinRoomResult, LeaveRoomRequest, LeaveRoomResult,
-    ListMembersRequest, ListRoomsRequest, MarkReadRequest, MarkReadResult, Member, PingRequest,
-    PongResult, ReactRequest, SendMessageRequest, SendMessageResult, TypingRequest, Welcome,
-    client_frame::Request, reply,
+    DeleteMessageRequest, DirectConversation, EditMessageRequest, ErrorCode, HistoryDirection,
+    HistoryRequest, HistoryResponse, JoinRoomRequest, JoinRoomResult, LeaveRoomRequest,
+    LeaveRoomResult, ListDirectRequest, ListMembersRequest, ListRoomsRequest, MarkReadRequest,
+    MarkReadResult, Member, OpenDirectRequest, PingRequest, PongResult, ReactRequest,
+    SendMessageRequest, SendMessageResult, TypingRequest, Welcome, client_frame::Request, reply,
 };
 use chat_util::{lock, now_unix_ms};
 use std::sync::atomic::AtomicU64;
@@ -47,6 +47,12 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 impl Client {
+    /// A handle on the client whose state is `inner` (for the connection
+    /// task's own requests).
+    pub(super) fn from_inner(inner: Arc<Inner>) -> Client {
+        Client { inner }
+    }
+
     /// Starts connecting in the background; returns at once. Watch
     /// [`Events`] or call [`Client::wait_connected`].
     pub fn connect(config: ClientConfig) -> (Client, Events) {
@@ -377,6 +383,40 @@ impl Client {
             })
         })
         .await
+    }
+
+    /// Opens (or finds) this user's direct conversation with the user
+    /// `user_id`, a room only the two may join, read and write to, and
+    /// joins it (rejoined like any room). Both users' other sessions
+    /// receive [`crate::Event::DirectOpened`] (and join it, with
+    /// [`crate::ClientConfig::join_direct`]).
+    pub async fn open_direct(&self, user_id: &str) -> Result<DirectConversation, ClientError> {
+        let request = Request::OpenDirect(OpenDirectRequest {
+            user_id: user_id.to_string(),
+        });
+        let conversation = match self.inner.request(request).await? {
+            reply::Result::OpenDirect(d) => d,
+            _ => return Err(ClientError::UnexpectedReply),
+        };
+        match self.join(&conversation.room).await {
+            // This session's own DirectOpened may have joined it already.
+            Ok(_) => {}
+            Err(e) if e.code() == Some(ErrorCode::AlreadyAMember) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(conversation)
+    }
+
+    /// This user's direct conversations, the most recently opened first.
+    pub async fn list_direct(&self) -> Result<Vec<DirectConversation>, ClientError> {
+        match self
+            .inner
+            .request(Request::ListDirect(ListDirectRequest {}))
+            .await?
+        {
+            reply::Result::ListDirect(r) => Ok(r.conversations),
+            _ => Err(ClientError::UnexpectedReply),
+        }
     }
 
     /// Marks `room` read up to `sequence` for this user (all of its

@@ -42,6 +42,10 @@ pub struct ClientConfig {
     /// How long a send keeps being retried (with its original client
     /// message id, so it is stored once) across lost connections.
     pub send_retry_window: Duration,
+    /// Whether to join a direct conversation's room as soon as the server
+    /// says it was opened ([`crate::Event::DirectOpened`]); it is then
+    /// rejoined like any room.
+    pub join_direct: bool,
 }
 
 impl ClientConfig {
@@ -61,6 +65,7 @@ impl ClientConfig {
             backoff: Backoff::default(),
             reconnect: true,
             send_retry_window: Duration::from_secs(30),
+            join_direct: true,
         }
     }
 }

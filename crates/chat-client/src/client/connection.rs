@@ -306,7 +306,7 @@ async fn go_live(
 /// until the session ends: closed, cut, silent too long or closed by the
 /// server. Returns why, and the server's notice if it sent one.
 async fn relay(
-    inner: &Inner,
+    inner: &Arc<Inner>,
     events: &mpsc::Sender<Event>,
     open: &mut OpenSession,
     cut: &CancellationToken,

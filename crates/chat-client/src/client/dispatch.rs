@@ -3,17 +3,18 @@
 //! the application as an [`Event`].
 
 use super::rejoin::retryable;
-use super::{Inner, Join, to_result};
+use super::{Client, Inner, Join, to_result};
 use crate::error::ClientError;
 use crate::event::Event;
 use chat_proto::v1::{
     ErrorCode, JoinRoomResult, MessageEvent, Reply, ServerFrame, reply, server_frame::Frame,
 };
 use chat_util::lock;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Routes one server frame: replies to their waiters, the rest to events.
-pub(super) async fn dispatch(inner: &Inner, events: &mpsc::Sender<Event>, frame: ServerFrame) {
+pub(super) async fn dispatch(inner: &Arc<Inner>, events: &mpsc::Sender<Event>, frame: ServerFrame) {
     let event = match frame.frame {
         Some(Frame::Reply(r)) => return on_reply(inner, events, r).await,
         Some(Frame::Message(m)) => {
@@ -25,6 +26,21 @@ pub(super) async fn dispatch(inner: &Inner, events: &mpsc::Sender<Event>, frame:
         Some(Frame::Notification(n)) => Event::Notification(n),
         Some(Frame::Typing(t)) => Event::Typing(t),
         Some(Frame::ReadReceipts(r)) => Event::ReadReceipts(r),
+        Some(Frame::DirectOpened(d)) => {
+            let known = lock(&inner.rooms).contains(&d.room);
+            if inner.config.join_direct && !known {
+                // Joined in the background: the connection task must not
+                // wait for a reply it is the one to deliver.
+                let (client, room) = (Client::from_inner(inner.clone()), d.room.clone());
+                tokio::spawn(async move {
+                    // ALREADY_A_MEMBER: `open_direct` joined it first.
+                    if let Err(e) = client.join(&room).await {
+                        tracing::debug!(%room, error = %e, "joining a direct conversation failed");
+                    }
+                });
+            }
+            Event::DirectOpened(d)
+        }
         // The notice is reported with `Disconnected` when the stream ends.
         Some(Frame::Disconnect(_)) | Some(Frame::Welcome(_)) | None => return,
     };

@@ -25,6 +25,9 @@ pub enum Command {
     /// back): a reaction to message SEQ of the current room (default: the
     /// room's latest message).
     React(Option<u64>, String, bool),
+    /// `/dm USER_ID`: opens the direct conversation with that user and
+    /// makes it the current room.
+    Direct(String),
     /// `/read`: marks the current room read up to its last message (the
     /// full-screen UI does it by itself for the room shown).
     Read,
@@ -43,7 +46,7 @@ pub enum Command {
 /// The help text shown by `/help`.
 pub const HELP: &str = "commands: /join ROOM, /leave [ROOM], /switch ROOM, /who [ROOM], /rooms, /history [N], \
 /edit [#SEQ] TEXT, /delete [#SEQ] (default: your last message), /react [#SEQ] EMOJI, /unreact [#SEQ] EMOJI \
-(default: the latest message), /read, /help, /quit; \
+(default: the latest message), /dm USER_ID, /read, /help, /quit; \
 anything else is sent to the current room (start with // to send a leading /)";
 
 /// Parses one input line.
@@ -108,6 +111,8 @@ pub fn parse(line: &str) -> Command {
             _ => Command::Invalid(format!("/history takes a positive count, not {n:?}")),
         },
         ("read", None) => Command::Read,
+        ("dm", Some(user)) => Command::Direct(user),
+        ("dm", None) => Command::Invalid("/dm needs a user id".into()),
         ("delete" | "del", None) => Command::Delete(None),
         ("delete" | "del", Some(n)) => match n.strip_prefix('#').map(parse_sequence) {
             Some(Ok(sequence)) => Command::Delete(Some(sequence)),
@@ -177,6 +182,8 @@ mod tests {
         assert!(matches!(parse("/react"), Command::Invalid(_)));
         assert!(matches!(parse("/react 4 👍"), Command::Invalid(_)));
         assert!(matches!(parse("/react #4 👍 x"), Command::Invalid(_)));
+        assert_eq!(parse("/dm bob"), Command::Direct("bob".into()));
+        assert!(matches!(parse("/dm"), Command::Invalid(_)));
         assert_eq!(parse("/delete"), Command::Delete(None));
         assert_eq!(parse("/del #7"), Command::Delete(Some(7)));
         assert!(matches!(parse("/delete 7"), Command::Invalid(_)));

@@ -175,6 +175,17 @@ async fn execute(
                 leave(client, current, &room).await;
             }
         }
+        Command::Direct(user) => match client.open_direct(&user).await {
+            Ok(d) => {
+                let peer = d
+                    .peer
+                    .as_ref()
+                    .map_or(user.as_str(), |p| p.display_name.as_str());
+                println!("direct {} {}", d.room, one_line(peer));
+                *current = Some(d.room);
+            }
+            Err(e) => print_error(&e),
+        },
         Command::Read => {
             if let Some(room) = room_or_current(None, current) {
                 let seen = client.last_seen(&room).unwrap_or(0);
@@ -401,6 +412,17 @@ pub fn format_event(event: &Event) -> String {
         }
         Event::MemberLeft(m) => format!("member-left {} {}", m.room, one_line(&display(&m.member))),
         Event::Notification(n) => format!("notification {}", one_line(&n.text)),
+        Event::DirectOpened(d) => format!(
+            "direct-opened {} {} {}",
+            d.room,
+            one_line(
+                &d.peer
+                    .as_ref()
+                    .map(|p| p.user_id.clone())
+                    .unwrap_or_default()
+            ),
+            one_line(&display(&d.peer))
+        ),
         Event::ReadReceipts(r) => r
             .positions
             .iter()

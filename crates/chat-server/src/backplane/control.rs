@@ -13,7 +13,7 @@ pub struct Control {
     #[prost(string, tag = "1")]
     pub origin: String,
     /// What it says.
-    #[prost(oneof = "ControlKind", tags = "2, 3, 4, 5, 6, 8")]
+    #[prost(oneof = "ControlKind", tags = "2, 3, 4, 5, 6, 8, 9")]
     pub kind: Option<ControlKind>,
     /// Random for each process (never 0 when set): a message with this
     /// instance's `origin` but another incarnation comes from a second
@@ -46,6 +46,24 @@ pub enum ControlKind {
     /// An operator's notice for every client of every instance.
     #[prost(message, tag = "6")]
     Broadcast(Broadcast),
+    /// A direct conversation was opened: its two users' sessions on every
+    /// instance hear of it (older instances ignore the kind).
+    #[prost(message, tag = "9")]
+    DirectOpened(DirectOpened),
+}
+
+/// A direct conversation, as a control message carries it.
+#[derive(Clone, PartialEq, Message)]
+pub struct DirectOpened {
+    /// Its room.
+    #[prost(string, tag = "1")]
+    pub room: String,
+    /// Its two users: id and display name each.
+    #[prost(string, repeated, tag = "2")]
+    pub user_ids: Vec<String>,
+    /// Their display names, in the same order.
+    #[prost(string, repeated, tag = "3")]
+    pub names: Vec<String>,
 }
 
 /// An operator's broadcast.

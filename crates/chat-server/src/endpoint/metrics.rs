@@ -139,6 +139,12 @@ fn messages(out: &mut String, hub: &Hub) {
     );
     counter(
         out,
+        "chat_direct_opened_total",
+        "Direct conversations opened (or opened again) by this instance's clients.",
+        load(&hub.metrics().directs_opened),
+    );
+    counter(
+        out,
         "chat_reactions_total",
         "Reactions added or removed by this instance's clients, stored.",
         load(&hub.metrics().reactions),

@@ -260,6 +260,12 @@ impl Cluster {
                     tracing::info!(instance = %origin, sessions = sent, "operator broadcast relayed");
                 }
             }
+            ControlKind::DirectOpened(opened) => {
+                // Hostile until checked: the room must be the pair's.
+                if let Some(direct) = valid_direct(&opened) {
+                    hub.notify_direct(&direct);
+                }
+            }
             ControlKind::Snapshot(part) | ControlKind::SnapshotPart(part) => {
                 let Some(whole) = self.snapshots.add(&origin, part, now) else {
                     return;
@@ -292,4 +298,56 @@ fn valid_entry(entry: &PresenceEntry) -> Option<(RoomName, User)> {
     let room = entry.room()?;
     let user = User::parse(&entry.user_id, &entry.display_name).ok()?;
     Some((room, user))
+}
+
+/// A conversation from another instance, if it is one: two valid users
+/// whose room it is.
+fn valid_direct(
+    opened: &crate::backplane::control::DirectOpened,
+) -> Option<crate::store::Conversation> {
+    let ([a, b], [name_a, name_b]) = (opened.user_ids.as_slice(), opened.names.as_slice()) else {
+        return None;
+    };
+    let room = RoomName::parse(&opened.room).ok()?;
+    if room != crate::domain::direct::room(a, b) {
+        return None;
+    }
+    let user = |id: &str, name: &str| User {
+        user_id: Arc::from(id),
+        display_name: Arc::from(name),
+    };
+    Some(crate::store::Conversation {
+        room,
+        users: [user(a, name_a), user(b, name_b)],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backplane::control::DirectOpened;
+
+    fn opened(room: &str, ids: &[&str]) -> DirectOpened {
+        DirectOpened {
+            room: room.into(),
+            user_ids: ids.iter().map(|s| s.to_string()).collect(),
+            names: ids.iter().map(|s| s.to_uppercase()).collect(),
+        }
+    }
+
+    /// A conversation from another instance is hostile until checked: the
+    /// room must be the pair's own.
+    #[test]
+    fn only_a_pairs_own_room_is_taken_from_another_instance() {
+        let room = crate::domain::direct::room("ann", "bob");
+        let taken = valid_direct(&opened(room.as_str(), &["ann", "bob"])).expect("valid");
+        assert_eq!(taken.room, room);
+        assert!(taken.has("ann") && taken.has("bob"));
+        assert_eq!(&*taken.peer("ann").display_name, "BOB");
+        // Someone else's room, a plain room, a third user, a bad name.
+        assert!(valid_direct(&opened(room.as_str(), &["ann", "eve"])).is_none());
+        assert!(valid_direct(&opened("lobby", &["ann", "bob"])).is_none());
+        assert!(valid_direct(&opened(room.as_str(), &["ann", "bob", "eve"])).is_none());
+        assert!(valid_direct(&opened("not a room!", &["ann", "bob"])).is_none());
+    }
 }

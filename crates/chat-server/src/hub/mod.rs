@@ -14,7 +14,9 @@ mod snapshot;
 pub use outbox::{Deferred, Direct, Outbox, OutboxStream, Taken, Wire, disconnect_frame, outbox};
 pub use rooms::{ConnId, Rooms};
 
-use crate::backplane::control::{Broadcast, Control, ControlKind, PresenceChange, PresenceEntry};
+use crate::backplane::control::{
+    Broadcast, Control, ControlKind, DirectOpened, PresenceChange, PresenceEntry,
+};
 use crate::telemetry::trace::{self, TraceParent};
 use chat_util::lock;
 use chat_util::now_unix_ms;
@@ -27,12 +29,13 @@ use crate::domain::RequestError;
 use crate::domain::User;
 use crate::domain::validate::RoomName;
 use crate::store::{
-    Direction, Kind, MessageStore, NewMessage, Page, ReadState, StoreError, StoredMessage,
+    Conversation, Direction, Kind, MessageStore, NewMessage, Page, ReadState, StoreError,
+    StoredMessage,
 };
 use chat_proto::EncodedFrame;
 use chat_proto::v1::{
-    Member, MemberJoined, MemberLeft, MessageEvent, MessageKind, Notification, Reaction, Typing,
-    server_frame::Frame,
+    DirectConversation, Member, MemberJoined, MemberLeft, MessageEvent, MessageKind, Notification,
+    Reaction, Typing, server_frame::Frame,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,7 +51,8 @@ pub struct Hub {
     store: Arc<dyn MessageStore>,
     backplane: Arc<dyn Backplane>,
     next_conn: AtomicU64,
-    sessions: Box<[Mutex<HashMap<ConnId, Outbox>>]>,
+    /// This instance's sessions: each connection's user and outbox.
+    sessions: Box<[Mutex<Sessions>]>,
     /// Cluster-wide membership. Held while a join reply or a presence
     /// event is queued, so members see them in a consistent order; never
     /// on the message path.
@@ -66,6 +70,9 @@ pub struct Hub {
     /// ([`receipts::run`] publishes them).
     receipts: receipts::Receipts,
 }
+
+/// One shard of the sessions: each connection's user id and outbox.
+type Sessions = HashMap<ConnId, (Arc<str>, Outbox)>;
 
 /// How often a run of failed control publishes is logged at warn at most
 /// (every one is counted).
@@ -144,14 +151,14 @@ impl Hub {
         &self.rooms
     }
 
-    fn session_shard(&self, conn: ConnId) -> &Mutex<HashMap<ConnId, Outbox>> {
+    fn session_shard(&self, conn: ConnId) -> &Mutex<Sessions> {
         &self.sessions[conn as usize % self.sessions.len()]
     }
 
     /// Registers a new connection and returns its id.
-    pub fn register(&self, outbox: Outbox) -> ConnId {
+    pub fn register(&self, user: Arc<str>, outbox: Outbox) -> ConnId {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        lock(self.session_shard(conn)).insert(conn, outbox);
+        lock(self.session_shard(conn)).insert(conn, (user, outbox));
         conn
     }
 
@@ -170,12 +177,55 @@ impl Hub {
     pub fn broadcast(&self, frame: &EncodedFrame) -> usize {
         let mut sent = 0;
         for shard in self.sessions.iter() {
-            for outbox in lock(shard).values() {
+            for (_, outbox) in lock(shard).values() {
                 // Under the shard's lock: no socket is written here.
                 sent += usize::from(outbox.queue(frame.clone()));
             }
         }
         sent
+    }
+
+    /// Tells the sessions of `direct`'s two users on this instance that
+    /// their conversation is open (each hears of the other user); returns
+    /// how many sessions heard.
+    pub fn notify_direct(&self, direct: &Conversation) -> usize {
+        let frames = direct.users.each_ref().map(|me| {
+            EncodedFrame::from(Frame::DirectOpened(DirectConversation {
+                room: direct.room.to_string(),
+                peer: Some(member(direct.peer(&me.user_id))),
+            }))
+        });
+        let mut sent = 0;
+        for shard in self.sessions.iter() {
+            for (user, outbox) in lock(shard).values() {
+                if let Some(i) = direct.users.iter().position(|u| u.user_id == *user) {
+                    sent += usize::from(outbox.queue(frames[i].clone()));
+                }
+            }
+        }
+        sent
+    }
+
+    /// Opens (or finds) `me`'s direct conversation with `peer`, and tells
+    /// both users' sessions on every instance.
+    pub async fn open_direct(&self, me: &User, peer: &str) -> Result<Conversation, RequestError> {
+        let direct = self.store.open_direct(me, peer).await.map_err(|e| {
+            tracing::warn!(error = %e, "open direct failed: store");
+            RequestError::Unavailable(e.to_string())
+        })?;
+        self.metrics.directs_opened.fetch_add(1, Ordering::Relaxed);
+        self.notify_direct(&direct);
+        self.publish_control(ControlKind::DirectOpened(DirectOpened {
+            room: direct.room.to_string(),
+            user_ids: direct.users.iter().map(|u| u.user_id.to_string()).collect(),
+            names: direct
+                .users
+                .iter()
+                .map(|u| u.display_name.to_string())
+                .collect(),
+        }))
+        .await;
+        Ok(direct)
     }
 
     /// Sends `text` as a notification to every client of this instance.

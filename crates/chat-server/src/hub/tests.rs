@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::backplane::LocalBackplane;
-use crate::store::{Appended, MemoryStore, Retention, StoreError};
+use crate::store::{Appended, Conversation, MemoryStore, Retention, StoreError};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use std::sync::atomic::AtomicBool;
@@ -66,6 +66,28 @@ impl MessageStore for ProbeStore {
         sequence: u64,
     ) -> BoxFuture<'a, Result<ReadState, StoreError>> {
         self.inner.mark_read(room, user, sequence)
+    }
+
+    fn open_direct<'a>(
+        &'a self,
+        me: &'a User,
+        peer: &'a str,
+    ) -> BoxFuture<'a, Result<Conversation, StoreError>> {
+        self.inner.open_direct(me, peer)
+    }
+
+    fn direct<'a>(
+        &'a self,
+        room: &'a RoomName,
+    ) -> BoxFuture<'a, Result<Option<Conversation>, StoreError>> {
+        self.inner.direct(room)
+    }
+
+    fn list_direct<'a>(
+        &'a self,
+        user_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Conversation>, StoreError>> {
+        self.inner.list_direct(user_id)
     }
 
     fn latest_sequence<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<u64, StoreError>> {

@@ -167,6 +167,9 @@ pub struct Metrics {
     pub read_marks: AtomicU64,
     /// Reactions added or removed, stored (retries excluded).
     pub reactions: AtomicU64,
+    /// Direct conversations opened (or found again) by this instance's
+    /// clients.
+    pub directs_opened: AtomicU64,
     /// Requests refused by a rate limit, by action.
     pub rate_limited: Family<RateLimitedAction>,
     /// Refused tokens, by reason.
@@ -196,6 +199,7 @@ impl Default for Metrics {
             messages_deleted: AtomicU64::new(0),
             read_marks: AtomicU64::new(0),
             reactions: AtomicU64::new(0),
+            directs_opened: AtomicU64::new(0),
             rate_limited: Family::new(),
             auth_failures: Family::new(),
             store_append: Histogram::default(),

@@ -4,12 +4,33 @@
 //! `history` request on the session stream, answered as its `Reply`.
 
 use crate::auth::{Access, Identity};
-use crate::domain::{RequestError, RoomName};
+use crate::domain::{RequestError, RoomName, direct};
 use crate::hub::{Hub, message_event};
 use crate::metrics::RateLimitedAction;
 use crate::store::{Direction, Page, StoreError};
 use chat_proto::v1::{HistoryDirection, HistoryRequest, HistoryResponse};
 use std::time::Duration;
+
+/// What `identity` may do in `room`: the pair of a direct conversation
+/// read and write it and nobody else may do anything there, whatever the
+/// token says; any other room is as the token says.
+pub async fn room_access(
+    hub: &Hub,
+    identity: &Identity,
+    room: &RoomName,
+) -> Result<Access, RequestError> {
+    if !direct::is_direct(room) {
+        return Ok(identity.rooms.access(room.as_str()));
+    }
+    match hub.store().direct(room).await {
+        Ok(Some(conversation)) if conversation.has(&identity.user.user_id) => Ok(Access::Write),
+        Ok(_) => Ok(Access::None),
+        Err(e) => {
+            tracing::warn!(%room, error = %e, "direct room check failed: store");
+            Err(RequestError::Unavailable(e.to_string()))
+        }
+    }
+}
 
 /// History page size when the request names none.
 pub const DEFAULT_LIMIT: usize = 50;
@@ -34,7 +55,7 @@ pub async fn page(
         });
     }
     let room = RoomName::parse(&request.room)?;
-    if identity.rooms.access(room.as_str()) == Access::None {
+    if room_access(hub, identity, &room).await? == Access::None {
         return Err(RequestError::PermissionDenied(format!(
             "you may not read room {room}"
         )));

@@ -10,6 +10,7 @@ use crate::auth::{Access, Identity};
 use crate::config::SessionConfig;
 use crate::domain::RequestError;
 use crate::domain::User;
+use crate::domain::direct;
 use crate::domain::validate::{self, RoomName};
 use crate::hub::{ConnId, Hub, JoinInfo, Outbox, OutboxStream, disconnect_frame, member, outbox};
 use crate::limiter::{Action, Admission, Permit, Refusal};
@@ -18,9 +19,9 @@ use crate::store::{Kind, NewMessage, StoredMessage};
 use crate::telemetry::trace::{self, TraceParent};
 use chat_proto::EncodedFrame;
 use chat_proto::v1::{
-    ClientFrame, DisconnectReason, JoinRoomResult, LeaveRoomResult, ListMembersResult,
-    ListRoomsResult, MarkReadResult, PongResult, Reply, SendMessageResult, TypingResult, Welcome,
-    client_frame::Request, reply, server_frame::Frame,
+    ClientFrame, DirectConversation, DisconnectReason, JoinRoomResult, LeaveRoomResult,
+    ListDirectResult, ListMembersResult, ListRoomsResult, MarkReadResult, PongResult, Reply,
+    SendMessageResult, TypingResult, Welcome, client_frame::Request, reply, server_frame::Frame,
 };
 use chat_util::now_unix_ms;
 use futures::{Stream, StreamExt};
@@ -98,7 +99,7 @@ impl Session {
     ) -> Session {
         let idle_timeout = timing.idle_timeout;
         let user = identity.user.clone();
-        let conn = hub.register(outbox.clone());
+        let conn = hub.register(user.user_id.clone(), outbox.clone());
         let limits = hub.limits();
         let welcome = Frame::Welcome(Welcome {
             connection_id: format!("{}-{conn}", hub.server_id()),
@@ -271,6 +272,8 @@ impl Session {
             Some(Request::DeleteMessage(_)) => "chat.delete",
             Some(Request::MarkRead(_)) => "chat.mark_read",
             Some(Request::React(_)) => "chat.react",
+            Some(Request::OpenDirect(_)) => "chat.open_direct",
+            Some(Request::ListDirect(_)) => "chat.list_direct",
             None => "chat.unknown",
         };
         let parent = match frame.traceparent.as_str() {
@@ -285,6 +288,9 @@ impl Session {
         let request_id = frame.request_id;
         let limited = match &frame.request {
             Some(Request::JoinRoom(_)) => Some((Action::Join, "joins")),
+            // Opening a conversation writes to the store and tells every
+            // instance: limited like a join.
+            Some(Request::OpenDirect(_)) => Some((Action::Join, "joins")),
             // A send to a room the connection is not in is refused below
             // and costs no token (a client retrying while it rejoins).
             Some(Request::SendMessage(r)) if self.rooms.iter().any(|m| m.as_str() == r.room) => {
@@ -344,6 +350,8 @@ impl Session {
                     .map(reply::Result::EditMessage)
             }
             Some(Request::MarkRead(r)) => self.mark_read(&r.room, r.sequence).await,
+            Some(Request::OpenDirect(r)) => self.open_direct(&r.user_id).await,
+            Some(Request::ListDirect(_)) => self.list_direct().await,
             Some(Request::React(r)) => {
                 let kind = match r.add {
                     true => Kind::ReactionAdded(r.sequence),
@@ -425,7 +433,7 @@ impl Session {
         if self.rooms.contains(&room) {
             return Err(RequestError::AlreadyAMember(room.to_string()));
         }
-        if self.identity.rooms.access(room.as_str()) == Access::None {
+        if history::room_access(&self.hub, &self.identity, &room).await? == Access::None {
             return Err(RequestError::PermissionDenied(format!(
                 "you may not join room {room}"
             )));
@@ -485,6 +493,10 @@ impl Session {
     /// say it is typing).
     fn writable_room(&self, room: &str) -> Result<RoomName, RequestError> {
         let room = self.member_room(room)?;
+        // Only its pair could join a direct conversation; both write there.
+        if direct::is_direct(&room) {
+            return Ok(room);
+        }
         if self.identity.rooms.access(room.as_str()) != Access::Write {
             return Err(RequestError::PermissionDenied(format!(
                 "room {room} is read-only for you"
@@ -514,6 +526,37 @@ impl Session {
             .await?;
         tracing::debug!(room = %stored.message.room, sequence = stored.sequence, "message sent");
         Ok(reply::Result::SendMessage(acknowledgement(stored)))
+    }
+
+    /// Opens (or finds) this user's direct conversation with `peer`.
+    async fn open_direct(&mut self, peer: &str) -> Result<reply::Result, RequestError> {
+        let peer = direct::peer(peer, &self.user.user_id)?;
+        let conversation = self.hub.open_direct(&self.user, peer).await?;
+        tracing::info!(room = %conversation.room, "direct conversation opened");
+        Ok(reply::Result::OpenDirect(DirectConversation {
+            room: conversation.room.to_string(),
+            peer: Some(member(conversation.peer(&self.user.user_id))),
+        }))
+    }
+
+    /// This user's direct conversations.
+    async fn list_direct(&mut self) -> Result<reply::Result, RequestError> {
+        let listed = self
+            .hub
+            .store()
+            .list_direct(&self.user.user_id)
+            .await
+            .map_err(|e| RequestError::Unavailable(e.to_string()))?;
+        let me = &self.user.user_id;
+        Ok(reply::Result::ListDirect(ListDirectResult {
+            conversations: listed
+                .iter()
+                .map(|d| DirectConversation {
+                    room: d.room.to_string(),
+                    peer: Some(member(d.peer(me))),
+                })
+                .collect(),
+        }))
     }
 
     /// Moves this user's read position in `room` (a member's) up to

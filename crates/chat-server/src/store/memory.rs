@@ -3,10 +3,11 @@
 //! survives a restart; for tests and throwaway runs.
 
 use super::{
-    Appended, Direction, Kind, MAX_REACTIONS_PER_USER, MessageStore, NewMessage, Page,
-    REACTORS_LISTED, Reactions, ReadState, Retention, StoreError, StoredMessage, UNREAD_COUNT_CAP,
-    check_change,
+    Appended, Conversation, Direction, Kind, MAX_DIRECT_LISTED, MAX_REACTIONS_PER_USER,
+    MessageStore, NewMessage, Page, REACTORS_LISTED, Reactions, ReadState, Retention, StoreError,
+    StoredMessage, UNREAD_COUNT_CAP, check_change, check_direct, direct_users,
 };
+use crate::domain::User;
 use crate::domain::validate::RoomName;
 use chat_util::lock;
 use chat_util::now_unix_ms;
@@ -33,6 +34,10 @@ struct RoomLog {
 pub struct MemoryStore {
     hasher: RandomState,
     shards: Box<[Mutex<HashMap<RoomName, RoomLog>>]>,
+    /// Conversation conversations by room, with when each was opened (a counter).
+    directs: Mutex<HashMap<RoomName, (Conversation, u64)>>,
+    /// Counts conversations opened, for their order.
+    opened: std::sync::atomic::AtomicU64,
 }
 
 impl Default for MemoryStore {
@@ -40,6 +45,8 @@ impl Default for MemoryStore {
         MemoryStore {
             hasher: RandomState::new(),
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            directs: Mutex::default(),
+            opened: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -263,6 +270,51 @@ impl MessageStore for MemoryStore {
         let read = log.read.entry(user.to_string()).or_default();
         *read = (*read).max(clamped);
         ready(Ok(log.read_state(user))).boxed()
+    }
+
+    fn open_direct<'a>(
+        &'a self,
+        me: &'a User,
+        peer: &'a str,
+    ) -> BoxFuture<'a, Result<Conversation, StoreError>> {
+        let room = crate::domain::direct::room(&me.user_id, peer);
+        let mut directs = lock(&self.directs);
+        let order = self
+            .opened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (direct, _) = directs.entry(room.clone()).or_insert_with(|| {
+            let users = direct_users(me, peer);
+            (Conversation { room, users }, order)
+        });
+        if let Some(mine) = direct.users.iter_mut().find(|u| u.user_id == me.user_id) {
+            mine.display_name = me.display_name.clone();
+        }
+        let found = direct.clone();
+        ready(check_direct(found, me, peer)).boxed()
+    }
+
+    fn direct<'a>(
+        &'a self,
+        room: &'a RoomName,
+    ) -> BoxFuture<'a, Result<Option<Conversation>, StoreError>> {
+        let found = lock(&self.directs).get(room).map(|(d, _)| d.clone());
+        ready(Ok(found)).boxed()
+    }
+
+    fn list_direct<'a>(
+        &'a self,
+        user_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Conversation>, StoreError>> {
+        let directs = lock(&self.directs);
+        let mut mine: Vec<&(Conversation, u64)> =
+            directs.values().filter(|(d, _)| d.has(user_id)).collect();
+        mine.sort_by_key(|(_, opened)| std::cmp::Reverse(*opened));
+        let listed = mine
+            .into_iter()
+            .take(MAX_DIRECT_LISTED)
+            .map(|(d, _)| d.clone())
+            .collect();
+        ready(Ok(listed)).boxed()
     }
 
     fn latest_sequence<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<u64, StoreError>> {

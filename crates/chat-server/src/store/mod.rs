@@ -184,6 +184,35 @@ pub struct ReadState {
 /// many rows).
 pub const UNREAD_COUNT_CAP: u32 = 1000;
 
+/// A direct conversation: its room and its two users, ordered by id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conversation {
+    /// The room ([`crate::domain::direct::room`] of the two ids).
+    pub room: RoomName,
+    /// The two users, the lower id first; each name as that user last gave
+    /// it (the id until then).
+    pub users: [User; 2],
+}
+
+impl Conversation {
+    /// Whether `user_id` is one of the two.
+    pub fn has(&self, user_id: &str) -> bool {
+        self.users.iter().any(|u| &*u.user_id == user_id)
+    }
+
+    /// The other user than `me` (the second if `me` is neither).
+    pub fn peer(&self, me: &str) -> &User {
+        if &*self.users[1].user_id == me {
+            &self.users[0]
+        } else {
+            &self.users[1]
+        }
+    }
+}
+
+/// Conversation conversations listed per user at most.
+pub const MAX_DIRECT_LISTED: usize = 500;
+
 /// Which way a history page goes from its starting point.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -274,6 +303,27 @@ pub trait MessageStore: Send + Sync + 'static {
         user: &'a str,
         sequence: u64,
     ) -> BoxFuture<'a, Result<ReadState, StoreError>>;
+
+    /// Opens (or finds) the direct conversation of `me` with `peer` (a user
+    /// id) and records `me`'s display name in it.
+    fn open_direct<'a>(
+        &'a self,
+        me: &'a User,
+        peer: &'a str,
+    ) -> BoxFuture<'a, Result<Conversation, StoreError>>;
+
+    /// The direct conversation whose room is `room`, if there is one.
+    fn direct<'a>(
+        &'a self,
+        room: &'a RoomName,
+    ) -> BoxFuture<'a, Result<Option<Conversation>, StoreError>>;
+
+    /// `user_id`'s direct conversations, the most recently opened first (at
+    /// most [`MAX_DIRECT_LISTED`]).
+    fn list_direct<'a>(
+        &'a self,
+        user_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Conversation>, StoreError>>;
 
     /// The sequence number of the room's latest message, 0 if it has none.
     fn latest_sequence<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<u64, StoreError>>;
@@ -376,6 +426,46 @@ pub async fn open(url: &str) -> Result<Arc<dyn MessageStore>, StoreError> {
     } else {
         Err(StoreError::Config(format!(
             "store.url {url:?}: expected memory, sqlite://PATH or postgres://…"
+        )))
+    }
+}
+
+/// The conversation row (`room, user_a, name_a, user_b, name_b`) as a
+/// [`Conversation`].
+fn direct_from_row(room: &str, a: (String, String), b: (String, String)) -> Option<Conversation> {
+    let user = |(id, name): (String, String)| User {
+        user_id: Arc::from(id),
+        display_name: Arc::from(name),
+    };
+    Some(Conversation {
+        room: RoomName::parse(room).ok()?,
+        users: [user(a), user(b)],
+    })
+}
+
+/// The two users of `me`'s conversation with `peer` in row order (lower id
+/// first): `me` with its name, `peer` with its id for a name.
+fn direct_users(me: &User, peer: &str) -> [User; 2] {
+    let other = User {
+        user_id: Arc::from(peer),
+        display_name: Arc::from(peer),
+    };
+    if *me.user_id <= *peer {
+        [me.clone(), other]
+    } else {
+        [other, me.clone()]
+    }
+}
+
+/// A conversation row found under `room` must be between the two users
+/// asked for (the room name is a hash of their ids).
+fn check_direct(found: Conversation, me: &User, peer: &str) -> Result<Conversation, StoreError> {
+    if found.has(&me.user_id) && found.has(peer) {
+        Ok(found)
+    } else {
+        Err(StoreError::Unavailable(format!(
+            "direct room {} belongs to another pair",
+            found.room
         )))
     }
 }
@@ -532,6 +622,28 @@ impl MessageStore for GatedStore {
         _: u64,
     ) -> BoxFuture<'a, Result<ReadState, StoreError>> {
         self.gated(ReadState::default())
+    }
+
+    fn open_direct<'a>(
+        &'a self,
+        _: &'a User,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<Conversation, StoreError>> {
+        Box::pin(futures::future::pending())
+    }
+
+    fn direct<'a>(
+        &'a self,
+        _: &'a RoomName,
+    ) -> BoxFuture<'a, Result<Option<Conversation>, StoreError>> {
+        self.gated(None)
+    }
+
+    fn list_direct<'a>(
+        &'a self,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Conversation>, StoreError>> {
+        self.gated(Vec::new())
     }
 
     fn latest_sequence<'a>(&'a self, _: &'a RoomName) -> BoxFuture<'a, Result<u64, StoreError>> {

@@ -14,10 +14,12 @@
 //! the others.
 
 use super::{
-    Appended, Direction, HISTORY_COLUMNS, Kind, MAX_REACTIONS_PER_USER, MessageStore, NewMessage,
-    Page, REACTORS_LISTED, ReadState, Retention, SELECT_COLUMNS, StoreError, StoredMessage,
-    UNREAD_COUNT_CAP, check_change, row_to_message, with_reactions,
+    Appended, Conversation, Direction, HISTORY_COLUMNS, Kind, MAX_DIRECT_LISTED,
+    MAX_REACTIONS_PER_USER, MessageStore, NewMessage, Page, REACTORS_LISTED, ReadState, Retention,
+    SELECT_COLUMNS, StoreError, StoredMessage, UNREAD_COUNT_CAP, check_change, check_direct,
+    direct_from_row, direct_users, row_to_message, with_reactions,
 };
+use crate::domain::User;
 use crate::domain::validate::RoomName;
 use crate::metrics::Histogram;
 use chat_util::now_unix_ms;
@@ -645,6 +647,78 @@ impl MessageStore for PostgresStore {
             .execute(&self.pool)
             .await?;
             read_state(&self.pool, room, user).await
+        }
+        .boxed()
+    }
+
+    fn open_direct<'a>(
+        &'a self,
+        me: &'a User,
+        peer: &'a str,
+    ) -> BoxFuture<'a, Result<Conversation, StoreError>> {
+        async move {
+            let room = crate::domain::direct::room(&me.user_id, peer);
+            let [a, b] = direct_users(me, peer);
+            let (user_a, name_a, user_b, name_b): (String, String, String, String) =
+                sqlx::query_as(
+                    "INSERT INTO direct_conversations (room, user_a, name_a, user_b, name_b, opened_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (room) DO UPDATE SET \
+                     name_a = CASE WHEN direct_conversations.user_a = $7 \
+                                   THEN EXCLUDED.name_a ELSE direct_conversations.name_a END, \
+                     name_b = CASE WHEN direct_conversations.user_b = $7 \
+                                   THEN EXCLUDED.name_b ELSE direct_conversations.name_b END \
+                 RETURNING user_a, name_a, user_b, name_b",
+                )
+                .bind(room.as_str())
+                .bind(&*a.user_id)
+                .bind(&*a.display_name)
+                .bind(&*b.user_id)
+                .bind(&*b.display_name)
+                .bind(now_unix_ms())
+                .bind(&*me.user_id)
+                .fetch_one(&self.pool)
+                .await?;
+            let found = direct_from_row(room.as_str(), (user_a, name_a), (user_b, name_b))
+                .ok_or_else(|| StoreError::Unavailable("a bad direct room name".into()))?;
+            check_direct(found, me, peer)
+        }
+        .boxed()
+    }
+
+    fn direct<'a>(
+        &'a self,
+        room: &'a RoomName,
+    ) -> BoxFuture<'a, Result<Option<Conversation>, StoreError>> {
+        async move {
+            let row: Option<(String, String, String, String)> = sqlx::query_as(
+                "SELECT user_a, name_a, user_b, name_b FROM direct_conversations WHERE room = $1",
+            )
+            .bind(room.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+            Ok(row.and_then(|(ua, na, ub, nb)| direct_from_row(room.as_str(), (ua, na), (ub, nb))))
+        }
+        .boxed()
+    }
+
+    fn list_direct<'a>(
+        &'a self,
+        user_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Conversation>, StoreError>> {
+        async move {
+            let rows: Vec<(String, String, String, String, String)> = sqlx::query_as(
+                "SELECT room, user_a, name_a, user_b, name_b FROM direct_conversations \
+                 WHERE user_a = $1 OR user_b = $1 ORDER BY opened_at_ms DESC, room LIMIT $2",
+            )
+            .bind(user_id)
+            .bind(MAX_DIRECT_LISTED as i64)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(room, ua, na, ub, nb)| direct_from_row(&room, (ua, na), (ub, nb)))
+                .collect())
         }
         .boxed()
     }

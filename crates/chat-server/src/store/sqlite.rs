@@ -9,10 +9,12 @@
 //! buffering without limit.
 
 use super::{
-    Appended, Direction, HISTORY_COLUMNS, Kind, MAX_REACTIONS_PER_USER, MessageStore, NewMessage,
-    Page, REACTORS_LISTED, ReadState, Retention, SELECT_COLUMNS, StoreError, StoredMessage,
-    UNREAD_COUNT_CAP, check_change, row_to_message, with_reactions,
+    Appended, Conversation, Direction, HISTORY_COLUMNS, Kind, MAX_DIRECT_LISTED,
+    MAX_REACTIONS_PER_USER, MessageStore, NewMessage, Page, REACTORS_LISTED, ReadState, Retention,
+    SELECT_COLUMNS, StoreError, StoredMessage, UNREAD_COUNT_CAP, check_change, check_direct,
+    direct_from_row, direct_users, row_to_message, with_reactions,
 };
+use crate::domain::User;
 use crate::domain::validate::RoomName;
 use crate::metrics::Histogram;
 use chat_util::now_unix_ms;
@@ -39,6 +41,12 @@ enum Write {
     Append(NewMessage, Reply),
     /// An edit or a delete, and whether an operator makes it.
     Change(NewMessage, bool, Reply),
+    /// A user opens a direct conversation: the user, the other's id.
+    OpenDirect(
+        User,
+        String,
+        oneshot::Sender<Result<Conversation, StoreError>>,
+    ),
     /// A user's read position moves up: room, user, sequence.
     MarkRead(
         RoomName,
@@ -131,6 +139,9 @@ async fn write_loop(
                 Write::Change(change, operator, reply) => changes.push((change, operator, reply)),
                 Write::MarkRead(room, user, sequence, reply) => {
                     marks.push((room, user, sequence, reply))
+                }
+                Write::OpenDirect(me, peer, reply) => {
+                    let _ = reply.send(open_direct(&mut conn, &me, &peer).await);
                 }
                 Write::Retain(retention, reply) => match &retaining {
                     // One pass at a time: the one under way answers for
@@ -397,6 +408,36 @@ where
         read_sequence: read.max(0) as u64,
         unread: unread.clamp(0, i64::from(UNREAD_COUNT_CAP)) as u32,
     })
+}
+
+/// Opens (or finds) `me`'s conversation with `peer`, in the writer.
+async fn open_direct(
+    conn: &mut SqliteConnection,
+    me: &User,
+    peer: &str,
+) -> Result<Conversation, StoreError> {
+    let room = crate::domain::direct::room(&me.user_id, peer);
+    let [a, b] = direct_users(me, peer);
+    let (user_a, name_a, user_b, name_b): (String, String, String, String) = sqlx::query_as(
+        "INSERT INTO direct_conversations (room, user_a, name_a, user_b, name_b, opened_at_ms) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+     ON CONFLICT (room) DO UPDATE SET \
+         name_a = CASE WHEN user_a = ?7 THEN excluded.name_a ELSE name_a END, \
+         name_b = CASE WHEN user_b = ?7 THEN excluded.name_b ELSE name_b END \
+     RETURNING user_a, name_a, user_b, name_b",
+    )
+    .bind(room.as_str())
+    .bind(&*a.user_id)
+    .bind(&*a.display_name)
+    .bind(&*b.user_id)
+    .bind(&*b.display_name)
+    .bind(now_unix_ms())
+    .bind(&*me.user_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let found = direct_from_row(room.as_str(), (user_a, name_a), (user_b, name_b))
+        .ok_or_else(|| StoreError::Unavailable("a bad direct room name".into()))?;
+    check_direct(found, me, peer)
 }
 
 /// Moves the read position up (in the writer), then reads the state.
@@ -755,6 +796,60 @@ impl MessageStore for SqliteStore {
                 .await
                 .map_err(|_| stopped())?;
             answer.await.map_err(|_| stopped())?
+        }
+        .boxed()
+    }
+
+    fn open_direct<'a>(
+        &'a self,
+        me: &'a User,
+        peer: &'a str,
+    ) -> BoxFuture<'a, Result<Conversation, StoreError>> {
+        async move {
+            let stopped = || StoreError::Unavailable("the sqlite writer stopped".into());
+            let (reply, answer) = oneshot::channel();
+            self.writer
+                .send(Write::OpenDirect(me.clone(), peer.to_string(), reply))
+                .await
+                .map_err(|_| stopped())?;
+            answer.await.map_err(|_| stopped())?
+        }
+        .boxed()
+    }
+
+    fn direct<'a>(
+        &'a self,
+        room: &'a RoomName,
+    ) -> BoxFuture<'a, Result<Option<Conversation>, StoreError>> {
+        async move {
+            let row: Option<(String, String, String, String)> = sqlx::query_as(
+                "SELECT user_a, name_a, user_b, name_b FROM direct_conversations WHERE room = ?",
+            )
+            .bind(room.as_str())
+            .fetch_optional(&self.readers)
+            .await?;
+            Ok(row.and_then(|(ua, na, ub, nb)| direct_from_row(room.as_str(), (ua, na), (ub, nb))))
+        }
+        .boxed()
+    }
+
+    fn list_direct<'a>(
+        &'a self,
+        user_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Conversation>, StoreError>> {
+        async move {
+            let rows: Vec<(String, String, String, String, String)> = sqlx::query_as(
+                "SELECT room, user_a, name_a, user_b, name_b FROM direct_conversations \
+                 WHERE user_a = ?1 OR user_b = ?1 ORDER BY opened_at_ms DESC, room LIMIT ?2",
+            )
+            .bind(user_id)
+            .bind(MAX_DIRECT_LISTED as i64)
+            .fetch_all(&self.readers)
+            .await?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(room, ua, na, ub, nb)| direct_from_row(&room, (ua, na), (ub, nb)))
+                .collect())
         }
         .boxed()
     }

@@ -724,6 +724,63 @@ async fn authors_edit_and_delete_their_messages_and_operators_delete_any() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Issue 16, point 1: a direct conversation is open to its pair whatever
+/// their tokens' room rules say (here: no room at all), and closed to
+/// everyone else, whatever theirs say (here: every room).
+#[tokio::test]
+async fn a_direct_conversation_follows_its_pair_not_the_tokens_room_rules() {
+    let auth = AuthConfig {
+        default_room_access: DefaultRoomAccess::Closed,
+        ..hs256()
+    };
+    let server = TestServer::start(with_auth(auth.clone())).await;
+    let mint = |sub: &str, rooms: &[&str]| {
+        auth::mint(
+            &auth,
+            &TokenRequest {
+                sub: sub.into(),
+                ttl: Duration::from_secs(600),
+                rooms: rooms.iter().map(|s| s.to_string()).collect(),
+                ..TokenRequest::default()
+            },
+        )
+        .unwrap()
+    };
+    let client = |token: String| {
+        let mut config = client_config(&server.url(), "");
+        config.token = Some(TokenProvider::fixed(token));
+        connect_with(config)
+    };
+    let (ann, _ann_ev) = client(mint("ann", &[])).await;
+    let (bob, mut bob_ev) = client(mint("bob", &[])).await;
+    let (eve, _eve_ev) = client(mint("eve", &["*"])).await;
+    let conversation = ann.open_direct("bob").await.unwrap();
+    ann.send(&conversation.room, "just us").await.unwrap();
+    match expect_event(&mut bob_ev, "the message", |e| {
+        matches!(e, Event::Message(_))
+    })
+    .await
+    {
+        Event::Message(m) => assert_eq!(m.text, "just us"),
+        _ => unreachable!(),
+    }
+    bob.send(&conversation.room, "indeed")
+        .await
+        .expect("bob writes where his token names no room");
+    match eve.join(&conversation.room).await {
+        Err(ClientError::Server { code, .. }) => assert_eq!(code, ErrorCode::PermissionDenied),
+        other => panic!("eve joined: {other:?}"),
+    }
+    match eve
+        .history(&conversation.room, HistoryDirection::Backward, 0, 10)
+        .await
+    {
+        Err(ClientError::Server { code, .. }) => assert_eq!(code, ErrorCode::PermissionDenied),
+        other => panic!("eve read: {other:?}"),
+    }
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn admin_endpoint_takes_a_token_with_the_admin_claim() {
     let auth = hs256();

@@ -509,6 +509,106 @@ async fn reactions_reach_every_instance_and_show_in_history(backplane: Backplane
     b.stop().await;
 }
 
+/// Issue 16, point 1, over a shared PostgreSQL store: a direct
+/// conversation reaches every session of both users on every instance
+/// (they join it), carries messages like any room, is the same room from
+/// either side, is listed for both, and is closed to everyone else.
+async fn a_direct_conversation_reaches_both_users_everywhere_and_nobody_else(backplane: Backplane) {
+    let db = or_skip!(postgres_db().await);
+    let (a, b) = shared_store_pair(&backplane, &db).await;
+    let (alice, _alice_ev) = connect(&a.url(), "alice").await;
+    let (alice_too, mut alice_too_ev) = connect(&b.url(), "alice").await;
+    let (bob, mut bob_ev) = connect(&b.url(), "bob").await;
+    let (carol, _carol_ev) = connect(&a.url(), "carol").await;
+
+    let opened = alice.open_direct("bob").await.unwrap();
+    assert!(opened.room.starts_with("dm."), "{opened:?}");
+    assert_eq!(opened.peer.as_ref().unwrap().user_id, "bob");
+    assert!(alice.rooms().contains(&opened.room), "open_direct joins it");
+    for (events, peer) in [(&mut bob_ev, "alice"), (&mut alice_too_ev, "bob")] {
+        match expect_event(events, "direct opened", |e| {
+            matches!(e, Event::DirectOpened(_))
+        })
+        .await
+        {
+            Event::DirectOpened(d) => {
+                assert_eq!(d.room, opened.room);
+                assert_eq!(d.peer.unwrap().user_id, peer);
+            }
+            _ => unreachable!(),
+        }
+    }
+    // Both other sessions join it by themselves.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(bob.rooms().contains(&opened.room) && alice_too.rooms().contains(&opened.room)) {
+        assert!(Instant::now() < deadline, "the other sessions did not join");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_members(&a, &opened.room, &["alice", "bob"]).await;
+    wait_members(&b, &opened.room, &["alice", "bob"]).await;
+
+    alice.send(&opened.room, "hi bob").await.unwrap();
+    for events in [&mut bob_ev, &mut alice_too_ev] {
+        let m = expect_numbered(events, &opened.room).await;
+        assert_eq!((m.sequence, m.text.as_str()), (1, "hi bob"));
+    }
+    bob.send(&opened.room, "hi alice").await.unwrap();
+    // The same room from the other side; listed for both.
+    let again = bob.open_direct("alice").await.unwrap();
+    assert_eq!(again.room, opened.room);
+    for (client, peer) in [(&bob, "alice"), (&alice_too, "bob")] {
+        let listed = client.list_direct().await.unwrap();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0].room, opened.room);
+        assert_eq!(listed[0].peer.as_ref().unwrap().user_id, peer);
+    }
+    // Nobody else joins, reads or writes.
+    let code = |r: Result<(), chat_client::ClientError>| match r {
+        Err(chat_client::ClientError::Server { code, .. }) => code,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    assert_eq!(
+        code(carol.join(&opened.room).await.map(|_| ())),
+        ErrorCode::PermissionDenied
+    );
+    assert_eq!(
+        code(
+            carol
+                .history(&opened.room, HistoryDirection::Backward, 0, 10)
+                .await
+                .map(|_| ())
+        ),
+        ErrorCode::PermissionDenied
+    );
+    assert_eq!(
+        code(carol.send(&opened.room, "let me in").await.map(|_| ())),
+        ErrorCode::NotAMember
+    );
+    assert!(carol.list_direct().await.unwrap().is_empty());
+    // A conversation nobody opened cannot be joined either, nor one with
+    // oneself opened.
+    assert_eq!(
+        code(
+            carol
+                .join("dm.0000000000000000000000000000000000000000")
+                .await
+                .map(|_| ())
+        ),
+        ErrorCode::PermissionDenied
+    );
+    assert_eq!(
+        code(carol.open_direct("carol").await.map(|_| ())),
+        ErrorCode::InvalidArgument
+    );
+    let page = bob
+        .history(&opened.room, HistoryDirection::Backward, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(page.messages.len(), 2);
+    a.stop().await;
+    b.stop().await;
+}
+
 /// The next read receipts of `room` naming `user`: that user's position.
 async fn expect_read(events: &mut chat_client::Events, room: &str, user: &str) -> u64 {
     let names = |e: &Event| match e {
@@ -1053,8 +1153,8 @@ macro_rules! suite {
     };
 }
 
-suite!(redis: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, edits_and_deletes_reach_every_instance_in_order, read_marks_are_shared_announced_once_and_reported_on_join, reactions_reach_every_instance_and_show_in_history, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected);
-suite!(nats: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, edits_and_deletes_reach_every_instance_in_order, read_marks_are_shared_announced_once_and_reported_on_join, reactions_reach_every_instance_and_show_in_history, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected);
+suite!(redis: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, edits_and_deletes_reach_every_instance_in_order, read_marks_are_shared_announced_once_and_reported_on_join, reactions_reach_every_instance_and_show_in_history, a_direct_conversation_reaches_both_users_everywhere_and_nobody_else, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected);
+suite!(nats: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, edits_and_deletes_reach_every_instance_in_order, read_marks_are_shared_announced_once_and_reported_on_join, reactions_reach_every_instance_and_show_in_history, a_direct_conversation_reaches_both_users_everywhere_and_nobody_else, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected);
 
 #[tokio::test]
 async fn redis_cluster_with_sharded_pub_sub() {

@@ -786,6 +786,50 @@ async fn retention_takes_the_text_of_a_removed_messages_edits(backend: Backend) 
     assert_eq!(page.last().unwrap().message.text, "kept");
 }
 
+/// Issue 16, point 1: a direct conversation is one room per pair, found
+/// from either side, listed for both, and keeps each user's own name.
+async fn direct_conversations_are_one_per_pair_and_listed_for_both(backend: Backend) {
+    let store = backend.open().await;
+    let user = |id: &str, name: &str| User {
+        user_id: Arc::from(id),
+        display_name: Arc::from(name),
+    };
+    let ann_bob = store.open_direct(&user("ann", "Ann"), "bob").await.unwrap();
+    assert_eq!(
+        ann_bob.room,
+        chat_server::domain::direct::room("ann", "bob")
+    );
+    assert_eq!(
+        &*ann_bob.peer("ann").display_name,
+        "bob",
+        "bob's id until he names himself"
+    );
+    let again = store.open_direct(&user("bob", "Bob"), "ann").await.unwrap();
+    assert_eq!(again.room, ann_bob.room);
+    assert_eq!(&*again.peer("bob").display_name, "Ann");
+    assert_eq!(&*again.peer("ann").display_name, "Bob", "bob's name now");
+    let ann_cat = store.open_direct(&user("ann", "Ann"), "cat").await.unwrap();
+    assert_ne!(ann_cat.room, ann_bob.room);
+    let found = store.direct(&ann_bob.room).await.unwrap().expect("stored");
+    assert!(found.has("ann") && found.has("bob") && !found.has("cat"));
+    assert_eq!(store.direct(&room("lobby")).await.unwrap(), None);
+    let rooms =
+        |list: Vec<store::Conversation>| list.into_iter().map(|c| c.room).collect::<Vec<_>>();
+    let anns = rooms(store.list_direct("ann").await.unwrap());
+    assert_eq!(anns.len(), 2);
+    assert!(anns.contains(&ann_bob.room) && anns.contains(&ann_cat.room));
+    assert_eq!(
+        rooms(store.list_direct("bob").await.unwrap()),
+        std::slice::from_ref(&ann_bob.room)
+    );
+    assert!(store.list_direct("dan").await.unwrap().is_empty());
+    if backend.durable() {
+        drop(store);
+        let store = backend.open().await;
+        assert_eq!(store.list_direct("cat").await.unwrap().len(), 1);
+    }
+}
+
 macro_rules! suite {
     ($backend:ident: $($test:ident),* $(,)?) => {
         mod $backend {
@@ -800,9 +844,9 @@ macro_rules! suite {
     };
 }
 
-suite!(memory: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied, read_positions_never_move_back_and_count_what_is_unread, the_unread_count_stops_at_its_cap, reactions_are_numbered_counted_bounded_and_go_with_their_message, retention_takes_the_text_of_a_removed_messages_edits);
-suite!(sqlite: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied, read_positions_never_move_back_and_count_what_is_unread, the_unread_count_stops_at_its_cap, reactions_are_numbered_counted_bounded_and_go_with_their_message, retention_takes_the_text_of_a_removed_messages_edits);
-suite!(postgres: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied, read_positions_never_move_back_and_count_what_is_unread, the_unread_count_stops_at_its_cap, reactions_are_numbered_counted_bounded_and_go_with_their_message, retention_takes_the_text_of_a_removed_messages_edits);
+suite!(memory: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied, read_positions_never_move_back_and_count_what_is_unread, the_unread_count_stops_at_its_cap, reactions_are_numbered_counted_bounded_and_go_with_their_message, retention_takes_the_text_of_a_removed_messages_edits, direct_conversations_are_one_per_pair_and_listed_for_both);
+suite!(sqlite: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied, read_positions_never_move_back_and_count_what_is_unread, the_unread_count_stops_at_its_cap, reactions_are_numbered_counted_bounded_and_go_with_their_message, retention_takes_the_text_of_a_removed_messages_edits, direct_conversations_are_one_per_pair_and_listed_for_both);
+suite!(postgres: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied, read_positions_never_move_back_and_count_what_is_unread, the_unread_count_stops_at_its_cap, reactions_are_numbered_counted_bounded_and_go_with_their_message, retention_takes_the_text_of_a_removed_messages_edits, direct_conversations_are_one_per_pair_and_listed_for_both);
 
 /// Review of issue 16: a retried delete racing its original on another
 /// instance is answered with the original, never refused because the

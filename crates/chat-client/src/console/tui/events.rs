@@ -3,7 +3,7 @@
 //! room's pane.
 
 use super::pane::{Change, Entry, Kind};
-use super::requests::HISTORY_ON_JOIN;
+use super::requests::{HISTORY_ON_JOIN, Outcome};
 use super::state::{App, Conn, MARK_READ_EVERY, TYPING_LONGEST, TYPISTS_KEPT, Typist};
 use super::text::{display, joined_text, notice_text};
 use chat_client::proto::{
@@ -35,6 +35,19 @@ impl App {
                 }
             }
             Event::Typing(t) => self.on_typing(t),
+            Event::DirectOpened(d) => {
+                let peer = d
+                    .peer
+                    .as_ref()
+                    .map_or_else(String::new, |p| p.display_name.clone());
+                self.info(format!(
+                    "direct conversation with {peer} opened: {}",
+                    d.room
+                ));
+                self.directs.insert(d.room.clone(), peer);
+                self.panes.entry(d.room).or_default();
+                self.sync_rooms();
+            }
             Event::ReadReceipts(r) => {
                 // This user read the room in another session: nothing
                 // there is unread any more up to that point.
@@ -87,6 +100,11 @@ impl App {
             "reconnected"
         };
         self.broadcast(Kind::Notice(format!("{verb} to {} as {name}", self.server)));
+        if self.sessions == 1 {
+            // The user's direct conversations, joined like the rooms given
+            // at start (later sessions rejoin them with the rest).
+            self.spawn(|client| async move { Outcome::Directs(client.list_direct().await) });
+        }
     }
 
     /// A room joined again on a new session (or first joined, for the

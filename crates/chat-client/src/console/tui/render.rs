@@ -106,6 +106,7 @@ impl App {
     fn room_item(&self, room: &str) -> ListItem<'static> {
         let current = self.current.as_deref() == Some(room);
         let unread = self.panes.get(room).map_or(0, |p| p.unread);
+        let room = self.room_label(room);
         let mut spans = vec![];
         if current {
             let style = Style::new()
@@ -133,7 +134,7 @@ impl App {
     /// The current pane's rows that fit, scrolled as the user left it.
     fn draw_messages(&mut self, frame: &mut Frame<'_>, area: Rect) {
         let title = match &self.current {
-            Some(room) => format!(" {room} "),
+            Some(room) => format!(" {} ", self.room_label(room)),
             None => " no room — /join ROOM ".to_string(),
         };
         let mut block = Block::bordered()

@@ -8,13 +8,16 @@ use super::text::joined_text;
 use crate::console::command::{self, Command};
 use crate::console::describe::names;
 use chat_client::proto::{
-    ErrorCode, HistoryDirection, HistoryResponse, JoinRoomResult, LeaveRoomResult, Member,
-    MessageEvent, MessageKind, SendMessageResult,
+    DirectConversation, ErrorCode, HistoryDirection, HistoryResponse, JoinRoomResult,
+    LeaveRoomResult, Member, MessageEvent, MessageKind, SendMessageResult,
 };
 use chat_client::{Client, ClientError};
 use std::future::Future;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+
+/// The most recent direct conversations joined at the first connection.
+pub(super) const DIRECTS_JOINED: usize = 20;
 
 /// Stored messages shown when a room is joined (and by a bare `/history`).
 pub(super) const HISTORY_ON_JOIN: u32 = 20;
@@ -63,6 +66,10 @@ pub(super) enum Outcome {
         /// The server's answer.
         result: Result<SendMessageResult, ClientError>,
     },
+    /// `/dm`: the conversation, joined.
+    Direct(Result<DirectConversation, ClientError>),
+    /// The direct conversations listed at the first connection, to join.
+    Directs(Result<Vec<DirectConversation>, ClientError>),
     /// `/history`, or the page shown on joining.
     History {
         /// The room asked about.
@@ -137,6 +144,11 @@ impl App {
                     let result = client.react(&room, sequence, &emoji, add).await;
                     let what = if add { "reaction" } else { "unreaction" };
                     Outcome::Changed { room, what, result }
+                });
+            }
+            Command::Direct(user) => {
+                self.spawn(move |client| async move {
+                    Outcome::Direct(client.open_direct(&user).await)
                 });
             }
             Command::Read => {
@@ -277,7 +289,7 @@ impl App {
     /// Each starts only once the one before has finished: the server must
     /// see messages in the order they were typed, and a join before what is
     /// sent to the room.
-    fn spawn<F, Fut>(&mut self, request: F)
+    pub(super) fn spawn<F, Fut>(&mut self, request: F)
     where
         F: FnOnce(Client) -> Fut + Send + 'static,
         Fut: Future<Output = Outcome> + Send + 'static,
@@ -326,6 +338,30 @@ impl App {
                     self.push_room(&room, Entry::now(Kind::Error(text)));
                 }
             }
+            Outcome::Direct(result) => match result {
+                Ok(d) => {
+                    let peer = d.peer.map(|p| p.display_name).unwrap_or_default();
+                    self.directs.insert(d.room.clone(), peer.clone());
+                    self.panes.entry(d.room.clone()).or_default();
+                    self.sync_rooms();
+                    self.switch_to(Some(d.room.clone()));
+                    self.info(format!("direct conversation with {peer}"));
+                    self.fetch_history(d.room, HISTORY_ON_JOIN);
+                }
+                Err(e) => self.error(format!("cannot open the direct conversation: {e}")),
+            },
+            Outcome::Directs(result) => match result {
+                Ok(list) => {
+                    for d in list.into_iter().take(DIRECTS_JOINED) {
+                        let peer = d.peer.map(|p| p.display_name).unwrap_or_default();
+                        self.directs.insert(d.room.clone(), peer);
+                        if !self.rooms.contains(&d.room) {
+                            self.submit(&format!("/join {}", d.room));
+                        }
+                    }
+                }
+                Err(e) => self.error(format!("cannot list the direct conversations: {e}")),
+            },
             Outcome::Members { room, result } => match result {
                 Ok(members) => self.info(format!(
                     "members of {room} ({}): {}",

@@ -108,6 +108,8 @@ pub(super) struct App {
     pub(super) marked_read: HashMap<String, u64>,
     /// When a room was last marked read.
     pub(super) marked_at: Option<Instant>,
+    /// Direct conversations' rooms, shown as `@` and the other user's name.
+    pub(super) directs: HashMap<String, String>,
     /// Set to leave the loop.
     pub(super) quit: bool,
 }
@@ -150,6 +152,7 @@ impl App {
             own: OwnMessages::default(),
             marked_read: HashMap::new(),
             marked_at: None,
+            directs: HashMap::new(),
             quit: false,
         };
         app.sync_rooms();
@@ -274,6 +277,14 @@ impl App {
     /// A failure, in the pane shown.
     pub(super) fn error(&mut self, text: String) {
         self.push_current(Kind::Error(text));
+    }
+
+    /// How `room` is shown: a direct conversation as `@name`.
+    pub(super) fn room_label(&self, room: &str) -> String {
+        match self.directs.get(room) {
+            Some(name) => format!("@{name}"),
+            None => room.to_string(),
+        }
     }
 
     /// Whether `member` is this client's user.

@@ -37,7 +37,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file chat/v1/chat.proto.
  */
 export const file_chat_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("ChJjaGF0L3YxL2NoYXQucHJvdG8SB2NoYXQudjEicgoOSGlzdG9yeVJlcXVlc3QSDAoEcm9vbRgBIAEoCRIsCglkaXJlY3Rpb24YAiABKA4yGS5jaGF0LnYxLkhpc3RvcnlEaXJlY3Rpb24SFQoNZnJvbV9zZXF1ZW5jZRgDIAEoBBINCgVsaW1pdBgEIAEoDSJhCg9IaXN0b3J5UmVzcG9uc2USDAoEcm9vbRgBIAEoCRInCghtZXNzYWdlcxgCIAMoCzIVLmNoYXQudjEuTWVzc2FnZUV2ZW50EhcKD2xhdGVzdF9zZXF1ZW5jZRgDIAEoBCL9BAoLQ2xpZW50RnJhbWUSEgoKcmVxdWVzdF9pZBgBIAEoBBITCgt0cmFjZXBhcmVudBgCIAEoCRItCglqb2luX3Jvb20YCiABKAsyGC5jaGF0LnYxLkpvaW5Sb29tUmVxdWVzdEgAEi8KCmxlYXZlX3Jvb20YCyABKAsyGS5jaGF0LnYxLkxlYXZlUm9vbVJlcXVlc3RIABIzCgxzZW5kX21lc3NhZ2UYDCABKAsyGy5jaGF0LnYxLlNlbmRNZXNzYWdlUmVxdWVzdEgAEjMKDGxpc3RfbWVtYmVycxgNIAEoCzIbLmNoYXQudjEuTGlzdE1lbWJlcnNSZXF1ZXN0SAASLwoKbGlzdF9yb29tcxgOIAEoCzIZLmNoYXQudjEuTGlzdFJvb21zUmVxdWVzdEgAEiQKBHBpbmcYDyABKAsyFC5jaGF0LnYxLlBpbmdSZXF1ZXN0SAASKgoHaGlzdG9yeRgQIAEoCzIXLmNoYXQudjEuSGlzdG9yeVJlcXVlc3RIABIoCgZ0eXBpbmcYESABKAsyFi5jaGF0LnYxLlR5cGluZ1JlcXVlc3RIABIzCgxlZGl0X21lc3NhZ2UYEiABKAsyGy5jaGF0LnYxLkVkaXRNZXNzYWdlUmVxdWVzdEgAEjcKDmRlbGV0ZV9tZXNzYWdlGBMgASgLMh0uY2hhdC52MS5EZWxldGVNZXNzYWdlUmVxdWVzdEgAEi0KCW1hcmtfcmVhZBgUIAEoCzIYLmNoYXQudjEuTWFya1JlYWRSZXF1ZXN0SAASJgoFcmVhY3QYFSABKAsyFS5jaGF0LnYxLlJlYWN0UmVxdWVzdEgAQgkKB3JlcXVlc3QiZQoMUmVhY3RSZXF1ZXN0EgwKBHJvb20YASABKAkSEAoIc2VxdWVuY2UYAiABKAQSDQoFZW1vamkYAyABKAkSCwoDYWRkGAQgASgIEhkKEWNsaWVudF9tZXNzYWdlX2lkGAUgASgJIjEKD01hcmtSZWFkUmVxdWVzdBIMCgRyb29tGAEgASgJEhAKCHNlcXVlbmNlGAIgASgEIl0KEkVkaXRNZXNzYWdlUmVxdWVzdBIMCgRyb29tGAEgASgJEhAKCHNlcXVlbmNlGAIgASgEEgwKBHRleHQYAyABKAkSGQoRY2xpZW50X21lc3NhZ2VfaWQYBCABKAkiUQoURGVsZXRlTWVzc2FnZVJlcXVlc3QSDAoEcm9vbRgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoBBIZChFjbGllbnRfbWVzc2FnZV9pZBgDIAEoCSItCg1UeXBpbmdSZXF1ZXN0EgwKBHJvb20YASABKAkSDgoGdHlwaW5nGAIgASgIIk8KD0pvaW5Sb29tUmVxdWVzdBIMCgRyb29tGAEgASgJEhsKDnNpbmNlX3NlcXVlbmNlGAIgASgESACIAQFCEQoPX3NpbmNlX3NlcXVlbmNlIiAKEExlYXZlUm9vbVJlcXVlc3QSDAoEcm9vbRgBIAEoCSJLChJTZW5kTWVzc2FnZVJlcXVlc3QSDAoEcm9vbRgBIAEoCRIZChFjbGllbnRfbWVzc2FnZV9pZBgCIAEoCRIMCgR0ZXh0GAMgASgJIiIKEkxpc3RNZW1iZXJzUmVxdWVzdBIMCgRyb29tGAEgASgJIhIKEExpc3RSb29tc1JlcXVlc3QiKgoLUGluZ1JlcXVlc3QSGwoTY2xpZW50X3RpbWVfdW5peF9tcxgBIAEoAyKVAwoLU2VydmVyRnJhbWUSHwoFcmVwbHkYASABKAsyDi5jaGF0LnYxLlJlcGx5SAASIwoHd2VsY29tZRgCIAEoCzIQLmNoYXQudjEuV2VsY29tZUgAEigKB21lc3NhZ2UYAyABKAsyFS5jaGF0LnYxLk1lc3NhZ2VFdmVudEgAEi4KDW1lbWJlcl9qb2luZWQYBCABKAsyFS5jaGF0LnYxLk1lbWJlckpvaW5lZEgAEioKC21lbWJlcl9sZWZ0GAUgASgLMhMuY2hhdC52MS5NZW1iZXJMZWZ0SAASLQoMbm90aWZpY2F0aW9uGAYgASgLMhUuY2hhdC52MS5Ob3RpZmljYXRpb25IABIvCgpkaXNjb25uZWN0GAcgASgLMhkuY2hhdC52MS5EaXNjb25uZWN0Tm90aWNlSAASIQoGdHlwaW5nGAggASgLMg8uY2hhdC52MS5UeXBpbmdIABIuCg1yZWFkX3JlY2VpcHRzGAkgASgLMhUuY2hhdC52MS5SZWFkUmVjZWlwdHNIAEIHCgVmcmFtZSLBAQoHV2VsY29tZRIVCg1jb25uZWN0aW9uX2lkGAEgASgJEhwKA3lvdRgCIAEoCzIPLmNoYXQudjEuTWVtYmVyEhsKE3NlcnZlcl90aW1lX3VuaXhfbXMYAyABKAMSFgoObWF4X3RleHRfYnl0ZXMYBCABKA0SIAoYbWF4X3Jvb21zX3Blcl9jb25uZWN0aW9uGAUgASgNEhcKD2lkbGVfdGltZW91dF9tcxgGIAEoDRIRCglzZXJ2ZXJfaWQYByABKAkiLwoGTWVtYmVyEg8KB3VzZXJfaWQYASABKAkSFAoMZGlzcGxheV9uYW1lGAIgASgJIvwECgVSZXBseRISCgpyZXF1ZXN0X2lkGAEgASgEEh8KBWVycm9yGAIgASgLMg4uY2hhdC52MS5FcnJvckgAEiwKCWpvaW5fcm9vbRgKIAEoCzIXLmNoYXQudjEuSm9pblJvb21SZXN1bHRIABIuCgpsZWF2ZV9yb29tGAsgASgLMhguY2hhdC52MS5MZWF2ZVJvb21SZXN1bHRIABIyCgxzZW5kX21lc3NhZ2UYDCABKAsyGi5jaGF0LnYxLlNlbmRNZXNzYWdlUmVzdWx0SAASMgoMbGlzdF9tZW1iZXJzGA0gASgLMhouY2hhdC52MS5MaXN0TWVtYmVyc1Jlc3VsdEgAEi4KCmxpc3Rfcm9vbXMYDiABKAsyGC5jaGF0LnYxLkxpc3RSb29tc1Jlc3VsdEgAEiMKBHBvbmcYDyABKAsyEy5jaGF0LnYxLlBvbmdSZXN1bHRIABIrCgdoaXN0b3J5GBAgASgLMhguY2hhdC52MS5IaXN0b3J5UmVzcG9uc2VIABInCgZ0eXBpbmcYESABKAsyFS5jaGF0LnYxLlR5cGluZ1Jlc3VsdEgAEjIKDGVkaXRfbWVzc2FnZRgSIAEoCzIaLmNoYXQudjEuU2VuZE1lc3NhZ2VSZXN1bHRIABI0Cg5kZWxldGVfbWVzc2FnZRgTIAEoCzIaLmNoYXQudjEuU2VuZE1lc3NhZ2VSZXN1bHRIABIsCgltYXJrX3JlYWQYFCABKAsyFy5jaGF0LnYxLk1hcmtSZWFkUmVzdWx0SAASKwoFcmVhY3QYFSABKAsyGi5jaGF0LnYxLlNlbmRNZXNzYWdlUmVzdWx0SABCCAoGcmVzdWx0IlIKBUVycm9yEiAKBGNvZGUYASABKA4yEi5jaGF0LnYxLkVycm9yQ29kZRIPCgdtZXNzYWdlGAIgASgJEhYKDnJldHJ5X2FmdGVyX21zGAMgASgNItoBCg5Kb2luUm9vbVJlc3VsdBIMCgRyb29tGAEgASgJEiAKB21lbWJlcnMYAiADKAsyDy5jaGF0LnYxLk1lbWJlchIXCg9sYXRlc3Rfc2VxdWVuY2UYAyABKAQSHgoWYmFja2xvZ19hZnRlcl9zZXF1ZW5jZRgEIAEoBBIaChJiYWNrbG9nX2luY29tcGxldGUYBSABKAgSFgoOc2VxdWVuY2VfcmVzZXQYBiABKAgSFQoNcmVhZF9zZXF1ZW5jZRgHIAEoBBIUCgx1bnJlYWRfY291bnQYCCABKA0iSwoOTWFya1JlYWRSZXN1bHQSDAoEcm9vbRgBIAEoCRIVCg1yZWFkX3NlcXVlbmNlGAIgASgEEhQKDHVucmVhZF9jb3VudBgDIAEoDSJGCgxSZWFkUmVjZWlwdHMSDAoEcm9vbRgBIAEoCRIoCglwb3NpdGlvbnMYAiADKAsyFS5jaGF0LnYxLlJlYWRQb3NpdGlvbiJBCgxSZWFkUG9zaXRpb24SHwoGbWVtYmVyGAEgASgLMg8uY2hhdC52MS5NZW1iZXISEAoIc2VxdWVuY2UYAiABKAQiHwoPTGVhdmVSb29tUmVzdWx0EgwKBHJvb20YASABKAkifwoRU2VuZE1lc3NhZ2VSZXN1bHQSEgoKbWVzc2FnZV9pZBgBIAEoCRIMCgRyb29tGAIgASgJEhAKCHNlcXVlbmNlGAMgASgEEhsKE3NlcnZlcl90aW1lX3VuaXhfbXMYBCABKAMSGQoRY2xpZW50X21lc3NhZ2VfaWQYBSABKAkiQwoRTGlzdE1lbWJlcnNSZXN1bHQSDAoEcm9vbRgBIAEoCRIgCgdtZW1iZXJzGAIgAygLMg8uY2hhdC52MS5NZW1iZXIiIAoPTGlzdFJvb21zUmVzdWx0Eg0KBXJvb21zGAEgAygJIkYKClBvbmdSZXN1bHQSGwoTY2xpZW50X3RpbWVfdW5peF9tcxgBIAEoAxIbChNzZXJ2ZXJfdGltZV91bml4X21zGAIgASgDIg4KDFR5cGluZ1Jlc3VsdCLRAgoMTWVzc2FnZUV2ZW50EhIKCm1lc3NhZ2VfaWQYASABKAkSDAoEcm9vbRgCIAEoCRIQCghzZXF1ZW5jZRgDIAEoBBIfCgZzZW5kZXIYBCABKAsyDy5jaGF0LnYxLk1lbWJlchIMCgR0ZXh0GAUgASgJEhsKE3NlcnZlcl90aW1lX3VuaXhfbXMYBiABKAMSGQoRY2xpZW50X21lc3NhZ2VfaWQYByABKAkSIgoEa2luZBgIIAEoDjIULmNoYXQudjEuTWVzc2FnZUtpbmQSFwoPdGFyZ2V0X3NlcXVlbmNlGAkgASgEEhkKEWVkaXRlZF9hdF91bml4X21zGAogASgDEg8KB2RlbGV0ZWQYCyABKAgSJAoJcmVhY3Rpb25zGAwgAygLMhEuY2hhdC52MS5SZWFjdGlvbhIXCg9lZGl0ZWRfc2VxdWVuY2UYDSABKAQiSgoIUmVhY3Rpb24SDQoFZW1vamkYASABKAkSDQoFY291bnQYAiABKA0SIAoHbWVtYmVycxgDIAMoCzIPLmNoYXQudjEuTWVtYmVyImEKBlR5cGluZxIMCgRyb29tGAEgASgJEh8KBm1lbWJlchgCIAEoCzIPLmNoYXQudjEuTWVtYmVyEg4KBnR5cGluZxgDIAEoCBIYChBleHBpcmVzX2FmdGVyX21zGAQgASgNIj0KDE1lbWJlckpvaW5lZBIMCgRyb29tGAEgASgJEh8KBm1lbWJlchgCIAEoCzIPLmNoYXQudjEuTWVtYmVyIjsKCk1lbWJlckxlZnQSDAoEcm9vbRgBIAEoCRIfCgZtZW1iZXIYAiABKAsyDy5jaGF0LnYxLk1lbWJlciI5CgxOb3RpZmljYXRpb24SDAoEdGV4dBgBIAEoCRIbChNzZXJ2ZXJfdGltZV91bml4X21zGAIgASgDImoKEERpc2Nvbm5lY3ROb3RpY2USKQoGcmVhc29uGAEgASgOMhkuY2hhdC52MS5EaXNjb25uZWN0UmVhc29uEg8KB21lc3NhZ2UYAiABKAkSGgoScmVjb25uZWN0X2FmdGVyX21zGAMgASgNKlEKEEhpc3RvcnlEaXJlY3Rpb24SHgoaSElTVE9SWV9ESVJFQ1RJT05fQkFDS1dBUkQQABIdChlISVNUT1JZX0RJUkVDVElPTl9GT1JXQVJEEAEqvwMKCUVycm9yQ29kZRIaChZFUlJPUl9DT0RFX1VOU1BFQ0lGSUVEEAASHwobRVJST1JfQ09ERV9JTlZBTElEX0FSR1VNRU5UEAESIAocRVJST1JfQ09ERV9NRVNTQUdFX1RPT19MQVJHRRACEhsKF0VSUk9SX0NPREVfTk9UX0FfTUVNQkVSEAMSHwobRVJST1JfQ09ERV9BTFJFQURZX0FfTUVNQkVSEAQSHQoZRVJST1JfQ09ERV9UT09fTUFOWV9ST09NUxAFEhsKF0VSUk9SX0NPREVfUkFURV9MSU1JVEVEEAYSHgoaRVJST1JfQ09ERV9VTkFVVEhFTlRJQ0FURUQQBxIgChxFUlJPUl9DT0RFX1BFUk1JU1NJT05fREVOSUVEEAgSGgoWRVJST1JfQ09ERV9VTkFWQUlMQUJMRRAJEhcKE0VSUk9SX0NPREVfSU5URVJOQUwQChIgChxFUlJPUl9DT0RFX01FU1NBR0VfTk9UX0ZPVU5EEAsSHQoZRVJST1JfQ09ERV9OT1RfVEhFX0FVVEhPUhAMEiEKHUVSUk9SX0NPREVfVE9PX01BTllfUkVBQ1RJT05TEA0qmwEKC01lc3NhZ2VLaW5kEhgKFE1FU1NBR0VfS0lORF9NRVNTQUdFEAASFQoRTUVTU0FHRV9LSU5EX0VESVQQARIXChNNRVNTQUdFX0tJTkRfREVMRVRFEAISHwobTUVTU0FHRV9LSU5EX1JFQUNUSU9OX0FEREVEEAMSIQodTUVTU0FHRV9LSU5EX1JFQUNUSU9OX1JFTU9WRUQQBCqVAgoQRGlzY29ubmVjdFJlYXNvbhIhCh1ESVNDT05ORUNUX1JFQVNPTl9VTlNQRUNJRklFRBAAEiMKH0RJU0NPTk5FQ1RfUkVBU09OX1NIVVRUSU5HX0RPV04QARIjCh9ESVNDT05ORUNUX1JFQVNPTl9TTE9XX0NPTlNVTUVSEAISIgoeRElTQ09OTkVDVF9SRUFTT05fQVVUSF9FWFBJUkVEEAMSIgoeRElTQ09OTkVDVF9SRUFTT05fSURMRV9USU1FT1VUEAQSKAokRElTQ09OTkVDVF9SRUFTT05fUFJPVE9DT0xfVklPTEFUSU9OEAUSIgoeRElTQ09OTkVDVF9SRUFTT05fTUFYX0xJRkVUSU1FEAYyhgEKC0NoYXRTZXJ2aWNlEjkKB1Nlc3Npb24SFC5jaGF0LnYxLkNsaWVudEZyYW1lGhQuY2hhdC52MS5TZXJ2ZXJGcmFtZSgBMAESPAoHSGlzdG9yeRIXLmNoYXQudjEuSGlzdG9yeVJlcXVlc3QaGC5jaGF0LnYxLkhpc3RvcnlSZXNwb25zZUIpCgtkZXYuY2hhdC52MVABWg5jaGF0L3YxO2NoYXR2MaoCB0NoYXQuVjFiBnByb3RvMw");
+  fileDesc("ChJjaGF0L3YxL2NoYXQucHJvdG8SB2NoYXQudjEicgoOSGlzdG9yeVJlcXVlc3QSDAoEcm9vbRgBIAEoCRIsCglkaXJlY3Rpb24YAiABKA4yGS5jaGF0LnYxLkhpc3RvcnlEaXJlY3Rpb24SFQoNZnJvbV9zZXF1ZW5jZRgDIAEoBBINCgVsaW1pdBgEIAEoDSJhCg9IaXN0b3J5UmVzcG9uc2USDAoEcm9vbRgBIAEoCRInCghtZXNzYWdlcxgCIAMoCzIVLmNoYXQudjEuTWVzc2FnZUV2ZW50EhcKD2xhdGVzdF9zZXF1ZW5jZRgDIAEoBCLjBQoLQ2xpZW50RnJhbWUSEgoKcmVxdWVzdF9pZBgBIAEoBBITCgt0cmFjZXBhcmVudBgCIAEoCRItCglqb2luX3Jvb20YCiABKAsyGC5jaGF0LnYxLkpvaW5Sb29tUmVxdWVzdEgAEi8KCmxlYXZlX3Jvb20YCyABKAsyGS5jaGF0LnYxLkxlYXZlUm9vbVJlcXVlc3RIABIzCgxzZW5kX21lc3NhZ2UYDCABKAsyGy5jaGF0LnYxLlNlbmRNZXNzYWdlUmVxdWVzdEgAEjMKDGxpc3RfbWVtYmVycxgNIAEoCzIbLmNoYXQudjEuTGlzdE1lbWJlcnNSZXF1ZXN0SAASLwoKbGlzdF9yb29tcxgOIAEoCzIZLmNoYXQudjEuTGlzdFJvb21zUmVxdWVzdEgAEiQKBHBpbmcYDyABKAsyFC5jaGF0LnYxLlBpbmdSZXF1ZXN0SAASKgoHaGlzdG9yeRgQIAEoCzIXLmNoYXQudjEuSGlzdG9yeVJlcXVlc3RIABIoCgZ0eXBpbmcYESABKAsyFi5jaGF0LnYxLlR5cGluZ1JlcXVlc3RIABIzCgxlZGl0X21lc3NhZ2UYEiABKAsyGy5jaGF0LnYxLkVkaXRNZXNzYWdlUmVxdWVzdEgAEjcKDmRlbGV0ZV9tZXNzYWdlGBMgASgLMh0uY2hhdC52MS5EZWxldGVNZXNzYWdlUmVxdWVzdEgAEi0KCW1hcmtfcmVhZBgUIAEoCzIYLmNoYXQudjEuTWFya1JlYWRSZXF1ZXN0SAASJgoFcmVhY3QYFSABKAsyFS5jaGF0LnYxLlJlYWN0UmVxdWVzdEgAEjEKC29wZW5fZGlyZWN0GBYgASgLMhouY2hhdC52MS5PcGVuRGlyZWN0UmVxdWVzdEgAEjEKC2xpc3RfZGlyZWN0GBcgASgLMhouY2hhdC52MS5MaXN0RGlyZWN0UmVxdWVzdEgAQgkKB3JlcXVlc3QiJAoRT3BlbkRpcmVjdFJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCSITChFMaXN0RGlyZWN0UmVxdWVzdCJBChJEaXJlY3RDb252ZXJzYXRpb24SDAoEcm9vbRgBIAEoCRIdCgRwZWVyGAIgASgLMg8uY2hhdC52MS5NZW1iZXIiRgoQTGlzdERpcmVjdFJlc3VsdBIyCg1jb252ZXJzYXRpb25zGAEgAygLMhsuY2hhdC52MS5EaXJlY3RDb252ZXJzYXRpb24iZQoMUmVhY3RSZXF1ZXN0EgwKBHJvb20YASABKAkSEAoIc2VxdWVuY2UYAiABKAQSDQoFZW1vamkYAyABKAkSCwoDYWRkGAQgASgIEhkKEWNsaWVudF9tZXNzYWdlX2lkGAUgASgJIjEKD01hcmtSZWFkUmVxdWVzdBIMCgRyb29tGAEgASgJEhAKCHNlcXVlbmNlGAIgASgEIl0KEkVkaXRNZXNzYWdlUmVxdWVzdBIMCgRyb29tGAEgASgJEhAKCHNlcXVlbmNlGAIgASgEEgwKBHRleHQYAyABKAkSGQoRY2xpZW50X21lc3NhZ2VfaWQYBCABKAkiUQoURGVsZXRlTWVzc2FnZVJlcXVlc3QSDAoEcm9vbRgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoBBIZChFjbGllbnRfbWVzc2FnZV9pZBgDIAEoCSItCg1UeXBpbmdSZXF1ZXN0EgwKBHJvb20YASABKAkSDgoGdHlwaW5nGAIgASgIIk8KD0pvaW5Sb29tUmVxdWVzdBIMCgRyb29tGAEgASgJEhsKDnNpbmNlX3NlcXVlbmNlGAIgASgESACIAQFCEQoPX3NpbmNlX3NlcXVlbmNlIiAKEExlYXZlUm9vbVJlcXVlc3QSDAoEcm9vbRgBIAEoCSJLChJTZW5kTWVzc2FnZVJlcXVlc3QSDAoEcm9vbRgBIAEoCRIZChFjbGllbnRfbWVzc2FnZV9pZBgCIAEoCRIMCgR0ZXh0GAMgASgJIiIKEkxpc3RNZW1iZXJzUmVxdWVzdBIMCgRyb29tGAEgASgJIhIKEExpc3RSb29tc1JlcXVlc3QiKgoLUGluZ1JlcXVlc3QSGwoTY2xpZW50X3RpbWVfdW5peF9tcxgBIAEoAyLLAwoLU2VydmVyRnJhbWUSHwoFcmVwbHkYASABKAsyDi5jaGF0LnYxLlJlcGx5SAASIwoHd2VsY29tZRgCIAEoCzIQLmNoYXQudjEuV2VsY29tZUgAEigKB21lc3NhZ2UYAyABKAsyFS5jaGF0LnYxLk1lc3NhZ2VFdmVudEgAEi4KDW1lbWJlcl9qb2luZWQYBCABKAsyFS5jaGF0LnYxLk1lbWJlckpvaW5lZEgAEioKC21lbWJlcl9sZWZ0GAUgASgLMhMuY2hhdC52MS5NZW1iZXJMZWZ0SAASLQoMbm90aWZpY2F0aW9uGAYgASgLMhUuY2hhdC52MS5Ob3RpZmljYXRpb25IABIvCgpkaXNjb25uZWN0GAcgASgLMhkuY2hhdC52MS5EaXNjb25uZWN0Tm90aWNlSAASIQoGdHlwaW5nGAggASgLMg8uY2hhdC52MS5UeXBpbmdIABIuCg1yZWFkX3JlY2VpcHRzGAkgASgLMhUuY2hhdC52MS5SZWFkUmVjZWlwdHNIABI0Cg1kaXJlY3Rfb3BlbmVkGAogASgLMhsuY2hhdC52MS5EaXJlY3RDb252ZXJzYXRpb25IAEIHCgVmcmFtZSLBAQoHV2VsY29tZRIVCg1jb25uZWN0aW9uX2lkGAEgASgJEhwKA3lvdRgCIAEoCzIPLmNoYXQudjEuTWVtYmVyEhsKE3NlcnZlcl90aW1lX3VuaXhfbXMYAyABKAMSFgoObWF4X3RleHRfYnl0ZXMYBCABKA0SIAoYbWF4X3Jvb21zX3Blcl9jb25uZWN0aW9uGAUgASgNEhcKD2lkbGVfdGltZW91dF9tcxgGIAEoDRIRCglzZXJ2ZXJfaWQYByABKAkiLwoGTWVtYmVyEg8KB3VzZXJfaWQYASABKAkSFAoMZGlzcGxheV9uYW1lGAIgASgJIuIFCgVSZXBseRISCgpyZXF1ZXN0X2lkGAEgASgEEh8KBWVycm9yGAIgASgLMg4uY2hhdC52MS5FcnJvckgAEiwKCWpvaW5fcm9vbRgKIAEoCzIXLmNoYXQudjEuSm9pblJvb21SZXN1bHRIABIuCgpsZWF2ZV9yb29tGAsgASgLMhguY2hhdC52MS5MZWF2ZVJvb21SZXN1bHRIABIyCgxzZW5kX21lc3NhZ2UYDCABKAsyGi5jaGF0LnYxLlNlbmRNZXNzYWdlUmVzdWx0SAASMgoMbGlzdF9tZW1iZXJzGA0gASgLMhouY2hhdC52MS5MaXN0TWVtYmVyc1Jlc3VsdEgAEi4KCmxpc3Rfcm9vbXMYDiABKAsyGC5jaGF0LnYxLkxpc3RSb29tc1Jlc3VsdEgAEiMKBHBvbmcYDyABKAsyEy5jaGF0LnYxLlBvbmdSZXN1bHRIABIrCgdoaXN0b3J5GBAgASgLMhguY2hhdC52MS5IaXN0b3J5UmVzcG9uc2VIABInCgZ0eXBpbmcYESABKAsyFS5jaGF0LnYxLlR5cGluZ1Jlc3VsdEgAEjIKDGVkaXRfbWVzc2FnZRgSIAEoCzIaLmNoYXQudjEuU2VuZE1lc3NhZ2VSZXN1bHRIABI0Cg5kZWxldGVfbWVzc2FnZRgTIAEoCzIaLmNoYXQudjEuU2VuZE1lc3NhZ2VSZXN1bHRIABIsCgltYXJrX3JlYWQYFCABKAsyFy5jaGF0LnYxLk1hcmtSZWFkUmVzdWx0SAASKwoFcmVhY3QYFSABKAsyGi5jaGF0LnYxLlNlbmRNZXNzYWdlUmVzdWx0SAASMgoLb3Blbl9kaXJlY3QYFiABKAsyGy5jaGF0LnYxLkRpcmVjdENvbnZlcnNhdGlvbkgAEjAKC2xpc3RfZGlyZWN0GBcgASgLMhkuY2hhdC52MS5MaXN0RGlyZWN0UmVzdWx0SABCCAoGcmVzdWx0IlIKBUVycm9yEiAKBGNvZGUYASABKA4yEi5jaGF0LnYxLkVycm9yQ29kZRIPCgdtZXNzYWdlGAIgASgJEhYKDnJldHJ5X2FmdGVyX21zGAMgASgNItoBCg5Kb2luUm9vbVJlc3VsdBIMCgRyb29tGAEgASgJEiAKB21lbWJlcnMYAiADKAsyDy5jaGF0LnYxLk1lbWJlchIXCg9sYXRlc3Rfc2VxdWVuY2UYAyABKAQSHgoWYmFja2xvZ19hZnRlcl9zZXF1ZW5jZRgEIAEoBBIaChJiYWNrbG9nX2luY29tcGxldGUYBSABKAgSFgoOc2VxdWVuY2VfcmVzZXQYBiABKAgSFQoNcmVhZF9zZXF1ZW5jZRgHIAEoBBIUCgx1bnJlYWRfY291bnQYCCABKA0iSwoOTWFya1JlYWRSZXN1bHQSDAoEcm9vbRgBIAEoCRIVCg1yZWFkX3NlcXVlbmNlGAIgASgEEhQKDHVucmVhZF9jb3VudBgDIAEoDSJGCgxSZWFkUmVjZWlwdHMSDAoEcm9vbRgBIAEoCRIoCglwb3NpdGlvbnMYAiADKAsyFS5jaGF0LnYxLlJlYWRQb3NpdGlvbiJBCgxSZWFkUG9zaXRpb24SHwoGbWVtYmVyGAEgASgLMg8uY2hhdC52MS5NZW1iZXISEAoIc2VxdWVuY2UYAiABKAQiHwoPTGVhdmVSb29tUmVzdWx0EgwKBHJvb20YASABKAkifwoRU2VuZE1lc3NhZ2VSZXN1bHQSEgoKbWVzc2FnZV9pZBgBIAEoCRIMCgRyb29tGAIgASgJEhAKCHNlcXVlbmNlGAMgASgEEhsKE3NlcnZlcl90aW1lX3VuaXhfbXMYBCABKAMSGQoRY2xpZW50X21lc3NhZ2VfaWQYBSABKAkiQwoRTGlzdE1lbWJlcnNSZXN1bHQSDAoEcm9vbRgBIAEoCRIgCgdtZW1iZXJzGAIgAygLMg8uY2hhdC52MS5NZW1iZXIiIAoPTGlzdFJvb21zUmVzdWx0Eg0KBXJvb21zGAEgAygJIkYKClBvbmdSZXN1bHQSGwoTY2xpZW50X3RpbWVfdW5peF9tcxgBIAEoAxIbChNzZXJ2ZXJfdGltZV91bml4X21zGAIgASgDIg4KDFR5cGluZ1Jlc3VsdCLRAgoMTWVzc2FnZUV2ZW50EhIKCm1lc3NhZ2VfaWQYASABKAkSDAoEcm9vbRgCIAEoCRIQCghzZXF1ZW5jZRgDIAEoBBIfCgZzZW5kZXIYBCABKAsyDy5jaGF0LnYxLk1lbWJlchIMCgR0ZXh0GAUgASgJEhsKE3NlcnZlcl90aW1lX3VuaXhfbXMYBiABKAMSGQoRY2xpZW50X21lc3NhZ2VfaWQYByABKAkSIgoEa2luZBgIIAEoDjIULmNoYXQudjEuTWVzc2FnZUtpbmQSFwoPdGFyZ2V0X3NlcXVlbmNlGAkgASgEEhkKEWVkaXRlZF9hdF91bml4X21zGAogASgDEg8KB2RlbGV0ZWQYCyABKAgSJAoJcmVhY3Rpb25zGAwgAygLMhEuY2hhdC52MS5SZWFjdGlvbhIXCg9lZGl0ZWRfc2VxdWVuY2UYDSABKAQiSgoIUmVhY3Rpb24SDQoFZW1vamkYASABKAkSDQoFY291bnQYAiABKA0SIAoHbWVtYmVycxgDIAMoCzIPLmNoYXQudjEuTWVtYmVyImEKBlR5cGluZxIMCgRyb29tGAEgASgJEh8KBm1lbWJlchgCIAEoCzIPLmNoYXQudjEuTWVtYmVyEg4KBnR5cGluZxgDIAEoCBIYChBleHBpcmVzX2FmdGVyX21zGAQgASgNIj0KDE1lbWJlckpvaW5lZBIMCgRyb29tGAEgASgJEh8KBm1lbWJlchgCIAEoCzIPLmNoYXQudjEuTWVtYmVyIjsKCk1lbWJlckxlZnQSDAoEcm9vbRgBIAEoCRIfCgZtZW1iZXIYAiABKAsyDy5jaGF0LnYxLk1lbWJlciI5CgxOb3RpZmljYXRpb24SDAoEdGV4dBgBIAEoCRIbChNzZXJ2ZXJfdGltZV91bml4X21zGAIgASgDImoKEERpc2Nvbm5lY3ROb3RpY2USKQoGcmVhc29uGAEgASgOMhkuY2hhdC52MS5EaXNjb25uZWN0UmVhc29uEg8KB21lc3NhZ2UYAiABKAkSGgoScmVjb25uZWN0X2FmdGVyX21zGAMgASgNKlEKEEhpc3RvcnlEaXJlY3Rpb24SHgoaSElTVE9SWV9ESVJFQ1RJT05fQkFDS1dBUkQQABIdChlISVNUT1JZX0RJUkVDVElPTl9GT1JXQVJEEAEqvwMKCUVycm9yQ29kZRIaChZFUlJPUl9DT0RFX1VOU1BFQ0lGSUVEEAASHwobRVJST1JfQ09ERV9JTlZBTElEX0FSR1VNRU5UEAESIAocRVJST1JfQ09ERV9NRVNTQUdFX1RPT19MQVJHRRACEhsKF0VSUk9SX0NPREVfTk9UX0FfTUVNQkVSEAMSHwobRVJST1JfQ09ERV9BTFJFQURZX0FfTUVNQkVSEAQSHQoZRVJST1JfQ09ERV9UT09fTUFOWV9ST09NUxAFEhsKF0VSUk9SX0NPREVfUkFURV9MSU1JVEVEEAYSHgoaRVJST1JfQ09ERV9VTkFVVEhFTlRJQ0FURUQQBxIgChxFUlJPUl9DT0RFX1BFUk1JU1NJT05fREVOSUVEEAgSGgoWRVJST1JfQ09ERV9VTkFWQUlMQUJMRRAJEhcKE0VSUk9SX0NPREVfSU5URVJOQUwQChIgChxFUlJPUl9DT0RFX01FU1NBR0VfTk9UX0ZPVU5EEAsSHQoZRVJST1JfQ09ERV9OT1RfVEhFX0FVVEhPUhAMEiEKHUVSUk9SX0NPREVfVE9PX01BTllfUkVBQ1RJT05TEA0qmwEKC01lc3NhZ2VLaW5kEhgKFE1FU1NBR0VfS0lORF9NRVNTQUdFEAASFQoRTUVTU0FHRV9LSU5EX0VESVQQARIXChNNRVNTQUdFX0tJTkRfREVMRVRFEAISHwobTUVTU0FHRV9LSU5EX1JFQUNUSU9OX0FEREVEEAMSIQodTUVTU0FHRV9LSU5EX1JFQUNUSU9OX1JFTU9WRUQQBCqVAgoQRGlzY29ubmVjdFJlYXNvbhIhCh1ESVNDT05ORUNUX1JFQVNPTl9VTlNQRUNJRklFRBAAEiMKH0RJU0NPTk5FQ1RfUkVBU09OX1NIVVRUSU5HX0RPV04QARIjCh9ESVNDT05ORUNUX1JFQVNPTl9TTE9XX0NPTlNVTUVSEAISIgoeRElTQ09OTkVDVF9SRUFTT05fQVVUSF9FWFBJUkVEEAMSIgoeRElTQ09OTkVDVF9SRUFTT05fSURMRV9USU1FT1VUEAQSKAokRElTQ09OTkVDVF9SRUFTT05fUFJPVE9DT0xfVklPTEFUSU9OEAUSIgoeRElTQ09OTkVDVF9SRUFTT05fTUFYX0xJRkVUSU1FEAYyhgEKC0NoYXRTZXJ2aWNlEjkKB1Nlc3Npb24SFC5jaGF0LnYxLkNsaWVudEZyYW1lGhQuY2hhdC52MS5TZXJ2ZXJGcmFtZSgBMAESPAoHSGlzdG9yeRIXLmNoYXQudjEuSGlzdG9yeVJlcXVlc3QaGC5jaGF0LnYxLkhpc3RvcnlSZXNwb25zZUIpCgtkZXYuY2hhdC52MVABWg5jaGF0L3YxO2NoYXR2MaoCB0NoYXQuVjFiBnByb3RvMw");
 
 /**
  * A page of a room's history.
@@ -257,6 +257,25 @@ export type ClientFrame = Message<"chat.v1.ClientFrame"> & {
      */
     value: ReactRequest;
     case: "react";
+  } | {
+    /**
+     * Open the direct conversation of this user with another user, by id
+     * (or find it: there is one per pair): a room only the two of them may
+     * join, read or write to, whatever the token's room rules say. Both
+     * users' sessions, on every instance, receive `DirectOpened`.
+     *
+     * @generated from field: chat.v1.OpenDirectRequest open_direct = 22;
+     */
+    value: OpenDirectRequest;
+    case: "openDirect";
+  } | {
+    /**
+     * The direct conversations this user is in.
+     *
+     * @generated from field: chat.v1.ListDirectRequest list_direct = 23;
+     */
+    value: ListDirectRequest;
+    case: "listDirect";
   } | { case: undefined; value?: undefined };
 };
 
@@ -266,6 +285,95 @@ export type ClientFrame = Message<"chat.v1.ClientFrame"> & {
  */
 export const ClientFrameSchema: GenMessage<ClientFrame> = /*@__PURE__*/
   messageDesc(file_chat_v1_chat, 2);
+
+/**
+ * A direct conversation with the user `user_id` (1 to 128 bytes, not this
+ * user's own id).
+ *
+ * @generated from message chat.v1.OpenDirectRequest
+ */
+export type OpenDirectRequest = Message<"chat.v1.OpenDirectRequest"> & {
+  /**
+   * The other user.
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+};
+
+/**
+ * Describes the message chat.v1.OpenDirectRequest.
+ * Use `create(OpenDirectRequestSchema)` to create a new message.
+ */
+export const OpenDirectRequestSchema: GenMessage<OpenDirectRequest> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 3);
+
+/**
+ * Asks for this user's direct conversations.
+ *
+ * @generated from message chat.v1.ListDirectRequest
+ */
+export type ListDirectRequest = Message<"chat.v1.ListDirectRequest"> & {
+};
+
+/**
+ * Describes the message chat.v1.ListDirectRequest.
+ * Use `create(ListDirectRequestSchema)` to create a new message.
+ */
+export const ListDirectRequestSchema: GenMessage<ListDirectRequest> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 4);
+
+/**
+ * A direct conversation: its room and the other user in it.
+ *
+ * @generated from message chat.v1.DirectConversation
+ */
+export type DirectConversation = Message<"chat.v1.DirectConversation"> & {
+  /**
+   * The room (`dm.` and 40 hex digits, the same for both users); joined,
+   * read and written like any room, by the two of them only.
+   *
+   * @generated from field: string room = 1;
+   */
+  room: string;
+
+  /**
+   * The other user (their display name as they last gave it, or their id
+   * until they have).
+   *
+   * @generated from field: chat.v1.Member peer = 2;
+   */
+  peer?: Member | undefined;
+};
+
+/**
+ * Describes the message chat.v1.DirectConversation.
+ * Use `create(DirectConversationSchema)` to create a new message.
+ */
+export const DirectConversationSchema: GenMessage<DirectConversation> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 5);
+
+/**
+ * Answer to `list_direct`.
+ *
+ * @generated from message chat.v1.ListDirectResult
+ */
+export type ListDirectResult = Message<"chat.v1.ListDirectResult"> & {
+  /**
+   * This user's direct conversations, the most recently opened first (at
+   * most 500).
+   *
+   * @generated from field: repeated chat.v1.DirectConversation conversations = 1;
+   */
+  conversations: DirectConversation[];
+};
+
+/**
+ * Describes the message chat.v1.ListDirectResult.
+ * Use `create(ListDirectResultSchema)` to create a new message.
+ */
+export const ListDirectResultSchema: GenMessage<ListDirectResult> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 6);
 
 /**
  * This user's reaction `emoji` on message `sequence`, added or removed.
@@ -320,7 +428,7 @@ export type ReactRequest = Message<"chat.v1.ReactRequest"> & {
  * Use `create(ReactRequestSchema)` to create a new message.
  */
 export const ReactRequestSchema: GenMessage<ReactRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 3);
+  messageDesc(file_chat_v1_chat, 7);
 
 /**
  * This user has read `room` up to `sequence` (clamped to the room's latest;
@@ -349,7 +457,7 @@ export type MarkReadRequest = Message<"chat.v1.MarkReadRequest"> & {
  * Use `create(MarkReadRequestSchema)` to create a new message.
  */
 export const MarkReadRequestSchema: GenMessage<MarkReadRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 4);
+  messageDesc(file_chat_v1_chat, 8);
 
 /**
  * A new text for an earlier message of this user, in a room this connection
@@ -396,7 +504,7 @@ export type EditMessageRequest = Message<"chat.v1.EditMessageRequest"> & {
  * Use `create(EditMessageRequestSchema)` to create a new message.
  */
 export const EditMessageRequestSchema: GenMessage<EditMessageRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 5);
+  messageDesc(file_chat_v1_chat, 9);
 
 /**
  * Takes back an earlier message; see `EditMessageRequest` for the errors.
@@ -431,7 +539,7 @@ export type DeleteMessageRequest = Message<"chat.v1.DeleteMessageRequest"> & {
  * Use `create(DeleteMessageRequestSchema)` to create a new message.
  */
 export const DeleteMessageRequestSchema: GenMessage<DeleteMessageRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 6);
+  messageDesc(file_chat_v1_chat, 10);
 
 /**
  * Typing in a room, or stopped. A client typing repeats `typing = true`
@@ -463,7 +571,7 @@ export type TypingRequest = Message<"chat.v1.TypingRequest"> & {
  * Use `create(TypingRequestSchema)` to create a new message.
  */
 export const TypingRequestSchema: GenMessage<TypingRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 7);
+  messageDesc(file_chat_v1_chat, 11);
 
 /**
  * Join a room. Rooms exist while they have members; joining an unknown room
@@ -495,7 +603,7 @@ export type JoinRoomRequest = Message<"chat.v1.JoinRoomRequest"> & {
  * Use `create(JoinRoomRequestSchema)` to create a new message.
  */
 export const JoinRoomRequestSchema: GenMessage<JoinRoomRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 8);
+  messageDesc(file_chat_v1_chat, 12);
 
 /**
  * Leave a room this connection is a member of.
@@ -516,7 +624,7 @@ export type LeaveRoomRequest = Message<"chat.v1.LeaveRoomRequest"> & {
  * Use `create(LeaveRoomRequestSchema)` to create a new message.
  */
 export const LeaveRoomRequestSchema: GenMessage<LeaveRoomRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 9);
+  messageDesc(file_chat_v1_chat, 13);
 
 /**
  * Send a text message to a room.
@@ -556,7 +664,7 @@ export type SendMessageRequest = Message<"chat.v1.SendMessageRequest"> & {
  * Use `create(SendMessageRequestSchema)` to create a new message.
  */
 export const SendMessageRequestSchema: GenMessage<SendMessageRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 10);
+  messageDesc(file_chat_v1_chat, 14);
 
 /**
  * List the members of a room.
@@ -577,7 +685,7 @@ export type ListMembersRequest = Message<"chat.v1.ListMembersRequest"> & {
  * Use `create(ListMembersRequestSchema)` to create a new message.
  */
 export const ListMembersRequestSchema: GenMessage<ListMembersRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 11);
+  messageDesc(file_chat_v1_chat, 15);
 
 /**
  * List the rooms this connection is a member of.
@@ -592,7 +700,7 @@ export type ListRoomsRequest = Message<"chat.v1.ListRoomsRequest"> & {
  * Use `create(ListRoomsRequestSchema)` to create a new message.
  */
 export const ListRoomsRequestSchema: GenMessage<ListRoomsRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 12);
+  messageDesc(file_chat_v1_chat, 16);
 
 /**
  * Heartbeat. The server answers with `PongResult`.
@@ -613,7 +721,7 @@ export type PingRequest = Message<"chat.v1.PingRequest"> & {
  * Use `create(PingRequestSchema)` to create a new message.
  */
 export const PingRequestSchema: GenMessage<PingRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 13);
+  messageDesc(file_chat_v1_chat, 17);
 
 /**
  * One frame from server to client.
@@ -699,6 +807,15 @@ export type ServerFrame = Message<"chat.v1.ServerFrame"> & {
      */
     value: ReadReceipts;
     case: "readReceipts";
+  } | {
+    /**
+     * A direct conversation of this user was opened (by either user, from
+     * any session): the client libraries join its room.
+     *
+     * @generated from field: chat.v1.DirectConversation direct_opened = 10;
+     */
+    value: DirectConversation;
+    case: "directOpened";
   } | { case: undefined; value?: undefined };
 };
 
@@ -707,7 +824,7 @@ export type ServerFrame = Message<"chat.v1.ServerFrame"> & {
  * Use `create(ServerFrameSchema)` to create a new message.
  */
 export const ServerFrameSchema: GenMessage<ServerFrame> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 14);
+  messageDesc(file_chat_v1_chat, 18);
 
 /**
  * Describes the session the server just opened.
@@ -771,7 +888,7 @@ export type Welcome = Message<"chat.v1.Welcome"> & {
  * Use `create(WelcomeSchema)` to create a new message.
  */
 export const WelcomeSchema: GenMessage<Welcome> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 15);
+  messageDesc(file_chat_v1_chat, 19);
 
 /**
  * A user as other members see them.
@@ -800,7 +917,7 @@ export type Member = Message<"chat.v1.Member"> & {
  * Use `create(MemberSchema)` to create a new message.
  */
 export const MemberSchema: GenMessage<Member> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 16);
+  messageDesc(file_chat_v1_chat, 20);
 
 /**
  * The answer to exactly one request.
@@ -924,6 +1041,22 @@ export type Reply = Message<"chat.v1.Reply"> & {
      */
     value: SendMessageResult;
     case: "react";
+  } | {
+    /**
+     * Answer to `open_direct`: the conversation (join its room to chat).
+     *
+     * @generated from field: chat.v1.DirectConversation open_direct = 22;
+     */
+    value: DirectConversation;
+    case: "openDirect";
+  } | {
+    /**
+     * Answer to `list_direct`.
+     *
+     * @generated from field: chat.v1.ListDirectResult list_direct = 23;
+     */
+    value: ListDirectResult;
+    case: "listDirect";
   } | { case: undefined; value?: undefined };
 };
 
@@ -932,7 +1065,7 @@ export type Reply = Message<"chat.v1.Reply"> & {
  * Use `create(ReplySchema)` to create a new message.
  */
 export const ReplySchema: GenMessage<Reply> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 17);
+  messageDesc(file_chat_v1_chat, 21);
 
 /**
  * A failed request. The request changed nothing.
@@ -968,7 +1101,7 @@ export type Error = Message<"chat.v1.Error"> & {
  * Use `create(ErrorSchema)` to create a new message.
  */
 export const ErrorSchema: GenMessage<Error> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 18);
+  messageDesc(file_chat_v1_chat, 22);
 
 /**
  * Result of joining a room.
@@ -1054,7 +1187,7 @@ export type JoinRoomResult = Message<"chat.v1.JoinRoomResult"> & {
  * Use `create(JoinRoomResultSchema)` to create a new message.
  */
 export const JoinRoomResultSchema: GenMessage<JoinRoomResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 19);
+  messageDesc(file_chat_v1_chat, 23);
 
 /**
  * Result of marking a room read.
@@ -1089,7 +1222,7 @@ export type MarkReadResult = Message<"chat.v1.MarkReadResult"> & {
  * Use `create(MarkReadResultSchema)` to create a new message.
  */
 export const MarkReadResultSchema: GenMessage<MarkReadResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 20);
+  messageDesc(file_chat_v1_chat, 24);
 
 /**
  * Members have read a room up to these positions: each position that moved
@@ -1122,7 +1255,7 @@ export type ReadReceipts = Message<"chat.v1.ReadReceipts"> & {
  * Use `create(ReadReceiptsSchema)` to create a new message.
  */
 export const ReadReceiptsSchema: GenMessage<ReadReceipts> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 21);
+  messageDesc(file_chat_v1_chat, 25);
 
 /**
  * One member's read position in a room.
@@ -1150,7 +1283,7 @@ export type ReadPosition = Message<"chat.v1.ReadPosition"> & {
  * Use `create(ReadPositionSchema)` to create a new message.
  */
 export const ReadPositionSchema: GenMessage<ReadPosition> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 22);
+  messageDesc(file_chat_v1_chat, 26);
 
 /**
  * Result of leaving a room.
@@ -1171,7 +1304,7 @@ export type LeaveRoomResult = Message<"chat.v1.LeaveRoomResult"> & {
  * Use `create(LeaveRoomResultSchema)` to create a new message.
  */
 export const LeaveRoomResultSchema: GenMessage<LeaveRoomResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 23);
+  messageDesc(file_chat_v1_chat, 27);
 
 /**
  * Acknowledgement of a sent message: it has been accepted and sequenced.
@@ -1220,7 +1353,7 @@ export type SendMessageResult = Message<"chat.v1.SendMessageResult"> & {
  * Use `create(SendMessageResultSchema)` to create a new message.
  */
 export const SendMessageResultSchema: GenMessage<SendMessageResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 24);
+  messageDesc(file_chat_v1_chat, 28);
 
 /**
  * The members of a room.
@@ -1249,7 +1382,7 @@ export type ListMembersResult = Message<"chat.v1.ListMembersResult"> & {
  * Use `create(ListMembersResultSchema)` to create a new message.
  */
 export const ListMembersResultSchema: GenMessage<ListMembersResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 25);
+  messageDesc(file_chat_v1_chat, 29);
 
 /**
  * The rooms this connection is a member of.
@@ -1270,7 +1403,7 @@ export type ListRoomsResult = Message<"chat.v1.ListRoomsResult"> & {
  * Use `create(ListRoomsResultSchema)` to create a new message.
  */
 export const ListRoomsResultSchema: GenMessage<ListRoomsResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 26);
+  messageDesc(file_chat_v1_chat, 30);
 
 /**
  * Answer to a ping.
@@ -1298,7 +1431,7 @@ export type PongResult = Message<"chat.v1.PongResult"> & {
  * Use `create(PongResultSchema)` to create a new message.
  */
 export const PongResultSchema: GenMessage<PongResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 27);
+  messageDesc(file_chat_v1_chat, 31);
 
 /**
  * Answer to `typing`.
@@ -1313,7 +1446,7 @@ export type TypingResult = Message<"chat.v1.TypingResult"> & {
  * Use `create(TypingResultSchema)` to create a new message.
  */
 export const TypingResultSchema: GenMessage<TypingResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 28);
+  messageDesc(file_chat_v1_chat, 32);
 
 /**
  * A numbered event of a room: a message posted to it, or a change to an
@@ -1428,7 +1561,7 @@ export type MessageEvent = Message<"chat.v1.MessageEvent"> & {
  * Use `create(MessageEventSchema)` to create a new message.
  */
 export const MessageEventSchema: GenMessage<MessageEvent> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 29);
+  messageDesc(file_chat_v1_chat, 33);
 
 /**
  * The reactions with one emoji on a message.
@@ -1463,7 +1596,7 @@ export type Reaction = Message<"chat.v1.Reaction"> & {
  * Use `create(ReactionSchema)` to create a new message.
  */
 export const ReactionSchema: GenMessage<Reaction> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 30);
+  messageDesc(file_chat_v1_chat, 34);
 
 /**
  * Another member of a room is typing there, or stopped. Ephemeral: never
@@ -1509,7 +1642,7 @@ export type Typing = Message<"chat.v1.Typing"> & {
  * Use `create(TypingSchema)` to create a new message.
  */
 export const TypingSchema: GenMessage<Typing> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 31);
+  messageDesc(file_chat_v1_chat, 35);
 
 /**
  * A user became a member of a room (their first connection joined it).
@@ -1537,7 +1670,7 @@ export type MemberJoined = Message<"chat.v1.MemberJoined"> & {
  * Use `create(MemberJoinedSchema)` to create a new message.
  */
 export const MemberJoinedSchema: GenMessage<MemberJoined> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 32);
+  messageDesc(file_chat_v1_chat, 36);
 
 /**
  * A user stopped being a member of a room (their last connection left it,
@@ -1566,7 +1699,7 @@ export type MemberLeft = Message<"chat.v1.MemberLeft"> & {
  * Use `create(MemberLeftSchema)` to create a new message.
  */
 export const MemberLeftSchema: GenMessage<MemberLeft> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 33);
+  messageDesc(file_chat_v1_chat, 37);
 
 /**
  * A notice from the server to every connected client (the periodic
@@ -1595,7 +1728,7 @@ export type Notification = Message<"chat.v1.Notification"> & {
  * Use `create(NotificationSchema)` to create a new message.
  */
 export const NotificationSchema: GenMessage<Notification> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 34);
+  messageDesc(file_chat_v1_chat, 38);
 
 /**
  * Sent just before the server closes the stream.
@@ -1631,7 +1764,7 @@ export type DisconnectNotice = Message<"chat.v1.DisconnectNotice"> & {
  * Use `create(DisconnectNoticeSchema)` to create a new message.
  */
 export const DisconnectNoticeSchema: GenMessage<DisconnectNotice> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 35);
+  messageDesc(file_chat_v1_chat, 39);
 
 /**
  * Which way a history page goes from `from_sequence`.
