@@ -15,6 +15,8 @@ import {
   JoinRoomRequestSchema,
   LeaveRoomRequestSchema,
   MarkReadRequestSchema,
+  ListDirectRequestSchema,
+  OpenDirectRequestSchema,
   ReactRequestSchema,
   ListMembersRequestSchema,
   ListRoomsRequestSchema,
@@ -24,6 +26,7 @@ import {
   type HistoryResponse,
   type JoinRoomResult,
   type LeaveRoomResult,
+  type DirectConversation,
   type MarkReadResult,
   type Member,
   type PongResult,
@@ -73,6 +76,12 @@ export class ChatClient implements AsyncIterable<ChatEvent> {
   constructor(options: ConnectOptions) {
     this.shared = new Shared(settings(options));
     this.loop = run(this.shared);
+    if (this.shared.settings.joinDirect) {
+      this.on("directOpened", ({ conversation }) => {
+        // ALREADY_A_MEMBER: `openDirect` (or an earlier event) joined it first.
+        if (!this.shared.rooms.has(conversation.room)) this.join(conversation.room).catch(() => {});
+      });
+    }
   }
 
   /** Where the connection stands. */
@@ -281,6 +290,29 @@ export class ChatClient implements AsyncIterable<ChatEvent> {
   async typing(room: string, typing: boolean): Promise<void> {
     const request = create(TypingRequestSchema, { room, typing });
     expect(await this.shared.request({ case: "typing", value: request }), "typing");
+  }
+
+  /**
+   * Opens (or finds) this user's direct conversation with the user
+   * `userId` — a room only the two may join, read and write to — and
+   * joins it (rejoined like any room). Both users' other sessions get a
+   * `directOpened` event (and join it, unless `joinDirect` is false).
+   */
+  async openDirect(userId: string): Promise<DirectConversation> {
+    const request = create(OpenDirectRequestSchema, { userId });
+    const conversation = expect(await this.shared.request({ case: "openDirect", value: request }), "openDirect");
+    try {
+      await this.join(conversation.room);
+    } catch (error) {
+      if (!(error instanceof ChatError) || error.code !== "ALREADY_A_MEMBER") throw error;
+    }
+    return conversation;
+  }
+
+  /** This user's direct conversations, the most recently opened first (at most 500). */
+  async listDirect(): Promise<DirectConversation[]> {
+    const request = create(ListDirectRequestSchema, {});
+    return expect(await this.shared.request({ case: "listDirect", value: request }), "listDirect").conversations;
   }
 
   /**

@@ -37,6 +37,9 @@ export function dispatch(shared: Shared, frame: ServerFrame): void {
         expiresAfterMs: f.value.expiresAfterMs,
       });
       return;
+    case "directOpened":
+      shared.events.emit({ type: "directOpened", conversation: f.value });
+      return;
     case "readReceipts":
       shared.events.emit({ type: "readReceipts", room: f.value.room, positions: f.value.positions });
       return;

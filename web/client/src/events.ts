@@ -11,6 +11,7 @@ import type {
   MessageEvent,
   Notification,
   ReadPosition,
+  DirectConversation,
   Welcome,
 } from "./gen/chat/v1/chat_pb.js";
 
@@ -88,6 +89,13 @@ export interface ReadReceiptsEvent {
   positions: ReadPosition[];
 }
 
+/** A direct conversation of this user was opened (by either user, from any session); joined unless `joinDirect` is false. */
+export interface DirectOpenedEvent {
+  type: "directOpened";
+  /** The conversation: its room and the other user. */
+  conversation: DirectConversation;
+}
+
 /** A server notification (periodic, or an operator's broadcast). */
 export interface NotificationEvent {
   type: "notification";
@@ -137,6 +145,7 @@ export type ChatEvent =
   | MemberLeftEvent
   | TypingEvent
   | ReadReceiptsEvent
+  | DirectOpenedEvent
   | NotificationEvent
   | DisconnectedEvent
   | ReconnectingEvent

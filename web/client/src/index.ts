@@ -15,6 +15,7 @@ export type {
   MemberLeftEvent,
   TypingEvent,
   ReadReceiptsEvent,
+  DirectOpenedEvent,
   NotificationEvent,
   DisconnectedEvent,
   ReconnectingEvent,

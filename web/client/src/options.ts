@@ -71,6 +71,8 @@ export interface ConnectOptions {
   reconnect?: boolean;
   /** How long a send keeps being retried, with its client message id, across lost connections (default 30 s). */
   sendRetryWindowMs?: number;
+  /** Whether to join a direct conversation's room as soon as the server says it was opened (default true). */
+  joinDirect?: boolean;
   /** The WebSocket implementation (default `globalThis.WebSocket`; on Node 20, the `ws` package's). */
   WebSocket?: WebSocketConstructor;
   /** Called when an event handler throws (default: `console.error`). */
@@ -103,6 +105,8 @@ export interface Settings {
   readonly reconnect: boolean;
   /** See `ConnectOptions.sendRetryWindowMs`. */
   readonly sendRetryWindowMs: number;
+  /** See `ConnectOptions.joinDirect`. */
+  readonly joinDirect: boolean;
   /** The WebSocket implementation in use. */
   readonly WebSocket: WebSocketConstructor;
   /** See `ConnectOptions.onHandlerError`. */
@@ -135,6 +139,7 @@ export function settings(options: ConnectOptions): Settings {
     backoff: options.backoff ?? new Backoff(),
     reconnect: options.reconnect ?? true,
     sendRetryWindowMs: options.sendRetryWindowMs ?? 30_000,
+    joinDirect: options.joinDirect ?? true,
     WebSocket,
     onHandlerError: options.onHandlerError ?? ((error) => console.error("chat client: an event handler threw", error)),
   };

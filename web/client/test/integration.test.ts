@@ -191,6 +191,28 @@ test("reactions are numbered, reach the other client and show in history", { ski
   ]);
 });
 
+test("a direct conversation reaches both users, and nobody else may join it", { skip }, async () => {
+  const s = await server();
+  const alice = client(s, { name: "alice" });
+  const bob = client(s, { name: "bob" });
+  const eve = client(s, { name: "eve" });
+  const bobInbox = inbox(bob);
+  await Promise.all([alice.waitConnected(), bob.waitConnected(), eve.waitConnected()]);
+  const heard = new Promise<ChatEvent>((resolve) => bob.on("directOpened", resolve));
+  const opened = await alice.openDirect("bob");
+  assert.match(opened.room, /^dm\.[0-9a-f]{40}$/);
+  assert.equal(opened.peer?.userId, "bob");
+  const event = await heard;
+  assert.ok(event.type === "directOpened" && event.conversation.room === opened.room);
+  await until(() => bob.joinedRooms().includes(opened.room), "bob's join of the conversation");
+  await alice.send(opened.room, "psst");
+  await until(() => sequences(bobInbox.get(opened.room)).length === 1, "the message");
+  assert.deepEqual((await bob.listDirect()).map((c) => [c.room, c.peer?.userId]), [[opened.room, "alice"]]);
+  await assert.rejects(eve.join(opened.room), { code: "PERMISSION_DENIED" });
+  await assert.rejects(eve.history(opened.room), { code: "PERMISSION_DENIED" });
+  await assert.rejects(eve.openDirect("eve"), { code: "INVALID_ARGUMENT" });
+});
+
 test("a read mark is shared by the user's sessions, announced to the room and reported on join", { skip }, async () => {
   const s = await server();
   const bob = client(s, { name: "bob", rooms: ["reads"] });
