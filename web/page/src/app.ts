@@ -76,6 +76,8 @@ export class App {
       url: serverUrl(location),
       ...(signIn.token !== "" ? { token: signIn.token } : { name: signIn.name }),
       rooms: signIn.rooms,
+      // The page joins direct conversations itself, to show them.
+      joinDirect: false,
     });
     const chat = new Chat(
       client,

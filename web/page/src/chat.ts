@@ -8,7 +8,7 @@
 // reconnect from the last sequence it saw, so the page only has to avoid
 // showing twice what it already shows.
 
-import type { ChatClient, EventOf, proto } from "@chat/client";
+import { ChatError, type ChatClient, type EventOf, type proto } from "@chat/client";
 import { Composer } from "./composer.js";
 import { TypingView } from "./typing-view.js";
 import { byId, el } from "./dom.js";
@@ -38,6 +38,8 @@ const LOAD_OLDER_PX = 64;
 const MAX_ANNOUNCED = 5;
 /** How often the room shown is marked read at most. */
 const MARK_READ_EVERY_MS = 1_000;
+/** The most recent direct conversations joined at sign-in. */
+const DIRECTS_JOINED = 20;
 
 /** The chat screen of one signed-in client. */
 export class Chat {
@@ -79,6 +81,8 @@ export class Chat {
   private readonly announcer = byId("announcer", HTMLElement);
   /** Join and leave failures. */
   private readonly joinError = byId("join-error", HTMLElement);
+  /** Where a refused "Message a user" is explained. */
+  private readonly directError = byId("direct-error", HTMLElement);
   /** Page-wide listeners, removed by `dispose`. */
   private readonly listeners = new AbortController();
 
@@ -118,6 +122,7 @@ export class Chat {
       c.on("memberLeft", ({ room, member }) => this.onPresence(room, member, false)),
       c.on("notification", ({ notification }) => this.notices.add(notification)),
       c.on("readReceipts", ({ room, positions }) => this.onReadReceipts(room, positions)),
+      c.on("directOpened", ({ conversation }) => this.onDirect(conversation, false)),
       c.on("typing", (event) => {
         if (event.member.userId !== this.you?.userId && this.rooms.has(event.room)) this.typing.on(event);
       }),
@@ -133,6 +138,7 @@ export class Chat {
     document.addEventListener("visibilitychange", () => this.markShownRead(), { signal });
     this.older.addEventListener("click", () => void this.showOlder(), { signal });
     byId("join-form", HTMLFormElement).addEventListener("submit", (event) => this.onJoinSubmit(event), { signal });
+    byId("direct-form", HTMLFormElement).addEventListener("submit", (event) => this.onDirectSubmit(event), { signal });
   }
 
   /** Stops listening (signing out); the caller closes the client. */
@@ -152,6 +158,7 @@ export class Chat {
     this.connection.show(first ? "connected" : "back");
     this.hadSession = true;
     this.hooks.connected(welcome, first);
+    if (first) void this.loadDirects();
     this.renderSide();
   }
 
@@ -284,7 +291,7 @@ export class Chat {
   open(name: string | undefined): void {
     const room = name === undefined ? undefined : this.rooms.get(name);
     this.current = room?.name;
-    byId("room-title", HTMLElement).textContent = room === undefined ? "No room: join one" : `# ${room.name}`;
+    byId("room-title", HTMLElement).textContent = room === undefined ? "No room: join one" : room.label;
     if (room === undefined) this.messages.showNothing();
     else {
       room.unread = 0;
@@ -357,19 +364,69 @@ export class Chat {
     void this.join(name);
   }
 
-  /** Joins `name` and shows it. */
-  private async join(name: string): Promise<void> {
+  /** Joins `name` and shows it (`show`), or only lists it. */
+  private async join(name: string, show = true, label?: string): Promise<void> {
     const room = new Room(name);
+    if (label !== undefined) room.label = label;
     this.rooms.set(name, room);
     try {
-      const result = await this.client.join(name);
-      this.readState(room, result.unreadCount);
-      room.setMembers(result.members);
-      if (result.latestSequence > room.latest) room.latest = result.latestSequence;
-      this.open(name);
+      try {
+        const result = await this.client.join(name);
+        this.readState(room, result.unreadCount);
+        room.setMembers(result.members);
+        if (result.latestSequence > room.latest) room.latest = result.latestSequence;
+      } catch (error) {
+        // Joined already by this client (opening a direct conversation joins it).
+        if (!(error instanceof ChatError) || error.code !== "ALREADY_A_MEMBER") throw error;
+        room.setMembers(await this.client.members(name));
+      }
+      if (show) this.open(name);
+      else this.renderSide();
     } catch (error) {
       this.rooms.delete(name);
-      this.joinError.textContent = `Could not join ${name}: ${describe(error)}`;
+      this.joinError.textContent = `Could not join ${label ?? name}: ${describe(error)}`;
+    }
+  }
+
+  /** "Message a user": opens the direct conversation with that user id and shows it. */
+  private onDirectSubmit(event: SubmitEvent): void {
+    event.preventDefault();
+    const input = byId("direct-user", HTMLInputElement);
+    const userId = input.value.trim();
+    this.directError.textContent = "";
+    if (userId === "") return;
+    this.client.openDirect(userId).then(
+      (conversation) => {
+        input.value = "";
+        this.onDirect(conversation, true);
+      },
+      (error: unknown) => {
+        this.directError.textContent = `Could not open a conversation with ${userId}: ${describe(error)}`;
+      },
+    );
+  }
+
+  /** A direct conversation of the user: listed as `@` and the other user, joined, and shown if the user opened it here. */
+  private onDirect(conversation: proto.DirectConversation, show: boolean): void {
+    const label = `@${conversation.peer?.displayName ?? "?"}`;
+    const room = this.rooms.get(conversation.room);
+    if (room !== undefined) {
+      room.label = label;
+      if (show) this.open(room.name);
+      else this.renderSide();
+      return;
+    }
+    void this.join(conversation.room, show, label);
+  }
+
+  /** Lists (and joins) the user's most recent direct conversations, once signed in. */
+  private async loadDirects(): Promise<void> {
+    try {
+      for (const conversation of (await this.client.listDirect()).slice(0, DIRECTS_JOINED)) {
+        this.onDirect(conversation, false);
+      }
+    } catch {
+      // Not listed now: each conversation still comes as it is opened.
     }
   }
 

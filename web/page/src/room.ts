@@ -29,6 +29,8 @@ export interface Gap {
 export class Room {
   /** The room's name. */
   readonly name: string;
+  /** How lists and the title show it: `# name`, or `@` and the other user for a direct conversation. */
+  label: string;
   /** Messages by sequence: the key that makes each message shown once. */
   private readonly bySequence = new Map<bigint, proto.MessageEvent>();
   /** The sequences held, in increasing order. */
@@ -54,6 +56,7 @@ export class Room {
 
   constructor(name: string) {
     this.name = name;
+    this.label = name.startsWith("dm.") ? "@…" : `# ${name}`;
   }
 
   /**

@@ -45,7 +45,7 @@ export class RoomsView {
         className: "open",
         attrs: { type: "button", "data-room": room.name, "data-control": `open:${room.name}` },
       },
-      `# ${room.name}`,
+      room.label,
     );
     if (current) open.setAttribute("aria-current", "true");
     if (room.unread > 0) {
@@ -58,7 +58,12 @@ export class RoomsView {
     const leave = el("button", {
       className: "leave",
       text: "Leave",
-      attrs: { type: "button", "aria-label": `Leave ${room.name}`, "data-control": `leave:${room.name}` },
+      attrs: {
+        type: "button",
+        // A room by its name; a direct conversation by the other user.
+        "aria-label": `Leave ${room.label.startsWith("@") ? room.label : room.name}`,
+        "data-control": `leave:${room.name}`,
+      },
     });
     leave.addEventListener("click", () => this.actions.leave(room.name));
     return el("li", {}, open, leave);

@@ -190,6 +190,42 @@ describe("the chat page", { skip }, () => {
     await closePage(ned);
   });
 
+  it("a direct conversation: opened from the page, listed for both users as @name, closed to others", async () => {
+    const { server, browser } = shared;
+    const pia = await newPage(browser);
+    const quin = await newPage(browser, PHONE);
+    await signIn(pia, server, "pia", ["lobby"]);
+    await signIn(quin, server, "quin", ["lobby"]);
+    await pia.fill("#direct-user", "quin");
+    await pia.press("#direct-user", "Enter");
+    await pia.waitForSelector('#room-list button.open:text-is("@quin")');
+    assert.equal(await pia.textContent("#room-title"), "@quin", "opened and shown");
+    const room = await pia.getAttribute('#room-list button.open:text-is("@quin")', "data-room");
+    assert.match(room, /^dm\.[0-9a-f]{40}$/);
+    await send(pia, "just between us");
+    // quin's page lists it as @pia (without switching to it) and shows it on a click.
+    await quin.waitForSelector('#room-list button.open:text-is("@pia")');
+    assert.notEqual(await quin.textContent("#room-title"), "@pia");
+    await quin.click('#room-list button.open:text-is("@pia")');
+    await waitForTexts(quin, ["just between us"]);
+    await send(quin, "sure");
+    await waitForTexts(pia, ["sure"]);
+    // Nobody else: the console client is refused.
+    const rex = ConsoleClient.start(server, "rex", ["lobby"]);
+    await rex.waitFor(/^joined lobby /);
+    rex.say(`/join ${room}`);
+    await rex.waitFor(/^error PERMISSION_DENIED/);
+    // A reload keeps it, with its name.
+    await quin.reload();
+    await connected(quin);
+    await quin.waitForSelector('#room-list button.open:text-is("@pia")');
+    await rex.quit();
+    assertNoProblems(pia);
+    assertNoProblems(quin);
+    await closePage(pia);
+    await closePage(quin);
+  });
+
   it("unread counts come from the server, and a room shown is marked read for every session", async () => {
     const { server, browser } = shared;
     const kate = await newPage(browser);
