@@ -185,7 +185,7 @@ export class Chat {
       return;
     }
     const result = event.result;
-    this.readState(room, result.unreadCount);
+    this.readState(room, result.unreadCount, result.latestSequence);
     if (result.sequenceReset) {
       // The server's numbering of the room went back: what it holds now
       // (the backlog that follows) replaces what the page showed.
@@ -222,7 +222,7 @@ export class Chat {
       if (message.sender?.userId !== this.you?.userId) {
         this.announce(`${message.sender?.displayName ?? "?"}: ${message.text}`);
       }
-    } else if (message.sender?.userId !== this.you?.userId) {
+    } else if (message.sender?.userId !== this.you?.userId && message.sequence > room.unreadFrom) {
       room.unread += 1;
       this.renderSide();
     }
@@ -230,7 +230,10 @@ export class Chat {
   }
 
   /** What a join said of the room's unread messages: shown in the room list until the room is. */
-  private readState(room: Room, unread: number): void {
+  private readState(room: Room, unread: number, latest: bigint): void {
+    // The server's count covers the room up to `latest`: what a resume
+    // delivers up to there is not counted again.
+    room.unreadFrom = latest;
     if (this.current === room.name) {
       this.markShownRead();
       return;
@@ -372,7 +375,7 @@ export class Chat {
     try {
       try {
         const result = await this.client.join(name);
-        this.readState(room, result.unreadCount);
+        this.readState(room, result.unreadCount, result.latestSequence);
         room.setMembers(result.members);
         if (result.latestSequence > room.latest) room.latest = result.latestSequence;
       } catch (error) {

@@ -29,7 +29,7 @@ export async function loadOlder(client: ChatClient, room: Room): Promise<Loaded>
   try {
     const page = await client.history(room.name, { direction: "backward", from: room.oldest() ?? 0n, limit: PAGE });
     if (page.latestSequence > room.latest) room.latest = page.latestSequence;
-    const added = page.messages.filter((message) => room.add(message));
+    const added = page.messages.filter((message) => room.add(message, page.latestSequence));
     if (page.messages.length < PAGE) room.olderExist = false;
     room.opened = true;
     return { added, error: undefined };
@@ -49,7 +49,7 @@ export async function loadGap(client: ChatClient, room: Room, gap: Gap): Promise
     try {
       const page = await client.history(room.name, { direction: "forward", from, limit });
       if (page.messages.length === 0) break;
-      for (const message of page.messages) if (room.add(message)) added.push(message);
+      for (const message of page.messages) if (room.add(message, page.latestSequence)) added.push(message);
       const last = page.messages[page.messages.length - 1]!.sequence;
       if (last <= from) break;
       from = last;

@@ -51,8 +51,10 @@ export class Room {
   loading = false;
   /** Messages that arrived while another room was shown. */
   unread = 0;
-  /** The latest change seen of each message, by its sequence (for a message that arrives after it). */
-  private readonly changes = new Map<bigint, proto.MessageEvent>();
+  /** Messages up to this sequence are in `unread` already (the join's count). */
+  unreadFrom = 0n;
+  /** Live changes to messages not held, by the message's sequence, in order (for a message that arrives after them). */
+  private readonly changes = new Map<bigint, proto.MessageEvent[]>();
 
   constructor(name: string) {
     this.name = name;
@@ -60,22 +62,33 @@ export class Room {
   }
 
   /**
-   * Adds `message` (a message, or an edit or delete of one) unless its
-   * sequence is already held; returns whether it was new. A change is
-   * applied to the message it names, now if held, or when it arrives.
+   * Adds `message` (a message, or a change to one) unless its sequence is
+   * already held; returns whether it was new. A live change is applied to
+   * the message it names, now if held, or when it arrives. From a history
+   * page read when the room stood at `historyLatest`, a message already
+   * holds every change up to there: only later live ones are applied to
+   * it, and the page's own change rows are applied to nothing.
    */
-  add(message: proto.MessageEvent): boolean {
+  add(message: proto.MessageEvent, historyLatest?: bigint): boolean {
     const sequence = message.sequence;
     if (this.bySequence.has(sequence)) return false;
     this.bySequence.set(sequence, message);
     if (isChange(message)) {
-      const seen = this.changes.get(message.targetSequence);
-      if (seen === undefined || seen.sequence < sequence) this.changes.set(message.targetSequence, message);
-      const target = this.bySequence.get(message.targetSequence);
-      if (target !== undefined) apply(target, message);
+      if (historyLatest === undefined) {
+        const target = this.bySequence.get(message.targetSequence);
+        if (target !== undefined) apply(target, message);
+        else {
+          const pending = this.changes.get(message.targetSequence) ?? [];
+          // Bounded: a message is rarely changed this often before it shows.
+          if (pending.length < 200) pending.push(message);
+          this.changes.set(message.targetSequence, pending);
+        }
+      }
     } else {
-      const change = this.changes.get(sequence);
-      if (change !== undefined) apply(message, change);
+      for (const change of this.changes.get(sequence) ?? []) {
+        if (historyLatest === undefined || change.sequence > historyLatest) apply(message, change);
+      }
+      this.changes.delete(sequence);
     }
     let at = this.sequences.length;
     while (at > 0 && this.sequences[at - 1]! > sequence) at -= 1;

@@ -1,11 +1,10 @@
-//! Direct conversations: one room per pair of users, named so that both
-//! users (and every instance) find the same one without asking anybody:
-//! `dm.` and 40 hex digits of the SHA-256 of the two user ids in order.
-//! Rooms with that prefix are never ordinary rooms: only the pair may join,
-//! read or write to them.
+//! Direct conversations: one room per pair of users, named `dm.` and 40
+//! random hex digits when the pair first opens it (the store keeps which
+//! pair a room is for), so nobody can guess it or have written there
+//! first. Rooms with that prefix are never ordinary rooms: only the pair
+//! may join, read or write to them.
 
 use super::{RequestError, RoomName};
-use sha2::{Digest, Sha256};
 
 /// What every direct conversation's room name starts with.
 pub const PREFIX: &str = "dm.";
@@ -13,17 +12,19 @@ pub const PREFIX: &str = "dm.";
 /// The longest user id a direct conversation may name.
 pub const MAX_USER_ID_BYTES: usize = 128;
 
-/// The room of the conversation between users `a` and `b` (in either
-/// order).
-pub fn room(a: &str, b: &str) -> RoomName {
-    let (first, second) = if a <= b { (a, b) } else { (b, a) };
-    let mut hash = Sha256::new();
-    hash.update((first.len() as u64).to_be_bytes());
-    hash.update(first.as_bytes());
-    hash.update(second.as_bytes());
-    let digest = hash.finalize();
-    let hex: String = digest[..20].iter().map(|b| format!("{b:02x}")).collect();
-    RoomName::parse(&format!("{PREFIX}{hex}")).expect("a valid room name")
+/// A fresh room for a conversation: `dm.` and 40 random hex digits (160
+/// bits from the system's random source).
+pub fn new_room() -> RoomName {
+    let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let hex = format!("{}{}", a.simple(), b.simple());
+    // A v4 UUID's version and variant digits are fixed: skip them.
+    let random: String = hex
+        .char_indices()
+        .filter(|(i, _)| !matches!(i % 32, 12 | 16))
+        .map(|(_, c)| c)
+        .take(40)
+        .collect();
+    RoomName::parse(&format!("{PREFIX}{random}")).expect("a valid room name")
 }
 
 /// Whether `room` is a direct conversation's.
@@ -52,14 +53,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_room_is_the_same_both_ways_and_differs_per_pair() {
-        let ab = room("alice", "bob");
-        assert_eq!(ab, room("bob", "alice"));
-        assert!(is_direct(&ab));
-        assert_eq!(ab.as_str().len(), PREFIX.len() + 40);
-        assert_ne!(ab, room("alice", "bobby"));
-        // The length prefix keeps ("ab", "c") apart from ("a", "bc").
-        assert_ne!(room("ab", "c"), room("a", "bc"));
+    fn a_new_room_is_a_direct_room_and_never_the_same() {
+        let (one, two) = (new_room(), new_room());
+        assert!(is_direct(&one));
+        assert_eq!(one.as_str().len(), PREFIX.len() + 40);
+        assert!(
+            one.as_str()[PREFIX.len()..]
+                .chars()
+                .all(|c| c.is_ascii_hexdigit())
+        );
+        assert_ne!(one, two);
         assert!(!is_direct(&RoomName::parse("lobby").unwrap()));
     }
 

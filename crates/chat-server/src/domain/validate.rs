@@ -91,16 +91,20 @@ pub fn target_sequence(sequence: u64) -> Result<u64, RequestError> {
     Ok(sequence)
 }
 
-/// Emoji reactions are at most this long, in bytes (a flag or a family
-/// emoji with modifiers fits).
+/// Emoji reactions are at most this long, in bytes (a flag, a skin-toned
+/// emoji or a short family sequence fits).
 pub const MAX_EMOJI_BYTES: usize = 32;
 
-/// Validates a reaction: 1 to [`MAX_EMOJI_BYTES`] bytes, no whitespace or
-/// control characters.
+/// Validates a reaction: 1 to [`MAX_EMOJI_BYTES`] bytes, no whitespace,
+/// control characters or bidirectional overrides (which would turn the
+/// text shown around it).
 pub fn emoji(emoji: &str) -> Result<&str, RequestError> {
+    let bidi = |c: char| matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
     if emoji.is_empty()
         || emoji.len() > MAX_EMOJI_BYTES
-        || emoji.chars().any(|c| c.is_whitespace() || c.is_control())
+        || emoji
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || bidi(c))
     {
         return Err(RequestError::InvalidArgument(format!(
             "a reaction is 1 to {MAX_EMOJI_BYTES} bytes without spaces or control characters"

@@ -300,8 +300,9 @@ fn valid_entry(entry: &PresenceEntry) -> Option<(RoomName, User)> {
     Some((room, user))
 }
 
-/// A conversation from another instance, if it is one: two valid users
-/// whose room it is.
+/// A conversation from another instance, if it is one: a direct room and
+/// two valid, different users (it only tells their sessions; each join is
+/// checked against the store).
 fn valid_direct(
     opened: &crate::backplane::control::DirectOpened,
 ) -> Option<crate::store::Conversation> {
@@ -309,16 +310,18 @@ fn valid_direct(
         return None;
     };
     let room = RoomName::parse(&opened.room).ok()?;
-    if room != crate::domain::direct::room(a, b) {
+    if !crate::domain::direct::is_direct(&room) || a == b {
         return None;
     }
-    let user = |id: &str, name: &str| User {
-        user_id: Arc::from(id),
-        display_name: Arc::from(name),
+    // A name the other user never gave is their id, which need not be a
+    // valid display name: then the id stands for it.
+    let user = |id: &str, name: &str| {
+        let id = crate::domain::user::user_id(id).ok()?;
+        Some(User::parse(id, name).unwrap_or_else(|_| User::new(id, id)))
     };
     Some(crate::store::Conversation {
         room,
-        users: [user(a, name_a), user(b, name_b)],
+        users: [user(a, name_a)?, user(b, name_b)?],
     })
 }
 
@@ -339,14 +342,14 @@ mod tests {
     /// room must be the pair's own.
     #[test]
     fn only_a_pairs_own_room_is_taken_from_another_instance() {
-        let room = crate::domain::direct::room("ann", "bob");
+        let room = crate::domain::direct::new_room();
         let taken = valid_direct(&opened(room.as_str(), &["ann", "bob"])).expect("valid");
         assert_eq!(taken.room, room);
         assert!(taken.has("ann") && taken.has("bob"));
         assert_eq!(&*taken.peer("ann").display_name, "BOB");
-        // Someone else's room, a plain room, a third user, a bad name.
-        assert!(valid_direct(&opened(room.as_str(), &["ann", "eve"])).is_none());
+        // A plain room, one user twice, a third user, a bad name.
         assert!(valid_direct(&opened("lobby", &["ann", "bob"])).is_none());
+        assert!(valid_direct(&opened(room.as_str(), &["ann", "ann"])).is_none());
         assert!(valid_direct(&opened(room.as_str(), &["ann", "bob", "eve"])).is_none());
         assert!(valid_direct(&opened("not a room!", &["ann", "bob"])).is_none());
     }

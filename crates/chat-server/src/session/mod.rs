@@ -291,6 +291,8 @@ impl Session {
             // Opening a conversation writes to the store and tells every
             // instance: limited like a join.
             Some(Request::OpenDirect(_)) => Some((Action::Join, "joins")),
+            // A listing reads up to 500 rows: limited like a join too.
+            Some(Request::ListDirect(_)) => Some((Action::Join, "joins")),
             // A send to a room the connection is not in is refused below
             // and costs no token (a client retrying while it rejoins).
             Some(Request::SendMessage(r)) if self.rooms.iter().any(|m| m.as_str() == r.room) => {

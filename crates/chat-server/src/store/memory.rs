@@ -3,9 +3,10 @@
 //! survives a restart; for tests and throwaway runs.
 
 use super::{
-    Appended, Conversation, Direction, Kind, MAX_DIRECT_LISTED, MAX_REACTIONS_PER_USER,
-    MessageStore, NewMessage, Page, REACTORS_LISTED, Reactions, ReadState, Retention, StoreError,
-    StoredMessage, UNREAD_COUNT_CAP, check_change, check_direct, direct_users,
+    Appended, Conversation, Direction, Kind, MAX_DIRECT_LISTED, MAX_EMOJIS_PER_MESSAGE,
+    MAX_REACTIONS_PER_USER, MessageStore, NewMessage, Page, REACTORS_LISTED, Reactions, ReadState,
+    Retention, StoreError, StoredMessage, UNREAD_COUNT_CAP, check_change, check_direct,
+    direct_users,
 };
 use crate::domain::User;
 use crate::domain::validate::RoomName;
@@ -30,12 +31,16 @@ struct RoomLog {
     read: HashMap<String, u64>,
 }
 
+/// A conversation's two user ids, the lower first.
+type Pair = (Arc<str>, Arc<str>);
+
 /// Per-room logs, sharded so rooms do not contend.
 pub struct MemoryStore {
     hasher: RandomState,
     shards: Box<[Mutex<HashMap<RoomName, RoomLog>>]>,
-    /// Conversation conversations by room, with when each was opened (a counter).
-    directs: Mutex<HashMap<RoomName, (Conversation, u64)>>,
+    /// Direct conversations by their pair of user ids (in order), with when
+    /// each was last opened (a counter).
+    directs: Mutex<HashMap<Pair, (Conversation, u64)>>,
     /// Counts conversations opened, for their order.
     opened: std::sync::atomic::AtomicU64,
 }
@@ -192,7 +197,14 @@ impl MessageStore for MemoryStore {
                 .iter()
                 .filter(|r| r.emoji != change.text && r.users.iter().any(|u| &*u.user_id == user))
                 .count();
-            if others >= MAX_REACTIONS_PER_USER as usize {
+            let emojis = message
+                .reactions
+                .iter()
+                .filter(|r| r.emoji != change.text)
+                .count();
+            if others >= MAX_REACTIONS_PER_USER as usize
+                || emojis >= MAX_EMOJIS_PER_MESSAGE as usize
+            {
                 return ready(Err(StoreError::TooManyReactions(target))).boxed();
             }
         }
@@ -277,15 +289,17 @@ impl MessageStore for MemoryStore {
         me: &'a User,
         peer: &'a str,
     ) -> BoxFuture<'a, Result<Conversation, StoreError>> {
-        let room = crate::domain::direct::room(&me.user_id, peer);
+        let users = direct_users(me, peer);
+        let pair = (users[0].user_id.clone(), users[1].user_id.clone());
         let mut directs = lock(&self.directs);
         let order = self
             .opened
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (direct, _) = directs.entry(room.clone()).or_insert_with(|| {
-            let users = direct_users(me, peer);
+        let (direct, opened) = directs.entry(pair).or_insert_with(|| {
+            let room = crate::domain::direct::new_room();
             (Conversation { room, users }, order)
         });
+        *opened = order;
         if let Some(mine) = direct.users.iter_mut().find(|u| u.user_id == me.user_id) {
             mine.display_name = me.display_name.clone();
         }
@@ -297,7 +311,10 @@ impl MessageStore for MemoryStore {
         &'a self,
         room: &'a RoomName,
     ) -> BoxFuture<'a, Result<Option<Conversation>, StoreError>> {
-        let found = lock(&self.directs).get(room).map(|(d, _)| d.clone());
+        let found = lock(&self.directs)
+            .values()
+            .find(|(d, _)| d.room == *room)
+            .map(|(d, _)| d.clone());
         ready(Ok(found)).boxed()
     }
 

@@ -160,6 +160,11 @@ pub const REACTORS_LISTED: usize = 50;
 /// Different reactions one user may have on one message.
 pub const MAX_REACTIONS_PER_USER: u32 = 20;
 
+/// Different emojis one message may carry (so a history page stays
+/// bounded: at most this many entries of at most [`REACTORS_LISTED`]
+/// users per message).
+pub const MAX_EMOJIS_PER_MESSAGE: u32 = 50;
+
 /// The outcome of an append.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Appended {
@@ -210,7 +215,7 @@ impl Conversation {
     }
 }
 
-/// Conversation conversations listed per user at most.
+/// Direct conversations listed per user at most.
 pub const MAX_DIRECT_LISTED: usize = 500;
 
 /// Which way a history page goes from its starting point.
@@ -254,8 +259,12 @@ pub enum StoreError {
     /// A change to another user's message.
     #[error("message {0} was sent by another user")]
     NotTheAuthor(u64),
-    /// A user's reactions on one message are at the limit.
-    #[error("at most {MAX_REACTIONS_PER_USER} different reactions per message and user")]
+    /// A user's reactions on one message, or the message's different
+    /// emojis, are at the limit.
+    #[error(
+        "at most {MAX_REACTIONS_PER_USER} different reactions per message and user, \
+         {MAX_EMOJIS_PER_MESSAGE} different emojis per message"
+    )]
     TooManyReactions(u64),
 }
 

@@ -15,9 +15,10 @@
 
 use super::{
     Appended, Conversation, Direction, HISTORY_COLUMNS, Kind, MAX_DIRECT_LISTED,
-    MAX_REACTIONS_PER_USER, MessageStore, NewMessage, Page, REACTORS_LISTED, ReadState, Retention,
-    SELECT_COLUMNS, StoreError, StoredMessage, UNREAD_COUNT_CAP, check_change, check_direct,
-    direct_from_row, direct_users, row_to_message, with_reactions,
+    MAX_EMOJIS_PER_MESSAGE, MAX_REACTIONS_PER_USER, MessageStore, NewMessage, Page,
+    REACTORS_LISTED, ReadState, Retention, SELECT_COLUMNS, StoreError, StoredMessage,
+    UNREAD_COUNT_CAP, check_change, check_direct, direct_from_row, direct_users, row_to_message,
+    with_reactions,
 };
 use crate::domain::User;
 use crate::domain::validate::RoomName;
@@ -208,7 +209,18 @@ async fn change_one(
         .bind(&change.text)
         .fetch_one(&mut *tx)
         .await?;
-        if others >= i64::from(MAX_REACTIONS_PER_USER) {
+        let emojis: i64 = sqlx::query_scalar(
+            "SELECT count(DISTINCT emoji) FROM reactions \
+             WHERE room = $1 AND sequence = $2 AND emoji <> $3",
+        )
+        .bind(room)
+        .bind(target)
+        .bind(&change.text)
+        .fetch_one(&mut *tx)
+        .await?;
+        if others >= i64::from(MAX_REACTIONS_PER_USER)
+            || emojis >= i64::from(MAX_EMOJIS_PER_MESSAGE)
+        {
             return Err(StoreError::TooManyReactions(change.kind.target()));
         }
     }
@@ -657,18 +669,19 @@ impl MessageStore for PostgresStore {
         peer: &'a str,
     ) -> BoxFuture<'a, Result<Conversation, StoreError>> {
         async move {
-            let room = crate::domain::direct::room(&me.user_id, peer);
+            let room = crate::domain::direct::new_room();
             let [a, b] = direct_users(me, peer);
-            let (user_a, name_a, user_b, name_b): (String, String, String, String) =
+            let (room, user_a, name_a, user_b, name_b): (String, String, String, String, String) =
                 sqlx::query_as(
                     "INSERT INTO direct_conversations (room, user_a, name_a, user_b, name_b, opened_at_ms) \
                  VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (room) DO UPDATE SET \
+                 ON CONFLICT (user_a, user_b) DO UPDATE SET \
                      name_a = CASE WHEN direct_conversations.user_a = $7 \
                                    THEN EXCLUDED.name_a ELSE direct_conversations.name_a END, \
                      name_b = CASE WHEN direct_conversations.user_b = $7 \
-                                   THEN EXCLUDED.name_b ELSE direct_conversations.name_b END \
-                 RETURNING user_a, name_a, user_b, name_b",
+                                   THEN EXCLUDED.name_b ELSE direct_conversations.name_b END, \
+                     opened_at_ms = EXCLUDED.opened_at_ms \
+                 RETURNING room, user_a, name_a, user_b, name_b",
                 )
                 .bind(room.as_str())
                 .bind(&*a.user_id)
@@ -679,7 +692,7 @@ impl MessageStore for PostgresStore {
                 .bind(&*me.user_id)
                 .fetch_one(&self.pool)
                 .await?;
-            let found = direct_from_row(room.as_str(), (user_a, name_a), (user_b, name_b))
+            let found = direct_from_row(&room, (user_a, name_a), (user_b, name_b))
                 .ok_or_else(|| StoreError::Unavailable("a bad direct room name".into()))?;
             check_direct(found, me, peer)
         }

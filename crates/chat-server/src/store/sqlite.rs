@@ -10,9 +10,10 @@
 
 use super::{
     Appended, Conversation, Direction, HISTORY_COLUMNS, Kind, MAX_DIRECT_LISTED,
-    MAX_REACTIONS_PER_USER, MessageStore, NewMessage, Page, REACTORS_LISTED, ReadState, Retention,
-    SELECT_COLUMNS, StoreError, StoredMessage, UNREAD_COUNT_CAP, check_change, check_direct,
-    direct_from_row, direct_users, row_to_message, with_reactions,
+    MAX_EMOJIS_PER_MESSAGE, MAX_REACTIONS_PER_USER, MessageStore, NewMessage, Page,
+    REACTORS_LISTED, ReadState, Retention, SELECT_COLUMNS, StoreError, StoredMessage,
+    UNREAD_COUNT_CAP, check_change, check_direct, direct_from_row, direct_users, row_to_message,
+    with_reactions,
 };
 use crate::domain::User;
 use crate::domain::validate::RoomName;
@@ -416,26 +417,28 @@ async fn open_direct(
     me: &User,
     peer: &str,
 ) -> Result<Conversation, StoreError> {
-    let room = crate::domain::direct::room(&me.user_id, peer);
+    let room = crate::domain::direct::new_room();
     let [a, b] = direct_users(me, peer);
-    let (user_a, name_a, user_b, name_b): (String, String, String, String) = sqlx::query_as(
-        "INSERT INTO direct_conversations (room, user_a, name_a, user_b, name_b, opened_at_ms) \
+    let (room, user_a, name_a, user_b, name_b): (String, String, String, String, String) =
+        sqlx::query_as(
+            "INSERT INTO direct_conversations (room, user_a, name_a, user_b, name_b, opened_at_ms) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-     ON CONFLICT (room) DO UPDATE SET \
+     ON CONFLICT (user_a, user_b) DO UPDATE SET \
          name_a = CASE WHEN user_a = ?7 THEN excluded.name_a ELSE name_a END, \
-         name_b = CASE WHEN user_b = ?7 THEN excluded.name_b ELSE name_b END \
-     RETURNING user_a, name_a, user_b, name_b",
-    )
-    .bind(room.as_str())
-    .bind(&*a.user_id)
-    .bind(&*a.display_name)
-    .bind(&*b.user_id)
-    .bind(&*b.display_name)
-    .bind(now_unix_ms())
-    .bind(&*me.user_id)
-    .fetch_one(&mut *conn)
-    .await?;
-    let found = direct_from_row(room.as_str(), (user_a, name_a), (user_b, name_b))
+         name_b = CASE WHEN user_b = ?7 THEN excluded.name_b ELSE name_b END, \
+         opened_at_ms = excluded.opened_at_ms \
+     RETURNING room, user_a, name_a, user_b, name_b",
+        )
+        .bind(room.as_str())
+        .bind(&*a.user_id)
+        .bind(&*a.display_name)
+        .bind(&*b.user_id)
+        .bind(&*b.display_name)
+        .bind(now_unix_ms())
+        .bind(&*me.user_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    let found = direct_from_row(&room, (user_a, name_a), (user_b, name_b))
         .ok_or_else(|| StoreError::Unavailable("a bad direct room name".into()))?;
     check_direct(found, me, peer)
 }
@@ -536,7 +539,17 @@ async fn change_one(
         .bind(&change.text)
         .fetch_one(&mut *conn)
         .await?;
-        if others >= i64::from(MAX_REACTIONS_PER_USER) {
+        let emojis: i64 = sqlx::query_scalar(
+            "SELECT count(DISTINCT emoji) FROM reactions WHERE room = ? AND sequence = ? AND emoji <> ?",
+        )
+        .bind(room)
+        .bind(target)
+        .bind(&change.text)
+        .fetch_one(&mut *conn)
+        .await?;
+        if others >= i64::from(MAX_REACTIONS_PER_USER)
+            || emojis >= i64::from(MAX_EMOJIS_PER_MESSAGE)
+        {
             return Err(StoreError::TooManyReactions(change.kind.target()));
         }
     }

@@ -735,6 +735,26 @@ async fn reactions_are_numbered_counted_bounded_and_go_with_their_message(backen
         page[1].reactions.len(),
         1 + store::MAX_REACTIONS_PER_USER as usize
     );
+    // A message carries at most MAX_EMOJIS_PER_MESSAGE different emojis.
+    let mut n = page[1].reactions.len();
+    while n < store::MAX_EMOJIS_PER_MESSAGE as usize {
+        let (user, emoji) = (format!("u{n}"), format!("x{n}"));
+        store
+            .change(react(&user, &user, &emoji, Kind::ReactionAdded(2)), false)
+            .await
+            .unwrap();
+        n += 1;
+    }
+    let e = store
+        .change(react("zed", "z1", "new", Kind::ReactionAdded(2)), false)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, store::StoreError::TooManyReactions(2)), "{e}");
+    // One it carries already may still be given.
+    store
+        .change(react("zed", "z2", "🎉", Kind::ReactionAdded(2)), false)
+        .await
+        .unwrap();
 }
 
 /// Review of issue 16: retention takes a message's edits' text with it
@@ -768,22 +788,24 @@ async fn retention_takes_the_text_of_a_removed_messages_edits(backend: Backend) 
         Kind::Edit(1),
         "the row is the edit's"
     );
-    let keep_one = Retention {
+    // Keeping the latest two removes message 1 only: its edit (2) stays,
+    // numbered, and must lose the text.
+    let keep_two = Retention {
         max_age: None,
-        max_messages_per_room: Some(1),
+        max_messages_per_room: Some(2),
     };
-    store.enforce_retention(keep_one).await.unwrap();
+    store.enforce_retention(keep_two).await.unwrap();
     let all = Page {
         direction: Direction::Forward,
         from: 0,
         limit: 100,
     };
     let page = store.history(&room("old"), all).await.unwrap();
-    assert!(
-        page.iter().all(|m| !m.message.text.contains("SECRET")),
-        "{page:?}"
-    );
-    assert_eq!(page.last().unwrap().message.text, "kept");
+    let sequences: Vec<u64> = page.iter().map(|m| m.sequence).collect();
+    assert_eq!(sequences, [2, 3], "the edit's numbered row stays");
+    assert_eq!(page[0].message.kind, Kind::Edit(1));
+    assert_eq!(page[0].message.text, "", "{page:?}");
+    assert_eq!(page[1].message.text, "kept");
 }
 
 /// Issue 16, point 1: a direct conversation is one room per pair, found
@@ -795,17 +817,17 @@ async fn direct_conversations_are_one_per_pair_and_listed_for_both(backend: Back
         display_name: Arc::from(name),
     };
     let ann_bob = store.open_direct(&user("ann", "Ann"), "bob").await.unwrap();
-    assert_eq!(
-        ann_bob.room,
-        chat_server::domain::direct::room("ann", "bob")
-    );
+    assert!(chat_server::domain::direct::is_direct(&ann_bob.room));
     assert_eq!(
         &*ann_bob.peer("ann").display_name,
         "bob",
         "bob's id until he names himself"
     );
     let again = store.open_direct(&user("bob", "Bob"), "ann").await.unwrap();
-    assert_eq!(again.room, ann_bob.room);
+    assert_eq!(
+        again.room, ann_bob.room,
+        "one room per pair, from either side"
+    );
     assert_eq!(&*again.peer("bob").display_name, "Ann");
     assert_eq!(&*again.peer("ann").display_name, "Bob", "bob's name now");
     let ann_cat = store.open_direct(&user("ann", "Ann"), "cat").await.unwrap();

@@ -120,7 +120,7 @@ impl App {
         match result {
             Ok(r) => {
                 self.push_room(&room, Entry::now(Kind::Info(joined_text(verb, &r))));
-                self.read_state(&room, r.read_sequence, r.unread_count);
+                self.read_state(&room, r.read_sequence, r.unread_count, r.latest_sequence);
                 if r.sequence_reset {
                     let text = format!(
                         "the numbering of {room} started over on the server (its store was reset): \
@@ -193,13 +193,15 @@ impl App {
     /// A message, into its room's pane (counted unread if not shown).
     /// What a join said of the room's read state: the unread count shows
     /// in the rooms pane until the room is shown.
-    pub(super) fn read_state(&mut self, room: &str, read: u64, unread: u32) {
+    pub(super) fn read_state(&mut self, room: &str, read: u64, unread: u32, latest: u64) {
         let marked = self.marked_read.entry(room.to_string()).or_default();
         *marked = (*marked).max(read);
-        if self.current.as_deref() != Some(room)
-            && let Some(pane) = self.panes.get_mut(room)
-        {
-            pane.unread = unread as usize;
+        let shown = self.current.as_deref() == Some(room);
+        if let Some(pane) = self.panes.get_mut(room) {
+            pane.unread_from = latest;
+            if !shown {
+                pane.unread = unread as usize;
+            }
         }
     }
 
@@ -262,7 +264,7 @@ impl App {
             self.current.as_deref() == Some(m.room.as_str()) || self.is_me(m.sender.as_ref());
         let width = self.pane_width;
         if let Some(pane) = self.panes.get_mut(&m.room) {
-            if !is_current {
+            if !is_current && m.sequence > pane.unread_from {
                 pane.unread += 1;
             }
             pane.push(entry, width);

@@ -188,6 +188,9 @@ pub(super) struct Pane {
     pub(super) lines: VecDeque<Entry>,
     /// Messages that arrived while another room was shown.
     pub(super) unread: usize,
+    /// Messages up to this sequence are counted in `unread` already (the
+    /// join's count): a resumed backlog is not counted again.
+    pub(super) unread_from: u64,
     /// Rows scrolled up from the bottom; 0 follows new lines.
     pub(super) scroll: usize,
 }

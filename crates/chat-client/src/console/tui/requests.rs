@@ -25,12 +25,14 @@ pub(super) const HISTORY_ON_JOIN: u32 = 20;
 /// What a request task reports back to the UI loop.
 #[derive(Debug)]
 pub(super) enum Outcome {
-    /// `/join`.
+    /// `/join`, or a direct conversation listed at start.
     Joined {
         /// The room asked for.
         room: String,
         /// The server's answer.
         result: Result<JoinRoomResult, ClientError>,
+        /// Whether to show it once joined (a `/join` does).
+        show: bool,
     },
     /// `/leave`.
     Left {
@@ -92,7 +94,11 @@ impl App {
                 self.panes.entry(room.clone()).or_default();
                 self.spawn(move |client| async move {
                     let result = client.join(&room).await;
-                    Outcome::Joined { room, result }
+                    Outcome::Joined {
+                        room,
+                        result,
+                        show: true,
+                    }
                 });
             }
             Command::Leave(room) => {
@@ -315,7 +321,7 @@ impl App {
     pub(super) fn on_outcome(&mut self, outcome: Outcome) {
         self.in_flight = self.in_flight.saturating_sub(1);
         match outcome {
-            Outcome::Joined { room, result } => self.on_joined(room, result),
+            Outcome::Joined { room, result, show } => self.on_joined(room, result, show),
             Outcome::Left { room, result } => {
                 self.typing.remove(&room);
                 self.sync_rooms();
@@ -356,7 +362,18 @@ impl App {
                         let peer = d.peer.map(|p| p.display_name).unwrap_or_default();
                         self.directs.insert(d.room.clone(), peer);
                         if !self.rooms.contains(&d.room) {
-                            self.submit(&format!("/join {}", d.room));
+                            // Listed, not shown: the room in view stays.
+                            let room = d.room;
+                            self.joining.insert(room.clone());
+                            self.panes.entry(room.clone()).or_default();
+                            self.spawn(move |client| async move {
+                                let result = client.join(&room).await;
+                                Outcome::Joined {
+                                    room,
+                                    result,
+                                    show: false,
+                                }
+                            });
                         }
                     }
                 }
@@ -380,14 +397,16 @@ impl App {
     }
 
     /// A `/join` done: show the room and what was said in it.
-    fn on_joined(&mut self, room: String, result: Result<JoinRoomResult, ClientError>) {
+    fn on_joined(&mut self, room: String, result: Result<JoinRoomResult, ClientError>, show: bool) {
         self.joining.remove(&room);
         self.sync_rooms();
         match result {
             Ok(r) => {
-                self.switch_to(Some(room.clone()));
+                if show {
+                    self.switch_to(Some(room.clone()));
+                }
                 self.push_room(&room, Entry::now(Kind::Info(joined_text("joined", &r))));
-                self.read_state(&room, r.read_sequence, r.unread_count);
+                self.read_state(&room, r.read_sequence, r.unread_count, r.latest_sequence);
                 self.fetch_history(room.clone(), HISTORY_ON_JOIN);
             }
             Err(e) if e.code() == Some(ErrorCode::AlreadyAMember) && self.rooms.contains(&room) => {
