@@ -348,33 +348,32 @@ async fn edits_and_deletes_reach_every_instance_in_order(backplane: Backplane) {
         assert_eq!(m.sender.unwrap().user_id, "alice");
     }
     // Refused: nothing is numbered or delivered.
-    let code = |r: Result<_, chat_client::ClientError>| match r {
-        Err(chat_client::ClientError::Server { code, .. }) => code,
-        other => panic!("expected a refusal, got {other:?}"),
-    };
     assert_eq!(
-        code(bob.edit("lobby", 1, "mine now").await),
+        refusal(bob.edit("lobby", 1, "mine now").await),
         ErrorCode::NotTheAuthor
     );
-    assert_eq!(code(bob.delete("lobby", 1).await), ErrorCode::NotTheAuthor);
     assert_eq!(
-        code(alice.edit("lobby", 99, "x").await),
+        refusal(bob.delete("lobby", 1).await),
+        ErrorCode::NotTheAuthor
+    );
+    assert_eq!(
+        refusal(alice.edit("lobby", 99, "x").await),
         ErrorCode::MessageNotFound
     );
     assert_eq!(
-        code(alice.edit("lobby", 3, "x").await),
+        refusal(alice.edit("lobby", 3, "x").await),
         ErrorCode::MessageNotFound
     );
     assert_eq!(
-        code(alice.edit("lobby", 0, "x").await),
+        refusal(alice.edit("lobby", 0, "x").await),
         ErrorCode::InvalidArgument
     );
     assert_eq!(
-        code(alice.edit("lobby", 1, "").await),
+        refusal(alice.edit("lobby", 1, "").await),
         ErrorCode::InvalidArgument
     );
     assert_eq!(
-        code(alice.delete("elsewhere", 1).await),
+        refusal(alice.delete("elsewhere", 1).await),
         ErrorCode::NotAMember
     );
 
@@ -388,7 +387,7 @@ async fn edits_and_deletes_reach_every_instance_in_order(backplane: Backplane) {
         );
     }
     assert_eq!(
-        code(alice.edit("lobby", 1, "back").await),
+        refusal(alice.edit("lobby", 1, "back").await),
         ErrorCode::MessageNotFound
     );
     bob.send("lobby", "after").await.unwrap();
@@ -457,35 +456,31 @@ async fn reactions_reach_every_instance_and_show_in_history(backplane: Backplane
             assert_eq!((m.sequence, m.kind()), (seq, kind));
         }
     }
-    let code = |r: Result<_, chat_client::ClientError>| match r {
-        Err(chat_client::ClientError::Server { code, .. }) => code,
-        other => panic!("expected a refusal, got {other:?}"),
-    };
     assert_eq!(
-        code(bob.react("lobby", 9, "🎉", true).await),
+        refusal(bob.react("lobby", 9, "🎉", true).await),
         ErrorCode::MessageNotFound
     );
     assert_eq!(
-        code(bob.react("lobby", 2, "🎉", true).await),
+        refusal(bob.react("lobby", 2, "🎉", true).await),
         ErrorCode::MessageNotFound
     );
     assert_eq!(
-        code(bob.react("lobby", 1, "", true).await),
+        refusal(bob.react("lobby", 1, "", true).await),
         ErrorCode::InvalidArgument
     );
     assert_eq!(
-        code(bob.react("lobby", 1, "a b", true).await),
+        refusal(bob.react("lobby", 1, "a b", true).await),
         ErrorCode::InvalidArgument
     );
     assert_eq!(
-        code(bob.react("lobby", 1, &"x".repeat(33), true).await),
+        refusal(bob.react("lobby", 1, &"x".repeat(33), true).await),
         ErrorCode::InvalidArgument
     );
     for i in 0..19 {
         bob.react("lobby", 1, &format!("e{i}"), true).await.unwrap();
     }
     assert_eq!(
-        code(bob.react("lobby", 1, "one-too-many", true).await),
+        refusal(bob.react("lobby", 1, "one-too-many", true).await),
         ErrorCode::TooManyReactions
     );
 
@@ -563,16 +558,12 @@ async fn a_direct_conversation_reaches_both_users_everywhere_and_nobody_else(bac
         assert_eq!(listed[0].peer.as_ref().unwrap().user_id, peer);
     }
     // Nobody else joins, reads or writes.
-    let code = |r: Result<(), chat_client::ClientError>| match r {
-        Err(chat_client::ClientError::Server { code, .. }) => code,
-        other => panic!("expected a refusal, got {other:?}"),
-    };
     assert_eq!(
-        code(carol.join(&opened.room).await.map(|_| ())),
+        refusal(carol.join(&opened.room).await),
         ErrorCode::PermissionDenied
     );
     assert_eq!(
-        code(
+        refusal(
             carol
                 .history(&opened.room, HistoryDirection::Backward, 0, 10)
                 .await
@@ -581,14 +572,14 @@ async fn a_direct_conversation_reaches_both_users_everywhere_and_nobody_else(bac
         ErrorCode::PermissionDenied
     );
     assert_eq!(
-        code(carol.send(&opened.room, "let me in").await.map(|_| ())),
+        refusal(carol.send(&opened.room, "let me in").await),
         ErrorCode::NotAMember
     );
     assert!(carol.list_direct().await.unwrap().is_empty());
     // A conversation nobody opened cannot be joined either, nor one with
     // oneself opened.
     assert_eq!(
-        code(
+        refusal(
             carol
                 .join("dm.0000000000000000000000000000000000000000")
                 .await
@@ -597,7 +588,7 @@ async fn a_direct_conversation_reaches_both_users_everywhere_and_nobody_else(bac
         ErrorCode::PermissionDenied
     );
     assert_eq!(
-        code(carol.open_direct("carol").await.map(|_| ())),
+        refusal(carol.open_direct("carol").await),
         ErrorCode::InvalidArgument
     );
     let page = bob
@@ -663,12 +654,8 @@ async fn read_marks_are_shared_announced_once_and_reported_on_join(backplane: Ba
     }
     let back = alice_too.mark_read("lobby", 1).await.unwrap();
     assert_eq!(back.read_sequence, 2, "never backwards, from any session");
-    let code = |r: Result<_, chat_client::ClientError>| match r {
-        Err(chat_client::ClientError::Server { code, .. }) => code,
-        other => panic!("expected a refusal, got {other:?}"),
-    };
     assert_eq!(
-        code(bob.mark_read("elsewhere", 1).await),
+        refusal(bob.mark_read("elsewhere", 1).await),
         ErrorCode::NotAMember
     );
 

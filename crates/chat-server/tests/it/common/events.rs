@@ -88,3 +88,14 @@ pub async fn expect_no_event(
     })
     .await;
 }
+
+/// The stable code of a request the server refused; panics on success or a
+/// failure on the client's side.
+pub fn refusal<T: std::fmt::Debug>(
+    result: Result<T, chat_client::ClientError>,
+) -> chat_client::proto::ErrorCode {
+    match result {
+        Err(chat_client::ClientError::Server { code, .. }) => code,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
