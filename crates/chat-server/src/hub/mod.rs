@@ -555,7 +555,8 @@ impl Hub {
         let _ordered = room.send_lock.lock().await;
         let started = std::time::Instant::now();
         let kind = message.kind;
-        let room_name = message.room.to_string();
+        // For a refusal's message only (a reference count, not a copy).
+        let room_name = message.room.clone();
         let reaction = kind.is_reaction().then(|| message.text.clone());
         let stored = match kind {
             Kind::Message => {
@@ -573,15 +574,15 @@ impl Hub {
         };
         let appended = stored.map_err(|e| match e {
             StoreError::MessageNotFound(sequence) => RequestError::MessageNotFound {
-                room: room_name,
+                room: room_name.to_string(),
                 sequence,
             },
             StoreError::NotTheAuthor(sequence) => RequestError::NotTheAuthor {
-                room: room_name,
+                room: room_name.to_string(),
                 sequence,
             },
             StoreError::TooManyReactions(sequence) => RequestError::TooManyReactions {
-                room: room_name,
+                room: room_name.to_string(),
                 sequence,
             },
             e => {

@@ -293,25 +293,21 @@ impl Session {
             Some(Request::OpenDirect(_)) => Some((Action::Join, "joins")),
             // A listing reads up to 500 rows: limited like a join too.
             Some(Request::ListDirect(_)) => Some((Action::Join, "joins")),
-            // A send to a room the connection is not in is refused below
-            // and costs no token (a client retrying while it rejoins).
-            Some(Request::SendMessage(r)) if self.rooms.iter().any(|m| m.as_str() == r.room) => {
+            // A request to a room the connection is not in is refused
+            // below and costs no token (a client retrying while it
+            // rejoins). Edits, deletes and reactions are numbered and
+            // stored like messages, and share their limit.
+            Some(Request::SendMessage(r)) if self.is_in(&r.room) => {
                 Some((Action::Send, "messages"))
             }
-            // Edits and deletes are numbered and stored like messages, and
-            // share their limit.
-            Some(Request::EditMessage(r)) if self.rooms.iter().any(|m| m.as_str() == r.room) => {
+            Some(Request::EditMessage(r)) if self.is_in(&r.room) => {
                 Some((Action::Send, "messages"))
             }
-            Some(Request::DeleteMessage(r)) if self.rooms.iter().any(|m| m.as_str() == r.room) => {
+            Some(Request::DeleteMessage(r)) if self.is_in(&r.room) => {
                 Some((Action::Send, "messages"))
             }
-            Some(Request::React(r)) if self.rooms.iter().any(|m| m.as_str() == r.room) => {
-                Some((Action::Send, "messages"))
-            }
-            Some(Request::MarkRead(r)) if self.rooms.iter().any(|m| m.as_str() == r.room) => {
-                Some((Action::Read, "read marks"))
-            }
+            Some(Request::React(r)) if self.is_in(&r.room) => Some((Action::Send, "messages")),
+            Some(Request::MarkRead(r)) if self.is_in(&r.room) => Some((Action::Read, "read marks")),
             // Likewise for typing, and in a read-only room.
             Some(Request::Typing(r)) if self.writable_room(&r.room).is_ok() => {
                 Some((Action::Typing, "typing announcements"))
@@ -415,6 +411,11 @@ impl Session {
             result: Some(result),
         });
         self.outbox.push(EncodedFrame::from(reply));
+    }
+
+    /// Whether this connection is in the room named `room` (not parsed).
+    fn is_in(&self, room: &str) -> bool {
+        self.rooms.iter().any(|m| m.as_str() == room)
     }
 
     fn member_room(&self, room: &str) -> Result<RoomName, RequestError> {

@@ -466,19 +466,6 @@ fn direct_users(me: &User, peer: &str) -> [User; 2] {
     }
 }
 
-/// A conversation row found under `room` must be between the two users
-/// asked for (the room name is a hash of their ids).
-fn check_direct(found: Conversation, me: &User, peer: &str) -> Result<Conversation, StoreError> {
-    if found.has(&me.user_id) && found.has(peer) {
-        Ok(found)
-    } else {
-        Err(StoreError::Unavailable(format!(
-            "direct room {} belongs to another pair",
-            found.room
-        )))
-    }
-}
-
 /// The columns an append reads back.
 const SELECT_COLUMNS: &str =
     "sequence, id, sender_id, sender_name, client_message_id, text, created_at_ms";
