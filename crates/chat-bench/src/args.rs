@@ -200,6 +200,11 @@ pub struct Cli {
     /// Label of the run in the JSON [default: the scenario's name].
     #[arg(long, env = "LABEL")]
     pub label: Option<String>,
+    /// Typing announcements per second by every client in its room during
+    /// the send window (spread evenly over the clients); 0: none. Measures
+    /// what typing traffic costs the message deliveries beside it.
+    #[arg(long = "typing-rate", env = "TYPING_RATE", default_value_t = 0.0)]
+    pub typing_rate: f64,
 }
 
 /// The resolved, validated parameters of one run.
@@ -231,6 +236,8 @@ pub struct Params {
     pub connect_timeout: f64,
     /// Seconds per phase.
     pub phase_timeout: f64,
+    /// Typing announcements per second per client (0: none).
+    pub typing_rate: f64,
 }
 
 fn pids(list: &str, what: &str) -> anyhow::Result<Vec<u32>> {
@@ -323,6 +330,7 @@ impl Cli {
                 .context("bad --connect-concurrency")?,
             connect_timeout: non_negative(self.connect_timeout, "connect-timeout")?,
             phase_timeout: non_negative(self.phase_timeout, "phase-timeout")?,
+            typing_rate: non_negative(self.typing_rate, "typing-rate")?,
         })
     }
 }

@@ -8,8 +8,8 @@
 use crate::replies::{self, Pending};
 use chat_client::proto::chat_service_client::ChatServiceClient;
 use chat_client::proto::{
-    ClientFrame, JoinRoomRequest, MessageEvent, SendMessageRequest, client_frame, reply,
-    server_frame::Frame,
+    ClientFrame, JoinRoomRequest, MessageEvent, SendMessageRequest, TypingRequest, client_frame,
+    reply, server_frame::Frame,
 };
 use chat_util::lock;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -25,6 +25,8 @@ const OUTBOUND: usize = 256;
 pub trait Sink: Send + Sync + 'static {
     /// A message was delivered to this connection.
     fn message(&self, m: &MessageEvent);
+    /// A typing event was delivered to this connection.
+    fn typing(&self);
     /// The stream ended or failed while the client had not closed it.
     fn disconnected(&self);
 }
@@ -97,6 +99,7 @@ impl RawClient {
             while let Ok(Some(f)) = stream.message().await {
                 match f.frame {
                     Some(Frame::Message(m)) => sink.message(&m),
+                    Some(Frame::Typing(_)) => sink.typing(),
                     Some(Frame::Reply(r)) => reading.pending.answer(r),
                     _ => {}
                 }
@@ -139,6 +142,16 @@ impl RawClient {
             room: room.to_string(),
             client_message_id: id.to_string(),
             text: text.to_string(),
+        }))
+        .await
+        .map(drop)
+    }
+
+    /// Says this client is typing in `room`; returns once it is accepted.
+    pub async fn typing(&self, room: &str) -> Result<(), String> {
+        self.request(client_frame::Request::Typing(TypingRequest {
+            room: room.to_string(),
+            typing: true,
         }))
         .await
         .map(drop)

@@ -198,6 +198,26 @@ pub struct Report {
     pub server_cpu_user_us_per_delivery: Option<f64>,
     /// `server_cpu_sys_s_run_total` / `deliveries_received`, µs.
     pub server_cpu_sys_us_per_delivery: Option<f64>,
+    /// The typing traffic beside the messages (`--typing-rate`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub typing: Option<TypingOut>,
+}
+
+/// The typing traffic of a run with `--typing-rate`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TypingOut {
+    /// `--typing-rate`: announcements per second per client.
+    pub rate_per_client: f64,
+    /// Announcements made.
+    pub sent: u64,
+    /// Announcements accepted.
+    pub ok: u64,
+    /// Announcements refused (rate limited) or failed.
+    pub refused: u64,
+    /// Typing events delivered to the clients while running.
+    pub received: u64,
+    /// `received` / `window_s`.
+    pub received_per_s: u64,
 }
 
 impl Report {

@@ -11,7 +11,8 @@ use crate::metrics::{Hist, r3};
 use crate::procstat::{self, MachineCpu, ProcSnap};
 use crate::raw::{self, RawClient};
 use crate::report::{
-    BrokerOut, DelayOut, LoadgenOut, MachineOut, ParamsOut, Report, ServerOut, mb, now_utc,
+    BrokerOut, DelayOut, LoadgenOut, MachineOut, ParamsOut, Report, ServerOut, TypingOut, mb,
+    now_utc,
 };
 use crate::schedule::{self, Plan};
 use crate::ws::WsClient;
@@ -117,6 +118,14 @@ struct Shared {
     recv: Vec<Mutex<RecvHists>>,
     /// Send-to-acknowledgement round trips.
     ack_rtt: Mutex<Hist>,
+    /// Typing announcements made (`--typing-rate`).
+    typing_sent: AtomicU64,
+    /// Typing announcements accepted.
+    typing_ok: AtomicU64,
+    /// Typing announcements refused or failed.
+    typing_refused: AtomicU64,
+    /// Typing events delivered while running.
+    typing_received: AtomicU64,
 }
 
 impl Shared {
@@ -140,6 +149,10 @@ impl Shared {
             acked: (0..m).map(|_| AtomicBool::new(false)).collect(),
             recv: (0..SHARDS).map(|_| Mutex::default()).collect(),
             ack_rtt: Mutex::default(),
+            typing_sent: AtomicU64::new(0),
+            typing_ok: AtomicU64::new(0),
+            typing_refused: AtomicU64::new(0),
+            typing_received: AtomicU64::new(0),
         }
     }
 
@@ -151,6 +164,13 @@ impl Shared {
     /// The phase the run is in (`None` only if the stored byte is not one).
     fn phase(&self) -> Option<Phase> {
         Phase::from_u8(self.phase.load(Relaxed))
+    }
+
+    /// A typing event reached a client.
+    fn on_typing(&self) {
+        if self.running.load(Relaxed) {
+            self.typing_received.fetch_add(1, Relaxed);
+        }
     }
 
     /// One delivery to client `i`.
@@ -184,6 +204,7 @@ async fn receive(shared: Arc<Shared>, i: usize, mut events: Events) {
     while let Some(event) = events.next().await {
         match event {
             Event::Message(m) => shared.on_message(i, &m),
+            Event::Typing(_) => shared.on_typing(),
             Event::Disconnected { .. } => {
                 shared.disconnects.fetch_add(1, Relaxed);
             }
@@ -224,6 +245,14 @@ impl Driver {
         }
     }
 
+    async fn typing(&self, room: &str) -> Result<(), String> {
+        match self {
+            Driver::Library(c) => c.typing(room, true).await.map_err(|e| e.to_string()),
+            Driver::Raw(c) => c.typing(room).await,
+            Driver::Ws(c) => c.typing(room).await,
+        }
+    }
+
     fn close(&self) {
         match self {
             Driver::Library(c) => c.close(),
@@ -245,6 +274,10 @@ struct RawSink {
 impl raw::Sink for RawSink {
     fn message(&self, m: &MessageEvent) {
         self.shared.on_message(self.i, m);
+    }
+
+    fn typing(&self) {
+        self.shared.on_typing();
     }
 
     fn disconnected(&self) {
@@ -562,6 +595,45 @@ async fn send_phase(
     sent_per_room
 }
 
+/// Every client says it is typing in its room `--typing-rate` times a
+/// second through the send window, the clients taking turns evenly; never
+/// waits for the replies.
+async fn typing_phase(p: Params, shared: Arc<Shared>, typists: Vec<Option<Driver>>, t0_ns: u64) {
+    let plan = p.plan;
+    let clients = typists.len() as u64;
+    let total = (clients as f64 * p.typing_rate * plan.send_window_s()).round() as u64;
+    if clients == 0 || total == 0 {
+        return;
+    }
+    let interval_ns = 1e9 / (clients as f64 * p.typing_rate);
+    let rooms: Vec<Arc<str>> = (0..plan.rooms)
+        .map(|r| schedule::room_name(r).into())
+        .collect();
+    let due = |k: u64| t0_ns + (k as f64 * interval_ns) as u64;
+    let mut k = 0;
+    while k < total {
+        let now = now_ns();
+        while k < total && due(k) <= now {
+            let i = k % clients;
+            if let Some(client) = &typists[i as usize] {
+                let room = rooms[plan.room_of_client(i) as usize].clone();
+                let (client, counts) = (client.clone(), shared.clone());
+                tokio::spawn(async move {
+                    match client.typing(&room).await {
+                        Ok(()) => counts.typing_ok.fetch_add(1, Relaxed),
+                        Err(_) => counts.typing_refused.fetch_add(1, Relaxed),
+                    };
+                });
+                shared.typing_sent.fetch_add(1, Relaxed);
+            }
+            k += 1;
+        }
+        if k < total {
+            tokio::time::sleep_until(clock::instant_at(due(k)).into()).await;
+        }
+    }
+}
+
 /// How late a 5 ms timer fires while `running` (load.js's event-loop
 /// delay probe, for tokio).
 async fn delay_probe(shared: Arc<Shared>, hist: Arc<Mutex<Hist>>) {
@@ -666,7 +738,14 @@ async fn run_phase(p: &Params, shared: &Arc<Shared>, fleet: &Fleet, t0_ns: u64) 
     let delay = Arc::new(Mutex::new(Hist::new()));
     let probe: JoinHandle<()> = tokio::spawn(delay_probe(shared.clone(), delay.clone()));
     let mut lag = Hist::new();
+    let typing = (p.typing_rate > 0.0).then(|| {
+        let typists: Vec<Option<Driver>> = fleet.clients.clone();
+        tokio::spawn(typing_phase(p.clone(), shared.clone(), typists, t0_ns))
+    });
     let sent_per_room = send_phase(p, shared, fleet, t0_ns, &mut lag).await;
+    if let Some(typing) = typing {
+        let _ = typing.await;
+    }
     Sending {
         t0_ns,
         sent_per_room,
@@ -748,6 +827,21 @@ fn record_deliveries(
         .saturating_sub(report.acks_ok + report.acks_err);
     report.messages_incomplete = incomplete;
     report.duplicate_deliveries = duplicates;
+    if p.typing_rate > 0.0 {
+        let received = shared.typing_received.load(Relaxed);
+        report.typing = Some(TypingOut {
+            rate_per_client: p.typing_rate,
+            sent: shared.typing_sent.load(Relaxed),
+            ok: shared.typing_ok.load(Relaxed),
+            refused: shared.typing_refused.load(Relaxed),
+            received,
+            received_per_s: if window_s > 0.0 {
+                (received as f64 / window_s).round() as u64
+            } else {
+                0
+            },
+        });
+    }
 }
 
 /// Seconds from t0 to the last delivery, and at least the send window.

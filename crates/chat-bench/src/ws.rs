@@ -16,8 +16,8 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use bytes::{Buf, Bytes, BytesMut};
 use chat_client::proto::{
-    ClientFrame, JoinRoomRequest, SendMessageRequest, ServerFrame, client_frame, reply,
-    server_frame::Frame,
+    ClientFrame, JoinRoomRequest, SendMessageRequest, ServerFrame, TypingRequest, client_frame,
+    reply, server_frame::Frame,
 };
 use chat_util::lock;
 use prost::Message;
@@ -133,6 +133,16 @@ impl WsClient {
             room: room.to_string(),
             client_message_id: id.to_string(),
             text: text.to_string(),
+        }))
+        .await
+        .map(drop)
+    }
+
+    /// Says this client is typing in `room`; returns once it is accepted.
+    pub async fn typing(&self, room: &str) -> Result<(), String> {
+        self.request(client_frame::Request::Typing(TypingRequest {
+            room: room.to_string(),
+            typing: true,
         }))
         .await
         .map(drop)
@@ -279,6 +289,7 @@ async fn read_loop(mut frames: FrameReader, inner: Arc<Inner>, sink: Arc<dyn Sin
         match incoming {
             Incoming::Binary(b) => match ServerFrame::decode(b).map(|f| f.frame) {
                 Ok(Some(Frame::Message(m))) => sink.message(&m),
+                Ok(Some(Frame::Typing(_))) => sink.typing(),
                 Ok(Some(Frame::Reply(r))) => inner.pending.answer(r),
                 Ok(_) => {}
                 Err(_) => break,
