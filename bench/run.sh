@@ -21,7 +21,13 @@
 #
 # Knobs (environment):
 #   QUICK=1              smoke run: 3 s per scenario, C at 25 and 50 only, 1000/2000 idle connections
-#   ONLY="A C"           scenarios to run, of A B C D D2x (default: all)
+#   ONLY="A C"           scenarios to run, of A B C D D2x T (default: all but T)
+#                        T: what typing costs the deliveries beside it, on the cluster:
+#                        B-typing (B, every client also saying it types TYPING_RATE
+#                        times a second), and T / T-typing (1 room x 1000 clients,
+#                        2 senders @ 5 msg/s, without and with all 1000 typing)
+#   TYPING_RATE=0.33     typing announcements per second per client in the T rows (a
+#                        client repeats "typing" every 3 s while its user types)
 #   TOPOLOGIES="cluster" topologies to run, of cluster single (default: both)
 #   C_RATES=25,50,...    C's rate list in msg/s per sender (default: chat-bench's, 25 ... 2000)
 #   C_DURATION=10        seconds per C step
@@ -47,6 +53,7 @@ cd "$ROOT"
 
 QUICK=${QUICK:-0}
 ONLY=${ONLY:-A B C D D2x}
+TYPING_RATE=${TYPING_RATE:-0.33}
 TOPOLOGIES=${TOPOLOGIES:-cluster single}
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
 PG_URL=${PG_URL%/}
@@ -367,6 +374,13 @@ if topology cluster; then
     log "D2x: $((N_D * 2)) idle connections in $((N_D / 5)) rooms"
     run_checked cluster D2x --scenario D2x --rooms $((N_D / 5))
     [ "$SKIP_WS" = 1 ] || run_checked cluster D2x-ws --scenario D2x --rooms $((N_D / 5)) --driver ws
+  fi
+  if wanted T; then
+    log "T: typing beside the messages, every client @ $TYPING_RATE/s: B-typing, then 1 room x 1000 clients without (T) and with (T-typing)"
+    run_checked cluster B-typing --scenario B --duration "$D_AB" --typing-rate "$TYPING_RATE"
+    crowd=(--rooms 1 --clients-per-room 1000 --senders-per-room 2 --rate 5 --duration "$D_AB")
+    run_checked cluster T "${crowd[@]}"
+    run_checked cluster T-typing "${crowd[@]}" --typing-rate "$TYPING_RATE"
   fi
   stop_pid "$REDIS_PID"; REDIS_PID=""
 fi

@@ -32,8 +32,8 @@ export function dispatch(shared: Shared, frame: ServerFrame): void {
       shared.events.emit({
         type: "typing",
         room: f.value.room,
-        member: memberOf(f.value.member),
-        typing: f.value.typing,
+        typists: f.value.typists.map(memberOf),
+        count: f.value.count,
         expiresAfterMs: f.value.expiresAfterMs,
       });
       return;

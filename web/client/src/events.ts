@@ -60,19 +60,21 @@ export interface MemberLeftEvent {
 }
 
 /**
- * Another member of one of the client's rooms is typing, or stopped.
- * Ephemeral: show it until `typing` is false, their message arrives, or
- * `expiresAfterMs` pass without a repeat.
+ * Who else is typing in one of the client's rooms now: the room's whole
+ * typing state, replacing the previous event's. Ephemeral: show `typists`
+ * until the next event for the room, a typist's message arrives, or
+ * `expiresAfterMs` pass. This user is never listed or counted. Sent at once
+ * when the room was quiet, then at most about once a second.
  */
 export interface TypingEvent {
   type: "typing";
   /** The room. */
   room: string;
-  /** Who. */
-  member: Member;
-  /** Typing (true) or stopped (false). */
-  typing: boolean;
-  /** Forget `typing: true` after this long unless it is repeated. */
+  /** The first few typists (at most 5), the longest typing first; empty: nobody. */
+  typists: Member[];
+  /** How many are typing: `typists` and the ones not listed. */
+  count: number;
+  /** Forget this state after this long unless another event for the room comes. */
   expiresAfterMs: number;
 }
 

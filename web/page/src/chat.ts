@@ -124,7 +124,7 @@ export class Chat {
       c.on("readReceipts", ({ room, positions }) => this.onReadReceipts(room, positions)),
       c.on("directOpened", ({ conversation }) => this.onDirect(conversation, false)),
       c.on("typing", (event) => {
-        if (event.member.userId !== this.you?.userId && this.rooms.has(event.room)) this.typing.on(event);
+        if (this.rooms.has(event.room)) this.typing.on(event, this.you?.userId);
       }),
       c.on("disconnected", ({ notice, reason }) => this.connection.show("reconnecting", notice?.message || reason)),
       c.on("reconnecting", (event) => this.onReconnecting(event)),

@@ -1,56 +1,59 @@
-// "Bob is typing…" under the room shown: who is typing in each room, from
-// the library's `typing` events, each forgotten when they stop, when their
-// message arrives, or when the event's time passes without a repeat.
+// "Bob is typing…" under the room shown: who else is typing in each room, as
+// the library's last `typing` event for it said (each event is the room's
+// whole state), less the typists whose message arrived since, forgotten when
+// the event's time passes.
 
 import type { EventOf } from "@chat/client";
 
-/** The longest a typist is shown without a repeat, whatever the server says. */
+/** The longest an event is shown without another, whatever the server says. */
 const LONGEST_MS = 60_000;
-/** The most typists kept per room. */
-const TYPISTS_KEPT = 50;
 
-/** Someone typing in a room. */
-interface Typist {
-  /** Their display name. */
-  name: string;
-  /** When they are forgotten unless the event is repeated (ms since the epoch). */
+/** Who else is typing in a room. */
+interface RoomTyping {
+  /** The first few, by user id, with their display names. */
+  listed: Map<string, string>;
+  /** How many are typing: the listed ones and the rest. */
+  count: number;
+  /** When it is forgotten unless another event comes (ms since the epoch). */
   until: number;
 }
 
 /** The typing line and what it is made of. */
 export class TypingView {
-  /** Who is typing, by room, then by user id. */
-  private readonly typists = new Map<string, Map<string, Typist>>();
+  /** Who else is typing, by room. */
+  private readonly rooms = new Map<string, RoomTyping>();
   /** The room shown (undefined: none). */
   private room: string | undefined;
-  /** Redraws when the next typist shown is due to be forgotten. */
+  /** Redraws when the room shown's typists are due to be forgotten. */
   private timer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(private readonly line: HTMLElement) {}
 
-  /** Someone started or stopped typing in one of the user's rooms. */
-  on(event: EventOf<"typing">): void {
-    const now = Date.now();
-    const room = this.typists.get(event.room) ?? new Map<string, Typist>();
-    for (const [id, t] of room) if (t.until <= now) room.delete(id);
-    room.delete(event.member.userId);
-    if (event.typing && room.size < TYPISTS_KEPT) {
-      room.set(event.member.userId, { name: event.member.displayName || "someone", until: now + Math.min(event.expiresAfterMs, LONGEST_MS) });
+  /** Who else is typing in one of the user's rooms now; `you` is left out. */
+  on(event: EventOf<"typing">, you: string | undefined): void {
+    if (event.count === 0) {
+      this.rooms.delete(event.room);
+    } else {
+      const listed = new Map<string, string>();
+      for (const m of event.typists) if (m.userId !== you) listed.set(m.userId, m.displayName || "someone");
+      const until = Date.now() + Math.min(event.expiresAfterMs, LONGEST_MS);
+      this.rooms.set(event.room, { listed, count: event.count, until });
     }
-    if (room.size > 0) this.typists.set(event.room, room);
-    else this.typists.delete(event.room);
     if (event.room === this.room) this.render();
   }
 
   /** The user left `room`: nobody is typing there any more. */
   forget(room: string): void {
-    this.typists.delete(room);
+    this.rooms.delete(room);
     if (room === this.room) this.render();
   }
 
   /** `userId`'s message arrived in `room`: they are no longer typing. */
   sent(room: string, userId: string): void {
-    if (this.typists.get(room)?.delete(userId) === true && room === this.room) this.render();
+    const typing = this.rooms.get(room);
+    if (typing?.listed.delete(userId) !== true) return;
+    typing.count = Math.max(typing.count - 1, 0);
+    if (room === this.room) this.render();
   }
 
   /** Shows `room`'s typists (undefined: no room). */
@@ -61,7 +64,7 @@ export class TypingView {
 
   /** Forgets everything (signing out). */
   clear(): void {
-    this.typists.clear();
+    this.rooms.clear();
     this.show(undefined);
   }
 
@@ -69,21 +72,22 @@ export class TypingView {
     clearTimeout(this.timer);
     this.timer = undefined;
     const now = Date.now();
-    const room = this.room === undefined ? undefined : this.typists.get(this.room);
-    const live = [...(room?.entries() ?? [])].filter(([, t]) => t.until > now);
-    if (room !== undefined) for (const [id, t] of room) if (t.until <= now) room.delete(id);
-    const names = live.map(([, t]) => t.name);
-    this.line.textContent =
-      names.length === 0
-        ? ""
-        : names.length === 1
-          ? `${names[0]} is typing…`
-          : names.length === 2
-            ? `${names[0]} and ${names[1]} are typing…`
-            : `${names[0]} and ${names.length - 1} others are typing…`;
-    if (live.length > 0) {
-      const next = Math.min(...live.map(([, t]) => t.until));
-      this.timer = setTimeout(() => this.render(), Math.max(next - now, 0) + 10);
-    }
+    const typing = this.room === undefined ? undefined : this.rooms.get(this.room);
+    const live = typing !== undefined && typing.until > now && typing.count > 0 ? typing : undefined;
+    if (typing !== undefined && live === undefined && this.room !== undefined) this.rooms.delete(this.room);
+    this.line.textContent = live === undefined ? "" : sentence([...live.listed.values()], live.count);
+    if (live !== undefined) this.timer = setTimeout(() => this.render(), Math.max(live.until - now, 0) + 10);
   }
+}
+
+/** "Ann is typing…", "Ann and Bob are typing…", "Ann, Bob and 3 others are typing…". */
+export function sentence(names: string[], count: number): string {
+  const total = Math.max(count, Math.min(names.length, 2));
+  const others = (n: number) => (n === 1 ? "1 other" : `${n} others`);
+  if (total === 0) return "";
+  if (names.length === 0) return total === 1 ? "someone is typing…" : `${total} people are typing…`;
+  if (total === 1) return `${names[0]} is typing…`;
+  if (names.length === 1) return `${names[0]} and ${others(total - 1)} are typing…`;
+  if (total === 2) return `${names[0]} and ${names[1]} are typing…`;
+  return `${names[0]}, ${names[1]} and ${others(total - 2)} are typing…`;
 }

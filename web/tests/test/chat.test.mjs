@@ -48,7 +48,7 @@ describe("the chat page", { skip }, () => {
     // Typing: bob types; alice's page and the console say so.
     await bob.fill("#composer-text", "hello from b");
     await alice.waitForSelector("#typing >> text=bob is typing…");
-    await carol.waitFor(/^typing lobby on bob$/);
+    await carol.waitFor(/^typing lobby 1 bob$/);
 
     await send(alice, "hello from alice");
     await send(bob, "hello from bob");

@@ -436,12 +436,16 @@ pub fn format_event(event: &Event) -> String {
             })
             .collect::<Vec<_>>()
             .join("\n"),
-        Event::Typing(t) => format!(
-            "typing {} {} {}",
-            t.room,
-            if t.typing { "on" } else { "off" },
-            one_line(&display(&t.member))
-        ),
+        Event::Typing(t) => {
+            let names: Vec<String> = t
+                .typists
+                .iter()
+                .map(|m| one_line(&m.display_name))
+                .collect();
+            format!("typing {} {} {}", t.room, t.count, names.join(", "))
+                .trim_end()
+                .to_string()
+        }
         Event::Disconnected {
             notice: Some(n), ..
         } => {

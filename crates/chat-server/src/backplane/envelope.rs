@@ -1,7 +1,9 @@
 //! The wire form of a room event between instances: who published it, the
-//! room, its sequence number, and the already-encoded `ServerFrame`.
+//! room, its sequence number, and the already-encoded `ServerFrame` (or a
+//! typing announcement).
 
-use super::{Origin, RoomFrame};
+use super::{Origin, RoomFrame, TypingNote};
+use crate::domain::User;
 use crate::domain::validate::RoomName;
 use crate::telemetry::trace::{self, TraceParent};
 use bytes::Bytes;
@@ -34,10 +36,25 @@ pub struct Envelope {
     /// sender that predates it.
     #[prost(uint64, tag = "7")]
     pub incarnation: u64,
-    /// A user whose connections skip the event (the typing user's own);
-    /// empty: none.
-    #[prost(string, tag = "8")]
-    pub skip_user: String,
+    // Tag 8 was the typing user whose connections skipped a typing frame,
+    // before typing announcements were coalesced by the receiving rooms.
+    /// A typing announcement (then `frame` is empty).
+    #[prost(message, optional, tag = "9")]
+    pub typing: Option<Typist>,
+}
+
+/// Who is typing (or stopped) in an [`Envelope`]'s room.
+#[derive(Clone, PartialEq, Message)]
+pub struct Typist {
+    /// The user's id.
+    #[prost(string, tag = "1")]
+    pub user_id: String,
+    /// The user's display name.
+    #[prost(string, tag = "2")]
+    pub display_name: String,
+    /// Typing (true) or stopped (false).
+    #[prost(bool, tag = "3")]
+    pub typing: bool,
 }
 
 /// A backplane message that is not a valid envelope.
@@ -49,6 +66,9 @@ pub enum EnvelopeError {
     /// The room name is invalid.
     #[error("envelope names an invalid room")]
     Room,
+    /// The typing user's id or name is invalid.
+    #[error("envelope names an invalid typist")]
+    Typist,
 }
 
 impl Envelope {
@@ -62,7 +82,11 @@ impl Envelope {
             frame: frame.frame.0.clone(),
             acked_at_unix_us: frame.acked_at_unix_us,
             traceparent: frame.trace.map(|t| t.to_string()).unwrap_or_default(),
-            skip_user: frame.skip_user.as_deref().unwrap_or_default().to_string(),
+            typing: frame.typing.as_ref().map(|note| Typist {
+                user_id: note.user.user_id.to_string(),
+                display_name: note.user.display_name.to_string(),
+                typing: note.typing,
+            }),
         }
         .encode_to_vec()
         .into()
@@ -73,6 +97,14 @@ impl Envelope {
     pub fn decode_frame(payload: Bytes) -> Result<(String, u64, RoomFrame), EnvelopeError> {
         let envelope = Envelope::decode(payload)?;
         let room = RoomName::parse(&envelope.room).map_err(|_| EnvelopeError::Room)?;
+        let typing = match envelope.typing {
+            Some(t) => Some(TypingNote {
+                user: User::parse(&t.user_id, &t.display_name)
+                    .map_err(|_| EnvelopeError::Typist)?,
+                typing: t.typing,
+            }),
+            None => None,
+        };
         let frame = RoomFrame {
             room,
             sequence: (envelope.sequence > 0).then_some(envelope.sequence),
@@ -82,7 +114,7 @@ impl Envelope {
             trace: (trace::enabled() && !envelope.traceparent.is_empty())
                 .then(|| TraceParent::parse(&envelope.traceparent))
                 .flatten(),
-            skip_user: (!envelope.skip_user.is_empty()).then(|| envelope.skip_user.into()),
+            typing,
         };
         Ok((envelope.origin, envelope.incarnation, frame))
     }
@@ -100,7 +132,10 @@ mod tests {
             frame: EncodedFrame(Bytes::from_static(b"\x1a\x03abc")),
             acked_at_unix_us: 1_795_000_000_000_000,
             trace: None,
-            skip_user: Some("ann".into()),
+            typing: Some(TypingNote {
+                user: User::new("ann", "Ann"),
+                typing: true,
+            }),
         };
         let node = Origin {
             id: "node-1".into(),
@@ -123,6 +158,7 @@ mod tests {
         assert_eq!(back.sequence, Some(7));
         assert_eq!(back.frame, frame.frame);
         assert_eq!(back.acked_at_unix_us, frame.acked_at_unix_us);
+        assert_eq!(back.typing, frame.typing);
         assert!(Envelope::decode_frame(Bytes::from_static(b"\xff\xff\xff")).is_err());
         let bad_room = Envelope {
             origin: "x".into(),
@@ -132,8 +168,19 @@ mod tests {
             acked_at_unix_us: 0,
             traceparent: String::new(),
             incarnation: 0,
-            skip_user: String::new(),
+            typing: None,
         };
         assert!(Envelope::decode_frame(bad_room.encode_to_vec().into()).is_err());
+        let bad_typist = Envelope {
+            room: "lobby".into(),
+            typing: Some(Typist {
+                user_id: String::new(),
+                display_name: "Nobody".into(),
+                typing: true,
+            }),
+            ..bad_room
+        };
+        let refused = Envelope::decode_frame(bad_typist.encode_to_vec().into());
+        assert!(matches!(refused, Err(EnvelopeError::Typist)));
     }
 }

@@ -18,6 +18,7 @@ pub use local::LocalBackplane;
 pub use nats::NatsBackplane;
 pub use redis::RedisBackplane;
 
+use crate::domain::User;
 use crate::domain::validate::RoomName;
 use crate::metrics::Histogram;
 use crate::telemetry::trace::{self, TraceParent};
@@ -43,8 +44,19 @@ pub struct RoomFrame {
     /// The trace the event continues, when traces are on (the span that
     /// published it).
     pub trace: Option<TraceParent>,
-    /// A user whose connections do not receive it (the typing user's own).
-    pub skip_user: Option<Arc<str>>,
+    /// A typing announcement instead of a frame (`frame` is empty): each
+    /// instance's rooms turn them into their members' typing events
+    /// (`hub::typing`).
+    pub typing: Option<TypingNote>,
+}
+
+/// Someone is typing in a room, or stopped.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TypingNote {
+    /// Who.
+    pub user: User,
+    /// Typing (true) or stopped (false).
+    pub typing: bool,
 }
 
 /// Receives the room frames a backplane brings in, for local delivery.

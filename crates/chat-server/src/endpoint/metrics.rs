@@ -163,6 +163,12 @@ fn messages(out: &mut String, hub: &Hub) {
     );
     counter(
         out,
+        "chat_typing_events_sent_total",
+        "Typing events (who is typing in a room, coalesced to about one a second per room) queued for this instance's connections.",
+        hub.rooms().typing_events(),
+    );
+    counter(
+        out,
         "chat_messages_delivered_total",
         "Message frames queued for this instance's connections.",
         hub.rooms().deliveries(),

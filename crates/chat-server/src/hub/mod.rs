@@ -10,6 +10,7 @@ pub mod receipts;
 pub mod repair;
 mod rooms;
 mod snapshot;
+pub mod typing;
 
 pub use outbox::{Deferred, Direct, Outbox, OutboxStream, Taken, Wire, disconnect_frame, outbox};
 pub use rooms::{ConnId, Rooms};
@@ -23,7 +24,7 @@ use chat_util::now_unix_ms;
 use presence::{Presence, Transition};
 use tracing::Instrument;
 
-use crate::backplane::{Backplane, RoomFrame};
+use crate::backplane::{Backplane, RoomFrame, TypingNote};
 use crate::config::Limits;
 use crate::domain::RequestError;
 use crate::domain::User;
@@ -35,7 +36,7 @@ use crate::store::{
 use chat_proto::EncodedFrame;
 use chat_proto::v1::{
     DirectConversation, Member, MemberJoined, MemberLeft, MessageEvent, MessageKind, Notification,
-    Reaction, Typing, server_frame::Frame,
+    Reaction, server_frame::Frame,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -478,7 +479,7 @@ impl Hub {
             frame: EncodedFrame::from(frame),
             acked_at_unix_us: 0,
             trace: None,
-            skip_user: None,
+            typing: None,
         });
     }
 
@@ -634,7 +635,7 @@ impl Hub {
             frame: EncodedFrame::from(event),
             acked_at_unix_us: chat_util::now_unix_us(),
             trace: TraceParent::of(&publishing),
-            skip_user: None,
+            typing: None,
         };
         // The message is stored and local members have it; a failed publish
         // loses only the copy to other instances. The backplane logs the
@@ -647,24 +648,21 @@ impl Hub {
 }
 
 impl Hub {
-    /// Tells `room`'s other members, on every instance, that `user` is
-    /// typing there (or stopped). Ephemeral: nothing is stored or
-    /// numbered, the user's own connections skip it, and a backplane that
-    /// is away costs only the other instances' copy.
+    /// Tells every instance that `user` is typing in `room` (or stopped);
+    /// each instance's rooms tell their members, coalesced (`typing`).
+    /// Ephemeral: nothing is stored or numbered, and a backplane that is
+    /// away costs only the other instances' copy.
     pub async fn typing(&self, room: &RoomName, user: &User, typing: bool) {
-        self.metrics.typing_received.fetch_add(1, Ordering::Relaxed);
         let frame = RoomFrame {
             room: room.clone(),
             sequence: None,
-            frame: EncodedFrame::from(Frame::Typing(Typing {
-                room: room.to_string(),
-                member: Some(member(user)),
-                typing,
-                expires_after_ms: TYPING_EXPIRES_AFTER_MS,
-            })),
+            frame: EncodedFrame(bytes::Bytes::new()),
             acked_at_unix_us: 0,
             trace: None,
-            skip_user: Some(user.user_id.clone()),
+            typing: Some(TypingNote {
+                user: user.clone(),
+                typing,
+            }),
         };
         if let Err(e) = self.backplane.publish(frame).await {
             tracing::debug!(%room, error = %e, "typing not published");
@@ -713,10 +711,6 @@ impl Hub {
 
 /// How long a join waits for the joiner's read state at most.
 pub const READ_STATE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// How long members show a `typing = true` that is not repeated: clients
-/// repeat it every few seconds while typing (docs/PROTOCOL.md).
-pub const TYPING_EXPIRES_AFTER_MS: u32 = 6_000;
 
 /// A fresh process mark: random, never 0 (0 means "a sender that
 /// predates marks").

@@ -70,7 +70,7 @@ impl Receipts {
                     sequence: None,
                     acked_at_unix_us: 0,
                     trace: None,
-                    skip_user: None,
+                    typing: None,
                 }
             })
             .collect()
@@ -143,7 +143,7 @@ mod tests {
         assert!(
             frames
                 .iter()
-                .all(|f| f.sequence.is_none() && f.skip_user.is_none())
+                .all(|f| f.sequence.is_none() && f.typing.is_none())
         );
         assert!(receipts.take().is_empty(), "taking empties");
     }

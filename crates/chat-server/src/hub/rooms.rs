@@ -13,7 +13,8 @@
 //! reply, backlog and collected frames in that order: no gap, no duplicate.
 
 use super::outbox::{Deferred, Outbox};
-use crate::backplane::{FrameSink, RoomFrame};
+use super::typing::{Board, Next};
+use crate::backplane::{FrameSink, RoomFrame, TypingNote};
 use crate::domain::validate::RoomName;
 use chat_proto::EncodedFrame;
 use chat_util::lock;
@@ -21,6 +22,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 const SHARDS: usize = 64;
 
@@ -50,6 +52,11 @@ pub struct Rooms {
     /// From the store's acknowledgement to the hand-off to local
     /// connections, per message arriving here (a metric).
     delivery_latency: crate::metrics::Histogram,
+    /// Rooms whose next typing event waits for its gap (see
+    /// [`Rooms::flush_typing`]); each is on it once while its board says so.
+    typing_due: Mutex<Vec<RoomName>>,
+    /// Typing events queued for local connections, ever (a metric).
+    typing_events: AtomicU64,
 }
 
 /// One room's local state.
@@ -72,11 +79,14 @@ struct RoomState {
     held: BTreeMap<u64, EncodedFrame>,
     /// The rooms' delivery counter.
     deliveries: Arc<AtomicU64>,
+    /// Who is typing here, while anyone is or an event is owed (boxed:
+    /// most rooms have nobody typing most of the time).
+    typing: Option<Box<Board>>,
 }
 
 struct Recipient {
     conn: ConnId,
-    /// Its user: events about the user's own typing skip it.
+    /// Its user: the typing events it gets leave the user out.
     user: Arc<str>,
     outbox: Outbox,
     /// Messages up to this sequence the connection already has (it resumed
@@ -93,27 +103,10 @@ struct Joining {
 
 impl RoomState {
     /// Queues `frame` (message `sequence`, if it is one) for every member
-    /// that does not have it, and for joiners to receive later; an
-    /// ephemeral frame that `skip`s a user's connections goes only to the
-    /// members there are now, and only if they have room for it.
-    fn fan_out(
-        &mut self,
-        sequence: Option<u64>,
-        frame: &EncodedFrame,
-        skip: Option<&str>,
-        writes: &mut Deferred,
-    ) {
+    /// that does not have it, and for joiners to receive later.
+    fn fan_out(&mut self, sequence: Option<u64>, frame: &EncodedFrame, writes: &mut Deferred) {
         let mut queued = 0;
         writes.reserve(self.recipients.len());
-        if let Some(skip) = skip {
-            // Ephemeral (typing): never to `skip`'s connections, dropped
-            // rather than queued behind a filling outbox, and not kept for
-            // joiners (stale by the time they are in).
-            for r in self.recipients.iter().filter(|r| *r.user != *skip) {
-                r.outbox.offer_deferred(frame.clone(), writes);
-            }
-            return;
-        }
         for r in &self.recipients {
             if sequence.is_none_or(|s| s > r.seen) {
                 queued += u64::from(r.outbox.push_deferred(frame.clone(), writes));
@@ -132,16 +125,41 @@ impl RoomState {
         }
     }
 
+    /// Tells the members who is typing now (`room`'s board's event), each
+    /// leaving its own user out (and not telling one again that nobody
+    /// else is); returns how many took it. Ephemeral: a
+    /// member whose queue is filling misses it rather than being kicked,
+    /// and joiners do not get it (the next one reaches them). The board
+    /// goes once it has nothing left to say.
+    fn tell_typing(&mut self, room: &RoomName, now: Instant, writes: &mut Deferred) -> u64 {
+        let Some(board) = self.typing.as_mut() else {
+            return 0;
+        };
+        let mut event = board.event(room.as_str(), now);
+        let mut told = 0;
+        writes.reserve(self.recipients.len());
+        for r in &self.recipients {
+            if let Some(frame) = event.frame_for(&r.user) {
+                told += u64::from(r.outbox.offer_deferred(frame.clone(), writes));
+            }
+        }
+        drop(event);
+        if board.is_idle() {
+            self.typing = None;
+        }
+        told
+    }
+
     /// Offers message `sequence`; returns whether a gap remains.
     fn offer(&mut self, sequence: u64, frame: &EncodedFrame, writes: &mut Deferred) -> bool {
         if sequence <= self.delivered {
             return !self.held.is_empty();
         }
         if sequence == self.delivered + 1 {
-            self.fan_out(Some(sequence), frame, None, writes);
+            self.fan_out(Some(sequence), frame, writes);
             self.delivered = sequence;
             while let Some(next) = self.held.remove(&(self.delivered + 1)) {
-                self.fan_out(Some(self.delivered + 1), &next, None, writes);
+                self.fan_out(Some(self.delivered + 1), &next, writes);
                 self.delivered += 1;
             }
         } else {
@@ -172,6 +190,8 @@ impl Rooms {
             deliveries: Arc::default(),
             repaired: AtomicU64::new(0),
             delivery_latency: crate::metrics::Histogram::default(),
+            typing_due: Mutex::default(),
+            typing_events: AtomicU64::new(0),
         }
     }
 
@@ -372,6 +392,11 @@ impl Rooms {
         &self.delivery_latency
     }
 
+    /// Typing events queued for local connections so far.
+    pub fn typing_events(&self) -> u64 {
+        self.typing_events.load(Ordering::Relaxed)
+    }
+
     /// Stored messages the repair task offered so far.
     pub fn repaired(&self) -> u64 {
         self.repaired.load(Ordering::Relaxed)
@@ -394,6 +419,9 @@ impl Rooms {
     /// Hands `frame` to the room's local connections; `writes` writes to
     /// their sockets once the room's lock is released.
     fn deliver_with(&self, frame: &RoomFrame, mut writes: Deferred) {
+        if let Some(note) = &frame.typing {
+            return self.note_typing(&frame.room, note, writes);
+        }
         let Some(room) = self.get(&frame.room) else {
             return;
         };
@@ -405,14 +433,7 @@ impl Rooms {
             match frame.sequence {
                 Some(sequence) if self.ordered => state.offer(sequence, &frame.frame, &mut writes),
                 sequence => {
-                    // Only an unnumbered event may skip anyone: a stored
-                    // message is never held back.
-                    state.fan_out(
-                        sequence,
-                        &frame.frame,
-                        frame.skip_user.as_deref().filter(|_| sequence.is_none()),
-                        &mut writes,
-                    );
+                    state.fan_out(sequence, &frame.frame, &mut writes);
                     false
                 }
             }
@@ -428,6 +449,70 @@ impl Rooms {
         }
         if gap {
             self.request_repair(&frame.room);
+        }
+    }
+}
+
+impl Rooms {
+    /// A typing announcement for `room`: onto its board, and to its members
+    /// now if the room's gap has passed, else when it has (the due list).
+    fn note_typing(&self, name: &RoomName, note: &TypingNote, mut writes: Deferred) {
+        let Some(room) = self.get(name) else {
+            return;
+        };
+        let now = Instant::now();
+        let due = {
+            let mut state = lock(&room.state);
+            let board = state.typing.get_or_insert_with(Box::default);
+            match board.note(&note.user, note.typing, now) {
+                Next::Now => {
+                    let told = state.tell_typing(name, now, &mut writes);
+                    self.typing_events.fetch_add(told, Ordering::Relaxed);
+                    false
+                }
+                Next::Queue => true,
+                Next::Nothing => {
+                    if board.is_idle() {
+                        state.typing = None;
+                    }
+                    false
+                }
+            }
+        };
+        // The room's lock is gone: now the sockets are written.
+        drop(writes);
+        if due {
+            lock(&self.typing_due).push(name.clone());
+        }
+    }
+
+    /// Tells the members of every room on the due list whose gap has
+    /// passed at `now` who is typing; the others stay on it. Called every
+    /// [`super::typing::TICK`].
+    pub fn flush_typing(&self, now: Instant) {
+        let due = std::mem::take(&mut *lock(&self.typing_due));
+        let mut later = Vec::new();
+        for name in due {
+            let Some(room) = self.get(&name) else {
+                continue; // Its last member left: nobody to tell.
+            };
+            let mut writes = Deferred::default();
+            let mut state = lock(&room.state);
+            match state.typing.as_deref() {
+                Some(board) if board.is_queued() && board.is_due(now) => {
+                    let told = state.tell_typing(&name, now, &mut writes);
+                    self.typing_events.fetch_add(told, Ordering::Relaxed);
+                }
+                Some(board) if board.is_queued() => later.push(name),
+                // Not owed (the room was emptied and made anew).
+                _ => {}
+            }
+            drop(state);
+            // The room's lock is gone: now the sockets are written.
+            drop(writes);
+        }
+        if !later.is_empty() {
+            lock(&self.typing_due).extend(later);
         }
     }
 }
@@ -466,7 +551,7 @@ mod tests {
                 frame: f(seq as u8),
                 acked_at_unix_us: 0,
                 trace: None,
-                skip_user: None,
+                typing: None,
             })
         };
         offer(11);
@@ -484,8 +569,20 @@ mod tests {
         assert_eq!(rooms.delivered(&lobby), Some(14));
     }
 
+    /// Who the typing event in `frame` lists, by user id.
+    fn typists(frame: &EncodedFrame) -> Vec<String> {
+        use chat_proto::v1::{ServerFrame, server_frame::Frame};
+        use prost::Message;
+        match ServerFrame::decode(frame.0.clone()).unwrap().frame {
+            Some(Frame::Typing(t)) => t.typists.into_iter().map(|m| m.user_id).collect(),
+            other => panic!("not a typing event: {other:?}"),
+        }
+    }
+
     #[tokio::test]
-    async fn an_ephemeral_frame_skips_its_users_connections_joiners_and_full_queues() {
+    async fn typing_is_told_coalesced_never_to_its_user_nor_joiners_nor_full_queues() {
+        use super::super::typing::GAP;
+        use crate::domain::User;
         let rooms = Rooms::new(true, None);
         let lobby = RoomName::parse("lobby").unwrap();
         let member = |conn: ConnId, user: &str, capacity: usize| {
@@ -504,22 +601,50 @@ mod tests {
         // Dan is still joining.
         let (dan_o, mut dan) = outbox(64);
         rooms.begin_join(&lobby, 5, &Arc::from("dan"), dan_o, 0);
-        let frame = |skip: Option<&str>, n: u8| RoomFrame {
+        let note = |user: &str, typing: bool| RoomFrame {
             room: lobby.clone(),
             sequence: None,
-            frame: f(n),
+            frame: EncodedFrame(Bytes::new()),
             acked_at_unix_us: 0,
             trace: None,
-            skip_user: skip.map(Arc::from),
+            typing: Some(TypingNote {
+                user: User::new(user, user.to_uppercase()),
+                typing,
+            }),
         };
-        rooms.deliver(&frame(Some("ann"), 7));
-        // A presence event (skipping nobody) still reaches everyone.
-        rooms.deliver(&frame(None, 8));
+        let presence = RoomFrame {
+            room: lobby.clone(),
+            sequence: None,
+            frame: f(8),
+            acked_at_unix_us: 0,
+            trace: None,
+            typing: None,
+        };
+        // The room was quiet: told at once.
+        rooms.deliver(&note("ann", true));
+        assert_eq!(rooms.typing_events(), 1, "bob only: ann alone, cal full");
+        // Within the gap: waits for the next flush after it.
+        rooms.deliver(&note("bob", true));
+        rooms.flush_typing(Instant::now());
+        assert_eq!(rooms.typing_events(), 1, "the gap has not passed");
+        rooms.deliver(&presence);
+        rooms.flush_typing(Instant::now() + GAP);
+        assert_eq!(
+            rooms.typing_events(),
+            1 + 3,
+            "ann twice and bob; cal still full"
+        );
         rooms.finish_join(&lobby, 5, vec![f(1)], 0);
-        assert_eq!(bob.next().await.unwrap().0[0], 7);
+        assert_eq!(typists(&bob.next().await.unwrap()), ["ann"]);
         assert_eq!(bob.next().await.unwrap().0[0], 8);
+        assert_eq!(typists(&bob.next().await.unwrap()), ["ann"], "not himself");
         for stream in [&mut ann, &mut ann_too] {
-            assert_eq!(stream.next().await.unwrap().0[0], 8, "ann skips her own");
+            assert_eq!(
+                stream.next().await.unwrap().0[0],
+                8,
+                "ann is not told of herself"
+            );
+            assert_eq!(typists(&stream.next().await.unwrap()), ["bob"]);
         }
         let cal_got: Vec<u8> = [cal.next().await, cal.next().await, cal.next().await]
             .into_iter()
@@ -535,6 +660,7 @@ mod tests {
             .map(|f| f.unwrap().0[0])
             .collect();
         assert_eq!(dan_got, vec![1, 8], "a joiner gets presence, not typing");
+        assert!(lock(&rooms.typing_due).is_empty(), "told: off the due list");
     }
 
     #[tokio::test]
@@ -550,7 +676,7 @@ mod tests {
             frame: f(6),
             acked_at_unix_us: 0,
             trace: None,
-            skip_user: None,
+            typing: None,
         });
         rooms.finish_join(&lobby, 1, vec![f(100), f(4), f(5)], 0);
         rooms.deliver(&RoomFrame {
@@ -559,7 +685,7 @@ mod tests {
             frame: f(7),
             acked_at_unix_us: 0,
             trace: None,
-            skip_user: None,
+            typing: None,
         });
         let mut got = Vec::new();
         for _ in 0..5 {
@@ -591,7 +717,7 @@ mod tests {
             frame: frame.clone(),
             acked_at_unix_us: 0,
             trace: None,
-            skip_user: None,
+            typing: None,
         });
         assert_eq!(s1.next().await.unwrap(), frame);
         assert_eq!(s2.next().await.unwrap(), frame);
@@ -618,7 +744,7 @@ mod tests {
                 frame: f(seq as u8),
                 acked_at_unix_us: 0,
                 trace: None,
-                skip_user: None,
+                typing: None,
             })
         };
         deliver(6);

@@ -1,11 +1,12 @@
 //! Build step: the background tasks, each in the tracker the drain waits
 //! for. Retention, gap repair, the cluster exchange (heartbeats, presence),
-//! the health watch and, when enabled, notifications.
+//! read receipts, typing events, the health watch and, when enabled,
+//! notifications.
 
 use super::core::Background;
 use crate::config::Config;
 use crate::endpoint::health::{self, Readiness};
-use crate::hub::{Hub, cluster, notifier, receipts, repair};
+use crate::hub::{Hub, cluster, notifier, receipts, repair, typing};
 use crate::store::{self, Retention};
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +50,7 @@ pub(super) fn spawn(
         receipts::INTERVAL,
         shutdown.clone(),
     ));
+    tasks.spawn(typing::run(hub.clone(), typing::TICK, shutdown.clone()));
     tasks.spawn(health::watch(
         readiness.clone(),
         HEALTH_CHECK_INTERVAL,

@@ -52,6 +52,10 @@ pub struct Session {
     permit: Permit,
     outbox: Outbox,
     rooms: BTreeSet<RoomName>,
+    /// The room this connection last said it is typing in, until it says
+    /// it stopped: its message there, its leave or its end tells the room
+    /// it stopped, so nobody waits for the indicator to expire.
+    typing_in: Option<RoomName>,
     idle_timeout: Duration,
     /// When the session ends with `MAX_LIFETIME`, if ever.
     max_lifetime: Option<Duration>,
@@ -119,6 +123,7 @@ impl Session {
             permit,
             outbox,
             rooms: BTreeSet::new(),
+            typing_in: None,
             idle_timeout,
             max_lifetime: (!timing.max_lifetime.is_zero())
                 .then(|| spread(timing.max_lifetime, conn)),
@@ -145,6 +150,9 @@ impl Session {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let why = self.serve(inbound, shutdown).await;
             self.hub.metrics().connections_closed.inc(why);
+            if let Some(room) = self.typing_in.take() {
+                self.hub.typing(&room, &self.user, false).await;
+            }
             for room in std::mem::take(&mut self.rooms) {
                 self.hub.leave(&room, self.conn, &self.user).await;
             }
@@ -380,7 +388,7 @@ impl Session {
             }
             Some(Request::Typing(r)) => match self.writable_room(&r.room) {
                 Ok(room) => {
-                    self.hub.typing(&room, &self.user, r.typing).await;
+                    self.typing(room, r.typing).await;
                     Ok(reply::Result::Typing(TypingResult {}))
                 }
                 Err(e) => Err(e),
@@ -482,8 +490,38 @@ impl Session {
         Ok(())
     }
 
+    /// Tells the room this user is typing there (or stopped), and the
+    /// room it was typing in before that it stopped there.
+    async fn typing(&mut self, room: RoomName, typing: bool) {
+        let hub = self.hub.clone();
+        hub.metrics()
+            .typing_received
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match (self.typing_in.take(), typing) {
+            (Some(before), true) if before != room => {
+                hub.typing(&before, &self.user, false).await;
+            }
+            (Some(before), false) if before != room => self.typing_in = Some(before),
+            _ => {}
+        }
+        hub.typing(&room, &self.user, typing).await;
+        if typing {
+            self.typing_in = Some(room);
+        }
+    }
+
+    /// This connection's message or leave ended its typing in `room`, if
+    /// it was: the room is told.
+    async fn stopped_typing(&mut self, room: &RoomName) {
+        if self.typing_in.as_ref() == Some(room) {
+            self.typing_in = None;
+            self.hub.typing(room, &self.user, false).await;
+        }
+    }
+
     async fn leave(&mut self, room: &str) -> Result<reply::Result, RequestError> {
         let room = self.member_room(room)?;
+        self.stopped_typing(&room).await;
         self.rooms.remove(&room);
         self.hub.leave(&room, self.conn, &self.user).await;
         tracing::info!(%room, "left");
@@ -517,6 +555,8 @@ impl Session {
         let room = self.writable_room(room)?;
         validate::client_message_id(&client_message_id)?;
         validate::message_text(&text, self.hub.limits().max_text_bytes)?;
+        // Only a typist pays for the clone.
+        let typed_in = self.typing_in.is_some().then(|| room.clone());
         let stored = self
             .hub
             .send(NewMessage {
@@ -527,6 +567,9 @@ impl Session {
                 kind: Kind::Message,
             })
             .await?;
+        if let Some(room) = typed_in {
+            self.stopped_typing(&room).await;
+        }
         tracing::debug!(room = %stored.message.room, sequence = stored.sequence, "message sent");
         Ok(reply::Result::SendMessage(acknowledgement(stored)))
     }

@@ -612,3 +612,61 @@ async fn resuming_from_too_far_back_says_what_was_lost() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_room_of_typists_costs_each_member_about_one_event_a_second() {
+    const TYPISTS: usize = 30;
+    let server = TestServer::start(config()).await;
+    let url = server.url();
+    let (watcher, mut watcher_ev) = connect(&url, "watcher").await;
+    watcher.join("crowd").await.unwrap();
+    let mut crowd = Vec::new();
+    for i in 0..TYPISTS {
+        let (c, ev) = connect(&url, &format!("typist-{i:02}")).await;
+        c.join("crowd").await.unwrap();
+        crowd.push((c, ev));
+    }
+    // Everyone starts typing at once (one announcement each).
+    let started = std::time::Instant::now();
+    let saying = crowd.iter().map(|(c, _)| c.typing("crowd", true));
+    for said in futures::future::join_all(saying).await {
+        said.expect("typing accepted");
+    }
+    // Over the next 2.5 s the watcher is told the state a few times, not
+    // once per typist, and the last state counts them all.
+    let window = Duration::from_millis(2500);
+    let mut seen = Vec::new();
+    while let Some(left) = window.checked_sub(started.elapsed()) {
+        match tokio::time::timeout(left, watcher_ev.next()).await {
+            Ok(Some(e)) => seen.extend(typists(&e, "crowd")),
+            _ => break,
+        }
+    }
+    assert!(
+        (1..=5).contains(&seen.len()),
+        "{} typing events for {TYPISTS} typists in 2.5 s: {seen:?}",
+        seen.len()
+    );
+    let (listed, count) = seen.last().unwrap();
+    assert_eq!(*count as usize, TYPISTS, "{seen:?}");
+    assert_eq!(listed.len(), 5, "the first five are listed: {listed:?}");
+    // Each typist sees the others, never itself.
+    for (i, (_, events)) in crowd.iter_mut().enumerate() {
+        let me = format!("typist-{i:02}");
+        let e = expect_event(events, "the others typing", |e| {
+            typists(e, "crowd").is_some_and(|(_, n)| n as usize == TYPISTS - 1)
+        })
+        .await;
+        let (listed, count) = typists(&e, "crowd").unwrap();
+        assert_eq!(count as usize, TYPISTS - 1);
+        assert!(!listed.contains(&me), "{me} sees itself: {listed:?}");
+    }
+    let m = scrape_metrics(server.addr()).await;
+    let sent = m["chat_typing_events_sent_total"];
+    // Uncoalesced this would be 30 × 30 = 900.
+    assert!(
+        sent <= (5 * (TYPISTS + 1)) as f64,
+        "{sent} typing events sent"
+    );
+    server.stop().await;
+}

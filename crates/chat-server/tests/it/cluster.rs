@@ -230,17 +230,12 @@ async fn clients_on_different_instances_chat_in_several_rooms(backplane: Backpla
     b.stop().await;
 }
 
-fn typing(e: &Event, name: &str, on: bool) -> bool {
-    matches!(e, Event::Typing(t) if t.typing == on
-        && t.member.as_ref().is_some_and(|m| m.display_name == name))
-}
-
 async fn typing_reaches_the_other_members_everywhere_but_never_the_typist(backplane: Backplane) {
     let a = instance(&backplane, "a").await;
     let b = instance(&backplane, "b").await;
     // alice has a connection on each instance; bob is on b, carol on a;
     // dave is on b and in another room.
-    let (alice, _alice_ev) = connect(&a.url(), "alice").await;
+    let (alice, mut alice_ev) = connect(&a.url(), "alice").await;
     let (alice_too, mut alice_too_ev) = connect(&b.url(), "alice").await;
     let (bob, mut bob_ev) = connect(&b.url(), "bob").await;
     let (carol, mut carol_ev) = connect(&a.url(), "carol").await;
@@ -252,27 +247,40 @@ async fn typing_reaches_the_other_members_everywhere_but_never_the_typist(backpl
     wait_members(&a, "lobby", &["alice", "bob", "carol"]).await;
     wait_members(&b, "lobby", &["alice", "bob", "carol"]).await;
 
+    // The room was quiet: told at once, on both instances.
     alice.typing("lobby", true).await.unwrap();
     for events in [&mut bob_ev, &mut carol_ev] {
-        match expect_event(events, "alice typing", |e| typing(e, "alice", true)).await {
+        match expect_event(events, "alice typing", |e| typists(e, "lobby").is_some()).await {
             Event::Typing(t) => {
-                assert_eq!(t.room, "lobby");
+                let names: Vec<&str> = t.typists.iter().map(|m| m.display_name.as_str()).collect();
+                assert_eq!((names.as_slice(), t.count), (&["alice"][..], 1));
                 assert!(t.expires_after_ms > 0);
             }
             _ => unreachable!(),
         }
     }
-    alice.typing("lobby", false).await.unwrap();
-    expect_event(&mut bob_ev, "alice stopped", |e| typing(e, "alice", false)).await;
-    expect_event(&mut carol_ev, "alice stopped", |e| {
-        typing(e, "alice", false)
-    })
-    .await;
-    // Not to alice's own other connection, not outside the room.
-    expect_no_event(&mut alice_too_ev, Duration::from_millis(300), |e| {
-        matches!(e, Event::Typing(_))
-    })
-    .await;
+    // A second typist within the room's gap: coalesced into the next
+    // event, which lists each member's others, the longest typing first.
+    bob.typing("lobby", true).await.unwrap();
+    expect_typists(&mut carol_ev, "lobby", &["alice", "bob"], 2).await;
+    for events in [&mut alice_ev, &mut alice_too_ev] {
+        expect_typists(events, "lobby", &["bob"], 1).await;
+    }
+    // alice's message ends her typing without a word from her.
+    alice.send("lobby", "done typing").await.unwrap();
+    expect_typists(&mut carol_ev, "lobby", &["bob"], 1).await;
+    // bob's leaving ends his.
+    bob.leave("lobby").await.unwrap();
+    expect_typists(&mut carol_ev, "lobby", &[], 0).await;
+    expect_typists(&mut alice_too_ev, "lobby", &[], 0).await;
+    // No event ever listed alice to her own connections, nor reached
+    // anyone outside the room.
+    for events in [&mut alice_ev, &mut alice_too_ev] {
+        expect_no_event(events, Duration::from_millis(300), |e| {
+            typists(e, "lobby").is_some_and(|(names, _)| names.iter().any(|n| n == "alice"))
+        })
+        .await;
+    }
     expect_no_event(&mut dave_ev, Duration::from_millis(100), |e| {
         matches!(e, Event::Typing(_))
     })
@@ -290,15 +298,17 @@ async fn typing_reaches_the_other_members_everywhere_but_never_the_typist(backpl
         ),
         "{refused:?}"
     );
-    let page = bob
+    let page = carol
         .history("lobby", HistoryDirection::Backward, 0, 10)
         .await
         .unwrap();
-    assert!(page.messages.is_empty(), "{page:?}");
+    assert_eq!(page.messages.len(), 1, "alice's message only: {page:?}");
     for server in [&a, &b] {
         let m = scrape_metrics(server.addr()).await;
-        let expected = if server.addr() == a.addr() { 2.0 } else { 0.0 };
-        assert_eq!(m["chat_typing_received_total"], expected, "{m:?}");
+        // alice's and bob's announcements; the stops their message and
+        // leave made are not announcements of theirs.
+        assert_eq!(m["chat_typing_received_total"], 1.0, "{m:?}");
+        assert!(m["chat_typing_events_sent_total"] >= 2.0, "{m:?}");
     }
     a.stop().await;
     b.stop().await;

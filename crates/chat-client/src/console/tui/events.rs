@@ -4,7 +4,7 @@
 
 use super::pane::{Change, Entry, Kind};
 use super::requests::{HISTORY_ON_JOIN, Outcome};
-use super::state::{App, Conn, MARK_READ_EVERY, TYPING_LONGEST, TYPISTS_KEPT, Typist};
+use super::state::{App, Conn, MARK_READ_EVERY, TYPING_LONGEST, Typists};
 use super::text::{display, joined_text, notice_text};
 use chat_client::proto::{
     DisconnectNotice, JoinRoomResult, MessageEvent, MessageKind, Typing, Welcome,
@@ -152,41 +152,50 @@ impl App {
         }
     }
 
-    /// Someone started or stopped typing in one of our rooms: kept until
-    /// they stop, send, or the event's time passes without a repeat.
+    /// Who else is typing in one of our rooms now: replaces what the last
+    /// event said, kept until the next, a typist's message, or the event's
+    /// time passing.
     fn on_typing(&mut self, t: Typing) {
-        let Some(member) = t.member else { return };
-        if !self.panes.contains_key(&t.room) || self.is_me(Some(&member)) {
+        if !self.panes.contains_key(&t.room) {
             return;
         }
-        let now = Instant::now();
-        let typists = self.typing.entry(t.room).or_default();
-        typists.retain(|x| x.user_id != member.user_id && x.until > now);
-        if t.typing && typists.len() < TYPISTS_KEPT {
-            let shown = Duration::from_millis(t.expires_after_ms.into()).min(TYPING_LONGEST);
-            typists.push(Typist {
-                user_id: member.user_id,
-                name: member.display_name,
-                until: now + shown,
-            });
+        if t.count == 0 {
+            self.typing.remove(&t.room);
+            return;
         }
+        let shown = Duration::from_millis(t.expires_after_ms.into()).min(TYPING_LONGEST);
+        let listed = t
+            .typists
+            .into_iter()
+            .filter(|m| !self.is_me(Some(m)))
+            .map(|m| (m.user_id, m.display_name))
+            .collect();
+        let typists = Typists {
+            listed,
+            count: t.count,
+            until: Instant::now() + shown,
+        };
+        self.typing.insert(t.room, typists);
     }
 
-    /// The typing line of `room`: who is typing there now, if anyone.
+    /// The typing line of `room`: who else is typing there now, if anyone.
     pub(super) fn typing_line(&self, room: &str) -> Option<String> {
-        let now = Instant::now();
-        let names: Vec<&str> = self
-            .typing
-            .get(room)?
-            .iter()
-            .filter(|t| t.until > now)
-            .map(|t| t.name.as_str())
-            .collect();
-        match names.as_slice() {
-            [] => None,
-            [one] => Some(format!("{one} is typing…")),
-            [one, two] => Some(format!("{one} and {two} are typing…")),
-            [one, rest @ ..] => Some(format!("{one} and {} others are typing…", rest.len())),
+        let typists = self.typing.get(room).filter(|t| t.until > Instant::now())?;
+        let names: Vec<&str> = typists.listed.iter().map(|(_, n)| n.as_str()).collect();
+        let others = |n: usize| match n {
+            1 => "1 other".to_string(),
+            n => format!("{n} others"),
+        };
+        // The count covers the names; a server saying less is not believed.
+        let count = (typists.count as usize).max(names.len().min(2));
+        match (names.as_slice(), count) {
+            (_, 0) => None,
+            ([], 1) => Some("someone is typing…".into()),
+            ([], n) => Some(format!("{n} people are typing…")),
+            ([one], 1) => Some(format!("{one} is typing…")),
+            ([one, two, ..], 2) => Some(format!("{one} and {two} are typing…")),
+            ([one], n) => Some(format!("{one} and {} are typing…", others(n - 1))),
+            ([one, two, ..], n) => Some(format!("{one}, {two} and {} are typing…", others(n - 2))),
         }
     }
 
@@ -257,7 +266,11 @@ impl App {
         }
         // Their message ends their typing.
         if let (Some(typists), Some(sender)) = (self.typing.get_mut(&m.room), &m.sender) {
-            typists.retain(|t| t.user_id != sender.user_id);
+            let before = typists.listed.len();
+            typists.listed.retain(|(id, _)| *id != sender.user_id);
+            if typists.listed.len() < before {
+                typists.count = typists.count.saturating_sub(1);
+            }
         }
         let entry = self.message_entry(&m);
         let is_current =

@@ -37,23 +37,24 @@ pub(super) enum Conn {
     Closed,
 }
 
-/// Someone typing in a room, shown until `until`.
-pub(super) struct Typist {
-    /// Their user id (their message ends it).
-    pub(super) user_id: String,
-    /// Their display name.
-    pub(super) name: String,
-    /// When it is forgotten unless repeated.
+/// Who else is typing in a room, as the server's last typing event for
+/// it said; shown until `until`.
+pub(super) struct Typists {
+    /// The first few, by user id and display name (a typist's message
+    /// takes them off).
+    pub(super) listed: Vec<(String, String)>,
+    /// How many are typing, the listed ones and the rest.
+    pub(super) count: u32,
+    /// When it is forgotten unless the server says more.
     pub(super) until: Instant,
 }
 
 /// How often the console repeats "typing" while its user types.
 pub(super) const TYPING_REPEAT: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// The longest a typist is shown without a repeat, whatever the server
-/// says; and the most typists kept per room.
+/// The longest typists are shown without a new event, whatever the server
+/// says.
 pub(super) const TYPING_LONGEST: std::time::Duration = std::time::Duration::from_secs(60);
-pub(super) const TYPISTS_KEPT: usize = 50;
 
 /// How often the room shown is marked read at most (the server allows a
 /// few marks a second per connection).
@@ -96,8 +97,8 @@ pub(super) struct App {
     pub(super) pane_height: u16,
     /// The last connection trouble shown, so retries do not flood the panes.
     pub(super) last_trouble: Option<String>,
-    /// Who is typing, by room: display name, user id and until when.
-    pub(super) typing: HashMap<String, Vec<Typist>>,
+    /// Who else is typing, by room.
+    pub(super) typing: HashMap<String, Typists>,
     /// When this user last told the current room it is typing (repeated
     /// at most every [`TYPING_REPEAT`]).
     pub(super) typing_said: Option<(String, Instant)>,

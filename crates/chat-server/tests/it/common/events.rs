@@ -99,3 +99,26 @@ pub fn refusal<T: std::fmt::Debug>(
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
+
+/// Who a typing event says is typing in `room`: the listed display names
+/// and the count; `None` for any other event.
+pub fn typists(e: &Event, room: &str) -> Option<(Vec<String>, u32)> {
+    match e {
+        Event::Typing(t) if t.room == room => Some((
+            t.typists.iter().map(|m| m.display_name.clone()).collect(),
+            t.count,
+        )),
+        _ => None,
+    }
+}
+
+/// Waits for a typing event in `room` saying exactly `names` (in order)
+/// and `count` are typing; earlier typing events (coalesced states on the
+/// way) are passed over.
+pub async fn expect_typists(events: &mut Events, room: &str, names: &[&str], count: u32) {
+    let what = format!("typing in {room}: {names:?} of {count}");
+    expect_event(events, &what, |e| {
+        typists(e, room).is_some_and(|(listed, n)| listed == names && n == count)
+    })
+    .await;
+}
