@@ -5,7 +5,7 @@
 use super::pane::{Change, Entry, Kind};
 use super::requests::{HISTORY_ON_JOIN, Outcome};
 use super::state::{App, Conn, MARK_READ_EVERY, TYPING_LONGEST, Typists};
-use super::text::{display, joined_text, notice_text};
+use super::text::{display, joined_text, notice_text, typing_sentence};
 use chat_client::proto::{
     DisconnectNotice, JoinRoomResult, MessageEvent, MessageKind, Typing, Welcome,
 };
@@ -182,21 +182,7 @@ impl App {
     pub(super) fn typing_line(&self, room: &str) -> Option<String> {
         let typists = self.typing.get(room).filter(|t| t.until > Instant::now())?;
         let names: Vec<&str> = typists.listed.iter().map(|(_, n)| n.as_str()).collect();
-        let others = |n: usize| match n {
-            1 => "1 other".to_string(),
-            n => format!("{n} others"),
-        };
-        // The count covers the names; a server saying less is not believed.
-        let count = (typists.count as usize).max(names.len().min(2));
-        match (names.as_slice(), count) {
-            (_, 0) => None,
-            ([], 1) => Some("someone is typing…".into()),
-            ([], n) => Some(format!("{n} people are typing…")),
-            ([one], 1) => Some(format!("{one} is typing…")),
-            ([one, two, ..], 2) => Some(format!("{one} and {two} are typing…")),
-            ([one], n) => Some(format!("{one} and {} are typing…", others(n - 1))),
-            ([one, two, ..], n) => Some(format!("{one}, {two} and {} are typing…", others(n - 2))),
-        }
+        typing_sentence(&names, typists.count as usize)
     }
 
     /// A message, into its room's pane (counted unread if not shown).

@@ -65,9 +65,56 @@ pub(super) fn hms(unix_ms: i64) -> String {
     )
 }
 
+/// "Ann is typing…", "Ann and Bob are typing…", "Ann, Bob and 3 others
+/// are typing…" for the first `names` of `count` typists; `None` for none.
+pub(super) fn typing_sentence(names: &[&str], count: usize) -> Option<String> {
+    let others = |n: usize| match n {
+        1 => "1 other".to_string(),
+        n => format!("{n} others"),
+    };
+    // The count covers the names shown; a server saying less is not believed.
+    let count = count.max(names.len().min(2));
+    match (names, count) {
+        (_, 0) => None,
+        ([], 1) => Some("someone is typing…".into()),
+        ([], n) => Some(format!("{n} people are typing…")),
+        ([one], 1) => Some(format!("{one} is typing…")),
+        ([one, two, ..], 2) => Some(format!("{one} and {two} are typing…")),
+        ([one], n) => Some(format!("{one} and {} are typing…", others(n - 1))),
+        ([one, two, ..], n) => Some(format!("{one}, {two} and {} are typing…", others(n - 2))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn typing_sentences_name_the_first_two_and_count_the_rest() {
+        assert_eq!(typing_sentence(&[], 0), None);
+        assert_eq!(typing_sentence(&["Ann"], 1).unwrap(), "Ann is typing…");
+        assert_eq!(
+            typing_sentence(&["Ann", "Bob"], 2).unwrap(),
+            "Ann and Bob are typing…"
+        );
+        assert_eq!(
+            typing_sentence(&["Ann"], 2).unwrap(),
+            "Ann and 1 other are typing…"
+        );
+        assert_eq!(
+            typing_sentence(&["Ann", "Bob", "Cat"], 1000).unwrap(),
+            "Ann, Bob and 998 others are typing…"
+        );
+        assert_eq!(
+            typing_sentence(&["Ann", "Bob"], 3).unwrap(),
+            "Ann, Bob and 1 other are typing…"
+        );
+        assert_eq!(typing_sentence(&[], 4).unwrap(), "4 people are typing…");
+        assert_eq!(
+            typing_sentence(&["Ann", "Bob"], 1).unwrap(),
+            "Ann and Bob are typing…"
+        );
+    }
 
     #[test]
     fn formats_times_in_utc() {
