@@ -1,6 +1,6 @@
 // Integration tests against a real `chat-server` over its WebSocket
 // endpoint (see test/server.ts): two clients in a room, members and rooms,
-// history pages, a server restart (SQLite store) while a client is
+// history pages, typing, a server restart (SQLite store) while a client is
 // connected, a graceful shutdown's notice, the heartbeat that keeps an
 // idle session open, a send retried across a reconnect stored once, and
 // tokens (accepted, and refused for good). Skipped, with the reason, when there
@@ -235,6 +235,28 @@ test("a read mark is shared by the user's sessions, announced to the room and re
   const rejoined = await again.join("reads");
   assert.deepEqual([rejoined.readSequence, rejoined.unreadCount], [2n, 1]);
   await assert.rejects(bob.markRead("elsewhere", 1), { code: "NOT_A_MEMBER" });
+});
+
+test("typing reaches the other member as the room's state, never the typist, and the message ends it", { skip }, async () => {
+  const s = await server();
+  const alice = client(s, { name: "alice", rooms: ["typing"] });
+  const bob = client(s, { name: "bob", rooms: ["typing"] });
+  await until(() => alice.lastSeen("typing") !== undefined && bob.lastSeen("typing") !== undefined, "both joined");
+  const heard: ChatEvent[] = [];
+  alice.on("typing", (e) => heard.push(e));
+  const told: ChatEvent[] = [];
+  bob.on("typing", (e) => told.push(e));
+  await bob.typing("typing", true);
+  await until(() => heard.length > 0, "bob typing");
+  const first = heard[0];
+  assert.ok(first?.type === "typing");
+  assert.deepEqual([first.room, first.typists.map((m) => m.displayName), first.count], ["typing", ["bob"], 1]);
+  assert.ok(first.expiresAfterMs > 0);
+  // His message ends his typing for alice without a word from him.
+  await bob.send("typing", "done");
+  await until(() => heard.some((e) => e.type === "typing" && e.count === 0), "bob stopped");
+  assert.deepEqual(told, [], "bob is never told of his own typing");
+  await assert.rejects(bob.typing("elsewhere", true), { code: "NOT_A_MEMBER" });
 });
 
 test("after a server restart the client reconnects, rejoins and gets every message once, in order", { skip }, async () => {
