@@ -36,8 +36,12 @@ pub struct Envelope {
     /// sender that predates it.
     #[prost(uint64, tag = "7")]
     pub incarnation: u64,
-    // Tag 8 was the typing user whose connections skipped a typing frame,
-    // before typing announcements were coalesced by the receiving rooms.
+    /// From an instance older than coalesced typing: the typing user whose
+    /// connections were to skip `frame` (a typing event of the old shape).
+    /// Such envelopes are dropped: their frame would show this version's
+    /// clients an empty typing state. Empty from this version.
+    #[prost(string, tag = "8")]
+    pub legacy_skip_user: String,
     /// A typing announcement (then `frame` is empty).
     #[prost(message, optional, tag = "9")]
     pub typing: Option<Typist>,
@@ -69,6 +73,9 @@ pub enum EnvelopeError {
     /// The typing user's id or name is invalid.
     #[error("envelope names an invalid typist")]
     Typist,
+    /// A typing frame from an instance older than coalesced typing.
+    #[error("typing event from an older version, dropped")]
+    Outdated,
 }
 
 impl Envelope {
@@ -82,6 +89,7 @@ impl Envelope {
             frame: frame.frame.0.clone(),
             acked_at_unix_us: frame.acked_at_unix_us,
             traceparent: frame.trace.map(|t| t.to_string()).unwrap_or_default(),
+            legacy_skip_user: String::new(),
             typing: frame.typing.as_ref().map(|note| Typist {
                 user_id: note.user.user_id.to_string(),
                 display_name: note.user.display_name.to_string(),
@@ -97,6 +105,9 @@ impl Envelope {
     pub fn decode_frame(payload: Bytes) -> Result<(String, u64, RoomFrame), EnvelopeError> {
         let envelope = Envelope::decode(payload)?;
         let room = RoomName::parse(&envelope.room).map_err(|_| EnvelopeError::Room)?;
+        if !envelope.legacy_skip_user.is_empty() {
+            return Err(EnvelopeError::Outdated);
+        }
         let typing = match envelope.typing {
             Some(t) => Some(TypingNote {
                 user: User::parse(&t.user_id, &t.display_name)
@@ -168,6 +179,7 @@ mod tests {
             acked_at_unix_us: 0,
             traceparent: String::new(),
             incarnation: 0,
+            legacy_skip_user: String::new(),
             typing: None,
         };
         assert!(Envelope::decode_frame(bad_room.encode_to_vec().into()).is_err());
@@ -182,5 +194,12 @@ mod tests {
         };
         let refused = Envelope::decode_frame(bad_typist.encode_to_vec().into());
         assert!(matches!(refused, Err(EnvelopeError::Typist)));
+        let outdated = Envelope {
+            legacy_skip_user: "ann".into(),
+            typing: None,
+            ..bad_typist
+        };
+        let refused = Envelope::decode_frame(outdated.encode_to_vec().into());
+        assert!(matches!(refused, Err(EnvelopeError::Outdated)));
     }
 }

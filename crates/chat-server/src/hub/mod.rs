@@ -527,7 +527,17 @@ impl Hub {
     /// Stores `message` (which assigns its sequence), then publishes it once.
     /// The caller must be a member of the room.
     pub async fn send(&self, message: NewMessage) -> Result<StoredMessage, RequestError> {
-        self.sequence_and_publish(message, false).await
+        self.sequence_and_publish(message, false, false).await
+    }
+
+    /// [`Hub::send`] from a connection that said its user is typing in the
+    /// room: the published message also tells every instance the sender
+    /// stopped, without a publish of its own.
+    pub async fn send_ending_typing(
+        &self,
+        message: NewMessage,
+    ) -> Result<StoredMessage, RequestError> {
+        self.sequence_and_publish(message, false, true).await
     }
 
     /// Stores `change` (an edit or a delete, which the store checks and
@@ -539,13 +549,14 @@ impl Hub {
         change: NewMessage,
         operator: bool,
     ) -> Result<StoredMessage, RequestError> {
-        self.sequence_and_publish(change, operator).await
+        self.sequence_and_publish(change, operator, false).await
     }
 
     async fn sequence_and_publish(
         &self,
         message: NewMessage,
         operator: bool,
+        ends_typing: bool,
     ) -> Result<StoredMessage, RequestError> {
         let room = self
             .rooms
@@ -635,7 +646,10 @@ impl Hub {
             frame: EncodedFrame::from(event),
             acked_at_unix_us: chat_util::now_unix_us(),
             trace: TraceParent::of(&publishing),
-            typing: None,
+            typing: ends_typing.then(|| TypingNote {
+                user: m.sender.clone(),
+                typing: false,
+            }),
         };
         // The message is stored and local members have it; a failed publish
         // loses only the copy to other instances. The backplane logs the

@@ -82,6 +82,9 @@ struct RoomState {
     /// Who is typing here, while anyone is or an event is owed (boxed:
     /// most rooms have nobody typing most of the time).
     typing: Option<Box<Board>>,
+    /// When the members were last told who is typing, kept when the board
+    /// goes, so the room's next board keeps its gap.
+    typing_told: Option<Instant>,
 }
 
 struct Recipient {
@@ -145,6 +148,7 @@ impl RoomState {
         }
         drop(event);
         if board.is_idle() {
+            self.typing_told = board.last_sent();
             self.typing = None;
         }
         told
@@ -419,8 +423,12 @@ impl Rooms {
     /// Hands `frame` to the room's local connections; `writes` writes to
     /// their sockets once the room's lock is released.
     fn deliver_with(&self, frame: &RoomFrame, mut writes: Deferred) {
-        if let Some(note) = &frame.typing {
-            return self.note_typing(&frame.room, note, writes);
+        if frame.frame.0.is_empty() {
+            // A typing announcement alone.
+            if let Some(note) = &frame.typing {
+                self.note_typing(&frame.room, note, writes);
+            }
+            return;
         }
         let Some(room) = self.get(&frame.room) else {
             return;
@@ -450,6 +458,11 @@ impl Rooms {
         if gap {
             self.request_repair(&frame.room);
         }
+        // A message that ends its sender's typing: after the message, so
+        // members see the message before the indicator goes.
+        if let Some(note) = &frame.typing {
+            self.note_typing(&frame.room, note, Deferred::default());
+        }
     }
 }
 
@@ -463,7 +476,10 @@ impl Rooms {
         let now = Instant::now();
         let due = {
             let mut state = lock(&room.state);
-            let board = state.typing.get_or_insert_with(Box::default);
+            let told = state.typing_told;
+            let board = state
+                .typing
+                .get_or_insert_with(|| Box::new(Board::after(told)));
             match board.note(&note.user, note.typing, now) {
                 Next::Now => {
                     let told = state.tell_typing(name, now, &mut writes);
@@ -473,6 +489,7 @@ impl Rooms {
                 Next::Queue => true,
                 Next::Nothing => {
                     if board.is_idle() {
+                        state.typing_told = board.last_sent();
                         state.typing = None;
                     }
                     false
@@ -512,6 +529,9 @@ impl Rooms {
             drop(writes);
         }
         if !later.is_empty() {
+            // A room emptied and made anew within a tick can be on it twice.
+            later.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+            later.dedup();
             lock(&self.typing_due).extend(later);
         }
     }
@@ -661,6 +681,39 @@ mod tests {
             .collect();
         assert_eq!(dan_got, vec![1, 8], "a joiner gets presence, not typing");
         assert!(lock(&rooms.typing_due).is_empty(), "told: off the due list");
+    }
+
+    #[tokio::test]
+    async fn a_rooms_typing_gap_holds_when_its_board_goes_and_comes_back() {
+        use super::super::typing::GAP;
+        use crate::domain::User;
+        let rooms = Rooms::new(true, None);
+        let lobby = RoomName::parse("lobby").unwrap();
+        let (bob_o, _bob) = outbox(64);
+        rooms.begin_join(&lobby, 1, &Arc::from("bob"), bob_o, 0);
+        rooms.finish_join(&lobby, 1, vec![], 0);
+        let note = |typing: bool| RoomFrame {
+            room: lobby.clone(),
+            sequence: None,
+            frame: EncodedFrame(Bytes::new()),
+            acked_at_unix_us: 0,
+            trace: None,
+            typing: Some(TypingNote {
+                user: User::new("ann", "Ann"),
+                typing,
+            }),
+        };
+        rooms.deliver(&note(true));
+        rooms.deliver(&note(false));
+        let flushed = Instant::now() + GAP;
+        rooms.flush_typing(flushed);
+        assert_eq!(rooms.typing_events(), 2, "typing, then nobody");
+        // The board had nothing left and went; typing again within the
+        // gap waits for it like any change.
+        rooms.deliver(&note(true));
+        assert_eq!(rooms.typing_events(), 2, "not at once: the gap holds");
+        rooms.flush_typing(flushed + GAP);
+        assert_eq!(rooms.typing_events(), 3);
     }
 
     #[tokio::test]

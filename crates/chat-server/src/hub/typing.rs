@@ -53,6 +53,10 @@ pub struct Board {
     /// Who the last event said was typing, as far as telling a member
     /// that nobody else is needs it.
     last_told: Told,
+    /// When the full board last dropped its quiet typists (at most once
+    /// per [`GAP`], so a crowd beyond [`MAX_TYPISTS`] cannot make every
+    /// note a scan of the board).
+    pruned: Option<Instant>,
 }
 
 /// Who an event said was typing: nobody, one user, or more.
@@ -90,13 +94,42 @@ pub enum Next {
 }
 
 impl Board {
+    /// A new board for a room whose members were last told at `last_sent`
+    /// (its previous board had nothing left to say), so the room's gap
+    /// holds across boards.
+    pub fn after(last_sent: Option<Instant>) -> Board {
+        Board {
+            last_sent,
+            ..Board::default()
+        }
+    }
+
+    /// When the room's members were last told.
+    pub fn last_sent(&self) -> Option<Instant> {
+        self.last_sent
+    }
+
     /// `user` is typing (or stopped) at `now`: updates the board and says
     /// what the room needs. A repeat is a change (it keeps the members'
     /// display alive); a stop from someone not on the board is not.
     pub fn note(&mut self, user: &User, typing: bool, now: Instant) -> Next {
         let changed = if typing {
             let until = now + EXPIRES_AFTER;
+            if self.typists.len() >= MAX_TYPISTS
+                && !self.typists.contains_key(&user.user_id)
+                && self
+                    .pruned
+                    .is_none_or(|at| now.saturating_duration_since(at) >= GAP)
+            {
+                // Full: make room from the ones who went quiet.
+                self.pruned = Some(now);
+                self.typists.retain(|_, t| t.until > now);
+            }
             if let Some(t) = self.typists.get_mut(&user.user_id) {
+                if t.until <= now {
+                    // Gone quiet (their stop was lost): typing afresh.
+                    t.since = now;
+                }
                 t.until = until;
                 if t.name != user.display_name {
                     t.name = user.display_name.clone();
@@ -379,5 +412,26 @@ mod tests {
         let stopped = board.note(&user("u0"), false, t0);
         assert_eq!(stopped, Next::Queue);
         assert!(!board.is_idle());
+        // Once the crowd went quiet, newcomers get in again.
+        let mut full = Board::default();
+        for i in 0..MAX_TYPISTS {
+            full.note(&user(&format!("u{i}")), true, t0);
+        }
+        let later = t0 + EXPIRES_AFTER * 2;
+        assert_eq!(full.note(&user("newcomer"), true, later), Next::Now);
+        assert_eq!(full.typists.len(), 1, "the quiet crowd made room");
+        // A typist whose stop was lost and who types again is typing afresh.
+        let mut board = Board::default();
+        board.note(&user("ann"), true, t0);
+        board.note(&user("bob"), true, t0 + GAP);
+        let back = t0 + EXPIRES_AFTER + GAP / 2;
+        board.note(&user("bob"), true, back);
+        board.note(&user("ann"), true, back);
+        let mut event = board.event("lobby", back);
+        assert_eq!(
+            seen_by(&mut event, "cat").0,
+            ["bob", "ann"],
+            "ann went quiet in between"
+        );
     }
 }

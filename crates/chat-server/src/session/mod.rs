@@ -555,21 +555,20 @@ impl Session {
         let room = self.writable_room(room)?;
         validate::client_message_id(&client_message_id)?;
         validate::message_text(&text, self.hub.limits().max_text_bytes)?;
-        // Only a typist pays for the clone.
-        let typed_in = self.typing_in.is_some().then(|| room.clone());
-        let stored = self
-            .hub
-            .send(NewMessage {
-                room,
-                sender: self.user.clone(),
-                client_message_id,
-                text,
-                kind: Kind::Message,
-            })
-            .await?;
-        if let Some(room) = typed_in {
-            self.stopped_typing(&room).await;
-        }
+        let message = NewMessage {
+            room,
+            sender: self.user.clone(),
+            client_message_id,
+            text,
+            kind: Kind::Message,
+        };
+        // The message itself ends its sender's typing there, if it was.
+        let stored = if self.typing_in.as_ref() == Some(&message.room) {
+            self.typing_in = None;
+            self.hub.send_ending_typing(message).await?
+        } else {
+            self.hub.send(message).await?
+        };
         tracing::debug!(room = %stored.message.room, sequence = stored.sequence, "message sent");
         Ok(reply::Result::SendMessage(acknowledgement(stored)))
     }
