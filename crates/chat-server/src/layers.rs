@@ -21,7 +21,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("hub", &["hub"]),
-    ("session core", &["session"]),
+    ("session core", &["session", "api"]),
     ("transports and endpoints", &["endpoint", "fuzzing"]),
     ("wiring", &["server"]),
 ];

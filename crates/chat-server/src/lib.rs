@@ -11,7 +11,7 @@
 //! | configuration | `config` |
 //! | the parts behind seams | `metrics` (building blocks), `telemetry`, `store`, `backplane`, `auth`, `limiter`, `tls`, `http_client` |
 //! | the hub | `hub` (rooms, presence, repair, cluster, outboxes, notifications) |
-//! | the session core | `session` |
+//! | the session core | `session` (a client's session), `api` (the server API for applications) |
 //! | transports and endpoints | `endpoint` (gRPC, health, admin, `/metrics`), `fuzzing` |
 //! | wiring | `server` |
 
@@ -32,6 +32,7 @@ pub mod tls;
 
 pub mod hub;
 
+pub mod api;
 pub mod session;
 
 pub mod endpoint;

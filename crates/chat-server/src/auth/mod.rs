@@ -41,6 +41,9 @@ pub struct Identity {
     pub rooms: Arc<RoomAccess>,
     /// Whether the token grants the operator endpoints (`admin: true`).
     pub admin: bool,
+    /// Whether the token grants the server API (`api: true`; `admin`
+    /// grants it too).
+    pub api: bool,
 }
 
 impl Identity {
@@ -54,6 +57,7 @@ impl Identity {
                 crate::config::DefaultRoomAccess::Open,
             )),
             admin: false,
+            api: false,
         }
     }
 }
@@ -127,6 +131,8 @@ struct Claims {
     read_only_rooms: Vec<String>,
     #[serde(default)]
     admin: bool,
+    #[serde(default)]
+    api: bool,
 }
 
 /// Checks tokens, or (auth off) takes the client's word.
@@ -194,6 +200,7 @@ impl Authenticator {
             expires_at: None,
             rooms: self.anonymous_rooms.clone(),
             admin: false,
+            api: false,
         }
     }
 
@@ -260,7 +267,7 @@ impl Authenticator {
     }
 
     fn identity(&self, claims: Claims) -> Result<Identity, AuthError> {
-        user::user_id(&claims.sub).map_err(|e| AuthError::Claims(format!("sub: {e}")))?;
+        user::client_user_id(&claims.sub).map_err(|e| AuthError::Claims(format!("sub: {e}")))?;
         let name = claims.name.unwrap_or_else(|| claims.sub.clone());
         validate::display_name(&name).map_err(|e| AuthError::Claims(format!("name: {e}")))?;
         let rooms = RoomAccess::from_claims(
@@ -281,6 +288,7 @@ impl Authenticator {
             expires_at: Some(expires_at),
             rooms: Arc::new(rooms),
             admin: claims.admin,
+            api: claims.api || claims.admin,
         })
     }
 }
@@ -300,6 +308,8 @@ pub struct TokenRequest {
     pub read_only_rooms: Vec<String>,
     /// Grants the operator endpoints.
     pub admin: bool,
+    /// Grants the server API.
+    pub api: bool,
     /// The key id to name in the header (for a JWKS).
     pub kid: Option<String>,
 }
@@ -319,6 +329,8 @@ struct MintedClaims<'a> {
     read_only_rooms: &'a [String],
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     admin: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    api: bool,
 }
 
 /// The key `chat-server token` signs with: the HS256 secret, or the private
@@ -385,6 +397,7 @@ pub fn mint(config: &AuthConfig, request: &TokenRequest) -> Result<String, Strin
         rooms: &request.rooms,
         read_only_rooms: &request.read_only_rooms,
         admin: request.admin,
+        api: request.api,
     };
     let mut header = Header::new(algorithm(config.algorithm));
     header.kid = request.kid.clone();

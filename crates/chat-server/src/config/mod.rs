@@ -482,6 +482,12 @@ pub struct Limits {
     pub read_rate: f64,
     /// Read marks one connection may make at once.
     pub read_burst: u32,
+    /// Server API calls per second this instance answers, all callers
+    /// together (token bucket); 0: no limit. Each may write to or read
+    /// from the store.
+    pub api_rate: f64,
+    /// Server API calls this instance answers at once.
+    pub api_burst: u32,
 }
 
 impl Default for Limits {
@@ -513,6 +519,8 @@ impl Default for Limits {
             typing_burst: 5,
             read_rate: 2.0,
             read_burst: 10,
+            api_rate: 100.0,
+            api_burst: 200,
         }
     }
 }

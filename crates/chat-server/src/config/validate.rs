@@ -113,6 +113,7 @@ impl Limits {
             ),
             ("typing", self.typing_rate, self.typing_burst),
             ("read", self.read_rate, self.read_burst),
+            ("api", self.api_rate, self.api_burst),
         ] {
             if !rate.is_finite() || rate < 0.0 {
                 return bad(&format!("limits.{name}_rate must be 0 (no limit) or above"));

@@ -9,6 +9,32 @@ use std::sync::Arc;
 /// Longest user id, in bytes.
 pub const MAX_USER_ID_BYTES: usize = 128;
 
+/// The user id prefix of the bots an application posts as through the
+/// server API (`bot:` and the bot's own id); no client may have it.
+pub const BOT_PREFIX: &str = "bot:";
+
+/// The user id the server API posts as for the system itself; no client
+/// may have it.
+pub const SYSTEM_ID: &str = "system";
+
+/// Whether `id` belongs to the server API's senders (a bot or the system),
+/// never to a client.
+pub fn is_reserved(id: &str) -> bool {
+    id == SYSTEM_ID || id.starts_with(BOT_PREFIX)
+}
+
+/// Validates a client's user id (a token's `sub`, or its name with auth
+/// off): [`user_id`]'s rule, and not one of the server API's senders.
+pub fn client_user_id(id: &str) -> Result<&str, RequestError> {
+    let id = user_id(id)?;
+    if is_reserved(id) {
+        return Err(RequestError::InvalidArgument(format!(
+            "user id {id:?} is reserved for the server API's senders ({SYSTEM_ID:?}, {BOT_PREFIX:?}…)"
+        )));
+    }
+    Ok(id)
+}
+
 /// A user: who sent a message, who is in a room. Cheap to clone (shared).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct User {
@@ -58,6 +84,11 @@ mod tests {
         assert!(user_id(&"a".repeat(MAX_USER_ID_BYTES)).is_ok());
         assert!(user_id("").is_err());
         assert!(user_id(&"a".repeat(MAX_USER_ID_BYTES + 1)).is_err());
+        assert!(client_user_id("alice").is_ok());
+        assert!(client_user_id("system").is_err(), "the API's system sender");
+        assert!(client_user_id("bot:news").is_err(), "an API bot");
+        assert!(client_user_id("robot:x").is_ok());
+        assert!(user_id("bot:news").is_ok(), "a valid id, for the API");
         assert!(user_id("a\nb").is_err());
     }
 

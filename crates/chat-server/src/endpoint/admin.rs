@@ -45,7 +45,7 @@ pub fn routes(
     access: AdminAccess,
     readiness: Arc<super::health::Readiness>,
 ) -> Router {
-    if access.token.is_empty() && !access.auth.is_enabled() {
+    if !access.is_open() {
         return Router::new();
     }
     let admin = Arc::new(Admin {
@@ -93,6 +93,27 @@ impl AdminAccess {
 
     /// `None` if the request may proceed, else the refusal.
     pub fn refusal(&self, headers: &HeaderMap) -> Option<Reply> {
+        self.refusal_unless(headers, "admin", |identity| identity.admin)
+    }
+
+    /// [`AdminAccess::refusal`] for the server API: the admin token, or a
+    /// JWT with `api: true` (or `admin: true`).
+    pub fn api_refusal(&self, headers: &HeaderMap) -> Option<Reply> {
+        self.refusal_unless(headers, "api", |identity| identity.api)
+    }
+
+    /// Whether the access opens anything at all (an admin token, or auth
+    /// on).
+    pub fn is_open(&self) -> bool {
+        !self.token.is_empty() || self.auth.is_enabled()
+    }
+
+    fn refusal_unless(
+        &self,
+        headers: &HeaderMap,
+        grant: &str,
+        granted: impl Fn(&crate::auth::Identity) -> bool,
+    ) -> Option<Reply> {
         if authorized(headers, self.token.expose()) {
             return None;
         }
@@ -104,12 +125,12 @@ impl AdminAccess {
         }
         let header = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
         match self.auth.check_header(header) {
-            Ok(identity) if identity.admin => None,
+            Ok(identity) if granted(&identity) => None,
             Ok(identity) => {
-                tracing::info!(user = %identity.user.user_id, "admin endpoint refused: no admin claim");
+                tracing::info!(user = %identity.user.user_id, grant, "endpoint refused: the token does not grant it");
                 Some(error(
                     StatusCode::FORBIDDEN,
-                    "the token does not grant admin",
+                    &format!("the token does not grant {grant}"),
                 ))
             }
             Err(e) => {
@@ -124,7 +145,8 @@ impl AdminAccess {
 /// An endpoint's answer.
 pub type Reply = (StatusCode, Json<serde_json::Value>);
 
-fn error(status: StatusCode, message: &str) -> Reply {
+/// A refusal: `status` and `{"error": message}`.
+pub fn error(status: StatusCode, message: &str) -> Reply {
     (status, Json(serde_json::json!({ "error": message })))
 }
 

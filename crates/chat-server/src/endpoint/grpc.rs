@@ -108,6 +108,8 @@ fn display_name(metadata: &MetadataMap) -> Result<String, Status> {
         )));
     };
     validate::display_name(&name).map_err(|e| invalid(e.to_string()))?;
+    // With auth off the name is the user id.
+    crate::domain::user::client_user_id(&name).map_err(|e| invalid(e.to_string()))?;
     Ok(name)
 }
 

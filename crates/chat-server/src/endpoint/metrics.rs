@@ -188,6 +188,18 @@ fn messages(out: &mut String, hub: &Hub) {
 
 /// Requests refused by a rate limit, and refused tokens.
 fn refusals(out: &mut String, m: &Metrics) {
+    m.api_calls.render(
+        out,
+        "chat_api_calls_total",
+        "call",
+        "Server API calls answered by this instance (refusals included).",
+    );
+    m.api_errors.render(
+        out,
+        "chat_api_errors_total",
+        "call",
+        "Server API calls refused (unauthorized, invalid, rate limited) or failed.",
+    );
     m.rate_limited.render(
         out,
         "chat_rate_limited_total",

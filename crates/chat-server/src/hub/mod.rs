@@ -435,6 +435,12 @@ impl Hub {
         lock(&self.presence).members(room)
     }
 
+    /// Rooms with members across the cluster, by name after `after`, the
+    /// first `limit`, with their member counts.
+    pub fn room_counts(&self, after: Option<&str>, limit: usize) -> Vec<(RoomName, usize)> {
+        lock(&self.presence).room_counts(after, limit)
+    }
+
     /// Applies `change` to the presence table and tells local members about
     /// every resulting transition, in order.
     pub fn update_presence<T>(
@@ -527,7 +533,16 @@ impl Hub {
     /// Stores `message` (which assigns its sequence), then publishes it once.
     /// The caller must be a member of the room.
     pub async fn send(&self, message: NewMessage) -> Result<StoredMessage, RequestError> {
-        self.sequence_and_publish(message, false, false).await
+        self.sequence_and_publish(message, Sender::Member).await
+    }
+
+    /// Stores a message from the server API (a bot or the system, members
+    /// of no room) and publishes it once, like a member's send; in order
+    /// with this instance's other publishes to the room when it has
+    /// members here (elsewhere, ordered delivery puts it in sequence).
+    pub async fn post(&self, message: NewMessage) -> Result<StoredMessage, RequestError> {
+        self.sequence_and_publish(message, Sender::Application)
+            .await
     }
 
     /// [`Hub::send`] from a connection that said its user is typing in the
@@ -537,7 +552,7 @@ impl Hub {
         &self,
         message: NewMessage,
     ) -> Result<StoredMessage, RequestError> {
-        self.sequence_and_publish(message, false, true).await
+        self.sequence_and_publish(message, Sender::Typist).await
     }
 
     /// Stores `change` (an edit or a delete, which the store checks and
@@ -549,22 +564,31 @@ impl Hub {
         change: NewMessage,
         operator: bool,
     ) -> Result<StoredMessage, RequestError> {
-        self.sequence_and_publish(change, operator, false).await
+        let sender = if operator {
+            Sender::Operator
+        } else {
+            Sender::Member
+        };
+        self.sequence_and_publish(change, sender).await
     }
 
     async fn sequence_and_publish(
         &self,
         message: NewMessage,
-        operator: bool,
-        ends_typing: bool,
+        sender: Sender,
     ) -> Result<StoredMessage, RequestError> {
-        let room = self
-            .rooms
-            .get(&message.room)
-            .ok_or_else(|| RequestError::NotAMember(message.room.to_string()))?;
+        let room = self.rooms.get(&message.room);
+        if room.is_none() && sender != Sender::Application {
+            return Err(RequestError::NotAMember(message.room.to_string()));
+        }
         // Sequencing and publishing under one per-room lock keeps the
         // room's publications in sequence order.
-        let _ordered = room.send_lock.lock().await;
+        let _ordered = match &room {
+            Some(room) => Some(room.send_lock.lock().await),
+            None => None,
+        };
+        let operator = sender == Sender::Operator;
+        let ends_typing = sender == Sender::Typist;
         let started = std::time::Instant::now();
         let kind = message.kind;
         // For a refusal's message only (a reference count, not a copy).
@@ -721,6 +745,20 @@ impl Hub {
             Err(_) => None,
         }
     }
+}
+
+/// Who a numbered event comes from, where storing or publishing it differs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sender {
+    /// A member of the room (its connection is in it here).
+    Member,
+    /// A member whose connection said it is typing there: the published
+    /// message also ends its typing.
+    Typist,
+    /// An operator: may delete others' messages.
+    Operator,
+    /// An application through the server API: in no room.
+    Application,
 }
 
 /// How long a join waits for the joiner's read state at most.

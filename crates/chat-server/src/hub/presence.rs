@@ -156,6 +156,24 @@ impl Presence {
         members
     }
 
+    /// The rooms with a member anywhere, named after `after` (all when
+    /// `None`), the first `limit` by name, each with its number of members.
+    pub fn room_counts(&self, after: Option<&str>, limit: usize) -> Vec<(RoomName, usize)> {
+        let mut rooms: Vec<(RoomName, usize)> = self
+            .rooms
+            .iter()
+            .filter(|(room, _)| after.is_none_or(|after| room.as_str() > after))
+            .map(|(room, users)| (room.clone(), users.values().filter(|u| u.present()).count()))
+            .filter(|(_, members)| *members > 0)
+            .collect();
+        if rooms.len() > limit {
+            rooms.select_nth_unstable_by(limit, |a, b| a.0.as_str().cmp(b.0.as_str()));
+            rooms.truncate(limit);
+        }
+        rooms.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        rooms
+    }
+
     /// A connection of `user` on this instance joined `room`.
     pub fn local_join(&mut self, room: &RoomName, user: &User) -> LocalChange {
         let entry = self.entry(room, user);

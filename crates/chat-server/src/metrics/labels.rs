@@ -123,6 +123,23 @@ label_set! {
         Typing => "typing",
         /// Marking a room read.
         Read => "read",
+        /// A server API call.
+        Api => "api",
+    }
+}
+
+label_set! {
+    /// A server API call: `chat_api_calls_total{call}`,
+    /// `chat_api_errors_total{call}`.
+    ApiCall {
+        /// Posting a message as a bot or the system.
+        Post => "post",
+        /// Listing rooms.
+        Rooms => "rooms",
+        /// Listing a room's members.
+        Members => "members",
+        /// Reading a room's history.
+        History => "history",
     }
 }
 

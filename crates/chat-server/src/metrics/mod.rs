@@ -12,7 +12,7 @@
 
 pub mod labels;
 
-pub use labels::{AuthFailure, CloseReason, ConnectionLimit, Label, RateLimitedAction};
+pub use labels::{ApiCall, AuthFailure, CloseReason, ConnectionLimit, Label, RateLimitedAction};
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -174,6 +174,10 @@ pub struct Metrics {
     pub rate_limited: Family<RateLimitedAction>,
     /// Refused tokens, by reason.
     pub auth_failures: Family<AuthFailure>,
+    /// Server API calls answered, by call (refusals included).
+    pub api_calls: Family<ApiCall>,
+    /// Server API calls refused or failed, by call.
+    pub api_errors: Family<ApiCall>,
     /// Store appends, from the request to the store's answer.
     pub store_append: Histogram,
     /// Control messages from another process using this instance's
@@ -202,6 +206,8 @@ impl Default for Metrics {
             directs_opened: AtomicU64::new(0),
             rate_limited: Family::new(),
             auth_failures: Family::new(),
+            api_calls: Family::new(),
+            api_errors: Family::new(),
             store_append: Histogram::default(),
             duplicate_server_id: AtomicU64::new(0),
             control_publish_failed: AtomicU64::new(0),

@@ -8,9 +8,11 @@
 
 use super::ServerError;
 use super::core::Core;
+use crate::api::ServerApi;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::endpoint::admin::{self, AdminAccess};
+use crate::endpoint::api;
 use crate::endpoint::grpc::ChatGrpc;
 use crate::endpoint::health::{self, Readiness};
 use crate::endpoint::metrics;
@@ -81,6 +83,14 @@ pub(super) async fn build(
             core.hub.clone(),
             access.clone(),
             readiness.clone(),
+        ))
+        .merge(api::routes(
+            ServerApi::new(
+                core.hub.clone(),
+                config.limits.api_rate,
+                config.limits.api_burst,
+            ),
+            access.clone(),
         ))
         .merge(metrics::routes(
             metrics::Sources {

@@ -60,6 +60,17 @@ pub async fn page(
             "you may not read room {room}"
         )));
     }
+    read(hub, &room, request).await
+}
+
+/// One page of `room`'s history as `request` bounds it (its `room` is not
+/// looked at), for a caller already allowed to read it: a member through
+/// [`page`], or an application through the server API.
+pub async fn read(
+    hub: &Hub,
+    room: &RoomName,
+    request: HistoryRequest,
+) -> Result<HistoryResponse, RequestError> {
     let page = Page {
         direction: direction(request.direction)?,
         from: request.from_sequence,
@@ -73,8 +84,8 @@ pub async fn page(
         RequestError::Unavailable(e.to_string())
     };
     let store = hub.store();
-    let latest_sequence = store.latest_sequence(&room).await.map_err(unavailable)?;
-    let messages = store.history(&room, page).await.map_err(unavailable)?;
+    let latest_sequence = store.latest_sequence(room).await.map_err(unavailable)?;
+    let messages = store.history(room, page).await.map_err(unavailable)?;
     Ok(HistoryResponse {
         room: room.to_string(),
         messages: messages.iter().map(message_event).collect(),

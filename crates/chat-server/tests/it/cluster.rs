@@ -1171,8 +1171,8 @@ macro_rules! suite {
     };
 }
 
-suite!(redis: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, edits_and_deletes_reach_every_instance_in_order, read_marks_are_shared_announced_once_and_reported_on_join, reactions_reach_every_instance_and_show_in_history, a_direct_conversation_reaches_both_users_everywhere_and_nobody_else, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected);
-suite!(nats: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, edits_and_deletes_reach_every_instance_in_order, read_marks_are_shared_announced_once_and_reported_on_join, reactions_reach_every_instance_and_show_in_history, a_direct_conversation_reaches_both_users_everywhere_and_nobody_else, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected);
+suite!(redis: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, edits_and_deletes_reach_every_instance_in_order, read_marks_are_shared_announced_once_and_reported_on_join, reactions_reach_every_instance_and_show_in_history, a_direct_conversation_reaches_both_users_everywhere_and_nobody_else, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected, an_application_posts_lists_and_reads_without_a_connection);
+suite!(nats: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, edits_and_deletes_reach_every_instance_in_order, read_marks_are_shared_announced_once_and_reported_on_join, reactions_reach_every_instance_and_show_in_history, a_direct_conversation_reaches_both_users_everywhere_and_nobody_else, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected, an_application_posts_lists_and_reads_without_a_connection);
 
 #[tokio::test]
 async fn redis_cluster_with_sharded_pub_sub() {
@@ -1232,6 +1232,92 @@ async fn redis_cluster_with_sharded_pub_sub() {
             expect_message(&mut alice_ev, room).await.1,
             format!("back in {room}")
         );
+    }
+    for s in servers {
+        s.stop().await;
+    }
+}
+
+async fn an_application_posts_lists_and_reads_without_a_connection(backplane: Backplane) {
+    let db = or_skip!(postgres_db().await);
+    let mut servers = Vec::new();
+    for id in ["a", "b"] {
+        let mut c = cluster_config(&backplane, id);
+        c.store.url = db.url();
+        c.admin.token = "app-t0ken".into();
+        let s = TestServer::start(c).await;
+        wait_ready(&s, true).await;
+        servers.push(s);
+    }
+    let (a, b) = (&servers[0], &servers[1]);
+    let (alice, mut alice_ev) = connect(&a.url(), "alice").await;
+    let (bob, mut bob_ev) = connect(&b.url(), "bob").await;
+    alice.join("news").await.unwrap();
+    bob.join("news").await.unwrap();
+    wait_members(a, "news", &["alice", "bob"]).await;
+    wait_members(b, "news", &["alice", "bob"]).await;
+    let api = |server: &TestServer,
+               method: &'static str,
+               path: &'static str,
+               body: Option<&'static str>| {
+        let addr = server.addr();
+        async move {
+            let mut request = HttpRequest::new(method, path).bearer("app-t0ken");
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let response = http(addr, request).await;
+            let body: serde_json::Value = serde_json::from_str(response.body.trim()).unwrap();
+            (response.status, body)
+        }
+    };
+    let body =
+        Some(r#"{"text":"deploy done","idempotency_key":"d-1","bot":{"id":"ci","name":"CI"}}"#);
+    let (status, ack) = api(b, "POST", "/v1/api/rooms/news/messages", body).await;
+    assert_eq!(status, 200, "{ack}");
+    for events in [&mut alice_ev, &mut bob_ev] {
+        let m = expect_numbered(events, "news").await;
+        let sender = m.sender.unwrap();
+        assert_eq!(
+            (m.sequence, sender.user_id.as_str(), m.text.as_str()),
+            (1, "bot:ci", "deploy done")
+        );
+    }
+    // The same key through the other instance: the same message, once.
+    let (status, again) = api(a, "POST", "/v1/api/rooms/news/messages", body).await;
+    assert_eq!((status, &again["message_id"]), (200, &ack["message_id"]));
+    for events in [&mut alice_ev, &mut bob_ev] {
+        expect_no_event(events, Duration::from_millis(300), |e| {
+            matches!(e, Event::Message(_))
+        })
+        .await;
+    }
+    // A member's message after it is numbered after it, everywhere.
+    alice.send("news", "thanks").await.unwrap();
+    assert_eq!(expect_numbered(&mut bob_ev, "news").await.sequence, 2);
+    // Rooms, members and history, cluster-wide, from either instance.
+    for server in [a, b] {
+        let (_, rooms) = api(server, "GET", "/v1/api/rooms", None).await;
+        assert_eq!(
+            rooms["rooms"],
+            serde_json::json!([{"room": "news", "members": 2}])
+        );
+        let (_, members) = api(server, "GET", "/v1/api/rooms/news/members", None).await;
+        let ids: Vec<&str> = members["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["user_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["alice", "bob"]);
+        let (_, page) = api(server, "GET", "/v1/api/rooms/news/messages", None).await;
+        let texts: Vec<&str> = page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(texts, ["deploy done", "thanks"]);
     }
     for s in servers {
         s.stop().await;

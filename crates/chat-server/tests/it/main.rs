@@ -10,6 +10,7 @@
 
 mod common;
 
+mod api;
 mod auth;
 mod binary;
 mod browser;

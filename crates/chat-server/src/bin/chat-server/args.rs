@@ -80,6 +80,9 @@ pub struct TokenArgs {
     /// Grants the operator endpoints (`admin: true`).
     #[arg(long)]
     pub admin: bool,
+    /// Grants the server API, `/v1/api/…` (`api: true`).
+    #[arg(long)]
+    pub api: bool,
     /// Key id for the header, to pick a key of a JWKS.
     #[arg(long)]
     pub kid: Option<String>,
@@ -94,6 +97,7 @@ impl From<TokenArgs> for chat_server::auth::TokenRequest {
             rooms: a.rooms,
             read_only_rooms: a.read_only_rooms,
             admin: a.admin,
+            api: a.api,
             kid: a.kid,
         }
     }

@@ -308,7 +308,11 @@ fn identify(endpoint: &Endpoint, credentials: &Credentials) -> Result<Identity, 
     let auth = &endpoint.auth;
     if !auth.is_enabled() {
         return match credentials {
-            Credentials::Name(name) if validate::display_name(name).is_ok() => {
+            // With auth off the name is the user id.
+            Credentials::Name(name)
+                if validate::display_name(name).is_ok()
+                    && crate::domain::user::client_user_id(name).is_ok() =>
+            {
                 Ok(auth.anonymous(name.clone()))
             }
             _ => Err("name"),

@@ -1,0 +1,252 @@
+//! The server API: what an application's backend does without a client
+//! connection — post a message as a bot or as the system, list the rooms
+//! and their members across the cluster, read any room's history. One core
+//! for every endpoint that offers it (HTTP JSON at `/v1/api/…` today,
+//! `endpoint::api`); who may call it is the endpoint's business, how often
+//! is this instance's API rate (`limits.api_rate`).
+
+use crate::domain::user::{BOT_PREFIX, SYSTEM_ID};
+use crate::domain::validate::{self, RoomName};
+use crate::domain::{RequestError, User};
+use crate::hub::Hub;
+use crate::limiter::TokenBucket;
+use crate::metrics::{ApiCall, RateLimitedAction};
+use crate::session::history;
+use crate::store::{Kind, NewMessage, StoredMessage};
+use chat_proto::v1::{HistoryRequest, HistoryResponse};
+use chat_util::lock;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Longest bot id, in bytes (the user id is `bot:` and this).
+pub const MAX_BOT_ID_BYTES: usize = 64;
+
+/// Rooms a listing returns when the call names no limit.
+pub const DEFAULT_ROOMS: usize = 100;
+/// Most rooms one listing returns.
+pub const MAX_ROOMS: usize = 1000;
+
+/// The server API of this instance.
+pub struct ServerApi {
+    /// Where messages are stored and published, and presence is known.
+    hub: Arc<Hub>,
+    /// This instance's API rate, all callers together (`None`: no limit).
+    rate: Option<Mutex<TokenBucket>>,
+}
+
+/// Who a posted message is from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Author {
+    /// A bot of the application's: user id `bot:<id>`, shown as `name`.
+    Bot {
+        /// The bot's id: 1 to [`MAX_BOT_ID_BYTES`] of `a-z`, `0-9`, `-`,
+        /// `_`, `.`.
+        id: String,
+        /// The name members see.
+        name: String,
+    },
+    /// The system itself: user id `system`, shown as "System".
+    System,
+}
+
+impl Author {
+    /// The sender members see, validated.
+    fn user(&self) -> Result<User, RequestError> {
+        match self {
+            Author::System => Ok(User::new(SYSTEM_ID, "System")),
+            Author::Bot { id, name } => {
+                let valid = !id.is_empty()
+                    && id.len() <= MAX_BOT_ID_BYTES
+                    && id.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b)
+                    });
+                if !valid {
+                    return Err(RequestError::InvalidArgument(format!(
+                        "bot id must be 1 to {MAX_BOT_ID_BYTES} of a-z, 0-9, '-', '_', '.'"
+                    )));
+                }
+                validate::display_name(name)?;
+                Ok(User::new(format!("{BOT_PREFIX}{id}"), name.as_str()))
+            }
+        }
+    }
+}
+
+/// A message to post.
+#[derive(Clone, Debug)]
+pub struct Post {
+    /// The room (it need not have members).
+    pub room: String,
+    /// Who it is from.
+    pub author: Author,
+    /// The caller's id for it: a retry with the same id (and author) is
+    /// answered with the original, never stored twice.
+    pub idempotency_key: String,
+    /// The text.
+    pub text: String,
+}
+
+/// A room and how many members it has, cluster-wide.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomSummary {
+    /// The room.
+    pub room: RoomName,
+    /// Its members (users, each once).
+    pub members: usize,
+}
+
+/// One page of the room listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomsPage {
+    /// Rooms with members, by name.
+    pub rooms: Vec<RoomSummary>,
+    /// The name to list after for the next page; `None`: this was the last.
+    pub next: Option<String>,
+}
+
+impl ServerApi {
+    /// The API of `hub`'s instance, answering `rate` calls a second at
+    /// most (`burst` at once; rate 0: no limit).
+    pub fn new(hub: Arc<Hub>, rate: f64, burst: u32) -> ServerApi {
+        ServerApi {
+            hub,
+            rate: TokenBucket::new(rate, burst).map(Mutex::new),
+        }
+    }
+
+    /// Counts a call, and refuses it when the instance's API rate is spent.
+    pub fn admit(&self, call: ApiCall) -> Result<(), RequestError> {
+        let metrics = self.hub.metrics();
+        metrics.api_calls.inc(call);
+        let Some(rate) = &self.rate else {
+            return Ok(());
+        };
+        lock(rate).take(Instant::now()).map_err(|retry_after| {
+            metrics.rate_limited.inc(RateLimitedAction::Api);
+            RequestError::RateLimited {
+                what: "server API calls",
+                retry_after,
+            }
+        })
+    }
+
+    /// Counts a failed call, or one refused after [`ServerApi::admit`].
+    pub fn failed(&self, call: ApiCall) {
+        self.hub.metrics().api_errors.inc(call);
+    }
+
+    /// Counts a call refused before [`ServerApi::admit`] (its caller's
+    /// credentials).
+    pub fn refused(&self, call: ApiCall) {
+        let metrics = self.hub.metrics();
+        metrics.api_calls.inc(call);
+        metrics.api_errors.inc(call);
+    }
+
+    /// This instance's id, for spans.
+    pub fn server_id(&self) -> &str {
+        self.hub.server_id()
+    }
+
+    /// Stores `post` as the room's next message and delivers it to every
+    /// member on every instance, once: the same guarantees as a member's
+    /// send (a retry with the same key is answered with the original).
+    pub async fn post(&self, post: Post) -> Result<StoredMessage, RequestError> {
+        let room = RoomName::parse(&post.room)?;
+        let sender = post.author.user()?;
+        validate::client_message_id(&post.idempotency_key)?;
+        validate::message_text(&post.text, self.hub.limits().max_text_bytes)?;
+        if post.idempotency_key.is_empty() {
+            return Err(RequestError::InvalidArgument(
+                "idempotency_key is required: a retry must not post twice".into(),
+            ));
+        }
+        self.hub
+            .post(NewMessage {
+                room,
+                sender,
+                client_message_id: post.idempotency_key,
+                text: post.text,
+                kind: Kind::Message,
+            })
+            .await
+    }
+
+    /// The rooms with members anywhere in the cluster, by name, after
+    /// `after` (exclusive), `limit` at most (0: [`DEFAULT_ROOMS`]; capped
+    /// at [`MAX_ROOMS`]).
+    pub fn rooms(&self, after: Option<&str>, limit: usize) -> RoomsPage {
+        let limit = match limit {
+            0 => DEFAULT_ROOMS,
+            n => n.min(MAX_ROOMS),
+        };
+        let mut rooms = self.hub.room_counts(after, limit + 1);
+        let next = (rooms.len() > limit).then(|| {
+            rooms.truncate(limit);
+            rooms.last().map(|(room, _)| room.to_string())
+        });
+        RoomsPage {
+            rooms: rooms
+                .into_iter()
+                .map(|(room, members)| RoomSummary { room, members })
+                .collect(),
+            next: next.flatten(),
+        }
+    }
+
+    /// `room`'s members across the cluster, each user once.
+    pub fn members(&self, room: &str) -> Result<Vec<User>, RequestError> {
+        Ok(self.hub.members(&RoomName::parse(room)?))
+    }
+
+    /// One page of `room`'s history, whoever its members are.
+    pub async fn history(
+        &self,
+        room: &str,
+        request: HistoryRequest,
+    ) -> Result<HistoryResponse, RequestError> {
+        history::read(&self.hub, &RoomName::parse(room)?, request).await
+    }
+
+    /// How long a refused caller should wait, for a `Retry-After`.
+    pub fn retry_after(error: &RequestError) -> Option<Duration> {
+        match error {
+            RequestError::RateLimited { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authors_are_the_reserved_senders_and_bot_ids_are_checked() {
+        let system = Author::System.user().unwrap();
+        assert_eq!(&*system.user_id, "system");
+        let bot = Author::Bot {
+            id: "news-feed.v2".into(),
+            name: "News".into(),
+        };
+        let user = bot.user().unwrap();
+        assert_eq!(
+            (&*user.user_id, &*user.display_name),
+            ("bot:news-feed.v2", "News")
+        );
+        assert!(crate::domain::user::is_reserved(&user.user_id));
+        for id in ["", "News", "a b", "ü", &"a".repeat(MAX_BOT_ID_BYTES + 1)] {
+            let bad = Author::Bot {
+                id: id.into(),
+                name: "x".into(),
+            };
+            assert!(bad.user().is_err(), "{id:?}");
+        }
+        let unnamed = Author::Bot {
+            id: "ok".into(),
+            name: String::new(),
+        };
+        assert!(unnamed.user().is_err());
+    }
+}
