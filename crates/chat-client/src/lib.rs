@@ -9,12 +9,14 @@ mod backoff;
 mod client;
 mod error;
 mod event;
+mod sender;
 mod token;
 
 pub use backoff::Backoff;
 pub use client::{Client, ClientConfig, ClientTls, ConnectionState};
 pub use error::ClientError;
 pub use event::{Event, Events};
+pub use sender::application_sender;
 pub use token::TokenProvider;
 
 /// The wire types, for callers that want them.

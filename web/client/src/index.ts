@@ -24,5 +24,6 @@ export type {
 export { ChatError, type ChatErrorCode, type ClientErrorCode, type ServerErrorCode } from "./errors.js";
 export { Backoff } from "./backoff.js";
 export { fixedToken, type TokenProvider } from "./token.js";
+export { applicationSender } from "./sender.js";
 export { PROTOCOL, CLOSE_UNAUTHORIZED, CLOSE_LIMITED } from "./socket.js";
 export * as proto from "./gen/chat/v1/chat_pb.js";

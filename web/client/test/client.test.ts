@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { afterEach, test } from "node:test";
 import { create } from "@bufbuild/protobuf";
-import { Backoff, ChatError, connect, fixedToken, type ChatClient, type ChatEvent, type ConnectOptions } from "../src/index.js";
+import { applicationSender, Backoff, ChatError, connect, fixedToken, type ChatClient, type ChatEvent, type ConnectOptions } from "../src/index.js";
 import {
   DisconnectNoticeSchema,
   DisconnectReason,
@@ -603,4 +603,12 @@ test("joining a room the client is in resumes from its point", async () => {
   second.reply(rejoin, { case: "error", value: create(ErrorSchema, { code: ErrorCode.ALREADY_A_MEMBER, message: "member" }) });
   await joining;
   assert.equal(c.lastSeen("lobby"), 7n);
+});
+
+test("an application's bot or the system is told apart from a person", () => {
+  assert.equal(applicationSender("system"), "system");
+  assert.equal(applicationSender("bot:ci"), "bot");
+  assert.equal(applicationSender("BOT:ci"), "bot");
+  assert.equal(applicationSender("alice"), undefined);
+  assert.equal(applicationSender("robot:x"), undefined);
 });

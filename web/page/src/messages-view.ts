@@ -7,7 +7,7 @@
 // new messages at the bottom unless the reader has scrolled up, and keeps
 // the reader's place when older messages are added above.
 
-import type { proto } from "@chat/client";
+import { applicationSender, type proto } from "@chat/client";
 import { el } from "./dom.js";
 import { isChange, type Gap, type Note, type Room } from "./room.js";
 import { shownTime } from "./time.js";
@@ -169,6 +169,9 @@ export class MessagesView {
       el("span", { className: "sender", text: sender }),
       el("time", { text: time.short, attrs: { datetime: time.iso, title: time.long } }),
     );
+    // An application's bot or the system, whatever its display name says.
+    const app = applicationSender(message.sender?.userId ?? "");
+    if (app !== undefined) head.children[0]?.after(el("span", { className: "badge app", text: app }));
     if (message.editedAtUnixMs > 0n && !message.deleted) {
       const edited = shownTime(message.editedAtUnixMs);
       head.append(el("span", { className: "muted edited", text: "(edited)", attrs: { title: `edited ${edited.long}` } }));

@@ -162,15 +162,26 @@ impl ServerApi {
                 "idempotency_key is required: a retry must not post twice".into(),
             ));
         }
-        self.hub
+        let stored = self
+            .hub
             .post(NewMessage {
                 room,
-                sender,
+                sender: sender.clone(),
                 client_message_id: post.idempotency_key,
-                text: post.text,
+                text: post.text.clone(),
                 kind: Kind::Message,
             })
-            .await
+            .await?;
+        // Only a retry of an earlier post can come back different: the key
+        // named another message then, and this one is not posted.
+        let original = &stored.message;
+        if original.text != post.text || original.sender.display_name != sender.display_name {
+            return Err(RequestError::InvalidArgument(format!(
+                "idempotency_key {:?} already names message {} of room {} from this sender, with another text or name",
+                original.client_message_id, stored.sequence, original.room
+            )));
+        }
+        Ok(stored)
     }
 
     /// The rooms with members anywhere in the cluster, by name, after

@@ -373,7 +373,7 @@ fn signing_key(config: &AuthConfig) -> Result<EncodingKey, String> {
 /// Mints a token with the configured algorithm and key (the secret for
 /// HS256, `auth.private_key_file` otherwise), for development and scripts.
 pub fn mint(config: &AuthConfig, request: &TokenRequest) -> Result<String, String> {
-    user::user_id(&request.sub).map_err(|e| format!("--sub: {e}"))?;
+    user::client_user_id(&request.sub).map_err(|e| format!("--sub: {e}"))?;
     if let Some(name) = &request.name {
         validate::display_name(name).map_err(|e| format!("--name: {e}"))?;
     }

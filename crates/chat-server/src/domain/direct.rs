@@ -33,13 +33,15 @@ pub fn is_direct(room: &RoomName) -> bool {
 }
 
 /// Validates the other user of a conversation `me` opens: 1 to
-/// [`MAX_USER_ID_BYTES`] bytes without control characters, and not `me`.
+/// [`MAX_USER_ID_BYTES`] bytes without control characters, not one of the
+/// server API's senders (no one could answer there), and not `me`.
 pub fn peer<'a>(peer: &'a str, me: &str) -> Result<&'a str, RequestError> {
     if peer.is_empty() || peer.len() > MAX_USER_ID_BYTES || peer.chars().any(char::is_control) {
         return Err(RequestError::InvalidArgument(format!(
             "user_id must be 1 to {MAX_USER_ID_BYTES} bytes without control characters"
         )));
     }
+    super::user::client_user_id(peer)?;
     if peer == me {
         return Err(RequestError::InvalidArgument(
             "a direct conversation is with another user".into(),
@@ -73,5 +75,7 @@ mod tests {
         assert!(peer("", "alice").is_err());
         assert!(peer("a\nb", "alice").is_err());
         assert!(peer(&"x".repeat(129), "alice").is_err());
+        assert!(peer("system", "alice").is_err(), "the server API's sender");
+        assert!(peer("bot:ci", "alice").is_err());
     }
 }

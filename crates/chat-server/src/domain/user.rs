@@ -17,10 +17,13 @@ pub const BOT_PREFIX: &str = "bot:";
 /// may have it.
 pub const SYSTEM_ID: &str = "system";
 
-/// Whether `id` belongs to the server API's senders (a bot or the system),
-/// never to a client.
+/// Whether `id` belongs, or looks like it belongs, to the server API's
+/// senders (a bot or the system; in any letter case), never to a client.
 pub fn is_reserved(id: &str) -> bool {
-    id == SYSTEM_ID || id.starts_with(BOT_PREFIX)
+    id.eq_ignore_ascii_case(SYSTEM_ID)
+        || id
+            .get(..BOT_PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(BOT_PREFIX))
 }
 
 /// Validates a client's user id (a token's `sub`, or its name with auth
@@ -88,6 +91,10 @@ mod tests {
         assert!(client_user_id("system").is_err(), "the API's system sender");
         assert!(client_user_id("bot:news").is_err(), "an API bot");
         assert!(client_user_id("robot:x").is_ok());
+        assert!(client_user_id("System").is_err(), "in any letter case");
+        assert!(client_user_id("BOT:news").is_err());
+        assert!(client_user_id("systems").is_ok());
+        assert!(client_user_id("é").is_ok(), "not cut inside a character");
         assert!(user_id("bot:news").is_ok(), "a valid id, for the API");
         assert!(user_id("a\nb").is_err());
     }

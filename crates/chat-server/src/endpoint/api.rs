@@ -2,6 +2,9 @@
 //! of [`crate::api`], for callers with the admin token or, with auth on, a
 //! JWT with `api: true` (or `admin: true`). Closed (404) unless one of
 //! those is configured, like the operator endpoints, and served beside them.
+//! The caller is checked before anything of the request is read (a layer
+//! in front of the routes), then the instance's API rate, then the path,
+//! query and body.
 
 use super::admin::AdminAccess;
 use crate::api::{Author, Post, ServerApi};
@@ -10,9 +13,10 @@ use crate::metrics::ApiCall;
 use crate::telemetry::trace;
 use axum::Json;
 use axum::Router;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chat_proto::v1::{HistoryDirection, HistoryRequest, MessageEvent, MessageKind};
@@ -21,8 +25,9 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use tracing::Instrument;
 
-/// Largest request body a call reads.
-const MAX_BODY: usize = 64 * 1024;
+/// Smallest limit on a request body; larger when `limits.max_text_bytes`
+/// needs it (a text's JSON escapes may take six bytes per byte).
+const MIN_BODY: usize = 64 * 1024;
 
 struct Endpoint {
     api: ServerApi,
@@ -30,17 +35,55 @@ struct Endpoint {
 }
 
 /// The API routes; empty (everything 404) when `access` opens nothing.
-pub fn routes(api: ServerApi, access: AdminAccess) -> Router {
+/// `max_text_bytes`: the longest text a post may carry.
+pub fn routes(api: ServerApi, access: AdminAccess, max_text_bytes: usize) -> Router {
     if !access.is_open() {
         return Router::new();
     }
     let endpoint = Arc::new(Endpoint { api, access });
+    let max_body = MIN_BODY.max(max_text_bytes.saturating_mul(6).saturating_add(4096));
     Router::new()
         .route("/v1/api/rooms", get(rooms))
         .route("/v1/api/rooms/{room}/members", get(members))
         .route("/v1/api/rooms/{room}/messages", get(history).post(post))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .route_layer(middleware::from_fn_with_state(endpoint.clone(), authorize))
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(endpoint)
+}
+
+/// The call a request is, by its method and path (for the metrics of a
+/// caller refused before its request is read).
+fn call_of(method: &Method, path: &str) -> ApiCall {
+    if path.ends_with("/members") {
+        ApiCall::Members
+    } else if path.ends_with("/messages") && method == Method::POST {
+        ApiCall::Post
+    } else if path.ends_with("/messages") {
+        ApiCall::History
+    } else {
+        ApiCall::Rooms
+    }
+}
+
+/// Lets only a caller with the credentials through, before its request
+/// is read: 401 (`UNAUTHENTICATED`) or 403 (`PERMISSION_DENIED`) otherwise.
+async fn authorize(
+    State(endpoint): State<Arc<Endpoint>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some((status, Json(body))) = endpoint.access.api_refusal(request.headers()) else {
+        return next.run(request).await;
+    };
+    endpoint
+        .api
+        .refused(call_of(request.method(), request.uri().path()));
+    let code = match status {
+        StatusCode::FORBIDDEN => "PERMISSION_DENIED",
+        _ => "UNAUTHENTICATED",
+    };
+    let error = body.get("error").cloned().unwrap_or_default();
+    (status, Json(json!({ "error": error, "code": code }))).into_response()
 }
 
 /// Body of `POST /v1/api/rooms/{room}/messages`.
@@ -84,38 +127,52 @@ struct HistoryQuery {
     limit: u32,
 }
 
-/// Runs one call: the caller's credentials, then the instance's API rate,
-/// then `run` (which reads the body or query: a malformed one is refused
-/// to authorized callers only), in a span of its own; counts the call, and
-/// a refusal or failure.
-async fn answer<F>(endpoint: &Endpoint, headers: &HeaderMap, call: ApiCall, run: F) -> Response
+/// Runs one call of a caller [`authorize`] let through: the instance's API
+/// rate, then `run` (which reads the path, query and body), in a span of
+/// its own; counts the call, and a refusal or failure.
+async fn answer<F>(endpoint: &Endpoint, call: ApiCall, run: F) -> Response
 where
-    F: Future<Output = Result<Value, RequestError>>,
+    F: Future<Output = Result<Value, Failure>>,
 {
     let span = trace::request_span(span_name(call), 0, endpoint.api.server_id(), None);
     async {
-        if let Some(refused) = endpoint.access.api_refusal(headers) {
-            endpoint.api.refused(call);
-            return refused.into_response();
-        }
         let result = match endpoint.api.admit(call) {
             Ok(()) => run.await,
-            Err(e) => Err(e),
+            Err(e) => Err(Failure::from(e)),
         };
         match result {
             Ok(body) => (StatusCode::OK, Json(body)).into_response(),
-            Err(e) => {
+            Err(failure) => {
                 endpoint.api.failed(call);
                 if trace::enabled() {
-                    let code = e.code().as_str_name().trim_start_matches("ERROR_CODE_");
-                    trace::record_error(&tracing::Span::current(), code);
+                    trace::record_error(&tracing::Span::current(), failure.code);
                 }
-                refusal(&e)
+                failure.response
             }
         }
     }
     .instrument(span)
     .await
+}
+
+/// A refused or failed call: its answer, and its code for the span.
+struct Failure {
+    response: Response,
+    code: &'static str,
+}
+
+impl From<RequestError> for Failure {
+    fn from(e: RequestError) -> Failure {
+        Failure {
+            code: code_of(&e),
+            response: refusal(&e),
+        }
+    }
+}
+
+/// The contract's code of `e`, without its `ERROR_CODE_` prefix.
+fn code_of(e: &RequestError) -> &'static str {
+    e.code().as_str_name().trim_start_matches("ERROR_CODE_")
 }
 
 /// The span of a call.
@@ -128,9 +185,23 @@ fn span_name(call: ApiCall) -> &'static str {
     }
 }
 
-/// A body or query the caller got wrong.
+/// A path or query the caller got wrong.
 fn invalid(text: String) -> RequestError {
     RequestError::InvalidArgument(text)
+}
+
+/// A body the caller got wrong: over the size limit (413,
+/// `MESSAGE_TOO_LARGE`), or not the call's JSON.
+fn bad_body(e: JsonRejection) -> Failure {
+    if e.status() != StatusCode::PAYLOAD_TOO_LARGE {
+        return invalid(e.body_text()).into();
+    }
+    let code = "MESSAGE_TOO_LARGE";
+    let error = "the request body is over this server's limit";
+    Failure {
+        response: (e.status(), Json(json!({ "error": error, "code": code }))).into_response(),
+        code,
+    }
 }
 
 /// A refused request as HTTP: its status, `{"error", "code"}`, and
@@ -144,7 +215,7 @@ fn refusal(e: &RequestError) -> Response {
         RequestError::MessageTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         _ => StatusCode::BAD_REQUEST,
     };
-    let code = e.code().as_str_name().trim_start_matches("ERROR_CODE_");
+    let code = code_of(e);
     let mut response = (
         status,
         Json(json!({ "error": e.to_string(), "code": code })),
@@ -163,13 +234,13 @@ fn refusal(e: &RequestError) -> Response {
 /// system.
 async fn post(
     State(endpoint): State<Arc<Endpoint>>,
-    Path(room): Path<String>,
-    headers: HeaderMap,
+    room: Result<Path<String>, PathRejection>,
     body: Result<Json<PostBody>, JsonRejection>,
 ) -> Response {
     let api = &endpoint.api;
-    answer(&endpoint, &headers, ApiCall::Post, async {
-        let Json(body) = body.map_err(|e| invalid(e.body_text()))?;
+    answer(&endpoint, ApiCall::Post, async {
+        let Path(room) = room.map_err(|e| invalid(e.body_text()))?;
+        let Json(body) = body.map_err(bad_body)?;
         let author = match body.bot {
             Some(bot) => Author::Bot {
                 id: bot.id,
@@ -202,11 +273,10 @@ async fn post(
 /// `GET /v1/api/rooms?after=&limit=`: the rooms with members, by name.
 async fn rooms(
     State(endpoint): State<Arc<Endpoint>>,
-    headers: HeaderMap,
     query: Result<Query<RoomsQuery>, QueryRejection>,
 ) -> Response {
     let api = &endpoint.api;
-    answer(&endpoint, &headers, ApiCall::Rooms, async {
+    answer(&endpoint, ApiCall::Rooms, async {
         let Query(query) = query.map_err(|e| invalid(e.body_text()))?;
         let page = api.rooms(query.after.as_deref(), query.limit);
         let rooms: Vec<Value> = page
@@ -223,11 +293,11 @@ async fn rooms(
 /// cluster.
 async fn members(
     State(endpoint): State<Arc<Endpoint>>,
-    Path(room): Path<String>,
-    headers: HeaderMap,
+    room: Result<Path<String>, PathRejection>,
 ) -> Response {
     let api = &endpoint.api;
-    answer(&endpoint, &headers, ApiCall::Members, async {
+    answer(&endpoint, ApiCall::Members, async {
+        let Path(room) = room.map_err(|e| invalid(e.body_text()))?;
         let members: Vec<Value> = api
             .members(&room)?
             .iter()
@@ -242,20 +312,19 @@ async fn members(
 /// of a room's history.
 async fn history(
     State(endpoint): State<Arc<Endpoint>>,
-    Path(room): Path<String>,
-    headers: HeaderMap,
+    room: Result<Path<String>, PathRejection>,
     query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Response {
     let api = &endpoint.api;
-    answer(&endpoint, &headers, ApiCall::History, async {
+    answer(&endpoint, ApiCall::History, async {
+        let Path(room) = room.map_err(|e| invalid(e.body_text()))?;
         let Query(query) = query.map_err(|e| invalid(e.body_text()))?;
         let direction = match query.direction.as_deref() {
             None | Some("backward") => HistoryDirection::Backward,
             Some("forward") => HistoryDirection::Forward,
             Some(other) => {
-                return Err(RequestError::InvalidArgument(format!(
-                    "direction must be backward or forward, not {other:?}"
-                )));
+                let wrong = format!("direction must be backward or forward, not {other:?}");
+                return Err(invalid(wrong).into());
             }
         };
         let request = HistoryRequest {

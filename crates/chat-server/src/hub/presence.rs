@@ -15,7 +15,8 @@
 
 use crate::domain::User;
 use crate::domain::validate::RoomName;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,8 +24,12 @@ use std::time::{Duration, Instant};
 /// together with the order of join replies and presence events.
 #[derive(Default)]
 pub struct Presence {
-    /// Every room with a member anywhere, and its users.
+    /// Every room with a member anywhere, and its users (only present
+    /// ones once a change is applied: see `prune`).
     rooms: HashMap<RoomName, HashMap<Arc<str>, UserEntry>>,
+    /// The names of `rooms`, in order, so a listing reads one page of them
+    /// instead of every room.
+    names: BTreeSet<RoomName>,
     /// The other instances heard from, and what they hold.
     origins: HashMap<Arc<str>, Origin>,
     /// The (room, user) pairs with a connection here, as heartbeats carry
@@ -158,20 +163,35 @@ impl Presence {
 
     /// The rooms with a member anywhere, named after `after` (all when
     /// `None`), the first `limit` by name, each with its number of members.
+    /// O(`limit`) rooms looked at, whatever the table's size.
     pub fn room_counts(&self, after: Option<&str>, limit: usize) -> Vec<(RoomName, usize)> {
-        let mut rooms: Vec<(RoomName, usize)> = self
-            .rooms
-            .iter()
-            .filter(|(room, _)| after.is_none_or(|after| room.as_str() > after))
-            .map(|(room, users)| (room.clone(), users.values().filter(|u| u.present()).count()))
-            .filter(|(_, members)| *members > 0)
-            .collect();
-        if rooms.len() > limit {
-            rooms.select_nth_unstable_by(limit, |a, b| a.0.as_str().cmp(b.0.as_str()));
-            rooms.truncate(limit);
-        }
-        rooms.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
-        rooms
+        // Room names sort as their strings do.
+        let start = match after.map(RoomName::parse) {
+            None => Bound::Unbounded,
+            Some(Ok(after)) => Bound::Excluded(after),
+            // Not a room name: start at the first name above it.
+            Some(Err(_)) => {
+                let after = after.unwrap_or_default();
+                return self
+                    .names
+                    .iter()
+                    .filter(|room| room.as_str() > after)
+                    .take(limit)
+                    .map(|room| (room.clone(), self.count(room)))
+                    .collect();
+            }
+        };
+        self.names
+            .range((start, Bound::Unbounded))
+            .take(limit)
+            .map(|room| (room.clone(), self.count(room)))
+            .collect()
+    }
+
+    /// How many users `room` has: every entry is a present user once its
+    /// change is applied (`prune` drops the others).
+    fn count(&self, room: &RoomName) -> usize {
+        self.rooms.get(room).map_or(0, HashMap::len)
     }
 
     /// A connection of `user` on this instance joined `room`.
@@ -388,6 +408,9 @@ impl Presence {
     }
 
     fn entry(&mut self, room: &RoomName, user: &User) -> &mut UserEntry {
+        if !self.rooms.contains_key(room) {
+            self.names.insert(room.clone());
+        }
         self.rooms
             .entry(room.clone())
             .or_default()
@@ -422,6 +445,7 @@ impl Presence {
             }
             if users.is_empty() {
                 self.rooms.remove(room);
+                self.names.remove(room);
             }
         }
     }
@@ -440,6 +464,46 @@ mod tests {
 
     fn room(name: &str) -> RoomName {
         RoomName::parse(name).unwrap()
+    }
+
+    #[test]
+    fn rooms_are_listed_by_name_a_page_at_a_time_with_their_members() {
+        let mut p = Presence::default();
+        let now = Instant::now();
+        let b: Arc<str> = Arc::from("b");
+        for (name, users) in [
+            ("r3", &["cat"][..]),
+            ("r1", &["ann"]),
+            ("r2", &["ann", "bob"]),
+        ] {
+            for u in users {
+                p.local_join(&room(name), &user(u));
+            }
+        }
+        p.remote_set(&b, &room("r2"), &user("dan"), true, now);
+        p.remote_set(&b, &room("r2"), &user("ann"), true, now);
+        let names = |page: Vec<(RoomName, usize)>| -> Vec<(String, usize)> {
+            page.into_iter().map(|(r, n)| (r.to_string(), n)).collect()
+        };
+        assert_eq!(
+            names(p.room_counts(None, 2)),
+            [("r1".to_string(), 1), ("r2".to_string(), 3)]
+        );
+        assert_eq!(names(p.room_counts(Some("r2"), 2)), [("r3".to_string(), 1)]);
+        assert_eq!(
+            names(p.room_counts(Some("r10"), 1)),
+            [("r2".to_string(), 3)]
+        );
+        assert_eq!(
+            names(p.room_counts(Some("not a room"), 5)).len(),
+            3,
+            "'n' < 'r'"
+        );
+        // Emptied rooms leave the listing.
+        p.local_leave(&room("r1"), "ann");
+        p.local_leave(&room("r3"), "cat");
+        assert_eq!(names(p.room_counts(None, 10)), [("r2".to_string(), 3)]);
+        assert_eq!(p.names.len(), p.rooms.len());
     }
 
     #[test]

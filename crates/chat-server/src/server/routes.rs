@@ -91,6 +91,7 @@ pub(super) async fn build(
                 config.limits.api_burst,
             ),
             access.clone(),
+            config.limits.max_text_bytes,
         ))
         .merge(metrics::routes(
             metrics::Sources {

@@ -9,6 +9,7 @@ use chat_server::auth::{self, TokenRequest};
 use chat_server::config::{AuthConfig, AuthMode, JwtAlgorithm};
 use serde_json::Value;
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TOKEN: &str = "api-t0ken";
 
@@ -66,15 +67,50 @@ async fn the_api_is_closed_by_default_and_takes_the_admin_token_or_a_jwt_grantin
     );
     let wrong = call(&server, "GET", "/v1/api/rooms", Some("nope"), None).await;
     assert_eq!(wrong.0, 401);
-    // A refused caller learns nothing of what its body lacks.
-    let (status, _) = call(&server, "POST", "/v1/api/rooms/x/messages", None, Some("{")).await;
+    // A refused caller learns nothing of what its request lacks: nothing
+    // of it is read (a body over the limit would be 413 otherwise).
+    let (status, refused) =
+        call(&server, "POST", "/v1/api/rooms/x/messages", None, Some("{")).await;
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (401, Some("UNAUTHENTICATED"))
+    );
+    let huge = "x".repeat(200 * 1024);
+    let (status, _) = call(
+        &server,
+        "POST",
+        "/v1/api/rooms/x/messages",
+        None,
+        Some(&huge),
+    )
+    .await;
     assert_eq!(status, 401);
+    // A body announced and never sent: answered at once, not waited for.
+    let head = "POST /v1/api/rooms/x/messages HTTP/1.1\r\nhost: chat\r\n\
+                content-type: application/json\r\ncontent-length: 100000\r\n\r\n";
+    let mut tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 12];
+    tokio::time::timeout(Duration::from_secs(3), tcp.read_exact(&mut answer))
+        .await
+        .expect("refused without waiting for the body")
+        .unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 401");
+    let (status, _) = call(
+        &server,
+        "POST",
+        "/v1/api/rooms/x/messages",
+        Some(TOKEN),
+        Some(&huge),
+    )
+    .await;
+    assert_eq!(status, 413, "over the body limit, for a caller let in");
     let (status, body) = call(&server, "GET", "/v1/api/rooms", Some(TOKEN), None).await;
     assert_eq!((status, body["rooms"].clone()), (200, Value::Array(vec![])));
     let m = scrape_metrics(server.addr()).await;
     assert_eq!(m[r#"chat_api_calls_total{call="rooms"}"#], 3.0, "{m:?}");
     assert_eq!(m[r#"chat_api_errors_total{call="rooms"}"#], 2.0);
-    assert_eq!(m[r#"chat_api_errors_total{call="post"}"#], 1.0);
+    assert_eq!(m[r#"chat_api_errors_total{call="post"}"#], 4.0);
     server.stop().await;
 
     let auth = AuthConfig {
@@ -110,20 +146,39 @@ async fn the_api_is_closed_by_default_and_takes_the_admin_token_or_a_jwt_grantin
         }
     };
     assert_eq!(get(mint(false, false)).await, 403, "a user's token");
+    let (_, refused) = call(
+        &server,
+        "GET",
+        "/v1/api/rooms",
+        Some(&mint(false, false)),
+        None,
+    )
+    .await;
+    assert_eq!(refused["code"], "PERMISSION_DENIED");
     assert_eq!(get(mint(true, false)).await, 200, "api: true");
     assert_eq!(
         get(mint(false, true)).await,
         200,
         "admin: true grants it too"
     );
-    // The API's senders are nobody's user id.
-    let bot = auth::mint(
-        &auth,
-        &TokenRequest {
-            sub: "bot:news".into(),
-            ttl: Duration::from_secs(600),
-            ..TokenRequest::default()
-        },
+    // The API's senders are nobody's user id: `chat-server token` will not
+    // mint one, and a token signed otherwise is refused.
+    let reserved = TokenRequest {
+        sub: "bot:news".into(),
+        ttl: Duration::from_secs(600),
+        ..TokenRequest::default()
+    };
+    assert!(auth::mint(&auth, &reserved).is_err());
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let claims = serde_json::json!({ "sub": "bot:news", "iss": "chat-test", "aud": "chat-test-aud", "exp": exp });
+    let bot = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(auth.secret.expose().as_bytes()),
     )
     .unwrap();
     let mut as_bot = client_config(&server.url(), "x");
@@ -185,6 +240,14 @@ async fn an_application_posts_as_a_bot_or_the_system_once_per_key() {
             again["message_id"].clone()
         ),
         (200, ack["sequence"].clone(), ack["message_id"].clone())
+    );
+    // The same key for another text is refused, and posts nothing.
+    let (status, refused) =
+        post(r#"{"text":"hullo","idempotency_key":"k1","bot":{"id":"feed","name":"Feed"}}"#).await;
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (400, Some("INVALID_ARGUMENT")),
+        "{refused}"
     );
     expect_no_event(&mut alice_ev, Duration::from_millis(300), |e| {
         matches!(e, Event::Message(_))

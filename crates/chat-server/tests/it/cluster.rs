@@ -1295,6 +1295,25 @@ async fn an_application_posts_lists_and_reads_without_a_connection(backplane: Ba
     // A member's message after it is numbered after it, everywhere.
     alice.send("news", "thanks").await.unwrap();
     assert_eq!(expect_numbered(&mut bob_ev, "news").await.sequence, 2);
+    // Through an instance with no member of the room: bob, on the other
+    // one, gets it, then his own next message after it.
+    bob.join("ops").await.unwrap();
+    let body = Some(r#"{"text":"disk full","idempotency_key":"o-1"}"#);
+    let (status, ack) = api(a, "POST", "/v1/api/rooms/ops/messages", body).await;
+    assert_eq!(
+        (status, &ack["sequence"]),
+        (200, &serde_json::json!(1)),
+        "{ack}"
+    );
+    let m = expect_numbered(&mut bob_ev, "ops").await;
+    assert_eq!(
+        (m.sequence, m.sender.unwrap().user_id.as_str()),
+        (1, "system")
+    );
+    bob.send("ops", "on it").await.unwrap();
+    assert_eq!(expect_numbered(&mut bob_ev, "ops").await.sequence, 2);
+    bob.leave("ops").await.unwrap();
+    wait_members(a, "ops", &[]).await;
     // Rooms, members and history, cluster-wide, from either instance.
     for server in [a, b] {
         let (_, rooms) = api(server, "GET", "/v1/api/rooms", None).await;

@@ -842,3 +842,14 @@ async fn a_websocket_client_that_does_not_read_is_disconnected_as_a_slow_consume
     sender.say("lobby", "after", "the room goes on").await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_name_that_is_the_server_apis_sender_is_refused() {
+    let server = TestServer::start(config()).await;
+    for name in ["system", "System", "bot:news"] {
+        let mut refused = open(&server, &[name_protocol(name)], None).await.unwrap();
+        assert_eq!(closed_with(&mut refused, 4401).await, "name", "{name}");
+    }
+    open_as(&server, "systems").await;
+    server.stop().await;
+}

@@ -300,7 +300,14 @@ impl App {
     pub(super) fn message_entry(&self, m: &MessageEvent) -> Entry {
         let mine = self.is_me(m.sender.as_ref());
         let (sender, color) = match &m.sender {
-            Some(s) => (s.display_name.clone(), color_for(&s.user_id)),
+            // An application's bot or the system is marked as such.
+            Some(s) => match chat_client::application_sender(&s.user_id) {
+                Some(what) => (
+                    format!("{} [{what}]", s.display_name),
+                    color_for(&s.user_id),
+                ),
+                None => (s.display_name.clone(), color_for(&s.user_id)),
+            },
             None => ("?".to_string(), Color::Gray),
         };
         Entry {
