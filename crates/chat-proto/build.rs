@@ -4,9 +4,10 @@
 //! its Session stream can use [`SessionCodec`](src/codec.rs), which sends
 //! pre-encoded frames (the other methods use the ordinary prost codec).
 //!
-//! The server's methods are read from the compiled descriptor of
-//! `chat.v1.ChatService` (name, input and output types, streaming flags), so
-//! an RPC added to the `.proto` appears in the server with no change here.
+//! The servers' methods are read from the compiled descriptors of
+//! `chat.v1.ChatService` and `chat.v1.ChatApi` (name, input and output
+//! types, streaming flags), so an RPC added to the `.proto` appears in its
+//! server with no change here.
 //! Only the deliberate overrides are written out: [`session_override`].
 
 use heck::{ToSnakeCase, ToUpperCamelCase};
@@ -16,8 +17,15 @@ use tonic_build::manual::{Builder, Method, Service};
 
 /// The proto package the service and its messages live in.
 const PACKAGE: &str = "chat.v1";
-/// The service the manual server is generated for.
-const SERVICE: &str = "ChatService";
+/// The services manual servers are generated for, each with its doc
+/// comment: the live chat service and the server API for applications.
+const SERVICES: &[(&str, &str)] = &[
+    (
+        "ChatService",
+        "The live chat service, server side, sending pre-encoded frames.",
+    ),
+    ("ChatApi", "The server API for applications, server side."),
+];
 /// Where the generated messages of [`PACKAGE`] are, seen from the crate.
 const MESSAGES_MODULE: &str = "crate::v1";
 /// The codec of every method without an override.
@@ -52,7 +60,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={}", root.display());
 
     let fds = protox::compile([root.join("chat/v1/chat.proto")], [&root])?;
-    let server = server_service(&fds.file)?;
+    let servers = SERVICES
+        .iter()
+        .map(|(name, comment)| server_service(&fds.file, name, comment))
+        .collect::<Result<Vec<_>, _>>()?;
     tonic_prost_build::configure()
         .build_server(false)
         .build_client(true)
@@ -60,18 +71,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Builder::new()
         .build_client(false)
         .build_server(true)
-        .compile(&[server]);
+        .compile(&servers);
     Ok(())
 }
 
-/// The manual server's description of [`SERVICE`], one method per RPC of the
-/// descriptor, in the `.proto`'s order.
-fn server_service(files: &[FileDescriptorProto]) -> Result<Service, String> {
-    let (file, service_index, service) = find_service(files)?;
+/// The manual server's description of service `name`, one method per RPC
+/// of the descriptor, in the `.proto`'s order.
+fn server_service(
+    files: &[FileDescriptorProto],
+    name: &str,
+    comment: &str,
+) -> Result<Service, String> {
+    let (file, service_index, service) = find_service(files, name)?;
     let mut builder = Service::builder()
-        .name(SERVICE)
+        .name(name)
         .package(PACKAGE)
-        .comment("The live chat service, server side, sending pre-encoded frames.");
+        .comment(comment);
     for (method_index, method) in service.method.iter().enumerate() {
         let comment = method_comment(file, service_index, method_index);
         builder = builder.method(server_method(method, &comment)?);
@@ -79,11 +94,12 @@ fn server_service(files: &[FileDescriptorProto]) -> Result<Service, String> {
     Ok(builder.build())
 }
 
-/// The file declaring [`SERVICE`] in [`PACKAGE`], the service's index in it
-/// (for its source locations) and the service.
-fn find_service(
-    files: &[FileDescriptorProto],
-) -> Result<(&FileDescriptorProto, usize, &ServiceDescriptorProto), String> {
+/// The file declaring service `name` in [`PACKAGE`], the service's index in
+/// it (for its source locations) and the service.
+fn find_service<'a>(
+    files: &'a [FileDescriptorProto],
+    name: &str,
+) -> Result<(&'a FileDescriptorProto, usize, &'a ServiceDescriptorProto), String> {
     files
         .iter()
         .filter(|file| file.package() == PACKAGE)
@@ -92,10 +108,10 @@ fn find_service(
                 .service
                 .iter()
                 .enumerate()
-                .find(|(_, service)| service.name() == SERVICE)?;
+                .find(|(_, service)| service.name() == name)?;
             Some((file, index, service))
         })
-        .ok_or_else(|| format!("{PACKAGE}.{SERVICE} is not in the compiled descriptor"))
+        .ok_or_else(|| format!("{PACKAGE}.{name} is not in the compiled descriptor"))
 }
 
 /// One RPC as the manual builder wants it: `rpc GetThing` becomes the trait

@@ -3,6 +3,8 @@
 //! Clients use [`v1::chat_service_client`] with ordinary prost messages. The
 //! server side ([`v1::chat_service_server`]) sends [`EncodedFrame`]s: a
 //! `ServerFrame` is encoded once and the same bytes go to every recipient.
+//! The server API for applications is [`v1::chat_api_server`] (and
+//! [`v1::chat_api_client`] for its callers).
 
 #![forbid(unsafe_code)]
 
@@ -14,6 +16,7 @@ pub mod codec;
 pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/chat.v1.rs"));
     include!(concat!(env!("OUT_DIR"), "/chat.v1.ChatService.rs"));
+    include!(concat!(env!("OUT_DIR"), "/chat.v1.ChatApi.rs"));
 }
 
 use bytes::Bytes;

@@ -76,7 +76,7 @@ impl ChatGrpc {
 }
 
 /// A refusal of the Session call, carrying the stable code in metadata too.
-fn refuse(code: tonic::Code, chat_code: &'static str, message: String) -> Status {
+pub(crate) fn refuse(code: tonic::Code, chat_code: &'static str, message: String) -> Status {
     let mut metadata = MetadataMap::new();
     metadata.insert(
         "chat-error-code",
@@ -154,7 +154,7 @@ impl ChatGrpc {
 /// A refused request as a gRPC status: the matching gRPC code, the stable
 /// code in `chat-error-code`, and for a rate limit the time until a retry
 /// succeeds in `chat-retry-after-ms`.
-fn refusal(error: &RequestError) -> Status {
+pub(crate) fn refusal(error: &RequestError) -> Status {
     let code = match error {
         RequestError::InvalidArgument(_) | RequestError::MessageTooLarge { .. } => {
             tonic::Code::InvalidArgument

@@ -91,7 +91,10 @@ pub(super) async fn build(
                 config.limits.api_burst,
             ),
             access.clone(),
-            config.limits.max_text_bytes,
+            api::Limits {
+                max_text_bytes: config.limits.max_text_bytes,
+                max_frame_bytes: config.limits.max_frame_bytes,
+            },
         ))
         .merge(metrics::routes(
             metrics::Sources {

@@ -462,3 +462,178 @@ async fn no_client_may_call_itself_the_system_or_a_bot() {
     }
     server.stop().await;
 }
+
+/// A `chat.v1.ChatApi` client of `server`.
+async fn grpc_api(
+    server: &TestServer,
+) -> chat_client::proto::chat_api_client::ChatApiClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    chat_client::proto::chat_api_client::ChatApiClient::new(channel)
+}
+
+/// `message` with the bearer `token`.
+fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+/// The stable code a refusal carries.
+fn chat_code(status: &tonic::Status) -> &str {
+    status
+        .metadata()
+        .get("chat-error-code")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_same_calls_over_grpc_with_the_same_answers_and_codes() {
+    use chat_client::proto::{
+        ApiBot, ApiPostRequest, ApiRoomsRequest, HistoryRequest, ListMembersRequest,
+    };
+    let closed = TestServer::start(config()).await;
+    let refused = grpc_api(&closed)
+        .await
+        .list_rooms(ApiRoomsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::Unimplemented,
+        "closed by default"
+    );
+    closed.stop().await;
+
+    let mut c = with_token();
+    c.limits.api_rate = 1.0;
+    c.limits.api_burst = 8;
+    let server = TestServer::start(c).await;
+    let (alice, mut alice_ev) = connect(&server.url(), "alice").await;
+    alice.join("news").await.unwrap();
+    let mut api = grpc_api(&server).await;
+    let refused = api
+        .list_rooms(ApiRoomsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (refused.code(), chat_code(&refused)),
+        (tonic::Code::Unauthenticated, "UNAUTHENTICATED")
+    );
+
+    let post = ApiPostRequest {
+        room: "news".into(),
+        text: "deploy done".into(),
+        idempotency_key: "g-1".into(),
+        bot: Some(ApiBot {
+            id: "ci".into(),
+            name: "CI".into(),
+        }),
+    };
+    let ack = api
+        .post(bearer(post.clone(), TOKEN))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            ack.room.as_str(),
+            ack.sequence,
+            ack.client_message_id.as_str()
+        ),
+        ("news", 1, "g-1")
+    );
+    match expect_event(&mut alice_ev, "the bot's message", |e| {
+        matches!(e, Event::Message(_))
+    })
+    .await
+    {
+        Event::Message(m) => assert_eq!(m.sender.unwrap().user_id, "bot:ci"),
+        _ => unreachable!(),
+    }
+    let again = api
+        .post(bearer(post.clone(), TOKEN))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        again.message_id, ack.message_id,
+        "the same key: the same message"
+    );
+    let other = ApiPostRequest {
+        text: "another".into(),
+        ..post.clone()
+    };
+    let refused = api.post(bearer(other, TOKEN)).await.unwrap_err();
+    assert_eq!(
+        (refused.code(), chat_code(&refused)),
+        (tonic::Code::InvalidArgument, "INVALID_ARGUMENT")
+    );
+
+    let rooms = api
+        .list_rooms(bearer(ApiRoomsRequest::default(), TOKEN))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rooms.rooms.len(), 1);
+    assert_eq!(
+        (
+            rooms.rooms[0].room.as_str(),
+            rooms.rooms[0].members,
+            rooms.next.as_str()
+        ),
+        ("news", 1, "")
+    );
+    let members = api
+        .list_members(bearer(
+            ListMembersRequest {
+                room: "news".into(),
+            },
+            TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(members.members[0].user_id, "alice");
+    let page = api
+        .history(bearer(
+            HistoryRequest {
+                room: "news".into(),
+                ..HistoryRequest::default()
+            },
+            TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (page.latest_sequence, page.messages[0].text.as_str()),
+        (1, "deploy done")
+    );
+    // HTTP and gRPC share the instance's API rate.
+    let mut limited = None;
+    for _ in 0..10 {
+        if let Err(status) = api
+            .list_rooms(bearer(ApiRoomsRequest::default(), TOKEN))
+            .await
+        {
+            limited = Some(status);
+            break;
+        }
+    }
+    let limited = limited.expect("over the rate within ten calls");
+    assert_eq!(
+        (limited.code(), chat_code(&limited)),
+        (tonic::Code::ResourceExhausted, "RATE_LIMITED")
+    );
+    assert!(limited.metadata().get("chat-retry-after-ms").is_some());
+    let (status, _) = call(&server, "GET", "/v1/api/rooms", Some(TOKEN), None).await;
+    assert_eq!(status, 429);
+    server.stop().await;
+}

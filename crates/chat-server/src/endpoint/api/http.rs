@@ -1,14 +1,11 @@
-//! The server API over HTTP JSON, at `/v1/api/…` (docs/API.md): the calls
-//! of [`crate::api`], for callers with the admin token or, with auth on, a
-//! JWT with `api: true` (or `admin: true`). Closed (404) unless one of
-//! those is configured, like the operator endpoints, and served beside them.
-//! The caller is checked before anything of the request is read (a layer
-//! in front of the routes), then the instance's API rate, then the path,
+//! The server API over HTTP JSON, at `/v1/api/…` (docs/API.md). The
+//! caller is checked before anything of the request is read (a layer in
+//! front of the routes), then the instance's API rate, then the path,
 //! query and body.
 
-use super::admin::AdminAccess;
 use crate::api::{Author, Post, ServerApi};
 use crate::domain::RequestError;
+use crate::endpoint::admin::AdminAccess;
 use crate::metrics::ApiCall;
 use crate::telemetry::trace;
 use axum::Json;
@@ -30,16 +27,13 @@ use tracing::Instrument;
 const MIN_BODY: usize = 64 * 1024;
 
 struct Endpoint {
-    api: ServerApi,
+    api: Arc<ServerApi>,
     access: AdminAccess,
 }
 
-/// The API routes; empty (everything 404) when `access` opens nothing.
-/// `max_text_bytes`: the longest text a post may carry.
-pub fn routes(api: ServerApi, access: AdminAccess, max_text_bytes: usize) -> Router {
-    if !access.is_open() {
-        return Router::new();
-    }
+/// The HTTP routes of `api`; `max_text_bytes`: the longest text a post may
+/// carry.
+pub(super) fn routes(api: Arc<ServerApi>, access: AdminAccess, max_text_bytes: usize) -> Router {
     let endpoint = Arc::new(Endpoint { api, access });
     let max_body = MIN_BODY.max(max_text_bytes.saturating_mul(6).saturating_add(4096));
     Router::new()

@@ -1,0 +1,172 @@
+//! The server API as the gRPC service `chat.v1.ChatApi`: the calls of
+//! [`crate::api`] with the HTTP API's semantics, its refusals as gRPC
+//! statuses carrying the stable `chat-error-code` (and
+//! `chat-retry-after-ms` over the rate), like `ChatService`'s.
+
+use crate::api::{Author, Post, ServerApi};
+use crate::domain::RequestError;
+use crate::endpoint::admin::AdminAccess;
+use crate::endpoint::grpc::{refusal, refuse};
+use crate::hub::member;
+use crate::metrics::ApiCall;
+use crate::telemetry::trace;
+use axum::http::StatusCode;
+use chat_proto::v1::chat_api_server::ChatApi;
+use chat_proto::v1::{
+    ApiPostRequest, ApiRoom, ApiRoomsRequest, ApiRoomsResult, HistoryRequest, HistoryResponse,
+    ListMembersRequest, ListMembersResult, SendMessageResult,
+};
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+/// The `ChatApi` service of one instance.
+pub(super) struct ApiGrpc {
+    /// The calls, and the instance's API rate (shared with HTTP).
+    api: Arc<ServerApi>,
+    /// Who may call.
+    access: AdminAccess,
+}
+
+impl ApiGrpc {
+    pub(super) fn new(api: Arc<ServerApi>, access: AdminAccess) -> ApiGrpc {
+        ApiGrpc { api, access }
+    }
+
+    /// Runs one call: the caller's credentials, the instance's API rate,
+    /// then `run`, in a span of its own; counts the call, and a refusal or
+    /// failure.
+    async fn answer<T, R, F>(
+        &self,
+        call: ApiCall,
+        request: Request<R>,
+        run: impl FnOnce(R) -> F,
+    ) -> Result<Response<T>, Status>
+    where
+        F: Future<Output = Result<T, RequestError>>,
+    {
+        let span = trace::request_span(span_name(call), 0, self.api.server_id(), None);
+        async {
+            let headers = request.metadata().clone().into_headers();
+            if let Some((status, body)) = self.access.api_refusal(&headers) {
+                self.api.refused(call);
+                let message = body.0["error"].as_str().unwrap_or_default().to_string();
+                return Err(match status {
+                    StatusCode::FORBIDDEN => {
+                        refuse(tonic::Code::PermissionDenied, "PERMISSION_DENIED", message)
+                    }
+                    _ => refuse(tonic::Code::Unauthenticated, "UNAUTHENTICATED", message),
+                });
+            }
+            let result = match self.api.admit(call) {
+                Ok(()) => run(request.into_inner()).await,
+                Err(e) => Err(e),
+            };
+            result.map(Response::new).map_err(|e| {
+                self.api.failed(call);
+                if trace::enabled() {
+                    let code = e.code().as_str_name().trim_start_matches("ERROR_CODE_");
+                    trace::record_error(&tracing::Span::current(), code);
+                }
+                refusal(&e)
+            })
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// The span of a call.
+fn span_name(call: ApiCall) -> &'static str {
+    match call {
+        ApiCall::Post => "chat.api.post",
+        ApiCall::Rooms => "chat.api.rooms",
+        ApiCall::Members => "chat.api.members",
+        ApiCall::History => "chat.api.history",
+    }
+}
+
+#[tonic::async_trait]
+impl ChatApi for ApiGrpc {
+    async fn post(
+        &self,
+        request: Request<ApiPostRequest>,
+    ) -> Result<Response<SendMessageResult>, Status> {
+        let api = &self.api;
+        self.answer(ApiCall::Post, request, |r| async move {
+            let author = match r.bot {
+                Some(bot) => Author::Bot {
+                    id: bot.id,
+                    name: bot.name,
+                },
+                None => Author::System,
+            };
+            let stored = api
+                .post(Post {
+                    room: r.room,
+                    author,
+                    idempotency_key: r.idempotency_key,
+                    text: r.text,
+                })
+                .await?;
+            Ok(SendMessageResult {
+                message_id: stored.id,
+                room: stored.message.room.to_string(),
+                sequence: stored.sequence,
+                server_time_unix_ms: stored.time_unix_ms,
+                client_message_id: stored.message.client_message_id,
+            })
+        })
+        .await
+    }
+
+    async fn list_rooms(
+        &self,
+        request: Request<ApiRoomsRequest>,
+    ) -> Result<Response<ApiRoomsResult>, Status> {
+        let api = &self.api;
+        self.answer(ApiCall::Rooms, request, |r| async move {
+            let after = (!r.after.is_empty()).then_some(r.after.as_str());
+            let page = api.rooms(after, r.limit as usize);
+            Ok(ApiRoomsResult {
+                rooms: page
+                    .rooms
+                    .into_iter()
+                    .map(|room| ApiRoom {
+                        room: room.room.to_string(),
+                        members: u32::try_from(room.members).unwrap_or(u32::MAX),
+                    })
+                    .collect(),
+                next: page.next.unwrap_or_default(),
+            })
+        })
+        .await
+    }
+
+    async fn list_members(
+        &self,
+        request: Request<ListMembersRequest>,
+    ) -> Result<Response<ListMembersResult>, Status> {
+        let api = &self.api;
+        self.answer(ApiCall::Members, request, |r| async move {
+            let members = api.members(&r.room)?;
+            Ok(ListMembersResult {
+                room: r.room,
+                members: members.iter().map(member).collect(),
+            })
+        })
+        .await
+    }
+
+    async fn history(
+        &self,
+        request: Request<HistoryRequest>,
+    ) -> Result<Response<HistoryResponse>, Status> {
+        let api = &self.api;
+        self.answer(ApiCall::History, request, |r| async move {
+            let room = r.room.clone();
+            api.history(&room, r).await
+        })
+        .await
+    }
+}
