@@ -5,10 +5,10 @@
 //! `endpoint::api`); who may call it is the endpoint's business, how often
 //! is this instance's API rate (`limits.api_rate`).
 
-use crate::domain::user::{BOT_PREFIX, SYSTEM_ID};
+use crate::domain::user::{self, BOT_PREFIX, SYSTEM_ID};
 use crate::domain::validate::{self, RoomName};
 use crate::domain::{RequestError, User};
-use crate::hub::Hub;
+use crate::hub::{Hub, MAX_DISCONNECT_REASON_BYTES};
 use crate::limiter::TokenBucket;
 use crate::metrics::{ApiCall, RateLimitedAction};
 use crate::session::history;
@@ -94,6 +94,17 @@ pub struct RoomSummary {
     pub room: RoomName,
     /// Its members (users, each once).
     pub members: usize,
+}
+
+/// A user as the cluster knows them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserSummary {
+    /// Their rooms, anywhere, by name.
+    pub rooms: Vec<RoomName>,
+    /// Their sessions on this instance.
+    pub sessions_here: usize,
+    /// The instances where they are in a room, by id.
+    pub instances: Vec<Arc<str>>,
 }
 
 /// One page of the room listing.
@@ -220,6 +231,40 @@ impl ServerApi {
         history::read(&self.hub, &RoomName::parse(room)?, request).await
     }
 
+    /// Ends every session of user `user_id` on every instance, telling
+    /// them `reason` (empty: a default text); returns how many ended here.
+    pub async fn disconnect(&self, user_id: &str, reason: &str) -> Result<usize, RequestError> {
+        user::user_id(user_id)?;
+        let reason = match reason {
+            "" => "the application ended your session",
+            r if r.len() > MAX_DISCONNECT_REASON_BYTES => {
+                return Err(RequestError::InvalidArgument(format!(
+                    "reason is {} bytes; the limit is {MAX_DISCONNECT_REASON_BYTES}",
+                    r.len()
+                )));
+            }
+            r if r.chars().any(char::is_control) => {
+                return Err(RequestError::InvalidArgument(
+                    "reason must not contain control characters".into(),
+                ));
+            }
+            r => r,
+        };
+        Ok(self.hub.disconnect_user(user_id, reason).await)
+    }
+
+    /// User `user_id` as the cluster knows them: their rooms, their
+    /// sessions here, and the instances where they are in a room.
+    pub fn user(&self, user_id: &str) -> Result<UserSummary, RequestError> {
+        user::user_id(user_id)?;
+        let (rooms, instances) = self.hub.user_presence(user_id);
+        Ok(UserSummary {
+            rooms,
+            sessions_here: self.hub.sessions_of(user_id),
+            instances,
+        })
+    }
+
     /// How long a refused caller should wait, for a `Retry-After`.
     pub fn retry_after(error: &RequestError) -> Option<Duration> {
         match error {
@@ -246,7 +291,7 @@ mod tests {
             (&*user.user_id, &*user.display_name),
             ("bot:news-feed.v2", "News")
         );
-        assert!(crate::domain::user::is_reserved(&user.user_id));
+        assert!(user::is_reserved(&user.user_id));
         for id in ["", "News", "a b", "ü", &"a".repeat(MAX_BOT_ID_BYTES + 1)] {
             let bad = Author::Bot {
                 id: id.into(),

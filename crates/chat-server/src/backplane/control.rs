@@ -13,7 +13,7 @@ pub struct Control {
     #[prost(string, tag = "1")]
     pub origin: String,
     /// What it says.
-    #[prost(oneof = "ControlKind", tags = "2, 3, 4, 5, 6, 8, 9")]
+    #[prost(oneof = "ControlKind", tags = "2, 3, 4, 5, 6, 8, 9, 10")]
     pub kind: Option<ControlKind>,
     /// Random for each process (never 0 when set): a message with this
     /// instance's `origin` but another incarnation comes from a second
@@ -50,6 +50,21 @@ pub enum ControlKind {
     /// instance hear of it (older instances ignore the kind).
     #[prost(message, tag = "9")]
     DirectOpened(DirectOpened),
+    /// An application ended a user's sessions: every instance ends its
+    /// own (older instances ignore the kind).
+    #[prost(message, tag = "10")]
+    Disconnect(DisconnectUser),
+}
+
+/// A user whose sessions end, and why, as a control message carries it.
+#[derive(Clone, PartialEq, Message)]
+pub struct DisconnectUser {
+    /// The user.
+    #[prost(string, tag = "1")]
+    pub user_id: String,
+    /// What the user is shown.
+    #[prost(string, tag = "2")]
+    pub reason: String,
 }
 
 /// A direct conversation, as a control message carries it.

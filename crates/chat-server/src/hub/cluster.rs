@@ -260,6 +260,15 @@ impl Cluster {
                     tracing::info!(instance = %origin, sessions = sent, "operator broadcast relayed");
                 }
             }
+            ControlKind::Disconnect(d) => {
+                // Hostile until checked: a user id, and a reason of bounded size.
+                if crate::domain::user::user_id(&d.user_id).is_ok()
+                    && d.reason.len() <= super::MAX_DISCONNECT_REASON_BYTES
+                {
+                    let ended = hub.disconnect_local(&d.user_id, &d.reason);
+                    tracing::info!(instance = %origin, user = %d.user_id, sessions = ended, "user disconnected by the server API");
+                }
+            }
             ControlKind::DirectOpened(opened) => {
                 // Hostile until checked: the room must be the pair's.
                 if let Some(direct) = valid_direct(&opened) {

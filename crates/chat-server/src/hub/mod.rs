@@ -16,7 +16,7 @@ pub use outbox::{Deferred, Direct, Outbox, OutboxStream, Taken, Wire, disconnect
 pub use rooms::{ConnId, Rooms};
 
 use crate::backplane::control::{
-    Broadcast, Control, ControlKind, DirectOpened, PresenceChange, PresenceEntry,
+    Broadcast, Control, ControlKind, DirectOpened, DisconnectUser, PresenceChange, PresenceEntry,
 };
 use crate::telemetry::trace::{self, TraceParent};
 use chat_util::lock;
@@ -35,8 +35,8 @@ use crate::store::{
 };
 use chat_proto::EncodedFrame;
 use chat_proto::v1::{
-    DirectConversation, Member, MemberJoined, MemberLeft, MessageEvent, MessageKind, Notification,
-    Reaction, server_frame::Frame,
+    DirectConversation, DisconnectReason, Member, MemberJoined, MemberLeft, MessageEvent,
+    MessageKind, Notification, Reaction, server_frame::Frame,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -227,6 +227,54 @@ impl Hub {
         }))
         .await;
         Ok(direct)
+    }
+
+    /// Ends the sessions of user `user_id` on this instance with a notice
+    /// saying `reason`; returns how many.
+    pub fn disconnect_local(&self, user_id: &str, reason: &str) -> usize {
+        let notice = disconnect_frame(DisconnectReason::Disconnected, reason, 0);
+        let mut ended = 0;
+        for shard in self.sessions.iter() {
+            for (user, outbox) in lock(shard).values() {
+                if **user == *user_id && !outbox.is_ended() {
+                    // Under the shard's lock: no socket is written here.
+                    outbox.disconnect(notice.clone());
+                    ended += 1;
+                }
+            }
+        }
+        ended
+    }
+
+    /// Ends every session of user `user_id`, on every instance, with a
+    /// notice saying `reason`; returns how many ended here.
+    pub async fn disconnect_user(&self, user_id: &str, reason: &str) -> usize {
+        let ended = self.disconnect_local(user_id, reason);
+        self.publish_control(ControlKind::Disconnect(DisconnectUser {
+            user_id: user_id.to_string(),
+            reason: reason.to_string(),
+        }))
+        .await;
+        ended
+    }
+
+    /// A user's rooms with members anywhere (by name), and the instances
+    /// where they are in one.
+    pub fn user_presence(&self, user_id: &str) -> (Vec<RoomName>, Vec<Arc<str>>) {
+        lock(&self.presence).user(user_id, self.server_id())
+    }
+
+    /// How many sessions user `user_id` has on this instance.
+    pub fn sessions_of(&self, user_id: &str) -> usize {
+        self.sessions
+            .iter()
+            .map(|shard| {
+                lock(shard)
+                    .values()
+                    .filter(|(user, outbox)| **user == *user_id && !outbox.is_ended())
+                    .count()
+            })
+            .sum()
     }
 
     /// Sends `text` as a notification to every client of this instance.
@@ -746,6 +794,9 @@ impl Hub {
         }
     }
 }
+
+/// The longest reason a user's sessions are ended with, in bytes.
+pub const MAX_DISCONNECT_REASON_BYTES: usize = 512;
 
 /// Who a numbered event comes from, where storing or publishing it differs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -20,7 +20,7 @@ use futures::Stream;
 use futures::task::AtomicWaker;
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -95,6 +95,9 @@ struct Shared {
     capacity: usize,
     /// Live producing ends: the stream ends when the last one goes.
     producers: AtomicUsize,
+    /// Whether the kick that ended it was [`Outbox::disconnect`] (an
+    /// application's), not an overflow.
+    disconnected: AtomicBool,
 }
 
 impl std::fmt::Debug for Shared {
@@ -262,6 +265,7 @@ pub fn outbox(capacity: usize) -> (Outbox, OutboxStream) {
         ended: CancellationToken::new(),
         capacity,
         producers: AtomicUsize::new(1),
+        disconnected: AtomicBool::new(false),
     });
     let stream = OutboxStream {
         shared: shared.clone(),
@@ -442,6 +446,20 @@ impl Outbox {
             "the client did not read its stream fast enough; reconnect to catch up",
             0,
         ));
+    }
+
+    /// [`Outbox::kick`] for an application ending the session through the
+    /// server API (the session then closes as disconnected).
+    pub fn disconnect(&self, notice: EncodedFrame) {
+        if !self.shared.ended.is_cancelled() {
+            self.shared.disconnected.store(true, Ordering::Relaxed);
+        }
+        self.kick(notice);
+    }
+
+    /// Whether [`Outbox::disconnect`] ended the stream.
+    pub fn was_disconnected(&self) -> bool {
+        self.shared.disconnected.load(Ordering::Relaxed)
     }
 
     /// Ends the stream now: `notice` is sent before anything still queued

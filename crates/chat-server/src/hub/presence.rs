@@ -30,6 +30,9 @@ pub struct Presence {
     /// The names of `rooms`, in order, so a listing reads one page of them
     /// instead of every room.
     names: BTreeSet<RoomName>,
+    /// Each user's rooms in `rooms`, so looking a user up reads only
+    /// theirs.
+    by_user: HashMap<Arc<str>, BTreeSet<RoomName>>,
     /// The other instances heard from, and what they hold.
     origins: HashMap<Arc<str>, Origin>,
     /// The (room, user) pairs with a connection here, as heartbeats carry
@@ -186,6 +189,27 @@ impl Presence {
             .take(limit)
             .map(|room| (room.clone(), self.count(room)))
             .collect()
+    }
+
+    /// User `user_id`'s rooms (by name) and the instances where they are
+    /// in one (`here` for this one), by id.
+    pub fn user(&self, user_id: &str, here: &str) -> (Vec<RoomName>, Vec<Arc<str>>) {
+        let Some(rooms) = self.by_user.get(user_id) else {
+            return (Vec::new(), Vec::new());
+        };
+        let mut instances: BTreeSet<Arc<str>> = BTreeSet::new();
+        for room in rooms {
+            if let Some(entry) = self.rooms.get(room).and_then(|users| users.get(user_id)) {
+                if entry.local > 0 {
+                    instances.insert(Arc::from(here));
+                }
+                instances.extend(entry.remote.iter().cloned());
+            }
+        }
+        (
+            rooms.iter().cloned().collect(),
+            instances.into_iter().collect(),
+        )
     }
 
     /// How many users `room` has: every entry is a present user once its
@@ -411,6 +435,10 @@ impl Presence {
         if !self.rooms.contains_key(room) {
             self.names.insert(room.clone());
         }
+        self.by_user
+            .entry(user.user_id.clone())
+            .or_default()
+            .insert(room.clone());
         self.rooms
             .entry(room.clone())
             .or_default()
@@ -442,6 +470,12 @@ impl Presence {
         if let Some(users) = self.rooms.get_mut(room) {
             if users.get(user_id).is_some_and(|u| !u.present()) {
                 users.remove(user_id);
+                if let Some(rooms) = self.by_user.get_mut(user_id) {
+                    rooms.remove(room);
+                    if rooms.is_empty() {
+                        self.by_user.remove(user_id);
+                    }
+                }
             }
             if users.is_empty() {
                 self.rooms.remove(room);
@@ -504,6 +538,16 @@ mod tests {
         p.local_leave(&room("r3"), "cat");
         assert_eq!(names(p.room_counts(None, 10)), [("r2".to_string(), 3)]);
         assert_eq!(p.names.len(), p.rooms.len());
+        let (rooms, instances) = p.user("ann", "a");
+        let rooms: Vec<&str> = rooms.iter().map(RoomName::as_str).collect();
+        let instances: Vec<&str> = instances.iter().map(|i| &**i).collect();
+        assert_eq!((rooms, instances), (vec!["r2"], vec!["a", "b"]));
+        assert_eq!(p.user("dan", "a").1, [Arc::from("b")], "only on b");
+        p.local_leave(&room("r2"), "ann");
+        p.local_leave(&room("r2"), "bob");
+        p.remote_set(&b, &room("r2"), &user("ann"), false, now);
+        assert!(p.user("ann", "a").0.is_empty());
+        assert!(!p.by_user.contains_key("ann"), "no entry left behind");
     }
 
     #[test]

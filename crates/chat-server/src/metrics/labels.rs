@@ -67,6 +67,8 @@ label_set! {
         ProtocolViolation => "protocol_violation",
         /// The server is draining.
         ServerShuttingDown => "server_shutting_down",
+        /// An application or operator ended it through the server API.
+        Disconnected => "disconnected",
     }
 }
 
@@ -140,6 +142,10 @@ label_set! {
         Members => "members",
         /// Reading a room's history.
         History => "history",
+        /// Ending a user's sessions.
+        Disconnect => "disconnect",
+        /// Looking a user up.
+        User => "user",
     }
 }
 

@@ -179,7 +179,10 @@ impl Session {
         let reason = loop {
             break tokio::select! {
                 biased;
-                _ = ended.cancelled() => CloseReason::SlowConsumer,
+                _ = ended.cancelled() => match self.outbox.was_disconnected() {
+                    true => CloseReason::Disconnected,
+                    false => CloseReason::SlowConsumer,
+                },
                 _ = shutdown.cancelled() => CloseReason::ServerShuttingDown,
                 _ = until(lifetime.as_mut()) => CloseReason::MaxLifetime,
                 _ = &mut expiry => CloseReason::TokenExpired,
@@ -255,6 +258,7 @@ impl Session {
                 0,
             ),
             CloseReason::SlowConsumer
+            | CloseReason::Disconnected
             | CloseReason::ProtocolViolation
             | CloseReason::ClientHungUp
             | CloseReason::ConnectionLost => return,

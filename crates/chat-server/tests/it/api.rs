@@ -513,7 +513,7 @@ async fn the_same_calls_over_grpc_with_the_same_answers_and_codes() {
 
     let mut c = with_token();
     c.limits.api_rate = 1.0;
-    c.limits.api_burst = 8;
+    c.limits.api_burst = 10;
     let server = TestServer::start(c).await;
     let (alice, mut alice_ev) = connect(&server.url(), "alice").await;
     alice.join("news").await.unwrap();
@@ -616,6 +616,42 @@ async fn the_same_calls_over_grpc_with_the_same_answers_and_codes() {
         (page.latest_sequence, page.messages[0].text.as_str()),
         (1, "deploy done")
     );
+    let found = api
+        .get_user(bearer(
+            chat_client::proto::ApiUserRequest {
+                user_id: "alice".into(),
+            },
+            TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (found.rooms, found.sessions_here),
+        (vec!["news".to_string()], 1)
+    );
+    let ended = api
+        .disconnect_user(bearer(
+            chat_client::proto::ApiDisconnectRequest {
+                user_id: "alice".into(),
+                reason: "bye".into(),
+            },
+            TOKEN,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ended.sessions_here, 1);
+    match expect_event(&mut alice_ev, "the notice", |e| {
+        matches!(e, Event::Disconnected { .. })
+    })
+    .await
+    {
+        Event::Disconnected {
+            notice: Some(n), ..
+        } => assert_eq!(n.message, "bye"),
+        other => panic!("{other:?}"),
+    }
     // HTTP and gRPC share the instance's API rate.
     let mut limited = None;
     for _ in 0..10 {

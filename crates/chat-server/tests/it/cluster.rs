@@ -1171,8 +1171,8 @@ macro_rules! suite {
     };
 }
 
-suite!(redis: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, edits_and_deletes_reach_every_instance_in_order, read_marks_are_shared_announced_once_and_reported_on_join, reactions_reach_every_instance_and_show_in_history, a_direct_conversation_reaches_both_users_everywhere_and_nobody_else, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected, an_application_posts_lists_and_reads_without_a_connection);
-suite!(nats: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, edits_and_deletes_reach_every_instance_in_order, read_marks_are_shared_announced_once_and_reported_on_join, reactions_reach_every_instance_and_show_in_history, a_direct_conversation_reaches_both_users_everywhere_and_nobody_else, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected, an_application_posts_lists_and_reads_without_a_connection);
+suite!(redis: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, edits_and_deletes_reach_every_instance_in_order, read_marks_are_shared_announced_once_and_reported_on_join, reactions_reach_every_instance_and_show_in_history, a_direct_conversation_reaches_both_users_everywhere_and_nobody_else, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected, an_application_posts_lists_and_reads_without_a_connection, an_application_disconnects_a_users_sessions_everywhere);
+suite!(nats: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, edits_and_deletes_reach_every_instance_in_order, read_marks_are_shared_announced_once_and_reported_on_join, reactions_reach_every_instance_and_show_in_history, a_direct_conversation_reaches_both_users_everywhere_and_nobody_else, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected, an_application_posts_lists_and_reads_without_a_connection, an_application_disconnects_a_users_sessions_everywhere);
 
 #[tokio::test]
 async fn redis_cluster_with_sharded_pub_sub() {
@@ -1338,6 +1338,97 @@ async fn an_application_posts_lists_and_reads_without_a_connection(backplane: Ba
             .collect();
         assert_eq!(texts, ["deploy done", "thanks"]);
     }
+    for s in servers {
+        s.stop().await;
+    }
+}
+
+async fn an_application_disconnects_a_users_sessions_everywhere(backplane: Backplane) {
+    let mut servers = Vec::new();
+    for id in ["a", "b"] {
+        let mut c = cluster_config(&backplane, id);
+        c.admin.token = "app-t0ken".into();
+        let s = TestServer::start(c).await;
+        wait_ready(&s, true).await;
+        servers.push(s);
+    }
+    let (a, b) = (&servers[0], &servers[1]);
+    let (alice, mut alice_ev) = connect(&a.url(), "alice").await;
+    let (alice_too, mut alice_too_ev) = connect(&b.url(), "alice").await;
+    let (bob, mut bob_ev) = connect(&b.url(), "bob").await;
+    alice.join("lobby").await.unwrap();
+    alice_too.join("dev").await.unwrap();
+    bob.join("lobby").await.unwrap();
+    wait_members(a, "dev", &["alice"]).await;
+    wait_members(a, "lobby", &["alice", "bob"]).await;
+    let api = |server: &TestServer,
+               method: &'static str,
+               path: &'static str,
+               body: Option<&'static str>| {
+        let addr = server.addr();
+        async move {
+            let mut request = HttpRequest::new(method, path).bearer("app-t0ken");
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let response = http(addr, request).await;
+            let body: serde_json::Value = serde_json::from_str(response.body.trim()).unwrap();
+            (response.status, body)
+        }
+    };
+    let (status, found) = api(a, "GET", "/v1/api/users/alice", None).await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["rooms"], serde_json::json!(["dev", "lobby"]));
+    assert_eq!(found["instances"], serde_json::json!(["a", "b"]));
+    assert_eq!(found["sessions_here"], 1);
+
+    let body = Some(r#"{"reason":"your account is suspended"}"#);
+    let (status, ended) = api(b, "POST", "/v1/api/users/alice/disconnect", body).await;
+    assert_eq!(
+        (status, &ended["sessions_here"]),
+        (200, &serde_json::json!(1)),
+        "{ended}"
+    );
+    for events in [&mut alice_ev, &mut alice_too_ev] {
+        match expect_event(events, "alice's notice", |e| {
+            matches!(e, Event::Disconnected { .. })
+        })
+        .await
+        {
+            Event::Disconnected {
+                notice: Some(n), ..
+            } => {
+                assert_eq!(
+                    n.reason,
+                    chat_client::proto::DisconnectReason::Disconnected as i32
+                );
+                assert_eq!(n.message, "your account is suspended");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    expect_no_event(&mut bob_ev, Duration::from_millis(300), |e| {
+        matches!(e, Event::Disconnected { .. })
+    })
+    .await;
+    for server in [a, b] {
+        let m = scrape_metrics(server.addr()).await;
+        assert_eq!(
+            m[r#"chat_connections_closed_total{reason="disconnected"}"#], 1.0,
+            "{m:?}"
+        );
+    }
+    let (status, refused) = api(
+        a,
+        "POST",
+        "/v1/api/users/alice/disconnect",
+        Some(r#"{"reason":"a\u0007b"}"#),
+    )
+    .await;
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (400, Some("INVALID_ARGUMENT"))
+    );
     for s in servers {
         s.stop().await;
     }

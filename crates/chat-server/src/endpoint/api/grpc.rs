@@ -13,7 +13,8 @@ use crate::telemetry::trace;
 use axum::http::StatusCode;
 use chat_proto::v1::chat_api_server::ChatApi;
 use chat_proto::v1::{
-    ApiPostRequest, ApiRoom, ApiRoomsRequest, ApiRoomsResult, HistoryRequest, HistoryResponse,
+    ApiDisconnectRequest, ApiDisconnectResult, ApiPostRequest, ApiRoom, ApiRoomsRequest,
+    ApiRoomsResult, ApiUserRequest, ApiUserResult, HistoryRequest, HistoryResponse,
     ListMembersRequest, ListMembersResult, SendMessageResult,
 };
 use std::sync::Arc;
@@ -45,7 +46,7 @@ impl ApiGrpc {
     where
         F: Future<Output = Result<T, RequestError>>,
     {
-        let span = trace::request_span(span_name(call), 0, self.api.server_id(), None);
+        let span = trace::request_span(super::span_name(call), 0, self.api.server_id(), None);
         async {
             let headers = request.metadata().clone().into_headers();
             if let Some((status, body)) = self.access.api_refusal(&headers) {
@@ -73,16 +74,6 @@ impl ApiGrpc {
         }
         .instrument(span)
         .await
-    }
-}
-
-/// The span of a call.
-fn span_name(call: ApiCall) -> &'static str {
-    match call {
-        ApiCall::Post => "chat.api.post",
-        ApiCall::Rooms => "chat.api.rooms",
-        ApiCall::Members => "chat.api.members",
-        ApiCall::History => "chat.api.history",
     }
 }
 
@@ -166,6 +157,37 @@ impl ChatApi for ApiGrpc {
         self.answer(ApiCall::History, request, |r| async move {
             let room = r.room.clone();
             api.history(&room, r).await
+        })
+        .await
+    }
+
+    async fn disconnect_user(
+        &self,
+        request: Request<ApiDisconnectRequest>,
+    ) -> Result<Response<ApiDisconnectResult>, Status> {
+        let api = &self.api;
+        self.answer(ApiCall::Disconnect, request, |r| async move {
+            let ended = api.disconnect(&r.user_id, &r.reason).await?;
+            Ok(ApiDisconnectResult {
+                sessions_here: u32::try_from(ended).unwrap_or(u32::MAX),
+            })
+        })
+        .await
+    }
+
+    async fn get_user(
+        &self,
+        request: Request<ApiUserRequest>,
+    ) -> Result<Response<ApiUserResult>, Status> {
+        let api = &self.api;
+        self.answer(ApiCall::User, request, |r| async move {
+            let user = api.user(&r.user_id)?;
+            Ok(ApiUserResult {
+                user_id: r.user_id,
+                rooms: user.rooms.iter().map(|room| room.to_string()).collect(),
+                sessions_here: u32::try_from(user.sessions_here).unwrap_or(u32::MAX),
+                instances: user.instances.iter().map(|i| i.to_string()).collect(),
+            })
         })
         .await
     }

@@ -15,7 +15,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post as post_route};
 use chat_proto::v1::{HistoryDirection, HistoryRequest, MessageEvent, MessageKind};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -40,6 +40,8 @@ pub(super) fn routes(api: Arc<ServerApi>, access: AdminAccess, max_text_bytes: u
         .route("/v1/api/rooms", get(rooms))
         .route("/v1/api/rooms/{room}/members", get(members))
         .route("/v1/api/rooms/{room}/messages", get(history).post(post))
+        .route("/v1/api/users/{user}", get(user))
+        .route("/v1/api/users/{user}/disconnect", post_route(disconnect))
         .route_layer(middleware::from_fn_with_state(endpoint.clone(), authorize))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(endpoint)
@@ -48,7 +50,13 @@ pub(super) fn routes(api: Arc<ServerApi>, access: AdminAccess, max_text_bytes: u
 /// The call a request is, by its method and path (for the metrics of a
 /// caller refused before its request is read).
 fn call_of(method: &Method, path: &str) -> ApiCall {
-    if path.ends_with("/members") {
+    if path.starts_with("/v1/api/users/") {
+        if path.ends_with("/disconnect") {
+            ApiCall::Disconnect
+        } else {
+            ApiCall::User
+        }
+    } else if path.ends_with("/members") {
         ApiCall::Members
     } else if path.ends_with("/messages") && method == Method::POST {
         ApiCall::Post
@@ -128,7 +136,7 @@ async fn answer<F>(endpoint: &Endpoint, call: ApiCall, run: F) -> Response
 where
     F: Future<Output = Result<Value, Failure>>,
 {
-    let span = trace::request_span(span_name(call), 0, endpoint.api.server_id(), None);
+    let span = trace::request_span(super::span_name(call), 0, endpoint.api.server_id(), None);
     async {
         let result = match endpoint.api.admit(call) {
             Ok(()) => run.await,
@@ -167,16 +175,6 @@ impl From<RequestError> for Failure {
 /// The contract's code of `e`, without its `ERROR_CODE_` prefix.
 fn code_of(e: &RequestError) -> &'static str {
     e.code().as_str_name().trim_start_matches("ERROR_CODE_")
-}
-
-/// The span of a call.
-fn span_name(call: ApiCall) -> &'static str {
-    match call {
-        ApiCall::Post => "chat.api.post",
-        ApiCall::Rooms => "chat.api.rooms",
-        ApiCall::Members => "chat.api.members",
-        ApiCall::History => "chat.api.history",
-    }
 }
 
 /// A path or query the caller got wrong.
@@ -333,6 +331,54 @@ async fn history(
             "room": page.room,
             "latest_sequence": page.latest_sequence,
             "messages": messages,
+        }))
+    })
+    .await
+}
+
+/// Body of `POST /v1/api/users/{user}/disconnect`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisconnectBody {
+    /// What the user is shown.
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /v1/api/users/{user}/disconnect`: ends every session of the
+/// user, on every instance.
+async fn disconnect(
+    State(endpoint): State<Arc<Endpoint>>,
+    user: Result<Path<String>, PathRejection>,
+    body: Result<Json<DisconnectBody>, JsonRejection>,
+) -> Response {
+    let api = &endpoint.api;
+    answer(&endpoint, ApiCall::Disconnect, async {
+        let Path(user) = user.map_err(|e| invalid(e.body_text()))?;
+        let Json(body) = body.map_err(bad_body)?;
+        let ended = api.disconnect(&user, &body.reason).await?;
+        Ok(json!({ "user_id": user, "sessions_here": ended }))
+    })
+    .await
+}
+
+/// `GET /v1/api/users/{user}`: the user's rooms and where they are
+/// connected.
+async fn user(
+    State(endpoint): State<Arc<Endpoint>>,
+    user: Result<Path<String>, PathRejection>,
+) -> Response {
+    let api = &endpoint.api;
+    answer(&endpoint, ApiCall::User, async {
+        let Path(user) = user.map_err(|e| invalid(e.body_text()))?;
+        let summary = api.user(&user)?;
+        let rooms: Vec<&str> = summary.rooms.iter().map(|r| r.as_str()).collect();
+        let instances: Vec<&str> = summary.instances.iter().map(|i| &**i).collect();
+        Ok(json!({
+            "user_id": user,
+            "rooms": rooms,
+            "sessions_here": summary.sessions_here,
+            "instances": instances,
         }))
     })
     .await

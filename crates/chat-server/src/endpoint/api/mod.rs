@@ -10,6 +10,7 @@ mod http;
 
 use crate::api::ServerApi;
 use crate::endpoint::admin::AdminAccess;
+use crate::metrics::ApiCall;
 use axum::Router;
 use chat_proto::v1::chat_api_server::ChatApiServer;
 use std::sync::Arc;
@@ -33,4 +34,16 @@ pub fn routes(api: ServerApi, access: AdminAccess, limits: Limits) -> Router {
         .max_decoding_message_size(limits.max_frame_bytes.max(limits.max_text_bytes * 2));
     http::routes(api, access, limits.max_text_bytes)
         .merge(tonic::service::Routes::new(grpc).into_axum_router())
+}
+
+/// The span of a call, whichever way it came.
+fn span_name(call: ApiCall) -> &'static str {
+    match call {
+        ApiCall::Post => "chat.api.post",
+        ApiCall::Rooms => "chat.api.rooms",
+        ApiCall::Members => "chat.api.members",
+        ApiCall::History => "chat.api.history",
+        ApiCall::Disconnect => "chat.api.disconnect",
+        ApiCall::User => "chat.api.user",
+    }
 }
