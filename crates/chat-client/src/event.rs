@@ -3,7 +3,7 @@
 use crate::error::ClientError;
 use chat_proto::v1::{
     DirectConversation, DisconnectNotice, JoinRoomResult, MemberJoined, MemberLeft, MessageEvent,
-    Notification, ReadReceipts, Typing, Welcome,
+    Notification, ReadReceipts, RemovedFromRoom, Typing, Welcome,
 };
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -46,6 +46,9 @@ pub enum Event {
     /// any session). With [`crate::ClientConfig::join_direct`] (the
     /// default) the client joins its room.
     DirectOpened(DirectConversation),
+    /// An application removed this user from one of the client's rooms
+    /// (server API): the client is no longer in it and does not rejoin it.
+    Removed(RemovedFromRoom),
     /// The session ended.
     Disconnected {
         /// The server's notice, if it sent one before closing.

@@ -43,6 +43,11 @@ export function dispatch(shared: Shared, frame: ServerFrame): void {
     case "readReceipts":
       shared.events.emit({ type: "readReceipts", room: f.value.room, positions: f.value.positions });
       return;
+    case "removed":
+      // Not rejoined after a reconnect.
+      shared.forget(f.value.room);
+      shared.events.emit({ type: "removed", room: f.value.room, reason: f.value.reason });
+      return;
     // The notice is reported with `disconnected` when the session ends; a
     // second Welcome and an empty frame mean nothing.
     case "disconnect":

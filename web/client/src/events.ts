@@ -79,6 +79,18 @@ export interface TypingEvent {
 }
 
 /**
+ * An application removed this user from one of the client's rooms (server
+ * API): the client is no longer in it and does not rejoin it.
+ */
+export interface RemovedEvent {
+  type: "removed";
+  /** The room. */
+  room: string;
+  /** Why, as the application put it (show it). */
+  reason: string;
+}
+
+/**
  * Members of one of the client's rooms (this user too, from another
  * session) have read it up to these sequences. Coalesced: about one event
  * a second per room.
@@ -146,6 +158,7 @@ export type ChatEvent =
   | MemberJoinedEvent
   | MemberLeftEvent
   | TypingEvent
+  | RemovedEvent
   | ReadReceiptsEvent
   | DirectOpenedEvent
   | NotificationEvent

@@ -14,6 +14,7 @@ export type {
   MemberJoinedEvent,
   MemberLeftEvent,
   TypingEvent,
+  RemovedEvent,
   ReadReceiptsEvent,
   DirectOpenedEvent,
   NotificationEvent,

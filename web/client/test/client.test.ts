@@ -612,3 +612,23 @@ test("an application's bot or the system is told apart from a person", () => {
   assert.equal(applicationSender("alice"), undefined);
   assert.equal(applicationSender("robot:x"), undefined);
 });
+
+test("a removal from a room is an event, and the room is not rejoined", async () => {
+  const server = new FakeServer();
+  const c = client(server);
+  const events = record(c);
+  const socket = await server.accepted();
+  await c.waitConnected();
+  const joining = c.join("lobby");
+  const frame = await socket.nextAny();
+  assert.equal(frame.request.case, "joinRoom");
+  socket.reply(frame, { case: "joinRoom", value: create(JoinRoomResultSchema, { room: "lobby" }) });
+  await joining;
+  assert.deepEqual(c.joinedRooms(), ["lobby"]);
+  socket.push({ frame: { case: "removed", value: { room: "lobby", reason: "off-topic" } } });
+  await until(() => events.some((e) => e.type === "removed"), "the removal");
+  const removed = events.find((e) => e.type === "removed");
+  assert.ok(removed?.type === "removed");
+  assert.deepEqual([removed.room, removed.reason], ["lobby", "off-topic"]);
+  assert.deepEqual(c.joinedRooms(), []);
+});

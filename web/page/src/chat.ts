@@ -123,6 +123,7 @@ export class Chat {
       c.on("notification", ({ notification }) => this.notices.add(notification)),
       c.on("readReceipts", ({ room, positions }) => this.onReadReceipts(room, positions)),
       c.on("directOpened", ({ conversation }) => this.onDirect(conversation, false)),
+      c.on("removed", ({ room, reason }) => this.onRemoved(room, reason)),
       c.on("typing", (event) => {
         if (this.rooms.has(event.room)) this.typing.on(event, this.you?.userId);
       }),
@@ -445,6 +446,14 @@ export class Chat {
       }
     }
     this.drop(name);
+  }
+
+  /** An application removed the user from `room`: it goes, and a notice says why. */
+  private onRemoved(room: string, reason: string): void {
+    if (!this.rooms.has(room)) return;
+    const text = `You were removed from ${room}: ${reason}`;
+    this.notices.add({ text, serverTimeUnixMs: BigInt(Date.now()) } as proto.Notification);
+    this.drop(room);
   }
 
   /** Forgets room `name`. */

@@ -41,6 +41,11 @@ pub(super) async fn dispatch(inner: &Arc<Inner>, events: &mpsc::Sender<Event>, f
             }
             Event::DirectOpened(d)
         }
+        Some(Frame::Removed(r)) => {
+            // Not rejoined after a reconnect.
+            inner.forget(&r.room);
+            Event::Removed(r)
+        }
         // The notice is reported with `Disconnected` when the stream ends.
         Some(Frame::Disconnect(_)) | Some(Frame::Welcome(_)) | None => return,
     };

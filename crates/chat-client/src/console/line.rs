@@ -412,6 +412,7 @@ pub fn format_event(event: &Event) -> String {
         }
         Event::MemberLeft(m) => format!("member-left {} {}", m.room, one_line(&display(&m.member))),
         Event::Notification(n) => format!("notification {}", one_line(&n.text)),
+        Event::Removed(r) => format!("removed {}: {}", r.room, one_line(&r.reason)),
         Event::DirectOpened(d) => format!(
             "direct-opened {} {} {}",
             d.room,

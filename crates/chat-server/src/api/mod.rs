@@ -96,6 +96,24 @@ pub struct RoomSummary {
     pub members: usize,
 }
 
+/// `reason` if it is one the user may be shown: up to
+/// [`MAX_DISCONNECT_REASON_BYTES`], no control characters; `default` for
+/// an empty one.
+fn valid_reason<'a>(reason: &'a str, default: &'static str) -> Result<&'a str, RequestError> {
+    if reason.len() > MAX_DISCONNECT_REASON_BYTES {
+        return Err(RequestError::InvalidArgument(format!(
+            "reason is {} bytes; the limit is {MAX_DISCONNECT_REASON_BYTES}",
+            reason.len()
+        )));
+    }
+    if reason.chars().any(char::is_control) {
+        return Err(RequestError::InvalidArgument(
+            "reason must not contain control characters".into(),
+        ));
+    }
+    Ok(if reason.is_empty() { default } else { reason })
+}
+
 /// A user as the cluster knows them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UserSummary {
@@ -235,22 +253,23 @@ impl ServerApi {
     /// them `reason` (empty: a default text); returns how many ended here.
     pub async fn disconnect(&self, user_id: &str, reason: &str) -> Result<usize, RequestError> {
         user::user_id(user_id)?;
-        let reason = match reason {
-            "" => "the application ended your session",
-            r if r.len() > MAX_DISCONNECT_REASON_BYTES => {
-                return Err(RequestError::InvalidArgument(format!(
-                    "reason is {} bytes; the limit is {MAX_DISCONNECT_REASON_BYTES}",
-                    r.len()
-                )));
-            }
-            r if r.chars().any(char::is_control) => {
-                return Err(RequestError::InvalidArgument(
-                    "reason must not contain control characters".into(),
-                ));
-            }
-            r => r,
-        };
+        let reason = valid_reason(reason, "the application ended your session")?;
         Ok(self.hub.disconnect_user(user_id, reason).await)
+    }
+
+    /// Takes user `user_id` out of `room` on every instance, telling them
+    /// `reason` (empty: a default text); returns how many of their sessions
+    /// here were told.
+    pub async fn remove(
+        &self,
+        room: &str,
+        user_id: &str,
+        reason: &str,
+    ) -> Result<usize, RequestError> {
+        let room = RoomName::parse(room)?;
+        user::user_id(user_id)?;
+        let reason = valid_reason(reason, "the application removed you from the room")?;
+        Ok(self.hub.remove_member(&room, user_id, reason).await)
     }
 
     /// User `user_id` as the cluster knows them: their rooms, their

@@ -13,7 +13,7 @@ pub struct Control {
     #[prost(string, tag = "1")]
     pub origin: String,
     /// What it says.
-    #[prost(oneof = "ControlKind", tags = "2, 3, 4, 5, 6, 8, 9, 10")]
+    #[prost(oneof = "ControlKind", tags = "2, 3, 4, 5, 6, 8, 9, 10, 11")]
     pub kind: Option<ControlKind>,
     /// Random for each process (never 0 when set): a message with this
     /// instance's `origin` but another incarnation comes from a second
@@ -54,6 +54,24 @@ pub enum ControlKind {
     /// own (older instances ignore the kind).
     #[prost(message, tag = "10")]
     Disconnect(DisconnectUser),
+    /// An application removed a user from a room: every instance removes
+    /// its connections of the user (older instances ignore the kind).
+    #[prost(message, tag = "11")]
+    Remove(RemoveMember),
+}
+
+/// A user to take out of a room, and why, as a control message carries it.
+#[derive(Clone, PartialEq, Message)]
+pub struct RemoveMember {
+    /// The room.
+    #[prost(string, tag = "1")]
+    pub room: String,
+    /// The user.
+    #[prost(string, tag = "2")]
+    pub user_id: String,
+    /// What the user is shown.
+    #[prost(string, tag = "3")]
+    pub reason: String,
 }
 
 /// A user whose sessions end, and why, as a control message carries it.

@@ -269,6 +269,16 @@ impl Cluster {
                     tracing::info!(instance = %origin, user = %d.user_id, sessions = ended, "user disconnected by the server API");
                 }
             }
+            ControlKind::Remove(r) => {
+                // Hostile until checked, like a disconnect; and a room name.
+                if let Ok(room) = RoomName::parse(&r.room)
+                    && crate::domain::user::user_id(&r.user_id).is_ok()
+                    && r.reason.len() <= super::MAX_DISCONNECT_REASON_BYTES
+                {
+                    let told = hub.remove_local(&room, &r.user_id, &r.reason);
+                    tracing::info!(instance = %origin, %room, user = %r.user_id, sessions = told, "member removed by the server API");
+                }
+            }
             ControlKind::DirectOpened(opened) => {
                 // Hostile until checked: the room must be the pair's.
                 if let Some(direct) = valid_direct(&opened) {

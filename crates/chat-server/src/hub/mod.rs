@@ -17,6 +17,7 @@ pub use rooms::{ConnId, Rooms};
 
 use crate::backplane::control::{
     Broadcast, Control, ControlKind, DirectOpened, DisconnectUser, PresenceChange, PresenceEntry,
+    RemoveMember,
 };
 use crate::telemetry::trace::{self, TraceParent};
 use chat_util::lock;
@@ -256,6 +257,36 @@ impl Hub {
         }))
         .await;
         ended
+    }
+
+    /// Tells the sessions of user `user_id` on this instance to leave
+    /// `room` (those in it do, and their clients hear `reason`); returns
+    /// how many were told.
+    pub fn remove_local(&self, room: &RoomName, user_id: &str, reason: &str) -> usize {
+        let reason: Arc<str> = Arc::from(reason);
+        let mut told = 0;
+        for shard in self.sessions.iter() {
+            for (user, outbox) in lock(shard).values() {
+                if **user == *user_id && !outbox.is_ended() {
+                    outbox.remove_from(room, &reason);
+                    told += 1;
+                }
+            }
+        }
+        told
+    }
+
+    /// Takes user `user_id` out of `room` on every instance, telling them
+    /// `reason`; returns how many sessions here were told.
+    pub async fn remove_member(&self, room: &RoomName, user_id: &str, reason: &str) -> usize {
+        let told = self.remove_local(room, user_id, reason);
+        self.publish_control(ControlKind::Remove(RemoveMember {
+            room: room.to_string(),
+            user_id: user_id.to_string(),
+            reason: reason.to_string(),
+        }))
+        .await;
+        told
     }
 
     /// A user's rooms with members anywhere (by name), and the instances

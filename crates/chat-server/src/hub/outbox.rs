@@ -13,6 +13,7 @@
 //! nothing else); only what the socket does not take at once is queued, and
 //! the consumer writes it, in order, before anything newer.
 
+use crate::domain::validate::RoomName;
 use chat_proto::EncodedFrame;
 use chat_proto::v1::{DisconnectNotice, DisconnectReason, server_frame::Frame};
 use chat_util::lock;
@@ -32,6 +33,10 @@ pub const BURST_SLACK: usize = 64;
 
 /// How often [`Outbox::burst_read`] looks.
 const BURST_POLL: Duration = Duration::from_millis(10);
+
+/// Removals a session may have waiting at most (more are dropped: the
+/// session takes them as soon as it runs).
+const MAX_REMOVALS: usize = 256;
 
 /// Queue slots an empty queue keeps; a larger queue (a burst's) is
 /// released once drained.
@@ -98,6 +103,9 @@ struct Shared {
     /// Whether the kick that ended it was [`Outbox::disconnect`] (an
     /// application's), not an overflow.
     disconnected: AtomicBool,
+    /// Wakes the session when rooms it must leave are waiting in
+    /// `State::removals`.
+    removed: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Shared {
@@ -133,6 +141,9 @@ struct State {
     taken: bool,
     /// Where frames go directly while nothing is queued or taken.
     wire: Option<Box<dyn Wire>>,
+    /// Rooms an application removed the user from, and why, for the
+    /// session to leave ([`Outbox::remove_from`]).
+    removals: Vec<(RoomName, Arc<str>)>,
 }
 
 /// How a push may reach the socket.
@@ -266,6 +277,7 @@ pub fn outbox(capacity: usize) -> (Outbox, OutboxStream) {
         capacity,
         producers: AtomicUsize::new(1),
         disconnected: AtomicBool::new(false),
+        removed: tokio::sync::Notify::new(),
     });
     let stream = OutboxStream {
         shared: shared.clone(),
@@ -457,6 +469,28 @@ impl Outbox {
         self.kick(notice);
     }
 
+    /// Asks the session to leave `room` (an application removed its user),
+    /// telling the client `reason`.
+    pub fn remove_from(&self, room: &RoomName, reason: &Arc<str>) {
+        let mut state = lock(&self.shared.state);
+        if state.removals.len() < MAX_REMOVALS {
+            state.removals.push((room.clone(), reason.clone()));
+        }
+        drop(state);
+        self.shared.removed.notify_one();
+    }
+
+    /// What the session waits on for rooms to leave (not a producer: it
+    /// keeps no stream open).
+    pub fn removals(&self) -> Removals {
+        Removals(self.shared.clone())
+    }
+
+    /// The rooms to leave, and why; empties them.
+    pub fn take_removals(&self) -> Vec<(RoomName, Arc<str>)> {
+        std::mem::take(&mut lock(&self.shared.state).removals)
+    }
+
     /// Whether [`Outbox::disconnect`] ended the stream.
     pub fn was_disconnected(&self) -> bool {
         self.shared.disconnected.load(Ordering::Relaxed)
@@ -504,6 +538,16 @@ impl Outbox {
     /// Whether the connection was kicked or finished.
     pub fn is_ended(&self) -> bool {
         self.shared.ended.is_cancelled()
+    }
+}
+
+/// Waits for rooms an application removed the session's user from.
+pub struct Removals(Arc<Shared>);
+
+impl Removals {
+    /// Resolves when rooms to leave are waiting ([`Outbox::take_removals`]).
+    pub async fn wait(&self) {
+        self.0.removed.notified().await;
     }
 }
 

@@ -146,6 +146,8 @@ label_set! {
         Disconnect => "disconnect",
         /// Looking a user up.
         User => "user",
+        /// Taking a user out of a room.
+        Remove => "remove",
     }
 }
 

@@ -20,8 +20,9 @@ use crate::telemetry::trace::{self, TraceParent};
 use chat_proto::EncodedFrame;
 use chat_proto::v1::{
     ClientFrame, DirectConversation, DisconnectReason, JoinRoomResult, LeaveRoomResult,
-    ListDirectResult, ListMembersResult, ListRoomsResult, MarkReadResult, PongResult, Reply,
-    SendMessageResult, TypingResult, Welcome, client_frame::Request, reply, server_frame::Frame,
+    ListDirectResult, ListMembersResult, ListRoomsResult, MarkReadResult, PongResult,
+    RemovedFromRoom, Reply, SendMessageResult, TypingResult, Welcome, client_frame::Request, reply,
+    server_frame::Frame,
 };
 use chat_util::now_unix_ms;
 use futures::{Stream, StreamExt};
@@ -169,6 +170,7 @@ impl Session {
         S: Stream<Item = Result<ClientFrame, InboundError>> + Unpin,
     {
         let ended = self.outbox.ended().clone();
+        let removals = self.outbox.removals();
         let idle_timeout = self.idle_timeout;
         let idle = tokio::time::sleep(idle_timeout);
         tokio::pin!(idle);
@@ -187,6 +189,12 @@ impl Session {
                 _ = until(lifetime.as_mut()) => CloseReason::MaxLifetime,
                 _ = &mut expiry => CloseReason::TokenExpired,
                 _ = &mut idle => CloseReason::IdleTimeout,
+                () = removals.wait() => {
+                    for (room, reason) in self.outbox.take_removals() {
+                        self.removed(room, &reason).await;
+                    }
+                    continue;
+                }
                 next = inbound.next() => match next {
                     Some(Ok(frame)) => {
                         idle.as_mut().reset(Instant::now() + idle_timeout);
@@ -521,6 +529,23 @@ impl Session {
             self.typing_in = None;
             self.hub.typing(room, &self.user, false).await;
         }
+    }
+
+    /// An application removed this user from `room`: if this connection
+    /// is in it, it leaves it and the client is told why.
+    async fn removed(&mut self, room: RoomName, reason: &str) {
+        if !self.rooms.contains(&room) {
+            return;
+        }
+        self.stopped_typing(&room).await;
+        self.rooms.remove(&room);
+        self.hub.leave(&room, self.conn, &self.user).await;
+        tracing::info!(%room, reason, "removed by the server API");
+        self.outbox
+            .push(EncodedFrame::from(Frame::Removed(RemovedFromRoom {
+                room: room.to_string(),
+                reason: reason.to_string(),
+            })));
     }
 
     async fn leave(&mut self, room: &str) -> Result<reply::Result, RequestError> {

@@ -1171,8 +1171,8 @@ macro_rules! suite {
     };
 }
 
-suite!(redis: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, edits_and_deletes_reach_every_instance_in_order, read_marks_are_shared_announced_once_and_reported_on_join, reactions_reach_every_instance_and_show_in_history, a_direct_conversation_reaches_both_users_everywhere_and_nobody_else, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected, an_application_posts_lists_and_reads_without_a_connection, an_application_disconnects_a_users_sessions_everywhere);
-suite!(nats: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, edits_and_deletes_reach_every_instance_in_order, read_marks_are_shared_announced_once_and_reported_on_join, reactions_reach_every_instance_and_show_in_history, a_direct_conversation_reaches_both_users_everywhere_and_nobody_else, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected, an_application_posts_lists_and_reads_without_a_connection, an_application_disconnects_a_users_sessions_everywhere);
+suite!(redis: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, edits_and_deletes_reach_every_instance_in_order, read_marks_are_shared_announced_once_and_reported_on_join, reactions_reach_every_instance_and_show_in_history, a_direct_conversation_reaches_both_users_everywhere_and_nobody_else, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected, an_application_posts_lists_and_reads_without_a_connection, an_application_disconnects_a_users_sessions_everywhere, an_application_removes_a_user_from_a_room_everywhere);
+suite!(nats: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, edits_and_deletes_reach_every_instance_in_order, read_marks_are_shared_announced_once_and_reported_on_join, reactions_reach_every_instance_and_show_in_history, a_direct_conversation_reaches_both_users_everywhere_and_nobody_else, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected, an_application_posts_lists_and_reads_without_a_connection, an_application_disconnects_a_users_sessions_everywhere, an_application_removes_a_user_from_a_room_everywhere);
 
 #[tokio::test]
 async fn redis_cluster_with_sharded_pub_sub() {
@@ -1429,6 +1429,53 @@ async fn an_application_disconnects_a_users_sessions_everywhere(backplane: Backp
         (status, refused["code"].as_str()),
         (400, Some("INVALID_ARGUMENT"))
     );
+    for s in servers {
+        s.stop().await;
+    }
+}
+
+async fn an_application_removes_a_user_from_a_room_everywhere(backplane: Backplane) {
+    let mut servers = Vec::new();
+    for id in ["a", "b"] {
+        let mut c = cluster_config(&backplane, id);
+        c.admin.token = "app-t0ken".into();
+        let s = TestServer::start(c).await;
+        wait_ready(&s, true).await;
+        servers.push(s);
+    }
+    let (a, b) = (&servers[0], &servers[1]);
+    let (alice, mut alice_ev) = connect(&a.url(), "alice").await;
+    let (alice_too, mut alice_too_ev) = connect(&b.url(), "alice").await;
+    let (bob, mut bob_ev) = connect(&b.url(), "bob").await;
+    for c in [&alice, &alice_too, &bob] {
+        c.join("lobby").await.unwrap();
+    }
+    alice.join("dev").await.unwrap();
+    wait_members(a, "lobby", &["alice", "bob"]).await;
+    let remove = HttpRequest::new("POST", "/v1/api/rooms/lobby/members/alice/remove")
+        .bearer("app-t0ken")
+        .json(r#"{"reason":"off-topic"}"#);
+    let response = http(a.addr(), remove).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    for events in [&mut alice_ev, &mut alice_too_ev] {
+        match expect_event(events, "removed", |e| matches!(e, Event::Removed(_))).await {
+            Event::Removed(r) => {
+                assert_eq!((r.room.as_str(), r.reason.as_str()), ("lobby", "off-topic"))
+            }
+            _ => unreachable!(),
+        }
+    }
+    expect_event(&mut bob_ev, "alice left", |e| left(e, "alice")).await;
+    for server in [a, b] {
+        wait_members(server, "lobby", &["bob"]).await;
+    }
+    // Out of that room only, and not rejoined; nothing bars a new join.
+    assert_eq!(alice.rooms(), ["dev"]);
+    let refused = alice.send("lobby", "hello?").await;
+    assert_eq!(refusal(refused), ErrorCode::NotAMember);
+    alice.send("dev", "still here").await.unwrap();
+    alice.join("lobby").await.unwrap();
+    wait_members(b, "lobby", &["alice", "bob"]).await;
     for s in servers {
         s.stop().await;
     }

@@ -35,6 +35,13 @@ impl App {
                 }
             }
             Event::Typing(t) => self.on_typing(t),
+            Event::Removed(r) => {
+                self.typing.remove(&r.room);
+                let text = format!("removed from {}: {}", r.room, r.reason);
+                self.push_room(&r.room, Entry::now(Kind::Error(text.clone())));
+                self.error(text);
+                self.sync_rooms();
+            }
             Event::DirectOpened(d) => {
                 let peer = d
                     .peer

@@ -13,9 +13,9 @@ use crate::telemetry::trace;
 use axum::http::StatusCode;
 use chat_proto::v1::chat_api_server::ChatApi;
 use chat_proto::v1::{
-    ApiDisconnectRequest, ApiDisconnectResult, ApiPostRequest, ApiRoom, ApiRoomsRequest,
-    ApiRoomsResult, ApiUserRequest, ApiUserResult, HistoryRequest, HistoryResponse,
-    ListMembersRequest, ListMembersResult, SendMessageResult,
+    ApiDisconnectRequest, ApiDisconnectResult, ApiPostRequest, ApiRemoveRequest, ApiRemoveResult,
+    ApiRoom, ApiRoomsRequest, ApiRoomsResult, ApiUserRequest, ApiUserResult, HistoryRequest,
+    HistoryResponse, ListMembersRequest, ListMembersResult, SendMessageResult,
 };
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -170,6 +170,20 @@ impl ChatApi for ApiGrpc {
             let ended = api.disconnect(&r.user_id, &r.reason).await?;
             Ok(ApiDisconnectResult {
                 sessions_here: u32::try_from(ended).unwrap_or(u32::MAX),
+            })
+        })
+        .await
+    }
+
+    async fn remove_member(
+        &self,
+        request: Request<ApiRemoveRequest>,
+    ) -> Result<Response<ApiRemoveResult>, Status> {
+        let api = &self.api;
+        self.answer(ApiCall::Remove, request, |r| async move {
+            let told = api.remove(&r.room, &r.user_id, &r.reason).await?;
+            Ok(ApiRemoveResult {
+                sessions_here: u32::try_from(told).unwrap_or(u32::MAX),
             })
         })
         .await

@@ -39,6 +39,10 @@ pub(super) fn routes(api: Arc<ServerApi>, access: AdminAccess, max_text_bytes: u
     Router::new()
         .route("/v1/api/rooms", get(rooms))
         .route("/v1/api/rooms/{room}/members", get(members))
+        .route(
+            "/v1/api/rooms/{room}/members/{user}/remove",
+            post_route(remove),
+        )
         .route("/v1/api/rooms/{room}/messages", get(history).post(post))
         .route("/v1/api/users/{user}", get(user))
         .route("/v1/api/users/{user}/disconnect", post_route(disconnect))
@@ -50,7 +54,9 @@ pub(super) fn routes(api: Arc<ServerApi>, access: AdminAccess, max_text_bytes: u
 /// The call a request is, by its method and path (for the metrics of a
 /// caller refused before its request is read).
 fn call_of(method: &Method, path: &str) -> ApiCall {
-    if path.starts_with("/v1/api/users/") {
+    if path.ends_with("/remove") {
+        ApiCall::Remove
+    } else if path.starts_with("/v1/api/users/") {
         if path.ends_with("/disconnect") {
             ApiCall::Disconnect
         } else {
@@ -336,7 +342,7 @@ async fn history(
     .await
 }
 
-/// Body of `POST /v1/api/users/{user}/disconnect`.
+/// Body of `POST /v1/api/users/{user}/disconnect` and of a removal.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DisconnectBody {
@@ -358,6 +364,23 @@ async fn disconnect(
         let Json(body) = body.map_err(bad_body)?;
         let ended = api.disconnect(&user, &body.reason).await?;
         Ok(json!({ "user_id": user, "sessions_here": ended }))
+    })
+    .await
+}
+
+/// `POST /v1/api/rooms/{room}/members/{user}/remove`: takes the user out
+/// of the room on every instance.
+async fn remove(
+    State(endpoint): State<Arc<Endpoint>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: Result<Json<DisconnectBody>, JsonRejection>,
+) -> Response {
+    let api = &endpoint.api;
+    answer(&endpoint, ApiCall::Remove, async {
+        let Path((room, user)) = path.map_err(|e| invalid(e.body_text()))?;
+        let Json(body) = body.map_err(bad_body)?;
+        let told = api.remove(&room, &user, &body.reason).await?;
+        Ok(json!({ "room": room, "user_id": user, "sessions_here": told }))
     })
     .await
 }

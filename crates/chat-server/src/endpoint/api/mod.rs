@@ -45,5 +45,6 @@ fn span_name(call: ApiCall) -> &'static str {
         ApiCall::History => "chat.api.history",
         ApiCall::Disconnect => "chat.api.disconnect",
         ApiCall::User => "chat.api.user",
+        ApiCall::Remove => "chat.api.remove",
     }
 }

@@ -37,7 +37,65 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file chat/v1/chat.proto.
  */
 export const file_chat_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("ChJjaGF0L3YxL2NoYXQucHJvdG8SB2NoYXQudjEiNwoUQXBpRGlzY29ubmVjdFJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiLAoTQXBpRGlzY29ubmVjdFJlc3VsdBIVCg1zZXNzaW9uc19oZXJlGAEgASgNIiEKDkFwaVVzZXJSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkiWQoNQXBpVXNlclJlc3VsdBIPCgd1c2VyX2lkGAEgASgJEg0KBXJvb21zGAIgAygJEhUKDXNlc3Npb25zX2hlcmUYAyABKA0SEQoJaW5zdGFuY2VzGAQgAygJImMKDkFwaVBvc3RSZXF1ZXN0EgwKBHJvb20YASABKAkSDAoEdGV4dBgCIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAyABKAkSHAoDYm90GAQgASgLMg8uY2hhdC52MS5BcGlCb3QiIgoGQXBpQm90EgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkiLwoPQXBpUm9vbXNSZXF1ZXN0Eg0KBWFmdGVyGAEgASgJEg0KBWxpbWl0GAIgASgNIj8KDkFwaVJvb21zUmVzdWx0Eh8KBXJvb21zGAEgAygLMhAuY2hhdC52MS5BcGlSb29tEgwKBG5leHQYAiABKAkiKAoHQXBpUm9vbRIMCgRyb29tGAEgASgJEg8KB21lbWJlcnMYAiABKA0icgoOSGlzdG9yeVJlcXVlc3QSDAoEcm9vbRgBIAEoCRIsCglkaXJlY3Rpb24YAiABKA4yGS5jaGF0LnYxLkhpc3RvcnlEaXJlY3Rpb24SFQoNZnJvbV9zZXF1ZW5jZRgDIAEoBBINCgVsaW1pdBgEIAEoDSJhCg9IaXN0b3J5UmVzcG9uc2USDAoEcm9vbRgBIAEoCRInCghtZXNzYWdlcxgCIAMoCzIVLmNoYXQudjEuTWVzc2FnZUV2ZW50EhcKD2xhdGVzdF9zZXF1ZW5jZRgDIAEoBCLjBQoLQ2xpZW50RnJhbWUSEgoKcmVxdWVzdF9pZBgBIAEoBBITCgt0cmFjZXBhcmVudBgCIAEoCRItCglqb2luX3Jvb20YCiABKAsyGC5jaGF0LnYxLkpvaW5Sb29tUmVxdWVzdEgAEi8KCmxlYXZlX3Jvb20YCyABKAsyGS5jaGF0LnYxLkxlYXZlUm9vbVJlcXVlc3RIABIzCgxzZW5kX21lc3NhZ2UYDCABKAsyGy5jaGF0LnYxLlNlbmRNZXNzYWdlUmVxdWVzdEgAEjMKDGxpc3RfbWVtYmVycxgNIAEoCzIbLmNoYXQudjEuTGlzdE1lbWJlcnNSZXF1ZXN0SAASLwoKbGlzdF9yb29tcxgOIAEoCzIZLmNoYXQudjEuTGlzdFJvb21zUmVxdWVzdEgAEiQKBHBpbmcYDyABKAsyFC5jaGF0LnYxLlBpbmdSZXF1ZXN0SAASKgoHaGlzdG9yeRgQIAEoCzIXLmNoYXQudjEuSGlzdG9yeVJlcXVlc3RIABIoCgZ0eXBpbmcYESABKAsyFi5jaGF0LnYxLlR5cGluZ1JlcXVlc3RIABIzCgxlZGl0X21lc3NhZ2UYEiABKAsyGy5jaGF0LnYxLkVkaXRNZXNzYWdlUmVxdWVzdEgAEjcKDmRlbGV0ZV9tZXNzYWdlGBMgASgLMh0uY2hhdC52MS5EZWxldGVNZXNzYWdlUmVxdWVzdEgAEi0KCW1hcmtfcmVhZBgUIAEoCzIYLmNoYXQudjEuTWFya1JlYWRSZXF1ZXN0SAASJgoFcmVhY3QYFSABKAsyFS5jaGF0LnYxLlJlYWN0UmVxdWVzdEgAEjEKC29wZW5fZGlyZWN0GBYgASgLMhouY2hhdC52MS5PcGVuRGlyZWN0UmVxdWVzdEgAEjEKC2xpc3RfZGlyZWN0GBcgASgLMhouY2hhdC52MS5MaXN0RGlyZWN0UmVxdWVzdEgAQgkKB3JlcXVlc3QiJAoRT3BlbkRpcmVjdFJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCSITChFMaXN0RGlyZWN0UmVxdWVzdCJBChJEaXJlY3RDb252ZXJzYXRpb24SDAoEcm9vbRgBIAEoCRIdCgRwZWVyGAIgASgLMg8uY2hhdC52MS5NZW1iZXIiRgoQTGlzdERpcmVjdFJlc3VsdBIyCg1jb252ZXJzYXRpb25zGAEgAygLMhsuY2hhdC52MS5EaXJlY3RDb252ZXJzYXRpb24iZQoMUmVhY3RSZXF1ZXN0EgwKBHJvb20YASABKAkSEAoIc2VxdWVuY2UYAiABKAQSDQoFZW1vamkYAyABKAkSCwoDYWRkGAQgASgIEhkKEWNsaWVudF9tZXNzYWdlX2lkGAUgASgJIjEKD01hcmtSZWFkUmVxdWVzdBIMCgRyb29tGAEgASgJEhAKCHNlcXVlbmNlGAIgASgEIl0KEkVkaXRNZXNzYWdlUmVxdWVzdBIMCgRyb29tGAEgASgJEhAKCHNlcXVlbmNlGAIgASgEEgwKBHRleHQYAyABKAkSGQoRY2xpZW50X21lc3NhZ2VfaWQYBCABKAkiUQoURGVsZXRlTWVzc2FnZVJlcXVlc3QSDAoEcm9vbRgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoBBIZChFjbGllbnRfbWVzc2FnZV9pZBgDIAEoCSItCg1UeXBpbmdSZXF1ZXN0EgwKBHJvb20YASABKAkSDgoGdHlwaW5nGAIgASgIIk8KD0pvaW5Sb29tUmVxdWVzdBIMCgRyb29tGAEgASgJEhsKDnNpbmNlX3NlcXVlbmNlGAIgASgESACIAQFCEQoPX3NpbmNlX3NlcXVlbmNlIiAKEExlYXZlUm9vbVJlcXVlc3QSDAoEcm9vbRgBIAEoCSJLChJTZW5kTWVzc2FnZVJlcXVlc3QSDAoEcm9vbRgBIAEoCRIZChFjbGllbnRfbWVzc2FnZV9pZBgCIAEoCRIMCgR0ZXh0GAMgASgJIiIKEkxpc3RNZW1iZXJzUmVxdWVzdBIMCgRyb29tGAEgASgJIhIKEExpc3RSb29tc1JlcXVlc3QiKgoLUGluZ1JlcXVlc3QSGwoTY2xpZW50X3RpbWVfdW5peF9tcxgBIAEoAyLLAwoLU2VydmVyRnJhbWUSHwoFcmVwbHkYASABKAsyDi5jaGF0LnYxLlJlcGx5SAASIwoHd2VsY29tZRgCIAEoCzIQLmNoYXQudjEuV2VsY29tZUgAEigKB21lc3NhZ2UYAyABKAsyFS5jaGF0LnYxLk1lc3NhZ2VFdmVudEgAEi4KDW1lbWJlcl9qb2luZWQYBCABKAsyFS5jaGF0LnYxLk1lbWJlckpvaW5lZEgAEioKC21lbWJlcl9sZWZ0GAUgASgLMhMuY2hhdC52MS5NZW1iZXJMZWZ0SAASLQoMbm90aWZpY2F0aW9uGAYgASgLMhUuY2hhdC52MS5Ob3RpZmljYXRpb25IABIvCgpkaXNjb25uZWN0GAcgASgLMhkuY2hhdC52MS5EaXNjb25uZWN0Tm90aWNlSAASIQoGdHlwaW5nGAggASgLMg8uY2hhdC52MS5UeXBpbmdIABIuCg1yZWFkX3JlY2VpcHRzGAkgASgLMhUuY2hhdC52MS5SZWFkUmVjZWlwdHNIABI0Cg1kaXJlY3Rfb3BlbmVkGAogASgLMhsuY2hhdC52MS5EaXJlY3RDb252ZXJzYXRpb25IAEIHCgVmcmFtZSLBAQoHV2VsY29tZRIVCg1jb25uZWN0aW9uX2lkGAEgASgJEhwKA3lvdRgCIAEoCzIPLmNoYXQudjEuTWVtYmVyEhsKE3NlcnZlcl90aW1lX3VuaXhfbXMYAyABKAMSFgoObWF4X3RleHRfYnl0ZXMYBCABKA0SIAoYbWF4X3Jvb21zX3Blcl9jb25uZWN0aW9uGAUgASgNEhcKD2lkbGVfdGltZW91dF9tcxgGIAEoDRIRCglzZXJ2ZXJfaWQYByABKAkiLwoGTWVtYmVyEg8KB3VzZXJfaWQYASABKAkSFAoMZGlzcGxheV9uYW1lGAIgASgJIuIFCgVSZXBseRISCgpyZXF1ZXN0X2lkGAEgASgEEh8KBWVycm9yGAIgASgLMg4uY2hhdC52MS5FcnJvckgAEiwKCWpvaW5fcm9vbRgKIAEoCzIXLmNoYXQudjEuSm9pblJvb21SZXN1bHRIABIuCgpsZWF2ZV9yb29tGAsgASgLMhguY2hhdC52MS5MZWF2ZVJvb21SZXN1bHRIABIyCgxzZW5kX21lc3NhZ2UYDCABKAsyGi5jaGF0LnYxLlNlbmRNZXNzYWdlUmVzdWx0SAASMgoMbGlzdF9tZW1iZXJzGA0gASgLMhouY2hhdC52MS5MaXN0TWVtYmVyc1Jlc3VsdEgAEi4KCmxpc3Rfcm9vbXMYDiABKAsyGC5jaGF0LnYxLkxpc3RSb29tc1Jlc3VsdEgAEiMKBHBvbmcYDyABKAsyEy5jaGF0LnYxLlBvbmdSZXN1bHRIABIrCgdoaXN0b3J5GBAgASgLMhguY2hhdC52MS5IaXN0b3J5UmVzcG9uc2VIABInCgZ0eXBpbmcYESABKAsyFS5jaGF0LnYxLlR5cGluZ1Jlc3VsdEgAEjIKDGVkaXRfbWVzc2FnZRgSIAEoCzIaLmNoYXQudjEuU2VuZE1lc3NhZ2VSZXN1bHRIABI0Cg5kZWxldGVfbWVzc2FnZRgTIAEoCzIaLmNoYXQudjEuU2VuZE1lc3NhZ2VSZXN1bHRIABIsCgltYXJrX3JlYWQYFCABKAsyFy5jaGF0LnYxLk1hcmtSZWFkUmVzdWx0SAASKwoFcmVhY3QYFSABKAsyGi5jaGF0LnYxLlNlbmRNZXNzYWdlUmVzdWx0SAASMgoLb3Blbl9kaXJlY3QYFiABKAsyGy5jaGF0LnYxLkRpcmVjdENvbnZlcnNhdGlvbkgAEjAKC2xpc3RfZGlyZWN0GBcgASgLMhkuY2hhdC52MS5MaXN0RGlyZWN0UmVzdWx0SABCCAoGcmVzdWx0IlIKBUVycm9yEiAKBGNvZGUYASABKA4yEi5jaGF0LnYxLkVycm9yQ29kZRIPCgdtZXNzYWdlGAIgASgJEhYKDnJldHJ5X2FmdGVyX21zGAMgASgNItoBCg5Kb2luUm9vbVJlc3VsdBIMCgRyb29tGAEgASgJEiAKB21lbWJlcnMYAiADKAsyDy5jaGF0LnYxLk1lbWJlchIXCg9sYXRlc3Rfc2VxdWVuY2UYAyABKAQSHgoWYmFja2xvZ19hZnRlcl9zZXF1ZW5jZRgEIAEoBBIaChJiYWNrbG9nX2luY29tcGxldGUYBSABKAgSFgoOc2VxdWVuY2VfcmVzZXQYBiABKAgSFQoNcmVhZF9zZXF1ZW5jZRgHIAEoBBIUCgx1bnJlYWRfY291bnQYCCABKA0iSwoOTWFya1JlYWRSZXN1bHQSDAoEcm9vbRgBIAEoCRIVCg1yZWFkX3NlcXVlbmNlGAIgASgEEhQKDHVucmVhZF9jb3VudBgDIAEoDSJGCgxSZWFkUmVjZWlwdHMSDAoEcm9vbRgBIAEoCRIoCglwb3NpdGlvbnMYAiADKAsyFS5jaGF0LnYxLlJlYWRQb3NpdGlvbiJBCgxSZWFkUG9zaXRpb24SHwoGbWVtYmVyGAEgASgLMg8uY2hhdC52MS5NZW1iZXISEAoIc2VxdWVuY2UYAiABKAQiHwoPTGVhdmVSb29tUmVzdWx0EgwKBHJvb20YASABKAkifwoRU2VuZE1lc3NhZ2VSZXN1bHQSEgoKbWVzc2FnZV9pZBgBIAEoCRIMCgRyb29tGAIgASgJEhAKCHNlcXVlbmNlGAMgASgEEhsKE3NlcnZlcl90aW1lX3VuaXhfbXMYBCABKAMSGQoRY2xpZW50X21lc3NhZ2VfaWQYBSABKAkiQwoRTGlzdE1lbWJlcnNSZXN1bHQSDAoEcm9vbRgBIAEoCRIgCgdtZW1iZXJzGAIgAygLMg8uY2hhdC52MS5NZW1iZXIiIAoPTGlzdFJvb21zUmVzdWx0Eg0KBXJvb21zGAEgAygJIkYKClBvbmdSZXN1bHQSGwoTY2xpZW50X3RpbWVfdW5peF9tcxgBIAEoAxIbChNzZXJ2ZXJfdGltZV91bml4X21zGAIgASgDIg4KDFR5cGluZ1Jlc3VsdCLRAgoMTWVzc2FnZUV2ZW50EhIKCm1lc3NhZ2VfaWQYASABKAkSDAoEcm9vbRgCIAEoCRIQCghzZXF1ZW5jZRgDIAEoBBIfCgZzZW5kZXIYBCABKAsyDy5jaGF0LnYxLk1lbWJlchIMCgR0ZXh0GAUgASgJEhsKE3NlcnZlcl90aW1lX3VuaXhfbXMYBiABKAMSGQoRY2xpZW50X21lc3NhZ2VfaWQYByABKAkSIgoEa2luZBgIIAEoDjIULmNoYXQudjEuTWVzc2FnZUtpbmQSFwoPdGFyZ2V0X3NlcXVlbmNlGAkgASgEEhkKEWVkaXRlZF9hdF91bml4X21zGAogASgDEg8KB2RlbGV0ZWQYCyABKAgSJAoJcmVhY3Rpb25zGAwgAygLMhEuY2hhdC52MS5SZWFjdGlvbhIXCg9lZGl0ZWRfc2VxdWVuY2UYDSABKAQiSgoIUmVhY3Rpb24SDQoFZW1vamkYASABKAkSDQoFY291bnQYAiABKA0SIAoHbWVtYmVycxgDIAMoCzIPLmNoYXQudjEuTWVtYmVyIn0KBlR5cGluZxIMCgRyb29tGAEgASgJEiAKB3R5cGlzdHMYBSADKAsyDy5jaGF0LnYxLk1lbWJlchINCgVjb3VudBgGIAEoDRIYChBleHBpcmVzX2FmdGVyX21zGAQgASgNSgQIAhADSgQIAxAEUgZtZW1iZXJSBnR5cGluZyI9CgxNZW1iZXJKb2luZWQSDAoEcm9vbRgBIAEoCRIfCgZtZW1iZXIYAiABKAsyDy5jaGF0LnYxLk1lbWJlciI7CgpNZW1iZXJMZWZ0EgwKBHJvb20YASABKAkSHwoGbWVtYmVyGAIgASgLMg8uY2hhdC52MS5NZW1iZXIiOQoMTm90aWZpY2F0aW9uEgwKBHRleHQYASABKAkSGwoTc2VydmVyX3RpbWVfdW5peF9tcxgCIAEoAyJqChBEaXNjb25uZWN0Tm90aWNlEikKBnJlYXNvbhgBIAEoDjIZLmNoYXQudjEuRGlzY29ubmVjdFJlYXNvbhIPCgdtZXNzYWdlGAIgASgJEhoKEnJlY29ubmVjdF9hZnRlcl9tcxgDIAEoDSpRChBIaXN0b3J5RGlyZWN0aW9uEh4KGkhJU1RPUllfRElSRUNUSU9OX0JBQ0tXQVJEEAASHQoZSElTVE9SWV9ESVJFQ1RJT05fRk9SV0FSRBABKr8DCglFcnJvckNvZGUSGgoWRVJST1JfQ09ERV9VTlNQRUNJRklFRBAAEh8KG0VSUk9SX0NPREVfSU5WQUxJRF9BUkdVTUVOVBABEiAKHEVSUk9SX0NPREVfTUVTU0FHRV9UT09fTEFSR0UQAhIbChdFUlJPUl9DT0RFX05PVF9BX01FTUJFUhADEh8KG0VSUk9SX0NPREVfQUxSRUFEWV9BX01FTUJFUhAEEh0KGUVSUk9SX0NPREVfVE9PX01BTllfUk9PTVMQBRIbChdFUlJPUl9DT0RFX1JBVEVfTElNSVRFRBAGEh4KGkVSUk9SX0NPREVfVU5BVVRIRU5USUNBVEVEEAcSIAocRVJST1JfQ09ERV9QRVJNSVNTSU9OX0RFTklFRBAIEhoKFkVSUk9SX0NPREVfVU5BVkFJTEFCTEUQCRIXChNFUlJPUl9DT0RFX0lOVEVSTkFMEAoSIAocRVJST1JfQ09ERV9NRVNTQUdFX05PVF9GT1VORBALEh0KGUVSUk9SX0NPREVfTk9UX1RIRV9BVVRIT1IQDBIhCh1FUlJPUl9DT0RFX1RPT19NQU5ZX1JFQUNUSU9OUxANKpsBCgtNZXNzYWdlS2luZBIYChRNRVNTQUdFX0tJTkRfTUVTU0FHRRAAEhUKEU1FU1NBR0VfS0lORF9FRElUEAESFwoTTUVTU0FHRV9LSU5EX0RFTEVURRACEh8KG01FU1NBR0VfS0lORF9SRUFDVElPTl9BRERFRBADEiEKHU1FU1NBR0VfS0lORF9SRUFDVElPTl9SRU1PVkVEEAQquQIKEERpc2Nvbm5lY3RSZWFzb24SIQodRElTQ09OTkVDVF9SRUFTT05fVU5TUEVDSUZJRUQQABIjCh9ESVNDT05ORUNUX1JFQVNPTl9TSFVUVElOR19ET1dOEAESIwofRElTQ09OTkVDVF9SRUFTT05fU0xPV19DT05TVU1FUhACEiIKHkRJU0NPTk5FQ1RfUkVBU09OX0FVVEhfRVhQSVJFRBADEiIKHkRJU0NPTk5FQ1RfUkVBU09OX0lETEVfVElNRU9VVBAEEigKJERJU0NPTk5FQ1RfUkVBU09OX1BST1RPQ09MX1ZJT0xBVElPThAFEiIKHkRJU0NPTk5FQ1RfUkVBU09OX01BWF9MSUZFVElNRRAGEiIKHkRJU0NPTk5FQ1RfUkVBU09OX0RJU0NPTk5FQ1RFRBAHMoYBCgtDaGF0U2VydmljZRI5CgdTZXNzaW9uEhQuY2hhdC52MS5DbGllbnRGcmFtZRoULmNoYXQudjEuU2VydmVyRnJhbWUoATABEjwKB0hpc3RvcnkSFy5jaGF0LnYxLkhpc3RvcnlSZXF1ZXN0GhguY2hhdC52MS5IaXN0b3J5UmVzcG9uc2UylwMKB0NoYXRBcGkSOwoEUG9zdBIXLmNoYXQudjEuQXBpUG9zdFJlcXVlc3QaGi5jaGF0LnYxLlNlbmRNZXNzYWdlUmVzdWx0Ej4KCUxpc3RSb29tcxIYLmNoYXQudjEuQXBpUm9vbXNSZXF1ZXN0GhcuY2hhdC52MS5BcGlSb29tc1Jlc3VsdBJGCgtMaXN0TWVtYmVycxIbLmNoYXQudjEuTGlzdE1lbWJlcnNSZXF1ZXN0GhouY2hhdC52MS5MaXN0TWVtYmVyc1Jlc3VsdBI8CgdIaXN0b3J5EhcuY2hhdC52MS5IaXN0b3J5UmVxdWVzdBoYLmNoYXQudjEuSGlzdG9yeVJlc3BvbnNlEk0KDkRpc2Nvbm5lY3RVc2VyEh0uY2hhdC52MS5BcGlEaXNjb25uZWN0UmVxdWVzdBocLmNoYXQudjEuQXBpRGlzY29ubmVjdFJlc3VsdBI6CgdHZXRVc2VyEhcuY2hhdC52MS5BcGlVc2VyUmVxdWVzdBoWLmNoYXQudjEuQXBpVXNlclJlc3VsdEIpCgtkZXYuY2hhdC52MVABWg5jaGF0L3YxO2NoYXR2MaoCB0NoYXQuVjFiBnByb3RvMw");
+  fileDesc("ChJjaGF0L3YxL2NoYXQucHJvdG8SB2NoYXQudjEiQQoQQXBpUmVtb3ZlUmVxdWVzdBIMCgRyb29tGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSDgoGcmVhc29uGAMgASgJIigKD0FwaVJlbW92ZVJlc3VsdBIVCg1zZXNzaW9uc19oZXJlGAEgASgNIjcKFEFwaURpc2Nvbm5lY3RSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSDgoGcmVhc29uGAIgASgJIiwKE0FwaURpc2Nvbm5lY3RSZXN1bHQSFQoNc2Vzc2lvbnNfaGVyZRgBIAEoDSIhCg5BcGlVc2VyUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJIlkKDUFwaVVzZXJSZXN1bHQSDwoHdXNlcl9pZBgBIAEoCRINCgVyb29tcxgCIAMoCRIVCg1zZXNzaW9uc19oZXJlGAMgASgNEhEKCWluc3RhbmNlcxgEIAMoCSJjCg5BcGlQb3N0UmVxdWVzdBIMCgRyb29tGAEgASgJEgwKBHRleHQYAiABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJEhwKA2JvdBgEIAEoCzIPLmNoYXQudjEuQXBpQm90IiIKBkFwaUJvdBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJIi8KD0FwaVJvb21zUmVxdWVzdBINCgVhZnRlchgBIAEoCRINCgVsaW1pdBgCIAEoDSI/Cg5BcGlSb29tc1Jlc3VsdBIfCgVyb29tcxgBIAMoCzIQLmNoYXQudjEuQXBpUm9vbRIMCgRuZXh0GAIgASgJIigKB0FwaVJvb20SDAoEcm9vbRgBIAEoCRIPCgdtZW1iZXJzGAIgASgNInIKDkhpc3RvcnlSZXF1ZXN0EgwKBHJvb20YASABKAkSLAoJZGlyZWN0aW9uGAIgASgOMhkuY2hhdC52MS5IaXN0b3J5RGlyZWN0aW9uEhUKDWZyb21fc2VxdWVuY2UYAyABKAQSDQoFbGltaXQYBCABKA0iYQoPSGlzdG9yeVJlc3BvbnNlEgwKBHJvb20YASABKAkSJwoIbWVzc2FnZXMYAiADKAsyFS5jaGF0LnYxLk1lc3NhZ2VFdmVudBIXCg9sYXRlc3Rfc2VxdWVuY2UYAyABKAQi4wUKC0NsaWVudEZyYW1lEhIKCnJlcXVlc3RfaWQYASABKAQSEwoLdHJhY2VwYXJlbnQYAiABKAkSLQoJam9pbl9yb29tGAogASgLMhguY2hhdC52MS5Kb2luUm9vbVJlcXVlc3RIABIvCgpsZWF2ZV9yb29tGAsgASgLMhkuY2hhdC52MS5MZWF2ZVJvb21SZXF1ZXN0SAASMwoMc2VuZF9tZXNzYWdlGAwgASgLMhsuY2hhdC52MS5TZW5kTWVzc2FnZVJlcXVlc3RIABIzCgxsaXN0X21lbWJlcnMYDSABKAsyGy5jaGF0LnYxLkxpc3RNZW1iZXJzUmVxdWVzdEgAEi8KCmxpc3Rfcm9vbXMYDiABKAsyGS5jaGF0LnYxLkxpc3RSb29tc1JlcXVlc3RIABIkCgRwaW5nGA8gASgLMhQuY2hhdC52MS5QaW5nUmVxdWVzdEgAEioKB2hpc3RvcnkYECABKAsyFy5jaGF0LnYxLkhpc3RvcnlSZXF1ZXN0SAASKAoGdHlwaW5nGBEgASgLMhYuY2hhdC52MS5UeXBpbmdSZXF1ZXN0SAASMwoMZWRpdF9tZXNzYWdlGBIgASgLMhsuY2hhdC52MS5FZGl0TWVzc2FnZVJlcXVlc3RIABI3Cg5kZWxldGVfbWVzc2FnZRgTIAEoCzIdLmNoYXQudjEuRGVsZXRlTWVzc2FnZVJlcXVlc3RIABItCgltYXJrX3JlYWQYFCABKAsyGC5jaGF0LnYxLk1hcmtSZWFkUmVxdWVzdEgAEiYKBXJlYWN0GBUgASgLMhUuY2hhdC52MS5SZWFjdFJlcXVlc3RIABIxCgtvcGVuX2RpcmVjdBgWIAEoCzIaLmNoYXQudjEuT3BlbkRpcmVjdFJlcXVlc3RIABIxCgtsaXN0X2RpcmVjdBgXIAEoCzIaLmNoYXQudjEuTGlzdERpcmVjdFJlcXVlc3RIAEIJCgdyZXF1ZXN0IiQKEU9wZW5EaXJlY3RSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkiEwoRTGlzdERpcmVjdFJlcXVlc3QiQQoSRGlyZWN0Q29udmVyc2F0aW9uEgwKBHJvb20YASABKAkSHQoEcGVlchgCIAEoCzIPLmNoYXQudjEuTWVtYmVyIkYKEExpc3REaXJlY3RSZXN1bHQSMgoNY29udmVyc2F0aW9ucxgBIAMoCzIbLmNoYXQudjEuRGlyZWN0Q29udmVyc2F0aW9uImUKDFJlYWN0UmVxdWVzdBIMCgRyb29tGAEgASgJEhAKCHNlcXVlbmNlGAIgASgEEg0KBWVtb2ppGAMgASgJEgsKA2FkZBgEIAEoCBIZChFjbGllbnRfbWVzc2FnZV9pZBgFIAEoCSIxCg9NYXJrUmVhZFJlcXVlc3QSDAoEcm9vbRgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoBCJdChJFZGl0TWVzc2FnZVJlcXVlc3QSDAoEcm9vbRgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoBBIMCgR0ZXh0GAMgASgJEhkKEWNsaWVudF9tZXNzYWdlX2lkGAQgASgJIlEKFERlbGV0ZU1lc3NhZ2VSZXF1ZXN0EgwKBHJvb20YASABKAkSEAoIc2VxdWVuY2UYAiABKAQSGQoRY2xpZW50X21lc3NhZ2VfaWQYAyABKAkiLQoNVHlwaW5nUmVxdWVzdBIMCgRyb29tGAEgASgJEg4KBnR5cGluZxgCIAEoCCJPCg9Kb2luUm9vbVJlcXVlc3QSDAoEcm9vbRgBIAEoCRIbCg5zaW5jZV9zZXF1ZW5jZRgCIAEoBEgAiAEBQhEKD19zaW5jZV9zZXF1ZW5jZSIgChBMZWF2ZVJvb21SZXF1ZXN0EgwKBHJvb20YASABKAkiSwoSU2VuZE1lc3NhZ2VSZXF1ZXN0EgwKBHJvb20YASABKAkSGQoRY2xpZW50X21lc3NhZ2VfaWQYAiABKAkSDAoEdGV4dBgDIAEoCSIiChJMaXN0TWVtYmVyc1JlcXVlc3QSDAoEcm9vbRgBIAEoCSISChBMaXN0Um9vbXNSZXF1ZXN0IioKC1BpbmdSZXF1ZXN0EhsKE2NsaWVudF90aW1lX3VuaXhfbXMYASABKAMi+AMKC1NlcnZlckZyYW1lEh8KBXJlcGx5GAEgASgLMg4uY2hhdC52MS5SZXBseUgAEiMKB3dlbGNvbWUYAiABKAsyEC5jaGF0LnYxLldlbGNvbWVIABIoCgdtZXNzYWdlGAMgASgLMhUuY2hhdC52MS5NZXNzYWdlRXZlbnRIABIuCg1tZW1iZXJfam9pbmVkGAQgASgLMhUuY2hhdC52MS5NZW1iZXJKb2luZWRIABIqCgttZW1iZXJfbGVmdBgFIAEoCzITLmNoYXQudjEuTWVtYmVyTGVmdEgAEi0KDG5vdGlmaWNhdGlvbhgGIAEoCzIVLmNoYXQudjEuTm90aWZpY2F0aW9uSAASLwoKZGlzY29ubmVjdBgHIAEoCzIZLmNoYXQudjEuRGlzY29ubmVjdE5vdGljZUgAEiEKBnR5cGluZxgIIAEoCzIPLmNoYXQudjEuVHlwaW5nSAASLgoNcmVhZF9yZWNlaXB0cxgJIAEoCzIVLmNoYXQudjEuUmVhZFJlY2VpcHRzSAASNAoNZGlyZWN0X29wZW5lZBgKIAEoCzIbLmNoYXQudjEuRGlyZWN0Q29udmVyc2F0aW9uSAASKwoHcmVtb3ZlZBgLIAEoCzIYLmNoYXQudjEuUmVtb3ZlZEZyb21Sb29tSABCBwoFZnJhbWUiLwoPUmVtb3ZlZEZyb21Sb29tEgwKBHJvb20YASABKAkSDgoGcmVhc29uGAIgASgJIsEBCgdXZWxjb21lEhUKDWNvbm5lY3Rpb25faWQYASABKAkSHAoDeW91GAIgASgLMg8uY2hhdC52MS5NZW1iZXISGwoTc2VydmVyX3RpbWVfdW5peF9tcxgDIAEoAxIWCg5tYXhfdGV4dF9ieXRlcxgEIAEoDRIgChhtYXhfcm9vbXNfcGVyX2Nvbm5lY3Rpb24YBSABKA0SFwoPaWRsZV90aW1lb3V0X21zGAYgASgNEhEKCXNlcnZlcl9pZBgHIAEoCSIvCgZNZW1iZXISDwoHdXNlcl9pZBgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAki4gUKBVJlcGx5EhIKCnJlcXVlc3RfaWQYASABKAQSHwoFZXJyb3IYAiABKAsyDi5jaGF0LnYxLkVycm9ySAASLAoJam9pbl9yb29tGAogASgLMhcuY2hhdC52MS5Kb2luUm9vbVJlc3VsdEgAEi4KCmxlYXZlX3Jvb20YCyABKAsyGC5jaGF0LnYxLkxlYXZlUm9vbVJlc3VsdEgAEjIKDHNlbmRfbWVzc2FnZRgMIAEoCzIaLmNoYXQudjEuU2VuZE1lc3NhZ2VSZXN1bHRIABIyCgxsaXN0X21lbWJlcnMYDSABKAsyGi5jaGF0LnYxLkxpc3RNZW1iZXJzUmVzdWx0SAASLgoKbGlzdF9yb29tcxgOIAEoCzIYLmNoYXQudjEuTGlzdFJvb21zUmVzdWx0SAASIwoEcG9uZxgPIAEoCzITLmNoYXQudjEuUG9uZ1Jlc3VsdEgAEisKB2hpc3RvcnkYECABKAsyGC5jaGF0LnYxLkhpc3RvcnlSZXNwb25zZUgAEicKBnR5cGluZxgRIAEoCzIVLmNoYXQudjEuVHlwaW5nUmVzdWx0SAASMgoMZWRpdF9tZXNzYWdlGBIgASgLMhouY2hhdC52MS5TZW5kTWVzc2FnZVJlc3VsdEgAEjQKDmRlbGV0ZV9tZXNzYWdlGBMgASgLMhouY2hhdC52MS5TZW5kTWVzc2FnZVJlc3VsdEgAEiwKCW1hcmtfcmVhZBgUIAEoCzIXLmNoYXQudjEuTWFya1JlYWRSZXN1bHRIABIrCgVyZWFjdBgVIAEoCzIaLmNoYXQudjEuU2VuZE1lc3NhZ2VSZXN1bHRIABIyCgtvcGVuX2RpcmVjdBgWIAEoCzIbLmNoYXQudjEuRGlyZWN0Q29udmVyc2F0aW9uSAASMAoLbGlzdF9kaXJlY3QYFyABKAsyGS5jaGF0LnYxLkxpc3REaXJlY3RSZXN1bHRIAEIICgZyZXN1bHQiUgoFRXJyb3ISIAoEY29kZRgBIAEoDjISLmNoYXQudjEuRXJyb3JDb2RlEg8KB21lc3NhZ2UYAiABKAkSFgoOcmV0cnlfYWZ0ZXJfbXMYAyABKA0i2gEKDkpvaW5Sb29tUmVzdWx0EgwKBHJvb20YASABKAkSIAoHbWVtYmVycxgCIAMoCzIPLmNoYXQudjEuTWVtYmVyEhcKD2xhdGVzdF9zZXF1ZW5jZRgDIAEoBBIeChZiYWNrbG9nX2FmdGVyX3NlcXVlbmNlGAQgASgEEhoKEmJhY2tsb2dfaW5jb21wbGV0ZRgFIAEoCBIWCg5zZXF1ZW5jZV9yZXNldBgGIAEoCBIVCg1yZWFkX3NlcXVlbmNlGAcgASgEEhQKDHVucmVhZF9jb3VudBgIIAEoDSJLCg5NYXJrUmVhZFJlc3VsdBIMCgRyb29tGAEgASgJEhUKDXJlYWRfc2VxdWVuY2UYAiABKAQSFAoMdW5yZWFkX2NvdW50GAMgASgNIkYKDFJlYWRSZWNlaXB0cxIMCgRyb29tGAEgASgJEigKCXBvc2l0aW9ucxgCIAMoCzIVLmNoYXQudjEuUmVhZFBvc2l0aW9uIkEKDFJlYWRQb3NpdGlvbhIfCgZtZW1iZXIYASABKAsyDy5jaGF0LnYxLk1lbWJlchIQCghzZXF1ZW5jZRgCIAEoBCIfCg9MZWF2ZVJvb21SZXN1bHQSDAoEcm9vbRgBIAEoCSJ/ChFTZW5kTWVzc2FnZVJlc3VsdBISCgptZXNzYWdlX2lkGAEgASgJEgwKBHJvb20YAiABKAkSEAoIc2VxdWVuY2UYAyABKAQSGwoTc2VydmVyX3RpbWVfdW5peF9tcxgEIAEoAxIZChFjbGllbnRfbWVzc2FnZV9pZBgFIAEoCSJDChFMaXN0TWVtYmVyc1Jlc3VsdBIMCgRyb29tGAEgASgJEiAKB21lbWJlcnMYAiADKAsyDy5jaGF0LnYxLk1lbWJlciIgCg9MaXN0Um9vbXNSZXN1bHQSDQoFcm9vbXMYASADKAkiRgoKUG9uZ1Jlc3VsdBIbChNjbGllbnRfdGltZV91bml4X21zGAEgASgDEhsKE3NlcnZlcl90aW1lX3VuaXhfbXMYAiABKAMiDgoMVHlwaW5nUmVzdWx0ItECCgxNZXNzYWdlRXZlbnQSEgoKbWVzc2FnZV9pZBgBIAEoCRIMCgRyb29tGAIgASgJEhAKCHNlcXVlbmNlGAMgASgEEh8KBnNlbmRlchgEIAEoCzIPLmNoYXQudjEuTWVtYmVyEgwKBHRleHQYBSABKAkSGwoTc2VydmVyX3RpbWVfdW5peF9tcxgGIAEoAxIZChFjbGllbnRfbWVzc2FnZV9pZBgHIAEoCRIiCgRraW5kGAggASgOMhQuY2hhdC52MS5NZXNzYWdlS2luZBIXCg90YXJnZXRfc2VxdWVuY2UYCSABKAQSGQoRZWRpdGVkX2F0X3VuaXhfbXMYCiABKAMSDwoHZGVsZXRlZBgLIAEoCBIkCglyZWFjdGlvbnMYDCADKAsyES5jaGF0LnYxLlJlYWN0aW9uEhcKD2VkaXRlZF9zZXF1ZW5jZRgNIAEoBCJKCghSZWFjdGlvbhINCgVlbW9qaRgBIAEoCRINCgVjb3VudBgCIAEoDRIgCgdtZW1iZXJzGAMgAygLMg8uY2hhdC52MS5NZW1iZXIifQoGVHlwaW5nEgwKBHJvb20YASABKAkSIAoHdHlwaXN0cxgFIAMoCzIPLmNoYXQudjEuTWVtYmVyEg0KBWNvdW50GAYgASgNEhgKEGV4cGlyZXNfYWZ0ZXJfbXMYBCABKA1KBAgCEANKBAgDEARSBm1lbWJlclIGdHlwaW5nIj0KDE1lbWJlckpvaW5lZBIMCgRyb29tGAEgASgJEh8KBm1lbWJlchgCIAEoCzIPLmNoYXQudjEuTWVtYmVyIjsKCk1lbWJlckxlZnQSDAoEcm9vbRgBIAEoCRIfCgZtZW1iZXIYAiABKAsyDy5jaGF0LnYxLk1lbWJlciI5CgxOb3RpZmljYXRpb24SDAoEdGV4dBgBIAEoCRIbChNzZXJ2ZXJfdGltZV91bml4X21zGAIgASgDImoKEERpc2Nvbm5lY3ROb3RpY2USKQoGcmVhc29uGAEgASgOMhkuY2hhdC52MS5EaXNjb25uZWN0UmVhc29uEg8KB21lc3NhZ2UYAiABKAkSGgoScmVjb25uZWN0X2FmdGVyX21zGAMgASgNKlEKEEhpc3RvcnlEaXJlY3Rpb24SHgoaSElTVE9SWV9ESVJFQ1RJT05fQkFDS1dBUkQQABIdChlISVNUT1JZX0RJUkVDVElPTl9GT1JXQVJEEAEqvwMKCUVycm9yQ29kZRIaChZFUlJPUl9DT0RFX1VOU1BFQ0lGSUVEEAASHwobRVJST1JfQ09ERV9JTlZBTElEX0FSR1VNRU5UEAESIAocRVJST1JfQ09ERV9NRVNTQUdFX1RPT19MQVJHRRACEhsKF0VSUk9SX0NPREVfTk9UX0FfTUVNQkVSEAMSHwobRVJST1JfQ09ERV9BTFJFQURZX0FfTUVNQkVSEAQSHQoZRVJST1JfQ09ERV9UT09fTUFOWV9ST09NUxAFEhsKF0VSUk9SX0NPREVfUkFURV9MSU1JVEVEEAYSHgoaRVJST1JfQ09ERV9VTkFVVEhFTlRJQ0FURUQQBxIgChxFUlJPUl9DT0RFX1BFUk1JU1NJT05fREVOSUVEEAgSGgoWRVJST1JfQ09ERV9VTkFWQUlMQUJMRRAJEhcKE0VSUk9SX0NPREVfSU5URVJOQUwQChIgChxFUlJPUl9DT0RFX01FU1NBR0VfTk9UX0ZPVU5EEAsSHQoZRVJST1JfQ09ERV9OT1RfVEhFX0FVVEhPUhAMEiEKHUVSUk9SX0NPREVfVE9PX01BTllfUkVBQ1RJT05TEA0qmwEKC01lc3NhZ2VLaW5kEhgKFE1FU1NBR0VfS0lORF9NRVNTQUdFEAASFQoRTUVTU0FHRV9LSU5EX0VESVQQARIXChNNRVNTQUdFX0tJTkRfREVMRVRFEAISHwobTUVTU0FHRV9LSU5EX1JFQUNUSU9OX0FEREVEEAMSIQodTUVTU0FHRV9LSU5EX1JFQUNUSU9OX1JFTU9WRUQQBCq5AgoQRGlzY29ubmVjdFJlYXNvbhIhCh1ESVNDT05ORUNUX1JFQVNPTl9VTlNQRUNJRklFRBAAEiMKH0RJU0NPTk5FQ1RfUkVBU09OX1NIVVRUSU5HX0RPV04QARIjCh9ESVNDT05ORUNUX1JFQVNPTl9TTE9XX0NPTlNVTUVSEAISIgoeRElTQ09OTkVDVF9SRUFTT05fQVVUSF9FWFBJUkVEEAMSIgoeRElTQ09OTkVDVF9SRUFTT05fSURMRV9USU1FT1VUEAQSKAokRElTQ09OTkVDVF9SRUFTT05fUFJPVE9DT0xfVklPTEFUSU9OEAUSIgoeRElTQ09OTkVDVF9SRUFTT05fTUFYX0xJRkVUSU1FEAYSIgoeRElTQ09OTkVDVF9SRUFTT05fRElTQ09OTkVDVEVEEAcyhgEKC0NoYXRTZXJ2aWNlEjkKB1Nlc3Npb24SFC5jaGF0LnYxLkNsaWVudEZyYW1lGhQuY2hhdC52MS5TZXJ2ZXJGcmFtZSgBMAESPAoHSGlzdG9yeRIXLmNoYXQudjEuSGlzdG9yeVJlcXVlc3QaGC5jaGF0LnYxLkhpc3RvcnlSZXNwb25zZTLcAwoHQ2hhdEFwaRI7CgRQb3N0EhcuY2hhdC52MS5BcGlQb3N0UmVxdWVzdBoaLmNoYXQudjEuU2VuZE1lc3NhZ2VSZXN1bHQSPgoJTGlzdFJvb21zEhguY2hhdC52MS5BcGlSb29tc1JlcXVlc3QaFy5jaGF0LnYxLkFwaVJvb21zUmVzdWx0EkYKC0xpc3RNZW1iZXJzEhsuY2hhdC52MS5MaXN0TWVtYmVyc1JlcXVlc3QaGi5jaGF0LnYxLkxpc3RNZW1iZXJzUmVzdWx0EjwKB0hpc3RvcnkSFy5jaGF0LnYxLkhpc3RvcnlSZXF1ZXN0GhguY2hhdC52MS5IaXN0b3J5UmVzcG9uc2USTQoORGlzY29ubmVjdFVzZXISHS5jaGF0LnYxLkFwaURpc2Nvbm5lY3RSZXF1ZXN0GhwuY2hhdC52MS5BcGlEaXNjb25uZWN0UmVzdWx0EjoKB0dldFVzZXISFy5jaGF0LnYxLkFwaVVzZXJSZXF1ZXN0GhYuY2hhdC52MS5BcGlVc2VyUmVzdWx0EkMKDFJlbW92ZU1lbWJlchIZLmNoYXQudjEuQXBpUmVtb3ZlUmVxdWVzdBoYLmNoYXQudjEuQXBpUmVtb3ZlUmVzdWx0QikKC2Rldi5jaGF0LnYxUAFaDmNoYXQvdjE7Y2hhdHYxqgIHQ2hhdC5WMWIGcHJvdG8z");
+
+/**
+ * Whom to take out of which room, and why.
+ *
+ * @generated from message chat.v1.ApiRemoveRequest
+ */
+export type ApiRemoveRequest = Message<"chat.v1.ApiRemoveRequest"> & {
+  /**
+   * The room.
+   *
+   * @generated from field: string room = 1;
+   */
+  room: string;
+
+  /**
+   * The user.
+   *
+   * @generated from field: string user_id = 2;
+   */
+  userId: string;
+
+  /**
+   * What the user is shown (up to 512 bytes; empty: a default text).
+   *
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message chat.v1.ApiRemoveRequest.
+ * Use `create(ApiRemoveRequestSchema)` to create a new message.
+ */
+export const ApiRemoveRequestSchema: GenMessage<ApiRemoveRequest> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 0);
+
+/**
+ * What a removal did.
+ *
+ * @generated from message chat.v1.ApiRemoveResult
+ */
+export type ApiRemoveResult = Message<"chat.v1.ApiRemoveResult"> & {
+  /**
+   * Sessions of the user on the instance that answered that were told
+   * (each leaves the room if it is in it); every other instance tells its
+   * own when it hears of it.
+   *
+   * @generated from field: uint32 sessions_here = 1;
+   */
+  sessionsHere: number;
+};
+
+/**
+ * Describes the message chat.v1.ApiRemoveResult.
+ * Use `create(ApiRemoveResultSchema)` to create a new message.
+ */
+export const ApiRemoveResultSchema: GenMessage<ApiRemoveResult> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 1);
 
 /**
  * Whose sessions to end, and why.
@@ -65,7 +123,7 @@ export type ApiDisconnectRequest = Message<"chat.v1.ApiDisconnectRequest"> & {
  * Use `create(ApiDisconnectRequestSchema)` to create a new message.
  */
 export const ApiDisconnectRequestSchema: GenMessage<ApiDisconnectRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 0);
+  messageDesc(file_chat_v1_chat, 2);
 
 /**
  * What a disconnect did.
@@ -87,7 +145,7 @@ export type ApiDisconnectResult = Message<"chat.v1.ApiDisconnectResult"> & {
  * Use `create(ApiDisconnectResultSchema)` to create a new message.
  */
 export const ApiDisconnectResultSchema: GenMessage<ApiDisconnectResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 1);
+  messageDesc(file_chat_v1_chat, 3);
 
 /**
  * Which user to look up.
@@ -108,7 +166,7 @@ export type ApiUserRequest = Message<"chat.v1.ApiUserRequest"> & {
  * Use `create(ApiUserRequestSchema)` to create a new message.
  */
 export const ApiUserRequestSchema: GenMessage<ApiUserRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 2);
+  messageDesc(file_chat_v1_chat, 4);
 
 /**
  * A user as the cluster knows them.
@@ -150,7 +208,7 @@ export type ApiUserResult = Message<"chat.v1.ApiUserResult"> & {
  * Use `create(ApiUserResultSchema)` to create a new message.
  */
 export const ApiUserResultSchema: GenMessage<ApiUserResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 3);
+  messageDesc(file_chat_v1_chat, 5);
 
 /**
  * A message to post through the server API.
@@ -192,7 +250,7 @@ export type ApiPostRequest = Message<"chat.v1.ApiPostRequest"> & {
  * Use `create(ApiPostRequestSchema)` to create a new message.
  */
 export const ApiPostRequestSchema: GenMessage<ApiPostRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 4);
+  messageDesc(file_chat_v1_chat, 6);
 
 /**
  * A bot of the application's, as members see it.
@@ -220,7 +278,7 @@ export type ApiBot = Message<"chat.v1.ApiBot"> & {
  * Use `create(ApiBotSchema)` to create a new message.
  */
 export const ApiBotSchema: GenMessage<ApiBot> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 5);
+  messageDesc(file_chat_v1_chat, 7);
 
 /**
  * A page of the room listing.
@@ -248,7 +306,7 @@ export type ApiRoomsRequest = Message<"chat.v1.ApiRoomsRequest"> & {
  * Use `create(ApiRoomsRequestSchema)` to create a new message.
  */
 export const ApiRoomsRequestSchema: GenMessage<ApiRoomsRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 6);
+  messageDesc(file_chat_v1_chat, 8);
 
 /**
  * One page of rooms.
@@ -276,7 +334,7 @@ export type ApiRoomsResult = Message<"chat.v1.ApiRoomsResult"> & {
  * Use `create(ApiRoomsResultSchema)` to create a new message.
  */
 export const ApiRoomsResultSchema: GenMessage<ApiRoomsResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 7);
+  messageDesc(file_chat_v1_chat, 9);
 
 /**
  * A room and its members, cluster-wide.
@@ -304,7 +362,7 @@ export type ApiRoom = Message<"chat.v1.ApiRoom"> & {
  * Use `create(ApiRoomSchema)` to create a new message.
  */
 export const ApiRoomSchema: GenMessage<ApiRoom> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 8);
+  messageDesc(file_chat_v1_chat, 10);
 
 /**
  * A page of a room's history.
@@ -347,7 +405,7 @@ export type HistoryRequest = Message<"chat.v1.HistoryRequest"> & {
  * Use `create(HistoryRequestSchema)` to create a new message.
  */
 export const HistoryRequestSchema: GenMessage<HistoryRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 9);
+  messageDesc(file_chat_v1_chat, 11);
 
 /**
  * Messages of one room, in increasing sequence order.
@@ -382,7 +440,7 @@ export type HistoryResponse = Message<"chat.v1.HistoryResponse"> & {
  * Use `create(HistoryResponseSchema)` to create a new message.
  */
 export const HistoryResponseSchema: GenMessage<HistoryResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 10);
+  messageDesc(file_chat_v1_chat, 12);
 
 /**
  * One frame from client to server: a request with its id.
@@ -551,7 +609,7 @@ export type ClientFrame = Message<"chat.v1.ClientFrame"> & {
  * Use `create(ClientFrameSchema)` to create a new message.
  */
 export const ClientFrameSchema: GenMessage<ClientFrame> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 11);
+  messageDesc(file_chat_v1_chat, 13);
 
 /**
  * A direct conversation with the user `user_id` (1 to 128 bytes, not this
@@ -573,7 +631,7 @@ export type OpenDirectRequest = Message<"chat.v1.OpenDirectRequest"> & {
  * Use `create(OpenDirectRequestSchema)` to create a new message.
  */
 export const OpenDirectRequestSchema: GenMessage<OpenDirectRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 12);
+  messageDesc(file_chat_v1_chat, 14);
 
 /**
  * Asks for this user's direct conversations.
@@ -588,7 +646,7 @@ export type ListDirectRequest = Message<"chat.v1.ListDirectRequest"> & {
  * Use `create(ListDirectRequestSchema)` to create a new message.
  */
 export const ListDirectRequestSchema: GenMessage<ListDirectRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 13);
+  messageDesc(file_chat_v1_chat, 15);
 
 /**
  * A direct conversation: its room and the other user in it.
@@ -618,7 +676,7 @@ export type DirectConversation = Message<"chat.v1.DirectConversation"> & {
  * Use `create(DirectConversationSchema)` to create a new message.
  */
 export const DirectConversationSchema: GenMessage<DirectConversation> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 14);
+  messageDesc(file_chat_v1_chat, 16);
 
 /**
  * Answer to `list_direct`.
@@ -640,7 +698,7 @@ export type ListDirectResult = Message<"chat.v1.ListDirectResult"> & {
  * Use `create(ListDirectResultSchema)` to create a new message.
  */
 export const ListDirectResultSchema: GenMessage<ListDirectResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 15);
+  messageDesc(file_chat_v1_chat, 17);
 
 /**
  * This user's reaction `emoji` on message `sequence`, added or removed.
@@ -695,7 +753,7 @@ export type ReactRequest = Message<"chat.v1.ReactRequest"> & {
  * Use `create(ReactRequestSchema)` to create a new message.
  */
 export const ReactRequestSchema: GenMessage<ReactRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 16);
+  messageDesc(file_chat_v1_chat, 18);
 
 /**
  * This user has read `room` up to `sequence` (clamped to the room's latest;
@@ -724,7 +782,7 @@ export type MarkReadRequest = Message<"chat.v1.MarkReadRequest"> & {
  * Use `create(MarkReadRequestSchema)` to create a new message.
  */
 export const MarkReadRequestSchema: GenMessage<MarkReadRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 17);
+  messageDesc(file_chat_v1_chat, 19);
 
 /**
  * A new text for an earlier message of this user, in a room this connection
@@ -771,7 +829,7 @@ export type EditMessageRequest = Message<"chat.v1.EditMessageRequest"> & {
  * Use `create(EditMessageRequestSchema)` to create a new message.
  */
 export const EditMessageRequestSchema: GenMessage<EditMessageRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 18);
+  messageDesc(file_chat_v1_chat, 20);
 
 /**
  * Takes back an earlier message; see `EditMessageRequest` for the errors.
@@ -806,7 +864,7 @@ export type DeleteMessageRequest = Message<"chat.v1.DeleteMessageRequest"> & {
  * Use `create(DeleteMessageRequestSchema)` to create a new message.
  */
 export const DeleteMessageRequestSchema: GenMessage<DeleteMessageRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 19);
+  messageDesc(file_chat_v1_chat, 21);
 
 /**
  * Typing in a room, or stopped. A client typing repeats `typing = true`
@@ -838,7 +896,7 @@ export type TypingRequest = Message<"chat.v1.TypingRequest"> & {
  * Use `create(TypingRequestSchema)` to create a new message.
  */
 export const TypingRequestSchema: GenMessage<TypingRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 20);
+  messageDesc(file_chat_v1_chat, 22);
 
 /**
  * Join a room. Rooms exist while they have members; joining an unknown room
@@ -870,7 +928,7 @@ export type JoinRoomRequest = Message<"chat.v1.JoinRoomRequest"> & {
  * Use `create(JoinRoomRequestSchema)` to create a new message.
  */
 export const JoinRoomRequestSchema: GenMessage<JoinRoomRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 21);
+  messageDesc(file_chat_v1_chat, 23);
 
 /**
  * Leave a room this connection is a member of.
@@ -891,7 +949,7 @@ export type LeaveRoomRequest = Message<"chat.v1.LeaveRoomRequest"> & {
  * Use `create(LeaveRoomRequestSchema)` to create a new message.
  */
 export const LeaveRoomRequestSchema: GenMessage<LeaveRoomRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 22);
+  messageDesc(file_chat_v1_chat, 24);
 
 /**
  * Send a text message to a room.
@@ -931,7 +989,7 @@ export type SendMessageRequest = Message<"chat.v1.SendMessageRequest"> & {
  * Use `create(SendMessageRequestSchema)` to create a new message.
  */
 export const SendMessageRequestSchema: GenMessage<SendMessageRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 23);
+  messageDesc(file_chat_v1_chat, 25);
 
 /**
  * List the members of a room.
@@ -952,7 +1010,7 @@ export type ListMembersRequest = Message<"chat.v1.ListMembersRequest"> & {
  * Use `create(ListMembersRequestSchema)` to create a new message.
  */
 export const ListMembersRequestSchema: GenMessage<ListMembersRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 24);
+  messageDesc(file_chat_v1_chat, 26);
 
 /**
  * List the rooms this connection is a member of.
@@ -967,7 +1025,7 @@ export type ListRoomsRequest = Message<"chat.v1.ListRoomsRequest"> & {
  * Use `create(ListRoomsRequestSchema)` to create a new message.
  */
 export const ListRoomsRequestSchema: GenMessage<ListRoomsRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 25);
+  messageDesc(file_chat_v1_chat, 27);
 
 /**
  * Heartbeat. The server answers with `PongResult`.
@@ -988,7 +1046,7 @@ export type PingRequest = Message<"chat.v1.PingRequest"> & {
  * Use `create(PingRequestSchema)` to create a new message.
  */
 export const PingRequestSchema: GenMessage<PingRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 26);
+  messageDesc(file_chat_v1_chat, 28);
 
 /**
  * One frame from server to client.
@@ -1083,6 +1141,15 @@ export type ServerFrame = Message<"chat.v1.ServerFrame"> & {
      */
     value: DirectConversation;
     case: "directOpened";
+  } | {
+    /**
+     * This connection is no longer in one of its rooms: an application
+     * removed its user (server API). The client libraries do not rejoin it.
+     *
+     * @generated from field: chat.v1.RemovedFromRoom removed = 11;
+     */
+    value: RemovedFromRoom;
+    case: "removed";
   } | { case: undefined; value?: undefined };
 };
 
@@ -1091,7 +1158,35 @@ export type ServerFrame = Message<"chat.v1.ServerFrame"> & {
  * Use `create(ServerFrameSchema)` to create a new message.
  */
 export const ServerFrameSchema: GenMessage<ServerFrame> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 27);
+  messageDesc(file_chat_v1_chat, 29);
+
+/**
+ * A connection's user was removed from a room by an application.
+ *
+ * @generated from message chat.v1.RemovedFromRoom
+ */
+export type RemovedFromRoom = Message<"chat.v1.RemovedFromRoom"> & {
+  /**
+   * The room.
+   *
+   * @generated from field: string room = 1;
+   */
+  room: string;
+
+  /**
+   * Why, as the application put it (show it).
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message chat.v1.RemovedFromRoom.
+ * Use `create(RemovedFromRoomSchema)` to create a new message.
+ */
+export const RemovedFromRoomSchema: GenMessage<RemovedFromRoom> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 30);
 
 /**
  * Describes the session the server just opened.
@@ -1155,7 +1250,7 @@ export type Welcome = Message<"chat.v1.Welcome"> & {
  * Use `create(WelcomeSchema)` to create a new message.
  */
 export const WelcomeSchema: GenMessage<Welcome> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 28);
+  messageDesc(file_chat_v1_chat, 31);
 
 /**
  * A user as other members see them.
@@ -1184,7 +1279,7 @@ export type Member = Message<"chat.v1.Member"> & {
  * Use `create(MemberSchema)` to create a new message.
  */
 export const MemberSchema: GenMessage<Member> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 29);
+  messageDesc(file_chat_v1_chat, 32);
 
 /**
  * The answer to exactly one request.
@@ -1332,7 +1427,7 @@ export type Reply = Message<"chat.v1.Reply"> & {
  * Use `create(ReplySchema)` to create a new message.
  */
 export const ReplySchema: GenMessage<Reply> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 30);
+  messageDesc(file_chat_v1_chat, 33);
 
 /**
  * A failed request. The request changed nothing.
@@ -1368,7 +1463,7 @@ export type Error = Message<"chat.v1.Error"> & {
  * Use `create(ErrorSchema)` to create a new message.
  */
 export const ErrorSchema: GenMessage<Error> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 31);
+  messageDesc(file_chat_v1_chat, 34);
 
 /**
  * Result of joining a room.
@@ -1454,7 +1549,7 @@ export type JoinRoomResult = Message<"chat.v1.JoinRoomResult"> & {
  * Use `create(JoinRoomResultSchema)` to create a new message.
  */
 export const JoinRoomResultSchema: GenMessage<JoinRoomResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 32);
+  messageDesc(file_chat_v1_chat, 35);
 
 /**
  * Result of marking a room read.
@@ -1489,7 +1584,7 @@ export type MarkReadResult = Message<"chat.v1.MarkReadResult"> & {
  * Use `create(MarkReadResultSchema)` to create a new message.
  */
 export const MarkReadResultSchema: GenMessage<MarkReadResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 33);
+  messageDesc(file_chat_v1_chat, 36);
 
 /**
  * Members have read a room up to these positions: each position that moved
@@ -1522,7 +1617,7 @@ export type ReadReceipts = Message<"chat.v1.ReadReceipts"> & {
  * Use `create(ReadReceiptsSchema)` to create a new message.
  */
 export const ReadReceiptsSchema: GenMessage<ReadReceipts> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 34);
+  messageDesc(file_chat_v1_chat, 37);
 
 /**
  * One member's read position in a room.
@@ -1550,7 +1645,7 @@ export type ReadPosition = Message<"chat.v1.ReadPosition"> & {
  * Use `create(ReadPositionSchema)` to create a new message.
  */
 export const ReadPositionSchema: GenMessage<ReadPosition> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 35);
+  messageDesc(file_chat_v1_chat, 38);
 
 /**
  * Result of leaving a room.
@@ -1571,7 +1666,7 @@ export type LeaveRoomResult = Message<"chat.v1.LeaveRoomResult"> & {
  * Use `create(LeaveRoomResultSchema)` to create a new message.
  */
 export const LeaveRoomResultSchema: GenMessage<LeaveRoomResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 36);
+  messageDesc(file_chat_v1_chat, 39);
 
 /**
  * Acknowledgement of a sent message: it has been accepted and sequenced.
@@ -1620,7 +1715,7 @@ export type SendMessageResult = Message<"chat.v1.SendMessageResult"> & {
  * Use `create(SendMessageResultSchema)` to create a new message.
  */
 export const SendMessageResultSchema: GenMessage<SendMessageResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 37);
+  messageDesc(file_chat_v1_chat, 40);
 
 /**
  * The members of a room.
@@ -1649,7 +1744,7 @@ export type ListMembersResult = Message<"chat.v1.ListMembersResult"> & {
  * Use `create(ListMembersResultSchema)` to create a new message.
  */
 export const ListMembersResultSchema: GenMessage<ListMembersResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 38);
+  messageDesc(file_chat_v1_chat, 41);
 
 /**
  * The rooms this connection is a member of.
@@ -1670,7 +1765,7 @@ export type ListRoomsResult = Message<"chat.v1.ListRoomsResult"> & {
  * Use `create(ListRoomsResultSchema)` to create a new message.
  */
 export const ListRoomsResultSchema: GenMessage<ListRoomsResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 39);
+  messageDesc(file_chat_v1_chat, 42);
 
 /**
  * Answer to a ping.
@@ -1698,7 +1793,7 @@ export type PongResult = Message<"chat.v1.PongResult"> & {
  * Use `create(PongResultSchema)` to create a new message.
  */
 export const PongResultSchema: GenMessage<PongResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 40);
+  messageDesc(file_chat_v1_chat, 43);
 
 /**
  * Answer to `typing`.
@@ -1713,7 +1808,7 @@ export type TypingResult = Message<"chat.v1.TypingResult"> & {
  * Use `create(TypingResultSchema)` to create a new message.
  */
 export const TypingResultSchema: GenMessage<TypingResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 41);
+  messageDesc(file_chat_v1_chat, 44);
 
 /**
  * A numbered event of a room: a message posted to it, or a change to an
@@ -1828,7 +1923,7 @@ export type MessageEvent = Message<"chat.v1.MessageEvent"> & {
  * Use `create(MessageEventSchema)` to create a new message.
  */
 export const MessageEventSchema: GenMessage<MessageEvent> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 42);
+  messageDesc(file_chat_v1_chat, 45);
 
 /**
  * The reactions with one emoji on a message.
@@ -1863,7 +1958,7 @@ export type Reaction = Message<"chat.v1.Reaction"> & {
  * Use `create(ReactionSchema)` to create a new message.
  */
 export const ReactionSchema: GenMessage<Reaction> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 43);
+  messageDesc(file_chat_v1_chat, 46);
 
 /**
  * Who else is typing in a room now: the room's whole typing state, not a
@@ -1915,7 +2010,7 @@ export type Typing = Message<"chat.v1.Typing"> & {
  * Use `create(TypingSchema)` to create a new message.
  */
 export const TypingSchema: GenMessage<Typing> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 44);
+  messageDesc(file_chat_v1_chat, 47);
 
 /**
  * A user became a member of a room (their first connection joined it).
@@ -1943,7 +2038,7 @@ export type MemberJoined = Message<"chat.v1.MemberJoined"> & {
  * Use `create(MemberJoinedSchema)` to create a new message.
  */
 export const MemberJoinedSchema: GenMessage<MemberJoined> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 45);
+  messageDesc(file_chat_v1_chat, 48);
 
 /**
  * A user stopped being a member of a room (their last connection left it,
@@ -1972,7 +2067,7 @@ export type MemberLeft = Message<"chat.v1.MemberLeft"> & {
  * Use `create(MemberLeftSchema)` to create a new message.
  */
 export const MemberLeftSchema: GenMessage<MemberLeft> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 46);
+  messageDesc(file_chat_v1_chat, 49);
 
 /**
  * A notice from the server to every connected client (the periodic
@@ -2001,7 +2096,7 @@ export type Notification = Message<"chat.v1.Notification"> & {
  * Use `create(NotificationSchema)` to create a new message.
  */
 export const NotificationSchema: GenMessage<Notification> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 47);
+  messageDesc(file_chat_v1_chat, 50);
 
 /**
  * Sent just before the server closes the stream.
@@ -2037,7 +2132,7 @@ export type DisconnectNotice = Message<"chat.v1.DisconnectNotice"> & {
  * Use `create(DisconnectNoticeSchema)` to create a new message.
  */
 export const DisconnectNoticeSchema: GenMessage<DisconnectNotice> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 48);
+  messageDesc(file_chat_v1_chat, 51);
 
 /**
  * Which way a history page goes from `from_sequence`.
@@ -2429,6 +2524,18 @@ export const ChatApi: GenService<{
     methodKind: "unary";
     input: typeof ApiUserRequestSchema;
     output: typeof ApiUserResultSchema;
+  },
+  /**
+   * Takes a user out of a room on every instance: each of their
+   * connections in it leaves it and receives `RemovedFromRoom` with the
+   * reason. They may join again (nothing bars them).
+   *
+   * @generated from rpc chat.v1.ChatApi.RemoveMember
+   */
+  removeMember: {
+    methodKind: "unary";
+    input: typeof ApiRemoveRequestSchema;
+    output: typeof ApiRemoveResultSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_chat_v1_chat, 1);
