@@ -755,14 +755,20 @@ async fn run_phase(p: &Params, shared: &Arc<Shared>, fleet: &Fleet, t0_ns: u64) 
     }
 }
 
-/// Waits for every planned delivery, or DRAIN seconds after the last send
-/// slot, then stops counting.
+/// Waits for every planned delivery and every send's answer, or DRAIN
+/// seconds after the last send slot, then stops counting.
 async fn drain_phase(p: &Params, shared: &Shared, sending: &Sending) {
     let plan = p.plan;
     let planned = plan.clients() * plan.spr * plan.per_sender;
     let send_end = sending.t0_ns + (plan.send_window_s() * 1e9) as u64;
     let deadline = send_end.max(now_ns()) + (p.drain * 1e9) as u64;
-    while shared.received.load(Relaxed) < planned && now_ns() < deadline {
+    // Every delivery, and every send's answer (the last acknowledgements
+    // may come after the last deliveries).
+    let pending = || {
+        let answered = shared.acks_ok.load(Relaxed) + shared.acks_err.load(Relaxed);
+        shared.received.load(Relaxed) < planned || answered < shared.sent.load(Relaxed)
+    };
+    while pending() && now_ns() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     shared.running.store(false, Relaxed);

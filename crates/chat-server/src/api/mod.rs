@@ -12,7 +12,7 @@ use crate::hub::{Hub, MAX_DISCONNECT_REASON_BYTES};
 use crate::limiter::TokenBucket;
 use crate::metrics::{ApiCall, RateLimitedAction};
 use crate::session::history;
-use crate::store::{Kind, NewMessage, StoredMessage};
+use crate::store::{Ban, Kind, NewMessage, StoredMessage};
 use chat_proto::v1::{HistoryRequest, HistoryResponse};
 use chat_util::lock;
 use std::sync::{Arc, Mutex};
@@ -21,6 +21,9 @@ use tokio::time::Instant;
 
 /// Longest bot id, in bytes (the user id is `bot:` and this).
 pub const MAX_BOT_ID_BYTES: usize = 64;
+
+/// The longest ban: 100 years, in milliseconds.
+pub const MAX_BAN_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
 
 /// Rooms a listing returns when the call names no limit.
 pub const DEFAULT_ROOMS: usize = 100;
@@ -270,6 +273,51 @@ impl ServerApi {
         user::user_id(user_id)?;
         let reason = valid_reason(reason, "the application removed you from the room")?;
         Ok(self.hub.remove_member(&room, user_id, reason).await)
+    }
+
+    /// Bars user `user_id` from `room` until `until_ms` (Unix ms) and takes
+    /// them out of it everywhere; returns whether a ban was in force before
+    /// and how many of their sessions here were told to leave.
+    pub async fn ban(
+        &self,
+        room: &str,
+        user_id: &str,
+        until_ms: i64,
+        reason: &str,
+    ) -> Result<(bool, usize), RequestError> {
+        let room = RoomName::parse(room)?;
+        user::user_id(user_id)?;
+        let reason = valid_reason(reason, "the application banned you from the room")?;
+        let now = chat_util::now_unix_ms();
+        if until_ms <= now || until_ms > now.saturating_add(MAX_BAN_MS) {
+            return Err(RequestError::InvalidArgument(
+                "until_unix_ms must be in the future, within 100 years".into(),
+            ));
+        }
+        let ban = Ban {
+            user_id: user_id.to_string(),
+            until_ms,
+            reason: reason.to_string(),
+            created_at_ms: now,
+        };
+        self.hub.ban(&room, user_id, ban).await
+    }
+
+    /// Lifts user `user_id`'s ban from `room`; whether one was in force.
+    pub async fn lift_ban(&self, room: &str, user_id: &str) -> Result<bool, RequestError> {
+        let room = RoomName::parse(room)?;
+        user::user_id(user_id)?;
+        self.hub.lift_ban(&room, user_id).await
+    }
+
+    /// The bans in force in `room`, by user id.
+    pub async fn bans(&self, room: &str) -> Result<Vec<Ban>, RequestError> {
+        let room = RoomName::parse(room)?;
+        let now = chat_util::now_unix_ms();
+        self.hub.store().bans(&room, now).await.map_err(|e| {
+            tracing::warn!(error = %e, "listing bans failed: store");
+            RequestError::Unavailable(e.to_string())
+        })
     }
 
     /// User `user_id` as the cluster knows them: their rooms, their

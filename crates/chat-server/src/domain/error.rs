@@ -63,6 +63,16 @@ pub enum RequestError {
         /// The message.
         sequence: u64,
     },
+    /// The user is banned from the room.
+    #[error("you are banned from room {room} until {until} (Unix ms): {reason}")]
+    Banned {
+        /// The room.
+        room: String,
+        /// Until when (Unix ms).
+        until: i64,
+        /// Why.
+        reason: String,
+    },
     /// The server cannot serve the request now.
     #[error("{0}")]
     Unavailable(String),
@@ -85,6 +95,7 @@ impl RequestError {
             RequestError::MessageNotFound { .. } => ErrorCode::MessageNotFound,
             RequestError::NotTheAuthor { .. } => ErrorCode::NotTheAuthor,
             RequestError::TooManyReactions { .. } => ErrorCode::TooManyReactions,
+            RequestError::Banned { .. } => ErrorCode::Banned,
             RequestError::Unavailable(_) => ErrorCode::Unavailable,
             RequestError::Internal(_) => ErrorCode::Internal,
         }

@@ -165,9 +165,9 @@ pub(crate) fn refusal(error: &RequestError) -> Status {
         RequestError::TooManyRooms(_) | RequestError::RateLimited { .. } => {
             tonic::Code::ResourceExhausted
         }
-        RequestError::PermissionDenied(_) | RequestError::NotTheAuthor { .. } => {
-            tonic::Code::PermissionDenied
-        }
+        RequestError::PermissionDenied(_)
+        | RequestError::NotTheAuthor { .. }
+        | RequestError::Banned { .. } => tonic::Code::PermissionDenied,
         RequestError::MessageNotFound { .. } => tonic::Code::NotFound,
         RequestError::TooManyReactions { .. } => tonic::Code::ResourceExhausted,
         RequestError::Unavailable(_) => tonic::Code::Unavailable,

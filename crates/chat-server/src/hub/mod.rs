@@ -31,7 +31,7 @@ use crate::domain::RequestError;
 use crate::domain::User;
 use crate::domain::validate::RoomName;
 use crate::store::{
-    Conversation, Direction, Kind, MessageStore, NewMessage, Page, ReadState, StoreError,
+    Ban, Conversation, Direction, Kind, MessageStore, NewMessage, Page, ReadState, StoreError,
     StoredMessage,
 };
 use chat_proto::EncodedFrame;
@@ -287,6 +287,55 @@ impl Hub {
         }))
         .await;
         told
+    }
+
+    /// Bars user `user_id` from `room` under `ban` (stored first, so their
+    /// joins are refused from now on everywhere), then takes them out of it
+    /// on every instance; returns whether a ban was in force before and how
+    /// many of their sessions here were told to leave.
+    pub async fn ban(
+        &self,
+        room: &RoomName,
+        user_id: &str,
+        ban: Ban,
+    ) -> Result<(bool, usize), RequestError> {
+        let reason = ban.reason.clone();
+        let before = self
+            .store
+            .set_ban(room, user_id, Some(ban))
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "ban failed: store");
+                RequestError::Unavailable(e.to_string())
+            })?;
+        let told = self.remove_member(room, user_id, &reason).await;
+        Ok((before, told))
+    }
+
+    /// Lifts user `user_id`'s ban from `room`; whether one was in force.
+    pub async fn lift_ban(&self, room: &RoomName, user_id: &str) -> Result<bool, RequestError> {
+        self.store.set_ban(room, user_id, None).await.map_err(|e| {
+            tracing::warn!(error = %e, "lifting a ban failed: store");
+            RequestError::Unavailable(e.to_string())
+        })
+    }
+
+    /// The ban on `user` in `room` in force now, if the store says so within
+    /// [`READ_STATE_WAIT`] (a join does not wait longer; one the store
+    /// cannot answer is let through, and logged).
+    pub async fn ban_of(&self, room: &RoomName, user: &User) -> Option<Ban> {
+        let asked = self.store.ban(room, &user.user_id, now_unix_ms());
+        match tokio::time::timeout(READ_STATE_WAIT, asked).await {
+            Ok(Ok(ban)) => ban,
+            Ok(Err(e)) => {
+                tracing::warn!(%room, error = %e, "ban check skipped: store");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(%room, "ban check skipped: the store did not answer in time");
+                None
+            }
+        }
     }
 
     /// A user's rooms with members anywhere (by name), and the instances

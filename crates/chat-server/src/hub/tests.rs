@@ -59,6 +59,32 @@ impl MessageStore for ProbeStore {
         self.inner.read_state(room, user)
     }
 
+    fn set_ban<'a>(
+        &'a self,
+        room: &'a RoomName,
+        user: &'a str,
+        ban: Option<Ban>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.inner.set_ban(room, user, ban)
+    }
+
+    fn ban<'a>(
+        &'a self,
+        room: &'a RoomName,
+        user: &'a str,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<Option<Ban>, StoreError>> {
+        self.inner.ban(room, user, now_ms)
+    }
+
+    fn bans<'a>(
+        &'a self,
+        room: &'a RoomName,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<Ban>, StoreError>> {
+        self.inner.bans(room, now_ms)
+    }
+
     fn mark_read<'a>(
         &'a self,
         room: &'a RoomName,

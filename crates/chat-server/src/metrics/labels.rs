@@ -148,6 +148,12 @@ label_set! {
         User => "user",
         /// Taking a user out of a room.
         Remove => "remove",
+        /// Banning a user from a room.
+        Ban => "ban",
+        /// Lifting a ban.
+        LiftBan => "lift_ban",
+        /// Listing a room's bans.
+        Bans => "bans",
     }
 }
 

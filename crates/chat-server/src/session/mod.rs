@@ -466,12 +466,20 @@ impl Session {
             return Err(RequestError::TooManyRooms(max));
         }
         // The joiner's read position and unread count (zeros if the store
-        // does not answer in time: the join does not wait on it longer).
-        let read = self
-            .hub
-            .read_state(&room, &self.user)
-            .await
-            .unwrap_or_default();
+        // does not answer in time: the join does not wait on it longer),
+        // and a ban, asked together.
+        let (read, ban) = tokio::join!(
+            self.hub.read_state(&room, &self.user),
+            self.hub.ban_of(&room, &self.user)
+        );
+        if let Some(ban) = ban {
+            return Err(RequestError::Banned {
+                room: room.to_string(),
+                until: ban.until_ms,
+                reason: ban.reason,
+            });
+        }
+        let read = read.unwrap_or_default();
         let reply = |members: &[User], join: &JoinInfo| {
             EncodedFrame::from(Frame::Reply(Reply {
                 request_id,

@@ -3,9 +3,10 @@
 //! survives a restart; for tests and throwaway runs.
 
 use super::{
-    Appended, Conversation, Direction, Kind, MAX_DIRECT_LISTED, MAX_EMOJIS_PER_MESSAGE,
-    MAX_REACTIONS_PER_USER, MessageStore, NewMessage, Page, REACTORS_LISTED, Reactions, ReadState,
-    Retention, StoreError, StoredMessage, UNREAD_COUNT_CAP, check_change, direct_users,
+    Appended, Ban, Conversation, Direction, Kind, MAX_BANS_LISTED, MAX_DIRECT_LISTED,
+    MAX_EMOJIS_PER_MESSAGE, MAX_REACTIONS_PER_USER, MessageStore, NewMessage, Page,
+    REACTORS_LISTED, Reactions, ReadState, Retention, StoreError, StoredMessage, UNREAD_COUNT_CAP,
+    check_change, direct_users,
 };
 use crate::domain::User;
 use crate::domain::validate::RoomName;
@@ -42,6 +43,8 @@ pub struct MemoryStore {
     directs: Mutex<HashMap<Pair, (Conversation, u64)>>,
     /// Counts conversations opened, for their order.
     opened: std::sync::atomic::AtomicU64,
+    /// Bans by room and user.
+    bans: Mutex<HashMap<(RoomName, String), Ban>>,
 }
 
 impl Default for MemoryStore {
@@ -51,6 +54,7 @@ impl Default for MemoryStore {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             directs: Mutex::default(),
             opened: std::sync::atomic::AtomicU64::new(0),
+            bans: Mutex::default(),
         }
     }
 }
@@ -254,6 +258,50 @@ impl MessageStore for MemoryStore {
             duplicate: false,
         }))
         .boxed()
+    }
+
+    fn set_ban<'a>(
+        &'a self,
+        room: &'a RoomName,
+        user: &'a str,
+        ban: Option<Ban>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let now = ban.as_ref().map_or_else(now_unix_ms, |b| b.created_at_ms);
+        let key = (room.clone(), user.to_string());
+        let mut bans = lock(&self.bans);
+        let before = match ban {
+            Some(ban) => bans.insert(key, ban),
+            None => bans.remove(&key),
+        };
+        ready(Ok(before.is_some_and(|b| b.until_ms > now))).boxed()
+    }
+
+    fn ban<'a>(
+        &'a self,
+        room: &'a RoomName,
+        user: &'a str,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<Option<Ban>, StoreError>> {
+        let found = lock(&self.bans)
+            .get(&(room.clone(), user.to_string()))
+            .filter(|b| b.until_ms > now_ms)
+            .cloned();
+        ready(Ok(found)).boxed()
+    }
+
+    fn bans<'a>(
+        &'a self,
+        room: &'a RoomName,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<Ban>, StoreError>> {
+        let mut found: Vec<Ban> = lock(&self.bans)
+            .iter()
+            .filter(|((r, _), b)| r == room && b.until_ms > now_ms)
+            .map(|(_, b)| b.clone())
+            .collect();
+        found.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+        found.truncate(MAX_BANS_LISTED);
+        ready(Ok(found)).boxed()
     }
 
     fn read_state<'a>(

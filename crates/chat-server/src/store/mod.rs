@@ -218,6 +218,22 @@ impl Conversation {
 /// Direct conversations listed per user at most.
 pub const MAX_DIRECT_LISTED: usize = 500;
 
+/// A room's bans listed at most.
+pub const MAX_BANS_LISTED: usize = 1000;
+
+/// A user barred from joining a room until a time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ban {
+    /// The user.
+    pub user_id: String,
+    /// Barred until then (Unix ms).
+    pub until_ms: i64,
+    /// Why, as the application put it.
+    pub reason: String,
+    /// When the ban was set (Unix ms).
+    pub created_at_ms: i64,
+}
+
 /// Which way a history page goes from its starting point.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -326,6 +342,32 @@ pub trait MessageStore: Send + Sync + 'static {
         &'a self,
         room: &'a RoomName,
     ) -> BoxFuture<'a, Result<Option<Conversation>, StoreError>>;
+
+    /// Bars `user` from `room` under `ban` (replacing a ban there was), or
+    /// with `None` lifts it; returns whether a ban was in force before (at
+    /// `ban`'s creation time, or now).
+    fn set_ban<'a>(
+        &'a self,
+        room: &'a RoomName,
+        user: &'a str,
+        ban: Option<Ban>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// The ban on `user` in `room` in force at `now_ms`, if any.
+    fn ban<'a>(
+        &'a self,
+        room: &'a RoomName,
+        user: &'a str,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<Option<Ban>, StoreError>>;
+
+    /// The bans in force in `room` at `now_ms`, by user id (at most
+    /// [`MAX_BANS_LISTED`]).
+    fn bans<'a>(
+        &'a self,
+        room: &'a RoomName,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<Ban>, StoreError>>;
 
     /// `user_id`'s direct conversations, the most recently opened first (at
     /// most [`MAX_DIRECT_LISTED`]).
@@ -543,6 +585,16 @@ fn with_reactions(page: &mut [StoredMessage], rows: Vec<ReactionRow>) {
     }
 }
 
+/// A ban from its row: user id, until, reason, created at.
+fn ban_from_row((user_id, until_ms, reason, created_at_ms): (String, i64, String, i64)) -> Ban {
+    Ban {
+        user_id,
+        until_ms,
+        reason,
+        created_at_ms,
+    }
+}
+
 impl StoredMessage {
     /// With the kind and the change columns of its row: kind, target,
     /// edit time, edit sequence, deleted.
@@ -609,6 +661,28 @@ impl MessageStore for GatedStore {
         _: &'a str,
     ) -> BoxFuture<'a, Result<ReadState, StoreError>> {
         self.gated(ReadState::default())
+    }
+
+    fn set_ban<'a>(
+        &'a self,
+        _: &'a RoomName,
+        _: &'a str,
+        _: Option<Ban>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.gated(false)
+    }
+
+    fn ban<'a>(
+        &'a self,
+        _: &'a RoomName,
+        _: &'a str,
+        _: i64,
+    ) -> BoxFuture<'a, Result<Option<Ban>, StoreError>> {
+        self.gated(None)
+    }
+
+    fn bans<'a>(&'a self, _: &'a RoomName, _: i64) -> BoxFuture<'a, Result<Vec<Ban>, StoreError>> {
+        self.gated(Vec::new())
     }
 
     fn mark_read<'a>(

@@ -14,10 +14,11 @@
 //! the others.
 
 use super::{
-    Appended, Conversation, Direction, HISTORY_COLUMNS, Kind, MAX_DIRECT_LISTED,
-    MAX_EMOJIS_PER_MESSAGE, MAX_REACTIONS_PER_USER, MessageStore, NewMessage, Page,
-    REACTORS_LISTED, ReadState, Retention, SELECT_COLUMNS, StoreError, StoredMessage,
-    UNREAD_COUNT_CAP, check_change, direct_from_row, direct_users, row_to_message, with_reactions,
+    Appended, Ban, Conversation, Direction, HISTORY_COLUMNS, Kind, MAX_BANS_LISTED,
+    MAX_DIRECT_LISTED, MAX_EMOJIS_PER_MESSAGE, MAX_REACTIONS_PER_USER, MessageStore, NewMessage,
+    Page, REACTORS_LISTED, ReadState, Retention, SELECT_COLUMNS, StoreError, StoredMessage,
+    UNREAD_COUNT_CAP, ban_from_row, check_change, direct_from_row, direct_users, row_to_message,
+    with_reactions,
 };
 use crate::domain::User;
 use crate::domain::validate::RoomName;
@@ -632,6 +633,93 @@ impl MessageStore for PostgresStore {
         user: &'a str,
     ) -> BoxFuture<'a, Result<ReadState, StoreError>> {
         read_state(&self.pool, room, user).boxed()
+    }
+
+    fn set_ban<'a>(
+        &'a self,
+        room: &'a RoomName,
+        user: &'a str,
+        ban: Option<Ban>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        async move {
+            let now = ban.as_ref().map_or_else(now_unix_ms, |b| b.created_at_ms);
+            let mut tx = self.pool.begin().await?;
+            let before: Option<i64> = sqlx::query_scalar(
+                "SELECT until_ms FROM bans WHERE room = $1 AND user_id = $2 FOR UPDATE",
+            )
+            .bind(room.as_str())
+            .bind(user)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match ban {
+                Some(ban) => {
+                    sqlx::query(
+                        "INSERT INTO bans (room, user_id, until_ms, reason, created_at_ms) \
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (room, user_id) DO UPDATE SET \
+                         until_ms = excluded.until_ms, reason = excluded.reason, \
+                         created_at_ms = excluded.created_at_ms",
+                    )
+                    .bind(room.as_str())
+                    .bind(user)
+                    .bind(ban.until_ms)
+                    .bind(&ban.reason)
+                    .bind(ban.created_at_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                None => {
+                    sqlx::query("DELETE FROM bans WHERE room = $1 AND user_id = $2")
+                        .bind(room.as_str())
+                        .bind(user)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            tx.commit().await?;
+            Ok(before.is_some_and(|until| until > now))
+        }
+        .boxed()
+    }
+
+    fn ban<'a>(
+        &'a self,
+        room: &'a RoomName,
+        user: &'a str,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<Option<Ban>, StoreError>> {
+        async move {
+            let row: Option<(String, i64, String, i64)> = sqlx::query_as(
+                "SELECT user_id, until_ms, reason, created_at_ms FROM bans \
+                 WHERE room = $1 AND user_id = $2 AND until_ms > $3",
+            )
+            .bind(room.as_str())
+            .bind(user)
+            .bind(now_ms)
+            .fetch_optional(&self.pool)
+            .await?;
+            Ok(row.map(ban_from_row))
+        }
+        .boxed()
+    }
+
+    fn bans<'a>(
+        &'a self,
+        room: &'a RoomName,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<Ban>, StoreError>> {
+        async move {
+            let rows: Vec<(String, i64, String, i64)> = sqlx::query_as(
+                "SELECT user_id, until_ms, reason, created_at_ms FROM bans \
+                 WHERE room = $1 AND until_ms > $2 ORDER BY user_id LIMIT $3",
+            )
+            .bind(room.as_str())
+            .bind(now_ms)
+            .bind(MAX_BANS_LISTED as i64)
+            .fetch_all(&self.pool)
+            .await?;
+            Ok(rows.into_iter().map(ban_from_row).collect())
+        }
+        .boxed()
     }
 
     fn mark_read<'a>(

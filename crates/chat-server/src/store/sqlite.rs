@@ -9,10 +9,11 @@
 //! buffering without limit.
 
 use super::{
-    Appended, Conversation, Direction, HISTORY_COLUMNS, Kind, MAX_DIRECT_LISTED,
-    MAX_EMOJIS_PER_MESSAGE, MAX_REACTIONS_PER_USER, MessageStore, NewMessage, Page,
-    REACTORS_LISTED, ReadState, Retention, SELECT_COLUMNS, StoreError, StoredMessage,
-    UNREAD_COUNT_CAP, check_change, direct_from_row, direct_users, row_to_message, with_reactions,
+    Appended, Ban, Conversation, Direction, HISTORY_COLUMNS, Kind, MAX_BANS_LISTED,
+    MAX_DIRECT_LISTED, MAX_EMOJIS_PER_MESSAGE, MAX_REACTIONS_PER_USER, MessageStore, NewMessage,
+    Page, REACTORS_LISTED, ReadState, Retention, SELECT_COLUMNS, StoreError, StoredMessage,
+    UNREAD_COUNT_CAP, ban_from_row, check_change, direct_from_row, direct_users, row_to_message,
+    with_reactions,
 };
 use crate::domain::User;
 use crate::domain::validate::RoomName;
@@ -55,6 +56,14 @@ enum Write {
         oneshot::Sender<Result<ReadState, StoreError>>,
     ),
     Retain(Retention, oneshot::Sender<Result<u64, StoreError>>),
+    /// A ban set (or, `None`, lifted): room, user; whether one was in
+    /// force before.
+    SetBan(
+        RoomName,
+        String,
+        Option<Ban>,
+        oneshot::Sender<Result<bool, StoreError>>,
+    ),
 }
 
 /// Messages in a SQLite file.
@@ -142,6 +151,9 @@ async fn write_loop(
                 }
                 Write::OpenDirect(me, peer, reply) => {
                     let _ = reply.send(open_direct(&mut conn, &me, &peer).await);
+                }
+                Write::SetBan(room, user, ban, reply) => {
+                    let _ = reply.send(set_ban(&mut conn, &room, &user, ban).await);
                 }
                 Write::Retain(retention, reply) => match &retaining {
                     // One pass at a time: the one under way answers for
@@ -411,6 +423,50 @@ where
 }
 
 /// Opens (or finds) `me`'s conversation with `peer`, in the writer.
+/// Sets (or lifts) `user`'s ban in `room` in one transaction; whether one
+/// was in force before.
+async fn set_ban(
+    conn: &mut SqliteConnection,
+    room: &RoomName,
+    user: &str,
+    ban: Option<Ban>,
+) -> Result<bool, StoreError> {
+    let now = ban.as_ref().map_or_else(now_unix_ms, |b| b.created_at_ms);
+    let mut tx = Connection::begin(&mut *conn).await?;
+    let before: Option<i64> =
+        sqlx::query_scalar("SELECT until_ms FROM bans WHERE room = ?1 AND user_id = ?2")
+            .bind(room.as_str())
+            .bind(user)
+            .fetch_optional(&mut *tx)
+            .await?;
+    match ban {
+        Some(ban) => {
+            sqlx::query(
+                "INSERT INTO bans (room, user_id, until_ms, reason, created_at_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (room, user_id) DO UPDATE SET \
+                 until_ms = excluded.until_ms, reason = excluded.reason, \
+                 created_at_ms = excluded.created_at_ms",
+            )
+            .bind(room.as_str())
+            .bind(user)
+            .bind(ban.until_ms)
+            .bind(&ban.reason)
+            .bind(ban.created_at_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        None => {
+            sqlx::query("DELETE FROM bans WHERE room = ?1 AND user_id = ?2")
+                .bind(room.as_str())
+                .bind(user)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(before.is_some_and(|until| until > now))
+}
+
 async fn open_direct(
     conn: &mut SqliteConnection,
     me: &User,
@@ -841,6 +897,65 @@ impl MessageStore for SqliteStore {
             .fetch_optional(&self.readers)
             .await?;
             Ok(row.and_then(|(ua, na, ub, nb)| direct_from_row(room.as_str(), (ua, na), (ub, nb))))
+        }
+        .boxed()
+    }
+
+    fn set_ban<'a>(
+        &'a self,
+        room: &'a RoomName,
+        user: &'a str,
+        ban: Option<Ban>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        async move {
+            let stopped = || StoreError::Unavailable("the sqlite writer stopped".into());
+            let (reply, answer) = oneshot::channel();
+            self.writer
+                .send(Write::SetBan(room.clone(), user.to_string(), ban, reply))
+                .await
+                .map_err(|_| stopped())?;
+            answer.await.map_err(|_| stopped())?
+        }
+        .boxed()
+    }
+
+    fn ban<'a>(
+        &'a self,
+        room: &'a RoomName,
+        user: &'a str,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<Option<Ban>, StoreError>> {
+        async move {
+            let row: Option<(String, i64, String, i64)> = sqlx::query_as(
+                "SELECT user_id, until_ms, reason, created_at_ms FROM bans \
+                 WHERE room = ?1 AND user_id = ?2 AND until_ms > ?3",
+            )
+            .bind(room.as_str())
+            .bind(user)
+            .bind(now_ms)
+            .fetch_optional(&self.readers)
+            .await?;
+            Ok(row.map(ban_from_row))
+        }
+        .boxed()
+    }
+
+    fn bans<'a>(
+        &'a self,
+        room: &'a RoomName,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<Vec<Ban>, StoreError>> {
+        async move {
+            let rows: Vec<(String, i64, String, i64)> = sqlx::query_as(
+                "SELECT user_id, until_ms, reason, created_at_ms FROM bans \
+                 WHERE room = ?1 AND until_ms > ?2 ORDER BY user_id LIMIT ?3",
+            )
+            .bind(room.as_str())
+            .bind(now_ms)
+            .bind(MAX_BANS_LISTED as i64)
+            .fetch_all(&self.readers)
+            .await?;
+            Ok(rows.into_iter().map(ban_from_row).collect())
         }
         .boxed()
     }

@@ -1171,8 +1171,8 @@ macro_rules! suite {
     };
 }
 
-suite!(redis: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, edits_and_deletes_reach_every_instance_in_order, read_marks_are_shared_announced_once_and_reported_on_join, reactions_reach_every_instance_and_show_in_history, a_direct_conversation_reaches_both_users_everywhere_and_nobody_else, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected, an_application_posts_lists_and_reads_without_a_connection, an_application_disconnects_a_users_sessions_everywhere, an_application_removes_a_user_from_a_room_everywhere);
-suite!(nats: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, edits_and_deletes_reach_every_instance_in_order, read_marks_are_shared_announced_once_and_reported_on_join, reactions_reach_every_instance_and_show_in_history, a_direct_conversation_reaches_both_users_everywhere_and_nobody_else, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected, an_application_posts_lists_and_reads_without_a_connection, an_application_disconnects_a_users_sessions_everywhere, an_application_removes_a_user_from_a_room_everywhere);
+suite!(redis: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, edits_and_deletes_reach_every_instance_in_order, read_marks_are_shared_announced_once_and_reported_on_join, reactions_reach_every_instance_and_show_in_history, a_direct_conversation_reaches_both_users_everywhere_and_nobody_else, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected, an_application_posts_lists_and_reads_without_a_connection, an_application_disconnects_a_users_sessions_everywhere, an_application_removes_a_user_from_a_room_everywhere, a_banned_user_is_taken_out_and_kept_out_until_lifted);
+suite!(nats: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, edits_and_deletes_reach_every_instance_in_order, read_marks_are_shared_announced_once_and_reported_on_join, reactions_reach_every_instance_and_show_in_history, a_direct_conversation_reaches_both_users_everywhere_and_nobody_else, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected, an_application_posts_lists_and_reads_without_a_connection, an_application_disconnects_a_users_sessions_everywhere, an_application_removes_a_user_from_a_room_everywhere, a_banned_user_is_taken_out_and_kept_out_until_lifted);
 
 #[tokio::test]
 async fn redis_cluster_with_sharded_pub_sub() {
@@ -1476,6 +1476,81 @@ async fn an_application_removes_a_user_from_a_room_everywhere(backplane: Backpla
     alice.send("dev", "still here").await.unwrap();
     alice.join("lobby").await.unwrap();
     wait_members(b, "lobby", &["alice", "bob"]).await;
+    for s in servers {
+        s.stop().await;
+    }
+}
+
+async fn a_banned_user_is_taken_out_and_kept_out_until_lifted(backplane: Backplane) {
+    let db = or_skip!(postgres_db().await);
+    let mut servers = Vec::new();
+    for id in ["a", "b"] {
+        let mut c = cluster_config(&backplane, id);
+        c.store.url = db.url();
+        c.admin.token = "app-t0ken".into();
+        let s = TestServer::start(c).await;
+        wait_ready(&s, true).await;
+        servers.push(s);
+    }
+    let (a, b) = (&servers[0], &servers[1]);
+    let (alice, mut alice_ev) = connect(&a.url(), "alice").await;
+    let (alice_too, _alice_too_ev) = connect(&b.url(), "alice").await;
+    let (bob, _bob_ev) = connect(&b.url(), "bob").await;
+    alice.join("lobby").await.unwrap();
+    bob.join("lobby").await.unwrap();
+    wait_members(b, "lobby", &["alice", "bob"]).await;
+    let call =
+        |server: &TestServer, method: &'static str, path: &'static str, body: Option<String>| {
+            let addr = server.addr();
+            async move {
+                let mut request = HttpRequest::new(method, path).bearer("app-t0ken");
+                if let Some(body) = &body {
+                    request = request.json(body);
+                }
+                let response = http(addr, request).await;
+                let body: serde_json::Value = serde_json::from_str(response.body.trim()).unwrap();
+                (response.status, body)
+            }
+        };
+    let until = chat_util::now_unix_ms() + 3_600_000;
+    let body = format!(r#"{{"user_id":"alice","until_unix_ms":{until},"reason":"spam"}}"#);
+    let (status, banned) = call(b, "POST", "/v1/api/rooms/lobby/bans", Some(body)).await;
+    assert_eq!(
+        (status, &banned["was_banned"]),
+        (200, &serde_json::json!(false)),
+        "{banned}"
+    );
+    match expect_event(&mut alice_ev, "removed", |e| matches!(e, Event::Removed(_))).await {
+        Event::Removed(r) => assert_eq!((r.room.as_str(), r.reason.as_str()), ("lobby", "spam")),
+        _ => unreachable!(),
+    }
+    wait_members(a, "lobby", &["bob"]).await;
+    // Kept out on every instance, with the code, until and why.
+    for client in [&alice, &alice_too] {
+        let refused = client.join("lobby").await.unwrap_err();
+        assert!(refused.to_string().contains("spam"), "{refused}");
+        assert_eq!(refusal(Err::<(), _>(refused)), ErrorCode::Banned);
+    }
+    alice.join("dev").await.expect("other rooms are open");
+    let (_, listed) = call(a, "GET", "/v1/api/rooms/lobby/bans", None).await;
+    assert_eq!(listed["bans"][0]["user_id"], "alice");
+    assert_eq!(listed["bans"][0]["until_unix_ms"], until);
+    let past = format!(
+        r#"{{"user_id":"bob","until_unix_ms":{}}}"#,
+        until - 7_200_000
+    );
+    let (status, refused) = call(a, "POST", "/v1/api/rooms/lobby/bans", Some(past)).await;
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (400, Some("INVALID_ARGUMENT"))
+    );
+    let (status, lifted) = call(a, "DELETE", "/v1/api/rooms/lobby/bans/alice", None).await;
+    assert_eq!(
+        (status, &lifted["lifted"]),
+        (200, &serde_json::json!(true)),
+        "{lifted}"
+    );
+    alice_too.join("lobby").await.expect("the ban is lifted");
     for s in servers {
         s.stop().await;
     }

@@ -852,6 +852,95 @@ async fn direct_conversations_are_one_per_pair_and_listed_for_both(backend: Back
     }
 }
 
+async fn bans_are_set_replaced_listed_lifted_and_end_on_time(backend: Backend) {
+    use chat_server::store::Ban;
+    let store = backend.open().await;
+    let lobby = RoomName::parse("lobby").unwrap();
+    let now = chat_util::now_unix_ms();
+    let ban = |user: &str, until_ms: i64, reason: &str| Ban {
+        user_id: user.into(),
+        until_ms,
+        reason: reason.into(),
+        created_at_ms: now,
+    };
+    assert!(
+        !store
+            .set_ban(&lobby, "ann", Some(ban("ann", now + 60_000, "spam")))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_ban(&lobby, "bob", Some(ban("bob", now + 1_000, "rude")))
+            .await
+            .unwrap()
+    );
+    let found = store
+        .ban(&lobby, "ann", now)
+        .await
+        .unwrap()
+        .expect("in force");
+    assert_eq!(
+        (found.until_ms, found.reason.as_str()),
+        (now + 60_000, "spam")
+    );
+    assert!(store.ban(&lobby, "cat", now).await.unwrap().is_none());
+    assert!(
+        store
+            .ban(&RoomName::parse("dev").unwrap(), "ann", now)
+            .await
+            .unwrap()
+            .is_none(),
+        "per room"
+    );
+    // A ban ends on its time: not found, not listed after it.
+    assert!(
+        store
+            .ban(&lobby, "bob", now + 1_000)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let users = |bans: Vec<Ban>| bans.into_iter().map(|b| b.user_id).collect::<Vec<_>>();
+    assert_eq!(
+        users(store.bans(&lobby, now).await.unwrap()),
+        ["ann", "bob"]
+    );
+    assert_eq!(
+        users(store.bans(&lobby, now + 5_000).await.unwrap()),
+        ["ann"]
+    );
+    // A new ban replaces the old one.
+    assert!(
+        store
+            .set_ban(&lobby, "ann", Some(ban("ann", now + 120_000, "again")))
+            .await
+            .unwrap()
+    );
+    let found = store.ban(&lobby, "ann", now).await.unwrap().unwrap();
+    assert_eq!(
+        (found.until_ms, found.reason.as_str()),
+        (now + 120_000, "again")
+    );
+    if backend.durable() {
+        drop(store);
+        let store = backend.open().await;
+        assert!(
+            store.ban(&lobby, "ann", now).await.unwrap().is_some(),
+            "kept across a restart"
+        );
+        assert!(store.set_ban(&lobby, "ann", None).await.unwrap(), "lifted");
+        assert!(store.ban(&lobby, "ann", now).await.unwrap().is_none());
+        assert!(
+            !store.set_ban(&lobby, "ann", None).await.unwrap(),
+            "nothing left to lift"
+        );
+    } else {
+        assert!(store.set_ban(&lobby, "ann", None).await.unwrap(), "lifted");
+        assert!(store.ban(&lobby, "ann", now).await.unwrap().is_none());
+    }
+}
+
 macro_rules! suite {
     ($backend:ident: $($test:ident),* $(,)?) => {
         mod $backend {
@@ -866,9 +955,9 @@ macro_rules! suite {
     };
 }
 
-suite!(memory: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied, read_positions_never_move_back_and_count_what_is_unread, the_unread_count_stops_at_its_cap, reactions_are_numbered_counted_bounded_and_go_with_their_message, retention_takes_the_text_of_a_removed_messages_edits, direct_conversations_are_one_per_pair_and_listed_for_both);
-suite!(sqlite: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied, read_positions_never_move_back_and_count_what_is_unread, the_unread_count_stops_at_its_cap, reactions_are_numbered_counted_bounded_and_go_with_their_message, retention_takes_the_text_of_a_removed_messages_edits, direct_conversations_are_one_per_pair_and_listed_for_both);
-suite!(postgres: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied, read_positions_never_move_back_and_count_what_is_unread, the_unread_count_stops_at_its_cap, reactions_are_numbered_counted_bounded_and_go_with_their_message, retention_takes_the_text_of_a_removed_messages_edits, direct_conversations_are_one_per_pair_and_listed_for_both);
+suite!(memory: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied, read_positions_never_move_back_and_count_what_is_unread, the_unread_count_stops_at_its_cap, reactions_are_numbered_counted_bounded_and_go_with_their_message, retention_takes_the_text_of_a_removed_messages_edits, direct_conversations_are_one_per_pair_and_listed_for_both, bans_are_set_replaced_listed_lifted_and_end_on_time);
+suite!(sqlite: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied, read_positions_never_move_back_and_count_what_is_unread, the_unread_count_stops_at_its_cap, reactions_are_numbered_counted_bounded_and_go_with_their_message, retention_takes_the_text_of_a_removed_messages_edits, direct_conversations_are_one_per_pair_and_listed_for_both, bans_are_set_replaced_listed_lifted_and_end_on_time);
+suite!(postgres: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied, read_positions_never_move_back_and_count_what_is_unread, the_unread_count_stops_at_its_cap, reactions_are_numbered_counted_bounded_and_go_with_their_message, retention_takes_the_text_of_a_removed_messages_edits, direct_conversations_are_one_per_pair_and_listed_for_both, bans_are_set_replaced_listed_lifted_and_end_on_time);
 
 /// Review of issue 16: a retried delete racing its original on another
 /// instance is answered with the original, never refused because the

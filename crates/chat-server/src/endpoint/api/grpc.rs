@@ -13,9 +13,10 @@ use crate::telemetry::trace;
 use axum::http::StatusCode;
 use chat_proto::v1::chat_api_server::ChatApi;
 use chat_proto::v1::{
-    ApiDisconnectRequest, ApiDisconnectResult, ApiPostRequest, ApiRemoveRequest, ApiRemoveResult,
-    ApiRoom, ApiRoomsRequest, ApiRoomsResult, ApiUserRequest, ApiUserResult, HistoryRequest,
-    HistoryResponse, ListMembersRequest, ListMembersResult, SendMessageResult,
+    ApiBan, ApiBanRequest, ApiBanResult, ApiBansRequest, ApiBansResult, ApiDisconnectRequest,
+    ApiDisconnectResult, ApiLiftBanRequest, ApiLiftBanResult, ApiPostRequest, ApiRemoveRequest,
+    ApiRemoveResult, ApiRoom, ApiRoomsRequest, ApiRoomsResult, ApiUserRequest, ApiUserResult,
+    HistoryRequest, HistoryResponse, ListMembersRequest, ListMembersResult, SendMessageResult,
 };
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -184,6 +185,57 @@ impl ChatApi for ApiGrpc {
             let told = api.remove(&r.room, &r.user_id, &r.reason).await?;
             Ok(ApiRemoveResult {
                 sessions_here: u32::try_from(told).unwrap_or(u32::MAX),
+            })
+        })
+        .await
+    }
+
+    async fn ban_member(
+        &self,
+        request: Request<ApiBanRequest>,
+    ) -> Result<Response<ApiBanResult>, Status> {
+        let api = &self.api;
+        self.answer(ApiCall::Ban, request, |r| async move {
+            let (was_banned, told) = api
+                .ban(&r.room, &r.user_id, r.until_unix_ms, &r.reason)
+                .await?;
+            Ok(ApiBanResult {
+                was_banned,
+                sessions_here: u32::try_from(told).unwrap_or(u32::MAX),
+            })
+        })
+        .await
+    }
+
+    async fn lift_ban(
+        &self,
+        request: Request<ApiLiftBanRequest>,
+    ) -> Result<Response<ApiLiftBanResult>, Status> {
+        let api = &self.api;
+        self.answer(ApiCall::LiftBan, request, |r| async move {
+            let lifted = api.lift_ban(&r.room, &r.user_id).await?;
+            Ok(ApiLiftBanResult { lifted })
+        })
+        .await
+    }
+
+    async fn list_bans(
+        &self,
+        request: Request<ApiBansRequest>,
+    ) -> Result<Response<ApiBansResult>, Status> {
+        let api = &self.api;
+        self.answer(ApiCall::Bans, request, |r| async move {
+            let bans = api.bans(&r.room).await?;
+            Ok(ApiBansResult {
+                bans: bans
+                    .into_iter()
+                    .map(|b| ApiBan {
+                        user_id: b.user_id,
+                        until_unix_ms: b.until_ms,
+                        reason: b.reason,
+                        created_at_unix_ms: b.created_at_ms,
+                    })
+                    .collect(),
             })
         })
         .await

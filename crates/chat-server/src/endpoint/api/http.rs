@@ -44,6 +44,11 @@ pub(super) fn routes(api: Arc<ServerApi>, access: AdminAccess, max_text_bytes: u
             post_route(remove),
         )
         .route("/v1/api/rooms/{room}/messages", get(history).post(post))
+        .route("/v1/api/rooms/{room}/bans", get(bans).post(ban))
+        .route(
+            "/v1/api/rooms/{room}/bans/{user}",
+            axum::routing::delete(lift_ban),
+        )
         .route("/v1/api/users/{user}", get(user))
         .route("/v1/api/users/{user}/disconnect", post_route(disconnect))
         .route_layer(middleware::from_fn_with_state(endpoint.clone(), authorize))
@@ -56,6 +61,12 @@ pub(super) fn routes(api: Arc<ServerApi>, access: AdminAccess, max_text_bytes: u
 fn call_of(method: &Method, path: &str) -> ApiCall {
     if path.ends_with("/remove") {
         ApiCall::Remove
+    } else if path.contains("/bans/") {
+        ApiCall::LiftBan
+    } else if path.ends_with("/bans") && method == Method::POST {
+        ApiCall::Ban
+    } else if path.ends_with("/bans") {
+        ApiCall::Bans
     } else if path.starts_with("/v1/api/users/") {
         if path.ends_with("/disconnect") {
             ApiCall::Disconnect
@@ -381,6 +392,84 @@ async fn remove(
         let Json(body) = body.map_err(bad_body)?;
         let told = api.remove(&room, &user, &body.reason).await?;
         Ok(json!({ "room": room, "user_id": user, "sessions_here": told }))
+    })
+    .await
+}
+
+/// Body of `POST /v1/api/rooms/{room}/bans`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BanBody {
+    /// The user.
+    user_id: String,
+    /// Barred until then (Unix ms).
+    until_unix_ms: i64,
+    /// What the user is shown.
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /v1/api/rooms/{room}/bans`: bars a user from the room until a
+/// time, taking them out of it everywhere.
+async fn ban(
+    State(endpoint): State<Arc<Endpoint>>,
+    room: Result<Path<String>, PathRejection>,
+    body: Result<Json<BanBody>, JsonRejection>,
+) -> Response {
+    let api = &endpoint.api;
+    answer(&endpoint, ApiCall::Ban, async {
+        let Path(room) = room.map_err(|e| invalid(e.body_text()))?;
+        let Json(body) = body.map_err(bad_body)?;
+        let (was_banned, told) = api
+            .ban(&room, &body.user_id, body.until_unix_ms, &body.reason)
+            .await?;
+        Ok(json!({
+            "room": room,
+            "user_id": body.user_id,
+            "until_unix_ms": body.until_unix_ms,
+            "was_banned": was_banned,
+            "sessions_here": told,
+        }))
+    })
+    .await
+}
+
+/// `DELETE /v1/api/rooms/{room}/bans/{user}`: lifts a ban.
+async fn lift_ban(
+    State(endpoint): State<Arc<Endpoint>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Response {
+    let api = &endpoint.api;
+    answer(&endpoint, ApiCall::LiftBan, async {
+        let Path((room, user)) = path.map_err(|e| invalid(e.body_text()))?;
+        let lifted = api.lift_ban(&room, &user).await?;
+        Ok(json!({ "room": room, "user_id": user, "lifted": lifted }))
+    })
+    .await
+}
+
+/// `GET /v1/api/rooms/{room}/bans`: the bans in force in the room.
+async fn bans(
+    State(endpoint): State<Arc<Endpoint>>,
+    room: Result<Path<String>, PathRejection>,
+) -> Response {
+    let api = &endpoint.api;
+    answer(&endpoint, ApiCall::Bans, async {
+        let Path(room) = room.map_err(|e| invalid(e.body_text()))?;
+        let bans: Vec<Value> = api
+            .bans(&room)
+            .await?
+            .iter()
+            .map(|b| {
+                json!({
+                    "user_id": b.user_id,
+                    "until_unix_ms": b.until_ms,
+                    "reason": b.reason,
+                    "created_at_unix_ms": b.created_at_ms,
+                })
+            })
+            .collect();
+        Ok(json!({ "room": room, "bans": bans }))
     })
     .await
 }

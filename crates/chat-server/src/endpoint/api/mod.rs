@@ -46,5 +46,8 @@ fn span_name(call: ApiCall) -> &'static str {
         ApiCall::Disconnect => "chat.api.disconnect",
         ApiCall::User => "chat.api.user",
         ApiCall::Remove => "chat.api.remove",
+        ApiCall::Ban => "chat.api.ban",
+        ApiCall::LiftBan => "chat.api.lift_ban",
+        ApiCall::Bans => "chat.api.bans",
     }
 }

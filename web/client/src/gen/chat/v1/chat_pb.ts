@@ -37,7 +37,211 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file chat/v1/chat.proto.
  */
 export const file_chat_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("ChJjaGF0L3YxL2NoYXQucHJvdG8SB2NoYXQudjEiQQoQQXBpUmVtb3ZlUmVxdWVzdBIMCgRyb29tGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSDgoGcmVhc29uGAMgASgJIigKD0FwaVJlbW92ZVJlc3VsdBIVCg1zZXNzaW9uc19oZXJlGAEgASgNIjcKFEFwaURpc2Nvbm5lY3RSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSDgoGcmVhc29uGAIgASgJIiwKE0FwaURpc2Nvbm5lY3RSZXN1bHQSFQoNc2Vzc2lvbnNfaGVyZRgBIAEoDSIhCg5BcGlVc2VyUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJIlkKDUFwaVVzZXJSZXN1bHQSDwoHdXNlcl9pZBgBIAEoCRINCgVyb29tcxgCIAMoCRIVCg1zZXNzaW9uc19oZXJlGAMgASgNEhEKCWluc3RhbmNlcxgEIAMoCSJjCg5BcGlQb3N0UmVxdWVzdBIMCgRyb29tGAEgASgJEgwKBHRleHQYAiABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJEhwKA2JvdBgEIAEoCzIPLmNoYXQudjEuQXBpQm90IiIKBkFwaUJvdBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJIi8KD0FwaVJvb21zUmVxdWVzdBINCgVhZnRlchgBIAEoCRINCgVsaW1pdBgCIAEoDSI/Cg5BcGlSb29tc1Jlc3VsdBIfCgVyb29tcxgBIAMoCzIQLmNoYXQudjEuQXBpUm9vbRIMCgRuZXh0GAIgASgJIigKB0FwaVJvb20SDAoEcm9vbRgBIAEoCRIPCgdtZW1iZXJzGAIgASgNInIKDkhpc3RvcnlSZXF1ZXN0EgwKBHJvb20YASABKAkSLAoJZGlyZWN0aW9uGAIgASgOMhkuY2hhdC52MS5IaXN0b3J5RGlyZWN0aW9uEhUKDWZyb21fc2VxdWVuY2UYAyABKAQSDQoFbGltaXQYBCABKA0iYQoPSGlzdG9yeVJlc3BvbnNlEgwKBHJvb20YASABKAkSJwoIbWVzc2FnZXMYAiADKAsyFS5jaGF0LnYxLk1lc3NhZ2VFdmVudBIXCg9sYXRlc3Rfc2VxdWVuY2UYAyABKAQi4wUKC0NsaWVudEZyYW1lEhIKCnJlcXVlc3RfaWQYASABKAQSEwoLdHJhY2VwYXJlbnQYAiABKAkSLQoJam9pbl9yb29tGAogASgLMhguY2hhdC52MS5Kb2luUm9vbVJlcXVlc3RIABIvCgpsZWF2ZV9yb29tGAsgASgLMhkuY2hhdC52MS5MZWF2ZVJvb21SZXF1ZXN0SAASMwoMc2VuZF9tZXNzYWdlGAwgASgLMhsuY2hhdC52MS5TZW5kTWVzc2FnZVJlcXVlc3RIABIzCgxsaXN0X21lbWJlcnMYDSABKAsyGy5jaGF0LnYxLkxpc3RNZW1iZXJzUmVxdWVzdEgAEi8KCmxpc3Rfcm9vbXMYDiABKAsyGS5jaGF0LnYxLkxpc3RSb29tc1JlcXVlc3RIABIkCgRwaW5nGA8gASgLMhQuY2hhdC52MS5QaW5nUmVxdWVzdEgAEioKB2hpc3RvcnkYECABKAsyFy5jaGF0LnYxLkhpc3RvcnlSZXF1ZXN0SAASKAoGdHlwaW5nGBEgASgLMhYuY2hhdC52MS5UeXBpbmdSZXF1ZXN0SAASMwoMZWRpdF9tZXNzYWdlGBIgASgLMhsuY2hhdC52MS5FZGl0TWVzc2FnZVJlcXVlc3RIABI3Cg5kZWxldGVfbWVzc2FnZRgTIAEoCzIdLmNoYXQudjEuRGVsZXRlTWVzc2FnZVJlcXVlc3RIABItCgltYXJrX3JlYWQYFCABKAsyGC5jaGF0LnYxLk1hcmtSZWFkUmVxdWVzdEgAEiYKBXJlYWN0GBUgASgLMhUuY2hhdC52MS5SZWFjdFJlcXVlc3RIABIxCgtvcGVuX2RpcmVjdBgWIAEoCzIaLmNoYXQudjEuT3BlbkRpcmVjdFJlcXVlc3RIABIxCgtsaXN0X2RpcmVjdBgXIAEoCzIaLmNoYXQudjEuTGlzdERpcmVjdFJlcXVlc3RIAEIJCgdyZXF1ZXN0IiQKEU9wZW5EaXJlY3RSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkiEwoRTGlzdERpcmVjdFJlcXVlc3QiQQoSRGlyZWN0Q29udmVyc2F0aW9uEgwKBHJvb20YASABKAkSHQoEcGVlchgCIAEoCzIPLmNoYXQudjEuTWVtYmVyIkYKEExpc3REaXJlY3RSZXN1bHQSMgoNY29udmVyc2F0aW9ucxgBIAMoCzIbLmNoYXQudjEuRGlyZWN0Q29udmVyc2F0aW9uImUKDFJlYWN0UmVxdWVzdBIMCgRyb29tGAEgASgJEhAKCHNlcXVlbmNlGAIgASgEEg0KBWVtb2ppGAMgASgJEgsKA2FkZBgEIAEoCBIZChFjbGllbnRfbWVzc2FnZV9pZBgFIAEoCSIxCg9NYXJrUmVhZFJlcXVlc3QSDAoEcm9vbRgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoBCJdChJFZGl0TWVzc2FnZVJlcXVlc3QSDAoEcm9vbRgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoBBIMCgR0ZXh0GAMgASgJEhkKEWNsaWVudF9tZXNzYWdlX2lkGAQgASgJIlEKFERlbGV0ZU1lc3NhZ2VSZXF1ZXN0EgwKBHJvb20YASABKAkSEAoIc2VxdWVuY2UYAiABKAQSGQoRY2xpZW50X21lc3NhZ2VfaWQYAyABKAkiLQoNVHlwaW5nUmVxdWVzdBIMCgRyb29tGAEgASgJEg4KBnR5cGluZxgCIAEoCCJPCg9Kb2luUm9vbVJlcXVlc3QSDAoEcm9vbRgBIAEoCRIbCg5zaW5jZV9zZXF1ZW5jZRgCIAEoBEgAiAEBQhEKD19zaW5jZV9zZXF1ZW5jZSIgChBMZWF2ZVJvb21SZXF1ZXN0EgwKBHJvb20YASABKAkiSwoSU2VuZE1lc3NhZ2VSZXF1ZXN0EgwKBHJvb20YASABKAkSGQoRY2xpZW50X21lc3NhZ2VfaWQYAiABKAkSDAoEdGV4dBgDIAEoCSIiChJMaXN0TWVtYmVyc1JlcXVlc3QSDAoEcm9vbRgBIAEoCSISChBMaXN0Um9vbXNSZXF1ZXN0IioKC1BpbmdSZXF1ZXN0EhsKE2NsaWVudF90aW1lX3VuaXhfbXMYASABKAMi+AMKC1NlcnZlckZyYW1lEh8KBXJlcGx5GAEgASgLMg4uY2hhdC52MS5SZXBseUgAEiMKB3dlbGNvbWUYAiABKAsyEC5jaGF0LnYxLldlbGNvbWVIABIoCgdtZXNzYWdlGAMgASgLMhUuY2hhdC52MS5NZXNzYWdlRXZlbnRIABIuCg1tZW1iZXJfam9pbmVkGAQgASgLMhUuY2hhdC52MS5NZW1iZXJKb2luZWRIABIqCgttZW1iZXJfbGVmdBgFIAEoCzITLmNoYXQudjEuTWVtYmVyTGVmdEgAEi0KDG5vdGlmaWNhdGlvbhgGIAEoCzIVLmNoYXQudjEuTm90aWZpY2F0aW9uSAASLwoKZGlzY29ubmVjdBgHIAEoCzIZLmNoYXQudjEuRGlzY29ubmVjdE5vdGljZUgAEiEKBnR5cGluZxgIIAEoCzIPLmNoYXQudjEuVHlwaW5nSAASLgoNcmVhZF9yZWNlaXB0cxgJIAEoCzIVLmNoYXQudjEuUmVhZFJlY2VpcHRzSAASNAoNZGlyZWN0X29wZW5lZBgKIAEoCzIbLmNoYXQudjEuRGlyZWN0Q29udmVyc2F0aW9uSAASKwoHcmVtb3ZlZBgLIAEoCzIYLmNoYXQudjEuUmVtb3ZlZEZyb21Sb29tSABCBwoFZnJhbWUiLwoPUmVtb3ZlZEZyb21Sb29tEgwKBHJvb20YASABKAkSDgoGcmVhc29uGAIgASgJIsEBCgdXZWxjb21lEhUKDWNvbm5lY3Rpb25faWQYASABKAkSHAoDeW91GAIgASgLMg8uY2hhdC52MS5NZW1iZXISGwoTc2VydmVyX3RpbWVfdW5peF9tcxgDIAEoAxIWCg5tYXhfdGV4dF9ieXRlcxgEIAEoDRIgChhtYXhfcm9vbXNfcGVyX2Nvbm5lY3Rpb24YBSABKA0SFwoPaWRsZV90aW1lb3V0X21zGAYgASgNEhEKCXNlcnZlcl9pZBgHIAEoCSIvCgZNZW1iZXISDwoHdXNlcl9pZBgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAki4gUKBVJlcGx5EhIKCnJlcXVlc3RfaWQYASABKAQSHwoFZXJyb3IYAiABKAsyDi5jaGF0LnYxLkVycm9ySAASLAoJam9pbl9yb29tGAogASgLMhcuY2hhdC52MS5Kb2luUm9vbVJlc3VsdEgAEi4KCmxlYXZlX3Jvb20YCyABKAsyGC5jaGF0LnYxLkxlYXZlUm9vbVJlc3VsdEgAEjIKDHNlbmRfbWVzc2FnZRgMIAEoCzIaLmNoYXQudjEuU2VuZE1lc3NhZ2VSZXN1bHRIABIyCgxsaXN0X21lbWJlcnMYDSABKAsyGi5jaGF0LnYxLkxpc3RNZW1iZXJzUmVzdWx0SAASLgoKbGlzdF9yb29tcxgOIAEoCzIYLmNoYXQudjEuTGlzdFJvb21zUmVzdWx0SAASIwoEcG9uZxgPIAEoCzITLmNoYXQudjEuUG9uZ1Jlc3VsdEgAEisKB2hpc3RvcnkYECABKAsyGC5jaGF0LnYxLkhpc3RvcnlSZXNwb25zZUgAEicKBnR5cGluZxgRIAEoCzIVLmNoYXQudjEuVHlwaW5nUmVzdWx0SAASMgoMZWRpdF9tZXNzYWdlGBIgASgLMhouY2hhdC52MS5TZW5kTWVzc2FnZVJlc3VsdEgAEjQKDmRlbGV0ZV9tZXNzYWdlGBMgASgLMhouY2hhdC52MS5TZW5kTWVzc2FnZVJlc3VsdEgAEiwKCW1hcmtfcmVhZBgUIAEoCzIXLmNoYXQudjEuTWFya1JlYWRSZXN1bHRIABIrCgVyZWFjdBgVIAEoCzIaLmNoYXQudjEuU2VuZE1lc3NhZ2VSZXN1bHRIABIyCgtvcGVuX2RpcmVjdBgWIAEoCzIbLmNoYXQudjEuRGlyZWN0Q29udmVyc2F0aW9uSAASMAoLbGlzdF9kaXJlY3QYFyABKAsyGS5jaGF0LnYxLkxpc3REaXJlY3RSZXN1bHRIAEIICgZyZXN1bHQiUgoFRXJyb3ISIAoEY29kZRgBIAEoDjISLmNoYXQudjEuRXJyb3JDb2RlEg8KB21lc3NhZ2UYAiABKAkSFgoOcmV0cnlfYWZ0ZXJfbXMYAyABKA0i2gEKDkpvaW5Sb29tUmVzdWx0EgwKBHJvb20YASABKAkSIAoHbWVtYmVycxgCIAMoCzIPLmNoYXQudjEuTWVtYmVyEhcKD2xhdGVzdF9zZXF1ZW5jZRgDIAEoBBIeChZiYWNrbG9nX2FmdGVyX3NlcXVlbmNlGAQgASgEEhoKEmJhY2tsb2dfaW5jb21wbGV0ZRgFIAEoCBIWCg5zZXF1ZW5jZV9yZXNldBgGIAEoCBIVCg1yZWFkX3NlcXVlbmNlGAcgASgEEhQKDHVucmVhZF9jb3VudBgIIAEoDSJLCg5NYXJrUmVhZFJlc3VsdBIMCgRyb29tGAEgASgJEhUKDXJlYWRfc2VxdWVuY2UYAiABKAQSFAoMdW5yZWFkX2NvdW50GAMgASgNIkYKDFJlYWRSZWNlaXB0cxIMCgRyb29tGAEgASgJEigKCXBvc2l0aW9ucxgCIAMoCzIVLmNoYXQudjEuUmVhZFBvc2l0aW9uIkEKDFJlYWRQb3NpdGlvbhIfCgZtZW1iZXIYASABKAsyDy5jaGF0LnYxLk1lbWJlchIQCghzZXF1ZW5jZRgCIAEoBCIfCg9MZWF2ZVJvb21SZXN1bHQSDAoEcm9vbRgBIAEoCSJ/ChFTZW5kTWVzc2FnZVJlc3VsdBISCgptZXNzYWdlX2lkGAEgASgJEgwKBHJvb20YAiABKAkSEAoIc2VxdWVuY2UYAyABKAQSGwoTc2VydmVyX3RpbWVfdW5peF9tcxgEIAEoAxIZChFjbGllbnRfbWVzc2FnZV9pZBgFIAEoCSJDChFMaXN0TWVtYmVyc1Jlc3VsdBIMCgRyb29tGAEgASgJEiAKB21lbWJlcnMYAiADKAsyDy5jaGF0LnYxLk1lbWJlciIgCg9MaXN0Um9vbXNSZXN1bHQSDQoFcm9vbXMYASADKAkiRgoKUG9uZ1Jlc3VsdBIbChNjbGllbnRfdGltZV91bml4X21zGAEgASgDEhsKE3NlcnZlcl90aW1lX3VuaXhfbXMYAiABKAMiDgoMVHlwaW5nUmVzdWx0ItECCgxNZXNzYWdlRXZlbnQSEgoKbWVzc2FnZV9pZBgBIAEoCRIMCgRyb29tGAIgASgJEhAKCHNlcXVlbmNlGAMgASgEEh8KBnNlbmRlchgEIAEoCzIPLmNoYXQudjEuTWVtYmVyEgwKBHRleHQYBSABKAkSGwoTc2VydmVyX3RpbWVfdW5peF9tcxgGIAEoAxIZChFjbGllbnRfbWVzc2FnZV9pZBgHIAEoCRIiCgRraW5kGAggASgOMhQuY2hhdC52MS5NZXNzYWdlS2luZBIXCg90YXJnZXRfc2VxdWVuY2UYCSABKAQSGQoRZWRpdGVkX2F0X3VuaXhfbXMYCiABKAMSDwoHZGVsZXRlZBgLIAEoCBIkCglyZWFjdGlvbnMYDCADKAsyES5jaGF0LnYxLlJlYWN0aW9uEhcKD2VkaXRlZF9zZXF1ZW5jZRgNIAEoBCJKCghSZWFjdGlvbhINCgVlbW9qaRgBIAEoCRINCgVjb3VudBgCIAEoDRIgCgdtZW1iZXJzGAMgAygLMg8uY2hhdC52MS5NZW1iZXIifQoGVHlwaW5nEgwKBHJvb20YASABKAkSIAoHdHlwaXN0cxgFIAMoCzIPLmNoYXQudjEuTWVtYmVyEg0KBWNvdW50GAYgASgNEhgKEGV4cGlyZXNfYWZ0ZXJfbXMYBCABKA1KBAgCEANKBAgDEARSBm1lbWJlclIGdHlwaW5nIj0KDE1lbWJlckpvaW5lZBIMCgRyb29tGAEgASgJEh8KBm1lbWJlchgCIAEoCzIPLmNoYXQudjEuTWVtYmVyIjsKCk1lbWJlckxlZnQSDAoEcm9vbRgBIAEoCRIfCgZtZW1iZXIYAiABKAsyDy5jaGF0LnYxLk1lbWJlciI5CgxOb3RpZmljYXRpb24SDAoEdGV4dBgBIAEoCRIbChNzZXJ2ZXJfdGltZV91bml4X21zGAIgASgDImoKEERpc2Nvbm5lY3ROb3RpY2USKQoGcmVhc29uGAEgASgOMhkuY2hhdC52MS5EaXNjb25uZWN0UmVhc29uEg8KB21lc3NhZ2UYAiABKAkSGgoScmVjb25uZWN0X2FmdGVyX21zGAMgASgNKlEKEEhpc3RvcnlEaXJlY3Rpb24SHgoaSElTVE9SWV9ESVJFQ1RJT05fQkFDS1dBUkQQABIdChlISVNUT1JZX0RJUkVDVElPTl9GT1JXQVJEEAEqvwMKCUVycm9yQ29kZRIaChZFUlJPUl9DT0RFX1VOU1BFQ0lGSUVEEAASHwobRVJST1JfQ09ERV9JTlZBTElEX0FSR1VNRU5UEAESIAocRVJST1JfQ09ERV9NRVNTQUdFX1RPT19MQVJHRRACEhsKF0VSUk9SX0NPREVfTk9UX0FfTUVNQkVSEAMSHwobRVJST1JfQ09ERV9BTFJFQURZX0FfTUVNQkVSEAQSHQoZRVJST1JfQ09ERV9UT09fTUFOWV9ST09NUxAFEhsKF0VSUk9SX0NPREVfUkFURV9MSU1JVEVEEAYSHgoaRVJST1JfQ09ERV9VTkFVVEhFTlRJQ0FURUQQBxIgChxFUlJPUl9DT0RFX1BFUk1JU1NJT05fREVOSUVEEAgSGgoWRVJST1JfQ09ERV9VTkFWQUlMQUJMRRAJEhcKE0VSUk9SX0NPREVfSU5URVJOQUwQChIgChxFUlJPUl9DT0RFX01FU1NBR0VfTk9UX0ZPVU5EEAsSHQoZRVJST1JfQ09ERV9OT1RfVEhFX0FVVEhPUhAMEiEKHUVSUk9SX0NPREVfVE9PX01BTllfUkVBQ1RJT05TEA0qmwEKC01lc3NhZ2VLaW5kEhgKFE1FU1NBR0VfS0lORF9NRVNTQUdFEAASFQoRTUVTU0FHRV9LSU5EX0VESVQQARIXChNNRVNTQUdFX0tJTkRfREVMRVRFEAISHwobTUVTU0FHRV9LSU5EX1JFQUNUSU9OX0FEREVEEAMSIQodTUVTU0FHRV9LSU5EX1JFQUNUSU9OX1JFTU9WRUQQBCq5AgoQRGlzY29ubmVjdFJlYXNvbhIhCh1ESVNDT05ORUNUX1JFQVNPTl9VTlNQRUNJRklFRBAAEiMKH0RJU0NPTk5FQ1RfUkVBU09OX1NIVVRUSU5HX0RPV04QARIjCh9ESVNDT05ORUNUX1JFQVNPTl9TTE9XX0NPTlNVTUVSEAISIgoeRElTQ09OTkVDVF9SRUFTT05fQVVUSF9FWFBJUkVEEAMSIgoeRElTQ09OTkVDVF9SRUFTT05fSURMRV9USU1FT1VUEAQSKAokRElTQ09OTkVDVF9SRUFTT05fUFJPVE9DT0xfVklPTEFUSU9OEAUSIgoeRElTQ09OTkVDVF9SRUFTT05fTUFYX0xJRkVUSU1FEAYSIgoeRElTQ09OTkVDVF9SRUFTT05fRElTQ09OTkVDVEVEEAcyhgEKC0NoYXRTZXJ2aWNlEjkKB1Nlc3Npb24SFC5jaGF0LnYxLkNsaWVudEZyYW1lGhQuY2hhdC52MS5TZXJ2ZXJGcmFtZSgBMAESPAoHSGlzdG9yeRIXLmNoYXQudjEuSGlzdG9yeVJlcXVlc3QaGC5jaGF0LnYxLkhpc3RvcnlSZXNwb25zZTLcAwoHQ2hhdEFwaRI7CgRQb3N0EhcuY2hhdC52MS5BcGlQb3N0UmVxdWVzdBoaLmNoYXQudjEuU2VuZE1lc3NhZ2VSZXN1bHQSPgoJTGlzdFJvb21zEhguY2hhdC52MS5BcGlSb29tc1JlcXVlc3QaFy5jaGF0LnYxLkFwaVJvb21zUmVzdWx0EkYKC0xpc3RNZW1iZXJzEhsuY2hhdC52MS5MaXN0TWVtYmVyc1JlcXVlc3QaGi5jaGF0LnYxLkxpc3RNZW1iZXJzUmVzdWx0EjwKB0hpc3RvcnkSFy5jaGF0LnYxLkhpc3RvcnlSZXF1ZXN0GhguY2hhdC52MS5IaXN0b3J5UmVzcG9uc2USTQoORGlzY29ubmVjdFVzZXISHS5jaGF0LnYxLkFwaURpc2Nvbm5lY3RSZXF1ZXN0GhwuY2hhdC52MS5BcGlEaXNjb25uZWN0UmVzdWx0EjoKB0dldFVzZXISFy5jaGF0LnYxLkFwaVVzZXJSZXF1ZXN0GhYuY2hhdC52MS5BcGlVc2VyUmVzdWx0EkMKDFJlbW92ZU1lbWJlchIZLmNoYXQudjEuQXBpUmVtb3ZlUmVxdWVzdBoYLmNoYXQudjEuQXBpUmVtb3ZlUmVzdWx0QikKC2Rldi5jaGF0LnYxUAFaDmNoYXQvdjE7Y2hhdHYxqgIHQ2hhdC5WMWIGcHJvdG8z");
+  fileDesc("ChJjaGF0L3YxL2NoYXQucHJvdG8SB2NoYXQudjEiVQoNQXBpQmFuUmVxdWVzdBIMCgRyb29tGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSFQoNdW50aWxfdW5peF9tcxgDIAEoAxIOCgZyZWFzb24YBCABKAkiOQoMQXBpQmFuUmVzdWx0EhIKCndhc19iYW5uZWQYASABKAgSFQoNc2Vzc2lvbnNfaGVyZRgCIAEoDSIyChFBcGlMaWZ0QmFuUmVxdWVzdBIMCgRyb29tGAEgASgJEg8KB3VzZXJfaWQYAiABKAkiIgoQQXBpTGlmdEJhblJlc3VsdBIOCgZsaWZ0ZWQYASABKAgiHgoOQXBpQmFuc1JlcXVlc3QSDAoEcm9vbRgBIAEoCSIuCg1BcGlCYW5zUmVzdWx0Eh0KBGJhbnMYASADKAsyDy5jaGF0LnYxLkFwaUJhbiJcCgZBcGlCYW4SDwoHdXNlcl9pZBgBIAEoCRIVCg11bnRpbF91bml4X21zGAIgASgDEg4KBnJlYXNvbhgDIAEoCRIaChJjcmVhdGVkX2F0X3VuaXhfbXMYBCABKAMiQQoQQXBpUmVtb3ZlUmVxdWVzdBIMCgRyb29tGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSDgoGcmVhc29uGAMgASgJIigKD0FwaVJlbW92ZVJlc3VsdBIVCg1zZXNzaW9uc19oZXJlGAEgASgNIjcKFEFwaURpc2Nvbm5lY3RSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSDgoGcmVhc29uGAIgASgJIiwKE0FwaURpc2Nvbm5lY3RSZXN1bHQSFQoNc2Vzc2lvbnNfaGVyZRgBIAEoDSIhCg5BcGlVc2VyUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJIlkKDUFwaVVzZXJSZXN1bHQSDwoHdXNlcl9pZBgBIAEoCRINCgVyb29tcxgCIAMoCRIVCg1zZXNzaW9uc19oZXJlGAMgASgNEhEKCWluc3RhbmNlcxgEIAMoCSJjCg5BcGlQb3N0UmVxdWVzdBIMCgRyb29tGAEgASgJEgwKBHRleHQYAiABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJEhwKA2JvdBgEIAEoCzIPLmNoYXQudjEuQXBpQm90IiIKBkFwaUJvdBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJIi8KD0FwaVJvb21zUmVxdWVzdBINCgVhZnRlchgBIAEoCRINCgVsaW1pdBgCIAEoDSI/Cg5BcGlSb29tc1Jlc3VsdBIfCgVyb29tcxgBIAMoCzIQLmNoYXQudjEuQXBpUm9vbRIMCgRuZXh0GAIgASgJIigKB0FwaVJvb20SDAoEcm9vbRgBIAEoCRIPCgdtZW1iZXJzGAIgASgNInIKDkhpc3RvcnlSZXF1ZXN0EgwKBHJvb20YASABKAkSLAoJZGlyZWN0aW9uGAIgASgOMhkuY2hhdC52MS5IaXN0b3J5RGlyZWN0aW9uEhUKDWZyb21fc2VxdWVuY2UYAyABKAQSDQoFbGltaXQYBCABKA0iYQoPSGlzdG9yeVJlc3BvbnNlEgwKBHJvb20YASABKAkSJwoIbWVzc2FnZXMYAiADKAsyFS5jaGF0LnYxLk1lc3NhZ2VFdmVudBIXCg9sYXRlc3Rfc2VxdWVuY2UYAyABKAQi4wUKC0NsaWVudEZyYW1lEhIKCnJlcXVlc3RfaWQYASABKAQSEwoLdHJhY2VwYXJlbnQYAiABKAkSLQoJam9pbl9yb29tGAogASgLMhguY2hhdC52MS5Kb2luUm9vbVJlcXVlc3RIABIvCgpsZWF2ZV9yb29tGAsgASgLMhkuY2hhdC52MS5MZWF2ZVJvb21SZXF1ZXN0SAASMwoMc2VuZF9tZXNzYWdlGAwgASgLMhsuY2hhdC52MS5TZW5kTWVzc2FnZVJlcXVlc3RIABIzCgxsaXN0X21lbWJlcnMYDSABKAsyGy5jaGF0LnYxLkxpc3RNZW1iZXJzUmVxdWVzdEgAEi8KCmxpc3Rfcm9vbXMYDiABKAsyGS5jaGF0LnYxLkxpc3RSb29tc1JlcXVlc3RIABIkCgRwaW5nGA8gASgLMhQuY2hhdC52MS5QaW5nUmVxdWVzdEgAEioKB2hpc3RvcnkYECABKAsyFy5jaGF0LnYxLkhpc3RvcnlSZXF1ZXN0SAASKAoGdHlwaW5nGBEgASgLMhYuY2hhdC52MS5UeXBpbmdSZXF1ZXN0SAASMwoMZWRpdF9tZXNzYWdlGBIgASgLMhsuY2hhdC52MS5FZGl0TWVzc2FnZVJlcXVlc3RIABI3Cg5kZWxldGVfbWVzc2FnZRgTIAEoCzIdLmNoYXQudjEuRGVsZXRlTWVzc2FnZVJlcXVlc3RIABItCgltYXJrX3JlYWQYFCABKAsyGC5jaGF0LnYxLk1hcmtSZWFkUmVxdWVzdEgAEiYKBXJlYWN0GBUgASgLMhUuY2hhdC52MS5SZWFjdFJlcXVlc3RIABIxCgtvcGVuX2RpcmVjdBgWIAEoCzIaLmNoYXQudjEuT3BlbkRpcmVjdFJlcXVlc3RIABIxCgtsaXN0X2RpcmVjdBgXIAEoCzIaLmNoYXQudjEuTGlzdERpcmVjdFJlcXVlc3RIAEIJCgdyZXF1ZXN0IiQKEU9wZW5EaXJlY3RSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkiEwoRTGlzdERpcmVjdFJlcXVlc3QiQQoSRGlyZWN0Q29udmVyc2F0aW9uEgwKBHJvb20YASABKAkSHQoEcGVlchgCIAEoCzIPLmNoYXQudjEuTWVtYmVyIkYKEExpc3REaXJlY3RSZXN1bHQSMgoNY29udmVyc2F0aW9ucxgBIAMoCzIbLmNoYXQudjEuRGlyZWN0Q29udmVyc2F0aW9uImUKDFJlYWN0UmVxdWVzdBIMCgRyb29tGAEgASgJEhAKCHNlcXVlbmNlGAIgASgEEg0KBWVtb2ppGAMgASgJEgsKA2FkZBgEIAEoCBIZChFjbGllbnRfbWVzc2FnZV9pZBgFIAEoCSIxCg9NYXJrUmVhZFJlcXVlc3QSDAoEcm9vbRgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoBCJdChJFZGl0TWVzc2FnZVJlcXVlc3QSDAoEcm9vbRgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoBBIMCgR0ZXh0GAMgASgJEhkKEWNsaWVudF9tZXNzYWdlX2lkGAQgASgJIlEKFERlbGV0ZU1lc3NhZ2VSZXF1ZXN0EgwKBHJvb20YASABKAkSEAoIc2VxdWVuY2UYAiABKAQSGQoRY2xpZW50X21lc3NhZ2VfaWQYAyABKAkiLQoNVHlwaW5nUmVxdWVzdBIMCgRyb29tGAEgASgJEg4KBnR5cGluZxgCIAEoCCJPCg9Kb2luUm9vbVJlcXVlc3QSDAoEcm9vbRgBIAEoCRIbCg5zaW5jZV9zZXF1ZW5jZRgCIAEoBEgAiAEBQhEKD19zaW5jZV9zZXF1ZW5jZSIgChBMZWF2ZVJvb21SZXF1ZXN0EgwKBHJvb20YASABKAkiSwoSU2VuZE1lc3NhZ2VSZXF1ZXN0EgwKBHJvb20YASABKAkSGQoRY2xpZW50X21lc3NhZ2VfaWQYAiABKAkSDAoEdGV4dBgDIAEoCSIiChJMaXN0TWVtYmVyc1JlcXVlc3QSDAoEcm9vbRgBIAEoCSISChBMaXN0Um9vbXNSZXF1ZXN0IioKC1BpbmdSZXF1ZXN0EhsKE2NsaWVudF90aW1lX3VuaXhfbXMYASABKAMi+AMKC1NlcnZlckZyYW1lEh8KBXJlcGx5GAEgASgLMg4uY2hhdC52MS5SZXBseUgAEiMKB3dlbGNvbWUYAiABKAsyEC5jaGF0LnYxLldlbGNvbWVIABIoCgdtZXNzYWdlGAMgASgLMhUuY2hhdC52MS5NZXNzYWdlRXZlbnRIABIuCg1tZW1iZXJfam9pbmVkGAQgASgLMhUuY2hhdC52MS5NZW1iZXJKb2luZWRIABIqCgttZW1iZXJfbGVmdBgFIAEoCzITLmNoYXQudjEuTWVtYmVyTGVmdEgAEi0KDG5vdGlmaWNhdGlvbhgGIAEoCzIVLmNoYXQudjEuTm90aWZpY2F0aW9uSAASLwoKZGlzY29ubmVjdBgHIAEoCzIZLmNoYXQudjEuRGlzY29ubmVjdE5vdGljZUgAEiEKBnR5cGluZxgIIAEoCzIPLmNoYXQudjEuVHlwaW5nSAASLgoNcmVhZF9yZWNlaXB0cxgJIAEoCzIVLmNoYXQudjEuUmVhZFJlY2VpcHRzSAASNAoNZGlyZWN0X29wZW5lZBgKIAEoCzIbLmNoYXQudjEuRGlyZWN0Q29udmVyc2F0aW9uSAASKwoHcmVtb3ZlZBgLIAEoCzIYLmNoYXQudjEuUmVtb3ZlZEZyb21Sb29tSABCBwoFZnJhbWUiLwoPUmVtb3ZlZEZyb21Sb29tEgwKBHJvb20YASABKAkSDgoGcmVhc29uGAIgASgJIsEBCgdXZWxjb21lEhUKDWNvbm5lY3Rpb25faWQYASABKAkSHAoDeW91GAIgASgLMg8uY2hhdC52MS5NZW1iZXISGwoTc2VydmVyX3RpbWVfdW5peF9tcxgDIAEoAxIWCg5tYXhfdGV4dF9ieXRlcxgEIAEoDRIgChhtYXhfcm9vbXNfcGVyX2Nvbm5lY3Rpb24YBSABKA0SFwoPaWRsZV90aW1lb3V0X21zGAYgASgNEhEKCXNlcnZlcl9pZBgHIAEoCSIvCgZNZW1iZXISDwoHdXNlcl9pZBgBIAEoCRIUCgxkaXNwbGF5X25hbWUYAiABKAki4gUKBVJlcGx5EhIKCnJlcXVlc3RfaWQYASABKAQSHwoFZXJyb3IYAiABKAsyDi5jaGF0LnYxLkVycm9ySAASLAoJam9pbl9yb29tGAogASgLMhcuY2hhdC52MS5Kb2luUm9vbVJlc3VsdEgAEi4KCmxlYXZlX3Jvb20YCyABKAsyGC5jaGF0LnYxLkxlYXZlUm9vbVJlc3VsdEgAEjIKDHNlbmRfbWVzc2FnZRgMIAEoCzIaLmNoYXQudjEuU2VuZE1lc3NhZ2VSZXN1bHRIABIyCgxsaXN0X21lbWJlcnMYDSABKAsyGi5jaGF0LnYxLkxpc3RNZW1iZXJzUmVzdWx0SAASLgoKbGlzdF9yb29tcxgOIAEoCzIYLmNoYXQudjEuTGlzdFJvb21zUmVzdWx0SAASIwoEcG9uZxgPIAEoCzITLmNoYXQudjEuUG9uZ1Jlc3VsdEgAEisKB2hpc3RvcnkYECABKAsyGC5jaGF0LnYxLkhpc3RvcnlSZXNwb25zZUgAEicKBnR5cGluZxgRIAEoCzIVLmNoYXQudjEuVHlwaW5nUmVzdWx0SAASMgoMZWRpdF9tZXNzYWdlGBIgASgLMhouY2hhdC52MS5TZW5kTWVzc2FnZVJlc3VsdEgAEjQKDmRlbGV0ZV9tZXNzYWdlGBMgASgLMhouY2hhdC52MS5TZW5kTWVzc2FnZVJlc3VsdEgAEiwKCW1hcmtfcmVhZBgUIAEoCzIXLmNoYXQudjEuTWFya1JlYWRSZXN1bHRIABIrCgVyZWFjdBgVIAEoCzIaLmNoYXQudjEuU2VuZE1lc3NhZ2VSZXN1bHRIABIyCgtvcGVuX2RpcmVjdBgWIAEoCzIbLmNoYXQudjEuRGlyZWN0Q29udmVyc2F0aW9uSAASMAoLbGlzdF9kaXJlY3QYFyABKAsyGS5jaGF0LnYxLkxpc3REaXJlY3RSZXN1bHRIAEIICgZyZXN1bHQiUgoFRXJyb3ISIAoEY29kZRgBIAEoDjISLmNoYXQudjEuRXJyb3JDb2RlEg8KB21lc3NhZ2UYAiABKAkSFgoOcmV0cnlfYWZ0ZXJfbXMYAyABKA0i2gEKDkpvaW5Sb29tUmVzdWx0EgwKBHJvb20YASABKAkSIAoHbWVtYmVycxgCIAMoCzIPLmNoYXQudjEuTWVtYmVyEhcKD2xhdGVzdF9zZXF1ZW5jZRgDIAEoBBIeChZiYWNrbG9nX2FmdGVyX3NlcXVlbmNlGAQgASgEEhoKEmJhY2tsb2dfaW5jb21wbGV0ZRgFIAEoCBIWCg5zZXF1ZW5jZV9yZXNldBgGIAEoCBIVCg1yZWFkX3NlcXVlbmNlGAcgASgEEhQKDHVucmVhZF9jb3VudBgIIAEoDSJLCg5NYXJrUmVhZFJlc3VsdBIMCgRyb29tGAEgASgJEhUKDXJlYWRfc2VxdWVuY2UYAiABKAQSFAoMdW5yZWFkX2NvdW50GAMgASgNIkYKDFJlYWRSZWNlaXB0cxIMCgRyb29tGAEgASgJEigKCXBvc2l0aW9ucxgCIAMoCzIVLmNoYXQudjEuUmVhZFBvc2l0aW9uIkEKDFJlYWRQb3NpdGlvbhIfCgZtZW1iZXIYASABKAsyDy5jaGF0LnYxLk1lbWJlchIQCghzZXF1ZW5jZRgCIAEoBCIfCg9MZWF2ZVJvb21SZXN1bHQSDAoEcm9vbRgBIAEoCSJ/ChFTZW5kTWVzc2FnZVJlc3VsdBISCgptZXNzYWdlX2lkGAEgASgJEgwKBHJvb20YAiABKAkSEAoIc2VxdWVuY2UYAyABKAQSGwoTc2VydmVyX3RpbWVfdW5peF9tcxgEIAEoAxIZChFjbGllbnRfbWVzc2FnZV9pZBgFIAEoCSJDChFMaXN0TWVtYmVyc1Jlc3VsdBIMCgRyb29tGAEgASgJEiAKB21lbWJlcnMYAiADKAsyDy5jaGF0LnYxLk1lbWJlciIgCg9MaXN0Um9vbXNSZXN1bHQSDQoFcm9vbXMYASADKAkiRgoKUG9uZ1Jlc3VsdBIbChNjbGllbnRfdGltZV91bml4X21zGAEgASgDEhsKE3NlcnZlcl90aW1lX3VuaXhfbXMYAiABKAMiDgoMVHlwaW5nUmVzdWx0ItECCgxNZXNzYWdlRXZlbnQSEgoKbWVzc2FnZV9pZBgBIAEoCRIMCgRyb29tGAIgASgJEhAKCHNlcXVlbmNlGAMgASgEEh8KBnNlbmRlchgEIAEoCzIPLmNoYXQudjEuTWVtYmVyEgwKBHRleHQYBSABKAkSGwoTc2VydmVyX3RpbWVfdW5peF9tcxgGIAEoAxIZChFjbGllbnRfbWVzc2FnZV9pZBgHIAEoCRIiCgRraW5kGAggASgOMhQuY2hhdC52MS5NZXNzYWdlS2luZBIXCg90YXJnZXRfc2VxdWVuY2UYCSABKAQSGQoRZWRpdGVkX2F0X3VuaXhfbXMYCiABKAMSDwoHZGVsZXRlZBgLIAEoCBIkCglyZWFjdGlvbnMYDCADKAsyES5jaGF0LnYxLlJlYWN0aW9uEhcKD2VkaXRlZF9zZXF1ZW5jZRgNIAEoBCJKCghSZWFjdGlvbhINCgVlbW9qaRgBIAEoCRINCgVjb3VudBgCIAEoDRIgCgdtZW1iZXJzGAMgAygLMg8uY2hhdC52MS5NZW1iZXIifQoGVHlwaW5nEgwKBHJvb20YASABKAkSIAoHdHlwaXN0cxgFIAMoCzIPLmNoYXQudjEuTWVtYmVyEg0KBWNvdW50GAYgASgNEhgKEGV4cGlyZXNfYWZ0ZXJfbXMYBCABKA1KBAgCEANKBAgDEARSBm1lbWJlclIGdHlwaW5nIj0KDE1lbWJlckpvaW5lZBIMCgRyb29tGAEgASgJEh8KBm1lbWJlchgCIAEoCzIPLmNoYXQudjEuTWVtYmVyIjsKCk1lbWJlckxlZnQSDAoEcm9vbRgBIAEoCRIfCgZtZW1iZXIYAiABKAsyDy5jaGF0LnYxLk1lbWJlciI5CgxOb3RpZmljYXRpb24SDAoEdGV4dBgBIAEoCRIbChNzZXJ2ZXJfdGltZV91bml4X21zGAIgASgDImoKEERpc2Nvbm5lY3ROb3RpY2USKQoGcmVhc29uGAEgASgOMhkuY2hhdC52MS5EaXNjb25uZWN0UmVhc29uEg8KB21lc3NhZ2UYAiABKAkSGgoScmVjb25uZWN0X2FmdGVyX21zGAMgASgNKlEKEEhpc3RvcnlEaXJlY3Rpb24SHgoaSElTVE9SWV9ESVJFQ1RJT05fQkFDS1dBUkQQABIdChlISVNUT1JZX0RJUkVDVElPTl9GT1JXQVJEEAEq1gMKCUVycm9yQ29kZRIaChZFUlJPUl9DT0RFX1VOU1BFQ0lGSUVEEAASHwobRVJST1JfQ09ERV9JTlZBTElEX0FSR1VNRU5UEAESIAocRVJST1JfQ09ERV9NRVNTQUdFX1RPT19MQVJHRRACEhsKF0VSUk9SX0NPREVfTk9UX0FfTUVNQkVSEAMSHwobRVJST1JfQ09ERV9BTFJFQURZX0FfTUVNQkVSEAQSHQoZRVJST1JfQ09ERV9UT09fTUFOWV9ST09NUxAFEhsKF0VSUk9SX0NPREVfUkFURV9MSU1JVEVEEAYSHgoaRVJST1JfQ09ERV9VTkFVVEhFTlRJQ0FURUQQBxIgChxFUlJPUl9DT0RFX1BFUk1JU1NJT05fREVOSUVEEAgSGgoWRVJST1JfQ09ERV9VTkFWQUlMQUJMRRAJEhcKE0VSUk9SX0NPREVfSU5URVJOQUwQChIgChxFUlJPUl9DT0RFX01FU1NBR0VfTk9UX0ZPVU5EEAsSHQoZRVJST1JfQ09ERV9OT1RfVEhFX0FVVEhPUhAMEiEKHUVSUk9SX0NPREVfVE9PX01BTllfUkVBQ1RJT05TEA0SFQoRRVJST1JfQ09ERV9CQU5ORUQQDiqbAQoLTWVzc2FnZUtpbmQSGAoUTUVTU0FHRV9LSU5EX01FU1NBR0UQABIVChFNRVNTQUdFX0tJTkRfRURJVBABEhcKE01FU1NBR0VfS0lORF9ERUxFVEUQAhIfChtNRVNTQUdFX0tJTkRfUkVBQ1RJT05fQURERUQQAxIhCh1NRVNTQUdFX0tJTkRfUkVBQ1RJT05fUkVNT1ZFRBAEKrkCChBEaXNjb25uZWN0UmVhc29uEiEKHURJU0NPTk5FQ1RfUkVBU09OX1VOU1BFQ0lGSUVEEAASIwofRElTQ09OTkVDVF9SRUFTT05fU0hVVFRJTkdfRE9XThABEiMKH0RJU0NPTk5FQ1RfUkVBU09OX1NMT1dfQ09OU1VNRVIQAhIiCh5ESVNDT05ORUNUX1JFQVNPTl9BVVRIX0VYUElSRUQQAxIiCh5ESVNDT05ORUNUX1JFQVNPTl9JRExFX1RJTUVPVVQQBBIoCiRESVNDT05ORUNUX1JFQVNPTl9QUk9UT0NPTF9WSU9MQVRJT04QBRIiCh5ESVNDT05ORUNUX1JFQVNPTl9NQVhfTElGRVRJTUUQBhIiCh5ESVNDT05ORUNUX1JFQVNPTl9ESVNDT05ORUNURUQQBzKGAQoLQ2hhdFNlcnZpY2USOQoHU2Vzc2lvbhIULmNoYXQudjEuQ2xpZW50RnJhbWUaFC5jaGF0LnYxLlNlcnZlckZyYW1lKAEwARI8CgdIaXN0b3J5EhcuY2hhdC52MS5IaXN0b3J5UmVxdWVzdBoYLmNoYXQudjEuSGlzdG9yeVJlc3BvbnNlMpcFCgdDaGF0QXBpEjsKBFBvc3QSFy5jaGF0LnYxLkFwaVBvc3RSZXF1ZXN0GhouY2hhdC52MS5TZW5kTWVzc2FnZVJlc3VsdBI+CglMaXN0Um9vbXMSGC5jaGF0LnYxLkFwaVJvb21zUmVxdWVzdBoXLmNoYXQudjEuQXBpUm9vbXNSZXN1bHQSRgoLTGlzdE1lbWJlcnMSGy5jaGF0LnYxLkxpc3RNZW1iZXJzUmVxdWVzdBoaLmNoYXQudjEuTGlzdE1lbWJlcnNSZXN1bHQSPAoHSGlzdG9yeRIXLmNoYXQudjEuSGlzdG9yeVJlcXVlc3QaGC5jaGF0LnYxLkhpc3RvcnlSZXNwb25zZRJNCg5EaXNjb25uZWN0VXNlchIdLmNoYXQudjEuQXBpRGlzY29ubmVjdFJlcXVlc3QaHC5jaGF0LnYxLkFwaURpc2Nvbm5lY3RSZXN1bHQSOgoHR2V0VXNlchIXLmNoYXQudjEuQXBpVXNlclJlcXVlc3QaFi5jaGF0LnYxLkFwaVVzZXJSZXN1bHQSQwoMUmVtb3ZlTWVtYmVyEhkuY2hhdC52MS5BcGlSZW1vdmVSZXF1ZXN0GhguY2hhdC52MS5BcGlSZW1vdmVSZXN1bHQSOgoJQmFuTWVtYmVyEhYuY2hhdC52MS5BcGlCYW5SZXF1ZXN0GhUuY2hhdC52MS5BcGlCYW5SZXN1bHQSQAoHTGlmdEJhbhIaLmNoYXQudjEuQXBpTGlmdEJhblJlcXVlc3QaGS5jaGF0LnYxLkFwaUxpZnRCYW5SZXN1bHQSOwoITGlzdEJhbnMSFy5jaGF0LnYxLkFwaUJhbnNSZXF1ZXN0GhYuY2hhdC52MS5BcGlCYW5zUmVzdWx0QikKC2Rldi5jaGF0LnYxUAFaDmNoYXQvdjE7Y2hhdHYxqgIHQ2hhdC5WMWIGcHJvdG8z");
+
+/**
+ * Whom to bar from which room, until when, and why.
+ *
+ * @generated from message chat.v1.ApiBanRequest
+ */
+export type ApiBanRequest = Message<"chat.v1.ApiBanRequest"> & {
+  /**
+   * The room.
+   *
+   * @generated from field: string room = 1;
+   */
+  room: string;
+
+  /**
+   * The user.
+   *
+   * @generated from field: string user_id = 2;
+   */
+  userId: string;
+
+  /**
+   * Barred until then (Unix milliseconds; in the future, within 100 years).
+   *
+   * @generated from field: int64 until_unix_ms = 3;
+   */
+  untilUnixMs: bigint;
+
+  /**
+   * What the user is shown (up to 512 bytes; empty: a default text).
+   *
+   * @generated from field: string reason = 4;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message chat.v1.ApiBanRequest.
+ * Use `create(ApiBanRequestSchema)` to create a new message.
+ */
+export const ApiBanRequestSchema: GenMessage<ApiBanRequest> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 0);
+
+/**
+ * What a ban did.
+ *
+ * @generated from message chat.v1.ApiBanResult
+ */
+export type ApiBanResult = Message<"chat.v1.ApiBanResult"> & {
+  /**
+   * Whether a ban of the user in the room was in force before (now
+   * replaced).
+   *
+   * @generated from field: bool was_banned = 1;
+   */
+  wasBanned: boolean;
+
+  /**
+   * The user's sessions here told to leave the room.
+   *
+   * @generated from field: uint32 sessions_here = 2;
+   */
+  sessionsHere: number;
+};
+
+/**
+ * Describes the message chat.v1.ApiBanResult.
+ * Use `create(ApiBanResultSchema)` to create a new message.
+ */
+export const ApiBanResultSchema: GenMessage<ApiBanResult> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 1);
+
+/**
+ * Whose ban to lift, in which room.
+ *
+ * @generated from message chat.v1.ApiLiftBanRequest
+ */
+export type ApiLiftBanRequest = Message<"chat.v1.ApiLiftBanRequest"> & {
+  /**
+   * The room.
+   *
+   * @generated from field: string room = 1;
+   */
+  room: string;
+
+  /**
+   * The user.
+   *
+   * @generated from field: string user_id = 2;
+   */
+  userId: string;
+};
+
+/**
+ * Describes the message chat.v1.ApiLiftBanRequest.
+ * Use `create(ApiLiftBanRequestSchema)` to create a new message.
+ */
+export const ApiLiftBanRequestSchema: GenMessage<ApiLiftBanRequest> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 2);
+
+/**
+ * What lifting a ban did.
+ *
+ * @generated from message chat.v1.ApiLiftBanResult
+ */
+export type ApiLiftBanResult = Message<"chat.v1.ApiLiftBanResult"> & {
+  /**
+   * Whether a ban was in force.
+   *
+   * @generated from field: bool lifted = 1;
+   */
+  lifted: boolean;
+};
+
+/**
+ * Describes the message chat.v1.ApiLiftBanResult.
+ * Use `create(ApiLiftBanResultSchema)` to create a new message.
+ */
+export const ApiLiftBanResultSchema: GenMessage<ApiLiftBanResult> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 3);
+
+/**
+ * Which room's bans to list.
+ *
+ * @generated from message chat.v1.ApiBansRequest
+ */
+export type ApiBansRequest = Message<"chat.v1.ApiBansRequest"> & {
+  /**
+   * The room.
+   *
+   * @generated from field: string room = 1;
+   */
+  room: string;
+};
+
+/**
+ * Describes the message chat.v1.ApiBansRequest.
+ * Use `create(ApiBansRequestSchema)` to create a new message.
+ */
+export const ApiBansRequestSchema: GenMessage<ApiBansRequest> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 4);
+
+/**
+ * A room's bans in force.
+ *
+ * @generated from message chat.v1.ApiBansResult
+ */
+export type ApiBansResult = Message<"chat.v1.ApiBansResult"> & {
+  /**
+   * By user id.
+   *
+   * @generated from field: repeated chat.v1.ApiBan bans = 1;
+   */
+  bans: ApiBan[];
+};
+
+/**
+ * Describes the message chat.v1.ApiBansResult.
+ * Use `create(ApiBansResultSchema)` to create a new message.
+ */
+export const ApiBansResultSchema: GenMessage<ApiBansResult> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 5);
+
+/**
+ * One ban in force.
+ *
+ * @generated from message chat.v1.ApiBan
+ */
+export type ApiBan = Message<"chat.v1.ApiBan"> & {
+  /**
+   * The user.
+   *
+   * @generated from field: string user_id = 1;
+   */
+  userId: string;
+
+  /**
+   * Barred until then (Unix milliseconds).
+   *
+   * @generated from field: int64 until_unix_ms = 2;
+   */
+  untilUnixMs: bigint;
+
+  /**
+   * Why.
+   *
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+
+  /**
+   * When it was set (Unix milliseconds).
+   *
+   * @generated from field: int64 created_at_unix_ms = 4;
+   */
+  createdAtUnixMs: bigint;
+};
+
+/**
+ * Describes the message chat.v1.ApiBan.
+ * Use `create(ApiBanSchema)` to create a new message.
+ */
+export const ApiBanSchema: GenMessage<ApiBan> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 6);
 
 /**
  * Whom to take out of which room, and why.
@@ -72,7 +276,7 @@ export type ApiRemoveRequest = Message<"chat.v1.ApiRemoveRequest"> & {
  * Use `create(ApiRemoveRequestSchema)` to create a new message.
  */
 export const ApiRemoveRequestSchema: GenMessage<ApiRemoveRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 0);
+  messageDesc(file_chat_v1_chat, 7);
 
 /**
  * What a removal did.
@@ -95,7 +299,7 @@ export type ApiRemoveResult = Message<"chat.v1.ApiRemoveResult"> & {
  * Use `create(ApiRemoveResultSchema)` to create a new message.
  */
 export const ApiRemoveResultSchema: GenMessage<ApiRemoveResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 1);
+  messageDesc(file_chat_v1_chat, 8);
 
 /**
  * Whose sessions to end, and why.
@@ -123,7 +327,7 @@ export type ApiDisconnectRequest = Message<"chat.v1.ApiDisconnectRequest"> & {
  * Use `create(ApiDisconnectRequestSchema)` to create a new message.
  */
 export const ApiDisconnectRequestSchema: GenMessage<ApiDisconnectRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 2);
+  messageDesc(file_chat_v1_chat, 9);
 
 /**
  * What a disconnect did.
@@ -145,7 +349,7 @@ export type ApiDisconnectResult = Message<"chat.v1.ApiDisconnectResult"> & {
  * Use `create(ApiDisconnectResultSchema)` to create a new message.
  */
 export const ApiDisconnectResultSchema: GenMessage<ApiDisconnectResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 3);
+  messageDesc(file_chat_v1_chat, 10);
 
 /**
  * Which user to look up.
@@ -166,7 +370,7 @@ export type ApiUserRequest = Message<"chat.v1.ApiUserRequest"> & {
  * Use `create(ApiUserRequestSchema)` to create a new message.
  */
 export const ApiUserRequestSchema: GenMessage<ApiUserRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 4);
+  messageDesc(file_chat_v1_chat, 11);
 
 /**
  * A user as the cluster knows them.
@@ -208,7 +412,7 @@ export type ApiUserResult = Message<"chat.v1.ApiUserResult"> & {
  * Use `create(ApiUserResultSchema)` to create a new message.
  */
 export const ApiUserResultSchema: GenMessage<ApiUserResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 5);
+  messageDesc(file_chat_v1_chat, 12);
 
 /**
  * A message to post through the server API.
@@ -250,7 +454,7 @@ export type ApiPostRequest = Message<"chat.v1.ApiPostRequest"> & {
  * Use `create(ApiPostRequestSchema)` to create a new message.
  */
 export const ApiPostRequestSchema: GenMessage<ApiPostRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 6);
+  messageDesc(file_chat_v1_chat, 13);
 
 /**
  * A bot of the application's, as members see it.
@@ -278,7 +482,7 @@ export type ApiBot = Message<"chat.v1.ApiBot"> & {
  * Use `create(ApiBotSchema)` to create a new message.
  */
 export const ApiBotSchema: GenMessage<ApiBot> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 7);
+  messageDesc(file_chat_v1_chat, 14);
 
 /**
  * A page of the room listing.
@@ -306,7 +510,7 @@ export type ApiRoomsRequest = Message<"chat.v1.ApiRoomsRequest"> & {
  * Use `create(ApiRoomsRequestSchema)` to create a new message.
  */
 export const ApiRoomsRequestSchema: GenMessage<ApiRoomsRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 8);
+  messageDesc(file_chat_v1_chat, 15);
 
 /**
  * One page of rooms.
@@ -334,7 +538,7 @@ export type ApiRoomsResult = Message<"chat.v1.ApiRoomsResult"> & {
  * Use `create(ApiRoomsResultSchema)` to create a new message.
  */
 export const ApiRoomsResultSchema: GenMessage<ApiRoomsResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 9);
+  messageDesc(file_chat_v1_chat, 16);
 
 /**
  * A room and its members, cluster-wide.
@@ -362,7 +566,7 @@ export type ApiRoom = Message<"chat.v1.ApiRoom"> & {
  * Use `create(ApiRoomSchema)` to create a new message.
  */
 export const ApiRoomSchema: GenMessage<ApiRoom> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 10);
+  messageDesc(file_chat_v1_chat, 17);
 
 /**
  * A page of a room's history.
@@ -405,7 +609,7 @@ export type HistoryRequest = Message<"chat.v1.HistoryRequest"> & {
  * Use `create(HistoryRequestSchema)` to create a new message.
  */
 export const HistoryRequestSchema: GenMessage<HistoryRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 11);
+  messageDesc(file_chat_v1_chat, 18);
 
 /**
  * Messages of one room, in increasing sequence order.
@@ -440,7 +644,7 @@ export type HistoryResponse = Message<"chat.v1.HistoryResponse"> & {
  * Use `create(HistoryResponseSchema)` to create a new message.
  */
 export const HistoryResponseSchema: GenMessage<HistoryResponse> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 12);
+  messageDesc(file_chat_v1_chat, 19);
 
 /**
  * One frame from client to server: a request with its id.
@@ -609,7 +813,7 @@ export type ClientFrame = Message<"chat.v1.ClientFrame"> & {
  * Use `create(ClientFrameSchema)` to create a new message.
  */
 export const ClientFrameSchema: GenMessage<ClientFrame> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 13);
+  messageDesc(file_chat_v1_chat, 20);
 
 /**
  * A direct conversation with the user `user_id` (1 to 128 bytes, not this
@@ -631,7 +835,7 @@ export type OpenDirectRequest = Message<"chat.v1.OpenDirectRequest"> & {
  * Use `create(OpenDirectRequestSchema)` to create a new message.
  */
 export const OpenDirectRequestSchema: GenMessage<OpenDirectRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 14);
+  messageDesc(file_chat_v1_chat, 21);
 
 /**
  * Asks for this user's direct conversations.
@@ -646,7 +850,7 @@ export type ListDirectRequest = Message<"chat.v1.ListDirectRequest"> & {
  * Use `create(ListDirectRequestSchema)` to create a new message.
  */
 export const ListDirectRequestSchema: GenMessage<ListDirectRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 15);
+  messageDesc(file_chat_v1_chat, 22);
 
 /**
  * A direct conversation: its room and the other user in it.
@@ -676,7 +880,7 @@ export type DirectConversation = Message<"chat.v1.DirectConversation"> & {
  * Use `create(DirectConversationSchema)` to create a new message.
  */
 export const DirectConversationSchema: GenMessage<DirectConversation> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 16);
+  messageDesc(file_chat_v1_chat, 23);
 
 /**
  * Answer to `list_direct`.
@@ -698,7 +902,7 @@ export type ListDirectResult = Message<"chat.v1.ListDirectResult"> & {
  * Use `create(ListDirectResultSchema)` to create a new message.
  */
 export const ListDirectResultSchema: GenMessage<ListDirectResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 17);
+  messageDesc(file_chat_v1_chat, 24);
 
 /**
  * This user's reaction `emoji` on message `sequence`, added or removed.
@@ -753,7 +957,7 @@ export type ReactRequest = Message<"chat.v1.ReactRequest"> & {
  * Use `create(ReactRequestSchema)` to create a new message.
  */
 export const ReactRequestSchema: GenMessage<ReactRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 18);
+  messageDesc(file_chat_v1_chat, 25);
 
 /**
  * This user has read `room` up to `sequence` (clamped to the room's latest;
@@ -782,7 +986,7 @@ export type MarkReadRequest = Message<"chat.v1.MarkReadRequest"> & {
  * Use `create(MarkReadRequestSchema)` to create a new message.
  */
 export const MarkReadRequestSchema: GenMessage<MarkReadRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 19);
+  messageDesc(file_chat_v1_chat, 26);
 
 /**
  * A new text for an earlier message of this user, in a room this connection
@@ -829,7 +1033,7 @@ export type EditMessageRequest = Message<"chat.v1.EditMessageRequest"> & {
  * Use `create(EditMessageRequestSchema)` to create a new message.
  */
 export const EditMessageRequestSchema: GenMessage<EditMessageRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 20);
+  messageDesc(file_chat_v1_chat, 27);
 
 /**
  * Takes back an earlier message; see `EditMessageRequest` for the errors.
@@ -864,7 +1068,7 @@ export type DeleteMessageRequest = Message<"chat.v1.DeleteMessageRequest"> & {
  * Use `create(DeleteMessageRequestSchema)` to create a new message.
  */
 export const DeleteMessageRequestSchema: GenMessage<DeleteMessageRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 21);
+  messageDesc(file_chat_v1_chat, 28);
 
 /**
  * Typing in a room, or stopped. A client typing repeats `typing = true`
@@ -896,7 +1100,7 @@ export type TypingRequest = Message<"chat.v1.TypingRequest"> & {
  * Use `create(TypingRequestSchema)` to create a new message.
  */
 export const TypingRequestSchema: GenMessage<TypingRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 22);
+  messageDesc(file_chat_v1_chat, 29);
 
 /**
  * Join a room. Rooms exist while they have members; joining an unknown room
@@ -928,7 +1132,7 @@ export type JoinRoomRequest = Message<"chat.v1.JoinRoomRequest"> & {
  * Use `create(JoinRoomRequestSchema)` to create a new message.
  */
 export const JoinRoomRequestSchema: GenMessage<JoinRoomRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 23);
+  messageDesc(file_chat_v1_chat, 30);
 
 /**
  * Leave a room this connection is a member of.
@@ -949,7 +1153,7 @@ export type LeaveRoomRequest = Message<"chat.v1.LeaveRoomRequest"> & {
  * Use `create(LeaveRoomRequestSchema)` to create a new message.
  */
 export const LeaveRoomRequestSchema: GenMessage<LeaveRoomRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 24);
+  messageDesc(file_chat_v1_chat, 31);
 
 /**
  * Send a text message to a room.
@@ -989,7 +1193,7 @@ export type SendMessageRequest = Message<"chat.v1.SendMessageRequest"> & {
  * Use `create(SendMessageRequestSchema)` to create a new message.
  */
 export const SendMessageRequestSchema: GenMessage<SendMessageRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 25);
+  messageDesc(file_chat_v1_chat, 32);
 
 /**
  * List the members of a room.
@@ -1010,7 +1214,7 @@ export type ListMembersRequest = Message<"chat.v1.ListMembersRequest"> & {
  * Use `create(ListMembersRequestSchema)` to create a new message.
  */
 export const ListMembersRequestSchema: GenMessage<ListMembersRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 26);
+  messageDesc(file_chat_v1_chat, 33);
 
 /**
  * List the rooms this connection is a member of.
@@ -1025,7 +1229,7 @@ export type ListRoomsRequest = Message<"chat.v1.ListRoomsRequest"> & {
  * Use `create(ListRoomsRequestSchema)` to create a new message.
  */
 export const ListRoomsRequestSchema: GenMessage<ListRoomsRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 27);
+  messageDesc(file_chat_v1_chat, 34);
 
 /**
  * Heartbeat. The server answers with `PongResult`.
@@ -1046,7 +1250,7 @@ export type PingRequest = Message<"chat.v1.PingRequest"> & {
  * Use `create(PingRequestSchema)` to create a new message.
  */
 export const PingRequestSchema: GenMessage<PingRequest> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 28);
+  messageDesc(file_chat_v1_chat, 35);
 
 /**
  * One frame from server to client.
@@ -1158,7 +1362,7 @@ export type ServerFrame = Message<"chat.v1.ServerFrame"> & {
  * Use `create(ServerFrameSchema)` to create a new message.
  */
 export const ServerFrameSchema: GenMessage<ServerFrame> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 29);
+  messageDesc(file_chat_v1_chat, 36);
 
 /**
  * A connection's user was removed from a room by an application.
@@ -1186,7 +1390,7 @@ export type RemovedFromRoom = Message<"chat.v1.RemovedFromRoom"> & {
  * Use `create(RemovedFromRoomSchema)` to create a new message.
  */
 export const RemovedFromRoomSchema: GenMessage<RemovedFromRoom> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 30);
+  messageDesc(file_chat_v1_chat, 37);
 
 /**
  * Describes the session the server just opened.
@@ -1250,7 +1454,7 @@ export type Welcome = Message<"chat.v1.Welcome"> & {
  * Use `create(WelcomeSchema)` to create a new message.
  */
 export const WelcomeSchema: GenMessage<Welcome> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 31);
+  messageDesc(file_chat_v1_chat, 38);
 
 /**
  * A user as other members see them.
@@ -1279,7 +1483,7 @@ export type Member = Message<"chat.v1.Member"> & {
  * Use `create(MemberSchema)` to create a new message.
  */
 export const MemberSchema: GenMessage<Member> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 32);
+  messageDesc(file_chat_v1_chat, 39);
 
 /**
  * The answer to exactly one request.
@@ -1427,7 +1631,7 @@ export type Reply = Message<"chat.v1.Reply"> & {
  * Use `create(ReplySchema)` to create a new message.
  */
 export const ReplySchema: GenMessage<Reply> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 33);
+  messageDesc(file_chat_v1_chat, 40);
 
 /**
  * A failed request. The request changed nothing.
@@ -1463,7 +1667,7 @@ export type Error = Message<"chat.v1.Error"> & {
  * Use `create(ErrorSchema)` to create a new message.
  */
 export const ErrorSchema: GenMessage<Error> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 34);
+  messageDesc(file_chat_v1_chat, 41);
 
 /**
  * Result of joining a room.
@@ -1549,7 +1753,7 @@ export type JoinRoomResult = Message<"chat.v1.JoinRoomResult"> & {
  * Use `create(JoinRoomResultSchema)` to create a new message.
  */
 export const JoinRoomResultSchema: GenMessage<JoinRoomResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 35);
+  messageDesc(file_chat_v1_chat, 42);
 
 /**
  * Result of marking a room read.
@@ -1584,7 +1788,7 @@ export type MarkReadResult = Message<"chat.v1.MarkReadResult"> & {
  * Use `create(MarkReadResultSchema)` to create a new message.
  */
 export const MarkReadResultSchema: GenMessage<MarkReadResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 36);
+  messageDesc(file_chat_v1_chat, 43);
 
 /**
  * Members have read a room up to these positions: each position that moved
@@ -1617,7 +1821,7 @@ export type ReadReceipts = Message<"chat.v1.ReadReceipts"> & {
  * Use `create(ReadReceiptsSchema)` to create a new message.
  */
 export const ReadReceiptsSchema: GenMessage<ReadReceipts> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 37);
+  messageDesc(file_chat_v1_chat, 44);
 
 /**
  * One member's read position in a room.
@@ -1645,7 +1849,7 @@ export type ReadPosition = Message<"chat.v1.ReadPosition"> & {
  * Use `create(ReadPositionSchema)` to create a new message.
  */
 export const ReadPositionSchema: GenMessage<ReadPosition> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 38);
+  messageDesc(file_chat_v1_chat, 45);
 
 /**
  * Result of leaving a room.
@@ -1666,7 +1870,7 @@ export type LeaveRoomResult = Message<"chat.v1.LeaveRoomResult"> & {
  * Use `create(LeaveRoomResultSchema)` to create a new message.
  */
 export const LeaveRoomResultSchema: GenMessage<LeaveRoomResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 39);
+  messageDesc(file_chat_v1_chat, 46);
 
 /**
  * Acknowledgement of a sent message: it has been accepted and sequenced.
@@ -1715,7 +1919,7 @@ export type SendMessageResult = Message<"chat.v1.SendMessageResult"> & {
  * Use `create(SendMessageResultSchema)` to create a new message.
  */
 export const SendMessageResultSchema: GenMessage<SendMessageResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 40);
+  messageDesc(file_chat_v1_chat, 47);
 
 /**
  * The members of a room.
@@ -1744,7 +1948,7 @@ export type ListMembersResult = Message<"chat.v1.ListMembersResult"> & {
  * Use `create(ListMembersResultSchema)` to create a new message.
  */
 export const ListMembersResultSchema: GenMessage<ListMembersResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 41);
+  messageDesc(file_chat_v1_chat, 48);
 
 /**
  * The rooms this connection is a member of.
@@ -1765,7 +1969,7 @@ export type ListRoomsResult = Message<"chat.v1.ListRoomsResult"> & {
  * Use `create(ListRoomsResultSchema)` to create a new message.
  */
 export const ListRoomsResultSchema: GenMessage<ListRoomsResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 42);
+  messageDesc(file_chat_v1_chat, 49);
 
 /**
  * Answer to a ping.
@@ -1793,7 +1997,7 @@ export type PongResult = Message<"chat.v1.PongResult"> & {
  * Use `create(PongResultSchema)` to create a new message.
  */
 export const PongResultSchema: GenMessage<PongResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 43);
+  messageDesc(file_chat_v1_chat, 50);
 
 /**
  * Answer to `typing`.
@@ -1808,7 +2012,7 @@ export type TypingResult = Message<"chat.v1.TypingResult"> & {
  * Use `create(TypingResultSchema)` to create a new message.
  */
 export const TypingResultSchema: GenMessage<TypingResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 44);
+  messageDesc(file_chat_v1_chat, 51);
 
 /**
  * A numbered event of a room: a message posted to it, or a change to an
@@ -1923,7 +2127,7 @@ export type MessageEvent = Message<"chat.v1.MessageEvent"> & {
  * Use `create(MessageEventSchema)` to create a new message.
  */
 export const MessageEventSchema: GenMessage<MessageEvent> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 45);
+  messageDesc(file_chat_v1_chat, 52);
 
 /**
  * The reactions with one emoji on a message.
@@ -1958,7 +2162,7 @@ export type Reaction = Message<"chat.v1.Reaction"> & {
  * Use `create(ReactionSchema)` to create a new message.
  */
 export const ReactionSchema: GenMessage<Reaction> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 46);
+  messageDesc(file_chat_v1_chat, 53);
 
 /**
  * Who else is typing in a room now: the room's whole typing state, not a
@@ -2010,7 +2214,7 @@ export type Typing = Message<"chat.v1.Typing"> & {
  * Use `create(TypingSchema)` to create a new message.
  */
 export const TypingSchema: GenMessage<Typing> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 47);
+  messageDesc(file_chat_v1_chat, 54);
 
 /**
  * A user became a member of a room (their first connection joined it).
@@ -2038,7 +2242,7 @@ export type MemberJoined = Message<"chat.v1.MemberJoined"> & {
  * Use `create(MemberJoinedSchema)` to create a new message.
  */
 export const MemberJoinedSchema: GenMessage<MemberJoined> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 48);
+  messageDesc(file_chat_v1_chat, 55);
 
 /**
  * A user stopped being a member of a room (their last connection left it,
@@ -2067,7 +2271,7 @@ export type MemberLeft = Message<"chat.v1.MemberLeft"> & {
  * Use `create(MemberLeftSchema)` to create a new message.
  */
 export const MemberLeftSchema: GenMessage<MemberLeft> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 49);
+  messageDesc(file_chat_v1_chat, 56);
 
 /**
  * A notice from the server to every connected client (the periodic
@@ -2096,7 +2300,7 @@ export type Notification = Message<"chat.v1.Notification"> & {
  * Use `create(NotificationSchema)` to create a new message.
  */
 export const NotificationSchema: GenMessage<Notification> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 50);
+  messageDesc(file_chat_v1_chat, 57);
 
 /**
  * Sent just before the server closes the stream.
@@ -2132,7 +2336,7 @@ export type DisconnectNotice = Message<"chat.v1.DisconnectNotice"> & {
  * Use `create(DisconnectNoticeSchema)` to create a new message.
  */
 export const DisconnectNoticeSchema: GenMessage<DisconnectNotice> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 51);
+  messageDesc(file_chat_v1_chat, 58);
 
 /**
  * Which way a history page goes from `from_sequence`.
@@ -2269,6 +2473,14 @@ export enum ErrorCode {
    * @generated from enum value: ERROR_CODE_TOO_MANY_REACTIONS = 13;
    */
   TOO_MANY_REACTIONS = 13,
+
+  /**
+   * The user is banned from the room until a time (the message says until
+   * when and why).
+   *
+   * @generated from enum value: ERROR_CODE_BANNED = 14;
+   */
+  BANNED = 14,
 }
 
 /**
@@ -2536,6 +2748,38 @@ export const ChatApi: GenService<{
     methodKind: "unary";
     input: typeof ApiRemoveRequestSchema;
     output: typeof ApiRemoveResultSchema;
+  },
+  /**
+   * Bars a user from a room until a time: they are removed from it on
+   * every instance (as RemoveMember) and their joins are refused with
+   * BANNED until then. A ban replaces the user's earlier one in the room.
+   *
+   * @generated from rpc chat.v1.ChatApi.BanMember
+   */
+  banMember: {
+    methodKind: "unary";
+    input: typeof ApiBanRequestSchema;
+    output: typeof ApiBanResultSchema;
+  },
+  /**
+   * Lifts a user's ban from a room.
+   *
+   * @generated from rpc chat.v1.ChatApi.LiftBan
+   */
+  liftBan: {
+    methodKind: "unary";
+    input: typeof ApiLiftBanRequestSchema;
+    output: typeof ApiLiftBanResultSchema;
+  },
+  /**
+   * The bans in force in a room, by user id (at most 1000).
+   *
+   * @generated from rpc chat.v1.ChatApi.ListBans
+   */
+  listBans: {
+    methodKind: "unary";
+    input: typeof ApiBansRequestSchema;
+    output: typeof ApiBansResultSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_chat_v1_chat, 1);
