@@ -262,9 +262,7 @@ impl Cluster {
             }
             ControlKind::Disconnect(d) => {
                 // Hostile until checked: a user id, and a reason of bounded size.
-                if crate::domain::user::user_id(&d.user_id).is_ok()
-                    && d.reason.len() <= super::MAX_DISCONNECT_REASON_BYTES
-                {
+                if crate::domain::user::user_id(&d.user_id).is_ok() && valid_reason(&d.reason) {
                     let ended = hub.disconnect_local(&d.user_id, &d.reason);
                     tracing::info!(instance = %origin, user = %d.user_id, sessions = ended, "user disconnected by the server API");
                 }
@@ -273,7 +271,7 @@ impl Cluster {
                 // Hostile until checked, like a disconnect; and a room name.
                 if let Ok(room) = RoomName::parse(&r.room)
                     && crate::domain::user::user_id(&r.user_id).is_ok()
-                    && r.reason.len() <= super::MAX_DISCONNECT_REASON_BYTES
+                    && valid_reason(&r.reason)
                 {
                     let told = hub.remove_local(&room, &r.user_id, &r.reason);
                     tracing::info!(instance = %origin, %room, user = %r.user_id, sessions = told, "member removed by the server API");
@@ -322,6 +320,12 @@ fn valid_entry(entry: &PresenceEntry) -> Option<(RoomName, User)> {
 /// A conversation from another instance, if it is one: a direct room and
 /// two valid, different users (it only tells their sessions; each join is
 /// checked against the store).
+/// Whether a reason another instance sends is one a user may be shown:
+/// bounded, no control characters.
+fn valid_reason(reason: &str) -> bool {
+    reason.len() <= super::MAX_DISCONNECT_REASON_BYTES && !reason.chars().any(char::is_control)
+}
+
 fn valid_direct(
     opened: &crate::backplane::control::DirectOpened,
 ) -> Option<crate::store::Conversation> {

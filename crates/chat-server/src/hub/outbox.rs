@@ -142,8 +142,9 @@ struct State {
     /// Where frames go directly while nothing is queued or taken.
     wire: Option<Box<dyn Wire>>,
     /// Rooms an application removed the user from, and why, for the
-    /// session to leave ([`Outbox::remove_from`]).
-    removals: Vec<(RoomName, Arc<str>)>,
+    /// session to leave ([`Outbox::remove_from`]); boxed, as most
+    /// connections never have any.
+    removals: Option<Box<Vec<(RoomName, Arc<str>)>>>,
 }
 
 /// How a push may reach the socket.
@@ -463,18 +464,24 @@ impl Outbox {
     /// [`Outbox::kick`] for an application ending the session through the
     /// server API (the session then closes as disconnected).
     pub fn disconnect(&self, notice: EncodedFrame) {
-        if !self.shared.ended.is_cancelled() {
-            self.shared.disconnected.store(true, Ordering::Relaxed);
-        }
-        self.kick(notice);
+        self.end_now(notice, true);
     }
 
     /// Asks the session to leave `room` (an application removed its user),
     /// telling the client `reason`.
     pub fn remove_from(&self, room: &RoomName, reason: &Arc<str>) {
         let mut state = lock(&self.shared.state);
-        if state.removals.len() < MAX_REMOVALS {
-            state.removals.push((room.clone(), reason.clone()));
+        let removals = state.removals.get_or_insert_with(Box::default);
+        if let Some(known) = removals.iter_mut().find(|(r, _)| r == room) {
+            // The newest reason for the room wins.
+            known.1 = reason.clone();
+        } else if removals.len() < MAX_REMOVALS {
+            removals.push((room.clone(), reason.clone()));
+        } else {
+            // More distinct rooms than a connection can be in, waiting:
+            // the session is stuck in a request; it leaves the rest when
+            // the user is removed again.
+            tracing::warn!(%room, "a removal was dropped: too many waiting for one session");
         }
         drop(state);
         self.shared.removed.notify_one();
@@ -488,7 +495,10 @@ impl Outbox {
 
     /// The rooms to leave, and why; empties them.
     pub fn take_removals(&self) -> Vec<(RoomName, Arc<str>)> {
-        std::mem::take(&mut lock(&self.shared.state).removals)
+        lock(&self.shared.state)
+            .removals
+            .take()
+            .map_or_else(Vec::new, |removals| *removals)
     }
 
     /// Whether [`Outbox::disconnect`] ended the stream.
@@ -500,12 +510,22 @@ impl Outbox {
     /// (which is dropped), and the session loop is told to stop. Only the
     /// first kick's notice is sent.
     pub fn kick(&self, notice: EncodedFrame) {
+        self.end_now(notice, false);
+    }
+
+    /// [`Outbox::kick`]; `disconnected`: by an application, if this is the
+    /// kick that ends it (decided under the lock, so a racing overflow
+    /// does not take the other's reason).
+    fn end_now(&self, notice: EncodedFrame, disconnected: bool) {
         let mut state = lock(&self.shared.state);
         if !state.closed || state.last.is_some() {
             state.closed = true;
             state.last = None;
             state.clear();
             state.notice = Some(notice);
+            if disconnected {
+                self.shared.disconnected.store(true, Ordering::Relaxed);
+            }
         }
         drop(state);
         self.shared.consumer.wake();
@@ -668,6 +688,33 @@ impl Stream for OutboxStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn removals_wake_the_session_once_per_room_the_newest_reason_winning() {
+        let (o, _s) = outbox(8);
+        let waiting = o.removals();
+        let lobby = RoomName::parse("lobby").unwrap();
+        let dev = RoomName::parse("dev").unwrap();
+        o.remove_from(&lobby, &Arc::from("first"));
+        o.remove_from(&dev, &Arc::from("dev"));
+        o.remove_from(&lobby, &Arc::from("second"));
+        tokio::time::timeout(Duration::from_secs(1), waiting.wait())
+            .await
+            .expect("woken");
+        let taken: Vec<(String, String)> = o
+            .take_removals()
+            .into_iter()
+            .map(|(r, why)| (r.to_string(), why.to_string()))
+            .collect();
+        assert_eq!(
+            taken,
+            [
+                ("lobby".into(), "second".into()),
+                ("dev".into(), "dev".into())
+            ]
+        );
+        assert!(o.take_removals().is_empty());
+    }
     use bytes::Bytes;
     use futures::StreamExt;
 

@@ -31,8 +31,8 @@ pub struct Presence {
     /// instead of every room.
     names: BTreeSet<RoomName>,
     /// Each user's rooms in `rooms`, so looking a user up reads only
-    /// theirs.
-    by_user: HashMap<Arc<str>, BTreeSet<RoomName>>,
+    /// theirs (a plain list: most users are in a few rooms).
+    by_user: HashMap<Arc<str>, Vec<RoomName>>,
     /// The other instances heard from, and what they hold.
     origins: HashMap<Arc<str>, Origin>,
     /// The (room, user) pairs with a connection here, as heartbeats carry
@@ -198,7 +198,9 @@ impl Presence {
             return (Vec::new(), Vec::new());
         };
         let mut instances: BTreeSet<Arc<str>> = BTreeSet::new();
-        for room in rooms {
+        let mut rooms = rooms.clone();
+        rooms.sort_unstable();
+        for room in &rooms {
             if let Some(entry) = self.rooms.get(room).and_then(|users| users.get(user_id)) {
                 if entry.local > 0 {
                     instances.insert(Arc::from(here));
@@ -206,10 +208,7 @@ impl Presence {
                 instances.extend(entry.remote.iter().cloned());
             }
         }
-        (
-            rooms.iter().cloned().collect(),
-            instances.into_iter().collect(),
-        )
+        (rooms, instances.into_iter().collect())
     }
 
     /// How many users `room` has: every entry is a present user once its
@@ -435,10 +434,16 @@ impl Presence {
         if !self.rooms.contains_key(room) {
             self.names.insert(room.clone());
         }
-        self.by_user
-            .entry(user.user_id.clone())
-            .or_default()
-            .insert(room.clone());
+        if !self
+            .rooms
+            .get(room)
+            .is_some_and(|users| users.contains_key(&user.user_id))
+        {
+            self.by_user
+                .entry(user.user_id.clone())
+                .or_default()
+                .push(room.clone());
+        }
         self.rooms
             .entry(room.clone())
             .or_default()
@@ -471,7 +476,7 @@ impl Presence {
             if users.get(user_id).is_some_and(|u| !u.present()) {
                 users.remove(user_id);
                 if let Some(rooms) = self.by_user.get_mut(user_id) {
-                    rooms.remove(room);
+                    rooms.retain(|r| r != room);
                     if rooms.is_empty() {
                         self.by_user.remove(user_id);
                     }

@@ -60,6 +60,14 @@ pub async fn page(
             "you may not read room {room}"
         )));
     }
+    // A banned user reads the room no more than they join it.
+    if let Some(ban) = hub.ban_of(&room, &identity.user).await {
+        return Err(RequestError::Banned {
+            room: room.to_string(),
+            until: ban.until_ms,
+            reason: ban.reason,
+        });
+    }
     read(hub, &room, request).await
 }
 

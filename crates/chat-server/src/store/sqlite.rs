@@ -422,7 +422,6 @@ where
     })
 }
 
-/// Opens (or finds) `me`'s conversation with `peer`, in the writer.
 /// Sets (or lifts) `user`'s ban in `room` in one transaction; whether one
 /// was in force before.
 async fn set_ban(
@@ -467,6 +466,7 @@ async fn set_ban(
     Ok(before.is_some_and(|until| until > now))
 }
 
+/// Opens (or finds) `me`'s conversation with `peer`, in the writer.
 async fn open_direct(
     conn: &mut SqliteConnection,
     me: &User,

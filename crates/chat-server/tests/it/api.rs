@@ -270,6 +270,29 @@ async fn an_application_posts_as_a_bot_or_the_system_once_per_key() {
         ),
         (200, 1.into(), "system".into())
     );
+    // A disconnect or removal needs no body (nor a reason).
+    let (status, ended) = call(
+        &server,
+        "POST",
+        "/v1/api/users/nobody/disconnect",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, &ended["sessions_here"]),
+        (200, &serde_json::json!(0)),
+        "{ended}"
+    );
+    let (status, _) = call(
+        &server,
+        "POST",
+        "/v1/api/rooms/news/members/nobody/remove",
+        Some(TOKEN),
+        Some(""),
+    )
+    .await;
+    assert_eq!(status, 200);
     let (status, page) = call(
         &server,
         "GET",

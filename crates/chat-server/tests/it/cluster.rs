@@ -1532,6 +1532,15 @@ async fn a_banned_user_is_taken_out_and_kept_out_until_lifted(backplane: Backpla
         assert_eq!(refusal(Err::<(), _>(refused)), ErrorCode::Banned);
     }
     alice.join("dev").await.expect("other rooms are open");
+    let read = alice
+        .history("lobby", HistoryDirection::Backward, 0, 10)
+        .await;
+    // (The unary History call's status: PERMISSION_DENIED, saying why.)
+    let read = read.unwrap_err();
+    assert!(
+        read.to_string().contains("banned"),
+        "nor is its history read: {read}"
+    );
     let (_, listed) = call(a, "GET", "/v1/api/rooms/lobby/bans", None).await;
     assert_eq!(listed["bans"][0]["user_id"], "alice");
     assert_eq!(listed["bans"][0]["until_unix_ms"], until);

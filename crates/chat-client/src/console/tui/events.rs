@@ -37,9 +37,8 @@ impl App {
             Event::Typing(t) => self.on_typing(t),
             Event::Removed(r) => {
                 self.typing.remove(&r.room);
-                let text = format!("removed from {}: {}", r.room, r.reason);
-                self.push_room(&r.room, Entry::now(Kind::Error(text.clone())));
-                self.error(text);
+                // Its pane goes with it: the status line says why.
+                self.error(format!("removed from {}: {}", r.room, r.reason));
                 self.sync_rooms();
             }
             Event::DirectOpened(d) => {

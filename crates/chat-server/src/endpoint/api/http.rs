@@ -10,7 +10,8 @@ use crate::metrics::ApiCall;
 use crate::telemetry::trace;
 use axum::Json;
 use axum::Router;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -59,28 +60,21 @@ pub(super) fn routes(api: Arc<ServerApi>, access: AdminAccess, max_text_bytes: u
 /// The call a request is, by its method and path (for the metrics of a
 /// caller refused before its request is read).
 fn call_of(method: &Method, path: &str) -> ApiCall {
-    if path.ends_with("/remove") {
-        ApiCall::Remove
-    } else if path.contains("/bans/") {
-        ApiCall::LiftBan
-    } else if path.ends_with("/bans") && method == Method::POST {
-        ApiCall::Ban
-    } else if path.ends_with("/bans") {
-        ApiCall::Bans
-    } else if path.starts_with("/v1/api/users/") {
-        if path.ends_with("/disconnect") {
-            ApiCall::Disconnect
-        } else {
-            ApiCall::User
-        }
-    } else if path.ends_with("/members") {
-        ApiCall::Members
-    } else if path.ends_with("/messages") && method == Method::POST {
-        ApiCall::Post
-    } else if path.ends_with("/messages") {
-        ApiCall::History
-    } else {
-        ApiCall::Rooms
+    let post = method == Method::POST;
+    // By the path's shape (`v1/api/` stripped), never by a room's or a
+    // user's name.
+    let segments: Vec<&str> = path.trim_start_matches("/v1/api/").split('/').collect();
+    match segments.as_slice() {
+        ["users", _, "disconnect"] => ApiCall::Disconnect,
+        ["users", ..] => ApiCall::User,
+        ["rooms", _, "members", _, "remove"] => ApiCall::Remove,
+        ["rooms", _, "members"] => ApiCall::Members,
+        ["rooms", _, "bans", _] => ApiCall::LiftBan,
+        ["rooms", _, "bans"] if post => ApiCall::Ban,
+        ["rooms", _, "bans"] => ApiCall::Bans,
+        ["rooms", _, "messages"] if post => ApiCall::Post,
+        ["rooms", _, "messages"] => ApiCall::History,
+        _ => ApiCall::Rooms,
     }
 }
 
@@ -199,18 +193,45 @@ fn invalid(text: String) -> RequestError {
     RequestError::InvalidArgument(text)
 }
 
+/// A body that may be left out (then every field's default), else JSON of
+/// `T`.
+fn optional_body<T: serde::de::DeserializeOwned + Default>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, Failure> {
+    let bytes = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large()
+        } else {
+            invalid(e.body_text()).into()
+        }
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| invalid(format!("not the call's JSON: {e}")).into())
+}
+
+/// A body over the request limit: 413, `MESSAGE_TOO_LARGE`.
+fn too_large() -> Failure {
+    let code = "MESSAGE_TOO_LARGE";
+    let error = "the request body is over this server's limit";
+    Failure {
+        response: (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Json(json!({ "error": error, "code": code })),
+        )
+            .into_response(),
+        code,
+    }
+}
+
 /// A body the caller got wrong: over the size limit (413,
 /// `MESSAGE_TOO_LARGE`), or not the call's JSON.
 fn bad_body(e: JsonRejection) -> Failure {
     if e.status() != StatusCode::PAYLOAD_TOO_LARGE {
         return invalid(e.body_text()).into();
     }
-    let code = "MESSAGE_TOO_LARGE";
-    let error = "the request body is over this server's limit";
-    Failure {
-        response: (e.status(), Json(json!({ "error": error, "code": code }))).into_response(),
-        code,
-    }
+    too_large()
 }
 
 /// A refused request as HTTP: its status, `{"error", "code"}`, and
@@ -367,12 +388,12 @@ struct DisconnectBody {
 async fn disconnect(
     State(endpoint): State<Arc<Endpoint>>,
     user: Result<Path<String>, PathRejection>,
-    body: Result<Json<DisconnectBody>, JsonRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let api = &endpoint.api;
     answer(&endpoint, ApiCall::Disconnect, async {
         let Path(user) = user.map_err(|e| invalid(e.body_text()))?;
-        let Json(body) = body.map_err(bad_body)?;
+        let body: DisconnectBody = optional_body(body)?;
         let ended = api.disconnect(&user, &body.reason).await?;
         Ok(json!({ "user_id": user, "sessions_here": ended }))
     })
@@ -384,12 +405,12 @@ async fn disconnect(
 async fn remove(
     State(endpoint): State<Arc<Endpoint>>,
     path: Result<Path<(String, String)>, PathRejection>,
-    body: Result<Json<DisconnectBody>, JsonRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let api = &endpoint.api;
     answer(&endpoint, ApiCall::Remove, async {
         let Path((room, user)) = path.map_err(|e| invalid(e.body_text()))?;
-        let Json(body) = body.map_err(bad_body)?;
+        let body: DisconnectBody = optional_body(body)?;
         let told = api.remove(&room, &user, &body.reason).await?;
         Ok(json!({ "room": room, "user_id": user, "sessions_here": told }))
     })
@@ -521,4 +542,42 @@ fn message_json(m: &MessageEvent) -> Value {
         "deleted": m.deleted,
         "reactions": reactions,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_is_known_by_the_paths_shape_not_by_names_in_it() {
+        let call = |method: Method, path: &str| call_of(&method, path);
+        assert_eq!(call(Method::GET, "/v1/api/rooms"), ApiCall::Rooms);
+        assert_eq!(
+            call(Method::GET, "/v1/api/rooms/bans/members"),
+            ApiCall::Members
+        );
+        assert_eq!(
+            call(Method::POST, "/v1/api/rooms/remove/messages"),
+            ApiCall::Post
+        );
+        assert_eq!(
+            call(Method::GET, "/v1/api/rooms/x/messages"),
+            ApiCall::History
+        );
+        assert_eq!(call(Method::POST, "/v1/api/rooms/bans/bans"), ApiCall::Ban);
+        assert_eq!(call(Method::GET, "/v1/api/rooms/x/bans"), ApiCall::Bans);
+        assert_eq!(
+            call(Method::DELETE, "/v1/api/rooms/x/bans/remove"),
+            ApiCall::LiftBan
+        );
+        assert_eq!(
+            call(Method::POST, "/v1/api/rooms/x/members/disconnect/remove"),
+            ApiCall::Remove
+        );
+        assert_eq!(call(Method::GET, "/v1/api/users/remove"), ApiCall::User);
+        assert_eq!(
+            call(Method::POST, "/v1/api/users/bans/disconnect"),
+            ApiCall::Disconnect
+        );
+    }
 }
