@@ -34,6 +34,9 @@ pub const BURST_SLACK: usize = 64;
 /// How often [`Outbox::burst_read`] looks.
 const BURST_POLL: Duration = Duration::from_millis(10);
 
+/// Rooms a session must leave, each with why.
+type RoomsToLeave = Vec<(RoomName, Arc<str>)>;
+
 /// Removals a session may have waiting at most (more are dropped: the
 /// session takes them as soon as it runs).
 const MAX_REMOVALS: usize = 256;
@@ -144,7 +147,7 @@ struct State {
     /// Rooms an application removed the user from, and why, for the
     /// session to leave ([`Outbox::remove_from`]); boxed, as most
     /// connections never have any.
-    removals: Option<Box<Vec<(RoomName, Arc<str>)>>>,
+    removals: Option<Box<RoomsToLeave>>,
 }
 
 /// How a push may reach the socket.

@@ -160,7 +160,7 @@ where
                 if trace::enabled() {
                     trace::record_error(&tracing::Span::current(), failure.code);
                 }
-                failure.response
+                *failure.response
             }
         }
     }
@@ -170,7 +170,8 @@ where
 
 /// A refused or failed call: its answer, and its code for the span.
 struct Failure {
-    response: Response,
+    /// Boxed: a `Result` carrying it stays small.
+    response: Box<Response>,
     code: &'static str,
 }
 
@@ -178,7 +179,7 @@ impl From<RequestError> for Failure {
     fn from(e: RequestError) -> Failure {
         Failure {
             code: code_of(&e),
-            response: refusal(&e),
+            response: Box::new(refusal(&e)),
         }
     }
 }
@@ -216,11 +217,13 @@ fn too_large() -> Failure {
     let code = "MESSAGE_TOO_LARGE";
     let error = "the request body is over this server's limit";
     Failure {
-        response: (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            Json(json!({ "error": error, "code": code })),
-        )
-            .into_response(),
+        response: Box::new(
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Json(json!({ "error": error, "code": code })),
+            )
+                .into_response(),
+        ),
         code,
     }
 }
