@@ -107,8 +107,11 @@ struct Shared {
     /// application's), not an overflow.
     disconnected: AtomicBool,
     /// Wakes the session when rooms it must leave are waiting in
-    /// `State::removals`.
-    removed: tokio::sync::Notify,
+    /// `State::removals` (a waker and a flag, not a `Notify`: idle
+    /// sessions are many, and this is all they hold for it).
+    removed: AtomicWaker,
+    /// Whether `State::removals` holds any (read without the lock).
+    removals_waiting: AtomicBool,
 }
 
 impl std::fmt::Debug for Shared {
@@ -281,7 +284,8 @@ pub fn outbox(capacity: usize) -> (Outbox, OutboxStream) {
         capacity,
         producers: AtomicUsize::new(1),
         disconnected: AtomicBool::new(false),
-        removed: tokio::sync::Notify::new(),
+        removed: AtomicWaker::new(),
+        removals_waiting: AtomicBool::new(false),
     });
     let stream = OutboxStream {
         shared: shared.clone(),
@@ -486,8 +490,9 @@ impl Outbox {
             // the user is removed again.
             tracing::warn!(%room, "a removal was dropped: too many waiting for one session");
         }
+        self.shared.removals_waiting.store(true, Ordering::Release);
         drop(state);
-        self.shared.removed.notify_one();
+        self.shared.removed.wake();
     }
 
     /// What the session waits on for rooms to leave (not a producer: it
@@ -498,7 +503,9 @@ impl Outbox {
 
     /// The rooms to leave, and why; empties them.
     pub fn take_removals(&self) -> Vec<(RoomName, Arc<str>)> {
-        lock(&self.shared.state)
+        let mut state = lock(&self.shared.state);
+        self.shared.removals_waiting.store(false, Ordering::Release);
+        state
             .removals
             .take()
             .map_or_else(Vec::new, |removals| *removals)
@@ -570,7 +577,15 @@ pub struct Removals(Arc<Shared>);
 impl Removals {
     /// Resolves when rooms to leave are waiting ([`Outbox::take_removals`]).
     pub async fn wait(&self) {
-        self.0.removed.notified().await;
+        std::future::poll_fn(|cx| {
+            self.0.removed.register(cx.waker());
+            if self.0.removals_waiting.load(Ordering::Acquire) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
     }
 }
 

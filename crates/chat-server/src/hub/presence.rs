@@ -30,9 +30,6 @@ pub struct Presence {
     /// The names of `rooms`, in order, so a listing reads one page of them
     /// instead of every room.
     names: BTreeSet<RoomName>,
-    /// Each user's rooms in `rooms`, so looking a user up reads only
-    /// theirs (a plain list: most users are in a few rooms).
-    by_user: HashMap<Arc<str>, Vec<RoomName>>,
     /// The other instances heard from, and what they hold.
     origins: HashMap<Arc<str>, Origin>,
     /// The (room, user) pairs with a connection here, as heartbeats carry
@@ -194,20 +191,20 @@ impl Presence {
     /// User `user_id`'s rooms (by name) and the instances where they are
     /// in one (`here` for this one), by id.
     pub fn user(&self, user_id: &str, here: &str) -> (Vec<RoomName>, Vec<Arc<str>>) {
-        let Some(rooms) = self.by_user.get(user_id) else {
-            return (Vec::new(), Vec::new());
-        };
+        // A scan of every room, not an index: a rare operator's call, and
+        // an index would cost every present user memory on every instance.
+        let mut rooms = Vec::new();
         let mut instances: BTreeSet<Arc<str>> = BTreeSet::new();
-        let mut rooms = rooms.clone();
-        rooms.sort_unstable();
-        for room in &rooms {
-            if let Some(entry) = self.rooms.get(room).and_then(|users| users.get(user_id)) {
+        for (room, users) in &self.rooms {
+            if let Some(entry) = users.get(user_id) {
+                rooms.push(room.clone());
                 if entry.local > 0 {
                     instances.insert(Arc::from(here));
                 }
                 instances.extend(entry.remote.iter().cloned());
             }
         }
+        rooms.sort_unstable();
         (rooms, instances.into_iter().collect())
     }
 
@@ -434,16 +431,6 @@ impl Presence {
         if !self.rooms.contains_key(room) {
             self.names.insert(room.clone());
         }
-        if !self
-            .rooms
-            .get(room)
-            .is_some_and(|users| users.contains_key(&user.user_id))
-        {
-            self.by_user
-                .entry(user.user_id.clone())
-                .or_default()
-                .push(room.clone());
-        }
         self.rooms
             .entry(room.clone())
             .or_default()
@@ -475,12 +462,6 @@ impl Presence {
         if let Some(users) = self.rooms.get_mut(room) {
             if users.get(user_id).is_some_and(|u| !u.present()) {
                 users.remove(user_id);
-                if let Some(rooms) = self.by_user.get_mut(user_id) {
-                    rooms.retain(|r| r != room);
-                    if rooms.is_empty() {
-                        self.by_user.remove(user_id);
-                    }
-                }
             }
             if users.is_empty() {
                 self.rooms.remove(room);
@@ -552,7 +533,6 @@ mod tests {
         p.local_leave(&room("r2"), "bob");
         p.remote_set(&b, &room("r2"), &user("ann"), false, now);
         assert!(p.user("ann", "a").0.is_empty());
-        assert!(!p.by_user.contains_key("ann"), "no entry left behind");
     }
 
     #[test]
