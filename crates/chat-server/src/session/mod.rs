@@ -152,7 +152,8 @@ impl Session {
             let why = self.serve(inbound, shutdown).await;
             self.hub.metrics().connections_closed.inc(why);
             if let Some(room) = self.typing_in.take() {
-                self.hub.typing(&room, &self.user, false).await;
+                // Boxed: not part of every idle session's state.
+                Box::pin(self.hub.typing(&room, &self.user, false)).await;
             }
             for room in std::mem::take(&mut self.rooms) {
                 self.hub.leave(&room, self.conn, &self.user).await;
@@ -191,7 +192,9 @@ impl Session {
                 _ = &mut idle => CloseReason::IdleTimeout,
                 () = removals.wait() => {
                     for (room, reason) in self.outbox.take_removals() {
-                        self.removed(room, &reason).await;
+                        // Boxed, like a request: its state exists only
+                        // while it runs, not in every idle session.
+                        Box::pin(self.removed(room, &reason)).await;
                     }
                     continue;
                 }
