@@ -1240,15 +1240,7 @@ async fn redis_cluster_with_sharded_pub_sub() {
 
 async fn an_application_posts_lists_and_reads_without_a_connection(backplane: Backplane) {
     let db = or_skip!(postgres_db().await);
-    let mut servers = Vec::new();
-    for id in ["a", "b"] {
-        let mut c = cluster_config(&backplane, id);
-        c.store.url = db.url();
-        c.admin.token = "app-t0ken".into();
-        let s = TestServer::start(c).await;
-        wait_ready(&s, true).await;
-        servers.push(s);
-    }
+    let servers = api_pair(&backplane, Some(&db)).await;
     let (a, b) = (&servers[0], &servers[1]);
     let (alice, mut alice_ev) = connect(&a.url(), "alice").await;
     let (bob, mut bob_ev) = connect(&b.url(), "bob").await;
@@ -1256,24 +1248,9 @@ async fn an_application_posts_lists_and_reads_without_a_connection(backplane: Ba
     bob.join("news").await.unwrap();
     wait_members(a, "news", &["alice", "bob"]).await;
     wait_members(b, "news", &["alice", "bob"]).await;
-    let api = |server: &TestServer,
-               method: &'static str,
-               path: &'static str,
-               body: Option<&'static str>| {
-        let addr = server.addr();
-        async move {
-            let mut request = HttpRequest::new(method, path).bearer("app-t0ken");
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            let response = http(addr, request).await;
-            let body: serde_json::Value = serde_json::from_str(response.body.trim()).unwrap();
-            (response.status, body)
-        }
-    };
     let body =
         Some(r#"{"text":"deploy done","idempotency_key":"d-1","bot":{"id":"ci","name":"CI"}}"#);
-    let (status, ack) = api(b, "POST", "/v1/api/rooms/news/messages", body).await;
+    let (status, ack) = api_call(b, "POST", "/v1/api/rooms/news/messages", body).await;
     assert_eq!(status, 200, "{ack}");
     for events in [&mut alice_ev, &mut bob_ev] {
         let m = expect_numbered(events, "news").await;
@@ -1284,7 +1261,7 @@ async fn an_application_posts_lists_and_reads_without_a_connection(backplane: Ba
         );
     }
     // The same key through the other instance: the same message, once.
-    let (status, again) = api(a, "POST", "/v1/api/rooms/news/messages", body).await;
+    let (status, again) = api_call(a, "POST", "/v1/api/rooms/news/messages", body).await;
     assert_eq!((status, &again["message_id"]), (200, &ack["message_id"]));
     for events in [&mut alice_ev, &mut bob_ev] {
         expect_no_event(events, Duration::from_millis(300), |e| {
@@ -1299,7 +1276,7 @@ async fn an_application_posts_lists_and_reads_without_a_connection(backplane: Ba
     // one, gets it, then his own next message after it.
     bob.join("ops").await.unwrap();
     let body = Some(r#"{"text":"disk full","idempotency_key":"o-1"}"#);
-    let (status, ack) = api(a, "POST", "/v1/api/rooms/ops/messages", body).await;
+    let (status, ack) = api_call(a, "POST", "/v1/api/rooms/ops/messages", body).await;
     assert_eq!(
         (status, &ack["sequence"]),
         (200, &serde_json::json!(1)),
@@ -1316,12 +1293,12 @@ async fn an_application_posts_lists_and_reads_without_a_connection(backplane: Ba
     wait_members(a, "ops", &[]).await;
     // Rooms, members and history, cluster-wide, from either instance.
     for server in [a, b] {
-        let (_, rooms) = api(server, "GET", "/v1/api/rooms", None).await;
+        let (_, rooms) = api_call(server, "GET", "/v1/api/rooms", None).await;
         assert_eq!(
             rooms["rooms"],
             serde_json::json!([{"room": "news", "members": 2}])
         );
-        let (_, members) = api(server, "GET", "/v1/api/rooms/news/members", None).await;
+        let (_, members) = api_call(server, "GET", "/v1/api/rooms/news/members", None).await;
         let ids: Vec<&str> = members["members"]
             .as_array()
             .unwrap()
@@ -1329,7 +1306,7 @@ async fn an_application_posts_lists_and_reads_without_a_connection(backplane: Ba
             .map(|m| m["user_id"].as_str().unwrap())
             .collect();
         assert_eq!(ids, ["alice", "bob"]);
-        let (_, page) = api(server, "GET", "/v1/api/rooms/news/messages", None).await;
+        let (_, page) = api_call(server, "GET", "/v1/api/rooms/news/messages", None).await;
         let texts: Vec<&str> = page["messages"]
             .as_array()
             .unwrap()
@@ -1344,14 +1321,7 @@ async fn an_application_posts_lists_and_reads_without_a_connection(backplane: Ba
 }
 
 async fn an_application_disconnects_a_users_sessions_everywhere(backplane: Backplane) {
-    let mut servers = Vec::new();
-    for id in ["a", "b"] {
-        let mut c = cluster_config(&backplane, id);
-        c.admin.token = "app-t0ken".into();
-        let s = TestServer::start(c).await;
-        wait_ready(&s, true).await;
-        servers.push(s);
-    }
+    let servers = api_pair(&backplane, None).await;
     let (a, b) = (&servers[0], &servers[1]);
     let (alice, mut alice_ev) = connect(&a.url(), "alice").await;
     let (alice_too, mut alice_too_ev) = connect(&b.url(), "alice").await;
@@ -1361,29 +1331,14 @@ async fn an_application_disconnects_a_users_sessions_everywhere(backplane: Backp
     bob.join("lobby").await.unwrap();
     wait_members(a, "dev", &["alice"]).await;
     wait_members(a, "lobby", &["alice", "bob"]).await;
-    let api = |server: &TestServer,
-               method: &'static str,
-               path: &'static str,
-               body: Option<&'static str>| {
-        let addr = server.addr();
-        async move {
-            let mut request = HttpRequest::new(method, path).bearer("app-t0ken");
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            let response = http(addr, request).await;
-            let body: serde_json::Value = serde_json::from_str(response.body.trim()).unwrap();
-            (response.status, body)
-        }
-    };
-    let (status, found) = api(a, "GET", "/v1/api/users/alice", None).await;
+    let (status, found) = api_call(a, "GET", "/v1/api/users/alice", None).await;
     assert_eq!(status, 200, "{found}");
     assert_eq!(found["rooms"], serde_json::json!(["dev", "lobby"]));
     assert_eq!(found["instances"], serde_json::json!(["a", "b"]));
     assert_eq!(found["sessions_here"], 1);
 
     let body = Some(r#"{"reason":"your account is suspended"}"#);
-    let (status, ended) = api(b, "POST", "/v1/api/users/alice/disconnect", body).await;
+    let (status, ended) = api_call(b, "POST", "/v1/api/users/alice/disconnect", body).await;
     assert_eq!(
         (status, &ended["sessions_here"]),
         (200, &serde_json::json!(1)),
@@ -1418,7 +1373,7 @@ async fn an_application_disconnects_a_users_sessions_everywhere(backplane: Backp
             "{m:?}"
         );
     }
-    let (status, refused) = api(
+    let (status, refused) = api_call(
         a,
         "POST",
         "/v1/api/users/alice/disconnect",
@@ -1435,14 +1390,7 @@ async fn an_application_disconnects_a_users_sessions_everywhere(backplane: Backp
 }
 
 async fn an_application_removes_a_user_from_a_room_everywhere(backplane: Backplane) {
-    let mut servers = Vec::new();
-    for id in ["a", "b"] {
-        let mut c = cluster_config(&backplane, id);
-        c.admin.token = "app-t0ken".into();
-        let s = TestServer::start(c).await;
-        wait_ready(&s, true).await;
-        servers.push(s);
-    }
+    let servers = api_pair(&backplane, None).await;
     let (a, b) = (&servers[0], &servers[1]);
     let (alice, mut alice_ev) = connect(&a.url(), "alice").await;
     let (alice_too, mut alice_too_ev) = connect(&b.url(), "alice").await;
@@ -1452,11 +1400,9 @@ async fn an_application_removes_a_user_from_a_room_everywhere(backplane: Backpla
     }
     alice.join("dev").await.unwrap();
     wait_members(a, "lobby", &["alice", "bob"]).await;
-    let remove = HttpRequest::new("POST", "/v1/api/rooms/lobby/members/alice/remove")
-        .bearer("app-t0ken")
-        .json(r#"{"reason":"off-topic"}"#);
-    let response = http(a.addr(), remove).await;
-    assert_eq!(response.status, 200, "{}", response.body);
+    let path = "/v1/api/rooms/lobby/members/alice/remove";
+    let (status, removed) = api_call(a, "POST", path, Some(r#"{"reason":"off-topic"}"#)).await;
+    assert_eq!(status, 200, "{removed}");
     for events in [&mut alice_ev, &mut alice_too_ev] {
         match expect_event(events, "removed", |e| matches!(e, Event::Removed(_))).await {
             Event::Removed(r) => {
@@ -1483,15 +1429,7 @@ async fn an_application_removes_a_user_from_a_room_everywhere(backplane: Backpla
 
 async fn a_banned_user_is_taken_out_and_kept_out_until_lifted(backplane: Backplane) {
     let db = or_skip!(postgres_db().await);
-    let mut servers = Vec::new();
-    for id in ["a", "b"] {
-        let mut c = cluster_config(&backplane, id);
-        c.store.url = db.url();
-        c.admin.token = "app-t0ken".into();
-        let s = TestServer::start(c).await;
-        wait_ready(&s, true).await;
-        servers.push(s);
-    }
+    let servers = api_pair(&backplane, Some(&db)).await;
     let (a, b) = (&servers[0], &servers[1]);
     let (alice, mut alice_ev) = connect(&a.url(), "alice").await;
     let (alice_too, _alice_too_ev) = connect(&b.url(), "alice").await;
@@ -1499,22 +1437,9 @@ async fn a_banned_user_is_taken_out_and_kept_out_until_lifted(backplane: Backpla
     alice.join("lobby").await.unwrap();
     bob.join("lobby").await.unwrap();
     wait_members(b, "lobby", &["alice", "bob"]).await;
-    let call =
-        |server: &TestServer, method: &'static str, path: &'static str, body: Option<String>| {
-            let addr = server.addr();
-            async move {
-                let mut request = HttpRequest::new(method, path).bearer("app-t0ken");
-                if let Some(body) = &body {
-                    request = request.json(body);
-                }
-                let response = http(addr, request).await;
-                let body: serde_json::Value = serde_json::from_str(response.body.trim()).unwrap();
-                (response.status, body)
-            }
-        };
     let until = chat_util::now_unix_ms() + 3_600_000;
     let body = format!(r#"{{"user_id":"alice","until_unix_ms":{until},"reason":"spam"}}"#);
-    let (status, banned) = call(b, "POST", "/v1/api/rooms/lobby/bans", Some(body)).await;
+    let (status, banned) = api_call(b, "POST", "/v1/api/rooms/lobby/bans", Some(&body)).await;
     assert_eq!(
         (status, &banned["was_banned"]),
         (200, &serde_json::json!(false)),
@@ -1541,19 +1466,19 @@ async fn a_banned_user_is_taken_out_and_kept_out_until_lifted(backplane: Backpla
         read.to_string().contains("banned"),
         "nor is its history read: {read}"
     );
-    let (_, listed) = call(a, "GET", "/v1/api/rooms/lobby/bans", None).await;
+    let (_, listed) = api_call(a, "GET", "/v1/api/rooms/lobby/bans", None).await;
     assert_eq!(listed["bans"][0]["user_id"], "alice");
     assert_eq!(listed["bans"][0]["until_unix_ms"], until);
     let past = format!(
         r#"{{"user_id":"bob","until_unix_ms":{}}}"#,
         until - 7_200_000
     );
-    let (status, refused) = call(a, "POST", "/v1/api/rooms/lobby/bans", Some(past)).await;
+    let (status, refused) = api_call(a, "POST", "/v1/api/rooms/lobby/bans", Some(&past)).await;
     assert_eq!(
         (status, refused["code"].as_str()),
         (400, Some("INVALID_ARGUMENT"))
     );
-    let (status, lifted) = call(a, "DELETE", "/v1/api/rooms/lobby/bans/alice", None).await;
+    let (status, lifted) = api_call(a, "DELETE", "/v1/api/rooms/lobby/bans/alice", None).await;
     assert_eq!(
         (status, &lifted["lifted"]),
         (200, &serde_json::json!(true)),
@@ -1563,6 +1488,43 @@ async fn a_banned_user_is_taken_out_and_kept_out_until_lifted(backplane: Backpla
     for s in servers {
         s.stop().await;
     }
+}
+
+/// The server API's token in these tests.
+const APP_TOKEN: &str = "app-t0ken";
+
+/// Two instances on `backplane` with the server API open (`APP_TOKEN`),
+/// sharing `db` as their store when given.
+async fn api_pair(backplane: &Backplane, db: Option<&PostgresDb>) -> Vec<TestServer> {
+    let mut servers = Vec::new();
+    for id in ["a", "b"] {
+        let mut c = cluster_config(backplane, id);
+        if let Some(db) = db {
+            c.store.url = db.url();
+        }
+        c.admin.token = APP_TOKEN.into();
+        let s = TestServer::start(c).await;
+        wait_ready(&s, true).await;
+        servers.push(s);
+    }
+    servers
+}
+
+/// `method path` on `server`'s API with `APP_TOKEN` (and `body` as JSON):
+/// the status and the parsed answer.
+async fn api_call(
+    server: &TestServer,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut request = HttpRequest::new(method, path).bearer(APP_TOKEN);
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let response = http(server.addr(), request).await;
+    let answer = serde_json::from_str(response.body.trim()).unwrap();
+    (response.status, answer)
 }
 
 /// Two instances on one Redis and one PostgreSQL store.
