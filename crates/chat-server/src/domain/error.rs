@@ -82,6 +82,13 @@ pub enum RequestError {
 }
 
 impl RequestError {
+    /// The stable code's name without its `ERROR_CODE_` prefix, as
+    /// metadata, JSON answers and spans carry it.
+    pub fn code_name(&self) -> &'static str {
+        let name = self.code().as_str_name();
+        name.strip_prefix("ERROR_CODE_").unwrap_or(name)
+    }
+
     /// The stable code clients see.
     pub fn code(&self) -> ErrorCode {
         match self {

@@ -173,9 +173,7 @@ pub(crate) fn refusal(error: &RequestError) -> Status {
         RequestError::Unavailable(_) => tonic::Code::Unavailable,
         RequestError::Internal(_) => tonic::Code::Internal,
     };
-    let name = error.code().as_str_name();
-    let name = name.strip_prefix("ERROR_CODE_").unwrap_or(name);
-    let mut status = refuse(code, name, error.to_string());
+    let mut status = refuse(code, error.code_name(), error.to_string());
     if let RequestError::RateLimited { .. } = error
         && let Ok(value) = error.to_wire().retry_after_ms.to_string().parse()
     {

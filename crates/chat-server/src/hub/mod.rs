@@ -234,17 +234,23 @@ impl Hub {
     /// saying `reason`; returns how many.
     pub fn disconnect_local(&self, user_id: &str, reason: &str) -> usize {
         let notice = disconnect_frame(DisconnectReason::Disconnected, reason, 0);
-        let mut ended = 0;
+        // Under the shard's lock: no socket is written here.
+        self.each_session_of(user_id, |outbox| outbox.disconnect(notice.clone()))
+    }
+
+    /// Calls `f` with the outbox of each live session of user `user_id` on
+    /// this instance, under its shard's lock; returns how many.
+    fn each_session_of(&self, user_id: &str, mut f: impl FnMut(&Outbox)) -> usize {
+        let mut count = 0;
         for shard in self.sessions.iter() {
             for (user, outbox) in lock(shard).values() {
                 if **user == *user_id && !outbox.is_ended() {
-                    // Under the shard's lock: no socket is written here.
-                    outbox.disconnect(notice.clone());
-                    ended += 1;
+                    f(outbox);
+                    count += 1;
                 }
             }
         }
-        ended
+        count
     }
 
     /// Ends every session of user `user_id`, on every instance, with a
@@ -264,16 +270,7 @@ impl Hub {
     /// how many were told.
     pub fn remove_local(&self, room: &RoomName, user_id: &str, reason: &str) -> usize {
         let reason: Arc<str> = Arc::from(reason);
-        let mut told = 0;
-        for shard in self.sessions.iter() {
-            for (user, outbox) in lock(shard).values() {
-                if **user == *user_id && !outbox.is_ended() {
-                    outbox.remove_from(room, &reason);
-                    told += 1;
-                }
-            }
-        }
-        told
+        self.each_session_of(user_id, |outbox| outbox.remove_from(room, &reason))
     }
 
     /// Takes user `user_id` out of `room` on every instance, telling them
@@ -346,15 +343,7 @@ impl Hub {
 
     /// How many sessions user `user_id` has on this instance.
     pub fn sessions_of(&self, user_id: &str) -> usize {
-        self.sessions
-            .iter()
-            .map(|shard| {
-                lock(shard)
-                    .values()
-                    .filter(|(user, outbox)| **user == *user_id && !outbox.is_ended())
-                    .count()
-            })
-            .sum()
+        self.each_session_of(user_id, |_| {})
     }
 
     /// Sends `text` as a notification to every client of this instance.

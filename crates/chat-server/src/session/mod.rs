@@ -424,8 +424,7 @@ impl Session {
         let result = result.unwrap_or_else(|e| {
             tracing::debug!(request_id, code = ?e.code(), error = %e, "request refused");
             if trace::enabled() {
-                let code = e.code().as_str_name().trim_start_matches("ERROR_CODE_");
-                trace::record_error(&tracing::Span::current(), code);
+                trace::record_error(&tracing::Span::current(), e.code_name());
             }
             reply::Result::Error(e.to_wire())
         });

@@ -67,8 +67,7 @@ impl ApiGrpc {
             result.map(Response::new).map_err(|e| {
                 self.api.failed(call);
                 if trace::enabled() {
-                    let code = e.code().as_str_name().trim_start_matches("ERROR_CODE_");
-                    trace::record_error(&tracing::Span::current(), code);
+                    trace::record_error(&tracing::Span::current(), e.code_name());
                 }
                 refusal(&e)
             })

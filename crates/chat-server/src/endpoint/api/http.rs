@@ -178,15 +178,10 @@ struct Failure {
 impl From<RequestError> for Failure {
     fn from(e: RequestError) -> Failure {
         Failure {
-            code: code_of(&e),
+            code: e.code_name(),
             response: Box::new(refusal(&e)),
         }
     }
-}
-
-/// The contract's code of `e`, without its `ERROR_CODE_` prefix.
-fn code_of(e: &RequestError) -> &'static str {
-    e.code().as_str_name().trim_start_matches("ERROR_CODE_")
 }
 
 /// A path or query the caller got wrong.
@@ -248,7 +243,7 @@ fn refusal(e: &RequestError) -> Response {
         RequestError::MessageTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         _ => StatusCode::BAD_REQUEST,
     };
-    let code = code_of(e);
+    let code = e.code_name();
     let mut response = (
         status,
         Json(json!({ "error": e.to_string(), "code": code })),
