@@ -22,7 +22,10 @@ pub const LAYERS: &[(&str, &[&str])] = &[
     ),
     ("hub", &["hub"]),
     ("session core", &["session", "api"]),
-    ("transports and endpoints", &["endpoint", "fuzzing"]),
+    (
+        "transports and endpoints",
+        &["endpoint", "webhook", "fuzzing"],
+    ),
     ("wiring", &["server"]),
 ];
 

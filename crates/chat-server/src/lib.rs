@@ -12,7 +12,7 @@
 //! | the parts behind seams | `metrics` (building blocks), `telemetry`, `store`, `backplane`, `auth`, `limiter`, `tls`, `http_client` |
 //! | the hub | `hub` (rooms, presence, repair, cluster, outboxes, notifications) |
 //! | the session core | `session` (a client's session), `api` (the server API for applications) |
-//! | transports and endpoints | `endpoint` (gRPC, health, admin, `/metrics`), `fuzzing` |
+//! | transports and endpoints | `endpoint` (gRPC, health, admin, `/metrics`), `webhook` (events POSTed to applications), `fuzzing` |
 //! | wiring | `server` |
 
 #![forbid(unsafe_code)]
@@ -37,6 +37,7 @@ pub mod session;
 
 pub mod endpoint;
 pub mod fuzzing;
+pub mod webhook;
 
 pub mod server;
 

@@ -69,6 +69,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "session",
     "websocket",
     "notifications",
+    "webhooks",
     "shutdown",
 ];
 

@@ -52,6 +52,8 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     /// The periodic notification to every client.
     pub notifications: NotificationConfig,
+    /// Events POSTed to an application's URL; see docs/WEBHOOKS.md.
+    pub webhooks: WebhookConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
 }
@@ -75,6 +77,7 @@ impl Default for Config {
             session: SessionConfig::default(),
             websocket: WebSocketConfig::default(),
             notifications: NotificationConfig::default(),
+            webhooks: WebhookConfig::default(),
             shutdown: ShutdownConfig::default(),
         }
     }
@@ -595,6 +598,86 @@ impl Default for NotificationConfig {
             enabled: true,
             interval: Duration::from_secs(30),
             text: "Periodic notification from the chat server".into(),
+        }
+    }
+}
+
+/// The webhook: events POSTed, signed, to an application's URL, from a
+/// durable queue in the store (docs/WEBHOOKS.md).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Where events are POSTed (`http://…` or `https://…`); empty: no
+    /// webhook, nothing queued.
+    pub url: String,
+    /// The key of the HMAC-SHA256 signature on every request (at least 32
+    /// bytes); required with a URL.
+    pub secret: Secret,
+    /// Which events are sent: `message`, `edit`, `delete`, `reaction`,
+    /// `join`, `leave`.
+    pub events: Vec<WebhookEvent>,
+    /// A request without an answer by then has failed.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Events per request at most.
+    pub batch_max: usize,
+    /// How often an idle sender looks for new events.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// The first wait after a failed request; it doubles after each
+    /// failure in a row, up to `retry_max` (with jitter).
+    #[serde(with = "humantime_serde")]
+    pub retry_min: Duration,
+    /// The longest wait between attempts.
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// Events not delivered within this are dropped (counted and logged).
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Events queued at most; beyond it the oldest are dropped (counted
+    /// and logged).
+    pub max_pending: u64,
+    /// A PEM file of certificate authorities the receiver's certificate
+    /// may chain to, besides the public ones (for a private CA).
+    pub ca_file: String,
+}
+
+/// An event the webhook can send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookEvent {
+    /// A new message.
+    Message,
+    /// An edit.
+    Edit,
+    /// A delete.
+    Delete,
+    /// A reaction added or removed.
+    Reaction,
+    /// A user became a member of a room.
+    Join,
+    /// A user stopped being a member of a room.
+    Leave,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            url: String::new(),
+            secret: Secret::default(),
+            events: vec![
+                WebhookEvent::Message,
+                WebhookEvent::Edit,
+                WebhookEvent::Delete,
+            ],
+            timeout: Duration::from_secs(10),
+            batch_max: 100,
+            poll_interval: Duration::from_millis(250),
+            retry_min: Duration::from_secs(1),
+            retry_max: Duration::from_secs(300),
+            max_age: Duration::from_secs(24 * 3600),
+            max_pending: 100_000,
+            ca_file: String::new(),
         }
     }
 }

@@ -12,6 +12,7 @@ impl Config {
             &mut shown.store.url,
             &mut shown.redis.url,
             &mut shown.nats.url,
+            &mut shown.webhooks.url,
         ] {
             *url = redact_url(url);
         }

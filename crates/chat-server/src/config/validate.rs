@@ -2,7 +2,7 @@
 
 use super::{
     AuthConfig, AuthMode, Config, ConfigError, JwtAlgorithm, Limits, MIN_SECRET_BYTES, NatsConfig,
-    RedisConfig, SessionConfig, TlsConfig, TracesConfig, WebSocketConfig,
+    RedisConfig, SessionConfig, TlsConfig, TracesConfig, WebSocketConfig, WebhookConfig,
 };
 use std::net::SocketAddr;
 
@@ -20,6 +20,7 @@ impl Config {
         self.redis.validate()?;
         self.session.validate()?;
         self.websocket.validate()?;
+        self.webhooks.validate()?;
         self.traces.validate()?;
         self.tls.validate()?;
         self.validate_admin()?;
@@ -177,6 +178,54 @@ impl WebSocketConfig {
                     "websocket.allowed_origins: {origin:?} is not an origin like https://chat.example.com"
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+/// Events per webhook request at most, whatever `webhooks.batch_max` says.
+pub const MAX_WEBHOOK_BATCH: usize = 1000;
+
+impl WebhookConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.url.is_empty() {
+            return Ok(());
+        }
+        let uri: Option<http::Uri> = self.url.parse().ok();
+        let usable = uri.as_ref().is_some_and(|uri| {
+            matches!(uri.scheme_str(), Some("http" | "https"))
+                && uri
+                    .authority()
+                    .is_some_and(|a| !a.host().is_empty() && !a.as_str().contains('@'))
+        });
+        if !usable {
+            return bad(
+                "webhooks.url must be an http:// or https:// URL with a host and no \
+                 credentials (requests are signed with webhooks.secret)",
+            );
+        }
+        if self.secret.expose().len() < MIN_SECRET_BYTES {
+            return bad(&format!(
+                "webhooks.secret must be at least {MIN_SECRET_BYTES} bytes: it signs every request"
+            ));
+        }
+        if self.events.is_empty() {
+            return bad("webhooks.events must name at least one event \
+                 (message, edit, delete, reaction, join, leave)");
+        }
+        if !(1..=MAX_WEBHOOK_BATCH).contains(&self.batch_max) {
+            return bad(&format!(
+                "webhooks.batch_max must be between 1 and {MAX_WEBHOOK_BATCH}"
+            ));
+        }
+        if self.timeout.is_zero() || self.poll_interval.is_zero() || self.max_age.is_zero() {
+            return bad("webhooks.timeout, poll_interval and max_age must be above zero");
+        }
+        if self.retry_min.is_zero() || self.retry_max < self.retry_min {
+            return bad("webhooks.retry_min must be above zero and at most webhooks.retry_max");
+        }
+        if self.max_pending == 0 {
+            return bad("webhooks.max_pending must be above zero");
         }
         Ok(())
     }

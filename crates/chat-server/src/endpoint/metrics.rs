@@ -8,7 +8,7 @@ use super::admin::AdminAccess;
 use crate::backplane::BackplaneStats;
 use crate::hub::Hub;
 use crate::limiter::Admission;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, WebhookMetrics};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -50,6 +50,7 @@ pub fn render(sources: &Sources) -> String {
     messages(&mut out, &sources.hub);
     refusals(&mut out, sources.hub.metrics());
     store(&mut out, &sources.hub);
+    webhook(&mut out, &sources.hub.metrics().webhook);
     backplane(&mut out, &sources.backplane);
     out
 }
@@ -211,6 +212,50 @@ fn refusals(out: &mut String, m: &Metrics) {
         "chat_auth_failures_total",
         "reason",
         "Refused tokens, by reason.",
+    );
+}
+
+/// The webhook sender's counters.
+fn webhook(out: &mut String, w: &WebhookMetrics) {
+    counter(
+        out,
+        "chat_webhook_events_sent_total",
+        "Webhook events this instance delivered (the receiver answered 2xx).",
+        load(&w.sent),
+    );
+    counter(
+        out,
+        "chat_webhook_requests_failed_total",
+        "Webhook requests that failed (no connection, timeout, or an answer other than 2xx).",
+        load(&w.failed),
+    );
+    counter(
+        out,
+        "chat_webhook_events_retried_total",
+        "Webhook events made due again after a failed request.",
+        load(&w.retried),
+    );
+    w.dropped.render(
+        out,
+        "chat_webhook_events_dropped_total",
+        "reason",
+        "Webhook events that left the queue undelivered (logged), by reason.",
+    );
+    gauge(
+        out,
+        "chat_webhook_events_pending",
+        "Webhook events waiting in the store's queue (all instances'), at this instance's last trim.",
+        load(&w.pending),
+    );
+    w.delivery.render(
+        out,
+        "chat_webhook_delivery_seconds",
+        "From an event's queueing to the receiver's acknowledgement.",
+    );
+    w.request.render(
+        out,
+        "chat_webhook_request_seconds",
+        "One webhook request, from sending to the receiver's answer.",
     );
 }
 

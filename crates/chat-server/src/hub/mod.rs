@@ -31,8 +31,8 @@ use crate::domain::RequestError;
 use crate::domain::User;
 use crate::domain::validate::RoomName;
 use crate::store::{
-    Ban, Conversation, Direction, Kind, MessageStore, NewMessage, Page, ReadState, StoreError,
-    StoredMessage,
+    Ban, Capture, Conversation, Direction, Kind, MembershipChange, MessageStore, NewMessage, Page,
+    ReadState, StoreError, StoredMessage,
 };
 use chat_proto::EncodedFrame;
 use chat_proto::v1::{
@@ -71,6 +71,19 @@ pub struct Hub {
     /// Read positions moved since the last announcement
     /// ([`receipts::run`] publishes them).
     receipts: receipts::Receipts,
+    /// Where users becoming (or ceasing to be) members go for the webhook,
+    /// when it sends joins or leaves.
+    membership_feed: Option<MembershipFeed>,
+}
+
+/// The hand-off of membership changes to the webhook's queue: the hub
+/// never waits on the store for them (a full hand-off drops the change,
+/// counted as `busy`).
+pub struct MembershipFeed {
+    /// Joins, leaves or both.
+    pub capture: Capture,
+    /// To the task that writes them to the store in batches.
+    pub changes: tokio::sync::mpsc::Sender<MembershipChange>,
 }
 
 /// One shard of the sessions: each connection's user id and outbox.
@@ -102,6 +115,42 @@ impl Hub {
             incarnation: new_incarnation(),
             control_warned_at_ms: AtomicU64::new(0),
             receipts: receipts::Receipts::default(),
+            membership_feed: None,
+        }
+    }
+
+    /// The hub handing membership changes to `feed` (for the webhook).
+    pub fn with_membership_feed(mut self, feed: MembershipFeed) -> Hub {
+        self.membership_feed = Some(feed);
+        self
+    }
+
+    /// Hands `user` joining (or leaving) `room` to the webhook's feed, if
+    /// it takes that change; never waits.
+    fn feed_membership(&self, room: &RoomName, user: &User, joined: bool) {
+        let Some(feed) = &self.membership_feed else {
+            return;
+        };
+        let wanted = if joined {
+            Capture::JOIN
+        } else {
+            Capture::LEAVE
+        };
+        if !feed.capture.has(wanted) {
+            return;
+        }
+        let change = MembershipChange {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            room: room.clone(),
+            user: user.clone(),
+            joined,
+            time_unix_ms: now_unix_ms(),
+        };
+        if feed.changes.try_send(change).is_err() {
+            self.metrics
+                .webhook
+                .dropped
+                .inc(crate::metrics::WebhookDrop::Busy);
         }
     }
 
@@ -465,6 +514,10 @@ impl Hub {
             self.rooms.finish_join(room, conn, first, seen);
             if change.transition {
                 self.emit(&Transition::Joined(room.clone(), user.clone()));
+                // This instance made the user a member: it tells the webhook.
+                if change.edge {
+                    self.feed_membership(room, user, true);
+                }
             }
             change
         };
@@ -535,6 +588,9 @@ impl Hub {
             let change = presence.local_leave(room, &user.user_id);
             if change.transition {
                 self.emit(&Transition::Left(room.clone(), user.clone()));
+                if change.edge {
+                    self.feed_membership(room, user, false);
+                }
             }
             change
         };

@@ -129,6 +129,41 @@ impl MessageStore for ProbeStore {
         self.inner.history(room, page)
     }
 
+    fn set_capture(&self, capture: Capture) {
+        self.inner.set_capture(capture)
+    }
+
+    fn queue_membership(
+        &self,
+        changes: Vec<MembershipChange>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.queue_membership(changes)
+    }
+
+    fn claim_events(
+        &self,
+        claim: crate::store::Claim,
+    ) -> BoxFuture<'_, Result<Vec<crate::store::QueuedEvent>, StoreError>> {
+        self.inner.claim_events(claim)
+    }
+
+    fn settle_events<'a>(
+        &'a self,
+        done: &'a [i64],
+        retry: &'a [i64],
+        retry_at_ms: i64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.settle_events(done, retry, retry_at_ms)
+    }
+
+    fn trim_events(
+        &self,
+        oldest_ms: i64,
+        max_pending: u64,
+    ) -> BoxFuture<'_, Result<crate::store::Trimmed, StoreError>> {
+        self.inner.trim_events(oldest_ms, max_pending)
+    }
+
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         self.inner.check()
     }

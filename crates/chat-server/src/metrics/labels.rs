@@ -131,6 +131,21 @@ label_set! {
 }
 
 label_set! {
+    /// Why webhook events left the queue undelivered:
+    /// `chat_webhook_events_dropped_total{reason}`.
+    WebhookDrop {
+        /// Older than `webhooks.max_age`.
+        Expired => "expired",
+        /// Beyond `webhooks.max_pending` (the oldest go).
+        Overflowed => "overflowed",
+        /// Its message was deleted by retention before it was sent.
+        Gone => "gone",
+        /// A presence change found the in-memory hand-off to the store full.
+        Busy => "busy",
+    }
+}
+
+label_set! {
     /// A server API call: `chat_api_calls_total{call}`,
     /// `chat_api_errors_total{call}`.
     ApiCall {

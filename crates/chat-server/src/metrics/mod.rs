@@ -12,7 +12,9 @@
 
 pub mod labels;
 
-pub use labels::{ApiCall, AuthFailure, CloseReason, ConnectionLimit, Label, RateLimitedAction};
+pub use labels::{
+    ApiCall, AuthFailure, CloseReason, ConnectionLimit, Label, RateLimitedAction, WebhookDrop,
+};
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -132,6 +134,11 @@ impl<L: Label> Family<L> {
         self.counts[value.index()].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts `n` for `value`.
+    pub fn add(&self, value: L, n: u64) {
+        self.counts[value.index()].fetch_add(n, Ordering::Relaxed);
+    }
+
     /// The count for `value`.
     pub fn get(&self, value: L) -> u64 {
         self.counts[value.index()].load(Ordering::Relaxed)
@@ -189,6 +196,41 @@ pub struct Metrics {
     /// Snapshots asked of an instance because what was known of its
     /// presence kept differing from its digest.
     pub presence_repairs: AtomicU64,
+    /// The webhook sender's counters.
+    pub webhook: WebhookMetrics,
+}
+
+/// What the webhook sender counts (all zero with no webhook).
+pub struct WebhookMetrics {
+    /// Events the receiver acknowledged (a 2xx answer).
+    pub sent: AtomicU64,
+    /// Requests that failed: no connection, a timeout, or an answer other
+    /// than 2xx.
+    pub failed: AtomicU64,
+    /// Events made due again after a failed request.
+    pub retried: AtomicU64,
+    /// Events that left the queue undelivered, by why.
+    pub dropped: Family<WebhookDrop>,
+    /// Events in the queue at the last trim (a gauge).
+    pub pending: AtomicU64,
+    /// From an event's queueing to the receiver's acknowledgement.
+    pub delivery: Histogram,
+    /// One request, from sending to the answer.
+    pub request: Histogram,
+}
+
+impl Default for WebhookMetrics {
+    fn default() -> Self {
+        WebhookMetrics {
+            sent: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            retried: AtomicU64::new(0),
+            dropped: Family::new(),
+            pending: AtomicU64::new(0),
+            delivery: Histogram::latency(),
+            request: Histogram::latency(),
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -212,6 +254,7 @@ impl Default for Metrics {
             duplicate_server_id: AtomicU64::new(0),
             control_publish_failed: AtomicU64::new(0),
             presence_repairs: AtomicU64::new(0),
+            webhook: WebhookMetrics::default(),
         }
     }
 }

@@ -1,5 +1,7 @@
 //! Build step: the instance's state. The store, the rooms, the backplane
-//! and the hub over them, in that order (each needs the one before).
+//! and the hub over them, in that order (each needs the one before); and,
+//! with `webhooks.url`, what the store queues for the webhook and the
+//! sender that empties the queue.
 
 use super::ServerError;
 use crate::backplane::control::{ControlEvent, ControlSender, control_queue};
@@ -8,8 +10,9 @@ use crate::backplane::{
 };
 use crate::config::{BackplaneKind, Config};
 use crate::domain::RoomName;
-use crate::hub::{Hub, Rooms, repair};
-use crate::store::{self, MessageStore};
+use crate::hub::{Hub, MembershipFeed, Rooms, repair};
+use crate::store::{self, Capture, MembershipChange, MessageStore};
+use crate::webhook;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +35,11 @@ pub(super) struct Background {
     pub repair: mpsc::Receiver<RoomName>,
     /// Control messages (heartbeats, presence) from other instances.
     pub control: mpsc::Receiver<ControlEvent>,
+    /// The webhook's sender, with `webhooks.url`.
+    pub webhook: Option<webhook::Sender>,
+    /// Membership changes the hub hands to the webhook's queue, when the
+    /// webhook sends joins or leaves.
+    pub memberships: Option<mpsc::Receiver<MembershipChange>>,
 }
 
 /// The configured backplane, delivering into `rooms` and `control`.
@@ -79,6 +87,12 @@ pub(super) async fn build(
     shutdown: &CancellationToken,
 ) -> Result<Core, ServerError> {
     let store: Arc<dyn MessageStore> = store::open(&config.store.url).await?;
+    let sender = webhook::Sender::build(&config.webhooks)?;
+    let capture = match sender {
+        Some(_) => webhook::capture(&config.webhooks.events),
+        None => Capture::NONE,
+    };
+    store.set_capture(capture);
     // Messages can be delivered in sequence order (with gaps repaired from
     // the store) when one store numbers them for every instance.
     let ordered = config.backplane == BackplaneKind::Local || store.is_shared();
@@ -106,16 +120,21 @@ pub(super) async fn build(
              for several instances"
         );
     }
-    let hub = Arc::new(
-        Hub::new(
-            server_id.to_string(),
-            config.limits.clone(),
-            rooms.clone(),
-            store,
-            backplane,
-        )
-        .with_incarnation(incarnation),
-    );
+    let mut hub = Hub::new(
+        server_id.to_string(),
+        config.limits.clone(),
+        rooms.clone(),
+        store,
+        backplane,
+    )
+    .with_incarnation(incarnation);
+    let mut memberships = None;
+    if capture.has(Capture::JOIN) || capture.has(Capture::LEAVE) {
+        let (changes, receiver) = mpsc::channel(webhook::FEED_QUEUE);
+        hub = hub.with_membership_feed(MembershipFeed { capture, changes });
+        memberships = Some(receiver);
+    }
+    let hub = Arc::new(hub);
     Ok(Core {
         hub,
         stats,
@@ -123,6 +142,8 @@ pub(super) async fn build(
             rooms,
             repair: repair_rx,
             control: control_rx,
+            webhook: sender,
+            memberships,
         },
     })
 }

@@ -29,6 +29,9 @@ pub enum ServerError {
     /// The TLS certificate, key or client CA cannot be loaded.
     #[error("cannot load the TLS configuration")]
     Tls(#[from] crate::tls::TlsError),
+    /// The webhook's client cannot be built (its URL or CA file).
+    #[error("cannot set up the webhook")]
+    Webhook(#[from] crate::webhook::ClientError),
     /// The transport failed while serving.
     #[error("server transport failed")]
     Transport(#[from] tonic::transport::Error),

@@ -1,13 +1,14 @@
 //! Build step: the background tasks, each in the tracker the drain waits
 //! for. Retention, gap repair, the cluster exchange (heartbeats, presence),
 //! read receipts, typing events, the health watch and, when enabled,
-//! notifications.
+//! notifications and the webhook's sender and membership feed.
 
 use super::core::Background;
 use crate::config::Config;
 use crate::endpoint::health::{self, Readiness};
 use crate::hub::{Hub, cluster, notifier, receipts, repair, typing};
 use crate::store::{self, Retention};
+use crate::webhook;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -56,6 +57,12 @@ pub(super) fn spawn(
         HEALTH_CHECK_INTERVAL,
         shutdown.clone(),
     ));
+    if let Some(sender) = background.webhook {
+        tasks.spawn(webhook::run(sender, hub.clone(), shutdown.clone()));
+    }
+    if let Some(memberships) = background.memberships {
+        tasks.spawn(webhook::feed(hub.clone(), memberships, shutdown.clone()));
+    }
     if config.notifications.enabled {
         tasks.spawn(notifier::run(
             hub.clone(),

@@ -3,10 +3,10 @@
 //! survives a restart; for tests and throwaway runs.
 
 use super::{
-    Appended, Ban, Conversation, Direction, Kind, MAX_BANS_LISTED, MAX_DIRECT_LISTED,
-    MAX_EMOJIS_PER_MESSAGE, MAX_REACTIONS_PER_USER, MessageStore, NewMessage, Page,
-    REACTORS_LISTED, Reactions, ReadState, Retention, StoreError, StoredMessage, UNREAD_COUNT_CAP,
-    check_change, direct_users,
+    Appended, Ban, Capture, CaptureCell, Claim, Conversation, Direction, Kind, MAX_BANS_LISTED,
+    MAX_DIRECT_LISTED, MAX_EMOJIS_PER_MESSAGE, MAX_REACTIONS_PER_USER, MembershipChange,
+    MessageStore, NewMessage, Page, Queued, QueuedEvent, REACTORS_LISTED, Reactions, ReadState,
+    Retention, StoreError, StoredMessage, Trimmed, UNREAD_COUNT_CAP, check_change, direct_users,
 };
 use crate::domain::User;
 use crate::domain::validate::RoomName;
@@ -45,6 +45,50 @@ pub struct MemoryStore {
     opened: std::sync::atomic::AtomicU64,
     /// Bans by room and user.
     bans: Mutex<HashMap<(RoomName, String), Ban>>,
+    /// Which events are queued for the webhook.
+    capture: CaptureCell,
+    /// The webhook's queue (lost with the process, as everything here).
+    queue: Mutex<EventQueue>,
+}
+
+/// The webhook's queue: entries by their position.
+#[derive(Default)]
+struct EventQueue {
+    /// The last position given.
+    last: i64,
+    /// Waiting entries, oldest first.
+    entries: std::collections::BTreeMap<i64, QueueEntry>,
+}
+
+/// One waiting event.
+struct QueueEntry {
+    /// A room event by its room and sequence, or a presence change.
+    what: Result<(RoomName, u64), MembershipChange>,
+    /// When it was queued (Unix ms).
+    queued_at_ms: i64,
+    /// Times claimed.
+    attempts: u32,
+    /// Not due before then (Unix ms).
+    next_attempt_ms: i64,
+    /// Leased until then (Unix ms).
+    lease_until_ms: i64,
+}
+
+impl EventQueue {
+    /// Queues `what`, queued at `now_ms`.
+    fn push(&mut self, what: Result<(RoomName, u64), MembershipChange>, now_ms: i64) {
+        self.last += 1;
+        self.entries.insert(
+            self.last,
+            QueueEntry {
+                what,
+                queued_at_ms: now_ms,
+                attempts: 0,
+                next_attempt_ms: 0,
+                lease_until_ms: 0,
+            },
+        );
+    }
 }
 
 impl Default for MemoryStore {
@@ -55,6 +99,8 @@ impl Default for MemoryStore {
             directs: Mutex::default(),
             opened: std::sync::atomic::AtomicU64::new(0),
             bans: Mutex::default(),
+            capture: CaptureCell::default(),
+            queue: Mutex::default(),
         }
     }
 }
@@ -169,6 +215,13 @@ impl MessageStore for MemoryStore {
                 duplicate: false,
             },
         };
+        if !appended.duplicate && self.capture.get().has(Capture::MESSAGE) {
+            let stored = &appended.message;
+            lock(&self.queue).push(
+                Ok((stored.message.room.clone(), stored.sequence)),
+                stored.time_unix_ms,
+            );
+        }
         ready(Ok(appended)).boxed()
     }
 
@@ -252,6 +305,12 @@ impl MessageStore for MemoryStore {
                     edit.message.text.clear();
                 }
             }
+        }
+        if self.capture.get().room_event(stored.message.kind) {
+            lock(&self.queue).push(
+                Ok((stored.message.room.clone(), stored.sequence)),
+                stored.time_unix_ms,
+            );
         }
         ready(Ok(Appended {
             message: stored,
@@ -419,6 +478,105 @@ impl MessageStore for MemoryStore {
         };
         let messages = messages.into_iter().map(listed).collect();
         ready(Ok(messages)).boxed()
+    }
+
+    fn set_capture(&self, capture: Capture) {
+        self.capture.set(capture);
+    }
+
+    fn queue_membership(
+        &self,
+        changes: Vec<MembershipChange>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        let mut queue = lock(&self.queue);
+        for change in changes {
+            let now = change.time_unix_ms;
+            queue.push(Err(change), now);
+        }
+        ready(Ok(())).boxed()
+    }
+
+    fn claim_events(&self, claim: Claim) -> BoxFuture<'_, Result<Vec<QueuedEvent>, StoreError>> {
+        let mut claimed = Vec::new();
+        {
+            let mut queue = lock(&self.queue);
+            let due = queue.entries.iter_mut().filter(|(_, e)| {
+                e.next_attempt_ms <= claim.now_ms && e.lease_until_ms <= claim.now_ms
+            });
+            for (id, entry) in due.take(claim.max) {
+                entry.attempts += 1;
+                entry.lease_until_ms = claim.lease_until_ms;
+                claimed.push((*id, entry.attempts, entry.queued_at_ms, entry.what.clone()));
+            }
+        }
+        // The rows are read after the queue's lock is let go (appends take
+        // a shard's lock, then the queue's).
+        let events = claimed
+            .into_iter()
+            .map(|(queue_id, attempts, queued_at_ms, what)| {
+                let what = match what {
+                    Err(change) => Queued::Membership(change),
+                    Ok((room, sequence)) => {
+                        let found = self
+                            .shard(&room)
+                            .get(&room)
+                            .and_then(|log| log.find(sequence).cloned());
+                        match found {
+                            Some(message) => Queued::Room(message),
+                            None => Queued::Gone { room, sequence },
+                        }
+                    }
+                };
+                QueuedEvent {
+                    queue_id,
+                    attempts,
+                    queued_at_ms,
+                    what,
+                }
+            })
+            .collect();
+        ready(Ok(events)).boxed()
+    }
+
+    fn settle_events<'a>(
+        &'a self,
+        done: &'a [i64],
+        retry: &'a [i64],
+        retry_at_ms: i64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let mut queue = lock(&self.queue);
+        for id in done {
+            queue.entries.remove(id);
+        }
+        for id in retry {
+            if let Some(entry) = queue.entries.get_mut(id) {
+                entry.lease_until_ms = 0;
+                entry.next_attempt_ms = retry_at_ms;
+            }
+        }
+        ready(Ok(())).boxed()
+    }
+
+    fn trim_events(
+        &self,
+        oldest_ms: i64,
+        max_pending: u64,
+    ) -> BoxFuture<'_, Result<Trimmed, StoreError>> {
+        let mut queue = lock(&self.queue);
+        let before = queue.entries.len();
+        queue.entries.retain(|_, e| e.queued_at_ms >= oldest_ms);
+        let expired = (before - queue.entries.len()) as u64;
+        let mut overflowed = 0;
+        while queue.entries.len() as u64 > max_pending {
+            queue.entries.pop_first();
+            overflowed += 1;
+        }
+        let trimmed = Trimmed {
+            expired,
+            overflowed,
+            pending: queue.entries.len() as u64,
+        };
+        ready(Ok(trimmed)).boxed()
     }
 
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {

@@ -8,13 +8,18 @@
 //! (nothing durable), `sqlite://…` (the embedded default) and
 //! `postgres://…` (shared by several instances). `tests/it/store.rs` runs one
 //! suite against all three.
+//!
+//! The store also holds the webhook's queue ([`queue`]): room events are
+//! queued in the transaction that stores them, when [`Capture`] says so.
 
 mod memory;
 mod postgres;
+mod queue;
 mod sqlite;
 
 pub use memory::MemoryStore;
 pub use postgres::PostgresStore;
+pub use queue::{Capture, CaptureCell, Claim, MembershipChange, Queued, QueuedEvent, Trimmed};
 pub use sqlite::SqliteStore;
 
 use crate::config::StoreConfig;
@@ -392,6 +397,39 @@ pub trait MessageStore: Send + Sync + 'static {
         None
     }
 
+    /// From now on, queues the events `capture` names for the webhook:
+    /// room events in the transaction that stores them (nothing is queued
+    /// until this is called).
+    fn set_capture(&self, capture: Capture);
+
+    /// Queues presence changes for the webhook, in one write.
+    fn queue_membership(
+        &self,
+        changes: Vec<MembershipChange>,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Leases the oldest events due at `claim.now_ms` that no one holds, at
+    /// most `claim.max`, until `claim.lease_until_ms`, in queue order; each
+    /// as its row reads now.
+    fn claim_events(&self, claim: Claim) -> BoxFuture<'_, Result<Vec<QueuedEvent>, StoreError>>;
+
+    /// Takes the events `done` names out of the queue, and makes those
+    /// `retry` names due again at `retry_at_ms` (their lease ends).
+    fn settle_events<'a>(
+        &'a self,
+        done: &'a [i64],
+        retry: &'a [i64],
+        retry_at_ms: i64,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Drops the events queued before `oldest_ms`, then the oldest beyond
+    /// `max_pending`; says how many went and how many are left.
+    fn trim_events(
+        &self,
+        oldest_ms: i64,
+        max_pending: u64,
+    ) -> BoxFuture<'_, Result<Trimmed, StoreError>>;
+
     /// Whether the store answers, for readiness.
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 
@@ -726,6 +764,29 @@ impl MessageStore for GatedStore {
         _: Page,
     ) -> BoxFuture<'a, Result<Vec<StoredMessage>, StoreError>> {
         self.gated(Vec::new())
+    }
+
+    fn set_capture(&self, _: Capture) {}
+
+    fn queue_membership(&self, _: Vec<MembershipChange>) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.gated(())
+    }
+
+    fn claim_events(&self, _: Claim) -> BoxFuture<'_, Result<Vec<QueuedEvent>, StoreError>> {
+        self.gated(Vec::new())
+    }
+
+    fn settle_events<'a>(
+        &'a self,
+        _: &'a [i64],
+        _: &'a [i64],
+        _: i64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.gated(())
+    }
+
+    fn trim_events(&self, _: i64, _: u64) -> BoxFuture<'_, Result<Trimmed, StoreError>> {
+        self.gated(Trimmed::default())
     }
 
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {

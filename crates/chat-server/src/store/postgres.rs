@@ -14,11 +14,11 @@
 //! the others.
 
 use super::{
-    Appended, Ban, Conversation, Direction, HISTORY_COLUMNS, Kind, MAX_BANS_LISTED,
-    MAX_DIRECT_LISTED, MAX_EMOJIS_PER_MESSAGE, MAX_REACTIONS_PER_USER, MessageStore, NewMessage,
-    Page, REACTORS_LISTED, ReadState, Retention, SELECT_COLUMNS, StoreError, StoredMessage,
-    UNREAD_COUNT_CAP, ban_from_row, check_change, direct_from_row, direct_users, row_to_message,
-    with_reactions,
+    Appended, Ban, Capture, CaptureCell, Claim, Conversation, Direction, HISTORY_COLUMNS, Kind,
+    MAX_BANS_LISTED, MAX_DIRECT_LISTED, MAX_EMOJIS_PER_MESSAGE, MAX_REACTIONS_PER_USER,
+    MembershipChange, MessageStore, NewMessage, Page, Queued, QueuedEvent, REACTORS_LISTED,
+    ReadState, Retention, SELECT_COLUMNS, StoreError, StoredMessage, Trimmed, UNREAD_COUNT_CAP,
+    ban_from_row, check_change, direct_from_row, direct_users, row_to_message, with_reactions,
 };
 use crate::domain::User;
 use crate::domain::validate::RoomName;
@@ -47,10 +47,14 @@ pub struct PostgresStore {
     appends: mpsc::Sender<(NewMessage, Reply)>,
     /// Appends per batch statement.
     batches: Arc<Histogram>,
+    /// Which events are queued for the webhook (the batching task reads
+    /// it once per batch).
+    capture: Arc<CaptureCell>,
 }
 
 /// The append statement, built once: a CTE that checks for a stored copy,
-/// upserts the room row only if there is none, and inserts the message.
+/// upserts the room row only if there is none, and inserts the message
+/// (and, if `$8`, its webhook event).
 static APPEND: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH existing AS ( \
@@ -65,13 +69,17 @@ static APPEND: LazyLock<String> = LazyLock::new(|| {
                  INSERT INTO messages ({SELECT_COLUMNS}, room) \
                  SELECT last_sequence, $4, $2, $5, $3, $6, $7, $1 FROM next \
                  RETURNING {SELECT_COLUMNS}, kind, target_sequence \
+             ), queued AS ( \
+                 INSERT INTO webhook_queue (room, sequence, created_at_ms) \
+                 SELECT $1, sequence, created_at_ms FROM inserted WHERE $8 \
              ) \
              SELECT {SELECT_COLUMNS}, kind, target_sequence, false AS duplicate FROM inserted \
              UNION ALL SELECT {SELECT_COLUMNS}, kind, target_sequence, true FROM existing"
     )
 });
 
-/// The batch append statement, built once. Its arrays hold one entry per
+/// The batch append statement, built once (`$8`: queue the new messages
+/// for the webhook). Its arrays hold one entry per
 /// message (no two with the same room, sender and client message id):
 /// rows already stored come back as they are, marked duplicate; the others
 /// advance their room's counter by their count, in room order (so batches
@@ -104,7 +112,11 @@ static APPEND_BATCH: LazyLock<String> = LazyLock::new(|| {
                  SELECT next.last_sequence - f.n + f.k, f.id, f.sender_id, f.sender_name, \
                         f.client_message_id, f.text, f.created_at_ms, f.room \
                  FROM fresh f JOIN next ON next.room = f.room \
-                 RETURNING {SELECT_COLUMNS}, kind, target_sequence \
+                 RETURNING {SELECT_COLUMNS}, kind, target_sequence, room \
+             ), queued AS ( \
+                 INSERT INTO webhook_queue (room, sequence, created_at_ms) \
+                 SELECT room, sequence, created_at_ms FROM inserted WHERE $8 \
+                 ORDER BY room, sequence \
              ) \
              SELECT i.ord, ins.sequence, ins.id, ins.sender_id, ins.sender_name, \
                     ins.client_message_id, ins.text, ins.created_at_ms, ins.kind, \
@@ -113,6 +125,72 @@ static APPEND_BATCH: LazyLock<String> = LazyLock::new(|| {
              UNION ALL SELECT {SELECT_COLUMNS_ORD}, true FROM existing"
     )
 });
+
+/// The claim statement, built once: leases the oldest due rows no one
+/// holds (rows another instance is claiming are skipped, not waited for)
+/// and reads each with the message row it names, if any.
+static CLAIM: LazyLock<String> = LazyLock::new(|| {
+    let message_columns = HISTORY_COLUMNS
+        .split(", ")
+        .map(|c| format!("m.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "WITH due AS ( \
+             SELECT id FROM webhook_queue \
+             WHERE next_attempt_ms <= $1 AND lease_until_ms <= $1 \
+             ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED \
+         ), claimed AS ( \
+             UPDATE webhook_queue q SET lease_until_ms = $2, attempts = q.attempts + 1 \
+             FROM due WHERE q.id = due.id \
+             RETURNING q.id AS q_id, q.room AS q_room, q.sequence AS q_sequence, q.presence, \
+                       q.event_id, q.user_id, q.user_name, q.created_at_ms AS queued_at_ms, \
+                       q.attempts \
+         ) \
+         SELECT c.*, {message_columns} FROM claimed c \
+         LEFT JOIN messages m ON c.presence = 0 AND m.room = c.q_room AND m.sequence = c.q_sequence \
+         ORDER BY c.q_id"
+    )
+});
+
+/// The `presence` column's value for a join (1) or a leave (2).
+fn presence_code(joined: bool) -> i16 {
+    if joined { 1 } else { 2 }
+}
+
+/// A claimed row as a [`QueuedEvent`].
+fn queued_from_row(row: &PgRow) -> Result<QueuedEvent, sqlx::Error> {
+    let room: String = row.try_get("q_room")?;
+    let room = RoomName::parse(&room)
+        .map_err(|e| sqlx::Error::Protocol(format!("queued room {room:?}: {e}")))?;
+    let sequence: i64 = row.try_get("q_sequence")?;
+    let presence: i16 = row.try_get("presence")?;
+    let what = if presence != 0 {
+        Queued::Membership(MembershipChange {
+            event_id: row.try_get("event_id")?,
+            room,
+            user: User {
+                user_id: Arc::from(row.try_get::<String, _>("user_id")?),
+                display_name: Arc::from(row.try_get::<String, _>("user_name")?),
+            },
+            joined: presence == 1,
+            time_unix_ms: row.try_get("queued_at_ms")?,
+        })
+    } else if row.try_get::<Option<String>, _>("id")?.is_some() {
+        Queued::Room(from_history_row(&room, row)?)
+    } else {
+        Queued::Gone {
+            room,
+            sequence: sequence.max(0) as u64,
+        }
+    };
+    Ok(QueuedEvent {
+        queue_id: row.try_get("q_id")?,
+        attempts: row.try_get::<i32, _>("attempts")?.max(0) as u32,
+        queued_at_ms: row.try_get("queued_at_ms")?,
+        what,
+    })
+}
 
 /// [`SELECT_COLUMNS`] after the batch's `ord`.
 const SELECT_COLUMNS_ORD: &str = "ord, sequence, id, sender_id, sender_name, client_message_id, \
@@ -161,6 +239,7 @@ async fn change_one(
     pool: &PgPool,
     change: &NewMessage,
     operator: bool,
+    queued: bool,
 ) -> Result<Appended, StoreError> {
     let room = change.room.as_str();
     let mut tx = pool.begin().await?;
@@ -247,6 +326,16 @@ async fn change_one(
     .bind(target)
     .fetch_one(&mut *tx)
     .await?;
+    if queued {
+        sqlx::query(
+            "INSERT INTO webhook_queue (room, sequence, created_at_ms) VALUES ($1, $2, $3)",
+        )
+        .bind(room)
+        .bind(sequence)
+        .bind(time_unix_ms)
+        .execute(&mut *tx)
+        .await?;
+    }
     match change.kind {
         Kind::Edit(_) => {
             sqlx::query(
@@ -369,11 +458,18 @@ impl PostgresStore {
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         let (appends, queue) = mpsc::channel(QUEUE);
         let batches = Arc::new(Histogram::sizes());
-        tokio::spawn(batch_loop(pool.clone(), queue, batches.clone()));
+        let capture = Arc::new(CaptureCell::default());
+        tokio::spawn(batch_loop(
+            pool.clone(),
+            queue,
+            batches.clone(),
+            capture.clone(),
+        ));
         Ok(PostgresStore {
             pool,
             appends,
             batches,
+            capture,
         })
     }
 }
@@ -384,6 +480,7 @@ async fn batch_loop(
     pool: PgPool,
     mut queue: mpsc::Receiver<(NewMessage, Reply)>,
     batches: Arc<Histogram>,
+    capture: Arc<CaptureCell>,
 ) {
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
     loop {
@@ -398,8 +495,9 @@ async fn batch_loop(
         }
         let pool = pool.clone();
         let batches = batches.clone();
+        let queued = capture.get().has(Capture::MESSAGE);
         tokio::spawn(async move {
-            append_batch(&pool, batch, &batches).await;
+            append_batch(&pool, batch, &batches, queued).await;
             drop(permit);
         });
     }
@@ -411,18 +509,24 @@ async fn batch_loop(
 /// (a racing retry) or because of a deadlock is run again: what the other
 /// transaction committed is then read as stored. If it still fails, each
 /// message is appended on its own, so one message cannot fail the others.
-/// `batches` counts the statements, by the messages each wrote.
-async fn append_batch(pool: &PgPool, mut batch: Vec<(NewMessage, Reply)>, batches: &Histogram) {
+/// `batches` counts the statements, by the messages each wrote; `queued`
+/// says whether new messages are queued for the webhook.
+async fn append_batch(
+    pool: &PgPool,
+    mut batch: Vec<(NewMessage, Reply)>,
+    batches: &Histogram,
+    queued: bool,
+) {
     if batch.len() == 1 {
         batches.observe_count(1);
         let (message, reply) = batch.remove(0);
-        let _ = reply.send(append_one(pool, &message).await);
+        let _ = reply.send(append_one(pool, &message, queued).await);
         return;
     }
     let mut attempts = 0;
     let error = loop {
         attempts += 1;
-        match append_many(pool, batch.iter().map(|(m, _)| m)).await {
+        match append_many(pool, batch.iter().map(|(m, _)| m), queued).await {
             Ok(results) => {
                 batches.observe_count(batch.len() as u64);
                 for ((_, reply), result) in batch.into_iter().zip(results) {
@@ -437,7 +541,7 @@ async fn append_batch(pool: &PgPool, mut batch: Vec<(NewMessage, Reply)>, batche
     tracing::debug!(error = %error, size = batch.len(), "postgres batch failed; appending one by one");
     for (message, reply) in batch {
         batches.observe_count(1);
-        let _ = reply.send(append_one(pool, &message).await);
+        let _ = reply.send(append_one(pool, &message, queued).await);
     }
 }
 
@@ -461,9 +565,10 @@ fn is_transient(e: &sqlx::Error) -> bool {
 async fn append_many<'m>(
     pool: &PgPool,
     messages: impl ExactSizeIterator<Item = &'m NewMessage>,
+    queued: bool,
 ) -> Result<Vec<Appended>, sqlx::Error> {
     let (unique, slot) = first_occurrences(messages);
-    let rows = insert_batch(pool, &unique).await?;
+    let rows = insert_batch(pool, &unique, queued).await?;
     let stored = answers(&unique, &rows)?;
     // Every repeat after the first of the same message in the batch is a
     // duplicate of it.
@@ -503,7 +608,11 @@ fn first_occurrences<'m>(
 }
 
 /// Runs the batch statement over `unique`, its columns as arrays.
-async fn insert_batch(pool: &PgPool, unique: &[&NewMessage]) -> Result<Vec<PgRow>, sqlx::Error> {
+async fn insert_batch(
+    pool: &PgPool,
+    unique: &[&NewMessage],
+    queued: bool,
+) -> Result<Vec<PgRow>, sqlx::Error> {
     let column = |f: fn(&NewMessage) -> &str| unique.iter().map(|m| f(m)).collect::<Vec<_>>();
     let ids: Vec<String> = unique
         .iter()
@@ -517,6 +626,7 @@ async fn insert_batch(pool: &PgPool, unique: &[&NewMessage]) -> Result<Vec<PgRow
         .bind(column(|m| &m.sender.display_name))
         .bind(column(|m| m.text.as_str()))
         .bind(vec![now_unix_ms(); unique.len()])
+        .bind(queued)
         .fetch_all(pool)
         .await
 }
@@ -542,8 +652,12 @@ fn answers(unique: &[&NewMessage], rows: &[PgRow]) -> Result<Vec<Appended>, sqlx
         .ok_or_else(|| sqlx::Error::Protocol("batch left a message unanswered".into()))
 }
 
-/// One message, one statement.
-async fn append_one(pool: &PgPool, message: &NewMessage) -> Result<Appended, StoreError> {
+/// One message, one statement (its webhook event with it if `queued`).
+async fn append_one(
+    pool: &PgPool,
+    message: &NewMessage,
+    queued: bool,
+) -> Result<Appended, StoreError> {
     let room = message.room.as_str();
     let id = uuid::Uuid::now_v7().to_string();
     // One round trip, one implicit transaction. The upsert of the room
@@ -558,6 +672,7 @@ async fn append_one(pool: &PgPool, message: &NewMessage) -> Result<Appended, Sto
         .bind(&*message.sender.display_name)
         .bind(&message.text)
         .bind(now_unix_ms())
+        .bind(queued)
         .fetch_one(pool)
         .await;
     let row =
@@ -615,11 +730,12 @@ impl MessageStore for PostgresStore {
         operator: bool,
     ) -> BoxFuture<'_, Result<Appended, StoreError>> {
         async move {
-            match change_one(&self.pool, &change, operator).await {
+            let queued = self.capture.get().room_event(change.kind);
+            match change_one(&self.pool, &change, operator, queued).await {
                 // A retry of this change committed on another instance
                 // between this one's look and its insert: read it.
                 Err(StoreError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
-                    change_one(&self.pool, &change, operator).await
+                    change_one(&self.pool, &change, operator, queued).await
                 }
                 outcome => outcome,
             }
@@ -883,6 +999,117 @@ impl MessageStore for PostgresStore {
                 with_reactions(&mut messages, reactions);
             }
             Ok(messages)
+        }
+        .boxed()
+    }
+
+    fn set_capture(&self, capture: Capture) {
+        self.capture.set(capture);
+    }
+
+    fn queue_membership(
+        &self,
+        changes: Vec<MembershipChange>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        async move {
+            let column = |f: fn(&MembershipChange) -> &str| {
+                changes.iter().map(f).collect::<Vec<_>>()
+            };
+            sqlx::query(
+                "INSERT INTO webhook_queue (room, presence, event_id, user_id, user_name, created_at_ms) \
+                 SELECT * FROM unnest($1::text[], $2::smallint[], $3::text[], $4::text[], \
+                                      $5::text[], $6::bigint[])",
+            )
+            .bind(column(|c| c.room.as_str()))
+            .bind(changes.iter().map(|c| presence_code(c.joined)).collect::<Vec<_>>())
+            .bind(column(|c| &c.event_id))
+            .bind(column(|c| &c.user.user_id))
+            .bind(column(|c| &c.user.display_name))
+            .bind(changes.iter().map(|c| c.time_unix_ms).collect::<Vec<_>>())
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn claim_events(&self, claim: Claim) -> BoxFuture<'_, Result<Vec<QueuedEvent>, StoreError>> {
+        async move {
+            let rows = sqlx::query(&CLAIM)
+                .bind(claim.now_ms)
+                .bind(claim.lease_until_ms)
+                .bind(claim.max.min(i64::MAX as usize) as i64)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter()
+                .map(queued_from_row)
+                .collect::<Result<_, _>>()
+                .map_err(StoreError::from)
+        }
+        .boxed()
+    }
+
+    fn settle_events<'a>(
+        &'a self,
+        done: &'a [i64],
+        retry: &'a [i64],
+        retry_at_ms: i64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move {
+            if !done.is_empty() {
+                sqlx::query("DELETE FROM webhook_queue WHERE id = ANY($1)")
+                    .bind(done)
+                    .execute(&self.pool)
+                    .await?;
+            }
+            if !retry.is_empty() {
+                sqlx::query(
+                    "UPDATE webhook_queue SET lease_until_ms = 0, next_attempt_ms = $2 \
+                     WHERE id = ANY($1)",
+                )
+                .bind(retry)
+                .bind(retry_at_ms)
+                .execute(&self.pool)
+                .await?;
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn trim_events(
+        &self,
+        oldest_ms: i64,
+        max_pending: u64,
+    ) -> BoxFuture<'_, Result<Trimmed, StoreError>> {
+        async move {
+            let expired = sqlx::query("DELETE FROM webhook_queue WHERE created_at_ms < $1")
+                .bind(oldest_ms)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            let count: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_queue")
+                .fetch_one(&self.pool)
+                .await?;
+            let count = count.max(0) as u64;
+            let excess = count.saturating_sub(max_pending);
+            let overflowed = if excess > 0 {
+                sqlx::query(
+                    "DELETE FROM webhook_queue WHERE id IN \
+                     (SELECT id FROM webhook_queue ORDER BY id LIMIT $1)",
+                )
+                .bind(excess.min(i64::MAX as u64) as i64)
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+            } else {
+                0
+            };
+            Ok(Trimmed {
+                expired,
+                overflowed,
+                pending: count.saturating_sub(overflowed),
+            })
         }
         .boxed()
     }

@@ -9,11 +9,11 @@
 //! buffering without limit.
 
 use super::{
-    Appended, Ban, Conversation, Direction, HISTORY_COLUMNS, Kind, MAX_BANS_LISTED,
-    MAX_DIRECT_LISTED, MAX_EMOJIS_PER_MESSAGE, MAX_REACTIONS_PER_USER, MessageStore, NewMessage,
-    Page, REACTORS_LISTED, ReadState, Retention, SELECT_COLUMNS, StoreError, StoredMessage,
-    UNREAD_COUNT_CAP, ban_from_row, check_change, direct_from_row, direct_users, row_to_message,
-    with_reactions,
+    Appended, Ban, Capture, CaptureCell, Claim, Conversation, Direction, HISTORY_COLUMNS, Kind,
+    MAX_BANS_LISTED, MAX_DIRECT_LISTED, MAX_EMOJIS_PER_MESSAGE, MAX_REACTIONS_PER_USER,
+    MembershipChange, MessageStore, NewMessage, Page, Queued, QueuedEvent, REACTORS_LISTED,
+    ReadState, Retention, SELECT_COLUMNS, StoreError, StoredMessage, Trimmed, UNREAD_COUNT_CAP,
+    ban_from_row, check_change, direct_from_row, direct_users, row_to_message, with_reactions,
 };
 use crate::domain::User;
 use crate::domain::validate::RoomName;
@@ -64,6 +64,26 @@ enum Write {
         Option<Ban>,
         oneshot::Sender<Result<bool, StoreError>>,
     ),
+    /// A change to the webhook queue.
+    Queue(QueueWrite),
+}
+
+/// What the writer is asked to do to the webhook queue, with the reply.
+enum QueueWrite {
+    Presence(
+        Vec<MembershipChange>,
+        oneshot::Sender<Result<(), StoreError>>,
+    ),
+    Claim(Claim, oneshot::Sender<Result<Vec<QueuedEvent>, StoreError>>),
+    /// Done, to retry, when to retry.
+    Settle(
+        Vec<i64>,
+        Vec<i64>,
+        i64,
+        oneshot::Sender<Result<(), StoreError>>,
+    ),
+    /// Oldest kept (Unix ms), most kept.
+    Trim(i64, u64, oneshot::Sender<Result<Trimmed, StoreError>>),
 }
 
 /// Messages in a SQLite file.
@@ -72,6 +92,9 @@ pub struct SqliteStore {
     readers: SqlitePool,
     /// Appends per commit.
     batches: Arc<Histogram>,
+    /// Which events are queued for the webhook (the writer reads it once
+    /// per commit).
+    capture: Arc<CaptureCell>,
 }
 
 impl SqliteStore {
@@ -106,11 +129,13 @@ impl SqliteStore {
             .await?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let batches = Arc::new(Histogram::sizes());
-        tokio::spawn(write_loop(writer, rx, batches.clone()));
+        let capture = Arc::new(CaptureCell::default());
+        tokio::spawn(write_loop(writer, rx, batches.clone(), capture.clone()));
         Ok(SqliteStore {
             writer: tx,
             readers,
             batches,
+            capture,
         })
     }
 }
@@ -122,6 +147,7 @@ async fn write_loop(
     mut conn: SqliteConnection,
     mut queue: mpsc::Receiver<Write>,
     batches: Arc<Histogram>,
+    capture: Arc<CaptureCell>,
 ) {
     let mut requests = Vec::with_capacity(MAX_BATCH);
     // The retention pass under way, one chunk per turn of the loop.
@@ -139,6 +165,7 @@ async fn write_loop(
         } else if queue.recv_many(&mut requests, MAX_BATCH).await == 0 {
             break;
         }
+        let capture = capture.get();
         let mut batch = Vec::with_capacity(requests.len());
         let mut changes = Vec::new();
         let mut marks = Vec::new();
@@ -155,6 +182,7 @@ async fn write_loop(
                 Write::SetBan(room, user, ban, reply) => {
                     let _ = reply.send(set_ban(&mut conn, &room, &user, ban).await);
                 }
+                Write::Queue(write) => queue_write(&mut conn, write).await,
                 Write::Retain(retention, reply) => match &retaining {
                     // One pass at a time: the one under way answers for
                     // both (the next interval's starts afresh).
@@ -165,11 +193,12 @@ async fn write_loop(
                 },
             }
         }
-        commit_batch(&mut conn, &mut batch, &batches).await;
+        commit_batch(&mut conn, &mut batch, &batches, capture).await;
         // Changes are rare: each its own transaction, after the appends
         // that were queued with it.
         for (change, operator, reply) in changes {
-            let outcome = commit_change(&mut conn, &change, operator).await;
+            let queued = capture.room_event(change.kind);
+            let outcome = commit_change(&mut conn, &change, operator, queued).await;
             if matches!((&outcome, change.kind), (Ok(a), Kind::Delete(_)) if !a.duplicate) {
                 // The deleted text is overwritten in the database file
                 // (secure_delete); the log still holds the pages it was on
@@ -210,11 +239,13 @@ async fn commit_batch(
     conn: &mut SqliteConnection,
     batch: &mut Vec<(NewMessage, Reply)>,
     batches: &Histogram,
+    capture: Capture,
 ) {
     if batch.is_empty() {
         return;
     }
-    match commit(conn, batch.iter().map(|(m, _)| m)).await {
+    let queued = capture.has(Capture::MESSAGE);
+    match commit(conn, batch.iter().map(|(m, _)| m), queued).await {
         Ok(results) => {
             batches.observe_count(batch.len() as u64);
             for ((_, reply), result) in batch.drain(..).zip(results) {
@@ -226,7 +257,7 @@ async fn commit_batch(
             tracing::warn!(error = %e, size = batch.len(), "sqlite batch failed; retrying one by one");
             for (message, reply) in batch.drain(..) {
                 batches.observe_count(1);
-                let result = commit(conn, std::iter::once(&message)).await;
+                let result = commit(conn, std::iter::once(&message), queued).await;
                 let _ = reply.send(result.map(|mut r| r.remove(0)));
             }
         }
@@ -353,7 +384,8 @@ impl Retaining {
     }
 }
 
-/// Appends `messages` in one transaction; all or nothing.
+/// Appends `messages` in one transaction; all or nothing. If `queued`,
+/// the new ones are queued for the webhook in the same transaction.
 ///
 /// A lone message is its INSERT alone, in SQLite's implicit transaction:
 /// an explicit BEGIN and COMMIT would be two more hand-offs to sqlx's
@@ -362,9 +394,10 @@ impl Retaining {
 async fn commit<'m>(
     conn: &mut SqliteConnection,
     messages: impl ExactSizeIterator<Item = &'m NewMessage>,
+    queued: bool,
 ) -> Result<Vec<Appended>, StoreError> {
     let mut results = Vec::with_capacity(messages.len());
-    if messages.len() == 1 {
+    if messages.len() == 1 && !queued {
         for message in messages {
             results.push(append_one(conn, message).await?);
         }
@@ -380,11 +413,236 @@ async fn commit<'m>(
             }
         }
     }
+    if queued && let Err(e) = queue_appended(conn, &results).await {
+        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        return Err(e);
+    }
     if let Err(e) = sqlx::query("COMMIT").execute(&mut *conn).await {
         let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
         return Err(e.into());
     }
     Ok(results)
+}
+
+/// Inside an append's transaction: queues the new ones of `appended` for
+/// the webhook, in one statement.
+async fn queue_appended(
+    conn: &mut SqliteConnection,
+    appended: &[Appended],
+) -> Result<(), StoreError> {
+    let rows: Vec<_> = appended
+        .iter()
+        .filter(|a| !a.duplicate)
+        .map(|a| {
+            serde_json::json!([
+                a.message.message.room.as_str(),
+                a.message.sequence,
+                a.message.time_unix_ms
+            ])
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO webhook_queue (room, sequence, created_at_ms) \
+         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
+                json_extract(value, '$[2]') FROM json_each(?)",
+    )
+    .bind(serde_json::Value::Array(rows).to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Does `write` to the webhook queue on the writer's connection and
+/// answers it.
+async fn queue_write(conn: &mut SqliteConnection, write: QueueWrite) {
+    match write {
+        QueueWrite::Presence(changes, reply) => {
+            let _ = reply.send(queue_membership(conn, &changes).await);
+        }
+        QueueWrite::Claim(claim, reply) => {
+            let _ = reply.send(claim_events(conn, claim).await);
+        }
+        QueueWrite::Settle(done, retry, at, reply) => {
+            let _ = reply.send(settle_events(conn, &done, &retry, at).await);
+        }
+        QueueWrite::Trim(oldest_ms, max_pending, reply) => {
+            let _ = reply.send(trim_events(conn, oldest_ms, max_pending).await);
+        }
+    }
+}
+
+/// Queues presence changes, in one statement.
+async fn queue_membership(
+    conn: &mut SqliteConnection,
+    changes: &[MembershipChange],
+) -> Result<(), StoreError> {
+    let rows: Vec<_> = changes
+        .iter()
+        .map(|c| {
+            serde_json::json!([
+                c.room.as_str(),
+                if c.joined { 1 } else { 2 },
+                c.event_id,
+                &*c.user.user_id,
+                &*c.user.display_name,
+                c.time_unix_ms
+            ])
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO webhook_queue (room, presence, event_id, user_id, user_name, created_at_ms) \
+         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
+                json_extract(value, '$[2]'), json_extract(value, '$[3]'), \
+                json_extract(value, '$[4]'), json_extract(value, '$[5]') FROM json_each(?)",
+    )
+    .bind(serde_json::Value::Array(rows).to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Reads claimed rows with the message rows they name: the columns a
+/// claim's [`queued_from_row`] reads.
+static CLAIMED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let message_columns = HISTORY_COLUMNS
+        .split(", ")
+        .map(|c| format!("m.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "SELECT q.id AS q_id, q.room AS q_room, q.sequence AS q_sequence, q.presence, \
+                q.event_id, q.user_id, q.user_name, q.created_at_ms AS queued_at_ms, \
+                q.attempts, {message_columns} \
+         FROM webhook_queue q \
+         LEFT JOIN messages m ON q.presence = 0 AND m.room = q.room AND m.sequence = q.sequence \
+         WHERE q.id IN (SELECT value FROM json_each(?)) ORDER BY q.id"
+    )
+});
+
+/// Leases the oldest due events (one writer: no one claims meanwhile).
+async fn claim_events(
+    conn: &mut SqliteConnection,
+    claim: Claim,
+) -> Result<Vec<QueuedEvent>, StoreError> {
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "UPDATE webhook_queue SET lease_until_ms = ?2, attempts = attempts + 1 \
+         WHERE id IN (SELECT id FROM webhook_queue \
+                      WHERE next_attempt_ms <= ?1 AND lease_until_ms <= ?1 \
+                      ORDER BY id LIMIT ?3) \
+         RETURNING id",
+    )
+    .bind(claim.now_ms)
+    .bind(claim.lease_until_ms)
+    .bind(claim.max.min(i64::MAX as usize) as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(&CLAIMED)
+        .bind(serde_json::to_string(&ids).expect("numbers serialize"))
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(rows.iter().map(queued_from_row).collect::<Result<_, _>>()?)
+}
+
+/// A claimed row as a [`QueuedEvent`].
+fn queued_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<QueuedEvent, sqlx::Error> {
+    let room: String = row.try_get("q_room")?;
+    let room = RoomName::parse(&room)
+        .map_err(|e| sqlx::Error::Protocol(format!("queued room {room:?}: {e}")))?;
+    let sequence: i64 = row.try_get("q_sequence")?;
+    let presence: i64 = row.try_get("presence")?;
+    let what = if presence != 0 {
+        Queued::Membership(MembershipChange {
+            event_id: row.try_get("event_id")?,
+            room,
+            user: User {
+                user_id: Arc::from(row.try_get::<String, _>("user_id")?),
+                display_name: Arc::from(row.try_get::<String, _>("user_name")?),
+            },
+            joined: presence == 1,
+            time_unix_ms: row.try_get("queued_at_ms")?,
+        })
+    } else if row.try_get::<Option<String>, _>("id")?.is_some() {
+        Queued::Room(from_history_row(&room, row)?)
+    } else {
+        Queued::Gone {
+            room,
+            sequence: sequence.max(0) as u64,
+        }
+    };
+    Ok(QueuedEvent {
+        queue_id: row.try_get("q_id")?,
+        attempts: row.try_get::<i64, _>("attempts")?.clamp(0, u32::MAX.into()) as u32,
+        queued_at_ms: row.try_get("queued_at_ms")?,
+        what,
+    })
+}
+
+/// Takes `done` out of the queue; makes `retry` due at `retry_at_ms`.
+async fn settle_events(
+    conn: &mut SqliteConnection,
+    done: &[i64],
+    retry: &[i64],
+    retry_at_ms: i64,
+) -> Result<(), StoreError> {
+    if !done.is_empty() {
+        sqlx::query("DELETE FROM webhook_queue WHERE id IN (SELECT value FROM json_each(?))")
+            .bind(serde_json::to_string(done).expect("numbers serialize"))
+            .execute(&mut *conn)
+            .await?;
+    }
+    if !retry.is_empty() {
+        sqlx::query(
+            "UPDATE webhook_queue SET lease_until_ms = 0, next_attempt_ms = ?2 \
+             WHERE id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(serde_json::to_string(retry).expect("numbers serialize"))
+        .bind(retry_at_ms)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Drops events queued before `oldest_ms`, then the oldest beyond
+/// `max_pending`.
+async fn trim_events(
+    conn: &mut SqliteConnection,
+    oldest_ms: i64,
+    max_pending: u64,
+) -> Result<Trimmed, StoreError> {
+    let expired = sqlx::query("DELETE FROM webhook_queue WHERE created_at_ms < ?")
+        .bind(oldest_ms)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_queue")
+        .fetch_one(&mut *conn)
+        .await?;
+    let count = count.max(0) as u64;
+    let excess = count.saturating_sub(max_pending);
+    let overflowed = if excess > 0 {
+        sqlx::query(
+            "DELETE FROM webhook_queue WHERE id IN \
+             (SELECT id FROM webhook_queue ORDER BY id LIMIT ?)",
+        )
+        .bind(excess.min(i64::MAX as u64) as i64)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected()
+    } else {
+        0
+    };
+    Ok(Trimmed {
+        expired,
+        overflowed,
+        pending: count.saturating_sub(overflowed),
+    })
 }
 
 /// The read position statement: never backwards, never past the room's
@@ -535,9 +793,16 @@ async fn commit_change(
     conn: &mut SqliteConnection,
     change: &NewMessage,
     operator: bool,
+    queued: bool,
 ) -> Result<Appended, StoreError> {
     sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-    let result = change_one(conn, change, operator).await;
+    let mut result = change_one(conn, change, operator).await;
+    if queued
+        && let Ok(appended) = &result
+        && let Err(e) = queue_appended(conn, std::slice::from_ref(appended)).await
+    {
+        result = Err(e);
+    }
     let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
     if let Err(e) = sqlx::query(end).execute(&mut *conn).await {
         let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
@@ -791,6 +1056,26 @@ async fn append_one(
             .with_kind(row.try_get("kind")?, row.try_get("target_sequence")?),
         duplicate: true,
     })
+}
+
+impl SqliteStore {
+    /// Sends the writer the queue write `write` makes with its reply, and
+    /// waits for the answer.
+    fn queue<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> QueueWrite + Send + 'static,
+    ) -> BoxFuture<'_, Result<T, StoreError>> {
+        async move {
+            let stopped = || StoreError::Unavailable("the sqlite writer stopped".into());
+            let (reply, answer) = oneshot::channel();
+            self.writer
+                .send(Write::Queue(write(reply)))
+                .await
+                .map_err(|_| stopped())?;
+            answer.await.map_err(|_| stopped())?
+        }
+        .boxed()
+    }
 }
 
 impl MessageStore for SqliteStore {
@@ -1056,6 +1341,39 @@ impl MessageStore for SqliteStore {
             answer.await.map_err(|_| stopped())?
         }
         .boxed()
+    }
+
+    fn set_capture(&self, capture: Capture) {
+        self.capture.set(capture);
+    }
+
+    fn queue_membership(
+        &self,
+        changes: Vec<MembershipChange>,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.queue(move |reply| QueueWrite::Presence(changes, reply))
+    }
+
+    fn claim_events(&self, claim: Claim) -> BoxFuture<'_, Result<Vec<QueuedEvent>, StoreError>> {
+        self.queue(move |reply| QueueWrite::Claim(claim, reply))
+    }
+
+    fn settle_events<'a>(
+        &'a self,
+        done: &'a [i64],
+        retry: &'a [i64],
+        retry_at_ms: i64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let (done, retry) = (done.to_vec(), retry.to_vec());
+        self.queue(move |reply| QueueWrite::Settle(done, retry, retry_at_ms, reply))
+    }
+
+    fn trim_events(
+        &self,
+        oldest_ms: i64,
+        max_pending: u64,
+    ) -> BoxFuture<'_, Result<Trimmed, StoreError>> {
+        self.queue(move |reply| QueueWrite::Trim(oldest_ms, max_pending, reply))
     }
 
     fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {

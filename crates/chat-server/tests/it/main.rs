@@ -29,4 +29,5 @@ mod tls;
 mod traces;
 mod typescript;
 mod web;
+mod webhook;
 mod websocket;

@@ -941,6 +941,207 @@ async fn bans_are_set_replaced_listed_lifted_and_end_on_time(backend: Backend) {
     }
 }
 
+/// The webhook's queue: nothing is queued before capture is set; then new
+/// messages (not retries) and the changes captured are queued in order
+/// with the membership changes; a claim leases them (a second claim gets
+/// nothing until the lease ends); settling takes the delivered out and
+/// makes the rest due later; an event whose message retention deleted
+/// reads as gone; trims drop by size, then by age.
+async fn the_webhook_queue_captures_leases_settles_and_trims(backend: Backend) {
+    use store::{Capture, Claim, MembershipChange, Queued};
+    let store = backend.open().await;
+    let claim = |now_ms: i64| Claim {
+        now_ms,
+        lease_until_ms: now_ms + 10_000,
+        max: 100,
+    };
+    store
+        .append(message("q", "ann", "before", "x"))
+        .await
+        .unwrap();
+    let now = chat_util::now_unix_ms();
+    assert!(store.claim_events(claim(now)).await.unwrap().is_empty());
+
+    store.set_capture(Capture::MESSAGE.with(Capture::EDIT).with(Capture::JOIN));
+    let first = store
+        .append(message("q", "ann", "m1", "one"))
+        .await
+        .unwrap();
+    let retry = store
+        .append(message("q", "ann", "m1", "one"))
+        .await
+        .unwrap();
+    assert!(retry.duplicate);
+    // Appends queued together (a batch on the stores that batch).
+    let batch: Vec<_> = (2..=6)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .append(message("q", "bob", &format!("m{i}"), "n"))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for task in batch {
+        task.await.unwrap();
+    }
+    let seq = first.message.sequence;
+    store
+        .change(change("q", "ann", "e1", "uno", Kind::Edit(seq)), false)
+        .await
+        .unwrap();
+    store
+        .change(
+            change("q", "bob", "r1", "👍", Kind::ReactionAdded(seq)),
+            false,
+        )
+        .await
+        .unwrap();
+    store
+        .queue_membership(vec![MembershipChange {
+            event_id: "join-1".into(),
+            room: room("q"),
+            user: User {
+                user_id: Arc::from("cy"),
+                display_name: Arc::from("Cy"),
+            },
+            joined: true,
+            time_unix_ms: now,
+        }])
+        .await
+        .unwrap();
+
+    let now = chat_util::now_unix_ms();
+    let events = store.claim_events(claim(now)).await.unwrap();
+    let kinds: Vec<String> = events
+        .iter()
+        .map(|e| match &e.what {
+            Queued::Room(m) => format!("{}:{:?}:{}", m.sequence, m.message.kind, m.message.text),
+            Queued::Membership(p) => format!("{}:{}:{}", p.event_id, p.user.user_id, p.joined),
+            Queued::Gone { sequence, .. } => format!("gone {sequence}"),
+        })
+        .collect();
+    assert_eq!(kinds.len(), 8, "6 messages, the edit, the join: {kinds:?}");
+    assert_eq!(
+        kinds[0],
+        format!("{seq}:Message:uno"),
+        "the current text: {kinds:?}"
+    );
+    assert_eq!(
+        kinds[6],
+        format!("{}:Edit({seq}):uno", seq + 6),
+        "{kinds:?}"
+    );
+    assert_eq!(kinds[7], "join-1:cy:true", "{kinds:?}");
+    let mut batch_sequences: Vec<String> = kinds[1..6].to_vec();
+    batch_sequences.sort();
+    assert_eq!(
+        batch_sequences,
+        (seq + 1..=seq + 5)
+            .map(|s| format!("{s}:Message:n"))
+            .collect::<Vec<_>>()
+    );
+    assert!(events.iter().all(|e| e.attempts == 1));
+    assert!(
+        events.windows(2).all(|w| w[0].queue_id < w[1].queue_id),
+        "in queue order"
+    );
+    assert!(
+        store.claim_events(claim(now)).await.unwrap().is_empty(),
+        "leased"
+    );
+
+    let ids: Vec<i64> = events.iter().map(|e| e.queue_id).collect();
+    store
+        .settle_events(&ids[..3], &ids[3..], now + 60_000)
+        .await
+        .unwrap();
+    assert!(
+        store.claim_events(claim(now + 1)).await.unwrap().is_empty(),
+        "not due yet"
+    );
+    let again = store.claim_events(claim(now + 60_000)).await.unwrap();
+    assert_eq!(
+        again.iter().map(|e| e.queue_id).collect::<Vec<_>>(),
+        ids[3..].to_vec()
+    );
+    assert!(again.iter().all(|e| e.attempts == 2));
+    // A claimer that died: its lease ends, and another claim takes them.
+    let taken_over = store.claim_events(claim(now + 70_001)).await.unwrap();
+    assert_eq!(taken_over.len(), 5);
+    assert!(taken_over.iter().all(|e| e.attempts == 3));
+    let ids: Vec<i64> = taken_over.iter().map(|e| e.queue_id).collect();
+    store.settle_events(&ids, &[], 0).await.unwrap();
+    assert!(
+        store
+            .claim_events(claim(now + 100_000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Retention deletes a queued message: its event is gone.
+    let old = store
+        .append(message("old", "ann", "o1", "a"))
+        .await
+        .unwrap();
+    store
+        .append(message("old", "ann", "o2", "b"))
+        .await
+        .unwrap();
+    store
+        .enforce_retention(Retention {
+            max_age: None,
+            max_messages_per_room: Some(1),
+        })
+        .await
+        .unwrap();
+    if backend.durable() {
+        let events = store.claim_events(claim(now + 200_000)).await.unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(
+            events[0].what,
+            Queued::Gone {
+                room: room("old"),
+                sequence: old.message.sequence
+            }
+        );
+        assert!(matches!(&events[1].what, Queued::Room(m) if m.message.text == "b"));
+        let ids: Vec<i64> = events.iter().map(|e| e.queue_id).collect();
+        store.settle_events(&ids, &[], 0).await.unwrap();
+    } else {
+        let events = store.claim_events(claim(now + 200_000)).await.unwrap();
+        let ids: Vec<i64> = events.iter().map(|e| e.queue_id).collect();
+        store.settle_events(&ids, &[], 0).await.unwrap();
+    }
+
+    // Bounds: by size (the oldest go), then by age.
+    for i in 0..5 {
+        store
+            .append(message("t", "ann", &format!("t{i}"), "x"))
+            .await
+            .unwrap();
+    }
+    let trimmed = store.trim_events(0, 2).await.unwrap();
+    assert_eq!(
+        (trimmed.expired, trimmed.overflowed, trimmed.pending),
+        (0, 3, 2)
+    );
+    let left = store.claim_events(claim(now + 300_000)).await.unwrap();
+    assert!(
+        matches!(&left[0].what, Queued::Room(m) if m.message.client_message_id == "t3"),
+        "the newest stay: {left:?}"
+    );
+    let later = chat_util::now_unix_ms() + 1000;
+    let trimmed = store.trim_events(later, 100).await.unwrap();
+    assert_eq!(
+        (trimmed.expired, trimmed.overflowed, trimmed.pending),
+        (2, 0, 0)
+    );
+}
+
 macro_rules! suite {
     ($backend:ident: $($test:ident),* $(,)?) => {
         mod $backend {
@@ -955,9 +1156,9 @@ macro_rules! suite {
     };
 }
 
-suite!(memory: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied, read_positions_never_move_back_and_count_what_is_unread, the_unread_count_stops_at_its_cap, reactions_are_numbered_counted_bounded_and_go_with_their_message, retention_takes_the_text_of_a_removed_messages_edits, direct_conversations_are_one_per_pair_and_listed_for_both, bans_are_set_replaced_listed_lifted_and_end_on_time);
-suite!(sqlite: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied, read_positions_never_move_back_and_count_what_is_unread, the_unread_count_stops_at_its_cap, reactions_are_numbered_counted_bounded_and_go_with_their_message, retention_takes_the_text_of_a_removed_messages_edits, direct_conversations_are_one_per_pair_and_listed_for_both, bans_are_set_replaced_listed_lifted_and_end_on_time);
-suite!(postgres: sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied, read_positions_never_move_back_and_count_what_is_unread, the_unread_count_stops_at_its_cap, reactions_are_numbered_counted_bounded_and_go_with_their_message, retention_takes_the_text_of_a_removed_messages_edits, direct_conversations_are_one_per_pair_and_listed_for_both, bans_are_set_replaced_listed_lifted_and_end_on_time);
+suite!(memory: the_webhook_queue_captures_leases_settles_and_trims, sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied, read_positions_never_move_back_and_count_what_is_unread, the_unread_count_stops_at_its_cap, reactions_are_numbered_counted_bounded_and_go_with_their_message, retention_takes_the_text_of_a_removed_messages_edits, direct_conversations_are_one_per_pair_and_listed_for_both, bans_are_set_replaced_listed_lifted_and_end_on_time);
+suite!(sqlite: the_webhook_queue_captures_leases_settles_and_trims, sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied, read_positions_never_move_back_and_count_what_is_unread, the_unread_count_stops_at_its_cap, reactions_are_numbered_counted_bounded_and_go_with_their_message, retention_takes_the_text_of_a_removed_messages_edits, direct_conversations_are_one_per_pair_and_listed_for_both, bans_are_set_replaced_listed_lifted_and_end_on_time);
+suite!(postgres: the_webhook_queue_captures_leases_settles_and_trims, sequences_are_per_room_gap_free_and_concurrent, a_retried_send_is_stored_once, a_retry_behind_a_thousand_newer_messages, history_pages_both_ways, messages_survive_a_restart, retention_deletes_by_count_and_by_age_but_never_reuses_numbers, edits_and_deletes_are_numbered_and_applied, read_positions_never_move_back_and_count_what_is_unread, the_unread_count_stops_at_its_cap, reactions_are_numbered_counted_bounded_and_go_with_their_message, retention_takes_the_text_of_a_removed_messages_edits, direct_conversations_are_one_per_pair_and_listed_for_both, bans_are_set_replaced_listed_lifted_and_end_on_time);
 
 /// Review of issue 16: a retried delete racing its original on another
 /// instance is answered with the original, never refused because the
@@ -1223,4 +1424,33 @@ async fn sqlite_retention_lets_sends_through_between_its_chunks() {
             .any(|d| d.contains("USING") && d.contains("INDEX")),
         "{details:?}"
     );
+}
+
+/// Two instances claiming from one PostgreSQL queue at once take disjoint
+/// batches that together hold every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_postgres_stores_claim_disjoint_webhook_batches() {
+    use store::{Capture, Claim};
+    let backend = or_skip!(Backend::postgres().await);
+    let (one, two) = (backend.open().await, backend.open().await);
+    one.set_capture(Capture::MESSAGE);
+    for i in 0..40 {
+        one.append(message("w", "u", &format!("{i}"), "x"))
+            .await
+            .unwrap();
+    }
+    let now = chat_util::now_unix_ms();
+    let claim = Claim {
+        now_ms: now,
+        lease_until_ms: now + 10_000,
+        max: 15,
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..2 {
+        let (a, b) = tokio::join!(one.claim_events(claim), two.claim_events(claim));
+        for event in a.unwrap().into_iter().chain(b.unwrap()) {
+            assert!(seen.insert(event.queue_id), "claimed twice: {event:?}");
+        }
+    }
+    assert_eq!(seen.len(), 40, "every event claimed once");
 }
