@@ -128,6 +128,28 @@ pub struct Heartbeat {
     /// leaves it false, and is not checked).
     #[prost(bool, tag = "5")]
     pub has_digest: bool,
+    /// Messages its clients sent that were stored (its counter).
+    #[prost(uint64, tag = "6")]
+    pub messages_received: u64,
+    /// Message frames it queued for its connections (its counter).
+    #[prost(uint64, tag = "7")]
+    pub messages_delivered: u64,
+    /// Room events it published to the backplane (its counter).
+    #[prost(uint64, tag = "8")]
+    pub backplane_published: u64,
+    /// Room events it received from the backplane (its counter).
+    #[prost(uint64, tag = "9")]
+    pub backplane_received: u64,
+    /// Its publishes that failed (its counter).
+    #[prost(uint64, tag = "10")]
+    pub backplane_publish_failures: u64,
+    /// Whether its readiness check passes.
+    #[prost(bool, tag = "11")]
+    pub ready: bool,
+    /// Whether the six fields above are set (a sender that predates them
+    /// leaves it false: its load reads as unknown).
+    #[prost(bool, tag = "12")]
+    pub has_load: bool,
 }
 
 /// Asks for snapshots: of every instance, or of one.

@@ -12,11 +12,34 @@ impl Config {
             &mut shown.store.url,
             &mut shown.redis.url,
             &mut shown.nats.url,
-            &mut shown.webhooks.url,
         ] {
             *url = redact_url(url);
         }
+        shown.webhooks.url = redact_path(&shown.webhooks.url);
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+/// `url` with everything after its host replaced by `<redacted>`: a
+/// webhook URL's path and query may be its credential (Slack's
+/// `/services/T…/B…/…`, a token parameter).
+pub fn redact_path(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    match authority_end < rest.len() && &rest[authority_end..] != "/" {
+        true => format!("{}{authority}/<redacted>", &url[..scheme_end]),
+        false => format!(
+            "{}{authority}{}",
+            &url[..scheme_end],
+            &rest[authority_end..]
+        ),
     }
 }
 

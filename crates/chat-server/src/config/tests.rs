@@ -33,6 +33,32 @@ fn redacts_credentials_in_urls() {
     }
 }
 
+/// A webhook URL's path and query may be its credential: only the scheme
+/// and host are shown.
+#[test]
+fn redacts_the_path_of_webhook_urls() {
+    use super::print::redact_path;
+    for (url, shown) in [
+        (
+            "https://hooks.slack.com/services/T0/B0/secretpart",
+            "https://hooks.slack.com/<redacted>",
+        ),
+        (
+            "http://127.0.0.1:9000/h?token=abc",
+            "http://127.0.0.1:9000/<redacted>",
+        ),
+        (
+            "https://u:p@example.com/x",
+            "https://example.com/<redacted>",
+        ),
+        ("https://example.com/", "https://example.com/"),
+        ("https://example.com", "https://example.com"),
+        ("", ""),
+    ] {
+        assert_eq!(redact_path(url), shown, "{url}");
+    }
+}
+
 #[test]
 fn print_config_shows_no_secret() {
     let mut config = Config::default();

@@ -218,8 +218,20 @@ impl WebhookConfig {
                 "webhooks.batch_max must be between 1 and {MAX_WEBHOOK_BATCH}"
             ));
         }
-        if self.timeout.is_zero() || self.poll_interval.is_zero() || self.max_age.is_zero() {
-            return bad("webhooks.timeout, poll_interval and max_age must be above zero");
+        const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+        const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+        for (name, value, most) in [
+            ("timeout", self.timeout, HOUR),
+            ("poll_interval", self.poll_interval, HOUR),
+            ("retry_max", self.retry_max, DAY),
+            ("max_age", self.max_age, 365 * DAY),
+        ] {
+            if value.is_zero() || value > most {
+                return bad(&format!(
+                    "webhooks.{name} must be above zero and at most {}",
+                    humantime::format_duration(most)
+                ));
+            }
         }
         if self.retry_min.is_zero() || self.retry_max < self.retry_min {
             return bad("webhooks.retry_min must be above zero and at most webhooks.retry_max");

@@ -195,13 +195,25 @@ async fn status(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Reply {
     let instances: Vec<serde_json::Value> = hub
         .instances_seen()
         .into_iter()
-        .map(|(id, since, (connections, rooms))| {
-            serde_json::json!({
+        .map(|(id, since, load)| {
+            let mut instance = serde_json::json!({
                 "server_id": &*id,
-                "connections": connections,
-                "rooms": rooms,
+                "connections": load.connections,
+                "rooms": load.rooms,
                 "last_heard_ms": since.as_millis() as u64,
-            })
+            });
+            // Instances that predate the counters leave them out.
+            if let Some(c) = load.counters {
+                instance["ready"] = c.ready.into();
+                instance["messages_received"] = c.messages_received.into();
+                instance["messages_delivered"] = c.messages_delivered.into();
+                instance["backplane_counters"] = serde_json::json!({
+                    "published": c.backplane_published,
+                    "received": c.backplane_received,
+                    "publish_failed": c.backplane_publish_failures,
+                });
+            }
+            instance
         })
         .collect();
     (

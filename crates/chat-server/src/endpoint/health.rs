@@ -101,6 +101,7 @@ impl Readiness {
     pub async fn refresh(&self) -> ReadyReport {
         let report = self.report().await;
         self.set_grpc(report.status == "ready").await;
+        self.hub.set_ready(report.status == "ready");
         report
     }
 

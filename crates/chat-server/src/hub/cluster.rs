@@ -5,8 +5,9 @@
 //! heartbeats.
 
 use super::Hub;
-use super::presence::Digest;
+use super::presence::{Counters, Digest, Load};
 use super::snapshot::{self, Assembler};
+use crate::backplane::BackplaneStats;
 use crate::backplane::control::{
     Control, ControlEvent, ControlKind, Heartbeat, PresenceEntry, SyncRequest,
 };
@@ -26,6 +27,7 @@ const DUPLICATE_LOG_EVERY: Duration = Duration::from_secs(30);
 /// for `expiry` forgotten (their members leave), control events applied.
 pub async fn run(
     hub: Arc<Hub>,
+    stats: Arc<BackplaneStats>,
     mut events: mpsc::Receiver<ControlEvent>,
     heartbeat: Duration,
     expiry: Duration,
@@ -35,6 +37,7 @@ pub async fn run(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut cluster = Cluster {
         hub,
+        stats,
         heartbeat,
         last_sync_request: None,
         last_duplicate_log: None,
@@ -63,6 +66,8 @@ pub async fn run(
 struct Cluster {
     /// This instance.
     hub: Arc<Hub>,
+    /// Its backplane's counters, for its heartbeats.
+    stats: Arc<BackplaneStats>,
     /// The heartbeat interval, also the shortest time between two sync
     /// requests.
     heartbeat: Duration,
@@ -87,12 +92,22 @@ impl Cluster {
     /// silent for longer than `expiry`.
     async fn tick(&mut self, expiry: Duration) {
         let digest = self.hub.update_presence(|p| (p.local_digest(), Vec::new()));
+        let load = |counter: &std::sync::atomic::AtomicU64| {
+            counter.load(std::sync::atomic::Ordering::Relaxed)
+        };
         let heartbeat = Heartbeat {
             connections: self.hub.session_count() as u64,
             rooms: self.hub.rooms().len() as u64,
             presence_entries: digest.entries,
             presence_sum: digest.sum,
             has_digest: true,
+            messages_received: load(&self.hub.metrics().messages_received),
+            messages_delivered: self.hub.rooms().deliveries(),
+            backplane_published: load(&self.stats.published),
+            backplane_received: load(&self.stats.received),
+            backplane_publish_failures: load(&self.stats.publish_failed),
+            ready: self.hub.is_ready(),
+            has_load: true,
         };
         self.hub
             .publish_control(ControlKind::Heartbeat(heartbeat))
@@ -219,7 +234,18 @@ impl Cluster {
         let hub = &self.hub;
         match kind {
             ControlKind::Heartbeat(h) => {
-                let holds = (h.connections, h.rooms);
+                let holds = Load {
+                    connections: h.connections,
+                    rooms: h.rooms,
+                    counters: h.has_load.then_some(Counters {
+                        messages_received: h.messages_received,
+                        messages_delivered: h.messages_delivered,
+                        backplane_published: h.backplane_published,
+                        backplane_received: h.backplane_received,
+                        backplane_publish_failures: h.backplane_publish_failures,
+                        ready: h.ready,
+                    }),
+                };
                 let unknown =
                     hub.update_presence(|p| (p.heartbeat(&origin, now, holds), Vec::new()));
                 let recently = self

@@ -74,6 +74,9 @@ pub struct Hub {
     /// Where users becoming (or ceasing to be) members go for the webhook,
     /// when it sends joins or leaves.
     membership_feed: Option<MembershipFeed>,
+    /// Whether this instance's readiness check passed last (set by the
+    /// health watch; told to the others in heartbeats).
+    ready: std::sync::atomic::AtomicBool,
 }
 
 /// The hand-off of membership changes to the webhook's queue: the hub
@@ -116,7 +119,18 @@ impl Hub {
             control_warned_at_ms: AtomicU64::new(0),
             receipts: receipts::Receipts::default(),
             membership_feed: None,
+            ready: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Records whether this instance's readiness check passes.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Whether this instance's readiness check passed last.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
     }
 
     /// The hub handing membership changes to `feed` (for the webhook).
@@ -173,7 +187,7 @@ impl Hub {
 
     /// The other instances this one hears from: id, time since last
     /// heard, and `(connections, rooms)` from their last heartbeat.
-    pub fn instances_seen(&self) -> Vec<(Arc<str>, std::time::Duration, (u64, u64))> {
+    pub fn instances_seen(&self) -> Vec<(Arc<str>, std::time::Duration, presence::Load)> {
         lock(&self.presence).instances_seen(std::time::Instant::now())
     }
 

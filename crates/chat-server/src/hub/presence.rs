@@ -109,11 +109,41 @@ impl UserEntry {
     }
 }
 
+/// What an instance's last heartbeat said of it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Load {
+    /// Session streams open on it.
+    pub connections: u64,
+    /// Rooms with members on it.
+    pub rooms: u64,
+    /// Its counters (for rates: the difference between two reports), and
+    /// whether its readiness check passes; `None` from an instance that
+    /// predates them.
+    pub counters: Option<Counters>,
+}
+
+/// An instance's counters, as its heartbeats carry them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Messages its clients sent that were stored.
+    pub messages_received: u64,
+    /// Message frames queued for its connections.
+    pub messages_delivered: u64,
+    /// Room events published to the backplane.
+    pub backplane_published: u64,
+    /// Room events received from the backplane.
+    pub backplane_received: u64,
+    /// Publishes that failed.
+    pub backplane_publish_failures: u64,
+    /// Whether its readiness check passes.
+    pub ready: bool,
+}
+
 struct Origin {
     /// When it was last heard from; it expires after a silence.
     last_seen: Instant,
-    /// What its last heartbeat said: (connections, rooms).
-    holds: (u64, u64),
+    /// What its last heartbeat said.
+    holds: Load,
     /// (room, user id) pairs present on that instance.
     entries: HashSet<(RoomName, Arc<str>)>,
     /// The digest of `entries`, kept as they change.
@@ -290,9 +320,9 @@ impl Presence {
         }
     }
 
-    /// Notes that `origin` is alive and holds `(connections, rooms)`;
-    /// returns true if it was unknown.
-    pub fn heartbeat(&mut self, origin: &Arc<str>, now: Instant, holds: (u64, u64)) -> bool {
+    /// Notes that `origin` is alive and what it holds; returns true if it
+    /// was unknown.
+    pub fn heartbeat(&mut self, origin: &Arc<str>, now: Instant, holds: Load) -> bool {
         let unknown = !self.origins.contains_key(origin);
         self.origin(origin, now).holds = holds;
         unknown
@@ -329,8 +359,8 @@ impl Presence {
     }
 
     /// The other instances: id, time since last heard, and what their last
-    /// heartbeat said they hold `(connections, rooms)`.
-    pub fn instances_seen(&self, now: Instant) -> Vec<(Arc<str>, Duration, (u64, u64))> {
+    /// heartbeat said.
+    pub fn instances_seen(&self, now: Instant) -> Vec<(Arc<str>, Duration, Load)> {
         let mut out: Vec<_> = self
             .origins
             .iter()
@@ -417,7 +447,7 @@ impl Presence {
             .entry(origin.clone())
             .or_insert_with(|| Origin {
                 last_seen: now,
-                holds: (0, 0),
+                holds: Load::default(),
                 entries: HashSet::new(),
                 digest: Digest::default(),
                 mismatches: 0,
@@ -587,8 +617,13 @@ mod tests {
         let b: Arc<str> = Arc::from("b");
         let (lobby, dev) = (room("lobby"), room("dev"));
         p.local_join(&lobby, &user("alice"));
-        assert!(p.heartbeat(&b, t0, (3, 1)), "first heard");
-        assert_eq!(p.instances_seen(t0)[0].2, (3, 1), "what it holds");
+        let holds = Load {
+            connections: 3,
+            rooms: 1,
+            counters: None,
+        };
+        assert!(p.heartbeat(&b, t0, holds), "first heard");
+        assert_eq!(p.instances_seen(t0)[0].2, holds, "what it holds");
         let t = p.replace_origin(
             &b,
             vec![(lobby.clone(), user("bob")), (dev.clone(), user("bob"))],
@@ -598,7 +633,7 @@ mod tests {
         // A newer snapshot without dev: bob left dev.
         let t = p.replace_origin(&b, vec![(lobby.clone(), user("bob"))], t0);
         assert_eq!(t, vec![Transition::Left(dev.clone(), user("bob"))]);
-        assert!(!p.heartbeat(&b, t0 + Duration::from_secs(1), (0, 0)));
+        assert!(!p.heartbeat(&b, t0 + Duration::from_secs(1), Load::default()));
         assert!(
             p.expire(t0 + Duration::from_secs(5), Duration::from_secs(10))
                 .is_empty()

@@ -129,7 +129,7 @@ impl MessageStore for ProbeStore {
         self.inner.history(room, page)
     }
 
-    fn set_capture(&self, capture: Capture) {
+    fn set_capture(&self, capture: Capture) -> BoxFuture<'_, Result<(), StoreError>> {
         self.inner.set_capture(capture)
     }
 
@@ -152,8 +152,10 @@ impl MessageStore for ProbeStore {
         done: &'a [i64],
         retry: &'a [i64],
         retry_at_ms: i64,
+        lease_until_ms: i64,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.inner.settle_events(done, retry, retry_at_ms)
+        self.inner
+            .settle_events(done, retry, retry_at_ms, lease_until_ms)
     }
 
     fn trim_events(

@@ -140,8 +140,12 @@ label_set! {
         Overflowed => "overflowed",
         /// Its message was deleted by retention before it was sent.
         Gone => "gone",
-        /// A presence change found the in-memory hand-off to the store full.
+        /// A membership change found the in-memory hand-off to the store
+        /// full (or the store down at shutdown).
         Busy => "busy",
+        /// The receiver refused it (a 4xx other than 408 and 429) when it
+        /// was sent alone, after 3 attempts or more.
+        Rejected => "rejected",
     }
 }
 

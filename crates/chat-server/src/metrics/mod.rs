@@ -25,6 +25,12 @@ const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Upper bounds of the delay histograms' buckets, in seconds: 0.1 s to a
+/// day (an event waits through a receiver's outage).
+const DELAY_BUCKETS: [f64; 13] = [
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 86400.0,
+];
+
 /// Upper bounds of the size histograms' buckets (messages per batch).
 const SIZE_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 
@@ -53,6 +59,12 @@ impl Histogram {
     /// A histogram of durations, 0.5 ms to 10 s.
     pub fn latency() -> Self {
         Histogram::new(&LATENCY_BUCKETS, 1e-9)
+    }
+
+    /// A histogram of delays that may last through an outage, 0.1 s to a
+    /// day.
+    pub fn delays() -> Self {
+        Histogram::new(&DELAY_BUCKETS, 1e-9)
     }
 
     /// A histogram of counts, 1 to 512 by powers of two.
@@ -227,7 +239,7 @@ impl Default for WebhookMetrics {
             retried: AtomicU64::new(0),
             dropped: Family::new(),
             pending: AtomicU64::new(0),
-            delivery: Histogram::latency(),
+            delivery: Histogram::delays(),
             request: Histogram::latency(),
         }
     }

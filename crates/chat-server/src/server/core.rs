@@ -35,6 +35,8 @@ pub(super) struct Background {
     pub repair: mpsc::Receiver<RoomName>,
     /// Control messages (heartbeats, presence) from other instances.
     pub control: mpsc::Receiver<ControlEvent>,
+    /// The backplane's counters, for the heartbeats.
+    pub stats: Arc<BackplaneStats>,
     /// The webhook's sender, with `webhooks.url`.
     pub webhook: Option<webhook::Sender>,
     /// Membership changes the hub hands to the webhook's queue, when the
@@ -92,7 +94,7 @@ pub(super) async fn build(
         Some(_) => webhook::capture(&config.webhooks.events),
         None => Capture::NONE,
     };
-    store.set_capture(capture);
+    store.set_capture(capture).await?;
     // Messages can be delivered in sequence order (with gaps repaired from
     // the store) when one store numbers them for every instance.
     let ordered = config.backplane == BackplaneKind::Local || store.is_shared();
@@ -137,11 +139,12 @@ pub(super) async fn build(
     let hub = Arc::new(hub);
     Ok(Core {
         hub,
-        stats,
+        stats: stats.clone(),
         background: Background {
             rooms,
             repair: repair_rx,
             control: control_rx,
+            stats,
             webhook: sender,
             memberships,
         },

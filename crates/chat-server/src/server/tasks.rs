@@ -41,6 +41,7 @@ pub(super) fn spawn(
     ));
     tasks.spawn(cluster::run(
         hub.clone(),
+        background.stats,
         background.control,
         config.presence.heartbeat_interval,
         config.presence.expiry,

@@ -6,7 +6,8 @@ use super::{
     Appended, Ban, Capture, CaptureCell, Claim, Conversation, Direction, Kind, MAX_BANS_LISTED,
     MAX_DIRECT_LISTED, MAX_EMOJIS_PER_MESSAGE, MAX_REACTIONS_PER_USER, MembershipChange,
     MessageStore, NewMessage, Page, Queued, QueuedEvent, REACTORS_LISTED, Reactions, ReadState,
-    Retention, StoreError, StoredMessage, Trimmed, UNREAD_COUNT_CAP, check_change, direct_users,
+    Retention, StoreError, StoredMessage, TRIM_CHUNK, Trimmed, UNREAD_COUNT_CAP, check_change,
+    direct_users,
 };
 use crate::domain::User;
 use crate::domain::validate::RoomName;
@@ -480,8 +481,9 @@ impl MessageStore for MemoryStore {
         ready(Ok(messages)).boxed()
     }
 
-    fn set_capture(&self, capture: Capture) {
+    fn set_capture(&self, capture: Capture) -> BoxFuture<'_, Result<(), StoreError>> {
         self.capture.set(capture);
+        ready(Ok(())).boxed()
     }
 
     fn queue_membership(
@@ -543,13 +545,16 @@ impl MessageStore for MemoryStore {
         done: &'a [i64],
         retry: &'a [i64],
         retry_at_ms: i64,
+        lease_until_ms: i64,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         let mut queue = lock(&self.queue);
         for id in done {
             queue.entries.remove(id);
         }
         for id in retry {
-            if let Some(entry) = queue.entries.get_mut(id) {
+            if let Some(entry) = queue.entries.get_mut(id)
+                && entry.lease_until_ms == lease_until_ms
+            {
                 entry.lease_until_ms = 0;
                 entry.next_attempt_ms = retry_at_ms;
             }
@@ -567,7 +572,7 @@ impl MessageStore for MemoryStore {
         queue.entries.retain(|_, e| e.queued_at_ms >= oldest_ms);
         let expired = (before - queue.entries.len()) as u64;
         let mut overflowed = 0;
-        while queue.entries.len() as u64 > max_pending {
+        while queue.entries.len() as u64 > max_pending && overflowed < TRIM_CHUNK {
             queue.entries.pop_first();
             overflowed += 1;
         }

@@ -19,7 +19,9 @@ mod sqlite;
 
 pub use memory::MemoryStore;
 pub use postgres::PostgresStore;
-pub use queue::{Capture, CaptureCell, Claim, MembershipChange, Queued, QueuedEvent, Trimmed};
+pub use queue::{
+    Capture, CaptureCell, Claim, MembershipChange, Queued, QueuedEvent, TRIM_CHUNK, Trimmed,
+};
 pub use sqlite::SqliteStore;
 
 use crate::config::StoreConfig;
@@ -399,8 +401,8 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// From now on, queues the events `capture` names for the webhook:
     /// room events in the transaction that stores them (nothing is queued
-    /// until this is called).
-    fn set_capture(&self, capture: Capture);
+    /// until this is called; a SQLite file keeps the last setting).
+    fn set_capture(&self, capture: Capture) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// Queues presence changes for the webhook, in one write.
     fn queue_membership(
@@ -414,16 +416,21 @@ pub trait MessageStore: Send + Sync + 'static {
     fn claim_events(&self, claim: Claim) -> BoxFuture<'_, Result<Vec<QueuedEvent>, StoreError>>;
 
     /// Takes the events `done` names out of the queue, and makes those
-    /// `retry` names due again at `retry_at_ms` (their lease ends).
+    /// `retry` names due again at `retry_at_ms` — those still leased until
+    /// `lease_until_ms`, the claim's: events another claim took since are
+    /// left to it.
     fn settle_events<'a>(
         &'a self,
         done: &'a [i64],
         retry: &'a [i64],
         retry_at_ms: i64,
+        lease_until_ms: i64,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Drops the events queued before `oldest_ms`, then the oldest beyond
-    /// `max_pending`; says how many went and how many are left.
+    /// `max_pending` (SQLite, whose one writer also stores the messages, at
+    /// most [`TRIM_CHUNK`] of each per call); says how many went and how
+    /// many are left.
     fn trim_events(
         &self,
         oldest_ms: i64,
@@ -766,7 +773,9 @@ impl MessageStore for GatedStore {
         self.gated(Vec::new())
     }
 
-    fn set_capture(&self, _: Capture) {}
+    fn set_capture(&self, _: Capture) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.gated(())
+    }
 
     fn queue_membership(&self, _: Vec<MembershipChange>) -> BoxFuture<'_, Result<(), StoreError>> {
         self.gated(())
@@ -780,6 +789,7 @@ impl MessageStore for GatedStore {
         &'a self,
         _: &'a [i64],
         _: &'a [i64],
+        _: i64,
         _: i64,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         self.gated(())

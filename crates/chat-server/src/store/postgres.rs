@@ -1003,8 +1003,9 @@ impl MessageStore for PostgresStore {
         .boxed()
     }
 
-    fn set_capture(&self, capture: Capture) {
+    fn set_capture(&self, capture: Capture) -> BoxFuture<'_, Result<(), StoreError>> {
         self.capture.set(capture);
+        futures::future::ready(Ok(())).boxed()
     }
 
     fn queue_membership(
@@ -1054,6 +1055,7 @@ impl MessageStore for PostgresStore {
         done: &'a [i64],
         retry: &'a [i64],
         retry_at_ms: i64,
+        lease_until_ms: i64,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         async move {
             if !done.is_empty() {
@@ -1065,10 +1067,11 @@ impl MessageStore for PostgresStore {
             if !retry.is_empty() {
                 sqlx::query(
                     "UPDATE webhook_queue SET lease_until_ms = 0, next_attempt_ms = $2 \
-                     WHERE id = ANY($1)",
+                     WHERE id = ANY($1) AND lease_until_ms = $3",
                 )
                 .bind(retry)
                 .bind(retry_at_ms)
+                .bind(lease_until_ms)
                 .execute(&self.pool)
                 .await?;
             }
@@ -1088,27 +1091,23 @@ impl MessageStore for PostgresStore {
                 .execute(&self.pool)
                 .await?
                 .rows_affected();
-            let count: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_queue")
+            // One statement that keeps the newest `max_pending`: instances
+            // trimming at once delete the same rows, never twice the excess.
+            let overflowed = sqlx::query(
+                "DELETE FROM webhook_queue WHERE id <= \
+                 (SELECT id FROM webhook_queue ORDER BY id DESC OFFSET $1 LIMIT 1)",
+            )
+            .bind(max_pending.min(i64::MAX as u64) as i64)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_queue")
                 .fetch_one(&self.pool)
                 .await?;
-            let count = count.max(0) as u64;
-            let excess = count.saturating_sub(max_pending);
-            let overflowed = if excess > 0 {
-                sqlx::query(
-                    "DELETE FROM webhook_queue WHERE id IN \
-                     (SELECT id FROM webhook_queue ORDER BY id LIMIT $1)",
-                )
-                .bind(excess.min(i64::MAX as u64) as i64)
-                .execute(&self.pool)
-                .await?
-                .rows_affected()
-            } else {
-                0
-            };
             Ok(Trimmed {
                 expired,
                 overflowed,
-                pending: count.saturating_sub(overflowed),
+                pending: pending.max(0) as u64,
             })
         }
         .boxed()

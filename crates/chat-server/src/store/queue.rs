@@ -59,7 +59,26 @@ impl Capture {
     pub const fn is_none(self) -> bool {
         self.0 == 0
     }
+
+    /// The room event kinds captured, as bit `1 << kind` of the `kind`
+    /// column's codes (SQLite's trigger reads it).
+    pub fn kind_mask(self) -> i64 {
+        [
+            (Capture::MESSAGE, 0b00001),
+            (Capture::EDIT, 0b00010),
+            (Capture::DELETE, 0b00100),
+            (Capture::REACTION, 0b11000),
+        ]
+        .into_iter()
+        .filter(|(capture, _)| self.has(*capture))
+        .fold(0, |mask, (_, bits)| mask | bits)
+    }
 }
+
+/// Events one trim drops at most of each kind (too old, too many): a
+/// store with one writer lets appends through between trims, and the
+/// sender trims again while a trim drops this many.
+pub const TRIM_CHUNK: u64 = 1000;
 
 /// A [`Capture`] the store reads on every append and the wiring sets once:
 /// one atomic byte, so the append path pays a load for it.
@@ -134,7 +153,8 @@ pub struct Claim {
     pub max: usize,
 }
 
-/// What a trim took out of the queue, and what it left.
+/// What a trim took out of the queue (at most [`TRIM_CHUNK`] of each
+/// kind), and what it left.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Trimmed {
     /// Events older than the age bound.

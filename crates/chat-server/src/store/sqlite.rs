@@ -9,11 +9,11 @@
 //! buffering without limit.
 
 use super::{
-    Appended, Ban, Capture, CaptureCell, Claim, Conversation, Direction, HISTORY_COLUMNS, Kind,
-    MAX_BANS_LISTED, MAX_DIRECT_LISTED, MAX_EMOJIS_PER_MESSAGE, MAX_REACTIONS_PER_USER,
-    MembershipChange, MessageStore, NewMessage, Page, Queued, QueuedEvent, REACTORS_LISTED,
-    ReadState, Retention, SELECT_COLUMNS, StoreError, StoredMessage, Trimmed, UNREAD_COUNT_CAP,
-    ban_from_row, check_change, direct_from_row, direct_users, row_to_message, with_reactions,
+    Appended, Ban, Capture, Claim, Conversation, Direction, HISTORY_COLUMNS, Kind, MAX_BANS_LISTED,
+    MAX_DIRECT_LISTED, MAX_EMOJIS_PER_MESSAGE, MAX_REACTIONS_PER_USER, MembershipChange,
+    MessageStore, NewMessage, Page, Queued, QueuedEvent, REACTORS_LISTED, ReadState, Retention,
+    SELECT_COLUMNS, StoreError, StoredMessage, TRIM_CHUNK, Trimmed, UNREAD_COUNT_CAP, ban_from_row,
+    check_change, direct_from_row, direct_users, row_to_message, with_reactions,
 };
 use crate::domain::User;
 use crate::domain::validate::RoomName;
@@ -70,15 +70,18 @@ enum Write {
 
 /// What the writer is asked to do to the webhook queue, with the reply.
 enum QueueWrite {
+    /// The room event kinds captured, as `Capture::kind_mask`.
+    Capture(i64, oneshot::Sender<Result<(), StoreError>>),
     Presence(
         Vec<MembershipChange>,
         oneshot::Sender<Result<(), StoreError>>,
     ),
     Claim(Claim, oneshot::Sender<Result<Vec<QueuedEvent>, StoreError>>),
-    /// Done, to retry, when to retry.
+    /// Done, to retry, when to retry, the claim's lease.
     Settle(
         Vec<i64>,
         Vec<i64>,
+        i64,
         i64,
         oneshot::Sender<Result<(), StoreError>>,
     ),
@@ -92,9 +95,6 @@ pub struct SqliteStore {
     readers: SqlitePool,
     /// Appends per commit.
     batches: Arc<Histogram>,
-    /// Which events are queued for the webhook (the writer reads it once
-    /// per commit).
-    capture: Arc<CaptureCell>,
 }
 
 impl SqliteStore {
@@ -129,13 +129,11 @@ impl SqliteStore {
             .await?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let batches = Arc::new(Histogram::sizes());
-        let capture = Arc::new(CaptureCell::default());
-        tokio::spawn(write_loop(writer, rx, batches.clone(), capture.clone()));
+        tokio::spawn(write_loop(writer, rx, batches.clone()));
         Ok(SqliteStore {
             writer: tx,
             readers,
             batches,
-            capture,
         })
     }
 }
@@ -147,7 +145,6 @@ async fn write_loop(
     mut conn: SqliteConnection,
     mut queue: mpsc::Receiver<Write>,
     batches: Arc<Histogram>,
-    capture: Arc<CaptureCell>,
 ) {
     let mut requests = Vec::with_capacity(MAX_BATCH);
     // The retention pass under way, one chunk per turn of the loop.
@@ -165,7 +162,6 @@ async fn write_loop(
         } else if queue.recv_many(&mut requests, MAX_BATCH).await == 0 {
             break;
         }
-        let capture = capture.get();
         let mut batch = Vec::with_capacity(requests.len());
         let mut changes = Vec::new();
         let mut marks = Vec::new();
@@ -193,12 +189,11 @@ async fn write_loop(
                 },
             }
         }
-        commit_batch(&mut conn, &mut batch, &batches, capture).await;
+        commit_batch(&mut conn, &mut batch, &batches).await;
         // Changes are rare: each its own transaction, after the appends
         // that were queued with it.
         for (change, operator, reply) in changes {
-            let queued = capture.room_event(change.kind);
-            let outcome = commit_change(&mut conn, &change, operator, queued).await;
+            let outcome = commit_change(&mut conn, &change, operator).await;
             if matches!((&outcome, change.kind), (Ok(a), Kind::Delete(_)) if !a.duplicate) {
                 // The deleted text is overwritten in the database file
                 // (secure_delete); the log still holds the pages it was on
@@ -239,13 +234,11 @@ async fn commit_batch(
     conn: &mut SqliteConnection,
     batch: &mut Vec<(NewMessage, Reply)>,
     batches: &Histogram,
-    capture: Capture,
 ) {
     if batch.is_empty() {
         return;
     }
-    let queued = capture.has(Capture::MESSAGE);
-    match commit(conn, batch.iter().map(|(m, _)| m), queued).await {
+    match commit(conn, batch.iter().map(|(m, _)| m)).await {
         Ok(results) => {
             batches.observe_count(batch.len() as u64);
             for ((_, reply), result) in batch.drain(..).zip(results) {
@@ -257,7 +250,7 @@ async fn commit_batch(
             tracing::warn!(error = %e, size = batch.len(), "sqlite batch failed; retrying one by one");
             for (message, reply) in batch.drain(..) {
                 batches.observe_count(1);
-                let result = commit(conn, std::iter::once(&message), queued).await;
+                let result = commit(conn, std::iter::once(&message)).await;
                 let _ = reply.send(result.map(|mut r| r.remove(0)));
             }
         }
@@ -384,8 +377,9 @@ impl Retaining {
     }
 }
 
-/// Appends `messages` in one transaction; all or nothing. If `queued`,
-/// the new ones are queued for the webhook in the same transaction.
+/// Appends `messages` in one transaction; all or nothing. (The new ones
+/// are queued for the webhook by a trigger, migration 0009, when
+/// `webhook_capture` says so.)
 ///
 /// A lone message is its INSERT alone, in SQLite's implicit transaction:
 /// an explicit BEGIN and COMMIT would be two more hand-offs to sqlx's
@@ -394,10 +388,9 @@ impl Retaining {
 async fn commit<'m>(
     conn: &mut SqliteConnection,
     messages: impl ExactSizeIterator<Item = &'m NewMessage>,
-    queued: bool,
 ) -> Result<Vec<Appended>, StoreError> {
     let mut results = Vec::with_capacity(messages.len());
-    if messages.len() == 1 && !queued {
+    if messages.len() == 1 {
         for message in messages {
             results.push(append_one(conn, message).await?);
         }
@@ -413,10 +406,6 @@ async fn commit<'m>(
             }
         }
     }
-    if queued && let Err(e) = queue_appended(conn, &results).await {
-        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-        return Err(e);
-    }
     if let Err(e) = sqlx::query("COMMIT").execute(&mut *conn).await {
         let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
         return Err(e.into());
@@ -424,49 +413,25 @@ async fn commit<'m>(
     Ok(results)
 }
 
-/// Inside an append's transaction: queues the new ones of `appended` for
-/// the webhook, in one statement.
-async fn queue_appended(
-    conn: &mut SqliteConnection,
-    appended: &[Appended],
-) -> Result<(), StoreError> {
-    let rows: Vec<_> = appended
-        .iter()
-        .filter(|a| !a.duplicate)
-        .map(|a| {
-            serde_json::json!([
-                a.message.message.room.as_str(),
-                a.message.sequence,
-                a.message.time_unix_ms
-            ])
-        })
-        .collect();
-    if rows.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO webhook_queue (room, sequence, created_at_ms) \
-         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
-                json_extract(value, '$[2]') FROM json_each(?)",
-    )
-    .bind(serde_json::Value::Array(rows).to_string())
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
 /// Does `write` to the webhook queue on the writer's connection and
 /// answers it.
 async fn queue_write(conn: &mut SqliteConnection, write: QueueWrite) {
     match write {
+        QueueWrite::Capture(mask, reply) => {
+            let set = sqlx::query("UPDATE webhook_capture SET kinds = ? WHERE id = 1")
+                .bind(mask)
+                .execute(&mut *conn)
+                .await;
+            let _ = reply.send(set.map(|_| ()).map_err(StoreError::from));
+        }
         QueueWrite::Presence(changes, reply) => {
             let _ = reply.send(queue_membership(conn, &changes).await);
         }
         QueueWrite::Claim(claim, reply) => {
             let _ = reply.send(claim_events(conn, claim).await);
         }
-        QueueWrite::Settle(done, retry, at, reply) => {
-            let _ = reply.send(settle_events(conn, &done, &retry, at).await);
+        QueueWrite::Settle(done, retry, at, lease, reply) => {
+            let _ = reply.send(settle_events(conn, &done, &retry, at, lease).await);
         }
         QueueWrite::Trim(oldest_ms, max_pending, reply) => {
             let _ = reply.send(trim_events(conn, oldest_ms, max_pending).await);
@@ -583,12 +548,14 @@ fn queued_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<QueuedEvent, sqlx::E
     })
 }
 
-/// Takes `done` out of the queue; makes `retry` due at `retry_at_ms`.
+/// Takes `done` out of the queue; makes `retry` due at `retry_at_ms`,
+/// those still under the claim's lease.
 async fn settle_events(
     conn: &mut SqliteConnection,
     done: &[i64],
     retry: &[i64],
     retry_at_ms: i64,
+    lease_until_ms: i64,
 ) -> Result<(), StoreError> {
     if !done.is_empty() {
         sqlx::query("DELETE FROM webhook_queue WHERE id IN (SELECT value FROM json_each(?))")
@@ -599,10 +566,11 @@ async fn settle_events(
     if !retry.is_empty() {
         sqlx::query(
             "UPDATE webhook_queue SET lease_until_ms = 0, next_attempt_ms = ?2 \
-             WHERE id IN (SELECT value FROM json_each(?1))",
+             WHERE id IN (SELECT value FROM json_each(?1)) AND lease_until_ms = ?3",
         )
         .bind(serde_json::to_string(retry).expect("numbers serialize"))
         .bind(retry_at_ms)
+        .bind(lease_until_ms)
         .execute(&mut *conn)
         .await?;
     }
@@ -610,17 +578,22 @@ async fn settle_events(
 }
 
 /// Drops events queued before `oldest_ms`, then the oldest beyond
-/// `max_pending`.
+/// `max_pending`, at most [`TRIM_CHUNK`] of each (the writer's appends go
+/// between two calls).
 async fn trim_events(
     conn: &mut SqliteConnection,
     oldest_ms: i64,
     max_pending: u64,
 ) -> Result<Trimmed, StoreError> {
-    let expired = sqlx::query("DELETE FROM webhook_queue WHERE created_at_ms < ?")
-        .bind(oldest_ms)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+    let expired = sqlx::query(
+        "DELETE FROM webhook_queue WHERE id IN (SELECT id FROM webhook_queue \
+         WHERE created_at_ms < ? ORDER BY id LIMIT ?)",
+    )
+    .bind(oldest_ms)
+    .bind(TRIM_CHUNK as i64)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_queue")
         .fetch_one(&mut *conn)
         .await?;
@@ -631,7 +604,7 @@ async fn trim_events(
             "DELETE FROM webhook_queue WHERE id IN \
              (SELECT id FROM webhook_queue ORDER BY id LIMIT ?)",
         )
-        .bind(excess.min(i64::MAX as u64) as i64)
+        .bind(excess.min(TRIM_CHUNK) as i64)
         .execute(&mut *conn)
         .await?
         .rows_affected()
@@ -793,16 +766,9 @@ async fn commit_change(
     conn: &mut SqliteConnection,
     change: &NewMessage,
     operator: bool,
-    queued: bool,
 ) -> Result<Appended, StoreError> {
     sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-    let mut result = change_one(conn, change, operator).await;
-    if queued
-        && let Ok(appended) = &result
-        && let Err(e) = queue_appended(conn, std::slice::from_ref(appended)).await
-    {
-        result = Err(e);
-    }
+    let result = change_one(conn, change, operator).await;
     let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
     if let Err(e) = sqlx::query(end).execute(&mut *conn).await {
         let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
@@ -1343,8 +1309,9 @@ impl MessageStore for SqliteStore {
         .boxed()
     }
 
-    fn set_capture(&self, capture: Capture) {
-        self.capture.set(capture);
+    fn set_capture(&self, capture: Capture) -> BoxFuture<'_, Result<(), StoreError>> {
+        let mask = capture.kind_mask();
+        self.queue(move |reply| QueueWrite::Capture(mask, reply))
     }
 
     fn queue_membership(
@@ -1363,9 +1330,10 @@ impl MessageStore for SqliteStore {
         done: &'a [i64],
         retry: &'a [i64],
         retry_at_ms: i64,
+        lease_until_ms: i64,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         let (done, retry) = (done.to_vec(), retry.to_vec());
-        self.queue(move |reply| QueueWrite::Settle(done, retry, retry_at_ms, reply))
+        self.queue(move |reply| QueueWrite::Settle(done, retry, retry_at_ms, lease_until_ms, reply))
     }
 
     fn trim_events(

@@ -35,6 +35,9 @@ pub enum ClientError {
         #[source]
         source: rustls::pki_types::pem::Error,
     },
+    /// `webhooks.ca_file` holds no certificate.
+    #[error("webhooks.ca_file {0:?} holds no PEM certificate")]
+    NoCa(String),
     /// A certificate of `webhooks.ca_file` is not usable.
     #[error("webhooks.ca_file: a CA certificate: {0}")]
     Ca(#[source] rustls::Error),
@@ -131,7 +134,25 @@ impl Receiver {
         outcome
     }
 
+    /// Sends on the kept-alive connection; if that connection fails (the
+    /// receiver closed it while idle, say), once more on a new one.
     async fn send(
+        &mut self,
+        body: Bytes,
+        headers: &[(&'static str, String)],
+    ) -> Result<StatusCode, PostError> {
+        let reused = self.connection.as_ref().is_some_and(|c| !c.is_closed());
+        match self.send_once(body.clone(), headers).await {
+            Err(PostError::Http(e)) if reused => {
+                tracing::debug!(error = %e, "webhook: the kept-alive connection failed; a new one");
+                self.connection = None;
+                self.send_once(body, headers).await
+            }
+            outcome => outcome,
+        }
+    }
+
+    async fn send_once(
         &mut self,
         body: Bytes,
         headers: &[(&'static str, String)],
@@ -211,6 +232,9 @@ fn tls_config(config: &WebhookConfig) -> Result<rustls::ClientConfig, ClientErro
                 path: config.ca_file.clone(),
                 source,
             })?;
+        if cas.is_empty() {
+            return Err(ClientError::NoCa(config.ca_file.clone()));
+        }
         for ca in cas {
             roots.add(ca).map_err(ClientError::Ca)?;
         }

@@ -27,7 +27,7 @@ pub mod sign;
 use crate::config::{WebhookConfig, WebhookEvent};
 use crate::hub::Hub;
 use crate::metrics::WebhookDrop;
-use crate::store::{Capture, Claim, MembershipChange, Queued, QueuedEvent};
+use crate::store::{Capture, Claim, MembershipChange, Queued, QueuedEvent, TRIM_CHUNK};
 use bytes::Bytes;
 use chat_util::Secret;
 use chat_util::now_unix_ms;
@@ -100,7 +100,7 @@ impl Sender {
             retry: (config.retry_min, config.retry_max),
             max_age: config.max_age,
             max_pending: config.max_pending,
-            lease: config.timeout + LEASE_MARGIN,
+            lease: config.timeout.saturating_add(LEASE_MARGIN),
         }))
     }
 
@@ -131,10 +131,16 @@ enum Round {
     Failed(Duration),
 }
 
+/// Times the receiver must refuse an event sent alone before it is dropped.
+const REFUSALS_TO_DROP: u32 = 3;
+
 /// Sends the queue's events until `shutdown`, trimming it every
 /// [`TRIM_EVERY`].
 pub async fn run(mut sender: Sender, hub: Arc<Hub>, shutdown: CancellationToken) {
-    let mut failures = 0u32;
+    let mut state = SendState {
+        failures: 0,
+        batch: sender.batch_max,
+    };
     let mut trimmed_at: Option<Instant> = None;
     loop {
         if shutdown.is_cancelled() {
@@ -146,7 +152,7 @@ pub async fn run(mut sender: Sender, hub: Arc<Hub>, shutdown: CancellationToken)
         }
         let round = tokio::select! {
             _ = shutdown.cancelled() => return,
-            round = send_round(&mut sender, &hub, &mut failures) => round,
+            round = send_round(&mut sender, &hub, &mut state) => round,
         };
         let wait = match round {
             Round::Full => continue,
@@ -160,22 +166,43 @@ pub async fn run(mut sender: Sender, hub: Arc<Hub>, shutdown: CancellationToken)
     }
 }
 
+/// What the sender carries from one round to the next.
+struct SendState {
+    /// Failed requests (or store calls) in a row: the backoff's exponent.
+    failures: u32,
+    /// Events to claim next: `batch_max`, halved after each refusal (so a
+    /// batch the receiver refuses for one of its events is split until
+    /// that event goes alone), back to `batch_max` after a success.
+    batch: usize,
+}
+
+/// How a request failed, for what comes next.
+enum Outcome {
+    /// Delivered (2xx).
+    Delivered,
+    /// The receiver refused the events (a 4xx other than 408 and 429): it
+    /// would refuse them again, so the batch is split.
+    Refused(Failure),
+    /// The receiver is down, slow or failing: the batch waits whole.
+    Failed(Failure),
+}
+
 /// Claims a batch, sends it, settles it.
-async fn send_round(sender: &mut Sender, hub: &Hub, failures: &mut u32) -> Round {
+async fn send_round(sender: &mut Sender, hub: &Hub, state: &mut SendState) -> Round {
     let store = hub.store();
     let metrics = &hub.metrics().webhook;
     let now = now_unix_ms();
     let claim = Claim {
         now_ms: now,
-        lease_until_ms: now.saturating_add(sender.lease.as_millis() as i64),
-        max: sender.batch_max,
+        lease_until_ms: now.saturating_add(millis(sender.lease)),
+        max: state.batch,
     };
     let events = match store.claim_events(claim).await {
         Ok(events) => events,
         Err(e) => {
-            *failures += 1;
+            state.failures += 1;
             tracing::warn!(error = %e, "webhook: cannot claim events from the store");
-            return Round::Failed(sender.backoff(*failures));
+            return Round::Failed(sender.backoff(state.failures));
         }
     };
     if events.is_empty() {
@@ -186,35 +213,43 @@ async fn send_round(sender: &mut Sender, hub: &Hub, failures: &mut u32) -> Round
         .into_iter()
         .partition(|e| matches!(e.what, Queued::Gone { .. }));
     let mut done: Vec<i64> = gone.iter().map(|e| e.queue_id).collect();
-    for event in &gone {
-        metrics.dropped.inc(WebhookDrop::Gone);
-        if let Queued::Gone { room, sequence } = &event.what {
-            tracing::warn!(%room, sequence, "webhook: event dropped, its message is gone (retention)");
-        }
-    }
     let ids: Vec<i64> = events.iter().map(|e| e.queue_id).collect();
-    let delivered = if events.is_empty() {
-        Ok(())
+    let outcome = if events.is_empty() {
+        Outcome::Delivered
     } else {
         post(sender, hub, &events).await
     };
-    let (retry, round) = match delivered {
-        Ok(()) => {
-            *failures = 0;
-            let now = now_unix_ms();
-            for event in &events {
-                let waited = now.saturating_sub(event.queued_at_ms).max(0) as u64;
-                metrics.delivery.observe(Duration::from_millis(waited));
-            }
-            metrics
-                .sent
-                .fetch_add(events.len() as u64, Ordering::Relaxed);
-            done.extend(ids);
+    let mut rejected: Option<&QueuedEvent> = None;
+    let (retry, round) = match &outcome {
+        Outcome::Delivered => {
+            state.failures = 0;
+            state.batch = sender.batch_max;
+            done.extend(&ids);
             (Vec::new(), if full { Round::Full } else { Round::Partial })
         }
-        Err(e) => {
-            *failures += 1;
-            let wait = sender.backoff(*failures);
+        Outcome::Refused(e) if events.len() == 1 && events[0].attempts >= REFUSALS_TO_DROP => {
+            // Refused alone, again and again: only this event is at fault.
+            rejected = Some(&events[0]);
+            tracing::warn!(error = %e, attempts = events[0].attempts,
+                "webhook: the receiver keeps refusing an event; it is dropped");
+            done.extend(&ids);
+            (Vec::new(), Round::Partial)
+        }
+        Outcome::Refused(e) => {
+            // Split: the next claims take the refused batch in halves, so
+            // one refused event cannot hold the others back.
+            state.batch = (events.len() / 2).max(1);
+            metrics.failed.fetch_add(1, Ordering::Relaxed);
+            metrics
+                .retried
+                .fetch_add(ids.len() as u64, Ordering::Relaxed);
+            tracing::warn!(error = %e, events = ids.len(), next_batch = state.batch,
+                "webhook: the receiver refused the events; sending them in smaller batches");
+            (ids.clone(), Round::Failed(sender.retry.0))
+        }
+        Outcome::Failed(e) => {
+            state.failures += 1;
+            let wait = sender.backoff(state.failures);
             metrics.failed.fetch_add(1, Ordering::Relaxed);
             metrics
                 .retried
@@ -222,25 +257,59 @@ async fn send_round(sender: &mut Sender, hub: &Hub, failures: &mut u32) -> Round
             tracing::warn!(
                 error = %e,
                 events = ids.len(),
-                failures = *failures,
+                failures = state.failures,
                 retry_in = ?wait,
                 "webhook: delivery failed; the events stay queued"
             );
-            (ids, Round::Failed(wait))
+            (ids.clone(), Round::Failed(wait))
         }
     };
     let retry_at = now_unix_ms().saturating_add(match round {
-        Round::Failed(wait) => wait.as_millis() as i64,
+        Round::Failed(wait) => millis(wait),
         _ => 0,
     });
-    if let Err(e) = store.settle_events(&done, &retry, retry_at).await {
+    if let Err(e) = store
+        .settle_events(&done, &retry, retry_at, claim.lease_until_ms)
+        .await
+    {
         // Delivered events not taken out are sent again when their lease
         // ends (at least once); failed ones become due then too.
         tracing::warn!(error = %e, "webhook: cannot settle events in the store");
-        *failures += 1;
-        return Round::Failed(sender.backoff(*failures));
+        state.failures += 1;
+        return Round::Failed(sender.backoff(state.failures));
+    }
+    // Counted once settled: what is sent again after a failed settle is
+    // not counted twice.
+    for event in &gone {
+        metrics.dropped.inc(WebhookDrop::Gone);
+        if let Queued::Gone { room, sequence } = &event.what {
+            tracing::warn!(%room, sequence,
+                "webhook: event dropped, its message is no longer stored \
+                 (retention, or beyond the memory store's window)");
+        }
+    }
+    if let Some(event) = rejected {
+        metrics.dropped.inc(WebhookDrop::Rejected);
+        tracing::warn!(
+            queue_id = event.queue_id,
+            "webhook: event dropped, refused by the receiver"
+        );
+    } else if matches!(outcome, Outcome::Delivered) {
+        let now = now_unix_ms();
+        for event in &events {
+            let waited = now.saturating_sub(event.queued_at_ms).max(0) as u64;
+            metrics.delivery.observe(Duration::from_millis(waited));
+        }
+        metrics
+            .sent
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
     }
     round
+}
+
+/// `duration` in milliseconds, as the store's times count them.
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// A failed request, as the sender logs it.
@@ -253,7 +322,7 @@ enum Failure {
 }
 
 /// POSTs `events` as one signed request.
-async fn post(sender: &mut Sender, hub: &Hub, events: &[QueuedEvent]) -> Result<(), Failure> {
+async fn post(sender: &mut Sender, hub: &Hub, events: &[QueuedEvent]) -> Outcome {
     let body = Bytes::from(payload::body(events));
     let timestamp = now_unix_ms() / 1000;
     let signature = sign::signature(sender.secret.expose().as_bytes(), timestamp, &body);
@@ -264,36 +333,58 @@ async fn post(sender: &mut Sender, hub: &Hub, events: &[QueuedEvent]) -> Result<
     let started = Instant::now();
     let answer = sender.receiver.post(body, &headers).await;
     hub.metrics().webhook.request.observe(started.elapsed());
-    match answer? {
-        status if status.is_success() => Ok(()),
-        status => Err(Failure::Status(status)),
+    match answer {
+        Ok(status) if status.is_success() => Outcome::Delivered,
+        Ok(status)
+            if status.is_client_error()
+                && status != http::StatusCode::REQUEST_TIMEOUT
+                && status != http::StatusCode::TOO_MANY_REQUESTS =>
+        {
+            Outcome::Refused(Failure::Status(status))
+        }
+        Ok(status) => Outcome::Failed(Failure::Status(status)),
+        Err(e) => Outcome::Failed(e.into()),
     }
 }
 
 /// Drops what is beyond the queue's bounds; updates the pending gauge.
+/// A store that trims in chunks ([`TRIM_CHUNK`]) is asked again while it
+/// drops whole chunks, up to this many times per trim.
+const TRIM_CHUNKS_AT_MOST: usize = 1000;
+
 async fn trim(sender: &Sender, hub: &Hub, shutdown: &CancellationToken) {
-    let oldest = now_unix_ms().saturating_sub(sender.max_age.as_millis() as i64);
-    let trimmed = tokio::select! {
-        _ = shutdown.cancelled() => return,
-        trimmed = hub.store().trim_events(oldest, sender.max_pending) => trimmed,
-    };
+    let oldest = now_unix_ms().saturating_sub(millis(sender.max_age));
     let metrics = &hub.metrics().webhook;
-    match trimmed {
-        Ok(t) => {
-            metrics.pending.store(t.pending, Ordering::Relaxed);
-            metrics.dropped.add(WebhookDrop::Expired, t.expired);
-            metrics.dropped.add(WebhookDrop::Overflowed, t.overflowed);
-            if t.expired + t.overflowed > 0 {
-                tracing::warn!(
-                    expired = t.expired,
-                    overflowed = t.overflowed,
-                    pending = t.pending,
-                    "webhook: undelivered events dropped (older than webhooks.max_age, or beyond \
-                     webhooks.max_pending)"
-                );
+    let (mut expired, mut overflowed) = (0, 0);
+    for _ in 0..TRIM_CHUNKS_AT_MOST {
+        let trimmed = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            trimmed = hub.store().trim_events(oldest, sender.max_pending) => trimmed,
+        };
+        let t = match trimmed {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "webhook: cannot trim the queue");
+                break;
             }
+        };
+        metrics.pending.store(t.pending, Ordering::Relaxed);
+        metrics.dropped.add(WebhookDrop::Expired, t.expired);
+        metrics.dropped.add(WebhookDrop::Overflowed, t.overflowed);
+        expired += t.expired;
+        overflowed += t.overflowed;
+        if t.expired < TRIM_CHUNK && t.overflowed < TRIM_CHUNK {
+            break;
         }
-        Err(e) => tracing::warn!(error = %e, "webhook: cannot trim the queue"),
+    }
+    if expired + overflowed > 0 {
+        tracing::warn!(
+            expired,
+            overflowed,
+            pending = metrics.pending.load(Ordering::Relaxed),
+            "webhook: undelivered events dropped (older than webhooks.max_age, or beyond \
+             webhooks.max_pending)"
+        );
     }
 }
 
@@ -309,14 +400,18 @@ pub async fn feed(
     loop {
         let received = if shutdown.is_cancelled() {
             if hub.session_count() == 0 {
-                // The last leaves, then stop.
-                while batch.len() < FEED_BATCH
-                    && let Ok(change) = changes.try_recv()
-                {
-                    batch.push(change);
+                // The last leaves, in batches, then stop.
+                loop {
+                    while batch.len() < FEED_BATCH
+                        && let Ok(change) = changes.try_recv()
+                    {
+                        batch.push(change);
+                    }
+                    if batch.is_empty() {
+                        return;
+                    }
+                    write_changes(&hub, &mut batch, &shutdown).await;
                 }
-                write_changes(&hub, &mut batch, &shutdown).await;
-                return;
             }
             tokio::time::timeout(
                 Duration::from_millis(50),

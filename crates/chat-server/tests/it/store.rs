@@ -962,7 +962,10 @@ async fn the_webhook_queue_captures_leases_settles_and_trims(backend: Backend) {
     let now = chat_util::now_unix_ms();
     assert!(store.claim_events(claim(now)).await.unwrap().is_empty());
 
-    store.set_capture(Capture::MESSAGE.with(Capture::EDIT).with(Capture::JOIN));
+    store
+        .set_capture(Capture::MESSAGE.with(Capture::EDIT).with(Capture::JOIN))
+        .await
+        .unwrap();
     let first = store
         .append(message("q", "ann", "m1", "one"))
         .await
@@ -1054,8 +1057,14 @@ async fn the_webhook_queue_captures_leases_settles_and_trims(backend: Backend) {
     );
 
     let ids: Vec<i64> = events.iter().map(|e| e.queue_id).collect();
+    // A claimer whose lease was another's cannot make the events due.
+    store.settle_events(&[], &ids, now, now + 1).await.unwrap();
+    assert!(
+        store.claim_events(claim(now + 1)).await.unwrap().is_empty(),
+        "still leased: the retry named another lease"
+    );
     store
-        .settle_events(&ids[..3], &ids[3..], now + 60_000)
+        .settle_events(&ids[..3], &ids[3..], now + 60_000, now + 10_000)
         .await
         .unwrap();
     assert!(
@@ -1073,7 +1082,7 @@ async fn the_webhook_queue_captures_leases_settles_and_trims(backend: Backend) {
     assert_eq!(taken_over.len(), 5);
     assert!(taken_over.iter().all(|e| e.attempts == 3));
     let ids: Vec<i64> = taken_over.iter().map(|e| e.queue_id).collect();
-    store.settle_events(&ids, &[], 0).await.unwrap();
+    store.settle_events(&ids, &[], 0, 0).await.unwrap();
     assert!(
         store
             .claim_events(claim(now + 100_000))
@@ -1098,24 +1107,18 @@ async fn the_webhook_queue_captures_leases_settles_and_trims(backend: Backend) {
         })
         .await
         .unwrap();
-    if backend.durable() {
-        let events = store.claim_events(claim(now + 200_000)).await.unwrap();
-        assert_eq!(events.len(), 2);
-        assert_eq!(
-            events[0].what,
-            Queued::Gone {
-                room: room("old"),
-                sequence: old.message.sequence
-            }
-        );
-        assert!(matches!(&events[1].what, Queued::Room(m) if m.message.text == "b"));
-        let ids: Vec<i64> = events.iter().map(|e| e.queue_id).collect();
-        store.settle_events(&ids, &[], 0).await.unwrap();
-    } else {
-        let events = store.claim_events(claim(now + 200_000)).await.unwrap();
-        let ids: Vec<i64> = events.iter().map(|e| e.queue_id).collect();
-        store.settle_events(&ids, &[], 0).await.unwrap();
-    }
+    let events = store.claim_events(claim(now + 200_000)).await.unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(
+        events[0].what,
+        Queued::Gone {
+            room: room("old"),
+            sequence: old.message.sequence
+        }
+    );
+    assert!(matches!(&events[1].what, Queued::Room(m) if m.message.text == "b"));
+    let ids: Vec<i64> = events.iter().map(|e| e.queue_id).collect();
+    store.settle_events(&ids, &[], 0, 0).await.unwrap();
 
     // Bounds: by size (the oldest go), then by age.
     for i in 0..5 {
@@ -1433,7 +1436,7 @@ async fn two_postgres_stores_claim_disjoint_webhook_batches() {
     use store::{Capture, Claim};
     let backend = or_skip!(Backend::postgres().await);
     let (one, two) = (backend.open().await, backend.open().await);
-    one.set_capture(Capture::MESSAGE);
+    one.set_capture(Capture::MESSAGE).await.unwrap();
     for i in 0..40 {
         one.append(message("w", "u", &format!("{i}"), "x"))
             .await

@@ -32,6 +32,9 @@ enum Mode {
     Fail,
     /// Never (the request times out).
     Hang,
+    /// 400 to a request holding an event whose text is `poison`, 200 to
+    /// the others.
+    RefusePoison,
 }
 
 /// What the receiver saw.
@@ -44,6 +47,8 @@ struct Seen {
     requests: BTreeMap<String, u64>,
     /// Requests whose signature or timestamp did not verify.
     forged: u64,
+    /// Requests held unanswered right now.
+    hanging: u64,
 }
 
 /// A webhook receiver on a fixed port, stopped and started again at will.
@@ -63,6 +68,7 @@ impl Receiver {
             events: Vec::new(),
             requests: BTreeMap::new(),
             forged: 0,
+            hanging: 0,
         }));
         let task = tokio::spawn(accept(listener, seen.clone()));
         Receiver {
@@ -167,11 +173,21 @@ async fn serve(mut stream: TcpStream, seen: Arc<Mutex<Seen>>) {
         };
         let status = match mode {
             Mode::Hang => {
-                tokio::time::sleep(Duration::from_secs(60)).await;
+                // Held until the sender gives up and closes the connection.
+                seen.lock().unwrap().hanging += 1;
+                let mut byte = [0u8; 1];
+                let _ = tokio::time::timeout(Duration::from_secs(60), stream.read(&mut byte)).await;
+                seen.lock().unwrap().hanging -= 1;
                 return;
             }
             Mode::Fail => "500 Internal Server Error",
-            Mode::Ok => match verify(&head, &body) {
+            Mode::Ok | Mode::RefusePoison => match verify(&head, &body) {
+                Some(events)
+                    if mode == Mode::RefusePoison
+                        && events.iter().any(|e| e["text"] == "poison") =>
+                {
+                    "400 Bad Request"
+                }
                 Some(events) => {
                     seen.lock().unwrap().events.extend(events);
                     "200 OK"
@@ -389,10 +405,15 @@ async fn every_event_reaches_the_webhook_across_receiver_outages_and_an_instance
     }
     receiver.set(Mode::Hang);
     posted.extend(post_some(&a, 25).await);
+    // Two requests held at once: each instance sends one at a time, so
+    // both have one in flight, a holding its lease.
     let deadline = Instant::now() + WAIT;
-    while receiver.requests(Mode::Hang) < 2 {
-        assert!(Instant::now() < deadline, "no requests while hanging");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    while receiver.seen.lock().unwrap().hanging < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the two instances never both waited"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
     // Instance a is killed with its request in flight (its lease held)
@@ -424,17 +445,18 @@ async fn every_event_reaches_the_webhook_across_receiver_outages_and_an_instance
     );
     let edited = sequences(&events, "w", "message.edited");
     assert_eq!(edited, BTreeSet::from([said.sequence + 1]));
-    let joined: Vec<_> = events
-        .iter()
-        .filter(|e| e["type"] == "member.joined")
-        .collect();
-    assert!(
-        joined
+    for kind in ["member.joined", "member.left"] {
+        let distinct: BTreeSet<&str> = events
             .iter()
-            .all(|e| e["user"]["id"] == "cy" && e["room"] == "w")
-            && !joined.is_empty(),
-        "{joined:?}"
-    );
+            .filter(|e| e["type"] == kind && e["user"]["id"] == "cy" && e["room"] == "w")
+            .map(|e| e["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            distinct.len(),
+            1,
+            "one {kind} for cy's one join: {events:?}"
+        );
+    }
     // Every id names one event: repeats are the same event again.
     let mut by_id: BTreeMap<String, (String, Option<u64>)> = BTreeMap::new();
     for event in &events {
@@ -494,6 +516,55 @@ async fn a_full_queue_drops_its_oldest_events_and_counts_them() {
             sequences(e, "full", "message.created") == (16..=20).collect()
         })
         .await;
+}
+
+/// One event the receiver refuses (400) does not hold the others back:
+/// the refused batch is split until the event goes alone, and after its
+/// third refusal it is dropped and counted; every other event arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_receiver_refuses_is_set_apart_and_dropped_alone() {
+    let receiver = Receiver::start().await;
+    receiver.set(Mode::RefusePoison);
+    let mut c = config();
+    c.admin.token = APP_TOKEN.into();
+    webhook_config(&mut c, &receiver);
+    let server = TestServer::start(c).await;
+    let addr = server.addr().to_string();
+    let mut expected = BTreeSet::new();
+    for i in 0..30 {
+        let key = if i == 10 {
+            "poison".to_string()
+        } else {
+            format!("p{i}")
+        };
+        let sequence = post(&addr, "refused", &key).await;
+        if i != 10 {
+            expected.insert(sequence);
+        }
+    }
+    receiver
+        .wait_for(
+            Duration::from_secs(20),
+            "every event but the refused one",
+            |e| sequences(e, "refused", "message.created") == expected,
+        )
+        .await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let metrics = scrape_metrics(server.addr()).await;
+        if metrics["chat_webhook_events_dropped_total{reason=\"rejected\"}"] == 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the refused event is not dropped: {metrics:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !receiver.events().iter().any(|e| e["text"] == "poison"),
+        "the refused event never counted as delivered"
+    );
 }
 
 /// A server with a secret too short, a URL that is not http(s), or a URL
