@@ -119,11 +119,11 @@ export function assertInOrderOnce(messages, texts) {
   }
 }
 
-/** Saves a screenshot of `page` as `name`.png under the screenshot folder; returns its path. */
-export async function screenshot(page, name) {
+/** Saves a screenshot of `page` as `name`.png under the screenshot folder (`fullPage`: all of it, not the window); returns its path. */
+export async function screenshot(page, name, { fullPage = false } = {}) {
   mkdirSync(screenshotDir, { recursive: true });
   const path = join(screenshotDir, `${name}.png`);
-  await page.screenshot({ path });
+  await page.screenshot({ path, fullPage });
   return path;
 }
 

@@ -57,8 +57,23 @@ pub fn routes(
         .route("/admin/broadcast", post(broadcast))
         .route("/admin/log-level", get(log_level).put(set_log_level))
         .route("/admin/status", get(status))
+        .route("/admin/errors", get(errors))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(admin)
+        // The operator's view: files only, no data (they ask for the
+        // credentials and read the routes above and the server API).
+        .merge(super::web::operator_routes())
+}
+
+/// The process's recent warnings and errors, the newest first.
+async fn errors(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Reply {
+    if let Some(refused) = admin.access.refusal(&headers) {
+        return refused;
+    }
+    (
+        StatusCode::OK,
+        Json(serde_json::json!({ "errors": crate::telemetry::recent::recent() })),
+    )
 }
 
 /// Compares in time independent of where the strings differ.
@@ -223,6 +238,11 @@ async fn status(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Reply {
             "status": ready.status,
             "connections": hub.session_count(),
             "rooms": hub.rooms().len(),
+            "messages_received": hub
+                .metrics()
+                .messages_received
+                .load(std::sync::atomic::Ordering::Relaxed),
+            "messages_delivered": hub.rooms().deliveries(),
             "store": hub.store().name(),
             "backplane": hub.backplane().name(),
             "checks": ready.checks,

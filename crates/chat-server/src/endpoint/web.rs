@@ -5,6 +5,12 @@
 //! needs no Node and no files beside it. The page speaks to `/v1/ws` on
 //! the host that served it (`endpoint::websocket`).
 //!
+//! The operator's view ([`operator_routes`]): `GET /admin/`, with
+//! `operator.js` and `operator.css` (`crates/chat-server/assets/admin/`,
+//! written by hand: no build step). It holds no data; it asks for the
+//! admin credentials and reads the admin and server API endpoints with
+//! them, as any other client of those would.
+//!
 //! Every answer carries a strict `Content-Security-Policy` (scripts,
 //! styles and images from this origin only, no inline code, connections
 //! only to this origin and its `ws://`/`wss://` twin, no framing, no
@@ -57,9 +63,48 @@ const ASSETS: [Asset; 4] = [
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
      base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
+/// The operator's view's files.
+const OPERATOR_ASSETS: [Asset; 5] = [
+    Asset {
+        path: "/admin/",
+        content_type: "text/html; charset=utf-8",
+        body: include_bytes!("../../assets/admin/index.html"),
+    },
+    Asset {
+        path: "/admin",
+        content_type: "text/html; charset=utf-8",
+        body: include_bytes!("../../assets/admin/index.html"),
+    },
+    Asset {
+        path: "/admin/operator.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../assets/admin/operator.js"),
+    },
+    Asset {
+        path: "/admin/operator.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("../../assets/admin/operator.css"),
+    },
+    Asset {
+        path: "/admin/favicon.svg",
+        content_type: "image/svg+xml",
+        body: include_bytes!("../../assets/favicon.svg"),
+    },
+];
+
 /// The page's routes, for the main listener.
 pub fn routes() -> Router {
-    ASSETS.iter().fold(Router::new(), |router, asset| {
+    serve_all(&ASSETS)
+}
+
+/// The operator's view's routes, for wherever the admin endpoints are.
+pub fn operator_routes() -> Router {
+    serve_all(&OPERATOR_ASSETS)
+}
+
+/// A route per file of `assets`.
+fn serve_all(assets: &'static [Asset]) -> Router {
+    assets.iter().fold(Router::new(), |router, asset| {
         let etag = etag(asset.body);
         router.route(
             asset.path,

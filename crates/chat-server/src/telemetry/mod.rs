@@ -3,7 +3,10 @@
 //! is active); the filter comes from `RUST_LOG` when set, else from the
 //! configuration, and can be replaced while the server runs
 //! ([`set_filter`], behind `PUT /admin/log-level`). Traces: see [`trace`].
+//! The last warnings and errors are also kept in memory for the operator's
+//! view ([`recent`]).
 
+pub mod recent;
 pub mod trace;
 
 use crate::config::{LogConfig, LogFormat};
@@ -79,6 +82,9 @@ pub fn init(config: &LogConfig, traces: Option<&trace::Traces>) -> Result<(), Te
     tracing_subscriber::registry()
         .with(lines.with_filter(filter))
         .with(spans)
+        // Its own level: the callsites below WARN stay off unless the log
+        // filter wants them.
+        .with(recent::layer().with_filter(tracing_subscriber::filter::LevelFilter::WARN))
         .try_init()?;
     let _ = FILTER.set(handle);
     if let Some(traces) = traces {

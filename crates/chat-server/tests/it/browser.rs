@@ -3,8 +3,9 @@
 //! downloaded one) against this crate's `chat-server` binary and the `chat`
 //! console client — two pages and a console client in one room, a reload,
 //! a server restart with two pages open, a foreign Origin, a server with
-//! authentication, keyboard only, screenshots under
-//! `target/web-screenshots/`, and the check that the committed page is
+//! authentication, keyboard only, the operator's view (`/admin/`: its
+//! instances, rooms, members, rate, recent errors and broadcast form),
+//! screenshots under `target/web-screenshots/`, and the check that the committed page is
 //! what `web/page` builds. Skipped, saying why, without Node, npm, the
 //! packages (`npm ci` in `web/client`, `web/page`, `web/tests`) or
 //! Chromium, except where `CHAT_TEST_REQUIRE_BROWSER=1` (CI) makes that a

@@ -998,6 +998,7 @@ async fn status_shows_the_other_instances_and_their_connections(backplane: Backp
     let (_one, _e1) = connect(&b.url(), "one").await;
     let (two, _e2) = connect(&b.url(), "two").await;
     two.join("lobby").await.unwrap();
+    two.send("lobby", "counted").await.unwrap();
 
     let deadline = Instant::now() + WAIT;
     let status = loop {
@@ -1013,10 +1014,17 @@ async fn status_shows_the_other_instances_and_their_connections(backplane: Backp
             .iter()
             .find(|i| i["server_id"] == "b")
             .cloned();
-        if b_seen
-            .as_ref()
-            .is_some_and(|i| i["connections"] == 2 && i["rooms"] == 1)
-        {
+        // Its heartbeats carry its readiness and counters (the operator's
+        // view shows them beside its connections and rooms).
+        if b_seen.as_ref().is_some_and(|i| {
+            i["connections"] == 2
+                && i["rooms"] == 1
+                && i["ready"] == true
+                && i["messages_received"] == 1
+                && i["messages_delivered"].as_u64() >= Some(1)
+                && i["backplane_counters"]["published"].as_u64() >= Some(1)
+                && i["backplane_counters"]["publish_failed"].is_u64()
+        }) {
             break status;
         }
         assert!(
