@@ -13,6 +13,8 @@
 "use strict";
 
 const POLL_MS = 2000;
+/** A request without an answer by then is given up. */
+const TIMEOUT_MS = 5000;
 const SAMPLES = 60;
 const TOKEN_KEY = "chat-operator-token";
 
@@ -20,8 +22,10 @@ const $ = (id) => document.getElementById(id);
 
 /** The credentials, kept in this tab only. */
 let token = sessionStorage.getItem(TOKEN_KEY) ?? "";
-/** The poll timer while signed in. */
+/** The next poll while signed in. */
 let timer;
+/** Bumped at each sign-in and sign-out: answers to an older one are dropped. */
+let generation = 0;
 /** Per instance: its last counters and when they were read. */
 const last = new Map();
 /** The cluster's message rate, oldest first. */
@@ -38,6 +42,7 @@ async function call(method, path, body) {
     headers,
     body: body === undefined ? undefined : JSON.stringify(body),
     cache: "no-store",
+    signal: AbortSignal.timeout(TIMEOUT_MS),
   });
   const text = await response.text();
   let json = null;
@@ -77,17 +82,26 @@ function rate(n) {
   return n === undefined ? "–" : n.toFixed(1);
 }
 
-/** Messages and deliveries per second of `id` since its last reading. */
-function rates_of(id, counters, now) {
+/**
+ * Messages and deliveries per second of `id` between its last two
+ * readings. `at` is when the counters were read: now for this instance,
+ * when its heartbeat was heard for the others (their counters change only
+ * with a heartbeat, so a poll that sees the same heartbeat keeps the rate).
+ */
+function rates_of(id, counters, at) {
   if (counters.received === undefined) return {};
   const before = last.get(id);
-  last.set(id, { ...counters, at: now });
-  if (!before || now <= before.at) return {};
-  const seconds = (now - before.at) / 1000;
-  return {
-    received: Math.max(0, counters.received - before.received) / seconds,
-    delivered: Math.max(0, counters.delivered - before.delivered) / seconds,
-  };
+  if (before && Math.abs(at - before.at) < 250) return before.rates;
+  let rates = {};
+  if (before && at > before.at) {
+    const seconds = (at - before.at) / 1000;
+    rates = {
+      received: Math.max(0, counters.received - before.received) / seconds,
+      delivered: Math.max(0, counters.delivered - before.delivered) / seconds,
+    };
+  }
+  last.set(id, { ...counters, at, rates });
+  return rates;
 }
 
 function renderInstances(status) {
@@ -103,6 +117,7 @@ function renderInstances(status) {
       delivered: status.messages_delivered,
       backplane: status.backplane_counters ?? {},
       heard: "this instance",
+      at: now,
     },
     ...status.instances.map((i) => ({
       id: i.server_id,
@@ -114,6 +129,7 @@ function renderInstances(status) {
       delivered: i.messages_delivered,
       backplane: i.backplane_counters ?? {},
       heard: `${(i.last_heard_ms / 1000).toFixed(1)} s ago`,
+      at: now - i.last_heard_ms,
     })),
   ];
   const body = $("instances").tBodies[0];
@@ -122,7 +138,7 @@ function renderInstances(status) {
   let clusterDelivered = 0;
   let known = false;
   for (const i of rows) {
-    const r = rates_of(i.id, { received: i.received, delivered: i.delivered }, now);
+    const r = rates_of(i.id, { received: i.received, delivered: i.delivered }, i.at);
     if (r.received !== undefined) {
       known = true;
       clusterReceived += r.received;
@@ -192,9 +208,10 @@ function renderRooms(answer) {
 
 async function showMembers(room) {
   shownRoom = room;
+  const mine = generation;
   try {
     const answer = await call("GET", `/v1/api/rooms/${encodeURIComponent(room)}/members`);
-    if (shownRoom !== room) return;
+    if (shownRoom !== room || mine !== generation) return;
     $("members-title").textContent = `Members of ${room} (${answer.members.length})`;
     const list = $("members-list");
     list.replaceChildren(
@@ -206,6 +223,7 @@ async function showMembers(room) {
     );
     $("members").hidden = false;
   } catch (e) {
+    if (shownRoom !== room || mine !== generation) return;
     $("members-title").textContent = `Members of ${room}: ${e.message}`;
     $("members-list").replaceChildren();
     $("members").hidden = false;
@@ -225,39 +243,55 @@ function renderErrors(answer) {
   $("errors-empty").hidden = answer.errors.length > 0;
 }
 
+/** One reading of everything; each part shown as soon as it is read, whatever the others do. */
 async function refresh() {
-  try {
-    const [status, rooms, errors] = await Promise.all([
-      call("GET", "/admin/status"),
-      call("GET", "/v1/api/rooms?limit=100"),
-      call("GET", "/admin/errors"),
-    ]);
-    renderInstances(status);
-    renderRooms(rooms);
-    renderErrors(errors);
-    if (shownRoom) showMembers(shownRoom);
-    setState("connected", `Connected to ${status.server_id}`);
-  } catch (e) {
-    if (e.status === 401 || e.status === 403) {
-      signOut(`Refused: ${e.message}`);
-      return;
-    }
-    setState("error", `Cannot read the server: ${e.message}`);
+  const mine = generation;
+  const [status, rooms, errors] = await Promise.allSettled([
+    call("GET", "/admin/status"),
+    call("GET", "/v1/api/rooms?limit=100"),
+    call("GET", "/admin/errors"),
+  ]);
+  if (mine !== generation) return;
+  const refused = [status, rooms, errors].find((r) => r.status === "rejected" && (r.reason.status === 401 || r.reason.status === 403));
+  if (refused) {
+    signOut(`Refused: ${refused.reason.message}`);
+    return;
+  }
+  if (rooms.status === "fulfilled") renderRooms(rooms.value);
+  if (errors.status === "fulfilled") renderErrors(errors.value);
+  if (shownRoom) showMembers(shownRoom);
+  if (status.status === "fulfilled") {
+    renderInstances(status.value);
+    setState("connected", `Connected to ${status.value.server_id}`);
+  } else {
+    setState("error", `Cannot read the server: ${status.reason.message}`);
+  }
+  const failed = [rooms, errors].find((r) => r.status === "rejected");
+  if (failed && status.status === "fulfilled") {
+    setState("error", `Connected to ${status.value.server_id}; partly unreadable: ${failed.reason.message}`);
   }
 }
 
+/** Polls: the next reading starts once this one is done, never two at once. */
+async function poll() {
+  const mine = generation;
+  await refresh();
+  if (mine === generation) timer = setTimeout(poll, POLL_MS);
+}
+
 function signIn() {
+  generation += 1;
   $("signin").hidden = true;
   $("dashboard").hidden = false;
   $("signout").hidden = false;
   setState("connecting", "Connecting…");
-  clearInterval(timer);
-  refresh();
-  timer = setInterval(refresh, POLL_MS);
+  clearTimeout(timer);
+  poll();
 }
 
 function signOut(why) {
-  clearInterval(timer);
+  generation += 1;
+  clearTimeout(timer);
   token = "";
   sessionStorage.removeItem(TOKEN_KEY);
   last.clear();

@@ -143,8 +143,8 @@ label_set! {
         /// A membership change found the in-memory hand-off to the store
         /// full (or the store down at shutdown).
         Busy => "busy",
-        /// The receiver refused it (a 4xx other than 408 and 429) when it
-        /// was sent alone, after 3 attempts or more.
+        /// The receiver refused it (400, 413, 415 or 422) 3 times when it
+        /// was sent alone, while it took other events.
         Rejected => "rejected",
     }
 }

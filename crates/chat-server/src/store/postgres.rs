@@ -1091,6 +1091,17 @@ impl MessageStore for PostgresStore {
                 .execute(&self.pool)
                 .await?
                 .rows_affected();
+            let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_queue")
+                .fetch_one(&self.pool)
+                .await?;
+            let pending = pending.max(0) as u64;
+            if pending <= max_pending {
+                return Ok(Trimmed {
+                    expired,
+                    overflowed: 0,
+                    pending,
+                });
+            }
             // One statement that keeps the newest `max_pending`: instances
             // trimming at once delete the same rows, never twice the excess.
             let overflowed = sqlx::query(
@@ -1101,13 +1112,10 @@ impl MessageStore for PostgresStore {
             .execute(&self.pool)
             .await?
             .rows_affected();
-            let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_queue")
-                .fetch_one(&self.pool)
-                .await?;
             Ok(Trimmed {
                 expired,
                 overflowed,
-                pending: pending.max(0) as u64,
+                pending: pending.saturating_sub(overflowed),
             })
         }
         .boxed()

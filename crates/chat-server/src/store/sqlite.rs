@@ -378,7 +378,7 @@ impl Retaining {
 }
 
 /// Appends `messages` in one transaction; all or nothing. (The new ones
-/// are queued for the webhook by a trigger, migration 0009, when
+/// are queued for the webhook by a trigger, migration 0010, when
 /// `webhook_capture` says so.)
 ///
 /// A lone message is its INSERT alone, in SQLite's implicit transaction:
@@ -586,8 +586,10 @@ async fn trim_events(
     max_pending: u64,
 ) -> Result<Trimmed, StoreError> {
     let expired = sqlx::query(
+        // By time, so the index finds the expired ones (none, usually)
+        // without reading the queue.
         "DELETE FROM webhook_queue WHERE id IN (SELECT id FROM webhook_queue \
-         WHERE created_at_ms < ? ORDER BY id LIMIT ?)",
+         WHERE created_at_ms < ? ORDER BY created_at_ms LIMIT ?)",
     )
     .bind(oldest_ms)
     .bind(TRIM_CHUNK as i64)

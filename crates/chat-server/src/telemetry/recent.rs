@@ -1,8 +1,11 @@
 //! The process's recent warnings and errors, for the operator's view
 //! (`GET /admin/errors`): a layer that keeps the last [`KEPT`] events at
-//! `WARN` or `ERROR` (whatever the log filter lets through to the lines),
-//! each cut to [`MAX_TEXT`] bytes, in memory. It only ever sees what the
-//! log lines would say, and never blocks: a lock held for a push.
+//! `WARN` or `ERROR` from any module, each cut to [`MAX_TEXT`] bytes, in
+//! memory. It has its own level filter, not the log lines' (a module
+//! silenced in the log still shows here, so `log.level = "error"` does not
+//! hide warnings from the operator). It records what a log line would
+//! say (which never holds a secret: they are `Secret`s) and never blocks:
+//! a lock held for a push.
 
 use chat_util::lock;
 use std::collections::VecDeque;

@@ -32,6 +32,7 @@ use bytes::Bytes;
 use chat_util::Secret;
 use chat_util::now_unix_ms;
 use client::Receiver;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -131,8 +132,12 @@ enum Round {
     Failed(Duration),
 }
 
-/// Times the receiver must refuse an event sent alone before it is dropped.
+/// Times the receiver must refuse an event sent alone, while it takes
+/// others, before the event is dropped.
 const REFUSALS_TO_DROP: u32 = 3;
+
+/// Events whose lone refusals a sender remembers at most.
+const REFUSALS_KEPT: usize = 1024;
 
 /// Sends the queue's events until `shutdown`, trimming it every
 /// [`TRIM_EVERY`].
@@ -140,6 +145,7 @@ pub async fn run(mut sender: Sender, hub: Arc<Hub>, shutdown: CancellationToken)
     let mut state = SendState {
         failures: 0,
         batch: sender.batch_max,
+        refusals: HashMap::new(),
     };
     let mut trimmed_at: Option<Instant> = None;
     loop {
@@ -168,22 +174,28 @@ pub async fn run(mut sender: Sender, hub: Arc<Hub>, shutdown: CancellationToken)
 
 /// What the sender carries from one round to the next.
 struct SendState {
-    /// Failed requests (or store calls) in a row: the backoff's exponent.
+    /// Failed requests (or store calls, or lone refusals) in a row: the
+    /// backoff's exponent.
     failures: u32,
-    /// Events to claim next: `batch_max`, halved after each refusal (so a
-    /// batch the receiver refuses for one of its events is split until
-    /// that event goes alone), back to `batch_max` after a success.
+    /// Events to claim next: halved when the receiver refuses a batch (so
+    /// a batch refused for one of its events is split until that event
+    /// goes alone), doubled after each success, up to `batch_max`.
     batch: usize,
+    /// Events the receiver refused alone: how many times, and whether it
+    /// took other events since the first (a receiver that refuses
+    /// everything is not telling about one event).
+    refusals: HashMap<i64, (u32, bool)>,
 }
 
-/// How a request failed, for what comes next.
+/// How a request went, for what comes next.
 enum Outcome {
     /// Delivered (2xx).
     Delivered,
-    /// The receiver refused the events (a 4xx other than 408 and 429): it
+    /// The receiver refused the events themselves (400, 413, 415, 422): it
     /// would refuse them again, so the batch is split.
     Refused(Failure),
-    /// The receiver is down, slow or failing: the batch waits whole.
+    /// The receiver is down, slow, failing or misconfigured (a 5xx, 401,
+    /// 404, …): the batch waits whole.
     Failed(Failure),
 }
 
@@ -208,7 +220,7 @@ async fn send_round(sender: &mut Sender, hub: &Hub, state: &mut SendState) -> Ro
     if events.is_empty() {
         return Round::Idle;
     }
-    let full = events.len() >= sender.batch_max;
+    let full = events.len() >= state.batch;
     let (gone, events): (Vec<QueuedEvent>, Vec<QueuedEvent>) = events
         .into_iter()
         .partition(|e| matches!(e.what, Queued::Gone { .. }));
@@ -219,25 +231,24 @@ async fn send_round(sender: &mut Sender, hub: &Hub, state: &mut SendState) -> Ro
     } else {
         post(sender, hub, &events).await
     };
-    let mut rejected: Option<&QueuedEvent> = None;
+    let mut rejected = None;
+    let mut retry_in = Duration::ZERO;
     let (retry, round) = match &outcome {
         Outcome::Delivered => {
             state.failures = 0;
-            state.batch = sender.batch_max;
+            state.batch = state.batch.saturating_mul(2).min(sender.batch_max);
+            // The receiver takes events: those it refuses alone are its
+            // own refusals now.
+            for (_, took_others) in state.refusals.values_mut() {
+                *took_others = true;
+            }
             done.extend(&ids);
             (Vec::new(), if full { Round::Full } else { Round::Partial })
         }
-        Outcome::Refused(e) if events.len() == 1 && events[0].attempts >= REFUSALS_TO_DROP => {
-            // Refused alone, again and again: only this event is at fault.
-            rejected = Some(&events[0]);
-            tracing::warn!(error = %e, attempts = events[0].attempts,
-                "webhook: the receiver keeps refusing an event; it is dropped");
-            done.extend(&ids);
-            (Vec::new(), Round::Partial)
-        }
-        Outcome::Refused(e) => {
-            // Split: the next claims take the refused batch in halves, so
-            // one refused event cannot hold the others back.
+        Outcome::Refused(e) if events.len() > 1 => {
+            // Split at once: the halves go in the next rounds, so the
+            // events the receiver takes are not held back by the one it
+            // does not.
             state.batch = (events.len() / 2).max(1);
             metrics.failed.fetch_add(1, Ordering::Relaxed);
             metrics
@@ -245,11 +256,42 @@ async fn send_round(sender: &mut Sender, hub: &Hub, state: &mut SendState) -> Ro
                 .fetch_add(ids.len() as u64, Ordering::Relaxed);
             tracing::warn!(error = %e, events = ids.len(), next_batch = state.batch,
                 "webhook: the receiver refused the events; sending them in smaller batches");
-            (ids.clone(), Round::Failed(sender.retry.0))
+            (ids.clone(), Round::Full)
+        }
+        Outcome::Refused(e) => {
+            let id = events[0].queue_id;
+            if state.refusals.len() >= REFUSALS_KEPT && !state.refusals.contains_key(&id) {
+                state.refusals.clear();
+            }
+            let (times, took_others) = state.refusals.entry(id).or_insert((0, false));
+            *times += 1;
+            if *times >= REFUSALS_TO_DROP && *took_others {
+                tracing::warn!(error = %e, queue_id = id, refusals = *times,
+                    "webhook: the receiver keeps refusing an event it was sent alone, while it \
+                     takes others; the event is dropped");
+                state.refusals.remove(&id);
+                rejected = Some(id);
+                done.push(id);
+                (Vec::new(), Round::Partial)
+            } else {
+                // The sender waits (longer while every event is refused);
+                // this event waits longer still, so the next claims take
+                // the others first.
+                state.failures += 1;
+                let wait = sender.backoff(state.failures);
+                retry_in = wait
+                    .saturating_mul(2)
+                    .saturating_add(sender.backoff(*times));
+                metrics.failed.fetch_add(1, Ordering::Relaxed);
+                metrics.retried.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, queue_id = id, refusals = *times, retry_in = ?retry_in,
+                    "webhook: the receiver refused an event sent alone; it stays queued");
+                (ids.clone(), Round::Failed(wait))
+            }
         }
         Outcome::Failed(e) => {
             state.failures += 1;
-            let wait = sender.backoff(state.failures);
+            retry_in = sender.backoff(state.failures);
             metrics.failed.fetch_add(1, Ordering::Relaxed);
             metrics
                 .retried
@@ -258,16 +300,13 @@ async fn send_round(sender: &mut Sender, hub: &Hub, state: &mut SendState) -> Ro
                 error = %e,
                 events = ids.len(),
                 failures = state.failures,
-                retry_in = ?wait,
+                retry_in = ?retry_in,
                 "webhook: delivery failed; the events stay queued"
             );
-            (ids.clone(), Round::Failed(wait))
+            (ids.clone(), Round::Failed(retry_in))
         }
     };
-    let retry_at = now_unix_ms().saturating_add(match round {
-        Round::Failed(wait) => millis(wait),
-        _ => 0,
-    });
+    let retry_at = now_unix_ms().saturating_add(millis(retry_in));
     if let Err(e) = store
         .settle_events(&done, &retry, retry_at, claim.lease_until_ms)
         .await
@@ -288,17 +327,14 @@ async fn send_round(sender: &mut Sender, hub: &Hub, state: &mut SendState) -> Ro
                  (retention, or beyond the memory store's window)");
         }
     }
-    if let Some(event) = rejected {
+    if rejected.is_some() {
         metrics.dropped.inc(WebhookDrop::Rejected);
-        tracing::warn!(
-            queue_id = event.queue_id,
-            "webhook: event dropped, refused by the receiver"
-        );
     } else if matches!(outcome, Outcome::Delivered) {
         let now = now_unix_ms();
         for event in &events {
             let waited = now.saturating_sub(event.queued_at_ms).max(0) as u64;
             metrics.delivery.observe(Duration::from_millis(waited));
+            state.refusals.remove(&event.queue_id);
         }
         metrics
             .sent
@@ -335,13 +371,16 @@ async fn post(sender: &mut Sender, hub: &Hub, events: &[QueuedEvent]) -> Outcome
     hub.metrics().webhook.request.observe(started.elapsed());
     match answer {
         Ok(status) if status.is_success() => Outcome::Delivered,
-        Ok(status)
-            if status.is_client_error()
-                && status != http::StatusCode::REQUEST_TIMEOUT
-                && status != http::StatusCode::TOO_MANY_REQUESTS =>
-        {
-            Outcome::Refused(Failure::Status(status))
-        }
+        // What says "not these events": a bad request, too large, a type
+        // or content it cannot take. Anything else (401 after a secret
+        // rotation, 404 while the receiver is redeployed, 5xx) is about
+        // the receiver, not the events.
+        Ok(
+            status @ (http::StatusCode::BAD_REQUEST
+            | http::StatusCode::PAYLOAD_TOO_LARGE
+            | http::StatusCode::UNSUPPORTED_MEDIA_TYPE
+            | http::StatusCode::UNPROCESSABLE_ENTITY),
+        ) => Outcome::Refused(Failure::Status(status)),
         Ok(status) => Outcome::Failed(Failure::Status(status)),
         Err(e) => Outcome::Failed(e.into()),
     }

@@ -35,6 +35,8 @@ enum Mode {
     /// 400 to a request holding an event whose text is `poison`, 200 to
     /// the others.
     RefusePoison,
+    /// 401 to everything (a receiver whose secret is not the server's).
+    Unauthorized,
 }
 
 /// What the receiver saw.
@@ -49,6 +51,8 @@ struct Seen {
     forged: u64,
     /// Requests held unanswered right now.
     hanging: u64,
+    /// The number of events of each request refused with 400.
+    refused: Vec<usize>,
 }
 
 /// A webhook receiver on a fixed port, stopped and started again at will.
@@ -69,6 +73,7 @@ impl Receiver {
             requests: BTreeMap::new(),
             forged: 0,
             hanging: 0,
+            refused: Vec::new(),
         }));
         let task = tokio::spawn(accept(listener, seen.clone()));
         Receiver {
@@ -181,11 +186,13 @@ async fn serve(mut stream: TcpStream, seen: Arc<Mutex<Seen>>) {
                 return;
             }
             Mode::Fail => "500 Internal Server Error",
+            Mode::Unauthorized => "401 Unauthorized",
             Mode::Ok | Mode::RefusePoison => match verify(&head, &body) {
                 Some(events)
                     if mode == Mode::RefusePoison
                         && events.iter().any(|e| e["text"] == "poison") =>
                 {
+                    seen.lock().unwrap().refused.push(events.len());
                     "400 Bad Request"
                 }
                 Some(events) => {
@@ -519,15 +526,19 @@ async fn a_full_queue_drops_its_oldest_events_and_counts_them() {
 }
 
 /// One event the receiver refuses (400) does not hold the others back:
-/// the refused batch is split until the event goes alone, and after its
-/// third refusal it is dropped and counted; every other event arrives.
+/// the refused batch is split until the event goes alone, and after it is
+/// refused alone 3 times while the others go through, it is dropped and
+/// counted; every other event arrives. A receiver that refuses everything
+/// (401: not the events' fault) before that gets them all later: nothing
+/// is dropped for it, however many attempts the events had.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_the_receiver_refuses_is_set_apart_and_dropped_alone() {
     let receiver = Receiver::start().await;
-    receiver.set(Mode::RefusePoison);
+    receiver.set(Mode::Unauthorized);
     let mut c = config();
     c.admin.token = APP_TOKEN.into();
     webhook_config(&mut c, &receiver);
+    c.webhooks.retry_max = Duration::from_millis(300);
     let server = TestServer::start(c).await;
     let addr = server.addr().to_string();
     let mut expected = BTreeSet::new();
@@ -542,6 +553,19 @@ async fn an_event_the_receiver_refuses_is_set_apart_and_dropped_alone() {
             expected.insert(sequence);
         }
     }
+    let deadline = Instant::now() + WAIT;
+    while receiver.requests(Mode::Unauthorized) < 5 {
+        assert!(Instant::now() < deadline, "no attempts while unauthorized");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rejected = "chat_webhook_events_dropped_total{reason=\"rejected\"}";
+    assert_eq!(
+        scrape_metrics(server.addr()).await[rejected],
+        0.0,
+        "401 drops nothing"
+    );
+
+    receiver.set(Mode::RefusePoison);
     receiver
         .wait_for(
             Duration::from_secs(20),
@@ -549,21 +573,25 @@ async fn an_event_the_receiver_refuses_is_set_apart_and_dropped_alone() {
             |e| sequences(e, "refused", "message.created") == expected,
         )
         .await;
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let metrics = scrape_metrics(server.addr()).await;
-        if metrics["chat_webhook_events_dropped_total{reason=\"rejected\"}"] == 1.0 {
+        if scrape_metrics(server.addr()).await[rejected] == 1.0 {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "the refused event is not dropped: {metrics:?}"
+            "the refused event is not dropped"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let refused = receiver.seen.lock().unwrap().refused.clone();
     assert!(
-        !receiver.events().iter().any(|e| e["text"] == "poison"),
-        "the refused event never counted as delivered"
+        refused.iter().any(|&n| n > 1),
+        "the event was first refused in a batch: {refused:?}"
+    );
+    assert!(
+        refused.iter().filter(|&&n| n == 1).count() >= 3,
+        "then alone, three times: {refused:?}"
     );
 }
 
