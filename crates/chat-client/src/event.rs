@@ -71,9 +71,11 @@ pub enum Event {
     /// malformed, expired, bad signature, wrong issuer or audience, …; not
     /// an unknown key or a `nbf` ahead, which may pass) and it has no way
     /// to get others (no token, or a [`crate::TokenProvider::fixed`] one).
-    /// The last event.
+    /// Also sent when the server ended the session for good
+    /// (`DisconnectNotice.stay_disconnected`: an application's disconnect),
+    /// with the notice's message. The last event.
     Stopped {
-        /// The server's refusal, in words.
+        /// The server's refusal, or the notice's message, in words.
         reason: String,
     },
 }

@@ -8,13 +8,15 @@
 //! server for the run and dropped afterwards.
 //!
 //! Throughput is in appends. All appends go to one room, 64 bytes of text,
-//! distinct client message ids (no duplicates).
+//! distinct client message ids (no duplicates). Each store runs twice:
+//! as is, and `+webhook`, queueing every message for the webhook in the
+//! append's transaction (`webhooks.url` set; nothing sends them here).
 //!
 //! `cargo bench -p chat-server --bench store`
 
 use chat_server::domain::User;
 use chat_server::domain::validate::RoomName;
-use chat_server::store::{self, Kind, MessageStore, NewMessage};
+use chat_server::store::{self, Capture, Kind, MessageStore, NewMessage};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures::future::join_all;
 use std::hint::black_box;
@@ -38,10 +40,22 @@ fn message(room: &RoomName, sender: &User) -> NewMessage {
     }
 }
 
-fn bench_store(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str, url: &str) {
+fn bench_store(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    url: &str,
+    capture: Capture,
+) {
     let store: Arc<dyn MessageStore> = rt
         .block_on(store::open(url))
         .unwrap_or_else(|e| panic!("open {url}: {e}"));
+    rt.block_on(store.set_capture(capture))
+        .expect("set the webhook capture");
+    let name = match capture.is_none() {
+        true => name.to_string(),
+        false => format!("{name}+webhook"),
+    };
     let room = RoomName::parse("bench").unwrap();
     let sender = User {
         user_id: Arc::from("alice"),
@@ -49,7 +63,7 @@ fn bench_store(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str, url:
     };
 
     let mut group = c.benchmark_group(format!("store_append/{name}"));
-    if name != "memory" {
+    if !name.starts_with("memory") {
         // Each one-at-a-time append waits for its own commit (fsync).
         group.sample_size(20);
     }
@@ -151,18 +165,24 @@ fn benches(c: &mut Criterion) {
         .build()
         .unwrap();
 
-    bench_store(c, &rt, "memory", "memory");
+    for capture in [Capture::NONE, Capture::MESSAGE] {
+        bench_store(c, &rt, "memory", "memory", capture);
+    }
 
-    let dir =
-        std::env::temp_dir().join(format!("chat-microbench-{}", uuid::Uuid::new_v4().simple()));
-    let url = format!("sqlite://{}/chat.db", dir.display());
-    bench_store(c, &rt, "sqlite", &url);
-    let _ = std::fs::remove_dir_all(&dir);
+    for capture in [Capture::NONE, Capture::MESSAGE] {
+        let dir =
+            std::env::temp_dir().join(format!("chat-microbench-{}", uuid::Uuid::new_v4().simple()));
+        let url = format!("sqlite://{}/chat.db", dir.display());
+        bench_store(c, &rt, "sqlite", &url, capture);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     if let Ok(admin_url) = std::env::var("CHAT_BENCH_POSTGRES_URL") {
-        let db = rt.block_on(PostgresDb::create(admin_url));
-        bench_store(c, &rt, "postgres", &db.url());
-        rt.block_on(db.drop_database());
+        for capture in [Capture::NONE, Capture::MESSAGE] {
+            let db = rt.block_on(PostgresDb::create(admin_url.clone()));
+            bench_store(c, &rt, "postgres", &db.url(), capture);
+            rt.block_on(db.drop_database());
+        }
     } else {
         eprintln!("store_append/postgres skipped: CHAT_BENCH_POSTGRES_URL is not set");
     }

@@ -47,6 +47,13 @@ export async function run(shared: Shared): Promise<void> {
       shared.events.emit({ type: "stopped", reason: end.reason, closeReason: end.closeReason });
       break;
     }
+    // Ended for good by an application: a person signs in again, the
+    // client does not.
+    if (!shared.closeRequested && end.notice?.stayDisconnected) {
+      shared.setState("stopped");
+      shared.events.emit({ type: "stopped", reason: end.notice.message || end.reason, closeReason: "disconnected" });
+      break;
+    }
     if (shared.closeRequested || !shared.settings.reconnect) break;
     attempt += 1;
     const delayMs = reconnectDelayMs(shared, attempt, end);

@@ -140,13 +140,18 @@ export interface ReconnectingEvent {
 /**
  * The client stopped for good: the server refused its credentials (close
  * code 4401) for a reason the same credentials keep, and it has no way to
- * get others (a fixed token, or a name). The last event.
+ * get others (a fixed token, or a name); or a notice said to stay
+ * disconnected (an application ended the session). The last event.
  */
 export interface StoppedEvent {
   type: "stopped";
-  /** The server's refusal, in words. */
+  /** The server's refusal, or its notice's message, in words. */
   reason: string;
-  /** The refusal's reason as the server gave it (`expired`, `signature`, `name`, …). */
+  /**
+   * The refusal's reason as the server gave it (`expired`, `signature`,
+   * `name`, …), or `disconnected` when a notice said to stay disconnected
+   * (an application ended the session for good).
+   */
   closeReason: string;
 }
 

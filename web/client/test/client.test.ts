@@ -313,6 +313,32 @@ test("a DisconnectNotice is reported and its reconnect_after_ms honoured", async
   assert.ok(reconnecting.delayMs >= 120, `${reconnecting.delayMs}`);
 });
 
+test("a notice that says to stay disconnected stops the client with its message", async () => {
+  const server = new FakeServer();
+  const c = client(server);
+  const events = record(c);
+  const socket = await server.accepted();
+  await c.waitConnected();
+  socket.push({
+    frame: {
+      case: "disconnect",
+      value: create(DisconnectNoticeSchema, {
+        reason: DisconnectReason.DISCONNECTED,
+        message: "your account was suspended",
+        stayDisconnected: true,
+      }),
+    },
+  });
+  socket.serverClose(1000);
+  await until(() => events.some((e) => e.type === "stopped"), "stopped");
+  const stopped = events.find((e) => e.type === "stopped");
+  assert.ok(stopped?.type === "stopped");
+  assert.equal(stopped.reason, "your account was suspended");
+  assert.equal(stopped.closeReason, "disconnected");
+  assert.ok(!events.some((e) => e.type === "reconnecting"), "no reconnect");
+  assert.equal(c.state, "stopped");
+});
+
 test("pings within a third of the idle timeout; a silent server is replaced", async () => {
   const server = new FakeServer();
   const c = client(server, { heartbeatTimeoutMs: 150 });

@@ -109,14 +109,21 @@ export class App {
     }
   }
 
-  /** The server refused the credentials: back to the form, saying why. */
+  /**
+   * The server refused the credentials, or ended the session for good (an
+   * application's disconnect): back to the form, saying why.
+   */
   private refused(reason: string, closeReason: string): void {
     const signIn = this.session?.signIn;
     this.stop();
     forget();
     if (signIn !== undefined) this.fillForm(signIn);
-    const meaning = REFUSALS[closeReason] ?? "the token was refused";
     this.showForm();
+    if (closeReason === "disconnected") {
+      this.say(`Disconnected by the server: ${reason}. Sign in again to continue.`, true);
+      return;
+    }
+    const meaning = REFUSALS[closeReason] ?? "the token was refused";
     this.say(`Sign-in refused (${closeReason || reason}): ${meaning}.`, true);
   }
 

@@ -76,6 +76,16 @@ pub(super) async fn run(inner: Arc<Inner>, events: mpsc::Sender<Event>) {
             let _ = events.send(Event::Stopped { reason: end.reason }).await;
             break;
         }
+        // Ended for good by an application: a person signs in again, the
+        // client does not.
+        if let Some(notice) = end.notice.as_ref().filter(|n| n.stay_disconnected) {
+            let reason = match notice.message.is_empty() {
+                true => end.reason,
+                false => notice.message.clone(),
+            };
+            let _ = events.send(Event::Stopped { reason }).await;
+            break;
+        }
         if inner.close.is_cancelled() || !inner.config.reconnect {
             break;
         }

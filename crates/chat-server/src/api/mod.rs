@@ -254,10 +254,15 @@ impl ServerApi {
 
     /// Ends every session of user `user_id` on every instance, telling
     /// them `reason` (empty: a default text); returns how many ended here.
-    pub async fn disconnect(&self, user_id: &str, reason: &str) -> Result<usize, RequestError> {
+    pub async fn disconnect(
+        &self,
+        user_id: &str,
+        reason: &str,
+        reconnect: bool,
+    ) -> Result<usize, RequestError> {
         user::user_id(user_id)?;
         let reason = valid_reason(reason, "the application ended your session")?;
-        Ok(self.hub.disconnect_user(user_id, reason).await)
+        Ok(self.hub.disconnect_user(user_id, reason, reconnect).await)
     }
 
     /// Takes user `user_id` out of `room` on every instance, telling them

@@ -83,6 +83,10 @@ pub struct DisconnectUser {
     /// What the user is shown.
     #[prost(string, tag = "2")]
     pub reason: String,
+    /// Whether their clients may reconnect on their own (older instances
+    /// leave it false: the notice tells clients to stay disconnected).
+    #[prost(bool, tag = "3")]
+    pub reconnect: bool,
 }
 
 /// A direct conversation, as a control message carries it.

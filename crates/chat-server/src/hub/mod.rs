@@ -36,8 +36,8 @@ use crate::store::{
 };
 use chat_proto::EncodedFrame;
 use chat_proto::v1::{
-    DirectConversation, DisconnectReason, Member, MemberJoined, MemberLeft, MessageEvent,
-    MessageKind, Notification, Reaction, server_frame::Frame,
+    DirectConversation, DisconnectNotice, DisconnectReason, Member, MemberJoined, MemberLeft,
+    MessageEvent, MessageKind, Notification, Reaction, server_frame::Frame,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -295,8 +295,13 @@ impl Hub {
 
     /// Ends the sessions of user `user_id` on this instance with a notice
     /// saying `reason`; returns how many.
-    pub fn disconnect_local(&self, user_id: &str, reason: &str) -> usize {
-        let notice = disconnect_frame(DisconnectReason::Disconnected, reason, 0);
+    pub fn disconnect_local(&self, user_id: &str, reason: &str, reconnect: bool) -> usize {
+        let notice = EncodedFrame::from(Frame::Disconnect(DisconnectNotice {
+            reason: DisconnectReason::Disconnected as i32,
+            message: reason.to_string(),
+            reconnect_after_ms: 0,
+            stay_disconnected: !reconnect,
+        }));
         // Under the shard's lock: no socket is written here.
         self.each_session_of(user_id, |outbox| outbox.disconnect(notice.clone()))
     }
@@ -317,12 +322,14 @@ impl Hub {
     }
 
     /// Ends every session of user `user_id`, on every instance, with a
-    /// notice saying `reason`; returns how many ended here.
-    pub async fn disconnect_user(&self, user_id: &str, reason: &str) -> usize {
-        let ended = self.disconnect_local(user_id, reason);
+    /// notice saying `reason` and whether their clients may `reconnect` on
+    /// their own; returns how many ended here.
+    pub async fn disconnect_user(&self, user_id: &str, reason: &str, reconnect: bool) -> usize {
+        let ended = self.disconnect_local(user_id, reason, reconnect);
         self.publish_control(ControlKind::Disconnect(DisconnectUser {
             user_id: user_id.to_string(),
             reason: reason.to_string(),
+            reconnect,
         }))
         .await;
         ended

@@ -305,6 +305,7 @@ pub fn disconnect_frame(
         reason: reason as i32,
         message: message.to_string(),
         reconnect_after_ms,
+        stay_disconnected: false,
     }))
 }
 

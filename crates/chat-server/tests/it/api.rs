@@ -658,6 +658,7 @@ async fn the_same_calls_over_grpc_with_the_same_answers_and_codes() {
             chat_client::proto::ApiDisconnectRequest {
                 user_id: "alice".into(),
                 reason: "bye".into(),
+                reconnect: false,
             },
             TOKEN,
         ))
@@ -672,8 +673,17 @@ async fn the_same_calls_over_grpc_with_the_same_answers_and_codes() {
     {
         Event::Disconnected {
             notice: Some(n), ..
-        } => assert_eq!(n.message, "bye"),
+        } => assert_eq!((n.message.as_str(), n.stay_disconnected), ("bye", true)),
         other => panic!("{other:?}"),
+    }
+    // Told to stay disconnected, the client stops instead of reconnecting.
+    match expect_event(&mut alice_ev, "the stop", |e| {
+        matches!(e, Event::Stopped { .. } | Event::Reconnecting { .. })
+    })
+    .await
+    {
+        Event::Stopped { reason } => assert_eq!(reason, "bye"),
+        other => panic!("it reconnects: {other:?}"),
     }
     // HTTP and gRPC share the instance's API rate.
     let mut limited = None;

@@ -1366,18 +1366,51 @@ async fn an_application_disconnects_a_users_sessions_everywhere(backplane: Backp
                     chat_client::proto::DisconnectReason::Disconnected as i32
                 );
                 assert_eq!(n.message, "your account is suspended");
+                assert!(n.stay_disconnected, "the API's default: stay disconnected");
             }
             other => panic!("{other:?}"),
+        }
+        // Both of her clients, on both instances, stop instead of
+        // coming back.
+        match expect_event(events, "alice's stop", |e| {
+            matches!(e, Event::Stopped { .. } | Event::Reconnecting { .. })
+        })
+        .await
+        {
+            Event::Stopped { reason } => assert_eq!(reason, "your account is suspended"),
+            other => panic!("alice's client reconnects: {other:?}"),
         }
     }
     expect_no_event(&mut bob_ev, Duration::from_millis(300), |e| {
         matches!(e, Event::Disconnected { .. })
     })
     .await;
-    for server in [a, b] {
+    wait_members(a, "lobby", &["bob"]).await;
+    // With `reconnect`, a nudge: bob's client comes back on its own.
+    let body = Some(r#"{"reason":"new permissions","reconnect":true}"#);
+    let (status, _) = api_call(a, "POST", "/v1/api/users/bob/disconnect", body).await;
+    assert_eq!(status, 200);
+    match expect_event(&mut bob_ev, "bob's notice", |e| {
+        matches!(e, Event::Disconnected { .. })
+    })
+    .await
+    {
+        Event::Disconnected {
+            notice: Some(n), ..
+        } => assert!(!n.stay_disconnected),
+        other => panic!("{other:?}"),
+    }
+    expect_event(&mut bob_ev, "bob back", |e| {
+        matches!(e, Event::Reconnecting { .. })
+    })
+    .await;
+    bob.wait_connected(WAIT).await.unwrap();
+    wait_members(a, "lobby", &["bob"]).await;
+    // Alice's session on each instance, and bob's on b.
+    for (server, ended) in [(a, 1.0), (b, 2.0)] {
         let m = scrape_metrics(server.addr()).await;
         assert_eq!(
-            m[r#"chat_connections_closed_total{reason="disconnected"}"#], 1.0,
+            m[r#"chat_connections_closed_total{reason="disconnected"}"#], ended,
             "{m:?}"
         );
     }

@@ -167,7 +167,7 @@ impl ChatApi for ApiGrpc {
     ) -> Result<Response<ApiDisconnectResult>, Status> {
         let api = &self.api;
         self.answer(ApiCall::Disconnect, request, |r| async move {
-            let ended = api.disconnect(&r.user_id, &r.reason).await?;
+            let ended = api.disconnect(&r.user_id, &r.reason, r.reconnect).await?;
             Ok(ApiDisconnectResult {
                 sessions_here: u32::try_from(ended).unwrap_or(u32::MAX),
             })

@@ -372,13 +372,25 @@ async fn history(
     .await
 }
 
-/// Body of `POST /v1/api/users/{user}/disconnect` and of a removal.
+/// Body of a removal.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReasonBody {
+    /// What the user is shown.
+    #[serde(default)]
+    reason: String,
+}
+
+/// Body of `POST /v1/api/users/{user}/disconnect`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DisconnectBody {
     /// What the user is shown.
     #[serde(default)]
     reason: String,
+    /// Whether their clients may reconnect on their own.
+    #[serde(default)]
+    reconnect: bool,
 }
 
 /// `POST /v1/api/users/{user}/disconnect`: ends every session of the
@@ -392,7 +404,7 @@ async fn disconnect(
     answer(&endpoint, ApiCall::Disconnect, async {
         let Path(user) = user.map_err(|e| invalid(e.body_text()))?;
         let body: DisconnectBody = optional_body(body)?;
-        let ended = api.disconnect(&user, &body.reason).await?;
+        let ended = api.disconnect(&user, &body.reason, body.reconnect).await?;
         Ok(json!({ "user_id": user, "sessions_here": ended }))
     })
     .await
@@ -408,7 +420,7 @@ async fn remove(
     let api = &endpoint.api;
     answer(&endpoint, ApiCall::Remove, async {
         let Path((room, user)) = path.map_err(|e| invalid(e.body_text()))?;
-        let body: DisconnectBody = optional_body(body)?;
+        let body: ReasonBody = optional_body(body)?;
         let told = api.remove(&room, &user, &body.reason).await?;
         Ok(json!({ "room": room, "user_id": user, "sessions_here": told }))
     })
