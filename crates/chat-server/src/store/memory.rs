@@ -333,6 +333,8 @@ impl MessageStore for MemoryStore {
             Some(ban) => bans.insert(key, ban),
             None => bans.remove(&key),
         };
+        // The room's bans that ended go with any change to its bans.
+        bans.retain(|(r, u), b| r != room || u == user || b.until_ms > now);
         ready(Ok(before.is_some_and(|b| b.until_ms > now))).boxed()
     }
 

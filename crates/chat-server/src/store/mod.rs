@@ -352,7 +352,8 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// Bars `user` from `room` under `ban` (replacing a ban there was), or
     /// with `None` lifts it; returns whether a ban was in force before (at
-    /// `ban`'s creation time, or now).
+    /// `ban`'s creation time, or now). The room's other bans that have
+    /// ended by then are deleted (so ended bans do not pile up).
     fn set_ban<'a>(
         &'a self,
         room: &'a RoomName,

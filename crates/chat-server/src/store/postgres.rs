@@ -791,6 +791,13 @@ impl MessageStore for PostgresStore {
                         .await?;
                 }
             }
+            // The room's bans that ended go with any change to its bans.
+            sqlx::query("DELETE FROM bans WHERE room = $1 AND user_id <> $2 AND until_ms <= $3")
+                .bind(room.as_str())
+                .bind(user)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             Ok(before.is_some_and(|until| until > now))
         }

@@ -922,6 +922,18 @@ async fn bans_are_set_replaced_listed_lifted_and_end_on_time(backend: Backend) {
         (found.until_ms, found.reason.as_str()),
         (now + 120_000, "again")
     );
+    // A ban set after bob's ended deletes it: asked about a time when it
+    // was in force, the store no longer has it.
+    let later = Ban {
+        created_at_ms: now + 5_000,
+        ..ban("cat", now + 60_000, "flood")
+    };
+    store.set_ban(&lobby, "cat", Some(later)).await.unwrap();
+    assert_eq!(
+        users(store.bans(&lobby, now).await.unwrap()),
+        ["ann", "cat"],
+        "the ended ban is gone"
+    );
     if backend.durable() {
         drop(store);
         let store = backend.open().await;
