@@ -13,12 +13,13 @@
 //! deadlock) is retried one message at a time, so one message never fails
 //! the others.
 
+use super::queue::queued_from_row;
 use super::{
     Appended, Ban, Capture, CaptureCell, Claim, Conversation, Direction, HISTORY_COLUMNS, Kind,
     MAX_BANS_LISTED, MAX_DIRECT_LISTED, MAX_EMOJIS_PER_MESSAGE, MAX_REACTIONS_PER_USER,
-    MembershipChange, MessageStore, NewMessage, Page, Queued, QueuedEvent, REACTORS_LISTED,
-    ReadState, Retention, SELECT_COLUMNS, StoreError, StoredMessage, Trimmed, UNREAD_COUNT_CAP,
-    ban_from_row, check_change, direct_from_row, direct_users, row_to_message, with_reactions,
+    MembershipChange, MessageStore, NewMessage, Page, QueuedEvent, REACTORS_LISTED, ReadState,
+    Retention, SELECT_COLUMNS, StoreError, StoredMessage, Trimmed, UNREAD_COUNT_CAP, ban_from_row,
+    check_change, direct_from_row, direct_users, row_to_message, with_reactions,
 };
 use crate::domain::User;
 use crate::domain::validate::RoomName;
@@ -143,9 +144,9 @@ static CLAIM: LazyLock<String> = LazyLock::new(|| {
          ), claimed AS ( \
              UPDATE webhook_queue q SET lease_until_ms = $2, attempts = q.attempts + 1 \
              FROM due WHERE q.id = due.id \
-             RETURNING q.id AS q_id, q.room AS q_room, q.sequence AS q_sequence, q.presence, \
-                       q.event_id, q.user_id, q.user_name, q.created_at_ms AS queued_at_ms, \
-                       q.attempts \
+             RETURNING q.id AS q_id, q.room AS q_room, q.sequence AS q_sequence, \
+                       q.presence::bigint AS presence, q.event_id, q.user_id, q.user_name, \
+                       q.created_at_ms AS queued_at_ms, q.attempts::bigint AS attempts \
          ) \
          SELECT c.*, {message_columns} FROM claimed c \
          LEFT JOIN messages m ON c.presence = 0 AND m.room = c.q_room AND m.sequence = c.q_sequence \
@@ -156,40 +157,6 @@ static CLAIM: LazyLock<String> = LazyLock::new(|| {
 /// The `presence` column's value for a join (1) or a leave (2).
 fn presence_code(joined: bool) -> i16 {
     if joined { 1 } else { 2 }
-}
-
-/// A claimed row as a [`QueuedEvent`].
-fn queued_from_row(row: &PgRow) -> Result<QueuedEvent, sqlx::Error> {
-    let room: String = row.try_get("q_room")?;
-    let room = RoomName::parse(&room)
-        .map_err(|e| sqlx::Error::Protocol(format!("queued room {room:?}: {e}")))?;
-    let sequence: i64 = row.try_get("q_sequence")?;
-    let presence: i16 = row.try_get("presence")?;
-    let what = if presence != 0 {
-        Queued::Membership(MembershipChange {
-            event_id: row.try_get("event_id")?,
-            room,
-            user: User {
-                user_id: Arc::from(row.try_get::<String, _>("user_id")?),
-                display_name: Arc::from(row.try_get::<String, _>("user_name")?),
-            },
-            joined: presence == 1,
-            time_unix_ms: row.try_get("queued_at_ms")?,
-        })
-    } else if row.try_get::<Option<String>, _>("id")?.is_some() {
-        Queued::Room(from_history_row(&room, row)?)
-    } else {
-        Queued::Gone {
-            room,
-            sequence: sequence.max(0) as u64,
-        }
-    };
-    Ok(QueuedEvent {
-        queue_id: row.try_get("q_id")?,
-        attempts: row.try_get::<i32, _>("attempts")?.max(0) as u32,
-        queued_at_ms: row.try_get("queued_at_ms")?,
-        what,
-    })
 }
 
 /// [`SELECT_COLUMNS`] after the batch's `ord`.
@@ -1050,7 +1017,7 @@ impl MessageStore for PostgresStore {
                 .fetch_all(&self.pool)
                 .await?;
             rows.iter()
-                .map(queued_from_row)
+                .map(|row| queued_from_row(row, from_history_row))
                 .collect::<Result<_, _>>()
                 .map_err(StoreError::from)
         }

@@ -13,6 +13,8 @@
 
 use super::{Kind, StoredMessage};
 use crate::domain::{RoomName, User};
+use sqlx::{ColumnIndex, Decode, Row, Type};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Which events the store queues for the webhook, as bits.
@@ -163,4 +165,51 @@ pub struct Trimmed {
     pub overflowed: u64,
     /// Events left in the queue.
     pub pending: u64,
+}
+
+/// A claimed row of either SQL store as a [`QueuedEvent`]: the queue's
+/// columns (`q_id`, `q_room`, `q_sequence`, `presence`, `event_id`,
+/// `user_id`, `user_name`, `queued_at_ms`, `attempts`, the integers as
+/// 64-bit) and the message row it names, read by `message` when there is
+/// one.
+pub(super) fn queued_from_row<R>(
+    row: &R,
+    message: impl FnOnce(&RoomName, &R) -> Result<StoredMessage, sqlx::Error>,
+) -> Result<QueuedEvent, sqlx::Error>
+where
+    R: Row,
+    for<'c> &'c str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let room: String = row.try_get("q_room")?;
+    let room = RoomName::parse(&room)
+        .map_err(|e| sqlx::Error::Protocol(format!("queued room {room:?}: {e}")))?;
+    let sequence: i64 = row.try_get("q_sequence")?;
+    let presence: i64 = row.try_get("presence")?;
+    let what = if presence != 0 {
+        Queued::Membership(MembershipChange {
+            event_id: row.try_get("event_id")?,
+            room,
+            user: User {
+                user_id: Arc::from(row.try_get::<String, _>("user_id")?),
+                display_name: Arc::from(row.try_get::<String, _>("user_name")?),
+            },
+            joined: presence == 1,
+            time_unix_ms: row.try_get("queued_at_ms")?,
+        })
+    } else if row.try_get::<Option<String>, _>("id")?.is_some() {
+        Queued::Room(message(&room, row)?)
+    } else {
+        Queued::Gone {
+            room,
+            sequence: sequence.max(0) as u64,
+        }
+    };
+    Ok(QueuedEvent {
+        queue_id: row.try_get("q_id")?,
+        attempts: row.try_get::<i64, _>("attempts")?.clamp(0, u32::MAX.into()) as u32,
+        queued_at_ms: row.try_get("queued_at_ms")?,
+        what,
+    })
 }

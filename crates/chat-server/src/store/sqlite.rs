@@ -8,10 +8,11 @@
 //! The queue is bounded, so a slow disk pushes back on senders instead of
 //! buffering without limit.
 
+use super::queue::queued_from_row;
 use super::{
     Appended, Ban, Capture, Claim, Conversation, Direction, HISTORY_COLUMNS, Kind, MAX_BANS_LISTED,
     MAX_DIRECT_LISTED, MAX_EMOJIS_PER_MESSAGE, MAX_REACTIONS_PER_USER, MembershipChange,
-    MessageStore, NewMessage, Page, Queued, QueuedEvent, REACTORS_LISTED, ReadState, Retention,
+    MessageStore, NewMessage, Page, QueuedEvent, REACTORS_LISTED, ReadState, Retention,
     SELECT_COLUMNS, StoreError, StoredMessage, TRIM_CHUNK, Trimmed, UNREAD_COUNT_CAP, ban_from_row,
     check_change, direct_from_row, direct_users, row_to_message, with_reactions,
 };
@@ -511,41 +512,10 @@ async fn claim_events(
         .bind(serde_json::to_string(&ids).expect("numbers serialize"))
         .fetch_all(&mut *conn)
         .await?;
-    Ok(rows.iter().map(queued_from_row).collect::<Result<_, _>>()?)
-}
-
-/// A claimed row as a [`QueuedEvent`].
-fn queued_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<QueuedEvent, sqlx::Error> {
-    let room: String = row.try_get("q_room")?;
-    let room = RoomName::parse(&room)
-        .map_err(|e| sqlx::Error::Protocol(format!("queued room {room:?}: {e}")))?;
-    let sequence: i64 = row.try_get("q_sequence")?;
-    let presence: i64 = row.try_get("presence")?;
-    let what = if presence != 0 {
-        Queued::Membership(MembershipChange {
-            event_id: row.try_get("event_id")?,
-            room,
-            user: User {
-                user_id: Arc::from(row.try_get::<String, _>("user_id")?),
-                display_name: Arc::from(row.try_get::<String, _>("user_name")?),
-            },
-            joined: presence == 1,
-            time_unix_ms: row.try_get("queued_at_ms")?,
-        })
-    } else if row.try_get::<Option<String>, _>("id")?.is_some() {
-        Queued::Room(from_history_row(&room, row)?)
-    } else {
-        Queued::Gone {
-            room,
-            sequence: sequence.max(0) as u64,
-        }
-    };
-    Ok(QueuedEvent {
-        queue_id: row.try_get("q_id")?,
-        attempts: row.try_get::<i64, _>("attempts")?.clamp(0, u32::MAX.into()) as u32,
-        queued_at_ms: row.try_get("queued_at_ms")?,
-        what,
-    })
+    Ok(rows
+        .iter()
+        .map(|row| queued_from_row(row, from_history_row))
+        .collect::<Result<_, _>>()?)
 }
 
 /// Takes `done` out of the queue; makes `retry` due at `retry_at_ms`,
