@@ -925,18 +925,27 @@ impl Hub {
         Ok(state)
     }
 
-    /// How far `user` has read `room`, or `None` if the store does not
-    /// answer within [`READ_STATE_WAIT`] (a join does not wait longer for
-    /// it).
-    pub async fn read_state(&self, room: &RoomName, user: &User) -> Option<ReadState> {
-        let asked = self.store.read_state(room, &user.user_id);
+    /// What a join needs of the store, in one query: `user`'s read state
+    /// in `room` and the ban on them there, if any. Within
+    /// [`READ_STATE_WAIT`]: a store that does not answer by then gives no
+    /// read state (zeros) and no ban (the join goes ahead unchecked, and
+    /// that is logged).
+    pub async fn join_state(
+        &self,
+        room: &RoomName,
+        user: &User,
+    ) -> (Option<ReadState>, Option<Ban>) {
+        let asked = self.store.join_state(room, &user.user_id, now_unix_ms());
         match tokio::time::timeout(READ_STATE_WAIT, asked).await {
-            Ok(Ok(state)) => Some(state),
+            Ok(Ok((state, ban))) => (Some(state), ban),
             Ok(Err(e)) => {
-                tracing::debug!(%room, error = %e, "read state unavailable");
-                None
+                tracing::warn!(%room, error = %e, "ban check skipped: store");
+                (None, None)
             }
-            Err(_) => None,
+            Err(_) => {
+                tracing::warn!(%room, "ban check skipped: the store did not answer in time");
+                (None, None)
+            }
         }
     }
 }

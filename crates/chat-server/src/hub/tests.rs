@@ -59,6 +59,15 @@ impl MessageStore for ProbeStore {
         self.inner.read_state(room, user)
     }
 
+    fn join_state<'a>(
+        &'a self,
+        room: &'a RoomName,
+        user: &'a str,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<(ReadState, Option<Ban>), StoreError>> {
+        self.inner.join_state(room, user, now_ms)
+    }
+
     fn set_ban<'a>(
         &'a self,
         room: &'a RoomName,

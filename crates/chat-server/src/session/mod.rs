@@ -469,11 +469,8 @@ impl Session {
         }
         // The joiner's read position and unread count (zeros if the store
         // does not answer in time: the join does not wait on it longer),
-        // and a ban, asked together.
-        let (read, ban) = tokio::join!(
-            self.hub.read_state(&room, &self.user),
-            self.hub.ban_of(&room, &self.user)
-        );
+        // and a ban, in one store query.
+        let (read, ban) = self.hub.join_state(&room, &self.user).await;
         if let Some(ban) = ban {
             return Err(RequestError::Banned {
                 room: room.to_string(),

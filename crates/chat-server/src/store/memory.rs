@@ -379,6 +379,24 @@ impl MessageStore for MemoryStore {
         ready(Ok(state)).boxed()
     }
 
+    fn join_state<'a>(
+        &'a self,
+        room: &'a RoomName,
+        user: &'a str,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<(ReadState, Option<Ban>), StoreError>> {
+        let state = self
+            .shard(room)
+            .get(room)
+            .map(|log| log.read_state(user))
+            .unwrap_or_default();
+        let ban = lock(&self.bans)
+            .get(&(room.clone(), user.to_string()))
+            .filter(|b| b.until_ms > now_ms)
+            .cloned();
+        ready(Ok((state, ban))).boxed()
+    }
+
     fn mark_read<'a>(
         &'a self,
         room: &'a RoomName,

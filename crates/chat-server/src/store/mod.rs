@@ -320,6 +320,16 @@ pub trait MessageStore: Send + Sync + 'static {
         operator: bool,
     ) -> BoxFuture<'_, Result<Appended, StoreError>>;
 
+    /// What a join needs of the store, in one query: how far `user` has
+    /// read `room` (as [`MessageStore::read_state`]) and the ban on them
+    /// there in force at `now_ms` (as [`MessageStore::ban`]).
+    fn join_state<'a>(
+        &'a self,
+        room: &'a RoomName,
+        user: &'a str,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<(ReadState, Option<Ban>), StoreError>>;
+
     /// How far `user` has read `room`, and what is unread after it.
     fn read_state<'a>(
         &'a self,
@@ -631,6 +641,28 @@ fn with_reactions(page: &mut [StoredMessage], rows: Vec<ReactionRow>) {
     }
 }
 
+/// A join's row: read position, unread count, and the ban's until, reason
+/// and creation time (absent without a ban in force).
+type JoinStateRow = (i64, i64, Option<i64>, Option<String>, Option<i64>);
+
+/// The read state and ban of `user` from a join's row.
+fn join_state_from_row(
+    user: &str,
+    (read, unread, until, reason, created): JoinStateRow,
+) -> (ReadState, Option<Ban>) {
+    let state = ReadState {
+        read_sequence: read.max(0) as u64,
+        unread: unread.clamp(0, i64::from(UNREAD_COUNT_CAP)) as u32,
+    };
+    let ban = until.map(|until_ms| Ban {
+        user_id: user.to_string(),
+        until_ms,
+        reason: reason.unwrap_or_default(),
+        created_at_ms: created.unwrap_or_default(),
+    });
+    (state, ban)
+}
+
 /// A ban from its row: user id, until, reason, created at.
 fn ban_from_row((user_id, until_ms, reason, created_at_ms): (String, i64, String, i64)) -> Ban {
     Ban {
@@ -707,6 +739,15 @@ impl MessageStore for GatedStore {
         _: &'a str,
     ) -> BoxFuture<'a, Result<ReadState, StoreError>> {
         self.gated(ReadState::default())
+    }
+
+    fn join_state<'a>(
+        &'a self,
+        _: &'a RoomName,
+        _: &'a str,
+        _: i64,
+    ) -> BoxFuture<'a, Result<(ReadState, Option<Ban>), StoreError>> {
+        self.gated((ReadState::default(), None))
     }
 
     fn set_ban<'a>(

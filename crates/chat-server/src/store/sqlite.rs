@@ -10,11 +10,12 @@
 
 use super::queue::queued_from_row;
 use super::{
-    Appended, Ban, Capture, Claim, Conversation, Direction, HISTORY_COLUMNS, Kind, MAX_BANS_LISTED,
-    MAX_DIRECT_LISTED, MAX_EMOJIS_PER_MESSAGE, MAX_REACTIONS_PER_USER, MembershipChange,
-    MessageStore, NewMessage, Page, QueuedEvent, REACTORS_LISTED, ReadState, Retention,
-    SELECT_COLUMNS, StoreError, StoredMessage, TRIM_CHUNK, Trimmed, UNREAD_COUNT_CAP, ban_from_row,
-    check_change, direct_from_row, direct_users, row_to_message, with_reactions,
+    Appended, Ban, Capture, Claim, Conversation, Direction, HISTORY_COLUMNS, JoinStateRow, Kind,
+    MAX_BANS_LISTED, MAX_DIRECT_LISTED, MAX_EMOJIS_PER_MESSAGE, MAX_REACTIONS_PER_USER,
+    MembershipChange, MessageStore, NewMessage, Page, QueuedEvent, REACTORS_LISTED, ReadState,
+    Retention, SELECT_COLUMNS, StoreError, StoredMessage, TRIM_CHUNK, Trimmed, UNREAD_COUNT_CAP,
+    ban_from_row, check_change, direct_from_row, direct_users, join_state_from_row, row_to_message,
+    with_reactions,
 };
 use crate::domain::User;
 use crate::domain::validate::RoomName;
@@ -609,6 +610,20 @@ static READ_STATE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     )
 });
 
+/// [`READ_STATE`] with the user's ban in force at `?3`, if any: a join's
+/// one query.
+static JOIN_STATE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH r AS (SELECT COALESCE((SELECT sequence FROM read_positions \
+                                     WHERE room = ?1 AND user_id = ?2), 0) AS s) \
+         SELECT r.s AS read, (SELECT count(*) FROM (SELECT 1 FROM messages \
+             WHERE room = ?1 AND sequence > r.s AND kind = 0 AND deleted = 0 AND sender_id <> ?2 \
+             LIMIT {UNREAD_COUNT_CAP})) AS unread, \
+             b.until_ms, b.reason, b.created_at_ms \
+         FROM r LEFT JOIN bans b ON b.room = ?1 AND b.user_id = ?2 AND b.until_ms > ?3"
+    )
+});
+
 /// Reads `user`'s state in `room` on `conn` (a reader or the writer).
 async fn read_state<'c, E>(conn: E, room: &RoomName, user: &str) -> Result<ReadState, StoreError>
 where
@@ -1073,6 +1088,24 @@ impl MessageStore for SqliteStore {
         user: &'a str,
     ) -> BoxFuture<'a, Result<ReadState, StoreError>> {
         read_state(&self.readers, room, user).boxed()
+    }
+
+    fn join_state<'a>(
+        &'a self,
+        room: &'a RoomName,
+        user: &'a str,
+        now_ms: i64,
+    ) -> BoxFuture<'a, Result<(ReadState, Option<Ban>), StoreError>> {
+        async move {
+            let row: JoinStateRow = sqlx::query_as(&JOIN_STATE)
+                .bind(room.as_str())
+                .bind(user)
+                .bind(now_ms)
+                .fetch_one(&self.readers)
+                .await?;
+            Ok(join_state_from_row(user, row))
+        }
+        .boxed()
     }
 
     fn mark_read<'a>(

@@ -885,6 +885,35 @@ async fn bans_are_set_replaced_listed_lifted_and_end_on_time(backend: Backend) {
         (now + 60_000, "spam")
     );
     assert!(store.ban(&lobby, "cat", now).await.unwrap().is_none());
+    // A join asks for the read state and the ban in one query.
+    let (state, found) = store.join_state(&lobby, "ann", now).await.unwrap();
+    assert_eq!(state, Default::default());
+    let found = found.expect("in force");
+    assert_eq!(
+        (
+            found.user_id.as_str(),
+            found.until_ms,
+            found.reason.as_str()
+        ),
+        ("ann", now + 60_000, "spam")
+    );
+    assert!(
+        store
+            .join_state(&lobby, "cat", now)
+            .await
+            .unwrap()
+            .1
+            .is_none()
+    );
+    assert!(
+        store
+            .join_state(&lobby, "bob", now + 1_000)
+            .await
+            .unwrap()
+            .1
+            .is_none(),
+        "ended"
+    );
     assert!(
         store
             .ban(&RoomName::parse("dev").unwrap(), "ann", now)
