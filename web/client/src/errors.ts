@@ -17,7 +17,7 @@ export type ClientErrorCode =
   | "DISCONNECTED"
   /** No reply within the request timeout. */
   | "TIMEOUT"
-  /** The client stopped for good: the server refused its credentials. */
+  /** The client stopped for good: the server refused its credentials, or ended the session for good. */
   | "STOPPED"
   /** The client was closed by `close()`. */
   | "CLOSED"

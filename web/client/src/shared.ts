@@ -169,7 +169,7 @@ export class Shared {
 
   /** Why a request cannot go out now, if it cannot. */
   private refusal(): ChatError | undefined {
-    if (this.current === "stopped") return new ChatError("STOPPED", "the server refused the client's credentials");
+    if (this.current === "stopped") return new ChatError("STOPPED", "the client stopped for good (credentials refused, or the session ended by the server)");
     if (this.current === "closed" || this.closeRequested) return new ChatError("CLOSED", "the client is closed");
     if (this.live === undefined) return new ChatError("NOT_CONNECTED", "not connected to the server");
     return undefined;

@@ -24,7 +24,10 @@ export interface ChatHooks {
   connected(welcome: proto.Welcome, first: boolean): void;
   /** Before any session opened, an attempt failed; the library tries again. */
   unreachable(reason: string): void;
-  /** The client stopped for good: the server refused the credentials (close code 4401). */
+  /**
+   * The client stopped for good: the server refused the credentials (close
+   * code 4401), or ended the session for good (`closeReason` "disconnected").
+   */
   stopped(reason: string, closeReason: string): void;
   /** The rooms or the room shown changed (so that a reload reopens them). */
   changed(rooms: string[], current: string | undefined): void;

@@ -72,17 +72,20 @@ pub(super) async fn run(inner: Arc<Inner>, events: mpsc::Sender<Event>) {
                 })
                 .await;
         }
-        if end.hopeless {
-            let _ = events.send(Event::Stopped { reason: end.reason }).await;
+        if inner.close.is_cancelled() {
             break;
         }
-        // Ended for good by an application: a person signs in again, the
-        // client does not.
-        if let Some(notice) = end.notice.as_ref().filter(|n| n.stay_disconnected) {
-            let reason = match notice.message.is_empty() {
-                true => end.reason,
-                false => notice.message.clone(),
-            };
+        // Stopped for good: credentials the server keeps refusing, or a
+        // session an application ended (a person signs in again, the
+        // client does not). Closed from here on: requests fail `Closed`.
+        let stopped = match end.notice.as_ref().filter(|n| n.stay_disconnected) {
+            _ if end.hopeless => Some(end.reason.clone()),
+            Some(notice) if !notice.message.is_empty() => Some(notice.message.clone()),
+            Some(_) => Some(end.reason.clone()),
+            None => None,
+        };
+        if let Some(reason) = stopped {
+            inner.close.cancel();
             let _ = events.send(Event::Stopped { reason }).await;
             break;
         }

@@ -83,10 +83,11 @@ pub struct DisconnectUser {
     /// What the user is shown.
     #[prost(string, tag = "2")]
     pub reason: String,
-    /// Whether their clients may reconnect on their own (older instances
-    /// leave it false: the notice tells clients to stay disconnected).
+    /// Whether their clients are told to stay disconnected. Absent (false)
+    /// from an instance that predates it, whose own clients were told
+    /// nothing and reconnect: the others do the same.
     #[prost(bool, tag = "3")]
-    pub reconnect: bool,
+    pub stay_disconnected: bool,
 }
 
 /// A direct conversation, as a control message carries it.
@@ -305,6 +306,36 @@ mod tests {
         Heartbeat(Heartbeat),
         #[prost(message, tag = "5")]
         Snapshot(PresenceSnapshot),
+    }
+
+    /// A disconnect as an instance from before `stay_disconnected` sent
+    /// it: user and reason only.
+    #[derive(Clone, PartialEq, Message)]
+    struct LegacyDisconnect {
+        #[prost(string, tag = "1")]
+        user_id: String,
+        #[prost(string, tag = "2")]
+        reason: String,
+    }
+
+    /// Review of the kick: an older instance's disconnect (whose own
+    /// clients reconnect) reads as one whose clients may reconnect, so a
+    /// call behaves the same on every instance during an upgrade.
+    #[test]
+    fn an_older_instances_disconnect_lets_clients_reconnect() {
+        let old = LegacyDisconnect {
+            user_id: "ann".into(),
+            reason: "bye".into(),
+        };
+        let read = DisconnectUser::decode(old.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(
+            (
+                read.user_id.as_str(),
+                read.reason.as_str(),
+                read.stay_disconnected
+            ),
+            ("ann", "bye", false)
+        );
     }
 
     /// Review: an instance from before snapshot parts ignores a part

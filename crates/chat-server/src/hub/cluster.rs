@@ -289,7 +289,7 @@ impl Cluster {
             ControlKind::Disconnect(d) => {
                 // Hostile until checked: a user id, and a reason of bounded size.
                 if crate::domain::user::user_id(&d.user_id).is_ok() && valid_reason(&d.reason) {
-                    let ended = hub.disconnect_local(&d.user_id, &d.reason, d.reconnect);
+                    let ended = hub.disconnect_local(&d.user_id, &d.reason, !d.stay_disconnected);
                     tracing::info!(instance = %origin, user = %d.user_id, sessions = ended, "user disconnected by the server API");
                 }
             }

@@ -329,7 +329,7 @@ impl Hub {
         self.publish_control(ControlKind::Disconnect(DisconnectUser {
             user_id: user_id.to_string(),
             reason: reason.to_string(),
-            reconnect,
+            stay_disconnected: !reconnect,
         }))
         .await;
         ended
@@ -926,10 +926,10 @@ impl Hub {
     }
 
     /// What a join needs of the store, in one query: `user`'s read state
-    /// in `room` and the ban on them there, if any. Within
-    /// [`READ_STATE_WAIT`]: a store that does not answer by then gives no
-    /// read state (zeros) and no ban (the join goes ahead unchecked, and
-    /// that is logged).
+    /// in `room` and the ban on them there, if any. A query that fails or
+    /// takes longer than [`READ_STATE_WAIT`] gives no read state (zeros),
+    /// and the ban is then asked alone ([`Hub::ban_of`]: the join goes
+    /// ahead unchecked only if that fails too, logged).
     pub async fn join_state(
         &self,
         room: &RoomName,
@@ -939,13 +939,12 @@ impl Hub {
         match tokio::time::timeout(READ_STATE_WAIT, asked).await {
             Ok(Ok((state, ban))) => (Some(state), ban),
             Ok(Err(e)) => {
-                tracing::warn!(%room, error = %e, "ban check skipped: store");
-                (None, None)
+                tracing::debug!(%room, error = %e, "read state unavailable; the ban alone");
+                (None, self.ban_of(room, user).await)
             }
-            Err(_) => {
-                tracing::warn!(%room, "ban check skipped: the store did not answer in time");
-                (None, None)
-            }
+            // The unread count may be what is slow: the ban alone is a
+            // key lookup, asked on its own before the join goes ahead.
+            Err(_) => (None, self.ban_of(room, user).await),
         }
     }
 }

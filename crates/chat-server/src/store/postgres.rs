@@ -773,13 +773,20 @@ impl MessageStore for PostgresStore {
                         .await?;
                 }
             }
-            // The room's bans that ended go with any change to its bans.
-            sqlx::query("DELETE FROM bans WHERE room = $1 AND user_id <> $2 AND until_ms <= $3")
-                .bind(room.as_str())
-                .bind(user)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            // The room's bans that ended go with any change to its bans;
+            // rows another change holds are left to it (two changes each
+            // holding its own row and waiting for the other's would
+            // deadlock).
+            sqlx::query(
+                "DELETE FROM bans WHERE room = $1 AND user_id IN ( \
+                     SELECT user_id FROM bans WHERE room = $1 AND user_id <> $2 \
+                     AND until_ms <= $3 FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(room.as_str())
+            .bind(user)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
             Ok(before.is_some_and(|until| until > now))
         }

@@ -886,8 +886,19 @@ async fn bans_are_set_replaced_listed_lifted_and_end_on_time(backend: Backend) {
     );
     assert!(store.ban(&lobby, "cat", now).await.unwrap().is_none());
     // A join asks for the read state and the ban in one query.
+    for i in 0..3 {
+        store
+            .append(message("lobby", "zed", &format!("j{i}"), "x"))
+            .await
+            .unwrap();
+    }
+    store.mark_read(&lobby, "ann", 1).await.unwrap();
     let (state, found) = store.join_state(&lobby, "ann", now).await.unwrap();
-    assert_eq!(state, Default::default());
+    assert_eq!(
+        (state.read_sequence, state.unread),
+        (1, 2),
+        "read up to 1, two unread after it"
+    );
     let found = found.expect("in force");
     assert_eq!(
         (

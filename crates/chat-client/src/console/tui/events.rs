@@ -82,7 +82,7 @@ impl App {
             } => self.on_reconnecting(attempt, delay, error),
             Event::Stopped { reason } => {
                 self.broadcast(Kind::Notice(format!(
-                    "stopped: {reason} (a fresh token is needed; /quit to exit)"
+                    "stopped: {reason} (sign in again with a fresh session; /quit to exit)"
                 )));
                 self.conn = Conn::Closed;
             }
