@@ -9,7 +9,10 @@
 //!   (a lease: instances sharing a store take disjoint batches, and a
 //!   batch whose instance died is taken again when its lease ends), POSTs
 //!   them as one signed request ([`payload`], [`sign`], [`client`]), and
-//!   settles them: a 2xx answer takes them out of the queue; anything else
+//!   settles them: a 2xx answer takes them out of the queue; a 400, 413,
+//!   415 or 422 (the events themselves refused) splits the batch in halves
+//!   until the refused event goes alone, behind the others, and drops it
+//!   after 3 lone refusals while the receiver takes others; anything else
 //!   makes them due again after a backoff that doubles with each failure
 //!   in a row, with jitter, up to `webhooks.retry_max`.
 //! - A receiver that is down never holds chat up: nothing on the message
