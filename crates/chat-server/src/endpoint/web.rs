@@ -64,14 +64,9 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
      base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// The operator's view's files.
-const OPERATOR_ASSETS: [Asset; 5] = [
+const OPERATOR_ASSETS: [Asset; 4] = [
     Asset {
         path: "/admin/",
-        content_type: "text/html; charset=utf-8",
-        body: include_bytes!("../../assets/admin/index.html"),
-    },
-    Asset {
-        path: "/admin",
         content_type: "text/html; charset=utf-8",
         body: include_bytes!("../../assets/admin/index.html"),
     },
@@ -99,7 +94,11 @@ pub fn routes() -> Router {
 
 /// The operator's view's routes, for wherever the admin endpoints are.
 pub fn operator_routes() -> Router {
-    serve_all(&OPERATOR_ASSETS)
+    // `/admin` is sent on to the view's one address.
+    serve_all(&OPERATOR_ASSETS).route(
+        "/admin",
+        get(|| async { axum::response::Redirect::permanent("/admin/") }),
+    )
 }
 
 /// A route per file of `assets`.

@@ -376,28 +376,27 @@ async fn change_one(
 }
 
 /// A user's read position and the unread messages after it, counted up to
-/// the cap.
-static READ_STATE: LazyLock<String> = LazyLock::new(|| {
+/// the cap (`$1` room, `$2` user): the query up to its `FROM`.
+static READ_STATE_SELECT: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH r AS (SELECT COALESCE((SELECT sequence FROM read_positions \
                                      WHERE room = $1 AND user_id = $2), 0) AS s) \
          SELECT r.s AS read, (SELECT count(*) FROM (SELECT 1 FROM messages \
              WHERE room = $1 AND sequence > r.s AND kind = 0 AND NOT deleted AND sender_id <> $2 \
-             LIMIT {UNREAD_COUNT_CAP}) unread) AS unread FROM r"
+             LIMIT {UNREAD_COUNT_CAP}) unread) AS unread"
     )
 });
+
+/// A user's read position and unread count.
+static READ_STATE: LazyLock<String> = LazyLock::new(|| format!("{} FROM r", *READ_STATE_SELECT));
 
 /// [`READ_STATE`] with the user's ban in force at `$3`, if any: a join's
 /// one query.
 static JOIN_STATE: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH r AS (SELECT COALESCE((SELECT sequence FROM read_positions \
-                                     WHERE room = $1 AND user_id = $2), 0) AS s) \
-         SELECT r.s AS read, (SELECT count(*) FROM (SELECT 1 FROM messages \
-             WHERE room = $1 AND sequence > r.s AND kind = 0 AND NOT deleted AND sender_id <> $2 \
-             LIMIT {UNREAD_COUNT_CAP}) unread) AS unread, \
-             b.until_ms, b.reason, b.created_at_ms \
-         FROM r LEFT JOIN bans b ON b.room = $1 AND b.user_id = $2 AND b.until_ms > $3"
+        "{}, b.until_ms, b.reason, b.created_at_ms \
+         FROM r LEFT JOIN bans b ON b.room = $1 AND b.user_id = $2 AND b.until_ms > $3",
+        *READ_STATE_SELECT
     )
 });
 
