@@ -2,8 +2,8 @@
 
 use crate::error::ClientError;
 use chat_proto::v1::{
-    DirectConversation, DisconnectNotice, JoinRoomResult, MemberJoined, MemberLeft, MessageEvent,
-    Notification, ReadReceipts, RemovedFromRoom, Typing, Welcome,
+    DirectConversation, DisconnectNotice, JoinRoomResult, MemberJoined, MemberLeft, MembersChanged,
+    MessageEvent, Notification, ReadReceipts, RemovedFromRoom, Typing, Welcome,
 };
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -28,9 +28,15 @@ pub enum Event {
     /// A numbered event in one of the client's rooms: a message, or an
     /// edit or a delete of an earlier one (`kind`, `target_sequence`).
     Message(MessageEvent),
-    /// Someone joined one of the client's rooms.
+    /// Members of one of the client's rooms changed: who joined and who
+    /// left since the room's previous such event (coalesced by the server,
+    /// one per room per tick). Apply as set operations: a user listed that
+    /// the room's list already has (or lacks) changes nothing.
+    MembersChanged(MembersChanged),
+    /// Someone joined one of the client's rooms (from a server older than
+    /// [`Event::MembersChanged`]).
     MemberJoined(MemberJoined),
-    /// Someone left one of the client's rooms.
+    /// Someone left one of the client's rooms (from an older server).
     MemberLeft(MemberLeft),
     /// A server notification.
     Notification(Notification),

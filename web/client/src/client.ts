@@ -26,6 +26,7 @@ import {
   type HistoryResponse,
   type JoinRoomResult,
   type LeaveRoomResult,
+  type ListMembersResult,
   type DirectConversation,
   type MarkReadResult,
   type Member,
@@ -44,6 +45,8 @@ const UNAVAILABLE_PAUSE_MS = 100;
 const NOT_A_MEMBER_PAUSE_MS = 20;
 /** The longest of those pauses. */
 const PAUSE_MAX_MS = 2_000;
+/** The most pages `members` reads (of 1000 members each). */
+const MAX_MEMBER_PAGES = 100;
 
 /** Which page `history` reads, relative to `from`. */
 export interface HistoryOptions {
@@ -275,10 +278,30 @@ export class ChatClient implements AsyncIterable<ChatEvent> {
     if (rejoining !== undefined) await Promise.race([rejoining, this.shared.sleep(Math.max(deadline - Date.now(), 0))]);
   }
 
-  /** The members of `room` (the client must be in it), each user once, sorted by display name. */
+  /**
+   * The members of `room` (the client must be in it), each user once, sorted
+   * by display name: all of them, page after page (at most 100 pages of 1000).
+   */
   async members(room: string): Promise<Member[]> {
-    const request = create(ListMembersRequestSchema, { room });
-    return expect(await this.shared.request({ case: "listMembers", value: request }), "listMembers").members;
+    const members: Member[] = [];
+    let after = "";
+    for (let page = 0; page < MAX_MEMBER_PAGES; page++) {
+      const result = await this.membersPage(room, after, 1000);
+      members.push(...result.members);
+      if (result.nextPage === "") break;
+      after = result.nextPage;
+    }
+    return members;
+  }
+
+  /**
+   * One page of `room`'s members: after `pageAfter` (empty: from the first;
+   * else a previous page's `nextPage`), at most `limit` (0: the server's
+   * default, 100; at most 1000), with the room's member count.
+   */
+  async membersPage(room: string, pageAfter = "", limit = 0): Promise<ListMembersResult> {
+    const request = create(ListMembersRequestSchema, { room, pageAfter, limit });
+    return expect(await this.shared.request({ case: "listMembers", value: request }), "listMembers");
   }
 
   /**

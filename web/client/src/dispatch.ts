@@ -19,6 +19,16 @@ export function dispatch(shared: Shared, frame: ServerFrame): void {
       if (shared.lastSeen.has(f.value.room)) shared.raiseLastSeen(f.value.room, f.value.sequence);
       shared.events.emit({ type: "message", message: f.value });
       return;
+    case "membersChanged":
+      shared.events.emit({
+        type: "membersChanged",
+        room: f.value.room,
+        joined: f.value.joined,
+        left: f.value.left,
+        memberCount: f.value.memberCount,
+      });
+      return;
+    // From a server older than `membersChanged`.
     case "memberJoined":
       shared.events.emit({ type: "memberJoined", room: f.value.room, member: memberOf(f.value.member) });
       return;

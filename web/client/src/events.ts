@@ -41,7 +41,27 @@ export interface MessageReceivedEvent {
   message: MessageEvent;
 }
 
-/** Someone joined one of the client's rooms. */
+/**
+ * Members of one of the client's rooms changed: who joined and who left
+ * since the room's previous such event (the server coalesces a room's
+ * changes, one event per room per tick, about 100 ms). Apply them as set
+ * operations: a user listed that the room's list already has (or lacks)
+ * changes nothing. Once changes stop, the join's list plus these events
+ * equal the room's members.
+ */
+export interface MembersChangedEvent {
+  type: "membersChanged";
+  /** The room. */
+  room: string;
+  /** Users who are members now, by display name. */
+  joined: Member[];
+  /** Users who are not members any more, by display name. */
+  left: Member[];
+  /** How many members the room has now. */
+  memberCount: number;
+}
+
+/** Someone joined one of the client's rooms (from a server older than `membersChanged`). */
 export interface MemberJoinedEvent {
   type: "memberJoined";
   /** The room. */
@@ -50,7 +70,7 @@ export interface MemberJoinedEvent {
   member: Member;
 }
 
-/** Someone left one of the client's rooms. */
+/** Someone left one of the client's rooms (from a server older than `membersChanged`). */
 export interface MemberLeftEvent {
   type: "memberLeft";
   /** The room. */
@@ -160,6 +180,7 @@ export type ChatEvent =
   | ConnectedEvent
   | RejoinedEvent
   | MessageReceivedEvent
+  | MembersChangedEvent
   | MemberJoinedEvent
   | MemberLeftEvent
   | TypingEvent

@@ -11,6 +11,7 @@ export type {
   ConnectedEvent,
   RejoinedEvent,
   MessageReceivedEvent,
+  MembersChangedEvent,
   MemberJoinedEvent,
   MemberLeftEvent,
   TypingEvent,

@@ -121,8 +121,10 @@ export class Chat {
       }),
       c.on("rejoined", (event) => this.onRejoined(event)),
       c.on("message", ({ message }) => this.onMessage(message)),
-      c.on("memberJoined", ({ room, member }) => this.onPresence(room, member, true)),
-      c.on("memberLeft", ({ room, member }) => this.onPresence(room, member, false)),
+      c.on("membersChanged", ({ room, joined, left, memberCount }) => this.onPresence(room, joined, left, memberCount)),
+      // From a server older than membersChanged.
+      c.on("memberJoined", ({ room, member }) => this.onPresence(room, [member], [], 0)),
+      c.on("memberLeft", ({ room, member }) => this.onPresence(room, [], [member], 0)),
       c.on("notification", ({ notification }) => this.notices.add(notification)),
       c.on("readReceipts", ({ room, positions }) => this.onReadReceipts(room, positions)),
       c.on("directOpened", ({ conversation }) => this.onDirect(conversation, false)),
@@ -197,7 +199,7 @@ export class Chat {
       room.note("The server's store of this room was reset; the messages below are what it holds now.");
       if (this.current === room.name) this.messages.show(room);
     }
-    room.setMembers(result.members);
+    room.setMembers(result.members, result.memberCount);
     if (result.latestSequence > room.latest) room.latest = result.latestSequence;
     if (result.backlogIncomplete && result.backlogAfterSequence > room.newest()) {
       room.gaps.push({ after: room.newest(), upTo: result.backlogAfterSequence });
@@ -281,15 +283,18 @@ export class Chat {
     }, MARK_READ_EVERY_MS);
   }
 
-  private onPresence(name: string, member: proto.Member, joined: boolean): void {
+  private onPresence(name: string, joined: proto.Member[], left: proto.Member[], count: number): void {
     const room = this.rooms.get(name);
     if (room === undefined) return;
-    if (joined) room.members.set(member.userId, member);
-    else room.members.delete(member.userId);
-    // The user's own arrival is the join itself: no line for it.
-    const note = member.userId === this.you?.userId ? undefined : room.note(`${member.displayName} ${joined ? "joined" : "left"}`);
+    const changed = room.changeMembers(joined, left, count);
+    // The user's own arrival is the join itself: no line for it. A crowd
+    // arriving at once is one line.
+    const others = (members: proto.Member[]) => members.filter((m) => m.userId !== this.you?.userId).map((m) => m.displayName);
+    const line = (names: string[], verb: string) =>
+      names.length === 0 ? undefined : room.note(`${names.length > 3 ? `${names.slice(0, 3).join(", ")} and ${names.length - 3} others` : names.join(", ")} ${verb}`);
+    const notes = [line(others(changed.joined), "joined"), line(others(changed.left), "left")];
     if (this.current === name) {
-      if (note !== undefined) this.messages.addNote(note);
+      for (const note of notes) if (note !== undefined) this.messages.addNote(note);
       this.members.render(room, this.you);
     }
   }
@@ -380,7 +385,7 @@ export class Chat {
       try {
         const result = await this.client.join(name);
         this.readState(room, result.unreadCount, result.latestSequence);
-        room.setMembers(result.members);
+        room.setMembers(result.members, result.memberCount);
         if (result.latestSequence > room.latest) room.latest = result.latestSequence;
       } catch (error) {
         // Joined already by this client (opening a direct conversation joins it).

@@ -35,8 +35,10 @@ export class Room {
   private readonly bySequence = new Map<bigint, proto.MessageEvent>();
   /** The sequences held, in increasing order. */
   private readonly sequences: bigint[] = [];
-  /** Members by user id, as the last join told and presence events changed since. */
+  /** Members by user id, as the last join told and presence events changed since (a big room's first page and the changes since). */
   readonly members = new Map<string, proto.Member>();
+  /** How many members the room has, as the server last said (at least those in `members`). */
+  memberCount = 0;
   /** Presence lines, in the order they happened. */
   readonly notes: Note[] = [];
   /** Holes left by a resume that could not deliver everything. */
@@ -143,10 +145,24 @@ export class Room {
     this.olderExist = true;
   }
 
-  /** Replaces the member list (a join's answer). */
-  setMembers(members: proto.Member[]): void {
+  /** Replaces the member list (a join's answer: all members, or the first page of `count`). */
+  setMembers(members: proto.Member[], count = 0): void {
     this.members.clear();
     for (const member of members) this.members.set(member.userId, member);
+    this.memberCount = Math.max(count, members.length);
+  }
+
+  /**
+   * Applies a presence change (users who are members now, users who are not,
+   * the room's count); returns the users whose presence it changed here.
+   */
+  changeMembers(joined: proto.Member[], left: proto.Member[], count: number): { joined: proto.Member[]; left: proto.Member[] } {
+    const arrived = joined.filter((m) => !this.members.has(m.userId));
+    const gone = left.filter((m) => this.members.has(m.userId));
+    for (const member of joined) this.members.set(member.userId, member);
+    for (const member of left) this.members.delete(member.userId);
+    this.memberCount = Math.max(count, this.members.size);
+    return { joined: arrived, left: gone };
   }
 
   /** Records a presence line after the latest known message; returns it. */

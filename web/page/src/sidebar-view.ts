@@ -85,13 +85,15 @@ export class MembersView {
   /** Shows `room`'s members (none: no room). */
   render(room: Room | undefined, you: proto.Member | undefined): void {
     const members = room === undefined ? [] : sortedMembers(room);
-    this.count.textContent = room === undefined ? "" : `(${members.length})`;
-    this.list.replaceChildren(
-      ...members.map((member) => {
-        const item = el("li", { attrs: { "data-user": member.userId } }, member.displayName);
-        if (member.userId === you?.userId) item.append(el("span", { className: "you", text: "(you)" }));
-        return item;
-      }),
-    );
+    const count = room === undefined ? 0 : Math.max(room.memberCount, members.length);
+    this.count.textContent = room === undefined ? "" : `(${count})`;
+    const items = members.map((member) => {
+      const item = el("li", { attrs: { "data-user": member.userId } }, member.displayName);
+      if (member.userId === you?.userId) item.append(el("span", { className: "you", text: "(you)" }));
+      return item;
+    });
+    // A big room's join lists its first page only.
+    if (count > members.length) items.push(el("li", { className: "more" }, `and ${count - members.length} more`));
+    this.list.replaceChildren(...items);
   }
 }

@@ -9,9 +9,10 @@ use chat_proto::v1::chat_service_client::ChatServiceClient;
 use chat_proto::v1::{
     DeleteMessageRequest, DirectConversation, EditMessageRequest, ErrorCode, HistoryDirection,
     HistoryRequest, HistoryResponse, JoinRoomRequest, JoinRoomResult, LeaveRoomRequest,
-    LeaveRoomResult, ListDirectRequest, ListMembersRequest, ListRoomsRequest, MarkReadRequest,
-    MarkReadResult, Member, OpenDirectRequest, PingRequest, PongResult, ReactRequest,
-    SendMessageRequest, SendMessageResult, TypingRequest, Welcome, client_frame::Request, reply,
+    LeaveRoomResult, ListDirectRequest, ListMembersRequest, ListMembersResult, ListRoomsRequest,
+    MarkReadRequest, MarkReadResult, Member, OpenDirectRequest, PingRequest, PongResult,
+    ReactRequest, SendMessageRequest, SendMessageResult, TypingRequest, Welcome,
+    client_frame::Request, reply,
 };
 use chat_util::{lock, now_unix_ms};
 use std::sync::atomic::AtomicU64;
@@ -19,6 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+
+/// The most pages [`Client::list_members`] reads (of 1000 members each).
+pub const MAX_MEMBER_PAGES: usize = 100;
 
 /// The first pause before a send refused as UNAVAILABLE is tried again;
 /// it doubles with each refusal.
@@ -332,11 +336,38 @@ impl Client {
         lock(&self.inner.last_seen).get(room).copied()
     }
 
-    /// The members of `room`.
+    /// The members of `room`, all of them (page after page, at most
+    /// [`MAX_MEMBER_PAGES`] of 1000).
     pub async fn list_members(&self, room: &str) -> Result<Vec<Member>, ClientError> {
-        let request = Request::ListMembers(ListMembersRequest { room: room.into() });
+        let mut members = Vec::new();
+        let mut after = String::new();
+        for _ in 0..MAX_MEMBER_PAGES {
+            let page = self.list_members_page(room, &after, 1000).await?;
+            members.extend(page.members);
+            if page.next_page.is_empty() {
+                break;
+            }
+            after = page.next_page;
+        }
+        Ok(members)
+    }
+
+    /// One page of `room`'s members: after `page_after` (empty: from the
+    /// first; else a previous page's `next_page`), at most `limit` (0: the
+    /// server's default, 100; at most 1000).
+    pub async fn list_members_page(
+        &self,
+        room: &str,
+        page_after: &str,
+        limit: u32,
+    ) -> Result<ListMembersResult, ClientError> {
+        let request = Request::ListMembers(ListMembersRequest {
+            room: room.into(),
+            page_after: page_after.into(),
+            limit,
+        });
         match self.inner.request(request).await? {
-            reply::Result::ListMembers(r) => Ok(r.members),
+            reply::Result::ListMembers(r) => Ok(r),
             _ => Err(ClientError::UnexpectedReply),
         }
     }

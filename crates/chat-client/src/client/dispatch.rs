@@ -21,6 +21,7 @@ pub(super) async fn dispatch(inner: &Arc<Inner>, events: &mpsc::Sender<Event>, f
             saw(inner, &m);
             Event::Message(m)
         }
+        Some(Frame::MembersChanged(m)) => Event::MembersChanged(m),
         Some(Frame::MemberJoined(m)) => Event::MemberJoined(m),
         Some(Frame::MemberLeft(m)) => Event::MemberLeft(m),
         Some(Frame::Notification(n)) => Event::Notification(n),

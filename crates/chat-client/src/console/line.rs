@@ -6,7 +6,7 @@ use super::command::{self, Command};
 use super::describe::{names, reason_name};
 use super::own::OwnMessages;
 use chat_client::{Client, ClientError, Event, Events};
-use chat_proto::v1::{HistoryDirection, Member, MessageEvent, MessageKind};
+use chat_proto::v1::{HistoryDirection, JoinRoomResult, Member, MessageEvent, MessageKind};
 use std::collections::VecDeque;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -292,7 +292,7 @@ async fn join(client: &Client, current: &mut Option<String>, room: &str) {
             println!(
                 "joined {} members={} latest={} read={} unread={}",
                 r.room,
-                r.members.len(),
+                member_count(&r),
                 r.latest_sequence,
                 r.read_sequence,
                 r.unread_count
@@ -342,6 +342,12 @@ fn one_line(text: &str) -> String {
         .replace('\r', "\\r")
 }
 
+/// How many members a join reply says its room has (a server older than
+/// member pages sends no count: its list is all of them).
+fn member_count(r: &JoinRoomResult) -> usize {
+    (r.member_count as usize).max(r.members.len())
+}
+
 /// The stable one-line form of an event.
 pub fn format_event(event: &Event) -> String {
     let display = |m: &Option<Member>| {
@@ -356,7 +362,7 @@ pub fn format_event(event: &Event) -> String {
             result: Ok(r),
         } => format!(
             "joined {room} members={} latest={} read={} unread={}{}",
-            r.members.len(),
+            member_count(r),
             r.latest_sequence,
             r.read_sequence,
             r.unread_count,
@@ -407,6 +413,14 @@ pub fn format_event(event: &Event) -> String {
                 one_line(&m.text)
             ),
         },
+        Event::MembersChanged(m) => {
+            let line = |what: &str, member: &Member| {
+                format!("{what} {} {}", m.room, one_line(&member.display_name))
+            };
+            let joined = m.joined.iter().map(|u| line("member-joined", u));
+            let left = m.left.iter().map(|u| line("member-left", u));
+            joined.chain(left).collect::<Vec<_>>().join("\n")
+        }
         Event::MemberJoined(m) => {
             format!("member-joined {} {}", m.room, one_line(&display(&m.member)))
         }

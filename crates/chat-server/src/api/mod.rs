@@ -8,7 +8,7 @@
 use crate::domain::user::{self, BOT_PREFIX, SYSTEM_ID};
 use crate::domain::validate::{self, RoomName};
 use crate::domain::{RequestError, User};
-use crate::hub::{Hub, MAX_DISCONNECT_REASON_BYTES};
+use crate::hub::{Hub, MAX_DISCONNECT_REASON_BYTES, MemberPage, members};
 use crate::limiter::TokenBucket;
 use crate::metrics::{ApiCall, RateLimitedAction};
 use crate::session::history;
@@ -238,9 +238,18 @@ impl ServerApi {
         }
     }
 
-    /// `room`'s members across the cluster, each user once.
-    pub fn members(&self, room: &str) -> Result<Vec<User>, RequestError> {
-        Ok(self.hub.members(&RoomName::parse(room)?))
+    /// A page of `room`'s members across the cluster, each user once:
+    /// after the cursor `page_after` (empty: from the first), at most
+    /// `limit` (0: the default page).
+    pub fn members(
+        &self,
+        room: &str,
+        page_after: &str,
+        limit: usize,
+    ) -> Result<MemberPage, RequestError> {
+        let room = RoomName::parse(room)?;
+        let (after, limit) = members::page_request(page_after, limit)?;
+        Ok(self.hub.member_page(&room, after.as_ref(), limit))
     }
 
     /// One page of `room`'s history, whoever its members are.

@@ -8,7 +8,7 @@ use super::admin::AdminAccess;
 use crate::backplane::BackplaneStats;
 use crate::hub::Hub;
 use crate::limiter::Admission;
-use crate::metrics::{Metrics, WebhookMetrics};
+use crate::metrics::{Family, JoinQuery, Label, Metrics, WebhookMetrics};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -170,6 +170,32 @@ fn messages(out: &mut String, hub: &Hub) {
     );
     counter(
         out,
+        "chat_joins_total",
+        "Joins answered with success on this instance (rejoins included).",
+        load(&hub.metrics().joins),
+    );
+    // A store that reads joins' states in batches counts its statements.
+    let queries = Family::<JoinQuery>::new();
+    for &query in JoinQuery::ALL {
+        queries.add(query, hub.metrics().join_store_queries.get(query));
+    }
+    if let Some(batches) = hub.store().join_batches() {
+        queries.add(JoinQuery::JoinState, batches.count());
+    }
+    queries.render(
+        out,
+        "chat_join_store_queries_total",
+        "query",
+        "Store statements joins issued, by what they asked (a batched statement counts once).",
+    );
+    counter(
+        out,
+        "chat_presence_frames_total",
+        "Presence frames (MembersChanged: a room's joins and leaves of one tick) queued for this instance's connections.",
+        load(&hub.metrics().presence_frames),
+    );
+    counter(
+        out,
         "chat_messages_delivered_total",
         "Message frames queued for this instance's connections.",
         hub.rooms().deliveries(),
@@ -271,6 +297,13 @@ fn store(out: &mut String, hub: &Hub) {
             out,
             "chat_store_batch_messages",
             "Messages written per store commit or statement (group commit).",
+        );
+    }
+    if let Some(batches) = hub.store().join_batches() {
+        batches.render(
+            out,
+            "chat_store_join_batch_joins",
+            "Joins whose read states and bans one store statement read.",
         );
     }
 }

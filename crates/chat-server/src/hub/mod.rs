@@ -3,6 +3,7 @@
 //! out locally as one shared encoding.
 
 pub mod cluster;
+pub mod members;
 pub mod notifier;
 mod outbox;
 pub mod presence;
@@ -22,6 +23,7 @@ use crate::backplane::control::{
 use crate::telemetry::trace::{self, TraceParent};
 use chat_util::lock;
 use chat_util::now_unix_ms;
+pub use presence::{MemberCursor, MemberPage};
 use presence::{Presence, Transition};
 use tracing::Instrument;
 
@@ -30,14 +32,15 @@ use crate::config::Limits;
 use crate::domain::RequestError;
 use crate::domain::User;
 use crate::domain::validate::RoomName;
+use crate::metrics::JoinQuery;
 use crate::store::{
     Ban, Capture, Conversation, Direction, Kind, MembershipChange, MessageStore, NewMessage, Page,
     ReadState, StoreError, StoredMessage,
 };
 use chat_proto::EncodedFrame;
 use chat_proto::v1::{
-    DirectConversation, DisconnectNotice, DisconnectReason, Member, MemberJoined, MemberLeft,
-    MessageEvent, MessageKind, Notification, Reaction, server_frame::Frame,
+    DirectConversation, DisconnectNotice, DisconnectReason, Member, MessageEvent, MessageKind,
+    Notification, Reaction, server_frame::Frame,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -451,7 +454,7 @@ impl Hub {
         user: &User,
         outbox: Outbox,
         since: Option<u64>,
-        reply: impl FnOnce(&[User], &JoinInfo) -> EncodedFrame,
+        reply: impl FnOnce(&MemberPage, &JoinInfo) -> EncodedFrame,
     ) -> Result<(), RequestError> {
         let unavailable = |what: &str, e: String| {
             tracing::warn!(%room, error = %e, "join failed: {what}");
@@ -477,11 +480,13 @@ impl Hub {
         };
         let latest = match served {
             Some(delivered) if since.is_none_or(|s| s <= delivered) => delivered,
-            _ => self
-                .store
-                .latest_sequence(room)
-                .await
-                .map_err(|e| unavailable("store", e.to_string()))?,
+            _ => {
+                self.count_join_query(JoinQuery::LatestSequence);
+                self.store
+                    .latest_sequence(room)
+                    .await
+                    .map_err(|e| unavailable("store", e.to_string()))?
+            }
         };
         // The client saw messages the store does not have: the room's
         // numbering went back (a store that restarted empty, a database
@@ -522,7 +527,8 @@ impl Hub {
             let mut presence = lock(&self.presence);
             let change = presence.local_join(room, user);
             let mut first = Vec::with_capacity(backlog.len() + 1);
-            first.push(reply(&presence.members(room), &info));
+            let page = presence.member_page(room, None, members::JOIN_PAGE);
+            first.push(reply(&page, &info));
             first.extend(backlog);
             // A client resuming from beyond what this instance delivered
             // (it saw more elsewhere) must not get those messages again.
@@ -534,7 +540,7 @@ impl Hub {
             };
             self.rooms.finish_join(room, conn, first, seen);
             if change.transition {
-                self.emit(&Transition::Joined(room.clone(), user.clone()));
+                presence.note(&Transition::Joined(room.clone(), user.clone()));
                 // This instance made the user a member: it tells the webhook.
                 if change.edge {
                     self.feed_membership(room, user, true);
@@ -545,7 +551,13 @@ impl Hub {
         if change.edge {
             self.publish_presence(room, user, true).await;
         }
+        self.metrics.joins.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Counts a store statement a join issued.
+    fn count_join_query(&self, query: JoinQuery) {
+        self.metrics.join_store_queries.inc(query);
     }
 
     /// The messages a resuming joiner missed: those after `since` up to
@@ -576,6 +588,7 @@ impl Hub {
         let messages = if page.limit == 0 {
             Vec::new()
         } else {
+            self.count_join_query(JoinQuery::Backlog);
             self.store.history(room, page).await.map_err(|e| {
                 tracing::warn!(%room, error = %e, "resume failed: store");
                 RequestError::Unavailable(e.to_string())
@@ -608,7 +621,7 @@ impl Hub {
             let mut presence = lock(&self.presence);
             let change = presence.local_leave(room, &user.user_id);
             if change.transition {
-                self.emit(&Transition::Left(room.clone(), user.clone()));
+                presence.note(&Transition::Left(room.clone(), user.clone()));
                 if change.edge {
                     self.feed_membership(room, user, false);
                 }
@@ -624,9 +637,21 @@ impl Hub {
         true
     }
 
-    /// The room's members across the cluster, each user once.
+    /// The room's members across the cluster, each user once, all of them
+    /// (for tests and checks; clients and the API read pages).
     pub fn members(&self, room: &RoomName) -> Vec<User> {
         lock(&self.presence).members(room)
+    }
+
+    /// A page of the room's members across the cluster, each user once:
+    /// those after `after` (from the first when `None`), at most `limit`.
+    pub fn member_page(
+        &self,
+        room: &RoomName,
+        after: Option<&MemberCursor>,
+        limit: usize,
+    ) -> MemberPage {
+        lock(&self.presence).member_page(room, after, limit)
     }
 
     /// Rooms with members across the cluster, by name after `after`, the
@@ -635,8 +660,9 @@ impl Hub {
         lock(&self.presence).room_counts(after, limit)
     }
 
-    /// Applies `change` to the presence table and tells local members about
-    /// every resulting transition, in order.
+    /// Applies `change` to the presence table and notes every resulting
+    /// transition for the next presence tick ([`members::run`] tells local
+    /// members).
     pub fn update_presence<T>(
         &self,
         change: impl FnOnce(&mut Presence) -> (T, Vec<Transition>),
@@ -644,7 +670,7 @@ impl Hub {
         let mut presence = lock(&self.presence);
         let (result, transitions) = change(&mut presence);
         for t in &transitions {
-            self.emit(t);
+            presence.note(t);
         }
         result
     }
@@ -652,35 +678,6 @@ impl Hub {
     /// Every (room, user) with a connection here, for snapshots.
     pub fn local_presence(&self) -> Vec<(RoomName, User)> {
         lock(&self.presence).local_entries()
-    }
-
-    /// Queues a presence event for this instance's members of its room.
-    fn emit(&self, transition: &Transition) {
-        let (room, frame) = match transition {
-            Transition::Joined(room, user) => (
-                room,
-                Frame::MemberJoined(MemberJoined {
-                    room: room.to_string(),
-                    member: Some(member(user)),
-                }),
-            ),
-            Transition::Left(room, user) => (
-                room,
-                Frame::MemberLeft(MemberLeft {
-                    room: room.to_string(),
-                    member: Some(member(user)),
-                }),
-            ),
-        };
-        // Under the presence lock: no socket is written here.
-        self.rooms.deliver_queued(&RoomFrame {
-            room: room.clone(),
-            sequence: None,
-            frame: EncodedFrame::from(frame),
-            acked_at_unix_us: 0,
-            trace: None,
-            typing: None,
-        });
     }
 
     /// Tells the other instances that `user` arrived in or left `room` here.
@@ -935,6 +932,10 @@ impl Hub {
         room: &RoomName,
         user: &User,
     ) -> (Option<ReadState>, Option<Ban>) {
+        // A store that batches them counts its statements itself.
+        if self.store.join_batches().is_none() {
+            self.count_join_query(JoinQuery::JoinState);
+        }
         let asked = self.store.join_state(room, &user.user_id, now_unix_ms());
         match tokio::time::timeout(READ_STATE_WAIT, asked).await {
             Ok(Ok((state, ban))) => (Some(state), ban),

@@ -35,6 +35,89 @@ pub struct Presence {
     /// The (room, user) pairs with a connection here, as heartbeats carry
     /// them: the others compare it with what they believe.
     local_digest: Digest,
+    /// Users whose membership changed since the last presence tick, per
+    /// room (kept with their names: one who left is no longer in `rooms`).
+    /// The tick tells each room's members once ([`Presence::take_changes`]),
+    /// so a burst of joins costs each member one frame, not one per joiner.
+    changed: HashMap<RoomName, HashMap<Arc<str>, User>>,
+}
+
+/// A room's membership changes since the last presence tick, each changed
+/// user's state as of now.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RoomChanges {
+    /// The room.
+    pub room: RoomName,
+    /// Changed users who are members now, by display name.
+    pub joined: Vec<User>,
+    /// Changed users who are not, by display name.
+    pub left: Vec<User>,
+    /// How many members the room has now.
+    pub count: usize,
+}
+
+/// Where a page of members starts: after this (display name, user id).
+/// On the wire an opaque string: the two joined by a control character
+/// no display name holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberCursor {
+    /// The last listed member's display name.
+    display_name: String,
+    /// And user id.
+    user_id: String,
+}
+
+/// The separator of a [`MemberCursor`]'s two parts (display names hold no
+/// control character, so the first one splits them).
+const CURSOR_SEPARATOR: char = '\u{1f}';
+/// The longest cursor accepted, in bytes: a display name and a user id.
+const MAX_CURSOR_BYTES: usize = 512;
+
+impl MemberCursor {
+    /// The cursor after `user`.
+    pub fn after(user: &User) -> MemberCursor {
+        MemberCursor {
+            display_name: user.display_name.to_string(),
+            user_id: user.user_id.to_string(),
+        }
+    }
+
+    /// Reads a cursor a client sent back; `None` if it is not one.
+    pub fn parse(text: &str) -> Option<MemberCursor> {
+        if text.len() > MAX_CURSOR_BYTES {
+            return None;
+        }
+        let (name, id) = text.split_once(CURSOR_SEPARATOR)?;
+        Some(MemberCursor {
+            display_name: name.to_string(),
+            user_id: id.to_string(),
+        })
+    }
+
+    /// The opaque string a client sends back.
+    pub fn encode(&self) -> String {
+        format!("{}{CURSOR_SEPARATOR}{}", self.display_name, self.user_id)
+    }
+
+    fn is_before(&self, user: &User) -> bool {
+        (self.display_name.as_str(), self.user_id.as_str()) < (&*user.display_name, &*user.user_id)
+    }
+}
+
+/// One page of a room's members.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct MemberPage {
+    /// The members, by display name then user id.
+    pub members: Vec<User>,
+    /// Where the next page starts, if there are more.
+    pub next: Option<MemberCursor>,
+    /// How many members the room has.
+    pub count: usize,
+}
+
+/// Orders users as member lists show them: by display name, then id.
+fn by_name(a: &User, b: &User) -> std::cmp::Ordering {
+    (&a.display_name, &a.user_id).cmp(&(&b.display_name, &b.user_id))
 }
 
 /// An order-independent summary of a set of (room, user id) pairs: their
@@ -187,8 +270,82 @@ impl Presence {
                     .collect()
             })
             .unwrap_or_default();
-        members.sort_by(|a, b| (&a.display_name, &a.user_id).cmp(&(&b.display_name, &b.user_id)));
+        members.sort_by(by_name);
         members
+    }
+
+    /// The room's members after `after` (from the first when `None`), at
+    /// most `limit` of them (at least 1), in list order, and how many it
+    /// has. O(members) to select, O(`limit` log `limit`) to sort: a page
+    /// of a big room does not sort the whole room.
+    pub fn member_page(
+        &self,
+        room: &RoomName,
+        after: Option<&MemberCursor>,
+        limit: usize,
+    ) -> MemberPage {
+        let limit = limit.max(1);
+        let Some(users) = self.rooms.get(room) else {
+            return MemberPage::default();
+        };
+        let mut members: Vec<User> = users
+            .values()
+            .filter(|u| u.present() && after.is_none_or(|c| c.is_before(&u.user)))
+            .map(|u| u.user.clone())
+            .collect();
+        let more = members.len() > limit;
+        if more {
+            members.select_nth_unstable_by(limit, by_name);
+            members.truncate(limit);
+        }
+        members.sort_unstable_by(by_name);
+        let next = match more {
+            true => members.last().map(MemberCursor::after),
+            false => None,
+        };
+        MemberPage {
+            members,
+            next,
+            count: self.count(room),
+        }
+    }
+
+    /// Notes `transition` for the next presence tick.
+    pub fn note(&mut self, transition: &Transition) {
+        let (Transition::Joined(room, user) | Transition::Left(room, user)) = transition;
+        self.changed
+            .entry(room.clone())
+            .or_default()
+            .insert(user.user_id.clone(), user.clone());
+    }
+
+    /// Every room's changes since the last call, each changed user as they
+    /// are now (a user who joined and left in between is listed as left:
+    /// a member that saw them join learns they are gone, one that did not
+    /// drops nothing it has).
+    pub fn take_changes(&mut self) -> Vec<RoomChanges> {
+        let changed = std::mem::take(&mut self.changed);
+        changed
+            .into_iter()
+            .map(|(room, users)| {
+                let present = self.rooms.get(&room);
+                let (mut joined, mut left): (Vec<User>, Vec<User>) =
+                    users.into_values().partition(|u| {
+                        present
+                            .and_then(|p| p.get(&u.user_id))
+                            .is_some_and(UserEntry::present)
+                    });
+                joined.sort_unstable_by(by_name);
+                left.sort_unstable_by(by_name);
+                let count = self.count(&room);
+                RoomChanges {
+                    room,
+                    joined,
+                    left,
+                    count,
+                }
+            })
+            .collect()
     }
 
     /// The rooms with a member anywhere, named after `after` (all when
@@ -705,5 +862,82 @@ mod tests {
             pair_hash(&room("alice"), "lobby")
         );
         assert_eq!(pair_hash(&room("lobby"), "alice"), 0xb898_faff_9900_a60a);
+    }
+
+    #[test]
+    fn member_pages_cover_a_room_once_in_order_whatever_joins_between_them() {
+        let mut p = Presence::default();
+        let lobby = room("lobby");
+        for i in (0..250).rev() {
+            p.local_join(&lobby, &user(&format!("u{i:03}")));
+        }
+        let first = p.member_page(&lobby, None, 100);
+        assert_eq!((first.members.len(), first.count), (100, 250));
+        assert_eq!(&*first.members[0].user_id, "u000");
+        // A member before the cursor arrives, and one after it leaves:
+        // the next pages neither repeat nor skip those who stayed.
+        p.local_join(&lobby, &user("a-newcomer"));
+        p.local_leave(&lobby, "u200");
+        let cursor = MemberCursor::parse(&first.next.unwrap().encode()).unwrap();
+        let second = p.member_page(&lobby, Some(&cursor), 100);
+        let third = p.member_page(&lobby, second.next.as_ref(), 100);
+        assert!(third.next.is_none(), "the last page says so");
+        let listed: Vec<String> = [first.members, second.members, third.members]
+            .concat()
+            .iter()
+            .map(|u| u.user_id.to_string())
+            .collect();
+        let stayed: Vec<String> = (0..250)
+            .filter(|i| *i != 200)
+            .map(|i| format!("u{i:03}"))
+            .collect();
+        assert_eq!(listed, stayed);
+        assert!(MemberCursor::parse("no separator").is_none());
+        assert!(
+            MemberCursor::parse(&"x\u{1f}".repeat(300)).is_none(),
+            "too long"
+        );
+    }
+
+    #[test]
+    fn changes_are_gathered_per_room_as_each_user_is_at_the_tick() {
+        let mut p = Presence::default();
+        let (lobby, dev) = (room("lobby"), room("dev"));
+        let joined = |p: &mut Presence, r: &RoomName, u: &str| {
+            if p.local_join(r, &user(u)).transition {
+                p.note(&Transition::Joined(r.clone(), user(u)));
+            }
+        };
+        let left = |p: &mut Presence, r: &RoomName, u: &str| {
+            if p.local_leave(r, u).transition {
+                p.note(&Transition::Left(r.clone(), user(u)));
+            }
+        };
+        joined(&mut p, &lobby, "ann");
+        joined(&mut p, &lobby, "bob");
+        joined(&mut p, &lobby, "cat");
+        left(&mut p, &lobby, "cat");
+        joined(&mut p, &dev, "ann");
+        let mut changes = p.take_changes();
+        changes.sort_by(|a, b| a.room.as_str().cmp(b.room.as_str()));
+        let names = |users: &[User]| {
+            users
+                .iter()
+                .map(|u| u.user_id.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(changes.len(), 2, "one entry per room");
+        assert_eq!(
+            (names(&changes[0].joined), changes[0].count),
+            (vec!["ann".to_string()], 1)
+        );
+        assert_eq!(names(&changes[1].joined), ["ann", "bob"]);
+        assert_eq!(
+            names(&changes[1].left),
+            ["cat"],
+            "joined and left within the tick: gone"
+        );
+        assert_eq!(changes[1].count, 2);
+        assert!(p.take_changes().is_empty(), "taking empties");
     }
 }

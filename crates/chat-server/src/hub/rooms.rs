@@ -106,8 +106,14 @@ struct Joining {
 
 impl RoomState {
     /// Queues `frame` (message `sequence`, if it is one) for every member
-    /// that does not have it, and for joiners to receive later.
-    fn fan_out(&mut self, sequence: Option<u64>, frame: &EncodedFrame, writes: &mut Deferred) {
+    /// that does not have it, and for joiners to receive later; returns
+    /// how many members it was queued for.
+    fn fan_out(
+        &mut self,
+        sequence: Option<u64>,
+        frame: &EncodedFrame,
+        writes: &mut Deferred,
+    ) -> u64 {
         let mut queued = 0;
         writes.reserve(self.recipients.len());
         for r in &self.recipients {
@@ -126,6 +132,7 @@ impl RoomState {
                 joining.outbox.push_overflowed();
             }
         }
+        queued
     }
 
     /// Tells the members who is typing now (`room`'s board's event), each
@@ -415,34 +422,38 @@ impl Rooms {
 impl Rooms {
     /// [`FrameSink::deliver`] for a caller holding a lock many wait on
     /// (presence's): nothing is written to a socket here, every recipient's
-    /// task writes its own.
-    pub fn deliver_queued(&self, frame: &RoomFrame) {
-        self.deliver_with(frame, Deferred::none());
+    /// task writes its own. Returns how many members an unnumbered frame
+    /// was queued for (0 for a message).
+    pub fn deliver_queued(&self, frame: &RoomFrame) -> u64 {
+        self.deliver_with(frame, Deferred::none())
     }
 
     /// Hands `frame` to the room's local connections; `writes` writes to
-    /// their sockets once the room's lock is released.
-    fn deliver_with(&self, frame: &RoomFrame, mut writes: Deferred) {
+    /// their sockets once the room's lock is released. Returns how many
+    /// members an unnumbered frame was queued for (0 for a message).
+    fn deliver_with(&self, frame: &RoomFrame, mut writes: Deferred) -> u64 {
         if frame.frame.0.is_empty() {
             // A typing announcement alone.
             if let Some(note) = &frame.typing {
                 self.note_typing(&frame.room, note, writes);
             }
-            return;
+            return 0;
         }
         let Some(room) = self.get(&frame.room) else {
-            return;
+            return 0;
         };
         let _traced = frame
             .trace
             .map(|_| crate::telemetry::trace::fanout_span(&frame.room).entered());
-        let gap = {
+        let (gap, queued) = {
             let mut state = lock(&room.state);
             match frame.sequence {
-                Some(sequence) if self.ordered => state.offer(sequence, &frame.frame, &mut writes),
+                Some(sequence) if self.ordered => {
+                    (state.offer(sequence, &frame.frame, &mut writes), 0)
+                }
                 sequence => {
-                    state.fan_out(sequence, &frame.frame, &mut writes);
-                    false
+                    let queued = state.fan_out(sequence, &frame.frame, &mut writes);
+                    (false, queued * u64::from(sequence.is_none()))
                 }
             }
         };
@@ -463,6 +474,7 @@ impl Rooms {
         if let Some(note) = &frame.typing {
             self.note_typing(&frame.room, note, Deferred::default());
         }
+        queued
     }
 }
 

@@ -190,3 +190,16 @@ mod tests {
         assert_eq!(RateLimitedAction::History.to_string(), "history");
     }
 }
+
+label_set! {
+    /// What a join asked the store: `chat_join_store_queries_total{query}`
+    /// (one statement each; a batched statement counts once).
+    JoinQuery {
+        /// The joiners' read states and bans, for up to a batch of joins.
+        JoinState => "join_state",
+        /// A room's latest sequence (a room this instance did not serve).
+        LatestSequence => "latest_sequence",
+        /// A resuming joiner's backlog.
+        Backlog => "backlog",
+    }
+}

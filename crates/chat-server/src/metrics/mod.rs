@@ -13,7 +13,8 @@
 pub mod labels;
 
 pub use labels::{
-    ApiCall, AuthFailure, CloseReason, ConnectionLimit, Label, RateLimitedAction, WebhookDrop,
+    ApiCall, AuthFailure, CloseReason, ConnectionLimit, JoinQuery, Label, RateLimitedAction,
+    WebhookDrop,
 };
 
 use std::fmt::Write;
@@ -133,8 +134,15 @@ pub struct Family<L: Label> {
     label: std::marker::PhantomData<L>,
 }
 
+impl<L: Label> Default for Family<L> {
+    fn default() -> Self {
+        Family::new()
+    }
+}
+
 impl<L: Label> Family<L> {
-    fn new() -> Self {
+    /// Every value at zero.
+    pub fn new() -> Self {
         Family {
             counts: L::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
             label: std::marker::PhantomData,
@@ -208,6 +216,13 @@ pub struct Metrics {
     /// Snapshots asked of an instance because what was known of its
     /// presence kept differing from its digest.
     pub presence_repairs: AtomicU64,
+    /// Joins answered with success.
+    pub joins: AtomicU64,
+    /// Store statements issued for joins, by what they asked.
+    pub join_store_queries: Family<JoinQuery>,
+    /// Presence frames (`MembersChanged`) queued for this instance's
+    /// connections.
+    pub presence_frames: AtomicU64,
     /// The webhook sender's counters.
     pub webhook: WebhookMetrics,
 }
@@ -266,6 +281,9 @@ impl Default for Metrics {
             duplicate_server_id: AtomicU64::new(0),
             control_publish_failed: AtomicU64::new(0),
             presence_repairs: AtomicU64::new(0),
+            joins: AtomicU64::new(0),
+            join_store_queries: Family::new(),
+            presence_frames: AtomicU64::new(0),
             webhook: WebhookMetrics::default(),
         }
     }

@@ -1,12 +1,12 @@
 //! Build step: the background tasks, each in the tracker the drain waits
 //! for. Retention, gap repair, the cluster exchange (heartbeats, presence),
-//! read receipts, typing events, the health watch and, when enabled,
+//! read receipts, typing events, presence events, the health watch and, when enabled,
 //! notifications and the webhook's sender and membership feed.
 
 use super::core::Background;
 use crate::config::Config;
 use crate::endpoint::health::{self, Readiness};
-use crate::hub::{Hub, cluster, notifier, receipts, repair, typing};
+use crate::hub::{Hub, cluster, members, notifier, receipts, repair, typing};
 use crate::store::{self, Retention};
 use crate::webhook;
 use std::sync::Arc;
@@ -53,6 +53,7 @@ pub(super) fn spawn(
         shutdown.clone(),
     ));
     tasks.spawn(typing::run(hub.clone(), typing::TICK, shutdown.clone()));
+    tasks.spawn(members::run(hub.clone(), members::TICK, shutdown.clone()));
     tasks.spawn(health::watch(
         readiness.clone(),
         HEALTH_CHECK_INTERVAL,

@@ -12,7 +12,10 @@ use crate::domain::RequestError;
 use crate::domain::User;
 use crate::domain::direct;
 use crate::domain::validate::{self, RoomName};
-use crate::hub::{ConnId, Hub, JoinInfo, Outbox, OutboxStream, disconnect_frame, member, outbox};
+use crate::hub::{
+    ConnId, Hub, JoinInfo, MemberPage, Outbox, OutboxStream, disconnect_frame, member, members,
+    outbox,
+};
 use crate::limiter::{Action, Admission, Permit, Refusal};
 use crate::metrics::{CloseReason, RateLimitedAction};
 use crate::store::{Kind, NewMessage, StoredMessage};
@@ -20,9 +23,9 @@ use crate::telemetry::trace::{self, TraceParent};
 use chat_proto::EncodedFrame;
 use chat_proto::v1::{
     ClientFrame, DirectConversation, DisconnectReason, JoinRoomResult, LeaveRoomResult,
-    ListDirectResult, ListMembersResult, ListRoomsResult, MarkReadResult, PongResult,
-    RemovedFromRoom, Reply, SendMessageResult, TypingResult, Welcome, client_frame::Request, reply,
-    server_frame::Frame,
+    ListDirectResult, ListMembersRequest, ListMembersResult, ListRoomsResult, MarkReadResult,
+    PongResult, RemovedFromRoom, Reply, SendMessageResult, TypingResult, Welcome,
+    client_frame::Request, reply, server_frame::Frame,
 };
 use chat_util::now_unix_ms;
 use futures::{Stream, StreamExt};
@@ -392,7 +395,7 @@ impl Session {
                     .await
                     .map(reply::Result::DeleteMessage)
             }
-            Some(Request::ListMembers(r)) => self.list_members(&r.room),
+            Some(Request::ListMembers(r)) => self.list_members(&r),
             Some(Request::ListRooms(_)) => Ok(reply::Result::ListRooms(ListRoomsResult {
                 rooms: self.rooms.iter().map(|r| r.to_string()).collect(),
             })),
@@ -479,12 +482,14 @@ impl Session {
             });
         }
         let read = read.unwrap_or_default();
-        let reply = |members: &[User], join: &JoinInfo| {
+        let reply = |page: &MemberPage, join: &JoinInfo| {
             EncodedFrame::from(Frame::Reply(Reply {
                 request_id,
                 result: Some(reply::Result::JoinRoom(JoinRoomResult {
                     room: room.to_string(),
-                    members: members.iter().map(member).collect(),
+                    members: page.members.iter().map(member).collect(),
+                    member_count: u32::try_from(page.count).unwrap_or(u32::MAX),
+                    members_next_page: page.next.as_ref().map(|c| c.encode()).unwrap_or_default(),
                     latest_sequence: join.latest_sequence,
                     backlog_after_sequence: join.backlog_after,
                     backlog_incomplete: join.backlog_incomplete,
@@ -688,13 +693,24 @@ impl Session {
         Ok(acknowledgement(stored))
     }
 
-    fn list_members(&self, room: &str) -> Result<reply::Result, RequestError> {
-        let room = self.member_room(room)?;
-        let members = self.hub.members(&room);
-        Ok(reply::Result::ListMembers(ListMembersResult {
-            room: room.to_string(),
-            members: members.iter().map(member).collect(),
-        }))
+    fn list_members(&self, request: &ListMembersRequest) -> Result<reply::Result, RequestError> {
+        let room = self.member_room(&request.room)?;
+        let limit = usize::try_from(request.limit).unwrap_or(usize::MAX);
+        let (after, limit) = members::page_request(&request.page_after, limit)?;
+        let page = self.hub.member_page(&room, after.as_ref(), limit);
+        Ok(reply::Result::ListMembers(list_members_result(
+            &room, &page,
+        )))
+    }
+}
+
+/// A page of `room`'s members as a `ListMembers` answer carries it.
+pub fn list_members_result(room: &RoomName, page: &MemberPage) -> ListMembersResult {
+    ListMembersResult {
+        room: room.to_string(),
+        members: page.members.iter().map(member).collect(),
+        next_page: page.next.as_ref().map(|c| c.encode()).unwrap_or_default(),
+        member_count: u32::try_from(page.count).unwrap_or(u32::MAX),
     }
 }
 

@@ -410,6 +410,12 @@ pub trait MessageStore: Send + Sync + 'static {
         None
     }
 
+    /// The sizes of the groups joins' states are read in (PostgreSQL:
+    /// joins per statement); `None` for a store that reads them one by one.
+    fn join_batches(&self) -> Option<&crate::metrics::Histogram> {
+        None
+    }
+
     /// From now on, queues the events `capture` names for the webhook:
     /// room events in the transaction that stores them (nothing is queued
     /// until this is called; a SQLite file keeps the last setting).

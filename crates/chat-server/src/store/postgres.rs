@@ -40,8 +40,25 @@ const MAX_BATCH: usize = 256;
 const IN_FLIGHT: usize = 4;
 /// Appends waiting for a batch at most.
 const QUEUE: usize = 4096;
+/// Joins' read states and bans asked in one statement at most.
+const MAX_JOIN_BATCH: usize = 256;
+/// Join-state statements running at once at most: a storm of joins holds
+/// this many pool connections, and appends keep the rest.
+const JOIN_IN_FLIGHT: usize = 2;
+/// Joins waiting for a join-state batch at most (beyond, a join waits to
+/// queue: the storm slows itself, not the appends).
+const JOIN_QUEUE: usize = 8192;
 
 type Reply = oneshot::Sender<Result<Appended, StoreError>>;
+
+/// One join's ask: the room, the user, and where the answer goes.
+struct JoinAsk {
+    room: RoomName,
+    user: Box<str>,
+    /// Bans in force at this time count.
+    now_ms: i64,
+    reply: oneshot::Sender<Result<(ReadState, Option<Ban>), StoreError>>,
+}
 
 /// Messages in PostgreSQL.
 pub struct PostgresStore {
@@ -52,6 +69,11 @@ pub struct PostgresStore {
     /// Which events are queued for the webhook (the batching task reads
     /// it once per batch).
     capture: Arc<CaptureCell>,
+    /// Joins' asks, answered in batches ([`join_loop`]): a storm of joins
+    /// costs the pool a few statements, not one per join.
+    joins: mpsc::Sender<JoinAsk>,
+    /// Joins per join-state statement.
+    join_batches: Arc<Histogram>,
 }
 
 /// The append statement, built once: a CTE that checks for a stored copy,
@@ -390,13 +412,21 @@ static READ_STATE_SELECT: LazyLock<String> = LazyLock::new(|| {
 /// A user's read position and unread count.
 static READ_STATE: LazyLock<String> = LazyLock::new(|| format!("{} FROM r", *READ_STATE_SELECT));
 
-/// [`READ_STATE`] with the user's ban in force at `$3`, if any: a join's
-/// one query.
-static JOIN_STATE: LazyLock<String> = LazyLock::new(|| {
+/// A join's read state (as [`READ_STATE`]) and the ban on the user in
+/// force, for a batch of joins: rooms `$1`, users `$2` and times `$3` side
+/// by side (bans in force at each ask's time); one row per ask, in the
+/// asks' order.
+static JOIN_STATES: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "{}, b.until_ms, b.reason, b.created_at_ms \
-         FROM r LEFT JOIN bans b ON b.room = $1 AND b.user_id = $2 AND b.until_ms > $3",
-        *READ_STATE_SELECT
+        "SELECT r.s AS read, (SELECT count(*) FROM (SELECT 1 FROM messages m \
+             WHERE m.room = a.room AND m.sequence > r.s AND m.kind = 0 AND NOT m.deleted \
+             AND m.sender_id <> a.user_id LIMIT {UNREAD_COUNT_CAP}) unread) AS unread, \
+             b.until_ms, b.reason, b.created_at_ms \
+         FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS a(room, user_id, at, i) \
+         CROSS JOIN LATERAL (SELECT COALESCE((SELECT sequence FROM read_positions p \
+             WHERE p.room = a.room AND p.user_id = a.user_id), 0) AS s) r \
+         LEFT JOIN bans b ON b.room = a.room AND b.user_id = a.user_id AND b.until_ms > a.at \
+         ORDER BY a.i"
     )
 });
 
@@ -440,6 +470,9 @@ impl PostgresStore {
         let (appends, queue) = mpsc::channel(QUEUE);
         let batches = Arc::new(Histogram::sizes());
         let capture = Arc::new(CaptureCell::default());
+        let (joins, asks) = mpsc::channel(JOIN_QUEUE);
+        let join_batches = Arc::new(Histogram::sizes());
+        tokio::spawn(join_loop(pool.clone(), asks, join_batches.clone()));
         tokio::spawn(batch_loop(
             pool.clone(),
             queue,
@@ -451,7 +484,66 @@ impl PostgresStore {
             appends,
             batches,
             capture,
+            joins,
+            join_batches,
         })
+    }
+}
+
+/// Takes queued join asks into batches of up to [`MAX_JOIN_BATCH`], at
+/// most [`JOIN_IN_FLIGHT`] statements at once, until every sender of the
+/// queue is gone. While the statements run, the next asks gather: the
+/// busier the joins, the bigger the batches.
+async fn join_loop(pool: PgPool, mut asks: mpsc::Receiver<JoinAsk>, batches: Arc<Histogram>) {
+    let in_flight = Arc::new(Semaphore::new(JOIN_IN_FLIGHT));
+    loop {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = Vec::with_capacity(MAX_JOIN_BATCH);
+        if asks.recv_many(&mut batch, MAX_JOIN_BATCH).await == 0 {
+            return;
+        }
+        let pool = pool.clone();
+        let batches = batches.clone();
+        tokio::spawn(async move {
+            batches.observe_count(batch.len() as u64);
+            answer_joins(&pool, batch).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Reads a batch of joins' states in one statement and answers each ask
+/// (every one with the error if the statement fails).
+async fn answer_joins(pool: &PgPool, batch: Vec<JoinAsk>) {
+    let rooms: Vec<&str> = batch.iter().map(|a| a.room.as_str()).collect();
+    let users: Vec<&str> = batch.iter().map(|a| &*a.user).collect();
+    let times: Vec<i64> = batch.iter().map(|a| a.now_ms).collect();
+    let rows: Result<Vec<JoinStateRow>, sqlx::Error> = sqlx::query_as(&JOIN_STATES)
+        .bind(&rooms[..])
+        .bind(&users[..])
+        .bind(&times[..])
+        .fetch_all(pool)
+        .await;
+    match rows {
+        Ok(rows) if rows.len() == batch.len() => {
+            for (ask, row) in batch.into_iter().zip(rows) {
+                let _ = ask.reply.send(Ok(join_state_from_row(&ask.user, row)));
+            }
+        }
+        Ok(rows) => {
+            let e = format!("{} join states read for {} asks", rows.len(), batch.len());
+            for ask in batch {
+                let _ = ask.reply.send(Err(StoreError::Unavailable(e.clone())));
+            }
+        }
+        Err(e) => {
+            let e = e.to_string();
+            for ask in batch {
+                let _ = ask.reply.send(Err(StoreError::Unavailable(e.clone())));
+            }
+        }
     }
 }
 
@@ -792,6 +884,7 @@ impl MessageStore for PostgresStore {
         .boxed()
     }
 
+    /// Asked in batches with other joins ([`join_loop`]).
     fn join_state<'a>(
         &'a self,
         room: &'a RoomName,
@@ -799,15 +892,22 @@ impl MessageStore for PostgresStore {
         now_ms: i64,
     ) -> BoxFuture<'a, Result<(ReadState, Option<Ban>), StoreError>> {
         async move {
-            let row: JoinStateRow = sqlx::query_as(&JOIN_STATE)
-                .bind(room.as_str())
-                .bind(user)
-                .bind(now_ms)
-                .fetch_one(&self.pool)
-                .await?;
-            Ok(join_state_from_row(user, row))
+            let (reply, answer) = oneshot::channel();
+            let ask = JoinAsk {
+                room: room.clone(),
+                user: user.into(),
+                now_ms,
+                reply,
+            };
+            let gone = || StoreError::Unavailable("the store is closing".into());
+            self.joins.send(ask).await.map_err(|_| gone())?;
+            answer.await.map_err(|_| gone())?
         }
         .boxed()
+    }
+
+    fn join_batches(&self) -> Option<&Histogram> {
+        Some(&self.join_batches)
     }
 
     fn ban<'a>(

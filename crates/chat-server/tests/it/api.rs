@@ -617,6 +617,7 @@ async fn the_same_calls_over_grpc_with_the_same_answers_and_codes() {
         .list_members(bearer(
             ListMembersRequest {
                 room: "news".into(),
+                ..Default::default()
             },
             TOKEN,
         ))

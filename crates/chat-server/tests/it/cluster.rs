@@ -81,11 +81,11 @@ fn cluster_config(backplane: &Backplane, id: &str) -> chat_server::Config {
 }
 
 fn joined(e: &Event, name: &str) -> bool {
-    matches!(e, Event::MemberJoined(j) if j.member.as_ref().is_some_and(|m| m.display_name == name))
+    member_joined(e, name)
 }
 
 fn left(e: &Event, name: &str) -> bool {
-    matches!(e, Event::MemberLeft(l) if l.member.as_ref().is_some_and(|m| m.display_name == name))
+    member_left(e, name)
 }
 
 /// Waits (bounded) until `server` lists exactly `names` in `room`.

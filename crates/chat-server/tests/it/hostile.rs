@@ -185,6 +185,7 @@ fn request(op: &Op) -> (usize, Option<Request>) {
             c,
             Some(Request::ListMembers(ListMembersRequest {
                 room: ROOMS[r].into(),
+                ..Default::default()
             })),
         ),
         Op::ListRooms(c) => (c, Some(Request::ListRooms(ListRoomsRequest {}))),

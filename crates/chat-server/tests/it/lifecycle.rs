@@ -333,10 +333,7 @@ async fn a_client_that_does_not_read_is_disconnected_as_a_slow_consumer() {
     watcher.join("lobby").await.unwrap();
     // The flooder and the watcher read everything, so only `slow` lags.
     let slow_left = tokio::spawn(async move {
-        expect_event(&mut watcher_ev, "slow left", |e| {
-            matches!(e, Event::MemberLeft(l) if l.member.as_ref().unwrap().display_name == "slow")
-        })
-        .await;
+        expect_event(&mut watcher_ev, "slow left", |e| member_left(e, "slow")).await;
         let mut messages = 0;
         while let Ok(Some(e)) =
             tokio::time::timeout(Duration::from_millis(500), watcher_ev.next()).await
@@ -493,8 +490,7 @@ async fn malformed_and_oversized_frames_end_only_that_session() {
     assert_eq!(expect_message(&mut bob_ev, "lobby").await.1, "still here");
     assert_eq!(alice.list_members("lobby").await.unwrap().len(), 2);
     expect_no_event(&mut alice_ev, Duration::from_millis(200), |e| {
-        matches!(e, Event::Disconnected { .. })
-            || matches!(e, Event::MemberJoined(j) if j.member.as_ref().unwrap().display_name == "mallory")
+        matches!(e, Event::Disconnected { .. }) || member_joined(e, "mallory")
     })
     .await;
     server.stop().await;
@@ -676,7 +672,7 @@ async fn resuming_backlogs_larger_than_the_queue_does_not_kick_a_reader() {
         match resumer.next().await {
             Some(Frame::Reply(_)) => replies += 1,
             Some(Frame::Message(m)) => messages.push((m.room, m.sequence)),
-            Some(Frame::Welcome(_) | Frame::MemberJoined(_)) => {}
+            Some(Frame::Welcome(_) | Frame::MembersChanged(_)) => {}
             other => panic!(
                 "after {replies} replies and {} messages: {other:?}",
                 messages.len()

@@ -88,13 +88,16 @@ async fn counters_follow_what_clients_do_and_labels_stay_bounded() {
     // No label carries a room, a user or an address: every label value is
     // from the fixed sets.
     use chat_server::metrics::labels::{self, AuthFailure, CloseReason};
-    use chat_server::metrics::labels::{ApiCall, ConnectionLimit, RateLimitedAction, WebhookDrop};
+    use chat_server::metrics::labels::{
+        ApiCall, ConnectionLimit, JoinQuery, RateLimitedAction, WebhookDrop,
+    };
     let allowed: Vec<&str> = labels::values::<CloseReason>()
         .chain(labels::values::<AuthFailure>())
         .chain(labels::values::<ConnectionLimit>())
         .chain(labels::values::<RateLimitedAction>())
         .chain(labels::values::<ApiCall>())
         .chain(labels::values::<WebhookDrop>())
+        .chain(labels::values::<JoinQuery>())
         .collect();
     for series in scrape_metrics(server.addr()).await.keys() {
         let Some((_, labels)) = series.split_once('{') else {

@@ -4,7 +4,7 @@
 use crate::common::services::{PostgresDb, or_skip, postgres_db};
 use chat_server::domain::User;
 use chat_server::domain::validate::RoomName;
-use chat_server::store::{self, Direction, Kind, MessageStore, NewMessage, Page, Retention};
+use chat_server::store::{self, Ban, Direction, Kind, MessageStore, NewMessage, Page, Retention};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -1393,6 +1393,52 @@ async fn sqlite_appends_queued_together_are_written_as_one_batch() {
 async fn postgres_appends_queued_together_are_written_as_one_batch() {
     let backend = or_skip!(Backend::postgres().await);
     appends_queued_together_are_written_as_one_batch(backend).await;
+}
+
+/// Issue 18: a storm of joins asks PostgreSQL for their read states and
+/// bans in a few statements, not one per join, and each join still gets
+/// its own answer (its read position, its unread count, its ban).
+#[tokio::test]
+async fn postgres_reads_joins_asked_together_in_batches() {
+    let backend = or_skip!(Backend::postgres().await);
+    let store = backend.open().await;
+    let batches = || store.join_batches().expect("a batching store").count();
+    assert_eq!(batches(), 0);
+    let (lobby, now) = (RoomName::parse("lobby").unwrap(), chat_util::now_unix_ms());
+    for i in 0..5 {
+        store
+            .append(message("lobby", "zed", &format!("m{i}"), "x"))
+            .await
+            .unwrap();
+    }
+    // User u{i} has read up to i (so 5 - i unread); u7 is banned.
+    for i in 0..5 {
+        store.mark_read(&lobby, &format!("u{i}"), i).await.unwrap();
+    }
+    let ban = Ban {
+        user_id: "u7".into(),
+        until_ms: now + 60_000,
+        reason: "spam".into(),
+        created_at_ms: now,
+    };
+    store.set_ban(&lobby, "u7", Some(ban)).await.unwrap();
+    let users: Vec<String> = (0..300).map(|i| format!("u{i}")).collect();
+    let asks = users.iter().map(|u| store.join_state(&lobby, u, now));
+    let answers = futures::future::join_all(asks).await;
+    for (i, answer) in answers.into_iter().enumerate() {
+        let (state, ban) = answer.unwrap();
+        let read = (i as u64).min(5) * u64::from(i < 5);
+        assert_eq!(
+            (state.read_sequence, state.unread, ban.is_some()),
+            (read, 5 - read as u32, i == 7),
+            "u{i}"
+        );
+    }
+    let statements = batches();
+    assert!(
+        (2..=10).contains(&statements),
+        "300 joins in {statements} statements"
+    );
 }
 
 /// Issue 15, report 9: SQLite's one writer must not hold every send for a

@@ -5,9 +5,9 @@
 use super::pane::{Change, Entry, Kind};
 use super::requests::{HISTORY_ON_JOIN, Outcome};
 use super::state::{App, Conn, MARK_READ_EVERY, TYPING_LONGEST, Typists};
-use super::text::{display, joined_text, notice_text, typing_sentence};
+use super::text::{display, joined_text, list_names, notice_text, typing_sentence};
 use chat_client::proto::{
-    DisconnectNotice, JoinRoomResult, MessageEvent, MessageKind, Typing, Welcome,
+    DisconnectNotice, JoinRoomResult, Member, MessageEvent, MessageKind, Typing, Welcome,
 };
 use chat_client::{ClientError, Event};
 use chat_util::now_unix_ms;
@@ -21,6 +21,27 @@ impl App {
             Event::Connected(welcome) => self.on_connected(welcome),
             Event::Rejoined { room, result } => self.on_rejoined(room, result),
             Event::Message(m) => self.on_message(m),
+            Event::MembersChanged(m) => {
+                if self.panes.contains_key(&m.room) {
+                    // Our own join is reported by the join itself.
+                    let others = |users: &[Member]| -> Vec<String> {
+                        users
+                            .iter()
+                            .filter(|u| !self.is_me(Some(u)))
+                            .map(|u| u.display_name.clone())
+                            .collect()
+                    };
+                    let (joined, left) = (others(&m.joined), others(&m.left));
+                    if !joined.is_empty() {
+                        let text = format!("{} joined {}", list_names(&joined), m.room);
+                        self.push_room(&m.room, Entry::now(Kind::Info(text)));
+                    }
+                    if !left.is_empty() {
+                        let text = format!("{} left {}", list_names(&left), m.room);
+                        self.push_room(&m.room, Entry::now(Kind::Info(text)));
+                    }
+                }
+            }
             Event::MemberJoined(m) => {
                 // Our own join is reported by the join itself.
                 if !self.is_me(m.member.as_ref()) && self.panes.contains_key(&m.room) {

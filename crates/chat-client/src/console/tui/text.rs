@@ -12,13 +12,29 @@ pub(super) fn joined_text(verb: &str, r: &JoinRoomResult) -> String {
         n if n >= 1000 => " — 1000+ unread".to_string(),
         n => format!(" — {n} unread"),
     };
+    // A server older than member pages sends no count: the list is all.
+    let count = (r.member_count as usize).max(r.members.len());
+    let more = match count - r.members.len() {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
     format!(
-        "{verb} {} — {} member{}: {}{unread}",
+        "{verb} {} — {} member{}: {}{more}{unread}",
         r.room,
-        r.members.len(),
-        if r.members.len() == 1 { "" } else { "s" },
+        count,
+        if count == 1 { "" } else { "s" },
         names(&r.members)
     )
+}
+
+/// Names for a line: all of them up to five, else the first five and how
+/// many more.
+pub(super) fn list_names(names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    match names.len() {
+        n if n <= SHOWN => names.join(", "),
+        n => format!("{} and {} more", names[..SHOWN].join(", "), n - SHOWN),
+    }
 }
 
 /// A member's display name, or "someone".

@@ -140,10 +140,13 @@ impl ChatApi for ApiGrpc {
     ) -> Result<Response<ListMembersResult>, Status> {
         let api = &self.api;
         self.answer(ApiCall::Members, request, |r| async move {
-            let members = api.members(&r.room)?;
+            let limit = usize::try_from(r.limit).unwrap_or(usize::MAX);
+            let page = api.members(&r.room, &r.page_after, limit)?;
             Ok(ListMembersResult {
                 room: r.room,
-                members: members.iter().map(member).collect(),
+                members: page.members.iter().map(member).collect(),
+                next_page: page.next.as_ref().map(|c| c.encode()).unwrap_or_default(),
+                member_count: u32::try_from(page.count).unwrap_or(u32::MAX),
             })
         })
         .await

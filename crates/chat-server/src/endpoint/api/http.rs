@@ -128,6 +128,17 @@ struct RoomsQuery {
     limit: usize,
 }
 
+/// Query of `GET /v1/api/rooms/{room}/members`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MembersQuery {
+    /// The previous page's `next` (absent: the first page).
+    after: Option<String>,
+    /// Most members in the page (0 or absent: 100; at most 1000).
+    #[serde(default)]
+    limit: usize,
+}
+
 /// Query of `GET /v1/api/rooms/{room}/messages`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -317,21 +328,29 @@ async fn rooms(
     .await
 }
 
-/// `GET /v1/api/rooms/{room}/members`: a room's members across the
-/// cluster.
+/// `GET /v1/api/rooms/{room}/members?after=&limit=`: a page of a room's
+/// members across the cluster.
 async fn members(
     State(endpoint): State<Arc<Endpoint>>,
     room: Result<Path<String>, PathRejection>,
+    query: Result<Query<MembersQuery>, QueryRejection>,
 ) -> Response {
     let api = &endpoint.api;
     answer(&endpoint, ApiCall::Members, async {
         let Path(room) = room.map_err(|e| invalid(e.body_text()))?;
-        let members: Vec<Value> = api
-            .members(&room)?
+        let Query(query) = query.map_err(|e| invalid(e.body_text()))?;
+        let page = api.members(&room, query.after.as_deref().unwrap_or(""), query.limit)?;
+        let members: Vec<Value> = page
+            .members
             .iter()
             .map(|u| json!({ "user_id": &*u.user_id, "display_name": &*u.display_name }))
             .collect();
-        Ok(json!({ "room": room, "members": members }))
+        Ok(json!({
+            "room": room,
+            "members": members,
+            "count": page.count,
+            "next": page.next.map(|c| c.encode()),
+        }))
     })
     .await
 }

@@ -122,3 +122,22 @@ pub async fn expect_typists(events: &mut Events, room: &str, names: &[&str], cou
     })
     .await;
 }
+
+/// Whether `e` says that a user named `name` joined a room (in a
+/// coalesced `MembersChanged`).
+pub fn member_joined(e: &Event, name: &str) -> bool {
+    matches!(e, Event::MembersChanged(m) if m.joined.iter().any(|u| u.display_name == name))
+}
+
+/// Whether `e` says that a user named `name` left a room.
+pub fn member_left(e: &Event, name: &str) -> bool {
+    matches!(e, Event::MembersChanged(m) if m.left.iter().any(|u| u.display_name == name))
+}
+
+/// Whether `e` is a presence event (anyone joined or left).
+pub fn presence_event(e: &Event) -> bool {
+    matches!(
+        e,
+        Event::MembersChanged(_) | Event::MemberJoined(_) | Event::MemberLeft(_)
+    )
+}

@@ -29,7 +29,7 @@ pub mod services;
 pub use chat_server::http_client::{HttpRequest, HttpResponse};
 pub use events::{
     client_config, connect, connect_with, expect_event, expect_message, expect_no_event,
-    expect_typists, refusal, typists,
+    expect_typists, member_joined, member_left, presence_event, refusal, typists,
 };
 pub use log::capture_logs;
 pub use own_process::in_own_process;

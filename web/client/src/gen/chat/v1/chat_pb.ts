@@ -37,7 +37,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file chat/v1/chat.proto.
  */
 export const file_chat_v1_chat: GenFile = /*@__PURE__*/
-  fileDesc("ChJjaGF0L3YxL2NoYXQucHJvdG8SB2NoYXQudjEiVQoNQXBpQmFuUmVxdWVzdBIMCgRyb29tGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSFQoNdW50aWxfdW5peF9tcxgDIAEoAxIOCgZyZWFzb24YBCABKAkiOQoMQXBpQmFuUmVzdWx0EhIKCndhc19iYW5uZWQYASABKAgSFQoNc2Vzc2lvbnNfaGVyZRgCIAEoDSIyChFBcGlMaWZ0QmFuUmVxdWVzdBIMCgRyb29tGAEgASgJEg8KB3VzZXJfaWQYAiABKAkiIgoQQXBpTGlmdEJhblJlc3VsdBIOCgZsaWZ0ZWQYASABKAgiHgoOQXBpQmFuc1JlcXVlc3QSDAoEcm9vbRgBIAEoCSIuCg1BcGlCYW5zUmVzdWx0Eh0KBGJhbnMYASADKAsyDy5jaGF0LnYxLkFwaUJhbiJcCgZBcGlCYW4SDwoHdXNlcl9pZBgBIAEoCRIVCg11bnRpbF91bml4X21zGAIgASgDEg4KBnJlYXNvbhgDIAEoCRIaChJjcmVhdGVkX2F0X3VuaXhfbXMYBCABKAMiQQoQQXBpUmVtb3ZlUmVxdWVzdBIMCgRyb29tGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSDgoGcmVhc29uGAMgASgJIigKD0FwaVJlbW92ZVJlc3VsdBIVCg1zZXNzaW9uc19oZXJlGAEgASgNIkoKFEFwaURpc2Nvbm5lY3RSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSDgoGcmVhc29uGAIgASgJEhEKCXJlY29ubmVjdBgDIAEoCCIsChNBcGlEaXNjb25uZWN0UmVzdWx0EhUKDXNlc3Npb25zX2hlcmUYASABKA0iIQoOQXBpVXNlclJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCSJZCg1BcGlVc2VyUmVzdWx0Eg8KB3VzZXJfaWQYASABKAkSDQoFcm9vbXMYAiADKAkSFQoNc2Vzc2lvbnNfaGVyZRgDIAEoDRIRCglpbnN0YW5jZXMYBCADKAkiYwoOQXBpUG9zdFJlcXVlc3QSDAoEcm9vbRgBIAEoCRIMCgR0ZXh0GAIgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgDIAEoCRIcCgNib3QYBCABKAsyDy5jaGF0LnYxLkFwaUJvdCIiCgZBcGlCb3QSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCSIvCg9BcGlSb29tc1JlcXVlc3QSDQoFYWZ0ZXIYASABKAkSDQoFbGltaXQYAiABKA0iPwoOQXBpUm9vbXNSZXN1bHQSHwoFcm9vbXMYASADKAsyEC5jaGF0LnYxLkFwaVJvb20SDAoEbmV4dBgCIAEoCSIoCgdBcGlSb29tEgwKBHJvb20YASABKAkSDwoHbWVtYmVycxgCIAEoDSJyCg5IaXN0b3J5UmVxdWVzdBIMCgRyb29tGAEgASgJEiwKCWRpcmVjdGlvbhgCIAEoDjIZLmNoYXQudjEuSGlzdG9yeURpcmVjdGlvbhIVCg1mcm9tX3NlcXVlbmNlGAMgASgEEg0KBWxpbWl0GAQgASgNImEKD0hpc3RvcnlSZXNwb25zZRIMCgRyb29tGAEgASgJEicKCG1lc3NhZ2VzGAIgAygLMhUuY2hhdC52MS5NZXNzYWdlRXZlbnQSFwoPbGF0ZXN0X3NlcXVlbmNlGAMgASgEIuMFCgtDbGllbnRGcmFtZRISCgpyZXF1ZXN0X2lkGAEgASgEEhMKC3RyYWNlcGFyZW50GAIgASgJEi0KCWpvaW5fcm9vbRgKIAEoCzIYLmNoYXQudjEuSm9pblJvb21SZXF1ZXN0SAASLwoKbGVhdmVfcm9vbRgLIAEoCzIZLmNoYXQudjEuTGVhdmVSb29tUmVxdWVzdEgAEjMKDHNlbmRfbWVzc2FnZRgMIAEoCzIbLmNoYXQudjEuU2VuZE1lc3NhZ2VSZXF1ZXN0SAASMwoMbGlzdF9tZW1iZXJzGA0gASgLMhsuY2hhdC52MS5MaXN0TWVtYmVyc1JlcXVlc3RIABIvCgpsaXN0X3Jvb21zGA4gASgLMhkuY2hhdC52MS5MaXN0Um9vbXNSZXF1ZXN0SAASJAoEcGluZxgPIAEoCzIULmNoYXQudjEuUGluZ1JlcXVlc3RIABIqCgdoaXN0b3J5GBAgASgLMhcuY2hhdC52MS5IaXN0b3J5UmVxdWVzdEgAEigKBnR5cGluZxgRIAEoCzIWLmNoYXQudjEuVHlwaW5nUmVxdWVzdEgAEjMKDGVkaXRfbWVzc2FnZRgSIAEoCzIbLmNoYXQudjEuRWRpdE1lc3NhZ2VSZXF1ZXN0SAASNwoOZGVsZXRlX21lc3NhZ2UYEyABKAsyHS5jaGF0LnYxLkRlbGV0ZU1lc3NhZ2VSZXF1ZXN0SAASLQoJbWFya19yZWFkGBQgASgLMhguY2hhdC52MS5NYXJrUmVhZFJlcXVlc3RIABImCgVyZWFjdBgVIAEoCzIVLmNoYXQudjEuUmVhY3RSZXF1ZXN0SAASMQoLb3Blbl9kaXJlY3QYFiABKAsyGi5jaGF0LnYxLk9wZW5EaXJlY3RSZXF1ZXN0SAASMQoLbGlzdF9kaXJlY3QYFyABKAsyGi5jaGF0LnYxLkxpc3REaXJlY3RSZXF1ZXN0SABCCQoHcmVxdWVzdCIkChFPcGVuRGlyZWN0UmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJIhMKEUxpc3REaXJlY3RSZXF1ZXN0IkEKEkRpcmVjdENvbnZlcnNhdGlvbhIMCgRyb29tGAEgASgJEh0KBHBlZXIYAiABKAsyDy5jaGF0LnYxLk1lbWJlciJGChBMaXN0RGlyZWN0UmVzdWx0EjIKDWNvbnZlcnNhdGlvbnMYASADKAsyGy5jaGF0LnYxLkRpcmVjdENvbnZlcnNhdGlvbiJlCgxSZWFjdFJlcXVlc3QSDAoEcm9vbRgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoBBINCgVlbW9qaRgDIAEoCRILCgNhZGQYBCABKAgSGQoRY2xpZW50X21lc3NhZ2VfaWQYBSABKAkiMQoPTWFya1JlYWRSZXF1ZXN0EgwKBHJvb20YASABKAkSEAoIc2VxdWVuY2UYAiABKAQiXQoSRWRpdE1lc3NhZ2VSZXF1ZXN0EgwKBHJvb20YASABKAkSEAoIc2VxdWVuY2UYAiABKAQSDAoEdGV4dBgDIAEoCRIZChFjbGllbnRfbWVzc2FnZV9pZBgEIAEoCSJRChREZWxldGVNZXNzYWdlUmVxdWVzdBIMCgRyb29tGAEgASgJEhAKCHNlcXVlbmNlGAIgASgEEhkKEWNsaWVudF9tZXNzYWdlX2lkGAMgASgJIi0KDVR5cGluZ1JlcXVlc3QSDAoEcm9vbRgBIAEoCRIOCgZ0eXBpbmcYAiABKAgiTwoPSm9pblJvb21SZXF1ZXN0EgwKBHJvb20YASABKAkSGwoOc2luY2Vfc2VxdWVuY2UYAiABKARIAIgBAUIRCg9fc2luY2Vfc2VxdWVuY2UiIAoQTGVhdmVSb29tUmVxdWVzdBIMCgRyb29tGAEgASgJIksKElNlbmRNZXNzYWdlUmVxdWVzdBIMCgRyb29tGAEgASgJEhkKEWNsaWVudF9tZXNzYWdlX2lkGAIgASgJEgwKBHRleHQYAyABKAkiIgoSTGlzdE1lbWJlcnNSZXF1ZXN0EgwKBHJvb20YASABKAkiEgoQTGlzdFJvb21zUmVxdWVzdCIqCgtQaW5nUmVxdWVzdBIbChNjbGllbnRfdGltZV91bml4X21zGAEgASgDIvgDCgtTZXJ2ZXJGcmFtZRIfCgVyZXBseRgBIAEoCzIOLmNoYXQudjEuUmVwbHlIABIjCgd3ZWxjb21lGAIgASgLMhAuY2hhdC52MS5XZWxjb21lSAASKAoHbWVzc2FnZRgDIAEoCzIVLmNoYXQudjEuTWVzc2FnZUV2ZW50SAASLgoNbWVtYmVyX2pvaW5lZBgEIAEoCzIVLmNoYXQudjEuTWVtYmVySm9pbmVkSAASKgoLbWVtYmVyX2xlZnQYBSABKAsyEy5jaGF0LnYxLk1lbWJlckxlZnRIABItCgxub3RpZmljYXRpb24YBiABKAsyFS5jaGF0LnYxLk5vdGlmaWNhdGlvbkgAEi8KCmRpc2Nvbm5lY3QYByABKAsyGS5jaGF0LnYxLkRpc2Nvbm5lY3ROb3RpY2VIABIhCgZ0eXBpbmcYCCABKAsyDy5jaGF0LnYxLlR5cGluZ0gAEi4KDXJlYWRfcmVjZWlwdHMYCSABKAsyFS5jaGF0LnYxLlJlYWRSZWNlaXB0c0gAEjQKDWRpcmVjdF9vcGVuZWQYCiABKAsyGy5jaGF0LnYxLkRpcmVjdENvbnZlcnNhdGlvbkgAEisKB3JlbW92ZWQYCyABKAsyGC5jaGF0LnYxLlJlbW92ZWRGcm9tUm9vbUgAQgcKBWZyYW1lIi8KD1JlbW92ZWRGcm9tUm9vbRIMCgRyb29tGAEgASgJEg4KBnJlYXNvbhgCIAEoCSLBAQoHV2VsY29tZRIVCg1jb25uZWN0aW9uX2lkGAEgASgJEhwKA3lvdRgCIAEoCzIPLmNoYXQudjEuTWVtYmVyEhsKE3NlcnZlcl90aW1lX3VuaXhfbXMYAyABKAMSFgoObWF4X3RleHRfYnl0ZXMYBCABKA0SIAoYbWF4X3Jvb21zX3Blcl9jb25uZWN0aW9uGAUgASgNEhcKD2lkbGVfdGltZW91dF9tcxgGIAEoDRIRCglzZXJ2ZXJfaWQYByABKAkiLwoGTWVtYmVyEg8KB3VzZXJfaWQYASABKAkSFAoMZGlzcGxheV9uYW1lGAIgASgJIuIFCgVSZXBseRISCgpyZXF1ZXN0X2lkGAEgASgEEh8KBWVycm9yGAIgASgLMg4uY2hhdC52MS5FcnJvckgAEiwKCWpvaW5fcm9vbRgKIAEoCzIXLmNoYXQudjEuSm9pblJvb21SZXN1bHRIABIuCgpsZWF2ZV9yb29tGAsgASgLMhguY2hhdC52MS5MZWF2ZVJvb21SZXN1bHRIABIyCgxzZW5kX21lc3NhZ2UYDCABKAsyGi5jaGF0LnYxLlNlbmRNZXNzYWdlUmVzdWx0SAASMgoMbGlzdF9tZW1iZXJzGA0gASgLMhouY2hhdC52MS5MaXN0TWVtYmVyc1Jlc3VsdEgAEi4KCmxpc3Rfcm9vbXMYDiABKAsyGC5jaGF0LnYxLkxpc3RSb29tc1Jlc3VsdEgAEiMKBHBvbmcYDyABKAsyEy5jaGF0LnYxLlBvbmdSZXN1bHRIABIrCgdoaXN0b3J5GBAgASgLMhguY2hhdC52MS5IaXN0b3J5UmVzcG9uc2VIABInCgZ0eXBpbmcYESABKAsyFS5jaGF0LnYxLlR5cGluZ1Jlc3VsdEgAEjIKDGVkaXRfbWVzc2FnZRgSIAEoCzIaLmNoYXQudjEuU2VuZE1lc3NhZ2VSZXN1bHRIABI0Cg5kZWxldGVfbWVzc2FnZRgTIAEoCzIaLmNoYXQudjEuU2VuZE1lc3NhZ2VSZXN1bHRIABIsCgltYXJrX3JlYWQYFCABKAsyFy5jaGF0LnYxLk1hcmtSZWFkUmVzdWx0SAASKwoFcmVhY3QYFSABKAsyGi5jaGF0LnYxLlNlbmRNZXNzYWdlUmVzdWx0SAASMgoLb3Blbl9kaXJlY3QYFiABKAsyGy5jaGF0LnYxLkRpcmVjdENvbnZlcnNhdGlvbkgAEjAKC2xpc3RfZGlyZWN0GBcgASgLMhkuY2hhdC52MS5MaXN0RGlyZWN0UmVzdWx0SABCCAoGcmVzdWx0IlIKBUVycm9yEiAKBGNvZGUYASABKA4yEi5jaGF0LnYxLkVycm9yQ29kZRIPCgdtZXNzYWdlGAIgASgJEhYKDnJldHJ5X2FmdGVyX21zGAMgASgNItoBCg5Kb2luUm9vbVJlc3VsdBIMCgRyb29tGAEgASgJEiAKB21lbWJlcnMYAiADKAsyDy5jaGF0LnYxLk1lbWJlchIXCg9sYXRlc3Rfc2VxdWVuY2UYAyABKAQSHgoWYmFja2xvZ19hZnRlcl9zZXF1ZW5jZRgEIAEoBBIaChJiYWNrbG9nX2luY29tcGxldGUYBSABKAgSFgoOc2VxdWVuY2VfcmVzZXQYBiABKAgSFQoNcmVhZF9zZXF1ZW5jZRgHIAEoBBIUCgx1bnJlYWRfY291bnQYCCABKA0iSwoOTWFya1JlYWRSZXN1bHQSDAoEcm9vbRgBIAEoCRIVCg1yZWFkX3NlcXVlbmNlGAIgASgEEhQKDHVucmVhZF9jb3VudBgDIAEoDSJGCgxSZWFkUmVjZWlwdHMSDAoEcm9vbRgBIAEoCRIoCglwb3NpdGlvbnMYAiADKAsyFS5jaGF0LnYxLlJlYWRQb3NpdGlvbiJBCgxSZWFkUG9zaXRpb24SHwoGbWVtYmVyGAEgASgLMg8uY2hhdC52MS5NZW1iZXISEAoIc2VxdWVuY2UYAiABKAQiHwoPTGVhdmVSb29tUmVzdWx0EgwKBHJvb20YASABKAkifwoRU2VuZE1lc3NhZ2VSZXN1bHQSEgoKbWVzc2FnZV9pZBgBIAEoCRIMCgRyb29tGAIgASgJEhAKCHNlcXVlbmNlGAMgASgEEhsKE3NlcnZlcl90aW1lX3VuaXhfbXMYBCABKAMSGQoRY2xpZW50X21lc3NhZ2VfaWQYBSABKAkiQwoRTGlzdE1lbWJlcnNSZXN1bHQSDAoEcm9vbRgBIAEoCRIgCgdtZW1iZXJzGAIgAygLMg8uY2hhdC52MS5NZW1iZXIiIAoPTGlzdFJvb21zUmVzdWx0Eg0KBXJvb21zGAEgAygJIkYKClBvbmdSZXN1bHQSGwoTY2xpZW50X3RpbWVfdW5peF9tcxgBIAEoAxIbChNzZXJ2ZXJfdGltZV91bml4X21zGAIgASgDIg4KDFR5cGluZ1Jlc3VsdCLRAgoMTWVzc2FnZUV2ZW50EhIKCm1lc3NhZ2VfaWQYASABKAkSDAoEcm9vbRgCIAEoCRIQCghzZXF1ZW5jZRgDIAEoBBIfCgZzZW5kZXIYBCABKAsyDy5jaGF0LnYxLk1lbWJlchIMCgR0ZXh0GAUgASgJEhsKE3NlcnZlcl90aW1lX3VuaXhfbXMYBiABKAMSGQoRY2xpZW50X21lc3NhZ2VfaWQYByABKAkSIgoEa2luZBgIIAEoDjIULmNoYXQudjEuTWVzc2FnZUtpbmQSFwoPdGFyZ2V0X3NlcXVlbmNlGAkgASgEEhkKEWVkaXRlZF9hdF91bml4X21zGAogASgDEg8KB2RlbGV0ZWQYCyABKAgSJAoJcmVhY3Rpb25zGAwgAygLMhEuY2hhdC52MS5SZWFjdGlvbhIXCg9lZGl0ZWRfc2VxdWVuY2UYDSABKAQiSgoIUmVhY3Rpb24SDQoFZW1vamkYASABKAkSDQoFY291bnQYAiABKA0SIAoHbWVtYmVycxgDIAMoCzIPLmNoYXQudjEuTWVtYmVyIn0KBlR5cGluZxIMCgRyb29tGAEgASgJEiAKB3R5cGlzdHMYBSADKAsyDy5jaGF0LnYxLk1lbWJlchINCgVjb3VudBgGIAEoDRIYChBleHBpcmVzX2FmdGVyX21zGAQgASgNSgQIAhADSgQIAxAEUgZtZW1iZXJSBnR5cGluZyI9CgxNZW1iZXJKb2luZWQSDAoEcm9vbRgBIAEoCRIfCgZtZW1iZXIYAiABKAsyDy5jaGF0LnYxLk1lbWJlciI7CgpNZW1iZXJMZWZ0EgwKBHJvb20YASABKAkSHwoGbWVtYmVyGAIgASgLMg8uY2hhdC52MS5NZW1iZXIiOQoMTm90aWZpY2F0aW9uEgwKBHRleHQYASABKAkSGwoTc2VydmVyX3RpbWVfdW5peF9tcxgCIAEoAyKFAQoQRGlzY29ubmVjdE5vdGljZRIpCgZyZWFzb24YASABKA4yGS5jaGF0LnYxLkRpc2Nvbm5lY3RSZWFzb24SDwoHbWVzc2FnZRgCIAEoCRIaChJyZWNvbm5lY3RfYWZ0ZXJfbXMYAyABKA0SGQoRc3RheV9kaXNjb25uZWN0ZWQYBCABKAgqUQoQSGlzdG9yeURpcmVjdGlvbhIeChpISVNUT1JZX0RJUkVDVElPTl9CQUNLV0FSRBAAEh0KGUhJU1RPUllfRElSRUNUSU9OX0ZPUldBUkQQASrWAwoJRXJyb3JDb2RlEhoKFkVSUk9SX0NPREVfVU5TUEVDSUZJRUQQABIfChtFUlJPUl9DT0RFX0lOVkFMSURfQVJHVU1FTlQQARIgChxFUlJPUl9DT0RFX01FU1NBR0VfVE9PX0xBUkdFEAISGwoXRVJST1JfQ09ERV9OT1RfQV9NRU1CRVIQAxIfChtFUlJPUl9DT0RFX0FMUkVBRFlfQV9NRU1CRVIQBBIdChlFUlJPUl9DT0RFX1RPT19NQU5ZX1JPT01TEAUSGwoXRVJST1JfQ09ERV9SQVRFX0xJTUlURUQQBhIeChpFUlJPUl9DT0RFX1VOQVVUSEVOVElDQVRFRBAHEiAKHEVSUk9SX0NPREVfUEVSTUlTU0lPTl9ERU5JRUQQCBIaChZFUlJPUl9DT0RFX1VOQVZBSUxBQkxFEAkSFwoTRVJST1JfQ09ERV9JTlRFUk5BTBAKEiAKHEVSUk9SX0NPREVfTUVTU0FHRV9OT1RfRk9VTkQQCxIdChlFUlJPUl9DT0RFX05PVF9USEVfQVVUSE9SEAwSIQodRVJST1JfQ09ERV9UT09fTUFOWV9SRUFDVElPTlMQDRIVChFFUlJPUl9DT0RFX0JBTk5FRBAOKpsBCgtNZXNzYWdlS2luZBIYChRNRVNTQUdFX0tJTkRfTUVTU0FHRRAAEhUKEU1FU1NBR0VfS0lORF9FRElUEAESFwoTTUVTU0FHRV9LSU5EX0RFTEVURRACEh8KG01FU1NBR0VfS0lORF9SRUFDVElPTl9BRERFRBADEiEKHU1FU1NBR0VfS0lORF9SRUFDVElPTl9SRU1PVkVEEAQquQIKEERpc2Nvbm5lY3RSZWFzb24SIQodRElTQ09OTkVDVF9SRUFTT05fVU5TUEVDSUZJRUQQABIjCh9ESVNDT05ORUNUX1JFQVNPTl9TSFVUVElOR19ET1dOEAESIwofRElTQ09OTkVDVF9SRUFTT05fU0xPV19DT05TVU1FUhACEiIKHkRJU0NPTk5FQ1RfUkVBU09OX0FVVEhfRVhQSVJFRBADEiIKHkRJU0NPTk5FQ1RfUkVBU09OX0lETEVfVElNRU9VVBAEEigKJERJU0NPTk5FQ1RfUkVBU09OX1BST1RPQ09MX1ZJT0xBVElPThAFEiIKHkRJU0NPTk5FQ1RfUkVBU09OX01BWF9MSUZFVElNRRAGEiIKHkRJU0NPTk5FQ1RfUkVBU09OX0RJU0NPTk5FQ1RFRBAHMoYBCgtDaGF0U2VydmljZRI5CgdTZXNzaW9uEhQuY2hhdC52MS5DbGllbnRGcmFtZRoULmNoYXQudjEuU2VydmVyRnJhbWUoATABEjwKB0hpc3RvcnkSFy5jaGF0LnYxLkhpc3RvcnlSZXF1ZXN0GhguY2hhdC52MS5IaXN0b3J5UmVzcG9uc2UylwUKB0NoYXRBcGkSOwoEUG9zdBIXLmNoYXQudjEuQXBpUG9zdFJlcXVlc3QaGi5jaGF0LnYxLlNlbmRNZXNzYWdlUmVzdWx0Ej4KCUxpc3RSb29tcxIYLmNoYXQudjEuQXBpUm9vbXNSZXF1ZXN0GhcuY2hhdC52MS5BcGlSb29tc1Jlc3VsdBJGCgtMaXN0TWVtYmVycxIbLmNoYXQudjEuTGlzdE1lbWJlcnNSZXF1ZXN0GhouY2hhdC52MS5MaXN0TWVtYmVyc1Jlc3VsdBI8CgdIaXN0b3J5EhcuY2hhdC52MS5IaXN0b3J5UmVxdWVzdBoYLmNoYXQudjEuSGlzdG9yeVJlc3BvbnNlEk0KDkRpc2Nvbm5lY3RVc2VyEh0uY2hhdC52MS5BcGlEaXNjb25uZWN0UmVxdWVzdBocLmNoYXQudjEuQXBpRGlzY29ubmVjdFJlc3VsdBI6CgdHZXRVc2VyEhcuY2hhdC52MS5BcGlVc2VyUmVxdWVzdBoWLmNoYXQudjEuQXBpVXNlclJlc3VsdBJDCgxSZW1vdmVNZW1iZXISGS5jaGF0LnYxLkFwaVJlbW92ZVJlcXVlc3QaGC5jaGF0LnYxLkFwaVJlbW92ZVJlc3VsdBI6CglCYW5NZW1iZXISFi5jaGF0LnYxLkFwaUJhblJlcXVlc3QaFS5jaGF0LnYxLkFwaUJhblJlc3VsdBJACgdMaWZ0QmFuEhouY2hhdC52MS5BcGlMaWZ0QmFuUmVxdWVzdBoZLmNoYXQudjEuQXBpTGlmdEJhblJlc3VsdBI7CghMaXN0QmFucxIXLmNoYXQudjEuQXBpQmFuc1JlcXVlc3QaFi5jaGF0LnYxLkFwaUJhbnNSZXN1bHRCKQoLZGV2LmNoYXQudjFQAVoOY2hhdC92MTtjaGF0djGqAgdDaGF0LlYxYgZwcm90bzM");
+  fileDesc("ChJjaGF0L3YxL2NoYXQucHJvdG8SB2NoYXQudjEiVQoNQXBpQmFuUmVxdWVzdBIMCgRyb29tGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSFQoNdW50aWxfdW5peF9tcxgDIAEoAxIOCgZyZWFzb24YBCABKAkiOQoMQXBpQmFuUmVzdWx0EhIKCndhc19iYW5uZWQYASABKAgSFQoNc2Vzc2lvbnNfaGVyZRgCIAEoDSIyChFBcGlMaWZ0QmFuUmVxdWVzdBIMCgRyb29tGAEgASgJEg8KB3VzZXJfaWQYAiABKAkiIgoQQXBpTGlmdEJhblJlc3VsdBIOCgZsaWZ0ZWQYASABKAgiHgoOQXBpQmFuc1JlcXVlc3QSDAoEcm9vbRgBIAEoCSIuCg1BcGlCYW5zUmVzdWx0Eh0KBGJhbnMYASADKAsyDy5jaGF0LnYxLkFwaUJhbiJcCgZBcGlCYW4SDwoHdXNlcl9pZBgBIAEoCRIVCg11bnRpbF91bml4X21zGAIgASgDEg4KBnJlYXNvbhgDIAEoCRIaChJjcmVhdGVkX2F0X3VuaXhfbXMYBCABKAMiQQoQQXBpUmVtb3ZlUmVxdWVzdBIMCgRyb29tGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSDgoGcmVhc29uGAMgASgJIigKD0FwaVJlbW92ZVJlc3VsdBIVCg1zZXNzaW9uc19oZXJlGAEgASgNIkoKFEFwaURpc2Nvbm5lY3RSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSDgoGcmVhc29uGAIgASgJEhEKCXJlY29ubmVjdBgDIAEoCCIsChNBcGlEaXNjb25uZWN0UmVzdWx0EhUKDXNlc3Npb25zX2hlcmUYASABKA0iIQoOQXBpVXNlclJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCSJZCg1BcGlVc2VyUmVzdWx0Eg8KB3VzZXJfaWQYASABKAkSDQoFcm9vbXMYAiADKAkSFQoNc2Vzc2lvbnNfaGVyZRgDIAEoDRIRCglpbnN0YW5jZXMYBCADKAkiYwoOQXBpUG9zdFJlcXVlc3QSDAoEcm9vbRgBIAEoCRIMCgR0ZXh0GAIgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgDIAEoCRIcCgNib3QYBCABKAsyDy5jaGF0LnYxLkFwaUJvdCIiCgZBcGlCb3QSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCSIvCg9BcGlSb29tc1JlcXVlc3QSDQoFYWZ0ZXIYASABKAkSDQoFbGltaXQYAiABKA0iPwoOQXBpUm9vbXNSZXN1bHQSHwoFcm9vbXMYASADKAsyEC5jaGF0LnYxLkFwaVJvb20SDAoEbmV4dBgCIAEoCSIoCgdBcGlSb29tEgwKBHJvb20YASABKAkSDwoHbWVtYmVycxgCIAEoDSJyCg5IaXN0b3J5UmVxdWVzdBIMCgRyb29tGAEgASgJEiwKCWRpcmVjdGlvbhgCIAEoDjIZLmNoYXQudjEuSGlzdG9yeURpcmVjdGlvbhIVCg1mcm9tX3NlcXVlbmNlGAMgASgEEg0KBWxpbWl0GAQgASgNImEKD0hpc3RvcnlSZXNwb25zZRIMCgRyb29tGAEgASgJEicKCG1lc3NhZ2VzGAIgAygLMhUuY2hhdC52MS5NZXNzYWdlRXZlbnQSFwoPbGF0ZXN0X3NlcXVlbmNlGAMgASgEIuMFCgtDbGllbnRGcmFtZRISCgpyZXF1ZXN0X2lkGAEgASgEEhMKC3RyYWNlcGFyZW50GAIgASgJEi0KCWpvaW5fcm9vbRgKIAEoCzIYLmNoYXQudjEuSm9pblJvb21SZXF1ZXN0SAASLwoKbGVhdmVfcm9vbRgLIAEoCzIZLmNoYXQudjEuTGVhdmVSb29tUmVxdWVzdEgAEjMKDHNlbmRfbWVzc2FnZRgMIAEoCzIbLmNoYXQudjEuU2VuZE1lc3NhZ2VSZXF1ZXN0SAASMwoMbGlzdF9tZW1iZXJzGA0gASgLMhsuY2hhdC52MS5MaXN0TWVtYmVyc1JlcXVlc3RIABIvCgpsaXN0X3Jvb21zGA4gASgLMhkuY2hhdC52MS5MaXN0Um9vbXNSZXF1ZXN0SAASJAoEcGluZxgPIAEoCzIULmNoYXQudjEuUGluZ1JlcXVlc3RIABIqCgdoaXN0b3J5GBAgASgLMhcuY2hhdC52MS5IaXN0b3J5UmVxdWVzdEgAEigKBnR5cGluZxgRIAEoCzIWLmNoYXQudjEuVHlwaW5nUmVxdWVzdEgAEjMKDGVkaXRfbWVzc2FnZRgSIAEoCzIbLmNoYXQudjEuRWRpdE1lc3NhZ2VSZXF1ZXN0SAASNwoOZGVsZXRlX21lc3NhZ2UYEyABKAsyHS5jaGF0LnYxLkRlbGV0ZU1lc3NhZ2VSZXF1ZXN0SAASLQoJbWFya19yZWFkGBQgASgLMhguY2hhdC52MS5NYXJrUmVhZFJlcXVlc3RIABImCgVyZWFjdBgVIAEoCzIVLmNoYXQudjEuUmVhY3RSZXF1ZXN0SAASMQoLb3Blbl9kaXJlY3QYFiABKAsyGi5jaGF0LnYxLk9wZW5EaXJlY3RSZXF1ZXN0SAASMQoLbGlzdF9kaXJlY3QYFyABKAsyGi5jaGF0LnYxLkxpc3REaXJlY3RSZXF1ZXN0SABCCQoHcmVxdWVzdCIkChFPcGVuRGlyZWN0UmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJIhMKEUxpc3REaXJlY3RSZXF1ZXN0IkEKEkRpcmVjdENvbnZlcnNhdGlvbhIMCgRyb29tGAEgASgJEh0KBHBlZXIYAiABKAsyDy5jaGF0LnYxLk1lbWJlciJGChBMaXN0RGlyZWN0UmVzdWx0EjIKDWNvbnZlcnNhdGlvbnMYASADKAsyGy5jaGF0LnYxLkRpcmVjdENvbnZlcnNhdGlvbiJlCgxSZWFjdFJlcXVlc3QSDAoEcm9vbRgBIAEoCRIQCghzZXF1ZW5jZRgCIAEoBBINCgVlbW9qaRgDIAEoCRILCgNhZGQYBCABKAgSGQoRY2xpZW50X21lc3NhZ2VfaWQYBSABKAkiMQoPTWFya1JlYWRSZXF1ZXN0EgwKBHJvb20YASABKAkSEAoIc2VxdWVuY2UYAiABKAQiXQoSRWRpdE1lc3NhZ2VSZXF1ZXN0EgwKBHJvb20YASABKAkSEAoIc2VxdWVuY2UYAiABKAQSDAoEdGV4dBgDIAEoCRIZChFjbGllbnRfbWVzc2FnZV9pZBgEIAEoCSJRChREZWxldGVNZXNzYWdlUmVxdWVzdBIMCgRyb29tGAEgASgJEhAKCHNlcXVlbmNlGAIgASgEEhkKEWNsaWVudF9tZXNzYWdlX2lkGAMgASgJIi0KDVR5cGluZ1JlcXVlc3QSDAoEcm9vbRgBIAEoCRIOCgZ0eXBpbmcYAiABKAgiTwoPSm9pblJvb21SZXF1ZXN0EgwKBHJvb20YASABKAkSGwoOc2luY2Vfc2VxdWVuY2UYAiABKARIAIgBAUIRCg9fc2luY2Vfc2VxdWVuY2UiIAoQTGVhdmVSb29tUmVxdWVzdBIMCgRyb29tGAEgASgJIksKElNlbmRNZXNzYWdlUmVxdWVzdBIMCgRyb29tGAEgASgJEhkKEWNsaWVudF9tZXNzYWdlX2lkGAIgASgJEgwKBHRleHQYAyABKAkiRQoSTGlzdE1lbWJlcnNSZXF1ZXN0EgwKBHJvb20YASABKAkSEgoKcGFnZV9hZnRlchgCIAEoCRINCgVsaW1pdBgDIAEoDSISChBMaXN0Um9vbXNSZXF1ZXN0IioKC1BpbmdSZXF1ZXN0EhsKE2NsaWVudF90aW1lX3VuaXhfbXMYASABKAMirAQKC1NlcnZlckZyYW1lEh8KBXJlcGx5GAEgASgLMg4uY2hhdC52MS5SZXBseUgAEiMKB3dlbGNvbWUYAiABKAsyEC5jaGF0LnYxLldlbGNvbWVIABIoCgdtZXNzYWdlGAMgASgLMhUuY2hhdC52MS5NZXNzYWdlRXZlbnRIABIuCg1tZW1iZXJfam9pbmVkGAQgASgLMhUuY2hhdC52MS5NZW1iZXJKb2luZWRIABIqCgttZW1iZXJfbGVmdBgFIAEoCzITLmNoYXQudjEuTWVtYmVyTGVmdEgAEi0KDG5vdGlmaWNhdGlvbhgGIAEoCzIVLmNoYXQudjEuTm90aWZpY2F0aW9uSAASLwoKZGlzY29ubmVjdBgHIAEoCzIZLmNoYXQudjEuRGlzY29ubmVjdE5vdGljZUgAEiEKBnR5cGluZxgIIAEoCzIPLmNoYXQudjEuVHlwaW5nSAASLgoNcmVhZF9yZWNlaXB0cxgJIAEoCzIVLmNoYXQudjEuUmVhZFJlY2VpcHRzSAASNAoNZGlyZWN0X29wZW5lZBgKIAEoCzIbLmNoYXQudjEuRGlyZWN0Q29udmVyc2F0aW9uSAASKwoHcmVtb3ZlZBgLIAEoCzIYLmNoYXQudjEuUmVtb3ZlZEZyb21Sb29tSAASMgoPbWVtYmVyc19jaGFuZ2VkGAwgASgLMhcuY2hhdC52MS5NZW1iZXJzQ2hhbmdlZEgAQgcKBWZyYW1lInQKDk1lbWJlcnNDaGFuZ2VkEgwKBHJvb20YASABKAkSHwoGam9pbmVkGAIgAygLMg8uY2hhdC52MS5NZW1iZXISHQoEbGVmdBgDIAMoCzIPLmNoYXQudjEuTWVtYmVyEhQKDG1lbWJlcl9jb3VudBgEIAEoDSIvCg9SZW1vdmVkRnJvbVJvb20SDAoEcm9vbRgBIAEoCRIOCgZyZWFzb24YAiABKAkiwQEKB1dlbGNvbWUSFQoNY29ubmVjdGlvbl9pZBgBIAEoCRIcCgN5b3UYAiABKAsyDy5jaGF0LnYxLk1lbWJlchIbChNzZXJ2ZXJfdGltZV91bml4X21zGAMgASgDEhYKDm1heF90ZXh0X2J5dGVzGAQgASgNEiAKGG1heF9yb29tc19wZXJfY29ubmVjdGlvbhgFIAEoDRIXCg9pZGxlX3RpbWVvdXRfbXMYBiABKA0SEQoJc2VydmVyX2lkGAcgASgJIi8KBk1lbWJlchIPCgd1c2VyX2lkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCSLiBQoFUmVwbHkSEgoKcmVxdWVzdF9pZBgBIAEoBBIfCgVlcnJvchgCIAEoCzIOLmNoYXQudjEuRXJyb3JIABIsCglqb2luX3Jvb20YCiABKAsyFy5jaGF0LnYxLkpvaW5Sb29tUmVzdWx0SAASLgoKbGVhdmVfcm9vbRgLIAEoCzIYLmNoYXQudjEuTGVhdmVSb29tUmVzdWx0SAASMgoMc2VuZF9tZXNzYWdlGAwgASgLMhouY2hhdC52MS5TZW5kTWVzc2FnZVJlc3VsdEgAEjIKDGxpc3RfbWVtYmVycxgNIAEoCzIaLmNoYXQudjEuTGlzdE1lbWJlcnNSZXN1bHRIABIuCgpsaXN0X3Jvb21zGA4gASgLMhguY2hhdC52MS5MaXN0Um9vbXNSZXN1bHRIABIjCgRwb25nGA8gASgLMhMuY2hhdC52MS5Qb25nUmVzdWx0SAASKwoHaGlzdG9yeRgQIAEoCzIYLmNoYXQudjEuSGlzdG9yeVJlc3BvbnNlSAASJwoGdHlwaW5nGBEgASgLMhUuY2hhdC52MS5UeXBpbmdSZXN1bHRIABIyCgxlZGl0X21lc3NhZ2UYEiABKAsyGi5jaGF0LnYxLlNlbmRNZXNzYWdlUmVzdWx0SAASNAoOZGVsZXRlX21lc3NhZ2UYEyABKAsyGi5jaGF0LnYxLlNlbmRNZXNzYWdlUmVzdWx0SAASLAoJbWFya19yZWFkGBQgASgLMhcuY2hhdC52MS5NYXJrUmVhZFJlc3VsdEgAEisKBXJlYWN0GBUgASgLMhouY2hhdC52MS5TZW5kTWVzc2FnZVJlc3VsdEgAEjIKC29wZW5fZGlyZWN0GBYgASgLMhsuY2hhdC52MS5EaXJlY3RDb252ZXJzYXRpb25IABIwCgtsaXN0X2RpcmVjdBgXIAEoCzIZLmNoYXQudjEuTGlzdERpcmVjdFJlc3VsdEgAQggKBnJlc3VsdCJSCgVFcnJvchIgCgRjb2RlGAEgASgOMhIuY2hhdC52MS5FcnJvckNvZGUSDwoHbWVzc2FnZRgCIAEoCRIWCg5yZXRyeV9hZnRlcl9tcxgDIAEoDSKLAgoOSm9pblJvb21SZXN1bHQSDAoEcm9vbRgBIAEoCRIgCgdtZW1iZXJzGAIgAygLMg8uY2hhdC52MS5NZW1iZXISFwoPbGF0ZXN0X3NlcXVlbmNlGAMgASgEEh4KFmJhY2tsb2dfYWZ0ZXJfc2VxdWVuY2UYBCABKAQSGgoSYmFja2xvZ19pbmNvbXBsZXRlGAUgASgIEhYKDnNlcXVlbmNlX3Jlc2V0GAYgASgIEhUKDXJlYWRfc2VxdWVuY2UYByABKAQSFAoMdW5yZWFkX2NvdW50GAggASgNEhQKDG1lbWJlcl9jb3VudBgJIAEoDRIZChFtZW1iZXJzX25leHRfcGFnZRgKIAEoCSJLCg5NYXJrUmVhZFJlc3VsdBIMCgRyb29tGAEgASgJEhUKDXJlYWRfc2VxdWVuY2UYAiABKAQSFAoMdW5yZWFkX2NvdW50GAMgASgNIkYKDFJlYWRSZWNlaXB0cxIMCgRyb29tGAEgASgJEigKCXBvc2l0aW9ucxgCIAMoCzIVLmNoYXQudjEuUmVhZFBvc2l0aW9uIkEKDFJlYWRQb3NpdGlvbhIfCgZtZW1iZXIYASABKAsyDy5jaGF0LnYxLk1lbWJlchIQCghzZXF1ZW5jZRgCIAEoBCIfCg9MZWF2ZVJvb21SZXN1bHQSDAoEcm9vbRgBIAEoCSJ/ChFTZW5kTWVzc2FnZVJlc3VsdBISCgptZXNzYWdlX2lkGAEgASgJEgwKBHJvb20YAiABKAkSEAoIc2VxdWVuY2UYAyABKAQSGwoTc2VydmVyX3RpbWVfdW5peF9tcxgEIAEoAxIZChFjbGllbnRfbWVzc2FnZV9pZBgFIAEoCSJsChFMaXN0TWVtYmVyc1Jlc3VsdBIMCgRyb29tGAEgASgJEiAKB21lbWJlcnMYAiADKAsyDy5jaGF0LnYxLk1lbWJlchIRCgluZXh0X3BhZ2UYAyABKAkSFAoMbWVtYmVyX2NvdW50GAQgASgNIiAKD0xpc3RSb29tc1Jlc3VsdBINCgVyb29tcxgBIAMoCSJGCgpQb25nUmVzdWx0EhsKE2NsaWVudF90aW1lX3VuaXhfbXMYASABKAMSGwoTc2VydmVyX3RpbWVfdW5peF9tcxgCIAEoAyIOCgxUeXBpbmdSZXN1bHQi0QIKDE1lc3NhZ2VFdmVudBISCgptZXNzYWdlX2lkGAEgASgJEgwKBHJvb20YAiABKAkSEAoIc2VxdWVuY2UYAyABKAQSHwoGc2VuZGVyGAQgASgLMg8uY2hhdC52MS5NZW1iZXISDAoEdGV4dBgFIAEoCRIbChNzZXJ2ZXJfdGltZV91bml4X21zGAYgASgDEhkKEWNsaWVudF9tZXNzYWdlX2lkGAcgASgJEiIKBGtpbmQYCCABKA4yFC5jaGF0LnYxLk1lc3NhZ2VLaW5kEhcKD3RhcmdldF9zZXF1ZW5jZRgJIAEoBBIZChFlZGl0ZWRfYXRfdW5peF9tcxgKIAEoAxIPCgdkZWxldGVkGAsgASgIEiQKCXJlYWN0aW9ucxgMIAMoCzIRLmNoYXQudjEuUmVhY3Rpb24SFwoPZWRpdGVkX3NlcXVlbmNlGA0gASgEIkoKCFJlYWN0aW9uEg0KBWVtb2ppGAEgASgJEg0KBWNvdW50GAIgASgNEiAKB21lbWJlcnMYAyADKAsyDy5jaGF0LnYxLk1lbWJlciJ9CgZUeXBpbmcSDAoEcm9vbRgBIAEoCRIgCgd0eXBpc3RzGAUgAygLMg8uY2hhdC52MS5NZW1iZXISDQoFY291bnQYBiABKA0SGAoQZXhwaXJlc19hZnRlcl9tcxgEIAEoDUoECAIQA0oECAMQBFIGbWVtYmVyUgZ0eXBpbmciPQoMTWVtYmVySm9pbmVkEgwKBHJvb20YASABKAkSHwoGbWVtYmVyGAIgASgLMg8uY2hhdC52MS5NZW1iZXIiOwoKTWVtYmVyTGVmdBIMCgRyb29tGAEgASgJEh8KBm1lbWJlchgCIAEoCzIPLmNoYXQudjEuTWVtYmVyIjkKDE5vdGlmaWNhdGlvbhIMCgR0ZXh0GAEgASgJEhsKE3NlcnZlcl90aW1lX3VuaXhfbXMYAiABKAMihQEKEERpc2Nvbm5lY3ROb3RpY2USKQoGcmVhc29uGAEgASgOMhkuY2hhdC52MS5EaXNjb25uZWN0UmVhc29uEg8KB21lc3NhZ2UYAiABKAkSGgoScmVjb25uZWN0X2FmdGVyX21zGAMgASgNEhkKEXN0YXlfZGlzY29ubmVjdGVkGAQgASgIKlEKEEhpc3RvcnlEaXJlY3Rpb24SHgoaSElTVE9SWV9ESVJFQ1RJT05fQkFDS1dBUkQQABIdChlISVNUT1JZX0RJUkVDVElPTl9GT1JXQVJEEAEq1gMKCUVycm9yQ29kZRIaChZFUlJPUl9DT0RFX1VOU1BFQ0lGSUVEEAASHwobRVJST1JfQ09ERV9JTlZBTElEX0FSR1VNRU5UEAESIAocRVJST1JfQ09ERV9NRVNTQUdFX1RPT19MQVJHRRACEhsKF0VSUk9SX0NPREVfTk9UX0FfTUVNQkVSEAMSHwobRVJST1JfQ09ERV9BTFJFQURZX0FfTUVNQkVSEAQSHQoZRVJST1JfQ09ERV9UT09fTUFOWV9ST09NUxAFEhsKF0VSUk9SX0NPREVfUkFURV9MSU1JVEVEEAYSHgoaRVJST1JfQ09ERV9VTkFVVEhFTlRJQ0FURUQQBxIgChxFUlJPUl9DT0RFX1BFUk1JU1NJT05fREVOSUVEEAgSGgoWRVJST1JfQ09ERV9VTkFWQUlMQUJMRRAJEhcKE0VSUk9SX0NPREVfSU5URVJOQUwQChIgChxFUlJPUl9DT0RFX01FU1NBR0VfTk9UX0ZPVU5EEAsSHQoZRVJST1JfQ09ERV9OT1RfVEhFX0FVVEhPUhAMEiEKHUVSUk9SX0NPREVfVE9PX01BTllfUkVBQ1RJT05TEA0SFQoRRVJST1JfQ09ERV9CQU5ORUQQDiqbAQoLTWVzc2FnZUtpbmQSGAoUTUVTU0FHRV9LSU5EX01FU1NBR0UQABIVChFNRVNTQUdFX0tJTkRfRURJVBABEhcKE01FU1NBR0VfS0lORF9ERUxFVEUQAhIfChtNRVNTQUdFX0tJTkRfUkVBQ1RJT05fQURERUQQAxIhCh1NRVNTQUdFX0tJTkRfUkVBQ1RJT05fUkVNT1ZFRBAEKrkCChBEaXNjb25uZWN0UmVhc29uEiEKHURJU0NPTk5FQ1RfUkVBU09OX1VOU1BFQ0lGSUVEEAASIwofRElTQ09OTkVDVF9SRUFTT05fU0hVVFRJTkdfRE9XThABEiMKH0RJU0NPTk5FQ1RfUkVBU09OX1NMT1dfQ09OU1VNRVIQAhIiCh5ESVNDT05ORUNUX1JFQVNPTl9BVVRIX0VYUElSRUQQAxIiCh5ESVNDT05ORUNUX1JFQVNPTl9JRExFX1RJTUVPVVQQBBIoCiRESVNDT05ORUNUX1JFQVNPTl9QUk9UT0NPTF9WSU9MQVRJT04QBRIiCh5ESVNDT05ORUNUX1JFQVNPTl9NQVhfTElGRVRJTUUQBhIiCh5ESVNDT05ORUNUX1JFQVNPTl9ESVNDT05ORUNURUQQBzKGAQoLQ2hhdFNlcnZpY2USOQoHU2Vzc2lvbhIULmNoYXQudjEuQ2xpZW50RnJhbWUaFC5jaGF0LnYxLlNlcnZlckZyYW1lKAEwARI8CgdIaXN0b3J5EhcuY2hhdC52MS5IaXN0b3J5UmVxdWVzdBoYLmNoYXQudjEuSGlzdG9yeVJlc3BvbnNlMpcFCgdDaGF0QXBpEjsKBFBvc3QSFy5jaGF0LnYxLkFwaVBvc3RSZXF1ZXN0GhouY2hhdC52MS5TZW5kTWVzc2FnZVJlc3VsdBI+CglMaXN0Um9vbXMSGC5jaGF0LnYxLkFwaVJvb21zUmVxdWVzdBoXLmNoYXQudjEuQXBpUm9vbXNSZXN1bHQSRgoLTGlzdE1lbWJlcnMSGy5jaGF0LnYxLkxpc3RNZW1iZXJzUmVxdWVzdBoaLmNoYXQudjEuTGlzdE1lbWJlcnNSZXN1bHQSPAoHSGlzdG9yeRIXLmNoYXQudjEuSGlzdG9yeVJlcXVlc3QaGC5jaGF0LnYxLkhpc3RvcnlSZXNwb25zZRJNCg5EaXNjb25uZWN0VXNlchIdLmNoYXQudjEuQXBpRGlzY29ubmVjdFJlcXVlc3QaHC5jaGF0LnYxLkFwaURpc2Nvbm5lY3RSZXN1bHQSOgoHR2V0VXNlchIXLmNoYXQudjEuQXBpVXNlclJlcXVlc3QaFi5jaGF0LnYxLkFwaVVzZXJSZXN1bHQSQwoMUmVtb3ZlTWVtYmVyEhkuY2hhdC52MS5BcGlSZW1vdmVSZXF1ZXN0GhguY2hhdC52MS5BcGlSZW1vdmVSZXN1bHQSOgoJQmFuTWVtYmVyEhYuY2hhdC52MS5BcGlCYW5SZXF1ZXN0GhUuY2hhdC52MS5BcGlCYW5SZXN1bHQSQAoHTGlmdEJhbhIaLmNoYXQudjEuQXBpTGlmdEJhblJlcXVlc3QaGS5jaGF0LnYxLkFwaUxpZnRCYW5SZXN1bHQSOwoITGlzdEJhbnMSFy5jaGF0LnYxLkFwaUJhbnNSZXF1ZXN0GhYuY2hhdC52MS5BcGlCYW5zUmVzdWx0QikKC2Rldi5jaGF0LnYxUAFaDmNoYXQvdjE7Y2hhdHYxqgIHQ2hhdC5WMWIGcHJvdG8z");
 
 /**
  * Whom to bar from which room, until when, and why.
@@ -1206,7 +1206,7 @@ export const SendMessageRequestSchema: GenMessage<SendMessageRequest> = /*@__PUR
   messageDesc(file_chat_v1_chat, 32);
 
 /**
- * List the members of a room.
+ * List the members of a room, one page at a time.
  *
  * @generated from message chat.v1.ListMembersRequest
  */
@@ -1217,6 +1217,23 @@ export type ListMembersRequest = Message<"chat.v1.ListMembersRequest"> & {
    * @generated from field: string room = 1;
    */
   room: string;
+
+  /**
+   * Where the page starts: empty for the first page, else the `next_page`
+   * of the previous one (an opaque cursor; members are listed by display
+   * name, then user id, so a page after a change neither skips nor repeats
+   * a member that stayed).
+   *
+   * @generated from field: string page_after = 2;
+   */
+  pageAfter: string;
+
+  /**
+   * Most members in the page: 0 for the default (100), at most 1000.
+   *
+   * @generated from field: uint32 limit = 3;
+   */
+  limit: number;
 };
 
 /**
@@ -1299,7 +1316,8 @@ export type ServerFrame = Message<"chat.v1.ServerFrame"> & {
     case: "message";
   } | {
     /**
-     * A user became a member of one of this connection's rooms.
+     * No longer sent: servers send `members_changed` instead (one frame per
+     * room per presence tick). Kept so older servers' frames still decode.
      *
      * @generated from field: chat.v1.MemberJoined member_joined = 4;
      */
@@ -1307,7 +1325,7 @@ export type ServerFrame = Message<"chat.v1.ServerFrame"> & {
     case: "memberJoined";
   } | {
     /**
-     * A user stopped being a member of one of this connection's rooms.
+     * No longer sent: see `member_joined`.
      *
      * @generated from field: chat.v1.MemberLeft member_left = 5;
      */
@@ -1364,6 +1382,15 @@ export type ServerFrame = Message<"chat.v1.ServerFrame"> & {
      */
     value: RemovedFromRoom;
     case: "removed";
+  } | {
+    /**
+     * Members of one of this connection's rooms changed: who joined and who
+     * left since the room's previous such frame, coalesced per room.
+     *
+     * @generated from field: chat.v1.MembersChanged members_changed = 12;
+     */
+    value: MembersChanged;
+    case: "membersChanged";
   } | { case: undefined; value?: undefined };
 };
 
@@ -1373,6 +1400,61 @@ export type ServerFrame = Message<"chat.v1.ServerFrame"> & {
  */
 export const ServerFrameSchema: GenMessage<ServerFrame> = /*@__PURE__*/
   messageDesc(file_chat_v1_chat, 36);
+
+/**
+ * The members of a room changed. A server gathers a room's membership
+ * changes (from every instance) and sends its connections in the room one
+ * such frame per presence tick (about 100 ms), so a room that many join at
+ * once costs each member a few frames, not one per joiner. A frame lists at
+ * most 500 users; more changes in one tick come as several frames.
+ *
+ * Each listed user's state is as of this frame: `joined` users are members
+ * now, `left` users are not. Apply them as set operations (add each joined,
+ * remove each left): a user listed that the client already holds (or does
+ * not hold), for example one its join reply already showed, changes
+ * nothing. Once changes stop, every member's list (the join reply, then
+ * these frames) equals the room's member list.
+ *
+ * @generated from message chat.v1.MembersChanged
+ */
+export type MembersChanged = Message<"chat.v1.MembersChanged"> & {
+  /**
+   * The room.
+   *
+   * @generated from field: string room = 1;
+   */
+  room: string;
+
+  /**
+   * Users who are members now (their first connection joined, on any
+   * instance), sorted by display name.
+   *
+   * @generated from field: repeated chat.v1.Member joined = 2;
+   */
+  joined: Member[];
+
+  /**
+   * Users who are no longer members (their last connection left or
+   * disconnected), sorted by display name.
+   *
+   * @generated from field: repeated chat.v1.Member left = 3;
+   */
+  left: Member[];
+
+  /**
+   * How many members the room has now, on every instance.
+   *
+   * @generated from field: uint32 member_count = 4;
+   */
+  memberCount: number;
+};
+
+/**
+ * Describes the message chat.v1.MembersChanged.
+ * Use `create(MembersChangedSchema)` to create a new message.
+ */
+export const MembersChangedSchema: GenMessage<MembersChanged> = /*@__PURE__*/
+  messageDesc(file_chat_v1_chat, 37);
 
 /**
  * A connection's user was removed from a room by an application.
@@ -1400,7 +1482,7 @@ export type RemovedFromRoom = Message<"chat.v1.RemovedFromRoom"> & {
  * Use `create(RemovedFromRoomSchema)` to create a new message.
  */
 export const RemovedFromRoomSchema: GenMessage<RemovedFromRoom> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 37);
+  messageDesc(file_chat_v1_chat, 38);
 
 /**
  * Describes the session the server just opened.
@@ -1464,7 +1546,7 @@ export type Welcome = Message<"chat.v1.Welcome"> & {
  * Use `create(WelcomeSchema)` to create a new message.
  */
 export const WelcomeSchema: GenMessage<Welcome> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 38);
+  messageDesc(file_chat_v1_chat, 39);
 
 /**
  * A user as other members see them.
@@ -1493,7 +1575,7 @@ export type Member = Message<"chat.v1.Member"> & {
  * Use `create(MemberSchema)` to create a new message.
  */
 export const MemberSchema: GenMessage<Member> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 39);
+  messageDesc(file_chat_v1_chat, 40);
 
 /**
  * The answer to exactly one request.
@@ -1641,7 +1723,7 @@ export type Reply = Message<"chat.v1.Reply"> & {
  * Use `create(ReplySchema)` to create a new message.
  */
 export const ReplySchema: GenMessage<Reply> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 40);
+  messageDesc(file_chat_v1_chat, 41);
 
 /**
  * A failed request. The request changed nothing.
@@ -1677,7 +1759,7 @@ export type Error = Message<"chat.v1.Error"> & {
  * Use `create(ErrorSchema)` to create a new message.
  */
 export const ErrorSchema: GenMessage<Error> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 41);
+  messageDesc(file_chat_v1_chat, 42);
 
 /**
  * Result of joining a room.
@@ -1693,8 +1775,10 @@ export type JoinRoomResult = Message<"chat.v1.JoinRoomResult"> & {
   room: string;
 
   /**
-   * Everyone in the room now (on every server instance), this user
-   * included, each user once, sorted by display name.
+   * The room's members now (on every server instance), this user included,
+   * each user once, sorted by display name: all of them, or the first 100
+   * when there are more (then `members_next_page` is set and
+   * `ListMembersRequest` with it as `page_after` gives the rest).
    *
    * @generated from field: repeated chat.v1.Member members = 2;
    */
@@ -1756,6 +1840,20 @@ export type JoinRoomResult = Message<"chat.v1.JoinRoomResult"> & {
    * @generated from field: uint32 unread_count = 8;
    */
   unreadCount: number;
+
+  /**
+   * How many members the room has now (on every server instance).
+   *
+   * @generated from field: uint32 member_count = 9;
+   */
+  memberCount: number;
+
+  /**
+   * Set when `members` is the first page only: the cursor for the next one.
+   *
+   * @generated from field: string members_next_page = 10;
+   */
+  membersNextPage: string;
 };
 
 /**
@@ -1763,7 +1861,7 @@ export type JoinRoomResult = Message<"chat.v1.JoinRoomResult"> & {
  * Use `create(JoinRoomResultSchema)` to create a new message.
  */
 export const JoinRoomResultSchema: GenMessage<JoinRoomResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 42);
+  messageDesc(file_chat_v1_chat, 43);
 
 /**
  * Result of marking a room read.
@@ -1798,7 +1896,7 @@ export type MarkReadResult = Message<"chat.v1.MarkReadResult"> & {
  * Use `create(MarkReadResultSchema)` to create a new message.
  */
 export const MarkReadResultSchema: GenMessage<MarkReadResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 43);
+  messageDesc(file_chat_v1_chat, 44);
 
 /**
  * Members have read a room up to these positions: each position that moved
@@ -1831,7 +1929,7 @@ export type ReadReceipts = Message<"chat.v1.ReadReceipts"> & {
  * Use `create(ReadReceiptsSchema)` to create a new message.
  */
 export const ReadReceiptsSchema: GenMessage<ReadReceipts> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 44);
+  messageDesc(file_chat_v1_chat, 45);
 
 /**
  * One member's read position in a room.
@@ -1859,7 +1957,7 @@ export type ReadPosition = Message<"chat.v1.ReadPosition"> & {
  * Use `create(ReadPositionSchema)` to create a new message.
  */
 export const ReadPositionSchema: GenMessage<ReadPosition> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 45);
+  messageDesc(file_chat_v1_chat, 46);
 
 /**
  * Result of leaving a room.
@@ -1880,7 +1978,7 @@ export type LeaveRoomResult = Message<"chat.v1.LeaveRoomResult"> & {
  * Use `create(LeaveRoomResultSchema)` to create a new message.
  */
 export const LeaveRoomResultSchema: GenMessage<LeaveRoomResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 46);
+  messageDesc(file_chat_v1_chat, 47);
 
 /**
  * Acknowledgement of a sent message: it has been accepted and sequenced.
@@ -1929,7 +2027,7 @@ export type SendMessageResult = Message<"chat.v1.SendMessageResult"> & {
  * Use `create(SendMessageResultSchema)` to create a new message.
  */
 export const SendMessageResultSchema: GenMessage<SendMessageResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 47);
+  messageDesc(file_chat_v1_chat, 48);
 
 /**
  * The members of a room.
@@ -1945,12 +2043,26 @@ export type ListMembersResult = Message<"chat.v1.ListMembersResult"> & {
   room: string;
 
   /**
-   * Its members (on every server instance), each user once, sorted by
-   * display name.
+   * This page of its members (on every server instance), each user once,
+   * sorted by display name, then user id.
    *
    * @generated from field: repeated chat.v1.Member members = 2;
    */
   members: Member[];
+
+  /**
+   * The cursor for the next page; empty when this page is the last.
+   *
+   * @generated from field: string next_page = 3;
+   */
+  nextPage: string;
+
+  /**
+   * How many members the room has now.
+   *
+   * @generated from field: uint32 member_count = 4;
+   */
+  memberCount: number;
 };
 
 /**
@@ -1958,7 +2070,7 @@ export type ListMembersResult = Message<"chat.v1.ListMembersResult"> & {
  * Use `create(ListMembersResultSchema)` to create a new message.
  */
 export const ListMembersResultSchema: GenMessage<ListMembersResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 48);
+  messageDesc(file_chat_v1_chat, 49);
 
 /**
  * The rooms this connection is a member of.
@@ -1979,7 +2091,7 @@ export type ListRoomsResult = Message<"chat.v1.ListRoomsResult"> & {
  * Use `create(ListRoomsResultSchema)` to create a new message.
  */
 export const ListRoomsResultSchema: GenMessage<ListRoomsResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 49);
+  messageDesc(file_chat_v1_chat, 50);
 
 /**
  * Answer to a ping.
@@ -2007,7 +2119,7 @@ export type PongResult = Message<"chat.v1.PongResult"> & {
  * Use `create(PongResultSchema)` to create a new message.
  */
 export const PongResultSchema: GenMessage<PongResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 50);
+  messageDesc(file_chat_v1_chat, 51);
 
 /**
  * Answer to `typing`.
@@ -2022,7 +2134,7 @@ export type TypingResult = Message<"chat.v1.TypingResult"> & {
  * Use `create(TypingResultSchema)` to create a new message.
  */
 export const TypingResultSchema: GenMessage<TypingResult> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 51);
+  messageDesc(file_chat_v1_chat, 52);
 
 /**
  * A numbered event of a room: a message posted to it, or a change to an
@@ -2137,7 +2249,7 @@ export type MessageEvent = Message<"chat.v1.MessageEvent"> & {
  * Use `create(MessageEventSchema)` to create a new message.
  */
 export const MessageEventSchema: GenMessage<MessageEvent> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 52);
+  messageDesc(file_chat_v1_chat, 53);
 
 /**
  * The reactions with one emoji on a message.
@@ -2172,7 +2284,7 @@ export type Reaction = Message<"chat.v1.Reaction"> & {
  * Use `create(ReactionSchema)` to create a new message.
  */
 export const ReactionSchema: GenMessage<Reaction> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 53);
+  messageDesc(file_chat_v1_chat, 54);
 
 /**
  * Who else is typing in a room now: the room's whole typing state, not a
@@ -2224,7 +2336,7 @@ export type Typing = Message<"chat.v1.Typing"> & {
  * Use `create(TypingSchema)` to create a new message.
  */
 export const TypingSchema: GenMessage<Typing> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 54);
+  messageDesc(file_chat_v1_chat, 55);
 
 /**
  * A user became a member of a room (their first connection joined it).
@@ -2252,7 +2364,7 @@ export type MemberJoined = Message<"chat.v1.MemberJoined"> & {
  * Use `create(MemberJoinedSchema)` to create a new message.
  */
 export const MemberJoinedSchema: GenMessage<MemberJoined> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 55);
+  messageDesc(file_chat_v1_chat, 56);
 
 /**
  * A user stopped being a member of a room (their last connection left it,
@@ -2281,7 +2393,7 @@ export type MemberLeft = Message<"chat.v1.MemberLeft"> & {
  * Use `create(MemberLeftSchema)` to create a new message.
  */
 export const MemberLeftSchema: GenMessage<MemberLeft> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 56);
+  messageDesc(file_chat_v1_chat, 57);
 
 /**
  * A notice from the server to every connected client (the periodic
@@ -2310,7 +2422,7 @@ export type Notification = Message<"chat.v1.Notification"> & {
  * Use `create(NotificationSchema)` to create a new message.
  */
 export const NotificationSchema: GenMessage<Notification> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 57);
+  messageDesc(file_chat_v1_chat, 58);
 
 /**
  * Sent just before the server closes the stream.
@@ -2355,7 +2467,7 @@ export type DisconnectNotice = Message<"chat.v1.DisconnectNotice"> & {
  * Use `create(DisconnectNoticeSchema)` to create a new message.
  */
 export const DisconnectNoticeSchema: GenMessage<DisconnectNotice> = /*@__PURE__*/
-  messageDesc(file_chat_v1_chat, 58);
+  messageDesc(file_chat_v1_chat, 59);
 
 /**
  * Which way a history page goes from `from_sequence`.

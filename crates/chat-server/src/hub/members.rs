@@ -1,0 +1,125 @@
+//! Presence events, coalesced per room: the presence table notes every
+//! membership change, and once per tick each room with changes sends its
+//! local connections one `MembersChanged` frame listing who joined and
+//! who left (each as they are at the tick). A burst of joins then costs
+//! each member a frame per tick, not one per joiner, and the frames are
+//! built under the presence lock, so they keep their order with join
+//! replies: a member's list (its join reply, then these frames) ends equal
+//! to the room's once changes stop.
+//!
+//! Also the sizes of member pages: what a join reply lists, and what a
+//! `ListMembers` request may ask.
+
+use super::presence::MemberCursor;
+use super::{Hub, member};
+use crate::backplane::RoomFrame;
+use crate::domain::RequestError;
+use chat_proto::EncodedFrame;
+use chat_proto::v1::{MembersChanged, server_frame::Frame};
+use chat_util::lock;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How often a room's members are told of its changes at most (and how
+/// late a change is told at most, beside the tick's own work).
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// Most users one `MembersChanged` frame lists; more changes in one tick
+/// go in several frames.
+pub const MAX_LISTED: usize = 500;
+
+/// Members a join reply lists (the first page).
+pub const JOIN_PAGE: usize = 100;
+
+/// Members a `ListMembers` page lists when the request names no limit.
+pub const DEFAULT_PAGE: usize = 100;
+
+/// The most members a `ListMembers` page lists.
+pub const MAX_PAGE: usize = 1000;
+
+/// Reads a page request's cursor (empty: the first page) and limit (0:
+/// [`DEFAULT_PAGE`]); a cursor that is not one, or a limit above
+/// [`MAX_PAGE`], is refused.
+pub fn page_request(
+    page_after: &str,
+    limit: usize,
+) -> Result<(Option<MemberCursor>, usize), RequestError> {
+    let after = match page_after {
+        "" => None,
+        text => Some(MemberCursor::parse(text).ok_or_else(|| {
+            RequestError::InvalidArgument("page_after is not a member page's cursor".into())
+        })?),
+    };
+    let limit = match limit {
+        0 => DEFAULT_PAGE,
+        n if n > MAX_PAGE => {
+            return Err(RequestError::InvalidArgument(format!(
+                "a member page lists at most {MAX_PAGE} members"
+            )));
+        }
+        n => n,
+    };
+    Ok((after, limit))
+}
+
+impl Hub {
+    /// Tells each room's local connections of the membership changes
+    /// since the last call, one frame per room (per [`MAX_LISTED`] users);
+    /// returns how many frames were queued for connections.
+    pub fn flush_presence(&self) -> u64 {
+        let mut presence = lock(&self.presence);
+        let changes = presence.take_changes();
+        let mut queued = 0;
+        for change in changes {
+            let count = u32::try_from(change.count).unwrap_or(u32::MAX);
+            let mut joined = change.joined.chunks(MAX_LISTED);
+            let mut left = change.left.chunks(MAX_LISTED);
+            loop {
+                let (j, l) = (joined.next(), left.next());
+                if j.is_none() && l.is_none() {
+                    break;
+                }
+                let frame = Frame::MembersChanged(MembersChanged {
+                    room: change.room.to_string(),
+                    joined: j.unwrap_or_default().iter().map(member).collect(),
+                    left: l.unwrap_or_default().iter().map(member).collect(),
+                    member_count: count,
+                });
+                // Under the presence lock (the order with join replies);
+                // no socket is written here.
+                queued += self.rooms.deliver_queued(&RoomFrame {
+                    room: change.room.clone(),
+                    sequence: None,
+                    frame: EncodedFrame::from(frame),
+                    acked_at_unix_us: 0,
+                    trace: None,
+                    typing: None,
+                });
+            }
+        }
+        drop(presence);
+        self.metrics
+            .presence_frames
+            .fetch_add(queued, Ordering::Relaxed);
+        queued
+    }
+}
+
+/// Tells rooms of their membership changes every `tick` until `shutdown`
+/// (then once more, so the last changes reach the members still here).
+pub async fn run(hub: Arc<Hub>, tick: Duration, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(tick);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            _ = shutdown.cancelled() => true,
+            _ = ticks.tick() => false,
+        };
+        hub.flush_presence();
+        if stopping {
+            return;
+        }
+    }
+}
