@@ -25,6 +25,7 @@ mod limits;
 mod log_level;
 mod metrics;
 mod store;
+mod storm;
 mod tls;
 mod traces;
 mod typescript;
