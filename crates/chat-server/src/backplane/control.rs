@@ -58,6 +58,19 @@ pub enum ControlKind {
     /// its connections of the user (older instances ignore the kind).
     #[prost(message, tag = "11")]
     Remove(RemoveMember),
+    /// Users arrived in or left rooms on the origin, in order: one
+    /// presence tick's changes (older instances ignore the kind, and
+    /// their digest checks ask for a snapshot instead).
+    #[prost(message, tag = "12")]
+    PresenceBatch(PresenceChanges),
+}
+
+/// Several presence changes of the origin, in the order they happened.
+#[derive(Clone, PartialEq, Message)]
+pub struct PresenceChanges {
+    /// The changes.
+    #[prost(message, repeated, tag = "1")]
+    pub changes: Vec<PresenceChange>,
 }
 
 /// A user to take out of a room, and why, as a control message carries it.

@@ -275,6 +275,27 @@ impl Cluster {
                     ((), t.into_iter().collect())
                 });
             }
+            ControlKind::PresenceBatch(batch) => {
+                // Each change checked like a lone one; the invalid ones
+                // skipped. One lock for the batch.
+                let changes: Vec<(RoomName, User, bool)> = batch
+                    .changes
+                    .iter()
+                    .filter_map(|c| {
+                        let (room, user) = c.entry.as_ref().and_then(valid_entry)?;
+                        Some((room, user, c.present))
+                    })
+                    .collect();
+                hub.update_presence(|p| {
+                    let t = changes
+                        .iter()
+                        .filter_map(|(room, user, present)| {
+                            p.remote_set(&origin, room, user, *present, now)
+                        })
+                        .collect();
+                    ((), t)
+                });
+            }
             ControlKind::SyncRequest(r) => {
                 if r.target.is_empty() || r.target == hub.server_id() {
                     self.snapshot_soon().await;

@@ -13,6 +13,7 @@
 use super::presence::MemberCursor;
 use super::{Hub, member};
 use crate::backplane::RoomFrame;
+use crate::backplane::control::{ControlKind, PresenceChange, PresenceChanges};
 use crate::domain::RequestError;
 use chat_proto::EncodedFrame;
 use chat_proto::v1::{MembersChanged, server_frame::Frame};
@@ -107,8 +108,26 @@ impl Hub {
     }
 }
 
-/// Tells rooms of their membership changes every `tick` until `shutdown`
-/// (then once more, so the last changes reach the members still here).
+impl Hub {
+    /// Tells the other instances of this instance's presence edges since
+    /// the last call, in order, [`MAX_LISTED`] per control message; returns
+    /// how many.
+    pub async fn publish_presence(&self) -> usize {
+        let edges = std::mem::take(&mut *lock(&self.presence_out));
+        let count = edges.len();
+        let mut edges = edges.into_iter().peekable();
+        while edges.peek().is_some() {
+            let changes: Vec<PresenceChange> = edges.by_ref().take(MAX_LISTED).collect();
+            self.publish_control(ControlKind::PresenceBatch(PresenceChanges { changes }))
+                .await;
+        }
+        count
+    }
+}
+
+/// Every `tick` until `shutdown` (then once more, so the last changes
+/// reach the members still here and the other instances): tells rooms of
+/// their membership changes, and the other instances of this one's.
 pub async fn run(hub: Arc<Hub>, tick: Duration, shutdown: CancellationToken) {
     let mut ticks = tokio::time::interval(tick);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -118,6 +137,7 @@ pub async fn run(hub: Arc<Hub>, tick: Duration, shutdown: CancellationToken) {
             _ = ticks.tick() => false,
         };
         hub.flush_presence();
+        hub.publish_presence().await;
         if stopping {
             return;
         }

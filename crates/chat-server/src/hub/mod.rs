@@ -80,6 +80,10 @@ pub struct Hub {
     /// Whether this instance's readiness check passed last (set by the
     /// health watch; told to the others in heartbeats).
     ready: std::sync::atomic::AtomicBool,
+    /// This instance's presence edges (a user's first connection here
+    /// joined a room, or its last left) not yet told to the others, in
+    /// order; queued under the presence lock, published once per tick.
+    presence_out: Mutex<Vec<PresenceChange>>,
 }
 
 /// The hand-off of membership changes to the webhook's queue: the hub
@@ -123,6 +127,7 @@ impl Hub {
             receipts: receipts::Receipts::default(),
             membership_feed: None,
             ready: std::sync::atomic::AtomicBool::new(false),
+            presence_out: Mutex::default(),
         }
     }
 
@@ -523,7 +528,7 @@ impl Hub {
                 return Err(e);
             }
         };
-        let change = {
+        {
             let mut presence = lock(&self.presence);
             let change = presence.local_join(room, user);
             let mut first = Vec::with_capacity(backlog.len() + 1);
@@ -546,10 +551,10 @@ impl Hub {
                     self.feed_membership(room, user, true);
                 }
             }
-            change
-        };
-        if change.edge {
-            self.publish_presence(room, user, true).await;
+            if change.edge {
+                // Under the presence lock: the edges go out in order.
+                self.queue_presence(room, user, true);
+            }
         }
         self.metrics.joins.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -617,7 +622,7 @@ impl Hub {
         let Some(removed) = self.rooms.leave(room, conn) else {
             return false;
         };
-        let change = {
+        {
             let mut presence = lock(&self.presence);
             let change = presence.local_leave(room, &user.user_id);
             if change.transition {
@@ -626,10 +631,9 @@ impl Hub {
                     self.feed_membership(room, user, false);
                 }
             }
-            change
-        };
-        if change.edge {
-            self.publish_presence(room, user, false).await;
+            if change.edge {
+                self.queue_presence(room, user, false);
+            }
         }
         if removed && let Err(e) = self.backplane.unsubscribe(room).await {
             tracing::warn!(%room, error = %e, "backplane unsubscribe failed");
@@ -680,9 +684,11 @@ impl Hub {
         lock(&self.presence).local_entries()
     }
 
-    /// Tells the other instances that `user` arrived in or left `room` here.
-    async fn publish_presence(&self, room: &RoomName, user: &User, present: bool) {
-        let change = ControlKind::Presence(PresenceChange {
+    /// Queues, for the next presence tick, telling the other instances that
+    /// `user` arrived in or left `room` here ([`members::run`] publishes a
+    /// tick's changes in one control message).
+    fn queue_presence(&self, room: &RoomName, user: &User, present: bool) {
+        lock(&self.presence_out).push(PresenceChange {
             entry: Some(PresenceEntry {
                 room: room.to_string(),
                 user_id: user.user_id.to_string(),
@@ -690,7 +696,6 @@ impl Hub {
             }),
             present,
         });
-        self.publish_control(change).await;
     }
 
     /// Sends a control message to the other instances. A failure is
