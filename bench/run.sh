@@ -26,6 +26,22 @@
 #                        B-typing (B, every client also saying it types TYPING_RATE
 #                        times a second), and T / T-typing (1 room x 1000 clients,
 #                        2 senders @ 5 msg/s, without and with all 1000 typing)
+#                        SJ (not by default): the join storm, `chat-bench storm-join` on the
+#                        cluster: every client asks for all its rooms at once; SJ-200x50 (200
+#                        clients x 50 of 100 rooms) and SJ-5000x10 (5000 x 10 of 500; QUICK:
+#                        SJ-1000x10, 1000 x 10 of 100); time until every join is back, server CPU
+#                        per join (user, system), presence events, the servers' store and
+#                        presence counters, then a short live phase
+#                        SR (not by default): the restart storm, `chat-bench storm-restart` on
+#                        the cluster: 5000 clients x 10 of 500 rooms (QUICK: 1000 x 10 of 100),
+#                        half on each instance, a sender on the first at 50 msg/s; the second
+#                        instance is SIGKILLed and restarted (same command line, same log); time
+#                        until every client of it has rejoined every room, lost and duplicated
+#                        sequences, the first instance's delivery latency meanwhile
+#   PEER_STORM=1         with SJ or SR: the same storms on the peer (two ../shared/peers/socketio
+#                        server.js instances on the run's Redis, driven by bench/peer-storm.js; a
+#                        copy of the peer's folder gets its npm packages); rows peer-SJ-*, peer-SR-*
+#                        in peer-storm.jsonl, beside ours in summary.md's Storms table
 #   TYPING_RATE=0.33     typing announcements per second per client in the T rows (a
 #                        client repeats "typing" every 3 s while its user types)
 #   TOPOLOGIES="cluster" topologies to run, of cluster single (default: both)
@@ -58,6 +74,7 @@ TOPOLOGIES=${TOPOLOGIES:-cluster single}
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
 PG_URL=${PG_URL%/}
 PEER=${PEER:-0}
+PEER_STORM=${PEER_STORM:-0}
 PEER_DIR=${PEER_DIR:-$ROOT/../shared/peers/socketio}
 SERVER_LOG_LEVEL=${SERVER_LOG_LEVEL:-info}
 SKIP_BUILD=${SKIP_BUILD:-0}
@@ -74,6 +91,12 @@ else
   D_AB=20; C_DURATION=${C_DURATION:-10}; C_RATES=${C_RATES:-}; N_D=5000
 fi
 C_RATES=${C_RATES// /,}
+# Storm shapes: "clients rooms-per-client rooms".
+if [ "$QUICK" = 1 ]; then
+  SJ_SHAPES=("200 50 100" "1000 10 100"); SR_SHAPE="1000 10 100"
+else
+  SJ_SHAPES=("200 50 100" "5000 10 500"); SR_SHAPE="5000 10 500"
+fi
 
 TS=$(date -u +%Y%m%dT%H%M%SZ)
 OUT="$ROOT/bench/results/$TS"
@@ -100,11 +123,16 @@ done
 
 # ---------------------------------------------------------------- processes and cleanup
 REDIS_PID=""; BENCH_PID=""; PEER_PID=""; SINK_PID=""; SRV_PIDS=(); DB=""; TRACES_ENV=()
+PEER_SRV_PIDS=()
+# A restarted instance (SR) is not this shell's child: its pid is in a file.
+RESTARTED_PID_FILE="$WORK/restarted.pid"; PEER_RESTARTED_PID_FILE="$WORK/peer-restarted.pid"
 
 stop_pid() { # stop_pid PID -> SIGTERM, wait up to 10 s, then SIGKILL
   local pid=$1
   [ -n "$pid" ] || return 0
   kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+  # Killed already (SR's SIGKILL) and not yet reaped: nothing to stop.
+  if grep -qs '^State:.*Z' "/proc/$pid/status"; then wait "$pid" 2>/dev/null || true; return 0; fi
   kill -TERM "$pid" 2>/dev/null || true
   for _ in $(seq 100); do
     kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
@@ -121,16 +149,29 @@ drop_db() {
     log "could not drop database $DB"
   DB=""
 }
+stop_restarted() { # stop_restarted FILE: the process whose pid FILE holds, if any
+  [ -n "$1" ] && [ -s "$1" ] || return 0
+  stop_pid "$(cat "$1")"
+  rm -f "$1"
+}
 stop_servers() {
   local pid
   for pid in "${SRV_PIDS[@]}"; do stop_pid "$pid"; done
   SRV_PIDS=()
+  stop_restarted "$RESTARTED_PID_FILE"
   drop_db
+}
+stop_peer_servers() {
+  local pid
+  for pid in "${PEER_SRV_PIDS[@]}"; do stop_pid "$pid"; done
+  PEER_SRV_PIDS=()
+  stop_restarted "$PEER_RESTARTED_PID_FILE"
 }
 cleanup() {
   stop_pid "$BENCH_PID"; BENCH_PID=""
   stop_pid "$PEER_PID"; PEER_PID=""
   stop_servers
+  stop_peer_servers
   stop_pid "$REDIS_PID"; REDIS_PID=""
   stop_pid "$SINK_PID"; SINK_PID=""
   rm -rf "$WORK"
@@ -241,20 +282,36 @@ wait_ready() { # wait_ready PORT PID
   done
   return 1
 }
-start_server() { # start_server LABEL PORT DIR [VAR=VALUE ...]: one instance, its pid in SRV_PIDS
-  local label=$1 port=$2 dir=$3; shift 3
+server_env() { # server_env PORT [VAR=VALUE ...]: the instance's environment, in SERVER_ENV
+  local port=$1; shift
   # Rate and connection limits off: one load generator on one address
   # sends faster than a person (A: 50 msg/s from one client) and opens
   # 10,000 connections (D2x).
-  (cd "$dir" && exec env CHAT_LISTEN="127.0.0.1:$port" CHAT_SERVER_ID="bench-$port" \
-    CHAT_NOTIFICATIONS__ENABLED=false CHAT_LOG__LEVEL="$SERVER_LOG_LEVEL" \
-    CHAT_LIMITS__SEND_RATE=0 CHAT_LIMITS__USER_SEND_RATE=0 CHAT_LIMITS__JOIN_RATE=0 \
-    CHAT_LIMITS__USER_JOIN_RATE=0 CHAT_LIMITS__USER_HISTORY_RATE=0 CHAT_LIMITS__MAX_CONNECTIONS=0 \
-    CHAT_LIMITS__MAX_CONNECTIONS_PER_ADDRESS=0 CHAT_LIMITS__MAX_CONNECTIONS_PER_USER=0 \
-    CHAT_LIMITS__SESSION_RATE=0 \
-    CHAT_SHUTDOWN__DRAIN_TIMEOUT=5s "${TRACES_ENV[@]}" "$@" "$SERVER") >> "$OUT/logs/$label.server-$port.log" 2>&1 &
+  SERVER_ENV=(CHAT_LISTEN="127.0.0.1:$port" CHAT_SERVER_ID="bench-$port"
+    CHAT_NOTIFICATIONS__ENABLED=false CHAT_LOG__LEVEL="$SERVER_LOG_LEVEL"
+    CHAT_LIMITS__SEND_RATE=0 CHAT_LIMITS__USER_SEND_RATE=0 CHAT_LIMITS__JOIN_RATE=0
+    CHAT_LIMITS__USER_JOIN_RATE=0 CHAT_LIMITS__USER_HISTORY_RATE=0 CHAT_LIMITS__MAX_CONNECTIONS=0
+    CHAT_LIMITS__MAX_CONNECTIONS_PER_ADDRESS=0 CHAT_LIMITS__MAX_CONNECTIONS_PER_USER=0
+    CHAT_LIMITS__SESSION_RATE=0
+    CHAT_SHUTDOWN__DRAIN_TIMEOUT=5s "${TRACES_ENV[@]}" "$@")
+}
+start_server() { # start_server LABEL PORT DIR [VAR=VALUE ...]: one instance, its pid in SRV_PIDS
+  local label=$1 port=$2 dir=$3; shift 3
+  server_env "$port" "$@"
+  (cd "$dir" && exec env "${SERVER_ENV[@]}" "$SERVER") >> "$OUT/logs/$label.server-$port.log" 2>&1 &
   SRV_PIDS+=("$!")
   wait_ready "$port" "$!" || { log "$label: server on port $port did not become ready"; return 1; }
+}
+restart_script() { # restart_script FILE PIDFILE LOG DIR COMMAND...: a script that starts COMMAND
+  # again in the background in DIR, appending to LOG, and writes its pid to PIDFILE (SR's
+  # --restart-cmd; the process is stopped by stop_restarted)
+  local file=$1 pidfile=$2 logfile=$3 dir=$4; shift 4
+  {
+    echo '#!/usr/bin/env bash'
+    printf 'cd %q || exit 1\n' "$dir"
+    printf '%q ' "$@"; printf '>> %q 2>&1 < /dev/null &\n' "$logfile"
+    printf 'echo $! > %q\n' "$pidfile"
+  } > "$file"
 }
 start_cluster() { # start_cluster LABEL: a fresh database, then two instances on it
   local label=$1
@@ -264,7 +321,11 @@ start_cluster() { # start_cluster LABEL: a fresh database, then two instances on
     CHAT_STORE__URL="$PG_URL/$DB")
   # One after the other: the first one migrates the fresh database.
   start_server "$label" "$P1" "$WORK" "${shared[@]}" &&
-    start_server "$label" "$P2" "$WORK" "${shared[@]}"
+    start_server "$label" "$P2" "$WORK" "${shared[@]}" || return 1
+  # SR restarts the second instance with this: its command line, its log.
+  server_env "$P2" "${shared[@]}"
+  restart_script "$WORK/restart-server.sh" "$RESTARTED_PID_FILE" "$OUT/logs/$label.server-$P2.log" \
+    "$WORK" env "${SERVER_ENV[@]}" "$SERVER"
 }
 start_single() { # start_single LABEL: one instance, embedded defaults, in a fresh folder
   local label=$1 dir="$WORK/single-$RUN_N"
@@ -274,9 +335,10 @@ start_single() { # start_single LABEL: one instance, embedded defaults, in a fre
 
 LAST=""; LAST_OK=0; FAILED=()
 run_bench() { # run_bench cluster|single LABEL [chat-bench flags...]: one run, one line in $RES
+  # (with SUB=storm-join or SUB=storm-restart: that chat-bench subcommand, told the servers' logs)
   local topo=$1 label=$2; shift 2
   RUN_N=$((RUN_N + 1))
-  local urls pids broker=() rc=0
+  local urls pids broker=() rc=0 sub=() logs
   if ! "start_$topo" "$label"; then
     LAST="{\"label\":\"$label\",\"error\":\"servers failed to start (see logs/$label.server-*.log)\"}"
     echo "$LAST" >> "$RES"; stop_servers; LAST_OK=0; return 0
@@ -287,7 +349,12 @@ run_bench() { # run_bench cluster|single LABEL [chat-bench flags...]: one run, o
     urls="http://127.0.0.1:$P1"
   fi
   pids=$(IFS=,; echo "${SRV_PIDS[*]}")
-  timeout -k 10 "$RUN_TIMEOUT" "$BENCH" --label "$label" --urls "$urls" --server-pids "$pids" \
+  if [ -n "${SUB:-}" ]; then
+    logs="$OUT/logs/$label.server-$P1.log"
+    [ "$topo" != cluster ] || logs="$logs,$OUT/logs/$label.server-$P2.log"
+    sub=("$SUB" --server-logs "$logs")
+  fi
+  timeout -k 10 "$RUN_TIMEOUT" "$BENCH" "${sub[@]}" --label "$label" --urls "$urls" --server-pids "$pids" \
     "${broker[@]}" "$@" > "$WORK/run.json" 2> "$OUT/logs/$label.bench.log" &
   BENCH_PID=$!
   wait "$BENCH_PID" || rc=$?
@@ -346,6 +413,80 @@ run_floor() { # run_floor: loopback-floor once per benchmark run, one line in fl
   fi
 }
 
+# ---------------------------------------------------------------- the peer's storms (PEER_STORM=1)
+PEER_STORM_DIR=""
+peer_prepare() { # a copy of the peer's folder with its npm packages, in PEER_STORM_DIR
+  [ -z "$PEER_STORM_DIR" ] || return 0
+  [ -f "$PEER_DIR/server.js" ] || { log "no peer at $PEER_DIR"; return 1; }
+  command -v node >/dev/null || { log "node not found"; return 1; }
+  PEER_STORM_DIR="$WORK/peer-storm"
+  mkdir -p "$PEER_STORM_DIR"
+  cp -r "$PEER_DIR/." "$PEER_STORM_DIR/"
+  rm -rf "$PEER_STORM_DIR/results" "$PEER_STORM_DIR/run"
+  if [ ! -d "$PEER_STORM_DIR/node_modules/socket.io-client" ]; then
+    log "peer: npm ci in a copy of $PEER_DIR"
+    (cd "$PEER_STORM_DIR" && npm ci --no-audit --no-fund) > "$OUT/logs/peer-npm.log" 2>&1 ||
+      { log "peer: npm ci failed (see logs/peer-npm.log)"; PEER_STORM_DIR=""; return 1; }
+  fi
+}
+wait_peer() { # wait_peer PORT PID
+  for _ in $(seq 100); do
+    kill -0 "$2" 2>/dev/null || return 1
+    curl -sf "http://127.0.0.1:$1/health" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  return 1
+}
+start_peer() { # start_peer LABEL: two peer instances on the run's Redis, pids in PEER_SRV_PIDS
+  local label=$1 port pid
+  for port in "$PP1" "$PP2"; do
+    (cd "$PEER_STORM_DIR" && exec node server.js "$port" "redis://127.0.0.1:$REDIS_PORT") \
+      >> "$OUT/logs/$label.peer-$port.log" 2>&1 &
+    pid=$!
+    PEER_SRV_PIDS+=("$pid")
+    wait_peer "$port" "$pid" || { log "$label: peer on port $port did not come up"; return 1; }
+  done
+  restart_script "$WORK/restart-peer.sh" "$PEER_RESTARTED_PID_FILE" "$OUT/logs/$label.peer-$PP2.log" \
+    "$PEER_STORM_DIR" node server.js "$PP2" "redis://127.0.0.1:$REDIS_PORT"
+}
+run_peer_storm() { # run_peer_storm LABEL [peer-storm.js flags...]: one line in peer-storm.jsonl
+  local label=$1 rc=0 line pids; shift
+  if ! start_peer "$label"; then
+    echo "{\"label\":\"$label\",\"error\":\"peer servers failed to start\"}" >> "$OUT/peer-storm.jsonl"
+    stop_peer_servers; FAILED+=("$label"); return 0
+  fi
+  pids=$(IFS=,; echo "${PEER_SRV_PIDS[*]}")
+  timeout -k 10 "$RUN_TIMEOUT" env NODE_PATH="$PEER_STORM_DIR/node_modules" node "$ROOT/bench/peer-storm.js" \
+    --label "$label" --urls "http://127.0.0.1:$PP1,http://127.0.0.1:$PP2" --server-pids "$pids" \
+    "$@" > "$WORK/peer-run.json" 2> "$OUT/logs/$label.bench.log" &
+  BENCH_PID=$!
+  wait "$BENCH_PID" || rc=$?
+  BENCH_PID=""
+  line=$(tail -n 1 "$WORK/peer-run.json")
+  [ -n "$line" ] || line="{\"label\":\"$label\",\"error\":\"peer-storm.js produced no output (exit $rc)\"}"
+  echo "$line" >> "$OUT/peer-storm.jsonl"
+  stop_peer_servers
+  log "$(grep -a '^\[peer-storm\] result ' "$OUT/logs/$label.bench.log" | tail -n 1 || echo "$label: no result (exit $rc)")"
+  [ "$rc" = 0 ] || FAILED+=("$label")
+}
+peer_storms() { # the storms of ONLY on the peer
+  peer_prepare || { FAILED+=(peer-storm); return 0; }
+  free_port 13101; PP1=$PORT
+  free_port $((PP1 + 1)); PP2=$PORT
+  local shape n k r
+  if wanted SJ; then
+    for shape in "${SJ_SHAPES[@]}"; do
+      read -r n k r <<< "$shape"
+      run_peer_storm "peer-SJ-${n}x$k" --mode join --clients "$n" --rooms-per-client "$k" --rooms "$r"
+    done
+  fi
+  if wanted SR; then
+    read -r n k r <<< "$SR_SHAPE"
+    run_peer_storm "peer-SR-${n}x$k" --mode restart --clients "$n" --rooms-per-client "$k" --rooms "$r" \
+      --restart-cmd "bash $WORK/restart-peer.sh" --restart-pid-file "$PEER_RESTARTED_PID_FILE"
+  fi
+}
+
 # ---------------------------------------------------------------- cluster
 if topology cluster; then
   log "cluster: 2 instances, Redis backplane (pid $REDIS_PID), PostgreSQL store (fresh database per run)"
@@ -382,6 +523,20 @@ if topology cluster; then
     run_checked cluster T "${crowd[@]}"
     run_checked cluster T-typing "${crowd[@]}" --typing-rate "$TYPING_RATE"
   fi
+  if wanted SJ; then
+    log "SJ: join storms, every client joining all its rooms at once: ${SJ_SHAPES[*]}"
+    for shape in "${SJ_SHAPES[@]}"; do
+      read -r n k r <<< "$shape"
+      SUB=storm-join run_checked cluster "SJ-${n}x$k" --clients "$n" --rooms-per-client "$k" --rooms "$r"
+    done
+  fi
+  if wanted SR; then
+    read -r n k r <<< "$SR_SHAPE"
+    log "SR: restart storm, $n clients x $k of $r rooms, the second instance killed and restarted"
+    SUB=storm-restart run_checked cluster "SR-${n}x$k" --clients "$n" --rooms-per-client "$k" --rooms "$r" \
+      --restart-cmd "bash $WORK/restart-server.sh" --restart-pid-file "$RESTARTED_PID_FILE"
+  fi
+  if [ "$PEER_STORM" = 1 ] && { wanted SJ || wanted SR; }; then peer_storms; fi
   stop_pid "$REDIS_PID"; REDIS_PID=""
 fi
 
@@ -417,6 +572,12 @@ if [ "$PEER" = 1 ]; then
   fi
 fi
 
+# The peer's storm rows join its other rows (or are its only ones).
+if [ -s "$OUT/peer-storm.jsonl" ]; then
+  cat "$OUT/peer-storm.jsonl" >> "$OUT/peer-results.jsonl"
+  PEER_ARGS=(--peer "$OUT/peer-results.jsonl")
+fi
+
 # ---------------------------------------------------------------- summary
 {
   echo "# chat-server benchmark ($TS)"
@@ -434,6 +595,7 @@ fi
   [ "$SKIP_WS" = 1 ] || echo "- Rows \`*-ws\`: the same cluster workloads over the WebSocket transport (\`/v1/ws\` on the same"
   [ "$SKIP_WS" = 1 ] || echo "  listener), driven by chat-bench's lean WebSocket driver (\`--driver ws\`)."
   [ "$PEER" != 1 ] || echo "- **socket.io ×2**: the peer, run by its own run.sh in the same session (its summary: peer-summary.md)."
+  [ ! -s "$OUT/peer-storm.jsonl" ] || echo "- **socket.io ×2** storms (\`PEER_STORM=1\`): two instances of the peer's server.js on the run's Redis, driven by \`bench/peer-storm.js\` (rows \`peer-SJ-*\`, \`peer-SR-*\`)."
   if [ "$TRACES" = 1 ]; then
     stop_pid "$SINK_PID"; SINK_PID=""
     echo "- **Traces on** (\`TRACES=1\`, sample ratio $TRACES_RATIO): requests' spans exported over"

@@ -120,6 +120,14 @@ pub enum Command {
         #[arg(long)]
         floor: Option<PathBuf>,
     },
+    /// The join storm: N clients, each in K of R rooms, ask for every
+    /// membership at once; time until every join is back, server CPU per
+    /// join, presence events, the servers' store and presence counters.
+    StormJoin(crate::storm::join::JoinArgs),
+    /// The restart storm: instance B is killed and restarted while its
+    /// clients sit in many rooms and a sender posts on A; time until every
+    /// B client has rejoined, lost and duplicated messages, A's latency.
+    StormRestart(crate::storm::restart::RestartArgs),
 }
 
 /// The flags, as given.

@@ -10,6 +10,10 @@
 //! The helpers of `bench/run.sh` (report.js in the peer's folder):
 //! [`slo`] is scenario C's pass rule, [`saturation`] its stepping rule and
 //! [`summary`] the Markdown tables of a whole benchmark run.
+//!
+//! [`storm`] holds the storm workloads (`storm-join`, `storm-restart`):
+//! many memberships asked for at once, and their rejoin after an instance
+//! is killed.
 
 pub mod args;
 pub mod clock;
@@ -22,6 +26,7 @@ pub mod saturation;
 pub mod scenario;
 pub mod schedule;
 pub mod slo;
+pub mod storm;
 pub mod summary;
 pub mod ws;
 

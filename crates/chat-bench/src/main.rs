@@ -4,7 +4,9 @@
 //!
 //! Its subcommands are `bench/run.sh`'s helpers: `pass` (scenario C's SLO,
 //! exit 0 or 1), `step` (the next rate of C's stepping) and `report` (the
-//! Markdown tables); they exit 2 when they cannot read their input.
+//! Markdown tables); they exit 2 when they cannot read their input. And the
+//! storm workloads, `storm-join` and `storm-restart`: one JSON object on
+//! stdout like a run, with the same exit codes.
 
 #![forbid(unsafe_code)]
 
@@ -12,7 +14,7 @@ use anyhow::Context;
 use chat_bench::args::Command;
 use chat_bench::saturation::{self, Next};
 use chat_bench::summary::{self, Source};
-use chat_bench::{Cli, run, slo};
+use chat_bench::{Cli, run, slo, storm};
 use clap::Parser;
 use std::io::Read;
 use std::process::ExitCode;
@@ -20,6 +22,9 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(command) = &cli.command {
+        if let Some(code) = storm(command) {
+            return code;
+        }
         return match helper(command) {
             Ok(code) => code,
             Err(e) => {
@@ -35,18 +40,33 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let Some(runtime) = runtime() else {
+        return ExitCode::from(2);
+    };
+    let report = runtime.block_on(run(params));
+    let failures = report.failures();
+    finish(&report, report.error.is_some(), &failures)
+}
+
+/// The multi-threaded tokio runtime a run needs (`None`, said on stderr,
+/// if it cannot start).
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt,
+        Ok(rt) => Some(rt),
         Err(e) => {
             eprintln!("chat-bench: cannot start the runtime: {e}");
-            return ExitCode::from(2);
+            None
         }
-    };
-    let report = runtime.block_on(run(params));
-    let json = match serde_json::to_value(&report) {
+    }
+}
+
+/// Prints a run's report (its JSON line on stdout, its one-line summary on
+/// stderr) and gives the exit code: 2 on an error, 1 when it fails.
+fn finish(report: &impl serde::Serialize, error: bool, failures: &[String]) -> ExitCode {
+    let json = match serde_json::to_value(report) {
         Ok(json) => json,
         Err(e) => {
             eprintln!("chat-bench: cannot encode the report: {e}");
@@ -55,14 +75,34 @@ fn main() -> ExitCode {
     };
     println!("{json}");
     eprintln!("[chat-bench] result {}", summary::one_line(&json));
-    let failures = report.failures();
-    if report.error.is_some() {
+    if error {
         ExitCode::from(2)
     } else if failures.is_empty() {
         ExitCode::SUCCESS
     } else {
         eprintln!("chat-bench: FAIL: {}", failures.join("; "));
         ExitCode::from(1)
+    }
+}
+
+/// Runs a storm workload, if `command` is one.
+fn storm(command: &Command) -> Option<ExitCode> {
+    match command {
+        Command::StormJoin(args) => {
+            let Some(rt) = runtime() else {
+                return Some(ExitCode::from(2));
+            };
+            let report = rt.block_on(storm::join::run(args.clone()));
+            Some(finish(&report, report.error.is_some(), &report.failures()))
+        }
+        Command::StormRestart(args) => {
+            let Some(rt) = runtime() else {
+                return Some(ExitCode::from(2));
+            };
+            let report = rt.block_on(storm::restart::run(args.clone()));
+            Some(finish(&report, report.error.is_some(), &report.failures()))
+        }
+        _ => None,
     }
 }
 
@@ -136,5 +176,7 @@ fn helper(command: &Command) -> anyhow::Result<ExitCode> {
             print!("{}", summary::render(&ours, peer.as_ref(), &floors));
             Ok(ExitCode::SUCCESS)
         }
+        // Runs, not helpers: `storm` took them.
+        Command::StormJoin(_) | Command::StormRestart(_) => Ok(ExitCode::from(2)),
     }
 }

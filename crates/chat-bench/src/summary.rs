@@ -6,7 +6,10 @@
 //! system time beside the kernel's own floor (`loopback-floor`'s results). It reads results files of one JSON object per line, ours or
 //! the peer's (same field names), so the peer's rows can sit beside ours:
 //! each of our rows is followed by the peer's row with the same label, and
-//! the peer's other rows come last.
+//! the peer's other rows come last. The storm workloads' rows (`workload`
+//! `storm-join`, `storm-restart`, ours and `bench/peer-storm.js`'s) have a
+//! table of their own, Storms, where the peer's `peer-<label>` row follows
+//! ours.
 
 use crate::saturation;
 use crate::slo;
@@ -77,6 +80,11 @@ fn int(x: Option<f64>) -> String {
         out.push(c);
     }
     if n < 0 { format!("-{out}") } else { out }
+}
+
+/// Whether the row is a storm workload's (`storm-join`, `storm-restart`).
+fn is_storm(r: &Value) -> bool {
+    text(r, "workload").starts_with("storm")
 }
 
 /// Whether the run is an idle (connection memory) run.
@@ -437,7 +445,29 @@ pub fn one_line(r: &Value) -> String {
         text(r, "label"),
         int(num(r, &["connections"]))
     );
-    if is_idle(r) {
+    if is_storm(r) {
+        let _ = write!(
+            s,
+            ", joins {} (failed {}), join {} s, rejoins {}, resume {} s (ready {} s), \
+             CPU µs/join user {} sys {}, store queries/join {}, presence events {}, \
+             live p99 {} ms ratio {}, lost {} dup {}, slow statements {}",
+            int(num(r, &["joins"])),
+            int(num(r, &["join_failed"])),
+            fmt(num(r, &["join_s"]), 2),
+            int(num(r, &["rejoins"])),
+            fmt(num(r, &["resume_s"]), 2),
+            fmt(num(r, &["restart_ready_s"]), 2),
+            fmt(num(r, &["cpu_us_per_join", "user"]), 1),
+            fmt(num(r, &["cpu_us_per_join", "sys"]), 1),
+            fmt(num(r, &["store_queries_per_join"]), 2),
+            int(num(r, &["presence_events_received"])),
+            fmt(num(r, &["live", "latency_ms", "p99"]), 2),
+            fmt(num(r, &["live", "delivery_ratio"]), 4),
+            int(num(r, &["lost"])),
+            int(num(r, &["duplicated"])),
+            int(num(r, &["slow_statements"])),
+        );
+    } else if is_idle(r) {
         let _ = write!(
             s,
             ", srv RSS {} KB/connection, connect {} s",
@@ -475,7 +505,9 @@ pub fn one_line(r: &Value) -> String {
 /// kernel's floor (`loopback-floor`'s JSON objects, possibly none) beside
 /// the CPU split.
 pub fn render(ours: &Source, peer: Option<&Source>, floors: &[Value]) -> String {
-    let rows = interleave(ours, peer);
+    let (storms, rows): (Vec<_>, Vec<_>) = interleave(ours, peer)
+        .into_iter()
+        .partition(|(_, r)| is_storm(r));
     let sources: Vec<&Source> = std::iter::once(ours).chain(peer).collect();
     let mut out = String::new();
     throughput_table(&mut out, &rows);
@@ -483,7 +515,86 @@ pub fn render(ours: &Source, peer: Option<&Source>, floors: &[Value]) -> String 
     saturation_section(&mut out, &sources);
     cpu_split_section(&mut out, &rows, floors);
     diagnostics_table(&mut out, &rows);
+    storms_table(&mut out, &storms);
     out
+}
+
+/// A storm row's label without the peer's `peer-` prefix, to pair rows.
+fn storm_key(r: &Value) -> &str {
+    let label = text(r, "label");
+    label.strip_prefix("peer-").unwrap_or(label)
+}
+
+/// The storm rows: each of ours followed by the peer's of the same shape
+/// (`peer-<label>`), then the peer's others.
+fn storms_table(out: &mut String, rows: &[(&str, &Value)]) {
+    if rows.is_empty() {
+        return;
+    }
+    let ours = rows.first().map_or("", |(name, _)| *name);
+    let mut ordered: Vec<&(&str, &Value)> = Vec::new();
+    for row in rows.iter().filter(|(name, _)| *name == ours) {
+        ordered.push(row);
+        ordered.extend(
+            rows.iter()
+                .filter(|(name, r)| *name != ours && storm_key(r) == storm_key(row.1)),
+        );
+    }
+    for row in rows {
+        if !ordered.iter().any(|o| std::ptr::eq(*o, row)) {
+            ordered.push(row);
+        }
+    }
+    out.push_str("\n### Storms (many memberships at once)\n\n");
+    out.push_str(
+        "join: every client asks for all its rooms at the same moment; `s` is the time until \
+         every join reply is back. restart: one instance is SIGKILLed and restarted; `s` is \
+         the time from the kill until every one of its clients has every room rejoined. CPU: \
+         both servers over that window, per (re)join. live p99: deliveries right after the \
+         join storm, or to the other instance's clients during the restart. lost / dup: \
+         sequences (or, for the peer, acknowledged messages) missed or repeated by some \
+         client in some room.\n\n",
+    );
+    out.push_str(
+        "| system | run | workload | clients × rooms | (re)joins | s | CPU µs/join user / sys \
+         | store queries/join | presence events | live p99 ms | lost / dup | error |\n",
+    );
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for (name, r) in ordered {
+        let restart = text(r, "workload") == "storm-restart";
+        let (joins, secs) = if restart {
+            (num(r, &["rejoins"]), num(r, &["resume_s"]))
+        } else {
+            (num(r, &["joins"]), num(r, &["join_s"]))
+        };
+        let lost_dup = if restart {
+            format!(
+                "{} / {}",
+                int(num(r, &["lost"])),
+                int(num(r, &["duplicated"]))
+            )
+        } else {
+            "-".into()
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} × {} | {} | {} | {} / {} | {} | {} | {} | {} | {} |",
+            system(name, r),
+            text(r, "label"),
+            text(r, "workload").trim_start_matches("storm-"),
+            int(num(r, &["params", "clients"])),
+            int(num(r, &["params", "rooms_per_client"])),
+            int(joins),
+            fmt(secs, 2),
+            fmt(num(r, &["cpu_us_per_join", "user"]), 1),
+            fmt(num(r, &["cpu_us_per_join", "sys"]), 1),
+            fmt(num(r, &["store_queries_per_join"]), 2),
+            int(num(r, &["presence_events_received"])),
+            fmt(num(r, &["live", "latency_ms", "p99"]), 2),
+            lost_dup,
+            text(r, "error").chars().take(60).collect::<String>(),
+        );
+    }
 }
 
 #[cfg(test)]
@@ -657,6 +768,63 @@ mod tests {
         );
         // The WebSocket pair of idle runs has its marginal: 2 × 30 MB over 5,000.
         assert!(md.contains("marginal server RSS per connection between D-ws (5,000) and D2x-ws (10,000): **12.29 KB/connection**"), "{md}");
+    }
+
+    #[test]
+    fn storms_have_their_own_table_with_the_peer_beside_us() {
+        let join = |label: &str, peer: bool| {
+            json!({"workload": "storm-join", "label": label, "connections": 200,
+                "params": {"clients": 200, "rooms_per_client": 50},
+                "joins": 10000, "join_s": 1.25,
+                "cpu_us_per_join": {"user": 80.0, "sys": 20.5, "total": 100.5},
+                "store_queries_per_join": if peer { Value::Null } else { json!(0.5) },
+                "presence_events_received": if peer { Value::Null } else { json!(495000) },
+                "live": {"latency_ms": {"p99": 3.5}, "delivery_ratio": 1.0},
+                "servers": [{"pid": 1}, {"pid": 2}]})
+        };
+        let restart = json!({"workload": "storm-restart", "label": "SR-5000x10",
+            "params": {"clients": 5000, "rooms_per_client": 10}, "rejoins": 25000,
+            "resume_s": 4.5, "cpu_us_per_join": {"user": 40.0, "sys": 10.0},
+            "lost": 0, "duplicated": 0, "live": {"latency_ms": {"p99": 12.0}},
+            "servers": [{"pid": 1}, {"pid": 3}]});
+        let ours = Source {
+            name: "chat-server".into(),
+            rows: vec![run("A", 50.0, 5.0, 2), join("SJ-200x50", false), restart],
+        };
+        let peer = Source {
+            name: "socket.io".into(),
+            rows: vec![join("peer-SJ-200x50", true)],
+        };
+        let md = render(&ours, Some(&peer), &[]);
+        let storms = &md[md.find("### Storms").expect("a Storms table")..];
+        let lines: Vec<&str> = storms.lines().collect();
+        let at = |needle: &str| {
+            lines
+                .iter()
+                .position(|l| l.starts_with(needle))
+                .unwrap_or_else(|| panic!("no line {needle:?} in\n{storms}"))
+        };
+        let sj = at("| chat-server ×2 | SJ-200x50 |");
+        assert_eq!(at("| socket.io ×2 | peer-SJ-200x50 |"), sj + 1);
+        assert!(
+            lines[sj].contains(
+                "| join | 200 × 50 | 10,000 | 1.25 | 80.0 / 20.5 | 0.50 | 495,000 | 3.50 | - |"
+            ),
+            "{}",
+            lines[sj]
+        );
+        assert!(
+            lines[sj + 1].contains("| - | - | 3.50 |"),
+            "{}",
+            lines[sj + 1]
+        );
+        assert!(lines[at("| chat-server ×2 | SR-5000x10 |")].contains(
+            "| restart | 5,000 × 10 | 25,000 | 4.50 | 40.0 / 10.0 | - | - | 12.00 | 0 / 0 |"
+        ));
+        // Storm rows stay out of the other tables.
+        let before = &md[..md.find("### Storms").expect("storms")];
+        assert!(!before.contains("SJ-200x50") && !before.contains("SR-5000x10"));
+        assert!(one_line(&join("SJ-200x50", false)).contains("join 1.25 s"));
     }
 
     #[test]
