@@ -3,6 +3,7 @@
 //! out locally as one shared encoding.
 
 pub mod cluster;
+mod coalesce;
 pub mod members;
 pub mod notifier;
 mod outbox;
@@ -80,6 +81,15 @@ pub struct Hub {
     /// Whether this instance's readiness check passed last (set by the
     /// health watch; told to the others in heartbeats).
     ready: std::sync::atomic::AtomicBool,
+    /// Rooms' latest sequences being read for joins: the joiners of one
+    /// room asking at once share one read.
+    latest_reads: coalesce::Coalesce<RoomName, Result<u64, String>>,
+    /// Backlogs being read for resuming joiners (room, after, up to): the
+    /// joiners of one room resuming from the same point share one read.
+    backlog_reads: coalesce::Coalesce<BacklogKey, Result<Arc<[StoredMessage]>, String>>,
+    /// Bounds the backlog reads running at once, so a storm of resumes
+    /// leaves the store's connections to appends.
+    backlog_permits: Arc<tokio::sync::Semaphore>,
     /// This instance's presence edges (a user's first connection here
     /// joined a room, or its last left) not yet told to the others, in
     /// order; queued under the presence lock, published once per tick.
@@ -95,6 +105,9 @@ pub struct MembershipFeed {
     /// To the task that writes them to the store in batches.
     pub changes: tokio::sync::mpsc::Sender<MembershipChange>,
 }
+
+/// A backlog read: the room, after which sequence, up to which.
+type BacklogKey = (RoomName, u64, u64);
 
 /// One shard of the sessions: each connection's user id and outbox.
 type Sessions = HashMap<ConnId, (Arc<str>, Outbox)>;
@@ -128,6 +141,9 @@ impl Hub {
             membership_feed: None,
             ready: std::sync::atomic::AtomicBool::new(false),
             presence_out: Mutex::default(),
+            latest_reads: coalesce::Coalesce::default(),
+            backlog_reads: coalesce::Coalesce::default(),
+            backlog_permits: Arc::new(tokio::sync::Semaphore::new(BACKLOG_READS)),
         }
     }
 
@@ -486,11 +502,21 @@ impl Hub {
         let latest = match served {
             Some(delivered) if since.is_none_or(|s| s <= delivered) => delivered,
             _ => {
-                self.count_join_query(JoinQuery::LatestSequence);
-                self.store
-                    .latest_sequence(room)
-                    .await
-                    .map_err(|e| unavailable("store", e.to_string()))?
+                let store = self.store.clone();
+                let read = room.clone();
+                let (latest, asked) = self
+                    .latest_reads
+                    .get(room.clone(), move || async move {
+                        store
+                            .latest_sequence(&read)
+                            .await
+                            .map_err(|e| e.to_string())
+                    })
+                    .await;
+                if asked {
+                    self.count_join_query(JoinQuery::LatestSequence);
+                }
+                latest.map_err(|e| unavailable("store", e))?
             }
         };
         // The client saw messages the store does not have: the room's
@@ -590,13 +616,29 @@ impl Hub {
             from,
             limit: (delivered - from) as usize,
         };
-        let messages = if page.limit == 0 {
-            Vec::new()
+        let messages: Arc<[StoredMessage]> = if page.limit == 0 {
+            Arc::from([])
         } else {
-            self.count_join_query(JoinQuery::Backlog);
-            self.store.history(room, page).await.map_err(|e| {
+            let key = (room.clone(), from, delivered);
+            let (store, read) = (self.store.clone(), room.clone());
+            let permits = self.backlog_permits.clone();
+            let (messages, asked) = self
+                .backlog_reads
+                .get(key, move || async move {
+                    let _permit = permits.acquire_owned().await;
+                    store
+                        .history(&read, page)
+                        .await
+                        .map(Arc::from)
+                        .map_err(|e| e.to_string())
+                })
+                .await;
+            if asked {
+                self.count_join_query(JoinQuery::Backlog);
+            }
+            messages.map_err(|e| {
                 tracing::warn!(%room, error = %e, "resume failed: store");
-                RequestError::Unavailable(e.to_string())
+                RequestError::Unavailable(e)
             })?
         };
         let messages: Vec<&StoredMessage> = messages
@@ -991,6 +1033,11 @@ pub const RESUME_LIMIT: u64 = 1000;
 /// the previous join's backlog to be read before the connection is cut off
 /// as a slow consumer.
 const BURST_STALL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Backlog reads running at once at most (identical ones share a read):
+/// a storm of resumes holds this many store connections, and appends keep
+/// the rest.
+const BACKLOG_READS: usize = 4;
 
 /// What a join reply says about sequences.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

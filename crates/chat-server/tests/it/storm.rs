@@ -164,3 +164,50 @@ async fn a_crowd_joining_at_once_reaches_each_member_in_a_few_coalesced_events()
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joiners_resuming_a_room_at_once_share_its_store_reads() {
+    const JOINERS: usize = 20;
+    let server = TestServer::start(config()).await;
+    let url = server.url();
+    let (alice, _alice_ev) = connect(&url, "alice").await;
+    alice.join("lobby").await.unwrap();
+    for i in 0..3 {
+        alice.send("lobby", &format!("m{i}")).await.unwrap();
+    }
+    // Nobody is left in the room here: a join must ask the store.
+    alice.leave("lobby").await.unwrap();
+    let (latest, backlog) = (
+        join_queries(&server, "latest_sequence").await,
+        join_queries(&server, "backlog").await,
+    );
+    let resumes = (0..JOINERS).map(|i| {
+        let url = url.clone();
+        async move {
+            let (mut raw, joined) = resume(&url, &format!("r{i}"), "lobby", 1).await;
+            let mut seen = Vec::new();
+            while seen.len() < 2 {
+                match raw.next().await {
+                    Some(Frame::Message(m)) => seen.push(m.sequence),
+                    Some(_) => {}
+                    None => panic!("r{i}'s session ended"),
+                }
+            }
+            (joined.latest_sequence, seen, raw)
+        }
+    });
+    for (latest, seen, _raw) in futures::future::join_all(resumes).await {
+        assert_eq!((latest, seen), (3, vec![2, 3]), "each gets its backlog");
+    }
+    let latest_reads = join_queries(&server, "latest_sequence").await - latest;
+    let backlog_reads = join_queries(&server, "backlog").await - backlog;
+    assert!(
+        latest_reads <= 3.0,
+        "{JOINERS} joiners read the latest sequence {latest_reads} times"
+    );
+    assert!(
+        backlog_reads < JOINERS as f64,
+        "{JOINERS} joiners read {backlog_reads} backlogs"
+    );
+    server.stop().await;
+}
