@@ -6,6 +6,10 @@
 use crate::common::*;
 use std::collections::BTreeSet;
 
+/// Metrics only a PostgreSQL store exposes (this test's store is SQLite):
+/// joins per join-state statement.
+const POSTGRES_ONLY: [&str; 1] = ["chat_store_join_batch_joins"];
+
 fn dashboard() -> serde_json::Value {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -71,12 +75,18 @@ async fn every_panel_queries_metrics_the_server_exposes() {
     let mut used = BTreeSet::new();
     for expr in &exprs {
         for name in metric_names(expr) {
+            if POSTGRES_ONLY.contains(&name.as_str()) {
+                continue;
+            }
             assert!(exposed.contains(&name), "{expr}: {name} is not exposed");
             used.insert(name);
         }
         for label in grouped_by(expr) {
             assert!(
-                ["instance", "reason", "limit", "action", "call", "le"].contains(&label.as_str()),
+                [
+                    "instance", "reason", "limit", "action", "call", "query", "le"
+                ]
+                .contains(&label.as_str()),
                 "{expr}: groups by {label}, which no metric carries"
             );
         }
