@@ -30,7 +30,8 @@ pub enum Event {
     Message(MessageEvent),
     /// Members of one of the client's rooms changed: who joined and who
     /// left since the room's previous such event (coalesced by the server,
-    /// one per room per tick). Apply as set operations: a user listed that
+    /// per room: at once when quiet, then at most one a second). Apply as
+    /// set operations: a user listed that
     /// the room's list already has (or lacks) changes nothing.
     MembersChanged(MembersChanged),
     /// Someone joined one of the client's rooms (from a server older than

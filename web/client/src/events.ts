@@ -44,7 +44,7 @@ export interface MessageReceivedEvent {
 /**
  * Members of one of the client's rooms changed: who joined and who left
  * since the room's previous such event (the server coalesces a room's
- * changes, one event per room per tick, about 100 ms). Apply them as set
+ * changes: at the next 100 ms tick when the room was quiet, then at most one a second). Apply them as set
  * operations: a user listed that the room's list already has (or lacks)
  * changes nothing. Once changes stop, the join's list plus these events
  * equal the room's members.

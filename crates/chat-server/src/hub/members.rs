@@ -1,8 +1,9 @@
 //! Presence events, coalesced per room: the presence table notes every
-//! membership change, and once per tick each room with changes sends its
+//! membership change, and every tick each room with changes sends its
 //! local connections one `MembersChanged` frame listing who joined and
-//! who left (each as they are at the tick). A burst of joins then costs
-//! each member a frame per tick, not one per joiner, and the frames are
+//! who left (each as they are at the tick): at the next tick when the room
+//! was quiet, then at most once per [`GAP`]. A storm of joins then costs
+//! each member a frame a second per room, not one per joiner, and the frames are
 //! built under the presence lock, so they keep their order with join
 //! replies: a member's list (its join reply, then these frames) ends equal
 //! to the room's once changes stop.
@@ -23,9 +24,13 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// How often a room's members are told of its changes at most (and how
-/// late a change is told at most, beside the tick's own work).
+/// How often rooms' changes are gathered: a change in a quiet room is told
+/// this late at most (beside the tick's own work).
 pub const TICK: Duration = Duration::from_millis(100);
+
+/// How often one room's members are told of its changes at most: a room
+/// in a storm of joins (or leaves) costs each member one frame per gap.
+pub const GAP: Duration = Duration::from_secs(1);
 
 /// Most users one `MembersChanged` frame lists; more changes in one tick
 /// go in several frames.
@@ -71,7 +76,7 @@ impl Hub {
     /// returns how many frames were queued for connections.
     pub fn flush_presence(&self) -> u64 {
         let mut presence = lock(&self.presence);
-        let changes = presence.take_changes();
+        let changes = presence.take_changes(std::time::Instant::now(), GAP);
         let mut queued = 0;
         for change in changes {
             let count = u32::try_from(change.count).unwrap_or(u32::MAX);

@@ -40,6 +40,10 @@ pub struct Presence {
     /// The tick tells each room's members once ([`Presence::take_changes`]),
     /// so a burst of joins costs each member one frame, not one per joiner.
     changed: HashMap<RoomName, HashMap<Arc<str>, User>>,
+    /// When each room whose members were told of changes lately was told
+    /// (forgotten once that is `gap` ago): a room that keeps changing is
+    /// told at most once per `gap`.
+    told: HashMap<RoomName, Instant>,
 }
 
 /// A room's membership changes since the last presence tick, each changed
@@ -319,15 +323,25 @@ impl Presence {
             .insert(user.user_id.clone(), user.clone());
     }
 
-    /// Every room's changes since the last call, each changed user as they
+    /// The changes of every room due at `now`, each changed user as they
     /// are now (a user who joined and left in between is listed as left:
     /// a member that saw them join learns they are gone, one that did not
-    /// drops nothing it has).
-    pub fn take_changes(&mut self) -> Vec<RoomChanges> {
-        let changed = std::mem::take(&mut self.changed);
-        changed
-            .into_iter()
-            .map(|(room, users)| {
+    /// drops nothing it has). A room is due unless its members were told
+    /// less than `gap` ago: a quiet room's change goes out at the next
+    /// tick, a room in a storm of joins gets one frame per `gap`. Rooms not
+    /// due keep their changes for a later call.
+    pub fn take_changes(&mut self, now: Instant, gap: Duration) -> Vec<RoomChanges> {
+        self.told.retain(|_, at| now.duration_since(*at) < gap);
+        let due: Vec<RoomName> = self
+            .changed
+            .keys()
+            .filter(|room| !self.told.contains_key(*room))
+            .cloned()
+            .collect();
+        due.into_iter()
+            .filter_map(|room| {
+                let users = self.changed.remove(&room)?;
+                self.told.insert(room.clone(), now);
                 let present = self.rooms.get(&room);
                 let (mut joined, mut left): (Vec<User>, Vec<User>) =
                     users.into_values().partition(|u| {
@@ -338,12 +352,12 @@ impl Presence {
                 joined.sort_unstable_by(by_name);
                 left.sort_unstable_by(by_name);
                 let count = self.count(&room);
-                RoomChanges {
+                Some(RoomChanges {
                     room,
                     joined,
                     left,
                     count,
-                }
+                })
             })
             .collect()
     }
@@ -918,7 +932,9 @@ mod tests {
         joined(&mut p, &lobby, "cat");
         left(&mut p, &lobby, "cat");
         joined(&mut p, &dev, "ann");
-        let mut changes = p.take_changes();
+        let now = Instant::now();
+        let gap = Duration::from_secs(1);
+        let mut changes = p.take_changes(now, gap);
         changes.sort_by(|a, b| a.room.as_str().cmp(b.room.as_str()));
         let names = |users: &[User]| {
             users
@@ -938,6 +954,15 @@ mod tests {
             "joined and left within the tick: gone"
         );
         assert_eq!(changes[1].count, 2);
-        assert!(p.take_changes().is_empty(), "taking empties");
+        assert!(p.take_changes(now, gap).is_empty(), "taking empties");
+        // A room told just now waits its gap; another room does not.
+        joined(&mut p, &lobby, "dan");
+        joined(&mut p, &room("ops"), "eve");
+        let soon = p.take_changes(now + gap / 2, gap);
+        assert_eq!(soon.len(), 1);
+        assert_eq!(soon[0].room.as_str(), "ops");
+        let later = p.take_changes(now + gap, gap);
+        assert_eq!(later.len(), 1, "lobby's change waited, not lost");
+        assert_eq!(names(&later[0].joined), ["dan"]);
     }
 }

@@ -1404,7 +1404,8 @@ export const ServerFrameSchema: GenMessage<ServerFrame> = /*@__PURE__*/
 /**
  * The members of a room changed. A server gathers a room's membership
  * changes (from every instance) and sends its connections in the room one
- * such frame per presence tick (about 100 ms), so a room that many join at
+ * such frame at the next presence tick (100 ms) when the room was quiet,
+ * then at most one a second while it keeps changing, so a room that many join at
  * once costs each member a few frames, not one per joiner. A frame lists at
  * most 500 users; more changes in one tick come as several frames.
  *
