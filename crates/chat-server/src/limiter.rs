@@ -63,6 +63,12 @@ impl TokenBucket {
         }
     }
 
+    /// How many whole tokens could be taken at `now`, taking none.
+    pub fn available(&self, now: Instant) -> usize {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        (self.tokens + elapsed * self.rate).min(self.burst).max(0.0) as usize
+    }
+
     /// Returns a token taken for a request that was then refused elsewhere.
     pub fn give_back(&mut self) {
         self.tokens = (self.tokens + 1.0).min(self.burst);
@@ -163,6 +169,17 @@ pub struct RequestLimits {
 }
 
 impl RequestLimits {
+    /// How many joins the connection's and the user's buckets would let
+    /// through now, taking nothing (`usize::MAX` with no limit).
+    pub fn joins_available(&self) -> usize {
+        let now = Instant::now();
+        let own = self.join.as_ref().map_or(usize::MAX, |b| b.available(now));
+        let user = lock(&self.user.join)
+            .as_ref()
+            .map_or(usize::MAX, |b| b.available(now));
+        own.min(user)
+    }
+
     /// Takes a token for `action` from the connection's bucket and the
     /// user's; `Err(retry_after)` if either is empty (then neither is
     /// charged).

@@ -18,7 +18,7 @@ use crate::hub::{
 };
 use crate::limiter::{Action, Admission, Permit, Refusal};
 use crate::metrics::{CloseReason, RateLimitedAction};
-use crate::store::{Kind, NewMessage, StoredMessage};
+use crate::store::{Ban, Kind, NewMessage, ReadState, StoredMessage};
 use crate::telemetry::trace::{self, TraceParent};
 use chat_proto::EncodedFrame;
 use chat_proto::v1::{
@@ -29,7 +29,7 @@ use chat_proto::v1::{
 };
 use chat_util::now_unix_ms;
 use futures::{Stream, StreamExt};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
@@ -70,6 +70,35 @@ pub struct Session {
     /// The `traceparent` of the Session call, parent of each request's
     /// span unless the frame carries its own.
     trace_parent: Option<TraceParent>,
+    /// Store reads already started for the joins read ahead (a client
+    /// rejoining its rooms sends its joins at once: their read states are
+    /// asked together, not one round trip after another). Boxed and only
+    /// while a run of joins is handled: idle sessions are many.
+    prefetched: Option<Box<Prefetched>>,
+}
+
+/// Join states being read ahead, by room.
+type Prefetched = HashMap<RoomName, tokio::task::JoinHandle<(Option<ReadState>, Option<Ban>)>>;
+
+/// Frames a session reads ahead at most while it handles a join.
+const READ_AHEAD: usize = 64;
+
+/// Frames read ahead of the one being handled, in order (`None`: the end
+/// of the stream).
+type Ahead = VecDeque<Option<Result<ClientFrame, InboundError>>>;
+
+/// The next inbound frame: one read ahead, else the stream's next.
+async fn next_inbound<S>(
+    inbound: &mut S,
+    ahead: &mut Ahead,
+) -> Option<Result<ClientFrame, InboundError>>
+where
+    S: Stream<Item = Result<ClientFrame, InboundError>> + Unpin,
+{
+    match ahead.pop_front() {
+        Some(item) => item,
+        None => inbound.next().await,
+    }
 }
 
 impl Session {
@@ -133,6 +162,7 @@ impl Session {
                 .then(|| spread(timing.max_lifetime, conn)),
             reconnect_after_ms: reconnect_after_ms(timing.reconnect_spread, conn),
             trace_parent,
+            prefetched: None,
         }
     }
 
@@ -182,6 +212,7 @@ impl Session {
         tokio::pin!(expiry);
         // Allocated only when a lifetime is set: idle sessions are many.
         let mut lifetime = self.max_lifetime.map(|d| Box::pin(tokio::time::sleep(d)));
+        let mut ahead = Ahead::new();
         let reason = loop {
             break tokio::select! {
                 biased;
@@ -201,14 +232,22 @@ impl Session {
                     }
                     continue;
                 }
-                next = inbound.next() => match next {
+                next = next_inbound(&mut inbound, &mut ahead) => match next {
                     Some(Ok(frame)) => {
                         idle.as_mut().reset(Instant::now() + idle_timeout);
+                        if matches!(frame.request, Some(Request::JoinRoom(_))) {
+                            self.read_ahead(&mut inbound, &mut ahead, &frame);
+                        }
                         // The request runs to completion even if shutdown
                         // fires meanwhile: in-flight requests finish. Boxed:
                         // its state exists only while it runs, not in every
                         // idle session (1.4 KB, measured).
                         Box::pin(self.handle(frame)).await;
+                        if ahead.is_empty() {
+                            // The run of joins is handled: what a refused
+                            // one left read is stale by the next.
+                            self.prefetched = None;
+                        }
                         continue;
                     }
                     Some(Err(InboundError::ConnectionLost(why))) => {
@@ -230,6 +269,69 @@ impl Session {
         };
         self.goodbye(reason);
         reason
+    }
+
+    /// Handling join `first`: reads ahead the frames already arrived (at
+    /// most [`READ_AHEAD`]) and starts the store reads of the joins that
+    /// follow it without another request between (a client rejoining its
+    /// rooms), as many as the join rate lets through now. Each is then
+    /// handled in order, as ever, with its read state already asked.
+    fn read_ahead<S>(&mut self, inbound: &mut S, ahead: &mut Ahead, first: &ClientFrame)
+    where
+        S: Stream<Item = Result<ClientFrame, InboundError>> + Unpin,
+    {
+        use futures::FutureExt;
+        while ahead.len() < READ_AHEAD && matches!(ahead.back(), None | Some(Some(Ok(_)))) {
+            match inbound.next().now_or_never() {
+                Some(item) => ahead.push_back(item),
+                None => break,
+            }
+        }
+        let room_left = self
+            .hub
+            .limits()
+            .max_rooms_per_connection
+            .saturating_sub(self.rooms.len());
+        let budget = self.permit.limits.joins_available().min(room_left);
+        let frames = std::iter::once(first).chain(ahead.iter().map_while(|item| match item {
+            Some(Ok(frame)) => Some(frame),
+            _ => None,
+        }));
+        let mut rooms: Vec<RoomName> = Vec::new();
+        for frame in frames {
+            let Some(Request::JoinRoom(join)) = &frame.request else {
+                break;
+            };
+            if rooms.len() >= budget {
+                break;
+            }
+            // Only joins that will ask: a direct room's access is the
+            // store's to say, so it is not read ahead.
+            match RoomName::parse(&join.room) {
+                Ok(room)
+                    if !self.rooms.contains(&room)
+                        && !rooms.contains(&room)
+                        && !direct::is_direct(&room)
+                        && self.identity.rooms.access(room.as_str()) != Access::None =>
+                {
+                    rooms.push(room)
+                }
+                _ => {}
+            }
+        }
+        if rooms.len() < 2 {
+            // A lone join asks for itself.
+            return;
+        }
+        let prefetched = self.prefetched.get_or_insert_with(Box::default);
+        for room in rooms {
+            if prefetched.contains_key(&room) {
+                continue;
+            }
+            let (hub, user, asked) = (self.hub.clone(), self.user.clone(), room.clone());
+            let read = tokio::spawn(async move { hub.join_state(&asked, &user).await });
+            prefetched.insert(room, read);
+        }
     }
 
     /// How long the token stays valid (a far future without tokens).
@@ -473,7 +575,14 @@ impl Session {
         // The joiner's read position and unread count (zeros if the store
         // does not answer in time: the join does not wait on it longer),
         // and a ban, in one store query.
-        let (read, ban) = self.hub.join_state(&room, &self.user).await;
+        let prefetched = self.prefetched.as_mut().and_then(|p| p.remove(&room));
+        let (read, ban) = match prefetched {
+            Some(read) => match read.await {
+                Ok(state) => state,
+                Err(_) => self.hub.join_state(&room, &self.user).await,
+            },
+            None => self.hub.join_state(&room, &self.user).await,
+        };
         if let Some(ban) = ban {
             return Err(RequestError::Banned {
                 room: room.to_string(),
