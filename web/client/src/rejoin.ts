@@ -18,15 +18,22 @@ export function planRejoins(shared: Shared, live: Live): Map<string, () => void>
   return done;
 }
 
-/** Rejoins every room of the plan, one after another, then signals each as done. */
+/**
+ * Rejoins every room of the plan, all at once in the plan's order (the server
+ * answers in that order and reads their states together: a client in many
+ * rooms is back after about one round trip, not one per room), signalling
+ * each as done when its own rejoin is.
+ */
 export async function rejoin(shared: Shared, live: Live, done: Map<string, () => void>): Promise<void> {
   try {
-    for (const room of done.keys()) {
-      if (shared.live !== live) break;
-      await rejoinRoom(shared, live, room);
-      live.rejoining.delete(room);
-      done.get(room)!();
-    }
+    await Promise.all(
+      [...done.keys()].map(async (room) => {
+        if (shared.live !== live) return;
+        await rejoinRoom(shared, live, room);
+        live.rejoining.delete(room);
+        done.get(room)!();
+      }),
+    );
   } finally {
     for (const [room, signal] of done) {
       live.rejoining.delete(room);

@@ -11,12 +11,16 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Rejoins every room the client is in, reporting each outcome.
+/// Rejoins every room the client is in, reporting each outcome. The joins
+/// go out at once, in the rooms' order (the server answers them in that
+/// order, and reads their states together): a client in many rooms is
+/// back in all of them after about one round trip, not one per room.
 pub(super) async fn rejoin(inner: Arc<Inner>, events: mpsc::Sender<Event>) {
     let rooms: Vec<String> = lock(&inner.rooms).iter().cloned().collect();
-    for room in rooms {
-        rejoin_room(&inner, &events, room).await;
-    }
+    let rejoins = rooms
+        .into_iter()
+        .map(|room| rejoin_room(&inner, &events, room));
+    futures::future::join_all(rejoins).await;
 }
 
 /// Rejoins `room`. A join the server could not do now (its store or
