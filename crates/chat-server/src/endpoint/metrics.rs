@@ -179,6 +179,13 @@ fn messages(out: &mut String, hub: &Hub) {
     for &query in JoinQuery::ALL {
         queries.add(query, hub.metrics().join_store_queries.get(query));
     }
+    if let Some(waits) = hub.store().pool_waits() {
+        waits.render(
+            out,
+            "chat_store_pool_wait_seconds",
+            "How long each batch of appends waited for a store connection (a storm of joins must not make it wait).",
+        );
+    }
     if let Some(batches) = hub.store().join_batches() {
         queries.add(JoinQuery::JoinState, batches.count());
     }
@@ -297,6 +304,13 @@ fn store(out: &mut String, hub: &Hub) {
             out,
             "chat_store_batch_messages",
             "Messages written per store commit or statement (group commit).",
+        );
+    }
+    if let Some(waits) = hub.store().pool_waits() {
+        waits.render(
+            out,
+            "chat_store_pool_wait_seconds",
+            "How long each batch of appends waited for a store connection (a storm of joins must not make it wait).",
         );
     }
     if let Some(batches) = hub.store().join_batches() {

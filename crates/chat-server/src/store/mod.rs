@@ -416,6 +416,12 @@ pub trait MessageStore: Send + Sync + 'static {
         None
     }
 
+    /// How long appends waited for a connection of the store's pool
+    /// (PostgreSQL); `None` for a store without one.
+    fn pool_waits(&self) -> Option<&crate::metrics::Histogram> {
+        None
+    }
+
     /// From now on, queues the events `capture` names for the webhook:
     /// room events in the transaction that stores them (nothing is queued
     /// until this is called; a SQLite file keeps the last setting).

@@ -28,7 +28,7 @@ use crate::metrics::Histogram;
 use chat_util::now_unix_ms;
 use futures::future::{BoxFuture, FutureExt};
 use sqlx::Row;
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -74,6 +74,8 @@ pub struct PostgresStore {
     joins: mpsc::Sender<JoinAsk>,
     /// Joins per join-state statement.
     join_batches: Arc<Histogram>,
+    /// How long each append batch waited for a pool connection.
+    pool_waits: Arc<Histogram>,
 }
 
 /// The append statement, built once: a CTE that checks for a stored copy,
@@ -473,11 +475,13 @@ impl PostgresStore {
         let (joins, asks) = mpsc::channel(JOIN_QUEUE);
         let join_batches = Arc::new(Histogram::sizes());
         tokio::spawn(join_loop(pool.clone(), asks, join_batches.clone()));
+        let pool_waits = Arc::new(Histogram::latency());
         tokio::spawn(batch_loop(
             pool.clone(),
             queue,
             batches.clone(),
             capture.clone(),
+            pool_waits.clone(),
         ));
         Ok(PostgresStore {
             pool,
@@ -486,6 +490,7 @@ impl PostgresStore {
             capture,
             joins,
             join_batches,
+            pool_waits,
         })
     }
 }
@@ -554,6 +559,7 @@ async fn batch_loop(
     mut queue: mpsc::Receiver<(NewMessage, Reply)>,
     batches: Arc<Histogram>,
     capture: Arc<CaptureCell>,
+    waits: Arc<Histogram>,
 ) {
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
     loop {
@@ -566,11 +572,10 @@ async fn batch_loop(
         if queue.recv_many(&mut batch, MAX_BATCH).await == 0 {
             return;
         }
-        let pool = pool.clone();
-        let batches = batches.clone();
+        let (pool, batches, waits) = (pool.clone(), batches.clone(), waits.clone());
         let queued = capture.get().has(Capture::MESSAGE);
         tokio::spawn(async move {
-            append_batch(&pool, batch, &batches, queued).await;
+            append_batch(&pool, batch, &batches, queued, &waits).await;
             drop(permit);
         });
     }
@@ -589,17 +594,31 @@ async fn append_batch(
     mut batch: Vec<(NewMessage, Reply)>,
     batches: &Histogram,
     queued: bool,
+    waits: &Histogram,
 ) {
+    // The wait for a connection, timed: how ready the store is for appends.
+    let asked = std::time::Instant::now();
+    let mut conn = match pool.acquire().await {
+        Ok(conn) => conn,
+        Err(e) => {
+            let e = e.to_string();
+            for (_, reply) in batch {
+                let _ = reply.send(Err(StoreError::Unavailable(e.clone())));
+            }
+            return;
+        }
+    };
+    waits.observe(asked.elapsed());
     if batch.len() == 1 {
         batches.observe_count(1);
         let (message, reply) = batch.remove(0);
-        let _ = reply.send(append_one(pool, &message, queued).await);
+        let _ = reply.send(append_one(&mut conn, &message, queued).await);
         return;
     }
     let mut attempts = 0;
     let error = loop {
         attempts += 1;
-        match append_many(pool, batch.iter().map(|(m, _)| m), queued).await {
+        match append_many(&mut conn, batch.iter().map(|(m, _)| m), queued).await {
             Ok(results) => {
                 batches.observe_count(batch.len() as u64);
                 for ((_, reply), result) in batch.into_iter().zip(results) {
@@ -614,7 +633,7 @@ async fn append_batch(
     tracing::debug!(error = %error, size = batch.len(), "postgres batch failed; appending one by one");
     for (message, reply) in batch {
         batches.observe_count(1);
-        let _ = reply.send(append_one(pool, &message, queued).await);
+        let _ = reply.send(append_one(&mut conn, &message, queued).await);
     }
 }
 
@@ -636,12 +655,12 @@ fn is_transient(e: &sqlx::Error) -> bool {
 /// message id) go to the database once; the later ones answer with its
 /// stored copy, marked duplicate.
 async fn append_many<'m>(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     messages: impl ExactSizeIterator<Item = &'m NewMessage>,
     queued: bool,
 ) -> Result<Vec<Appended>, sqlx::Error> {
     let (unique, slot) = first_occurrences(messages);
-    let rows = insert_batch(pool, &unique, queued).await?;
+    let rows = insert_batch(conn, &unique, queued).await?;
     let stored = answers(&unique, &rows)?;
     // Every repeat after the first of the same message in the batch is a
     // duplicate of it.
@@ -682,7 +701,7 @@ fn first_occurrences<'m>(
 
 /// Runs the batch statement over `unique`, its columns as arrays.
 async fn insert_batch(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     unique: &[&NewMessage],
     queued: bool,
 ) -> Result<Vec<PgRow>, sqlx::Error> {
@@ -700,7 +719,7 @@ async fn insert_batch(
         .bind(column(|m| m.text.as_str()))
         .bind(vec![now_unix_ms(); unique.len()])
         .bind(queued)
-        .fetch_all(pool)
+        .fetch_all(conn)
         .await
 }
 
@@ -727,7 +746,7 @@ fn answers(unique: &[&NewMessage], rows: &[PgRow]) -> Result<Vec<Appended>, sqlx
 
 /// One message, one statement (its webhook event with it if `queued`).
 async fn append_one(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     message: &NewMessage,
     queued: bool,
 ) -> Result<Appended, StoreError> {
@@ -746,7 +765,7 @@ async fn append_one(
         .bind(&message.text)
         .bind(now_unix_ms())
         .bind(queued)
-        .fetch_one(pool)
+        .fetch_one(&mut *conn)
         .await;
     let row =
         match appended {
@@ -761,7 +780,7 @@ async fn append_one(
             .bind(room)
             .bind(&*message.sender.user_id)
             .bind(&message.client_message_id)
-            .fetch_one(pool)
+            .fetch_one(&mut *conn)
             .await?,
             Err(e) => return Err(e.into()),
         };
@@ -908,6 +927,10 @@ impl MessageStore for PostgresStore {
 
     fn join_batches(&self) -> Option<&Histogram> {
         Some(&self.join_batches)
+    }
+
+    fn pool_waits(&self) -> Option<&Histogram> {
+        Some(&self.pool_waits)
     }
 
     fn ban<'a>(

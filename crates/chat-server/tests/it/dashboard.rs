@@ -7,8 +7,11 @@ use crate::common::*;
 use std::collections::BTreeSet;
 
 /// Metrics only a PostgreSQL store exposes (this test's store is SQLite):
-/// joins per join-state statement.
-const POSTGRES_ONLY: [&str; 1] = ["chat_store_join_batch_joins"];
+/// joins per join-state statement, and appends' waits for a connection.
+const POSTGRES_ONLY: [&str; 2] = [
+    "chat_store_join_batch_joins",
+    "chat_store_pool_wait_seconds",
+];
 
 fn dashboard() -> serde_json::Value {
     let path = concat!(
