@@ -497,7 +497,11 @@ impl Session {
                     .await
                     .map(reply::Result::DeleteMessage)
             }
-            Some(Request::ListMembers(r)) => self.list_members(&r),
+            Some(Request::ListMembers(r)) => match self.list_members(request_id, &r) {
+                // The hub queued the reply, in order with presence events.
+                Ok(()) => return,
+                Err(e) => Err(e),
+            },
             Some(Request::ListRooms(_)) => Ok(reply::Result::ListRooms(ListRoomsResult {
                 rooms: self.rooms.iter().map(|r| r.to_string()).collect(),
             })),
@@ -618,7 +622,7 @@ impl Session {
                 reply,
             )
             .await?;
-        tracing::info!(%room, "joined");
+        tracing::debug!(%room, "joined");
         self.rooms.insert(room);
         Ok(())
     }
@@ -674,7 +678,7 @@ impl Session {
         self.stopped_typing(&room).await;
         self.rooms.remove(&room);
         self.hub.leave(&room, self.conn, &self.user).await;
-        tracing::info!(%room, "left");
+        tracing::debug!(%room, "left");
         Ok(reply::Result::LeaveRoom(LeaveRoomResult {
             room: room.to_string(),
         }))
@@ -802,14 +806,25 @@ impl Session {
         Ok(acknowledgement(stored))
     }
 
-    fn list_members(&self, request: &ListMembersRequest) -> Result<reply::Result, RequestError> {
+    /// Queues the reply to `ListMembers` request `request_id`: read and
+    /// queued under the presence lock, so the presence events before and
+    /// after it are exactly the changes it does not and does show.
+    fn list_members(
+        &self,
+        request_id: u64,
+        request: &ListMembersRequest,
+    ) -> Result<(), RequestError> {
         let room = self.member_room(&request.room)?;
         let limit = usize::try_from(request.limit).unwrap_or(usize::MAX);
         let (after, limit) = members::page_request(&request.page_after, limit)?;
-        let page = self.hub.member_page(&room, after.as_ref(), limit);
-        Ok(reply::Result::ListMembers(list_members_result(
-            &room, &page,
-        )))
+        self.hub
+            .queue_member_page(&room, after.as_ref(), limit, &self.outbox, |page| {
+                EncodedFrame::from(Frame::Reply(Reply {
+                    request_id,
+                    result: Some(reply::Result::ListMembers(list_members_result(&room, page))),
+                }))
+            });
+        Ok(())
     }
 }
 
