@@ -208,6 +208,7 @@ export class Chat {
     if (this.current === room.name) {
       this.members.render(room, this.you);
       if (!room.opened) void this.showOlder();
+      void this.fillMembers(room);
     }
   }
 
@@ -316,6 +317,23 @@ export class Chat {
     this.renderHistoryState();
     this.hooks.changed([...this.rooms.keys()], this.current);
     if (room !== undefined && !room.opened && this.client.state === "connected") void this.showOlder();
+    if (room !== undefined) void this.fillMembers(room);
+  }
+
+  /**
+   * A join lists a big room's first members only: the room shown gets the
+   * rest (one page of up to 1000; presence events keep it current after).
+   */
+  private async fillMembers(room: Room): Promise<void> {
+    if (room.memberCount <= room.members.size || room.memberCount > 1000 || this.client.state !== "connected") return;
+    try {
+      const page = await this.client.membersPage(room.name, "", 1000);
+      // The reply comes in order with presence events: it is the list as of now.
+      room.setMembers(page.members, page.memberCount);
+      if (this.current === room.name) this.members.render(room, this.you);
+    } catch {
+      // Not a member any more, or the connection went: the first page stays.
+    }
   }
 
   /** Loads the page above the oldest message of the room shown (the latest page the first time). */

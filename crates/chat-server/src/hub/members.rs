@@ -11,11 +11,13 @@
 //! Also the sizes of member pages: what a join reply lists, and what a
 //! `ListMembers` request may ask.
 
-use super::presence::MemberCursor;
-use super::{Hub, member};
+use super::outbox::Deferred;
+use super::presence::{MemberCursor, MemberPage};
+use super::{Hub, Outbox, member};
 use crate::backplane::RoomFrame;
 use crate::backplane::control::{ControlKind, PresenceChange, PresenceChanges};
 use crate::domain::RequestError;
+use crate::domain::validate::RoomName;
 use chat_proto::EncodedFrame;
 use chat_proto::v1::{MembersChanged, server_frame::Frame};
 use chat_util::lock;
@@ -36,8 +38,10 @@ pub const GAP: Duration = Duration::from_secs(1);
 /// go in several frames.
 pub const MAX_LISTED: usize = 500;
 
-/// Members a join reply lists (the first page).
-pub const JOIN_PAGE: usize = 100;
+/// Members a join reply lists (the first page): a handful to show at once;
+/// a client that shows more asks for pages. Every member listed costs
+/// every join, so a storm of joins into big rooms pays for each one.
+pub const JOIN_PAGE: usize = 20;
 
 /// Members a `ListMembers` page lists when the request names no limit.
 pub const DEFAULT_PAGE: usize = 100;
@@ -71,6 +75,27 @@ pub fn page_request(
 }
 
 impl Hub {
+    /// Queues on `outbox` the frame `reply` builds from a page of `room`'s
+    /// members (after `after`, at most `limit`), under the presence lock:
+    /// the presence frames queued before it are changes the page shows,
+    /// the ones after it changes it does not.
+    pub fn queue_member_page(
+        &self,
+        room: &RoomName,
+        after: Option<&MemberCursor>,
+        limit: usize,
+        outbox: &Outbox,
+        reply: impl FnOnce(&MemberPage) -> EncodedFrame,
+    ) {
+        let mut writes = Deferred::default();
+        let presence = lock(&self.presence);
+        let page = presence.member_page(room, after, limit);
+        outbox.push_deferred(reply(&page), &mut writes);
+        drop(presence);
+        // The socket is written once the lock is let go.
+        drop(writes);
+    }
+
     /// Tells each room's local connections of the membership changes
     /// since the last call, one frame per room (per [`MAX_LISTED`] users);
     /// returns how many frames were queued for connections.

@@ -22,6 +22,21 @@ struct ProbeStore {
     fail_next: AtomicBool,
     /// `latest_sequence` calls so far.
     latest_reads: std::sync::atomic::AtomicUsize,
+    /// `history` calls so far.
+    history_reads: std::sync::atomic::AtomicUsize,
+    /// How long `latest_sequence` and `history` take, in milliseconds (a
+    /// busy store).
+    read_delay_ms: AtomicU64,
+}
+
+impl ProbeStore {
+    /// Waits as long as a read takes.
+    async fn read_delay(&self) {
+        let ms = self.read_delay_ms.load(Ordering::SeqCst);
+        if ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+    }
 }
 
 impl MessageStore for ProbeStore {
@@ -127,7 +142,10 @@ impl MessageStore for ProbeStore {
 
     fn latest_sequence<'a>(&'a self, room: &'a RoomName) -> BoxFuture<'a, Result<u64, StoreError>> {
         self.latest_reads.fetch_add(1, Ordering::SeqCst);
-        self.inner.latest_sequence(room)
+        Box::pin(async move {
+            self.read_delay().await;
+            self.inner.latest_sequence(room).await
+        })
     }
 
     fn history<'a>(
@@ -135,7 +153,11 @@ impl MessageStore for ProbeStore {
         room: &'a RoomName,
         page: Page,
     ) -> BoxFuture<'a, Result<Vec<StoredMessage>, StoreError>> {
-        self.inner.history(room, page)
+        self.history_reads.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            self.read_delay().await;
+            self.inner.history(room, page).await
+        })
     }
 
     fn set_capture(&self, capture: Capture) -> BoxFuture<'_, Result<(), StoreError>> {
@@ -301,6 +323,72 @@ async fn an_up_to_date_resume_reads_nothing_from_the_store() {
     let (_, reset) = join(5, Some(7)).await;
     assert_eq!(reads(), 2, "beyond where the room stands: the store says");
     assert!(reset, "the store is behind the point");
+}
+
+/// Issue 18: the clients of a restarted instance rejoin a room at once,
+/// each resuming from the same point, while the store is slow: they share
+/// one read of the room's latest sequence and one of the backlog, and each
+/// gets the backlog.
+#[tokio::test]
+async fn joiners_resuming_a_room_at_once_share_its_store_reads() {
+    let rooms = Arc::new(Rooms::new(true, None));
+    let store = Arc::new(ProbeStore::default());
+    let backplane = Arc::new(LocalBackplane::new(rooms.clone()));
+    let hub = Hub::new(
+        "a".into(),
+        Limits::default(),
+        rooms,
+        store.clone(),
+        backplane,
+    );
+    let lobby = RoomName::parse("lobby").unwrap();
+    for i in 0..3 {
+        let message = NewMessage {
+            room: lobby.clone(),
+            sender: user("alice"),
+            client_message_id: format!("m{i}"),
+            text: "hello".into(),
+            kind: Kind::Message,
+        };
+        store.inner.append(message).await.unwrap();
+    }
+    store.read_delay_ms.store(50, Ordering::SeqCst);
+    let joins = (0..20).map(|conn| {
+        let (outbox, stream) = outbox(16);
+        let (hub, lobby) = (&hub, &lobby);
+        async move {
+            hub.join(
+                lobby,
+                conn,
+                &user(&format!("u{conn}")),
+                outbox,
+                Some(1),
+                |_, info| {
+                    assert_eq!(info.latest_sequence, 3);
+                    EncodedFrame(bytes::Bytes::new())
+                },
+            )
+            .await
+            .unwrap();
+            stream
+        }
+    });
+    let streams = futures::future::join_all(joins).await;
+    assert_eq!(
+        (
+            store.latest_reads.load(Ordering::SeqCst),
+            store.history_reads.load(Ordering::SeqCst)
+        ),
+        (1, 1),
+        "20 joiners, one read of each"
+    );
+    for mut stream in streams {
+        // The reply, then the backlog: messages 2 and 3.
+        for _ in 0..3 {
+            let frame = tokio::time::timeout(Duration::from_secs(1), stream.next()).await;
+            assert!(matches!(frame, Ok(Some(_))), "the reply and the backlog");
+        }
+    }
 }
 
 /// Review of issue 16: a client message id names one request. Reused for

@@ -1,8 +1,9 @@
 //! Join storms (issue 18): a resume that is up to date reads nothing from
 //! the store but the joiners' batched read state, presence comes coalesced
-//! per room, and member lists come in pages. (Paced reconnects are
-//! `lifecycle::a_shutdown_spreads_its_clients_reconnects…` and the
-//! session admission rate `limits`' and `websocket`'s tests.)
+//! per room, and member lists come in pages. (Joiners sharing a slow
+//! store's reads are `hub::tests::joiners_resuming_a_room_at_once…`;
+//! paced reconnects `lifecycle::a_shutdown_spreads_its_clients_reconnects…`
+//! and the session admission rate `limits`' and `websocket`'s tests.)
 
 use crate::common::*;
 use chat_client::Event;
@@ -129,7 +130,7 @@ async fn a_crowd_joining_at_once_reaches_each_member_in_a_few_coalesced_events()
     let total = CROWD + 2;
     assert_eq!(
         (reply.members.len(), reply.member_count as usize),
-        (100, total)
+        (20, total)
     );
     assert!(!reply.members_next_page.is_empty());
     let page = late
@@ -137,7 +138,7 @@ async fn a_crowd_joining_at_once_reaches_each_member_in_a_few_coalesced_events()
         .await
         .unwrap();
     assert_eq!(page.members.len(), 30);
-    assert!(page.members[0].display_name > reply.members[99].display_name);
+    assert!(page.members[0].display_name > reply.members[19].display_name);
     let all = late.list_members("stage").await.unwrap();
     let names: BTreeSet<String> = all.iter().map(|m| m.display_name.clone()).collect();
     assert_eq!((all.len(), names.len()), (total, total), "each member once");
@@ -161,53 +162,6 @@ async fn a_crowd_joining_at_once_reaches_each_member_in_a_few_coalesced_events()
     assert_eq!(
         watcher.list_members("stage").await.unwrap().len(),
         total - CROWD / 2
-    );
-    server.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn joiners_resuming_a_room_at_once_share_its_store_reads() {
-    const JOINERS: usize = 20;
-    let server = TestServer::start(config()).await;
-    let url = server.url();
-    let (alice, _alice_ev) = connect(&url, "alice").await;
-    alice.join("lobby").await.unwrap();
-    for i in 0..3 {
-        alice.send("lobby", &format!("m{i}")).await.unwrap();
-    }
-    // Nobody is left in the room here: a join must ask the store.
-    alice.leave("lobby").await.unwrap();
-    let (latest, backlog) = (
-        join_queries(&server, "latest_sequence").await,
-        join_queries(&server, "backlog").await,
-    );
-    let resumes = (0..JOINERS).map(|i| {
-        let url = url.clone();
-        async move {
-            let (mut raw, joined) = resume(&url, &format!("r{i}"), "lobby", 1).await;
-            let mut seen = Vec::new();
-            while seen.len() < 2 {
-                match raw.next().await {
-                    Some(Frame::Message(m)) => seen.push(m.sequence),
-                    Some(_) => {}
-                    None => panic!("r{i}'s session ended"),
-                }
-            }
-            (joined.latest_sequence, seen, raw)
-        }
-    });
-    for (latest, seen, _raw) in futures::future::join_all(resumes).await {
-        assert_eq!((latest, seen), (3, vec![2, 3]), "each gets its backlog");
-    }
-    let latest_reads = join_queries(&server, "latest_sequence").await - latest;
-    let backlog_reads = join_queries(&server, "backlog").await - backlog;
-    assert!(
-        latest_reads <= 3.0,
-        "{JOINERS} joiners read the latest sequence {latest_reads} times"
-    );
-    assert!(
-        backlog_reads < JOINERS as f64,
-        "{JOINERS} joiners read {backlog_reads} backlogs"
     );
     server.stop().await;
 }

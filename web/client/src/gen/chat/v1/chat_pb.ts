@@ -1777,7 +1777,7 @@ export type JoinRoomResult = Message<"chat.v1.JoinRoomResult"> & {
 
   /**
    * The room's members now (on every server instance), this user included,
-   * each user once, sorted by display name: all of them, or the first 100
+   * each user once, sorted by display name: all of them, or the first 20
    * when there are more (then `members_next_page` is set and
    * `ListMembersRequest` with it as `page_after` gives the rest).
    *
