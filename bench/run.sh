@@ -319,6 +319,9 @@ start_cluster() { # start_cluster LABEL: a fresh database, then two instances on
   psql_admin -c "CREATE DATABASE \"$DB\"" >/dev/null || { DB=""; return 1; }
   local shared=(CHAT_BACKPLANE=redis CHAT_REDIS__URL="redis://127.0.0.1:$REDIS_PORT"
     CHAT_STORE__URL="$PG_URL/$DB")
+  # SERVER_ENV_EXTRA: settings of the caller's for this experiment (after the defaults above).
+  # shellcheck disable=SC2206
+  [ -z "${SERVER_ENV_EXTRA:-}" ] || shared+=($SERVER_ENV_EXTRA)
   # One after the other: the first one migrates the fresh database.
   start_server "$label" "$P1" "$WORK" "${shared[@]}" &&
     start_server "$label" "$P2" "$WORK" "${shared[@]}" || return 1
