@@ -179,13 +179,6 @@ fn messages(out: &mut String, hub: &Hub) {
     for &query in JoinQuery::ALL {
         queries.add(query, hub.metrics().join_store_queries.get(query));
     }
-    if let Some(waits) = hub.store().pool_waits() {
-        waits.render(
-            out,
-            "chat_store_pool_wait_seconds",
-            "How long each batch of appends waited for a store connection (a storm of joins must not make it wait).",
-        );
-    }
     if let Some(batches) = hub.store().join_batches() {
         queries.add(JoinQuery::JoinState, batches.count());
     }

@@ -278,9 +278,12 @@ impl Cluster {
             ControlKind::PresenceBatch(batch) => {
                 // Each change checked like a lone one; the invalid ones
                 // skipped. One lock for the batch.
+                // A sender splits its batches at `MAX_LISTED`: more is
+                // not taken (the digests repair what is left out).
                 let changes: Vec<(RoomName, User, bool)> = batch
                     .changes
                     .iter()
+                    .take(super::members::MAX_LISTED)
                     .filter_map(|c| {
                         let (room, user) = c.entry.as_ref().and_then(valid_entry)?;
                         Some((room, user, c.present))

@@ -45,12 +45,29 @@ impl<K: Eq + Hash + Clone, V: Clone + Send + Sync + 'static> Coalesce<K, V> {
                 }
             }
         };
-        let value = shared.await;
-        if started {
-            // Done: later asks read afresh.
-            lock(&self.running).remove(&key);
+        // Done, or this ask dropped (those sharing it drive it on): later
+        // asks read afresh.
+        let _forget = started.then(|| Forget {
+            running: &self.running,
+            key: Some(key),
+        });
+        (shared.await, started)
+    }
+}
+
+/// Takes a read out of the running ones when dropped.
+struct Forget<'a, K: Eq + Hash, V: Clone> {
+    /// The running reads.
+    running: &'a Mutex<HashMap<K, Shared<BoxFuture<'static, V>>>>,
+    /// The read's key.
+    key: Option<K>,
+}
+
+impl<K: Eq + Hash, V: Clone> Drop for Forget<'_, K, V> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            lock(self.running).remove(&key);
         }
-        (value, started)
     }
 }
 
@@ -94,5 +111,22 @@ mod tests {
         assert_eq!(reads.load(Ordering::SeqCst), 2);
         assert!(ask("lobby").await.1, "a later ask reads again");
         assert_eq!(reads.load(Ordering::SeqCst), 3);
+        // The ask that started a read dropped before it ended: the next one
+        // reads afresh rather than getting an old answer.
+        let (release, released) = tokio::sync::watch::channel(false);
+        let dropped = coalesce.get("ops", {
+            let mut released = released.clone();
+            move || async move {
+                let _ = released.wait_for(|r| *r).await;
+                1
+            }
+        });
+        assert!(
+            FutureExt::now_or_never(Box::pin(dropped)).is_none(),
+            "still reading"
+        );
+        drop(release);
+        let (value, started) = coalesce.get("ops", || async { 2 }).await;
+        assert_eq!((value, started), (2, true));
     }
 }

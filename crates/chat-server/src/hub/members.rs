@@ -14,8 +14,7 @@
 use super::outbox::Deferred;
 use super::presence::{MemberCursor, MemberPage};
 use super::{Hub, Outbox, member};
-use crate::backplane::RoomFrame;
-use crate::backplane::control::{ControlKind, PresenceChange, PresenceChanges};
+use crate::backplane::control::{ControlKind, PresenceChanges};
 use crate::domain::RequestError;
 use crate::domain::validate::RoomName;
 use chat_proto::EncodedFrame;
@@ -120,14 +119,9 @@ impl Hub {
                 });
                 // Under the presence lock (the order with join replies);
                 // no socket is written here.
-                queued += self.rooms.deliver_queued(&RoomFrame {
-                    room: change.room.clone(),
-                    sequence: None,
-                    frame: EncodedFrame::from(frame),
-                    acked_at_unix_us: 0,
-                    trace: None,
-                    typing: None,
-                });
+                queued += self
+                    .rooms
+                    .deliver_presence(&change.room, &EncodedFrame::from(frame));
             }
         }
         drop(presence);
@@ -145,9 +139,24 @@ impl Hub {
     pub async fn publish_presence(&self) -> usize {
         let edges = std::mem::take(&mut *lock(&self.presence_out));
         let count = edges.len();
-        let mut edges = edges.into_iter().peekable();
-        while edges.peek().is_some() {
-            let changes: Vec<PresenceChange> = edges.by_ref().take(MAX_LISTED).collect();
+        // Bounded in changes and in bytes (half what the backplane takes:
+        // room for the envelope).
+        let max_bytes = self.backplane.max_control_bytes() / 2;
+        let (mut changes, mut bytes) = (Vec::new(), 0);
+        for edge in edges {
+            let size = prost::Message::encoded_len(&edge) + 4;
+            if !changes.is_empty() && (changes.len() >= MAX_LISTED || bytes + size > max_bytes) {
+                let full = std::mem::take(&mut changes);
+                self.publish_control(ControlKind::PresenceBatch(PresenceChanges {
+                    changes: full,
+                }))
+                .await;
+                bytes = 0;
+            }
+            bytes += size;
+            changes.push(edge);
+        }
+        if !changes.is_empty() {
             self.publish_control(ControlKind::PresenceBatch(PresenceChanges { changes }))
                 .await;
         }
@@ -155,9 +164,11 @@ impl Hub {
     }
 }
 
-/// Every `tick` until `shutdown` (then once more, so the last changes
-/// reach the members still here and the other instances): tells rooms of
-/// their membership changes, and the other instances of this one's.
+/// Every `tick`: tells rooms of their membership changes, and the other
+/// instances of this one's. After `shutdown` it goes on while sessions are
+/// still here (each leaves its rooms as it says goodbye, and the other
+/// instances must hear of it), at most [`STOPPING_TICKS`] ticks, then
+/// once more.
 pub async fn run(hub: Arc<Hub>, tick: Duration, shutdown: CancellationToken) {
     let mut ticks = tokio::time::interval(tick);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -169,7 +180,21 @@ pub async fn run(hub: Arc<Hub>, tick: Duration, shutdown: CancellationToken) {
         hub.flush_presence();
         hub.publish_presence().await;
         if stopping {
-            return;
+            break;
         }
     }
+    for _ in 0..STOPPING_TICKS {
+        if hub.session_count() == 0 {
+            break;
+        }
+        ticks.tick().await;
+        hub.flush_presence();
+        hub.publish_presence().await;
+    }
+    hub.flush_presence();
+    hub.publish_presence().await;
 }
+
+/// Ticks a stopping instance goes on for at most while its sessions leave
+/// (the drain's own timeout ends it sooner).
+const STOPPING_TICKS: u32 = 600;

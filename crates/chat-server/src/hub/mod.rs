@@ -516,7 +516,21 @@ impl Hub {
                 if asked {
                     self.count_join_query(JoinQuery::LatestSequence);
                 }
-                latest.map_err(|e| unavailable("store", e))?
+                let latest = latest.map_err(|e| unavailable("store", e))?;
+                match since {
+                    // A read shared with others may have started before a
+                    // message this client has seen was stored: a resume
+                    // point beyond it is asked again before it counts as
+                    // a reset.
+                    Some(s) if !asked && s > latest => {
+                        self.count_join_query(JoinQuery::LatestSequence);
+                        self.store
+                            .latest_sequence(room)
+                            .await
+                            .map_err(|e| unavailable("store", e.to_string()))?
+                    }
+                    _ => latest,
+                }
             }
         };
         // The client saw messages the store does not have: the room's

@@ -106,14 +106,8 @@ struct Joining {
 
 impl RoomState {
     /// Queues `frame` (message `sequence`, if it is one) for every member
-    /// that does not have it, and for joiners to receive later; returns
-    /// how many members it was queued for.
-    fn fan_out(
-        &mut self,
-        sequence: Option<u64>,
-        frame: &EncodedFrame,
-        writes: &mut Deferred,
-    ) -> u64 {
+    /// that does not have it, and for joiners to receive later.
+    fn fan_out(&mut self, sequence: Option<u64>, frame: &EncodedFrame, writes: &mut Deferred) {
         let mut queued = 0;
         writes.reserve(self.recipients.len());
         for r in &self.recipients {
@@ -132,7 +126,6 @@ impl RoomState {
                 joining.outbox.push_overflowed();
             }
         }
-        queued
     }
 
     /// Tells the members who is typing now (`room`'s board's event), each
@@ -420,40 +413,45 @@ impl Rooms {
 }
 
 impl Rooms {
-    /// [`FrameSink::deliver`] for a caller holding a lock many wait on
-    /// (presence's): nothing is written to a socket here, every recipient's
-    /// task writes its own. Returns how many members an unnumbered frame
-    /// was queued for (0 for a message).
-    pub fn deliver_queued(&self, frame: &RoomFrame) -> u64 {
-        self.deliver_with(frame, Deferred::none())
+    /// Queues presence `frame` (unnumbered) for the room's members only,
+    /// never writing here (the caller holds the presence lock); returns
+    /// how many took it. Connections still joining do not collect it: their
+    /// reply's member page, taken later under the same lock, is newer.
+    pub fn deliver_presence(&self, room: &RoomName, frame: &EncodedFrame) -> u64 {
+        let Some(room) = self.get(room) else {
+            return 0;
+        };
+        let state = lock(&room.state);
+        let mut queued = 0;
+        for r in &state.recipients {
+            queued += u64::from(r.outbox.queue(frame.clone()));
+        }
+        queued
     }
 
     /// Hands `frame` to the room's local connections; `writes` writes to
-    /// their sockets once the room's lock is released. Returns how many
-    /// members an unnumbered frame was queued for (0 for a message).
-    fn deliver_with(&self, frame: &RoomFrame, mut writes: Deferred) -> u64 {
+    /// their sockets once the room's lock is released.
+    fn deliver_with(&self, frame: &RoomFrame, mut writes: Deferred) {
         if frame.frame.0.is_empty() {
             // A typing announcement alone.
             if let Some(note) = &frame.typing {
                 self.note_typing(&frame.room, note, writes);
             }
-            return 0;
+            return;
         }
         let Some(room) = self.get(&frame.room) else {
-            return 0;
+            return;
         };
         let _traced = frame
             .trace
             .map(|_| crate::telemetry::trace::fanout_span(&frame.room).entered());
-        let (gap, queued) = {
+        let gap = {
             let mut state = lock(&room.state);
             match frame.sequence {
-                Some(sequence) if self.ordered => {
-                    (state.offer(sequence, &frame.frame, &mut writes), 0)
-                }
+                Some(sequence) if self.ordered => state.offer(sequence, &frame.frame, &mut writes),
                 sequence => {
-                    let queued = state.fan_out(sequence, &frame.frame, &mut writes);
-                    (false, queued * u64::from(sequence.is_none()))
+                    state.fan_out(sequence, &frame.frame, &mut writes);
+                    false
                 }
             }
         };
@@ -474,7 +472,6 @@ impl Rooms {
         if let Some(note) = &frame.typing {
             self.note_typing(&frame.room, note, Deferred::default());
         }
-        queued
     }
 }
 

@@ -78,7 +78,14 @@ pub struct Session {
 }
 
 /// Join states being read ahead, by room.
-type Prefetched = HashMap<RoomName, tokio::task::JoinHandle<(Option<ReadState>, Option<Ban>)>>;
+type Prefetched = HashMap<RoomName, tokio::task::JoinHandle<(Instant, JoinState)>>;
+
+/// A join's read state and ban, as the hub reads them.
+type JoinState = (Option<ReadState>, Option<Ban>);
+
+/// How old a join state read ahead may be when its join uses it; older, it
+/// is read again (a ban stored meanwhile must count).
+const PREFETCH_FRESH: Duration = Duration::from_secs(1);
 
 /// Frames a session reads ahead at most while it handles a join.
 const READ_AHEAD: usize = 64;
@@ -235,8 +242,13 @@ impl Session {
                 next = next_inbound(&mut inbound, &mut ahead) => match next {
                     Some(Ok(frame)) => {
                         idle.as_mut().reset(Instant::now() + idle_timeout);
-                        if matches!(frame.request, Some(Request::JoinRoom(_))) {
+                        let join = matches!(frame.request, Some(Request::JoinRoom(_)));
+                        if join {
                             self.read_ahead(&mut inbound, &mut ahead, &frame);
+                        } else {
+                            // The run of joins is over: what a refused one
+                            // left read is stale by the next.
+                            self.prefetched = None;
                         }
                         // The request runs to completion even if shutdown
                         // fires meanwhile: in-flight requests finish. Boxed:
@@ -280,11 +292,24 @@ impl Session {
     where
         S: Stream<Item = Result<ClientFrame, InboundError>> + Unpin,
     {
-        use futures::FutureExt;
-        while ahead.len() < READ_AHEAD && matches!(ahead.back(), None | Some(Some(Ok(_)))) {
-            match inbound.next().now_or_never() {
-                Some(item) => ahead.push_back(item),
-                None => break,
+        // Only what has arrived: polled with the no-op waker, which tells a
+        // transport that this is a peek, not the session waiting on it.
+        let mut peek = std::task::Context::from_waker(std::task::Waker::noop());
+        let joins = |item: Option<&Option<Result<ClientFrame, InboundError>>>| {
+            matches!(
+                item,
+                None | Some(Some(Ok(ClientFrame {
+                    request: Some(Request::JoinRoom(_)),
+                    ..
+                })))
+            )
+        };
+        // A run of joins, and the frame that ends it at most: what is held
+        // here beyond one frame is small.
+        while ahead.len() < READ_AHEAD && joins(ahead.back()) {
+            match std::pin::Pin::new(&mut *inbound).poll_next(&mut peek) {
+                std::task::Poll::Ready(item) => ahead.push_back(item),
+                std::task::Poll::Pending => break,
             }
         }
         let room_left = self
@@ -329,7 +354,10 @@ impl Session {
                 continue;
             }
             let (hub, user, asked) = (self.hub.clone(), self.user.clone(), room.clone());
-            let read = tokio::spawn(async move { hub.join_state(&asked, &user).await });
+            let read = tokio::spawn(async move {
+                let state = hub.join_state(&asked, &user).await;
+                (Instant::now(), state)
+            });
             prefetched.insert(room, read);
         }
     }
@@ -579,13 +607,13 @@ impl Session {
         // The joiner's read position and unread count (zeros if the store
         // does not answer in time: the join does not wait on it longer),
         // and a ban, in one store query.
-        let prefetched = self.prefetched.as_mut().and_then(|p| p.remove(&room));
+        let prefetched = match self.prefetched.as_mut().and_then(|p| p.remove(&room)) {
+            Some(read) => read.await.ok(),
+            None => None,
+        };
         let (read, ban) = match prefetched {
-            Some(read) => match read.await {
-                Ok(state) => state,
-                Err(_) => self.hub.join_state(&room, &self.user).await,
-            },
-            None => self.hub.join_state(&room, &self.user).await,
+            Some((at, state)) if at.elapsed() < PREFETCH_FRESH => state,
+            _ => self.hub.join_state(&room, &self.user).await,
         };
         if let Some(ban) = ban {
             return Err(RequestError::Banned {

@@ -505,9 +505,15 @@ async fn join_loop(pool: PgPool, mut asks: mpsc::Receiver<JoinAsk>, batches: Arc
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
-        let mut batch = Vec::with_capacity(MAX_JOIN_BATCH);
+        let mut batch: Vec<JoinAsk> = Vec::with_capacity(MAX_JOIN_BATCH);
         if asks.recv_many(&mut batch, MAX_JOIN_BATCH).await == 0 {
             return;
+        }
+        // A join that stopped waiting (its time ran out while the store
+        // was busy) needs no answer: the statement does not read it.
+        batch.retain(|ask| !ask.reply.is_closed());
+        if batch.is_empty() {
+            continue;
         }
         let pool = pool.clone();
         let batches = batches.clone();
@@ -631,9 +637,15 @@ async fn append_batch(
         }
     };
     tracing::debug!(error = %error, size = batch.len(), "postgres batch failed; appending one by one");
+    // The batch's connection may be what failed: each goes on a fresh one.
+    drop(conn);
     for (message, reply) in batch {
         batches.observe_count(1);
-        let _ = reply.send(append_one(&mut conn, &message, queued).await);
+        let appended = match pool.acquire().await {
+            Ok(mut conn) => append_one(&mut conn, &message, queued).await,
+            Err(e) => Err(StoreError::from(e)),
+        };
+        let _ = reply.send(appended);
     }
 }
 

@@ -63,7 +63,13 @@ fn print_config_shows_file_env_and_flag_values_in_precedence() {
 
 #[tokio::test]
 async fn sigterm_drains_and_exits_zero_within_the_drain_timeout() {
-    let running = ServerProcess::start(&[("CHAT_SHUTDOWN__DRAIN_TIMEOUT", "2s")]).await;
+    // Debug: a join's line (at debug since joins come in storms) shows
+    // what a line inside a session carries.
+    let running = ServerProcess::start(&[
+        ("CHAT_SHUTDOWN__DRAIN_TIMEOUT", "2s"),
+        ("RUST_LOG", "info,chat_server::session=debug"),
+    ])
+    .await;
     let (addr, url) = (running.addr.clone(), running.url());
 
     // A client that never hangs up, in a room.
@@ -137,6 +143,7 @@ async fn traces_go_to_the_otlp_collector_and_log_lines_carry_their_ids() {
     let endpoint = format!("http://{collector_addr}");
     // Only requests whose client asks for a trace are traced.
     let running = ServerProcess::start(&[
+        ("RUST_LOG", "info,chat_server::session=debug"),
         ("CHAT_TRACES__OTLP_ENDPOINT", &endpoint),
         ("CHAT_TRACES__SAMPLE_RATIO", "0"),
     ])

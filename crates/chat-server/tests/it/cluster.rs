@@ -896,6 +896,33 @@ async fn members_of_a_killed_instance_leave_within_the_expiry(backplane: Backpla
     a.stop().await;
 }
 
+/// Issue 18's review: a stopping instance's sessions leave their rooms as
+/// they say goodbye, and the other instances hear it then (presence goes
+/// out in batches, one per tick, and the ticks go on while the sessions
+/// leave), not a presence expiry later.
+async fn members_of_a_stopped_instance_leave_at_once(backplane: Backplane) {
+    let a = instance(&backplane, "a").await;
+    let mut long_expiry = cluster_config(&backplane, "b");
+    long_expiry.presence.expiry = Duration::from_secs(30);
+    let b = TestServer::start(long_expiry).await;
+    wait_ready(&b, true).await;
+    let (alice, mut alice_ev) = connect(&a.url(), "alice").await;
+    alice.join("lobby").await.unwrap();
+    let (carol, _carol_ev) = connect(&b.url(), "carol").await;
+    carol.join("lobby").await.unwrap();
+    expect_event(&mut alice_ev, "carol joined", |e| joined(e, "carol")).await;
+    let stopping = Instant::now();
+    b.stop().await;
+    expect_event(&mut alice_ev, "carol left", |e| left(e, "carol")).await;
+    let took = stopping.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "left after {took:?}, with a 30 s expiry"
+    );
+    assert_eq!(alice.list_members("lobby").await.unwrap().len(), 1);
+    a.stop().await;
+}
+
 fn notification(e: &Event, text: &str) -> bool {
     matches!(e, Event::Notification(n) if n.text == text)
 }
@@ -1179,8 +1206,8 @@ macro_rules! suite {
     };
 }
 
-suite!(redis: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, edits_and_deletes_reach_every_instance_in_order, read_marks_are_shared_announced_once_and_reported_on_join, reactions_reach_every_instance_and_show_in_history, a_direct_conversation_reaches_both_users_everywhere_and_nobody_else, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected, an_application_posts_lists_and_reads_without_a_connection, an_application_disconnects_a_users_sessions_everywhere, an_application_removes_a_user_from_a_room_everywhere, a_banned_user_is_taken_out_and_kept_out_until_lifted);
-suite!(nats: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, edits_and_deletes_reach_every_instance_in_order, read_marks_are_shared_announced_once_and_reported_on_join, reactions_reach_every_instance_and_show_in_history, a_direct_conversation_reaches_both_users_everywhere_and_nobody_else, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected, an_application_posts_lists_and_reads_without_a_connection, an_application_disconnects_a_users_sessions_everywhere, an_application_removes_a_user_from_a_room_everywhere, a_banned_user_is_taken_out_and_kept_out_until_lifted);
+suite!(redis: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, edits_and_deletes_reach_every_instance_in_order, read_marks_are_shared_announced_once_and_reported_on_join, reactions_reach_every_instance_and_show_in_history, a_direct_conversation_reaches_both_users_everywhere_and_nobody_else, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, members_of_a_stopped_instance_leave_at_once, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected, an_application_posts_lists_and_reads_without_a_connection, an_application_disconnects_a_users_sessions_everywhere, an_application_removes_a_user_from_a_room_everywhere, a_banned_user_is_taken_out_and_kept_out_until_lifted);
+suite!(nats: clients_on_different_instances_chat_in_several_rooms, typing_reaches_the_other_members_everywhere_but_never_the_typist, edits_and_deletes_reach_every_instance_in_order, read_marks_are_shared_announced_once_and_reported_on_join, reactions_reach_every_instance_and_show_in_history, a_direct_conversation_reaches_both_users_everywhere_and_nobody_else, a_backplane_outage_keeps_local_members_served_and_heals, an_instance_started_while_the_backplane_is_down_becomes_ready_later, presence_is_the_same_from_every_instance, a_late_instance_learns_who_is_already_there, members_of_a_killed_instance_leave_within_the_expiry, members_of_a_stopped_instance_leave_at_once, an_operator_broadcast_reaches_every_client_once, periodic_notifications_come_once_per_interval_in_a_cluster, status_shows_the_other_instances_and_their_connections, per_instance_stores_withhold_nothing_from_a_client_that_resumes_elsewhere, a_second_process_with_the_same_server_id_is_detected, an_application_posts_lists_and_reads_without_a_connection, an_application_disconnects_a_users_sessions_everywhere, an_application_removes_a_user_from_a_room_everywhere, a_banned_user_is_taken_out_and_kept_out_until_lifted);
 
 #[tokio::test]
 async fn redis_cluster_with_sharded_pub_sub() {

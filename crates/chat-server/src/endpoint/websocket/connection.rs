@@ -29,7 +29,7 @@ use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
@@ -456,7 +456,13 @@ impl Stream for Reader {
         if this.done {
             return Poll::Ready(None);
         }
-        this.shared.reader.register(cx.waker());
+        // The session peeking for frames already arrived, while it handles a
+        // request (`Waker::noop()`, see `session::Session::read_ahead`): it
+        // is not waiting on the socket, so a silence is not the client's.
+        let peek = cx.waker().will_wake(Waker::noop());
+        if !peek {
+            this.shared.reader.register(cx.waker());
+        }
         this.shared.reading.store(false, Ordering::Relaxed);
         if this.shared.dead.load(Ordering::Acquire) {
             this.done = true;
@@ -471,7 +477,7 @@ impl Stream for Reader {
             let mut read = ReadBuf::new(&mut chunk);
             match Pin::new(&mut this.io).poll_read(cx, &mut read) {
                 Poll::Pending => {
-                    this.shared.reading.store(true, Ordering::Relaxed);
+                    this.shared.reading.store(!peek, Ordering::Relaxed);
                     if this.buf.is_empty() {
                         // Idle connections hold no buffer.
                         this.buf = BytesMut::new();
