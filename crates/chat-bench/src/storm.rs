@@ -20,7 +20,7 @@ use crate::metrics::r3;
 use crate::procstat::{self, CpuTimes};
 use crate::report::mb;
 use anyhow::{Context, anyhow, bail};
-use chat_client::{Client, ClientConfig, Events};
+use chat_client::{Client, ClientConfig, Event, Events};
 use futures::StreamExt;
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -109,6 +109,15 @@ impl CommonArgs {
             phase_timeout: seconds(self.phase_timeout, "phase-timeout")?,
         })
     }
+}
+
+/// Whether `event` tells of members joining or leaving: a coalesced
+/// `MembersChanged`, or one change from a server before it.
+pub fn is_presence(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::MembersChanged(_) | Event::MemberJoined(_) | Event::MemberLeft(_)
+    )
 }
 
 /// The rooms client `i` is in: `(i·K + j) mod R` for `j` in `0..K`, so

@@ -12,8 +12,8 @@
 
 use super::prom::{self, ServerCounters};
 use super::{
-    CommonArgs, Connected, CpuOut, PerOp, ServerEnd, check_shape, connect_all, cpu_now, member_of,
-    rooms_of, rss_total, servers_end, slow_statements, timed_out,
+    CommonArgs, Connected, CpuOut, PerOp, ServerEnd, check_shape, connect_all, cpu_now,
+    is_presence, member_of, rooms_of, rss_total, servers_end, slow_statements, timed_out,
 };
 use crate::clock::{ms_between, now_ns};
 use crate::metrics::{Hist, Summary, r3};
@@ -227,20 +227,10 @@ async fn receive(counts: Arc<Counts>, mut events: Events) {
             Event::Disconnected { .. } => {
                 counts.disconnects.fetch_add(1, Relaxed);
             }
-            Event::Connected(_)
-            | Event::Rejoined { .. }
-            | Event::Typing(_)
-            | Event::ReadReceipts(_)
-            | Event::Notification(_)
-            | Event::DirectOpened(_)
-            | Event::Removed(_)
-            | Event::Reconnecting { .. }
-            | Event::Stopped { .. } => {}
-            // MemberJoined, MemberLeft, and any presence event newer
-            // than this tool.
-            _ => {
+            e if is_presence(&e) => {
                 counts.presence.fetch_add(1, Relaxed);
             }
+            _ => {}
         }
     }
 }

@@ -15,7 +15,7 @@ use super::prom::{self, Scrape, ServerCounters};
 use super::sequence::{self, Check};
 use super::{
     Common, CommonArgs, Connected, CpuOut, PerOp, ServerEnd, check_shape, connect_all, cpu_now,
-    rooms_of, rss_total, servers_end, slow_statements, timed_out,
+    is_presence, rooms_of, rss_total, servers_end, slow_statements, timed_out,
 };
 use crate::clock::{ms_between, now_ns};
 use crate::metrics::{Hist, Summary, r3};
@@ -347,12 +347,10 @@ async fn receive(
                     lock(&log).rooms.entry(r).or_default().1.push(m.sequence);
                 }
             }
-            Event::Connected(_) => {
-                if shared.kill_ns.load(Relaxed) > 0 {
-                    let mut log = lock(&log);
-                    log.reconnected = true;
-                    log.rejoined.clear();
-                }
+            Event::Connected(_) if shared.kill_ns.load(Relaxed) > 0 => {
+                let mut log = lock(&log);
+                log.reconnected = true;
+                log.rejoined.clear();
             }
             Event::Rejoined { room, result } => match result {
                 Ok(j) => {
@@ -382,17 +380,10 @@ async fn receive(
             Event::Disconnected { .. } => {
                 shared.disconnects.fetch_add(1, Relaxed);
             }
-            Event::Typing(_)
-            | Event::ReadReceipts(_)
-            | Event::Notification(_)
-            | Event::DirectOpened(_)
-            | Event::Removed(_)
-            | Event::Reconnecting { .. }
-            | Event::Stopped { .. } => {}
-            // MemberJoined, MemberLeft, and any newer presence event.
-            _ => {
+            e if is_presence(&e) => {
                 shared.presence.fetch_add(1, Relaxed);
             }
+            _ => {}
         }
     }
 }
