@@ -274,14 +274,15 @@ fi
 
 # ---------------------------------------------------------------- servers
 RUN_N=0
-wait_ready() { # wait_ready PORT PID
-  for _ in $(seq 300); do
+wait_up() { # wait_up PORT PID PATH TRIES: until GET PATH answers 2xx (TRIES × 0.1 s), while PID lives
+  for _ in $(seq "$4"); do
     kill -0 "$2" 2>/dev/null || return 1
-    curl -sf "http://127.0.0.1:$1/health/ready" >/dev/null 2>&1 && return 0
+    curl -sf "http://127.0.0.1:$1$3" >/dev/null 2>&1 && return 0
     sleep 0.1
   done
   return 1
 }
+wait_ready() { wait_up "$1" "$2" /health/ready 300; } # wait_ready PORT PID
 server_env() { # server_env PORT [VAR=VALUE ...]: the instance's environment, in SERVER_ENV
   local port=$1; shift
   # Rate and connection limits off: one load generator on one address
@@ -432,14 +433,7 @@ peer_prepare() { # a copy of the peer's folder with its npm packages, in PEER_ST
       { log "peer: npm ci failed (see logs/peer-npm.log)"; PEER_STORM_DIR=""; return 1; }
   fi
 }
-wait_peer() { # wait_peer PORT PID
-  for _ in $(seq 100); do
-    kill -0 "$2" 2>/dev/null || return 1
-    curl -sf "http://127.0.0.1:$1/health" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  return 1
-}
+wait_peer() { wait_up "$1" "$2" /health 100; } # wait_peer PORT PID
 start_peer() { # start_peer LABEL: two peer instances on the run's Redis, pids in PEER_SRV_PIDS
   local label=$1 port pid
   for port in "$PP1" "$PP2"; do

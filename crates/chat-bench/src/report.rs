@@ -220,21 +220,27 @@ pub struct TypingOut {
     pub received_per_s: u64,
 }
 
+/// What fails any run: the error that stopped it, and connections or
+/// joins that failed.
+pub fn run_failures(error: Option<&str>, connect_failed: u64, join_failed: u64) -> Vec<String> {
+    let mut why = Vec::new();
+    if let Some(e) = error {
+        why.push(format!("error: {e}"));
+    }
+    if connect_failed > 0 || join_failed > 0 {
+        why.push(format!(
+            "{connect_failed} connect and {join_failed} join failures"
+        ));
+    }
+    why
+}
+
 impl Report {
     /// Why this run fails, empty when it passes: an error, connect or
     /// join failures, or a delivery ratio below 1 (every acknowledged
     /// message must reach every member of its room).
     pub fn failures(&self) -> Vec<String> {
-        let mut why = Vec::new();
-        if let Some(e) = &self.error {
-            why.push(format!("error: {e}"));
-        }
-        if self.connect_failed > 0 || self.join_failed > 0 {
-            why.push(format!(
-                "{} connect and {} join failures",
-                self.connect_failed, self.join_failed
-            ));
-        }
+        let mut why = run_failures(self.error.as_deref(), self.connect_failed, self.join_failed);
         if let Some(r) = self.delivery_ratio
             && r < 1.0
         {

@@ -111,6 +111,16 @@ impl CommonArgs {
     }
 }
 
+/// Prints `line()` on stderr once a second, until the caller drops it.
+pub async fn every_second(line: impl Fn() -> String) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        eprintln!("{}", line());
+    }
+}
+
 /// Whether `event` tells of members joining or leaving: a coalesced
 /// `MembersChanged`, or one change from a server before it.
 pub fn is_presence(event: &Event) -> bool {

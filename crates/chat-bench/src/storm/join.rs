@@ -13,12 +13,13 @@
 use super::prom::{self, ServerCounters};
 use super::{
     CommonArgs, Connected, CpuOut, PerOp, ServerEnd, check_shape, connect_all, cpu_now,
-    is_presence, member_of, rooms_of, rss_total, servers_end, slow_statements, timed_out,
+    every_second, is_presence, member_of, rooms_of, rss_total, servers_end, slow_statements,
+    timed_out,
 };
 use crate::clock::{ms_between, now_ns};
 use crate::metrics::{Hist, Summary, r3};
 use crate::procstat;
-use crate::report::now_utc;
+use crate::report::{now_utc, run_failures};
 use crate::schedule::{self, room_name};
 use chat_client::{Event, Events, proto::MessageEvent};
 use chat_util::lock;
@@ -160,16 +161,7 @@ impl JoinReport {
     /// Why the run fails (empty when it passes): an error, failed
     /// connections or joins, a live delivery missing.
     pub fn failures(&self) -> Vec<String> {
-        let mut why = Vec::new();
-        if let Some(e) = &self.error {
-            why.push(format!("error: {e}"));
-        }
-        if self.connect_failed > 0 || self.join_failed > 0 {
-            why.push(format!(
-                "{} connect and {} join failures",
-                self.connect_failed, self.join_failed
-            ));
-        }
+        let mut why = run_failures(self.error.as_deref(), self.connect_failed, self.join_failed);
         if let Some(r) = self.live.delivery_ratio.filter(|r| *r < 1.0) {
             why.push(format!("live delivery_ratio {r} < 1"));
         }
@@ -237,11 +229,8 @@ async fn receive(counts: Arc<Counts>, mut events: Events) {
 
 /// One line a second on stderr.
 async fn progress(counts: Arc<Counts>, tag: String) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        eprintln!(
+    every_second(|| {
+        format!(
             "{tag} {} connected={} join_replies={} presence={} live_received={} disconnects={}",
             PHASES
                 .get(usize::from(counts.phase.load(Relaxed)))
@@ -251,8 +240,9 @@ async fn progress(counts: Arc<Counts>, tag: String) {
             counts.presence.load(Relaxed),
             counts.received.load(Relaxed),
             counts.disconnects.load(Relaxed),
-        );
-    }
+        )
+    })
+    .await
 }
 
 /// Runs the join storm; its report has `error` set if it stopped.

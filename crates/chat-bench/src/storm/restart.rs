@@ -15,11 +15,11 @@ use super::prom::{self, Scrape, ServerCounters};
 use super::sequence::{self, Check};
 use super::{
     Common, CommonArgs, Connected, CpuOut, PerOp, ServerEnd, check_shape, connect_all, cpu_now,
-    is_presence, rooms_of, rss_total, servers_end, slow_statements, timed_out,
+    every_second, is_presence, rooms_of, rss_total, servers_end, slow_statements, timed_out,
 };
 use crate::clock::{ms_between, now_ns};
 use crate::metrics::{Hist, Summary, r3};
-use crate::report::now_utc;
+use crate::report::{now_utc, run_failures};
 use crate::schedule::{self, room_name};
 use anyhow::{Context, anyhow, bail};
 use chat_client::{Client, Event, Events};
@@ -228,16 +228,7 @@ pub struct RestartReport {
 impl RestartReport {
     /// Why the run fails (empty when it passes).
     pub fn failures(&self) -> Vec<String> {
-        let mut why = Vec::new();
-        if let Some(e) = &self.error {
-            why.push(format!("error: {e}"));
-        }
-        if self.connect_failed > 0 || self.join_failed > 0 {
-            why.push(format!(
-                "{} connect and {} join failures",
-                self.connect_failed, self.join_failed
-            ));
-        }
+        let mut why = run_failures(self.error.as_deref(), self.connect_failed, self.join_failed);
         if self.clients_resumed < self.b_clients {
             why.push(format!(
                 "{} of {} B clients did not resume",
@@ -390,11 +381,8 @@ async fn receive(
 
 /// One line a second on stderr.
 async fn progress(shared: Arc<Shared>, tag: String) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        eprintln!(
+    every_second(|| {
+        format!(
             "{tag} {} sent={} acked={} failed={} received={} disconnects={} rejoins={} resumed={} presence={}",
             PHASES
                 .get(usize::from(shared.phase.load(Relaxed)))
@@ -407,8 +395,9 @@ async fn progress(shared: Arc<Shared>, tag: String) {
             shared.rejoins.load(Relaxed),
             shared.resumed.load(Relaxed),
             shared.presence.load(Relaxed),
-        );
-    }
+        )
+    })
+    .await
 }
 
 /// Runs the restart storm; its report has `error` set if it stopped.

@@ -18,7 +18,7 @@ use crate::backplane::control::{ControlKind, PresenceChanges};
 use crate::domain::RequestError;
 use crate::domain::validate::RoomName;
 use chat_proto::EncodedFrame;
-use chat_proto::v1::{MembersChanged, server_frame::Frame};
+use chat_proto::v1::{ListMembersResult, MembersChanged, server_frame::Frame};
 use chat_util::lock;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -47,6 +47,16 @@ pub const DEFAULT_PAGE: usize = 100;
 
 /// The most members a `ListMembers` page lists.
 pub const MAX_PAGE: usize = 1000;
+
+/// A page of `room`'s members as a `ListMembers` answer carries it.
+pub fn list_result(room: &str, page: &MemberPage) -> ListMembersResult {
+    ListMembersResult {
+        room: room.to_string(),
+        members: page.members.iter().map(member).collect(),
+        next_page: page.next_page(),
+        member_count: page.member_count(),
+    }
+}
 
 /// Reads a page request's cursor (empty: the first page) and limit (0:
 /// [`DEFAULT_PAGE`]); a cursor that is not one, or a limit above

@@ -119,6 +119,21 @@ pub struct MemberPage {
     pub count: usize,
 }
 
+impl MemberPage {
+    /// The next page's cursor as the wire carries it (empty: none).
+    pub fn next_page(&self) -> String {
+        self.next
+            .as_ref()
+            .map(MemberCursor::encode)
+            .unwrap_or_default()
+    }
+
+    /// The room's member count as the wire carries it.
+    pub fn member_count(&self) -> u32 {
+        u32::try_from(self.count).unwrap_or(u32::MAX)
+    }
+}
+
 /// Orders users as member lists show them: by display name, then id.
 fn by_name(a: &User, b: &User) -> std::cmp::Ordering {
     (&a.display_name, &a.user_id).cmp(&(&b.display_name, &b.user_id))
@@ -261,21 +276,9 @@ pub struct LocalChange {
 }
 
 impl Presence {
-    /// The room's members, each user once, sorted by display name.
+    /// The room's members, each user once, in list order: all of them.
     pub fn members(&self, room: &RoomName) -> Vec<User> {
-        let mut members: Vec<User> = self
-            .rooms
-            .get(room)
-            .map(|users| {
-                users
-                    .values()
-                    .filter(|u| u.present())
-                    .map(|u| u.user.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        members.sort_by(by_name);
-        members
+        self.member_page(room, None, usize::MAX).members
     }
 
     /// The room's members after `after` (from the first when `None`), at

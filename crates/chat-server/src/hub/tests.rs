@@ -29,6 +29,21 @@ struct ProbeStore {
     read_delay_ms: AtomicU64,
 }
 
+/// A hub in ordered mode over a fresh [`ProbeStore`], and the store.
+fn probe_hub() -> (Hub, Arc<ProbeStore>) {
+    let rooms = Arc::new(Rooms::new(true, None));
+    let store = Arc::new(ProbeStore::default());
+    let backplane = Arc::new(LocalBackplane::new(rooms.clone()));
+    let hub = Hub::new(
+        "a".into(),
+        Limits::default(),
+        rooms,
+        store.clone(),
+        backplane,
+    );
+    (hub, store)
+}
+
 impl ProbeStore {
     /// Waits as long as a read takes.
     async fn read_delay(&self) {
@@ -219,11 +234,8 @@ fn user(name: &str) -> User {
 /// members (nothing published it the first time).
 #[tokio::test]
 async fn a_retried_send_the_store_had_kept_reaches_the_members() {
-    let rooms = Arc::new(Rooms::new(true, None));
-    let store = Arc::new(ProbeStore::default());
+    let (hub, store) = probe_hub();
     store.fail_next.store(true, Ordering::SeqCst);
-    let backplane = Arc::new(LocalBackplane::new(rooms.clone()));
-    let hub = Hub::new("a".into(), Limits::default(), rooms, store, backplane);
     let lobby = RoomName::parse("lobby").unwrap();
     let (outbox, mut stream) = outbox(16);
     hub.join(&lobby, 1, &user("bob"), outbox, None, |_, _| {
@@ -279,16 +291,7 @@ async fn a_retried_send_the_store_had_kept_reaches_the_members() {
 /// the store is behind it).
 #[tokio::test]
 async fn an_up_to_date_resume_reads_nothing_from_the_store() {
-    let rooms = Arc::new(Rooms::new(true, None));
-    let store = Arc::new(ProbeStore::default());
-    let backplane = Arc::new(LocalBackplane::new(rooms.clone()));
-    let hub = Hub::new(
-        "a".into(),
-        Limits::default(),
-        rooms,
-        store.clone(),
-        backplane,
-    );
+    let (hub, store) = probe_hub();
     let lobby = RoomName::parse("lobby").unwrap();
     let reads = || store.latest_reads.load(Ordering::SeqCst);
     let join = |conn: ConnId, since: Option<u64>| {
@@ -331,16 +334,7 @@ async fn an_up_to_date_resume_reads_nothing_from_the_store() {
 /// gets the backlog.
 #[tokio::test]
 async fn joiners_resuming_a_room_at_once_share_its_store_reads() {
-    let rooms = Arc::new(Rooms::new(true, None));
-    let store = Arc::new(ProbeStore::default());
-    let backplane = Arc::new(LocalBackplane::new(rooms.clone()));
-    let hub = Hub::new(
-        "a".into(),
-        Limits::default(),
-        rooms,
-        store.clone(),
-        backplane,
-    );
+    let (hub, store) = probe_hub();
     let lobby = RoomName::parse("lobby").unwrap();
     for i in 0..3 {
         let message = NewMessage {

@@ -23,9 +23,9 @@ use crate::telemetry::trace::{self, TraceParent};
 use chat_proto::EncodedFrame;
 use chat_proto::v1::{
     ClientFrame, DirectConversation, DisconnectReason, JoinRoomResult, LeaveRoomResult,
-    ListDirectResult, ListMembersRequest, ListMembersResult, ListRoomsResult, MarkReadResult,
-    PongResult, RemovedFromRoom, Reply, SendMessageResult, TypingResult, Welcome,
-    client_frame::Request, reply, server_frame::Frame,
+    ListDirectResult, ListMembersRequest, ListRoomsResult, MarkReadResult, PongResult,
+    RemovedFromRoom, Reply, SendMessageResult, TypingResult, Welcome, client_frame::Request, reply,
+    server_frame::Frame,
 };
 use chat_util::now_unix_ms;
 use futures::{Stream, StreamExt};
@@ -629,8 +629,8 @@ impl Session {
                 result: Some(reply::Result::JoinRoom(JoinRoomResult {
                     room: room.to_string(),
                     members: page.members.iter().map(member).collect(),
-                    member_count: u32::try_from(page.count).unwrap_or(u32::MAX),
-                    members_next_page: page.next.as_ref().map(|c| c.encode()).unwrap_or_default(),
+                    member_count: page.member_count(),
+                    members_next_page: page.next_page(),
                     latest_sequence: join.latest_sequence,
                     backlog_after_sequence: join.backlog_after,
                     backlog_incomplete: join.backlog_incomplete,
@@ -849,20 +849,13 @@ impl Session {
             .queue_member_page(&room, after.as_ref(), limit, &self.outbox, |page| {
                 EncodedFrame::from(Frame::Reply(Reply {
                     request_id,
-                    result: Some(reply::Result::ListMembers(list_members_result(&room, page))),
+                    result: Some(reply::Result::ListMembers(members::list_result(
+                        room.as_str(),
+                        page,
+                    ))),
                 }))
             });
         Ok(())
-    }
-}
-
-/// A page of `room`'s members as a `ListMembers` answer carries it.
-pub fn list_members_result(room: &RoomName, page: &MemberPage) -> ListMembersResult {
-    ListMembersResult {
-        room: room.to_string(),
-        members: page.members.iter().map(member).collect(),
-        next_page: page.next.as_ref().map(|c| c.encode()).unwrap_or_default(),
-        member_count: u32::try_from(page.count).unwrap_or(u32::MAX),
     }
 }
 

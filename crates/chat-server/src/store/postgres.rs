@@ -399,34 +399,39 @@ async fn change_one(
     })
 }
 
-/// A user's read position and the unread messages after it, counted up to
-/// the cap (`$1` room, `$2` user): the query up to its `FROM`.
-static READ_STATE_SELECT: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "WITH r AS (SELECT COALESCE((SELECT sequence FROM read_positions \
-                                     WHERE room = $1 AND user_id = $2), 0) AS s) \
-         SELECT r.s AS read, (SELECT count(*) FROM (SELECT 1 FROM messages \
-             WHERE room = $1 AND sequence > r.s AND kind = 0 AND NOT deleted AND sender_id <> $2 \
-             LIMIT {UNREAD_COUNT_CAP}) unread) AS unread"
-    )
-});
+/// A user's read position and unread count in a room, as SQL: the
+/// position's expression (to select `AS s` into a relation `r`) and the
+/// columns `read` and `unread` over `r`. `room` and `user` are
+/// parameters or columns of an outer query.
+fn read_state_sql(room: &str, user: &str) -> (String, String) {
+    let position = format!(
+        "COALESCE((SELECT sequence FROM read_positions \
+                   WHERE room = {room} AND user_id = {user}), 0)"
+    );
+    let columns = format!(
+        "r.s AS read, (SELECT count(*) FROM (SELECT 1 FROM messages \
+             WHERE room = {room} AND sequence > r.s AND kind = 0 AND NOT deleted \
+             AND sender_id <> {user} LIMIT {UNREAD_COUNT_CAP}) unread) AS unread"
+    );
+    (position, columns)
+}
 
 /// A user's read position and unread count.
-static READ_STATE: LazyLock<String> = LazyLock::new(|| format!("{} FROM r", *READ_STATE_SELECT));
+static READ_STATE: LazyLock<String> = LazyLock::new(|| {
+    let (position, columns) = read_state_sql("$1", "$2");
+    format!("SELECT {columns} FROM (SELECT {position} AS s) r")
+});
 
 /// A join's read state (as [`READ_STATE`]) and the ban on the user in
 /// force, for a batch of joins: rooms `$1`, users `$2` and times `$3` side
 /// by side (bans in force at each ask's time); one row per ask, in the
 /// asks' order.
 static JOIN_STATES: LazyLock<String> = LazyLock::new(|| {
+    let (position, columns) = read_state_sql("a.room", "a.user_id");
     format!(
-        "SELECT r.s AS read, (SELECT count(*) FROM (SELECT 1 FROM messages m \
-             WHERE m.room = a.room AND m.sequence > r.s AND m.kind = 0 AND NOT m.deleted \
-             AND m.sender_id <> a.user_id LIMIT {UNREAD_COUNT_CAP}) unread) AS unread, \
-             b.until_ms, b.reason, b.created_at_ms \
+        "SELECT {columns}, b.until_ms, b.reason, b.created_at_ms \
          FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS a(room, user_id, at, i) \
-         CROSS JOIN LATERAL (SELECT COALESCE((SELECT sequence FROM read_positions p \
-             WHERE p.room = a.room AND p.user_id = a.user_id), 0) AS s) r \
+         CROSS JOIN LATERAL (SELECT {position} AS s) r \
          LEFT JOIN bans b ON b.room = a.room AND b.user_id = a.user_id AND b.until_ms > a.at \
          ORDER BY a.i"
     )

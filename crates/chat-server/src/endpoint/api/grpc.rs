@@ -7,7 +7,7 @@ use crate::api::{Author, Post, ServerApi};
 use crate::domain::RequestError;
 use crate::endpoint::admin::AdminAccess;
 use crate::endpoint::grpc::{refusal, refuse};
-use crate::hub::member;
+use crate::hub::members;
 use crate::metrics::ApiCall;
 use crate::telemetry::trace;
 use axum::http::StatusCode;
@@ -142,12 +142,7 @@ impl ChatApi for ApiGrpc {
         self.answer(ApiCall::Members, request, |r| async move {
             let limit = usize::try_from(r.limit).unwrap_or(usize::MAX);
             let page = api.members(&r.room, &r.page_after, limit)?;
-            Ok(ListMembersResult {
-                room: r.room,
-                members: page.members.iter().map(member).collect(),
-                next_page: page.next.as_ref().map(|c| c.encode()).unwrap_or_default(),
-                member_count: u32::try_from(page.count).unwrap_or(u32::MAX),
-            })
+            Ok(members::list_result(&r.room, &page))
         })
         .await
     }
